@@ -1,0 +1,49 @@
+//! `onebit kernels`: CPU features, every kernel this CPU can run, the default per format,
+//! and (with `--tune RxC`) the self-tuned choice for a shape.
+
+use anyhow::Result;
+use onebit_kernels::{bench::cpu_model, self_tune, CpuFeatures, Kernel, TernaryFormat, ThreadPool};
+
+/// Flags of `onebit kernels`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Time every kernel on this shape (rows x cols, e.g. 2560x6912) and print the fastest.
+    #[arg(long, value_parser = super::bench_kernels::parse_shape)]
+    tune: Option<(usize, usize)>,
+    /// Threads for --tune.
+    #[arg(short, long, default_value_t = 2)]
+    threads: usize,
+    /// Tokens for --tune.
+    #[arg(long, default_value_t = 1)]
+    tokens: usize,
+}
+
+/// Runs `onebit kernels`.
+pub fn run(a: Args) -> Result<()> {
+    println!("cpu: {}", cpu_model());
+    println!("features: {}", CpuFeatures::get().summary());
+    for f in TernaryFormat::ALL {
+        let all: Vec<String> =
+            Kernel::available(f).iter().map(|k| k.isa().name().to_string()).collect();
+        println!(
+            "{:>6}: default {} (available: {})",
+            f.name(),
+            Kernel::best(f)?.name(),
+            all.join(", ")
+        );
+    }
+    if let Some((rows, cols)) = a.tune {
+        let pool = ThreadPool::new(a.threads);
+        for f in [TernaryFormat::T2, TernaryFormat::B3, TernaryFormat::Lut] {
+            let (k, s) = self_tune(&pool, f, rows, cols, a.tokens, 5)?;
+            println!(
+                "tuned {rows}x{cols} tokens={} threads={}: {} {:.1} us",
+                a.tokens,
+                a.threads,
+                k.name(),
+                s * 1e6
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Dense f32 and f16 products with the same shape convention as [`crate::matmul`]
+//! (`out[t·rows + r] = Σ_k W[r][k]·x[t][k]`): the baselines the ternary kernels are
+//! measured against, and the path for the high-precision parts of a model.
+//!
+//! Products of many tokens go through the `gemm` crate (the CPU GEMM candle uses). For one
+//! token, `gemm` is not tuned, so a plain loop with eight independent accumulators (which
+//! the compiler vectorizes, for every ISA) streams each row at memory speed; the f16 GEMV
+//! widens 1024 weights at a time into a stack buffer with `half`'s slice conversion.
+
+use crate::pool::{split, ThreadPool};
+use half::f16;
+
+/// `y = W·x` for one token, f32 weights `rows x cols`, rows split over the pool.
+pub fn gemv_f32(
+    pool: &ThreadPool,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    assert!(
+        w.len() >= rows * cols && x.len() >= cols && out.len() >= rows,
+        "gemv_f32 operand sizes"
+    );
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let threads = pool.threads();
+    pool.run(&|i| {
+        let r = split(rows, threads, i, 8);
+        for row in r {
+            let v = dot_f32(&w[row * cols..(row + 1) * cols], &x[..cols]);
+            // SAFETY: rows are split disjointly between threads; row < rows ≤ out.len().
+            unsafe { *out_ptr.get().add(row) = v };
+        }
+    });
+}
+
+/// `y = W·x` for one token, f16 weights.
+pub fn gemv_f16(
+    pool: &ThreadPool,
+    w: &[f16],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    assert!(
+        w.len() >= rows * cols && x.len() >= cols && out.len() >= rows,
+        "gemv_f16 operand sizes"
+    );
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let threads = pool.threads();
+    pool.run(&|i| {
+        let r = split(rows, threads, i, 8);
+        let mut buf = [0f32; 1024];
+        for row in r {
+            let wr = &w[row * cols..(row + 1) * cols];
+            let mut acc = 0f32;
+            for (wc, xc) in wr.chunks(1024).zip(x[..cols].chunks(1024)) {
+                let b = &mut buf[..wc.len()];
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(wc, b);
+                acc += dot_f32(b, xc);
+            }
+            // SAFETY: rows are split disjointly between threads.
+            unsafe { *out_ptr.get().add(row) = acc };
+        }
+    });
+}
+
+/// `out = X·Wᵀ` for `tokens` tokens through the `gemm` crate, f32 weights.
+pub fn gemm_f32(
+    threads: usize,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    tokens: usize,
+    out: &mut [f32],
+) {
+    gemm_any(threads, w, rows, cols, x, tokens, out)
+}
+
+/// `out = X·Wᵀ` through the `gemm` crate, f16 weights and activations (f16 output widened).
+pub fn gemm_f16(
+    threads: usize,
+    w: &[f16],
+    rows: usize,
+    cols: usize,
+    x: &[f16],
+    tokens: usize,
+    out: &mut [f16],
+) {
+    gemm_any(threads, w, rows, cols, x, tokens, out)
+}
+
+fn gemm_any<T>(
+    threads: usize,
+    w: &[T],
+    rows: usize,
+    cols: usize,
+    x: &[T],
+    tokens: usize,
+    out: &mut [T],
+) where
+    T: 'static + Copy + num_zero::Zero,
+{
+    assert!(
+        w.len() >= rows * cols && x.len() >= tokens * cols && out.len() >= tokens * rows,
+        "gemm operand sizes"
+    );
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the strides describe X (tokens x cols, row-major), Wᵀ (cols x rows, viewing
+    // W row-major) and out (tokens x rows, row-major), all within the asserted lengths.
+    unsafe {
+        gemm::gemm(
+            tokens,
+            rows,
+            cols,
+            out.as_mut_ptr(),
+            1,
+            rows as isize,
+            false,
+            x.as_ptr(),
+            1,
+            cols as isize,
+            w.as_ptr(),
+            cols as isize,
+            1,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+mod num_zero {
+    /// The scalars `gemm` is called with here.
+    pub trait Zero {
+        fn zero() -> Self;
+        fn one() -> Self;
+    }
+    impl Zero for f32 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn one() -> Self {
+            1.0
+        }
+    }
+    impl Zero for half::f16 {
+        fn zero() -> Self {
+            half::f16::ZERO
+        }
+        fn one() -> Self {
+            half::f16::ONE
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators so the loop vectorizes.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to write disjoint rows from pool threads.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_paths_agree() {
+        let (rows, cols, tokens) = (37, 70, 3);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
+        let pool = ThreadPool::new(2);
+        let mut y = vec![0f32; tokens * rows];
+        gemm_f32(2, &w, rows, cols, &x, tokens, &mut y);
+        for t in 0..tokens {
+            let mut g = vec![0f32; rows];
+            gemv_f32(&pool, &w, rows, cols, &x[t * cols..], &mut g);
+            let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let mut h = vec![0f32; rows];
+            gemv_f16(&pool, &wh, rows, cols, &x[t * cols..], &mut h);
+            for r in 0..rows {
+                let exact: f32 = (0..cols).map(|k| w[r * cols + k] * x[t * cols + k]).sum();
+                assert_eq!(g[r], exact);
+                assert_eq!(h[r], exact);
+                assert_eq!(y[t * rows + r], exact);
+            }
+        }
+    }
+}

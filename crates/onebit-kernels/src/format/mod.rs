@@ -1,0 +1,284 @@
+//! Packed ternary weight layouts and the [`TernaryMatrix`] container.
+//!
+//! Each file holds one layout and only scalar code: `pack_*` turns row-major trits
+//! (`i8` in {-1, 0, +1}) into bytes, `unpack_*` turns bytes back, rejecting codes no
+//! ternary value maps to. The ecosystem layouts are byte-compatible with their tools
+//! (`i2s`: bitnet.cpp, `tq1`/`tq2`: llama.cpp, `hf`: transformers); `t2`, `b3` and
+//! `lut` are ours, shaped for the SIMD kernels. Conversions go through trits, so every
+//! pair of layouts converts losslessly as long as the scales agree.
+
+pub mod b3;
+pub mod hf;
+pub mod i2s;
+pub mod lut;
+pub mod t2;
+pub mod tq1;
+pub mod tq2;
+
+use crate::error::{Error, Result};
+
+/// Which packed layout a [`TernaryMatrix`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TernaryFormat {
+    /// bitnet.cpp I2_S (x86 build): 2-bit codes in 128-weight blocks, one f32 scale per tensor.
+    I2S,
+    /// llama.cpp TQ1_0: 256-weight blocks of base-3 bytes plus an f16 scale (1.6875 bpw).
+    Tq1_0,
+    /// llama.cpp TQ2_0: 256-weight blocks of 2-bit codes plus an f16 scale (2.0625 bpw).
+    Tq2_0,
+    /// transformers packed uint8 `[rows/4, cols]`, four rows per byte.
+    HfPacked,
+    /// onebit 2-bit rows: 256-weight blocks of 64 bytes, one register of codes per shift.
+    T2,
+    /// onebit 1.6-bit rows: 320-weight blocks of 64 base-3 bytes (5 trits per byte).
+    B3,
+    /// onebit lookup-table tiles: 32 rows per tile, one 4-bit index per pair of weights.
+    Lut,
+}
+
+impl TernaryFormat {
+    /// Every format, for tests and listings.
+    pub const ALL: [TernaryFormat; 7] = [
+        TernaryFormat::I2S,
+        TernaryFormat::Tq1_0,
+        TernaryFormat::Tq2_0,
+        TernaryFormat::HfPacked,
+        TernaryFormat::T2,
+        TernaryFormat::B3,
+        TernaryFormat::Lut,
+    ];
+
+    /// Short lower-case name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TernaryFormat::I2S => "i2_s",
+            TernaryFormat::Tq1_0 => "tq1_0",
+            TernaryFormat::Tq2_0 => "tq2_0",
+            TernaryFormat::HfPacked => "hf",
+            TernaryFormat::T2 => "t2",
+            TernaryFormat::B3 => "b3",
+            TernaryFormat::Lut => "lut",
+        }
+    }
+
+    /// Parses [`TernaryFormat::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Bytes a `rows x cols` matrix takes in this layout, or why the shape does not fit.
+    pub fn packed_len(self, rows: usize, cols: usize) -> Result<usize> {
+        let bad = |why| Err(Error::BadShape { format: self, rows, cols, why });
+        if rows == 0 || cols == 0 {
+            return bad("empty matrix");
+        }
+        match self {
+            TernaryFormat::I2S => {
+                if !(rows * cols).is_multiple_of(i2s::BLOCK) {
+                    return bad("rows*cols must be a multiple of 128");
+                }
+                Ok(i2s::packed_len(rows, cols))
+            }
+            TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => {
+                if !cols.is_multiple_of(256) {
+                    return bad("cols must be a multiple of 256");
+                }
+                let per_block =
+                    if self == TernaryFormat::Tq1_0 { tq1::BLOCK_BYTES } else { tq2::BLOCK_BYTES };
+                Ok(rows * cols / 256 * per_block)
+            }
+            TernaryFormat::HfPacked => {
+                if !rows.is_multiple_of(4) {
+                    return bad("rows must be a multiple of 4");
+                }
+                Ok(rows / 4 * cols)
+            }
+            TernaryFormat::T2 => Ok(rows * t2::row_bytes(cols)),
+            TernaryFormat::B3 => Ok(rows * b3::row_bytes(cols)),
+            TernaryFormat::Lut => Ok(lut::packed_len(rows, cols)),
+        }
+    }
+
+    /// Columns the activation vector must be zero-padded to for this layout's kernels.
+    pub fn padded_cols(self, cols: usize) -> usize {
+        match self {
+            TernaryFormat::T2 => cols.div_ceil(t2::BLOCK) * t2::BLOCK,
+            TernaryFormat::B3 => cols.div_ceil(b3::BLOCK) * b3::BLOCK,
+            TernaryFormat::Lut => cols.div_ceil(2) * 2,
+            _ => cols,
+        }
+    }
+}
+
+/// A ternary weight matrix `rows x cols` (row = output feature) in one packed layout,
+/// with the per-tensor multiplier `scale` (W ≈ scale · T).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TernaryMatrix {
+    format: TernaryFormat,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+    scale: f32,
+}
+
+fn check_scale(scale: f32) -> Result<f32> {
+    if scale.is_finite() && scale > 0.0 {
+        Ok(scale)
+    } else {
+        Err(Error::BadScale(scale))
+    }
+}
+
+impl TernaryMatrix {
+    /// Packs row-major trits (`rows * cols` values in {-1, 0, +1}) into `format`.
+    pub fn from_trits(
+        format: TernaryFormat,
+        rows: usize,
+        cols: usize,
+        trits: &[i8],
+        scale: f32,
+    ) -> Result<Self> {
+        let scale = check_scale(scale)?;
+        let len = format.packed_len(rows, cols)?;
+        if trits.len() != rows * cols {
+            return Err(Error::Mismatch {
+                op: "from_trits",
+                expected: rows * cols,
+                found: trits.len(),
+            });
+        }
+        if let Some((index, &value)) =
+            trits.iter().enumerate().find(|(_, t)| !(-1..=1).contains(*t))
+        {
+            return Err(Error::NotTernary { index, value });
+        }
+        let data = match format {
+            TernaryFormat::I2S => i2s::pack(trits, rows, cols, scale),
+            TernaryFormat::Tq1_0 => tq1::pack(trits, rows, cols, scale),
+            TernaryFormat::Tq2_0 => tq2::pack(trits, rows, cols, scale),
+            TernaryFormat::HfPacked => hf::pack(trits, rows, cols),
+            TernaryFormat::T2 => t2::pack(trits, rows, cols),
+            TernaryFormat::B3 => b3::pack(trits, rows, cols),
+            TernaryFormat::Lut => lut::pack(trits, rows, cols),
+        };
+        debug_assert_eq!(data.len(), len);
+        Ok(TernaryMatrix { format, rows, cols, data, scale })
+    }
+
+    /// Takes packed bytes as another tool wrote them, validating length and codes.
+    ///
+    /// `scale` is required for layouts that do not store it (HF, T2, B3, Lut) and ignored for
+    /// I2_S (read from the tensor tail). For TQ types the first block's `d` is the scale and
+    /// blocks whose `d` differs are rejected by [`TernaryMatrix::repack`] (not here).
+    pub fn from_bytes(
+        format: TernaryFormat,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+        scale: Option<f32>,
+    ) -> Result<Self> {
+        let expected = format.packed_len(rows, cols)?;
+        if data.len() != expected {
+            return Err(Error::BadLength { format, rows, cols, expected, found: data.len() });
+        }
+        let scale = match format {
+            TernaryFormat::I2S => i2s::read_scale(&data, rows, cols),
+            TernaryFormat::Tq1_0 => tq1::block_scale(&data, 0),
+            TernaryFormat::Tq2_0 => tq2::block_scale(&data, 0),
+            _ => scale.unwrap_or(f32::NAN),
+        };
+        let scale = check_scale(scale)?;
+        let m = TernaryMatrix { format, rows, cols, data, scale };
+        m.validate()?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let (r, c, d) = (self.rows, self.cols, &self.data[..]);
+        match self.format {
+            TernaryFormat::I2S => i2s::validate(d, r, c),
+            TernaryFormat::Tq1_0 => tq1::validate(d, r, c),
+            TernaryFormat::Tq2_0 => tq2::validate(d, r, c),
+            TernaryFormat::HfPacked => hf::validate(d),
+            TernaryFormat::T2 => t2::validate(d, r, c),
+            TernaryFormat::B3 => b3::validate(d, r, c),
+            TernaryFormat::Lut => lut::validate(d, r, c),
+        }
+    }
+
+    /// Unpacks to row-major trits.
+    pub fn to_trits(&self) -> Vec<i8> {
+        let (r, c, d) = (self.rows, self.cols, &self.data[..]);
+        match self.format {
+            TernaryFormat::I2S => i2s::unpack(d, r, c),
+            TernaryFormat::Tq1_0 => tq1::unpack(d, r, c),
+            TernaryFormat::Tq2_0 => tq2::unpack(d, r, c),
+            TernaryFormat::HfPacked => hf::unpack(d, r, c),
+            TernaryFormat::T2 => t2::unpack(d, r, c),
+            TernaryFormat::B3 => b3::unpack(d, r, c),
+            TernaryFormat::Lut => lut::unpack(d, r, c),
+        }
+    }
+
+    /// Converts to another layout; fails where that would lose information.
+    pub fn repack(&self, to: TernaryFormat) -> Result<Self> {
+        if to == self.format {
+            return Ok(self.clone());
+        }
+        let uniform = match self.format {
+            TernaryFormat::Tq1_0 => tq1::uniform_scale(&self.data),
+            TernaryFormat::Tq2_0 => tq2::uniform_scale(&self.data),
+            _ => true,
+        };
+        if !uniform {
+            return Err(Error::Lossy {
+                from: self.format,
+                to,
+                why: "blocks carry different scales",
+            });
+        }
+        Self::from_trits(to, self.rows, self.cols, &self.to_trits(), self.scale)
+    }
+
+    /// The layout held.
+    pub fn format(&self) -> TernaryFormat {
+        self.format
+    }
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// The packed bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+    /// The per-tensor multiplier (W ≈ scale · T).
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+    /// Stored bits per weight, padding and scales included.
+    pub fn bits_per_weight(&self) -> f64 {
+        self.data.len() as f64 * 8.0 / (self.rows * self.cols) as f64
+    }
+}
+
+/// Code of a trit in 2-bit layouts: w + 1 (00 = -1, 01 = 0, 10 = +1).
+#[inline]
+pub(crate) fn code(t: i8) -> u8 {
+    (t + 1) as u8
+}
+
+/// Trit of a 2-bit code; the caller has rejected code 3.
+#[inline]
+pub(crate) fn trit(c: u8) -> i8 {
+    c as i8 - 1
+}
+
+/// Returns the offset of the first 2-bit code equal to 3, if any.
+pub(crate) fn find_code3(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| (0..4).any(|i| (b >> (2 * i)) & 3 == 3))
+}

@@ -1,0 +1,58 @@
+//! onebit T2: 2-bit rows shaped for the MAD kernels. Each row is cut into blocks of 256
+//! weights stored in 64 bytes; byte j of a block holds elements j, j+64, j+128, j+192 in
+//! bits [1:0], [3:2], [5:4], [7:6], code = w + 1. One AND per bit pair gives a whole
+//! register of codes that lines up with 64 consecutive activations (AVX-512), and the same
+//! bytes serve AVX2 (32-byte halves) and NEON (16-byte quarters) without repacking.
+//! A ragged last block is padded with code 1 (weight 0).
+
+use super::{code, find_code3, trit, TernaryFormat};
+use crate::error::{Error, Result};
+
+/// Weights per block.
+pub const BLOCK: usize = 256;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 64;
+
+/// Bytes per packed row.
+pub fn row_bytes(cols: usize) -> usize {
+    cols.div_ceil(BLOCK) * BLOCK_BYTES
+}
+
+/// Packs row-major trits.
+pub fn pack(trits: &[i8], rows: usize, cols: usize) -> Vec<u8> {
+    let rb = row_bytes(cols);
+    let mut out = vec![0x55u8; rows * rb];
+    for (row, dst) in trits.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
+        dst.fill(0);
+        for (k, &t) in row.iter().enumerate() {
+            let (b, e) = (k / BLOCK, k % BLOCK);
+            dst[b * BLOCK_BYTES + e % 64] |= code(t) << (2 * (e / 64));
+        }
+        for k in cols..rb * 4 {
+            let (b, e) = (k / BLOCK, k % BLOCK);
+            dst[b * BLOCK_BYTES + e % 64] |= 1 << (2 * (e / 64));
+        }
+    }
+    out
+}
+
+/// Unpacks to row-major trits.
+pub fn unpack(data: &[u8], rows: usize, cols: usize) -> Vec<i8> {
+    let rb = row_bytes(cols);
+    let mut out = vec![0i8; rows * cols];
+    for (row, src) in out.chunks_exact_mut(cols).zip(data.chunks_exact(rb)) {
+        for (k, t) in row.iter_mut().enumerate() {
+            let (b, e) = (k / BLOCK, k % BLOCK);
+            *t = trit((src[b * BLOCK_BYTES + e % 64] >> (2 * (e / 64))) & 3);
+        }
+    }
+    out
+}
+
+/// Rejects code 3.
+pub fn validate(data: &[u8], _rows: usize, _cols: usize) -> Result<()> {
+    match find_code3(data) {
+        Some(byte) => Err(Error::BadCode { format: TernaryFormat::T2, byte }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,48 @@
+//! The lookup-table kernel family (T-MAC, bitnet.cpp TL1 style): multiplication-free.
+//! For each pair of activations (a₀, a₁) a 9-entry table holds every t₀·a₀ + t₁·a₁
+//! (|·| ≤ 256, so i16, split into a low-byte and a high-byte table of 16 entries each);
+//! the [`crate::format::lut`] layout gives 32 rows' 4-bit indices per pair, so one byte
+//! shuffle looks up 32 rows at once. Tables are built per token into a per-thread buffer.
+
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+
+use std::cell::RefCell;
+
+thread_local! {
+    static TABLES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Bytes of table per pair: 16 low bytes then 16 high bytes.
+pub const TABLE_BYTES: usize = 32;
+
+/// Builds the pair tables for one token's activations (`pairs` pairs) into `out`.
+pub fn build_tables(act: &[i8], pairs: usize, out: &mut [u8]) {
+    for g in 0..pairs {
+        let (a0, a1) = (act[2 * g] as i16, act[2 * g + 1] as i16);
+        let dst = &mut out[g * TABLE_BYTES..(g + 1) * TABLE_BYTES];
+        dst.fill(0);
+        for c0 in 0..3i16 {
+            for c1 in 0..3i16 {
+                let v = (c0 - 1) * a0 + (c1 - 1) * a1;
+                let idx = (3 * c0 + c1) as usize;
+                dst[idx] = v as u8;
+                dst[16 + idx] = (v >> 8) as u8;
+            }
+        }
+    }
+}
+
+/// Runs `f` with this thread's table buffer filled for `act`.
+pub(crate) fn with_tables<R>(act: &[i8], pairs: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+    TABLES.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.len() < pairs * TABLE_BYTES {
+            t.resize(pairs * TABLE_BYTES, 0);
+        }
+        build_tables(act, pairs, &mut t[..pairs * TABLE_BYTES]);
+        f(&t[..pairs * TABLE_BYTES])
+    })
+}

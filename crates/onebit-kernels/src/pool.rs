@@ -1,0 +1,230 @@
+//! A persistent thread pool for kernels: `threads - 1` workers plus the calling thread run
+//! one job at a time, each with its own index, and the call returns when all are done.
+//!
+//! Why not rayon: a decode step issues about 200 small products (tens of microseconds each),
+//! so the fork/join cost must be a couple of atomic operations. Workers spin briefly on an
+//! epoch counter before sleeping on a condvar, and the caller works too instead of waiting.
+
+use std::cell::UnsafeCell;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+type Job = *const (dyn Fn(usize) + Sync);
+
+struct Shared {
+    /// Written by the caller only while no worker runs (pending == 0), read after `epoch`.
+    job: UnsafeCell<Option<Job>>,
+    epoch: AtomicU64,
+    pending: AtomicUsize,
+    sleepers: AtomicUsize,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+// SAFETY: the raw job pointer is only dereferenced between the epoch bump and the pending
+// count reaching zero, while the caller keeps the closure alive; all other fields are Sync.
+unsafe impl Sync for Shared {}
+// SAFETY: as above.
+unsafe impl Send for Shared {}
+
+/// Spin iterations before a worker sleeps (tens of microseconds).
+const SPIN: u32 = 1 << 14;
+
+/// A fixed set of threads that run one closure at a time on every thread.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    threads: usize,
+    run_lock: Mutex<()>,
+}
+
+impl ThreadPool {
+    /// A pool of `threads` (≥ 1) threads, the caller counted as one.
+    pub fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            job: UnsafeCell::new(None),
+            epoch: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let workers = (1..threads)
+            .map(|i| {
+                let s = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("onebit-{i}"))
+                    .spawn(move || worker(&s, i))
+                    .expect("spawning a pool thread")
+            })
+            .collect();
+        ThreadPool { shared, workers, threads, run_lock: Mutex::new(()) }
+    }
+
+    /// Threads in the pool, the caller included.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f(i)` for i in 0..threads, one per thread, and waits for all.
+    /// A panic in any of them is re-raised here after all have finished.
+    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        if self.threads == 1 {
+            f(0);
+            return;
+        }
+        let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &*self.shared;
+        // SAFETY: only the lifetime is erased; the pointer is cleared before we return and
+        // workers stop using it before `pending` reaches zero, which we wait for below.
+        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
+        // SAFETY: no worker reads `job` now: the previous run ended with pending == 0.
+        unsafe { *s.job.get() = Some(job) };
+        s.pending.store(self.threads - 1, Ordering::SeqCst);
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
+            let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let mut spins = 0u32;
+        while s.pending.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < SPIN {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        // SAFETY: all workers are done with this job.
+        unsafe { *s.job.get() = None };
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if s.panicked.swap(false, Ordering::SeqCst) {
+            panic!("a thread-pool worker panicked");
+        }
+    }
+}
+
+fn worker(s: &Shared, index: usize) {
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0u32;
+        while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
+            spins += 1;
+            if spins < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
+                l = s.wake.wait(l).unwrap_or_else(|e| e.into_inner());
+            }
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+        if s.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        seen = s.epoch.load(Ordering::SeqCst);
+        // SAFETY: the caller set `job` before bumping the epoch and keeps it alive until
+        // `pending` reaches zero, which happens only after this call returns.
+        let job = unsafe { (*s.job.get()).expect("job set before epoch bump") };
+        // SAFETY: see above; the closure is Sync.
+        if catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(index) })).is_err() {
+            s.panicked.store(true, Ordering::SeqCst);
+        }
+        s.pending.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _l = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Part `part` of `0..n` cut into `parts` contiguous ranges whose starts are multiples of `align`.
+pub fn split(n: usize, parts: usize, part: usize, align: usize) -> Range<usize> {
+    let units = n.div_ceil(align);
+    let (base, extra) = (units / parts, units % parts);
+    let start = part * base + part.min(extra);
+    let len = base + usize::from(part < extra);
+    (start * align).min(n)..((start + len) * align).min(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn every_thread_runs_once_per_call_and_threads_are_reused() {
+        let pool = ThreadPool::new(3);
+        let hits = AtomicUsize::new(0);
+        let mask = AtomicUsize::new(0);
+        for _ in 0..1000 {
+            pool.run(&|i| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                mask.fetch_or(1 << i, Ordering::SeqCst);
+            });
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 3000);
+        assert_eq!(mask.load(Ordering::SeqCst), 0b111);
+    }
+
+    #[test]
+    fn sleeping_workers_wake_up() {
+        let pool = ThreadPool::new(2);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let hits = AtomicUsize::new(0);
+        pool.run(&|_| {
+            hits.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn worker_panic_is_reported_and_pool_survives() {
+        let pool = ThreadPool::new(2);
+        let r = catch_unwind(AssertUnwindSafe(|| pool.run(&|i| assert_ne!(i, 1, "boom"))));
+        assert!(r.is_err());
+        let hits = AtomicUsize::new(0);
+        pool.run(&|_| {
+            hits.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn split_covers_range_aligned() {
+        for n in [0, 1, 5, 31, 32, 33, 100, 6912] {
+            for parts in 1..5 {
+                let mut next = 0;
+                for p in 0..parts {
+                    let r = split(n, parts, p, 4);
+                    assert_eq!(r.start, next.min(n));
+                    assert!(r.start.is_multiple_of(4) || r.start == n);
+                    next = r.end.max(next);
+                }
+                assert_eq!(next, n);
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Quantizers: absmean ternarization of weights (per tensor), per-token int8 absmax
+//! activations ([`ActQuant`], BitNet b1.58), and llama.cpp's Q8_K blocks for the TQ types.
+//! All rounding is half to even, as bitnet.cpp and ggml's `nearest_int` do.
+
+use half::bf16;
+
+/// Smallest weight scale and activation absmax, as in BitNet b1.58.
+pub const EPS: f32 = 1e-5;
+
+/// Every activation row is zero-padded to a multiple of this, the least common multiple
+/// of the block lengths of all layouts (T2: 256, B3: 320), so any kernel can read whole blocks.
+pub const ACT_ALIGN: usize = 1280;
+
+/// Ternarizes weights per tensor: `s = max(mean|W|, 1e-5)`, `T = clamp(round(W/s), -1, 1)`.
+/// Returns the trits (same order as `w`) and `s`.
+pub fn ternarize_absmean(w: &[f32]) -> (Vec<i8>, f32) {
+    let mean = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
+    let s = (mean as f32).max(EPS);
+    let t = w.iter().map(|&v| (v / s).round_ties_even().clamp(-1.0, 1.0) as i8).collect();
+    (t, s)
+}
+
+/// [`ternarize_absmean`] for bf16 master weights.
+pub fn ternarize_absmean_bf16(w: &[bf16]) -> (Vec<i8>, f32) {
+    let f: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+    ternarize_absmean(&f)
+}
+
+/// Per-token int8 activations with their scales, reused across calls.
+///
+/// Row t holds `q[t·padded .. t·padded + cols]` = `clamp(round(x·a_t), -128, 127)` with
+/// `a_t = 127 / max(|x_t|, 1e-5)`, zeros up to `padded`; `sum[t]` = Σ q (for kernels that
+/// multiply unsigned codes w+1 and subtract it).
+#[derive(Clone, Debug, Default)]
+pub struct ActQuant {
+    cols: usize,
+    padded: usize,
+    tokens: usize,
+    q: Vec<i8>,
+    scale: Vec<f32>,
+    sum: Vec<i32>,
+}
+
+impl ActQuant {
+    /// Buffers for up to `max_tokens` rows of `cols` values; quantizing within that allocates nothing.
+    pub fn new(max_tokens: usize, cols: usize) -> Self {
+        let padded = cols.div_ceil(ACT_ALIGN) * ACT_ALIGN;
+        ActQuant {
+            cols,
+            padded,
+            tokens: 0,
+            q: vec![0; max_tokens * padded],
+            scale: vec![0.0; max_tokens],
+            sum: vec![0; max_tokens],
+        }
+    }
+
+    /// Quantizes `x` (`tokens x cols`, row-major); grows the buffers only when `tokens` exceeds them.
+    pub fn quantize(&mut self, x: &[f32]) {
+        assert_eq!(x.len() % self.cols, 0, "ActQuant: input is not a whole number of rows");
+        let tokens = x.len() / self.cols;
+        if tokens * self.padded > self.q.len() {
+            self.q.resize(tokens * self.padded, 0);
+            self.scale.resize(tokens, 0.0);
+            self.sum.resize(tokens, 0);
+        }
+        self.tokens = tokens;
+        for (t, row) in x.chunks_exact(self.cols).enumerate() {
+            let dst = &mut self.q[t * self.padded..(t + 1) * self.padded];
+            let (s, sum) = quantize_row(row, &mut dst[..self.cols]);
+            dst[self.cols..].fill(0);
+            self.scale[t] = s;
+            self.sum[t] = sum;
+        }
+    }
+
+    /// Builds from already-quantized rows (tests and training use this); `q` is `tokens x cols`.
+    pub fn from_quantized(q: &[i8], cols: usize, scales: &[f32]) -> Self {
+        let tokens = scales.len();
+        let mut a = ActQuant::new(tokens, cols);
+        a.tokens = tokens;
+        for t in 0..tokens {
+            let src = &q[t * cols..(t + 1) * cols];
+            a.q[t * a.padded..t * a.padded + cols].copy_from_slice(src);
+            a.scale[t] = scales[t];
+            a.sum[t] = src.iter().map(|&v| v as i32).sum();
+        }
+        a
+    }
+
+    /// Logical columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Row stride of [`ActQuant::q`] (cols rounded up to [`ACT_ALIGN`]).
+    pub fn padded_cols(&self) -> usize {
+        self.padded
+    }
+    /// Rows quantized by the last call.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+    /// All rows, `tokens x padded_cols`.
+    pub fn q(&self) -> &[i8] {
+        &self.q[..self.tokens * self.padded]
+    }
+    /// Row `t`, padded.
+    pub fn row(&self, t: usize) -> &[i8] {
+        &self.q[t * self.padded..(t + 1) * self.padded]
+    }
+    /// The per-token scales `a_t = 127 / absmax` (output = acc · w_scale / a_t).
+    pub fn scales(&self) -> &[f32] {
+        &self.scale[..self.tokens]
+    }
+    /// Σ q per token.
+    pub fn sums(&self) -> &[i32] {
+        &self.sum[..self.tokens]
+    }
+}
+
+/// Quantizes one row into `dst`; returns (a, Σq).
+pub fn quantize_row(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    let max = x.iter().fold(EPS, |m, v| m.max(v.abs()));
+    let a = 127.0 / max;
+    let mut sum = 0i32;
+    for (d, &v) in dst.iter_mut().zip(x) {
+        let q = (v * a).round_ties_even().clamp(-128.0, 127.0) as i8;
+        sum += q as i32;
+        *d = q;
+    }
+    (a, sum)
+}
+
+/// The one epilogue every ternary kernel shares, so all of them round identically.
+#[inline]
+pub fn dequantize(acc: i32, act_scale: f32, w_scale: f32) -> f32 {
+    acc as f32 / act_scale * w_scale
+}
+
+/// llama.cpp `block_q8_K`: the activation partner of TQ1_0/TQ2_0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Q8K {
+    /// Dequantization multiplier (negative when the largest-magnitude value is positive).
+    pub d: f32,
+    /// 256 int8 values.
+    pub qs: [i8; 256],
+    /// Sums of each 16 values.
+    pub bsums: [i16; 16],
+}
+
+/// Quantizes `x` (a multiple of 256 long) into Q8_K blocks exactly as ggml's reference does.
+pub fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
+    assert_eq!(x.len() % 256, 0, "Q8_K needs a multiple of 256 values");
+    x.chunks_exact(256)
+        .map(|blk| {
+            let (mut amax, mut max) = (0.0f32, 0.0f32);
+            for &v in blk {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let mut b = Q8K { d: 0.0, qs: [0; 256], bsums: [0; 16] };
+            if amax == 0.0 {
+                return b;
+            }
+            let iscale = -127.0 / max;
+            for (q, &v) in b.qs.iter_mut().zip(blk) {
+                *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            }
+            for (s, chunk) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                *s = chunk.iter().map(|&v| v as i16).sum();
+            }
+            b.d = 1.0 / iscale;
+            b
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absmean_hand_example() {
+        // mean|W| = (0.5+1+0+2)/4 = 0.875; W/s = 0.571, -1.143, 0, 2.286.
+        let (t, s) = ternarize_absmean(&[0.5, -1.0, 0.0, 2.0]);
+        assert_eq!(s, 0.875);
+        assert_eq!(t, vec![1, -1, 0, 1]);
+    }
+
+    #[test]
+    fn act_rounds_half_to_even_and_pads() {
+        // absmax 127 -> a = 1: 2.5 -> 2, 3.5 -> 4, -0.5 -> 0.
+        let mut a = ActQuant::new(1, 4);
+        a.quantize(&[2.5, 3.5, -0.5, 127.0]);
+        assert_eq!(&a.row(0)[..4], &[2, 4, 0, 127]);
+        assert_eq!(a.row(0).len(), ACT_ALIGN);
+        assert!(a.row(0)[4..].iter().all(|&v| v == 0));
+        assert_eq!(a.sums(), &[133]);
+        assert_eq!(a.scales(), &[1.0]);
+    }
+
+    #[test]
+    fn act_zero_row_uses_eps() {
+        let mut a = ActQuant::new(1, 3);
+        a.quantize(&[0.0; 3]);
+        assert_eq!(a.scales(), &[127.0 / EPS]);
+        assert_eq!(&a.row(0)[..3], &[0, 0, 0]);
+    }
+
+    #[test]
+    fn q8k_matches_ggml_sign_convention() {
+        let mut x = vec![0.0f32; 256];
+        x[0] = 2.0;
+        x[1] = -1.0;
+        x[17] = 0.5;
+        let b = &quantize_q8k(&x)[0];
+        assert_eq!(b.qs[0], -127);
+        assert_eq!(b.qs[1], 64); // -127/2 * -1 = 63.5 -> 64 (half to even)
+        assert_eq!(b.qs[17], -32); // -31.75 -> -32
+        assert_eq!(b.bsums[0], -63);
+        assert_eq!(b.bsums[1], -32);
+        assert!((b.d - (-2.0 / 127.0)).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,94 @@
+//! Pack/unpack round trips for every layout, conversions between all pairs, and hostile
+//! bytes (bad lengths, impossible codes) rejected with errors.
+
+use onebit_kernels::{Error, TernaryFormat, TernaryMatrix};
+use proptest::prelude::*;
+
+fn shape_for(format: TernaryFormat, rows: usize, cols: usize) -> (usize, usize) {
+    match format {
+        TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => (rows, cols.div_ceil(256) * 256),
+        TernaryFormat::HfPacked => (rows.div_ceil(4) * 4, cols),
+        TernaryFormat::I2S => (rows, cols.div_ceil(128) * 128),
+        _ => (rows, cols),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn every_layout_round_trips(rows in 1usize..20, cols in 1usize..700, seed: u64, scale in 0.001f32..10.0) {
+        for format in TernaryFormat::ALL {
+            let (rows, cols) = shape_for(format, rows, cols);
+            let mut s = seed | 1;
+            let trits: Vec<i8> = (0..rows * cols).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
+            let m = TernaryMatrix::from_trits(format, rows, cols, &trits, scale).unwrap();
+            prop_assert_eq!(m.to_trits(), trits.clone());
+            let scale_kept = match format {
+                TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => half::f16::from_f32(scale).to_f32(),
+                _ => scale,
+            };
+            let back = TernaryMatrix::from_bytes(format, rows, cols, m.bytes().to_vec(), Some(scale)).unwrap();
+            prop_assert_eq!(back.to_trits(), trits.clone());
+            prop_assert_eq!(back.scale(), scale_kept);
+            for to in TernaryFormat::ALL {
+                if shape_for(to, rows, cols) == (rows, cols) {
+                    let r = m.repack(to).unwrap();
+                    prop_assert_eq!(r.to_trits(), trits.clone());
+                    let rr = r.repack(format).unwrap();
+                    prop_assert_eq!(rr.bytes(), m.bytes());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(format_i in 0usize..7, rows in 1usize..5, cols in 1usize..600, bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let format = TernaryFormat::ALL[format_i];
+        let _ = TernaryMatrix::from_bytes(format, rows, cols, bytes.clone(), Some(1.0));
+        if let Ok(len) = format.packed_len(rows, cols) {
+            let mut b = bytes;
+            b.resize(len, 0x55);
+            if let Ok(m) = TernaryMatrix::from_bytes(format, rows, cols, b, Some(1.0)) {
+                prop_assert!(m.to_trits().iter().all(|t| (-1..=1).contains(t)));
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_bytes_are_errors() {
+    use TernaryFormat::*;
+    let e = TernaryMatrix::from_bytes(T2, 1, 256, vec![0x55; 63], Some(1.0)).unwrap_err();
+    assert!(matches!(e, Error::BadLength { expected: 64, found: 63, .. }), "{e}");
+    let mut b = vec![0x55; 64];
+    b[10] = 0xFF;
+    let e = TernaryMatrix::from_bytes(T2, 1, 256, b, Some(1.0)).unwrap_err();
+    assert!(matches!(e, Error::BadCode { byte: 10, .. }), "{e}");
+    let mut b = vec![128u8; 64];
+    b[5] = 237; // no base-3 group encodes to 237 (242 -> 255, 237 is skipped)
+    let e = TernaryMatrix::from_bytes(B3, 1, 320, b, Some(1.0)).unwrap_err();
+    assert!(matches!(e, Error::BadTritByte { byte: 5, value: 237, .. }), "{e}");
+    let e = TernaryMatrix::from_bytes(Lut, 1, 2, vec![0x9F; 16], Some(1.0)).unwrap_err();
+    assert!(matches!(e, Error::BadCode { .. }), "{e}");
+    let mut b = vec![0x55u8; 64];
+    b[32..36].copy_from_slice(&f32::NAN.to_le_bytes());
+    let e = TernaryMatrix::from_bytes(I2S, 1, 128, b, None).unwrap_err();
+    assert!(matches!(e, Error::BadScale(_)), "{e}");
+    let mut b = vec![0x55u8; 66];
+    b[64..66].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+    assert!(TernaryMatrix::from_bytes(Tq2_0, 1, 256, b, None).is_err());
+    assert!(TernaryMatrix::from_bytes(HfPacked, 3, 4, vec![0x55; 3], Some(1.0)).is_err());
+    assert!(TernaryMatrix::from_bytes(Tq1_0, 1, 100, vec![0; 54], None).is_err());
+    assert!(TernaryMatrix::from_bytes(T2, 1, 256, vec![0x55; 64], None).is_err());
+    assert!(TernaryMatrix::from_trits(T2, 1, 2, &[2, 0], 1.0).is_err());
+    assert!(TernaryMatrix::from_trits(T2, 0, 2, &[], 1.0).is_err());
+}
+
+#[test]
+fn tq_blocks_with_different_scales_do_not_convert() {
+    let m = TernaryMatrix::from_trits(TernaryFormat::Tq2_0, 1, 512, &[1; 512], 1.0).unwrap();
+    let mut b = m.bytes().to_vec();
+    b[66 + 64..66 + 66].copy_from_slice(&half::f16::from_f32(2.0).to_le_bytes());
+    let m = TernaryMatrix::from_bytes(TernaryFormat::Tq2_0, 1, 512, b, None).unwrap();
+    assert!(matches!(m.repack(TernaryFormat::T2), Err(Error::Lossy { .. })));
+}
