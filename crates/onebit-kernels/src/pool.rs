@@ -147,6 +147,50 @@ fn worker(s: &Shared, index: usize) {
     }
 }
 
+impl ThreadPool {
+    /// Splits `rows` rows over the threads and calls `f(range, a_rows, b_rows, c_rows)` with
+    /// each thread's disjoint part of three per-row slices (`a` has `unit` elements a row).
+    pub fn run_rows<A: Send, B: Send, C: Send>(
+        &self,
+        rows: usize,
+        (a, unit): (&mut [A], usize),
+        b: &mut [B],
+        c: &mut [C],
+        f: &(dyn Fn(Range<usize>, &mut [A], &mut [B], &mut [C]) + Sync),
+    ) {
+        assert!(a.len() == rows * unit && b.len() == rows && c.len() == rows, "run_rows: slice lengths");
+        let (pa, pb, pc) = (SyncPtr(a.as_mut_ptr()), SyncPtr(b.as_mut_ptr()), SyncPtr(c.as_mut_ptr()));
+        let threads = self.threads;
+        self.run(&|i| {
+            let r = split(rows, threads, i, 1);
+            if r.is_empty() {
+                return;
+            }
+            // SAFETY: `split` gives each thread a disjoint row range inside 0..rows, and the
+            // three slices are borrowed mutably for the whole call, so these sub-slices alias
+            // nothing else.
+            let (sa, sb, sc) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(pa.get().add(r.start * unit), r.len() * unit),
+                    std::slice::from_raw_parts_mut(pb.get().add(r.start), r.len()),
+                    std::slice::from_raw_parts_mut(pc.get().add(r.start), r.len()),
+                )
+            };
+            f(r, sa, sb, sc);
+        });
+    }
+}
+
+/// A pointer the pool's threads may share; see the SAFETY notes where it is dereferenced.
+struct SyncPtr<T>(*mut T);
+// SAFETY: only used to build disjoint sub-slices on pool threads (run_rows).
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);

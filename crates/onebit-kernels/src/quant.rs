@@ -74,6 +74,38 @@ impl ActQuant {
         }
     }
 
+    /// [`ActQuant::quantize`] with rows split over the pool (prefill-sized inputs).
+    pub fn quantize_par(&mut self, x: &[f32], pool: &crate::ThreadPool) {
+        assert_eq!(x.len() % self.cols, 0, "ActQuant: input is not a whole number of rows");
+        let tokens = x.len() / self.cols;
+        if tokens < 2 * pool.threads() {
+            return self.quantize(x);
+        }
+        if tokens * self.padded > self.q.len() {
+            self.q.resize(tokens * self.padded, 0);
+            self.scale.resize(tokens, 0.0);
+            self.sum.resize(tokens, 0);
+        }
+        self.tokens = tokens;
+        let cols = self.cols;
+        pool.run_rows(
+            tokens,
+            (&mut self.q[..tokens * self.padded], self.padded),
+            &mut self.scale[..tokens],
+            &mut self.sum[..tokens],
+            &|rows, q, scale, sum| {
+                let padded = q.len() / rows.len();
+                for (i, t) in rows.enumerate() {
+                    let dst = &mut q[i * padded..(i + 1) * padded];
+                    let (a, s) = quantize_row(&x[t * cols..(t + 1) * cols], &mut dst[..cols]);
+                    dst[cols..].fill(0);
+                    scale[i] = a;
+                    sum[i] = s;
+                }
+            },
+        );
+    }
+
     /// Builds from already-quantized rows (tests and training use this); `q` is `tokens x cols`.
     pub fn from_quantized(q: &[i8], cols: usize, scales: &[f32]) -> Self {
         let tokens = scales.len();
@@ -118,17 +150,44 @@ impl ActQuant {
     }
 }
 
-/// Quantizes one row into `dst`; returns (a, Σq).
+/// Quantizes one row into `dst`; returns (a, Σq). NaN inputs count as 0.
 pub fn quantize_row(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
-    let max = x.iter().fold(EPS, |m, v| m.max(v.abs()));
+    // Eight independent lanes so the loops vectorize on every target.
+    let mut lanes = [EPS; 8];
+    let chunks = x.chunks_exact(8);
+    for v in chunks.remainder() {
+        let a = v.abs();
+        lanes[0] = if a > lanes[0] { a } else { lanes[0] };
+    }
+    for c in chunks {
+        for i in 0..8 {
+            let a = c[i].abs();
+            lanes[i] = if a > lanes[i] { a } else { lanes[i] };
+        }
+    }
+    let max = lanes.iter().fold(EPS, |m, &v| if v > m { v } else { m });
     let a = 127.0 / max;
     let mut sum = 0i32;
     for (d, &v) in dst.iter_mut().zip(x) {
-        let q = (v * a).round_ties_even().clamp(-128.0, 127.0) as i8;
-        sum += q as i32;
-        *d = q;
+        let q = round_half_even_small(v * a).clamp(-128.0, 127.0) as i32;
+        sum += q;
+        *d = q as i8;
     }
     (a, sum)
+}
+
+/// Round half to even for |x| < 2²²: adding and removing 1.5·2²³ leaves the float unit
+/// to round in the default (nearest-even) mode. Unlike `f32::round_ties_even`, this needs no
+/// SSE4.1 and vectorizes on baseline x86-64. Larger values (or NaN) are passed through; the
+/// callers clamp to ±128 right after, so only the small range matters.
+#[inline(always)]
+fn round_half_even_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x
+    }
 }
 
 /// The one epilogue every ternary kernel shares, so all of them round identically.
@@ -207,6 +266,27 @@ mod tests {
         a.quantize(&[0.0; 3]);
         assert_eq!(a.scales(), &[127.0 / EPS]);
         assert_eq!(&a.row(0)[..3], &[0, 0, 0]);
+    }
+
+    #[test]
+    fn parallel_quantize_matches_serial_and_std_rounding() {
+        let (tokens, cols) = (37, 300);
+        let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919) % 2001) as f32 / 7.0 - 140.0).collect();
+        let mut a = ActQuant::new(1, cols);
+        a.quantize(&x);
+        let mut b = ActQuant::new(1, cols);
+        b.quantize_par(&x, &crate::ThreadPool::new(3));
+        assert_eq!(a.q(), b.q());
+        assert_eq!(a.scales(), b.scales());
+        assert_eq!(a.sums(), b.sums());
+        for t in 0..tokens {
+            let row = &x[t * cols..(t + 1) * cols];
+            let s = 127.0 / row.iter().fold(EPS, |m, v| m.max(v.abs()));
+            for (k, &v) in row.iter().enumerate() {
+                let want = (v * s).round_ties_even().clamp(-128.0, 127.0) as i8;
+                assert_eq!(a.row(t)[k], want);
+            }
+        }
     }
 
     #[test]

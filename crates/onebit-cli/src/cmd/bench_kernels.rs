@@ -243,7 +243,7 @@ pub fn run(a: Args) -> Result<()> {
                     let mut xq = ActQuant::new(tokens, cols);
                     for k in kernels {
                         let times = time_runs(a.reps, 200, budget, || {
-                            xq.quantize(&x);
+                            xq.quantize_par(&x, pool);
                             matmul(pool, &k, rot.get(), &xq, &mut out).expect("operands checked");
                         });
                         let med = median(&times);

@@ -1,13 +1,18 @@
 //! AVX-512 VNNI GEMM: decode 4 rows to codes (T2 by shift/mask, B3 by `vpermi2b` tables),
-//! then a 4-row × 4-token tile of `vpdpbusd` accumulators over the whole reduction.
+//! then a 4-row × 6-token tile of `vpdpbusd` accumulators over the whole reduction. Tokens
+//! are taken in blocks whose activations stay in L2 while the thread's rows pass over them
+//! (rows are re-decoded per block, which is cheap next to the tile work).
 
 use super::with_codes;
 use crate::format::{b3, t2};
 use crate::gemv::MatmulArgs;
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 const ROWS: usize = 4;
 const TOKENS: usize = 4;
+/// Tokens whose activations are kept hot (in L2) while all rows of a thread pass over them.
+const TOKEN_BLOCK: usize = 64;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
@@ -77,7 +82,18 @@ fn decode_b3(row: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Σ c·q for an R × T tile over `k64` chunks of 64.
+/// Horizontal sums of four vectors: lane i of the result is Σ v[i].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn hsum4(v: [__m512i; 4]) -> __m128i {
+    let a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
+    let a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
+    let b = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
+    let c = _mm256_add_epi32(_mm512_castsi512_si256(b), _mm512_extracti64x4_epi64::<1>(b));
+    _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c))
+}
+
+/// Σ c·q for an R × T tile over `k64` chunks of 64; T ≤ 8.
 ///
 /// # Safety
 /// `codes + r·cstride + 64·k64` and `act + t·astride + 64·k64` are readable.
@@ -90,7 +106,7 @@ unsafe fn tile<const R: usize, const T: usize>(
     act: *const i8,
     astride: usize,
     k64: usize,
-) -> [[i32; T]; R] {
+) -> [[i32; 8]; R] {
     let mut acc = [[_mm512_setzero_si512(); T]; R];
     for k in 0..k64 {
         // SAFETY: in bounds by the caller's contract.
@@ -105,22 +121,34 @@ unsafe fn tile<const R: usize, const T: usize>(
             }
         }
     }
-    std::array::from_fn(|r| std::array::from_fn(|t| _mm512_reduce_add_epi32(acc[r][t])))
+    let zero = _mm512_setzero_si512();
+    std::array::from_fn(|r| {
+        let mut out = [0i32; 8];
+        let pick = |t: usize| if t < T { acc[r][t] } else { zero };
+        let lo = hsum4([pick(0), pick(1), pick(2), pick(3)]);
+        let hi = hsum4([pick(4), pick(5), pick(6), pick(7)]);
+        // SAFETY: out has 8 i32: two stores of 4.
+        unsafe {
+            _mm_storeu_si128(out.as_mut_ptr() as *mut _, lo);
+            _mm_storeu_si128(out.as_mut_ptr().add(4) as *mut _, hi);
+        }
+        out
+    })
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-fn run_tiles<const R: usize>(a: &MatmulArgs<'_>, codes: &[u8], cstride: usize, r: usize) {
+fn run_tiles<const R: usize>(a: &MatmulArgs<'_>, codes: &[u8], cstride: usize, r: usize, tokens: Range<usize>) {
     let k64 = cstride / 64;
-    let mut t = 0;
-    while t < a.tokens {
+    let mut t = tokens.start;
+    while t < tokens.end {
         let act = a.act[t * a.act_stride..].as_ptr();
         macro_rules! go {
             ($t:expr) => {{
                 // SAFETY: codes holds R rows of cstride; act holds tokens t..t+$t of act_stride ≥ cstride.
                 let s = unsafe { tile::<R, $t>(codes.as_ptr(), cstride, act, a.act_stride, k64) };
                 for (i, row) in s.iter().enumerate() {
-                    for (j, v) in row.iter().enumerate() {
+                    for (j, v) in row[..$t].iter().enumerate() {
                         // SAFETY: rows r..r+R belong to this call; t + j < tokens.
                         unsafe { a.store(t + j, r + i, v - a.act_sum[t + j]) };
                     }
@@ -128,8 +156,10 @@ fn run_tiles<const R: usize>(a: &MatmulArgs<'_>, codes: &[u8], cstride: usize, r
                 t += $t;
             }};
         }
-        match a.tokens - t {
+        match tokens.end - t {
             n if n >= TOKENS => go!(TOKENS),
+            5 => go!(5),
+            4 => go!(4),
             3 => go!(3),
             2 => go!(2),
             _ => go!(1),
@@ -149,20 +179,23 @@ fn gemm_with(
 ) {
     let cstride = a.row_bytes / block_bytes * block;
     with_codes(ROWS * cstride, |codes| {
-        let mut r = r0;
-        while r < r1 {
-            let n = ROWS.min(r1 - r);
-            for i in 0..n {
-                let row = &a.w[(r + i) * a.row_bytes..(r + i + 1) * a.row_bytes];
-                decode(row, &mut codes[i * cstride..(i + 1) * cstride]);
+        for t0 in (0..a.tokens).step_by(TOKEN_BLOCK) {
+            let tokens = t0..a.tokens.min(t0 + TOKEN_BLOCK);
+            let mut r = r0;
+            while r < r1 {
+                let n = ROWS.min(r1 - r);
+                for i in 0..n {
+                    let row = &a.w[(r + i) * a.row_bytes..(r + i + 1) * a.row_bytes];
+                    decode(row, &mut codes[i * cstride..(i + 1) * cstride]);
+                }
+                match n {
+                    4 => run_tiles::<4>(a, codes, cstride, r, tokens.clone()),
+                    3 => run_tiles::<3>(a, codes, cstride, r, tokens.clone()),
+                    2 => run_tiles::<2>(a, codes, cstride, r, tokens.clone()),
+                    _ => run_tiles::<1>(a, codes, cstride, r, tokens.clone()),
+                }
+                r += n;
             }
-            match n {
-                4 => run_tiles::<4>(a, codes, cstride, r),
-                3 => run_tiles::<3>(a, codes, cstride, r),
-                2 => run_tiles::<2>(a, codes, cstride, r),
-                _ => run_tiles::<1>(a, codes, cstride, r),
-            }
-            r += n;
         }
     })
 }
