@@ -158,8 +158,12 @@ impl ThreadPool {
         c: &mut [C],
         f: &(dyn Fn(Range<usize>, &mut [A], &mut [B], &mut [C]) + Sync),
     ) {
-        assert!(a.len() == rows * unit && b.len() == rows && c.len() == rows, "run_rows: slice lengths");
-        let (pa, pb, pc) = (SyncPtr(a.as_mut_ptr()), SyncPtr(b.as_mut_ptr()), SyncPtr(c.as_mut_ptr()));
+        assert!(
+            a.len() == rows * unit && b.len() == rows && c.len() == rows,
+            "run_rows: slice lengths"
+        );
+        let (pa, pb, pc) =
+            (SyncPtr(a.as_mut_ptr()), SyncPtr(b.as_mut_ptr()), SyncPtr(c.as_mut_ptr()));
         let threads = self.threads;
         self.run(&|i| {
             let r = split(rows, threads, i, 1);

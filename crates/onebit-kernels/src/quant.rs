@@ -271,7 +271,8 @@ mod tests {
     #[test]
     fn parallel_quantize_matches_serial_and_std_rounding() {
         let (tokens, cols) = (37, 300);
-        let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919) % 2001) as f32 / 7.0 - 140.0).collect();
+        let x: Vec<f32> =
+            (0..tokens * cols).map(|i| ((i * 7919) % 2001) as f32 / 7.0 - 140.0).collect();
         let mut a = ActQuant::new(1, cols);
         a.quantize(&x);
         let mut b = ActQuant::new(1, cols);

@@ -86,8 +86,10 @@ fn decode_b3(row: &[u8], out: &mut [u8]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 fn hsum4(v: [__m512i; 4]) -> __m128i {
-    let a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
-    let a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
+    let a01 =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
+    let a23 =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
     let b = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
     let c = _mm256_add_epi32(_mm512_castsi512_si256(b), _mm512_extracti64x4_epi64::<1>(b));
     _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c))
@@ -138,7 +140,13 @@ unsafe fn tile<const R: usize, const T: usize>(
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-fn run_tiles<const R: usize>(a: &MatmulArgs<'_>, codes: &[u8], cstride: usize, r: usize, tokens: Range<usize>) {
+fn run_tiles<const R: usize>(
+    a: &MatmulArgs<'_>,
+    codes: &[u8],
+    cstride: usize,
+    r: usize,
+    tokens: Range<usize>,
+) {
     let k64 = cstride / 64;
     let mut t = tokens.start;
     while t < tokens.end {

@@ -47,6 +47,10 @@ unsafe fn t2_rows<const R: usize>(
             _mm512_loadu_si512(act.add(b * t2::BLOCK + 64 * i) as *const _)
         });
         for (r, acc_r) in acc.iter_mut().enumerate() {
+            // A hint only: prefetching past the row end is harmless.
+            _mm_prefetch::<_MM_HINT_T0>(
+                w.wrapping_add(r * row_bytes + b * 64 + PREFETCH) as *const i8
+            );
             // SAFETY: as above.
             let v = unsafe { _mm512_loadu_si512(w.add(r * row_bytes + b * 64) as *const _) };
             for i in 0..4 {
@@ -88,6 +92,12 @@ pub unsafe fn t2(a: &MatmulArgs<'_>, r0: usize, r1: usize) {
         }
     }
 }
+
+/// How far ahead (bytes) of the current block each row is prefetched.
+const PREFETCH: usize = 512;
+
+/// Rows per pass of the B3 kernel.
+const B3_ROWS: usize = 4;
 
 /// Byte tables for B3 decoding: `quad[v]` packs trits 0-3 of byte v as T2 codes,
 /// `last[v]` is trit 4's code.
@@ -137,13 +147,16 @@ unsafe fn b3_rows<const R: usize>(
         _mm512_set1_epi8(0xC0u8 as i8),
     ];
     let mut acc = [[_mm512_setzero_si512(); 4]; R];
-    let mut acc_last = [_mm512_setzero_si512(); R];
     for b in 0..nb {
         // SAFETY: b < nb, in bounds by the caller's contract.
         let a: [__m512i; 5] = std::array::from_fn(|i| unsafe {
             _mm512_loadu_si512(act.add(b * b3::BLOCK + 64 * i) as *const _)
         });
         for r in 0..R {
+            // A hint only: prefetching past the row end is harmless (no fault, no UB with wrapping_add).
+            _mm_prefetch::<_MM_HINT_T0>(
+                w.wrapping_add(r * row_bytes + b * 64 + PREFETCH) as *const i8
+            );
             // SAFETY: as above.
             let v = unsafe { _mm512_loadu_si512(w.add(r * row_bytes + b * 64) as *const _) };
             let high = _mm512_movepi8_mask(v);
@@ -152,10 +165,11 @@ unsafe fn b3_rows<const R: usize>(
             for i in 0..4 {
                 acc[r][i] = _mm512_dpbusd_epi32(acc[r][i], _mm512_and_si512(quad, masks[i]), a[i]);
             }
-            acc_last[r] = _mm512_dpbusd_epi32(acc_last[r], last, a[4]);
+            // Trit 4's codes are unscaled, like position 0's: they share its accumulator.
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], last, a[4]);
         }
     }
-    std::array::from_fn(|r| fold4(acc[r]) + _mm512_reduce_add_epi32(acc_last[r]))
+    std::array::from_fn(|r| fold4(acc[r]))
 }
 
 /// B3 GEMV/GEMM by rows, two rows per pass (the tables take eight registers).
@@ -170,24 +184,25 @@ pub unsafe fn b3(a: &MatmulArgs<'_>, r0: usize, r1: usize) {
         // SAFETY: dispatch checked the act and weight sizes.
         let act = unsafe { a.act.as_ptr().add(t * a.act_stride) };
         let mut r = r0;
-        while r + 2 <= r1 {
-            // SAFETY: rows r, r+1 exist.
+        while r + B3_ROWS <= r1 {
+            // SAFETY: rows r..r + B3_ROWS exist.
             let s = unsafe {
-                b3_rows::<2>(&tables, a.w.as_ptr().add(r * a.row_bytes), a.row_bytes, nb, act)
+                b3_rows::<B3_ROWS>(&tables, a.w.as_ptr().add(r * a.row_bytes), a.row_bytes, nb, act)
             };
             for (i, v) in s.iter().enumerate() {
                 // SAFETY: r + i < r1.
                 unsafe { a.store(t, r + i, v - a.act_sum[t]) };
             }
-            r += 2;
+            r += B3_ROWS;
         }
-        if r < r1 {
+        while r < r1 {
             // SAFETY: row r exists.
             let s = unsafe {
                 b3_rows::<1>(&tables, a.w.as_ptr().add(r * a.row_bytes), a.row_bytes, nb, act)
             };
             // SAFETY: r < r1.
             unsafe { a.store(t, r, s[0] - a.act_sum[t]) };
+            r += 1;
         }
     }
 }

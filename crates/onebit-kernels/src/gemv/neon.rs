@@ -108,7 +108,11 @@ unsafe fn by_rows<const B3: bool, const DOT: bool>(a: &MatmulArgs<'_>, r0: usize
             // SAFETY: row r exists and holds nb blocks; act holds nb blocks (padded).
             let s = unsafe {
                 let w = a.w.as_ptr().add(r * a.row_bytes);
-                if B3 { b3_row::<DOT>(w, nb, act) } else { t2_row::<DOT>(w, nb, act) }
+                if B3 {
+                    b3_row::<DOT>(w, nb, act)
+                } else {
+                    t2_row::<DOT>(w, nb, act)
+                }
             };
             // SAFETY: r in this call's range.
             unsafe { a.store(t, r, s - a.act_sum[t]) };
