@@ -156,7 +156,7 @@ impl ThreadPool {
         (a, unit): (&mut [A], usize),
         b: &mut [B],
         c: &mut [C],
-        f: &(dyn Fn(Range<usize>, &mut [A], &mut [B], &mut [C]) + Sync),
+        f: &RowsFn<'_, A, B, C>,
     ) {
         assert!(
             a.len() == rows * unit && b.len() == rows && c.len() == rows,
@@ -184,6 +184,9 @@ impl ThreadPool {
         });
     }
 }
+
+/// The per-thread body of [`ThreadPool::run_rows`].
+pub type RowsFn<'a, A, B, C> = dyn Fn(Range<usize>, &mut [A], &mut [B], &mut [C]) + Sync + 'a;
 
 /// A pointer the pool's threads may share; see the SAFETY notes where it is dereferenced.
 struct SyncPtr<T>(*mut T);

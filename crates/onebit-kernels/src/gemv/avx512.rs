@@ -133,6 +133,7 @@ fn lookup256(t: &[__m512i; 4], idx: __m512i, high: __mmask64) -> __m512i {
 /// `w + r·row_bytes + nb·64` and `act + nb·320` are readable for every r < R.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
 #[inline]
+#[allow(clippy::needless_range_loop)] // acc[r][i] reads clearer than zipped iterators
 unsafe fn b3_rows<const R: usize>(
     tables: &B3Tables,
     w: *const u8,
