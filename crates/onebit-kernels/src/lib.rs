@@ -38,10 +38,12 @@ pub mod gemm;
 pub mod gemv;
 pub mod lut;
 pub mod pool;
+pub mod q8;
 pub mod quant;
 
 pub use dispatch::{matmul, self_tune, CpuFeatures, Isa, Kernel};
 pub use error::{Error, Result};
 pub use format::{TernaryFormat, TernaryMatrix};
 pub use pool::ThreadPool;
+pub use q8::Q8Matrix;
 pub use quant::{ActQuant, Q8K};

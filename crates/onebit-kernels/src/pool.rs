@@ -185,6 +185,31 @@ impl ThreadPool {
     }
 }
 
+/// The per-thread body of [`ThreadPool::run_chunks`]: (thread index, chunk range, chunks).
+pub type ChunksFn<'a, T> = dyn Fn(usize, Range<usize>, &mut [T]) + Sync + 'a;
+
+impl ThreadPool {
+    /// Splits `data` (whole chunks of `chunk` elements) over the threads and calls
+    /// `f(thread, chunk_range, part)` with each thread's disjoint part.
+    pub fn run_chunks<T: Send>(&self, data: &mut [T], chunk: usize, f: &ChunksFn<'_, T>) {
+        assert!(chunk > 0 && data.len().is_multiple_of(chunk), "run_chunks: whole chunks");
+        let n = data.len() / chunk;
+        let p = SyncPtr(data.as_mut_ptr());
+        let threads = self.threads;
+        self.run(&|i| {
+            let r = split(n, threads, i, 1);
+            if r.is_empty() {
+                return;
+            }
+            // SAFETY: disjoint chunk ranges per thread within `data`, borrowed mutably for the call.
+            let part = unsafe {
+                std::slice::from_raw_parts_mut(p.get().add(r.start * chunk), r.len() * chunk)
+            };
+            f(i, r, part);
+        });
+    }
+}
+
 /// The per-thread body of [`ThreadPool::run_rows`].
 pub type RowsFn<'a, A, B, C> = dyn Fn(Range<usize>, &mut [A], &mut [B], &mut [C]) + Sync + 'a;
 

@@ -1,6 +1,9 @@
 //! One subcommand per file; each turns its flags into library calls.
 
+pub mod bench;
 pub mod bench_kernels;
+pub mod info;
+pub mod init;
 pub mod kernels;
 
 /// The subcommands.
@@ -10,6 +13,12 @@ pub enum Command {
     BenchKernels(bench_kernels::Args),
     /// Show this CPU's features and the kernel chosen for each format.
     Kernels(kernels::Args),
+    /// Write a synthetic model (random ternary weights) of a named shape.
+    Init(init::Args),
+    /// Show a model file's architecture, shapes, tensor types and sizes.
+    Info(info::Args),
+    /// Measure prompt (pp) and generation (tg) speed of a model, llama-bench style.
+    Bench(bench::Args),
 }
 
 /// Runs a parsed subcommand.
@@ -17,5 +26,8 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::BenchKernels(a) => bench_kernels::run(a),
         Command::Kernels(a) => kernels::run(a),
+        Command::Init(a) => init::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

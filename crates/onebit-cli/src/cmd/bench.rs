@@ -1,0 +1,178 @@
+//! `onebit bench`: llama-bench-style prompt processing (ppN) and generation (tgN) speed of a
+//! model file, with model size, bits per weight, peak RSS and the bandwidth-bound ceiling
+//! (read bandwidth measured in the same run ÷ bytes read per token).
+
+use anyhow::{bail, Context, Result};
+use onebit_kernels::bench::{cpu_model, ReadBuffer};
+use onebit_kernels::TernaryFormat;
+use onebit_model::load::{load_gguf, LoadOptions};
+use onebit_model::{HeadKind, Session};
+use serde_json::json;
+use std::time::Instant;
+
+/// Flags of `onebit bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file (GGUF).
+    model: String,
+    /// Prompt tokens (pp test; 0 skips).
+    #[arg(short = 'p', long, default_value_t = 512)]
+    prompt: usize,
+    /// Generated tokens (tg test; 0 skips).
+    #[arg(short = 'n', long, default_value_t = 128)]
+    gen: usize,
+    /// Threads.
+    #[arg(short, long, default_value_t = 2)]
+    threads: usize,
+    /// Repetitions of each test.
+    #[arg(short, long, default_value_t = 5)]
+    reps: usize,
+    /// Output: table or json (one object per test).
+    #[arg(short, long, default_value = "table")]
+    output: String,
+    /// Head storage: q8 or f32.
+    #[arg(long, default_value = "q8")]
+    head: String,
+    /// Kernel layout for the linears (t2, b3); default keeps the file's bit width.
+    #[arg(long)]
+    layout: Option<String>,
+}
+
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Energy counter (µJ) of the CPU package, where Linux exposes RAPL.
+fn rapl_uj() -> Option<u64> {
+    std::fs::read_to_string("/sys/class/powercap/intel-rapl:0/energy_uj").ok()?.trim().parse().ok()
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
+    (m, var.sqrt())
+}
+
+/// Runs `onebit bench`.
+pub fn run(a: Args) -> Result<()> {
+    if a.threads == 0 || a.reps == 0 {
+        bail!("--threads and --reps must be at least 1");
+    }
+    let head = match a.head.as_str() {
+        "q8" => HeadKind::Q8,
+        "f32" => HeadKind::F32,
+        h => bail!("unknown --head '{h}' (q8, f32)"),
+    };
+    let layout = a
+        .layout
+        .as_deref()
+        .map(|l| TernaryFormat::from_name(l).with_context(|| format!("unknown layout '{l}'")))
+        .transpose()?;
+    let json_out = match a.output.as_str() {
+        "json" => true,
+        "table" => false,
+        o => bail!("unknown --output '{o}' (table, json)"),
+    };
+    let t0 = Instant::now();
+    let model = load_gguf(&a.model, &LoadOptions { threads: a.threads, layout, head })?;
+    tracing::info!("loaded {} in {:.1} s", a.model, t0.elapsed().as_secs_f64());
+    let c = &model.config;
+    let read_gbs = ReadBuffer::new(512 << 20).read_gbs(&model.pool, 3);
+    let per_token = model.bytes_per_token();
+    let bound = read_gbs * 1e9 / per_token as f64;
+    let model_bytes = std::fs::metadata(&a.model)?.len();
+    let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
+    let mut s = Session::new(&model, ctx, 512);
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut tok = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % c.vocab as u64) as u32
+    };
+    let mut results = Vec::new();
+    if a.prompt > 0 {
+        let prompt: Vec<u32> = (0..a.prompt.min(ctx)).map(|_| tok()).collect();
+        s.forward(&prompt[..prompt.len().min(8)])?;
+        let mut rates = Vec::new();
+        let e0 = rapl_uj();
+        for _ in 0..a.reps {
+            s.reset();
+            let t = Instant::now();
+            s.forward(&prompt)?;
+            rates.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        }
+        let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
+        results.push((
+            format!("pp{}", prompt.len()),
+            rates,
+            joules.map(|j| j / (a.reps * prompt.len()) as f64),
+        ));
+    }
+    if a.gen > 0 {
+        let mut rates = Vec::new();
+        let e0 = rapl_uj();
+        let n = a.gen.min(ctx - 1);
+        for _ in 0..a.reps {
+            s.reset();
+            let mut next = c.bos.unwrap_or(0).min(c.vocab as u32 - 1);
+            let t = Instant::now();
+            for _ in 0..n {
+                let l = s.forward(&[next])?;
+                next =
+                    l.iter().enumerate().fold(0, |b, (i, &v)| if v > l[b] { i } else { b }) as u32;
+            }
+            rates.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+        let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
+        results.push((format!("tg{n}"), rates, joules.map(|j| j / (a.reps * n) as f64)));
+    }
+    let rss = peak_rss();
+    if !json_out {
+        println!(
+            "cpu: {} · threads {} · kernel {} · read bandwidth {:.1} GB/s",
+            cpu_model(),
+            a.threads,
+            model.kernel_name(),
+            read_gbs
+        );
+        println!(
+            "model: {} · {:.2} GB file · ternary {:.3} bpw · {:.0} MB read per token · bound {:.1} tok/s",
+            a.model,
+            model_bytes as f64 / 1e9,
+            model.ternary_bpw(),
+            per_token as f64 / 1e6,
+            bound
+        );
+        println!("{:<8} {:>16} {:>10} {:>14}", "test", "tok/s", "% bound", "J/token");
+    }
+    for (test, rates, jpt) in &results {
+        let (m, sd) = mean_sd(rates);
+        if json_out {
+            println!(
+                "{}",
+                json!({
+                    "test": test, "threads": a.threads, "tok_s_mean": m, "tok_s_sd": sd,
+                    "model_bytes": model_bytes, "bpw": model.ternary_bpw(), "kernel": model.kernel_name(),
+                    "peak_rss_bytes": rss, "bound_tok_s": bound, "read_gbs": read_gbs,
+                    "bytes_per_token": per_token, "joules_per_token": jpt, "cpu": cpu_model(), "reps": rates.len(),
+                })
+            );
+        } else {
+            let pct = if test.starts_with("tg") {
+                format!("{:.0}%", 100.0 * m / bound)
+            } else {
+                "-".into()
+            };
+            let j = jpt.map_or("n/a (no RAPL)".to_string(), |j| format!("{j:.3}"));
+            println!("{test:<8} {:>9.2} ± {:<5.2} {pct:>10} {j:>14}", m, sd);
+        }
+    }
+    if !json_out {
+        println!("peak RSS: {}", rss.map_or("n/a".into(), |r| format!("{:.0} MB", r as f64 / 1e6)));
+    }
+    Ok(())
+}

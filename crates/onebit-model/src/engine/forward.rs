@@ -1,0 +1,264 @@
+//! [`Session`]: the KV cache and activation buffers of one sequence, and the forward pass.
+//! Prompts go through in chunks of up to `max_batch` tokens (GEMM kernels); decode is the
+//! same code with one token (GEMV kernels). Everything is sized in [`Session::new`].
+
+use super::{Layer, Model};
+use crate::config::Activation;
+use crate::error::{Error, Result};
+use onebit_kernels::ActQuant;
+use std::sync::Mutex;
+
+/// One sequence's state: position, KV cache (f32), and scratch for up to `max_batch` tokens.
+pub struct Session<'m> {
+    model: &'m Model,
+    pos: usize,
+    max_ctx: usize,
+    max_batch: usize,
+    k_cache: Vec<f32>,
+    v_cache: Vec<f32>,
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    rope: Vec<f32>,
+    inv_freq: Vec<f32>,
+    aq_hidden: ActQuant,
+    aq_att: ActQuant,
+    aq_ffn: ActQuant,
+    scores: Vec<Mutex<Vec<f32>>>,
+    logits: Vec<f32>,
+}
+
+fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(w) {
+            *o = xv * r * wv;
+        }
+    }
+}
+
+impl<'m> Session<'m> {
+    /// A session with room for `max_ctx` positions and prompt chunks of `max_batch` tokens.
+    pub fn new(model: &'m Model, max_ctx: usize, max_batch: usize) -> Self {
+        let c = &model.config;
+        let max_ctx = max_ctx.min(c.max_positions).max(1);
+        let b = max_batch.max(1);
+        let half = c.head_dim / 2;
+        let inv_freq =
+            (0..half).map(|i| c.rope_theta.powf(-(2.0 * i as f32) / c.head_dim as f32)).collect();
+        Session {
+            model,
+            pos: 0,
+            max_ctx,
+            max_batch: b,
+            k_cache: vec![0.0; c.layers * max_ctx * c.kv_dim()],
+            v_cache: vec![0.0; c.layers * max_ctx * c.kv_dim()],
+            x: vec![0.0; b * c.hidden],
+            xn: vec![0.0; b * c.hidden],
+            q: vec![0.0; b * c.q_dim()],
+            k: vec![0.0; b * c.kv_dim()],
+            v: vec![0.0; b * c.kv_dim()],
+            att: vec![0.0; b * c.q_dim()],
+            tmp: vec![0.0; b * c.hidden],
+            gate: vec![0.0; b * c.intermediate],
+            up: vec![0.0; b * c.intermediate],
+            rope: vec![0.0; b * half * 2],
+            inv_freq,
+            aq_hidden: ActQuant::new(b, c.hidden),
+            aq_att: ActQuant::new(b, c.q_dim()),
+            aq_ffn: ActQuant::new(b, c.intermediate),
+            scores: (0..model.pool.threads()).map(|_| Mutex::new(vec![0.0; max_ctx])).collect(),
+            logits: vec![0.0; c.vocab],
+        }
+    }
+
+    /// Tokens processed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Context capacity.
+    pub fn capacity(&self) -> usize {
+        self.max_ctx
+    }
+
+    /// Forgets the sequence (keeps the buffers).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Runs `tokens` at the next positions and returns the logits after the last one.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<&mut [f32]> {
+        let vocab = self.model.config.vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::Token { id, vocab });
+        }
+        if self.pos + tokens.len() > self.max_ctx {
+            return Err(Error::ContextFull { needed: self.pos + tokens.len(), max: self.max_ctx });
+        }
+        if tokens.is_empty() {
+            return Ok(&mut self.logits);
+        }
+        for chunk in tokens.chunks(self.max_batch) {
+            self.forward_chunk(chunk);
+        }
+        Ok(&mut self.logits)
+    }
+
+    fn forward_chunk(&mut self, tokens: &[u32]) {
+        let m = self.model;
+        let c = &m.config;
+        let (t_n, h) = (tokens.len(), c.hidden);
+        for (t, &id) in tokens.iter().enumerate() {
+            let row = &m.embed[id as usize * h..(id as usize + 1) * h];
+            for (d, s) in self.x[t * h..(t + 1) * h].iter_mut().zip(row) {
+                *d = s.to_f32();
+            }
+        }
+        let half = c.head_dim / 2;
+        for t in 0..t_n {
+            let p = (self.pos + t) as f32;
+            for i in 0..half {
+                let (s, co) = (p * self.inv_freq[i]).sin_cos();
+                self.rope[(t * half + i) * 2] = co;
+                self.rope[(t * half + i) * 2 + 1] = s;
+            }
+        }
+        for (li, layer) in m.layers.iter().enumerate() {
+            self.layer_forward(li, layer, t_n);
+        }
+        let last = &self.x[(t_n - 1) * h..t_n * h];
+        rmsnorm(&mut self.xn[..h], last, &m.norm, c.rms_eps);
+        self.aq_hidden.quantize(&self.xn[..h]);
+        m.head_forward(&self.aq_hidden, &self.xn[..h], &mut self.logits);
+        self.pos += t_n;
+    }
+
+    fn quantize(aq: &mut ActQuant, x: &[f32], pool: &onebit_kernels::ThreadPool) {
+        aq.quantize_par(x, pool);
+    }
+
+    fn layer_forward(&mut self, li: usize, l: &Layer, t_n: usize) {
+        let m = self.model;
+        let c = &m.config;
+        let pool = &m.pool;
+        let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
+        rmsnorm(&mut self.xn[..t_n * h], &self.x[..t_n * h], &l.attn_norm, c.rms_eps);
+        Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
+        l.q.forward(pool, &self.aq_hidden, &mut self.q[..t_n * qd]);
+        l.k.forward(pool, &self.aq_hidden, &mut self.k[..t_n * kvd]);
+        l.v.forward(pool, &self.aq_hidden, &mut self.v[..t_n * kvd]);
+        self.apply_rope(t_n);
+        let base = li * self.max_ctx * kvd;
+        for t in 0..t_n {
+            let at = base + (self.pos + t) * kvd;
+            self.k_cache[at..at + kvd].copy_from_slice(&self.k[t * kvd..(t + 1) * kvd]);
+            self.v_cache[at..at + kvd].copy_from_slice(&self.v[t * kvd..(t + 1) * kvd]);
+        }
+        self.attention(li, t_n);
+        if let Some(w) = &l.attn_sub_norm {
+            rmsnorm(&mut self.tmp[..t_n * qd], &self.att[..t_n * qd], w, c.rms_eps);
+            Self::quantize(&mut self.aq_att, &self.tmp[..t_n * qd], pool);
+        } else {
+            Self::quantize(&mut self.aq_att, &self.att[..t_n * qd], pool);
+        }
+        l.o.forward(pool, &self.aq_att, &mut self.tmp[..t_n * h]);
+        for (x, d) in self.x[..t_n * h].iter_mut().zip(&self.tmp[..t_n * h]) {
+            *x += d;
+        }
+        rmsnorm(&mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
+        Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
+        l.gate.forward(pool, &self.aq_hidden, &mut self.gate[..t_n * ffn]);
+        l.up.forward(pool, &self.aq_hidden, &mut self.up[..t_n * ffn]);
+        for (g, u) in self.gate[..t_n * ffn].iter_mut().zip(&self.up[..t_n * ffn]) {
+            let a = match c.act {
+                Activation::Relu2 => {
+                    let r = g.max(0.0);
+                    r * r
+                }
+                Activation::Silu => *g / (1.0 + (-*g).exp()),
+            };
+            *g = a * u;
+        }
+        if let Some(w) = &l.ffn_sub_norm {
+            rmsnorm(&mut self.up[..t_n * ffn], &self.gate[..t_n * ffn], w, c.rms_eps);
+            Self::quantize(&mut self.aq_ffn, &self.up[..t_n * ffn], pool);
+        } else {
+            Self::quantize(&mut self.aq_ffn, &self.gate[..t_n * ffn], pool);
+        }
+        l.down.forward(pool, &self.aq_ffn, &mut self.tmp[..t_n * h]);
+        for (x, d) in self.x[..t_n * h].iter_mut().zip(&self.tmp[..t_n * h]) {
+            *x += d;
+        }
+    }
+
+    fn apply_rope(&mut self, t_n: usize) {
+        let c = &self.model.config;
+        let (hd, half) = (c.head_dim, c.head_dim / 2);
+        let interleaved = c.rope_interleaved;
+        let rope = &self.rope;
+        let rot = |buf: &mut [f32], width: usize| {
+            for t in 0..t_n {
+                let cs = &rope[t * half * 2..(t + 1) * half * 2];
+                for head in buf[t * width..(t + 1) * width].chunks_exact_mut(hd) {
+                    for i in 0..half {
+                        let (co, s) = (cs[2 * i], cs[2 * i + 1]);
+                        let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                        let (x0, x1) = (head[a], head[b]);
+                        head[a] = x0 * co - x1 * s;
+                        head[b] = x0 * s + x1 * co;
+                    }
+                }
+            }
+        };
+        rot(&mut self.q, c.q_dim());
+        rot(&mut self.k, c.kv_dim());
+    }
+
+    fn attention(&mut self, li: usize, t_n: usize) {
+        let c = &self.model.config;
+        let (hd, heads, kvd) = (c.head_dim, c.heads, c.kv_dim());
+        let group = heads / c.kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let base = li * self.max_ctx * kvd;
+        let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.pos);
+        let scores = &self.scores;
+        self.model.pool.run_chunks(&mut self.att[..t_n * heads * hd], hd, &|thread, rows, out| {
+            let mut s = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
+            for (j, row) in rows.enumerate() {
+                let (t, head) = (row / heads, row % heads);
+                let kvh = head / group;
+                let qv = &q[row * hd..(row + 1) * hd];
+                let n = pos + t + 1;
+                let mut max = f32::NEG_INFINITY;
+                for (p, sp) in s[..n].iter_mut().enumerate() {
+                    let kv = &kc[base + p * kvd + kvh * hd..][..hd];
+                    *sp = onebit_kernels::dense::dot_f32(qv, kv) * scale;
+                    max = max.max(*sp);
+                }
+                let mut total = 0.0;
+                for sp in &mut s[..n] {
+                    *sp = (*sp - max).exp();
+                    total += *sp;
+                }
+                let o = &mut out[j * hd..(j + 1) * hd];
+                o.fill(0.0);
+                for (p, &sp) in s[..n].iter().enumerate() {
+                    let w = sp / total;
+                    let vv = &vc[base + p * kvd + kvh * hd..][..hd];
+                    for (ov, &x) in o.iter_mut().zip(vv) {
+                        *ov += w * x;
+                    }
+                }
+            }
+        });
+    }
+}

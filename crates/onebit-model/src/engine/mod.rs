@@ -1,0 +1,145 @@
+//! The inference engine: [`Model`] (weights in kernel layouts, built once) and [`Session`]
+//! (KV cache and every activation buffer, sized once; the decode loop allocates nothing).
+//! One forward serves every file format: linears are [`TernaryLinear`]s whatever layout they
+//! came in, and the head is an int8 or f32 matrix ([`HeadKind`]).
+
+mod forward;
+mod sampler;
+
+pub use forward::Session;
+pub use sampler::{Sampler, SamplerConfig};
+
+use crate::config::ModelConfig;
+use half::f16;
+use onebit_kernels::{dense, matmul, ActQuant, Kernel, Q8Matrix, TernaryMatrix, ThreadPool};
+
+/// A ternary linear layer with the kernel chosen for its layout on this CPU.
+pub struct TernaryLinear {
+    /// The weights.
+    pub w: TernaryMatrix,
+    kernel: Kernel,
+}
+
+impl TernaryLinear {
+    /// Wraps a matrix with the best kernel for its layout (or the one `ONEBIT_KERNEL` names).
+    pub fn new(w: TernaryMatrix) -> onebit_kernels::Result<Self> {
+        let kernel = Kernel::best(w.format())?;
+        Ok(TernaryLinear { w, kernel })
+    }
+
+    /// The kernel in use.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    fn forward(&self, pool: &ThreadPool, x: &ActQuant, out: &mut [f32]) {
+        matmul(pool, &self.kernel, &self.w, x, out).expect("shapes checked at load");
+    }
+}
+
+/// How the output head is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadKind {
+    /// int8 rows with per-row scales (default: half the bytes of f16, read every token).
+    Q8,
+    /// f32 rows (exact reference; four times the bytes of Q8).
+    F32,
+}
+
+/// The output projection.
+pub enum Head {
+    /// int8 rows; activations are quantized per token to int8 as for the ternary layers.
+    Q8(Q8Matrix),
+    /// f32 rows `vocab x hidden`.
+    F32(Vec<f32>),
+}
+
+impl Head {
+    /// Bytes read per token.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Head::Q8(m) => m.bytes(),
+            Head::F32(w) => w.len() * 4,
+        }
+    }
+}
+
+/// One transformer block.
+pub struct Layer {
+    /// Pre-attention RMSNorm weight.
+    pub attn_norm: Vec<f32>,
+    /// Query projection.
+    pub q: TernaryLinear,
+    /// Key projection.
+    pub k: TernaryLinear,
+    /// Value projection.
+    pub v: TernaryLinear,
+    /// Output projection.
+    pub o: TernaryLinear,
+    /// BitNet sub-norm before `o`.
+    pub attn_sub_norm: Option<Vec<f32>>,
+    /// Pre-FFN RMSNorm weight.
+    pub ffn_norm: Vec<f32>,
+    /// Gate projection.
+    pub gate: TernaryLinear,
+    /// Up projection.
+    pub up: TernaryLinear,
+    /// Down projection.
+    pub down: TernaryLinear,
+    /// BitNet sub-norm before `down`.
+    pub ffn_sub_norm: Option<Vec<f32>>,
+}
+
+impl Layer {
+    /// The seven linears.
+    pub fn linears(&self) -> [&TernaryLinear; 7] {
+        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down]
+    }
+}
+
+/// A loaded model, ready to run.
+pub struct Model {
+    /// Shape and switches.
+    pub config: ModelConfig,
+    /// Token embeddings, `vocab x hidden`, f16.
+    pub embed: Vec<f16>,
+    /// Blocks.
+    pub layers: Vec<Layer>,
+    /// Final RMSNorm weight.
+    pub norm: Vec<f32>,
+    /// Output projection.
+    pub head: Head,
+    /// The threads every product runs on.
+    pub pool: ThreadPool,
+}
+
+impl Model {
+    /// Bytes of ternary weights (all layers).
+    pub fn ternary_bytes(&self) -> usize {
+        self.layers.iter().flat_map(|l| l.linears()).map(|l| l.w.bytes().len()).sum()
+    }
+
+    /// Bytes read per decoded token: ternary weights, the head, one embedding row, norms.
+    pub fn bytes_per_token(&self) -> usize {
+        self.ternary_bytes() + self.head.bytes() + self.config.hidden * 2
+    }
+
+    /// Average stored bits per ternary weight.
+    pub fn ternary_bpw(&self) -> f64 {
+        self.ternary_bytes() as f64 * 8.0 / self.config.ternary_params() as f64
+    }
+
+    /// `kernel name` of the first linear (all share one layout).
+    pub fn kernel_name(&self) -> String {
+        self.layers.first().map_or_else(|| "none".into(), |l| l.q.kernel().name())
+    }
+
+    pub(crate) fn head_forward(&self, x: &ActQuant, xf: &[f32], out: &mut [f32]) {
+        match &self.head {
+            Head::Q8(m) => onebit_kernels::q8::q8_matmul(&self.pool, m, x, out),
+            Head::F32(w) => {
+                dense::gemv_f32(&self.pool, w, self.config.vocab, self.config.hidden, xf, out)
+            }
+        }
+    }
+}

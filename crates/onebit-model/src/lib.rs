@@ -1,0 +1,24 @@
+//! onebit-model: model configs, the GGUF container, loading and writing models, synthetic
+//! models for benchmarks, and the ternary inference engine.
+//!
+//! - [`config`]: [`ModelConfig`] for BitNet b1.58 and Llama-family switches.
+//! - [`gguf`]: the container (read, streaming write), fuzzed by proptest.
+//! - [`load`]: GGUF (bitnet.cpp I2_S, llama.cpp TQ1_0/TQ2_0, onebit T2/B3, f16/f32
+//!   masters) → [`Model`] with weights repacked into the fastest kernel layout.
+//! - [`synthetic`]: `onebit init --shape`: random ternary models streamed to disk.
+//! - [`engine`]: prefill through the GEMM kernels, decode through GEMV, KV cache, sampling.
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod load;
+mod mmap;
+pub mod synthetic;
+
+pub use config::{Activation, ModelConfig};
+pub use engine::{HeadKind, Model, Sampler, SamplerConfig, Session};
+pub use error::{Error, Result};

@@ -1,0 +1,217 @@
+//! Loading a GGUF model (bitnet.cpp I2_S, llama.cpp TQ1_0/TQ2_0, onebit T2/B3, or f16/f32
+//! masters ternarized on load) into a [`Model`], repacking linears into the kernel layout
+//! chosen for this CPU.
+
+use crate::config::ModelConfig;
+use crate::engine::{Head, HeadKind, Layer, Model, TernaryLinear};
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::mmap::Mapped;
+use half::{bf16, f16};
+use onebit_kernels::quant::ternarize_absmean;
+use onebit_kernels::{Q8Matrix, TernaryFormat, TernaryMatrix, ThreadPool};
+
+/// How to load.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Threads for the model's pool.
+    pub threads: usize,
+    /// Kernel layout for the linears; `None` keeps B3/TQ1_0 files at 1.6 bits and uses T2 otherwise.
+    pub layout: Option<TernaryFormat>,
+    /// Head storage.
+    pub head: HeadKind,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { threads: 2, layout: None, head: HeadKind::Q8 }
+    }
+}
+
+/// An opened GGUF file: the map and its parsed header.
+pub struct GgufModelFile {
+    map: Mapped,
+    /// The parsed header.
+    pub header: GgufFile,
+    path: String,
+}
+
+impl GgufModelFile {
+    /// Maps and parses `path`.
+    pub fn open(path: &str) -> Result<Self> {
+        let map = Mapped::open(path)?;
+        let header = GgufFile::parse(map.bytes())
+            .map_err(|source| Error::Gguf { path: path.into(), source })?;
+        Ok(GgufModelFile { map, header, path: path.into() })
+    }
+
+    /// A tensor's directory entry and bytes.
+    pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let t = self.header.tensor(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+        Ok((t, self.header.data(self.map.bytes(), t)))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// A float vector of `len` values (F32/F16/BF16 tensor).
+    pub fn floats(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let (t, d) = self.tensor(name)?;
+        let n: u64 = t.dims.iter().product();
+        if n != len as u64 {
+            return Err(Error::BadTensor {
+                name: name.into(),
+                why: format!("{n} values, expected {len}"),
+            });
+        }
+        to_f32(name, t.ty, d)
+    }
+}
+
+fn to_f32(name: &str, ty: GgmlType, d: &[u8]) -> Result<Vec<f32>> {
+    Ok(match ty {
+        GgmlType::F32 => {
+            d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
+        GgmlType::F16 => {
+            d.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        GgmlType::Bf16 => {
+            d.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        other => {
+            return Err(Error::BadTensor {
+                name: name.into(),
+                why: format!("type {other:?} where floats are needed"),
+            })
+        }
+    })
+}
+
+/// The natural kernel layout for a file's ternary type.
+fn target_layout(ty: GgmlType, asked: Option<TernaryFormat>) -> TernaryFormat {
+    asked.unwrap_or(match ty {
+        GgmlType::Tq1_0 | GgmlType::OnebitB3 => TernaryFormat::B3,
+        _ => TernaryFormat::T2,
+    })
+}
+
+fn linear(
+    f: &GgufModelFile,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    layout: Option<TernaryFormat>,
+) -> Result<TernaryLinear> {
+    let (t, d) = f.tensor(name)?;
+    if t.matrix_shape() != (rows as u64, cols as u64) {
+        return Err(Error::BadTensor {
+            name: name.into(),
+            why: format!("shape {:?}, expected [{cols}, {rows}]", t.dims),
+        });
+    }
+    let kerr = |source| Error::Kernel { name: name.into(), source };
+    let scale_of = || -> Result<f32> {
+        let s = f.floats(&name.replace(".weight", ".scale"), 1)?;
+        Ok(s[0])
+    };
+    let m = match t.ty {
+        GgmlType::I2S => {
+            TernaryMatrix::from_bytes(TernaryFormat::I2S, rows, cols, d.to_vec(), None)
+        }
+        GgmlType::Tq1_0 => {
+            TernaryMatrix::from_bytes(TernaryFormat::Tq1_0, rows, cols, d.to_vec(), None)
+        }
+        GgmlType::Tq2_0 => {
+            TernaryMatrix::from_bytes(TernaryFormat::Tq2_0, rows, cols, d.to_vec(), None)
+        }
+        GgmlType::OnebitT2 => {
+            TernaryMatrix::from_bytes(TernaryFormat::T2, rows, cols, d.to_vec(), Some(scale_of()?))
+        }
+        GgmlType::OnebitB3 => {
+            TernaryMatrix::from_bytes(TernaryFormat::B3, rows, cols, d.to_vec(), Some(scale_of()?))
+        }
+        GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 => {
+            let (trits, s) = ternarize_absmean(&to_f32(name, t.ty, d)?);
+            TernaryMatrix::from_trits(TernaryFormat::T2, rows, cols, &trits, s)
+        }
+        other => {
+            return Err(Error::BadTensor {
+                name: name.into(),
+                why: format!("type {other:?} is not a ternary or float matrix"),
+            })
+        }
+    }
+    .map_err(kerr)?;
+    let target = target_layout(t.ty, layout);
+    let m = if m.format() == target { m } else { m.repack(target).map_err(kerr)? };
+    TernaryLinear::new(m).map_err(kerr)
+}
+
+/// Loads a GGUF model.
+pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
+    let f = GgufModelFile::open(path)?;
+    let config = ModelConfig::from_gguf(&f.header)?;
+    load_from(&f, config, opts)
+}
+
+fn load_from(f: &GgufModelFile, config: ModelConfig, opts: &LoadOptions) -> Result<Model> {
+    let c = &config;
+    let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
+    let (et, ed) = f.tensor("token_embd.weight")?;
+    if et.matrix_shape() != (c.vocab as u64, h as u64) {
+        return Err(Error::BadTensor {
+            name: et.name.clone(),
+            why: format!("shape {:?}, expected [{h}, {}]", et.dims, c.vocab),
+        });
+    }
+    let embed: Vec<f16> = match et.ty {
+        GgmlType::F16 => ed.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
+        _ => to_f32("token_embd.weight", et.ty, ed)?.into_iter().map(f16::from_f32).collect(),
+    };
+    let mut layers = Vec::with_capacity(c.layers);
+    for i in 0..c.layers {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        let lin = |s: &str, rows, cols| linear(f, &n(s), rows, cols, opts.layout);
+        let sub =
+            |s: &str, len| if c.sub_norms { f.floats(&n(s), len).map(Some) } else { Ok(None) };
+        layers.push(Layer {
+            attn_norm: f.floats(&n("attn_norm"), h)?,
+            q: lin("attn_q", qd, h)?,
+            k: lin("attn_k", kvd, h)?,
+            v: lin("attn_v", kvd, h)?,
+            o: lin("attn_output", h, qd)?,
+            attn_sub_norm: sub("attn_sub_norm", qd)?,
+            ffn_norm: f.floats(&n("ffn_norm"), h)?,
+            gate: lin("ffn_gate", ffn, h)?,
+            up: lin("ffn_up", ffn, h)?,
+            down: lin("ffn_down", h, ffn)?,
+            ffn_sub_norm: sub("ffn_sub_norm", ffn)?,
+        });
+    }
+    let norm = f.floats("output_norm.weight", h)?;
+    let head_src: Vec<f32>;
+    let head_rows: &dyn Fn(usize, &mut [f32]) = if c.tied_embeddings {
+        &|r: usize, buf: &mut [f32]| {
+            for (d, s) in buf.iter_mut().zip(&embed[r * h..(r + 1) * h]) {
+                *d = s.to_f32();
+            }
+        }
+    } else {
+        head_src = f.floats("output.weight", c.vocab * h)?;
+        &|r: usize, buf: &mut [f32]| buf.copy_from_slice(&head_src[r * h..(r + 1) * h])
+    };
+    let head = match opts.head {
+        HeadKind::Q8 => Head::Q8(Q8Matrix::from_row_fn(c.vocab, h, head_rows)),
+        HeadKind::F32 => {
+            let mut w = vec![0f32; c.vocab * h];
+            for (r, row) in w.chunks_exact_mut(h).enumerate() {
+                head_rows(r, row);
+            }
+            Head::F32(w)
+        }
+    };
+    Ok(Model { config, embed, layers, norm, head, pool: ThreadPool::new(opts.threads) })
+}

@@ -1,0 +1,28 @@
+//! The crate's only unsafe code: mapping a model file read-only.
+
+#![allow(unsafe_code)]
+
+use crate::error::{Error, Result};
+use std::fs::File;
+
+/// A read-only memory map of a whole file.
+pub struct Mapped(memmap2::Mmap);
+
+impl Mapped {
+    /// Maps `path`.
+    ///
+    /// The file must not be modified while mapped (onebit never writes a file it reads);
+    /// another process truncating it would make reads fault, which memmap2 cannot prevent.
+    pub fn open(path: &str) -> Result<Mapped> {
+        let io = |source| Error::Io { path: path.to_string(), source };
+        let f = File::open(path).map_err(io)?;
+        // SAFETY: read-only map of a file we do not modify; see the contract above.
+        let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
+        Ok(Mapped(m))
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}

@@ -1,0 +1,128 @@
+//! Synthetic models for benchmarks and tests (`onebit init --shape`): random ternary
+//! weights, small random embeddings, unit norms, written tensor by tensor so a 100B model
+//! never has to fit in memory.
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, GgufWriter, TensorPlan, Value};
+use half::f16;
+use onebit_kernels::{TernaryFormat, TernaryMatrix};
+use std::io::BufWriter;
+
+/// The ternary layouts `init` can write.
+pub fn linear_type(format: TernaryFormat) -> Result<GgmlType> {
+    Ok(match format {
+        TernaryFormat::I2S => GgmlType::I2S,
+        TernaryFormat::Tq1_0 => GgmlType::Tq1_0,
+        TernaryFormat::Tq2_0 => GgmlType::Tq2_0,
+        TernaryFormat::T2 => GgmlType::OnebitT2,
+        TernaryFormat::B3 => GgmlType::OnebitB3,
+        other => {
+            return Err(Error::Config(format!("{} cannot be stored in a model file", other.name())))
+        }
+    })
+}
+
+fn format_of(ty: GgmlType) -> TernaryFormat {
+    match ty {
+        GgmlType::I2S => TernaryFormat::I2S,
+        GgmlType::Tq1_0 => TernaryFormat::Tq1_0,
+        GgmlType::Tq2_0 => TernaryFormat::Tq2_0,
+        GgmlType::OnebitB3 => TernaryFormat::B3,
+        _ => TernaryFormat::T2,
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Every tensor of a model, in file order: (name, dims, type).
+pub fn tensor_plan(c: &ModelConfig, linear: GgmlType) -> Vec<TensorPlan> {
+    let (h, qd, kvd, ffn) =
+        (c.hidden as u64, c.q_dim() as u64, c.kv_dim() as u64, c.intermediate as u64);
+    let p = |name: String, dims: Vec<u64>, ty| TensorPlan { name, dims, ty };
+    let mut v = vec![p("token_embd.weight".into(), vec![h, c.vocab as u64], GgmlType::F16)];
+    let separate_scale = matches!(linear, GgmlType::OnebitT2 | GgmlType::OnebitB3);
+    for i in 0..c.layers {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        v.push(p(n("attn_norm"), vec![h], GgmlType::F32));
+        for (s, rows, cols) in
+            [("attn_q", qd, h), ("attn_k", kvd, h), ("attn_v", kvd, h), ("attn_output", h, qd)]
+        {
+            v.push(p(n(s), vec![cols, rows], linear));
+            if separate_scale {
+                v.push(p(format!("blk.{i}.{s}.scale"), vec![1], GgmlType::F32));
+            }
+        }
+        if c.sub_norms {
+            v.push(p(n("attn_sub_norm"), vec![qd], GgmlType::F32));
+        }
+        v.push(p(n("ffn_norm"), vec![h], GgmlType::F32));
+        for (s, rows, cols) in [("ffn_gate", ffn, h), ("ffn_up", ffn, h), ("ffn_down", h, ffn)] {
+            v.push(p(n(s), vec![cols, rows], linear));
+            if separate_scale {
+                v.push(p(format!("blk.{i}.{s}.scale"), vec![1], GgmlType::F32));
+            }
+        }
+        if c.sub_norms {
+            v.push(p(n("ffn_sub_norm"), vec![ffn], GgmlType::F32));
+        }
+    }
+    v.push(p("output_norm.weight".into(), vec![h], GgmlType::F32));
+    if !c.tied_embeddings {
+        v.push(p("output.weight".into(), vec![h, c.vocab as u64], GgmlType::F16));
+    }
+    v
+}
+
+/// Writes a random model with `config` to `path`; `progress(done, total)` counts tensors.
+pub fn write_synthetic(
+    path: &str,
+    config: &ModelConfig,
+    linear: GgmlType,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    config.validate()?;
+    let io = |source| Error::Io { path: path.into(), source };
+    let file = std::fs::File::create(path).map_err(io)?;
+    let plan = tensor_plan(config, linear);
+    let mut meta = config.to_gguf();
+    meta.push(("general.name".into(), Value::String("onebit synthetic".into())));
+    let gg = |source| Error::Gguf { path: path.into(), source };
+    let mut w =
+        GgufWriter::new(BufWriter::with_capacity(1 << 22, file), &meta, &plan).map_err(gg)?;
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let scale = 0.02f32;
+    for (i, t) in plan.iter().enumerate() {
+        let n: u64 = t.dims.iter().product();
+        let bytes: Vec<u8> = match t.ty {
+            GgmlType::F32 if t.name.ends_with(".scale") => scale.to_le_bytes().to_vec(),
+            GgmlType::F32 => (0..n).flat_map(|_| 1.0f32.to_le_bytes()).collect(),
+            GgmlType::F16 => (0..n)
+                .flat_map(|_| {
+                    f16::from_f32(((rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2)
+                        .to_le_bytes()
+                })
+                .collect(),
+            ty => {
+                let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+                let trits: Vec<i8> = (0..rows * cols).map(|_| (rng.next() % 3) as i8 - 1).collect();
+                let m = TernaryMatrix::from_trits(format_of(ty), rows, cols, &trits, scale)
+                    .map_err(|source| Error::Kernel { name: t.name.clone(), source })?;
+                m.bytes().to_vec()
+            }
+        };
+        w.write_tensor(&t.name, &bytes).map_err(gg)?;
+        progress(i + 1, plan.len());
+    }
+    w.finish().map_err(gg)?;
+    Ok(())
+}
