@@ -22,6 +22,8 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 F/BW with VNNI (B3 also needs VBMI).
     Avx512,
+    /// AVX-512 row kernels plus AMX-INT8 tiles for many tokens.
+    Amx,
     /// aarch64 NEON.
     Neon,
     /// aarch64 NEON with the dot-product extension.
@@ -30,7 +32,8 @@ pub enum Isa {
 
 impl Isa {
     /// Every ISA.
-    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::NeonDot];
+    pub const ALL: [Isa; 6] =
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx, Isa::Neon, Isa::NeonDot];
 
     /// Lower-case name (`--kernel`, `ONEBIT_KERNEL`).
     pub fn name(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
             Isa::NeonDot => "neon-dot",
         }
@@ -62,6 +66,8 @@ pub struct CpuFeatures {
     pub avx512vbmi: bool,
     /// VEX-encoded VNNI (reported, not used yet).
     pub avxvnni: bool,
+    /// AMX-TILE + AMX-INT8 with the tile state granted by the OS.
+    pub amx: bool,
     /// NEON.
     pub neon: bool,
     /// NEON dot product (`sdot`).
@@ -83,6 +89,7 @@ impl CpuFeatures {
             Isa::Avx512 => {
                 self.avx512bw && self.avx512vnni && (format != TernaryFormat::B3 || self.avx512vbmi)
             }
+            Isa::Amx => self.amx && self.supports(Isa::Avx512, format),
             Isa::Neon => self.neon,
             Isa::NeonDot => self.neon && self.dotprod,
         }
@@ -96,6 +103,7 @@ impl CpuFeatures {
             ("avx512vnni", self.avx512vnni),
             ("avx512vbmi", self.avx512vbmi),
             ("avxvnni", self.avxvnni),
+            ("amx-int8", self.amx),
             ("neon", self.neon),
             ("dotprod", self.dotprod),
         ];
@@ -116,6 +124,7 @@ fn detect() -> CpuFeatures {
         avx512vnni: is_x86_feature_detected!("avx512vnni"),
         avx512vbmi: is_x86_feature_detected!("avx512vbmi"),
         avxvnni: is_x86_feature_detected!("avxvnni"),
+        amx: crate::gemm::amx::available(),
         ..CpuFeatures::default()
     }
 }
@@ -169,6 +178,10 @@ fn table(format: TernaryFormat, isa: Isa) -> Option<(MatmulFn, MatmulFn)> {
         (F::T2, Isa::Avx512) => Some((crate::gemv::avx512::t2, crate::gemm::avx512::t2)),
         #[cfg(target_arch = "x86_64")]
         (F::B3, Isa::Avx512) => Some((crate::gemv::avx512::b3, crate::gemm::avx512::b3)),
+        #[cfg(target_arch = "x86_64")]
+        (F::T2, Isa::Amx) => Some((crate::gemv::avx512::t2, crate::gemm::amx::t2)),
+        #[cfg(target_arch = "x86_64")]
+        (F::B3, Isa::Amx) => Some((crate::gemv::avx512::b3, crate::gemm::amx::b3)),
         #[cfg(target_arch = "aarch64")]
         (F::T2, Isa::Neon) => same(crate::gemv::neon::t2),
         #[cfg(target_arch = "aarch64")]
@@ -233,6 +246,15 @@ pub fn matmul(
     x: &ActQuant,
     out: &mut [f32],
 ) -> Result<()> {
+    matmul_many(pool, x, &mut [(kernel, w, out)])
+}
+
+fn args<'a>(
+    kernel: &Kernel,
+    w: &'a TernaryMatrix,
+    x: &'a ActQuant,
+    out: &mut [f32],
+) -> Result<MatmulArgs<'a>> {
     if kernel.format != w.format() {
         return Err(Error::Unavailable(format!(
             "{} on a {} matrix",
@@ -261,7 +283,7 @@ pub fn matmul(
         x.padded_cols() >= w.format().padded_cols(w.cols()),
         "ActQuant padding below the layout's blocks"
     );
-    let args = MatmulArgs {
+    Ok(MatmulArgs {
         w: w.bytes(),
         row_bytes,
         cols: w.cols(),
@@ -274,16 +296,58 @@ pub fn matmul(
         w_scale: w.scale(),
         out: out.as_mut_ptr(),
         out_stride: rows,
-    };
-    let f = if tokens >= GEMM_MIN_TOKENS { kernel.gemm } else { kernel.gemv };
-    let align = if w.format() == TernaryFormat::Lut { lut::TILE_ROWS } else { 4 };
+    })
+}
+
+/// Most products [`matmul_many`] runs in one dispatch.
+pub const MAX_FUSED: usize = 4;
+
+/// Several products over the same activations (q/k/v, gate/up) in one pool dispatch: the
+/// rows of all matrices are split over the threads together, so one barrier serves them all
+/// and small matrices do not leave threads idle.
+pub fn matmul_many(
+    pool: &ThreadPool,
+    x: &ActQuant,
+    ops: &mut [(&Kernel, &TernaryMatrix, &mut [f32])],
+) -> Result<()> {
+    if ops.len() > MAX_FUSED {
+        return Err(Error::Mismatch {
+            op: "matmul_many count",
+            expected: MAX_FUSED,
+            found: ops.len(),
+        });
+    }
+    if ops.len() > 1 && ops.iter().any(|o| o.1.format() == TernaryFormat::Lut) {
+        // Lut ranges must start on 32-row tiles of each matrix: run those one at a time.
+        for (k, w, out) in ops.iter_mut() {
+            matmul_many(pool, x, &mut [(*k, *w, &mut **out)])?;
+        }
+        return Ok(());
+    }
+    let mut all: [Option<(MatmulArgs<'_>, MatmulFn, usize)>; MAX_FUSED] = [None; MAX_FUSED];
+    let tokens = x.tokens();
+    let mut total = 0;
+    for (slot, (kernel, w, out)) in all.iter_mut().zip(ops.iter_mut()) {
+        let a = args(kernel, w, x, out)?;
+        let f = if tokens >= GEMM_MIN_TOKENS { kernel.gemm } else { kernel.gemv };
+        total += a.rows;
+        *slot = Some((a, f, w.rows()));
+    }
+    let align =
+        if ops.iter().any(|o| o.1.format() == TernaryFormat::Lut) { lut::TILE_ROWS } else { 4 };
     let threads = pool.threads();
+    let all = &all;
     pool.run(&|i| {
-        let r = split(rows, threads, i, align);
-        if !r.is_empty() {
-            // SAFETY: the kernel's ISA was checked when `kernel` was built; the operands were
-            // checked above; each thread gets a disjoint row range of `out`.
-            unsafe { f(&args, r.start, r.end) };
+        let mine = split(total, threads, i, align);
+        let mut base = 0;
+        for (a, f, rows) in all.iter().flatten() {
+            let (s, e) = (mine.start.max(base), mine.end.min(base + rows));
+            if s < e {
+                // SAFETY: the kernel's ISA was checked when it was built; operands were checked
+                // by `args`; each thread gets a disjoint row range of each output.
+                unsafe { f(a, s - base, e - base) };
+            }
+            base += rows;
         }
     });
     Ok(())

@@ -41,7 +41,7 @@ pub mod pool;
 pub mod q8;
 pub mod quant;
 
-pub use dispatch::{matmul, self_tune, CpuFeatures, Isa, Kernel};
+pub use dispatch::{matmul, matmul_many, self_tune, CpuFeatures, Isa, Kernel};
 pub use error::{Error, Result};
 pub use format::{TernaryFormat, TernaryMatrix};
 pub use pool::ThreadPool;

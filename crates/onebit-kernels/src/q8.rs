@@ -107,20 +107,37 @@ pub fn q8_matmul(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32])
         for t in 0..x.tokens() {
             let q = &x.row(t)[..m.padded];
             let a = x.scales()[t];
-            for r in rows.clone() {
-                let w = m.row(r);
-                let acc = match isa {
-                    // SAFETY: features checked above; both slices hold `padded` bytes (a multiple of 64).
+            let mut r = rows.start;
+            while r < rows.end {
+                // Four rows at a time share the activation loads on AVX-512.
+                let n = if isa == 2 { 4.min(rows.end - r) } else { 1 };
+                let mut acc = [0i32; 4];
+                match (isa, n) {
                     #[cfg(target_arch = "x86_64")]
-                    2 => unsafe { avx512::dot(w, q) },
-                    // SAFETY: as above.
+                    (2, 4) => {
+                        // SAFETY: features checked above; rows r..r+4 exist and hold `padded` bytes.
+                        acc = unsafe {
+                            avx512::dot4([m.row(r), m.row(r + 1), m.row(r + 2), m.row(r + 3)], q)
+                        }
+                    }
                     #[cfg(target_arch = "x86_64")]
-                    1 => unsafe { avx2::dot(w, q) },
-                    _ => dot_scalar(w, q),
-                };
-                let acc = if isa == 2 { acc - 128 * m.wsum[r] } else { acc };
-                // SAFETY: rows are split disjointly; t·rows + r < out.len() by the assert.
-                unsafe { *outp.get().add(t * m.rows + r) = acc as f32 * m.scale[r] / a };
+                    (2, _) => {
+                        for (i, a) in acc.iter_mut().enumerate().take(n) {
+                            // SAFETY: features checked above; row r + i exists.
+                            *a = unsafe { avx512::dot(m.row(r + i), q) };
+                        }
+                    }
+                    // SAFETY: AVX2 checked above; one padded row.
+                    #[cfg(target_arch = "x86_64")]
+                    (1, _) => acc[0] = unsafe { avx2::dot(m.row(r), q) },
+                    _ => acc[0] = dot_scalar(m.row(r), q),
+                }
+                for (i, &v) in acc.iter().enumerate().take(n) {
+                    let v = if isa == 2 { v - 128 * m.wsum[r + i] } else { v };
+                    // SAFETY: rows are split disjointly; t·rows + r + i < out.len() by the assert.
+                    unsafe { *outp.get().add(t * m.rows + r + i) = v as f32 * m.scale[r + i] / a };
+                }
+                r += n;
             }
         }
     });
@@ -184,6 +201,32 @@ mod avx512 {
             }
         }
         _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1))
+    }
+
+    /// [`dot`] for four rows sharing the activation loads.
+    ///
+    /// # Safety
+    /// AVX-512 BW + VNNI; every slice as long as `q`, a multiple of 64.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn dot4(w: [&[i8]; 4], q: &[i8]) -> [i32; 4] {
+        let flip = _mm512_set1_epi8(-128);
+        let mut acc = [_mm512_setzero_si512(); 4];
+        for k in 0..q.len() / 64 {
+            // SAFETY: block k lies within q and every row.
+            unsafe {
+                let x =
+                    _mm512_xor_si512(_mm512_loadu_si512(q.as_ptr().add(64 * k) as *const _), flip);
+                for (a, row) in acc.iter_mut().zip(&w) {
+                    _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(64 * k + 512));
+                    *a = _mm512_dpbusd_epi32(
+                        *a,
+                        x,
+                        _mm512_loadu_si512(row.as_ptr().add(64 * k) as *const _),
+                    );
+                }
+            }
+        }
+        acc.map(|a| _mm512_reduce_add_epi32(a))
     }
 }
 

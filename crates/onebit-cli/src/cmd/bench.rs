@@ -33,6 +33,10 @@ pub struct Args {
     /// Head storage: q8 or f32.
     #[arg(long, default_value = "q8")]
     head: String,
+    /// Prompt tokens per forward pass (larger chunks share weight decoding, smaller keep
+    /// activations in cache).
+    #[arg(long, default_value_t = 128)]
+    ubatch: usize,
     /// Kernel layout for the linears (t2, b3); default keeps the file's bit width.
     #[arg(long)]
     layout: Option<String>,
@@ -85,7 +89,7 @@ pub fn run(a: Args) -> Result<()> {
     let bound = read_gbs * 1e9 / per_token as f64;
     let model_bytes = std::fs::metadata(&a.model)?.len();
     let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
-    let mut s = Session::new(&model, ctx, 512);
+    let mut s = Session::new(&model, ctx, a.ubatch.max(1));
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut tok = || {
         rng ^= rng << 13;

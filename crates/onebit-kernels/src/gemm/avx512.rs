@@ -11,12 +11,12 @@ use std::ops::Range;
 
 const ROWS: usize = 4;
 const TOKENS: usize = 4;
-/// Tokens whose activations are kept hot (in L2) while all rows of a thread pass over them.
-const TOKEN_BLOCK: usize = 64;
+/// Bytes of activations kept hot (in L2) while all rows of a thread pass over them.
+const ACT_BLOCK_BYTES: usize = 1 << 20;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-fn decode_t2(row: &[u8], out: &mut [u8]) {
+pub(crate) fn decode_t2(row: &[u8], out: &mut [u8]) {
     let mask = _mm512_set1_epi8(3);
     for (blk, dst) in row.chunks_exact(t2::BLOCK_BYTES).zip(out.chunks_exact_mut(t2::BLOCK)) {
         // SAFETY: blk has 64 bytes, dst 256.
@@ -42,7 +42,7 @@ fn decode_t2(row: &[u8], out: &mut [u8]) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
 #[inline]
-fn decode_b3(row: &[u8], out: &mut [u8]) {
+pub(crate) fn decode_b3(row: &[u8], out: &mut [u8]) {
     // SAFETY: the tables have 256 bytes, four loads of 64.
     let load = |t: &[u8; 256]| -> [__m512i; 4] {
         std::array::from_fn(|i| {
@@ -187,8 +187,10 @@ fn gemm_with(
 ) {
     let cstride = a.row_bytes / block_bytes * block;
     with_codes(ROWS * cstride, |codes| {
-        for t0 in (0..a.tokens).step_by(TOKEN_BLOCK) {
-            let tokens = t0..a.tokens.min(t0 + TOKEN_BLOCK);
+        // 64 tokens for 2B4T widths; fewer for very wide rows so the block stays in L2.
+        let block = (ACT_BLOCK_BYTES / a.act_stride).clamp(8, 64) / 4 * 4;
+        for t0 in (0..a.tokens).step_by(block) {
+            let tokens = t0..a.tokens.min(t0 + block);
             let mut r = r0;
             while r < r1 {
                 let n = ROWS.min(r1 - r);

@@ -4,6 +4,8 @@
 //! Decoded codes live in a per-thread buffer that grows once and is then reused.
 
 #[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;

@@ -22,6 +22,7 @@ pub struct Session<'m> {
     k: Vec<f32>,
     v: Vec<f32>,
     att: Vec<f32>,
+    att_by_head: Vec<f32>,
     tmp: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
@@ -67,6 +68,7 @@ impl<'m> Session<'m> {
             k: vec![0.0; b * c.kv_dim()],
             v: vec![0.0; b * c.kv_dim()],
             att: vec![0.0; b * c.q_dim()],
+            att_by_head: vec![0.0; b * c.q_dim()],
             tmp: vec![0.0; b * c.hidden],
             gate: vec![0.0; b * c.intermediate],
             up: vec![0.0; b * c.intermediate],
@@ -153,9 +155,15 @@ impl<'m> Session<'m> {
         let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
         rmsnorm(&mut self.xn[..t_n * h], &self.x[..t_n * h], &l.attn_norm, c.rms_eps);
         Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
-        l.q.forward(pool, &self.aq_hidden, &mut self.q[..t_n * qd]);
-        l.k.forward(pool, &self.aq_hidden, &mut self.k[..t_n * kvd]);
-        l.v.forward(pool, &self.aq_hidden, &mut self.v[..t_n * kvd]);
+        super::forward_many(
+            pool,
+            &self.aq_hidden,
+            &mut [
+                (&l.q, &mut self.q[..t_n * qd]),
+                (&l.k, &mut self.k[..t_n * kvd]),
+                (&l.v, &mut self.v[..t_n * kvd]),
+            ],
+        );
         self.apply_rope(t_n);
         let base = li * self.max_ctx * kvd;
         for t in 0..t_n {
@@ -176,8 +184,11 @@ impl<'m> Session<'m> {
         }
         rmsnorm(&mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
         Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
-        l.gate.forward(pool, &self.aq_hidden, &mut self.gate[..t_n * ffn]);
-        l.up.forward(pool, &self.aq_hidden, &mut self.up[..t_n * ffn]);
+        super::forward_many(
+            pool,
+            &self.aq_hidden,
+            &mut [(&l.gate, &mut self.gate[..t_n * ffn]), (&l.up, &mut self.up[..t_n * ffn])],
+        );
         for (g, u) in self.gate[..t_n * ffn].iter_mut().zip(&self.up[..t_n * ffn]) {
             let a = match c.act {
                 Activation::Relu2 => {
@@ -231,34 +242,46 @@ impl<'m> Session<'m> {
         let base = li * self.max_ctx * kvd;
         let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.pos);
         let scores = &self.scores;
-        self.model.pool.run_chunks(&mut self.att[..t_n * heads * hd], hd, &|thread, rows, out| {
-            let mut s = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
-            for (j, row) in rows.enumerate() {
-                let (t, head) = (row / heads, row % heads);
-                let kvh = head / group;
-                let qv = &q[row * hd..(row + 1) * hd];
-                let n = pos + t + 1;
-                let mut max = f32::NEG_INFINITY;
-                for (p, sp) in s[..n].iter_mut().enumerate() {
-                    let kv = &kc[base + p * kvd + kvh * hd..][..hd];
-                    *sp = onebit_kernels::dense::dot_f32(qv, kv) * scale;
-                    max = max.max(*sp);
-                }
-                let mut total = 0.0;
-                for sp in &mut s[..n] {
-                    *sp = (*sp - max).exp();
-                    total += *sp;
-                }
-                let o = &mut out[j * hd..(j + 1) * hd];
-                o.fill(0.0);
-                for (p, &sp) in s[..n].iter().enumerate() {
-                    let w = sp / total;
-                    let vv = &vc[base + p * kvd + kvh * hd..][..hd];
-                    for (ov, &x) in o.iter_mut().zip(vv) {
-                        *ov += w * x;
+        // Rows are (head, token) in head-major order, so that an even split over threads also
+        // splits the causal work evenly (token-major would give one thread all long contexts).
+        self.model.pool.run_chunks(
+            &mut self.att_by_head[..t_n * heads * hd],
+            hd,
+            &|thread, rows, out| {
+                let mut s = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
+                for (j, row) in rows.enumerate() {
+                    let (head, t) = (row / t_n, row % t_n);
+                    let kvh = head / group;
+                    let qv = &q[(t * heads + head) * hd..][..hd];
+                    let n = pos + t + 1;
+                    let mut max = f32::NEG_INFINITY;
+                    for (p, sp) in s[..n].iter_mut().enumerate() {
+                        let kv = &kc[base + p * kvd + kvh * hd..][..hd];
+                        *sp = onebit_kernels::dense::dot_f32(qv, kv) * scale;
+                        max = max.max(*sp);
+                    }
+                    let mut total = 0.0;
+                    for sp in &mut s[..n] {
+                        *sp = (*sp - max).exp();
+                        total += *sp;
+                    }
+                    let o = &mut out[j * hd..(j + 1) * hd];
+                    o.fill(0.0);
+                    for (p, &sp) in s[..n].iter().enumerate() {
+                        let w = sp / total;
+                        let vv = &vc[base + p * kvd + kvh * hd..][..hd];
+                        for (ov, &x) in o.iter_mut().zip(vv) {
+                            *ov += w * x;
+                        }
                     }
                 }
+            },
+        );
+        for head in 0..heads {
+            for t in 0..t_n {
+                let src = &self.att_by_head[(head * t_n + t) * hd..][..hd];
+                self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
             }
-        });
+        }
     }
 }

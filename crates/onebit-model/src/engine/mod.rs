@@ -11,7 +11,9 @@ pub use sampler::{Sampler, SamplerConfig};
 
 use crate::config::ModelConfig;
 use half::f16;
-use onebit_kernels::{dense, matmul, ActQuant, Kernel, Q8Matrix, TernaryMatrix, ThreadPool};
+use onebit_kernels::{
+    dense, matmul, matmul_many, ActQuant, Kernel, Q8Matrix, TernaryMatrix, ThreadPool,
+};
 
 /// A ternary linear layer with the kernel chosen for its layout on this CPU.
 pub struct TernaryLinear {
@@ -35,6 +37,37 @@ impl TernaryLinear {
     fn forward(&self, pool: &ThreadPool, x: &ActQuant, out: &mut [f32]) {
         matmul(pool, &self.kernel, &self.w, x, out).expect("shapes checked at load");
     }
+}
+
+/// Runs several linears on the same input in one pool dispatch (q/k/v, gate/up).
+pub(crate) fn forward_many(
+    pool: &ThreadPool,
+    x: &ActQuant,
+    ops: &mut [(&TernaryLinear, &mut [f32])],
+) {
+    match ops {
+        [(l0, o0), (l1, o1)] => matmul_many(
+            pool,
+            x,
+            &mut [(&l0.kernel, &l0.w, &mut **o0), (&l1.kernel, &l1.w, &mut **o1)],
+        ),
+        [(l0, o0), (l1, o1), (l2, o2)] => matmul_many(
+            pool,
+            x,
+            &mut [
+                (&l0.kernel, &l0.w, &mut **o0),
+                (&l1.kernel, &l1.w, &mut **o1),
+                (&l2.kernel, &l2.w, &mut **o2),
+            ],
+        ),
+        _ => {
+            for (l, o) in ops.iter_mut() {
+                l.forward(pool, x, o);
+            }
+            Ok(())
+        }
+    }
+    .expect("shapes checked at load");
 }
 
 /// How the output head is stored.
