@@ -183,6 +183,8 @@ fn table(format: TernaryFormat, isa: Isa) -> Option<(MatmulFn, MatmulFn)> {
         #[cfg(target_arch = "x86_64")]
         (F::B3, Isa::Amx) => Some((crate::gemv::avx512::b3, crate::gemm::amx::b3)),
         #[cfg(target_arch = "aarch64")]
+        (F::Lut, Isa::Neon) => same(crate::lut::neon::lut),
+        #[cfg(target_arch = "aarch64")]
         (F::T2, Isa::Neon) => same(crate::gemv::neon::t2),
         #[cfg(target_arch = "aarch64")]
         (F::B3, Isa::Neon) => same(crate::gemv::neon::b3),

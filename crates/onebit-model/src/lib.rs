@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod gguf;

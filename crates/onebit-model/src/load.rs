@@ -98,13 +98,14 @@ fn target_layout(ty: GgmlType, asked: Option<TernaryFormat>) -> TernaryFormat {
     })
 }
 
-fn linear(
+/// A linear tensor of the file as a [`TernaryMatrix`] in the file's own layout (float
+/// masters are ternarized with absmean into T2).
+pub fn ternary_matrix(
     f: &GgufModelFile,
     name: &str,
     rows: usize,
     cols: usize,
-    layout: Option<TernaryFormat>,
-) -> Result<TernaryLinear> {
+) -> Result<TernaryMatrix> {
     let (t, d) = f.tensor(name)?;
     if t.matrix_shape() != (rows as u64, cols as u64) {
         return Err(Error::BadTensor {
@@ -117,7 +118,7 @@ fn linear(
         let s = f.floats(&name.replace(".weight", ".scale"), 1)?;
         Ok(s[0])
     };
-    let m = match t.ty {
+    match t.ty {
         GgmlType::I2S => {
             TernaryMatrix::from_bytes(TernaryFormat::I2S, rows, cols, d.to_vec(), None)
         }
@@ -144,8 +145,19 @@ fn linear(
             })
         }
     }
-    .map_err(kerr)?;
-    let target = target_layout(t.ty, layout);
+    .map_err(kerr)
+}
+
+fn linear(
+    f: &GgufModelFile,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    layout: Option<TernaryFormat>,
+) -> Result<TernaryLinear> {
+    let kerr = |source| Error::Kernel { name: name.into(), source };
+    let m = ternary_matrix(f, name, rows, cols)?;
+    let target = target_layout(f.tensor(name)?.0.ty, layout);
     let m = if m.format() == target { m } else { m.repack(target).map_err(kerr)? };
     TernaryLinear::new(m).map_err(kerr)
 }

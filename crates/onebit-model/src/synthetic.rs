@@ -100,7 +100,8 @@ pub fn write_synthetic(
     let mut w =
         GgufWriter::new(BufWriter::with_capacity(1 << 22, file), &meta, &plan).map_err(gg)?;
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let scale = 0.02f32;
+    // A power of two, so the f16 block scales of TQ1_0/TQ2_0 hold it exactly.
+    let scale = 1.0f32 / 64.0;
     for (i, t) in plan.iter().enumerate() {
         let n: u64 = t.dims.iter().product();
         let bytes: Vec<u8> = match t.ty {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_kernels;
+pub mod convert;
 pub mod info;
 pub mod init;
 pub mod kernels;
@@ -19,6 +20,8 @@ pub enum Command {
     Info(info::Args),
     /// Measure prompt (pp) and generation (tg) speed of a model, llama-bench style.
     Bench(bench::Args),
+    /// Rewrite a model's ternary linears in another layout (I2_S, TQ1_0, TQ2_0, T2, B3).
+    Convert(convert::Args),
 }
 
 /// Runs a parsed subcommand.
@@ -29,5 +32,6 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Init(a) => init::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Convert(a) => convert::run(a),
     }
 }
