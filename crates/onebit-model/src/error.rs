@@ -53,6 +53,9 @@ pub enum Error {
         /// Capacity.
         max: usize,
     },
+    /// Tokenizer loading or encoding.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// File I/O.
     #[error("{path}: {source}")]
     Io {

@@ -16,10 +16,13 @@ pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod hf;
 pub mod load;
 mod mmap;
 pub mod synthetic;
+pub mod tokenizer;
 
 pub use config::{Activation, ModelConfig};
 pub use engine::{HeadKind, Model, Sampler, SamplerConfig, Session};
 pub use error::{Error, Result};
+pub use tokenizer::Tokenizer;

@@ -90,10 +90,33 @@ fn to_f32(name: &str, ty: GgmlType, d: &[u8]) -> Result<Vec<f32>> {
     })
 }
 
-/// The natural kernel layout for a file's ternary type.
-fn target_layout(ty: GgmlType, asked: Option<TernaryFormat>) -> TernaryFormat {
-    asked.unwrap_or(match ty {
-        GgmlType::Tq1_0 | GgmlType::OnebitB3 => TernaryFormat::B3,
+/// Where a model's tensors come from. Names are GGUF-style (`blk.N.attn_q.weight`);
+/// other sources translate them.
+pub trait TensorSource {
+    /// A float tensor of exactly `len` values.
+    fn floats(&self, name: &str, len: usize) -> Result<Vec<f32>>;
+    /// A `rows x cols` linear as a ternary matrix in the source's own layout.
+    fn ternary(&self, name: &str, rows: usize, cols: usize) -> Result<TernaryMatrix>;
+    /// Whether the source holds `name`.
+    fn has(&self, name: &str) -> bool;
+}
+
+impl TensorSource for GgufModelFile {
+    fn floats(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        GgufModelFile::floats(self, name, len)
+    }
+    fn ternary(&self, name: &str, rows: usize, cols: usize) -> Result<TernaryMatrix> {
+        ternary_matrix(self, name, rows, cols)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.header.tensor(name).is_some()
+    }
+}
+
+/// The kernel layout for a matrix: the one asked for, else B3 for 1.6-bit sources, else T2.
+fn target_layout(from: TernaryFormat, asked: Option<TernaryFormat>) -> TernaryFormat {
+    asked.unwrap_or(match from {
+        TernaryFormat::Tq1_0 | TernaryFormat::B3 => TernaryFormat::B3,
         _ => TernaryFormat::T2,
     })
 }
@@ -149,15 +172,15 @@ pub fn ternary_matrix(
 }
 
 fn linear(
-    f: &GgufModelFile,
+    f: &dyn TensorSource,
     name: &str,
     rows: usize,
     cols: usize,
     layout: Option<TernaryFormat>,
 ) -> Result<TernaryLinear> {
     let kerr = |source| Error::Kernel { name: name.into(), source };
-    let m = ternary_matrix(f, name, rows, cols)?;
-    let target = target_layout(f.tensor(name)?.0.ty, layout);
+    let m = f.ternary(name, rows, cols)?;
+    let target = target_layout(m.format(), layout);
     let m = if m.format() == target { m } else { m.repack(target).map_err(kerr)? };
     TernaryLinear::new(m).map_err(kerr)
 }
@@ -166,23 +189,15 @@ fn linear(
 pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
     let f = GgufModelFile::open(path)?;
     let config = ModelConfig::from_gguf(&f.header)?;
-    load_from(&f, config, opts)
+    build_model(&f, config, opts)
 }
 
-fn load_from(f: &GgufModelFile, config: ModelConfig, opts: &LoadOptions) -> Result<Model> {
+/// Builds a [`Model`] from any tensor source.
+pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions) -> Result<Model> {
     let c = &config;
     let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
-    let (et, ed) = f.tensor("token_embd.weight")?;
-    if et.matrix_shape() != (c.vocab as u64, h as u64) {
-        return Err(Error::BadTensor {
-            name: et.name.clone(),
-            why: format!("shape {:?}, expected [{h}, {}]", et.dims, c.vocab),
-        });
-    }
-    let embed: Vec<f16> = match et.ty {
-        GgmlType::F16 => ed.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
-        _ => to_f32("token_embd.weight", et.ty, ed)?.into_iter().map(f16::from_f32).collect(),
-    };
+    let embed: Vec<f16> =
+        f.floats("token_embd.weight", c.vocab * h)?.into_iter().map(f16::from_f32).collect();
     let mut layers = Vec::with_capacity(c.layers);
     for i in 0..c.layers {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -226,4 +241,13 @@ fn load_from(f: &GgufModelFile, config: ModelConfig, opts: &LoadOptions) -> Resu
         }
     };
     Ok(Model { config, embed, layers, norm, head, pool: ThreadPool::new(opts.threads) })
+}
+
+/// Loads a model from a GGUF file or a Hugging Face directory.
+pub fn load_any(path: &str, opts: &LoadOptions) -> Result<Model> {
+    if std::path::Path::new(path).is_dir() {
+        crate::hf::load_hf(path, opts)
+    } else {
+        load_gguf(path, opts)
+    }
 }

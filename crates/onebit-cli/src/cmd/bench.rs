@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
 use onebit_kernels::TernaryFormat;
-use onebit_model::load::{load_gguf, LoadOptions};
+use onebit_model::load::{load_any, LoadOptions};
 use onebit_model::{HeadKind, Session};
 use serde_json::json;
 use std::time::Instant;
@@ -13,7 +13,7 @@ use std::time::Instant;
 /// Flags of `onebit bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model file (GGUF).
+    /// Model: a GGUF file or a Hugging Face directory.
     model: String,
     /// Prompt tokens (pp test; 0 skips).
     #[arg(short = 'p', long, default_value_t = 512)]
@@ -40,6 +40,19 @@ pub struct Args {
     /// Kernel layout for the linears (t2, b3); default keeps the file's bit width.
     #[arg(long)]
     layout: Option<String>,
+}
+
+/// Bytes of a model file, or of all files in a model directory.
+fn model_size(path: &str) -> Result<u64> {
+    let m = std::fs::metadata(path)?;
+    if !m.is_dir() {
+        return Ok(m.len());
+    }
+    let mut total = 0;
+    for e in std::fs::read_dir(path)? {
+        total += e?.metadata()?.len();
+    }
+    Ok(total)
 }
 
 fn peak_rss() -> Option<u64> {
@@ -81,13 +94,13 @@ pub fn run(a: Args) -> Result<()> {
         o => bail!("unknown --output '{o}' (table, json)"),
     };
     let t0 = Instant::now();
-    let model = load_gguf(&a.model, &LoadOptions { threads: a.threads, layout, head })?;
+    let model = load_any(&a.model, &LoadOptions { threads: a.threads, layout, head })?;
     tracing::info!("loaded {} in {:.1} s", a.model, t0.elapsed().as_secs_f64());
     let c = &model.config;
     let read_gbs = ReadBuffer::new(512 << 20).read_gbs(&model.pool, 3);
     let per_token = model.bytes_per_token();
     let bound = read_gbs * 1e9 / per_token as f64;
-    let model_bytes = std::fs::metadata(&a.model)?.len();
+    let model_bytes = model_size(&a.model)?;
     let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
     let mut s = Session::new(&model, ctx, a.ubatch.max(1));
     let mut rng = 0x2545_F491_4F6C_DD1Du64;

@@ -6,10 +6,13 @@ pub mod convert;
 pub mod info;
 pub mod init;
 pub mod kernels;
+pub mod run;
 
 /// The subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
+    /// Generate text from a prompt with a model (GGUF file or HF directory).
+    Run(run::Args),
     /// Benchmark the ternary kernels against dense f32/f16 on model shapes.
     BenchKernels(bench_kernels::Args),
     /// Show this CPU's features and the kernel chosen for each format.
@@ -27,6 +30,7 @@ pub enum Command {
 /// Runs a parsed subcommand.
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::Run(a) => run::run(a),
         Command::BenchKernels(a) => bench_kernels::run(a),
         Command::Kernels(a) => kernels::run(a),
         Command::Init(a) => init::run(a),

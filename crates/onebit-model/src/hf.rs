@@ -1,0 +1,308 @@
+//! Hugging Face model directories: `config.json` + `*.safetensors` (+ `tokenizer.json`).
+//! Linears are either transformers' packed BitNet weights (`uint8[rows/4, cols]` with a
+//! one-element `weight_scale`) or bf16/f16/f32 masters, ternarized on load.
+//!
+//! `weight_scale` means different things per `quantization_config.linear_class`:
+//! `bitlinear` divides by it (it is 1/mean|W|), `autobitlinear` multiplies (it is mean|W|,
+//! the 2B4T checkpoint's class). Packed files without the key are read as `autobitlinear`.
+
+use crate::config::ModelConfig;
+use crate::engine::Model;
+use crate::error::{Error, Result};
+use crate::load::{build_model, LoadOptions, TensorSource};
+use crate::mmap::Mapped;
+use half::{bf16, f16};
+use onebit_kernels::quant::ternarize_absmean;
+use onebit_kernels::{TernaryFormat, TernaryMatrix};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// How a packed checkpoint's `weight_scale` is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleMeaning {
+    /// `y = x·W / weight_scale` (transformers `BitLinear`).
+    Divide,
+    /// `y = x·W · weight_scale` (transformers `AutoBitLinear`).
+    Multiply,
+}
+
+/// An opened HF directory.
+pub struct HfDir {
+    /// Parsed config.
+    pub config: ModelConfig,
+    scale: ScaleMeaning,
+    files: Vec<Mapped>,
+    index: HashMap<String, usize>,
+    dir: String,
+}
+
+/// The HF tensor name for a GGUF-style name.
+pub fn hf_name(gguf: &str) -> String {
+    let fixed = match gguf {
+        "token_embd.weight" => return "model.embed_tokens.weight".into(),
+        "output_norm.weight" => return "model.norm.weight".into(),
+        "output.weight" => return "lm_head.weight".into(),
+        other => other,
+    };
+    let Some(rest) = fixed.strip_prefix("blk.") else { return fixed.into() };
+    let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    let part = match tail.trim_end_matches(".weight") {
+        "attn_norm" => "input_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_sub_norm" => "self_attn.attn_sub_norm",
+        "ffn_norm" => "post_attention_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        "ffn_sub_norm" => "mlp.ffn_sub_norm",
+        other => other,
+    };
+    format!("model.layers.{layer}.{part}.weight")
+}
+
+fn floats_of(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::F32 => {
+            data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
+        Dtype::F16 => {
+            data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        Dtype::BF16 => {
+            data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        other => {
+            return Err(Error::BadTensor {
+                name: name.into(),
+                why: format!("dtype {other:?} where floats are needed"),
+            })
+        }
+    })
+}
+
+impl HfDir {
+    /// Opens `dir`: reads config.json and maps every `*.safetensors` file in it.
+    pub fn open(dir: &str) -> Result<HfDir> {
+        let io = |p: &Path| {
+            let p = p.display().to_string();
+            move |source| Error::Io { path: p, source }
+        };
+        let cfg_path = Path::new(dir).join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
+        let config = ModelConfig::from_hf_json(&text)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Config(e.to_string()))?;
+        let scale = match v.pointer("/quantization_config/linear_class").and_then(|c| c.as_str()) {
+            Some("bitlinear") => ScaleMeaning::Divide,
+            Some("autobitlinear") | None => ScaleMeaning::Multiply,
+            Some(other) => {
+                return Err(Error::Config(format!("config.json: unknown linear_class '{other}'")))
+            }
+        };
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io(Path::new(dir)))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(Error::Config(format!("{dir}: no *.safetensors files")));
+        }
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for p in &paths {
+            let m = Mapped::open(&p.display().to_string())?;
+            let st = SafeTensors::deserialize(m.bytes()).map_err(|e| Error::BadTensor {
+                name: p.display().to_string(),
+                why: format!("safetensors: {e}"),
+            })?;
+            for name in st.names() {
+                index.insert(name.to_string(), files.len());
+            }
+            files.push(m);
+        }
+        Ok(HfDir { config, scale, files, index, dir: dir.into() })
+    }
+
+    fn get(&self, gguf_name: &str) -> Result<(Dtype, Vec<usize>, &[u8])> {
+        let name = hf_name(gguf_name);
+        let &i = self.index.get(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        let st = SafeTensors::deserialize(self.files[i].bytes()).expect("parsed when opened");
+        let t = st
+            .tensor(&name)
+            .map_err(|e| Error::BadTensor { name: name.clone(), why: e.to_string() })?;
+        Ok((t.dtype(), t.shape().to_vec(), t.data()))
+    }
+
+    /// The directory path.
+    pub fn path(&self) -> &str {
+        &self.dir
+    }
+}
+
+impl TensorSource for HfDir {
+    fn floats(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let (dtype, shape, data) = self.get(name)?;
+        if shape.iter().product::<usize>() != len {
+            return Err(Error::BadTensor {
+                name: hf_name(name),
+                why: format!("shape {shape:?}, expected {len} values"),
+            });
+        }
+        floats_of(&hf_name(name), dtype, data)
+    }
+
+    fn ternary(&self, name: &str, rows: usize, cols: usize) -> Result<TernaryMatrix> {
+        let (dtype, shape, data) = self.get(name)?;
+        let hf = hf_name(name);
+        let bad = |why: String| Error::BadTensor { name: hf.clone(), why };
+        let kerr = |source| Error::Kernel { name: hf.clone(), source };
+        match dtype {
+            Dtype::U8 => {
+                if shape != [rows / 4, cols] || !rows.is_multiple_of(4) {
+                    return Err(bad(format!(
+                        "packed shape {shape:?}, expected [{}, {cols}]",
+                        rows / 4
+                    )));
+                }
+                let sname = hf.replace(".weight", ".weight_scale");
+                let &i =
+                    self.index.get(&sname).ok_or_else(|| Error::MissingTensor(sname.clone()))?;
+                let st =
+                    SafeTensors::deserialize(self.files[i].bytes()).expect("parsed when opened");
+                let s = st
+                    .tensor(&sname)
+                    .map_err(|e| Error::BadTensor { name: sname.clone(), why: e.to_string() })?;
+                let v = floats_of(&sname, s.dtype(), s.data())?;
+                let ws = *v.first().ok_or_else(|| bad("empty weight_scale".into()))?;
+                let scale = match self.scale {
+                    ScaleMeaning::Multiply => ws,
+                    ScaleMeaning::Divide => 1.0 / ws,
+                };
+                TernaryMatrix::from_bytes(
+                    TernaryFormat::HfPacked,
+                    rows,
+                    cols,
+                    data.to_vec(),
+                    Some(scale),
+                )
+                .map_err(kerr)
+            }
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 => {
+                if shape != [rows, cols] {
+                    return Err(bad(format!("shape {shape:?}, expected [{rows}, {cols}]")));
+                }
+                let (trits, s) = ternarize_absmean(&floats_of(&hf, dtype, data)?);
+                TernaryMatrix::from_trits(TernaryFormat::T2, rows, cols, &trits, s).map_err(kerr)
+            }
+            other => Err(bad(format!("dtype {other:?} is not a packed or float matrix"))),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.index.contains_key(&hf_name(name))
+    }
+}
+
+/// Loads an HF directory.
+pub fn load_hf(dir: &str, opts: &LoadOptions) -> Result<Model> {
+    let d = HfDir::open(dir)?;
+    let config = d.config.clone();
+    build_model(&d, config, opts)
+}
+
+/// Writes `config` and tensors from `src` as an HF directory with packed ternary linears
+/// (`autobitlinear`: weight_scale multiplies) and f32 everything else.
+pub fn write_hf(src: &dyn TensorSource, config: &ModelConfig, dir: &str) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    let io = |source| Error::Io { path: dir.into(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let c = config;
+    let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let f32s = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    tensors.push((
+        hf_name("token_embd.weight"),
+        Dtype::F32,
+        vec![c.vocab, h],
+        f32s(src.floats("token_embd.weight", c.vocab * h)?),
+    ));
+    tensors.push((
+        hf_name("output_norm.weight"),
+        Dtype::F32,
+        vec![h],
+        f32s(src.floats("output_norm.weight", h)?),
+    ));
+    if !c.tied_embeddings {
+        tensors.push((
+            hf_name("output.weight"),
+            Dtype::F32,
+            vec![c.vocab, h],
+            f32s(src.floats("output.weight", c.vocab * h)?),
+        ));
+    }
+    for i in 0..c.layers {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        let mut norms = vec![("attn_norm", h), ("ffn_norm", h)];
+        if c.sub_norms {
+            norms.extend([("attn_sub_norm", qd), ("ffn_sub_norm", ffn)]);
+        }
+        for (s, len) in norms {
+            tensors.push((hf_name(&n(s)), Dtype::F32, vec![len], f32s(src.floats(&n(s), len)?)));
+        }
+        for (s, rows, cols) in [
+            ("attn_q", qd, h),
+            ("attn_k", kvd, h),
+            ("attn_v", kvd, h),
+            ("attn_output", h, qd),
+            ("ffn_gate", ffn, h),
+            ("ffn_up", ffn, h),
+            ("ffn_down", h, ffn),
+        ] {
+            let m = src.ternary(&n(s), rows, cols)?;
+            let m = m
+                .repack(TernaryFormat::HfPacked)
+                .map_err(|source| Error::Kernel { name: n(s), source })?;
+            let name = hf_name(&n(s));
+            tensors.push((
+                name.replace(".weight", ".weight_scale"),
+                Dtype::F32,
+                vec![1],
+                m.scale().to_le_bytes().to_vec(),
+            ));
+            tensors.push((name, Dtype::U8, vec![rows / 4, cols], m.bytes().to_vec()));
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Config(format!("safetensors: {e}")))?;
+    let path = Path::new(dir).join("model.safetensors");
+    safetensors::serialize_to_file(views, None, &path)
+        .map_err(|e| Error::Config(format!("safetensors: {e}")))?;
+    let act = match c.act {
+        crate::config::Activation::Relu2 => "relu2",
+        crate::config::Activation::Silu => "silu",
+    };
+    let cfg = serde_json::json!({
+        "architectures": [if c.sub_norms { "BitNetForCausalLM" } else { "LlamaForCausalLM" }],
+        "model_type": if c.sub_norms { "bitnet" } else { "llama" },
+        "hidden_size": h, "num_hidden_layers": c.layers, "num_attention_heads": c.heads,
+        "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate_size": ffn,
+        "vocab_size": c.vocab, "max_position_embeddings": c.max_positions, "rope_theta": c.rope_theta,
+        "rms_norm_eps": c.rms_eps, "hidden_act": act, "tie_word_embeddings": c.tied_embeddings,
+        "bos_token_id": c.bos, "eos_token_id": c.eos,
+        "quantization_config": {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"},
+    });
+    std::fs::write(
+        Path::new(dir).join("config.json"),
+        serde_json::to_string_pretty(&cfg).expect("json"),
+    )
+    .map_err(io)?;
+    Ok(())
+}
