@@ -112,12 +112,12 @@ pub fn run(a: Args) -> Result<()> {
         out_ids.push(next);
         let text = tok.decode(&out_ids)?;
         if let Some(cut) = a.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-            stdout.write_all(text[printed.min(cut)..cut].as_bytes())?;
+            stdout.write_all(&text.as_bytes()[printed.min(cut)..cut])?;
             break;
         }
         // Hold back text that may still change (an incomplete UTF-8 sequence decodes as U+FFFD).
         if text.len() > printed && !text.ends_with('\u{FFFD}') {
-            stdout.write_all(text[printed..].as_bytes())?;
+            stdout.write_all(&text.as_bytes()[printed..])?;
             stdout.flush()?;
             printed = text.len();
         }
