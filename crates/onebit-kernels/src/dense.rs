@@ -160,18 +160,97 @@ mod num_zero {
     }
 }
 
-/// Dot product with eight independent accumulators so the loop vectorizes.
+/// Dot product, dispatched once to the widest vector unit (the compiler vectorizes the same
+/// body for AVX-512, AVX2+FMA or the baseline), so every caller on a machine rounds alike.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    (f32_fns().dot)(a, b)
+}
+
+/// `y += alpha · x`, dispatched like [`dot_f32`].
+#[inline]
+pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    (f32_fns().axpy)(alpha, x, y)
+}
+
+struct F32Fns {
+    dot: fn(&[f32], &[f32]) -> f32,
+    axpy: fn(f32, &[f32], &mut [f32]),
+}
+
+fn f32_fns() -> &'static F32Fns {
+    static FNS: std::sync::OnceLock<F32Fns> = std::sync::OnceLock::new();
+    FNS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return F32Fns { dot: x86::dot_avx512, axpy: x86::axpy_avx512 };
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return F32Fns { dot: x86::dot_avx2, axpy: x86::axpy_avx2 };
+            }
+        }
+        F32Fns { dot: dot_body, axpy: axpy_body }
+    })
+}
+
+/// Sixteen independent accumulators so the loop vectorizes at any width.
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
     for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        for i in 0..16 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn axpy_body(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = alpha.mul_add(x, *y);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    // The bodies are safe code; the wrappers only let the compiler use wider vectors.
+    // Calling them is sound because `f32_fns` installs them only after detecting the features.
+    #[target_feature(enable = "avx512f,fma")]
+    fn dot_512(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_body(a, b)
+    }
+    #[target_feature(enable = "avx512f,fma")]
+    fn axpy_512(alpha: f32, x: &[f32], y: &mut [f32]) {
+        super::axpy_body(alpha, x, y)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_256(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_body(a, b)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn axpy_256(alpha: f32, x: &[f32], y: &mut [f32]) {
+        super::axpy_body(alpha, x, y)
+    }
+    pub fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: installed only where AVX-512F and FMA were detected.
+        unsafe { dot_512(a, b) }
+    }
+    pub fn axpy_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { axpy_512(alpha, x, y) }
+    }
+    pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: installed only where AVX2 and FMA were detected.
+        unsafe { dot_256(a, b) }
+    }
+    pub fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { axpy_256(alpha, x, y) }
+    }
 }
 
 #[derive(Clone, Copy)]

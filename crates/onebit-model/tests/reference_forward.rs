@@ -118,9 +118,11 @@ fn reference(path: &str, c: &ModelConfig, tokens: &[u32]) -> Vec<Vec<f32>> {
                 let e: Vec<f32> = s.iter().map(|v| (v - m).exp()).collect();
                 let tot: f32 = e.iter().sum();
                 for (p, w) in e.iter().enumerate() {
-                    for d in 0..hd {
-                        att[hh * hd + d] += w / tot * vc[p][g * hd + d];
-                    }
+                    onebit_kernels::dense::axpy_f32(
+                        w / tot,
+                        &vc[p][g * hd..(g + 1) * hd],
+                        &mut att[hh * hd..(hh + 1) * hd],
+                    );
                 }
             }
             if c.sub_norms {
