@@ -217,7 +217,8 @@ mod avx512 {
                 let x =
                     _mm512_xor_si512(_mm512_loadu_si512(q.as_ptr().add(64 * k) as *const _), flip);
                 for (a, row) in acc.iter_mut().zip(&w) {
-                    _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(64 * k + 512));
+                    // The next group of four rows, same block: rows are adjacent, `row.len()` apart.
+                    _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(4 * row.len() + 64 * k));
                     *a = _mm512_dpbusd_epi32(
                         *a,
                         x,

@@ -40,6 +40,10 @@ unsafe fn t2_rows<const R: usize>(
                 _mm256_loadu_si256(act.add(b * t2::BLOCK + 64 * i + 32 * h) as *const _)
             });
             for (r, acc_r) in acc.iter_mut().enumerate() {
+                // One group ahead, as in the AVX-512 kernels (a hint; harmless past the end).
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.wrapping_add((r + R) * row_bytes + b * 64 + 32 * h) as *const i8
+                );
                 // SAFETY: as above.
                 let v = unsafe {
                     _mm256_loadu_si256(w.add(r * row_bytes + b * 64 + 32 * h) as *const _)
@@ -128,6 +132,10 @@ unsafe fn b3_rows<const R: usize>(
                 _mm256_loadu_si256(act.add(b * b3::BLOCK + 64 * i + 32 * h) as *const _)
             });
             for (r, acc_r) in acc.iter_mut().enumerate() {
+                // One group ahead (a hint; harmless past the end).
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.wrapping_add((r + R) * row_bytes + b * 64 + 32 * h) as *const i8
+                );
                 // SAFETY: as above.
                 let mut q = unsafe {
                     _mm256_loadu_si256(w.add(r * row_bytes + b * 64 + 32 * h) as *const _)

@@ -47,10 +47,8 @@ unsafe fn t2_rows<const R: usize>(
             _mm512_loadu_si512(act.add(b * t2::BLOCK + 64 * i) as *const _)
         });
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            // A hint only: prefetching past the row end is harmless.
-            _mm_prefetch::<_MM_HINT_T0>(
-                w.wrapping_add(r * row_bytes + b * 64 + PREFETCH) as *const i8
-            );
+            // Prefetch the same block of the next row group (see b3_rows).
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((r + R) * row_bytes + b * 64) as *const i8);
             // SAFETY: as above.
             let v = unsafe { _mm512_loadu_si512(w.add(r * row_bytes + b * 64) as *const _) };
             for i in 0..4 {
@@ -92,9 +90,6 @@ pub unsafe fn t2(a: &MatmulArgs<'_>, r0: usize, r1: usize) {
         }
     }
 }
-
-/// How far ahead (bytes) of the current block each row is prefetched.
-const PREFETCH: usize = 512;
 
 /// Rows per pass of the B3 kernel.
 const B3_ROWS: usize = 4;
@@ -154,10 +149,10 @@ unsafe fn b3_rows<const R: usize>(
             _mm512_loadu_si512(act.add(b * b3::BLOCK + 64 * i) as *const _)
         });
         for r in 0..R {
-            // A hint only: prefetching past the row end is harmless (no fault, no UB with wrapping_add).
-            _mm_prefetch::<_MM_HINT_T0>(
-                w.wrapping_add(r * row_bytes + b * 64 + PREFETCH) as *const i8
-            );
+            // Prefetch the same block of the next row group: rows of a group are adjacent,
+            // so this runs exactly one group ahead whatever the row length. A hint only:
+            // past the matrix end it is harmless (no fault, no UB with wrapping_add).
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((r + R) * row_bytes + b * 64) as *const i8);
             // SAFETY: as above.
             let v = unsafe { _mm512_loadu_si512(w.add(r * row_bytes + b * 64) as *const _) };
             let high = _mm512_movepi8_mask(v);
