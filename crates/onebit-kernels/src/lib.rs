@@ -43,7 +43,7 @@ pub mod quant;
 
 pub use dispatch::{matmul, matmul_many, self_tune, CpuFeatures, Isa, Kernel};
 pub use error::{Error, Result};
-pub use format::{TernaryFormat, TernaryMatrix};
+pub use format::{SharedBytes, TernaryFormat, TernaryMatrix};
 pub use pool::ThreadPool;
 pub use q8::Q8Matrix;
 pub use quant::{ActQuant, Q8K};

@@ -3,7 +3,7 @@
 //! chosen for this CPU.
 
 use crate::config::ModelConfig;
-use crate::engine::{Head, HeadKind, Layer, Model, TernaryLinear};
+use crate::engine::{Embedding, Head, HeadKind, Layer, Model, TernaryLinear};
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::mmap::Mapped;
@@ -20,17 +20,24 @@ pub struct LoadOptions {
     pub layout: Option<TernaryFormat>,
     /// Head storage.
     pub head: HeadKind,
+    /// Use T2/B3 weights and f16 embeddings in place from the mapped file (`Some(true)`),
+    /// copy them into process memory (`Some(false)`: a few % faster decode, the copies can
+    /// use huge pages), or decide by size (`None`: in place when the file exceeds half of
+    /// the available memory).
+    pub in_place: Option<bool>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { threads: 2, layout: None, head: HeadKind::Q8 }
+        LoadOptions { threads: 2, layout: None, head: HeadKind::Q8, in_place: None }
     }
 }
 
 /// An opened GGUF file: the map and its parsed header.
 pub struct GgufModelFile {
-    map: Mapped,
+    map: std::sync::Arc<Mapped>,
+    /// Whether T2/B3 tensors and f16 embeddings are used in place (see [`LoadOptions::in_place`]).
+    pub in_place: bool,
     /// The parsed header.
     pub header: GgufFile,
     path: String,
@@ -39,10 +46,25 @@ pub struct GgufModelFile {
 impl GgufModelFile {
     /// Maps and parses `path`.
     pub fn open(path: &str) -> Result<Self> {
-        let map = Mapped::open(path)?;
+        let map = std::sync::Arc::new(Mapped::open(path)?);
         let header = GgufFile::parse(map.bytes())
             .map_err(|source| Error::Gguf { path: path.into(), source })?;
-        Ok(GgufModelFile { map, header, path: path.into() })
+        Ok(GgufModelFile { map, header, path: path.into(), in_place: true })
+    }
+
+    /// A tensor's bytes as a range of the shared map (for use in place).
+    pub fn shared(
+        &self,
+        name: &str,
+    ) -> Result<(onebit_kernels::SharedBytes, std::ops::Range<usize>)> {
+        let t = self.header.tensor(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+        let start = (self.header.data_offset + t.offset) as usize;
+        Ok((self.map.clone(), start..start + t.size as usize))
+    }
+
+    /// Drops the pages read so far from this process's RSS (see [`Mapped::release`]).
+    pub fn release(&self) {
+        self.map.release()
     }
 
     /// A tensor's directory entry and bytes.
@@ -99,6 +121,16 @@ pub trait TensorSource {
     fn ternary(&self, name: &str, rows: usize, cols: usize) -> Result<TernaryMatrix>;
     /// Whether the source holds `name`.
     fn has(&self, name: &str) -> bool;
+    /// An f16 tensor of `len` values that can be used in place, if the source maps one.
+    fn f16_in_place(
+        &self,
+        _name: &str,
+        _len: usize,
+    ) -> Option<(onebit_kernels::SharedBytes, usize)> {
+        None
+    }
+    /// Called once the model is built: drop what loading paged in.
+    fn release(&self) {}
 }
 
 impl TensorSource for GgufModelFile {
@@ -110,6 +142,18 @@ impl TensorSource for GgufModelFile {
     }
     fn has(&self, name: &str) -> bool {
         self.header.tensor(name).is_some()
+    }
+    fn f16_in_place(&self, name: &str, len: usize) -> Option<(onebit_kernels::SharedBytes, usize)> {
+        // Embedding rows are read one per token, so they stay in the map even when the
+        // weights are copied.
+        let t = self.header.tensor(name)?;
+        if t.ty != GgmlType::F16 || t.size != len as u64 * 2 {
+            return None;
+        }
+        self.shared(name).ok().map(|(b, r)| (b, r.start))
+    }
+    fn release(&self) {
+        GgufModelFile::release(self)
     }
 }
 
@@ -151,11 +195,16 @@ pub fn ternary_matrix(
         GgmlType::Tq2_0 => {
             TernaryMatrix::from_bytes(TernaryFormat::Tq2_0, rows, cols, d.to_vec(), None)
         }
-        GgmlType::OnebitT2 => {
-            TernaryMatrix::from_bytes(TernaryFormat::T2, rows, cols, d.to_vec(), Some(scale_of()?))
-        }
-        GgmlType::OnebitB3 => {
-            TernaryMatrix::from_bytes(TernaryFormat::B3, rows, cols, d.to_vec(), Some(scale_of()?))
+        // onebit's own layouts are the kernels' layouts: use the mapped bytes in place.
+        GgmlType::OnebitT2 | GgmlType::OnebitB3 => {
+            let format =
+                if t.ty == GgmlType::OnebitT2 { TernaryFormat::T2 } else { TernaryFormat::B3 };
+            if f.in_place {
+                let (owner, range) = f.shared(name)?;
+                TernaryMatrix::from_shared(format, rows, cols, owner, range, Some(scale_of()?))
+            } else {
+                TernaryMatrix::from_bytes(format, rows, cols, d.to_vec(), Some(scale_of()?))
+            }
         }
         GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 => {
             let (trits, s) = ternarize_absmean(&to_f32(name, t.ty, d)?);
@@ -169,6 +218,12 @@ pub fn ternary_matrix(
         }
     }
     .map_err(kerr)
+    .inspect(|m| {
+        if !m.is_shared() {
+            // The copy is what we keep: drop the mapped pages so RSS does not hold both.
+            f.release();
+        }
+    })
 }
 
 fn linear(
@@ -187,7 +242,15 @@ fn linear(
 
 /// Loads a GGUF model.
 pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
-    let f = GgufModelFile::open(path)?;
+    let mut f = GgufModelFile::open(path)?;
+    f.in_place = opts.in_place.unwrap_or_else(|| {
+        let size = f.map.bytes().len() as u64;
+        mem_available().is_some_and(|avail| size > avail / 2)
+    });
+    tracing::info!(
+        "{path}: weights {}",
+        if f.in_place { "used in place (mmap)" } else { "copied" }
+    );
     let config = ModelConfig::from_gguf(&f.header)?;
     build_model(&f, config, opts)
 }
@@ -196,8 +259,12 @@ pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
 pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions) -> Result<Model> {
     let c = &config;
     let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
-    let embed: Vec<f16> =
-        f.floats("token_embd.weight", c.vocab * h)?.into_iter().map(f16::from_f32).collect();
+    let embed = match f.f16_in_place("token_embd.weight", c.vocab * h) {
+        Some((bytes, start)) => Embedding::Mapped { bytes, start },
+        None => Embedding::Owned(
+            f.floats("token_embd.weight", c.vocab * h)?.into_iter().map(f16::from_f32).collect(),
+        ),
+    };
     let mut layers = Vec::with_capacity(c.layers);
     for i in 0..c.layers {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -221,11 +288,7 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
     let norm = f.floats("output_norm.weight", h)?;
     let head_src: Vec<f32>;
     let head_rows: &dyn Fn(usize, &mut [f32]) = if c.tied_embeddings {
-        &|r: usize, buf: &mut [f32]| {
-            for (d, s) in buf.iter_mut().zip(&embed[r * h..(r + 1) * h]) {
-                *d = s.to_f32();
-            }
-        }
+        &|r: usize, buf: &mut [f32]| embed.row(r, h, buf)
     } else {
         head_src = f.floats("output.weight", c.vocab * h)?;
         &|r: usize, buf: &mut [f32]| buf.copy_from_slice(&head_src[r * h..(r + 1) * h])
@@ -240,6 +303,7 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
             Head::F32(w)
         }
     };
+    f.release();
     Ok(Model { config, embed, layers, norm, head, pool: ThreadPool::new(opts.threads) })
 }
 
@@ -250,4 +314,17 @@ pub fn load_any(path: &str, opts: &LoadOptions) -> Result<Model> {
     } else {
         load_gguf(path, opts)
     }
+}
+
+/// MemAvailable from /proc/meminfo, in bytes (Linux).
+fn mem_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }

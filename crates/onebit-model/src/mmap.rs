@@ -25,4 +25,19 @@ impl Mapped {
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Drops this process's resident pages of the map (they stay in the page cache and fault
+    /// back in on the next read), so bytes copied out at load stop counting in RSS.
+    pub fn release(&self) {
+        // SAFETY: DONTNEED on a read-only, file-backed private map only discards our page
+        // references; later reads see the file's contents again, which we never modify.
+        #[cfg(unix)]
+        let _ = unsafe { self.0.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }

@@ -10,7 +10,12 @@ use onebit_model::{HeadKind, ModelConfig, Session};
 fn logits(path: &str) -> Vec<f32> {
     let m = load_gguf(
         path,
-        &LoadOptions { threads: 2, layout: Some(TernaryFormat::T2), head: HeadKind::F32 },
+        &LoadOptions {
+            threads: 2,
+            layout: Some(TernaryFormat::T2),
+            head: HeadKind::F32,
+            in_place: Some(false),
+        },
     )
     .unwrap();
     let mut s = Session::new(&m, 16, 4);

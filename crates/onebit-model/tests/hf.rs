@@ -16,7 +16,7 @@ fn logits(m: &onebit_model::Model) -> Vec<f32> {
 }
 
 fn opts() -> LoadOptions {
-    LoadOptions { threads: 2, layout: Some(TernaryFormat::T2), head: HeadKind::F32 }
+    LoadOptions { threads: 2, layout: Some(TernaryFormat::T2), head: HeadKind::F32, in_place: None }
 }
 
 #[test]

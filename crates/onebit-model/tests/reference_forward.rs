@@ -171,7 +171,18 @@ fn check(format: TernaryFormat, cfg: ModelConfig, layout: Option<TernaryFormat>)
     ));
     let path = format!("{}-{:?}-{}.gguf", dir.display(), cfg.act, cfg.tied_embeddings);
     write_synthetic(&path, &cfg, linear_type(format).unwrap(), 7, &mut |_, _| {}).unwrap();
-    let model = load_gguf(&path, &LoadOptions { threads: 2, layout, head: HeadKind::F32 }).unwrap();
+    // T2/B3 files are used in place from the map; check the copied path gives the same.
+    let opts = |in_place| LoadOptions {
+        threads: 2,
+        layout,
+        head: HeadKind::F32,
+        in_place: Some(in_place),
+    };
+    let model = load_gguf(&path, &opts(true)).unwrap();
+    let copied = load_gguf(&path, &opts(false)).unwrap();
+    let first =
+        |m: &onebit_model::Model| Session::new(m, 8, 4).forward(&[5, 6, 7]).unwrap().to_vec();
+    assert_eq!(first(&model), first(&copied), "in place vs copied");
     let prompt = [1u32, 17, 250, 3, 99, 42];
     let want = reference(&path, &cfg, &prompt);
     // Prefill in chunks of 4 (GEMM path for the first chunk, row kernels for the rest).

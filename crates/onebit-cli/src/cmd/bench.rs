@@ -37,6 +37,13 @@ pub struct Args {
     /// activations in cache).
     #[arg(long, default_value_t = 128)]
     ubatch: usize,
+    /// Use T2/B3 weights in place from the mapped file (default: only when the file is larger
+    /// than half the available memory).
+    #[arg(long, conflicts_with = "no_mmap")]
+    mmap: bool,
+    /// Copy weights into process memory (a few % faster decode; needs RAM for the whole model).
+    #[arg(long)]
+    no_mmap: bool,
     /// Kernel layout for the linears (t2, b3); default keeps the file's bit width.
     #[arg(long)]
     layout: Option<String>,
@@ -94,7 +101,15 @@ pub fn run(a: Args) -> Result<()> {
         o => bail!("unknown --output '{o}' (table, json)"),
     };
     let t0 = Instant::now();
-    let model = load_any(&a.model, &LoadOptions { threads: a.threads, layout, head })?;
+    let model = load_any(
+        &a.model,
+        &LoadOptions {
+            threads: a.threads,
+            layout,
+            head,
+            in_place: a.mmap.then_some(true).or(a.no_mmap.then_some(false)),
+        },
+    )?;
     tracing::info!("loaded {} in {:.1} s", a.model, t0.elapsed().as_secs_f64());
     let c = &model.config;
     let read_gbs = ReadBuffer::new(512 << 20).read_gbs(&model.pool, 3);

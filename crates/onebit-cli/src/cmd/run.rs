@@ -51,6 +51,13 @@ pub struct Args {
     /// Head storage: q8 or f32.
     #[arg(long, default_value = "q8")]
     head: String,
+    /// Use T2/B3 weights in place from the mapped file (default: only when the file is larger
+    /// than half the available memory).
+    #[arg(long, conflicts_with = "no_mmap")]
+    mmap: bool,
+    /// Copy weights into process memory (a few % faster decode; needs RAM for the whole model).
+    #[arg(long)]
+    no_mmap: bool,
     /// Kernel layout for the linears (t2, b3).
     #[arg(long)]
     layout: Option<String>,
@@ -75,7 +82,15 @@ pub fn run(a: Args) -> Result<()> {
         Some(p) => Tokenizer::from_file(p)?,
         None => Tokenizer::for_model(&a.model)?,
     };
-    let model = load_any(&a.model, &LoadOptions { threads: a.threads, layout, head })?;
+    let model = load_any(
+        &a.model,
+        &LoadOptions {
+            threads: a.threads,
+            layout,
+            head,
+            in_place: a.mmap.then_some(true).or(a.no_mmap.then_some(false)),
+        },
+    )?;
     let c = &model.config;
     let prompt = tok.encode(&a.prompt, true)?;
     if prompt.is_empty() {

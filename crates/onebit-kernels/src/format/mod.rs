@@ -110,15 +110,51 @@ impl TernaryFormat {
     }
 }
 
+/// Bytes owned elsewhere (a memory-mapped model file), shared by the matrices cut from it.
+pub type SharedBytes = std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Where a matrix's packed bytes live: its own buffer, or a range of a shared one (a model
+/// file mapped in memory, so weights already in the kernel layout are used in place).
+#[derive(Clone)]
+enum Storage {
+    Owned(Vec<u8>),
+    Shared(SharedBytes, std::ops::Range<usize>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Owned(v) => v,
+            Storage::Shared(b, r) => &(**b).as_ref()[r.clone()],
+        }
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Owned(v) => write!(f, "Owned({} bytes)", v.len()),
+            Storage::Shared(_, r) => write!(f, "Shared({r:?})"),
+        }
+    }
+}
+
 /// A ternary weight matrix `rows x cols` (row = output feature) in one packed layout,
 /// with the per-tensor multiplier `scale` (W ≈ scale · T).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct TernaryMatrix {
     format: TernaryFormat,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: Storage,
     scale: f32,
+}
+
+impl PartialEq for TernaryMatrix {
+    fn eq(&self, o: &Self) -> bool {
+        (self.format, self.rows, self.cols, self.scale) == (o.format, o.rows, o.cols, o.scale)
+            && self.bytes() == o.bytes()
+    }
 }
 
 fn check_scale(scale: f32) -> Result<f32> {
@@ -162,7 +198,7 @@ impl TernaryMatrix {
             TernaryFormat::Lut => lut::pack(trits, rows, cols),
         };
         debug_assert_eq!(data.len(), len);
-        Ok(TernaryMatrix { format, rows, cols, data, scale })
+        Ok(TernaryMatrix { format, rows, cols, data: Storage::Owned(data), scale })
     }
 
     /// Takes packed bytes as another tool wrote them, validating length and codes.
@@ -177,14 +213,42 @@ impl TernaryMatrix {
         data: Vec<u8>,
         scale: Option<f32>,
     ) -> Result<Self> {
+        Self::checked(format, rows, cols, Storage::Owned(data), scale)
+    }
+
+    /// Like [`TernaryMatrix::from_bytes`], over `range` of shared bytes (no copy): the matrix
+    /// keeps `owner` alive. Validation reads every byte once.
+    pub fn from_shared(
+        format: TernaryFormat,
+        rows: usize,
+        cols: usize,
+        owner: SharedBytes,
+        range: std::ops::Range<usize>,
+        scale: Option<f32>,
+    ) -> Result<Self> {
+        let total = (*owner).as_ref().len();
+        if range.start > range.end || range.end > total {
+            return Err(Error::BadLength { format, rows, cols, expected: range.end, found: total });
+        }
+        Self::checked(format, rows, cols, Storage::Shared(owner, range), scale)
+    }
+
+    fn checked(
+        format: TernaryFormat,
+        rows: usize,
+        cols: usize,
+        data: Storage,
+        scale: Option<f32>,
+    ) -> Result<Self> {
+        let bytes = data.bytes();
         let expected = format.packed_len(rows, cols)?;
-        if data.len() != expected {
-            return Err(Error::BadLength { format, rows, cols, expected, found: data.len() });
+        if bytes.len() != expected {
+            return Err(Error::BadLength { format, rows, cols, expected, found: bytes.len() });
         }
         let scale = match format {
-            TernaryFormat::I2S => i2s::read_scale(&data, rows, cols),
-            TernaryFormat::Tq1_0 => tq1::block_scale(&data, 0),
-            TernaryFormat::Tq2_0 => tq2::block_scale(&data, 0),
+            TernaryFormat::I2S => i2s::read_scale(bytes, rows, cols),
+            TernaryFormat::Tq1_0 => tq1::block_scale(bytes, 0),
+            TernaryFormat::Tq2_0 => tq2::block_scale(bytes, 0),
             _ => scale.unwrap_or(f32::NAN),
         };
         let scale = check_scale(scale)?;
@@ -194,7 +258,7 @@ impl TernaryMatrix {
     }
 
     fn validate(&self) -> Result<()> {
-        let (r, c, d) = (self.rows, self.cols, &self.data[..]);
+        let (r, c, d) = (self.rows, self.cols, self.bytes());
         match self.format {
             TernaryFormat::I2S => i2s::validate(d, r, c),
             TernaryFormat::Tq1_0 => tq1::validate(d, r, c),
@@ -208,7 +272,7 @@ impl TernaryMatrix {
 
     /// Unpacks to row-major trits.
     pub fn to_trits(&self) -> Vec<i8> {
-        let (r, c, d) = (self.rows, self.cols, &self.data[..]);
+        let (r, c, d) = (self.rows, self.cols, self.bytes());
         match self.format {
             TernaryFormat::I2S => i2s::unpack(d, r, c),
             TernaryFormat::Tq1_0 => tq1::unpack(d, r, c),
@@ -226,8 +290,8 @@ impl TernaryMatrix {
             return Ok(self.clone());
         }
         let uniform = match self.format {
-            TernaryFormat::Tq1_0 => tq1::uniform_scale(&self.data),
-            TernaryFormat::Tq2_0 => tq2::uniform_scale(&self.data),
+            TernaryFormat::Tq1_0 => tq1::uniform_scale(self.bytes()),
+            TernaryFormat::Tq2_0 => tq2::uniform_scale(self.bytes()),
             _ => true,
         };
         if !uniform {
@@ -254,7 +318,12 @@ impl TernaryMatrix {
     }
     /// The packed bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.data
+        self.data.bytes()
+    }
+
+    /// Whether the bytes are used in place from a shared buffer (a mapped file).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.data, Storage::Shared(..))
     }
     /// The per-tensor multiplier (W ≈ scale · T).
     pub fn scale(&self) -> f32 {
@@ -262,7 +331,7 @@ impl TernaryMatrix {
     }
     /// Stored bits per weight, padding and scales included.
     pub fn bits_per_weight(&self) -> f64 {
-        self.data.len() as f64 * 8.0 / (self.rows * self.cols) as f64
+        self.bytes().len() as f64 * 8.0 / (self.rows * self.cols) as f64
     }
 }
 

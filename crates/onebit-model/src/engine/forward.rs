@@ -120,10 +120,7 @@ impl<'m> Session<'m> {
         let c = &m.config;
         let (t_n, h) = (tokens.len(), c.hidden);
         for (t, &id) in tokens.iter().enumerate() {
-            let row = &m.embed[id as usize * h..(id as usize + 1) * h];
-            for (d, s) in self.x[t * h..(t + 1) * h].iter_mut().zip(row) {
-                *d = s.to_f32();
-            }
+            m.embed.row(id as usize, h, &mut self.x[t * h..(t + 1) * h]);
         }
         let half = c.head_dim / 2;
         for t in 0..t_n {

@@ -130,12 +130,45 @@ impl Layer {
     }
 }
 
+/// Token embeddings, `vocab x hidden` f16: owned, or used in place from the mapped file
+/// (only the rows of tokens actually seen are ever paged in).
+pub enum Embedding {
+    /// Rows held in memory.
+    Owned(Vec<f16>),
+    /// Rows in a shared buffer, starting at byte `start`.
+    Mapped {
+        /// The mapped file.
+        bytes: onebit_kernels::SharedBytes,
+        /// Offset of row 0.
+        start: usize,
+    },
+}
+
+impl Embedding {
+    /// Writes row `id` (of width `hidden`) as f32 into `out`.
+    pub fn row(&self, id: usize, hidden: usize, out: &mut [f32]) {
+        match self {
+            Embedding::Owned(v) => {
+                for (d, s) in out.iter_mut().zip(&v[id * hidden..(id + 1) * hidden]) {
+                    *d = s.to_f32();
+                }
+            }
+            Embedding::Mapped { bytes, start } => {
+                let b = &(**bytes).as_ref()[start + id * hidden * 2..start + (id + 1) * hidden * 2];
+                for (d, s) in out.iter_mut().zip(b.chunks_exact(2)) {
+                    *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
+                }
+            }
+        }
+    }
+}
+
 /// A loaded model, ready to run.
 pub struct Model {
     /// Shape and switches.
     pub config: ModelConfig,
-    /// Token embeddings, `vocab x hidden`, f16.
-    pub embed: Vec<f16>,
+    /// Token embeddings.
+    pub embed: Embedding,
     /// Blocks.
     pub layers: Vec<Layer>,
     /// Final RMSNorm weight.
