@@ -2,51 +2,33 @@
 //! model file, with model size, bits per weight, peak RSS and the bandwidth-bound ceiling
 //! (read bandwidth measured in the same run ÷ bytes read per token).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
-use onebit_kernels::TernaryFormat;
-use onebit_model::load::{load_any, LoadOptions};
-use onebit_model::{HeadKind, Session};
+use onebit_model::Session;
 use serde_json::json;
 use std::time::Instant;
 
 /// Flags of `onebit bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model: a GGUF file or a Hugging Face directory.
-    model: String,
+    #[command(flatten)]
+    m: super::model_args::ModelArgs,
     /// Prompt tokens (pp test; 0 skips).
     #[arg(short = 'p', long, default_value_t = 512)]
     prompt: usize,
     /// Generated tokens (tg test; 0 skips).
     #[arg(short = 'n', long, default_value_t = 128)]
     gen: usize,
-    /// Threads.
-    #[arg(short, long, default_value_t = 2)]
-    threads: usize,
     /// Repetitions of each test.
     #[arg(short, long, default_value_t = 5)]
     reps: usize,
     /// Output: table or json (one object per test).
     #[arg(short, long, default_value = "table")]
     output: String,
-    /// Head storage: q8 or f32.
-    #[arg(long, default_value = "q8")]
-    head: String,
     /// Prompt tokens per forward pass (larger chunks share weight decoding, smaller keep
     /// activations in cache).
     #[arg(long, default_value_t = 128)]
     ubatch: usize,
-    /// Use T2/B3 weights in place from the mapped file (default: only when the file is larger
-    /// than half the available memory).
-    #[arg(long, conflicts_with = "no_mmap")]
-    mmap: bool,
-    /// Copy weights into process memory (a few % faster decode; needs RAM for the whole model).
-    #[arg(long)]
-    no_mmap: bool,
-    /// Kernel layout for the linears (t2, b3); default keeps the file's bit width.
-    #[arg(long)]
-    layout: Option<String>,
 }
 
 /// Bytes of a model file, or of all files in a model directory.
@@ -82,40 +64,22 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 /// Runs `onebit bench`.
 pub fn run(a: Args) -> Result<()> {
-    if a.threads == 0 || a.reps == 0 {
-        bail!("--threads and --reps must be at least 1");
+    if a.reps == 0 {
+        bail!("--reps must be at least 1");
     }
-    let head = match a.head.as_str() {
-        "q8" => HeadKind::Q8,
-        "f32" => HeadKind::F32,
-        h => bail!("unknown --head '{h}' (q8, f32)"),
-    };
-    let layout = a
-        .layout
-        .as_deref()
-        .map(|l| TernaryFormat::from_name(l).with_context(|| format!("unknown layout '{l}'")))
-        .transpose()?;
     let json_out = match a.output.as_str() {
         "json" => true,
         "table" => false,
         o => bail!("unknown --output '{o}' (table, json)"),
     };
     let t0 = Instant::now();
-    let model = load_any(
-        &a.model,
-        &LoadOptions {
-            threads: a.threads,
-            layout,
-            head,
-            in_place: a.mmap.then_some(true).or(a.no_mmap.then_some(false)),
-        },
-    )?;
-    tracing::info!("loaded {} in {:.1} s", a.model, t0.elapsed().as_secs_f64());
+    let model = a.m.load()?;
+    tracing::info!("loaded {} in {:.1} s", a.m.model, t0.elapsed().as_secs_f64());
     let c = &model.config;
     let read_gbs = ReadBuffer::new(512 << 20).read_gbs(&model.pool, 3);
     let per_token = model.bytes_per_token();
     let bound = read_gbs * 1e9 / per_token as f64;
-    let model_bytes = model_size(&a.model)?;
+    let model_bytes = model_size(&a.m.model)?;
     let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
     let mut s = Session::new(&model, ctx, a.ubatch.max(1));
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
@@ -167,13 +131,13 @@ pub fn run(a: Args) -> Result<()> {
         println!(
             "cpu: {} · threads {} · kernel {} · read bandwidth {:.1} GB/s",
             cpu_model(),
-            a.threads,
+            a.m.threads,
             model.kernel_name(),
             read_gbs
         );
         println!(
             "model: {} · {:.2} GB file · ternary {:.3} bpw · {:.0} MB read per token · bound {:.1} tok/s",
-            a.model,
+            a.m.model,
             model_bytes as f64 / 1e9,
             model.ternary_bpw(),
             per_token as f64 / 1e6,
@@ -187,7 +151,7 @@ pub fn run(a: Args) -> Result<()> {
             println!(
                 "{}",
                 json!({
-                    "test": test, "threads": a.threads, "tok_s_mean": m, "tok_s_sd": sd,
+                    "test": test, "threads": a.m.threads, "tok_s_mean": m, "tok_s_sd": sd,
                     "model_bytes": model_bytes, "bpw": model.ternary_bpw(), "kernel": model.kernel_name(),
                     "peak_rss_bytes": rss, "bound_tok_s": bound, "read_gbs": read_gbs,
                     "bytes_per_token": per_token, "joules_per_token": jpt, "cpu": cpu_model(), "reps": rates.len(),

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod info;
 pub mod init;
 pub mod kernels;
+pub mod model_args;
 pub mod run;
 
 /// The subcommands.

@@ -1,26 +1,21 @@
 //! `onebit run`: generate text from a prompt, streaming tokens as they come.
 
-use anyhow::{bail, Context, Result};
-use onebit_kernels::TernaryFormat;
-use onebit_model::load::{load_any, LoadOptions};
-use onebit_model::{HeadKind, Sampler, SamplerConfig, Session, Tokenizer};
+use anyhow::{bail, Result};
+use onebit_model::{Sampler, SamplerConfig, Session, Tokenizer};
 use std::io::Write;
 use std::time::Instant;
 
 /// Flags of `onebit run`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model: a GGUF file or a Hugging Face directory.
-    model: String,
+    #[command(flatten)]
+    m: super::model_args::ModelArgs,
     /// Prompt text.
     #[arg(short, long)]
     prompt: String,
     /// Most tokens to generate.
     #[arg(short = 'n', long, default_value_t = 128)]
     max_tokens: usize,
-    /// Threads.
-    #[arg(short, long, default_value_t = 2)]
-    threads: usize,
     /// Context length (prompt + generation).
     #[arg(long, default_value_t = 2048)]
     ctx: usize,
@@ -48,49 +43,15 @@ pub struct Args {
     /// Stop when the output contains this string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// Head storage: q8 or f32.
-    #[arg(long, default_value = "q8")]
-    head: String,
-    /// Use T2/B3 weights in place from the mapped file (default: only when the file is larger
-    /// than half the available memory).
-    #[arg(long, conflicts_with = "no_mmap")]
-    mmap: bool,
-    /// Copy weights into process memory (a few % faster decode; needs RAM for the whole model).
-    #[arg(long)]
-    no_mmap: bool,
-    /// Kernel layout for the linears (t2, b3).
-    #[arg(long)]
-    layout: Option<String>,
 }
 
 /// Runs `onebit run`.
 pub fn run(a: Args) -> Result<()> {
-    if a.threads == 0 {
-        bail!("--threads must be at least 1");
-    }
-    let head = match a.head.as_str() {
-        "q8" => HeadKind::Q8,
-        "f32" => HeadKind::F32,
-        h => bail!("unknown --head '{h}' (q8, f32)"),
-    };
-    let layout = a
-        .layout
-        .as_deref()
-        .map(|l| TernaryFormat::from_name(l).with_context(|| format!("unknown layout '{l}'")))
-        .transpose()?;
     let tok = match &a.tokenizer {
         Some(p) => Tokenizer::from_file(p)?,
-        None => Tokenizer::for_model(&a.model)?,
+        None => Tokenizer::for_model(&a.m.model)?,
     };
-    let model = load_any(
-        &a.model,
-        &LoadOptions {
-            threads: a.threads,
-            layout,
-            head,
-            in_place: a.mmap.then_some(true).or(a.no_mmap.then_some(false)),
-        },
-    )?;
+    let model = a.m.load()?;
     let c = &model.config;
     let prompt = tok.encode(&a.prompt, true)?;
     if prompt.is_empty() {

@@ -1,0 +1,51 @@
+//! Flags shared by every subcommand that loads a model, turned into `LoadOptions` once.
+
+use anyhow::{bail, Context, Result};
+use onebit_kernels::TernaryFormat;
+use onebit_model::load::{load_any, LoadOptions};
+use onebit_model::{HeadKind, Model};
+
+/// Model path and load flags.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Model: a GGUF file or a Hugging Face directory.
+    pub model: String,
+    /// Threads.
+    #[arg(short, long, default_value_t = 2)]
+    pub threads: usize,
+    /// Head storage: q8 or f32.
+    #[arg(long, default_value = "q8")]
+    pub head: String,
+    /// Kernel layout for the linears (t2, b3); default keeps the file's bit width.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Use T2/B3 weights in place from the mapped file (default: only when the file is larger
+    /// than half the available memory).
+    #[arg(long, conflicts_with = "no_mmap")]
+    pub mmap: bool,
+    /// Copy weights into process memory (a few % faster decode; needs RAM for the whole model).
+    #[arg(long)]
+    pub no_mmap: bool,
+}
+
+impl ModelArgs {
+    /// Checks the flags and loads the model.
+    pub fn load(&self) -> Result<Model> {
+        if self.threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        let head = match self.head.as_str() {
+            "q8" => HeadKind::Q8,
+            "f32" => HeadKind::F32,
+            h => bail!("unknown --head '{h}' (q8, f32)"),
+        };
+        let layout = self
+            .layout
+            .as_deref()
+            .map(|l| TernaryFormat::from_name(l).with_context(|| format!("unknown layout '{l}'")))
+            .transpose()?;
+        let in_place = self.mmap.then_some(true).or(self.no_mmap.then_some(false));
+        let opts = LoadOptions { threads: self.threads, layout, head, in_place };
+        Ok(load_any(&self.model, &opts)?)
+    }
+}
