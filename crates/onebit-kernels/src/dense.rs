@@ -136,6 +136,53 @@ fn gemm_any<T>(
     }
 }
 
+/// `dst[i·dst_rs + j] = alpha · Σ_k a[i·a_rs + k·a_cs] · b[k·b_rs + j·b_cs]` for i < m, j < n,
+/// overwriting `dst`, on the calling thread (for callers that already split work, such as
+/// attention per head). Strides let it read K/V cache rows and transposes in place.
+#[allow(clippy::too_many_arguments)] // one call mirrors one BLAS call: shapes and strides
+pub fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+    alpha: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(k > 0, "gemm_strided: empty reduction");
+    assert!(last(m, dst_rs, n, 1) < dst.len(), "gemm_strided: dst too short");
+    assert!(last(m, a_rs, k, a_cs) < a.len(), "gemm_strided: a too short");
+    assert!(last(k, b_rs, n, b_cs) < b.len(), "gemm_strided: b too short");
+    // SAFETY: the asserts above bound every index the strides describe within each slice;
+    // dst is the only output and is borrowed mutably.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 mod num_zero {
     /// The scalars `gemm` is called with here.
     pub trait Zero {
@@ -268,6 +315,17 @@ impl SendPtr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strided_gemm_reads_transposes_in_place() {
+        // a: 2x3 row-major; b given as its transpose (3x2 stored as 2 rows of 3).
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bt = [1.0, 0.0, 2.0, 0.0, 1.0, 0.0];
+        let mut d = [0f32; 4];
+        gemm_strided((2, 2, 3), &mut d, 2, (&a, 3, 1), (&bt, 1, 3), 0.5);
+        // a·btᵀ = [[1+6, 2], [4+12, 5]] · 0.5
+        assert_eq!(d, [3.5, 1.0, 8.0, 2.5]);
+    }
 
     #[test]
     fn dense_paths_agree() {

@@ -5,7 +5,10 @@
 use super::{Layer, Model};
 use crate::config::Activation;
 use crate::error::{Error, Result};
-use onebit_kernels::ActQuant;
+use onebit_kernels::{dense, ActQuant};
+
+/// Prompt chunks of at least this many tokens take the blocked (GEMM) attention path.
+pub const BLOCKED_ATTENTION_MIN: usize = 16;
 use std::sync::Mutex;
 
 /// One sequence's state: position, KV cache (f32), and scratch for up to `max_batch` tokens.
@@ -77,7 +80,7 @@ impl<'m> Session<'m> {
             aq_hidden: ActQuant::new(b, c.hidden),
             aq_att: ActQuant::new(b, c.q_dim()),
             aq_ffn: ActQuant::new(b, c.intermediate),
-            scores: (0..model.pool.threads()).map(|_| Mutex::new(vec![0.0; max_ctx])).collect(),
+            scores: (0..model.pool.threads()).map(|_| Mutex::new(vec![0.0; max_ctx * b])).collect(),
             logits: vec![0.0; c.vocab],
         }
     }
@@ -239,41 +242,86 @@ impl<'m> Session<'m> {
         let base = li * self.max_ctx * kvd;
         let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.pos);
         let scores = &self.scores;
-        // Rows are (head, token) in head-major order, so that an even split over threads also
-        // splits the causal work evenly (token-major would give one thread all long contexts).
-        self.model.pool.run_chunks(
-            &mut self.att_by_head[..t_n * heads * hd],
-            hd,
-            &|thread, rows, out| {
-                let mut s = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
-                for (j, row) in rows.enumerate() {
-                    let (head, t) = (row / t_n, row % t_n);
-                    let kvh = head / group;
-                    let qv = &q[(t * heads + head) * hd..][..hd];
-                    let n = pos + t + 1;
-                    let mut max = f32::NEG_INFINITY;
-                    for (p, sp) in s[..n].iter_mut().enumerate() {
-                        let kv = &kc[base + p * kvd + kvh * hd..][..hd];
-                        *sp = onebit_kernels::dense::dot_f32(qv, kv) * scale;
-                        max = max.max(*sp);
+        let qd = heads * hd;
+        if t_n >= BLOCKED_ATTENTION_MIN {
+            // Prompt chunks: per head, S = Q·Kᵀ and O = softmax(S)·V as two strided GEMMs read
+            // straight from the cache (the masked upper triangle is computed and dropped).
+            let n_all = pos + t_n;
+            self.model.pool.run_chunks(
+                &mut self.att_by_head[..t_n * qd],
+                t_n * hd,
+                &|thread, hs, out| {
+                    let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
+                    let s = &mut guard[..t_n * n_all];
+                    for (j, head) in hs.enumerate() {
+                        let kvh = head / group;
+                        let (k0, v0) = (&kc[base + kvh * hd..], &vc[base + kvh * hd..]);
+                        dense::gemm_strided(
+                            (t_n, n_all, hd),
+                            s,
+                            n_all,
+                            (&q[head * hd..], qd, 1),
+                            (k0, 1, kvd),
+                            scale,
+                        );
+                        for (t, row) in s.chunks_exact_mut(n_all).enumerate() {
+                            let valid = pos + t + 1;
+                            let max = row[..valid].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                            let mut total = 0.0;
+                            for v in &mut row[..valid] {
+                                *v = (*v - max).exp();
+                                total += *v;
+                            }
+                            for v in &mut row[..valid] {
+                                *v /= total;
+                            }
+                            row[valid..].fill(0.0);
+                        }
+                        let o = &mut out[j * t_n * hd..(j + 1) * t_n * hd];
+                        dense::gemm_strided(
+                            (t_n, hd, n_all),
+                            o,
+                            hd,
+                            (s, n_all, 1),
+                            (v0, kvd, 1),
+                            1.0,
+                        );
                     }
-                    let mut total = 0.0;
-                    for sp in &mut s[..n] {
-                        *sp = (*sp - max).exp();
-                        total += *sp;
-                    }
-                    let o = &mut out[j * hd..(j + 1) * hd];
-                    o.fill(0.0);
-                    for (p, &sp) in s[..n].iter().enumerate() {
-                        let w = sp / total;
-                        let vv = &vc[base + p * kvd + kvh * hd..][..hd];
-                        for (ov, &x) in o.iter_mut().zip(vv) {
-                            *ov += w * x;
+                },
+            );
+        } else {
+            // Rows are (head, token) in head-major order, so that an even split over threads
+            // also splits the causal work evenly (token-major gives one thread the long contexts).
+            self.model.pool.run_chunks(
+                &mut self.att_by_head[..t_n * qd],
+                hd,
+                &|thread, rows, out| {
+                    let mut s = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
+                    for (j, row) in rows.enumerate() {
+                        let (head, t) = (row / t_n, row % t_n);
+                        let kvh = head / group;
+                        let qv = &q[(t * heads + head) * hd..][..hd];
+                        let n = pos + t + 1;
+                        let mut max = f32::NEG_INFINITY;
+                        for (p, sp) in s[..n].iter_mut().enumerate() {
+                            *sp =
+                                dense::dot_f32(qv, &kc[base + p * kvd + kvh * hd..][..hd]) * scale;
+                            max = max.max(*sp);
+                        }
+                        let mut total = 0.0;
+                        for sp in &mut s[..n] {
+                            *sp = (*sp - max).exp();
+                            total += *sp;
+                        }
+                        let o = &mut out[j * hd..(j + 1) * hd];
+                        o.fill(0.0);
+                        for (p, &sp) in s[..n].iter().enumerate() {
+                            dense::axpy_f32(sp / total, &vc[base + p * kvd + kvh * hd..][..hd], o);
                         }
                     }
-                }
-            },
-        );
+                },
+            );
+        }
         for head in 0..heads {
             for t in 0..t_n {
                 let src = &self.att_by_head[(head * t_n + t) * hd..][..hd];
