@@ -190,10 +190,18 @@ fn round_half_even_small(x: f32) -> f32 {
     }
 }
 
-/// The one epilogue every ternary kernel shares, so all of them round identically.
+/// The one epilogue every ternary kernel shares, so all of them round identically:
+/// `acc · (w_scale / a_t)`. The factor depends only on the token, so kernels that store a
+/// whole column hoist it ([`dequant_factor`]) and get the same bits.
 #[inline]
 pub fn dequantize(acc: i32, act_scale: f32, w_scale: f32) -> f32 {
-    acc as f32 / act_scale * w_scale
+    acc as f32 * dequant_factor(act_scale, w_scale)
+}
+
+/// `w_scale / a_t`, the per-token factor of [`dequantize`].
+#[inline]
+pub fn dequant_factor(act_scale: f32, w_scale: f32) -> f32 {
+    w_scale / act_scale
 }
 
 /// llama.cpp `block_q8_K`: the activation partner of TQ1_0/TQ2_0.

@@ -129,22 +129,33 @@ fn extreme_activations_do_not_overflow() {
 
 #[test]
 fn scales_are_applied_once() {
+    // One token (row kernels) and five (GEMM kernels, AMX where present), real scales.
     let pool = ThreadPool::new(2);
-    let (rows, cols) = (4, 300);
+    let (rows, cols) = (36, 300);
     let mut rng = Rng(7);
     let trits = rng.trits(rows * cols);
-    let xs: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
-    let mut x = ActQuant::new(1, cols);
-    x.quantize(&xs);
-    let a = x.scales()[0];
-    for format in [TernaryFormat::T2, TernaryFormat::B3, TernaryFormat::Lut] {
-        let w = TernaryMatrix::from_trits(format, rows, cols, &trits, 0.25).unwrap();
-        for k in Kernel::available(format) {
-            let mut y = vec![0f32; rows];
-            matmul(&pool, &k, &w, &x, &mut y).unwrap();
-            for r in 0..rows {
-                let acc = dot_trits(&trits[r * cols..(r + 1) * cols], &x.row(0)[..cols]);
-                assert_eq!(y[r], acc as f32 / a * 0.25, "{}", k.name());
+    for tokens in [1, 5] {
+        let xs: Vec<f32> =
+            (0..tokens * cols).map(|i| (i as f32 * 0.37).sin() * (1 + i / cols) as f32).collect();
+        let mut x = ActQuant::new(tokens, cols);
+        x.quantize(&xs);
+        for format in [TernaryFormat::T2, TernaryFormat::B3, TernaryFormat::Lut] {
+            let w = TernaryMatrix::from_trits(format, rows, cols, &trits, 0.25).unwrap();
+            for k in Kernel::available(format) {
+                let mut y = vec![0f32; rows * tokens];
+                matmul(&pool, &k, &w, &x, &mut y).unwrap();
+                for t in 0..tokens {
+                    let a = x.scales()[t];
+                    for r in 0..rows {
+                        let acc = dot_trits(&trits[r * cols..(r + 1) * cols], &x.row(t)[..cols]);
+                        assert_eq!(
+                            y[t * rows + r],
+                            acc as f32 * (0.25 / a),
+                            "{} t={t} r={r}",
+                            k.name()
+                        );
+                    }
+                }
             }
         }
     }

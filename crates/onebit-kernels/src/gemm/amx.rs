@@ -13,6 +13,7 @@
 use super::avx512::{decode_b3, decode_t2};
 use crate::format::{b3, t2};
 use crate::gemv::MatmulArgs;
+use crate::quant::dequant_factor;
 use std::arch::asm;
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -92,12 +93,15 @@ fn pack_acts(a: &MatmulArgs<'_>, t0: usize, n: usize, k: usize, out: &mut [u8]) 
         let src = &a.act[(t0 + j) * a.act_stride..][..k];
         for kb in 0..kblocks {
             let tile = &mut out[(tb * kblocks + kb) * 1024..][..1024];
-            for kk in 0..16 {
-                let s = &src[kb * 64 + 4 * kk..kb * 64 + 4 * kk + 4];
-                let d = &mut tile[kk * 64 + col * 4..kk * 64 + col * 4 + 4];
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d = s as u8;
-                }
+            // Row kk of the tile takes this token's 4 activations k = 4kk..4kk+4 at column `col`.
+            for (kk, quad) in src[kb * 64..kb * 64 + 64].chunks_exact(4).enumerate() {
+                let at = kk * 64 + col * 4;
+                tile[at..at + 4].copy_from_slice(&[
+                    quad[0] as u8,
+                    quad[1] as u8,
+                    quad[2] as u8,
+                    quad[3] as u8,
+                ]);
             }
         }
     }
@@ -207,24 +211,17 @@ fn gemm_with(
                     };
                     // SAFETY: config loaded above; codes holds 32 rows; packed holds these tiles.
                     unsafe { block(codes.as_ptr(), cstride, b0, b1, kblocks, &mut c) };
-                    for (ti, half) in
-                        [(0usize, 0usize), (1, 16), (2, 0), (3, 16)].iter().map(|&(t, h)| (t, h))
-                    {
-                        let rbase = if ti >= 2 { 16 } else { 0 };
-                        let tbase = tb * 16 + half;
-                        for m in 0..16 {
-                            let rr = r + rbase + m;
-                            if rr >= r + rows {
-                                break;
-                            }
-                            for col in 0..16 {
-                                let t = tbase + col;
-                                if t >= n {
-                                    break;
-                                }
+                    for ti in 0..4 {
+                        let (rbase, tbase) = (16 * (ti / 2), tb * 16 + 16 * (ti % 2));
+                        let mrows = 16.min((r + rows).saturating_sub(r + rbase));
+                        for col in 0..16.min(n.saturating_sub(tbase)) {
+                            let t = t0 + tbase + col;
+                            let (sum, f) =
+                                (a.act_sum[t], dequant_factor(a.act_scale[t], a.w_scale));
+                            for m in 0..mrows {
                                 let acc = c[ti * 256 + m * 16 + col];
-                                // SAFETY: rr in this call's row range, t0 + t < tokens.
-                                unsafe { a.store(t0 + t, rr, acc - a.act_sum[t0 + t]) };
+                                // SAFETY: r + rbase + m is in this call's row range, t < tokens.
+                                unsafe { a.store_with(t, r + rbase + m, acc - sum, f) };
                             }
                         }
                     }

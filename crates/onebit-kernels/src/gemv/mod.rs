@@ -55,6 +55,18 @@ unsafe impl Send for MatmulArgs<'_> {}
 unsafe impl Sync for MatmulArgs<'_> {}
 
 impl MatmulArgs<'_> {
+    /// Writes one output already scaled by `factor` (= [`crate::quant::dequant_factor`] of
+    /// token t), for kernels that hoist the factor out of a column.
+    ///
+    /// # Safety
+    /// As for [`MatmulArgs::store`].
+    #[inline(always)]
+    pub unsafe fn store_with(&self, t: usize, r: usize, acc: i32, factor: f32) {
+        debug_assert!(t < self.tokens && r < self.rows);
+        // SAFETY: in bounds by the caller's contract and the checks in dispatch.
+        unsafe { *self.out.add(t * self.out_stride + r) = acc as f32 * factor };
+    }
+
     /// Writes one output.
     ///
     /// # Safety
