@@ -72,6 +72,26 @@ fn init_info_convert_bench_run() {
     let s2 =
         onebit(&["run", &p("b3.gguf"), "-p", "w5", "-n", "6", "--temp", "1.0", "--seed", "3"]).1;
     assert_eq!(s1, s2);
+    // Chat over standard input, with the model's template beside it.
+    std::fs::write(
+        p("tokenizer_config.json"),
+        r#"{"chat_template": "{% for m in messages %}{{ m.content }} {% endfor %}w1", "bos_token": "w1"}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onebit"))
+        .args(["chat", &p("b3.gguf"), "-n", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"w5 w6\nw7\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.lines().count(), 2, "two replies expected: {text:?}");
+    assert!(text.split_whitespace().all(|w| w.starts_with('w')), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

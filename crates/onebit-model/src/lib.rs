@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod chat_template;
 pub mod config;
 pub mod convert;
 pub mod engine;

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod bench_kernels;
+pub mod chat;
 pub mod convert;
+pub mod generate;
 pub mod info;
 pub mod init;
 pub mod kernels;
@@ -14,6 +16,8 @@ pub mod run;
 pub enum Command {
     /// Generate text from a prompt with a model (GGUF file or HF directory).
     Run(run::Args),
+    /// Chat interactively (standard input) using the model's chat template.
+    Chat(chat::Args),
     /// Benchmark the ternary kernels against dense f32/f16 on model shapes.
     BenchKernels(bench_kernels::Args),
     /// Show this CPU's features and the kernel chosen for each format.
@@ -32,6 +36,7 @@ pub enum Command {
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::BenchKernels(a) => bench_kernels::run(a),
         Command::Kernels(a) => kernels::run(a),
         Command::Init(a) => init::run(a),

@@ -1,0 +1,72 @@
+//! `onebit chat`: an interactive conversation on standard input, rendered with the model's
+//! chat template. Each turn feeds only the tokens the session has not seen yet (the KV cache
+//! keeps the conversation so far).
+
+use super::generate::{generate, GenArgs};
+use anyhow::Result;
+use onebit_model::chat_template::{ChatTemplate, Message};
+use onebit_model::Session;
+use std::io::{BufRead, Write};
+
+/// Flags of `onebit chat`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    m: super::model_args::ModelArgs,
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    g: GenArgs,
+}
+
+/// Runs `onebit chat`.
+pub fn run(a: Args) -> Result<()> {
+    let tok = a.g.tokenizer(&a.m.model)?;
+    let template = ChatTemplate::for_model(&a.m.model)?;
+    let model = a.m.load()?;
+    let c = &model.config;
+    let ctx = a.g.ctx.min(c.max_positions);
+    let mut sampler = a.g.sampler(c.vocab);
+    let mut session = Session::new(&model, ctx, 128);
+    let mut consumed: Vec<u32> = Vec::with_capacity(ctx);
+    let mut messages: Vec<Message> =
+        a.system.iter().map(|s| Message { role: "system".into(), content: s.clone() }).collect();
+    if !template.is_model_template() {
+        eprintln!("(no chat template found beside the model: using a plain 'role: text' layout)");
+    }
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout().lock();
+    eprintln!("chat with {} — empty line or end of input to quit", a.m.model);
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            break;
+        }
+        messages.push(Message { role: "user".into(), content: line });
+        let ids = tok.encode(&template.render(&messages)?, false)?;
+        // Reuse the cache when the new prompt extends what the session has seen.
+        let shared = consumed.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        if shared < consumed.len() {
+            session.reset();
+            consumed.clear();
+        }
+        let feed = &ids[consumed.len()..];
+        if consumed.len() + feed.len() >= ctx {
+            anyhow::bail!("the conversation no longer fits the context of {ctx} tokens");
+        }
+        let out = generate(
+            &mut session,
+            &mut consumed,
+            feed,
+            &mut sampler,
+            &tok,
+            &a.g,
+            c.eos,
+            &mut stdout,
+        )?;
+        writeln!(stdout)?;
+        messages.push(Message { role: "assistant".into(), content: out.text });
+    }
+    Ok(())
+}

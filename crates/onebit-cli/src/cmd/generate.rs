@@ -1,0 +1,117 @@
+//! Sampling flags and the streaming generation loop shared by `run` and `chat`.
+
+use anyhow::Result;
+use onebit_model::{Sampler, SamplerConfig, Session, Tokenizer};
+use std::io::Write;
+
+/// Generation flags.
+#[derive(clap::Args, Debug)]
+pub struct GenArgs {
+    /// Most tokens to generate (per reply in chat).
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Context length.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: usize,
+    /// tokenizer.json (default: inside the model directory or beside the model file).
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p.
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// RNG seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Stop when the output contains this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl GenArgs {
+    /// The sampler settings.
+    pub fn sampler(&self, vocab: usize) -> Sampler {
+        let cfg = SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..SamplerConfig::default()
+        };
+        Sampler::new(cfg, vocab)
+    }
+
+    /// The tokenizer named by `--tokenizer`, or the model's.
+    pub fn tokenizer(&self, model: &str) -> Result<Tokenizer> {
+        Ok(match &self.tokenizer {
+            Some(p) => Tokenizer::from_file(p)?,
+            None => Tokenizer::for_model(model)?,
+        })
+    }
+}
+
+/// What one generation did.
+pub struct Generated {
+    /// The reply text (stop string excluded).
+    pub text: String,
+    /// Tokens generated.
+    pub tokens: usize,
+}
+
+/// Feeds `feed` to the session (appending to `consumed`, which mirrors what the session has
+/// seen), then samples and streams up to `max` tokens to `out`.
+#[allow(clippy::too_many_arguments)] // the loop's collaborators, passed once per call
+pub fn generate(
+    session: &mut Session<'_>,
+    consumed: &mut Vec<u32>,
+    feed: &[u32],
+    sampler: &mut Sampler,
+    tok: &Tokenizer,
+    g: &GenArgs,
+    eos: Option<u32>,
+    out: &mut dyn Write,
+) -> Result<Generated> {
+    let mut logits = session.forward(feed)?.to_vec();
+    consumed.extend_from_slice(feed);
+    let room = session.capacity().saturating_sub(session.position());
+    let (mut ids, mut printed) = (Vec::new(), 0usize);
+    let mut text = String::new();
+    for _ in 0..g.max_tokens.min(room) {
+        let next = sampler.sample(&mut logits, consumed);
+        if Some(next) == eos {
+            break;
+        }
+        ids.push(next);
+        text = tok.decode(&ids)?;
+        if let Some(cut) = g.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            out.write_all(&text.as_bytes()[printed.min(cut)..cut])?;
+            text.truncate(cut);
+            break;
+        }
+        // Hold back text that may still change (an incomplete UTF-8 sequence decodes as U+FFFD).
+        if text.len() > printed && !text.ends_with('\u{FFFD}') {
+            out.write_all(&text.as_bytes()[printed..])?;
+            out.flush()?;
+            printed = text.len();
+        }
+        if session.position() + 1 > session.capacity() {
+            break;
+        }
+        logits.copy_from_slice(session.forward(&[next])?);
+        consumed.push(next);
+    }
+    Ok(Generated { text, tokens: ids.len() })
+}

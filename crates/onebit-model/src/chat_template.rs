@@ -1,0 +1,114 @@
+//! Chat prompts: the model's own Jinja chat template (HF `tokenizer_config.json`
+//! `chat_template`, or GGUF `tokenizer.chat_template`) rendered with minijinja, or a plain
+//! "role: text" layout when the model has none.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Message {
+    /// "system", "user" or "assistant".
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// A chat template ready to render conversations.
+pub struct ChatTemplate {
+    source: Option<String>,
+    bos: String,
+    eos: String,
+}
+
+impl ChatTemplate {
+    /// Finds the template of a model: `tokenizer_config.json` inside an HF directory or beside
+    /// a model file; `None` found means the plain layout.
+    pub fn for_model(model: &str) -> Result<Self> {
+        let p = Path::new(model);
+        let cfg = if p.is_dir() {
+            p.join("tokenizer_config.json")
+        } else {
+            p.with_file_name("tokenizer_config.json")
+        };
+        let mut t = ChatTemplate { source: None, bos: String::new(), eos: String::new() };
+        if let Ok(text) = std::fs::read_to_string(&cfg) {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Config(format!("{}: {e}", cfg.display())))?;
+            t.source = v.get("chat_template").and_then(|c| c.as_str()).map(String::from);
+            let tok = |k: &str| match v.get(k) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(o) => {
+                    o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string()
+                }
+                None => String::new(),
+            };
+            t.bos = tok("bos_token");
+            t.eos = tok("eos_token");
+        }
+        Ok(t)
+    }
+
+    /// A template from Jinja source.
+    pub fn from_source(source: &str, bos: &str, eos: &str) -> Self {
+        ChatTemplate { source: Some(source.into()), bos: bos.into(), eos: eos.into() }
+    }
+
+    /// Whether the model brought its own template.
+    pub fn is_model_template(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// The prompt for `messages`, ending where the assistant's reply starts.
+    pub fn render(&self, messages: &[Message]) -> Result<String> {
+        let Some(src) = &self.source else {
+            let mut out: String =
+                messages.iter().map(|m| format!("{}: {}\n", m.role, m.content)).collect();
+            out.push_str("assistant:");
+            return Ok(out);
+        };
+        let mut env = minijinja::Environment::new();
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+            },
+        );
+        let terr = |e: minijinja::Error| Error::Config(format!("chat template: {e}"));
+        env.add_template("chat", src).map_err(terr)?;
+        let ctx = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => true,
+            bos_token => self.bos,
+            eos_token => self.eos,
+        };
+        env.get_template("chat").map_err(terr)?.render(ctx).map_err(terr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> Message {
+        Message { role: role.into(), content: content.into() }
+    }
+
+    #[test]
+    fn renders_a_llama3_style_template() {
+        let src = "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
+        let t = ChatTemplate::from_source(src, "<|begin_of_text|>", "<|eot_id|>");
+        let out = t.render(&[msg("user", "hi")]).unwrap();
+        assert_eq!(out, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    }
+
+    #[test]
+    fn plain_layout_without_template_and_errors_surface() {
+        let t = ChatTemplate { source: None, bos: String::new(), eos: String::new() };
+        assert_eq!(t.render(&[msg("user", "hi")]).unwrap(), "user: hi\nassistant:");
+        let bad = ChatTemplate::from_source("{{ raise_exception('no system role') }}", "", "");
+        assert!(bad.render(&[msg("system", "x")]).is_err());
+        let broken = ChatTemplate::from_source("{% for %}", "", "");
+        assert!(broken.render(&[]).is_err());
+    }
+}
