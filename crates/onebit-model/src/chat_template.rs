@@ -23,7 +23,8 @@ pub struct ChatTemplate {
 
 impl ChatTemplate {
     /// Finds the template of a model: `tokenizer_config.json` inside an HF directory or beside
-    /// a model file; `None` found means the plain layout.
+    /// a model file, else a GGUF file's `tokenizer.chat_template`; none found means the plain
+    /// layout.
     pub fn for_model(model: &str) -> Result<Self> {
         let p = Path::new(model);
         let cfg = if p.is_dir() {
@@ -45,6 +46,23 @@ impl ChatTemplate {
             };
             t.bos = tok("bos_token");
             t.eos = tok("eos_token");
+        } else if p.is_file() {
+            // A GGUF file may carry its template and token strings itself.
+            let f = crate::load::GgufModelFile::open(model)?;
+            let h = &f.header;
+            use crate::gguf::Value;
+            t.source = h.get("tokenizer.chat_template").and_then(Value::as_str).map(String::from);
+            let name = |key: &str| -> String {
+                let id = h.get(key).and_then(Value::as_u64);
+                match (id, h.get("tokenizer.ggml.tokens")) {
+                    (Some(i), Some(Value::Array(v))) => {
+                        v.get(i as usize).and_then(Value::as_str).unwrap_or_default().into()
+                    }
+                    _ => String::new(),
+                }
+            };
+            t.bos = name("tokenizer.ggml.bos_token_id");
+            t.eos = name("tokenizer.ggml.eos_token_id");
         }
         Ok(t)
     }

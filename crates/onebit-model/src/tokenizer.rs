@@ -52,3 +52,96 @@ impl Tokenizer {
         self.0.get_vocab_size(true)
     }
 }
+
+/// Llama-3's pre-tokenizer split (GGUF `tokenizer.ggml.pre = "llama-bpe"`).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+impl Tokenizer {
+    /// Builds the byte-level BPE tokenizer a GGUF file carries (`tokenizer.ggml.model = gpt2`,
+    /// as bitnet.cpp and llama.cpp write for Llama-3 and GPT-2 style vocabularies): tokens,
+    /// merges, control tokens as specials, BOS added when `add_bos_token` says so.
+    pub fn from_gguf(g: &crate::gguf::GgufFile) -> Result<Self> {
+        use crate::gguf::Value;
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+        let bad = |m: &str| Error::Tokenizer(format!("GGUF tokenizer: {m}"));
+        match g.get("tokenizer.ggml.model").and_then(Value::as_str) {
+            Some("gpt2") => {}
+            Some(other) => {
+                return Err(bad(&format!(
+                    "model '{other}' is not supported (only gpt2 byte-level BPE)"
+                )))
+            }
+            None => return Err(bad("no tokenizer.ggml.model key")),
+        }
+        let strings = |key: &str| -> Result<Vec<String>> {
+            match g.get(key) {
+                Some(Value::Array(v)) => v
+                    .iter()
+                    .map(|s| {
+                        s.as_str()
+                            .map(String::from)
+                            .ok_or_else(|| bad(&format!("{key} holds a non-string")))
+                    })
+                    .collect(),
+                _ => Err(bad(&format!("no {key} array"))),
+            }
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| bad(&format!("merge '{m}' has no space")))
+            })
+            .collect::<Result<_>>()?;
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(terr)?;
+        let mut t = tokenizers::Tokenizer::new(bpe);
+        let byte_level = ByteLevel::new(false, true, false);
+        let pre: PreTokenizerWrapper = match g.get("tokenizer.ggml.pre").and_then(Value::as_str) {
+            Some("llama-bpe") | Some("llama3") => {
+                let split = Split::new(
+                    SplitPattern::Regex(LLAMA3_SPLIT.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(terr)?;
+                Sequence::new(vec![split.into(), byte_level.into()]).into()
+            }
+            _ => ByteLevel::new(false, true, true).into(),
+        };
+        t.with_pre_tokenizer(Some(pre));
+        t.with_decoder(Some(ByteLevel::default()));
+        if let Some(Value::Array(types)) = g.get("tokenizer.ggml.token_type") {
+            // Type 3 is "control" in llama.cpp's vocabulary: <|begin_of_text|> and the like.
+            let specials: Vec<AddedToken> = types
+                .iter()
+                .zip(&tokens)
+                .filter(|(ty, _)| ty.as_u64() == Some(3))
+                .map(|(_, tok)| AddedToken::from(tok.clone(), true))
+                .collect();
+            t.add_special_tokens(&specials);
+        }
+        let bos = g.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64);
+        let add_bos = !matches!(g.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(false)));
+        if let (Some(bos), true) = (bos, add_bos) {
+            let name = tokens
+                .get(bos as usize)
+                .ok_or_else(|| bad("bos_token_id outside the vocabulary"))?;
+            let post = tokenizers::processors::template::TemplateProcessing::builder()
+                .try_single(format!("{name} $A"))
+                .map_err(|e| bad(&e.to_string()))?
+                .special_tokens(vec![(name.clone(), bos as u32)])
+                .build()
+                .map_err(|e| bad(&e.to_string()))?;
+            t.with_post_processor(Some(post));
+        }
+        Ok(Tokenizer(t))
+    }
+}
