@@ -9,9 +9,8 @@
 use crate::config::ModelConfig;
 use crate::engine::Model;
 use crate::error::{Error, Result};
-use crate::load::{build_model, LoadOptions, TensorSource};
+use crate::load::{build_model, decode_floats, FloatKind, LoadOptions, TensorSource};
 use crate::mmap::Mapped;
-use half::{bf16, f16};
 use onebit_kernels::quant::ternarize_absmean;
 use onebit_kernels::{TernaryFormat, TernaryMatrix};
 use safetensors::{Dtype, SafeTensors};
@@ -65,23 +64,18 @@ pub fn hf_name(gguf: &str) -> String {
 }
 
 fn floats_of(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => {
-            data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-        }
-        Dtype::F16 => {
-            data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-        }
-        Dtype::BF16 => {
-            data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-        }
+    let kind = match dtype {
+        Dtype::F32 => FloatKind::F32,
+        Dtype::F16 => FloatKind::F16,
+        Dtype::BF16 => FloatKind::Bf16,
         other => {
             return Err(Error::BadTensor {
                 name: name.into(),
                 why: format!("dtype {other:?} where floats are needed"),
             })
         }
-    })
+    };
+    Ok(decode_floats(kind, data))
 }
 
 impl HfDir {

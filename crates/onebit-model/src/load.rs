@@ -92,24 +92,45 @@ impl GgufModelFile {
     }
 }
 
-fn to_f32(name: &str, ty: GgmlType, d: &[u8]) -> Result<Vec<f32>> {
-    Ok(match ty {
-        GgmlType::F32 => {
+/// Little-endian float encodings a file may store.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FloatKind {
+    /// f32.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// Decodes little-endian floats of `kind`.
+pub(crate) fn decode_floats(kind: FloatKind, d: &[u8]) -> Vec<f32> {
+    match kind {
+        FloatKind::F32 => {
             d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
         }
-        GgmlType::F16 => {
+        FloatKind::F16 => {
             d.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
         }
-        GgmlType::Bf16 => {
+        FloatKind::Bf16 => {
             d.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
         }
+    }
+}
+
+fn to_f32(name: &str, ty: GgmlType, d: &[u8]) -> Result<Vec<f32>> {
+    let kind = match ty {
+        GgmlType::F32 => FloatKind::F32,
+        GgmlType::F16 => FloatKind::F16,
+        GgmlType::Bf16 => FloatKind::Bf16,
         other => {
             return Err(Error::BadTensor {
                 name: name.into(),
                 why: format!("type {other:?} where floats are needed"),
             })
         }
-    })
+    };
+    Ok(decode_floats(kind, d))
 }
 
 /// Where a model's tensors come from. Names are GGUF-style (`blk.N.attn_q.weight`);

@@ -60,6 +60,28 @@ fn hf_directory_matches_gguf_and_scale_semantics() {
     let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert_eq!(err, 0.0, "bitlinear semantics: 1/(1/s) = s for powers of two");
 
+    // Mutated and truncated safetensors files: loading may fail, but never panics.
+    let good = std::fs::read(&st_path).unwrap();
+    let mut seed = 0x9E37_79B9u64;
+    for i in 0..60 {
+        let mut b = good.clone();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        if i % 3 == 0 {
+            b.truncate((seed as usize) % b.len());
+        } else {
+            for j in 0..4 {
+                let at = (seed as usize).wrapping_mul(j + 1) % b.len();
+                b[at] ^= (seed >> (8 * j)) as u8 | 1;
+            }
+        }
+        std::fs::write(&st_path, &b).unwrap();
+        let r = std::panic::catch_unwind(|| load_hf(&hf, &opts()).map(|_| ()));
+        assert!(r.is_ok(), "load_hf panicked on mutation {i}");
+    }
+    std::fs::write(&st_path, &good).unwrap();
+
     // Hostile directories.
     std::fs::write(&cfg_path, "{\"hidden_size\": 64}").unwrap();
     assert!(load_hf(&hf, &opts()).is_err());
