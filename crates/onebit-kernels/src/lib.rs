@@ -1,14 +1,14 @@
 //! onebit-kernels: packed ternary weight formats, activation quantizers and integer
 //! GEMV/GEMM kernels for 1.58-bit models. Knows nothing about models.
 //!
-//! - [`format`]: one packed layout per file ([`TernaryMatrix`], [`TernaryFormat`]): the
+//! - [`format`](mod@format): one packed layout per file ([`TernaryMatrix`], [`TernaryFormat`]): the
 //!   ecosystem's (bitnet.cpp I2_S, llama.cpp TQ1_0/TQ2_0, transformers' packed uint8) and
 //!   ours (T2 2-bit rows, B3 1.6-bit rows, Lut tiles).
 //! - [`quant`]: absmean ternarization, per-token int8 [`ActQuant`], Q8_K blocks.
 //! - [`gemv`], [`gemm`], [`lut`]: the MAD and lookup-table kernel families, a scalar
 //!   reference for each layout plus AVX2, AVX-512 VNNI and NEON versions.
 //! - [`dispatch`]: CPU features detected once, [`Kernel`] lookup, [`matmul`], self-tune.
-//! - [`pool`]: the persistent thread pool; [`dense`]: f32/f16 baselines; [`bench`]: timing
+//! - [`pool`]: the persistent thread pool; [`dense`]: f32/f16 baselines; [`bench`](mod@bench): timing
 //!   and read-bandwidth helpers.
 //!
 //! Why hand-written: no Rust crate has ternary kernels, and they are where a 1-bit

@@ -62,7 +62,7 @@ impl GgufModelFile {
         Ok((self.map.clone(), start..start + t.size as usize))
     }
 
-    /// Drops the pages read so far from this process's RSS (see [`Mapped::release`]).
+    /// Drops the pages read so far from this process's RSS (they stay in the page cache).
     pub fn release(&self) {
         self.map.release()
     }

@@ -91,7 +91,7 @@ const fn tables() -> ([u8; 256], [u8; 256]) {
     (quad, last)
 }
 
-/// For each byte value: codes of trits 0-3 packed as one T2 byte (bits [1:0] = trit 0).
+/// For each byte value: codes of trits 0-3 packed as one T2 byte (bits `[1:0]` = trit 0).
 pub static QUAD_CODES: [u8; 256] = tables().0;
 /// For each byte value: the code of trit 4.
 pub static LAST_CODES: [u8; 256] = tables().1;

@@ -1,5 +1,5 @@
 //! transformers' packed BitNet weight: `uint8[rows/4, cols]`. With R = rows/4, byte
-//! `[r, k]` holds rows r, r+R, r+2R, r+3R of column k in bits [1:0], [3:2], [5:4], [7:6],
+//! `[r, k]` holds rows r, r+R, r+2R, r+3R of column k in bits `[1:0]`, `[3:2]`, `[5:4]`, `[7:6]`,
 //! code = w + 1. The scale lives in a separate `weight_scale` tensor whose meaning
 //! (multiplier or divisor) the model loader decides; here it is always the multiplier.
 

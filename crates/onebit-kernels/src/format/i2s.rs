@@ -1,6 +1,6 @@
 //! bitnet.cpp I2_S, x86 build: the row-major tensor is cut into 128-weight blocks of
-//! 32 bytes; byte g of a block holds elements g, g+32, g+64, g+96 in bits [7:6], [5:4],
-//! [3:2], [1:0] with code = w + 1. One f32 scale (the multiplier) follows the n/4 packed
+//! 32 bytes; byte g of a block holds elements g, g+32, g+64, g+96 in bits `[7:6]`, `[5:4]`,
+//! `[3:2]`, `[1:0]` with code = w + 1. One f32 scale (the multiplier) follows the n/4 packed
 //! bytes, and the tensor is padded by 32 bytes in all. bitnet.cpp's ARM build uses
 //! 64-weight blocks instead; we read and write the x86 form only.
 

@@ -1,6 +1,6 @@
 //! onebit T2: 2-bit rows shaped for the MAD kernels. Each row is cut into blocks of 256
 //! weights stored in 64 bytes; byte j of a block holds elements j, j+64, j+128, j+192 in
-//! bits [1:0], [3:2], [5:4], [7:6], code = w + 1. One AND per bit pair gives a whole
+//! bits `[1:0]`, `[3:2]`, `[5:4]`, `[7:6]`, code = w + 1. One AND per bit pair gives a whole
 //! register of codes that lines up with 64 consecutive activations (AVX-512), and the same
 //! bytes serve AVX2 (32-byte halves) and NEON (16-byte quarters) without repacking.
 //! A ragged last block is padded with code 1 (weight 0).

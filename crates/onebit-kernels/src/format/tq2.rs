@@ -1,6 +1,6 @@
 //! llama.cpp TQ2_0: blocks of 256 weights along a row, each `qs[64]` then an f16 `d`
 //! (66 bytes, 2.0625 bpw). Byte m of each 32-byte chunk j holds elements
-//! 128·j + m + {0, 32, 64, 96} in bits [1:0], [3:2], [5:4], [7:6], code = w + 1.
+//! 128·j + m + {0, 32, 64, 96} in bits `[1:0]`, `[3:2]`, `[5:4]`, `[7:6]`, code = w + 1.
 //! `d` is the block's absmax; for ternary weights we store the tensor multiplier.
 
 use super::{code, find_code3, trit, TernaryFormat};
