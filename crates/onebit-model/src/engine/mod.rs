@@ -180,6 +180,20 @@ pub struct Model {
 }
 
 impl Model {
+    /// Loads a model from a GGUF file (bitnet.cpp, llama.cpp or onebit) or a Hugging Face
+    /// directory, with weights in this CPU's fastest kernel layout.
+    ///
+    /// ```no_run
+    /// use onebit_model::{load::LoadOptions, Model, Session};
+    /// let model = Model::from_pretrained("model.gguf", &LoadOptions::default())?;
+    /// let mut session = Session::new(&model, 2048, 128);
+    /// let logits = session.forward(&[1, 2, 3])?;
+    /// # Ok::<(), onebit_model::Error>(())
+    /// ```
+    pub fn from_pretrained(path: &str, opts: &crate::load::LoadOptions) -> crate::Result<Model> {
+        crate::load::load_any(path, opts)
+    }
+
     /// Bytes of ternary weights (all layers).
     pub fn ternary_bytes(&self) -> usize {
         self.layers.iter().flat_map(|l| l.linears()).map(|l| l.w.bytes().len()).sum()
