@@ -48,3 +48,45 @@ pub(crate) fn with_tables<R>(act: &[i8], pairs: usize, f: impl FnOnce(&[u8]) -> 
         f(&t[..pairs * TABLE_BYTES])
     })
 }
+
+/// Σ t·q for the 32 rows of one tile: `(tile, tables, pairs)`.
+///
+/// # Safety
+/// `tile` has `pairs·16` bytes, `tables` `pairs·32`, and the CPU has the function's ISA.
+pub(crate) type TileSumsFn = unsafe fn(*const u8, *const u8, usize) -> [i32; 32];
+
+/// The shared tile loop of every lookup-table kernel: per token, build the tables, then
+/// one `tile_sums` per 32-row tile of rows `r0..r1`.
+///
+/// # Safety
+/// See [`crate::gemv::MatmulFn`]; `tile_sums` can run on this CPU.
+#[inline(always)]
+pub(crate) unsafe fn by_tiles(
+    a: &crate::gemv::MatmulArgs<'_>,
+    r0: usize,
+    r1: usize,
+    tile_sums: TileSumsFn,
+) {
+    use crate::format::lut::TILE_ROWS;
+    let pairs = a.cols.div_ceil(2);
+    for t in 0..a.tokens {
+        let act = &a.act[t * a.act_stride..(t + 1) * a.act_stride];
+        with_tables(act, pairs, |tables| {
+            let mut r = r0;
+            while r < r1 {
+                let tile = r / TILE_ROWS;
+                // SAFETY: dispatch checked w holds whole tiles; tables has pairs·32 bytes; the
+                // caller guarantees the ISA.
+                let s = unsafe {
+                    tile_sums(a.w.as_ptr().add(tile * a.row_bytes), tables.as_ptr(), pairs)
+                };
+                let end = r1.min((tile + 1) * TILE_ROWS);
+                for rr in r..end {
+                    // SAFETY: rr in this call's range.
+                    unsafe { a.store(t, rr, s[rr % TILE_ROWS]) };
+                }
+                r = end;
+            }
+        })
+    }
+}

@@ -3,8 +3,8 @@
 //! fetch low and high table bytes for rows 0-15 and 16-31, and `vzip` joins them into i16.
 //! i16 partial sums are widened every 64 pairs (64 · 256 < 2¹⁵).
 
-use super::{with_tables, TABLE_BYTES};
-use crate::format::lut::{PAIR_BYTES, TILE_ROWS};
+use super::TABLE_BYTES;
+use crate::format::lut::PAIR_BYTES;
 use crate::gemv::MatmulArgs;
 use std::arch::aarch64::*;
 
@@ -59,27 +59,8 @@ unsafe fn tile_sums(tile: *const u8, tables: *const u8, pairs: usize) -> [i32; 3
 /// Lut layout, rows `r0..r1` (`r0` a multiple of 32).
 ///
 /// # Safety
-/// See [`crate::gemv::MatmulFn`].
-#[target_feature(enable = "neon")]
+/// See [`crate::gemv::MatmulFn`]; the CPU has NEON.
 pub unsafe fn lut(a: &MatmulArgs<'_>, r0: usize, r1: usize) {
-    let pairs = a.cols.div_ceil(2);
-    for t in 0..a.tokens {
-        let act = &a.act[t * a.act_stride..(t + 1) * a.act_stride];
-        with_tables(act, pairs, |tables| {
-            let mut r = r0;
-            while r < r1 {
-                let tile = r / TILE_ROWS;
-                // SAFETY: dispatch checked w holds whole tiles; tables has pairs·32 bytes.
-                let s = unsafe {
-                    tile_sums(a.w.as_ptr().add(tile * a.row_bytes), tables.as_ptr(), pairs)
-                };
-                let end = r1.min((tile + 1) * TILE_ROWS);
-                for rr in r..end {
-                    // SAFETY: rr in this call's range.
-                    unsafe { a.store(t, rr, s[rr % TILE_ROWS]) };
-                }
-                r = end;
-            }
-        })
-    }
+    // SAFETY: forwarded contract; the caller guarantees the ISA of `tile_sums`.
+    unsafe { super::by_tiles(a, r0, r1, tile_sums) }
 }

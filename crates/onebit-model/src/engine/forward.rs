@@ -49,6 +49,13 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// The residual connection: `x += d`.
+fn add_into(x: &mut [f32], d: &[f32]) {
+    for (x, d) in x.iter_mut().zip(d) {
+        *x += d;
+    }
+}
+
 impl<'m> Session<'m> {
     /// A session with room for `max_ctx` positions and prompt chunks of `max_batch` tokens.
     pub fn new(model: &'m Model, max_ctx: usize, max_batch: usize) -> Self {
@@ -179,9 +186,7 @@ impl<'m> Session<'m> {
             Self::quantize(&mut self.aq_att, &self.att[..t_n * qd], pool);
         }
         l.o.forward(pool, &self.aq_att, &mut self.tmp[..t_n * h]);
-        for (x, d) in self.x[..t_n * h].iter_mut().zip(&self.tmp[..t_n * h]) {
-            *x += d;
-        }
+        add_into(&mut self.x[..t_n * h], &self.tmp[..t_n * h]);
         rmsnorm(&mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
         Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
         super::forward_many(
@@ -206,9 +211,7 @@ impl<'m> Session<'m> {
             Self::quantize(&mut self.aq_ffn, &self.gate[..t_n * ffn], pool);
         }
         l.down.forward(pool, &self.aq_ffn, &mut self.tmp[..t_n * h]);
-        for (x, d) in self.x[..t_n * h].iter_mut().zip(&self.tmp[..t_n * h]) {
-            *x += d;
-        }
+        add_into(&mut self.x[..t_n * h], &self.tmp[..t_n * h]);
     }
 
     fn apply_rope(&mut self, t_n: usize) {
