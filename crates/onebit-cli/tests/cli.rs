@@ -116,3 +116,117 @@ fn bad_input_is_a_clear_error() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn tokenizer_train_export_run_plot() {
+    let dir = std::env::temp_dir().join(format!("onebit-cli-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n).display().to_string();
+    let corpus = format!("{}/../../data/persuasion.txt", env!("CARGO_MANIFEST_DIR"));
+    let (ok, _, err) =
+        onebit(&["tokenizer", "train", "--data", &corpus, "--vocab", "320", "-o", &p("tok.json")]);
+    assert!(ok, "{err}");
+    let run = p("run");
+    let (ok, _, err) = onebit(&[
+        "train",
+        "--data",
+        &corpus,
+        "--tokenizer",
+        &p("tok.json"),
+        "-o",
+        &run,
+        "--hidden",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--ffn",
+        "64",
+        "--seq",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "6",
+        "--warmup",
+        "2",
+        "--eval-every",
+        "3",
+        "--monitor-every",
+        "3",
+        "--save-every",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("unigram baseline"), "{err}");
+    let metrics = std::fs::read_to_string(format!("{run}/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 6);
+    assert_eq!(metrics.matches("val_loss").count(), 2);
+    assert_eq!(std::fs::read_to_string(format!("{run}/monitor.jsonl")).unwrap().lines().count(), 2);
+    // Resume to more steps from the checkpoint.
+    let (ok, _, err) = onebit(&[
+        "train",
+        "--data",
+        &corpus,
+        "-o",
+        &run,
+        "--resume",
+        &format!("{run}/checkpoint.safetensors"),
+        "--hidden",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--ffn",
+        "64",
+        "--seq",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "8",
+        "--warmup",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(format!("{run}/metrics.jsonl")).unwrap().lines().count(), 8);
+    let ck = format!("{run}/checkpoint.safetensors");
+    let (ok, _, err) = onebit(&["export", &ck, "-o", &p("b3.gguf"), "--format", "b3"]);
+    assert!(ok && err.contains("tokenizer embedded"), "{err}");
+    let (ok, out, err) = onebit(&["run", &p("b3.gguf"), "-p", "Anne", "-n", "4", "--temp", "0"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Anne"), "{out}");
+    let (ok, _, err) = onebit(&["plot", &run]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read_to_string(format!("{run}/curves.svg")).unwrap().contains("<svg"));
+    // Hostile inputs.
+    let (ok, _, err) = onebit(&["export", &corpus, "-o", &p("x.gguf")]);
+    assert!(!ok && err.contains("not a safetensors file"), "{err}");
+    let (ok, _, err) =
+        onebit(&["train", "--data", &p("missing.txt"), "--tokenizer", &p("tok.json"), "-o", &run]);
+    assert!(!ok && err.contains("missing.txt"), "{err}");
+    std::fs::write(p("bad.toml"), "seq = \"long\"").unwrap();
+    let (ok, _, err) = onebit(&[
+        "train",
+        "--data",
+        &corpus,
+        "--tokenizer",
+        &p("tok.json"),
+        "-o",
+        &run,
+        "--config",
+        &p("bad.toml"),
+    ]);
+    assert!(!ok && err.contains("not a valid run config"), "{err}");
+}
+
+#[test]
+fn run_uses_the_shipped_model_by_default() {
+    let (ok, out, err) =
+        onebit(&["run", "-p", "It is a truth universally acknowledged", "-n", "12", "--temp", "0"]);
+    assert!(ok, "{err}");
+    assert!(out.split_whitespace().count() >= 3, "{out}");
+    assert!(err.contains("generated: 12 tokens"), "{err}");
+}

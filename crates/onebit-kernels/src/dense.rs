@@ -183,6 +183,92 @@ pub fn gemm_strided(
     }
 }
 
+/// A read-only strided f32 matrix: element (i, j) is `data[i·rs + j·cs]`, so a transpose is
+/// the same data with the strides swapped.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The backing slice.
+    pub data: &'a [f32],
+    /// Row stride in elements.
+    pub rs: usize,
+    /// Column stride in elements.
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix with `cols` columns.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        MatRef { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        MatRef { data, rs: 1, cs: cols }
+    }
+}
+
+/// `dst = alpha·A·B (+ dst when accumulate)` with `A` m×k and `B` k×n strided, `dst` m×n
+/// row-major with row stride `dst_rs`, through the `gemm` crate on up to `threads` threads
+/// (rayon inside `gemm`). Training uses it for every dense product and its transposes.
+#[allow(clippy::too_many_arguments)] // one call mirrors one BLAS call: shapes and operands
+pub fn gemm_f32_ex(
+    threads: usize,
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    alpha: f32,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, dst_rs, n, 1) < dst.len(), "gemm_f32_ex: dst too short");
+    assert!(last(m, a.rs, k, a.cs) < a.data.len(), "gemm_f32_ex: a too short");
+    assert!(last(k, b.rs, n, b.cs) < b.data.len(), "gemm_f32_ex: b too short");
+    assert!(dst_rs >= n, "gemm_f32_ex: rows of dst overlap");
+    // Small products lose more to the fork than they gain.
+    let par = if threads > 1 && m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above bound every index the strides describe within each slice;
+    // dst rows do not overlap (dst_rs ≥ n) and dst is the only output, borrowed mutably.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 mod num_zero {
     /// The scalars `gemm` is called with here.
     pub trait Zero {

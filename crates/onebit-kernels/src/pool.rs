@@ -210,6 +210,43 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Splits `rows` rows over the threads and calls `f(thread, range, parts)` where each of the
+    /// `N` slices (`len = rows · unit`) is cut to the thread's rows: several outputs that share
+    /// one row index (a sequence's dQ, dK and dV) written in parallel without locks.
+    pub fn run_parts<const N: usize>(
+        &self,
+        rows: usize,
+        parts: [(&mut [f32], usize); N],
+        f: &PartsFn<'_, N>,
+    ) {
+        for (p, unit) in &parts {
+            assert_eq!(p.len(), rows * unit, "run_parts: slice length is not rows x unit");
+        }
+        let ptrs: [(SyncPtr<f32>, usize); N] =
+            parts.map(|(p, unit)| (SyncPtr(p.as_mut_ptr()), unit));
+        let threads = self.threads;
+        self.run(&|i| {
+            let r = split(rows, threads, i, 1);
+            if r.is_empty() {
+                return;
+            }
+            let slices = std::array::from_fn(|j| {
+                let (p, unit) = &ptrs[j];
+                // SAFETY: `split` gives each thread a disjoint row range inside 0..rows and every
+                // slice is `rows · unit` long and borrowed mutably for the whole call.
+                unsafe {
+                    std::slice::from_raw_parts_mut(p.get().add(r.start * unit), r.len() * unit)
+                }
+            });
+            f(i, r, slices);
+        });
+    }
+}
+
+/// The per-thread body of [`ThreadPool::run_parts`]: (thread, row range, the slices' parts).
+pub type PartsFn<'a, const N: usize> = dyn Fn(usize, Range<usize>, [&mut [f32]; N]) + Sync + 'a;
+
 /// The per-thread body of [`ThreadPool::run_rows`].
 pub type RowsFn<'a, A, B, C> = dyn Fn(Range<usize>, &mut [A], &mut [B], &mut [C]) + Sync + 'a;
 

@@ -78,7 +78,7 @@ impl GgufModelFile {
         &self.path
     }
 
-    /// A float vector of `len` values (F32/F16/BF16 tensor).
+    /// A float vector of `len` values (F32/F16/BF16, or Q8_0/Q4_0/Q4_1 dequantized).
     pub fn floats(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let (t, d) = self.tensor(name)?;
         let n: u64 = t.dims.iter().product();
@@ -119,6 +119,12 @@ pub(crate) fn decode_floats(kind: FloatKind, d: &[u8]) -> Vec<f32> {
 }
 
 fn to_f32(name: &str, ty: GgmlType, d: &[u8]) -> Result<Vec<f32>> {
+    match ty {
+        GgmlType::Q8_0 => return Ok(crate::gguf::dequant::q8_0(d)),
+        GgmlType::Q4_0 => return Ok(crate::gguf::dequant::q4_0(d)),
+        GgmlType::Q4_1 => return Ok(crate::gguf::dequant::q4_1(d)),
+        _ => {}
+    }
     let kind = match ty {
         GgmlType::F32 => FloatKind::F32,
         GgmlType::F16 => FloatKind::F16,

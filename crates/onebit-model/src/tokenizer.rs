@@ -18,14 +18,22 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("{path}: {e}")))
     }
 
-    /// Finds the tokenizer of a model: `tokenizer.json` inside an HF directory or beside a file.
+    /// Finds the tokenizer of a model: `tokenizer.json` inside an HF directory or beside a file,
+    /// else the vocabulary a GGUF file carries.
     pub fn for_model(model: &str) -> Result<Self> {
         let p = Path::new(model);
         let candidate =
             if p.is_dir() { p.join("tokenizer.json") } else { p.with_file_name("tokenizer.json") };
         if !candidate.exists() {
+            if p.is_file() && model.ends_with(".gguf") {
+                let f = crate::load::GgufModelFile::open(model)?;
+                if f.header.get("tokenizer.ggml.model").is_some() {
+                    return Self::from_gguf(&f.header);
+                }
+            }
             return Err(Error::Tokenizer(format!(
-                "no tokenizer for {model}: expected {} (pass --tokenizer PATH)",
+                "no tokenizer for {model}: expected {} or a vocabulary inside the GGUF file \
+                 (pass --tokenizer PATH)",
                 candidate.display()
             )));
         }
@@ -114,6 +122,12 @@ impl Tokenizer {
                 .map_err(terr)?;
                 Sequence::new(vec![split.into(), byte_level.into()]).into()
             }
+            // SmolLM's tokenizer.json splits every digit before the byte-level regex.
+            Some("smollm") => Sequence::new(vec![
+                tokenizers::pre_tokenizers::digits::Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])
+            .into(),
             _ => ByteLevel::new(false, true, true).into(),
         };
         t.with_pre_tokenizer(Some(pre));

@@ -2,14 +2,20 @@
 
 pub mod bench;
 pub mod bench_kernels;
+pub mod bench_train;
 pub mod chat;
 pub mod convert;
+pub mod export;
+pub mod finetune;
 pub mod generate;
 pub mod info;
 pub mod init;
 pub mod kernels;
 pub mod model_args;
+pub mod plot;
 pub mod run;
+pub mod tokenizer;
+pub mod train;
 
 /// The subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -30,6 +36,19 @@ pub enum Command {
     Bench(bench::Args),
     /// Rewrite a model's ternary linears in another layout (I2_S, TQ1_0, TQ2_0, T2, B3).
     Convert(convert::Args),
+    /// Train a 1.58-bit model from scratch on text files (QAT with the straight-through estimator).
+    Train(train::Args),
+    /// Fine-tune a full-precision model into 1.58 bits (BitLinear QAT with λ phase-in).
+    Finetune(finetune::Args),
+    /// Turn a training checkpoint into a GGUF model.
+    Export(export::Args),
+    /// Tokenizer tools.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::Args),
+    /// Draw a training run's loss and STE monitor curves (SVG).
+    Plot(plot::Args),
+    /// Time training steps (forward + backward + AdamW) on a model shape.
+    BenchTrain(bench_train::Args),
 }
 
 /// Runs a parsed subcommand.
@@ -43,5 +62,11 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Finetune(a) => finetune::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
+        Command::Plot(a) => plot::run(a),
+        Command::BenchTrain(a) => bench_train::run(a),
     }
 }

@@ -5,10 +5,15 @@ use onebit_kernels::TernaryFormat;
 use onebit_model::load::{load_any, LoadOptions};
 use onebit_model::{HeadKind, Model};
 
+/// The model `onebit run` uses when none is named: models/austen.gguf in this repository.
+pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/austen.gguf");
+
 /// Model path and load flags.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// Model: a GGUF file or a Hugging Face directory.
+    /// Model: a GGUF file or a Hugging Face directory (default: the small model the
+    /// repository ships, trained on Jane Austen's novels).
+    #[arg(default_value = DEFAULT_MODEL)]
     pub model: String,
     /// Threads.
     #[arg(short, long, default_value_t = 2)]

@@ -36,6 +36,8 @@ pub fn run(a: Args) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let t0 = Instant::now();
     let mut consumed = Vec::with_capacity(ctx);
+    // The prompt first, as llama.cpp prints it, so the output reads as one text.
+    write!(stdout, "{}", a.prompt)?;
     let out = generate(
         &mut session,
         &mut consumed,

@@ -201,6 +201,32 @@ impl TernaryMatrix {
         Ok(TernaryMatrix { format, rows, cols, data: Storage::Owned(data), scale })
     }
 
+    /// Repacks an owned T2 matrix in place from new trits of the same shape (training
+    /// re-ternarizes its latent weights every step; this keeps that allocation-free).
+    pub fn set_t2_trits(&mut self, trits: &[i8], scale: f32) -> Result<()> {
+        let scale = check_scale(scale)?;
+        if trits.len() != self.rows * self.cols {
+            return Err(Error::Mismatch {
+                op: "set_t2_trits",
+                expected: self.rows * self.cols,
+                found: trits.len(),
+            });
+        }
+        if let Some((index, &value)) =
+            trits.iter().enumerate().find(|(_, t)| !(-1..=1).contains(*t))
+        {
+            return Err(Error::NotTernary { index, value });
+        }
+        match (&mut self.data, self.format) {
+            (Storage::Owned(v), TernaryFormat::T2) => t2::pack_into(trits, self.rows, self.cols, v),
+            _ => {
+                return Err(Error::Unavailable("set_t2_trits needs an owned T2 matrix".into()));
+            }
+        }
+        self.scale = scale;
+        Ok(())
+    }
+
     /// Takes packed bytes as another tool wrote them, validating length and codes.
     ///
     /// `scale` is required for layouts that do not store it (HF, T2, B3, Lut) and ignored for

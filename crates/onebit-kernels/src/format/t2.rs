@@ -20,8 +20,16 @@ pub fn row_bytes(cols: usize) -> usize {
 
 /// Packs row-major trits.
 pub fn pack(trits: &[i8], rows: usize, cols: usize) -> Vec<u8> {
+    let mut out = vec![0x55u8; rows * row_bytes(cols)];
+    pack_into(trits, rows, cols, &mut out);
+    out
+}
+
+/// [`pack`] into an existing buffer of `rows · row_bytes(cols)` bytes (training repacks
+/// every step without allocating).
+pub fn pack_into(trits: &[i8], rows: usize, cols: usize, out: &mut [u8]) {
     let rb = row_bytes(cols);
-    let mut out = vec![0x55u8; rows * rb];
+    assert_eq!(out.len(), rows * rb, "t2::pack_into: buffer length");
     for (row, dst) in trits.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
         dst.fill(0);
         for (k, &t) in row.iter().enumerate() {
@@ -33,7 +41,6 @@ pub fn pack(trits: &[i8], rows: usize, cols: usize) -> Vec<u8> {
             dst[b * BLOCK_BYTES + e % 64] |= 1 << (2 * (e / 64));
         }
     }
-    out
 }
 
 /// Unpacks to row-major trits.

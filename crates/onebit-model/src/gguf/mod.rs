@@ -3,6 +3,7 @@
 //! Every length and offset read from a file is checked before use: a truncated or
 //! hostile file gives a [`GgufError`] naming the problem, never a panic.
 
+pub mod dequant;
 mod read;
 mod types;
 mod write;

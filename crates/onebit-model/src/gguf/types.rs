@@ -15,6 +15,10 @@ pub enum GgmlType {
     Bf16,
     /// 8-bit blocks of 32 with an f16 scale (34 bytes).
     Q8_0,
+    /// 4-bit blocks of 32 with an f16 scale, value d·(q − 8) (18 bytes).
+    Q4_0,
+    /// 4-bit blocks of 32 with f16 scale and minimum, value d·q + m (20 bytes).
+    Q4_1,
     /// llama.cpp TQ1_0.
     Tq1_0,
     /// llama.cpp TQ2_0.
@@ -34,6 +38,8 @@ impl GgmlType {
             GgmlType::F32 => 0,
             GgmlType::F16 => 1,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
             GgmlType::Bf16 => 30,
             GgmlType::Tq1_0 => 34,
             GgmlType::Tq2_0 => 35,
@@ -48,6 +54,8 @@ impl GgmlType {
         Some(match id {
             0 => GgmlType::F32,
             1 => GgmlType::F16,
+            2 => GgmlType::Q4_0,
+            3 => GgmlType::Q4_1,
             8 => GgmlType::Q8_0,
             30 => GgmlType::Bf16,
             34 => GgmlType::Tq1_0,
@@ -67,6 +75,8 @@ impl GgmlType {
             GgmlType::F32 => n.checked_mul(4),
             GgmlType::F16 | GgmlType::Bf16 => n.checked_mul(2),
             GgmlType::Q8_0 => blocks(32, 34),
+            GgmlType::Q4_0 => blocks(32, 18),
+            GgmlType::Q4_1 => blocks(32, 20),
             GgmlType::Tq1_0 => blocks(256, 54),
             GgmlType::Tq2_0 => blocks(256, 66),
             GgmlType::I2S => n.is_multiple_of(128).then(|| n / 4 + 32),

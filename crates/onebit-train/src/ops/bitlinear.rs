@@ -1,0 +1,180 @@
+//! BitLinear (BitNet b1.58) with the straight-through estimator, exactly as in
+//! ../shared/reference/training.md: per-tensor absmean ternary weights `γ·Wq`, per-token
+//! int8 absmax activations `Xq/s`, `Y = (Xq·Wqᵀ)·γ/s`. The forward runs on the integer
+//! kernels of onebit-kernels (the same code the engine decodes with); the backward is the
+//! STE: `dX = dY·(γ·Wq)` and `dW = dYᵀ·(Xq/s)`, two dense products.
+//!
+//! During fine-tuning phase-in (λ < 1) both operands are blends, `x + λ(Xq/s − x)` and
+//! `W + λ(γWq − W)`, and the forward is a dense product instead.
+//!
+//! [`bitlinear_forward_reference`] / [`bitlinear_backward_reference`] are the plain
+//! fake-quant definition the fast path is tested against.
+
+use crate::params::{ternarize, TernaryCache};
+use onebit_kernels::dense::{gemm_f32_ex, MatRef};
+use onebit_kernels::quant::EPS;
+use onebit_kernels::{ActQuant, Kernel, ThreadPool};
+
+/// What the forward keeps for the backward.
+#[derive(Debug, Default)]
+pub struct BitLinearSaved {
+    /// The int8 activations and their per-token scales.
+    pub act: ActQuant,
+    /// The activations the weight gradient multiplies: `Xq/s` (or the λ blend).
+    pub x_used: Vec<f32>,
+}
+
+/// `out (tokens × rows) = BitLinear(x (tokens × cols))` with the step's quantized weight.
+/// Returns how many int8 activations hit ±127 (the clipping monitor).
+#[allow(clippy::too_many_arguments)] // llm.c order: outputs, inputs, sizes
+pub fn bitlinear_forward(
+    pool: &ThreadPool,
+    out: &mut [f32],
+    saved: &mut BitLinearSaved,
+    x: &[f32],
+    w: &TernaryCache,
+    kernel: &Kernel,
+    (tokens, rows, cols): (usize, usize, usize),
+) -> onebit_kernels::Result<u64> {
+    if saved.act.cols() != cols {
+        saved.act = ActQuant::new(tokens, cols);
+    }
+    saved.act.quantize_par(x, pool);
+    saved.x_used.resize(tokens * cols, 0.0);
+    let (act, lambda) = (&saved.act, w.lambda);
+    let padded = act.padded_cols();
+    let clipped = std::sync::atomic::AtomicU64::new(0);
+    pool.run_parts(tokens, [(&mut saved.x_used[..], cols)], &|_, r, [xu]| {
+        let mut c = 0;
+        for (i, t) in r.enumerate() {
+            let inv = 1.0 / act.scales()[t];
+            let q = &act.q()[t * padded..t * padded + cols];
+            let dst = &mut xu[i * cols..(i + 1) * cols];
+            c += q.iter().filter(|&&v| v == 127 || v == -127 || v == -128).count() as u64;
+            if lambda == 1.0 {
+                for (d, &v) in dst.iter_mut().zip(q) {
+                    *d = v as f32 * inv;
+                }
+            } else {
+                for ((d, &v), &xv) in dst.iter_mut().zip(q).zip(&x[t * cols..(t + 1) * cols]) {
+                    *d = xv + lambda * (v as f32 * inv - xv);
+                }
+            }
+        }
+        clipped.fetch_add(c, std::sync::atomic::Ordering::Relaxed);
+    });
+    if lambda == 1.0 {
+        onebit_kernels::matmul(pool, kernel, &w.packed, &saved.act, out)?;
+    } else {
+        gemm_f32_ex(
+            pool.threads(),
+            (tokens, rows, cols),
+            out,
+            rows,
+            MatRef::rows(&saved.x_used, cols),
+            MatRef::transposed(&w.dense, cols),
+            1.0,
+            false,
+        );
+    }
+    Ok(clipped.into_inner())
+}
+
+/// STE backward: `dx += dout·(γ·Wq)` (when wanted), `dw += doutᵀ·(Xq/s)`.
+#[allow(clippy::too_many_arguments)] // llm.c order: outputs, inputs, sizes
+pub fn bitlinear_backward(
+    threads: usize,
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    dout: &[f32],
+    saved: &BitLinearSaved,
+    w: &TernaryCache,
+    (tokens, rows, cols): (usize, usize, usize),
+) {
+    if let Some(dx) = dx {
+        gemm_f32_ex(
+            threads,
+            (tokens, cols, rows),
+            dx,
+            cols,
+            MatRef::rows(dout, rows),
+            MatRef::rows(&w.dense, cols),
+            1.0,
+            true,
+        );
+    }
+    gemm_f32_ex(
+        threads,
+        (rows, cols, tokens),
+        dw,
+        cols,
+        MatRef::transposed(dout, rows),
+        MatRef::rows(&saved.x_used, cols),
+        1.0,
+        true,
+    );
+}
+
+/// The fake-quant operands of the reference: (`Xq/s`, `γ·Wq`), in plain loops.
+pub fn fake_quant(x: &[f32], w: &[f32], tokens: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+    let gamma = ((w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32).max(EPS);
+    let wq: Vec<f32> = w.iter().map(|&v| gamma * ternarize(v, gamma) as f32).collect();
+    let mut xq = vec![0.0; tokens * cols];
+    for t in 0..tokens {
+        let row = &x[t * cols..(t + 1) * cols];
+        let amax = row.iter().fold(0.0f32, |a, &v| a.max(v.abs())).max(EPS);
+        let s = 127.0 / amax;
+        for k in 0..cols {
+            xq[t * cols + k] = (row[k] * s).round_ties_even().clamp(-128.0, 127.0) / s;
+        }
+    }
+    (xq, wq)
+}
+
+/// Reference forward: `y = fq(x)·fq(W)ᵀ` with f64 sums.
+pub fn bitlinear_forward_reference(
+    x: &[f32],
+    w: &[f32],
+    tokens: usize,
+    rows: usize,
+    cols: usize,
+) -> Vec<f32> {
+    let (xq, wq) = fake_quant(x, w, tokens, cols);
+    let mut y = vec![0.0; tokens * rows];
+    for t in 0..tokens {
+        for r in 0..rows {
+            let s: f64 = (0..cols).map(|k| xq[t * cols + k] as f64 * wq[r * cols + k] as f64).sum();
+            y[t * rows + r] = s as f32;
+        }
+    }
+    y
+}
+
+/// Reference STE backward: (`dx = dy·fq(W)`, `dw = dyᵀ·fq(x)`).
+pub fn bitlinear_backward_reference(
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    tokens: usize,
+    rows: usize,
+    cols: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (xq, wq) = fake_quant(x, w, tokens, cols);
+    let mut dx = vec![0.0; tokens * cols];
+    let mut dw = vec![0.0; rows * cols];
+    for t in 0..tokens {
+        for k in 0..cols {
+            dx[t * cols + k] = (0..rows)
+                .map(|r| dy[t * rows + r] as f64 * wq[r * cols + k] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+    for r in 0..rows {
+        for k in 0..cols {
+            dw[r * cols + k] = (0..tokens)
+                .map(|t| dy[t * rows + r] as f64 * xq[t * cols + k] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+    (dx, dw)
+}

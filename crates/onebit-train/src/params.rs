@@ -1,0 +1,235 @@
+//! [`Params`]: every trainable tensor of a model cut from one allocation (llm.c's
+//! `malloc_and_point_parameters`), their gradients from a second, and for each ternary
+//! (BitLinear) weight a cache of its quantized form rebuilt once per optimizer step.
+
+use onebit_kernels::quant::EPS;
+use onebit_kernels::{Kernel, TernaryFormat, TernaryMatrix, ThreadPool};
+use serde::{Deserialize, Serialize};
+
+/// Index of a parameter in [`Params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub usize);
+
+/// What a parameter is, which decides quantization and weight decay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamKind {
+    /// Token embedding table (vocab × hidden), high precision.
+    Embedding,
+    /// RMSNorm gain vector, high precision, no weight decay.
+    Norm,
+    /// A BitLinear latent weight (out × in), ternarized in the forward pass.
+    Ternary,
+    /// A dense high-precision matrix (an untied output head).
+    Dense,
+}
+
+/// Name, shape and place of one parameter.
+#[derive(Clone, Debug)]
+pub struct ParamInfo {
+    /// Name in the engine's GGUF convention (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// Rows (output features for matrices, 1 for vectors).
+    pub rows: usize,
+    /// Columns (input features).
+    pub cols: usize,
+    /// Kind.
+    pub kind: ParamKind,
+    /// Offset into the shared value/gradient buffers.
+    pub offset: usize,
+}
+
+impl ParamInfo {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    /// True for an empty tensor.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The quantized view of one BitLinear weight for the current step.
+#[derive(Debug)]
+pub struct TernaryCache {
+    /// Wq = clamp(round(W/γ), -1, 1), row-major.
+    pub trits: Vec<i8>,
+    /// γ = max(mean|W|, 1e-5), the same rule as the inference kernels.
+    pub gamma: f32,
+    /// Wq packed for the integer kernels (T2).
+    pub packed: TernaryMatrix,
+    /// The weight the backward pass multiplies by: `W + λ(γ·Wq − W)` (γ·Wq at λ = 1).
+    pub dense: Vec<f32>,
+    /// The λ `dense` was built with.
+    pub lambda: f32,
+}
+
+/// All parameters, their gradients and the ternary caches.
+#[derive(Debug)]
+pub struct Params {
+    infos: Vec<ParamInfo>,
+    /// Every value, parameters back to back in `infos` order.
+    pub values: Vec<f32>,
+    /// Gradients, laid out like `values`.
+    pub grads: Vec<f32>,
+    ternary: Vec<Option<TernaryCache>>,
+    kernel: Kernel,
+}
+
+impl Params {
+    /// Allocates parameters for `specs` (name, rows, cols, kind), all zero.
+    pub fn new(specs: &[(String, usize, usize, ParamKind)]) -> crate::Result<Self> {
+        let mut infos = Vec::with_capacity(specs.len());
+        let mut offset = 0;
+        for (name, rows, cols, kind) in specs {
+            infos.push(ParamInfo {
+                name: name.clone(),
+                rows: *rows,
+                cols: *cols,
+                kind: *kind,
+                offset,
+            });
+            offset += rows * cols;
+        }
+        let mut ternary = Vec::with_capacity(infos.len());
+        for p in &infos {
+            ternary.push(if p.kind == ParamKind::Ternary {
+                let trits = vec![0i8; p.len()];
+                Some(TernaryCache {
+                    packed: TernaryMatrix::from_trits(
+                        TernaryFormat::T2,
+                        p.rows,
+                        p.cols,
+                        &trits,
+                        1.0,
+                    )?,
+                    trits,
+                    gamma: 1.0,
+                    dense: vec![0.0; p.len()],
+                    lambda: 1.0,
+                })
+            } else {
+                None
+            });
+        }
+        Ok(Params {
+            infos,
+            values: vec![0.0; offset],
+            grads: vec![0.0; offset],
+            ternary,
+            kernel: Kernel::best(TernaryFormat::T2)?,
+        })
+    }
+
+    /// Every parameter's description.
+    pub fn infos(&self) -> &[ParamInfo] {
+        &self.infos
+    }
+
+    /// Description of `id`.
+    pub fn info(&self, id: ParamId) -> &ParamInfo {
+        &self.infos[id.0]
+    }
+
+    /// The id of the parameter called `name`.
+    pub fn find(&self, name: &str) -> Option<ParamId> {
+        self.infos.iter().position(|p| p.name == name).map(ParamId)
+    }
+
+    /// Total number of values.
+    pub fn count(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Values of `id`.
+    pub fn value(&self, id: ParamId) -> &[f32] {
+        let p = &self.infos[id.0];
+        &self.values[p.offset..p.offset + p.len()]
+    }
+
+    /// Values of `id`, mutable.
+    pub fn value_mut(&mut self, id: ParamId) -> &mut [f32] {
+        let p = &self.infos[id.0];
+        &mut self.values[p.offset..p.offset + p.len()]
+    }
+
+    /// Gradient of `id`.
+    pub fn grad(&self, id: ParamId) -> &[f32] {
+        let p = &self.infos[id.0];
+        &self.grads[p.offset..p.offset + p.len()]
+    }
+
+    /// The quantized cache of a ternary parameter.
+    pub fn ternary(&self, id: ParamId) -> Option<&TernaryCache> {
+        self.ternary[id.0].as_ref()
+    }
+
+    /// The integer kernel BitLinear runs on.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// Value of `id` and its gradient, together (ops read one and accumulate into the other).
+    pub fn value_and_grad(&mut self, id: ParamId) -> (&[f32], &mut [f32]) {
+        let p = &self.infos[id.0];
+        (&self.values[p.offset..p.offset + p.len()], &mut self.grads[p.offset..p.offset + p.len()])
+    }
+
+    /// Gradient of `id`, mutable.
+    pub fn grad_mut(&mut self, id: ParamId) -> &mut [f32] {
+        let p = &self.infos[id.0];
+        &mut self.grads[p.offset..p.offset + p.len()]
+    }
+
+    /// The ternary cache of `id` and its gradient, together.
+    pub fn ternary_and_grad(&mut self, id: ParamId) -> (Option<&TernaryCache>, &mut [f32]) {
+        let p = &self.infos[id.0];
+        (self.ternary[id.0].as_ref(), &mut self.grads[p.offset..p.offset + p.len()])
+    }
+
+    /// Zeroes every gradient.
+    pub fn zero_grads(&mut self) {
+        self.grads.fill(0.0);
+    }
+
+    /// Re-ternarizes every BitLinear weight from its latent values; call after each update.
+    /// `lambda` < 1 blends the full-precision weight in (fine-tuning phase-in).
+    pub fn refresh_ternary(&mut self, lambda: f32, pool: &ThreadPool) -> crate::Result<()> {
+        for (info, cache) in self.infos.iter().zip(self.ternary.iter_mut()) {
+            let Some(c) = cache else { continue };
+            let w = &self.values[info.offset..info.offset + info.len()];
+            let sum: f64 = w.iter().map(|v| v.abs() as f64).sum();
+            let gamma = ((sum / w.len().max(1) as f64) as f32).max(EPS);
+            let chunk = info.cols;
+            pool.run_chunks(&mut c.trits, chunk, &|_, rows, trits| {
+                let w = &w[rows.start * chunk..rows.end * chunk];
+                for (t, &v) in trits.iter_mut().zip(w) {
+                    *t = ternarize(v, gamma);
+                }
+            });
+            let trits = &c.trits;
+            pool.run_chunks(&mut c.dense, chunk, &|_, rows, dense| {
+                let r = rows.start * chunk..rows.end * chunk;
+                for ((d, &t), &v) in dense.iter_mut().zip(&trits[r.clone()]).zip(&w[r]) {
+                    // Exactly γ·t at λ = 1, so the STE product matches the integer forward.
+                    *d = if lambda == 1.0 {
+                        gamma * t as f32
+                    } else {
+                        v + lambda * (gamma * t as f32 - v)
+                    };
+                }
+            });
+            c.packed.set_t2_trits(&c.trits, gamma)?;
+            c.gamma = gamma;
+            c.lambda = lambda;
+        }
+        Ok(())
+    }
+}
+
+/// clamp(round_half_even(v/γ), -1, 1): the rule of `onebit_kernels::quant::ternarize_absmean`.
+#[inline]
+pub fn ternarize(v: f32, gamma: f32) -> i8 {
+    (v / gamma).round_ties_even().clamp(-1.0, 1.0) as i8
+}

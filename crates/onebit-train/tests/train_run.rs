@@ -1,0 +1,197 @@
+//! End to end on real text (Persuasion, committed in data/): train a BPE tokenizer, train a
+//! tiny BitNet for a CI-sized run and beat the unigram baseline; checkpoint/resume is
+//! bit-identical; the exported GGUF runs in the engine with the training model's logits.
+
+use onebit_model::config::Activation;
+use onebit_model::load::{load_gguf, LoadOptions};
+use onebit_model::{HeadKind, ModelConfig, Session, Tokenizer};
+use onebit_train::data::{read_documents, tokenize, train_tokenizer, TokenData};
+use onebit_train::export::{export_gguf, ExportOptions};
+use onebit_train::schedule::Schedule;
+use onebit_train::trainer::{TrainConfig, Trainer};
+use onebit_train::{checkpoint, Error};
+
+fn corpus() -> String {
+    format!("{}/../../data/persuasion.txt", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("onebit-train-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.display().to_string()
+}
+
+fn data(dir: &str, vocab: usize) -> (TokenData, Tokenizer, String) {
+    let tj = format!("{dir}/tokenizer.json");
+    train_tokenizer(&[corpus()], vocab, &tj).unwrap();
+    let tok = Tokenizer::from_file(&tj).unwrap();
+    let docs = read_documents(&[corpus()]).unwrap();
+    let ids = tokenize(&tok, &docs, tok.token_id("<|endoftext|>")).unwrap();
+    (TokenData::split(ids, 0.1), tok, tj)
+}
+
+fn config(vocab: usize, steps: u64) -> TrainConfig {
+    TrainConfig {
+        model: ModelConfig {
+            hidden: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 16,
+            intermediate: 128,
+            vocab,
+            max_positions: 64,
+            rope_theta: 10_000.0,
+            rope_interleaved: false,
+            rms_eps: 1e-5,
+            act: Activation::Relu2,
+            sub_norms: true,
+            tied_embeddings: true,
+            bos: None,
+            eos: None,
+        },
+        seq: 64,
+        batch: 8,
+        accum: 1,
+        schedule: Schedule { lr: 4e-3, warmup: 20, steps, ..Default::default() },
+        adamw: Default::default(),
+        seed: 1,
+        threads: 2,
+        checkpointing: false,
+        clipped_ste: false,
+        lambda_warmup: 0,
+        eval_every: 0,
+        eval_batches: 8,
+        monitor_every: 50,
+        save_every: 0,
+        val_share: 0.1,
+    }
+}
+
+#[test]
+fn short_run_beats_the_unigram_baseline() {
+    let dir = tmp("run");
+    let (data, tok, _) = data(&dir, 512);
+    let mut t = Trainer::new(config(tok.vocab_size(), 200)).unwrap();
+    let before = t.evaluate(&data.val, 8).unwrap();
+    let mut reports = 0;
+    for _ in 0..200 {
+        let r = t.train_step(&data).unwrap();
+        if let Some(m) = r.monitor {
+            reports += 1;
+            assert_eq!(m.layers.len(), 2 * 7);
+            let l = &m.layers[0];
+            assert!(
+                (l.neg + l.zero + l.pos - 1.0).abs() < 1e-4
+                    && l.act_clip > 0.0
+                    && l.grad_norm > 0.0
+            );
+        }
+    }
+    let after = t.evaluate(&data.val, 8).unwrap();
+    let unigram = data.unigram_baseline(tok.vocab_size());
+    println!(
+        "val loss {before:.3} -> {after:.3} (unigram baseline {unigram:.3}, ppl {:.1})",
+        after.exp()
+    );
+    assert_eq!(reports, 4);
+    assert!(after < unigram, "val loss {after} did not get below the unigram baseline {unigram}");
+}
+
+#[test]
+fn resume_continues_bit_identically() {
+    let dir = tmp("resume");
+    let (data, tok, _) = data(&dir, 400);
+    let mut cfg = config(tok.vocab_size(), 10);
+    cfg.accum = 2;
+    cfg.batch = 2;
+    let mut a = Trainer::new(cfg.clone()).unwrap();
+    for _ in 0..3 {
+        a.train_step(&data).unwrap();
+    }
+    let ck = format!("{dir}/ck.safetensors");
+    checkpoint::save(&a, &ck).unwrap();
+    let straight: Vec<u32> = (0..3).map(|_| a.train_step(&data).unwrap().loss.to_bits()).collect();
+    let mut b = checkpoint::load(&ck, None).unwrap();
+    assert_eq!(b.step, 3);
+    let resumed: Vec<u32> = (0..3).map(|_| b.train_step(&data).unwrap().loss.to_bits()).collect();
+    assert_eq!(straight, resumed);
+    assert_eq!(a.model.params.values, b.model.params.values);
+
+    // Hostile checkpoints: truncated, not safetensors, wrong shape.
+    let bytes = std::fs::read(&ck).unwrap();
+    let cut = format!("{dir}/cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(checkpoint::load(&cut, None), Err(Error::Checkpoint { .. })));
+    std::fs::write(&cut, b"not a checkpoint").unwrap();
+    assert!(matches!(checkpoint::load(&cut, None), Err(Error::Checkpoint { .. })));
+    let mut other = cfg.clone();
+    other.model.hidden = 32;
+    other.model.head_dim = 8;
+    assert!(checkpoint::load(&ck, Some(other)).is_err());
+}
+
+#[test]
+fn exported_model_runs_in_the_engine_with_the_same_logits() {
+    let dir = tmp("export");
+    let (data, tok, tj) = data(&dir, 400);
+    let mut t = Trainer::new(config(tok.vocab_size(), 30)).unwrap();
+    for _ in 0..30 {
+        t.train_step(&data).unwrap();
+    }
+    let path = format!("{dir}/m.gguf");
+    let opts = ExportOptions { f32_embeddings: true, ..Default::default() };
+    let tjson = std::fs::read_to_string(&tj).unwrap();
+    export_gguf(&t.model, Some(&tjson), &path, &opts).unwrap();
+    let prompt: Vec<u32> = data.val[..24].to_vec();
+    let want = t.logits(&prompt).unwrap();
+    let model =
+        load_gguf(&path, &LoadOptions { threads: 2, head: HeadKind::F32, ..Default::default() })
+            .unwrap();
+    let mut s = Session::new(&model, 64, 64);
+    let vocab = tok.vocab_size();
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (i, &id) in prompt.iter().enumerate() {
+        let got = s.forward(&[id]).unwrap();
+        let row = &want[i * vocab..(i + 1) * vocab];
+        let err = got.iter().zip(row).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(err < 1e-3, "position {i}: relative error {err}");
+    }
+    // The tokenizer travels inside the GGUF file.
+    let from_file = Tokenizer::for_model(&path).unwrap();
+    let text = "It was a truth, Anne thought.";
+    assert_eq!(from_file.encode(text, false).unwrap(), tok.encode(text, false).unwrap());
+}
+
+mod mutation {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// A checkpoint with random bytes overwritten loads or fails with an error, never panics.
+        #[test]
+        fn mutated_checkpoints_never_panic(pos in any::<prop::sample::Index>(), vals in prop::collection::vec(any::<u8>(), 1..16)) {
+            let dir = tmp("mutate");
+            let ck = format!("{dir}/ck.safetensors");
+            if !std::path::Path::new(&ck).exists() {
+                let mut cfg = config(64, 2);
+                cfg.model.layers = 1;
+                checkpoint::save(&Trainer::new(cfg).unwrap(), &ck).unwrap();
+            }
+            let mut bytes = std::fs::read(&ck).unwrap();
+            // Bias towards the header, where the structure is.
+            let limit = if pos.index(2) == 0 { 512.min(bytes.len()) } else { bytes.len() };
+            let at = pos.index(limit);
+            for (i, v) in vals.iter().enumerate() {
+                if at + i < bytes.len() {
+                    bytes[at + i] = *v;
+                }
+            }
+            let bad = format!("{dir}/bad-{}.safetensors", at);
+            std::fs::write(&bad, &bytes).unwrap();
+            let _ = checkpoint::load(&bad, None);
+            std::fs::remove_file(&bad).unwrap();
+        }
+    }
+}
