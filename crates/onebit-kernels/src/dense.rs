@@ -269,6 +269,30 @@ pub fn gemm_f32_ex(
     }
 }
 
+/// [`gemm_f32_ex`] with the rows of `dst` split over `pool` (each thread runs `gemm`
+/// single-threaded on its block), so dense products share the kernels' threads instead of
+/// waking rayon's: on a 2-core machine two spinning pools steal each other's cores.
+#[allow(clippy::too_many_arguments)] // one call mirrors one BLAS call: shapes and operands
+pub fn gemm_f32_pool(
+    pool: &ThreadPool,
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    alpha: f32,
+    accumulate: bool,
+) {
+    let threads = pool.threads();
+    if threads == 1 || m < 2 * threads || m * n * k < 1 << 18 || dst.len() < m * dst_rs {
+        return gemm_f32_ex(1, (m, n, k), dst, dst_rs, a, b, alpha, accumulate);
+    }
+    pool.run_parts(m, [(&mut dst[..m * dst_rs], dst_rs)], &|_, rows, [d]| {
+        let a_part = MatRef { data: &a.data[rows.start * a.rs..], rs: a.rs, cs: a.cs };
+        gemm_f32_ex(1, (rows.len(), n, k), d, dst_rs, a_part, b, alpha, accumulate);
+    });
+}
+
 mod num_zero {
     /// The scalars `gemm` is called with here.
     pub trait Zero {

@@ -181,7 +181,7 @@ pub fn quantize_row(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
 /// SSE4.1 and vectorizes on baseline x86-64. Larger values (or NaN) are passed through; the
 /// callers clamp to ±128 right after, so only the small range matters.
 #[inline(always)]
-fn round_half_even_small(x: f32) -> f32 {
+pub fn round_half_even_small(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     if x.abs() < 4_194_304.0 {
         (x + MAGIC) - MAGIC

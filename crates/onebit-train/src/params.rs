@@ -231,5 +231,8 @@ impl Params {
 /// clamp(round_half_even(v/γ), -1, 1): the rule of `onebit_kernels::quant::ternarize_absmean`.
 #[inline]
 pub fn ternarize(v: f32, gamma: f32) -> i8 {
-    (v / gamma).round_ties_even().clamp(-1.0, 1.0) as i8
+    // Clamping to ±2 first keeps the value where the add-and-subtract rounding is exact
+    // (and vectorizes; `round_ties_even` is a libm call on baseline x86-64).
+    onebit_kernels::quant::round_half_even_small((v / gamma).clamp(-2.0, 2.0)).clamp(-1.0, 1.0)
+        as i8
 }

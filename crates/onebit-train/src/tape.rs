@@ -433,7 +433,7 @@ impl Tape {
             Op::Linear { x, w } => {
                 let in_cols = p.info(w).cols;
                 ops::linear::linear_forward(
-                    pool.threads(),
+                    pool,
                     &mut s.out,
                     self.val(x),
                     p.value(w),
@@ -476,14 +476,17 @@ impl Tape {
             }
             Op::CrossEntropy { logits } => {
                 let vocab = self.nodes[logits.0].cols;
-                s.aux.resize(self.targets.len(), 0.0);
+                s.aux.resize(2 * self.targets.len(), 0.0);
+                let mut ls = self.take(logits);
                 let (loss, _) = ops::cross_entropy::cross_entropy_forward(
-                    pool,
+                    &self.pool,
                     &mut s.aux,
-                    self.val(logits),
+                    &mut ls.grad,
+                    &ls.out,
                     &self.targets,
                     vocab,
                 );
+                self.put(logits, ls);
                 s.out[0] = loss;
                 Ok(())
             }
@@ -525,8 +528,6 @@ impl Tape {
             self.replaying = false;
         }
         let mut s = self.take(me);
-        let pool = &self.pool;
-        let threads = pool.threads();
         match op {
             Op::Embedding { table } => {
                 ops::embedding::embedding_backward(p.grad_mut(table), &s.grad, &self.tokens, cols);
@@ -554,7 +555,7 @@ impl Tape {
                 let (cache, dw) = p.ternary_and_grad(w);
                 let cache = cache.expect("checked at push");
                 ops::bitlinear::bitlinear_backward(
-                    threads,
+                    &self.pool,
                     Some(&mut xs.grad),
                     dw,
                     &s.grad,
@@ -571,7 +572,7 @@ impl Tape {
                 // The weight may be the embedding table (tied head): value and gradient are
                 // still disjoint buffers.
                 ops::linear::linear_backward(
-                    threads,
+                    &self.pool,
                     Some(&mut xs.grad),
                     dw,
                     &s.grad,
@@ -659,7 +660,6 @@ impl Tape {
                 ops::cross_entropy::cross_entropy_backward(
                     &self.pool,
                     &mut ls.grad,
-                    &ls.out,
                     &s.aux,
                     &self.targets,
                     vocab,

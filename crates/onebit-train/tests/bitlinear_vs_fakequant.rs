@@ -36,7 +36,7 @@ fn check(tokens: usize, rows: usize, cols: usize, seed: u64) {
 
     let mut dx = vec![0.0; tokens * cols];
     let (cache, dw) = p.ternary_and_grad(ParamId(0));
-    bitlinear_backward(2, Some(&mut dx), dw, &dy, &saved, cache.unwrap(), (tokens, rows, cols));
+    bitlinear_backward(&pool, Some(&mut dx), dw, &dy, &saved, cache.unwrap(), (tokens, rows, cols));
     let (want_dx, want_dw) = bitlinear_backward_reference(&dy, &x, &w, tokens, rows, cols);
     let (ex, ew) = (max_rel(&dx, &want_dx), max_rel(p.grad(ParamId(0)), &want_dw));
     assert!(ex < 1e-5 && ew < 1e-5, "backward {tokens}x{rows}x{cols}: dx {ex}, dw {ew}");

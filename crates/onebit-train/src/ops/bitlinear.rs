@@ -11,7 +11,7 @@
 //! fake-quant definition the fast path is tested against.
 
 use crate::params::{ternarize, TernaryCache};
-use onebit_kernels::dense::{gemm_f32_ex, MatRef};
+use onebit_kernels::dense::{gemm_f32_pool, MatRef};
 use onebit_kernels::quant::EPS;
 use onebit_kernels::{ActQuant, Kernel, ThreadPool};
 
@@ -66,8 +66,8 @@ pub fn bitlinear_forward(
     if lambda == 1.0 {
         onebit_kernels::matmul(pool, kernel, &w.packed, &saved.act, out)?;
     } else {
-        gemm_f32_ex(
-            pool.threads(),
+        gemm_f32_pool(
+            pool,
             (tokens, rows, cols),
             out,
             rows,
@@ -83,7 +83,7 @@ pub fn bitlinear_forward(
 /// STE backward: `dx += dout·(γ·Wq)` (when wanted), `dw += doutᵀ·(Xq/s)`.
 #[allow(clippy::too_many_arguments)] // llm.c order: outputs, inputs, sizes
 pub fn bitlinear_backward(
-    threads: usize,
+    pool: &ThreadPool,
     dx: Option<&mut [f32]>,
     dw: &mut [f32],
     dout: &[f32],
@@ -92,8 +92,8 @@ pub fn bitlinear_backward(
     (tokens, rows, cols): (usize, usize, usize),
 ) {
     if let Some(dx) = dx {
-        gemm_f32_ex(
-            threads,
+        gemm_f32_pool(
+            pool,
             (tokens, cols, rows),
             dx,
             cols,
@@ -103,8 +103,8 @@ pub fn bitlinear_backward(
             true,
         );
     }
-    gemm_f32_ex(
-        threads,
+    gemm_f32_pool(
+        pool,
         (rows, cols, tokens),
         dw,
         cols,

@@ -1,18 +1,19 @@
 //! Dense linear layer `out = x · Wᵀ` (the output head), W `rows × cols` row-major, through
 //! the `gemm` crate.
 
-use onebit_kernels::dense::{gemm_f32_ex, MatRef};
+use onebit_kernels::dense::{gemm_f32_pool, MatRef};
+use onebit_kernels::ThreadPool;
 
 /// `out (tokens × rows) = x (tokens × cols) · Wᵀ`.
 pub fn linear_forward(
-    threads: usize,
+    pool: &ThreadPool,
     out: &mut [f32],
     x: &[f32],
     w: &[f32],
     (tokens, rows, cols): (usize, usize, usize),
 ) {
-    gemm_f32_ex(
-        threads,
+    gemm_f32_pool(
+        pool,
         (tokens, rows, cols),
         out,
         rows,
@@ -26,7 +27,7 @@ pub fn linear_forward(
 /// `dx += dout · W`, `dw += doutᵀ · x`.
 #[allow(clippy::too_many_arguments)] // llm.c order: outputs, inputs, sizes
 pub fn linear_backward(
-    threads: usize,
+    pool: &ThreadPool,
     dx: Option<&mut [f32]>,
     dw: &mut [f32],
     dout: &[f32],
@@ -35,8 +36,8 @@ pub fn linear_backward(
     (tokens, rows, cols): (usize, usize, usize),
 ) {
     if let Some(dx) = dx {
-        gemm_f32_ex(
-            threads,
+        gemm_f32_pool(
+            pool,
             (tokens, cols, rows),
             dx,
             cols,
@@ -46,8 +47,8 @@ pub fn linear_backward(
             true,
         );
     }
-    gemm_f32_ex(
-        threads,
+    gemm_f32_pool(
+        pool,
         (rows, cols, tokens),
         dw,
         cols,
