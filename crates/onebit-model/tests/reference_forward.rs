@@ -260,3 +260,56 @@ fn blocked_prefill_attention_matches_reference() {
     assert!(err < 1e-4, "after blocked chunk: logits differ by {err}");
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+#[allow(clippy::needless_range_loop)] // `step` indexes the per-slot expectations
+fn batched_decode_of_several_slots_matches_separate_sessions() {
+    let cfg = tiny(Activation::Relu2, true, true);
+    let path = std::env::temp_dir()
+        .join(format!("onebit-batch-{}.gguf", std::process::id()))
+        .display()
+        .to_string();
+    write_synthetic(&path, &cfg, linear_type(TernaryFormat::T2).unwrap(), 13, &mut |_, _| {})
+        .unwrap();
+    for head in [HeadKind::F32, HeadKind::Q8] {
+        let model =
+            load_gguf(&path, &LoadOptions { threads: 2, layout: None, head, in_place: None })
+                .unwrap();
+        let prompts: [&[u32]; 3] = [&[1, 2, 3], &[40, 41, 42, 43, 44], &[7]];
+        // Reference: one session per sequence, greedy, token by token.
+        let mut want = Vec::new();
+        for p in prompts {
+            let mut s = Session::new(&model, 32, 8);
+            let mut next = argmax(s.forward(p).unwrap());
+            let mut rows = Vec::new();
+            for _ in 0..5 {
+                let l = s.forward(&[next]).unwrap().to_vec();
+                next = argmax(&l);
+                rows.push(l);
+            }
+            want.push(rows);
+        }
+        // Batched: all three slots advance together through one pass per step.
+        let mut s = Session::with_slots(&model, 32, 8, 3);
+        let mut next: Vec<u32> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| argmax(s.forward_slot(i, p).unwrap()))
+            .collect();
+        let vocab = cfg.vocab;
+        for step in 0..5 {
+            let l = s.decode(&next, &[0, 1, 2]).unwrap().to_vec();
+            for (i, row) in l.chunks_exact(vocab).enumerate() {
+                assert_eq!(row, &want[i][step][..], "{head:?}: slot {i} step {step}");
+                next[i] = argmax(row);
+            }
+        }
+        assert_eq!((s.position_of(0), s.position_of(1), s.position_of(2)), (8, 10, 6));
+        // A subset of slots in another order, and bad requests.
+        assert!(s.decode(&[1, 2], &[2, 0]).is_ok());
+        assert!(s.decode(&[1, 2], &[1, 1]).is_err(), "repeated slot");
+        assert!(s.decode(&[1], &[3]).is_err(), "slot out of range");
+        assert!(s.decode(&[1, 2], &[0]).is_err(), "count mismatch");
+    }
+    std::fs::remove_file(&path).ok();
+}

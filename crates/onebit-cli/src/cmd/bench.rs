@@ -29,6 +29,10 @@ pub struct Args {
     /// activations in cache).
     #[arg(long, default_value_t = 128)]
     ubatch: usize,
+    /// Sequences decoded together in the tg test (comma list, e.g. 1,4,16): each step
+    /// advances every sequence by one token in one pass; tok/s is the aggregate.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    batch: Vec<usize>,
 }
 
 /// Bytes of a model file, or of all files in a model directory.
@@ -124,7 +128,37 @@ pub fn run(a: Args) -> Result<()> {
             rates.push(n as f64 / t.elapsed().as_secs_f64());
         }
         let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
-        results.push((format!("tg{n}"), rates, joules.map(|j| j / (a.reps * n) as f64)));
+        if a.batch.contains(&1) {
+            results.push((format!("tg{n}"), rates, joules.map(|j| j / (a.reps * n) as f64)));
+        }
+        for &b in a.batch.iter().filter(|&&b| b > 1) {
+            let mut bs = Session::with_slots(&model, ctx, a.ubatch.max(b), b);
+            let slots: Vec<usize> = (0..b).collect();
+            let mut rates = Vec::new();
+            let e0 = rapl_uj();
+            for _ in 0..a.reps {
+                bs.reset();
+                let mut next: Vec<u32> = (0..b).map(|_| tok()).collect();
+                let t = Instant::now();
+                for _ in 0..n {
+                    let l = bs.decode(&next, &slots)?;
+                    for (i, row) in l.chunks_exact(c.vocab).enumerate() {
+                        next[i] = row
+                            .iter()
+                            .enumerate()
+                            .fold(0, |m, (j, &v)| if v > row[m] { j } else { m })
+                            as u32;
+                    }
+                }
+                rates.push((b * n) as f64 / t.elapsed().as_secs_f64());
+            }
+            let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
+            results.push((
+                format!("tg{n}@b{b}"),
+                rates,
+                joules.map(|j| j / (a.reps * n * b) as f64),
+            ));
+        }
     }
     let rss = peak_rss();
     if !json_out {
@@ -143,7 +177,7 @@ pub fn run(a: Args) -> Result<()> {
             per_token as f64 / 1e6,
             bound
         );
-        println!("{:<8} {:>16} {:>10} {:>14}", "test", "tok/s", "% bound", "J/token");
+        println!("{:<10} {:>16} {:>10} {:>14}", "test", "tok/s", "% bound", "J/token");
     }
     for (test, rates, jpt) in &results {
         let (m, sd) = mean_sd(rates);
@@ -151,20 +185,21 @@ pub fn run(a: Args) -> Result<()> {
             println!(
                 "{}",
                 json!({
-                    "test": test, "threads": a.m.threads, "tok_s_mean": m, "tok_s_sd": sd,
+                    "test": test.split('@').next().unwrap_or(test), "threads": a.m.threads,
+                    "batch": test.split_once("@b").map_or(1, |(_, b)| b.parse().unwrap_or(1)), "tok_s_mean": m, "tok_s_sd": sd,
                     "model_bytes": model_bytes, "bpw": model.ternary_bpw(), "kernel": model.kernel_name(),
                     "peak_rss_bytes": rss, "bound_tok_s": bound, "read_gbs": read_gbs,
                     "bytes_per_token": per_token, "joules_per_token": jpt, "cpu": cpu_model(), "reps": rates.len(),
                 })
             );
         } else {
-            let pct = if test.starts_with("tg") {
+            let pct = if test.starts_with("tg") && !test.contains('@') {
                 format!("{:.0}%", 100.0 * m / bound)
             } else {
                 "-".into()
             };
             let j = jpt.map_or("n/a (no RAPL)".to_string(), |j| format!("{j:.3}"));
-            println!("{test:<8} {:>9.2} ± {:<5.2} {pct:>10} {j:>14}", m, sd);
+            println!("{test:<10} {:>9.2} ± {:<5.2} {pct:>10} {j:>14}", m, sd);
         }
     }
     if !json_out {

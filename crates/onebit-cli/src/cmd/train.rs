@@ -279,18 +279,21 @@ pub fn train_loop(t: &mut Trainer, data: &TokenData, out: &str) -> Result<()> {
             let val = t.evaluate(&data.val, t.cfg.eval_batches)?;
             line["val_loss"] = serde_json::json!(val);
             line["val_ppl"] = serde_json::json!(val.exp());
-            bar.println(format!(
-                "step {}: train {:.3} val {:.3} (ppl {:.1})",
-                r.step,
-                r.loss,
-                val,
-                val.exp()
-            ));
+            say(
+                &bar,
+                format!(
+                    "step {}: train {:.3} val {:.3} (ppl {:.1})",
+                    r.step,
+                    r.loss,
+                    val,
+                    val.exp()
+                ),
+            );
         }
         writeln!(metrics, "{line}")?;
         if let Some(m) = &r.monitor {
             writeln!(monitor, "{}", serde_json::to_string(m)?)?;
-            bar.println(format!("step {}: {}", r.step, m.summary()));
+            say(&bar, format!("step {}: {}", r.step, m.summary()));
             for w in &m.warnings {
                 bar.suspend(|| tracing::warn!("{w}"));
             }
@@ -303,4 +306,14 @@ pub fn train_loop(t: &mut Trainer, data: &TokenData, out: &str) -> Result<()> {
     }
     bar.finish();
     Ok(())
+}
+
+/// Prints a line above the bar, or to stderr when the bar is hidden (not a terminal), so
+/// logs redirected to a file keep the validation and monitor lines.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }

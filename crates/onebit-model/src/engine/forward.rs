@@ -1,6 +1,9 @@
-//! [`Session`]: the KV cache and activation buffers of one sequence, and the forward pass.
-//! Prompts go through in chunks of up to `max_batch` tokens (GEMM kernels); decode is the
-//! same code with one token (GEMV kernels). Everything is sized in [`Session::new`].
+//! [`Session`]: the KV caches and activation buffers of one or several sequences (slots), and
+//! the forward pass. Prompts go through in chunks of up to `max_batch` tokens of one slot
+//! (GEMM kernels); decode is the same code with one token (GEMV kernels), and
+//! [`Session::decode`] advances several slots by one token each in a single pass, so the
+//! weights are read once for the whole batch (what continuous batching builds on). Every row
+//! carries its own (slot, position). Everything is sized in [`Session::with_slots`].
 
 use super::{Layer, Model};
 use crate::config::Activation;
@@ -11,10 +14,12 @@ use onebit_kernels::{dense, ActQuant};
 pub const BLOCKED_ATTENTION_MIN: usize = 16;
 use std::sync::Mutex;
 
-/// One sequence's state: position, KV cache (f32), and scratch for up to `max_batch` tokens.
+/// Sequences' state: positions, KV caches (f32), and scratch for up to `max_batch` rows.
 pub struct Session<'m> {
     model: &'m Model,
-    pos: usize,
+    pos: Vec<usize>,
+    row_slot: Vec<usize>,
+    row_pos: Vec<usize>,
     max_ctx: usize,
     max_batch: usize,
     k_cache: Vec<f32>,
@@ -59,19 +64,28 @@ fn add_into(x: &mut [f32], d: &[f32]) {
 impl<'m> Session<'m> {
     /// A session with room for `max_ctx` positions and prompt chunks of `max_batch` tokens.
     pub fn new(model: &'m Model, max_ctx: usize, max_batch: usize) -> Self {
+        Self::with_slots(model, max_ctx, max_batch, 1)
+    }
+
+    /// A session of `slots` independent sequences of up to `max_ctx` positions each; chunks
+    /// and decode batches hold up to `max_batch` rows (at least `slots`).
+    pub fn with_slots(model: &'m Model, max_ctx: usize, max_batch: usize, slots: usize) -> Self {
         let c = &model.config;
         let max_ctx = max_ctx.min(c.max_positions).max(1);
-        let b = max_batch.max(1);
+        let slots = slots.max(1);
+        let b = max_batch.max(slots);
         let half = c.head_dim / 2;
         let inv_freq =
             (0..half).map(|i| c.rope_theta.powf(-(2.0 * i as f32) / c.head_dim as f32)).collect();
         Session {
             model,
-            pos: 0,
+            pos: vec![0; slots],
+            row_slot: vec![0; b],
+            row_pos: vec![0; b],
             max_ctx,
             max_batch: b,
-            k_cache: vec![0.0; c.layers * max_ctx * c.kv_dim()],
-            v_cache: vec![0.0; c.layers * max_ctx * c.kv_dim()],
+            k_cache: vec![0.0; slots * c.layers * max_ctx * c.kv_dim()],
+            v_cache: vec![0.0; slots * c.layers * max_ctx * c.kv_dim()],
             x: vec![0.0; b * c.hidden],
             xn: vec![0.0; b * c.hidden],
             q: vec![0.0; b * c.q_dim()],
@@ -88,13 +102,23 @@ impl<'m> Session<'m> {
             aq_att: ActQuant::new(b, c.q_dim()),
             aq_ffn: ActQuant::new(b, c.intermediate),
             scores: (0..model.pool.threads()).map(|_| Mutex::new(vec![0.0; max_ctx * b])).collect(),
-            logits: vec![0.0; c.vocab],
+            logits: vec![0.0; slots * c.vocab],
         }
     }
 
-    /// Tokens processed so far.
+    /// Tokens processed so far (slot 0).
     pub fn position(&self) -> usize {
-        self.pos
+        self.pos[0]
+    }
+
+    /// Tokens processed so far in `slot`.
+    pub fn position_of(&self, slot: usize) -> usize {
+        self.pos[slot]
+    }
+
+    /// Number of sequence slots.
+    pub fn slots(&self) -> usize {
+        self.pos.len()
     }
 
     /// Context capacity.
@@ -102,30 +126,93 @@ impl<'m> Session<'m> {
         self.max_ctx
     }
 
-    /// Forgets the sequence (keeps the buffers).
+    /// Forgets every sequence (keeps the buffers).
     pub fn reset(&mut self) {
-        self.pos = 0;
+        self.pos.fill(0);
     }
 
-    /// Runs `tokens` at the next positions and returns the logits after the last one.
+    /// Forgets the sequence in `slot`.
+    pub fn reset_slot(&mut self, slot: usize) {
+        self.pos[slot] = 0;
+    }
+
+    /// Runs `tokens` at the next positions of slot 0 and returns the logits after the last one.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<&mut [f32]> {
+        self.forward_slot(0, tokens)
+    }
+
+    /// Runs `tokens` at the next positions of `slot`; returns the logits after the last one.
+    pub fn forward_slot(&mut self, slot: usize, tokens: &[u32]) -> Result<&mut [f32]> {
         let vocab = self.model.config.vocab;
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Token { id, vocab });
+        self.check_tokens(tokens)?;
+        if slot >= self.pos.len() {
+            return Err(Error::Config(format!("slot {slot} of a session with {}", self.pos.len())));
         }
-        if self.pos + tokens.len() > self.max_ctx {
-            return Err(Error::ContextFull { needed: self.pos + tokens.len(), max: self.max_ctx });
-        }
-        if tokens.is_empty() {
-            return Ok(&mut self.logits);
+        if self.pos[slot] + tokens.len() > self.max_ctx {
+            return Err(Error::ContextFull {
+                needed: self.pos[slot] + tokens.len(),
+                max: self.max_ctx,
+            });
         }
         for chunk in tokens.chunks(self.max_batch) {
-            self.forward_chunk(chunk);
+            for t in 0..chunk.len() {
+                self.row_slot[t] = slot;
+                self.row_pos[t] = self.pos[slot] + t;
+            }
+            self.forward_rows(chunk, false);
+            self.pos[slot] += chunk.len();
         }
-        Ok(&mut self.logits)
+        Ok(&mut self.logits[..vocab])
     }
 
-    fn forward_chunk(&mut self, tokens: &[u32]) {
+    /// One decode step for several sequences at once: `tokens[i]` goes to slot `slots[i]`
+    /// (distinct slots). Returns the logits, one row of `vocab` per token, in order.
+    pub fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> Result<&mut [f32]> {
+        let vocab = self.model.config.vocab;
+        self.check_tokens(tokens)?;
+        let n = tokens.len();
+        if slots.len() != n || n > self.pos.len() {
+            return Err(Error::Config(format!(
+                "decode: {n} tokens for {} slots (session has {})",
+                slots.len(),
+                self.pos.len()
+            )));
+        }
+        for (i, &s) in slots.iter().enumerate() {
+            if s >= self.pos.len() || slots[..i].contains(&s) {
+                return Err(Error::Config(format!("decode: slot {s} is out of range or repeated")));
+            }
+            if self.pos[s] + 1 > self.max_ctx {
+                return Err(Error::ContextFull { needed: self.pos[s] + 1, max: self.max_ctx });
+            }
+            self.row_slot[i] = s;
+            self.row_pos[i] = self.pos[s];
+        }
+        if n > 0 {
+            self.forward_rows(tokens, true);
+        }
+        for &s in slots {
+            self.pos[s] += 1;
+        }
+        Ok(&mut self.logits[..n * vocab])
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.model.config.vocab;
+        match tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(&id) => Err(Error::Token { id, vocab }),
+            None => Ok(()),
+        }
+    }
+
+    fn kv_base(&self, slot: usize, layer: usize) -> usize {
+        let c = &self.model.config;
+        (slot * c.layers + layer) * self.max_ctx * c.kv_dim()
+    }
+
+    /// Runs rows described by `row_slot`/`row_pos`; logits for every row when `all_logits`,
+    /// else for the last row only.
+    fn forward_rows(&mut self, tokens: &[u32], all_logits: bool) {
         let m = self.model;
         let c = &m.config;
         let (t_n, h) = (tokens.len(), c.hidden);
@@ -134,7 +221,7 @@ impl<'m> Session<'m> {
         }
         let half = c.head_dim / 2;
         for t in 0..t_n {
-            let p = (self.pos + t) as f32;
+            let p = self.row_pos[t] as f32;
             for i in 0..half {
                 let (s, co) = (p * self.inv_freq[i]).sin_cos();
                 self.rope[(t * half + i) * 2] = co;
@@ -144,11 +231,11 @@ impl<'m> Session<'m> {
         for (li, layer) in m.layers.iter().enumerate() {
             self.layer_forward(li, layer, t_n);
         }
-        let last = &self.x[(t_n - 1) * h..t_n * h];
-        rmsnorm(&mut self.xn[..h], last, &m.norm, c.rms_eps);
-        self.aq_hidden.quantize(&self.xn[..h]);
-        m.head_forward(&self.aq_hidden, &self.xn[..h], &mut self.logits);
-        self.pos += t_n;
+        let rows = if all_logits { 0..t_n } else { t_n - 1..t_n };
+        let n = rows.len();
+        rmsnorm(&mut self.xn[..n * h], &self.x[rows.start * h..rows.end * h], &m.norm, c.rms_eps);
+        self.aq_hidden.quantize(&self.xn[..n * h]);
+        m.head_forward(&self.aq_hidden, &self.xn[..n * h], &mut self.logits[..n * c.vocab]);
     }
 
     fn quantize(aq: &mut ActQuant, x: &[f32], pool: &onebit_kernels::ThreadPool) {
@@ -172,9 +259,8 @@ impl<'m> Session<'m> {
             ],
         );
         self.apply_rope(t_n);
-        let base = li * self.max_ctx * kvd;
         for t in 0..t_n {
-            let at = base + (self.pos + t) * kvd;
+            let at = self.kv_base(self.row_slot[t], li) + self.row_pos[t] * kvd;
             self.k_cache[at..at + kvd].copy_from_slice(&self.k[t * kvd..(t + 1) * kvd]);
             self.v_cache[at..at + kvd].copy_from_slice(&self.v[t * kvd..(t + 1) * kvd]);
         }
@@ -242,11 +328,15 @@ impl<'m> Session<'m> {
         let (hd, heads, kvd) = (c.head_dim, c.heads, c.kv_dim());
         let group = heads / c.kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let base = li * self.max_ctx * kvd;
-        let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.pos);
+        let one_slot = self.row_slot[..t_n].iter().all(|&s| s == self.row_slot[0]);
+        let base = self.kv_base(self.row_slot[0], li);
+        let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.row_pos[0]);
+        let (row_slot, row_pos) = (&self.row_slot, &self.row_pos);
+        let layer_stride = self.max_ctx * kvd;
+        let layers = c.layers;
         let scores = &self.scores;
         let qd = heads * hd;
-        if t_n >= BLOCKED_ATTENTION_MIN {
+        if t_n >= BLOCKED_ATTENTION_MIN && one_slot {
             // Prompt chunks: per head, S = Q·Kᵀ and O = softmax(S)·V as two strided GEMMs read
             // straight from the cache (the masked upper triangle is computed and dropped).
             let n_all = pos + t_n;
@@ -304,7 +394,8 @@ impl<'m> Session<'m> {
                         let (head, t) = (row / t_n, row % t_n);
                         let kvh = head / group;
                         let qv = &q[(t * heads + head) * hd..][..hd];
-                        let n = pos + t + 1;
+                        let n = row_pos[t] + 1;
+                        let base = (row_slot[t] * layers + li) * layer_stride;
                         let mut max = f32::NEG_INFINITY;
                         for (p, sp) in s[..n].iter_mut().enumerate() {
                             *sp =

@@ -218,7 +218,10 @@ impl Model {
         match &self.head {
             Head::Q8(m) => onebit_kernels::q8::q8_matmul(&self.pool, m, x, out),
             Head::F32(w) => {
-                dense::gemv_f32(&self.pool, w, self.config.vocab, self.config.hidden, xf, out)
+                let (v, h) = (self.config.vocab, self.config.hidden);
+                for (o, x) in out.chunks_exact_mut(v).zip(xf.chunks_exact(h)) {
+                    dense::gemv_f32(&self.pool, w, v, h, x, o)
+                }
             }
         }
     }
