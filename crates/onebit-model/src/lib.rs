@@ -24,6 +24,6 @@ pub mod synthetic;
 pub mod tokenizer;
 
 pub use config::{Activation, ModelConfig};
-pub use engine::{HeadKind, Model, Sampler, SamplerConfig, Session};
+pub use engine::{HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions};
 pub use error::{Error, Result};
 pub use tokenizer::Tokenizer;

@@ -313,3 +313,31 @@ fn batched_decode_of_several_slots_matches_separate_sessions() {
     }
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn f16_kv_cache_stays_close_to_f32_on_the_shipped_model() {
+    use onebit_model::{KvDtype, SessionOptions};
+    // A trained model: random synthetic weights give peaky attention whose int8 activation
+    // rounding amplifies any change, which says nothing about f16 on real weights.
+    let path = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
+    let model = load_gguf(
+        &path,
+        &LoadOptions { threads: 2, layout: None, head: HeadKind::F32, in_place: None },
+    )
+    .unwrap();
+    let prompt: Vec<u32> = (0..48).map(|i| (i * 131 + 7) % 4000).collect();
+    let opts = SessionOptions { max_ctx: 64, max_batch: 32, slots: 1, kv: KvDtype::F16 };
+    let mut a = Session::with_options(&model, opts);
+    let mut b = Session::with_options(&model, SessionOptions { kv: KvDtype::F32, ..opts });
+    // Blocked chunk of 32, then the row path token by token.
+    let mut worst = max_rel(a.forward(&prompt[..32]).unwrap(), b.forward(&prompt[..32]).unwrap());
+    let mut same = 0;
+    for &t in &prompt[32..] {
+        let (la, lb) = (a.forward(&[t]).unwrap().to_vec(), b.forward(&[t]).unwrap().to_vec());
+        worst = worst.max(max_rel(&la, &lb));
+        same += usize::from(argmax(&la) == argmax(&lb));
+    }
+    eprintln!("f16 vs f32 KV on austen.gguf: worst relative logit difference {worst:.2e}, {same}/16 argmax equal");
+    assert!(worst < 2e-2, "f16 KV drifts by {worst}");
+    assert!(same >= 15, "f16 KV changes the greedy token in {} of 16 steps", 16 - same);
+}

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
-use onebit_model::Session;
+use onebit_model::{KvDtype, Session, SessionOptions};
 use serde_json::json;
 use std::time::Instant;
 
@@ -33,6 +33,9 @@ pub struct Args {
     /// advances every sequence by one token in one pass; tok/s is the aggregate.
     #[arg(long, default_value = "1", value_delimiter = ',')]
     batch: Vec<usize>,
+    /// KV cache element type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_cache: String,
 }
 
 /// Bytes of a model file, or of all files in a model directory.
@@ -85,7 +88,11 @@ pub fn run(a: Args) -> Result<()> {
     let bound = read_gbs * 1e9 / per_token as f64;
     let model_bytes = model_size(&a.m.model)?;
     let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
-    let mut s = Session::new(&model, ctx, a.ubatch.max(1));
+    let kv = KvDtype::from_name(&a.kv_cache)
+        .ok_or_else(|| anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32)", a.kv_cache))?;
+    let opts =
+        |max_batch: usize, slots: usize| SessionOptions { max_ctx: ctx, max_batch, slots, kv };
+    let mut s = Session::with_options(&model, opts(a.ubatch.max(1), 1));
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut tok = || {
         rng ^= rng << 13;
@@ -132,7 +139,7 @@ pub fn run(a: Args) -> Result<()> {
             results.push((format!("tg{n}"), rates, joules.map(|j| j / (a.reps * n) as f64)));
         }
         for &b in a.batch.iter().filter(|&&b| b > 1) {
-            let mut bs = Session::with_slots(&model, ctx, a.ubatch.max(b), b);
+            let mut bs = Session::with_options(&model, opts(a.ubatch.max(b), b));
             let slots: Vec<usize> = (0..b).collect();
             let mut rates = Vec::new();
             let e0 = rapl_uj();
@@ -189,7 +196,7 @@ pub fn run(a: Args) -> Result<()> {
                     "batch": test.split_once("@b").map_or(1, |(_, b)| b.parse().unwrap_or(1)), "tok_s_mean": m, "tok_s_sd": sd,
                     "model_bytes": model_bytes, "bpw": model.ternary_bpw(), "kernel": model.kernel_name(),
                     "peak_rss_bytes": rss, "bound_tok_s": bound, "read_gbs": read_gbs,
-                    "bytes_per_token": per_token, "joules_per_token": jpt, "cpu": cpu_model(), "reps": rates.len(),
+                    "bytes_per_token": per_token, "kv_cache": a.kv_cache, "joules_per_token": jpt, "cpu": cpu_model(), "reps": rates.len(),
                 })
             );
         } else {

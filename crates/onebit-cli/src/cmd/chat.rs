@@ -5,7 +5,6 @@
 use super::generate::{generate, GenArgs};
 use anyhow::Result;
 use onebit_model::chat_template::{ChatTemplate, Message};
-use onebit_model::Session;
 use std::io::{BufRead, Write};
 
 /// Flags of `onebit chat`.
@@ -28,7 +27,7 @@ pub fn run(a: Args) -> Result<()> {
     let c = &model.config;
     let ctx = a.g.ctx.min(c.max_positions);
     let mut sampler = a.g.sampler(c.vocab);
-    let mut session = Session::new(&model, ctx, 128);
+    let mut session = a.g.session(&model, ctx)?;
     let mut consumed: Vec<u32> = Vec::with_capacity(ctx);
     let mut messages: Vec<Message> =
         a.system.iter().map(|s| Message { role: "system".into(), content: s.clone() }).collect();

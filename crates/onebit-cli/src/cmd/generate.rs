@@ -13,6 +13,9 @@ pub struct GenArgs {
     /// Context length.
     #[arg(long, default_value_t = 2048)]
     pub ctx: usize,
+    /// KV cache element type: f16 (half the memory) or f32 (exact).
+    #[arg(long, default_value = "f16")]
+    pub kv_cache: String,
     /// tokenizer.json (default: inside the model directory or beside the model file).
     #[arg(long)]
     pub tokenizer: Option<String>,
@@ -52,6 +55,18 @@ impl GenArgs {
             ..SamplerConfig::default()
         };
         Sampler::new(cfg, vocab)
+    }
+
+    /// A one-sequence session of `ctx` positions with the `--kv-cache` type.
+    pub fn session<'m>(
+        &self,
+        model: &'m onebit_model::Model,
+        ctx: usize,
+    ) -> Result<onebit_model::Session<'m>> {
+        let kv = onebit_model::KvDtype::from_name(&self.kv_cache)
+            .ok_or_else(|| anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32)", self.kv_cache))?;
+        let opts = onebit_model::SessionOptions { max_ctx: ctx, max_batch: 128, slots: 1, kv };
+        Ok(onebit_model::Session::with_options(model, opts))
     }
 
     /// The tokenizer named by `--tokenizer`, or the model's.

@@ -2,7 +2,6 @@
 
 use super::generate::{generate, GenArgs};
 use anyhow::{bail, Result};
-use onebit_model::Session;
 use std::io::Write;
 use std::time::Instant;
 
@@ -32,7 +31,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("prompt of {} tokens does not fit the context of {ctx}", prompt.len());
     }
     let mut sampler = a.g.sampler(c.vocab);
-    let mut session = Session::new(&model, ctx, 128);
+    let mut session = a.g.session(&model, ctx)?;
     let mut stdout = std::io::stdout().lock();
     let t0 = Instant::now();
     let mut consumed = Vec::with_capacity(ctx);

@@ -5,6 +5,7 @@
 //! weights are read once for the whole batch (what continuous batching builds on). Every row
 //! carries its own (slot, position). Everything is sized in [`Session::with_slots`].
 
+use super::kv_cache::{KvDtype, KvStore};
 use super::{Layer, Model};
 use crate::config::Activation;
 use crate::error::{Error, Result};
@@ -22,8 +23,8 @@ pub struct Session<'m> {
     row_pos: Vec<usize>,
     max_ctx: usize,
     max_batch: usize,
-    k_cache: Vec<f32>,
-    v_cache: Vec<f32>,
+    k_cache: KvStore,
+    v_cache: KvStore,
     x: Vec<f32>,
     xn: Vec<f32>,
     q: Vec<f32>,
@@ -39,8 +40,28 @@ pub struct Session<'m> {
     aq_hidden: ActQuant,
     aq_att: ActQuant,
     aq_ffn: ActQuant,
-    scores: Vec<Mutex<Vec<f32>>>,
+    scores: Vec<Mutex<Scratch>>,
     logits: Vec<f32>,
+}
+
+/// Per-thread attention scratch: scores, and K/V rows widened from an f16 cache.
+struct Scratch {
+    s: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// How a [`Session`] is sized.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionOptions {
+    /// Positions per sequence.
+    pub max_ctx: usize,
+    /// Rows per forward pass (prompt chunk or decode batch).
+    pub max_batch: usize,
+    /// Independent sequences.
+    pub slots: usize,
+    /// KV cache element type.
+    pub kv: KvDtype,
 }
 
 fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
@@ -70,6 +91,12 @@ impl<'m> Session<'m> {
     /// A session of `slots` independent sequences of up to `max_ctx` positions each; chunks
     /// and decode batches hold up to `max_batch` rows (at least `slots`).
     pub fn with_slots(model: &'m Model, max_ctx: usize, max_batch: usize, slots: usize) -> Self {
+        Self::with_options(model, SessionOptions { max_ctx, max_batch, slots, kv: KvDtype::F32 })
+    }
+
+    /// A session sized by `o`.
+    pub fn with_options(model: &'m Model, o: SessionOptions) -> Self {
+        let (max_ctx, max_batch, slots) = (o.max_ctx, o.max_batch, o.slots);
         let c = &model.config;
         let max_ctx = max_ctx.min(c.max_positions).max(1);
         let slots = slots.max(1);
@@ -84,8 +111,8 @@ impl<'m> Session<'m> {
             row_pos: vec![0; b],
             max_ctx,
             max_batch: b,
-            k_cache: vec![0.0; slots * c.layers * max_ctx * c.kv_dim()],
-            v_cache: vec![0.0; slots * c.layers * max_ctx * c.kv_dim()],
+            k_cache: KvStore::new(o.kv, slots * c.layers * max_ctx * c.kv_dim()),
+            v_cache: KvStore::new(o.kv, slots * c.layers * max_ctx * c.kv_dim()),
             x: vec![0.0; b * c.hidden],
             xn: vec![0.0; b * c.hidden],
             q: vec![0.0; b * c.q_dim()],
@@ -101,7 +128,16 @@ impl<'m> Session<'m> {
             aq_hidden: ActQuant::new(b, c.hidden),
             aq_att: ActQuant::new(b, c.q_dim()),
             aq_ffn: ActQuant::new(b, c.intermediate),
-            scores: (0..model.pool.threads()).map(|_| Mutex::new(vec![0.0; max_ctx * b])).collect(),
+            scores: (0..model.pool.threads())
+                .map(|_| {
+                    let kv = if o.kv == KvDtype::F32 { 0 } else { max_ctx * c.head_dim };
+                    Mutex::new(Scratch {
+                        s: vec![0.0; max_ctx * b],
+                        k: vec![0.0; kv],
+                        v: vec![0.0; kv],
+                    })
+                })
+                .collect(),
             logits: vec![0.0; slots * c.vocab],
         }
     }
@@ -261,8 +297,8 @@ impl<'m> Session<'m> {
         self.apply_rope(t_n);
         for t in 0..t_n {
             let at = self.kv_base(self.row_slot[t], li) + self.row_pos[t] * kvd;
-            self.k_cache[at..at + kvd].copy_from_slice(&self.k[t * kvd..(t + 1) * kvd]);
-            self.v_cache[at..at + kvd].copy_from_slice(&self.v[t * kvd..(t + 1) * kvd]);
+            self.k_cache.write(at, &self.k[t * kvd..(t + 1) * kvd]);
+            self.v_cache.write(at, &self.v[t * kvd..(t + 1) * kvd]);
         }
         self.attention(li, t_n);
         if let Some(w) = &l.attn_sub_norm {
@@ -345,16 +381,18 @@ impl<'m> Session<'m> {
                 t_n * hd,
                 &|thread, hs, out| {
                     let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
-                    let s = &mut guard[..t_n * n_all];
+                    let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
+                    let s = &mut s[..t_n * n_all];
                     for (j, head) in hs.enumerate() {
                         let kvh = head / group;
-                        let (k0, v0) = (&kc[base + kvh * hd..], &vc[base + kvh * hd..]);
+                        let (k0, ks) = kc.view(base + kvh * hd, n_all, kvd, hd, kbuf);
+                        let (v0, vs) = vc.view(base + kvh * hd, n_all, kvd, hd, vbuf);
                         dense::gemm_strided(
                             (t_n, n_all, hd),
                             s,
                             n_all,
                             (&q[head * hd..], qd, 1),
-                            (k0, 1, kvd),
+                            (k0, 1, ks),
                             scale,
                         );
                         for (t, row) in s.chunks_exact_mut(n_all).enumerate() {
@@ -376,7 +414,7 @@ impl<'m> Session<'m> {
                             o,
                             hd,
                             (s, n_all, 1),
-                            (v0, kvd, 1),
+                            (v0, vs, 1),
                             1.0,
                         );
                     }
@@ -389,17 +427,18 @@ impl<'m> Session<'m> {
                 &mut self.att_by_head[..t_n * qd],
                 hd,
                 &|thread, rows, out| {
-                    let mut s = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
+                    let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
+                    let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
                     for (j, row) in rows.enumerate() {
                         let (head, t) = (row / t_n, row % t_n);
                         let kvh = head / group;
                         let qv = &q[(t * heads + head) * hd..][..hd];
                         let n = row_pos[t] + 1;
                         let base = (row_slot[t] * layers + li) * layer_stride;
+                        let (kr, ks) = kc.view(base + kvh * hd, n, kvd, hd, kbuf);
                         let mut max = f32::NEG_INFINITY;
                         for (p, sp) in s[..n].iter_mut().enumerate() {
-                            *sp =
-                                dense::dot_f32(qv, &kc[base + p * kvd + kvh * hd..][..hd]) * scale;
+                            *sp = dense::dot_f32(qv, &kr[p * ks..][..hd]) * scale;
                             max = max.max(*sp);
                         }
                         let mut total = 0.0;
@@ -409,8 +448,9 @@ impl<'m> Session<'m> {
                         }
                         let o = &mut out[j * hd..(j + 1) * hd];
                         o.fill(0.0);
+                        let (vr, vs) = vc.view(base + kvh * hd, n, kvd, hd, vbuf);
                         for (p, &sp) in s[..n].iter().enumerate() {
-                            dense::axpy_f32(sp / total, &vc[base + p * kvd + kvh * hd..][..hd], o);
+                            dense::axpy_f32(sp / total, &vr[p * vs..][..hd], o);
                         }
                     }
                 },

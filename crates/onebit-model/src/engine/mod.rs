@@ -4,9 +4,11 @@
 //! came in, and the head is an int8 or f32 matrix ([`HeadKind`]).
 
 mod forward;
+mod kv_cache;
 mod sampler;
 
-pub use forward::Session;
+pub use forward::{Session, SessionOptions};
+pub use kv_cache::KvDtype;
 pub use sampler::{Sampler, SamplerConfig};
 
 use crate::config::ModelConfig;
