@@ -59,6 +59,10 @@ pub struct TernaryCache {
     pub gamma: f32,
     /// Wq packed for the integer kernels (T2).
     pub packed: TernaryMatrix,
+    /// Wqᵀ packed (in × out), built only for the int8 backward option.
+    pub packed_t: Option<TernaryMatrix>,
+    /// Scratch for the transpose.
+    trits_t: Vec<i8>,
     /// The weight the backward pass multiplies by: `W + λ(γ·Wq − W)` (γ·Wq at λ = 1).
     pub dense: Vec<f32>,
     /// The λ `dense` was built with.
@@ -75,6 +79,7 @@ pub struct Params {
     pub grads: Vec<f32>,
     ternary: Vec<Option<TernaryCache>>,
     kernel: Kernel,
+    int8_backward: bool,
 }
 
 impl Params {
@@ -105,6 +110,8 @@ impl Params {
                         1.0,
                     )?,
                     trits,
+                    packed_t: None,
+                    trits_t: Vec::new(),
                     gamma: 1.0,
                     dense: vec![0.0; p.len()],
                     lambda: 1.0,
@@ -119,6 +126,7 @@ impl Params {
             grads: vec![0.0; offset],
             ternary,
             kernel: Kernel::best(TernaryFormat::T2)?,
+            int8_backward: false,
         })
     }
 
@@ -193,6 +201,16 @@ impl Params {
         self.grads.fill(0.0);
     }
 
+    /// Also pack Wqᵀ at every refresh, so BitLinear's input gradient can run on the integer
+    /// kernels with int8-quantized output gradients (faster, no longer exact: see
+    /// `ops::bitlinear`). Takes effect at the next [`Params::refresh_ternary`].
+    pub fn set_int8_backward(&mut self, on: bool) {
+        self.int8_backward = on;
+        if !on {
+            self.ternary.iter_mut().flatten().for_each(|c| c.packed_t = None);
+        }
+    }
+
     /// Re-ternarizes every BitLinear weight from its latent values; call after each update.
     /// `lambda` < 1 blends the full-precision weight in (fine-tuning phase-in).
     pub fn refresh_ternary(&mut self, lambda: f32, pool: &ThreadPool) -> crate::Result<()> {
@@ -221,6 +239,27 @@ impl Params {
                 }
             });
             c.packed.set_t2_trits(&c.trits, gamma)?;
+            if self.int8_backward {
+                let (rows, cols) = (info.rows, info.cols);
+                c.trits_t.resize(rows * cols, 0);
+                for (r, row) in c.trits.chunks_exact(cols).enumerate() {
+                    for (k, &t) in row.iter().enumerate() {
+                        c.trits_t[k * rows + r] = t;
+                    }
+                }
+                match &mut c.packed_t {
+                    Some(m) => m.set_t2_trits(&c.trits_t, gamma)?,
+                    None => {
+                        c.packed_t = Some(TernaryMatrix::from_trits(
+                            TernaryFormat::T2,
+                            cols,
+                            rows,
+                            &c.trits_t,
+                            gamma,
+                        )?)
+                    }
+                }
+            }
             c.gamma = gamma;
             c.lambda = lambda;
         }

@@ -552,18 +552,24 @@ impl Tape {
             Op::BitLinear { x, w } => {
                 let in_cols = p.info(w).cols;
                 let mut xs = self.take(x);
+                let kernel = *p.kernel();
                 let (cache, dw) = p.ternary_and_grad(w);
                 let cache = cache.expect("checked at push");
-                ops::bitlinear::bitlinear_backward(
+                let r = ops::bitlinear::bitlinear_backward(
                     &self.pool,
                     Some(&mut xs.grad),
                     dw,
                     &s.grad,
-                    &s.bl,
+                    &mut s.bl,
                     cache,
+                    &kernel,
                     (rows, cols, in_cols),
                 );
                 self.put(x, xs);
+                if let Err(e) = r {
+                    self.put(me, s);
+                    return Err(Error::Kernel(e));
+                }
             }
             Op::Linear { x, w } => {
                 let in_cols = p.info(w).cols;

@@ -43,6 +43,9 @@ pub struct TrainConfig {
     /// Zero the STE gradient where |W/γ| > 1.5 (default off, as BitNet).
     #[serde(default)]
     pub clipped_ste: bool,
+    /// BitLinear input gradients on the int8 kernels (dY quantized per token; faster, not exact).
+    #[serde(default)]
+    pub int8_backward: bool,
     /// Steps over which quantization is phased in (λ 0 → 1); 0 = ternary from the start.
     #[serde(default)]
     pub lambda_warmup: u64,
@@ -160,6 +163,8 @@ impl Trainer {
         if model.config != cfg.model {
             return Err(Error::Config("the model's config differs from the run's".into()));
         }
+        let mut model = model;
+        model.params.set_int8_backward(cfg.int8_backward);
         let opt = AdamW::new(&model.params, cfg.adamw.clone());
         let mut tape = Tape::new(cfg.threads);
         tape.set_checkpointing(cfg.checkpointing);

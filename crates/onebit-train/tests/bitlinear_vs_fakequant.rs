@@ -35,11 +35,46 @@ fn check(tokens: usize, rows: usize, cols: usize, seed: u64) {
     assert!(e < 1e-5, "forward {tokens}x{rows}x{cols}: rel err {e}");
 
     let mut dx = vec![0.0; tokens * cols];
+    let kernel = *p.kernel();
     let (cache, dw) = p.ternary_and_grad(ParamId(0));
-    bitlinear_backward(&pool, Some(&mut dx), dw, &dy, &saved, cache.unwrap(), (tokens, rows, cols));
+    bitlinear_backward(
+        &pool,
+        Some(&mut dx),
+        dw,
+        &dy,
+        &mut saved,
+        cache.unwrap(),
+        &kernel,
+        (tokens, rows, cols),
+    )
+    .unwrap();
     let (want_dx, want_dw) = bitlinear_backward_reference(&dy, &x, &w, tokens, rows, cols);
     let (ex, ew) = (max_rel(&dx, &want_dx), max_rel(p.grad(ParamId(0)), &want_dw));
     assert!(ex < 1e-5 && ew < 1e-5, "backward {tokens}x{rows}x{cols}: dx {ex}, dw {ew}");
+
+    // The int8 backward option: dx from int8 dY on the integer kernels, within the int8
+    // quantization error; dw unchanged (exact).
+    p.set_int8_backward(true);
+    p.refresh_ternary(1.0, &pool).unwrap();
+    p.zero_grads();
+    let mut dx8 = vec![0.0; tokens * cols];
+    let (cache, dw) = p.ternary_and_grad(ParamId(0));
+    bitlinear_backward(
+        &pool,
+        Some(&mut dx8),
+        dw,
+        &dy,
+        &mut saved,
+        cache.unwrap(),
+        &kernel,
+        (tokens, rows, cols),
+    )
+    .unwrap();
+    let (ex, ew) = (max_rel(&dx8, &want_dx), max_rel(p.grad(ParamId(0)), &want_dw));
+    assert!(ex < 2e-2 && ew < 1e-5, "int8 backward {tokens}x{rows}x{cols}: dx {ex}, dw {ew}");
+    if tokens * rows >= 64 {
+        assert!(ex > 0.0, "int8 dY must differ from the exact product somewhere");
+    }
 }
 
 #[test]

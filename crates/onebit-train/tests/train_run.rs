@@ -60,6 +60,7 @@ fn config(vocab: usize, steps: u64) -> TrainConfig {
         checkpointing: false,
         clipped_ste: false,
         lambda_warmup: 0,
+        int8_backward: false,
         eval_every: 0,
         eval_batches: 8,
         monitor_every: 50,
@@ -70,9 +71,20 @@ fn config(vocab: usize, steps: u64) -> TrainConfig {
 
 #[test]
 fn short_run_beats_the_unigram_baseline() {
-    let dir = tmp("run");
+    short_run(false);
+}
+
+#[test]
+fn short_run_with_int8_backward_beats_the_unigram_baseline() {
+    short_run(true);
+}
+
+fn short_run(int8_backward: bool) {
+    let dir = tmp(if int8_backward { "run8" } else { "run" });
     let (data, tok, _) = data(&dir, 512);
-    let mut t = Trainer::new(config(tok.vocab_size(), 200)).unwrap();
+    let mut cfg = config(tok.vocab_size(), 200);
+    cfg.int8_backward = int8_backward;
+    let mut t = Trainer::new(cfg).unwrap();
     let before = t.evaluate(&data.val, 8).unwrap();
     let mut reports = 0;
     for _ in 0..200 {
@@ -91,7 +103,7 @@ fn short_run_beats_the_unigram_baseline() {
     let after = t.evaluate(&data.val, 8).unwrap();
     let unigram = data.unigram_baseline(tok.vocab_size());
     println!(
-        "val loss {before:.3} -> {after:.3} (unigram baseline {unigram:.3}, ppl {:.1})",
+        "int8 backward {int8_backward}: val loss {before:.3} -> {after:.3} (unigram baseline {unigram:.3}, ppl {:.1})",
         after.exp()
     );
     assert_eq!(reports, 4);

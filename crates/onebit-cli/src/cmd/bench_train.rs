@@ -43,6 +43,9 @@ pub struct Args {
     /// Gradient checkpointing per block.
     #[arg(long)]
     checkpointing: bool,
+    /// BitLinear input gradients on the int8 kernels (not exact).
+    #[arg(long)]
+    int8_backward: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -88,6 +91,7 @@ pub fn run(a: Args) -> Result<()> {
         checkpointing: a.checkpointing,
         clipped_ste: false,
         lambda_warmup: 0,
+        int8_backward: a.int8_backward,
         eval_every: 0,
         eval_batches: 1,
         monitor_every: 0,
@@ -117,14 +121,14 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::json!({
                 "test": "train_step", "hidden": a.hidden, "layers": a.layers, "heads": a.heads,
                 "ffn": a.ffn, "vocab": a.vocab, "seq": a.seq, "batch": a.batch,
-                "threads": a.threads, "checkpointing": a.checkpointing, "steps": a.steps,
+                "threads": a.threads, "checkpointing": a.checkpointing, "int8_backward": a.int8_backward, "steps": a.steps,
                 "tok_s_median": med, "tok_s_min": lo, "tok_s_max": hi,
                 "peak_rss_bytes": rss, "cpu": cpu_model(), "kernel": t.model.params.kernel().name(),
             })
         );
     } else {
         println!(
-            "train step d={} L={} H={} ffn={} vocab={} seq={} batch={} threads={} ckpt={}: \
+            "train step d={} L={} H={} ffn={} vocab={} seq={} batch={} threads={} ckpt={} int8-bwd={}: \
              median {:.0} tok/s (min {:.0}, max {:.0}, {} steps), peak RSS {:.0} MB, {} [{}]",
             a.hidden,
             a.layers,
@@ -135,6 +139,7 @@ pub fn run(a: Args) -> Result<()> {
             a.batch,
             a.threads,
             a.checkpointing,
+            a.int8_backward,
             med,
             lo,
             hi,

@@ -104,6 +104,7 @@ pub fn run(a: Args) -> Result<()> {
         checkpointing: a.checkpointing,
         clipped_ste: false,
         lambda_warmup: a.lambda_warmup,
+        int8_backward: false,
         eval_every: a.eval_every,
         eval_batches: a.eval_batches,
         monitor_every: 10,

@@ -75,6 +75,9 @@ pub struct Args {
     /// Zero the STE gradient of saturated latent weights (|W/γ| > 1.5).
     #[arg(long)]
     pub clipped_ste: bool,
+    /// BitLinear input gradients on the int8 kernels (dY quantized per token; faster, not exact).
+    #[arg(long)]
+    pub int8_backward: bool,
     /// Validate every N steps.
     #[arg(long)]
     pub eval_every: Option<u64>,
@@ -119,6 +122,7 @@ fn default_config(vocab: usize) -> TrainConfig {
         checkpointing: false,
         clipped_ste: false,
         lambda_warmup: 0,
+        int8_backward: false,
         eval_every: 200,
         eval_batches: 8,
         monitor_every: 100,
@@ -159,6 +163,7 @@ impl Args {
              monitor_every => c.monitor_every, save_every => c.save_every, seed => c.seed);
         c.checkpointing |= self.checkpointing;
         c.clipped_ste |= self.clipped_ste;
+        c.int8_backward |= self.int8_backward;
     }
 }
 

@@ -22,6 +22,10 @@ pub struct BitLinearSaved {
     pub act: ActQuant,
     /// The activations the weight gradient multiplies: `Xq/s` (or the λ blend).
     pub x_used: Vec<f32>,
+    /// int8 output gradients (int8 backward option).
+    pub dy_q: ActQuant,
+    /// dX before it is added to the input's gradient (int8 backward option).
+    pub dx_tmp: Vec<f32>,
 }
 
 /// `out (tokens × rows) = BitLinear(x (tokens × cols))` with the step's quantized weight.
@@ -81,27 +85,40 @@ pub fn bitlinear_forward(
 }
 
 /// STE backward: `dx += dout·(γ·Wq)` (when wanted), `dw += doutᵀ·(Xq/s)`.
+///
+/// When the cache holds `Wqᵀ` (int8 backward option, λ = 1) the input gradient runs on the
+/// integer kernels: `dout` is quantized per token to int8 (absmax, as activations are) and
+/// multiplied by the packed transpose, which trades the exactness of `dx` (relative error
+/// about 1/254 of each row's largest gradient) for the int8 kernels' speed. The weight
+/// gradient always stays an exact dense product.
 #[allow(clippy::too_many_arguments)] // llm.c order: outputs, inputs, sizes
 pub fn bitlinear_backward(
     pool: &ThreadPool,
     dx: Option<&mut [f32]>,
     dw: &mut [f32],
     dout: &[f32],
-    saved: &BitLinearSaved,
+    saved: &mut BitLinearSaved,
     w: &TernaryCache,
+    kernel: &Kernel,
     (tokens, rows, cols): (usize, usize, usize),
-) {
-    if let Some(dx) = dx {
-        gemm_f32_pool(
-            pool,
-            (tokens, cols, rows),
-            dx,
-            cols,
-            MatRef::rows(dout, rows),
-            MatRef::rows(&w.dense, cols),
-            1.0,
-            true,
-        );
+) -> onebit_kernels::Result<()> {
+    match (dx, &w.packed_t) {
+        (Some(dx), Some(pt)) if w.lambda == 1.0 => {
+            if saved.dy_q.cols() != rows {
+                saved.dy_q = ActQuant::new(tokens, rows);
+            }
+            saved.dy_q.quantize_par(dout, pool);
+            saved.dx_tmp.resize(tokens * cols, 0.0);
+            onebit_kernels::matmul(pool, kernel, pt, &saved.dy_q, &mut saved.dx_tmp)?;
+            let src = &saved.dx_tmp;
+            pool.run_parts(tokens, [(&mut dx[..tokens * cols], cols)], &|_, r, [d]| {
+                for (a, &b) in d.iter_mut().zip(&src[r.start * cols..r.end * cols]) {
+                    *a += b;
+                }
+            });
+        }
+        (Some(dx), _) => dense_dx(pool, dx, dout, w, (tokens, rows, cols)),
+        (None, _) => {}
     }
     gemm_f32_pool(
         pool,
@@ -110,6 +127,26 @@ pub fn bitlinear_backward(
         cols,
         MatRef::transposed(dout, rows),
         MatRef::rows(&saved.x_used, cols),
+        1.0,
+        true,
+    );
+    Ok(())
+}
+
+fn dense_dx(
+    pool: &ThreadPool,
+    dx: &mut [f32],
+    dout: &[f32],
+    w: &TernaryCache,
+    (tokens, rows, cols): (usize, usize, usize),
+) {
+    gemm_f32_pool(
+        pool,
+        (tokens, cols, rows),
+        dx,
+        cols,
+        MatRef::rows(dout, rows),
+        MatRef::rows(&w.dense, cols),
         1.0,
         true,
     );
