@@ -145,9 +145,25 @@ fn resume_continues_bit_identically() {
 
 #[test]
 fn exported_model_runs_in_the_engine_with_the_same_logits() {
-    let dir = tmp("export");
+    export_check(false);
+}
+
+#[test]
+fn exported_llama_model_runs_in_the_engine_with_the_same_logits() {
+    export_check(true);
+}
+
+fn export_check(llama: bool) {
+    let dir = tmp(if llama { "export-llama" } else { "export" });
     let (data, tok, tj) = data(&dir, 400);
-    let mut t = Trainer::new(config(tok.vocab_size(), 30)).unwrap();
+    let mut cfg = config(tok.vocab_size(), 30);
+    if llama {
+        cfg.model.act = Activation::Silu;
+        cfg.model.sub_norms = false;
+        cfg.model.tied_embeddings = false;
+        cfg.model.rope_interleaved = true;
+    }
+    let mut t = Trainer::new(cfg).unwrap();
     for _ in 0..30 {
         t.train_step(&data).unwrap();
     }
