@@ -1,5 +1,9 @@
 //! Int8 rows with a per-row scale: the quantized lm_head. A tied f16 head of BitNet 2B4T is
-//! 657 MB read every token, more than all ternary weights; as int8 it is half that.
+//! 657 MB read every token, more than all ternary weights; as int8 it is half that, and the
+//! 4-bit option (values -7..7 in nibbles times a 4-bit multiplier per 64 columns, so the
+//! widened values stay exact int8, and a least-squares row scale) halves it again. 4-bit rows are widened to int8 a block of rows at a time into a
+//! per-thread buffer and then take the same integer dot kernels, so both widths are exact
+//! integer sums with one float scale per (row, token).
 //!
 //! `y[r] = (Σ_k w[r][k]·q[k]) · row_scale[r] / a`. AVX-512 VNNI needs an unsigned operand, so
 //! activations are offset by 128 (q ^ 0x80) and 128·Σw is subtracted; AVX2 uses ggml's sign
@@ -16,8 +20,63 @@ pub struct Q8Matrix {
     cols: usize,
     padded: usize,
     data: Vec<i8>,
+    nibbles: Vec<u8>,
+    mults: Vec<u8>,
+    bits: u8,
     scale: Vec<f32>,
     wsum: Vec<i32>,
+}
+
+thread_local! {
+    /// Widened 4-bit rows of the block a thread is working on.
+    static WIDE: std::cell::RefCell<Vec<i8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Columns sharing one 4-bit block multiplier.
+const Q4_BLOCK: usize = 64;
+
+/// Quantizes one row for the 4-bit head: `w ≈ s · m_b · q` with q in -7..7 (nibbles q + 8)
+/// and a multiplier m_b in 1..15 per block of 64 columns (the high nibble of `mults[b]`
+/// is unused). Widened values `m_b · q` stay within ±105, so the int8 kernels apply exactly.
+/// The row scale is chosen by least squares over a few clip ratios. Returns (s, Σ m_b·q).
+fn quantize_row_4bit(w: &[f32], dst: &mut [u8], mults: &mut [u8]) -> (f32, i32) {
+    let amax = w.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    dst.fill(0x88);
+    mults.fill(1);
+    if amax == 0.0 {
+        return (1.0, 0);
+    }
+    let q = |v: f32, s: f32| crate::quant::round_half_even_small(v / s).clamp(-7.0, 7.0);
+    let encode = |s: f32, mults: &mut [u8]| -> f64 {
+        let mut err = 0f64;
+        for (b, blk) in w.chunks(Q4_BLOCK).enumerate() {
+            let bmax = blk.iter().fold(0f32, |m, &v| m.max(v.abs()));
+            let m = (bmax / (7.0 * s)).ceil().clamp(1.0, 15.0);
+            mults[b] = m as u8;
+            err += blk.iter().map(|&v| ((v - s * m * q(v, s * m)) as f64).powi(2)).sum::<f64>();
+        }
+        err
+    };
+    let mut best = (f64::MAX, amax / 105.0);
+    for i in 0..=6 {
+        let s = amax * (1.0 - 0.05 * i as f32) / 105.0;
+        let err = encode(s, mults);
+        if err < best.0 {
+            best = (err, s);
+        }
+    }
+    let s = best.1;
+    encode(s, mults);
+    let mut sum = 0;
+    for (k, &v) in w.iter().enumerate() {
+        let m = mults[k / Q4_BLOCK] as f32;
+        let n = q(v, s * m) as i32;
+        sum += n * m as i32;
+        let code = (n + 8) as u8;
+        dst[k / 2] =
+            if k % 2 == 0 { (dst[k / 2] & 0xF0) | code } else { (dst[k / 2] & 0x0F) | (code << 4) };
+    }
+    (s, sum)
 }
 
 impl Q8Matrix {
@@ -36,7 +95,81 @@ impl Q8Matrix {
             scale[r] = 1.0 / a;
             wsum[r] = s;
         }
-        Q8Matrix { rows, cols, padded, data, scale, wsum }
+        Q8Matrix {
+            rows,
+            cols,
+            padded,
+            data,
+            nibbles: Vec::new(),
+            mults: Vec::new(),
+            bits: 8,
+            scale,
+            wsum,
+        }
+    }
+
+    /// Like [`Q8Matrix::from_row_fn`] with `bits` = 8 or 4 per weight.
+    pub fn from_row_fn_bits(
+        rows: usize,
+        cols: usize,
+        bits: u8,
+        mut fill: impl FnMut(usize, &mut [f32]),
+    ) -> Self {
+        if bits != 4 {
+            return Self::from_row_fn(rows, cols, fill);
+        }
+        let padded = cols.div_ceil(ACT_ALIGN) * ACT_ALIGN;
+        let mut m = Q8Matrix {
+            rows,
+            cols,
+            padded,
+            data: Vec::new(),
+            nibbles: vec![0x88; rows * padded / 2],
+            mults: vec![1; rows * padded / Q4_BLOCK],
+            bits: 4,
+            scale: vec![0.0; rows],
+            wsum: vec![0; rows],
+        };
+        let mut buf = vec![0f32; cols];
+        for r in 0..rows {
+            fill(r, &mut buf);
+            let nb = padded / Q4_BLOCK;
+            let (s, sum) = quantize_row_4bit(
+                &buf,
+                &mut m.nibbles[r * padded / 2..(r + 1) * padded / 2],
+                &mut m.mults[r * nb..(r + 1) * nb],
+            );
+            m.scale[r] = s;
+            m.wsum[r] = sum;
+        }
+        m
+    }
+
+    /// Bits per weight (8 or 4).
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// Row r widened to int8 (padded with zeros), for either width.
+    pub fn unpack_row(&self, r: usize, dst: &mut [i8]) {
+        if self.bits == 8 {
+            dst[..self.padded].copy_from_slice(self.row(r));
+            return;
+        }
+        let src = &self.nibbles[r * self.padded / 2..(r + 1) * self.padded / 2];
+        let nb = self.padded / Q4_BLOCK;
+        let mults = &self.mults[r * nb..(r + 1) * nb];
+        for ((d, s), &m) in dst[..self.padded]
+            .chunks_exact_mut(Q4_BLOCK)
+            .zip(src.chunks_exact(Q4_BLOCK / 2))
+            .zip(mults)
+        {
+            let m = m as i8;
+            for (d, &b) in d.chunks_exact_mut(2).zip(s) {
+                d[0] = ((b & 15) as i8 - 8) * m;
+                d[1] = ((b >> 4) as i8 - 8) * m;
+            }
+        }
     }
 
     /// Quantizes rows produced by `fill(r, buf)` one at a time (no full f32 copy).
@@ -47,6 +180,9 @@ impl Q8Matrix {
             cols,
             padded,
             data: vec![0; rows * padded],
+            nibbles: Vec::new(),
+            mults: Vec::new(),
+            bits: 8,
             scale: vec![0.0; rows],
             wsum: vec![0; rows],
         };
@@ -71,9 +207,9 @@ impl Q8Matrix {
     }
     /// Bytes held (weights and scales).
     pub fn bytes(&self) -> usize {
-        self.rows * self.cols + self.rows * 8
+        self.rows * self.cols * self.bits as usize / 8 + self.mults.len() + self.rows * 8
     }
-    /// Row r's int8 values (padded with zeros).
+    /// Row r's int8 values (padded with zeros); 8-bit matrices only (see [`Q8Matrix::unpack_row`]).
     pub fn row(&self, r: usize) -> &[i8] {
         &self.data[r * self.padded..(r + 1) * self.padded]
     }
@@ -107,51 +243,67 @@ pub fn q8_matmul(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32])
         // Blocks of rows small enough to stay in L2 while every token passes over them, so
         // a batch of tokens reads the head from memory once, not once per token.
         let mut b0 = rows.start;
-        while b0 < rows.end {
-            let b1 = (b0 + ROW_BLOCK).min(rows.end);
-            for t in 0..x.tokens() {
-                let q = &x.row(t)[..m.padded];
-                let a = x.scales()[t];
-                let mut r = b0;
-                while r < b1 {
-                    // Four rows at a time share the activation loads on AVX-512.
-                    let n = if isa == 2 { 4.min(b1 - r) } else { 1 };
-                    let mut acc = [0i32; 4];
-                    match (isa, n) {
-                        #[cfg(target_arch = "x86_64")]
-                        (2, 4) => {
-                            // SAFETY: features checked above; rows r..r+4 exist and hold `padded` bytes.
-                            acc = unsafe {
-                                avx512::dot4(
-                                    [m.row(r), m.row(r + 1), m.row(r + 2), m.row(r + 3)],
-                                    q,
-                                )
-                            }
-                        }
-                        #[cfg(target_arch = "x86_64")]
-                        (2, _) => {
-                            for (i, a) in acc.iter_mut().enumerate().take(n) {
-                                // SAFETY: features checked above; row r + i exists.
-                                *a = unsafe { avx512::dot(m.row(r + i), q) };
-                            }
-                        }
-                        // SAFETY: AVX2 checked above; one padded row.
-                        #[cfg(target_arch = "x86_64")]
-                        (1, _) => acc[0] = unsafe { avx2::dot(m.row(r), q) },
-                        _ => acc[0] = dot_scalar(m.row(r), q),
-                    }
-                    for (i, &v) in acc.iter().enumerate().take(n) {
-                        let v = if isa == 2 { v - 128 * m.wsum[r + i] } else { v };
-                        // SAFETY: rows are split disjointly; t·rows + r + i < out.len() by the assert.
-                        unsafe {
-                            *outp.get().add(t * m.rows + r + i) = v as f32 * m.scale[r + i] / a
-                        };
-                    }
-                    r += n;
-                }
+        WIDE.with(|wide| {
+            let mut wide = wide.borrow_mut();
+            if m.bits == 4 && wide.len() < ROW_BLOCK * m.padded {
+                wide.resize(ROW_BLOCK * m.padded, 0);
             }
-            b0 = b1;
-        }
+            while b0 < rows.end {
+                let b1 = (b0 + ROW_BLOCK).min(rows.end);
+                if m.bits == 4 {
+                    for r in b0..b1 {
+                        m.unpack_row(r, &mut wide[(r - b0) * m.padded..(r - b0 + 1) * m.padded]);
+                    }
+                }
+                let wide: &[i8] = &wide;
+                let row = |r: usize| -> &[i8] {
+                    if m.bits == 4 {
+                        &wide[(r - b0) * m.padded..(r - b0 + 1) * m.padded]
+                    } else {
+                        m.row(r)
+                    }
+                };
+                for t in 0..x.tokens() {
+                    let q = &x.row(t)[..m.padded];
+                    let a = x.scales()[t];
+                    let mut r = b0;
+                    while r < b1 {
+                        // Four rows at a time share the activation loads on AVX-512.
+                        let n = if isa == 2 { 4.min(b1 - r) } else { 1 };
+                        let mut acc = [0i32; 4];
+                        match (isa, n) {
+                            #[cfg(target_arch = "x86_64")]
+                            (2, 4) => {
+                                // SAFETY: features checked above; rows r..r+4 exist and hold `padded` bytes.
+                                acc = unsafe {
+                                    avx512::dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], q)
+                                }
+                            }
+                            #[cfg(target_arch = "x86_64")]
+                            (2, _) => {
+                                for (i, a) in acc.iter_mut().enumerate().take(n) {
+                                    // SAFETY: features checked above; row r + i exists.
+                                    *a = unsafe { avx512::dot(row(r + i), q) };
+                                }
+                            }
+                            // SAFETY: AVX2 checked above; one padded row.
+                            #[cfg(target_arch = "x86_64")]
+                            (1, _) => acc[0] = unsafe { avx2::dot(row(r), q) },
+                            _ => acc[0] = dot_scalar(row(r), q),
+                        }
+                        for (i, &v) in acc.iter().enumerate().take(n) {
+                            let v = if isa == 2 { v - 128 * m.wsum[r + i] } else { v };
+                            // SAFETY: rows are split disjointly; t·rows + r + i < out.len() by the assert.
+                            unsafe {
+                                *outp.get().add(t * m.rows + r + i) = v as f32 * m.scale[r + i] / a
+                            };
+                        }
+                        r += n;
+                    }
+                }
+                b0 = b1;
+            }
+        });
     });
 }
 
@@ -279,6 +431,47 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn four_bit_head_matches_scalar_bit_exact_and_stays_close() {
+        for (rows, cols) in [(37, 1000), (70, 2560), (5, 33)] {
+            let w: Vec<f32> =
+                (0..rows * cols).map(|i| ((i * 7919) % 1999) as f32 / 999.0 - 1.0).collect();
+            let m = Q8Matrix::from_row_fn_bits(rows, cols, 4, |r, b| {
+                b.copy_from_slice(&w[r * cols..(r + 1) * cols])
+            });
+            assert_eq!(m.bits(), 4);
+            let mut wide = vec![0i8; cols.div_ceil(ACT_ALIGN) * ACT_ALIGN];
+            let mut err = 0f64;
+            for r in 0..rows {
+                m.unpack_row(r, &mut wide);
+                assert!(wide.iter().all(|&v| (-105..=105).contains(&v)));
+                assert!(wide[cols..].iter().all(|&v| v == 0), "padding decodes to 0");
+                for k in 0..cols {
+                    err += ((w[r * cols + k] - m.row_scale(r) * wide[k] as f32) as f64).powi(2);
+                }
+            }
+            let rms = (err / (rows * cols) as f64).sqrt();
+            assert!(rms < 0.05, "4-bit reconstruction rms {rms} on values in [-1, 1]");
+            let xs: Vec<f32> =
+                (0..3 * cols).map(|i| ((i * 104729) % 3001) as f32 / 1500.0 - 1.0).collect();
+            let mut x = ActQuant::new(3, cols);
+            x.quantize(&xs);
+            let mut y = vec![0f32; 3 * rows];
+            q8_matmul(&ThreadPool::new(2), &m, &x, &mut y);
+            for t in 0..3 {
+                for r in 0..rows {
+                    m.unpack_row(r, &mut wide);
+                    let acc = dot_scalar(&wide, x.row(t));
+                    assert_eq!(
+                        y[t * rows + r],
+                        acc as f32 * m.row_scale(r) / x.scales()[t],
+                        "t={t} r={r}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn simd_head_matches_scalar_bit_exact() {

@@ -322,6 +322,7 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
     };
     let head = match opts.head {
         HeadKind::Q8 => Head::Q8(Q8Matrix::from_row_fn(c.vocab, h, head_rows)),
+        HeadKind::Q4 => Head::Q8(Q8Matrix::from_row_fn_bits(c.vocab, h, 4, head_rows)),
         HeadKind::F32 => {
             let mut w = vec![0f32; c.vocab * h];
             for (r, row) in w.chunks_exact_mut(h).enumerate() {

@@ -341,3 +341,29 @@ fn f16_kv_cache_stays_close_to_f32_on_the_shipped_model() {
     assert!(worst < 2e-2, "f16 KV drifts by {worst}");
     assert!(same >= 15, "f16 KV changes the greedy token in {} of 16 steps", 16 - same);
 }
+
+#[test]
+fn four_bit_head_keeps_the_shipped_models_predictions() {
+    let path = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
+    let load = |head| {
+        load_gguf(&path, &LoadOptions { threads: 2, layout: None, head, in_place: None }).unwrap()
+    };
+    let (exact, q8, q4) = (load(HeadKind::F32), load(HeadKind::Q8), load(HeadKind::Q4));
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 131 + 7) % 4000).collect();
+    let mut sessions: Vec<Session> =
+        [&exact, &q8, &q4].iter().map(|m| Session::new(m, 64, 8)).collect();
+    let (mut agree8, mut agree4, mut worst8, mut worst4) = (0, 0, 0f32, 0f32);
+    for &t in &prompt {
+        let l: Vec<Vec<f32>> =
+            sessions.iter_mut().map(|s| s.forward(&[t]).unwrap().to_vec()).collect();
+        agree8 += usize::from(argmax(&l[1]) == argmax(&l[0]));
+        agree4 += usize::from(argmax(&l[2]) == argmax(&l[0]));
+        worst8 = worst8.max(max_rel(&l[1], &l[0]));
+        worst4 = worst4.max(max_rel(&l[2], &l[0]));
+    }
+    eprintln!("head vs f32 over 40 steps: q8 {agree8}/40 same argmax (worst {worst8:.2e}), q4 {agree4}/40 (worst {worst4:.2e})");
+    // Measured 2026-11-25: q8 40/40 (worst 1.9e-2), q4 36/40 (worst 0.25): 4 bits cost
+    // accuracy on a 256-wide head, which is why q8 stays the default.
+    assert!(agree8 == 40 && agree4 >= 32, "q8 {agree8}/40, q4 {agree4}/40 (worst {worst4})");
+    assert!(q4.head.bytes() * 100 < q8.head.bytes() * 65, "4-bit head bytes");
+}

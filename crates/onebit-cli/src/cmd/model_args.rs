@@ -18,7 +18,7 @@ pub struct ModelArgs {
     /// Threads.
     #[arg(short, long, default_value_t = 2)]
     pub threads: usize,
-    /// Head storage: q8 or f32.
+    /// Head storage: q8, q4 (half the bytes, slightly less exact) or f32.
     #[arg(long, default_value = "q8")]
     pub head: String,
     /// Kernel layout for the linears (t2, b3); default keeps the file's bit width.
@@ -42,7 +42,8 @@ impl ModelArgs {
         let head = match self.head.as_str() {
             "q8" => HeadKind::Q8,
             "f32" => HeadKind::F32,
-            h => bail!("unknown --head '{h}' (q8, f32)"),
+            "q4" => HeadKind::Q4,
+            h => bail!("unknown --head '{h}' (q8, q4, f32)"),
         };
         let layout = self
             .layout

@@ -79,11 +79,13 @@ pub enum HeadKind {
     Q8,
     /// f32 rows (exact reference; four times the bytes of Q8).
     F32,
+    /// 4-bit rows (-7..7) with per-row least-squares scales: half the bytes of Q8.
+    Q4,
 }
 
 /// The output projection.
 pub enum Head {
-    /// int8 rows; activations are quantized per token to int8 as for the ternary layers.
+    /// int8 or 4-bit rows; activations are quantized per token to int8 as for the ternary layers.
     Q8(Q8Matrix),
     /// f32 rows `vocab x hidden`.
     F32(Vec<f32>),
