@@ -36,8 +36,8 @@ thread_local! {
 const Q4_BLOCK: usize = 64;
 
 /// Quantizes one row for the 4-bit head: `w ≈ s · m_b · q` with q in -7..7 (nibbles q + 8)
-/// and a multiplier m_b in 1..15 per block of 64 columns (the high nibble of `mults[b]`
-/// is unused). Widened values `m_b · q` stay within ±105, so the int8 kernels apply exactly.
+/// and a multiplier m_b in 1..15 per block of 64 columns; byte j of a block's 32 bytes
+/// holds elements j (low nibble) and j + 32 (high nibble). Widened values `m_b · q` stay within ±105, so the int8 kernels apply exactly.
 /// The row scale is chosen by least squares over a few clip ratios. Returns (s, Σ m_b·q).
 fn quantize_row_4bit(w: &[f32], dst: &mut [u8], mults: &mut [u8]) -> (f32, i32) {
     let amax = w.iter().fold(0f32, |m, &v| m.max(v.abs()));
@@ -73,8 +73,13 @@ fn quantize_row_4bit(w: &[f32], dst: &mut [u8], mults: &mut [u8]) -> (f32, i32) 
         let n = q(v, s * m) as i32;
         sum += n * m as i32;
         let code = (n + 8) as u8;
-        dst[k / 2] =
-            if k % 2 == 0 { (dst[k / 2] & 0xF0) | code } else { (dst[k / 2] & 0x0F) | (code << 4) };
+        let (block, local) = (k / Q4_BLOCK, k % Q4_BLOCK);
+        let at = block * Q4_BLOCK / 2 + local % (Q4_BLOCK / 2);
+        dst[at] = if local < Q4_BLOCK / 2 {
+            (dst[at] & 0xF0) | code
+        } else {
+            (dst[at] & 0x0F) | (code << 4)
+        };
     }
     (s, sum)
 }
@@ -164,10 +169,13 @@ impl Q8Matrix {
             .zip(src.chunks_exact(Q4_BLOCK / 2))
             .zip(mults)
         {
+            // Byte j of a block holds elements j (low nibble) and j + 32 (high): two
+            // contiguous halves, so this loop vectorizes without byte interleaving.
             let m = m as i8;
-            for (d, &b) in d.chunks_exact_mut(2).zip(s) {
-                d[0] = ((b & 15) as i8 - 8) * m;
-                d[1] = ((b >> 4) as i8 - 8) * m;
+            let (lo, hi) = d.split_at_mut(Q4_BLOCK / 2);
+            for ((l, h), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(s) {
+                *l = ((b & 15) as i8 - 8) * m;
+                *h = ((b >> 4) as i8 - 8) * m;
             }
         }
     }
