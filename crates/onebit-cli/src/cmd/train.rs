@@ -262,6 +262,15 @@ pub fn train_loop(t: &mut Trainer, data: &TokenData, out: &str) -> Result<()> {
     let ckpt = format!("{}/checkpoint.safetensors", out);
     let mut window = Instant::now();
     let mut window_tokens = 0usize;
+    let (seq, batch) = (t.cfg.seq, t.cfg.batch);
+    let can_eval = data.val.len() > seq && (data.val.len() - 1) / seq >= batch;
+    if !can_eval {
+        tracing::warn!(
+            "{} validation tokens cannot fill one batch of {batch} x {seq}: validation is skipped \
+             (use more data or a larger val_share)",
+            data.val.len()
+        );
+    }
     while t.step < t.cfg.schedule.steps {
         let r: StepReport = match t.train_step(data) {
             Ok(r) => r,
@@ -280,7 +289,7 @@ pub fn train_loop(t: &mut Trainer, data: &TokenData, out: &str) -> Result<()> {
         let mut line = serde_json::to_value(&r)?;
         line["tok_s"] = serde_json::json!(tok_s);
         let last = r.step == t.cfg.schedule.steps;
-        if (t.cfg.eval_every > 0 && r.step.is_multiple_of(t.cfg.eval_every)) || last {
+        if can_eval && ((t.cfg.eval_every > 0 && r.step.is_multiple_of(t.cfg.eval_every)) || last) {
             let val = t.evaluate(&data.val, t.cfg.eval_batches)?;
             line["val_loss"] = serde_json::json!(val);
             line["val_ppl"] = serde_json::json!(val.exp());
