@@ -244,6 +244,10 @@ pub fn q8_matmul(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32])
     } else {
         0
     };
+    #[cfg(target_arch = "x86_64")]
+    if m.bits == 4 && isa == 2 {
+        return q4_matmul_avx512(pool, m, x, out);
+    }
     let threads = pool.threads();
     let outp = OutPtr(out.as_mut_ptr());
     pool.run(&|i| {
@@ -318,6 +322,56 @@ pub fn q8_matmul(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32])
 /// Rows per L2-resident block of [`q8_matmul`] (32 rows of a 2560-wide head: 80 KB).
 const ROW_BLOCK: usize = 32;
 
+thread_local! {
+    /// Per-token, per-64-column sums of the int8 activations (the 4-bit kernel's offset).
+    static XSUM: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The 4-bit head on AVX-512 VNNI straight from the nibbles (no widening pass): per block,
+/// `dpbusd` of the codes (q + 8) with the activations, times the block multiplier, and
+/// `8·Σ m_b·Σx_b` subtracted at the end; the same integer as the widened scalar dot.
+#[cfg(target_arch = "x86_64")]
+fn q4_matmul_avx512(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32]) {
+    let nb = m.padded / Q4_BLOCK;
+    let tokens = x.tokens();
+    let threads = pool.threads();
+    let outp = OutPtr(out.as_mut_ptr());
+    pool.run(&|i| {
+        let rows = split(m.rows, threads, i, 16);
+        if rows.is_empty() {
+            return;
+        }
+        XSUM.with(|xs| {
+            let mut xs = xs.borrow_mut();
+            xs.clear();
+            xs.resize(tokens * nb, 0);
+            for t in 0..tokens {
+                for (b, blk) in x.row(t)[..m.padded].chunks_exact(Q4_BLOCK).enumerate() {
+                    xs[t * nb + b] = blk.iter().map(|&v| v as i32).sum();
+                }
+            }
+            let mut b0 = rows.start;
+            while b0 < rows.end {
+                let b1 = (b0 + ROW_BLOCK).min(rows.end);
+                for t in 0..tokens {
+                    let q = &x.row(t)[..m.padded];
+                    let (a, xsum) = (x.scales()[t], &xs[t * nb..(t + 1) * nb]);
+                    for r in b0..b1 {
+                        let nib = &m.nibbles[r * m.padded / 2..(r + 1) * m.padded / 2];
+                        let mults = &m.mults[r * nb..(r + 1) * nb];
+                        // SAFETY: AVX-512 BW + VNNI checked by the caller; the slices hold
+                        // nb blocks of 32 nibble bytes, 64 activations and one sum each.
+                        let acc = unsafe { avx512::dot_q4(nib, mults, q, xsum) };
+                        // SAFETY: rows are split disjointly; t·rows + r < out.len() by the assert.
+                        unsafe { *outp.get().add(t * m.rows + r) = acc as f32 * m.scale[r] / a };
+                    }
+                }
+                b0 = b1;
+            }
+        });
+    });
+}
+
 struct OutPtr(*mut f32);
 // SAFETY: threads write disjoint rows.
 unsafe impl Sync for OutPtr {}
@@ -330,6 +384,32 @@ impl OutPtr {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+
+    /// Σ_b m_b · Σ_k (code − 8)·q over 4-bit blocks of 64 (byte j: elements j and j + 32).
+    ///
+    /// # Safety
+    /// AVX-512 BW + VNNI; `nib.len() == 32·mults.len()`, `q.len() == 64·mults.len()`,
+    /// `xsum.len() == mults.len()` with `xsum[b]` = Σ of block b of `q`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn dot_q4(nib: &[u8], mults: &[u8], q: &[i8], xsum: &[i32]) -> i32 {
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut acc = _mm512_setzero_si512();
+        let mut corr = 0i32;
+        for (b, (&m, &s)) in mults.iter().zip(xsum).enumerate() {
+            // SAFETY: block b lies within both slices (caller contract).
+            unsafe {
+                let raw = _mm256_loadu_si256(nib.as_ptr().add(32 * b) as *const __m256i);
+                let lo = _mm256_and_si256(raw, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+                let codes = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                let x = _mm512_loadu_si512(q.as_ptr().add(64 * b) as *const _);
+                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, x);
+                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, _mm512_set1_epi32(m as i32)));
+            }
+            corr += m as i32 * s;
+        }
+        _mm512_reduce_add_epi32(acc) - 8 * corr
+    }
 
     /// Σ w·(q + 128) (the caller subtracts 128·Σw).
     ///
