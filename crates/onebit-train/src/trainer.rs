@@ -279,8 +279,8 @@ impl Trainer {
             }
             let id = crate::ParamId(i);
             let gamma = p.ternary(id).map(|c| c.gamma).unwrap_or(1.0);
-            let w = p.value(id).to_vec();
-            for (g, v) in p.grad_mut(id).iter_mut().zip(w) {
+            let (w, grad) = p.value_and_grad(id);
+            for (g, &v) in grad.iter_mut().zip(w) {
                 if (v / gamma).abs() > 1.5 {
                     *g = 0.0;
                 }

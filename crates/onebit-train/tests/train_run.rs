@@ -223,3 +223,26 @@ mod mutation {
         }
     }
 }
+
+#[test]
+fn clipped_ste_zeroes_the_gradient_of_saturated_latents() {
+    let dir = tmp("clip");
+    let (data, tok, _) = data(&dir, 300);
+    let mut cfg = config(tok.vocab_size(), 5);
+    cfg.clipped_ste = true;
+    cfg.batch = 2;
+    let mut t = Trainer::new(cfg).unwrap();
+    // Push some latents far outside the rounding range.
+    let id = t.model.params.find("blk.0.attn_q.weight").unwrap();
+    t.model.params.value_mut(id).iter_mut().step_by(7).for_each(|v| *v *= 40.0);
+    t.refresh().unwrap();
+    let before = t.model.params.value(id).to_vec();
+    let gamma = t.model.params.ternary(id).unwrap().gamma;
+    t.train_step(&data).unwrap();
+    let g = t.model.params.grad(id);
+    let saturated: Vec<usize> =
+        (0..before.len()).filter(|&i| (before[i] / gamma).abs() > 1.5).collect();
+    assert!(!saturated.is_empty());
+    assert!(saturated.iter().all(|&i| g[i] == 0.0), "saturated latents got a gradient");
+    assert!(g.iter().any(|&v| v != 0.0), "the others still learn");
+}
