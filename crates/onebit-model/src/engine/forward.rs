@@ -75,6 +75,42 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// [`rmsnorm`] with rows split over the pool for prompt chunks (a decode row stays on the
+/// calling thread: waking the pool would cost more than the row).
+fn rmsnorm_par(pool: &onebit_kernels::ThreadPool, out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    if out.len() / n < 2 * pool.threads() {
+        return rmsnorm(out, x, w, eps);
+    }
+    pool.run_chunks(out, n, &|_, rows, o| rmsnorm(o, &x[rows.start * n..rows.end * n], w, eps));
+}
+
+/// `gate = act(gate) · up` in place, rows split over the pool for prompt chunks.
+fn gated_par(
+    pool: &onebit_kernels::ThreadPool,
+    gate: &mut [f32],
+    up: &[f32],
+    width: usize,
+    act: Activation,
+) {
+    let body = |g: &mut [f32], u: &[f32]| {
+        for (g, u) in g.iter_mut().zip(u) {
+            let a = match act {
+                Activation::Relu2 => {
+                    let r = g.max(0.0);
+                    r * r
+                }
+                Activation::Silu => *g / (1.0 + (-*g).exp()),
+            };
+            *g = a * u;
+        }
+    };
+    if gate.len() / width < 2 * pool.threads() {
+        return body(gate, up);
+    }
+    pool.run_chunks(gate, width, &|_, rows, g| body(g, &up[rows.start * width..rows.end * width]));
+}
+
 /// The residual connection: `x += d`.
 fn add_into(x: &mut [f32], d: &[f32]) {
     for (x, d) in x.iter_mut().zip(d) {
@@ -283,7 +319,7 @@ impl<'m> Session<'m> {
         let c = &m.config;
         let pool = &m.pool;
         let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
-        rmsnorm(&mut self.xn[..t_n * h], &self.x[..t_n * h], &l.attn_norm, c.rms_eps);
+        rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.attn_norm, c.rms_eps);
         Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
         super::forward_many(
             pool,
@@ -302,32 +338,23 @@ impl<'m> Session<'m> {
         }
         self.attention(li, t_n);
         if let Some(w) = &l.attn_sub_norm {
-            rmsnorm(&mut self.tmp[..t_n * qd], &self.att[..t_n * qd], w, c.rms_eps);
+            rmsnorm_par(pool, &mut self.tmp[..t_n * qd], &self.att[..t_n * qd], w, c.rms_eps);
             Self::quantize(&mut self.aq_att, &self.tmp[..t_n * qd], pool);
         } else {
             Self::quantize(&mut self.aq_att, &self.att[..t_n * qd], pool);
         }
         l.o.forward(pool, &self.aq_att, &mut self.tmp[..t_n * h]);
         add_into(&mut self.x[..t_n * h], &self.tmp[..t_n * h]);
-        rmsnorm(&mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
+        rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
         Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
         super::forward_many(
             pool,
             &self.aq_hidden,
             &mut [(&l.gate, &mut self.gate[..t_n * ffn]), (&l.up, &mut self.up[..t_n * ffn])],
         );
-        for (g, u) in self.gate[..t_n * ffn].iter_mut().zip(&self.up[..t_n * ffn]) {
-            let a = match c.act {
-                Activation::Relu2 => {
-                    let r = g.max(0.0);
-                    r * r
-                }
-                Activation::Silu => *g / (1.0 + (-*g).exp()),
-            };
-            *g = a * u;
-        }
+        gated_par(pool, &mut self.gate[..t_n * ffn], &self.up[..t_n * ffn], ffn, c.act);
         if let Some(w) = &l.ffn_sub_norm {
-            rmsnorm(&mut self.up[..t_n * ffn], &self.gate[..t_n * ffn], w, c.rms_eps);
+            rmsnorm_par(pool, &mut self.up[..t_n * ffn], &self.gate[..t_n * ffn], w, c.rms_eps);
             Self::quantize(&mut self.aq_ffn, &self.up[..t_n * ffn], pool);
         } else {
             Self::quantize(&mut self.aq_ffn, &self.gate[..t_n * ffn], pool);
