@@ -169,7 +169,12 @@ pub fn quantize_row(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
     let a = 127.0 / max;
     let mut sum = 0i32;
     for (d, &v) in dst.iter_mut().zip(x) {
-        let q = round_half_even_small(v * a).clamp(-128.0, 127.0) as i32;
+        // Clamp, then round by adding 1.5·2²³ and read the integer out of the low mantissa
+        // bits: the same value as round-half-even then clamp, and no saturating float→int
+        // conversion, so the loop vectorizes. NaN becomes 0.
+        let y = (v * a).clamp(-128.0, 127.0);
+        let y = if y.is_nan() { 0.0 } else { y };
+        let q = ((y + 12_582_912.0f32).to_bits() as i32) - 0x4B40_0000;
         sum += q;
         *d = q as i8;
     }
@@ -246,6 +251,30 @@ pub fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantize_row_matches_round_half_even_definition() {
+        let mut x: Vec<f32> = (0..4000).map(|i| ((i * 7919) % 4001) as f32 / 40.0 - 50.0).collect();
+        // Exact ties after scaling by 127/50: ±0.5/a steps, and a NaN that must count as 0.
+        x.extend([
+            50.0,
+            -50.0,
+            0.5 * 50.0 / 127.0,
+            1.5 * 50.0 / 127.0,
+            -2.5 * 50.0 / 127.0,
+            f32::NAN,
+        ]);
+        let mut q = vec![0i8; x.len()];
+        let (a, sum) = quantize_row(&x, &mut q);
+        let mut want_sum = 0;
+        for (&v, &got) in x.iter().zip(&q) {
+            let want =
+                if v.is_nan() { 0 } else { (v * a).round_ties_even().clamp(-128.0, 127.0) as i32 };
+            assert_eq!(got as i32, want, "x = {v}");
+            want_sum += want;
+        }
+        assert_eq!(sum, want_sum);
+    }
+
     use super::*;
 
     #[test]
