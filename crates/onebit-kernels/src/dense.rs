@@ -148,39 +148,16 @@ pub fn gemm_strided(
     (b, b_rs, b_cs): (&[f32], usize, usize),
     alpha: f32,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(k > 0, "gemm_strided: empty reduction");
-    assert!(last(m, dst_rs, n, 1) < dst.len(), "gemm_strided: dst too short");
-    assert!(last(m, a_rs, k, a_cs) < a.len(), "gemm_strided: a too short");
-    assert!(last(k, b_rs, n, b_cs) < b.len(), "gemm_strided: b too short");
-    // SAFETY: the asserts above bound every index the strides describe within each slice;
-    // dst is the only output and is borrowed mutably.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            false,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            0.0,
-            alpha,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    gemm_f32_ex(
+        1,
+        (m, n, k),
+        dst,
+        dst_rs,
+        MatRef { data: a, rs: a_rs, cs: a_cs },
+        MatRef { data: b, rs: b_rs, cs: b_cs },
+        alpha,
+        false,
+    )
 }
 
 /// A read-only strided f32 matrix: element (i, j) is `data[i·rs + j·cs]`, so a transpose is

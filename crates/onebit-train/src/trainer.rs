@@ -80,6 +80,48 @@ fn val_share() -> f32 {
 }
 
 impl TrainConfig {
+    /// The reference run: a BitNet b1.58 of 4 blocks × 256 (4 heads, relu² FFN 688,
+    /// sub-norms, tied head) over `vocab` tokens, seq 256 × batch 8, the default schedule.
+    /// `onebit train` starts from it and `onebit bench-train` times it.
+    pub fn reference(vocab: usize) -> Self {
+        TrainConfig {
+            model: ModelConfig {
+                hidden: 256,
+                layers: 4,
+                heads: 4,
+                kv_heads: 4,
+                head_dim: 64,
+                intermediate: 688,
+                vocab,
+                max_positions: 256,
+                rope_theta: 10_000.0,
+                rope_interleaved: false,
+                rms_eps: 1e-5,
+                act: onebit_model::Activation::Relu2,
+                sub_norms: true,
+                tied_embeddings: true,
+                bos: None,
+                eos: None,
+            },
+            seq: 256,
+            batch: 8,
+            accum: 1,
+            schedule: Schedule::default(),
+            adamw: AdamWConfig::default(),
+            seed: 1,
+            threads: 2,
+            checkpointing: false,
+            clipped_ste: false,
+            int8_backward: false,
+            lambda_warmup: 0,
+            eval_every: 0,
+            eval_batches: eval_batches(),
+            monitor_every: 0,
+            save_every: 0,
+            val_share: val_share(),
+        }
+    }
+
     /// Checks settings that would fail later.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use onebit_kernels::bench::{cpu_model, median};
-use onebit_model::{Activation, ModelConfig};
+use onebit_model::ModelConfig;
 use onebit_train::data::TokenData;
 use onebit_train::rng::Rng;
 use onebit_train::schedule::Schedule;
@@ -60,43 +60,28 @@ fn peak_rss() -> Option<u64> {
 
 /// Runs `onebit bench-train`.
 pub fn run(a: Args) -> Result<()> {
-    let model = ModelConfig {
-        hidden: a.hidden,
-        layers: a.layers,
-        heads: a.heads,
-        kv_heads: a.heads,
-        head_dim: a.hidden / a.heads.max(1),
-        intermediate: a.ffn,
-        vocab: a.vocab,
-        max_positions: a.seq,
-        rope_theta: 10_000.0,
-        rope_interleaved: false,
-        rms_eps: 1e-5,
-        act: Activation::Relu2,
-        sub_norms: true,
-        tied_embeddings: true,
-        bos: None,
-        eos: None,
-    };
     let total = a.steps + 2;
+    let reference = TrainConfig::reference(a.vocab);
     let cfg = TrainConfig {
-        model,
+        model: ModelConfig {
+            hidden: a.hidden,
+            layers: a.layers,
+            heads: a.heads,
+            kv_heads: a.heads,
+            head_dim: a.hidden / a.heads.max(1),
+            intermediate: a.ffn,
+            max_positions: a.seq,
+            ..reference.model.clone()
+        },
         seq: a.seq,
         batch: a.batch,
-        accum: 1,
         schedule: Schedule { lr: 1e-3, warmup: 2, steps: total as u64, ..Default::default() },
-        adamw: Default::default(),
-        seed: 1,
         threads: a.threads,
         checkpointing: a.checkpointing,
-        clipped_ste: false,
-        lambda_warmup: 0,
         int8_backward: a.int8_backward,
-        eval_every: 0,
         eval_batches: 1,
-        monitor_every: 0,
-        save_every: 0,
         val_share: 0.0,
+        ..reference
     };
     let mut rng = Rng::new(7);
     let n = (total * a.batch + 1) * a.seq + 1;

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use onebit_model::{ModelConfig, Tokenizer};
+use onebit_model::Tokenizer;
 use onebit_train::data::{read_documents, tokenize, train_tokenizer, TokenData};
 use onebit_train::export::{export_gguf, ExportOptions};
 use onebit_train::schedule::Schedule;
@@ -94,40 +94,11 @@ pub struct Args {
 
 fn default_config(vocab: usize) -> TrainConfig {
     TrainConfig {
-        model: ModelConfig {
-            hidden: 256,
-            layers: 4,
-            heads: 4,
-            kv_heads: 4,
-            head_dim: 64,
-            intermediate: 688,
-            vocab,
-            max_positions: 256,
-            rope_theta: 10_000.0,
-            rope_interleaved: false,
-            rms_eps: 1e-5,
-            act: onebit_model::Activation::Relu2,
-            sub_norms: true,
-            tied_embeddings: true,
-            bos: None,
-            eos: None,
-        },
-        seq: 256,
-        batch: 8,
-        accum: 1,
         schedule: Schedule { lr: 3e-3, warmup: 100, steps: 1000, ..Default::default() },
-        adamw: Default::default(),
-        seed: 1,
-        threads: 2,
-        checkpointing: false,
-        clipped_ste: false,
-        lambda_warmup: 0,
-        int8_backward: false,
         eval_every: 200,
-        eval_batches: 8,
         monitor_every: 100,
         save_every: 500,
-        val_share: 0.05,
+        ..TrainConfig::reference(vocab)
     }
 }
 

@@ -10,8 +10,8 @@
 //! [`bitlinear_forward_reference`] / [`bitlinear_backward_reference`] are the plain
 //! fake-quant definition the fast path is tested against.
 
+use crate::ops::linear::{linear_backward, linear_forward};
 use crate::params::{ternarize, TernaryCache};
-use onebit_kernels::dense::{gemm_f32_pool, MatRef};
 use onebit_kernels::quant::EPS;
 use onebit_kernels::{ActQuant, Kernel, ThreadPool};
 
@@ -70,16 +70,7 @@ pub fn bitlinear_forward(
     if lambda == 1.0 {
         onebit_kernels::matmul(pool, kernel, &w.packed, &saved.act, out)?;
     } else {
-        gemm_f32_pool(
-            pool,
-            (tokens, rows, cols),
-            out,
-            rows,
-            MatRef::rows(&saved.x_used, cols),
-            MatRef::transposed(&w.dense, cols),
-            1.0,
-            false,
-        );
+        linear_forward(pool, out, &saved.x_used, &w.dense, (tokens, rows, cols));
     }
     Ok(clipped.into_inner())
 }
@@ -102,6 +93,9 @@ pub fn bitlinear_backward(
     kernel: &Kernel,
     (tokens, rows, cols): (usize, usize, usize),
 ) -> onebit_kernels::Result<()> {
+    // The STE products are those of a dense linear layer whose weight is γ·Wq (or the λ
+    // blend) and whose input is Xq/s: the same code as the head's backward.
+    let dims = (tokens, rows, cols);
     match (dx, &w.packed_t) {
         (Some(dx), Some(pt)) if w.lambda == 1.0 => {
             if saved.dy_q.cols() != rows {
@@ -116,40 +110,11 @@ pub fn bitlinear_backward(
                     *a += b;
                 }
             });
+            linear_backward(pool, None, dw, dout, &saved.x_used, &w.dense, dims);
         }
-        (Some(dx), _) => dense_dx(pool, dx, dout, w, (tokens, rows, cols)),
-        (None, _) => {}
+        (dx, _) => linear_backward(pool, dx, dw, dout, &saved.x_used, &w.dense, dims),
     }
-    gemm_f32_pool(
-        pool,
-        (rows, cols, tokens),
-        dw,
-        cols,
-        MatRef::transposed(dout, rows),
-        MatRef::rows(&saved.x_used, cols),
-        1.0,
-        true,
-    );
     Ok(())
-}
-
-fn dense_dx(
-    pool: &ThreadPool,
-    dx: &mut [f32],
-    dout: &[f32],
-    w: &TernaryCache,
-    (tokens, rows, cols): (usize, usize, usize),
-) {
-    gemm_f32_pool(
-        pool,
-        (tokens, cols, rows),
-        dx,
-        cols,
-        MatRef::rows(dout, rows),
-        MatRef::rows(&w.dense, cols),
-        1.0,
-        true,
-    );
 }
 
 /// The fake-quant operands of the reference: (`Xq/s`, `γ·Wq`), in plain loops.
