@@ -15,6 +15,11 @@ struct Cli {
     command: cmd::Command,
 }
 
+/// Large blocks (weights, head, KV cache) on transparent huge pages: fewer TLB misses while
+/// a decode step streams the weights (see `onebit_kernels::alloc`).
+#[global_allocator]
+static ALLOC: onebit_kernels::HugePageAlloc = onebit_kernels::HugePageAlloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -8,6 +8,7 @@
 //! - [`gemv`], [`gemm`], [`lut`]: the MAD and lookup-table kernel families, a scalar
 //!   reference for each layout plus AVX2, AVX-512 VNNI and NEON versions.
 //! - [`dispatch`]: CPU features detected once, [`Kernel`] lookup, [`matmul`], self-tune.
+//! - [`alloc`]: [`HugePageAlloc`], a global allocator putting large blocks on huge pages.
 //! - [`pool`]: the persistent thread pool; [`dense`]: f32/f16 baselines; [`bench`](mod@bench): timing
 //!   and read-bandwidth helpers.
 //!
@@ -29,6 +30,7 @@
 
 #![deny(missing_docs)]
 
+pub mod alloc;
 pub mod bench;
 pub mod dense;
 pub mod dispatch;
@@ -41,6 +43,7 @@ pub mod pool;
 pub mod q8;
 pub mod quant;
 
+pub use alloc::HugePageAlloc;
 pub use dispatch::{matmul, matmul_many, self_tune, CpuFeatures, Isa, Kernel};
 pub use error::{Error, Result};
 pub use format::{SharedBytes, TernaryFormat, TernaryMatrix};
