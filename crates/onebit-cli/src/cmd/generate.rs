@@ -13,7 +13,8 @@ pub struct GenArgs {
     /// Context length.
     #[arg(long, default_value_t = 2048)]
     pub ctx: usize,
-    /// KV cache element type: f16 (half the memory) or f32 (exact).
+    /// KV cache element type: f16 (half the memory), f32 (exact) or q8 (int8 in blocks of
+    /// 32: about half of f16's memory).
     #[arg(long, default_value = "f16")]
     pub kv_cache: String,
     /// tokenizer.json (default: inside the model directory or beside the model file).
@@ -63,8 +64,9 @@ impl GenArgs {
         model: &'m onebit_model::Model,
         ctx: usize,
     ) -> Result<onebit_model::Session<'m>> {
-        let kv = onebit_model::KvDtype::from_name(&self.kv_cache)
-            .ok_or_else(|| anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32)", self.kv_cache))?;
+        let kv = onebit_model::KvDtype::from_name(&self.kv_cache).ok_or_else(|| {
+            anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32, q8)", self.kv_cache)
+        })?;
         let opts = onebit_model::SessionOptions { max_ctx: ctx, max_batch: 128, slots: 1, kv };
         Ok(onebit_model::Session::with_options(model, opts))
     }

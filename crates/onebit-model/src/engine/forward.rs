@@ -147,8 +147,8 @@ impl<'m> Session<'m> {
             row_pos: vec![0; b],
             max_ctx,
             max_batch: b,
-            k_cache: KvStore::new(o.kv, slots * c.layers * max_ctx * c.kv_dim()),
-            v_cache: KvStore::new(o.kv, slots * c.layers * max_ctx * c.kv_dim()),
+            k_cache: KvStore::new(o.kv, slots * c.layers * max_ctx * c.kv_dim(), c.head_dim),
+            v_cache: KvStore::new(o.kv, slots * c.layers * max_ctx * c.kv_dim(), c.head_dim),
             x: vec![0.0; b * c.hidden],
             xn: vec![0.0; b * c.hidden],
             q: vec![0.0; b * c.q_dim()],
@@ -168,7 +168,7 @@ impl<'m> Session<'m> {
                 .map(|_| {
                     let kv = if o.kv == KvDtype::F32 { 0 } else { max_ctx * c.head_dim };
                     Mutex::new(Scratch {
-                        s: vec![0.0; max_ctx * b],
+                        s: vec![0.0; max_ctx * b.max(c.heads / c.kv_heads)],
                         k: vec![0.0; kv],
                         v: vec![0.0; kv],
                     })
@@ -447,46 +447,71 @@ impl<'m> Session<'m> {
                     }
                 },
             );
+            for head in 0..heads {
+                for t in 0..t_n {
+                    let src = &self.att_by_head[(head * t_n + t) * hd..][..hd];
+                    self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
+                }
+            }
         } else {
-            // Rows are (head, token) in head-major order, so that an even split over threads
-            // also splits the causal work evenly (token-major gives one thread the long contexts).
+            // Rows are (kv head, token, part): each serves `per_row` query heads that share the
+            // kv head, so K and V rows are read and widened once for all of them (GQA) rather
+            // than once per query head. A group is cut into `parts` only when that is needed to
+            // give every thread the same number of rows (5 kv heads over 2 threads: 3 to 2).
+            let threads = self.model.pool.threads();
+            let parts = (1..=group)
+                .filter(|d| group.is_multiple_of(*d))
+                .find(|d| (c.kv_heads * t_n * d).is_multiple_of(threads))
+                .unwrap_or(group);
+            let per_row = group / parts;
             self.model.pool.run_chunks(
                 &mut self.att_by_head[..t_n * qd],
-                hd,
+                per_row * hd,
                 &|thread, rows, out| {
                     let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
                     let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
                     for (j, row) in rows.enumerate() {
-                        let (head, t) = (row / t_n, row % t_n);
-                        let kvh = head / group;
-                        let qv = &q[(t * heads + head) * hd..][..hd];
+                        let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
                         let n = row_pos[t] + 1;
-                        let base = (row_slot[t] * layers + li) * layer_stride;
-                        let (kr, ks) = kc.view(base + kvh * hd, n, kvd, hd, kbuf);
-                        let mut max = f32::NEG_INFINITY;
-                        for (p, sp) in s[..n].iter_mut().enumerate() {
-                            *sp = dense::dot_f32(qv, &kr[p * ks..][..hd]) * scale;
-                            max = max.max(*sp);
+                        let base = (row_slot[t] * layers + li) * layer_stride + kvh * hd;
+                        let (kr, ks) = kc.view(base, n, kvd, hd, kbuf);
+                        for (g, sg) in s[..per_row * n].chunks_exact_mut(n).enumerate() {
+                            let head = kvh * group + part * per_row + g;
+                            let qv = &q[(t * heads + head) * hd..][..hd];
+                            dense::dots_f32(qv, kr, ks, sg);
+                            let mut max = f32::NEG_INFINITY;
+                            for sp in sg.iter_mut() {
+                                *sp *= scale;
+                                max = max.max(*sp);
+                            }
+                            let mut total = 0.0;
+                            for sp in sg.iter_mut() {
+                                *sp = (*sp - max).exp();
+                                total += *sp;
+                            }
+                            for sp in sg.iter_mut() {
+                                *sp /= total;
+                            }
                         }
-                        let mut total = 0.0;
-                        for sp in &mut s[..n] {
-                            *sp = (*sp - max).exp();
-                            total += *sp;
-                        }
-                        let o = &mut out[j * hd..(j + 1) * hd];
+                        let o = &mut out[j * per_row * hd..(j + 1) * per_row * hd];
                         o.fill(0.0);
-                        let (vr, vs) = vc.view(base + kvh * hd, n, kvd, hd, vbuf);
-                        for (p, &sp) in s[..n].iter().enumerate() {
-                            dense::axpy_f32(sp / total, &vr[p * vs..][..hd], o);
+                        let (vr, vs) = vc.view(base, n, kvd, hd, vbuf);
+                        for p in 0..n {
+                            let v = &vr[p * vs..][..hd];
+                            for (g, og) in o.chunks_exact_mut(hd).enumerate() {
+                                dense::axpy_f32(s[g * n + p], v, og);
+                            }
                         }
                     }
                 },
             );
-        }
-        for head in 0..heads {
-            for t in 0..t_n {
-                let src = &self.att_by_head[(head * t_n + t) * hd..][..hd];
-                self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
+            for row in 0..c.kv_heads * t_n * parts {
+                let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
+                for g in 0..per_row {
+                    let head = kvh * group + part * per_row + g;
+                    let src = &self.att_by_head[(row * per_row + g) * hd..][..hd];
+                    self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
+                }
             }
         }
     }
