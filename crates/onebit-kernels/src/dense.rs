@@ -701,7 +701,8 @@ mod tests {
             let q: Vec<f32> = (0..w).map(|i| ((i * 37 % 19) as f32 - 9.0) * 0.13).collect();
             let rows: Vec<f32> =
                 (0..n.max(1) * stride).map(|i| ((i * 53 % 23) as f32 - 11.0) * 0.07).collect();
-            let mut variants: Vec<fn(&[f32], &[f32], usize, &mut [f32])> = vec![dots_body];
+            type Dots = fn(&[f32], &[f32], usize, &mut [f32]);
+            let mut variants: Vec<Dots> = vec![dots_body];
             #[cfg(target_arch = "x86_64")]
             {
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
