@@ -384,9 +384,9 @@ fn q4_matmul_avx512(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f3
                                 )
                             }
                         } else {
-                            // SAFETY: as above, one row at a time.
                             std::array::from_fn(|i| {
                                 if i < n {
+                                    // SAFETY: as above, one row at a time.
                                     unsafe { avx512::dot_q4(nib(r + i), mults(r + i), q, xsum) }
                                 } else {
                                     0
