@@ -33,6 +33,10 @@ pub struct Args {
     /// advances every sequence by one token in one pass; tok/s is the aggregate.
     #[arg(long, default_value = "1", value_delimiter = ',')]
     batch: Vec<usize>,
+    /// Skip the untimed warm-up run before each test (by default one full run first, as
+    /// llama-bench does, so that first-touch page faults and cold caches are not timed).
+    #[arg(long)]
+    no_warmup: bool,
     /// KV cache element type: f16, f32 or q8 (int8 in blocks of 32, about half of f16's bytes).
     #[arg(long, default_value = "f16")]
     kv_cache: String,
@@ -103,7 +107,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut results = Vec::new();
     if a.prompt > 0 {
         let prompt: Vec<u32> = (0..a.prompt.min(ctx)).map(|_| tok()).collect();
-        s.forward(&prompt[..prompt.len().min(8)])?;
+        if !a.no_warmup {
+            s.forward(&prompt)?;
+        }
         let mut rates = Vec::new();
         let e0 = rapl_uj();
         for _ in 0..a.reps {
@@ -121,9 +127,13 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.gen > 0 {
         let mut rates = Vec::new();
-        let e0 = rapl_uj();
+        let warm = usize::from(!a.no_warmup);
+        let mut e0 = None;
         let n = a.gen.min(ctx - 1);
-        for _ in 0..a.reps {
+        for rep in 0..a.reps + warm {
+            if rep == warm {
+                e0 = rapl_uj();
+            }
             s.reset();
             let mut next = c.bos.unwrap_or(0).min(c.vocab as u32 - 1);
             let t = Instant::now();
@@ -132,7 +142,9 @@ pub fn run(a: Args) -> Result<()> {
                 next =
                     l.iter().enumerate().fold(0, |b, (i, &v)| if v > l[b] { i } else { b }) as u32;
             }
-            rates.push(n as f64 / t.elapsed().as_secs_f64());
+            if rep >= warm {
+                rates.push(n as f64 / t.elapsed().as_secs_f64());
+            }
         }
         let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
         if a.batch.contains(&1) {
@@ -142,8 +154,11 @@ pub fn run(a: Args) -> Result<()> {
             let mut bs = Session::with_options(&model, opts(a.ubatch.max(b), b));
             let slots: Vec<usize> = (0..b).collect();
             let mut rates = Vec::new();
-            let e0 = rapl_uj();
-            for _ in 0..a.reps {
+            let mut e0 = None;
+            for rep in 0..a.reps + warm {
+                if rep == warm {
+                    e0 = rapl_uj();
+                }
                 bs.reset();
                 let mut next: Vec<u32> = (0..b).map(|_| tok()).collect();
                 let t = Instant::now();
@@ -157,7 +172,9 @@ pub fn run(a: Args) -> Result<()> {
                             as u32;
                     }
                 }
-                rates.push((b * n) as f64 / t.elapsed().as_secs_f64());
+                if rep >= warm {
+                    rates.push((b * n) as f64 / t.elapsed().as_secs_f64());
+                }
             }
             let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
             results.push((
