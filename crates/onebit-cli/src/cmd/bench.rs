@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Result};
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
+use onebit_kernels::ThreadPool;
 use onebit_model::{KvDtype, Session, SessionOptions};
 use serde_json::json;
 use std::time::Instant;
@@ -83,13 +84,16 @@ pub fn run(a: Args) -> Result<()> {
         "table" => false,
         o => bail!("unknown --output '{o}' (table, json)"),
     };
+    // The bandwidth probe runs before the model is loaded (so its buffer is not part of the
+    // peak RSS) and again after the tests; the bound uses the better of the two, because the
+    // memory bandwidth a VM gets drifts by ±10 % between minutes.
+    let probe = |pool: &ThreadPool| ReadBuffer::new(512 << 20).read_gbs_best(pool, 5);
+    let gbs_before = probe(&ThreadPool::new(a.m.threads));
     let t0 = Instant::now();
     let model = a.m.load()?;
     tracing::info!("loaded {} in {:.1} s", a.m.model, t0.elapsed().as_secs_f64());
     let c = &model.config;
-    let read_gbs = ReadBuffer::new(512 << 20).read_gbs(&model.pool, 3);
     let per_token = model.bytes_per_token();
-    let bound = read_gbs * 1e9 / per_token as f64;
     let model_bytes = model_size(&a.m.model)?;
     let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
     let kv = KvDtype::from_name(&a.kv_cache)
@@ -185,13 +189,18 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let rss = peak_rss();
+    let gbs_after = probe(&model.pool);
+    let read_gbs = gbs_before.max(gbs_after);
+    let bound = read_gbs * 1e9 / per_token as f64;
     if !json_out {
         println!(
-            "cpu: {} · threads {} · kernel {} · read bandwidth {:.1} GB/s",
+            "cpu: {} · threads {} · kernel {} · read bandwidth {:.1} GB/s (best probe run; {:.1} before, {:.1} after the tests)",
             cpu_model(),
             a.m.threads,
             model.kernel_name(),
-            read_gbs
+            read_gbs,
+            gbs_before,
+            gbs_after
         );
         println!(
             "model: {} · {:.2} GB file · ternary {:.3} bpw · {:.0} MB read per token · bound {:.1} tok/s",
@@ -212,7 +221,7 @@ pub fn run(a: Args) -> Result<()> {
                     "test": test.split('@').next().unwrap_or(test), "threads": a.m.threads,
                     "batch": test.split_once("@b").map_or(1, |(_, b)| b.parse().unwrap_or(1)), "tok_s_mean": m, "tok_s_sd": sd,
                     "model_bytes": model_bytes, "bpw": model.ternary_bpw(), "kernel": model.kernel_name(),
-                    "peak_rss_bytes": rss, "bound_tok_s": bound, "read_gbs": read_gbs,
+                    "peak_rss_bytes": rss, "bound_tok_s": bound, "read_gbs": read_gbs, "read_gbs_before": gbs_before, "read_gbs_after": gbs_after,
                     "bytes_per_token": per_token, "kv_cache": a.kv_cache, "kv_bytes_per_value": kv.bytes_per_value(), "joules_per_token": jpt, "cpu": cpu_model(), "reps": rates.len(),
                 })
             );
