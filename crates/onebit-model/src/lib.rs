@@ -26,4 +26,4 @@ pub mod tokenizer;
 pub use config::{Activation, ModelConfig};
 pub use engine::{HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions};
 pub use error::{Error, Result};
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -61,6 +61,49 @@ impl Tokenizer {
     }
 }
 
+/// Turns a growing list of generated ids into text pieces to print, decoding only a short
+/// window per token (re-decoding the whole reply would be quadratic in its length).
+///
+/// The window starts one emitted piece back, as Hugging Face's streamers and llama.cpp do:
+/// decoders that treat the first token specially (SentencePiece drops its leading space)
+/// then see the same context for the old and the new text, so the difference is exact.
+/// Text ending in an incomplete UTF-8 sequence (decoded as U+FFFD) is held back.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    prefix: usize,
+    read: usize,
+    prefix_text: String,
+}
+
+impl StreamDecoder {
+    /// A decoder for a reply that has no tokens yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The new text that `ids` (all tokens of the reply so far; the last one just appended)
+    /// adds, or `None` while it is still an incomplete character.
+    pub fn next_piece(&mut self, tok: &Tokenizer, ids: &[u32]) -> Result<Option<String>> {
+        let cur = tok.decode(&ids[self.prefix..])?;
+        let old = self.prefix_text.len();
+        if cur.len() <= old || cur.ends_with('\u{FFFD}') || !cur.is_char_boundary(old) {
+            return Ok(None);
+        }
+        let piece = cur[old..].to_string();
+        self.prefix = self.read;
+        self.read = ids.len();
+        self.prefix_text = tok.decode(&ids[self.prefix..self.read])?;
+        Ok(Some(piece))
+    }
+
+    /// Text not yet returned by [`StreamDecoder::next_piece`] (an incomplete character at the
+    /// end of the reply, decoded with U+FFFD).
+    pub fn rest(&self, tok: &Tokenizer, ids: &[u32]) -> Result<String> {
+        let cur = tok.decode(&ids[self.prefix..])?;
+        Ok(cur.get(self.prefix_text.len()..).unwrap_or_default().to_string())
+    }
+}
+
 /// Llama-3's pre-tokenizer split (GGUF `tokenizer.ggml.pre = "llama-bpe"`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -157,5 +200,33 @@ impl Tokenizer {
             t.with_post_processor(Some(post));
         }
         Ok(Tokenizer(t))
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    /// Streaming piece by piece gives exactly the text of decoding all ids at once, including
+    /// characters split over several byte-level tokens.
+    #[test]
+    fn streamed_pieces_concatenate_to_the_full_decode() {
+        let path = format!("{}/../../models/austen.tokenizer.json", env!("CARGO_MANIFEST_DIR"));
+        let tok = Tokenizer::from_file(&path).unwrap();
+        let text = "Émile said — \"café, naïve ✓ 日本語\" — and 🎉 left.\n  Two  spaces.";
+        let ids = tok.encode(text, false).unwrap();
+        assert!(ids.len() > 20);
+        let mut d = StreamDecoder::new();
+        let (mut streamed, mut held) = (String::new(), 0);
+        for n in 1..=ids.len() {
+            match d.next_piece(&tok, &ids[..n]).unwrap() {
+                Some(p) => streamed.push_str(&p),
+                None => held += 1,
+            }
+        }
+        streamed.push_str(&d.rest(&tok, &ids).unwrap());
+        assert_eq!(streamed, tok.decode(&ids).unwrap());
+        assert_eq!(streamed, text);
+        assert!(held > 0, "multi-byte characters span tokens, so some pieces are held back");
     }
 }

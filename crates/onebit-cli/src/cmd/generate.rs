@@ -1,7 +1,7 @@
 //! Sampling flags and the streaming generation loop shared by `run` and `chat`.
 
 use anyhow::Result;
-use onebit_model::{Sampler, SamplerConfig, Session, Tokenizer};
+use onebit_model::{Sampler, SamplerConfig, Session, StreamDecoder, Tokenizer};
 use std::io::Write;
 
 /// Generation flags.
@@ -104,31 +104,44 @@ pub fn generate(
     let mut logits = session.forward(feed)?.to_vec();
     consumed.extend_from_slice(feed);
     let room = session.capacity().saturating_sub(session.position());
-    let (mut ids, mut printed) = (Vec::new(), 0usize);
+    let mut ids = Vec::new();
     let mut text = String::new();
+    let mut stream = StreamDecoder::new();
+    // A stop string can only end in the new piece, so only this tail of the text is searched.
+    let longest_stop = g.stop.iter().map(String::len).max().unwrap_or(0);
+    let mut stopped = false;
     for _ in 0..g.max_tokens.min(room) {
         let next = sampler.sample(&mut logits, consumed);
         if Some(next) == eos {
             break;
         }
         ids.push(next);
-        text = tok.decode(&ids)?;
-        if let Some(cut) = g.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-            out.write_all(&text.as_bytes()[printed.min(cut)..cut])?;
-            text.truncate(cut);
-            break;
-        }
-        // Hold back text that may still change (an incomplete UTF-8 sequence decodes as U+FFFD).
-        if text.len() > printed && !text.ends_with('\u{FFFD}') {
-            out.write_all(&text.as_bytes()[printed..])?;
+        if let Some(piece) = stream.next_piece(tok, &ids)? {
+            let printed = text.len();
+            let mut from = printed.saturating_sub(longest_stop);
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            text.push_str(&piece);
+            let found = g.stop.iter().filter_map(|s| text[from..].find(s.as_str())).min();
+            if let Some(cut) = found.map(|at| from + at) {
+                out.write_all(&text.as_bytes()[printed.min(cut)..cut])?;
+                text.truncate(cut);
+                stopped = true;
+                break;
+            }
+            out.write_all(piece.as_bytes())?;
             out.flush()?;
-            printed = text.len();
         }
         if session.position() + 1 > session.capacity() {
             break;
         }
         logits.copy_from_slice(session.forward(&[next])?);
         consumed.push(next);
+    }
+    if !stopped {
+        // An incomplete character at the very end stays out of the printed stream.
+        text.push_str(&stream.rest(tok, &ids)?);
     }
     Ok(Generated { text, tokens: ids.len() })
 }
