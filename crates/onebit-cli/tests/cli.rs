@@ -230,3 +230,27 @@ fn run_uses_the_shipped_model_by_default() {
     assert!(out.split_whitespace().count() >= 3, "{out}");
     assert!(err.contains("generated: 12 tokens"), "{err}");
 }
+
+#[test]
+fn run_cache_and_head_options_and_stop_strings() {
+    let prompt = "It is a truth universally acknowledged";
+    let greedy = |extra: &[&str]| {
+        let mut args = vec!["run", "-p", prompt, "-n", "24", "--temp", "0"];
+        args.extend_from_slice(extra);
+        onebit(&args)
+    };
+    let (ok, full, err) = greedy(&[]);
+    assert!(ok, "{err}");
+    // The int8 KV cache and 4-bit head run end to end (their accuracy is tested in onebit-model).
+    let (ok, out, err) = greedy(&["--kv-cache", "q8", "--head", "q4"]);
+    assert!(ok && out.starts_with(prompt), "{err}");
+    let (ok, _, err) = greedy(&["--kv-cache", "q3"]);
+    assert!(!ok && err.contains("unknown --kv-cache 'q3'"), "{err}");
+    // A stop string taken from the greedy reply cuts the reply just before it.
+    let reply = &full[prompt.len()..];
+    let word = reply.split_whitespace().nth(3).expect("a few words of reply").to_string();
+    let (ok, cut, err) = greedy(&["--stop", &word]);
+    assert!(ok, "{err}");
+    let at = reply.find(&word).unwrap();
+    assert_eq!(cut.trim_end(), full[..prompt.len() + at].trim_end(), "stop at {word:?}");
+}
