@@ -1,5 +1,6 @@
 //! AVX2 GEMM: decode rows to codes (T2 by shift/mask, B3 by the scalar tables), then a
-//! 2-row × 4-token tile of `vpmaddubsw` + `vpmaddwd` accumulators.
+//! 2-row × 4-token tile of `vpmaddubsw` sums kept in i16 for 32 chunks, then widened by
+//! `vpmaddwd` into i32 accumulators.
 
 use super::{decode_b3_row, with_codes};
 use crate::format::{b3, t2};
@@ -7,7 +8,7 @@ use crate::gemv::MatmulArgs;
 use std::arch::x86_64::*;
 
 const ROWS: usize = 2;
-const TOKENS: usize = 4;
+const TOKENS: usize = 6;
 
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -46,7 +47,16 @@ fn hsum(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// k-steps whose `vpmaddubsw` pair sums are added in 16 bits before widening: a pair sum
+/// is at most 2·(2·128) = 512 in magnitude (codes 0..=2, activations ≥ −128), so 32 of
+/// them stay within ±16384 and neither the multiply's saturation nor the i16 add can trip.
+const I16_STEPS: usize = 32;
+
 /// Σ c·q for an R × T tile over `k32` chunks of 32.
+///
+/// Pair sums are accumulated in i16 for [`I16_STEPS`] chunks and only then widened with
+/// `vpmaddwd`, which halves the multiplies per chunk (the bound is the integer pipes on
+/// AVX2-only cores); the result is the same integer.
 ///
 /// # Safety
 /// `codes + r·cstride + 32·k32` and `act + t·astride + 32·k32` are readable.
@@ -62,19 +72,29 @@ unsafe fn tile<const R: usize, const T: usize>(
 ) -> [[i32; T]; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); T]; R];
-    for k in 0..k32 {
-        // SAFETY: in bounds by the caller's contract.
-        let w: [__m256i; R] = std::array::from_fn(|r| unsafe {
-            _mm256_loadu_si256(codes.add(r * cstride + 32 * k) as *const _)
-        });
-        for t in 0..T {
-            // SAFETY: as above.
-            let x = unsafe { _mm256_loadu_si256(act.add(t * astride + 32 * k) as *const _) };
-            for r in 0..R {
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w[r], x), ones);
-                acc[r][t] = _mm256_add_epi32(acc[r][t], p);
+    let mut k0 = 0;
+    while k0 < k32 {
+        let k1 = (k0 + I16_STEPS).min(k32);
+        let mut acc16 = [[_mm256_setzero_si256(); T]; R];
+        for k in k0..k1 {
+            // SAFETY: in bounds by the caller's contract.
+            let w: [__m256i; R] = std::array::from_fn(|r| unsafe {
+                _mm256_loadu_si256(codes.add(r * cstride + 32 * k) as *const _)
+            });
+            for t in 0..T {
+                // SAFETY: as above.
+                let x = unsafe { _mm256_loadu_si256(act.add(t * astride + 32 * k) as *const _) };
+                for r in 0..R {
+                    acc16[r][t] = _mm256_add_epi16(acc16[r][t], _mm256_maddubs_epi16(w[r], x));
+                }
             }
         }
+        for r in 0..R {
+            for t in 0..T {
+                acc[r][t] = _mm256_add_epi32(acc[r][t], _mm256_madd_epi16(acc16[r][t], ones));
+            }
+        }
+        k0 = k1;
     }
     std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])))
 }
@@ -101,6 +121,8 @@ fn run_tiles<const R: usize>(a: &MatmulArgs<'_>, codes: &[u8], cstride: usize, r
         }
         match a.tokens - t {
             n if n >= TOKENS => go!(TOKENS),
+            5 => go!(5),
+            4 => go!(4),
             3 => go!(3),
             2 => go!(2),
             _ => go!(1),
