@@ -34,6 +34,7 @@ fn init_info_convert_bench_run() {
     let (ok, out, err) = onebit(&["info", &p("m.gguf")]);
     assert!(ok, "{err}");
     assert!(out.contains("bitnet-b1.58") && out.contains("I2S"), "{out}");
+    assert!(out.contains("KV cache per context token") && out.contains("KB q8"), "{out}");
     let (ok, _, err) = onebit(&["convert", &p("m.gguf"), "--to", "b3", "-o", &p("b3.gguf")]);
     assert!(ok, "{err}");
     let (ok, out, err) =

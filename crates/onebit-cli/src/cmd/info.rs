@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use onebit_model::load::GgufModelFile;
-use onebit_model::ModelConfig;
+use onebit_model::{KvDtype, ModelConfig};
 use std::collections::BTreeMap;
 
 /// Flags of `onebit info`.
@@ -53,6 +53,17 @@ pub fn run(a: Args) -> Result<()> {
         c.ternary_params(),
         ternary as f64 / 1e6,
         ternary as f64 * 8.0 / c.ternary_params() as f64
+    );
+    // K and V of every layer for one context position, per `--kv-cache` type.
+    let values = (2 * c.layers * c.kv_dim()) as f64;
+    let per = |kv: KvDtype| values * kv.bytes_per_value() / 1e3;
+    println!(
+        "KV cache per context token: {:.1} KB f16 · {:.1} KB q8 · {:.1} KB f32 ({} positions in f16: {:.0} MB)",
+        per(KvDtype::F16),
+        per(KvDtype::Q8),
+        per(KvDtype::F32),
+        c.max_positions,
+        per(KvDtype::F16) * c.max_positions as f64 / 1e3
     );
     Ok(())
 }
