@@ -109,6 +109,8 @@ pub fn generate(
     let mut stream = StreamDecoder::new();
     // A stop string can only end in the new piece, so only this tail of the text is searched.
     let longest_stop = g.stop.iter().map(String::len).max().unwrap_or(0);
+    // Bytes of `text` written to `out`; the tail after it may be the start of a stop string.
+    let mut printed = 0;
     let mut stopped = false;
     for _ in 0..g.max_tokens.min(room) {
         let next = sampler.sample(&mut logits, consumed);
@@ -117,8 +119,7 @@ pub fn generate(
         }
         ids.push(next);
         if let Some(piece) = stream.next_piece(tok, &ids)? {
-            let printed = text.len();
-            let mut from = printed.saturating_sub(longest_stop);
+            let mut from = text.len().saturating_sub(longest_stop);
             while !text.is_char_boundary(from) {
                 from -= 1;
             }
@@ -130,8 +131,14 @@ pub fn generate(
                 stopped = true;
                 break;
             }
-            out.write_all(piece.as_bytes())?;
-            out.flush()?;
+            // Hold back a tail that a stop string could still complete, as llama.cpp does,
+            // so no part of a stop string is ever printed.
+            let upto = text.len() - stop_prefix_len(&text, &g.stop);
+            if upto > printed {
+                out.write_all(&text.as_bytes()[printed..upto])?;
+                out.flush()?;
+                printed = upto;
+            }
         }
         if session.position() + 1 > session.capacity() {
             break;
@@ -140,8 +147,41 @@ pub fn generate(
         consumed.push(next);
     }
     if !stopped {
+        // A held-back tail that did not become a stop string is part of the reply.
+        out.write_all(&text.as_bytes()[printed..])?;
+        out.flush()?;
         // An incomplete character at the very end stays out of the printed stream.
         text.push_str(&stream.rest(tok, &ids)?);
     }
     Ok(Generated { text, tokens: ids.len() })
+}
+
+/// Bytes at the end of `text` that are a proper prefix of some stop string (0 if none).
+fn stop_prefix_len(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .flat_map(|s| (1..s.len()).rev().filter(|&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
+        .filter(|p| text.ends_with(p))
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stop_prefix_len;
+
+    #[test]
+    fn a_tail_that_could_start_a_stop_string_is_held_back() {
+        let stops = ["</s>".to_string(), "User:".to_string(), "é!".to_string()];
+        assert_eq!(stop_prefix_len("Hello </", &stops), 2);
+        assert_eq!(stop_prefix_len("Hello <", &stops), 1);
+        assert_eq!(stop_prefix_len("ask the Use", &stops), 3);
+        assert_eq!(stop_prefix_len("café", &stops), "é".len());
+        assert_eq!(stop_prefix_len("Hello", &stops), 0);
+        // A whole stop string is found by the search, not held here.
+        assert_eq!(stop_prefix_len("x</s>", &stops), 0);
+        assert_eq!(stop_prefix_len("", &stops), 0);
+        assert_eq!(stop_prefix_len("abc", &[]), 0);
+    }
 }
