@@ -301,20 +301,6 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     (f32_fns().dot)(a, b)
 }
 
-/// `out[r] = q · rows[r·stride..][..q.len()]` for every r < out.len(): attention scores of
-/// one query against a run of cached keys. Four keys at a time keep four independent
-/// accumulators in flight (one dot of a 128-wide head alone waits on its FMA chain).
-#[inline]
-pub fn dots_f32(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-    if let Some(last) = out.len().checked_sub(1) {
-        assert!(
-            stride >= q.len() && rows.len() >= last * stride + q.len(),
-            "dots_f32: rows too short"
-        );
-    }
-    (f32_fns().dots)(q, rows, stride, out)
-}
-
 /// `y += alpha · x`, dispatched like [`dot_f32`].
 #[inline]
 pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
@@ -342,7 +328,6 @@ pub fn widen_q8(src: &[i8], scales: &[f32], block: usize, dst: &mut [f32]) {
 struct F32Fns {
     dot: fn(&[f32], &[f32]) -> f32,
     axpy: fn(f32, &[f32], &mut [f32]),
-    dots: fn(&[f32], &[f32], usize, &mut [f32]),
     widen_f16: fn(&[f16], &mut [f32]),
     widen_q8: fn(&[i8], &[f32], usize, &mut [f32]),
 }
@@ -352,12 +337,17 @@ fn f32_fns() -> &'static F32Fns {
     FNS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") {
+            // Every AVX-512 CPU also has AVX2, FMA and F16C; checked so each installed
+            // function's feature claim holds.
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
                 return F32Fns {
                     dot: x86::dot_avx512,
                     axpy: x86::axpy_avx512,
-                    dots: x86::dots_avx512,
-                    widen_f16: x86::widen_f16_avx512,
+                    widen_f16: x86::widen_f16_avx2,
                     widen_q8: x86::widen_q8_avx512,
                 };
             }
@@ -368,7 +358,6 @@ fn f32_fns() -> &'static F32Fns {
                 return F32Fns {
                     dot: x86::dot_avx2,
                     axpy: x86::axpy_avx2,
-                    dots: x86::dots_avx2,
                     widen_f16: x86::widen_f16_avx2,
                     widen_q8: x86::widen_q8_avx2,
                 };
@@ -377,7 +366,6 @@ fn f32_fns() -> &'static F32Fns {
         F32Fns {
             dot: dot_body,
             axpy: axpy_body,
-            dots: dots_body,
             widen_f16: widen_f16_body,
             widen_q8: widen_q8_body,
         }
@@ -396,23 +384,6 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// One [`dot_body`] per row: the portable definition (x86 has four-row kernels).
-#[inline(always)]
-fn dots_body(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = dot_body(q, &rows[r * stride..][..q.len()]);
-    }
-}
-
-/// Sums 16 lanes and the ragged tail in [`dot_body`]'s order, so the four-row kernels
-/// round exactly as one dot per row.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn finish_lanes(lanes: &[f32; 16], q_tail: &[f32], k_tail: &[f32]) -> f32 {
-    let tail: f32 = q_tail.iter().zip(k_tail).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[inline(always)]
@@ -468,78 +439,6 @@ mod x86 {
         // SAFETY: as above.
         unsafe { axpy_512(alpha, x, y) }
     }
-    /// Four rows per pass, one zmm accumulator each (the lanes of `dot_body`'s 16).
-    #[target_feature(enable = "avx512f,fma")]
-    fn dots_512(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-        let (w, n) = (q.len(), out.len());
-        let full = w / 16 * 16;
-        let mut r = 0;
-        while r + 4 <= n {
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for c in (0..full).step_by(16) {
-                // SAFETY: c + 16 ≤ w; row r + i < n spans (r + i)·stride + w ≤ rows.len()
-                // (checked by `dots_f32`).
-                unsafe {
-                    let qv = _mm512_loadu_ps(q.as_ptr().add(c));
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        let k = _mm512_loadu_ps(rows.as_ptr().add((r + i) * stride + c));
-                        *a = _mm512_fmadd_ps(qv, k, *a);
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate() {
-                let mut lanes = [0f32; 16];
-                // SAFETY: 16 f32 fit `lanes`.
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
-                let k = &rows[(r + i) * stride..][..w];
-                out[r + i] = super::finish_lanes(&lanes, &q[full..], &k[full..]);
-            }
-            r += 4;
-        }
-        super::dots_body(q, &rows[(r * stride).min(rows.len())..], stride, &mut out[r..]);
-    }
-    /// As `dots_512` with each 16-lane accumulator split into two ymm halves.
-    #[target_feature(enable = "avx2,fma")]
-    fn dots_256(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-        let (w, n) = (q.len(), out.len());
-        let full = w / 16 * 16;
-        let mut r = 0;
-        while r + 4 <= n {
-            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-            for c in (0..full).step_by(16) {
-                // SAFETY: as in dots_512.
-                unsafe {
-                    let q0 = _mm256_loadu_ps(q.as_ptr().add(c));
-                    let q1 = _mm256_loadu_ps(q.as_ptr().add(c + 8));
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        let k = rows.as_ptr().add((r + i) * stride + c);
-                        a[0] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k), a[0]);
-                        a[1] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(k.add(8)), a[1]);
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate() {
-                let mut lanes = [0f32; 16];
-                // SAFETY: 2 x 8 f32 fit `lanes`.
-                unsafe {
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), a[0]);
-                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), a[1]);
-                }
-                let k = &rows[(r + i) * stride..][..w];
-                out[r + i] = super::finish_lanes(&lanes, &q[full..], &k[full..]);
-            }
-            r += 4;
-        }
-        super::dots_body(q, &rows[(r * stride).min(rows.len())..], stride, &mut out[r..]);
-    }
-    pub fn dots_avx512(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-        // SAFETY: installed only where AVX-512F and FMA were detected.
-        unsafe { dots_512(q, rows, stride, out) }
-    }
-    pub fn dots_avx2(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-        // SAFETY: installed only where AVX2 and FMA were detected.
-        unsafe { dots_256(q, rows, stride, out) }
-    }
     #[target_feature(enable = "avx512f")]
     fn widen_q8_512(src: &[i8], scales: &[f32], block: usize, dst: &mut [f32]) {
         super::widen_q8_body(src, scales, block, dst)
@@ -557,22 +456,8 @@ mod x86 {
         unsafe { widen_q8_256(src, scales, block, dst) }
     }
 
-    /// `vcvtph2ps` 16 at a time; the ragged tail goes through the scalar conversion.
-    #[target_feature(enable = "avx512f")]
-    fn widen_f16_512(src: &[f16], dst: &mut [f32]) {
-        let n = src.len().min(dst.len());
-        let mut i = 0;
-        while i + 16 <= n {
-            // SAFETY: i + 16 ≤ n ≤ both lengths; f16 is 2 bytes (repr(transparent) u16).
-            unsafe {
-                let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
-                _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
-            }
-            i += 16;
-        }
-        super::widen_f16_body(&src[i..n], &mut dst[i..n]);
-    }
-    /// `vcvtph2ps` 8 at a time (F16C).
+    /// `vcvtph2ps` 8 at a time (F16C, which every AVX2 and AVX-512 CPU has; a 16-wide
+    /// AVX-512 version is not needed for a conversion that streams from the KV cache).
     #[target_feature(enable = "avx2,f16c")]
     fn widen_f16_256(src: &[f16], dst: &mut [f32]) {
         let n = src.len().min(dst.len());
@@ -586,10 +471,6 @@ mod x86 {
             i += 8;
         }
         super::widen_f16_body(&src[i..n], &mut dst[i..n]);
-    }
-    pub fn widen_f16_avx512(src: &[f16], dst: &mut [f32]) {
-        // SAFETY: installed only where AVX-512F was detected.
-        unsafe { widen_f16_512(src, dst) }
     }
     pub fn widen_f16_avx2(src: &[f16], dst: &mut [f32]) {
         // SAFETY: installed only where AVX2 and F16C were detected.
@@ -663,16 +544,10 @@ mod tests {
             (seed >> 33) as u32
         };
         for n in [0usize, 1, 7, 8, 15, 16, 17, 31, 32, 33, 128, 129, 1000] {
-            // Every f16 bit pattern class: normals, subnormals, ±0, ±inf (NaN compared by bits).
+            // Every f16 bit pattern class: normals, subnormals, ±0, ±inf, NaN (compared as NaN).
             let src: Vec<f16> = (0..n).map(|_| f16::from_bits(next() as u16)).collect();
             let mut got = vec![0f32; n];
             widen_f16(&src, &mut got);
-            #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
-                let mut g2 = vec![0f32; n];
-                x86::widen_f16_avx2(&src, &mut g2);
-                assert!(g2.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()));
-            }
             for (g, s) in got.iter().zip(&src) {
                 if s.is_nan() {
                     assert!(g.is_nan()); // quieting may set a payload bit
@@ -688,35 +563,6 @@ mod tests {
                 widen_q8(&q, &scales, block, &mut got);
                 for (i, g) in got.iter().enumerate() {
                     assert_eq!(*g, f32::from(q[i]) * scales[i / block]);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn dots_equal_one_dot_per_row() {
-        for (w, n, stride) in
-            [(128usize, 9usize, 384usize), (7, 5, 7), (33, 4, 40), (16, 0, 16), (64, 3, 64)]
-        {
-            let q: Vec<f32> = (0..w).map(|i| ((i * 37 % 19) as f32 - 9.0) * 0.13).collect();
-            let rows: Vec<f32> =
-                (0..n.max(1) * stride).map(|i| ((i * 53 % 23) as f32 - 11.0) * 0.07).collect();
-            type Dots = fn(&[f32], &[f32], usize, &mut [f32]);
-            let mut variants: Vec<Dots> = vec![dots_body];
-            #[cfg(target_arch = "x86_64")]
-            {
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    variants.push(x86::dots_avx2);
-                }
-                if is_x86_feature_detected!("avx512f") {
-                    variants.push(x86::dots_avx512);
-                }
-            }
-            for f in variants {
-                let mut got = vec![0f32; n];
-                f(&q, &rows, stride, &mut got);
-                for (r, g) in got.iter().enumerate() {
-                    assert_eq!(*g, dot_body(&q, &rows[r * stride..][..w]), "w {w} row {r}");
                 }
             }
         }

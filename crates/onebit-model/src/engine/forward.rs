@@ -478,10 +478,9 @@ impl<'m> Session<'m> {
                         for (g, sg) in s[..per_row * n].chunks_exact_mut(n).enumerate() {
                             let head = kvh * group + part * per_row + g;
                             let qv = &q[(t * heads + head) * hd..][..hd];
-                            dense::dots_f32(qv, kr, ks, sg);
                             let mut max = f32::NEG_INFINITY;
-                            for sp in sg.iter_mut() {
-                                *sp *= scale;
+                            for (p, sp) in sg.iter_mut().enumerate() {
+                                *sp = dense::dot_f32(qv, &kr[p * ks..][..hd]) * scale;
                                 max = max.max(*sp);
                             }
                             let mut total = 0.0;
