@@ -68,6 +68,33 @@ fn rapl_uj() -> Option<u64> {
     std::fs::read_to_string("/sys/class/powercap/intel-rapl:0/energy_uj").ok()?.trim().parse().ok()
 }
 
+/// Runs `run` (returning the tokens it processed) once untimed when `warmup`, then `reps`
+/// timed times: tok/s of each timed run, and joules per token where RAPL is readable.
+fn timed(
+    reps: usize,
+    warmup: bool,
+    mut run: impl FnMut() -> Result<usize>,
+) -> Result<(Vec<f64>, Option<f64>)> {
+    if warmup {
+        run()?;
+    }
+    let e0 = rapl_uj();
+    let (mut rates, mut tokens) = (Vec::with_capacity(reps), 0);
+    for _ in 0..reps {
+        let t = Instant::now();
+        let n = run()?;
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+        tokens += n;
+    }
+    let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
+    Ok((rates, joules.map(|j| j / tokens.max(1) as f64)))
+}
+
+/// Index of the largest logit (the first of equals).
+fn argmax(l: &[f32]) -> u32 {
+    l.iter().enumerate().fold(0, |b, (i, &v)| if v > l[b] { i } else { b }) as u32
+}
+
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
     let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
@@ -89,6 +116,9 @@ pub fn run(a: Args) -> Result<()> {
     // memory bandwidth a VM gets drifts by ±10 % between minutes.
     let probe = |pool: &ThreadPool| ReadBuffer::new(512 << 20).read_gbs_best(pool, 5);
     let gbs_before = probe(&ThreadPool::new(a.m.threads));
+    // The probe's buffer is gone; start the peak-RSS count here (Linux: "5" resets VmHWM),
+    // else a model smaller than the buffer would report the buffer.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let t0 = Instant::now();
     let model = a.m.load()?;
     tracing::info!("loaded {} in {:.1} s", a.m.model, t0.elapsed().as_secs_f64());
@@ -109,84 +139,45 @@ pub fn run(a: Args) -> Result<()> {
         (rng % c.vocab as u64) as u32
     };
     let mut results = Vec::new();
+    let warmup = !a.no_warmup;
     if a.prompt > 0 {
         let prompt: Vec<u32> = (0..a.prompt.min(ctx)).map(|_| tok()).collect();
-        if !a.no_warmup {
-            s.forward(&prompt)?;
-        }
-        let mut rates = Vec::new();
-        let e0 = rapl_uj();
-        for _ in 0..a.reps {
+        let (rates, jpt) = timed(a.reps, warmup, || {
             s.reset();
-            let t = Instant::now();
             s.forward(&prompt)?;
-            rates.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        }
-        let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
-        results.push((
-            format!("pp{}", prompt.len()),
-            rates,
-            joules.map(|j| j / (a.reps * prompt.len()) as f64),
-        ));
+            Ok(prompt.len())
+        })?;
+        results.push((format!("pp{}", prompt.len()), rates, jpt));
     }
-    if a.gen > 0 {
-        let mut rates = Vec::new();
-        let warm = usize::from(!a.no_warmup);
-        let mut e0 = None;
-        let n = a.gen.min(ctx - 1);
-        for rep in 0..a.reps + warm {
-            if rep == warm {
-                e0 = rapl_uj();
-            }
+    let n = a.gen.min(ctx - 1);
+    if a.gen > 0 && a.batch.contains(&1) {
+        let bos = c.bos.unwrap_or(0).min(c.vocab as u32 - 1);
+        let (rates, jpt) = timed(a.reps, warmup, || {
             s.reset();
-            let mut next = c.bos.unwrap_or(0).min(c.vocab as u32 - 1);
-            let t = Instant::now();
+            let mut next = bos;
             for _ in 0..n {
-                let l = s.forward(&[next])?;
-                next =
-                    l.iter().enumerate().fold(0, |b, (i, &v)| if v > l[b] { i } else { b }) as u32;
+                next = argmax(s.forward(&[next])?);
             }
-            if rep >= warm {
-                rates.push(n as f64 / t.elapsed().as_secs_f64());
-            }
-        }
-        let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
-        if a.batch.contains(&1) {
-            results.push((format!("tg{n}"), rates, joules.map(|j| j / (a.reps * n) as f64)));
-        }
-        for &b in a.batch.iter().filter(|&&b| b > 1) {
-            let mut bs = Session::with_options(&model, opts(a.ubatch.max(b), b));
-            let slots: Vec<usize> = (0..b).collect();
-            let mut rates = Vec::new();
-            let mut e0 = None;
-            for rep in 0..a.reps + warm {
-                if rep == warm {
-                    e0 = rapl_uj();
-                }
-                bs.reset();
-                let mut next: Vec<u32> = (0..b).map(|_| tok()).collect();
-                let t = Instant::now();
-                for _ in 0..n {
-                    let l = bs.decode(&next, &slots)?;
-                    for (i, row) in l.chunks_exact(c.vocab).enumerate() {
-                        next[i] = row
-                            .iter()
-                            .enumerate()
-                            .fold(0, |m, (j, &v)| if v > row[m] { j } else { m })
-                            as u32;
-                    }
-                }
-                if rep >= warm {
-                    rates.push((b * n) as f64 / t.elapsed().as_secs_f64());
+            Ok(n)
+        })?;
+        results.push((format!("tg{n}"), rates, jpt));
+    }
+    for &b in a.batch.iter().filter(|&&b| b > 1 && a.gen > 0) {
+        let mut bs = Session::with_options(&model, opts(a.ubatch.max(b), b));
+        let slots: Vec<usize> = (0..b).collect();
+        let mut next = vec![0u32; b];
+        let (rates, jpt) = timed(a.reps, warmup, || {
+            bs.reset();
+            next.iter_mut().for_each(|t| *t = tok());
+            for _ in 0..n {
+                let l = bs.decode(&next, &slots)?;
+                for (t, row) in next.iter_mut().zip(l.chunks_exact(c.vocab)) {
+                    *t = argmax(row);
                 }
             }
-            let joules = e0.zip(rapl_uj()).map(|(a0, a1)| a1.saturating_sub(a0) as f64 / 1e6);
-            results.push((
-                format!("tg{n}@b{b}"),
-                rates,
-                joules.map(|j| j / (a.reps * n * b) as f64),
-            ));
-        }
+            Ok(b * n)
+        })?;
+        results.push((format!("tg{n}@b{b}"), rates, jpt));
     }
     let rss = peak_rss();
     let gbs_after = probe(&model.pool);
