@@ -167,6 +167,8 @@ fn table(format: TernaryFormat, isa: Isa) -> Option<(MatmulFn, MatmulFn)> {
         (F::HfPacked, Isa::Scalar) => same(scalar::hf),
         (F::Tq2_0, Isa::Scalar) => same(scalar::tq2),
         (F::Tq1_0, Isa::Scalar) => same(scalar::tq1),
+        (F::Iq2Bn, Isa::Scalar) => same(scalar::iq2bn),
+        (F::Iq1Bn, Isa::Scalar) => same(scalar::iq1bn),
         (F::Lut, Isa::Scalar) => same(crate::lut::scalar::lut),
         #[cfg(target_arch = "x86_64")]
         (F::T2, Isa::Avx2) => Some((crate::gemv::avx2::t2, crate::gemm::avx2::t2)),
@@ -279,6 +281,8 @@ fn args<'a>(
         TernaryFormat::T2 => crate::format::t2::row_bytes(w.cols()),
         TernaryFormat::B3 => crate::format::b3::row_bytes(w.cols()),
         TernaryFormat::Lut => lut::tile_bytes(w.cols()),
+        TernaryFormat::Iq2Bn => crate::format::iq2bn::row_bytes(w.cols()),
+        TernaryFormat::Iq1Bn => crate::format::iq1bn::row_bytes(w.cols()),
         _ => 0,
     };
     assert!(

@@ -115,3 +115,26 @@ fn bits_per_weight() {
     assert_eq!(m(TernaryFormat::B3), 1.6);
     assert_eq!(m(TernaryFormat::T2), 2.0);
 }
+
+#[test]
+fn iq2_bn_row() {
+    // ik_llama.cpp IQ2_BN: f32 row scale, then byte j = e_j | e_{16+j}<<2 | e_{32+j}<<4 | e_{48+j}<<6.
+    // byte 0: codes (2, 0, 1, 1) = 2 | 0 | 1<<4 | 1<<6 = 0x52; byte 15: (1, 1, 1, 2) = 0x95.
+    let b = packed(TernaryFormat::Iq2Bn, 1, 64, &[(0, 1), (16, -1), (63, 1)], 0.75);
+    assert_eq!(b.len(), 4 + 16);
+    assert_eq!(&b[..4], &0.75f32.to_le_bytes());
+    assert_eq!((b[4], b[5], b[19]), (0x52, 0x55, 0x95));
+}
+
+#[test]
+fn iq1_bn_block() {
+    // ik_llama.cpp IQ1_BN: f16 row scale, then per 16-group g three bytes of five digits
+    // (element 16g + 5k + j is digit j, least significant first) and a 13th byte with element
+    // 16g + 15 as digit g; bytes store ceil(256·v/243).
+    // byte 0 digits (2, 0, 1, 1, 1): v = 2 + 0 + 9 + 27 + 81 = 119 -> ceil(119·256/243) = 126.
+    // zero byte (1, 1, 1, 1, 1): v = 121 -> 128.  extra digits (0, 1, 1, 2): v = 0+3+9+54 = 66 -> 70.
+    let b = packed(TernaryFormat::Iq1Bn, 1, 64, &[(0, 1), (1, -1), (15, -1), (63, 1)], 1.0);
+    assert_eq!(b.len(), 2 + 13);
+    assert_eq!(&b[..2], &[0x00, 0x3C]);
+    assert_eq!((b[2], b[3], b[14]), (126, 128, 70));
+}

@@ -21,16 +21,6 @@ impl Rng {
     }
 }
 
-/// Shapes each format can hold, derived from (rows, cols).
-fn fit(format: TernaryFormat, rows: usize, cols: usize) -> (usize, usize) {
-    match format {
-        TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => (rows, cols.div_ceil(256) * 256),
-        TernaryFormat::HfPacked => (rows.div_ceil(4) * 4, cols),
-        TernaryFormat::I2S => (rows, cols.div_ceil(128) * 128),
-        _ => (rows, cols),
-    }
-}
-
 /// Runs every available kernel of every format on one case; returns the kernels that ran.
 fn check_case(
     pool: &ThreadPool,
@@ -41,7 +31,7 @@ fn check_case(
 ) -> Vec<String> {
     let mut ran = Vec::new();
     for format in TernaryFormat::ALL {
-        let (rows, cols) = fit(format, rows, cols);
+        let (rows, cols) = format.fit_shape(rows, cols);
         let mut rng = Rng(seed | 1);
         let trits = rng.trits(rows * cols);
         let q = rng.acts(tokens * cols);

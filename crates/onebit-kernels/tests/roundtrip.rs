@@ -4,34 +4,22 @@
 use onebit_kernels::{Error, TernaryFormat, TernaryMatrix};
 use proptest::prelude::*;
 
-fn shape_for(format: TernaryFormat, rows: usize, cols: usize) -> (usize, usize) {
-    match format {
-        TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => (rows, cols.div_ceil(256) * 256),
-        TernaryFormat::HfPacked => (rows.div_ceil(4) * 4, cols),
-        TernaryFormat::I2S => (rows, cols.div_ceil(128) * 128),
-        _ => (rows, cols),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn every_layout_round_trips(rows in 1usize..20, cols in 1usize..700, seed: u64, scale in 0.001f32..10.0) {
         for format in TernaryFormat::ALL {
-            let (rows, cols) = shape_for(format, rows, cols);
+            let (rows, cols) = format.fit_shape(rows, cols);
             let mut s = seed | 1;
             let trits: Vec<i8> = (0..rows * cols).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
             let m = TernaryMatrix::from_trits(format, rows, cols, &trits, scale).unwrap();
             prop_assert_eq!(m.to_trits(), trits.clone());
-            let scale_kept = match format {
-                TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => half::f16::from_f32(scale).to_f32(),
-                _ => scale,
-            };
+            let scale_kept = format.stored_scale(scale);
             let back = TernaryMatrix::from_bytes(format, rows, cols, m.bytes().to_vec(), Some(scale)).unwrap();
             prop_assert_eq!(back.to_trits(), trits.clone());
             prop_assert_eq!(back.scale(), scale_kept);
             for to in TernaryFormat::ALL {
-                if shape_for(to, rows, cols) == (rows, cols) {
+                if to.fit_shape(rows, cols) == (rows, cols) {
                     let r = m.repack(to).unwrap();
                     prop_assert_eq!(r.to_trits(), trits.clone());
                     let rr = r.repack(format).unwrap();
@@ -42,7 +30,7 @@ proptest! {
     }
 
     #[test]
-    fn random_bytes_never_panic(format_i in 0usize..7, rows in 1usize..5, cols in 1usize..600, bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+    fn random_bytes_never_panic(format_i in 0usize..TernaryFormat::ALL.len(), rows in 1usize..5, cols in 1usize..600, bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let format = TernaryFormat::ALL[format_i];
         let _ = TernaryMatrix::from_bytes(format, rows, cols, bytes.clone(), Some(1.0));
         if let Ok(len) = format.packed_len(rows, cols) {
@@ -91,4 +79,45 @@ fn tq_blocks_with_different_scales_do_not_convert() {
     b[66 + 64..66 + 66].copy_from_slice(&half::f16::from_f32(2.0).to_le_bytes());
     let m = TernaryMatrix::from_bytes(TernaryFormat::Tq2_0, 1, 512, b, None).unwrap();
     assert!(matches!(m.repack(TernaryFormat::T2), Err(Error::Lossy { .. })));
+}
+
+#[test]
+fn iq_rows_with_scale_zero_are_zero_and_mixed_rows_do_not_convert() {
+    use TernaryFormat::{Iq1Bn, Iq2Bn};
+    for format in [Iq2Bn, Iq1Bn] {
+        let mut t = vec![1i8; 3 * 64];
+        t[64..128].fill(0);
+        let m = TernaryMatrix::from_trits(format, 3, 64, &t, 0.5).unwrap();
+        // ik_llama.cpp's quantizer writes code 2 (+1) all over a row whose absmax is 0.
+        let mut b = m.bytes().to_vec();
+        let rb = b.len() / 3;
+        let codes_at = if format == Iq2Bn { 4 } else { 2 };
+        let plus = if format == Iq2Bn { 0xAA } else { 255 };
+        b[rb + codes_at..2 * rb].fill(plus);
+        let m = TernaryMatrix::from_bytes(format, 3, 64, b.clone(), None).unwrap();
+        assert_eq!(m.to_trits(), t, "{format:?}");
+        assert_eq!(m.scale(), 0.5);
+        assert_eq!(m.repack(TernaryFormat::T2).unwrap().to_trits(), t);
+        // A row with its own scale is not one multiplier per tensor.
+        if format == Iq2Bn {
+            b[2 * rb..2 * rb + 4].copy_from_slice(&0.25f32.to_le_bytes());
+        } else {
+            b[2 * rb..2 * rb + 2].copy_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
+        }
+        let m = TernaryMatrix::from_bytes(format, 3, 64, b, None).unwrap();
+        assert!(matches!(m.repack(TernaryFormat::T2), Err(Error::Lossy { .. })), "{format:?}");
+    }
+}
+
+#[test]
+fn zero_tq_blocks_do_not_set_the_scale() {
+    // llama.cpp's quantizer stores d = 0 for an all-zero block.
+    let mut t = vec![0i8; 512];
+    t[300] = -1;
+    let m = TernaryMatrix::from_trits(TernaryFormat::Tq2_0, 1, 512, &t, 2.0).unwrap();
+    let mut b = m.bytes().to_vec();
+    b[64..66].copy_from_slice(&[0, 0]);
+    let m = TernaryMatrix::from_bytes(TernaryFormat::Tq2_0, 1, 512, b, None).unwrap();
+    assert_eq!(m.scale(), 2.0);
+    assert_eq!(m.repack(TernaryFormat::T2).unwrap().to_trits(), t);
 }

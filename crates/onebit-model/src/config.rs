@@ -15,6 +15,85 @@ pub enum Activation {
     Silu,
 }
 
+/// RoPE base of an HF config: top-level `rope_theta` (transformers 4) or
+/// `rope_parameters.rope_theta` (transformers 5); scaled RoPE variants are refused rather
+/// than run as plain RoPE.
+fn hf_rope_theta(v: &serde_json::Value) -> Result<f32> {
+    let params = v.get("rope_parameters").filter(|p| !p.is_null());
+    for scaling in [v.get("rope_scaling"), params.and_then(|p| p.get("rope_type"))] {
+        let kind = match scaling {
+            None | Some(serde_json::Value::Null) => continue,
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(obj) => obj
+                .get("rope_type")
+                .or_else(|| obj.get("type"))
+                .and_then(|t| t.as_str())
+                .unwrap_or("unknown")
+                .to_string(),
+        };
+        if kind != "default" {
+            return Err(Error::Config(format!(
+                "config.json: RoPE scaling '{kind}' is not supported (plain RoPE only)"
+            )));
+        }
+    }
+    let theta = v
+        .get("rope_theta")
+        .or_else(|| params.and_then(|p| p.get("rope_theta")))
+        .map(|t| {
+            t.as_f64()
+                .ok_or_else(|| Error::Config("config.json: rope_theta is not a number".into()))
+        })
+        .transpose()?
+        .unwrap_or(10000.0);
+    if !theta.is_finite() {
+        return Err(Error::Config(format!("config.json: rope_theta is {theta}")));
+    }
+    Ok(theta as f32)
+}
+
+/// What a GGUF architecture name means, as the engine that defines it runs it. Every row
+/// of the table in this crate's README is one arm of [`ArchRules::of`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchRules {
+    /// FFN gate activation.
+    pub act: Activation,
+    /// `attn_sub_norm` / `ffn_sub_norm` present.
+    pub sub_norms: bool,
+    /// RoPE on adjacent pairs (ggml's NORM) rather than halves (NEOX).
+    pub rope_interleaved: bool,
+    /// `output.weight` is read when present (else the head is always the embedding).
+    pub reads_output: bool,
+    /// Optional one-element `blk.N.<linear>.scale` tensors multiply a linear's output.
+    pub scale_tensors: bool,
+}
+
+impl ArchRules {
+    /// The architecture names onebit reads.
+    pub const NAMES: [&'static str; 4] = ["llama", "bitnet", "bitnet-b1.58", "bitnet-25"];
+
+    /// The rules of `arch`, or None for an architecture onebit does not run.
+    pub fn of(arch: &str) -> Option<ArchRules> {
+        let r = |act, sub_norms, rope_interleaved, reads_output, scale_tensors| ArchRules {
+            act,
+            sub_norms,
+            rope_interleaved,
+            reads_output,
+            scale_tensors,
+        };
+        Some(match arch {
+            // llama.cpp LLM_ARCH_LLAMA: SwiGLU, ROPE_TYPE_NORM (its converter permutes q/k).
+            "llama" => r(Activation::Silu, false, true, true, false),
+            // llama.cpp / bitnet.cpp / ik_llama.cpp LLM_ARCH_BITNET (1bitLLM): SwiGLU with
+            // sub-norms, ROPE_TYPE_NEOX, head always tied, optional .scale tensors.
+            "bitnet" => r(Activation::Silu, true, false, false, true),
+            // ik_llama.cpp / bitnet.cpp LLM_ARCH_BITNET_B158 and _25 (2B4T): relu² gating.
+            "bitnet-b1.58" | "bitnet-25" => r(Activation::Relu2, true, false, true, false),
+            _ => return None,
+        })
+    }
+}
+
 /// Shape and switches of a decoder-only transformer with ternary linears.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -145,7 +224,10 @@ impl ModelConfig {
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} is odd (RoPE rotates pairs)", self.head_dim));
         }
-        let ok = self.rms_eps > 0.0 && self.rms_eps < 1.0 && self.rope_theta > 1.0;
+        let ok = self.rms_eps > 0.0
+            && self.rms_eps < 1.0
+            && self.rope_theta > 1.0
+            && self.rope_theta.is_finite();
         if !ok {
             return bad(format!(
                 "rms_eps {} or rope_theta {} out of range",
@@ -208,7 +290,7 @@ impl ModelConfig {
             intermediate: need("intermediate_size")?,
             vocab: need("vocab_size")?,
             max_positions: num("max_position_embeddings").unwrap_or(2048),
-            rope_theta: v.get("rope_theta").and_then(|t| t.as_f64()).unwrap_or(10000.0) as f32,
+            rope_theta: hf_rope_theta(&v)?,
             rope_interleaved: false,
             rms_eps: v.get("rms_norm_eps").and_then(|t| t.as_f64()).unwrap_or(1e-5) as f32,
             act,
@@ -224,14 +306,23 @@ impl ModelConfig {
         Ok(c)
     }
 
-    /// Reads the `{arch}.*` keys of a GGUF file (bitnet.cpp's `bitnet-b1.58`, llama.cpp's
-    /// `llama`/`bitnet`, or onebit's own, which adds `onebit.*` switches).
+    /// Reads the `{arch}.*` keys of a GGUF file. The architecture name decides the FFN,
+    /// the sub-norms, the RoPE pairing and whether `output.weight` is read, as the engine
+    /// that defines the name runs it ([`ArchRules`]); onebit's own files (`onebit.version`)
+    /// carry `onebit.*` switches that take precedence.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let arch = g
             .get("general.architecture")
             .and_then(Value::as_str)
             .ok_or_else(|| Error::Config("GGUF: no general.architecture".into()))?
             .to_string();
+        let onebit = g.get("onebit.version").is_some();
+        let rules = ArchRules::of(&arch).ok_or_else(|| {
+            Error::Config(format!(
+                "GGUF architecture '{arch}' is not supported (known: {})",
+                ArchRules::NAMES.join(", ")
+            ))
+        })?;
         let key = |k: &str| g.get(&format!("{arch}.{k}"));
         let need = |k: &str| {
             key(k)
@@ -239,10 +330,20 @@ impl ModelConfig {
                 .map(|n| n as usize)
                 .ok_or_else(|| Error::Config(format!("GGUF: missing or non-integer '{arch}.{k}'")))
         };
+        let float = |k: &str, default: f64| -> Result<f32> {
+            let v = match key(k) {
+                None => default,
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| Error::Config(format!("GGUF: '{arch}.{k}' is not a number")))?,
+            };
+            if !v.is_finite() {
+                return Err(Error::Config(format!("GGUF: '{arch}.{k}' is {v}")));
+            }
+            Ok(v as f32)
+        };
         let hidden = need("embedding_length")?;
         let heads = need("attention.head_count")?;
-        let bitnet = arch.starts_with("bitnet");
-        let onebit = g.get("onebit.version").is_some();
         let flag =
             |k: &str, default: bool| g.get(k).map_or(default, |v| matches!(v, Value::Bool(true)));
         let act = match g.get("onebit.ffn_act").and_then(Value::as_str) {
@@ -251,20 +352,34 @@ impl ModelConfig {
             Some(other) => {
                 return Err(Error::Config(format!("GGUF: unknown onebit.ffn_act '{other}'")))
             }
-            None if bitnet => Activation::Relu2,
-            None => Activation::Silu,
+            None => rules.act,
         };
         let vocab = match key("vocab_size").and_then(Value::as_u64) {
             Some(v) => v as usize,
             None => match g.get("tokenizer.ggml.tokens") {
                 Some(Value::Array(t)) => t.len(),
-                _ => {
-                    return Err(Error::Config(
-                        "GGUF: no vocab_size and no tokenizer.ggml.tokens".into(),
-                    ))
-                }
+                _ => match g.tensor("token_embd.weight") {
+                    Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
+                    _ => {
+                        return Err(Error::Config(
+                            "GGUF: no vocab_size, no tokenizer.ggml.tokens, no token_embd".into(),
+                        ))
+                    }
+                },
             },
         };
+        let head_dim = key("attention.key_length")
+            .and_then(Value::as_u64)
+            .map_or(hidden / heads.max(1), |v| v as usize);
+        if let Some(rot) = key("rope.dimension_count").and_then(Value::as_u64) {
+            if rot as usize != head_dim {
+                return Err(Error::Config(format!(
+                    "GGUF: RoPE on {rot} of {head_dim} head dimensions (partial rotary) is not supported"
+                )));
+            }
+        }
+        let rope_interleaved =
+            if onebit { !flag("onebit.rope_rotate_half", true) } else { rules.rope_interleaved };
         let c = ModelConfig {
             hidden,
             layers: need("block_count")?,
@@ -272,21 +387,18 @@ impl ModelConfig {
             kv_heads: key("attention.head_count_kv")
                 .and_then(Value::as_u64)
                 .map_or(heads, |v| v as usize),
-            head_dim: key("rope.dimension_count")
-                .and_then(Value::as_u64)
-                .map_or(hidden / heads.max(1), |v| v as usize),
+            head_dim,
             intermediate: need("feed_forward_length")?,
             vocab,
             max_positions: key("context_length")
                 .and_then(Value::as_u64)
                 .map_or(2048, |v| v as usize),
-            rope_theta: key("rope.freq_base").and_then(Value::as_f64).unwrap_or(10000.0) as f32,
-            rope_interleaved: !onebit || !flag("onebit.rope_rotate_half", true),
-            rms_eps: key("attention.layer_norm_rms_epsilon").and_then(Value::as_f64).unwrap_or(1e-5)
-                as f32,
+            rope_theta: float("rope.freq_base", 10000.0)?,
+            rope_interleaved,
+            rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
             act,
-            sub_norms: flag("onebit.sub_norms", bitnet),
-            tied_embeddings: g.tensor("output.weight").is_none(),
+            sub_norms: flag("onebit.sub_norms", rules.sub_norms),
+            tied_embeddings: !rules.reads_output || g.tensor("output.weight").is_none(),
             bos: g.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64).map(|v| v as u32),
             eos: g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).map(|v| v as u32),
         };

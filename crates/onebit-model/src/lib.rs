@@ -20,6 +20,7 @@ pub mod gguf;
 pub mod hf;
 pub mod load;
 mod mmap;
+pub mod perplexity;
 pub mod synthetic;
 pub mod tokenizer;
 

@@ -38,6 +38,8 @@ pub struct GgufModelFile {
     map: std::sync::Arc<Mapped>,
     /// Whether T2/B3 tensors and f16 embeddings are used in place (see [`LoadOptions::in_place`]).
     pub in_place: bool,
+    /// Whether the architecture multiplies linears by optional `.scale` tensors.
+    pub scale_tensors: bool,
     /// The parsed header.
     pub header: GgufFile,
     path: String,
@@ -49,7 +51,10 @@ impl GgufModelFile {
         let map = std::sync::Arc::new(Mapped::open(path)?);
         let header = GgufFile::parse(map.bytes())
             .map_err(|source| Error::Gguf { path: path.into(), source })?;
-        Ok(GgufModelFile { map, header, path: path.into(), in_place: true })
+        let arch = header.get("general.architecture").and_then(crate::gguf::Value::as_str);
+        let scale_tensors = header.get("onebit.version").is_none()
+            && arch.and_then(crate::config::ArchRules::of).is_some_and(|r| r.scale_tensors);
+        Ok(GgufModelFile { map, header, path: path.into(), in_place: true, scale_tensors })
     }
 
     /// A tensor's bytes as a range of the shared map (for use in place).
@@ -78,7 +83,7 @@ impl GgufModelFile {
         &self.path
     }
 
-    /// A float vector of `len` values (F32/F16/BF16, or Q8_0/Q4_0/Q4_1 dequantized).
+    /// A float vector of `len` values (F32/F16/BF16, or a ggml block type dequantized).
     pub fn floats(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let (t, d) = self.tensor(name)?;
         let n: u64 = t.dims.iter().product();
@@ -88,7 +93,7 @@ impl GgufModelFile {
                 why: format!("{n} values, expected {len}"),
             });
         }
-        to_f32(name, t.ty, d)
+        to_f32(name, t.ty, d, len)
     }
 }
 
@@ -118,25 +123,11 @@ pub(crate) fn decode_floats(kind: FloatKind, d: &[u8]) -> Vec<f32> {
     }
 }
 
-fn to_f32(name: &str, ty: GgmlType, d: &[u8]) -> Result<Vec<f32>> {
-    match ty {
-        GgmlType::Q8_0 => return Ok(crate::gguf::dequant::q8_0(d)),
-        GgmlType::Q4_0 => return Ok(crate::gguf::dequant::q4_0(d)),
-        GgmlType::Q4_1 => return Ok(crate::gguf::dequant::q4_1(d)),
-        _ => {}
-    }
-    let kind = match ty {
-        GgmlType::F32 => FloatKind::F32,
-        GgmlType::F16 => FloatKind::F16,
-        GgmlType::Bf16 => FloatKind::Bf16,
-        other => {
-            return Err(Error::BadTensor {
-                name: name.into(),
-                why: format!("type {other:?} where floats are needed"),
-            })
-        }
-    };
-    Ok(decode_floats(kind, d))
+fn to_f32(name: &str, ty: GgmlType, d: &[u8], n: usize) -> Result<Vec<f32>> {
+    crate::gguf::dequant::to_f32(ty, d, n).ok_or_else(|| Error::BadTensor {
+        name: name.into(),
+        why: format!("type {ty:?} where floats are needed"),
+    })
 }
 
 /// Where a model's tensors come from. Names are GGUF-style (`blk.N.attn_q.weight`);
@@ -148,12 +139,14 @@ pub trait TensorSource {
     fn ternary(&self, name: &str, rows: usize, cols: usize) -> Result<TernaryMatrix>;
     /// Whether the source holds `name`.
     fn has(&self, name: &str) -> bool;
-    /// An f16 tensor of `len` values that can be used in place, if the source maps one.
-    fn f16_in_place(
+    /// A `rows x cols` float or block-quantized tensor that can be used in place, if the
+    /// source maps one: the bytes, the offset of row 0, the element type and bytes per row.
+    fn rows_in_place(
         &self,
         _name: &str,
-        _len: usize,
-    ) -> Option<(onebit_kernels::SharedBytes, usize)> {
+        _rows: usize,
+        _cols: usize,
+    ) -> Option<(onebit_kernels::SharedBytes, usize, GgmlType, usize)> {
         None
     }
     /// Called once the model is built: drop what loading paged in.
@@ -170,14 +163,21 @@ impl TensorSource for GgufModelFile {
     fn has(&self, name: &str) -> bool {
         self.header.tensor(name).is_some()
     }
-    fn f16_in_place(&self, name: &str, len: usize) -> Option<(onebit_kernels::SharedBytes, usize)> {
+    fn rows_in_place(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Option<(onebit_kernels::SharedBytes, usize, GgmlType, usize)> {
         // Embedding rows are read one per token, so they stay in the map even when the
         // weights are copied.
         let t = self.header.tensor(name)?;
-        if t.ty != GgmlType::F16 || t.size != len as u64 * 2 {
+        let row_bytes = t.ty.tensor_bytes(cols as u64, 1)? as usize;
+        let dequantizable = crate::gguf::dequant::is_dequantizable(t.ty);
+        if !dequantizable || t.matrix_shape() != (rows as u64, cols as u64) {
             return None;
         }
-        self.shared(name).ok().map(|(b, r)| (b, r.start))
+        self.shared(name).ok().map(|(b, r)| (b, r.start, t.ty, row_bytes))
     }
     fn release(&self) {
         GgufModelFile::release(self)
@@ -192,8 +192,12 @@ fn target_layout(from: TernaryFormat, asked: Option<TernaryFormat>) -> TernaryFo
     })
 }
 
-/// A linear tensor of the file as a [`TernaryMatrix`] in the file's own layout (float
-/// masters are ternarized with absmean into T2).
+/// A linear tensor of the file as a [`TernaryMatrix`] in the file's own layout.
+///
+/// Float tensors (and ggml block types) are used as the values they hold, as llama.cpp uses
+/// them: values that are exactly `{-a, 0, +a}` (what BitNet converters write) become trits
+/// with scale `a`; anything else is ternarized with absmean (BitNet's weight quantizer), which
+/// changes the values and is only right for latent master weights.
 pub fn ternary_matrix(
     f: &GgufModelFile,
     name: &str,
@@ -208,49 +212,87 @@ pub fn ternary_matrix(
         });
     }
     let kerr = |source| Error::Kernel { name: name.into(), source };
-    let scale_of = || -> Result<f32> {
-        let s = f.floats(&name.replace(".weight", ".scale"), 1)?;
-        Ok(s[0])
-    };
-    match t.ty {
-        GgmlType::I2S => {
-            TernaryMatrix::from_bytes(TernaryFormat::I2S, rows, cols, d.to_vec(), None)
-        }
-        GgmlType::Tq1_0 => {
-            TernaryMatrix::from_bytes(TernaryFormat::Tq1_0, rows, cols, d.to_vec(), None)
-        }
-        GgmlType::Tq2_0 => {
-            TernaryMatrix::from_bytes(TernaryFormat::Tq2_0, rows, cols, d.to_vec(), None)
-        }
+    let scale_name = name.replace(".weight", ".scale");
+    let scale_of = || -> Result<f32> { Ok(f.floats(&scale_name, 1)?[0]) };
+    let m = match t.ty {
         // onebit's own layouts are the kernels' layouts: use the mapped bytes in place.
         GgmlType::OnebitT2 | GgmlType::OnebitB3 => {
             let format =
                 if t.ty == GgmlType::OnebitT2 { TernaryFormat::T2 } else { TernaryFormat::B3 };
-            if f.in_place {
+            let scale = Some(scale_of()?);
+            return if f.in_place {
                 let (owner, range) = f.shared(name)?;
-                TernaryMatrix::from_shared(format, rows, cols, owner, range, Some(scale_of()?))
+                TernaryMatrix::from_shared(format, rows, cols, owner, range, scale)
             } else {
-                TernaryMatrix::from_bytes(format, rows, cols, d.to_vec(), Some(scale_of()?))
+                TernaryMatrix::from_bytes(format, rows, cols, d.to_vec(), scale)
             }
+            .map_err(kerr)
+            .inspect(|m| release_if_copied(f, m));
         }
-        GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 => {
-            let (trits, s) = ternarize_absmean(&to_f32(name, t.ty, d)?);
-            TernaryMatrix::from_trits(TernaryFormat::T2, rows, cols, &trits, s)
-        }
-        other => {
-            return Err(Error::BadTensor {
-                name: name.into(),
-                why: format!("type {other:?} is not a ternary or float matrix"),
-            })
-        }
+        ty => match ternary_format(ty) {
+            Some(format) => TernaryMatrix::from_bytes(format, rows, cols, d.to_vec(), None),
+            None if crate::gguf::dequant::is_dequantizable(ty) => {
+                let w = to_f32(name, ty, d, rows * cols)?;
+                let (trits, s) = exact_ternary(&w).unwrap_or_else(|| ternarize_absmean(&w));
+                TernaryMatrix::from_trits(TernaryFormat::T2, rows, cols, &trits, s)
+            }
+            None => {
+                return Err(Error::BadTensor {
+                    name: name.into(),
+                    why: format!("type {ty:?} is not a ternary or float matrix"),
+                })
+            }
+        },
     }
-    .map_err(kerr)
-    .inspect(|m| {
-        if !m.is_shared() {
-            // The copy is what we keep: drop the mapped pages so RSS does not hold both.
-            f.release();
-        }
+    .map_err(kerr)?;
+    // Where the architecture defines them (llama.cpp's `bitnet`: `wq_scale`, ...), an optional
+    // one-element `.scale` tensor multiplies the linear's output.
+    let m = if f.scale_tensors && f.header.tensor(&scale_name).is_some() {
+        m.scaled(scale_of()?).map_err(kerr)?
+    } else {
+        m
+    };
+    release_if_copied(f, &m);
+    Ok(m)
+}
+
+/// The copy is what we keep: drop the mapped pages so RSS does not hold both.
+fn release_if_copied(f: &GgufModelFile, m: &TernaryMatrix) {
+    if !m.is_shared() {
+        f.release();
+    }
+}
+
+/// The packed layout of an ecosystem ternary tensor type.
+pub fn ternary_format(ty: GgmlType) -> Option<TernaryFormat> {
+    Some(match ty {
+        GgmlType::I2S => TernaryFormat::I2S,
+        GgmlType::Tq1_0 => TernaryFormat::Tq1_0,
+        GgmlType::Tq2_0 => TernaryFormat::Tq2_0,
+        GgmlType::Iq2Bn => TernaryFormat::Iq2Bn,
+        GgmlType::Iq1Bn => TernaryFormat::Iq1Bn,
+        GgmlType::OnebitT2 => TernaryFormat::T2,
+        GgmlType::OnebitB3 => TernaryFormat::B3,
+        _ => return None,
     })
+}
+
+/// Trits and scale of values that are exactly `{-a, 0, +a}` for one `a > 0`.
+fn exact_ternary(w: &[f32]) -> Option<(Vec<i8>, f32)> {
+    let a = w.iter().map(|v| v.abs()).find(|&v| v != 0.0).unwrap_or(1.0);
+    if !a.is_finite() {
+        return None;
+    }
+    let trits = w
+        .iter()
+        .map(|&v| match v {
+            0.0 => Some(0),
+            v if v == a => Some(1),
+            v if v == -a => Some(-1),
+            _ => None,
+        })
+        .collect::<Option<Vec<i8>>>()?;
+    Some((trits, a))
 }
 
 fn linear(
@@ -286,8 +328,8 @@ pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
 pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions) -> Result<Model> {
     let c = &config;
     let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
-    let embed = match f.f16_in_place("token_embd.weight", c.vocab * h) {
-        Some((bytes, start)) => Embedding::Mapped { bytes, start },
+    let embed = match f.rows_in_place("token_embd.weight", c.vocab, h) {
+        Some((bytes, start, ty, row_bytes)) => Embedding::Mapped { bytes, start, ty, row_bytes },
         None => Embedding::Owned(
             f.floats("token_embd.weight", c.vocab * h)?.into_iter().map(f16::from_f32).collect(),
         ),
@@ -313,9 +355,16 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
         });
     }
     let norm = f.floats("output_norm.weight", h)?;
+    // The head is quantized row by row from wherever its rows live, so no full-precision
+    // copy of a vocab x hidden matrix is held when the file maps one.
     let head_src: Vec<f32>;
+    let output: Embedding;
     let head_rows: &dyn Fn(usize, &mut [f32]) = if c.tied_embeddings {
         &|r: usize, buf: &mut [f32]| embed.row(r, h, buf)
+    } else if let Some((bytes, start, ty, row_bytes)) = f.rows_in_place("output.weight", c.vocab, h)
+    {
+        output = Embedding::Mapped { bytes, start, ty, row_bytes };
+        &|r: usize, buf: &mut [f32]| output.row(r, h, buf)
     } else {
         head_src = f.floats("output.weight", c.vocab * h)?;
         &|r: usize, buf: &mut [f32]| buf.copy_from_slice(&head_src[r * h..(r + 1) * h])

@@ -15,22 +15,14 @@ pub fn linear_type(format: TernaryFormat) -> Result<GgmlType> {
         TernaryFormat::I2S => GgmlType::I2S,
         TernaryFormat::Tq1_0 => GgmlType::Tq1_0,
         TernaryFormat::Tq2_0 => GgmlType::Tq2_0,
+        TernaryFormat::Iq2Bn => GgmlType::Iq2Bn,
+        TernaryFormat::Iq1Bn => GgmlType::Iq1Bn,
         TernaryFormat::T2 => GgmlType::OnebitT2,
         TernaryFormat::B3 => GgmlType::OnebitB3,
         other => {
             return Err(Error::Config(format!("{} cannot be stored in a model file", other.name())))
         }
     })
-}
-
-fn format_of(ty: GgmlType) -> TernaryFormat {
-    match ty {
-        GgmlType::I2S => TernaryFormat::I2S,
-        GgmlType::Tq1_0 => TernaryFormat::Tq1_0,
-        GgmlType::Tq2_0 => TernaryFormat::Tq2_0,
-        GgmlType::OnebitB3 => TernaryFormat::B3,
-        _ => TernaryFormat::T2,
-    }
 }
 
 struct Rng(u64);
@@ -116,8 +108,14 @@ pub fn write_synthetic(
             ty => {
                 let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
                 let trits: Vec<i8> = (0..rows * cols).map(|_| (rng.next() % 3) as i8 - 1).collect();
-                let m = TernaryMatrix::from_trits(format_of(ty), rows, cols, &trits, scale)
-                    .map_err(|source| Error::Kernel { name: t.name.clone(), source })?;
+                let m = TernaryMatrix::from_trits(
+                    crate::load::ternary_format(ty).unwrap_or(TernaryFormat::T2),
+                    rows,
+                    cols,
+                    &trits,
+                    scale,
+                )
+                .map_err(|source| Error::Kernel { name: t.name.clone(), source })?;
                 m.bytes().to_vec()
             }
         };

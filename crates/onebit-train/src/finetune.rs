@@ -1,5 +1,5 @@
 //! Fine-tuning a full-precision model into 1.58 bits: load a Llama-family (or BitNet) model
-//! from GGUF (F32/F16/BF16, Q8_0/Q4_0/Q4_1 dequantized, or ternary layouts) or a Hugging Face
+//! from GGUF (F32/F16/BF16 or a ggml block type dequantized, or ternary layouts) or a Hugging Face
 //! directory as f32 masters; every linear inside the blocks becomes a BitLinear, embeddings,
 //! norms and head stay full precision; the trainer's λ phase-in blends quantization in.
 

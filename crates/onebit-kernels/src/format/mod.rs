@@ -10,6 +10,8 @@
 pub mod b3;
 pub mod hf;
 pub mod i2s;
+pub mod iq1bn;
+pub mod iq2bn;
 pub mod lut;
 pub mod t2;
 pub mod tq1;
@@ -26,6 +28,10 @@ pub enum TernaryFormat {
     Tq1_0,
     /// llama.cpp TQ2_0: 256-weight blocks of 2-bit codes plus an f16 scale (2.0625 bpw).
     Tq2_0,
+    /// ik_llama.cpp IQ2_BN: an f32 scale per row, then 64-weight blocks of 2-bit codes.
+    Iq2Bn,
+    /// ik_llama.cpp IQ1_BN: an f16 scale per row, then 64-weight blocks of 13 base-3 bytes.
+    Iq1Bn,
     /// transformers packed uint8 `[rows/4, cols]`, four rows per byte.
     HfPacked,
     /// onebit 2-bit rows: 256-weight blocks of 64 bytes, one register of codes per shift.
@@ -38,10 +44,12 @@ pub enum TernaryFormat {
 
 impl TernaryFormat {
     /// Every format, for tests and listings.
-    pub const ALL: [TernaryFormat; 7] = [
+    pub const ALL: [TernaryFormat; 9] = [
         TernaryFormat::I2S,
         TernaryFormat::Tq1_0,
         TernaryFormat::Tq2_0,
+        TernaryFormat::Iq2Bn,
+        TernaryFormat::Iq1Bn,
         TernaryFormat::HfPacked,
         TernaryFormat::T2,
         TernaryFormat::B3,
@@ -54,6 +62,8 @@ impl TernaryFormat {
             TernaryFormat::I2S => "i2_s",
             TernaryFormat::Tq1_0 => "tq1_0",
             TernaryFormat::Tq2_0 => "tq2_0",
+            TernaryFormat::Iq2Bn => "iq2_bn",
+            TernaryFormat::Iq1Bn => "iq1_bn",
             TernaryFormat::HfPacked => "hf",
             TernaryFormat::T2 => "t2",
             TernaryFormat::B3 => "b3",
@@ -87,6 +97,17 @@ impl TernaryFormat {
                     if self == TernaryFormat::Tq1_0 { tq1::BLOCK_BYTES } else { tq2::BLOCK_BYTES };
                 Ok(rows * cols / 256 * per_block)
             }
+            TernaryFormat::Iq2Bn | TernaryFormat::Iq1Bn => {
+                if !cols.is_multiple_of(64) {
+                    return bad("cols must be a multiple of 64");
+                }
+                let row = if self == TernaryFormat::Iq2Bn {
+                    iq2bn::row_bytes(cols)
+                } else {
+                    iq1bn::row_bytes(cols)
+                };
+                Ok(rows * row)
+            }
             TernaryFormat::HfPacked => {
                 if !rows.is_multiple_of(4) {
                     return bad("rows must be a multiple of 4");
@@ -96,6 +117,28 @@ impl TernaryFormat {
             TernaryFormat::T2 => Ok(rows * t2::row_bytes(cols)),
             TernaryFormat::B3 => Ok(rows * b3::row_bytes(cols)),
             TernaryFormat::Lut => Ok(lut::packed_len(rows, cols)),
+        }
+    }
+
+    /// The smallest shape at least `rows x cols` that this layout can hold (for tests and
+    /// synthetic weights: column blocks for TQ/IQ/I2_S types, row groups for HF).
+    pub fn fit_shape(self, rows: usize, cols: usize) -> (usize, usize) {
+        match self {
+            TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => (rows, cols.div_ceil(256) * 256),
+            TernaryFormat::Iq2Bn | TernaryFormat::Iq1Bn => (rows, cols.div_ceil(64) * 64),
+            TernaryFormat::HfPacked => (rows.div_ceil(4) * 4, cols),
+            TernaryFormat::I2S => (rows, cols.div_ceil(128) * 128),
+            _ => (rows, cols),
+        }
+    }
+
+    /// The multiplier a layout keeps after storing `scale` (f16 where it stores f16).
+    pub fn stored_scale(self, scale: f32) -> f32 {
+        match self {
+            TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 | TernaryFormat::Iq1Bn => {
+                half::f16::from_f32(scale).to_f32()
+            }
+            _ => scale,
         }
     }
 
@@ -192,6 +235,8 @@ impl TernaryMatrix {
             TernaryFormat::I2S => i2s::pack(trits, rows, cols, scale),
             TernaryFormat::Tq1_0 => tq1::pack(trits, rows, cols, scale),
             TernaryFormat::Tq2_0 => tq2::pack(trits, rows, cols, scale),
+            TernaryFormat::Iq2Bn => iq2bn::pack(trits, rows, cols, scale),
+            TernaryFormat::Iq1Bn => iq1bn::pack(trits, rows, cols, scale),
             TernaryFormat::HfPacked => hf::pack(trits, rows, cols),
             TernaryFormat::T2 => t2::pack(trits, rows, cols),
             TernaryFormat::B3 => b3::pack(trits, rows, cols),
@@ -199,6 +244,13 @@ impl TernaryMatrix {
         };
         debug_assert_eq!(data.len(), len);
         Ok(TernaryMatrix { format, rows, cols, data: Storage::Owned(data), scale })
+    }
+
+    /// The same matrix with its multiplier times `factor` (a separate scale tensor that a
+    /// file applies to the layer's output).
+    pub fn scaled(mut self, factor: f32) -> Result<Self> {
+        self.scale = check_scale(self.scale * factor)?;
+        Ok(self)
     }
 
     /// Repacks an owned T2 matrix in place from new trits of the same shape (training
@@ -230,8 +282,10 @@ impl TernaryMatrix {
     /// Takes packed bytes as another tool wrote them, validating length and codes.
     ///
     /// `scale` is required for layouts that do not store it (HF, T2, B3, Lut) and ignored for
-    /// I2_S (read from the tensor tail). For TQ types the first block's `d` is the scale and
-    /// blocks whose `d` differs are rejected by [`TernaryMatrix::repack`] (not here).
+    /// I2_S (read from the tensor tail). For layouts with a scale per block or row (TQ1_0,
+    /// TQ2_0, IQ1_BN, IQ2_BN) the first non-zero one is the scale (zero ones belong to
+    /// all-zero units), and units whose scale differs are rejected by
+    /// [`TernaryMatrix::repack`] (not here).
     pub fn from_bytes(
         format: TernaryFormat,
         rows: usize,
@@ -273,9 +327,10 @@ impl TernaryMatrix {
         }
         let scale = match format {
             TernaryFormat::I2S => i2s::read_scale(bytes, rows, cols),
-            TernaryFormat::Tq1_0 => tq1::block_scale(bytes, 0),
-            TernaryFormat::Tq2_0 => tq2::block_scale(bytes, 0),
-            _ => scale.unwrap_or(f32::NAN),
+            _ => match unit_scales(format, bytes, rows, cols) {
+                Some(units) => units.into_iter().find(|&d| d != 0.0).unwrap_or(1.0),
+                None => scale.unwrap_or(f32::NAN),
+            },
         };
         let scale = check_scale(scale)?;
         let m = TernaryMatrix { format, rows, cols, data, scale };
@@ -289,6 +344,8 @@ impl TernaryMatrix {
             TernaryFormat::I2S => i2s::validate(d, r, c),
             TernaryFormat::Tq1_0 => tq1::validate(d, r, c),
             TernaryFormat::Tq2_0 => tq2::validate(d, r, c),
+            TernaryFormat::Iq2Bn => iq2bn::validate(d, r, c),
+            TernaryFormat::Iq1Bn => iq1bn::validate(d, r, c),
             TernaryFormat::HfPacked => hf::validate(d),
             TernaryFormat::T2 => t2::validate(d, r, c),
             TernaryFormat::B3 => b3::validate(d, r, c),
@@ -303,6 +360,8 @@ impl TernaryMatrix {
             TernaryFormat::I2S => i2s::unpack(d, r, c),
             TernaryFormat::Tq1_0 => tq1::unpack(d, r, c),
             TernaryFormat::Tq2_0 => tq2::unpack(d, r, c),
+            TernaryFormat::Iq2Bn => iq2bn::unpack(d, r, c),
+            TernaryFormat::Iq1Bn => iq1bn::unpack(d, r, c),
             TernaryFormat::HfPacked => hf::unpack(d, r, c),
             TernaryFormat::T2 => t2::unpack(d, r, c),
             TernaryFormat::B3 => b3::unpack(d, r, c),
@@ -315,16 +374,16 @@ impl TernaryMatrix {
         if to == self.format {
             return Ok(self.clone());
         }
-        let uniform = match self.format {
-            TernaryFormat::Tq1_0 => tq1::uniform_scale(self.bytes()),
-            TernaryFormat::Tq2_0 => tq2::uniform_scale(self.bytes()),
-            _ => true,
+        let units = unit_scales(self.format, self.bytes(), self.rows, self.cols);
+        let mixed = |u: Vec<f32>| {
+            let first = u.iter().copied().find(|&d| d != 0.0);
+            u.iter().any(|&d| d != 0.0 && Some(d) != first)
         };
-        if !uniform {
+        if units.is_some_and(mixed) {
             return Err(Error::Lossy {
                 from: self.format,
                 to,
-                why: "blocks carry different scales",
+                why: "blocks or rows carry different scales (not one multiplier per tensor)",
             });
         }
         Self::from_trits(to, self.rows, self.cols, &self.to_trits(), self.scale)
@@ -359,6 +418,17 @@ impl TernaryMatrix {
     pub fn bits_per_weight(&self) -> f64 {
         self.bytes().len() as f64 * 8.0 / (self.rows * self.cols) as f64
     }
+}
+
+/// The scales of the units (blocks or rows) of layouts that store one per unit, as f32.
+fn unit_scales(format: TernaryFormat, d: &[u8], rows: usize, cols: usize) -> Option<Vec<f32>> {
+    Some(match format {
+        TernaryFormat::Tq1_0 => (0..rows * cols / 256).map(|b| tq1::block_scale(d, b)).collect(),
+        TernaryFormat::Tq2_0 => (0..rows * cols / 256).map(|b| tq2::block_scale(d, b)).collect(),
+        TernaryFormat::Iq2Bn => (0..rows).map(|r| iq2bn::row_scale(d, r, cols)).collect(),
+        TernaryFormat::Iq1Bn => (0..rows).map(|r| iq1bn::row_scale(d, r, cols)).collect(),
+        _ => return None,
+    })
 }
 
 /// Code of a trit in 2-bit layouts: w + 1 (00 = -1, 01 = 0, 10 = +1).

@@ -76,12 +76,6 @@ pub fn block_scale(data: &[u8], b: usize) -> f32 {
     f16::from_le_bytes([data[at], data[at + 1]]).to_f32()
 }
 
-/// Whether all blocks share one `d`.
-pub fn uniform_scale(data: &[u8]) -> bool {
-    let first = &data[52..54];
-    data.chunks_exact(BLOCK_BYTES).all(|b| &b[52..54] == first)
-}
-
 /// Every byte decodes to valid trits; only the block scales can be wrong.
 pub fn validate(data: &[u8], rows: usize, cols: usize) -> Result<()> {
     for b in 0..rows * cols / 256 {

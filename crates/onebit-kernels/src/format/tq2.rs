@@ -51,12 +51,6 @@ pub fn block_scale(data: &[u8], b: usize) -> f32 {
     f16::from_le_bytes([data[at], data[at + 1]]).to_f32()
 }
 
-/// Whether all blocks share one `d`.
-pub fn uniform_scale(data: &[u8]) -> bool {
-    let first = &data[64..66];
-    data.chunks_exact(BLOCK_BYTES).all(|b| &b[64..66] == first)
-}
-
 /// Rejects code 3 and non-finite or negative block scales.
 pub fn validate(data: &[u8], rows: usize, cols: usize) -> Result<()> {
     for b in 0..rows * cols / 256 {

@@ -2,7 +2,7 @@
 //! tested against. They decode one element at a time with the format module's own rules.
 
 use super::MatmulArgs;
-use crate::format::{b3, i2s, t2, tq1, tq2};
+use crate::format::{b3, i2s, iq1bn, iq2bn, t2, tq1, tq2};
 
 /// Σ t·q over trits and activations: the arithmetic every kernel must reproduce.
 pub fn dot_trits(trits: &[i8], act: &[i8]) -> i32 {
@@ -99,6 +99,39 @@ pub unsafe fn tq1(a: &MatmulArgs<'_>, r0: usize, r1: usize) {
             _ => (48 + (e - 240) % 4, (e - 240) / 4),
         };
         tq1::decode(blk[byte], n as u32) as i8 - 1
+    })
+}
+
+/// IQ2_BN rows (a row with scale 0 is zero).
+///
+/// # Safety
+/// See [`super::MatmulFn`].
+pub unsafe fn iq2bn(a: &MatmulArgs<'_>, r0: usize, r1: usize) {
+    rows_with(a, r0, r1, |r, k| {
+        if iq2bn::row_scale(a.w, r, a.cols) == 0.0 {
+            return 0;
+        }
+        let row = &a.w[r * a.row_bytes + 4..];
+        let (b, e) = (k / iq2bn::BLOCK, k % iq2bn::BLOCK);
+        ((row[b * iq2bn::BLOCK_BYTES + e % 16] >> (2 * (e / 16))) & 3) as i8 - 1
+    })
+}
+
+/// IQ1_BN rows (a row with scale 0 is zero).
+///
+/// # Safety
+/// See [`super::MatmulFn`].
+pub unsafe fn iq1bn(a: &MatmulArgs<'_>, r0: usize, r1: usize) {
+    rows_with(a, r0, r1, |r, k| {
+        if iq1bn::row_scale(a.w, r, a.cols) == 0.0 {
+            return 0;
+        }
+        let row = &a.w[r * a.row_bytes + 2..];
+        let (b, e) = (k / iq1bn::BLOCK, k % iq1bn::BLOCK);
+        let blk = &row[b * iq1bn::BLOCK_BYTES..];
+        let (g, i) = (e / 16, e % 16);
+        let (byte, digit) = if i == 15 { (blk[12], g) } else { (blk[3 * g + i / 5], i % 5) };
+        tq1::decode(byte, 4 - digit as u32) as i8 - 1
     })
 }
 

@@ -237,6 +237,45 @@ impl<'m> Session<'m> {
         Ok(&mut self.logits[..vocab])
     }
 
+    /// Runs `tokens` at the next positions of `slot` and hands the logits after every token to
+    /// `each(index, logits)` (perplexity scores every position). The first call grows the
+    /// logits buffer to a whole chunk; decode never needs that.
+    pub fn forward_each(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        each: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let vocab = self.model.config.vocab;
+        self.check_tokens(tokens)?;
+        if slot >= self.pos.len() {
+            return Err(Error::Config(format!("slot {slot} of a session with {}", self.pos.len())));
+        }
+        if self.pos[slot] + tokens.len() > self.max_ctx {
+            return Err(Error::ContextFull {
+                needed: self.pos[slot] + tokens.len(),
+                max: self.max_ctx,
+            });
+        }
+        if self.logits.len() < self.max_batch * vocab {
+            self.logits.resize(self.max_batch * vocab, 0.0);
+        }
+        let mut done = 0;
+        for chunk in tokens.chunks(self.max_batch) {
+            for t in 0..chunk.len() {
+                self.row_slot[t] = slot;
+                self.row_pos[t] = self.pos[slot] + t;
+            }
+            self.forward_rows(chunk, true);
+            self.pos[slot] += chunk.len();
+            for (t, row) in self.logits[..chunk.len() * vocab].chunks_exact(vocab).enumerate() {
+                each(done + t, row);
+            }
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
     /// One decode step for several sequences at once: `tokens[i]` goes to slot `slots[i]`
     /// (distinct slots). Returns the logits, one row of `vocab` per token, in order.
     pub fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> Result<&mut [f32]> {

@@ -134,8 +134,9 @@ impl Layer {
     }
 }
 
-/// Token embeddings, `vocab x hidden` f16: owned, or used in place from the mapped file
-/// (only the rows of tokens actually seen are ever paged in).
+/// Token embeddings, `vocab x hidden`: f16 rows owned, or rows of any float or ggml block
+/// type used in place from the mapped file (only the rows of tokens actually seen are ever
+/// paged in; a quantized row is dequantized when it is looked up, as ggml's `get_rows` does).
 pub enum Embedding {
     /// Rows held in memory.
     Owned(Vec<f16>),
@@ -145,6 +146,10 @@ pub enum Embedding {
         bytes: onebit_kernels::SharedBytes,
         /// Offset of row 0.
         start: usize,
+        /// Element type of the rows.
+        ty: crate::gguf::GgmlType,
+        /// Bytes per row.
+        row_bytes: usize,
     },
 }
 
@@ -157,11 +162,11 @@ impl Embedding {
                     *d = s.to_f32();
                 }
             }
-            Embedding::Mapped { bytes, start } => {
-                let b = &(**bytes).as_ref()[start + id * hidden * 2..start + (id + 1) * hidden * 2];
-                for (d, s) in out.iter_mut().zip(b.chunks_exact(2)) {
-                    *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
-                }
+            Embedding::Mapped { bytes, start, ty, row_bytes } => {
+                let at = start + id * row_bytes;
+                let b = &(**bytes).as_ref()[at..at + row_bytes];
+                let ok = crate::gguf::dequant::dequantize(*ty, b, &mut out[..hidden]);
+                debug_assert!(ok, "row type and length checked at load");
             }
         }
     }
