@@ -9,6 +9,7 @@
 //!   reference for each layout plus AVX2, AVX-512 VNNI and NEON versions.
 //! - [`dispatch`]: CPU features detected once, [`Kernel`] lookup, [`matmul`], self-tune.
 //! - [`alloc`]: [`HugePageAlloc`], a global allocator putting large blocks on huge pages.
+//! - [`machine`]: CPUs and memory available, checked before big requests.
 //! - [`pool`]: the persistent thread pool; [`dense`]: f32/f16 baselines; [`bench`](mod@bench): timing
 //!   and read-bandwidth helpers.
 //!
@@ -39,6 +40,7 @@ pub mod format;
 pub mod gemm;
 pub mod gemv;
 pub mod lut;
+pub mod machine;
 pub mod pool;
 pub mod q8;
 pub mod quant;

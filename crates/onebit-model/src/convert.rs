@@ -1,88 +1,81 @@
-//! `onebit convert`: rewrite a GGUF model with its ternary linears in another layout
-//! (bitnet.cpp I2_S, llama.cpp TQ1_0/TQ2_0, onebit T2/B3). Every other tensor is copied
-//! byte for byte; metadata is rewritten from the parsed config (so the result reads back
-//! identically) plus the source's `general.*` and `tokenizer.*` keys.
+//! `onebit convert`: rewrite a GGUF model for a target engine, its ternary linears in another
+//! layout ([`crate::save`] does the writing). Metadata is rewritten from the parsed config,
+//! plus the source's `general.*` and `tokenizer.*` keys; embeddings keep their type where the
+//! target reads it.
 
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, GgufWriter, TensorPlan};
-use crate::load::{ternary_matrix, GgufModelFile};
-use crate::synthetic::linear_type;
-use onebit_kernels::TernaryFormat;
-use std::io::BufWriter;
+use crate::error::Result;
+use crate::gguf::GgmlType;
+use crate::load::GgufModelFile;
+use crate::save::{save_gguf, SaveOptions, SaveReport};
+use crate::target::Target;
+use std::path::Path;
 
-const LINEARS: [&str; 7] =
-    ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
-
-fn is_linear(name: &str) -> bool {
-    name.starts_with("blk.") && LINEARS.iter().any(|l| name.ends_with(&format!(".{l}.weight")))
-}
-
-/// Converts `src` to `dst` with linears in `to`; `progress(done, total)` counts tensors.
+/// Converts `src` to `dst` for `target` with linears of type `linear` (a ternary layout, or
+/// F32/F16/Q8_0 values); `progress(done, total)` counts tensors.
 pub fn convert_gguf(
     src: &str,
     dst: &str,
-    to: TernaryFormat,
+    target: Target,
+    linear: GgmlType,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<()> {
-    let ty = linear_type(to)?;
+) -> Result<SaveReport> {
+    convert_gguf_with(src, dst, target, linear, None, progress)
+}
+
+/// [`convert_gguf`] with the vocabulary of a `tokenizer.json` (its GGUF keys replace the
+/// source's), for a model file that carries none.
+pub fn convert_gguf_with(
+    src: &str,
+    dst: &str,
+    target: Target,
+    linear: GgmlType,
+    tokenizer_json: Option<&str>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<SaveReport> {
     let f = GgufModelFile::open(src)?;
     let config = ModelConfig::from_gguf(&f.header)?;
-    let mut meta = config.to_gguf();
-    for (k, v) in &f.header.metadata {
-        let keep =
-            (k.starts_with("general.") && k != "general.architecture" && k != "general.alignment")
-                || (k.starts_with("tokenizer.") && !meta.iter().any(|(m, _)| m == k));
-        if keep {
-            meta.push((k.clone(), v.clone()));
+    let mut metadata = f.header.metadata.clone();
+    if let Some(tj) = tokenizer_json {
+        metadata.retain(|(k, _)| !k.starts_with("tokenizer."));
+        metadata.extend(crate::tokenizer::gguf_metadata(tj)?);
+    }
+    let o = SaveOptions { target, linear, embeddings: None, metadata };
+    save_gguf(&f, &config, Path::new(dst), &[Path::new(src)], &o, progress)
+}
+
+/// Writes the GGUF model `src` as a Hugging Face directory `dir` that transformers loads
+/// ([`crate::hf::write_hf`]), with the file's vocabulary as tokenizer.json when it has one.
+pub fn convert_to_hf(src: &str, dir: &str) -> Result<()> {
+    let f = GgufModelFile::open(src)?;
+    let config = ModelConfig::from_gguf(&f.header)?;
+    let tok = crate::Tokenizer::for_model(src).ok();
+    std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io { path: dir.into(), source })?;
+    crate::output::check_output(&Path::new(dir).join("model.safetensors"), &[Path::new(src)])?;
+    crate::hf::write_hf(&f, &config, dir, tok.as_ref())
+}
+
+/// The linear type a name on the command line means: a ternary layout (`t2`, `b3`, `i2_s`,
+/// `tq1_0`, `tq2_0`, `iq2_bn`, `iq1_bn`) or values (`f32`, `f16`, `q8_0`).
+pub fn linear_type_from_name(name: &str) -> Option<GgmlType> {
+    Some(match name {
+        "f32" => GgmlType::F32,
+        "f16" => GgmlType::F16,
+        "q8_0" => GgmlType::Q8_0,
+        other => {
+            crate::synthetic::linear_type(onebit_kernels::TernaryFormat::from_name(other)?).ok()?
+        }
+    })
+}
+
+impl Target {
+    /// The linear layout a file for this engine gets by default (its fastest ternary type).
+    pub fn default_linear(self) -> GgmlType {
+        match self {
+            Target::Onebit => GgmlType::OnebitT2,
+            Target::LlamaCpp => GgmlType::Tq2_0,
+            Target::IkLlamaCpp => GgmlType::Iq2Bn,
+            Target::BitnetCpp => GgmlType::I2S,
         }
     }
-    let separate_scale = matches!(ty, GgmlType::OnebitT2 | GgmlType::OnebitB3);
-    let mut plan = Vec::new();
-    for t in &f.header.tensors {
-        if t.name.ends_with(".scale") && is_linear(&t.name.replace(".scale", ".weight")) {
-            continue;
-        }
-        if is_linear(&t.name) {
-            plan.push(TensorPlan { name: t.name.clone(), dims: t.dims.clone(), ty });
-            if separate_scale {
-                plan.push(TensorPlan {
-                    name: t.name.replace(".weight", ".scale"),
-                    dims: vec![1],
-                    ty: GgmlType::F32,
-                });
-            }
-        } else {
-            plan.push(TensorPlan { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty });
-        }
-    }
-    let io = |source| Error::Io { path: dst.into(), source };
-    let gg = |source| Error::Gguf { path: dst.into(), source };
-    let out = std::fs::File::create(dst).map_err(io)?;
-    let mut w =
-        GgufWriter::new(BufWriter::with_capacity(1 << 22, out), &meta, &plan).map_err(gg)?;
-    let total = plan.len();
-    let mut done = 0;
-    let mut pending_scale = None;
-    for p in &plan {
-        if let Some(scale) = pending_scale.take() {
-            let s: f32 = scale;
-            w.write_tensor(&p.name, &s.to_le_bytes()).map_err(gg)?;
-        } else if is_linear(&p.name) {
-            let (rows, cols) = f.tensor(&p.name)?.0.matrix_shape();
-            let m = ternary_matrix(&f, &p.name, rows as usize, cols as usize)?;
-            let m =
-                m.repack(to).map_err(|source| Error::Kernel { name: p.name.clone(), source })?;
-            w.write_tensor(&p.name, m.bytes()).map_err(gg)?;
-            if separate_scale {
-                pending_scale = Some(m.scale());
-            }
-        } else {
-            w.write_tensor(&p.name, f.tensor(&p.name)?.1).map_err(gg)?;
-        }
-        done += 1;
-        progress(done, total);
-    }
-    w.finish().map_err(gg)?;
-    Ok(())
 }

@@ -10,6 +10,9 @@ pub enum Error {
     /// A config that is missing fields or inconsistent.
     #[error("model config: {0}")]
     Config(String),
+    /// A sampling setting out of its range.
+    #[error("sampling: {0}")]
+    Sampling(String),
     /// A malformed GGUF container.
     #[error("{path}: {source}")]
     Gguf {
@@ -56,6 +59,30 @@ pub enum Error {
     /// Tokenizer loading or encoding.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// An output path that cannot be written safely.
+    #[error("output {path}: {why}")]
+    Output {
+        /// The path.
+        path: String,
+        /// Why not.
+        why: String,
+    },
+    /// A model that a target engine cannot run, or a tensor it cannot hold.
+    #[error("{target}: {why}")]
+    Target {
+        /// The engine.
+        target: &'static str,
+        /// Why not.
+        why: String,
+    },
+    /// A path that is not a readable model or data file.
+    #[error("{path}: {what}")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is instead.
+        what: &'static str,
+    },
     /// File I/O.
     #[error("{path}: {source}")]
     Io {

@@ -209,66 +209,63 @@ pub fn load_hf(dir: &str, opts: &LoadOptions) -> Result<Model> {
     build_model(&d, config, opts)
 }
 
-/// Writes `config` and tensors from `src` as an HF directory with packed ternary linears
-/// (`autobitlinear`: weight_scale multiplies) and f32 everything else.
-pub fn write_hf(src: &dyn TensorSource, config: &ModelConfig, dir: &str) -> Result<()> {
+/// Writes `config` and tensors from `src` as an HF directory transformers loads with its own
+/// BitNet support: packed ternary linears (`autobitlinear`, offline: weight_scale multiplies),
+/// f32 embeddings and norms, q/k in the rotate-half pairing HF models use, config.json, and
+/// (given a tokenizer) tokenizer.json with a tokenizer_config.json. Every file is written
+/// atomically; nothing is written before the tensors have been read.
+pub fn write_hf(
+    src: &dyn TensorSource,
+    config: &ModelConfig,
+    dir: &str,
+    tokenizer: Option<&crate::Tokenizer>,
+) -> Result<()> {
+    use crate::tensors::Role;
     use safetensors::tensor::TensorView;
-    let io = |source| Error::Io { path: dir.into(), source };
-    std::fs::create_dir_all(dir).map_err(io)?;
     let c = config;
-    let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
+    c.validate()?;
+    if c.sub_norms && c.q_dim() != c.hidden {
+        return Err(Error::Target {
+            target: "transformers",
+            why: format!(
+                "BitNetForCausalLM's attn_sub_norm spans hidden = {}, but heads x head_dim = {}",
+                c.hidden,
+                c.q_dim()
+            ),
+        });
+    }
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let f32s = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    tensors.push((
-        hf_name("token_embd.weight"),
-        Dtype::F32,
-        vec![c.vocab, h],
-        f32s(src.floats("token_embd.weight", c.vocab * h)?),
-    ));
-    tensors.push((
-        hf_name("output_norm.weight"),
-        Dtype::F32,
-        vec![h],
-        f32s(src.floats("output_norm.weight", h)?),
-    ));
-    if !c.tied_embeddings {
-        tensors.push((
-            hf_name("output.weight"),
-            Dtype::F32,
-            vec![c.vocab, h],
-            f32s(src.floats("output.weight", c.vocab * h)?),
-        ));
-    }
-    for i in 0..c.layers {
-        let n = |s: &str| format!("blk.{i}.{s}.weight");
-        let mut norms = vec![("attn_norm", h), ("ffn_norm", h)];
-        if c.sub_norms {
-            norms.extend([("attn_sub_norm", qd), ("ffn_sub_norm", ffn)]);
-        }
-        for (s, len) in norms {
-            tensors.push((hf_name(&n(s)), Dtype::F32, vec![len], f32s(src.floats(&n(s), len)?)));
-        }
-        for (s, rows, cols) in [
-            ("attn_q", qd, h),
-            ("attn_k", kvd, h),
-            ("attn_v", kvd, h),
-            ("attn_output", h, qd),
-            ("ffn_gate", ffn, h),
-            ("ffn_up", ffn, h),
-            ("ffn_down", h, ffn),
-        ] {
-            let m = src.ternary(&n(s), rows, cols)?;
-            let m = m
-                .repack(TernaryFormat::HfPacked)
-                .map_err(|source| Error::Kernel { name: n(s), source })?;
-            let name = hf_name(&n(s));
-            tensors.push((
-                name.replace(".weight", ".weight_scale"),
+    for t in c.tensors() {
+        let name = hf_name(&t.name);
+        match t.role {
+            Role::Norm => {
+                tensors.push((name, Dtype::F32, vec![t.cols], f32s(src.floats(&t.name, t.len())?)))
+            }
+            Role::Embedding | Role::Output => tensors.push((
+                name,
                 Dtype::F32,
-                vec![1],
-                m.scale().to_le_bytes().to_vec(),
-            ));
-            tensors.push((name, Dtype::U8, vec![rows / 4, cols], m.bytes().to_vec()));
+                vec![t.rows, t.cols],
+                f32s(src.floats(&t.name, t.len())?),
+            )),
+            Role::Linear => {
+                let kerr = |source| Error::Kernel { name: t.name.clone(), source };
+                let m = src.ternary(&t.name, t.rows, t.cols)?;
+                let qk = t.name.ends_with(".attn_q.weight") || t.name.ends_with(".attn_k.weight");
+                let m = if qk && c.rope_interleaved {
+                    crate::save::permute_heads(&m, c.head_dim, false).map_err(kerr)?
+                } else {
+                    m
+                };
+                let m = m.repack(TernaryFormat::HfPacked).map_err(kerr)?;
+                tensors.push((
+                    name.replace(".weight", ".weight_scale"),
+                    Dtype::F32,
+                    vec![1],
+                    m.scale().to_le_bytes().to_vec(),
+                ));
+                tensors.push((name, Dtype::U8, vec![t.rows / 4, t.cols], m.bytes().to_vec()));
+            }
         }
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
@@ -276,9 +273,12 @@ pub fn write_hf(src: &dyn TensorSource, config: &ModelConfig, dir: &str) -> Resu
         .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Config(format!("safetensors: {e}")))?;
-    let path = Path::new(dir).join("model.safetensors");
-    safetensors::serialize_to_file(views, None, &path)
+    let bytes = safetensors::serialize(views, None)
         .map_err(|e| Error::Config(format!("safetensors: {e}")))?;
+    let io = |source| Error::Io { path: dir.into(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let at = |f: &str| Path::new(dir).join(f);
+    crate::output::write_atomic(at("model.safetensors"), &bytes)?;
     let act = match c.act {
         crate::config::Activation::Relu2 => "relu2",
         crate::config::Activation::Silu => "silu",
@@ -286,17 +286,25 @@ pub fn write_hf(src: &dyn TensorSource, config: &ModelConfig, dir: &str) -> Resu
     let cfg = serde_json::json!({
         "architectures": [if c.sub_norms { "BitNetForCausalLM" } else { "LlamaForCausalLM" }],
         "model_type": if c.sub_norms { "bitnet" } else { "llama" },
-        "hidden_size": h, "num_hidden_layers": c.layers, "num_attention_heads": c.heads,
-        "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate_size": ffn,
+        "hidden_size": c.hidden, "num_hidden_layers": c.layers, "num_attention_heads": c.heads,
+        "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate_size": c.intermediate,
         "vocab_size": c.vocab, "max_position_embeddings": c.max_positions, "rope_theta": c.rope_theta,
         "rms_norm_eps": c.rms_eps, "hidden_act": act, "tie_word_embeddings": c.tied_embeddings,
-        "bos_token_id": c.bos, "eos_token_id": c.eos,
+        "bos_token_id": c.bos.or(c.eos), "eos_token_id": c.eos,
         "quantization_config": {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"},
     });
-    std::fs::write(
-        Path::new(dir).join("config.json"),
-        serde_json::to_string_pretty(&cfg).expect("json"),
-    )
-    .map_err(io)?;
+    let text = serde_json::to_string_pretty(&cfg).expect("json");
+    crate::output::write_atomic(at("config.json"), text.as_bytes())?;
+    if let Some(tok) = tokenizer {
+        crate::output::write_atomic(at("tokenizer.json"), tok.to_json()?.as_bytes())?;
+        let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i));
+        let tc = serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": name(c.bos.or(c.eos)), "eos_token": name(c.eos),
+            "model_max_length": c.max_positions,
+        });
+        let text = serde_json::to_string_pretty(&tc).expect("json");
+        crate::output::write_atomic(at("tokenizer_config.json"), text.as_bytes())?;
+    }
     Ok(())
 }

@@ -20,8 +20,12 @@ pub mod gguf;
 pub mod hf;
 pub mod load;
 mod mmap;
+pub mod output;
 pub mod perplexity;
+pub mod save;
 pub mod synthetic;
+pub mod target;
+pub mod tensors;
 pub mod tokenizer;
 
 pub use config::{Activation, ModelConfig};

@@ -139,6 +139,11 @@ pub trait TensorSource {
     fn ternary(&self, name: &str, rows: usize, cols: usize) -> Result<TernaryMatrix>;
     /// Whether the source holds `name`.
     fn has(&self, name: &str) -> bool;
+    /// A tensor's type and bytes as stored, where the source is a GGUF file (writers copy
+    /// tensors the target reads as they are).
+    fn raw(&self, _name: &str) -> Option<(GgmlType, &[u8])> {
+        None
+    }
     /// A `rows x cols` float or block-quantized tensor that can be used in place, if the
     /// source maps one: the bytes, the offset of row 0, the element type and bytes per row.
     fn rows_in_place(
@@ -162,6 +167,9 @@ impl TensorSource for GgufModelFile {
     }
     fn has(&self, name: &str) -> bool {
         self.header.tensor(name).is_some()
+    }
+    fn raw(&self, name: &str) -> Option<(GgmlType, &[u8])> {
+        self.tensor(name).ok().map(|(t, d)| (t.ty, d))
     }
     fn rows_in_place(
         &self,
@@ -314,7 +322,7 @@ pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
     let mut f = GgufModelFile::open(path)?;
     f.in_place = opts.in_place.unwrap_or_else(|| {
         let size = f.map.bytes().len() as u64;
-        mem_available().is_some_and(|avail| size > avail / 2)
+        onebit_kernels::machine::available_memory().is_some_and(|avail| size > avail / 2)
     });
     tracing::info!(
         "{path}: weights {}",
@@ -381,7 +389,14 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
         }
     };
     f.release();
-    Ok(Model { config, embed, layers, norm, head, pool: ThreadPool::new(opts.threads) })
+    let (threads, capped) = onebit_kernels::machine::cap_threads(opts.threads);
+    if capped {
+        tracing::warn!(
+            "{} threads requested, {threads} CPUs available: using {threads}",
+            opts.threads
+        );
+    }
+    Ok(Model { config, embed, layers, norm, head, pool: ThreadPool::new(threads) })
 }
 
 /// Loads a model from a GGUF file or a Hugging Face directory.
@@ -391,17 +406,4 @@ pub fn load_any(path: &str, opts: &LoadOptions) -> Result<Model> {
     } else {
         load_gguf(path, opts)
     }
-}
-
-/// MemAvailable from /proc/meminfo, in bytes (Linux).
-fn mem_available() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = s
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }

@@ -15,6 +15,20 @@ impl Mapped {
     /// another process truncating it would make reads fault, which memmap2 cannot prevent.
     pub fn open(path: &str) -> Result<Mapped> {
         let io = |source| Error::Io { path: path.to_string(), source };
+        // Checked before opening: opening a FIFO blocks until a writer appears, and a device
+        // or folder maps to nonsense or fails with an unrelated OS message.
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let kind = meta.file_type();
+        let not_file = |what: &'static str| Err(Error::NotAFile { path: path.into(), what });
+        if kind.is_dir() {
+            return not_file("a folder");
+        }
+        if !kind.is_file() {
+            return not_file("not a regular file (a FIFO, socket or device)");
+        }
+        if meta.len() == 0 {
+            return not_file("empty");
+        }
         let f = File::open(path).map_err(io)?;
         // SAFETY: read-only map of a file we do not modify; see the contract above.
         let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;

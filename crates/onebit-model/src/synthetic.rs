@@ -35,41 +35,23 @@ impl Rng {
     }
 }
 
-/// Every tensor of a model, in file order: (name, dims, type).
+/// Every tensor of a model, in file order, with ternary linears of type `linear` (plus
+/// their `.scale` tensors for onebit's own layouts), f16 embeddings and f32 norms.
 pub fn tensor_plan(c: &ModelConfig, linear: GgmlType) -> Vec<TensorPlan> {
-    let (h, qd, kvd, ffn) =
-        (c.hidden as u64, c.q_dim() as u64, c.kv_dim() as u64, c.intermediate as u64);
-    let p = |name: String, dims: Vec<u64>, ty| TensorPlan { name, dims, ty };
-    let mut v = vec![p("token_embd.weight".into(), vec![h, c.vocab as u64], GgmlType::F16)];
+    use crate::tensors::Role;
     let separate_scale = matches!(linear, GgmlType::OnebitT2 | GgmlType::OnebitB3);
-    for i in 0..c.layers {
-        let n = |s: &str| format!("blk.{i}.{s}.weight");
-        v.push(p(n("attn_norm"), vec![h], GgmlType::F32));
-        for (s, rows, cols) in
-            [("attn_q", qd, h), ("attn_k", kvd, h), ("attn_v", kvd, h), ("attn_output", h, qd)]
-        {
-            v.push(p(n(s), vec![cols, rows], linear));
-            if separate_scale {
-                v.push(p(format!("blk.{i}.{s}.scale"), vec![1], GgmlType::F32));
-            }
+    let mut v = Vec::new();
+    for t in c.tensors() {
+        let ty = match t.role {
+            Role::Embedding | Role::Output => GgmlType::F16,
+            Role::Norm => GgmlType::F32,
+            Role::Linear => linear,
+        };
+        v.push(TensorPlan { name: t.name.clone(), dims: t.dims(), ty });
+        if separate_scale && t.role == Role::Linear {
+            let name = t.name.replace(".weight", ".scale");
+            v.push(TensorPlan { name, dims: vec![1], ty: GgmlType::F32 });
         }
-        if c.sub_norms {
-            v.push(p(n("attn_sub_norm"), vec![qd], GgmlType::F32));
-        }
-        v.push(p(n("ffn_norm"), vec![h], GgmlType::F32));
-        for (s, rows, cols) in [("ffn_gate", ffn, h), ("ffn_up", ffn, h), ("ffn_down", h, ffn)] {
-            v.push(p(n(s), vec![cols, rows], linear));
-            if separate_scale {
-                v.push(p(format!("blk.{i}.{s}.scale"), vec![1], GgmlType::F32));
-            }
-        }
-        if c.sub_norms {
-            v.push(p(n("ffn_sub_norm"), vec![ffn], GgmlType::F32));
-        }
-    }
-    v.push(p("output_norm.weight".into(), vec![h], GgmlType::F32));
-    if !c.tied_embeddings {
-        v.push(p("output.weight".into(), vec![h, c.vocab as u64], GgmlType::F16));
     }
     v
 }

@@ -1,6 +1,7 @@
 //! Text ↔ token ids through the `tokenizers` crate (a model's `tokenizer.json`).
 
 use crate::error::{Error, Result};
+use crate::gguf::Value;
 use std::path::Path;
 
 /// A loaded tokenizer.
@@ -22,6 +23,10 @@ impl Tokenizer {
     /// else the vocabulary a GGUF file carries.
     pub fn for_model(model: &str) -> Result<Self> {
         let p = Path::new(model);
+        // A missing model is the error to report, not the tokenizer that would sit beside it.
+        if let Err(source) = std::fs::metadata(p) {
+            return Err(Error::Io { path: model.into(), source });
+        }
         let candidate =
             if p.is_dir() { p.join("tokenizer.json") } else { p.with_file_name("tokenizer.json") };
         if !candidate.exists() {
@@ -45,14 +50,49 @@ impl Tokenizer {
         Ok(self.0.encode(text, special).map_err(terr)?.get_ids().to_vec())
     }
 
+    /// The token encoding with specials puts first (BOS), if it adds one.
+    pub fn added_bos(&self) -> Option<u32> {
+        let with = self.encode("a", true).ok()?;
+        let without = self.encode("a", false).ok()?;
+        (with.len() == without.len() + 1 && with[1..] == without[..]).then(|| with[0])
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.0.decode(ids, true).map_err(terr)
     }
 
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.0.to_string(true).map_err(terr)
+    }
+
+    /// The string of a token id, if it is in the vocabulary.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.0.id_to_token(id)
+    }
+
     /// The id of a token string, if it is in the vocabulary.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.0.token_to_id(token)
+    }
+
+    /// Refuses a tokenizer that does not belong to a model with `rows` embedding rows: token
+    /// ids beyond the rows, or far fewer tokens than rows (checkpoints pad their embedding to a
+    /// round size, by up to a few hundred rows; more than max(256, rows / 64) is another model's).
+    pub fn check_model_vocab(&self, rows: usize) -> Result<()> {
+        let n = self.vocab_size();
+        if n > rows {
+            return Err(Error::Tokenizer(format!(
+                "{n} tokens but the model has only {rows} embedding rows: not this model's tokenizer"
+            )));
+        }
+        if rows - n > 256.max(rows / 64) {
+            return Err(Error::Tokenizer(format!(
+                "{n} tokens for a model of {rows} embedding rows: not this model's tokenizer"
+            )));
+        }
+        Ok(())
     }
 
     /// Vocabulary size including added tokens.
@@ -104,6 +144,81 @@ impl StreamDecoder {
     }
 }
 
+/// GGUF metadata for a byte-level BPE `tokenizer.json`, with the pre-tokenizer under the
+/// name llama.cpp and its forks accept (`gpt-2`): tokens, merges, control tokens.
+pub fn gguf_metadata(tokenizer_json: &str) -> Result<Vec<(String, Value)>> {
+    let bad = |m: String| Error::Tokenizer(format!("GGUF vocabulary: {m}"));
+    let v: serde_json::Value =
+        serde_json::from_str(tokenizer_json).map_err(|e| bad(e.to_string()))?;
+    let model = &v["model"];
+    if model["type"].as_str() != Some("BPE") {
+        return Err(bad("only BPE tokenizers can be embedded in GGUF".into()));
+    }
+    let vocab = model["vocab"].as_object().ok_or_else(|| bad("model.vocab is not a map".into()))?;
+    let mut tokens = vec![None; vocab.len()];
+    for (tok, id) in vocab {
+        let id = id.as_u64().ok_or_else(|| bad(format!("token {tok} has no integer id")))? as usize;
+        *tokens
+            .get_mut(id)
+            .ok_or_else(|| bad(format!("token id {id} is beyond the vocabulary")))? =
+            Some(tok.clone());
+    }
+    let mut types = vec![1i32; tokens.len()];
+    if let Some(added) = v["added_tokens"].as_array() {
+        for a in added {
+            if let (Some(id), Some(s)) = (a["id"].as_u64(), a["content"].as_str()) {
+                let id = id as usize;
+                if id >= tokens.len() {
+                    tokens.resize(id + 1, None);
+                    types.resize(id + 1, 1);
+                }
+                tokens[id] = Some(s.to_string());
+                if a["special"].as_bool() == Some(true) {
+                    types[id] = 3;
+                }
+            }
+        }
+    }
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.ok_or_else(|| bad(format!("token id {i} is unused (gaps cannot be stored)")))
+        })
+        .collect::<Result<_>>()?;
+    let merges: Vec<Value> = model["merges"]
+        .as_array()
+        .ok_or_else(|| bad("model.merges is missing".into()))?
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::String(s) => Ok(Value::String(s.clone())),
+            serde_json::Value::Array(p) if p.len() == 2 => Ok(Value::String(format!(
+                "{} {}",
+                p[0].as_str().unwrap_or_default(),
+                p[1].as_str().unwrap_or_default()
+            ))),
+            _ => Err(bad("a merge is neither \"a b\" nor [a, b]".into())),
+        })
+        .collect::<Result<_>>()?;
+    Ok(vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("gpt-2".into())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        ("tokenizer.ggml.merges".into(), Value::Array(merges)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    ])
+}
+
+/// GPT-2's pre-tokenizer split (GGUF `tokenizer.ggml.pre = "gpt-2"`).
+const GPT2_SPLIT: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+
 /// Llama-3's pre-tokenizer split (GGUF `tokenizer.ggml.pre = "llama-bpe"`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -112,7 +227,6 @@ impl Tokenizer {
     /// as bitnet.cpp and llama.cpp write for Llama-3 and GPT-2 style vocabularies): tokens,
     /// merges, control tokens as specials, BOS added when `add_bos_token` says so.
     pub fn from_gguf(g: &crate::gguf::GgufFile) -> Result<Self> {
-        use crate::gguf::Value;
         use tokenizers::models::bpe::BPE;
         use tokenizers::pre_tokenizers::byte_level::ByteLevel;
         use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -155,15 +269,15 @@ impl Tokenizer {
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(terr)?;
         let mut t = tokenizers::Tokenizer::new(bpe);
         let byte_level = ByteLevel::new(false, true, false);
+        let split = |re: &str| -> Result<PreTokenizerWrapper> {
+            Ok(Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
+                .map_err(terr)?
+                .into())
+        };
+        // The pre-tokenizer names llama.cpp's llama-vocab.cpp knows, with its regexes.
         let pre: PreTokenizerWrapper = match g.get("tokenizer.ggml.pre").and_then(Value::as_str) {
-            Some("llama-bpe") | Some("llama3") => {
-                let split = Split::new(
-                    SplitPattern::Regex(LLAMA3_SPLIT.into()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .map_err(terr)?;
-                Sequence::new(vec![split.into(), byte_level.into()]).into()
+            Some("llama-bpe" | "llama3" | "llama-v3" | "falcon3") => {
+                Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level.into()]).into()
             }
             // SmolLM's tokenizer.json splits every digit before the byte-level regex.
             Some("smollm") => Sequence::new(vec![
@@ -171,7 +285,25 @@ impl Tokenizer {
                 ByteLevel::new(false, true, true).into(),
             ])
             .into(),
-            _ => ByteLevel::new(false, true, true).into(),
+            // "gpt2" is what onebit wrote before it learned llama.cpp's name for it.
+            Some("gpt-2" | "gpt2" | "mpt" | "olmo" | "phi-2" | "jais") => {
+                ByteLevel::new(false, true, true).into()
+            }
+            // llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEFAULT: four regexes applied in turn.
+            None | Some("default") => Sequence::new(vec![
+                split(r"[\p{P}\$\+<=>\^~\|]+")?,
+                split(GPT2_SPLIT)?,
+                split(r"\p{N}+")?,
+                split(r"[0-9][0-9][0-9]")?,
+                byte_level.into(),
+            ])
+            .into(),
+            Some(other) => {
+                return Err(bad(&format!(
+                    "pre-tokenizer '{other}' is not supported (gpt-2, llama-bpe, llama3, \
+                     smollm, default)"
+                )))
+            }
         };
         t.with_pre_tokenizer(Some(pre));
         t.with_decoder(Some(ByteLevel::default()));

@@ -5,6 +5,7 @@ use onebit_kernels::TernaryFormat;
 use onebit_model::convert::convert_gguf;
 use onebit_model::load::{load_gguf, GgufModelFile, LoadOptions};
 use onebit_model::synthetic::{linear_type, write_synthetic};
+use onebit_model::target::Target;
 use onebit_model::{HeadKind, ModelConfig, Session};
 
 fn logits(path: &str) -> Vec<f32> {
@@ -42,14 +43,22 @@ fn every_layout_converts_and_round_trips() {
     let want = logits(&p("src.gguf"));
     for to in [TernaryFormat::T2, TernaryFormat::B3, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0] {
         let out = p(&format!("{}.gguf", to.name()));
-        convert_gguf(&p("src.gguf"), &out, to, &mut |_, _| {}).unwrap();
+        convert_gguf(
+            &p("src.gguf"),
+            &out,
+            Target::Onebit,
+            linear_type(to).unwrap(),
+            &mut |_, _| {},
+        )
+        .unwrap();
         let got = logits(&out);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
         assert_eq!(err, 0.0, "{}: logits differ by {err}", to.name());
         // And back to I2_S: the linear tensors are byte-identical to the source's.
         let back = p(&format!("{}-back.gguf", to.name()));
-        convert_gguf(&out, &back, TernaryFormat::I2S, &mut |_, _| {}).unwrap();
+        let i2s = linear_type(TernaryFormat::I2S).unwrap();
+        convert_gguf(&out, &back, Target::Onebit, i2s, &mut |_, _| {}).unwrap();
         let (a, b) =
             (GgufModelFile::open(&p("src.gguf")).unwrap(), GgufModelFile::open(&back).unwrap());
         for t in a
@@ -74,7 +83,8 @@ fn missing_and_wrong_files_are_errors() {
     std::fs::write(&bad, b"GGUF\x03\0\0\0garbage").unwrap();
     let bad = bad.display().to_string();
     assert!(load_gguf(&bad, &LoadOptions::default()).is_err());
-    assert!(convert_gguf(&bad, "/nonexistent/x.gguf", TernaryFormat::T2, &mut |_, _| {}).is_err());
+    let t2 = linear_type(TernaryFormat::T2).unwrap();
+    assert!(convert_gguf(&bad, "/nonexistent/x.gguf", Target::Onebit, t2, &mut |_, _| {}).is_err());
     assert!(load_gguf("/nonexistent/model.gguf", &LoadOptions::default()).is_err());
     std::fs::remove_file(&bad).ok();
 }

@@ -158,3 +158,43 @@ proptest! {
         let _ = GgufFile::parse(&with_magic);
     }
 }
+
+/// The architecture name alone decides FFN, sub-norms and RoPE pairing when a file carries
+/// no `onebit.*` keys, as llama.cpp, ik_llama.cpp and bitnet.cpp read it.
+#[test]
+fn architecture_names_mean_what_the_peers_run() {
+    use onebit_model::{Activation, ModelConfig};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/austen.gguf");
+    let bytes = std::fs::read(path).unwrap();
+    let mut g = GgufFile::parse(&bytes).unwrap();
+    let ours = ModelConfig::from_gguf(&g).unwrap();
+    assert!(!ours.rope_interleaved && ours.sub_norms && ours.act == Activation::Relu2);
+    // Without onebit's keys, bitnet-b1.58 is still relu², sub-norms and NEOX (rotate half).
+    g.metadata.retain(|(k, _)| !k.starts_with("onebit."));
+    assert_eq!(ModelConfig::from_gguf(&g).unwrap(), ours);
+    let rename = |g: &mut GgufFile, arch: &str| {
+        let old = g.get("general.architecture").unwrap().as_str().unwrap().to_string();
+        for (k, v) in g.metadata.iter_mut() {
+            if k == "general.architecture" {
+                *v = Value::String(arch.into());
+            } else if let Some(rest) = k.strip_prefix(&format!("{old}.")) {
+                *k = format!("{arch}.{rest}");
+            }
+        }
+    };
+    rename(&mut g, "bitnet-25");
+    assert_eq!(ModelConfig::from_gguf(&g).unwrap(), ours);
+    // `bitnet` is the 1bitLLM family: SiLU-gated, sub-norms, NEOX.
+    rename(&mut g, "bitnet");
+    let c = ModelConfig::from_gguf(&g).unwrap();
+    assert_eq!((c.act, c.sub_norms, c.rope_interleaved), (Activation::Silu, true, false));
+    // `llama` pairs adjacent dimensions (its converter permutes q/k) and has no sub-norms.
+    rename(&mut g, "llama");
+    let c = ModelConfig::from_gguf(&g).unwrap();
+    assert_eq!((c.act, c.sub_norms, c.rope_interleaved), (Activation::Silu, false, true));
+    rename(&mut g, "qwen2");
+    assert!(ModelConfig::from_gguf(&g)
+        .unwrap_err()
+        .to_string()
+        .contains("'qwen2' is not supported"));
+}

@@ -30,7 +30,7 @@ fn hf_directory_matches_gguf_and_scale_semantics() {
     write_synthetic(&gguf, &cfg, linear_type(TernaryFormat::I2S).unwrap(), 5, &mut |_, _| {})
         .unwrap();
     let src = GgufModelFile::open(&gguf).unwrap();
-    write_hf(&src, &cfg, &hf).unwrap();
+    write_hf(&src, &cfg, &hf, None).unwrap();
     let want = logits(&load_gguf(&gguf, &opts()).unwrap());
     let got = logits(&load_hf(&hf, &opts()).unwrap());
     assert_eq!(got, want);

@@ -9,7 +9,7 @@ fn gguf_with_vocab(pre: &str) -> Vec<u8> {
         tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet().into_iter().collect();
     alphabet.sort();
     let mut tokens: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
-    tokens.extend(["he", "ll", "hell", "<|begin|>"].map(String::from));
+    tokens.extend(["he", "ll", "hell", "34", "<|begin|>"].map(String::from));
     let mut types = vec![Value::I32(1); tokens.len()];
     *types.last_mut().unwrap() = Value::I32(3);
     let meta = vec![
@@ -23,7 +23,7 @@ fn gguf_with_vocab(pre: &str) -> Vec<u8> {
         ("tokenizer.ggml.token_type".into(), Value::Array(types)),
         (
             "tokenizer.ggml.merges".into(),
-            Value::Array(["h e", "l l", "he ll"].map(|m| Value::String(m.into())).to_vec()),
+            Value::Array(["h e", "l l", "he ll", "3 4"].map(|m| Value::String(m.into())).to_vec()),
         ),
         ("tokenizer.ggml.bos_token_id".into(), Value::U32(tokens.len() as u32 - 1)),
     ];
@@ -32,7 +32,7 @@ fn gguf_with_vocab(pre: &str) -> Vec<u8> {
 
 #[test]
 fn gguf_vocabulary_encodes_and_round_trips() {
-    for pre in ["llama-bpe", "gpt2"] {
+    for pre in ["llama-bpe", "gpt2", "gpt-2", "default"] {
         let bytes = gguf_with_vocab(pre);
         let g = GgufFile::parse(&bytes).unwrap();
         let t = Tokenizer::from_gguf(&g).unwrap();
@@ -59,4 +59,21 @@ fn unsupported_or_broken_vocabularies_are_errors() {
     ];
     let b = GgufWriter::new(Vec::new(), &meta, &[]).unwrap().finish().unwrap();
     assert!(Tokenizer::from_gguf(&GgufFile::parse(&b).unwrap()).is_err());
+    // A pre-tokenizer whose regexes onebit does not implement is refused, not guessed.
+    let e = Tokenizer::from_gguf(&GgufFile::parse(&gguf_with_vocab("qwen2")).unwrap());
+    assert!(e.err().unwrap().to_string().contains("pre-tokenizer 'qwen2'"));
+}
+
+#[test]
+fn llama_cpp_default_pre_tokenizer_splits_digits_in_threes() {
+    // GPT-2's regex keeps "1234" one piece, so the merge "3 4" applies; llama.cpp's DEFAULT
+    // cuts digit runs into triples ("123" | "4"), so it cannot.
+    let tok =
+        |pre: &str| Tokenizer::from_gguf(&GgufFile::parse(&gguf_with_vocab(pre)).unwrap()).unwrap();
+    let (gpt2, default) = (tok("gpt-2"), tok("default"));
+    let merged = gpt2.token_id("34").unwrap();
+    assert!(gpt2.encode("1234", false).unwrap().contains(&merged));
+    let ids = default.encode("1234", false).unwrap();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert_eq!(default.decode(&ids).unwrap(), "1234");
 }

@@ -147,7 +147,30 @@ impl TrainConfig {
         if self.threads == 0 {
             return bad("threads must be ≥ 1".into());
         }
-        Ok(())
+        onebit_kernels::machine::check_memory("this training run", self.memory_bytes())
+            .map_err(Error::Config)
+    }
+
+    /// An upper estimate of the bytes a run needs: per parameter its value, gradient, two
+    /// AdamW moments and (ternary ones) the quantized caches; per token and layer the
+    /// activations the backward pass keeps, attention scores included; the logits.
+    /// Saturating, so absurd sizes give a huge number rather than an overflow.
+    pub fn memory_bytes(&self) -> u64 {
+        let c = &self.model;
+        let m = |a: u64, b: u64| a.saturating_mul(b);
+        let (h, qd, kvd, f) =
+            (c.hidden as u64, c.q_dim() as u64, c.kv_dim() as u64, c.intermediate as u64);
+        let embed = m(c.vocab as u64, h) * if c.tied_embeddings { 1 } else { 2 };
+        let ternary = c.ternary_params();
+        let params = embed.saturating_add(ternary);
+        let per_param = m(params, 16).saturating_add(m(ternary, 6));
+        let tokens = m(self.seq as u64, self.batch as u64);
+        let per_token_layer = (6 * h + 3 * qd + 2 * kvd + 4 * f)
+            .saturating_add(m(2 * c.heads as u64, self.seq as u64));
+        let kept_layers = if self.checkpointing { 1 } else { c.layers as u64 };
+        let acts = m(m(m(tokens, per_token_layer), kept_layers), 8)
+            .saturating_add(m(m(tokens, c.vocab as u64), 8));
+        per_param.saturating_add(acts)
     }
 }
 
@@ -208,7 +231,14 @@ impl Trainer {
         let mut model = model;
         model.params.set_int8_backward(cfg.int8_backward);
         let opt = AdamW::new(&model.params, cfg.adamw.clone());
-        let mut tape = Tape::new(cfg.threads);
+        let (threads, capped) = onebit_kernels::machine::cap_threads(cfg.threads);
+        if capped {
+            tracing::warn!(
+                "{} threads requested, {threads} CPUs available: using {threads}",
+                cfg.threads
+            );
+        }
+        let mut tape = Tape::new(threads);
         tape.set_checkpointing(cfg.checkpointing);
         let batcher = Batcher::new(cfg.seq, cfg.batch, cfg.seed);
         let mut t = Trainer {

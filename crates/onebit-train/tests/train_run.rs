@@ -170,7 +170,7 @@ fn export_check(llama: bool) {
     let path = format!("{dir}/m.gguf");
     let opts = ExportOptions { f32_embeddings: true, ..Default::default() };
     let tjson = std::fs::read_to_string(&tj).unwrap();
-    export_gguf(&t.model, Some(&tjson), &path, &opts).unwrap();
+    export_gguf(&t.model, Some(&tjson), &path, &[], &opts).unwrap();
     let prompt: Vec<u32> = data.val[..24].to_vec();
     let want = t.logits(&prompt).unwrap();
     let model =

@@ -21,12 +21,14 @@ pub struct Args {
 
 /// Runs `onebit chat`.
 pub fn run(a: Args) -> Result<()> {
+    a.g.check()?;
     let tok = a.g.tokenizer(&a.m.model)?;
     let template = ChatTemplate::for_model(&a.m.model)?;
     let model = a.m.load()?;
+    tok.check_model_vocab(model.config.vocab)?;
     let c = &model.config;
     let ctx = a.g.ctx.min(c.max_positions);
-    let mut sampler = a.g.sampler(c.vocab);
+    let mut sampler = a.g.sampler(c.vocab)?;
     let mut session = a.g.session(&model, ctx)?;
     let mut consumed: Vec<u32> = Vec::with_capacity(ctx);
     let mut messages: Vec<Message> =

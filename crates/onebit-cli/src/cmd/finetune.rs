@@ -149,6 +149,7 @@ pub fn run(a: Args) -> Result<()> {
         &t.model,
         None,
         &gguf,
+        &[],
         &ExportOptions { name: "onebit finetuned".into(), extra, ..Default::default() },
     )?;
     eprintln!("wrote {gguf} ({} bytes)", std::fs::metadata(&gguf)?.len());

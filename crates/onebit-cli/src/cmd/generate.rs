@@ -44,8 +44,8 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    /// The sampler settings.
-    pub fn sampler(&self, vocab: usize) -> Sampler {
+    /// The sampler settings, range-checked.
+    pub fn sampler(&self, vocab: usize) -> Result<Sampler> {
         let cfg = SamplerConfig {
             temperature: self.temp,
             top_k: self.top_k,
@@ -55,7 +55,8 @@ impl GenArgs {
             seed: self.seed,
             ..SamplerConfig::default()
         };
-        Sampler::new(cfg, vocab)
+        cfg.validate()?;
+        Ok(Sampler::new(cfg, vocab))
     }
 
     /// A one-sequence session of `ctx` positions with the `--kv-cache` type.
@@ -77,6 +78,14 @@ impl GenArgs {
             Some(p) => Tokenizer::from_file(p)?,
             None => Tokenizer::for_model(model)?,
         })
+    }
+
+    /// Checks the settings that need no model (sampling ranges, context).
+    pub fn check(&self) -> Result<()> {
+        if self.ctx < 2 {
+            anyhow::bail!("--ctx {} is too small (at least 2)", self.ctx);
+        }
+        self.sampler(1).map(|_| ())
     }
 }
 

@@ -21,11 +21,21 @@ pub struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// FFN activation: relu2 (BitNet b1.58 2B4T, the presets' default) or silu (the 1bitLLM
+    /// `bitnet` family that llama.cpp and bitnet.cpp run).
+    #[arg(long)]
+    act: Option<String>,
 }
 
 /// Runs `onebit init`.
 pub fn run(a: Args) -> Result<()> {
-    let config = ModelConfig::preset(&a.shape)?;
+    let mut config = ModelConfig::preset(&a.shape)?;
+    match a.act.as_deref() {
+        None => {}
+        Some("relu2") => config.act = onebit_model::Activation::Relu2,
+        Some("silu") => config.act = onebit_model::Activation::Silu,
+        Some(other) => anyhow::bail!("unknown --act '{other}' (relu2, silu)"),
+    }
     let format = TernaryFormat::from_name(&a.format)
         .with_context(|| format!("unknown format '{}'", a.format))?;
     let ty = linear_type(format)?;

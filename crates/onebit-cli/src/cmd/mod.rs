@@ -12,6 +12,7 @@ pub mod info;
 pub mod init;
 pub mod kernels;
 pub mod model_args;
+pub mod perplexity;
 pub mod plot;
 pub mod run;
 pub mod tokenizer;
@@ -36,6 +37,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Rewrite a model's ternary linears in another layout (I2_S, TQ1_0, TQ2_0, T2, B3).
     Convert(convert::Args),
+    /// Perplexity of a model on a text file, computed as llama.cpp's llama-perplexity does.
+    Perplexity(perplexity::Args),
     /// Train a 1.58-bit model from scratch on text files (QAT with the straight-through estimator).
     Train(train::Args),
     /// Fine-tune a full-precision model into 1.58 bits (BitLinear QAT with λ phase-in).
@@ -62,6 +65,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::Train(a) => train::run(a),
         Command::Finetune(a) => finetune::run(a),
         Command::Export(a) => export::run(a),

@@ -19,8 +19,10 @@ pub struct Args {
 
 /// Runs `onebit run`.
 pub fn run(a: Args) -> Result<()> {
+    a.g.check()?;
     let tok = a.g.tokenizer(&a.m.model)?;
     let model = a.m.load()?;
+    tok.check_model_vocab(model.config.vocab)?;
     let c = &model.config;
     let prompt = tok.encode(&a.prompt, true)?;
     if prompt.is_empty() {
@@ -30,7 +32,7 @@ pub fn run(a: Args) -> Result<()> {
     if prompt.len() >= ctx {
         bail!("prompt of {} tokens does not fit the context of {ctx}", prompt.len());
     }
-    let mut sampler = a.g.sampler(c.vocab);
+    let mut sampler = a.g.sampler(c.vocab)?;
     let mut session = a.g.session(&model, ctx)?;
     let mut stdout = std::io::stdout().lock();
     let t0 = Instant::now();

@@ -118,7 +118,9 @@ impl Args {
         if let Some(v) = self.kv_heads {
             m.kv_heads = v;
         }
-        m.head_dim = m.hidden / m.heads.max(1);
+        if self.hidden.is_some() || self.heads.is_some() {
+            m.head_dim = m.hidden / m.heads.max(1);
+        }
         if let Some(v) = self.ffn {
             m.intermediate = v;
         }
@@ -140,6 +142,29 @@ impl Args {
 
 /// Runs `onebit train`.
 pub fn run(a: Args) -> Result<()> {
+    for d in &a.data {
+        let meta = std::fs::metadata(d).with_context(|| format!("training data {d}"))?;
+        if !meta.is_file() {
+            bail!("training data {d}: not a regular file");
+        }
+    }
+    // Every setting is checked before the run folder is made or a tokenizer trained, so a run
+    // that cannot work leaves nothing behind.
+    let vocab = match &a.tokenizer {
+        Some(t) => Tokenizer::from_file(t)?.vocab_size(),
+        None => a.vocab,
+    };
+    let mut cfg = match (&a.config, &a.resume) {
+        (Some(p), _) => toml::from_str::<TrainConfig>(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?,
+        )
+        .with_context(|| format!("{p} is not a valid run config"))?,
+        // A resumed run takes its shape and settings from the checkpoint; flags override.
+        (None, Some(ck)) => checkpoint::read_config(ck)?,
+        (None, None) => default_config(vocab),
+    };
+    a.apply(&mut cfg);
+    cfg.validate()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out))?;
     let tok_path = format!("{}/tokenizer.json", a.out);
     match &a.tokenizer {
@@ -154,14 +179,6 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let tok = Tokenizer::from_file(&tok_path)?;
-    let mut cfg = match &a.config {
-        Some(p) => toml::from_str::<TrainConfig>(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?,
-        )
-        .with_context(|| format!("{p} is not a valid run config"))?,
-        None => default_config(tok.vocab_size()),
-    };
-    a.apply(&mut cfg);
     if cfg.model.vocab < tok.vocab_size() {
         bail!(
             "model vocabulary {} is smaller than the tokenizer's {}",
@@ -208,6 +225,7 @@ pub fn run(a: Args) -> Result<()> {
         &t.model,
         Some(&tj),
         &gguf,
+        &[],
         &ExportOptions { name: "onebit trained".into(), ..Default::default() },
     )?;
     eprintln!(

@@ -34,6 +34,30 @@ impl Default for SamplerConfig {
     }
 }
 
+impl SamplerConfig {
+    /// Checks every setting is in its range, naming the first that is not.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |what: &str, v: f32, range: &str| {
+            Err(crate::Error::Sampling(format!("{what} {v} is out of range ({range})")))
+        };
+        let t = self.temperature;
+        if !t.is_finite() || t < 0.0 {
+            return bad("temperature", t, "a finite number >= 0; 0 is greedy");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top-p", self.top_p, "above 0 and at most 1");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min-p", self.min_p, "0 to 1");
+        }
+        let r = self.repeat_penalty;
+        if !r.is_finite() || r <= 0.0 {
+            return bad("repeat penalty", r, "a finite number > 0; 1 is off");
+        }
+        Ok(())
+    }
+}
+
 /// A sampler with its RNG state and scratch.
 pub struct Sampler {
     cfg: SamplerConfig,

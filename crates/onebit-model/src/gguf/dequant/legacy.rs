@@ -61,6 +61,20 @@ pub fn q5_1(b: &[u8], y: &mut [f32]) {
     }
 }
 
+/// Q8_0 blocks of `x` (whole blocks of 32), as ggml's reference `quantize_row_q8_0_ref`
+/// writes them: d = absmax / 127, q = round(x / d) half away from zero.
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / 32 * 34);
+    for b in x.chunks_exact(32) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +89,20 @@ mod tests {
         let mut y = vec![f32::NAN; 32];
         f(b, &mut y);
         y
+    }
+
+    #[test]
+    fn q8_0_holds_ternary_values_up_to_its_f16_scale() {
+        let x: Vec<f32> = (0..64).map(|i| [0.3f32, 0.0, -0.3][i % 3]).collect();
+        let b = quantize_q8_0(&x);
+        assert_eq!(b.len(), 68);
+        let mut y = vec![0f32; 32];
+        q8_0(&b[34..], &mut y);
+        let a = 127.0 * f16::from_f32(0.3 / 127.0).to_f32();
+        assert!(y
+            .iter()
+            .zip(&x[32..])
+            .all(|(y, x)| *y == a * x.signum() * (*x != 0.0) as u8 as f32));
     }
 
     #[test]

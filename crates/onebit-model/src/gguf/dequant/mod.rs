@@ -7,6 +7,8 @@
 mod kquants;
 mod legacy;
 
+pub use legacy::quantize_q8_0;
+
 use super::GgmlType;
 use half::{bf16, f16};
 
