@@ -5,6 +5,10 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// Instructions a template may run per render: real chat templates use a few thousand per
+/// message; this allows conversations of hundreds of turns.
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Message {
@@ -86,6 +90,9 @@ impl ChatTemplate {
             return Ok(out);
         };
         let mut env = minijinja::Environment::new();
+        // A template comes with the model file: bound its work so a hostile one (nested loops
+        // of 2.5·10^7 steps; minijinja caps a single range below 10^4) is an error, not a hang.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -128,5 +135,10 @@ mod tests {
         assert!(bad.render(&[msg("system", "x")]).is_err());
         let broken = ChatTemplate::from_source("{% for %}", "", "");
         assert!(broken.render(&[]).is_err());
+        let nested =
+            "{% for i in range(5000) %}{% for j in range(5000) %}x{% endfor %}{% endfor %}";
+        let endless = ChatTemplate::from_source(nested, "", "");
+        let e = endless.render(&[]).unwrap_err().to_string();
+        assert!(e.contains("fuel"), "{e}");
     }
 }

@@ -52,6 +52,9 @@ fn hf_rope_theta(v: &serde_json::Value) -> Result<f32> {
     Ok(theta as f32)
 }
 
+/// Most blocks a model may have.
+pub const MAX_LAYERS: usize = 4096;
+
 /// What a GGUF architecture name means, as the engine that defines it runs it. Every row
 /// of the table in this crate's README is one arm of [`ArchRules::of`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +217,11 @@ impl ModelConfig {
         }
         if dims.iter().any(|&d| d > 1 << 24) || self.max_positions > 1 << 24 {
             return bad("a dimension exceeds 2^24".into());
+        }
+        // The deepest published models have a few hundred blocks; a count in the millions is
+        // a corrupted or hostile file, and listing its tensors alone would take minutes.
+        if self.layers > MAX_LAYERS {
+            return bad(format!("{} layers exceed the limit of {MAX_LAYERS}", self.layers));
         }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
@@ -380,9 +388,18 @@ impl ModelConfig {
         }
         let rope_interleaved =
             if onebit { !flag("onebit.rope_rotate_half", true) } else { rules.rope_interleaved };
+        let layers = need("block_count")?;
+        // Seven linears a block: a header claiming more blocks than its tensors can hold is
+        // refused before anything is sized by it.
+        if layers.saturating_mul(7) > g.tensors.len() && !g.tensors.is_empty() {
+            return Err(Error::Config(format!(
+                "GGUF: block_count {layers} but the file holds only {} tensors",
+                g.tensors.len()
+            )));
+        }
         let c = ModelConfig {
             hidden,
-            layers: need("block_count")?,
+            layers,
             heads,
             kv_heads: key("attention.head_count_kv")
                 .and_then(Value::as_u64)

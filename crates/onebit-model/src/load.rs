@@ -25,11 +25,14 @@ pub struct LoadOptions {
     /// use huge pages), or decide by size (`None`: in place when the file exceeds half of
     /// the available memory).
     pub in_place: Option<bool>,
+    /// Check the tensor data against the checksum onebit writes into its own files (one
+    /// read of the whole file; files from other tools carry no checksum).
+    pub verify: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { threads: 2, layout: None, head: HeadKind::Q8, in_place: None }
+        LoadOptions { threads: 2, layout: None, head: HeadKind::Q8, in_place: None, verify: true }
     }
 }
 
@@ -65,6 +68,15 @@ impl GgufModelFile {
         let t = self.header.tensor(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
         let start = (self.header.data_offset + t.offset) as usize;
         Ok((self.map.clone(), start..start + t.size as usize))
+    }
+
+    /// Checks the tensor data against the file's checksum, if it carries one.
+    pub fn verify(&self) -> Result<()> {
+        self.header
+            .verify_checksum(self.map.bytes())
+            .map_err(|source| Error::Gguf { path: self.path.clone(), source })?;
+        self.release();
+        Ok(())
     }
 
     /// Drops the pages read so far from this process's RSS (they stay in the page cache).
@@ -328,6 +340,9 @@ pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
         "{path}: weights {}",
         if f.in_place { "used in place (mmap)" } else { "copied" }
     );
+    if opts.verify {
+        f.verify()?;
+    }
     let config = ModelConfig::from_gguf(&f.header)?;
     build_model(&f, config, opts)
 }
@@ -377,17 +392,60 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
         head_src = f.floats("output.weight", c.vocab * h)?;
         &|r: usize, buf: &mut [f32]| buf.copy_from_slice(&head_src[r * h..(r + 1) * h])
     };
+    let mut bad_row = None;
+    let mut fill = |r: usize, buf: &mut [f32]| {
+        head_rows(r, buf);
+        if bad_row.is_none() && !buf.iter().all(|v| v.is_finite()) {
+            bad_row = Some(r);
+        }
+        // The pages of rows already quantized leave RSS as the head fills, so a large
+        // vocabulary is not resident twice (mapped and quantized) at the peak.
+        if r % 8192 == 8191 {
+            f.release();
+        }
+    };
     let head = match opts.head {
-        HeadKind::Q8 => Head::Q8(Q8Matrix::from_row_fn(c.vocab, h, head_rows)),
-        HeadKind::Q4 => Head::Q8(Q8Matrix::from_row_fn_bits(c.vocab, h, 4, head_rows)),
+        HeadKind::Q8 => Head::Q8(Q8Matrix::from_row_fn(c.vocab, h, &mut fill)),
+        HeadKind::Q4 => Head::Q8(Q8Matrix::from_row_fn_bits(c.vocab, h, 4, &mut fill)),
         HeadKind::F32 => {
             let mut w = vec![0f32; c.vocab * h];
             for (r, row) in w.chunks_exact_mut(h).enumerate() {
-                head_rows(r, row);
+                fill(r, row);
             }
             Head::F32(w)
         }
     };
+    let head_name = if c.tied_embeddings { "token_embd.weight" } else { "output.weight" };
+    if let Some(r) = bad_row {
+        return Err(non_finite(head_name, &format!("row {r}")));
+    }
+    if !c.tied_embeddings {
+        let mut buf = vec![0f32; h];
+        for r in 0..c.vocab {
+            embed.row(r, h, &mut buf);
+            if !buf.iter().all(|v| v.is_finite()) {
+                return Err(non_finite("token_embd.weight", &format!("row {r}")));
+            }
+        }
+    }
+    for (name, v) in layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| {
+            [("attn_norm", Some(&l.attn_norm)), ("ffn_norm", Some(&l.ffn_norm))]
+                .into_iter()
+                .chain([
+                    ("attn_sub_norm", l.attn_sub_norm.as_ref()),
+                    ("ffn_sub_norm", l.ffn_sub_norm.as_ref()),
+                ])
+                .filter_map(move |(n, v)| v.map(|v| (format!("blk.{i}.{n}.weight"), v)))
+        })
+        .chain(std::iter::once(("output_norm.weight".to_string(), &norm)))
+    {
+        if let Some(at) = v.iter().position(|x| !x.is_finite()) {
+            return Err(non_finite(&name, &format!("value {at}")));
+        }
+    }
     f.release();
     let (threads, capped) = onebit_kernels::machine::cap_threads(opts.threads);
     if capped {
@@ -397,6 +455,10 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
         );
     }
     Ok(Model { config, embed, layers, norm, head, pool: ThreadPool::new(threads) })
+}
+
+fn non_finite(name: &str, at: &str) -> Error {
+    Error::BadTensor { name: name.into(), why: format!("{at} is NaN or infinite") }
 }
 
 /// Loads a model from a GGUF file or a Hugging Face directory.

@@ -51,6 +51,19 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Overwrites bytes already written at `offset` (a header field whose value is known only
+    /// once everything after it is written).
+    pub fn patch(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let tmp = self.tmp.clone();
+        let w = self.file.as_mut().expect("not yet committed");
+        let end = w.stream_position().map_err(io(&tmp))?;
+        w.seek(SeekFrom::Start(offset)).map_err(io(&tmp))?;
+        w.write_all(bytes).map_err(io(&tmp))?;
+        w.seek(SeekFrom::Start(end)).map_err(io(&tmp))?;
+        Ok(())
+    }
+
     /// The target path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -99,6 +112,22 @@ pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
         Some(dir) if !dir.is_dir() => bad(format!("folder {} does not exist", dir.display())),
         _ => Ok(()),
     }
+}
+
+/// Refuses to replace an existing file at `out` that is not a `kind` file (does not start
+/// with `magic`): `export run/checkpoint.safetensors -o run/checkpoint.safetensors`, or any
+/// slip that would turn a user's other file into a model.
+pub fn check_replaces(out: &Path, magic: &[u8], kind: &str) -> Result<()> {
+    let Ok(mut f) = File::open(out) else { return Ok(()) };
+    let mut head = vec![0u8; magic.len()];
+    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
+    if n == 0 || (n == magic.len() && head == magic) {
+        return Ok(());
+    }
+    Err(Error::Output {
+        path: out.display().to_string(),
+        why: format!("exists and is not a {kind} file; refusing to replace it"),
+    })
 }
 
 #[cfg(unix)]

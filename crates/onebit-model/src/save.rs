@@ -55,6 +55,7 @@ pub fn save_gguf(
 ) -> Result<SaveReport> {
     config.validate()?;
     check_output(path, inputs)?;
+    crate::output::check_replaces(path, b"GGUF", "GGUF")?;
     let target = o.target;
     let arch = target.arch(config)?;
     let permute = target.permute_qk(config, arch);
@@ -66,7 +67,13 @@ pub fn save_gguf(
             Role::Norm => GgmlType::F32,
             Role::Embedding | Role::Output => embedding_type(src, &t.name, target, o.embeddings)?,
             Role::Linear => {
-                let ty = target.linear_type(o.linear, arch, t.rows, t.cols)?;
+                let ty =
+                    target.linear_type(o.linear, arch, t.rows, t.cols).map_err(|e| match e {
+                        Error::Target { target, why } => {
+                            Error::Target { target, why: format!("tensor {}: {why}", t.name) }
+                        }
+                        other => other,
+                    })?;
                 if ty != o.linear {
                     fallbacks.push((t.name.clone(), ty));
                 }
@@ -80,7 +87,13 @@ pub fn save_gguf(
             plan.push(TensorPlan { name, dims: vec![1], ty: GgmlType::F32 });
         }
     }
-    let meta = metadata(config, arch, target, o, &linear_types)?;
+    let mut meta = metadata(config, arch, target, o, &linear_types)?;
+    // Our own files carry a checksum of their tensor data; files for other engines do not
+    // (their tools copy unknown keys into files whose data they rewrite).
+    meta.retain(|(k, _)| k != crate::gguf::CHECKSUM_KEY);
+    if target == Target::Onebit {
+        meta.push((crate::gguf::CHECKSUM_KEY.into(), Value::String(String::new())));
+    }
     let gg = |source| Error::Gguf { path: path.display().to_string(), source };
     let file = AtomicFile::create(path)?;
     let mut w = GgufWriter::new(file, &meta, &plan).map_err(gg)?;
@@ -122,7 +135,11 @@ pub fn save_gguf(
         w.write_tensor(&p.name, &bytes).map_err(gg)?;
         progress(i + 1, plan.len());
     }
-    let file = w.finish().map_err(gg)?;
+    let patch = w.checksum_patch();
+    let mut file = w.finish().map_err(gg)?;
+    if let Some((at, bytes)) = patch {
+        file.patch(at, &bytes)?;
+    }
     file.commit()?;
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     Ok(SaveReport { arch, fallbacks, permuted_qk: permute, bytes })
@@ -177,6 +194,13 @@ fn metadata(
         })
         .cloned()
         .collect();
+    // llama.cpp and its forks know the GPT-2 pre-tokenizer as "gpt-2" (onebit wrote "gpt2"
+    // before it checked); every file gets the name the engines accept.
+    for (k, v) in carried.iter_mut() {
+        if k == "tokenizer.ggml.pre" && v.as_str() == Some("gpt2") {
+            *v = Value::String("gpt-2".into());
+        }
+    }
     if target != Target::Onebit {
         peer_tokenizer(&mut carried, c, target)?;
     }
@@ -207,8 +231,7 @@ fn peer_keys(c: &ModelConfig, arch: &str) -> Vec<(String, Value)> {
 
 /// Makes the carried tokenizer keys ones the engine accepts: a vocabulary must be present,
 /// as many tokens as the model has rows (padded with unused `[PAD{i}]` tokens, as llama.cpp's
-/// converters pad), the GPT-2 pre-tokenizer under the name the engines know (`gpt-2`), and
-/// explicit BOS/EOS ids (the engines otherwise assume 11).
+/// converters pad), and explicit BOS/EOS ids (the engines otherwise assume 11).
 fn peer_tokenizer(meta: &mut Vec<(String, Value)>, c: &ModelConfig, target: Target) -> Result<()> {
     let refuse = |why: String| Error::Target { target: target.name(), why };
     let get = |m: &Vec<(String, Value)>, k: &str| m.iter().position(|(n, _)| n == k);
@@ -233,11 +256,6 @@ fn peer_tokenizer(meta: &mut Vec<(String, Value)>, c: &ModelConfig, target: Targ
     if let Some(i) = get(meta, "tokenizer.ggml.token_type") {
         if let Value::Array(t) = &mut meta[i].1 {
             t.resize(c.vocab, Value::I32(5));
-        }
-    }
-    if let Some(i) = get(meta, "tokenizer.ggml.pre") {
-        if meta[i].1.as_str() == Some("gpt2") {
-            meta[i].1 = Value::String("gpt-2".into());
         }
     }
     let id = |v: Option<u32>| v.map(Value::U32);

@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufWriter, TensorPlan, Value};
 use half::f16;
 use onebit_kernels::{TernaryFormat, TernaryMatrix};
-use std::io::BufWriter;
 
 /// The ternary layouts `init` can write.
 pub fn linear_type(format: TernaryFormat) -> Result<GgmlType> {
@@ -65,14 +64,14 @@ pub fn write_synthetic(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     config.validate()?;
-    let io = |source| Error::Io { path: path.into(), source };
-    let file = std::fs::File::create(path).map_err(io)?;
+    crate::output::check_replaces(std::path::Path::new(path), b"GGUF", "GGUF")?;
+    let file = crate::output::AtomicFile::create(path)?;
     let plan = tensor_plan(config, linear);
     let mut meta = config.to_gguf();
     meta.push(("general.name".into(), Value::String("onebit synthetic".into())));
+    meta.push((crate::gguf::CHECKSUM_KEY.into(), Value::String(String::new())));
     let gg = |source| Error::Gguf { path: path.into(), source };
-    let mut w =
-        GgufWriter::new(BufWriter::with_capacity(1 << 22, file), &meta, &plan).map_err(gg)?;
+    let mut w = GgufWriter::new(file, &meta, &plan).map_err(gg)?;
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     // A power of two, so the f16 block scales of TQ1_0/TQ2_0 hold it exactly.
     let scale = 1.0f32 / 64.0;
@@ -104,6 +103,10 @@ pub fn write_synthetic(
         w.write_tensor(&t.name, &bytes).map_err(gg)?;
         progress(i + 1, plan.len());
     }
-    w.finish().map_err(gg)?;
-    Ok(())
+    let patch = w.checksum_patch();
+    let mut file = w.finish().map_err(gg)?;
+    if let Some((at, bytes)) = patch {
+        file.patch(at, &bytes)?;
+    }
+    file.commit()
 }

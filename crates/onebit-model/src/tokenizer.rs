@@ -7,6 +7,27 @@ use std::path::Path;
 /// A loaded tokenizer.
 pub struct Tokenizer(tokenizers::Tokenizer);
 
+/// Runs a call into the `tokenizers` crate with a panic turned into an error: crafted
+/// tokenizer.json files make some of its deserializers and processors panic (0.22: the decoder
+/// helper's `expect("Helper")`, TemplateProcessing naming a missing special token, the Strip
+/// decoder; upstream PRs 2152, 2154 and 2156), and a model's files are user input.
+fn guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> std::result::Result<T, tokenizers::Error>,
+) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(terr),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Err(Error::Tokenizer(format!("{what} failed inside the tokenizers crate: {msg}")))
+        }
+    }
+}
+
 fn terr(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
 }
@@ -14,9 +35,17 @@ fn terr(e: impl std::fmt::Display) -> Error {
 impl Tokenizer {
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &str) -> Result<Self> {
-        tokenizers::Tokenizer::from_file(path)
-            .map(Tokenizer)
-            .map_err(|e| Error::Tokenizer(format!("{path}: {e}")))
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::Io { path: path.into(), source })?;
+        Self::from_json(&text).map_err(|e| Error::Tokenizer(format!("{path}: {e}")))
+    }
+
+    /// Parses `tokenizer.json` text.
+    pub fn from_json(json: &str) -> Result<Self> {
+        // Invalid JSON is refused here: the tokenizers crate panics on some of it.
+        serde_json::from_str::<serde::de::IgnoredAny>(json)
+            .map_err(|e| Error::Tokenizer(format!("not valid JSON: {e}")))?;
+        guarded("parsing tokenizer.json", || json.parse::<tokenizers::Tokenizer>()).map(Tokenizer)
     }
 
     /// Finds the tokenizer of a model: `tokenizer.json` inside an HF directory or beside a file,
@@ -47,7 +76,7 @@ impl Tokenizer {
 
     /// Token ids of `text` (with the tokenizer's special tokens, e.g. BOS, when `special`).
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        Ok(self.0.encode(text, special).map_err(terr)?.get_ids().to_vec())
+        Ok(guarded("encoding", || self.0.encode(text, special))?.get_ids().to_vec())
     }
 
     /// The token encoding with specials puts first (BOS), if it adds one.
@@ -59,7 +88,7 @@ impl Tokenizer {
 
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.0.decode(ids, true).map_err(terr)
+        guarded("decoding", || self.0.decode(ids, true))
     }
 
     /// The tokenizer as `tokenizer.json` text.

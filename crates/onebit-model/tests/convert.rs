@@ -16,6 +16,7 @@ fn logits(path: &str) -> Vec<f32> {
             layout: Some(TernaryFormat::T2),
             head: HeadKind::F32,
             in_place: Some(false),
+            verify: true,
         },
     )
     .unwrap();

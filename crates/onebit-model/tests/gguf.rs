@@ -198,3 +198,19 @@ fn architecture_names_mean_what_the_peers_run() {
         .to_string()
         .contains("'qwen2' is not supported"));
 }
+
+/// Found by onebit-fuzz: a header claiming 2^24 blocks made listing its tensors take a minute.
+#[test]
+fn a_block_count_beyond_the_tensors_is_refused_at_once() {
+    use onebit_model::ModelConfig;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/austen.gguf");
+    let bytes = std::fs::read(path).unwrap();
+    let mut g = GgufFile::parse(&bytes).unwrap();
+    for (k, v) in g.metadata.iter_mut() {
+        if k.ends_with(".block_count") {
+            *v = Value::U32(1 << 24);
+        }
+    }
+    let e = ModelConfig::from_gguf(&g).unwrap_err().to_string();
+    assert!(e.contains("block_count 16777216"), "{e}");
+}

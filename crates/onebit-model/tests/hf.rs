@@ -16,7 +16,13 @@ fn logits(m: &onebit_model::Model) -> Vec<f32> {
 }
 
 fn opts() -> LoadOptions {
-    LoadOptions { threads: 2, layout: Some(TernaryFormat::T2), head: HeadKind::F32, in_place: None }
+    LoadOptions {
+        threads: 2,
+        layout: Some(TernaryFormat::T2),
+        head: HeadKind::F32,
+        in_place: None,
+        verify: true,
+    }
 }
 
 #[test]

@@ -177,6 +177,7 @@ fn check(format: TernaryFormat, cfg: ModelConfig, layout: Option<TernaryFormat>)
         layout,
         head: HeadKind::F32,
         in_place: Some(in_place),
+        verify: true,
     };
     let model = load_gguf(&path, &opts(true)).unwrap();
     let copied = load_gguf(&path, &opts(false)).unwrap();
@@ -247,7 +248,13 @@ fn decode_attention_matches_reference_at_any_thread_count() {
     let prompt = [3u32, 71, 200, 9, 15];
     let want = reference(&path, &cfg, &prompt);
     for threads in [1, 3] {
-        let opts = LoadOptions { threads, layout: None, head: HeadKind::F32, in_place: None };
+        let opts = LoadOptions {
+            threads,
+            layout: None,
+            head: HeadKind::F32,
+            in_place: None,
+            verify: true,
+        };
         let model = load_gguf(&path, &opts).unwrap();
         let mut s = Session::new(&model, 16, 1);
         for (i, &t) in prompt.iter().enumerate() {
@@ -271,7 +278,13 @@ fn blocked_prefill_attention_matches_reference() {
         .unwrap();
     let model = load_gguf(
         &path,
-        &LoadOptions { threads: 2, layout: None, head: HeadKind::F32, in_place: None },
+        &LoadOptions {
+            threads: 2,
+            layout: None,
+            head: HeadKind::F32,
+            in_place: None,
+            verify: true,
+        },
     )
     .unwrap();
     let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 300).collect();
@@ -297,9 +310,11 @@ fn batched_decode_of_several_slots_matches_separate_sessions() {
     write_synthetic(&path, &cfg, linear_type(TernaryFormat::T2).unwrap(), 13, &mut |_, _| {})
         .unwrap();
     for head in [HeadKind::F32, HeadKind::Q8] {
-        let model =
-            load_gguf(&path, &LoadOptions { threads: 2, layout: None, head, in_place: None })
-                .unwrap();
+        let model = load_gguf(
+            &path,
+            &LoadOptions { threads: 2, layout: None, head, in_place: None, verify: true },
+        )
+        .unwrap();
         let prompts: [&[u32]; 3] = [&[1, 2, 3], &[40, 41, 42, 43, 44], &[7]];
         // Reference: one session per sequence, greedy, token by token.
         let mut want = Vec::new();
@@ -347,7 +362,13 @@ fn f16_and_q8_kv_caches_stay_close_to_f32_on_the_shipped_model() {
     let path = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
     let model = load_gguf(
         &path,
-        &LoadOptions { threads: 2, layout: None, head: HeadKind::F32, in_place: None },
+        &LoadOptions {
+            threads: 2,
+            layout: None,
+            head: HeadKind::F32,
+            in_place: None,
+            verify: true,
+        },
     )
     .unwrap();
     let prompt: Vec<u32> = (0..48).map(|i| (i * 131 + 7) % 4000).collect();
@@ -380,7 +401,11 @@ fn f16_and_q8_kv_caches_stay_close_to_f32_on_the_shipped_model() {
 fn four_bit_head_keeps_the_shipped_models_predictions() {
     let path = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
     let load = |head| {
-        load_gguf(&path, &LoadOptions { threads: 2, layout: None, head, in_place: None }).unwrap()
+        load_gguf(
+            &path,
+            &LoadOptions { threads: 2, layout: None, head, in_place: None, verify: true },
+        )
+        .unwrap()
     };
     let (exact, q8, q4) = (load(HeadKind::F32), load(HeadKind::Q8), load(HeadKind::Q4));
     let prompt: Vec<u32> = (0..40).map(|i| (i * 131 + 7) % 4000).collect();

@@ -11,7 +11,6 @@ use crate::trainer::{TrainConfig, Trainer};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 
 /// Loop state stored next to the tensors.
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,12 +21,39 @@ struct State {
     batcher: Batcher,
 }
 
+/// The checksum a checkpoint carries (`onebit.checksum`): xxh3-64 over every tensor's name
+/// and bytes in name order, then the config and state JSON, so a flipped byte anywhere in
+/// the data or the run state is caught before training resumes or a model is exported.
+fn checksum<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a [u8])>,
+    config: &str,
+    state: &str,
+) -> String {
+    let mut sorted: Vec<(&str, &[u8])> = tensors.collect();
+    sorted.sort_by_key(|(n, _)| *n);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (n, b) in sorted {
+        h.update(n.as_bytes());
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    }
+    h.update(config.as_bytes());
+    h.update(state.as_bytes());
+    format!("xxh3-64:{:016x}", h.digest())
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// Writes `t` to `path` atomically.
 pub fn save(t: &Trainer, path: &str) -> Result<()> {
+    onebit_model::output::write_atomic(path, &to_bytes(t, path)?)?;
+    Ok(())
+}
+
+/// The bytes of a checkpoint of `t` (`path` only names it in errors).
+pub fn to_bytes(t: &Trainer, path: &str) -> Result<Vec<u8>> {
     let bad = |why: String| Error::Checkpoint { path: path.into(), why };
     let p = &t.model.params;
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -52,23 +78,34 @@ pub fn save(t: &Trainer, path: &str) -> Result<()> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| bad(e.to_string()))?;
     let state = State { format: 1, step: t.step, adam_t: t.opt.t, batcher: t.batcher.clone() };
+    let config = serde_json::to_string(&t.cfg).map_err(|e| bad(e.to_string()))?;
+    let state = serde_json::to_string(&state).map_err(|e| bad(e.to_string()))?;
+    let sum = checksum(owned.iter().map(|(n, _, b)| (n.as_str(), b.as_slice())), &config, &state);
     let mut meta = HashMap::new();
-    meta.insert(
-        "onebit.config".to_string(),
-        serde_json::to_string(&t.cfg).map_err(|e| bad(e.to_string()))?,
-    );
-    meta.insert(
-        "onebit.state".to_string(),
-        serde_json::to_string(&state).map_err(|e| bad(e.to_string()))?,
-    );
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))?;
-    let tmp = format!("{path}.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
-        f.write_all(&bytes).map_err(Error::io(&tmp))?;
-        f.sync_all().map_err(Error::io(&tmp))?;
+    meta.insert("onebit.config".to_string(), config);
+    meta.insert("onebit.state".to_string(), state);
+    meta.insert("onebit.checksum".to_string(), sum);
+    safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
+}
+
+/// Checks a checkpoint's data against its checksum (checkpoints from before checksums carry
+/// none and are read as they are).
+fn verify(path: &str, bytes: &[u8], st: &safetensors::SafeTensors<'_>) -> Result<()> {
+    let bad = |why: String| Error::Checkpoint { path: path.into(), why };
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let m = meta.metadata().as_ref().ok_or_else(|| bad("no metadata".into()))?;
+    let Some(want) = m.get("onebit.checksum") else { return Ok(()) };
+    let tensors: Vec<(String, &[u8])> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.data())).collect();
+    let key = |k: &str| m.get(k).ok_or_else(|| bad(format!("metadata key {k} is missing")));
+    let (config, state) = (key("onebit.config")?, key("onebit.state")?);
+    let got = checksum(tensors.iter().map(|(n, b)| (n.as_str(), *b)), config, state);
+    if &got != want {
+        return Err(bad(format!(
+            "data does not match the checkpoint's checksum ({want} written, {got} read): the file is corrupted"
+        )));
     }
-    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
     Ok(())
 }
 
@@ -101,9 +138,14 @@ fn parse(path: &str, bytes: &[u8]) -> Result<(TrainConfig, State)> {
 /// Restores a run from `path`; `override_cfg` may change settings that do not affect the
 /// model's shape (steps, LR, threads, eval and save cadence).
 pub fn load(path: &str, override_cfg: Option<TrainConfig>) -> Result<Trainer> {
-    let bad = |why: String| Error::Checkpoint { path: path.into(), why };
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
-    let (saved_cfg, state) = parse(path, &bytes)?;
+    load_bytes(path, &bytes, override_cfg)
+}
+
+/// [`load`] from the bytes of a checkpoint (`path` only names it in errors).
+pub fn load_bytes(path: &str, bytes: &[u8], override_cfg: Option<TrainConfig>) -> Result<Trainer> {
+    let bad = |why: String| Error::Checkpoint { path: path.into(), why };
+    let (saved_cfg, state) = parse(path, bytes)?;
     let cfg = match override_cfg {
         Some(c) if c.model != saved_cfg.model => {
             return Err(bad("the requested model shape differs from the checkpoint's".into()))
@@ -111,7 +153,8 @@ pub fn load(path: &str, override_cfg: Option<TrainConfig>) -> Result<Trainer> {
         Some(c) => c,
         None => saved_cfg,
     };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    verify(path, bytes, &st)?;
     let mut model = TrainModel::zeroed(cfg.model.clone())?;
     let mut m = vec![0.0; model.params.count()];
     let mut v = vec![0.0; model.params.count()];

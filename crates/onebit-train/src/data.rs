@@ -179,7 +179,8 @@ pub fn train_tokenizer(files: &[String], vocab: usize, out: &str) -> Result<()> 
     tok.with_decoder(Some(ByteLevel::default()));
     let mut trainer = tokenizers::models::TrainerWrapper::BpeTrainer(trainer);
     tok.train_from_files(&mut trainer, files.to_vec()).map_err(terr)?;
-    tok.save(out, true).map_err(terr)?;
+    let json = tok.to_string(true).map_err(terr)?;
+    onebit_model::output::write_atomic(out, json.as_bytes())?;
     Ok(())
 }
 

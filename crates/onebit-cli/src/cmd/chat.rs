@@ -39,13 +39,50 @@ pub fn run(a: Args) -> Result<()> {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     eprintln!("chat with {} — empty line or end of input to quit", a.m.model);
-    for line in stdin.lock().lines() {
-        let line = line?;
+    // Room kept for a reply when old turns must go: what -n asks, at most a quarter of it all.
+    let reply_room = a.g.max_tokens.clamp(1, (ctx / 4).max(1));
+    let mut input = stdin.lock();
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        if input.read_until(b'\n', &mut raw)? == 0 {
+            break;
+        }
+        let line = match String::from_utf8(raw.clone()) {
+            Ok(l) => l,
+            Err(_) => {
+                eprintln!("(that line is not valid UTF-8: invalid bytes shown as U+FFFD)");
+                String::from_utf8_lossy(&raw).into_owned()
+            }
+        };
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
         if line.trim().is_empty() {
             break;
         }
         messages.push(Message { role: "user".into(), content: line });
-        let ids = tok.encode(&template.render(&messages)?, false)?;
+        // Drop the oldest turns (never the system prompt) until the prompt leaves room for a
+        // reply, as llama.cpp's context shift discards old tokens.
+        let first = usize::from(a.system.is_some());
+        let mut dropped = 0;
+        let ids = loop {
+            let ids = tok.encode(&template.render(&messages)?, false)?;
+            if ids.len() + reply_room <= ctx || messages.len() <= first + 1 {
+                break ids;
+            }
+            messages.remove(first);
+            dropped += 1;
+        };
+        if dropped > 0 {
+            eprintln!("(context of {ctx} tokens full: the oldest {dropped} message(s) dropped)");
+        }
+        if ids.len() >= ctx {
+            eprintln!(
+                "(that message alone is {} tokens, more than the context of {ctx}: not sent)",
+                ids.len()
+            );
+            messages.pop();
+            continue;
+        }
         // Reuse the cache when the new prompt extends what the session has seen.
         let shared = consumed.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         if shared < consumed.len() {
@@ -53,9 +90,6 @@ pub fn run(a: Args) -> Result<()> {
             consumed.clear();
         }
         let feed = &ids[consumed.len()..];
-        if consumed.len() + feed.len() >= ctx {
-            anyhow::bail!("the conversation no longer fits the context of {ctx} tokens");
-        }
         let out = generate(
             &mut session,
             &mut consumed,

@@ -69,7 +69,7 @@ impl GenArgs {
             anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32, q8)", self.kv_cache)
         })?;
         let opts = onebit_model::SessionOptions { max_ctx: ctx, max_batch: 128, slots: 1, kv };
-        Ok(onebit_model::Session::with_options(model, opts))
+        Ok(onebit_model::Session::try_with_options(model, opts)?)
     }
 
     /// The tokenizer named by `--tokenizer`, or the model's.

@@ -38,6 +38,14 @@ pub fn run(a: Args) -> Result<()> {
         e.1 += t.size;
     }
     println!("tensors: {}", f.header.tensors.len());
+    let sum = f.header.get(onebit_model::gguf::CHECKSUM_KEY).and_then(|v| v.as_str());
+    match sum {
+        Some(s) => {
+            f.verify()?;
+            println!("checksum: {s} (tensor data verified)");
+        }
+        None => println!("checksum: none (not written by onebit)"),
+    }
     for (ty, (n, bytes)) in by_type {
         println!("  {ty:<10} {n:>5} tensors {:>12.1} MB", bytes as f64 / 1e6);
     }

@@ -21,6 +21,9 @@ pub struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Vocabulary size instead of the shape's (a large one tests memory at load).
+    #[arg(long)]
+    vocab: Option<usize>,
     /// FFN activation: relu2 (BitNet b1.58 2B4T, the presets' default) or silu (the 1bitLLM
     /// `bitnet` family that llama.cpp and bitnet.cpp run).
     #[arg(long)]
@@ -30,6 +33,9 @@ pub struct Args {
 /// Runs `onebit init`.
 pub fn run(a: Args) -> Result<()> {
     let mut config = ModelConfig::preset(&a.shape)?;
+    if let Some(v) = a.vocab {
+        config.vocab = v;
+    }
     match a.act.as_deref() {
         None => {}
         Some("relu2") => config.act = onebit_model::Activation::Relu2,

@@ -31,6 +31,9 @@ pub struct ModelArgs {
     /// Copy weights into process memory (a few % faster decode; needs RAM for the whole model).
     #[arg(long)]
     pub no_mmap: bool,
+    /// Skip checking the tensor data against the checksum onebit writes into its files.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 impl ModelArgs {
@@ -51,7 +54,8 @@ impl ModelArgs {
             .map(|l| TernaryFormat::from_name(l).with_context(|| format!("unknown layout '{l}'")))
             .transpose()?;
         let in_place = self.mmap.then_some(true).or(self.no_mmap.then_some(false));
-        let opts = LoadOptions { threads: self.threads, layout, head, in_place };
+        let verify = !self.no_verify;
+        let opts = LoadOptions { threads: self.threads, layout, head, in_place, verify };
         Ok(load_any(&self.model, &opts)?)
     }
 }

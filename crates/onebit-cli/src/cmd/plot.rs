@@ -83,8 +83,10 @@ pub fn run(a: Args) -> Result<()> {
             .collect()
     };
     let out = a.output.unwrap_or_else(|| format!("{}/curves.svg", a.run));
+    // Drawn into memory, then written atomically like every other output.
+    let mut svg = String::new();
     {
-        let root = SVGBackend::new(&out, (1000, 900)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1000, 900)).into_drawing_area();
         root.fill(&WHITE)?;
         let parts = root.split_evenly((3, 1));
         draw(
@@ -104,6 +106,7 @@ pub fn run(a: Args) -> Result<()> {
         )?;
         root.present()?;
     }
+    onebit_model::output::write_atomic(&out, svg.as_bytes())?;
     eprintln!("wrote {out}");
     Ok(())
 }

@@ -64,6 +64,31 @@ pub struct SessionOptions {
     pub kv: KvDtype,
 }
 
+impl SessionOptions {
+    /// Bytes a session sized by these options allocates for `c` (KV caches, activation and
+    /// attention buffers, logits), saturating rather than overflowing for absurd sizes.
+    pub fn memory_bytes(&self, c: &crate::config::ModelConfig) -> u64 {
+        let m = |a: u64, b: u64| a.saturating_mul(b);
+        let ctx = self.max_ctx.min(c.max_positions).max(1) as u64;
+        let slots = self.slots.max(1) as u64;
+        let b = self.max_batch.max(self.slots) as u64;
+        let kv_values = m(m(m(slots, c.layers as u64), ctx), c.kv_dim() as u64);
+        let kv_bytes = match self.kv {
+            KvDtype::F32 => m(kv_values, 8),
+            KvDtype::F16 => m(kv_values, 4),
+            KvDtype::Q8 => m(kv_values, 9) / 4,
+        };
+        let (h, qd, kvd, f) =
+            (c.hidden as u64, c.q_dim() as u64, c.kv_dim() as u64, c.intermediate as u64);
+        let rows = m(b, 4 * h + 3 * qd + 2 * kvd + 2 * f) * 4;
+        let scores = m(m(ctx, b.max((c.heads / c.kv_heads.max(1)) as u64)), 4 * 4);
+        kv_bytes
+            .saturating_add(rows)
+            .saturating_add(scores)
+            .saturating_add(m(slots, c.vocab as u64) * 4)
+    }
+}
+
 fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let n = w.len();
     for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
@@ -128,6 +153,17 @@ impl<'m> Session<'m> {
     /// and decode batches hold up to `max_batch` rows (at least `slots`).
     pub fn with_slots(model: &'m Model, max_ctx: usize, max_batch: usize, slots: usize) -> Self {
         Self::with_options(model, SessionOptions { max_ctx, max_batch, slots, kv: KvDtype::F32 })
+    }
+
+    /// A session sized by `o`, after checking its buffers fit in available memory (a clear
+    /// "needs N GB" error instead of an allocation failure that aborts the process).
+    pub fn try_with_options(model: &'m Model, o: SessionOptions) -> Result<Self> {
+        onebit_kernels::machine::check_memory(
+            "this session's KV cache and buffers",
+            o.memory_bytes(&model.config),
+        )
+        .map_err(Error::Config)?;
+        Ok(Self::with_options(model, o))
     }
 
     /// A session sized by `o`.

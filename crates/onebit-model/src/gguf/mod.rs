@@ -9,6 +9,15 @@ mod types;
 mod write;
 
 pub use read::GgufFile;
+
+/// Metadata key of the checksum onebit writes into its own files: `xxh3-64:` and 16 hex
+/// digits, over every tensor's bytes in file order. Files from other tools carry none.
+pub const CHECKSUM_KEY: &str = "onebit.checksum";
+
+/// The checksum value of tensor bytes hashed in file order.
+fn checksum_text(hash: u64) -> String {
+    format!("xxh3-64:{hash:016x}")
+}
 pub use types::GgmlType;
 pub use write::{GgufWriter, TensorPlan};
 
@@ -188,6 +197,14 @@ pub enum GgufError {
     /// Two tensors with one name.
     #[error("tensor '{0}' appears twice")]
     Duplicate(String),
+    /// The tensor data does not hash to the checksum the file carries.
+    #[error("tensor data does not match the file's checksum ({expected} written, {found} read): the file is corrupted, or was rewritten by a tool that kept onebit's checksum key (--no-verify skips the check)")]
+    Checksum {
+        /// The value in the file.
+        expected: String,
+        /// What the data hashes to.
+        found: String,
+    },
     /// I/O while writing.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -168,6 +168,24 @@ impl GgufFile {
         Ok(GgufFile { version, metadata, tensors, data_offset, alignment, index })
     }
 
+    /// Checks the tensor data against the checksum onebit wrote into the file, if any.
+    pub fn verify_checksum(&self, bytes: &[u8]) -> Result<()> {
+        let Some(expected) = self.get(super::CHECKSUM_KEY).and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let mut order: Vec<&TensorInfo> = self.tensors.iter().collect();
+        order.sort_by_key(|t| t.offset);
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for t in order {
+            h.update(self.data(bytes, t));
+        }
+        let found = super::checksum_text(h.digest());
+        if found != expected {
+            return Err(GgufError::Checksum { expected: expected.into(), found });
+        }
+        Ok(())
+    }
+
     /// A metadata value.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)

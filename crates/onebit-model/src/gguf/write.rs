@@ -17,12 +17,15 @@ pub struct TensorPlan {
     pub ty: GgmlType,
 }
 
-/// Streams a GGUF file: header on creation, then tensors in plan order.
+/// Streams a GGUF file: header on creation, then tensors in plan order. When the metadata
+/// holds [`super::CHECKSUM_KEY`], its value is a placeholder until the tensors are written:
+/// [`GgufWriter::checksum_patch`] then gives the bytes to write over it.
 pub struct GgufWriter<W: Write> {
     w: W,
     alignment: u64,
     sizes: Vec<(String, u64)>,
     next: usize,
+    checksum: Option<(u64, xxhash_rust::xxh3::Xxh3)>,
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -75,10 +78,18 @@ impl<W: Write> GgufWriter<W> {
         h.extend_from_slice(&3u32.to_le_bytes());
         h.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
         h.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+        let mut checksum = None;
         for (k, v) in metadata {
             put_str(&mut h, k);
             h.extend_from_slice(&v.type_id().to_le_bytes());
-            put_value(&mut h, v)?;
+            if k == super::CHECKSUM_KEY {
+                let placeholder = super::checksum_text(0);
+                put_str(&mut h, &placeholder);
+                let at = (h.len() - placeholder.len()) as u64;
+                checksum = Some((at, xxhash_rust::xxh3::Xxh3::new()));
+            } else {
+                put_value(&mut h, v)?;
+            }
         }
         let mut offset = 0u64;
         let mut sizes = Vec::with_capacity(tensors.len());
@@ -102,7 +113,7 @@ impl<W: Write> GgufWriter<W> {
         let pad = (h.len() as u64).div_ceil(alignment) * alignment - h.len() as u64;
         h.resize(h.len() + pad as usize, 0);
         w.write_all(&h)?;
-        Ok(GgufWriter { w, alignment, sizes, next: 0 })
+        Ok(GgufWriter { w, alignment, sizes, next: 0, checksum })
     }
 
     /// Writes the next tensor's bytes; `name` and length must match the plan.
@@ -117,10 +128,20 @@ impl<W: Write> GgufWriter<W> {
             )));
         }
         self.w.write_all(data)?;
+        if let Some((_, h)) = &mut self.checksum {
+            h.update(data);
+        }
         let pad = (*size).div_ceil(self.alignment) * self.alignment - size;
         self.w.write_all(&vec![0u8; pad as usize])?;
         self.next += 1;
         Ok(())
+    }
+
+    /// Where the checksum placeholder sits in the output and the bytes that replace it, once
+    /// every tensor is written (None without a checksum key).
+    pub fn checksum_patch(&self) -> Option<(u64, Vec<u8>)> {
+        let (at, h) = self.checksum.as_ref()?;
+        Some((*at, super::checksum_text(h.digest()).into_bytes()))
     }
 
     /// Checks every planned tensor was written and returns the sink.
