@@ -11,7 +11,7 @@
 
 use crate::dispatch::CpuFeatures;
 use crate::pool::{split, ThreadPool};
-use crate::quant::{ActQuant, ACT_ALIGN};
+use crate::quant::ActQuant;
 
 /// A row-quantized int8 matrix.
 #[derive(Clone, Debug)]
@@ -34,6 +34,11 @@ thread_local! {
 
 /// Columns sharing one 4-bit block multiplier.
 const Q4_BLOCK: usize = 64;
+
+/// Head rows are stored padded to a multiple of this (the widest SIMD step and the 4-bit
+/// block), not to the activations' 1280: a 64-wide head with a large vocabulary would
+/// otherwise hold 20 times its bytes (21.5 GB instead of 1.1 GB for 2^24 rows).
+const ROW_ALIGN: usize = 64;
 
 /// Quantizes one row for the 4-bit head: `w ≈ s · m_b · q` with q in -7..7 (nibbles q + 8)
 /// and a multiplier m_b in 1..15 per block of 64 columns; byte j of a block's 32 bytes
@@ -99,7 +104,7 @@ impl Q8Matrix {
     /// Quantizes f32 rows symmetrically: `w ≈ scale[r] · q`, q in [-127, 127].
     pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Self {
         assert_eq!(w.len(), rows * cols, "Q8Matrix: weight length");
-        let padded = cols.div_ceil(ACT_ALIGN) * ACT_ALIGN;
+        let padded = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
         let mut data = vec![0i8; rows * padded];
         let mut scale = vec![0f32; rows];
         let mut wsum = vec![0i32; rows];
@@ -134,7 +139,7 @@ impl Q8Matrix {
         if bits != 4 {
             return Self::from_row_fn(rows, cols, fill);
         }
-        let padded = cols.div_ceil(ACT_ALIGN) * ACT_ALIGN;
+        let padded = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
         let mut m = Q8Matrix {
             rows,
             cols,
@@ -193,7 +198,7 @@ impl Q8Matrix {
 
     /// Quantizes rows produced by `fill(r, buf)` one at a time (no full f32 copy).
     pub fn from_row_fn(rows: usize, cols: usize, mut fill: impl FnMut(usize, &mut [f32])) -> Self {
-        let padded = cols.div_ceil(ACT_ALIGN) * ACT_ALIGN;
+        let padded = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
         let mut m = Q8Matrix {
             rows,
             cols,
@@ -602,7 +607,7 @@ mod tests {
                 m.mults.iter().for_each(|&v| seen[v as usize] = true);
                 assert!(seen.iter().filter(|&&b| b).count() >= 12, "multipliers {seen:?}");
             }
-            let mut wide = vec![0i8; cols.div_ceil(ACT_ALIGN) * ACT_ALIGN];
+            let mut wide = vec![0i8; cols.div_ceil(ROW_ALIGN) * ROW_ALIGN];
             let mut err = 0f64;
             for r in 0..rows {
                 m.unpack_row(r, &mut wide);
