@@ -2,6 +2,8 @@
 //! synthetic model with a hand-written word-level tokenizer; and bad input gives a clear
 //! error and a non-zero exit, never a panic.
 
+mod common;
+
 use std::process::Command;
 
 fn onebit(args: &[&str]) -> (bool, String, String) {
@@ -128,44 +130,36 @@ fn tokenizer_train_export_run_plot() {
         onebit(&["tokenizer", "train", "--data", &corpus, "--vocab", "320", "-o", &p("tok.json")]);
     assert!(ok, "{err}");
     let run = p("run");
-    let (ok, _, err) = onebit(&[
-        "train",
-        "--data",
-        &corpus,
-        "--tokenizer",
-        &p("tok.json"),
-        "-o",
-        &run,
-        "--hidden",
-        "32",
-        "--layers",
-        "1",
-        "--heads",
-        "2",
-        "--ffn",
-        "64",
-        "--seq",
-        "32",
-        "--batch",
-        "2",
-        "--steps",
-        "6",
-        "--warmup",
-        "2",
-        "--eval-every",
-        "3",
-        "--monitor-every",
-        "3",
-        "--save-every",
-        "3",
-    ]);
+    let tok = p("tok.json");
+    let (ok, _, err) = onebit(&common::with_tiny(
+        &[
+            "train",
+            "--data",
+            &corpus,
+            "--tokenizer",
+            &tok,
+            "-o",
+            &run,
+            "--steps",
+            "6",
+            "--warmup",
+            "2",
+            "--eval-every",
+            "3",
+            "--monitor-every",
+            "3",
+            "--save-every",
+            "3",
+        ],
+        7,
+    ));
     assert!(ok, "{err}");
     assert!(err.contains("unigram baseline"), "{err}");
     let metrics = std::fs::read_to_string(format!("{run}/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 6);
     assert_eq!(metrics.matches("val_loss").count(), 2);
     assert_eq!(std::fs::read_to_string(format!("{run}/monitor.jsonl")).unwrap().lines().count(), 2);
-    // Resume to more steps from the checkpoint.
+    // Resume to more steps from the checkpoint (its shape comes from the checkpoint).
     let (ok, _, err) = onebit(&[
         "train",
         "--data",
@@ -174,18 +168,6 @@ fn tokenizer_train_export_run_plot() {
         &run,
         "--resume",
         &format!("{run}/checkpoint.safetensors"),
-        "--hidden",
-        "32",
-        "--layers",
-        "1",
-        "--heads",
-        "2",
-        "--ffn",
-        "64",
-        "--seq",
-        "32",
-        "--batch",
-        "2",
         "--steps",
         "8",
         "--warmup",

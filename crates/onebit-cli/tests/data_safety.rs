@@ -1,6 +1,8 @@
 //! Each row of the data-safety table (a user's file lost, a hang, an abort, a misleading or
 //! doubled error) as a test through the built binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,36 +112,11 @@ fn row2_a_failing_convert_leaves_the_existing_output_untouched() {
 
 /// A tiny training run (a few seconds) for the checkpoint rows.
 fn tiny_run(d: &Path) -> PathBuf {
-    let (code, _, err) = onebit(
-        d,
-        &[
-            "train",
-            "--data",
-            &persuasion(),
-            "-o",
-            "run",
-            "--vocab",
-            "300",
-            "--hidden",
-            "32",
-            "--layers",
-            "1",
-            "--heads",
-            "2",
-            "--ffn",
-            "64",
-            "--seq",
-            "32",
-            "--batch",
-            "2",
-            "--steps",
-            "3",
-            "--save-every",
-            "3",
-            "--eval-every",
-            "0",
-        ],
-    );
+    let data = persuasion();
+    let args = ["train", "--data", &data, "-o", "run", "--vocab", "300", "--steps", "3"];
+    let mut args = common::with_tiny(&args, 7);
+    args.extend(["--save-every", "3", "--eval-every", "0"]);
+    let (code, _, err) = onebit(d, &args);
     assert_eq!(code, 0, "{err}");
     d.join("run")
 }

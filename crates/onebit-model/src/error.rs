@@ -48,6 +48,14 @@ pub enum Error {
         /// Vocabulary size.
         vocab: usize,
     },
+    /// A sequence slot the session does not have.
+    #[error("slot {slot} of a session with {slots} slots")]
+    Slot {
+        /// The slot asked for.
+        slot: usize,
+        /// Slots in the session.
+        slots: usize,
+    },
     /// The context is full.
     #[error("context full: {needed} positions needed, {max} available")]
     ContextFull {

@@ -344,7 +344,9 @@ fn batched_decode_of_several_slots_matches_separate_sessions() {
                 next[i] = argmax(row);
             }
         }
-        assert_eq!((s.position_of(0), s.position_of(1), s.position_of(2)), (8, 10, 6));
+        let at = |i| s.position_of(i).unwrap();
+        assert_eq!((at(0), at(1), at(2)), (8, 10, 6));
+        assert!(matches!(s.position_of(3), Err(onebit_model::Error::Slot { slot: 3, slots: 3 })));
         // A subset of slots in another order, and bad requests.
         assert!(s.decode(&[1, 2], &[2, 0]).is_ok());
         assert!(s.decode(&[1, 2], &[1, 1]).is_err(), "repeated slot");

@@ -44,6 +44,9 @@ pub struct Session<'m> {
     logits: Vec<f32>,
 }
 
+/// A consumer of the logits after each prompt row: (row index, logits).
+type RowLogits<'a> = &'a mut dyn FnMut(usize, &[f32]);
+
 /// Per-thread attention scratch: scores, and K/V rows widened from an f16 cache.
 struct Scratch {
     s: Vec<f32>,
@@ -220,8 +223,9 @@ impl<'m> Session<'m> {
     }
 
     /// Tokens processed so far in `slot`.
-    pub fn position_of(&self, slot: usize) -> usize {
-        self.pos[slot]
+    pub fn position_of(&self, slot: usize) -> Result<usize> {
+        self.check_slot(slot)?;
+        Ok(self.pos[slot])
     }
 
     /// Number of sequence slots.
@@ -240,8 +244,10 @@ impl<'m> Session<'m> {
     }
 
     /// Forgets the sequence in `slot`.
-    pub fn reset_slot(&mut self, slot: usize) {
+    pub fn reset_slot(&mut self, slot: usize) -> Result<()> {
+        self.check_slot(slot)?;
         self.pos[slot] = 0;
+        Ok(())
     }
 
     /// Runs `tokens` at the next positions of slot 0 and returns the logits after the last one.
@@ -251,26 +257,8 @@ impl<'m> Session<'m> {
 
     /// Runs `tokens` at the next positions of `slot`; returns the logits after the last one.
     pub fn forward_slot(&mut self, slot: usize, tokens: &[u32]) -> Result<&mut [f32]> {
-        let vocab = self.model.config.vocab;
-        self.check_tokens(tokens)?;
-        if slot >= self.pos.len() {
-            return Err(Error::Config(format!("slot {slot} of a session with {}", self.pos.len())));
-        }
-        if self.pos[slot] + tokens.len() > self.max_ctx {
-            return Err(Error::ContextFull {
-                needed: self.pos[slot] + tokens.len(),
-                max: self.max_ctx,
-            });
-        }
-        for chunk in tokens.chunks(self.max_batch) {
-            for t in 0..chunk.len() {
-                self.row_slot[t] = slot;
-                self.row_pos[t] = self.pos[slot] + t;
-            }
-            self.forward_rows(chunk, false);
-            self.pos[slot] += chunk.len();
-        }
-        Ok(&mut self.logits[..vocab])
+        self.prefill(slot, tokens, None)?;
+        Ok(&mut self.logits[..self.model.config.vocab])
     }
 
     /// Runs `tokens` at the next positions of `slot` and hands the logits after every token to
@@ -282,19 +270,29 @@ impl<'m> Session<'m> {
         tokens: &[u32],
         each: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<()> {
+        let rows = self.max_batch * self.model.config.vocab;
+        if self.logits.len() < rows {
+            self.logits.resize(rows, 0.0);
+        }
+        self.prefill(slot, tokens, Some(each))
+    }
+
+    /// Prompt tokens of one slot in chunks of `max_batch` rows; logits for every row when
+    /// `each` wants them, else after the last.
+    fn prefill(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        mut each: Option<RowLogits<'_>>,
+    ) -> Result<()> {
         let vocab = self.model.config.vocab;
         self.check_tokens(tokens)?;
-        if slot >= self.pos.len() {
-            return Err(Error::Config(format!("slot {slot} of a session with {}", self.pos.len())));
-        }
+        self.check_slot(slot)?;
         if self.pos[slot] + tokens.len() > self.max_ctx {
             return Err(Error::ContextFull {
                 needed: self.pos[slot] + tokens.len(),
                 max: self.max_ctx,
             });
-        }
-        if self.logits.len() < self.max_batch * vocab {
-            self.logits.resize(self.max_batch * vocab, 0.0);
         }
         let mut done = 0;
         for chunk in tokens.chunks(self.max_batch) {
@@ -302,12 +300,21 @@ impl<'m> Session<'m> {
                 self.row_slot[t] = slot;
                 self.row_pos[t] = self.pos[slot] + t;
             }
-            self.forward_rows(chunk, true);
+            self.forward_rows(chunk, each.is_some());
             self.pos[slot] += chunk.len();
-            for (t, row) in self.logits[..chunk.len() * vocab].chunks_exact(vocab).enumerate() {
-                each(done + t, row);
+            if let Some(f) = each.as_mut() {
+                for (t, row) in self.logits[..chunk.len() * vocab].chunks_exact(vocab).enumerate() {
+                    f(done + t, row);
+                }
             }
             done += chunk.len();
+        }
+        Ok(())
+    }
+
+    fn check_slot(&self, slot: usize) -> Result<()> {
+        if slot >= self.pos.len() {
+            return Err(Error::Slot { slot, slots: self.pos.len() });
         }
         Ok(())
     }
