@@ -28,7 +28,6 @@ pub fn run(a: Args) -> Result<()> {
     tok.check_model_vocab(model.config.vocab)?;
     let c = &model.config;
     let ctx = a.g.ctx.min(c.max_positions);
-    let mut sampler = a.g.sampler(c.vocab)?;
     let mut session = a.g.session(&model, ctx)?;
     let mut consumed: Vec<u32> = Vec::with_capacity(ctx);
     let mut messages: Vec<Message> =
@@ -90,16 +89,7 @@ pub fn run(a: Args) -> Result<()> {
             consumed.clear();
         }
         let feed = &ids[consumed.len()..];
-        let out = generate(
-            &mut session,
-            &mut consumed,
-            feed,
-            &mut sampler,
-            &tok,
-            &a.g,
-            c.eos,
-            &mut stdout,
-        )?;
+        let out = generate(&mut session, &mut consumed, feed, &tok, &a.g, c.eos, &mut stdout)?;
         writeln!(stdout)?;
         messages.push(Message { role: "assistant".into(), content: out.text });
     }

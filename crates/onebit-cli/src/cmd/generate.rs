@@ -1,7 +1,7 @@
 //! Sampling flags and the streaming generation loop shared by `run` and `chat`.
 
 use anyhow::Result;
-use onebit_model::{Sampler, SamplerConfig, Session, StreamDecoder, Tokenizer};
+use onebit_model::{Generated, GenerationParams, SamplerConfig, Sequence, Session, Tokenizer};
 use std::io::Write;
 
 /// Generation flags.
@@ -44,9 +44,9 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    /// The sampler settings, range-checked.
-    pub fn sampler(&self, vocab: usize) -> Result<Sampler> {
-        let cfg = SamplerConfig {
+    /// The generation settings of the flags.
+    pub fn params(&self) -> GenerationParams {
+        let sampling = SamplerConfig {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -55,8 +55,7 @@ impl GenArgs {
             seed: self.seed,
             ..SamplerConfig::default()
         };
-        cfg.validate()?;
-        Ok(Sampler::new(cfg, vocab))
+        GenerationParams { max_tokens: self.max_tokens, sampling, stop: self.stop.clone() }
     }
 
     /// A one-sequence session of `ctx` positions with the `--kv-cache` type.
@@ -85,112 +84,37 @@ impl GenArgs {
         if self.ctx < 2 {
             anyhow::bail!("--ctx {} is too small (at least 2)", self.ctx);
         }
-        self.sampler(1).map(|_| ())
+        Ok(self.params().sampling.validate()?)
     }
 }
 
-/// What one generation did.
-pub struct Generated {
-    /// The reply text (stop string excluded).
-    pub text: String,
-    /// Tokens generated.
-    pub tokens: usize,
-}
-
 /// Feeds `feed` to the session (appending to `consumed`, which mirrors what the session has
-/// seen), then samples and streams up to `max` tokens to `out`.
-#[allow(clippy::too_many_arguments)] // the loop's collaborators, passed once per call
+/// seen), then generates with the flags' settings and streams the reply to `out`
+/// (`onebit_model::generate` does the work).
 pub fn generate(
     session: &mut Session<'_>,
     consumed: &mut Vec<u32>,
     feed: &[u32],
-    sampler: &mut Sampler,
     tok: &Tokenizer,
     g: &GenArgs,
     eos: Option<u32>,
     out: &mut dyn Write,
 ) -> Result<Generated> {
-    let mut logits = session.forward(feed)?.to_vec();
-    consumed.extend_from_slice(feed);
-    let room = session.capacity().saturating_sub(session.position());
-    let mut ids = Vec::new();
-    let mut text = String::new();
-    let mut stream = StreamDecoder::new();
-    // A stop string can only end in the new piece, so only this tail of the text is searched.
-    let longest_stop = g.stop.iter().map(String::len).max().unwrap_or(0);
-    // Bytes of `text` written to `out`; the tail after it may be the start of a stop string.
-    let mut printed = 0;
-    let mut stopped = false;
-    for _ in 0..g.max_tokens.min(room) {
-        let next = sampler.sample(&mut logits, consumed);
-        if Some(next) == eos {
-            break;
+    let vocab = session.model().config.vocab;
+    let mut seq = Sequence::new(g.params(), vocab, eos)?;
+    let mut failed = None;
+    let r = onebit_model::generate(session, consumed, feed, &mut seq, tok, &mut |piece| match out
+        .write_all(piece.as_bytes())
+        .and_then(|_| out.flush())
+    {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
         }
-        ids.push(next);
-        if let Some(piece) = stream.next_piece(tok, &ids)? {
-            let mut from = text.len().saturating_sub(longest_stop);
-            while !text.is_char_boundary(from) {
-                from -= 1;
-            }
-            text.push_str(&piece);
-            let found = g.stop.iter().filter_map(|s| text[from..].find(s.as_str())).min();
-            if let Some(cut) = found.map(|at| from + at) {
-                out.write_all(&text.as_bytes()[printed.min(cut)..cut])?;
-                text.truncate(cut);
-                stopped = true;
-                break;
-            }
-            // Hold back a tail that a stop string could still complete, as llama.cpp does,
-            // so no part of a stop string is ever printed.
-            let upto = text.len() - stop_prefix_len(&text, &g.stop);
-            if upto > printed {
-                out.write_all(&text.as_bytes()[printed..upto])?;
-                out.flush()?;
-                printed = upto;
-            }
-        }
-        if session.position() + 1 > session.capacity() {
-            break;
-        }
-        logits.copy_from_slice(session.forward(&[next])?);
-        consumed.push(next);
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
     }
-    if !stopped {
-        // A held-back tail that did not become a stop string is part of the reply.
-        out.write_all(&text.as_bytes()[printed..])?;
-        out.flush()?;
-        // An incomplete character at the very end stays out of the printed stream.
-        text.push_str(&stream.rest(tok, &ids)?);
-    }
-    Ok(Generated { text, tokens: ids.len() })
-}
-
-/// Bytes at the end of `text` that are a proper prefix of some stop string (0 if none).
-fn stop_prefix_len(text: &str, stops: &[String]) -> usize {
-    stops
-        .iter()
-        .flat_map(|s| (1..s.len()).rev().filter(|&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
-        .filter(|p| text.ends_with(p))
-        .map(str::len)
-        .max()
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stop_prefix_len;
-
-    #[test]
-    fn a_tail_that_could_start_a_stop_string_is_held_back() {
-        let stops = ["</s>".to_string(), "User:".to_string(), "é!".to_string()];
-        assert_eq!(stop_prefix_len("Hello </", &stops), 2);
-        assert_eq!(stop_prefix_len("Hello <", &stops), 1);
-        assert_eq!(stop_prefix_len("ask the Use", &stops), 3);
-        assert_eq!(stop_prefix_len("café", &stops), "é".len());
-        assert_eq!(stop_prefix_len("Hello", &stops), 0);
-        // A whole stop string is found by the search, not held here.
-        assert_eq!(stop_prefix_len("x</s>", &stops), 0);
-        assert_eq!(stop_prefix_len("", &stops), 0);
-        assert_eq!(stop_prefix_len("abc", &[]), 0);
-    }
+    Ok(r)
 }

@@ -32,23 +32,13 @@ pub fn run(a: Args) -> Result<()> {
     if prompt.len() >= ctx {
         bail!("prompt of {} tokens does not fit the context of {ctx}", prompt.len());
     }
-    let mut sampler = a.g.sampler(c.vocab)?;
     let mut session = a.g.session(&model, ctx)?;
     let mut stdout = std::io::stdout().lock();
     let t0 = Instant::now();
     let mut consumed = Vec::with_capacity(ctx);
     // The prompt first, as llama.cpp prints it, so the output reads as one text.
     write!(stdout, "{}", a.prompt)?;
-    let out = generate(
-        &mut session,
-        &mut consumed,
-        &prompt,
-        &mut sampler,
-        &tok,
-        &a.g,
-        c.eos,
-        &mut stdout,
-    )?;
+    let out = generate(&mut session, &mut consumed, &prompt, &tok, &a.g, c.eos, &mut stdout)?;
     writeln!(stdout)?;
     let s = t0.elapsed().as_secs_f64();
     eprintln!(

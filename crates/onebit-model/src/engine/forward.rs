@@ -217,6 +217,11 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// The model this session runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
     /// Tokens processed so far (slot 0).
     pub fn position(&self) -> usize {
         self.pos[0]

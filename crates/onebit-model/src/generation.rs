@@ -1,0 +1,265 @@
+//! Text generation, one implementation for the CLI, the server and the Python package:
+//! [`Sequence`] is one reply's state (sampler, streaming detokenization, stop strings, limits)
+//! advanced one sampled token at a time by whoever runs the model — a single session here in
+//! [`generate`], or a scheduler decoding many slots in one pass.
+//!
+//! Streaming follows llama.cpp: text that could still become a stop string is held back until
+//! it does (then it is cut, never printed) or stops matching, and an incomplete UTF-8
+//! character is never emitted.
+
+use crate::engine::{Sampler, SamplerConfig, Session};
+use crate::error::Result;
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// What a reply may do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationParams {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Sampling settings.
+    pub sampling: SamplerConfig,
+    /// The reply ends before the first of these strings (which is not part of it).
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        GenerationParams { max_tokens: 128, sampling: SamplerConfig::default(), stop: Vec::new() }
+    }
+}
+
+/// Why a reply ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced its end-of-sequence token.
+    Eos,
+    /// A stop string appeared.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// The sequence's context is full.
+    ContextFull,
+    /// The caller stopped it (a client went away, Ctrl-C).
+    Cancelled,
+}
+
+impl FinishReason {
+    /// The OpenAI API's `finish_reason`.
+    pub fn openai(self) -> &'static str {
+        match self {
+            FinishReason::Eos | FinishReason::Stop | FinishReason::Cancelled => "stop",
+            FinishReason::Length | FinishReason::ContextFull => "length",
+        }
+    }
+}
+
+/// What one sampled token did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// The token to feed the model next (None once the reply is over).
+    pub feed: Option<u32>,
+    /// Text that became printable with this token (often empty: held back or mid-character).
+    pub piece: String,
+    /// Set when the reply ended with this token.
+    pub finish: Option<FinishReason>,
+}
+
+/// One reply being generated.
+pub struct Sequence {
+    params: GenerationParams,
+    sampler: Sampler,
+    eos: Option<u32>,
+    stream: StreamDecoder,
+    ids: Vec<u32>,
+    text: String,
+    printed: usize,
+    longest_stop: usize,
+    finish: Option<FinishReason>,
+}
+
+impl Sequence {
+    /// A reply for a model of `vocab` tokens ending at `eos`; the sampling settings are
+    /// range-checked here.
+    pub fn new(params: GenerationParams, vocab: usize, eos: Option<u32>) -> Result<Self> {
+        params.sampling.validate()?;
+        let sampler = Sampler::new(params.sampling.clone(), vocab);
+        let longest_stop = params.stop.iter().map(String::len).max().unwrap_or(0);
+        Ok(Sequence {
+            sampler,
+            eos,
+            stream: StreamDecoder::new(),
+            ids: Vec::new(),
+            text: String::new(),
+            printed: 0,
+            longest_stop,
+            finish: None,
+            params,
+        })
+    }
+
+    /// Samples the next token from `logits` (the model's output after the last token fed;
+    /// the repetition penalty edits it in place). `history` is the context the penalty looks
+    /// at, `room` the positions left in the sequence's context.
+    pub fn step(
+        &mut self,
+        tok: &Tokenizer,
+        logits: &mut [f32],
+        history: &[u32],
+        room: usize,
+    ) -> Result<Step> {
+        if let Some(f) = self.finish {
+            return Ok(Step { feed: None, piece: String::new(), finish: Some(f) });
+        }
+        if self.ids.len() >= self.params.max_tokens {
+            return Ok(self.end(tok, FinishReason::Length, String::new()));
+        }
+        let next = self.sampler.sample(logits, history);
+        if Some(next) == self.eos {
+            return Ok(self.end(tok, FinishReason::Eos, String::new()));
+        }
+        self.ids.push(next);
+        let mut piece = String::new();
+        if let Some(p) = self.stream.next_piece(tok, &self.ids)? {
+            let mut from = self.text.len().saturating_sub(self.longest_stop);
+            while !self.text.is_char_boundary(from) {
+                from -= 1;
+            }
+            self.text.push_str(&p);
+            let cut =
+                self.params.stop.iter().filter_map(|s| self.text[from..].find(s.as_str())).min();
+            if let Some(cut) = cut.map(|at| from + at) {
+                piece.push_str(&self.text[self.printed.min(cut)..cut]);
+                self.text.truncate(cut);
+                self.printed = cut;
+                self.finish = Some(FinishReason::Stop);
+                return Ok(Step { feed: None, piece, finish: self.finish });
+            }
+            let upto = self.text.len() - stop_prefix_len(&self.text, &self.params.stop);
+            if upto > self.printed {
+                piece.push_str(&self.text[self.printed..upto]);
+                self.printed = upto;
+            }
+        }
+        if self.ids.len() >= self.params.max_tokens {
+            return Ok(self.end(tok, FinishReason::Length, piece));
+        }
+        if room == 0 {
+            return Ok(self.end(tok, FinishReason::ContextFull, piece));
+        }
+        Ok(Step { feed: Some(next), piece, finish: None })
+    }
+
+    /// Ends the reply early (the caller stopped it); returns the text not yet emitted.
+    pub fn cancel(&mut self, tok: &Tokenizer) -> String {
+        if self.finish.is_some() {
+            return String::new();
+        }
+        self.end(tok, FinishReason::Cancelled, String::new()).piece
+    }
+
+    /// Ends the reply: a held-back tail that did not become a stop string is emitted; an
+    /// incomplete character at the very end joins the text but is not emitted.
+    fn end(&mut self, tok: &Tokenizer, why: FinishReason, mut piece: String) -> Step {
+        piece.push_str(&self.text[self.printed..]);
+        self.printed = self.text.len();
+        if let Ok(rest) = self.stream.rest(tok, &self.ids) {
+            self.text.push_str(&rest);
+        }
+        self.finish = Some(why);
+        Step { feed: None, piece, finish: Some(why) }
+    }
+
+    /// The reply so far (stop string excluded).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+    /// Tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.ids
+    }
+    /// Why the reply ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+}
+
+/// Bytes at the end of `text` that are a proper prefix of some stop string (0 if none).
+pub fn stop_prefix_len(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .flat_map(|s| (1..s.len()).rev().filter(|&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
+        .filter(|p| text.ends_with(p))
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// What [`generate`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    /// The reply (stop string excluded).
+    pub text: String,
+    /// Tokens generated.
+    pub tokens: usize,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+/// Feeds `feed` to slot 0 of `session` (appending it to `consumed`, which mirrors what the
+/// session has seen), then generates `seq` to its end, handing each printable piece to
+/// `on_piece`; a piece callback returning false cancels the reply.
+pub fn generate(
+    session: &mut Session<'_>,
+    consumed: &mut Vec<u32>,
+    feed: &[u32],
+    seq: &mut Sequence,
+    tok: &Tokenizer,
+    on_piece: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generated> {
+    let mut logits = session.forward(feed)?.to_vec();
+    consumed.extend_from_slice(feed);
+    loop {
+        let room = session.capacity().saturating_sub(session.position());
+        let step = seq.step(tok, &mut logits, consumed, room)?;
+        if !step.piece.is_empty() && !on_piece(&step.piece) {
+            seq.cancel(tok);
+            break;
+        }
+        match step.feed {
+            Some(t) => {
+                logits.copy_from_slice(session.forward(&[t])?);
+                consumed.push(t);
+            }
+            None => break,
+        }
+    }
+    let finish = seq.finish_reason().unwrap_or(FinishReason::Cancelled);
+    Ok(Generated { text: seq.text().to_string(), tokens: seq.tokens().len(), finish })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_that_could_start_a_stop_string_is_held_back() {
+        let stops = ["</s>".to_string(), "User:".to_string(), "é!".to_string()];
+        assert_eq!(stop_prefix_len("Hello </", &stops), 2);
+        assert_eq!(stop_prefix_len("Hello <", &stops), 1);
+        assert_eq!(stop_prefix_len("ask the Use", &stops), 3);
+        assert_eq!(stop_prefix_len("café", &stops), "é".len());
+        assert_eq!(stop_prefix_len("Hello", &stops), 0);
+        // A whole stop string is found by the search, not held here.
+        assert_eq!(stop_prefix_len("x</s>", &stops), 0);
+        assert_eq!(stop_prefix_len("", &stops), 0);
+        assert_eq!(stop_prefix_len("abc", &[]), 0);
+    }
+
+    #[test]
+    fn finish_reasons_map_to_openai() {
+        assert_eq!(FinishReason::Length.openai(), "length");
+        assert_eq!(FinishReason::ContextFull.openai(), "length");
+        assert_eq!(FinishReason::Stop.openai(), "stop");
+        assert_eq!(FinishReason::Eos.openai(), "stop");
+    }
+}
