@@ -84,8 +84,13 @@ impl ChatTemplate {
     /// The prompt for `messages`, ending where the assistant's reply starts.
     pub fn render(&self, messages: &[Message]) -> Result<String> {
         let Some(src) = &self.source else {
-            let mut out: String =
-                messages.iter().map(|m| format!("{}: {}\n", m.role, m.content)).collect();
+            // "role: text", without doubling a space a reply already starts with, so a reply
+            // the model wrote after "assistant:" renders back to the same tokens next turn.
+            let line = |m: &Message| {
+                let sep = if m.content.starts_with(char::is_whitespace) { "" } else { " " };
+                format!("{}:{sep}{}\n", m.role, m.content)
+            };
+            let mut out: String = messages.iter().map(line).collect();
             out.push_str("assistant:");
             return Ok(out);
         };

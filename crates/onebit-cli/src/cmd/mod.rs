@@ -15,6 +15,7 @@ pub mod model_args;
 pub mod perplexity;
 pub mod plot;
 pub mod run;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 
@@ -25,6 +26,8 @@ pub enum Command {
     Run(run::Args),
     /// Chat interactively (standard input) using the model's chat template.
     Chat(chat::Args),
+    /// Serve a model over an OpenAI-compatible HTTP API, with a chat page at /.
+    Serve(serve::Args),
     /// Benchmark the ternary kernels against dense f32/f16 on model shapes.
     BenchKernels(bench_kernels::Args),
     /// Show this CPU's features and the kernel chosen for each format.
@@ -59,6 +62,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::BenchKernels(a) => bench_kernels::run(a),
         Command::Kernels(a) => kernels::run(a),
         Command::Init(a) => init::run(a),

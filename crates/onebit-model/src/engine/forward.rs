@@ -255,6 +255,15 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
+    /// Keeps only the first `len` positions of `slot` (the rest of its cache is overwritten by
+    /// what comes next): a new request that shares a prefix with what the slot holds reuses
+    /// that much of the cache.
+    pub fn truncate_slot(&mut self, slot: usize, len: usize) -> Result<()> {
+        self.check_slot(slot)?;
+        self.pos[slot] = self.pos[slot].min(len);
+        Ok(())
+    }
+
     /// Runs `tokens` at the next positions of slot 0 and returns the logits after the last one.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<&mut [f32]> {
         self.forward_slot(0, tokens)

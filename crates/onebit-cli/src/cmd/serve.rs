@@ -1,0 +1,106 @@
+//! `onebit serve`: the OpenAI-compatible server (onebit-server) on a model.
+
+use anyhow::{Context, Result};
+use onebit_model::chat_template::ChatTemplate;
+use onebit_server::{Server, ServerConfig};
+
+/// Flags of `onebit serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    m: super::model_args::ModelArgs,
+    /// Address to listen on (loopback: reachable from this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Sequences decoded together (continuous batching).
+    #[arg(long, default_value_t = 4)]
+    slots: usize,
+    /// Context positions per slot.
+    #[arg(long, default_value_t = 2048)]
+    ctx: usize,
+    /// Prompt tokens read per slot between decode steps.
+    #[arg(long, default_value_t = 64)]
+    prefill_chunk: usize,
+    /// Requests that may wait for a slot; beyond, the server answers 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// KV cache element type: f16, f32 or q8.
+    #[arg(long, default_value = "f16")]
+    kv_cache: String,
+    /// Require `Authorization: Bearer KEY` on /v1 routes.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Allow this origin through CORS (default: none).
+    #[arg(long)]
+    cors_origin: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    body_limit: usize,
+    /// The model id clients use (default: the model file's name without extension).
+    #[arg(long)]
+    alias: Option<String>,
+    /// tokenizer.json (default: inside the model directory or beside the model file).
+    #[arg(long)]
+    tokenizer: Option<String>,
+}
+
+/// Runs `onebit serve` until Ctrl-C.
+pub fn run(a: Args) -> Result<()> {
+    let kv = onebit_model::KvDtype::from_name(&a.kv_cache)
+        .with_context(|| format!("unknown --kv-cache '{}' (f16, f32, q8)", a.kv_cache))?;
+    let tok = match &a.tokenizer {
+        Some(p) => onebit_model::Tokenizer::from_file(p)?,
+        None => onebit_model::Tokenizer::for_model(&a.m.model)?,
+    };
+    let template = ChatTemplate::for_model(&a.m.model)?;
+    let model = a.m.load()?;
+    tok.check_model_vocab(model.config.vocab)?;
+    let model_id = a.alias.clone().unwrap_or_else(|| {
+        let p = std::path::Path::new(&a.m.model);
+        p.file_stem().map_or_else(|| "onebit".into(), |s| s.to_string_lossy().into_owned())
+    });
+    let cfg = ServerConfig {
+        host: a.host,
+        port: a.port,
+        slots: a.slots,
+        ctx: a.ctx,
+        prefill_chunk: a.prefill_chunk,
+        queue: a.queue,
+        kv,
+        api_key: a.api_key,
+        cors_origin: a.cors_origin,
+        body_limit: a.body_limit,
+        model_id: model_id.clone(),
+    };
+    let slots = cfg.slots;
+    let server = Server::start(model, tok, template, cfg)?;
+    eprintln!(
+        "serving '{model_id}' on http://{} ({slots} slots); chat page at /, API at /v1; Ctrl-C stops",
+        server.addr()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc_wait(tx)?;
+    let _ = rx.recv();
+    eprintln!("stopping: finishing running replies");
+    server.stop();
+    Ok(())
+}
+
+/// Blocks Ctrl-C (SIGINT) and SIGTERM from killing the process; `tx` fires on either.
+fn ctrlc_wait(tx: std::sync::mpsc::Sender<()>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        });
+        let _ = tx.send(());
+    });
+    Ok(())
+}

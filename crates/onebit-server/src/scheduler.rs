@@ -1,0 +1,426 @@
+//! The engine thread: one [`Session`] with N slots, a bounded queue, continuous batching.
+//!
+//! Each turn of the loop admits queued requests into free slots (the slot whose cached
+//! tokens share the longest prefix with the new prompt is chosen, and that prefix is not
+//! computed again), prefills one chunk of every prompt still being read, samples one token
+//! for every slot whose logits are ready, and decodes all of those tokens in one pass — so
+//! running streams keep flowing while new prompts are read, and the weights are read once per
+//! step for every sequence. A request whose client went away is cancelled at the next turn.
+//! Inference runs on this thread and the model's pool; the async runtime never waits on it.
+
+use crate::metrics::Metrics;
+use onebit_model::{
+    FinishReason, GenerationParams, KvDtype, Model, Sequence, Session, SessionOptions, Tokenizer,
+};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One request for the engine.
+pub struct Job {
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// What the reply may do.
+    pub params: GenerationParams,
+    /// Where its events go; a closed channel cancels the job.
+    pub events: UnboundedSender<Event>,
+    /// Set to cancel the job.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// What the engine tells a request.
+#[derive(Debug)]
+pub enum Event {
+    /// Text that became printable.
+    Piece(String),
+    /// The reply ended.
+    Done(Usage),
+    /// The engine failed on this request.
+    Failed(String),
+}
+
+/// Counts and timings of one finished request.
+#[derive(Clone, Debug)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Of those, how many came from the slot's cache.
+    pub cached_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+    /// Why it ended.
+    pub finish: FinishReason,
+    /// Milliseconds reading the prompt.
+    pub prompt_ms: f64,
+    /// Milliseconds generating.
+    pub decode_ms: f64,
+}
+
+/// How the engine is sized.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    /// Sequences decoded together.
+    pub slots: usize,
+    /// Context positions per slot.
+    pub ctx: usize,
+    /// Prompt tokens read per slot per turn (running streams wait at most one chunk).
+    pub prefill_chunk: usize,
+    /// Requests that may wait for a slot; beyond it the server answers 503.
+    pub queue: usize,
+    /// KV cache element type.
+    pub kv: KvDtype,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    shutdown: bool,
+}
+
+/// The handle the HTTP side holds.
+pub struct Engine {
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts the engine thread over `model`; fails if the session does not fit in memory.
+    pub fn start(
+        model: Model,
+        tok: Arc<Tokenizer>,
+        cfg: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, String> {
+        let queue = Arc::new((
+            Mutex::new(Queue { jobs: VecDeque::new(), shutdown: false }),
+            Condvar::new(),
+        ));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (q, m) = (queue.clone(), metrics.clone());
+        let thread = std::thread::Builder::new()
+            .name("onebit-engine".into())
+            .spawn(move || {
+                let opts = SessionOptions {
+                    max_ctx: cfg.ctx,
+                    max_batch: cfg.prefill_chunk.max(cfg.slots),
+                    slots: cfg.slots,
+                    kv: cfg.kv,
+                };
+                match Session::try_with_options(&model, opts) {
+                    Ok(session) => {
+                        let _ = ready_tx.send(Ok(session.capacity()));
+                        Runner::new(session, &tok, cfg, &m).run(&q);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let ctx = ready_rx.recv().map_err(|_| "the engine thread stopped".to_string())??;
+        metrics.slots.store(cfg.slots as u64, Relaxed);
+        metrics.kv_total.store((cfg.slots * ctx) as u64, Relaxed);
+        Ok(Engine { queue, capacity: cfg.queue, metrics, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Queues a job, or gives it back when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        let (lock, cv) = &*self.queue;
+        let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if q.shutdown || q.jobs.len() >= self.capacity {
+            self.metrics.rejected.fetch_add(1, Relaxed);
+            return Err(job);
+        }
+        q.jobs.push_back(job);
+        self.metrics.requests.fetch_add(1, Relaxed);
+        self.metrics.queue_depth.store(q.jobs.len() as u64, Relaxed);
+        cv.notify_one();
+        Ok(())
+    }
+
+    /// Cancels queued and running jobs and waits for the engine thread to stop.
+    pub fn shutdown(&self) {
+        let (lock, cv) = &*self.queue;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A request in a slot.
+struct Active {
+    job: Job,
+    seq: Sequence,
+    /// Prompt tokens in the slot's cache so far.
+    read: usize,
+    cached: usize,
+    /// Logits after the slot's last token, when they have not been sampled from yet.
+    ready: bool,
+    logits: Vec<f32>,
+    started: Instant,
+    prompt_ms: f64,
+}
+
+struct Slot {
+    /// The tokens the slot's cache holds (kept after a request ends, for prefix reuse).
+    tokens: Vec<u32>,
+    active: Option<Active>,
+}
+
+struct Runner<'a, 'm> {
+    session: Session<'m>,
+    tok: &'a Tokenizer,
+    cfg: EngineConfig,
+    metrics: &'a Metrics,
+    slots: Vec<Slot>,
+    feed: Vec<u32>,
+    feed_slots: Vec<usize>,
+}
+
+impl<'a, 'm> Runner<'a, 'm> {
+    fn new(
+        session: Session<'m>,
+        tok: &'a Tokenizer,
+        cfg: EngineConfig,
+        metrics: &'a Metrics,
+    ) -> Self {
+        let slots = (0..cfg.slots).map(|_| Slot { tokens: Vec::new(), active: None }).collect();
+        let n = cfg.slots;
+        Runner {
+            session,
+            tok,
+            cfg,
+            metrics,
+            slots,
+            feed: Vec::with_capacity(n),
+            feed_slots: Vec::with_capacity(n),
+        }
+    }
+
+    fn run(mut self, queue: &(Mutex<Queue>, Condvar)) {
+        loop {
+            if !self.admit(queue) {
+                return;
+            }
+            self.drop_cancelled();
+            self.prefill();
+            self.step_and_decode();
+            self.publish();
+        }
+    }
+
+    /// Moves queued jobs into free slots; waits when there is nothing to do. False on shutdown.
+    fn admit(&mut self, queue: &(Mutex<Queue>, Condvar)) -> bool {
+        let (lock, cv) = queue;
+        let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if q.shutdown {
+                drop(q);
+                for s in 0..self.slots.len() {
+                    self.finish(s, FinishReason::Cancelled);
+                }
+                let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+                for job in q.jobs.drain(..) {
+                    let _ = job.events.send(Event::Failed("the server is shutting down".into()));
+                }
+                return false;
+            }
+            let busy = self.slots.iter().any(|s| s.active.is_some());
+            let free = self.slots.iter().position(|s| s.active.is_none());
+            match (free, q.jobs.is_empty()) {
+                (Some(_), false) => {
+                    let job = q.jobs.pop_front().expect("not empty");
+                    self.metrics.queue_depth.store(q.jobs.len() as u64, Relaxed);
+                    self.place(job);
+                }
+                _ if busy => return true,
+                _ => {
+                    q = cv
+                        .wait_timeout(q, Duration::from_millis(200))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Puts `job` in the free slot whose cached tokens share the longest prefix with it.
+    fn place(&mut self, job: Job) {
+        let shared =
+            |s: &Slot| s.tokens.iter().zip(&job.prompt).take_while(|(a, b)| a == b).count();
+        let (slot, common) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .map(|(i, s)| (i, shared(s)))
+            .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
+            .expect("a free slot");
+        // At least the last prompt token is computed again: its logits start the reply.
+        let reuse = common.min(job.prompt.len().saturating_sub(1));
+        let vocab = self.session.model().config.vocab;
+        let seq = match Sequence::new(job.params.clone(), vocab, self.session.model().config.eos) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = job.events.send(Event::Failed(e.to_string()));
+                return;
+            }
+        };
+        if self.session.truncate_slot(slot, reuse).is_err() {
+            return;
+        }
+        self.slots[slot].tokens.truncate(reuse);
+        self.metrics.cached_tokens.fetch_add(reuse as u64, Relaxed);
+        self.slots[slot].active = Some(Active {
+            job,
+            seq,
+            read: reuse,
+            cached: reuse,
+            ready: false,
+            logits: vec![0.0; vocab],
+            started: Instant::now(),
+            prompt_ms: 0.0,
+        });
+    }
+
+    fn drop_cancelled(&mut self) {
+        for s in 0..self.slots.len() {
+            let gone = self.slots[s]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.job.cancel.load(Relaxed) || a.job.events.is_closed());
+            if gone {
+                self.finish(s, FinishReason::Cancelled);
+            }
+        }
+    }
+
+    /// One chunk of every prompt still being read.
+    fn prefill(&mut self) {
+        for s in 0..self.slots.len() {
+            let slot = &mut self.slots[s];
+            let Some(a) = &mut slot.active else { continue };
+            let len = a.job.prompt.len();
+            if a.read >= len {
+                continue;
+            }
+            let end = (a.read + self.cfg.prefill_chunk).min(len);
+            let chunk = &a.job.prompt[a.read..end];
+            let t0 = Instant::now();
+            let failed = match self.session.forward_slot(s, chunk) {
+                Ok(logits) => {
+                    if end == len {
+                        a.logits.copy_from_slice(logits);
+                        a.ready = true;
+                    }
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failed {
+                let _ = a.job.events.send(Event::Failed(e));
+                slot.active = None;
+                continue;
+            }
+            slot.tokens.extend_from_slice(chunk);
+            let us = t0.elapsed().as_micros() as u64;
+            a.prompt_ms += us as f64 / 1e3;
+            self.metrics.prefill_us.fetch_add(us, Relaxed);
+            self.metrics.prompt_tokens.fetch_add((end - a.read) as u64, Relaxed);
+            a.read = end;
+        }
+    }
+
+    /// Samples a token for every slot with fresh logits, then decodes them all in one pass.
+    fn step_and_decode(&mut self) {
+        self.feed.clear();
+        self.feed_slots.clear();
+        for s in 0..self.slots.len() {
+            let slot = &mut self.slots[s];
+            let Some(a) = &mut slot.active else { continue };
+            if !a.ready {
+                continue;
+            }
+            a.ready = false;
+            let room = self.cfg.ctx.saturating_sub(slot.tokens.len());
+            let step = match a.seq.step(self.tok, &mut a.logits, &slot.tokens, room) {
+                Ok(step) => step,
+                Err(e) => {
+                    let _ = a.job.events.send(Event::Failed(e.to_string()));
+                    slot.active = None;
+                    continue;
+                }
+            };
+            if !step.piece.is_empty() && a.job.events.send(Event::Piece(step.piece)).is_err() {
+                self.finish(s, FinishReason::Cancelled);
+                continue;
+            }
+            match (step.feed, step.finish) {
+                (Some(t), _) => {
+                    self.feed.push(t);
+                    self.feed_slots.push(s);
+                }
+                (None, why) => self.finish(s, why.unwrap_or(FinishReason::Cancelled)),
+            }
+        }
+        if self.feed.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        let vocab = self.session.model().config.vocab;
+        match self.session.decode(&self.feed, &self.feed_slots) {
+            Ok(logits) => {
+                for (i, (&s, &t)) in self.feed_slots.iter().zip(&self.feed).enumerate() {
+                    let slot = &mut self.slots[s];
+                    slot.tokens.push(t);
+                    if let Some(a) = &mut slot.active {
+                        a.logits.copy_from_slice(&logits[i * vocab..(i + 1) * vocab]);
+                        a.ready = true;
+                    }
+                }
+            }
+            Err(e) => {
+                for &s in &self.feed_slots {
+                    if let Some(a) = self.slots[s].active.take() {
+                        let _ = a.job.events.send(Event::Failed(e.to_string()));
+                    }
+                }
+            }
+        }
+        self.metrics.decode_us.fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+        self.metrics.generated_tokens.fetch_add(self.feed.len() as u64, Relaxed);
+    }
+
+    /// Ends the request in slot `s` (if any) and tells its client.
+    fn finish(&mut self, s: usize, why: FinishReason) {
+        let Some(mut a) = self.slots[s].active.take() else { return };
+        if why == FinishReason::Cancelled {
+            let rest = a.seq.cancel(self.tok);
+            if !rest.is_empty() {
+                let _ = a.job.events.send(Event::Piece(rest));
+            }
+            self.metrics.cancelled.fetch_add(1, Relaxed);
+        }
+        let usage = Usage {
+            prompt_tokens: a.job.prompt.len(),
+            cached_tokens: a.cached,
+            completion_tokens: a.seq.tokens().len(),
+            finish: a.seq.finish_reason().unwrap_or(why),
+            prompt_ms: a.prompt_ms,
+            decode_ms: (a.started.elapsed().as_secs_f64() * 1e3 - a.prompt_ms).max(0.0),
+        };
+        let _ = a.job.events.send(Event::Done(usage));
+    }
+
+    fn publish(&self) {
+        let busy = self.slots.iter().filter(|s| s.active.is_some()).count();
+        self.metrics.slots_busy.store(busy as u64, Relaxed);
+        let used: usize = self.slots.iter().map(|s| s.tokens.len()).sum();
+        self.metrics.kv_used.store(used as u64, Relaxed);
+    }
+}

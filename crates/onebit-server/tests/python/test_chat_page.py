@@ -1,0 +1,76 @@
+"""The chat page in headless Chromium: type a prompt, send it, see streamed text appear,
+stop a long reply. A screenshot is kept as a test artifact (target/chat-page.png)."""
+import os
+import time
+
+import pytest
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+DRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+        pytest.skip("Chromium and chromedriver are not installed (.ci/run installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic"]:
+        opts.add_argument(flag)
+    b = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
+    yield b
+    b.quit()
+
+
+def wait(cond, seconds=30):
+    end = time.time() + seconds
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_typing_a_prompt_streams_a_reply(server, browser):
+    browser.get(server + "/")
+    browser.find_element(By.ID, "api_key").send_keys("test-key")
+    browser.execute_script("document.getElementById('api_key').onchange(); loadModel();")
+    wait(lambda: browser.find_element(By.ID, "model").text == "austen")
+    browser.find_element(By.ID, "max_tokens").clear()
+    browser.find_element(By.ID, "max_tokens").send_keys("40")
+    browser.find_element(By.ID, "prompt").send_keys("Tell me about Anne Elliot.")
+    browser.find_element(By.ID, "send").click()
+    # The user's message, then the assistant's text growing as it streams.
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".msg.user"))
+    reply = wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".msg.assistant"))[0]
+    seen = set()
+    def done():
+        seen.add(len(reply.text))
+        return browser.find_element(By.ID, "send").is_enabled() and reply.text
+    wait(done)
+    assert len(reply.text) > 10
+    assert len(seen) > 1, "text appeared in steps, not all at once"
+    meta = browser.find_elements(By.CLASS_NAME, "meta")
+    assert meta and "tokens" in meta[-1].text
+    os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
+    browser.save_screenshot(os.path.join(ROOT, "target", "chat-page.png"))
+
+
+def test_stop_button_ends_a_reply(server, browser):
+    browser.find_element(By.ID, "max_tokens").clear()
+    browser.find_element(By.ID, "max_tokens").send_keys("200")
+    browser.find_element(By.ID, "prompt").send_keys("Write a long letter.")
+    # The reply of this small model takes milliseconds, so Stop is pressed in the same task
+    # as Send: send() enables Stop before its first await, and the click aborts the request.
+    browser.execute_script("document.getElementById('send').click(); document.getElementById('stop').click();")
+    wait(lambda: browser.find_element(By.ID, "send").is_enabled())
+    assert any("stopped" in m.text for m in browser.find_elements(By.CLASS_NAME, "meta"))
+    assert not browser.find_element(By.ID, "stop").is_enabled()

@@ -1,0 +1,93 @@
+"""The official `openai` package as the client of `onebit serve`: chat, completion,
+streaming and error cases, as an application would call them."""
+import openai
+import pytest
+
+
+def client(server, key="test-key"):
+    return openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
+
+
+def test_models_lists_the_served_model(server):
+    models = client(server).models.list()
+    assert [m.id for m in models.data] == ["austen"]
+
+
+def test_chat_completion(server):
+    r = client(server).chat.completions.create(
+        model="austen",
+        messages=[{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Tell me about Anne."}],
+        max_tokens=20,
+        temperature=0,
+    )
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 20
+    assert r.usage.total_tokens == r.usage.prompt_tokens + 20
+
+
+def test_streamed_chat_equals_the_whole_reply(server):
+    c = client(server)
+    args = dict(model="austen", messages=[{"role": "user", "content": "Who is Mr Elliot?"}], max_tokens=24, temperature=0)
+    whole = c.chat.completions.create(**args).choices[0].message.content
+    pieces, finish, usage = [], None, None
+    for chunk in c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **args):
+        if chunk.usage:
+            usage = chunk.usage
+        for ch in chunk.choices:
+            if ch.delta.content:
+                pieces.append(ch.delta.content)
+            if ch.finish_reason:
+                finish = ch.finish_reason
+    assert "".join(pieces) == whole
+    assert len(pieces) > 3, "streamed in pieces"
+    assert finish == "length"
+    assert usage.completion_tokens == 24
+
+
+def test_text_completion_with_stop(server):
+    c = client(server)
+    r = c.completions.create(model="austen", prompt="It is a truth universally acknowledged", max_tokens=30, temperature=0)
+    text = r.choices[0].text
+    assert r.object == "text_completion" and text
+    stop = text.split()[len(text.split()) // 2]
+    r2 = c.completions.create(model="austen", prompt="It is a truth universally acknowledged", max_tokens=30,
+                              temperature=0, stop=[stop])
+    assert stop not in r2.choices[0].text
+    assert text.startswith(r2.choices[0].text)
+    assert r2.choices[0].finish_reason == "stop"
+
+
+def test_streamed_text_completion(server):
+    stream = client(server).completions.create(model="austen", prompt="Anne Elliot", max_tokens=10, temperature=0, stream=True)
+    pieces = [ch.choices[0].text for ch in stream if ch.choices]
+    assert "".join(pieces)
+
+
+def test_seeded_sampling_repeats(server):
+    c = client(server)
+    args = dict(model="austen", prompt="Captain Wentworth", max_tokens=16, temperature=0.9, seed=7)
+    assert c.completions.create(**args).choices[0].text == c.completions.create(**args).choices[0].text
+
+
+def test_errors_are_openai_exceptions(server):
+    with pytest.raises(openai.AuthenticationError):
+        client(server, key="wrong").models.list()
+    c = client(server)
+    with pytest.raises(openai.NotFoundError) as e:
+        c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="austen", messages=[])
+    assert "messages" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model="austen", prompt="word " * 400, max_tokens=5)
+    assert e.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        c.completions.create(model="austen", prompt="hi", n=3)
+    with pytest.raises(openai.BadRequestError):
+        c.completions.create(model="austen", prompt="hi", temperature=-2)
+    # Still serving after the errors.
+    assert c.completions.create(model="austen", prompt="It is", max_tokens=3).choices[0].text is not None

@@ -1,0 +1,308 @@
+//! The server on a loopback port with the shipped model (and, where a request must stay busy,
+//! a slower synthetic one): every route and error case, SSE framing, auth, CORS, body limit,
+//! cancellation on disconnect, queue-full 503, prefix reuse and graceful shutdown.
+
+use onebit_model::chat_template::ChatTemplate;
+use onebit_model::load::LoadOptions;
+use onebit_model::{Model, Tokenizer};
+use onebit_server::{Server, ServerConfig};
+use serde_json::{json, Value};
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+fn repo(p: &str) -> String {
+    format!("{}/../../{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn start_with(model: &str, cfg: ServerConfig) -> Server {
+    let m =
+        Model::from_pretrained(model, &LoadOptions { threads: 2, ..Default::default() }).unwrap();
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let template = ChatTemplate::for_model(model).unwrap();
+    Server::start(m, tok, template, ServerConfig { port: 0, model_id: "austen".into(), ..cfg })
+        .unwrap()
+}
+
+fn start(cfg: ServerConfig) -> Server {
+    start_with(&repo("models/austen.gguf"), cfg)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// (status, body as JSON or text, headers we look at).
+fn post(s: &Server, path: &str, body: &str, key: Option<&str>) -> (u16, Value, Option<String>) {
+    let mut r = agent()
+        .post(&format!("http://{}{path}", s.addr()))
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        r = r.header("authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = r.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let text = resp.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), retry)
+}
+
+fn get(s: &Server, path: &str) -> (u16, String) {
+    let mut resp = agent().get(&format!("http://{}{path}", s.addr())).call().unwrap();
+    (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+}
+
+fn metric(s: &Server, name: &str) -> f64 {
+    let (_, text) = get(s, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.parse().unwrap()))
+        .unwrap_or_else(|| panic!("{name} missing in {text}"))
+}
+
+/// Waits (bounded) for a metric to reach `want`.
+fn wait_metric(s: &Server, name: &str, want: f64) {
+    let t0 = Instant::now();
+    while metric(s, name) != want {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{name} never reached {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens a streaming request and returns its line reader.
+fn open_stream(s: &Server, path: &str, body: &Value) -> impl BufRead {
+    let resp = agent()
+        .post(&format!("http://{}{path}", s.addr()))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    std::io::BufReader::new(resp.into_body().into_reader())
+}
+
+/// Reads a whole SSE stream: the JSON of every data line, and whether it ended with [DONE].
+fn read_events(r: impl BufRead) -> (Vec<Value>, bool) {
+    let mut events = Vec::new();
+    let mut lines = r.lines();
+    let mut done = false;
+    while let Some(Ok(line)) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        let data =
+            line.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data line: {line:?}"));
+        if data == "[DONE]" {
+            done = true;
+            assert!(lines.next().is_none_or(|l| l.unwrap().is_empty()));
+            break;
+        }
+        events.push(serde_json::from_str(data).unwrap());
+    }
+    (events, done)
+}
+
+#[test]
+fn routes_answer_and_streams_are_framed_as_openai_does() {
+    let s = start(ServerConfig::default());
+    assert_eq!(get(&s, "/health"), (200, r#"{"status":"ok"}"#.into()));
+    let (code, page) = get(&s, "/");
+    assert!(code == 200 && page.contains("<title>onebit chat</title>"));
+    let (_, models) = get(&s, "/v1/models");
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["data"][0]["id"], "austen");
+    // A whole completion, greedy.
+    let req = json!({"model": "austen", "prompt": "It is a truth universally acknowledged", "max_tokens": 16, "temperature": 0});
+    let (code, whole, _) = post(&s, "/v1/completions", &req.to_string(), None);
+    assert_eq!(code, 200, "{whole}");
+    assert_eq!(whole["object"], "text_completion");
+    assert_eq!(whole["choices"][0]["finish_reason"], "length");
+    assert_eq!(whole["usage"]["completion_tokens"], 16);
+    let text = whole["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty());
+    // The same request streamed: pieces concatenate to the same text; a finish chunk, a usage
+    // chunk (stream_options.include_usage) and [DONE] end it.
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let (events, done) = read_events(open_stream(&s, "/v1/completions", &sreq));
+    assert!(done);
+    let streamed: String = events.iter().filter_map(|e| e["choices"][0]["text"].as_str()).collect();
+    assert_eq!(streamed, text);
+    let usage = events.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 16);
+    assert_eq!(events[events.len() - 2]["choices"][0]["finish_reason"], "length");
+    // Chat: the first chunk carries the role, then content deltas.
+    let chat = json!({"model": "austen", "messages": [{"role": "user", "content": "Tell me about Anne."}], "max_tokens": 8, "stream": true, "temperature": 0});
+    let (events, done) = read_events(open_stream(&s, "/v1/chat/completions", &chat));
+    assert!(done);
+    assert_eq!(events[0]["object"], "chat.completion.chunk");
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(events.iter().skip(1).all(|e| e["choices"][0]["delta"].get("role").is_none()));
+    // A stop string cuts the reply before it.
+    let cut = &text[text.len() / 2..];
+    let mut stopped = req.clone();
+    stopped["stop"] = json!(cut.trim());
+    let (_, r, _) = post(&s, "/v1/completions", &stopped.to_string(), None);
+    let got = r["choices"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with(got) && !got.contains(cut.trim()), "{got:?} vs {text:?}");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    // Metrics count what happened.
+    assert!(metric(&s, "onebit_requests_total") >= 4.0);
+    assert!(metric(&s, "onebit_tokens_generated_total") >= 16.0);
+    s.stop();
+}
+
+#[test]
+fn bad_requests_get_openai_error_bodies_and_the_server_stays_up() {
+    let s = start(ServerConfig { ctx: 256, ..ServerConfig::default() });
+    let long = "word ".repeat(400);
+    for (path, body, status, code) in [
+        ("/v1/completions", "{not json", 400, "invalid_json"),
+        ("/v1/completions", r#"{"prompt": "hi", "max_tokens": "ten"}"#, 400, "invalid_json"),
+        ("/v1/completions", r#"{"model": "gpt-4", "prompt": "hi"}"#, 404, "model_not_found"),
+        ("/v1/completions", r#"{"prompt": "hi", "max_tokens": 100000}"#, 400, "invalid_value"),
+        ("/v1/completions", &json!({"prompt": long}).to_string(), 400, "context_length_exceeded"),
+        ("/v1/completions", r#"{"prompt": "hi", "n": 2}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": "hi", "temperature": -1}"#, 400, "invalid_value"),
+        (
+            "/v1/completions",
+            r#"{"prompt": "hi", "stop": ["a","b","c","d","e"]}"#,
+            400,
+            "invalid_value",
+        ),
+        ("/v1/chat/completions", r#"{"messages": []}"#, 400, "invalid_value"),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
+            400,
+            "invalid_value",
+        ),
+        ("/v1/chat/completions", r#"{"messages": "hello"}"#, 400, "invalid_json"),
+    ] {
+        let (got, v, _) = post(&s, path, body, None);
+        assert_eq!(got, status, "{body}: {v}");
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    assert!(metric(&s, "onebit_requests_invalid_total") >= 11.0);
+    // Still serving.
+    let (got, _, _) = post(&s, "/v1/completions", r#"{"prompt": "It is", "max_tokens": 2}"#, None);
+    assert_eq!(got, 200);
+    s.stop();
+}
+
+#[test]
+fn api_key_cors_and_body_limit() {
+    let s = start(ServerConfig {
+        api_key: Some("s3cret".into()),
+        cors_origin: Some("http://localhost:3000".into()),
+        body_limit: 4096,
+        ..ServerConfig::default()
+    });
+    let body = r#"{"prompt": "It is", "max_tokens": 2}"#;
+    assert_eq!(post(&s, "/v1/completions", body, None).0, 401);
+    assert_eq!(post(&s, "/v1/completions", body, Some("wrong")).0, 401);
+    assert_eq!(post(&s, "/v1/completions", body, Some("s3cret")).0, 200);
+    assert_eq!(get(&s, "/health").0, 200, "health needs no key");
+    let big = json!({"prompt": "x".repeat(10_000)}).to_string();
+    assert_eq!(post(&s, "/v1/completions", &big, Some("s3cret")).0, 413);
+    let pre = agent()
+        .options(&format!("http://{}/v1/completions", s.addr()))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .call()
+        .unwrap();
+    assert_eq!(pre.headers().get("access-control-allow-origin").unwrap(), "http://localhost:3000");
+    s.stop();
+    // CORS is off by default.
+    let s = start(ServerConfig::default());
+    let pre = agent()
+        .options(&format!("http://{}/v1/completions", s.addr()))
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .call()
+        .unwrap();
+    assert!(pre.headers().get("access-control-allow-origin").is_none());
+    s.stop();
+}
+
+#[test]
+fn a_chat_continuing_reuses_its_slot_cache() {
+    let s = start(ServerConfig { slots: 1, ..ServerConfig::default() });
+    let mut messages =
+        vec![json!({"role": "user", "content": "Tell me about Anne Elliot and her father."})];
+    let req = |m: &Vec<Value>| {
+        json!({"model": "austen", "messages": m, "max_tokens": 12, "temperature": 0}).to_string()
+    };
+    let (_, first, _) = post(&s, "/v1/chat/completions", &req(&messages), None);
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    messages
+        .push(json!({"role": "assistant", "content": first["choices"][0]["message"]["content"]}));
+    messages.push(json!({"role": "user", "content": "And Captain Wentworth?"}));
+    let (_, second, _) = post(&s, "/v1/chat/completions", &req(&messages), None);
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let evaluated = second["timings"]["prompt_n"].as_u64().unwrap();
+    // The first turn's prompt and the reply the slot generated are reused; only the new
+    // question is read (the reply's last token was never fed, so it is read again).
+    let first_turn = first["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(cached >= first_turn - 2, "{first}\n{second}");
+    assert_eq!(evaluated, prompt - cached);
+    assert_eq!(metric(&s, "onebit_prompt_tokens_cached_total"), cached as f64);
+    s.stop();
+}
+
+/// A 125m-shaped model: slow enough that a request stays busy while the test looks at it.
+fn slow_model() -> String {
+    let path = std::env::temp_dir().join(format!("onebit-server-slow-{}.gguf", std::process::id()));
+    if !path.exists() {
+        let mut c = onebit_model::ModelConfig::preset("125m").unwrap();
+        c.vocab = 4096;
+        let ty = onebit_model::synthetic::linear_type(onebit_kernels::TernaryFormat::T2).unwrap();
+        onebit_model::synthetic::write_synthetic(
+            &path.display().to_string(),
+            &c,
+            ty,
+            9,
+            &mut |_, _| {},
+        )
+        .unwrap();
+    }
+    path.display().to_string()
+}
+
+#[test]
+fn disconnects_cancel_a_full_queue_says_503_and_shutdown_ends_streams() {
+    let model = slow_model();
+    let s = start_with(
+        &model,
+        ServerConfig { slots: 1, queue: 1, ctx: 2048, ..ServerConfig::default() },
+    );
+    let long = json!({"model": "austen", "prompt": "It is", "max_tokens": 2000, "stream": true, "temperature": 0});
+    // A holds the only slot, B waits in the queue, C is refused.
+    let mut a = open_stream(&s, "/v1/completions", &long);
+    let mut line = String::new();
+    a.read_line(&mut line).unwrap();
+    wait_metric(&s, "onebit_slots_busy", 1.0);
+    let b = std::thread::scope(|sc| {
+        let b = sc.spawn(|| read_events(open_stream(&s, "/v1/completions", &long)));
+        wait_metric(&s, "onebit_queue_depth", 1.0);
+        let (code, v, retry) = post(&s, "/v1/completions", &long.to_string(), None);
+        assert_eq!(code, 503, "{v}");
+        assert_eq!(v["error"]["code"], "queue_full");
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(metric(&s, "onebit_requests_rejected_total"), 1.0);
+        // A's client goes away: its slot is freed at once and B starts.
+        drop(a);
+        wait_metric(&s, "onebit_requests_cancelled_total", 1.0);
+        wait_metric(&s, "onebit_queue_depth", 0.0);
+        wait_metric(&s, "onebit_slots_busy", 1.0);
+        // Shutdown ends B's stream cleanly: a finish chunk and [DONE].
+        std::thread::sleep(Duration::from_millis(100));
+        s.shutdown();
+        b.join().unwrap()
+    });
+    let (events, done) = b;
+    assert!(done, "B's stream ended without [DONE]");
+    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"].is_string()));
+    std::fs::remove_file(&model).ok();
+}
