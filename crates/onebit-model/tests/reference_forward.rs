@@ -428,3 +428,50 @@ fn four_bit_head_keeps_the_shipped_models_predictions() {
     assert!(agree8 == 40 && agree4 >= 32, "q8 {agree8}/40, q4 {agree4}/40 (worst {worst4})");
     assert!(q4.head.bytes() * 100 < q8.head.bytes() * 65, "4-bit head bytes");
 }
+
+/// `Session::step`, the server's pass: prompt chunks of some slots beside decode rows of
+/// others in one pass, logits only where asked — the same numbers as running each slot alone.
+#[test]
+fn mixed_prefill_and_decode_rows_match_separate_sessions() {
+    let path = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
+    let model =
+        load_gguf(&path, &LoadOptions { threads: 2, head: HeadKind::F32, ..Default::default() })
+            .unwrap();
+    let (a, b, c): (Vec<u32>, Vec<u32>, Vec<u32>) =
+        ((10..17).collect(), (200..203).collect(), (900..911).collect());
+    // Alone: slot 0 reads a then one more token; slot 1 reads b; slot 2 reads c.
+    let alone = |p: &[u32]| {
+        let mut s = Session::new(&model, 32, 32);
+        s.forward(p).unwrap().to_vec()
+    };
+    let mut s0 = Session::new(&model, 32, 32);
+    s0.forward(&a).unwrap();
+    let a_next = s0.forward(&[42]).unwrap().to_vec();
+    let (want_b, want_c) = (alone(&b), alone(&c));
+    // Together: slot 0 reads a first, then one pass holds its decode row, all of b and all of c.
+    let mut s = Session::with_slots(&model, 32, 32, 3);
+    s.forward_slot(0, &a).unwrap();
+    let mut tokens = vec![42u32];
+    let mut slots = vec![0usize];
+    tokens.extend(&b);
+    slots.extend([1; 3]);
+    tokens.extend(&c);
+    slots.extend([2; 11]);
+    let mut want = vec![false; tokens.len()];
+    want[0] = true;
+    want[3] = true;
+    want[14] = true;
+    let l = s.step(&tokens, &slots, &want).unwrap().to_vec();
+    let v = model.config.vocab;
+    assert_eq!(l.len(), 3 * v);
+    assert_eq!(&l[..v], &a_next[..], "slot 0's decode row");
+    assert_eq!(&l[v..2 * v], &want_b[..], "slot 1's prompt");
+    assert_eq!(&l[2 * v..], &want_c[..], "slot 2's prompt");
+    assert_eq!(
+        (s.position_of(0).unwrap(), s.position_of(1).unwrap(), s.position_of(2).unwrap()),
+        (8, 3, 11)
+    );
+    // Bad passes are errors.
+    assert!(s.step(&[1], &[3], &[true]).is_err(), "slot out of range");
+    assert!(s.step(&[1, 2], &[0], &[true]).is_err(), "count mismatch");
+}

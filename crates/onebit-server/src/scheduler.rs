@@ -172,14 +172,27 @@ struct Slot {
     active: Option<Active>,
 }
 
+/// One row of a pass.
+struct Row {
+    token: u32,
+    slot: usize,
+    /// Logits wanted after this row (a decode row, or a prompt's last row).
+    want: bool,
+    /// A prompt row (else a decode row).
+    prompt: bool,
+}
+
 struct Runner<'a, 'm> {
     session: Session<'m>,
     tok: &'a Tokenizer,
     cfg: EngineConfig,
     metrics: &'a Metrics,
     slots: Vec<Slot>,
-    feed: Vec<u32>,
-    feed_slots: Vec<usize>,
+    max_batch: usize,
+    rows: Vec<Row>,
+    tokens: Vec<u32>,
+    row_slots: Vec<usize>,
+    want: Vec<bool>,
 }
 
 impl<'a, 'm> Runner<'a, 'm> {
@@ -190,15 +203,18 @@ impl<'a, 'm> Runner<'a, 'm> {
         metrics: &'a Metrics,
     ) -> Self {
         let slots = (0..cfg.slots).map(|_| Slot { tokens: Vec::new(), active: None }).collect();
-        let n = cfg.slots;
+        let max_batch = cfg.prefill_chunk.max(cfg.slots);
         Runner {
             session,
             tok,
             cfg,
             metrics,
             slots,
-            feed: Vec::with_capacity(n),
-            feed_slots: Vec::with_capacity(n),
+            max_batch,
+            rows: Vec::with_capacity(max_batch),
+            tokens: Vec::with_capacity(max_batch),
+            row_slots: Vec::with_capacity(max_batch),
+            want: Vec::with_capacity(max_batch),
         }
     }
 
@@ -208,8 +224,7 @@ impl<'a, 'm> Runner<'a, 'm> {
                 return;
             }
             self.drop_cancelled();
-            self.prefill();
-            self.step_and_decode();
+            self.turn();
             self.publish();
         }
     }
@@ -300,46 +315,11 @@ impl<'a, 'm> Runner<'a, 'm> {
         }
     }
 
-    /// One chunk of every prompt still being read.
-    fn prefill(&mut self) {
-        for s in 0..self.slots.len() {
-            let slot = &mut self.slots[s];
-            let Some(a) = &mut slot.active else { continue };
-            let len = a.job.prompt.len();
-            if a.read >= len {
-                continue;
-            }
-            let end = (a.read + self.cfg.prefill_chunk).min(len);
-            let chunk = &a.job.prompt[a.read..end];
-            let t0 = Instant::now();
-            let failed = match self.session.forward_slot(s, chunk) {
-                Ok(logits) => {
-                    if end == len {
-                        a.logits.copy_from_slice(logits);
-                        a.ready = true;
-                    }
-                    None
-                }
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(e) = failed {
-                let _ = a.job.events.send(Event::Failed(e));
-                slot.active = None;
-                continue;
-            }
-            slot.tokens.extend_from_slice(chunk);
-            let us = t0.elapsed().as_micros() as u64;
-            a.prompt_ms += us as f64 / 1e3;
-            self.metrics.prefill_us.fetch_add(us, Relaxed);
-            self.metrics.prompt_tokens.fetch_add((end - a.read) as u64, Relaxed);
-            a.read = end;
-        }
-    }
-
-    /// Samples a token for every slot with fresh logits, then decodes them all in one pass.
-    fn step_and_decode(&mut self) {
-        self.feed.clear();
-        self.feed_slots.clear();
+    /// One turn: a token sampled for every slot with fresh logits, then one pass over those
+    /// decode rows and as many prompt rows of slots still reading as the batch has room for
+    /// (at most `prefill_chunk` per slot), logits only for rows that end a prompt or decode.
+    fn turn(&mut self) {
+        self.rows.clear();
         for s in 0..self.slots.len() {
             let slot = &mut self.slots[s];
             let Some(a) = &mut slot.active else { continue };
@@ -362,38 +342,83 @@ impl<'a, 'm> Runner<'a, 'm> {
             }
             match (step.feed, step.finish) {
                 (Some(t), _) => {
-                    self.feed.push(t);
-                    self.feed_slots.push(s);
+                    self.rows.push(Row { token: t, slot: s, want: true, prompt: false })
                 }
                 (None, why) => self.finish(s, why.unwrap_or(FinishReason::Cancelled)),
             }
         }
-        if self.feed.is_empty() {
+        let decode_rows = self.rows.len();
+        let mut budget = self.max_batch - decode_rows;
+        for s in 0..self.slots.len() {
+            let Some(a) = &self.slots[s].active else { continue };
+            let len = a.job.prompt.len();
+            if a.read >= len || budget == 0 {
+                continue;
+            }
+            let end = (a.read + self.cfg.prefill_chunk.min(budget)).min(len);
+            for (i, &t) in a.job.prompt[a.read..end].iter().enumerate() {
+                let last = a.read + i + 1 == len;
+                self.rows.push(Row { token: t, slot: s, want: last, prompt: true });
+            }
+            budget -= end - a.read;
+        }
+        if self.rows.is_empty() {
             return;
+        }
+        self.tokens.clear();
+        self.row_slots.clear();
+        self.want.clear();
+        for r in &self.rows {
+            self.tokens.push(r.token);
+            self.row_slots.push(r.slot);
+            self.want.push(r.want);
         }
         let t0 = Instant::now();
         let vocab = self.session.model().config.vocab;
-        match self.session.decode(&self.feed, &self.feed_slots) {
-            Ok(logits) => {
-                for (i, (&s, &t)) in self.feed_slots.iter().zip(&self.feed).enumerate() {
-                    let slot = &mut self.slots[s];
-                    slot.tokens.push(t);
-                    if let Some(a) = &mut slot.active {
-                        a.logits.copy_from_slice(&logits[i * vocab..(i + 1) * vocab]);
-                        a.ready = true;
-                    }
-                }
-            }
+        let result = self.session.step(&self.tokens, &self.row_slots, &self.want);
+        let us = t0.elapsed().as_micros() as u64;
+        let logits = match result {
+            Ok(l) => l,
             Err(e) => {
-                for &s in &self.feed_slots {
-                    if let Some(a) = self.slots[s].active.take() {
+                for r in &self.rows {
+                    if let Some(a) = self.slots[r.slot].active.take() {
                         let _ = a.job.events.send(Event::Failed(e.to_string()));
                     }
                 }
+                return;
+            }
+        };
+        let mut j = 0;
+        for r in &self.rows {
+            let slot = &mut self.slots[r.slot];
+            slot.tokens.push(r.token);
+            let Some(a) = &mut slot.active else { continue };
+            if r.prompt {
+                a.read += 1;
+            }
+            if r.want {
+                a.logits.copy_from_slice(&logits[j * vocab..(j + 1) * vocab]);
+                a.ready = true;
+                j += 1;
             }
         }
-        self.metrics.decode_us.fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
-        self.metrics.generated_tokens.fetch_add(self.feed.len() as u64, Relaxed);
+        // The pass's time is split between reading prompts and decoding by rows; a request
+        // whose prompt was in the pass waited for all of it.
+        let prompt_rows = self.rows.len() - decode_rows;
+        let prefill_us = us * prompt_rows as u64 / self.rows.len() as u64;
+        self.metrics.prefill_us.fetch_add(prefill_us, Relaxed);
+        self.metrics.decode_us.fetch_add(us - prefill_us, Relaxed);
+        self.metrics.prompt_tokens.fetch_add(prompt_rows as u64, Relaxed);
+        self.metrics.generated_tokens.fetch_add(decode_rows as u64, Relaxed);
+        let mut last = usize::MAX;
+        for r in self.rows.iter().filter(|r| r.prompt) {
+            if r.slot != last {
+                if let Some(a) = &mut self.slots[r.slot].active {
+                    a.prompt_ms += us as f64 / 1e3;
+                }
+                last = r.slot;
+            }
+        }
     }
 
     /// Ends the request in slot `s` (if any) and tells its client.

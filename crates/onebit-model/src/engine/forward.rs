@@ -44,6 +44,17 @@ pub struct Session<'m> {
     logits: Vec<f32>,
 }
 
+/// Which rows of a pass get logits (the head costs as much as a large linear per row).
+#[derive(Clone, Copy)]
+enum LogitRows<'a> {
+    /// The last row.
+    Last,
+    /// Every row.
+    All,
+    /// The rows marked true.
+    Some(&'a [bool]),
+}
+
 /// A consumer of the logits after each prompt row: (row index, logits).
 type RowLogits<'a> = &'a mut dyn FnMut(usize, &[f32]);
 
@@ -314,7 +325,7 @@ impl<'m> Session<'m> {
                 self.row_slot[t] = slot;
                 self.row_pos[t] = self.pos[slot] + t;
             }
-            self.forward_rows(chunk, each.is_some());
+            self.forward_rows(chunk, if each.is_some() { LogitRows::All } else { LogitRows::Last });
             self.pos[slot] += chunk.len();
             if let Some(f) = each.as_mut() {
                 for (t, row) in self.logits[..chunk.len() * vocab].chunks_exact(vocab).enumerate() {
@@ -357,12 +368,50 @@ impl<'m> Session<'m> {
             self.row_pos[i] = self.pos[s];
         }
         if n > 0 {
-            self.forward_rows(tokens, true);
+            self.forward_rows(tokens, LogitRows::All);
         }
         for &s in slots {
             self.pos[s] += 1;
         }
         Ok(&mut self.logits[..n * vocab])
+    }
+
+    /// One pass over rows from any slots — what continuous batching runs each turn:
+    /// `tokens[i]` goes to slot `slots[i]` at that slot's next position (a slot may take
+    /// several rows, in order: a prompt chunk beside other slots' decode rows). Logits are
+    /// computed only for the rows where `want[i]`, one row of `vocab` each, in row order.
+    /// The first call that wants more rows than there are slots grows the logits buffer.
+    pub fn step(&mut self, tokens: &[u32], slots: &[usize], want: &[bool]) -> Result<&mut [f32]> {
+        let (n, vocab) = (tokens.len(), self.model.config.vocab);
+        if slots.len() != n || want.len() != n || n > self.max_batch {
+            return Err(Error::Config(format!(
+                "step: {n} tokens, {} slots, {} flags for a batch of at most {}",
+                slots.len(),
+                want.len(),
+                self.max_batch
+            )));
+        }
+        self.check_tokens(tokens)?;
+        for (i, &s) in slots.iter().enumerate() {
+            self.check_slot(s)?;
+            let p = self.pos[s] + slots[..i].iter().filter(|&&o| o == s).count();
+            if p >= self.max_ctx {
+                return Err(Error::ContextFull { needed: p + 1, max: self.max_ctx });
+            }
+            self.row_slot[i] = s;
+            self.row_pos[i] = p;
+        }
+        let wanted = want.iter().filter(|&&w| w).count();
+        if self.logits.len() < wanted * vocab {
+            self.logits.resize(wanted * vocab, 0.0);
+        }
+        if n > 0 {
+            self.forward_rows(tokens, LogitRows::Some(want));
+        }
+        for &s in slots {
+            self.pos[s] += 1;
+        }
+        Ok(&mut self.logits[..wanted * vocab])
     }
 
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
@@ -380,7 +429,7 @@ impl<'m> Session<'m> {
 
     /// Runs rows described by `row_slot`/`row_pos`; logits for every row when `all_logits`,
     /// else for the last row only.
-    fn forward_rows(&mut self, tokens: &[u32], all_logits: bool) {
+    fn forward_rows(&mut self, tokens: &[u32], logits: LogitRows<'_>) {
         let m = self.model;
         let c = &m.config;
         let (t_n, h) = (tokens.len(), c.hidden);
@@ -399,9 +448,23 @@ impl<'m> Session<'m> {
         for (li, layer) in m.layers.iter().enumerate() {
             self.layer_forward(li, layer, t_n);
         }
-        let rows = if all_logits { 0..t_n } else { t_n - 1..t_n };
-        let n = rows.len();
-        rmsnorm(&mut self.xn[..n * h], &self.x[rows.start * h..rows.end * h], &m.norm, c.rms_eps);
+        // The final norm and the head run only for the rows whose logits are wanted.
+        let mut n = 0;
+        for t in 0..t_n {
+            let wanted = match logits {
+                LogitRows::Last => t + 1 == t_n,
+                LogitRows::All => true,
+                LogitRows::Some(w) => w[t],
+            };
+            if wanted {
+                let (out, x) = (&mut self.xn[n * h..(n + 1) * h], &self.x[t * h..(t + 1) * h]);
+                rmsnorm(out, x, &m.norm, c.rms_eps);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return;
+        }
         self.aq_hidden.quantize(&self.xn[..n * h]);
         m.head_forward(&self.aq_hidden, &self.xn[..n * h], &mut self.logits[..n * c.vocab]);
     }

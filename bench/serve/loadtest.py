@@ -1,0 +1,86 @@
+"""Load test of an OpenAI-compatible server (onebit serve, llama-server): N concurrent
+clients stream /v1/completions for a fixed time, each sending its next request as soon as the
+last one ends. Reports requests, errors, aggregate generated tokens per second, and
+time-to-first-token percentiles. Loopback only; bounded in clients and time.
+
+  python bench/serve/loadtest.py URL --clients 32 --seconds 60 --max-tokens 64 [--model ID]
+"""
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+
+import httpx
+
+WORDS = ("Anne Elliot Captain Wentworth Bath Kellynch Lady Russell Mary Charles Musgrove Louisa "
+         "Henrietta Lyme sea walk letter father baronet navy officer evening party concert").split()
+
+
+async def client(i, url, model, deadline, max_tokens, stats):
+    rng = random.Random(i)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as http:
+        while time.monotonic() < deadline:
+            prompt = " ".join(rng.choice(WORDS) for _ in range(12))
+            body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.8, "stream": True,
+                    "stream_options": {"include_usage": True}}
+            if model:
+                body["model"] = model
+            t0 = time.monotonic()
+            first, pieces, usage = None, 0, None
+            try:
+                async with http.stream("POST", url + "/v1/completions", json=body) as r:
+                    if r.status_code != 200:
+                        stats["errors"].append(r.status_code)
+                        await r.aread()
+                        await asyncio.sleep(0.5)
+                        continue
+                    async for line in r.aiter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        j = json.loads(line[6:])
+                        if j.get("usage"):
+                            usage = j["usage"]
+                        for c in j.get("choices") or []:
+                            if c.get("text"):
+                                pieces += 1
+                                if first is None:
+                                    first = time.monotonic() - t0
+            except Exception as e:  # a dropped or refused connection counts as an error
+                stats["errors"].append(repr(e))
+                continue
+            stats["requests"] += 1
+            stats["ttft"].append(first if first is not None else time.monotonic() - t0)
+            stats["tokens"] += usage["completion_tokens"] if usage else pieces
+            stats["latency"].append(time.monotonic() - t0)
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--model", default=None)
+    a = p.parse_args()
+    assert a.url.startswith(("http://127.", "http://localhost", "http://[::1]")), "loopback only"
+    assert a.clients <= 256 and a.seconds <= 600
+    stats = {"requests": 0, "errors": [], "tokens": 0, "ttft": [], "latency": []}
+    start = time.monotonic()
+    deadline = start + a.seconds
+    await asyncio.gather(*(client(i, a.url, a.model, deadline, a.max_tokens, stats) for i in range(a.clients)))
+    wall = time.monotonic() - start
+    q = lambda v, f: sorted(v)[min(len(v) - 1, int(f * len(v)))] if v else float("nan")
+    print(json.dumps({
+        "url": a.url, "clients": a.clients, "seconds": round(wall, 1), "requests": stats["requests"],
+        "errors": len(stats["errors"]), "error_kinds": sorted(set(map(str, stats["errors"])))[:5],
+        "generated_tokens": stats["tokens"], "aggregate_tok_s": round(stats["tokens"] / wall, 2),
+        "ttft_p50_s": round(q(stats["ttft"], 0.5), 3), "ttft_p90_s": round(q(stats["ttft"], 0.9), 3),
+        "ttft_max_s": round(max(stats["ttft"], default=float("nan")), 3),
+        "latency_p50_s": round(statistics.median(stats["latency"]), 3) if stats["latency"] else None,
+    }))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
