@@ -104,17 +104,21 @@ fn bad_input_is_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.gguf").display().to_string();
     std::fs::write(&bad, b"GGUF\x03\0\0\0\xff\xff").unwrap();
-    for args in [
-        vec!["info", bad.as_str()],
-        vec!["bench", bad.as_str(), "-r", "1"],
-        vec!["info", "/nonexistent.gguf"],
-        vec!["init", "--shape", "9000b", "-o", "/tmp/x.gguf"],
-        vec!["bench-kernels", "--shape", "12"],
-        vec!["convert", bad.as_str(), "--to", "q4", "-o", "/tmp/y.gguf"],
+    // Each a single "error: ..." line that names what is wrong (main always prints "error:",
+    // so the message itself is what is checked).
+    for (args, want) in [
+        (vec!["info", bad.as_str()], "truncated"),
+        (vec!["bench", bad.as_str(), "-r", "1"], "truncated"),
+        (vec!["info", "/nonexistent.gguf"], "/nonexistent.gguf: No such file"),
+        (vec!["init", "--shape", "9000b", "-o", "/tmp/x.gguf"], "unknown shape '9000b'"),
+        (vec!["bench-kernels", "--shape", "12"], "12"),
+        (vec!["convert", bad.as_str(), "--to", "q4", "-o", "/tmp/y.gguf"], "unknown layout 'q4'"),
     ] {
         let (ok, _, err) = onebit(&args);
         assert!(!ok, "{args:?} succeeded");
-        assert!(err.contains("error"), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(lines[0].contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -236,4 +240,25 @@ fn run_cache_and_head_options_and_stop_strings() {
     assert!(ok, "{err}");
     let at = reply.find(&word).unwrap();
     assert_eq!(cut.trim_end(), full[..prompt.len() + at].trim_end(), "stop at {word:?}");
+}
+
+#[test]
+fn onebit_kernel_reaches_the_head_and_dense_ops() {
+    let out = Command::new(env!("CARGO_BIN_EXE_onebit"))
+        .arg("kernels")
+        .env("ONEBIT_KERNEL", "scalar")
+        .output()
+        .expect("running onebit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in ["t2: default mad/t2/scalar", "head: q8/q4 scalar", "dense: f32/f16 scalar"] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_onebit"))
+        .arg("kernels")
+        .env("ONEBIT_KERNEL", "sse9")
+        .output()
+        .expect("running onebit");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ONEBIT_KERNEL=sse9"));
 }

@@ -7,7 +7,9 @@
 //! the compiler vectorizes, for every ISA) streams each row at memory speed; the f16 GEMV
 //! widens 1024 weights at a time into a stack buffer with `half`'s slice conversion.
 
-use crate::pool::{split, ThreadPool};
+use crate::dispatch::{CpuFeatures, Isa};
+use crate::error::{Error, Result};
+use crate::pool::{split, SyncPtr, ThreadPool};
 use half::f16;
 
 /// `y = W·x` for one token, f32 weights `rows x cols`, rows split over the pool.
@@ -23,7 +25,7 @@ pub fn gemv_f32(
         w.len() >= rows * cols && x.len() >= cols && out.len() >= rows,
         "gemv_f32 operand sizes"
     );
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = SyncPtr(out.as_mut_ptr());
     let threads = pool.threads();
     pool.run(&|i| {
         let r = split(rows, threads, i, 8);
@@ -48,7 +50,7 @@ pub fn gemv_f16(
         w.len() >= rows * cols && x.len() >= cols && out.len() >= rows,
         "gemv_f16 operand sizes"
     );
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = SyncPtr(out.as_mut_ptr());
     let threads = pool.threads();
     pool.run(&|i| {
         let r = split(rows, threads, i, 8);
@@ -294,81 +296,120 @@ mod num_zero {
     }
 }
 
-/// Dot product, dispatched once to the widest vector unit (the compiler vectorizes the same
-/// body for AVX-512, AVX2+FMA or the baseline), so every caller on a machine rounds alike.
+/// Dot product at [`Isa::selected`] (the compiler vectorizes the same body for AVX-512,
+/// AVX2+FMA or the baseline), so every caller in a process rounds alike.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    (f32_fns().dot)(a, b)
+    (selected().dot)(a, b)
 }
 
 /// `y += alpha · x`, dispatched like [`dot_f32`].
 #[inline]
 pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-    (f32_fns().axpy)(alpha, x, y)
+    (selected().axpy)(alpha, x, y)
 }
 
 /// `dst[i] = src[i]` widened from IEEE half (F16C / AVX-512 conversions where the CPU has
 /// them): the f16 KV cache's read path, called for every attended position.
 #[inline]
 pub fn widen_f16(src: &[f16], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len(), "widen_f16: lengths");
-    (f32_fns().widen_f16)(src, dst)
+    selected().widen_f16(src, dst)
 }
 
 /// `dst[i] = src[i] · scales[i / block]`: the int8 KV cache's read path.
 #[inline]
 pub fn widen_q8(src: &[i8], scales: &[f32], block: usize, dst: &mut [f32]) {
-    assert!(
-        block > 0 && src.len() == dst.len() && scales.len() == src.len().div_ceil(block),
-        "widen_q8: lengths"
-    );
-    (f32_fns().widen_q8)(src, scales, block, dst)
+    selected().widen_q8(src, scales, block, dst)
 }
 
-struct F32Fns {
+/// The dense vector kernels of one [`Isa`]: the same safe bodies compiled for wider units.
+#[derive(Clone, Copy)]
+pub struct DenseKernels {
+    isa: Isa,
     dot: fn(&[f32], &[f32]) -> f32,
     axpy: fn(f32, &[f32], &mut [f32]),
     widen_f16: fn(&[f16], &mut [f32]),
     widen_q8: fn(&[i8], &[f32], usize, &mut [f32]),
 }
 
-fn f32_fns() -> &'static F32Fns {
-    static FNS: std::sync::OnceLock<F32Fns> = std::sync::OnceLock::new();
-    FNS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // Every AVX-512 CPU also has AVX2, FMA and F16C; checked so each installed
-            // function's feature claim holds.
-            if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                return F32Fns {
-                    dot: x86::dot_avx512,
-                    axpy: x86::axpy_avx512,
-                    widen_f16: x86::widen_f16_avx2,
-                    widen_q8: x86::widen_q8_avx512,
-                };
-            }
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                return F32Fns {
-                    dot: x86::dot_avx2,
-                    axpy: x86::axpy_avx2,
-                    widen_f16: x86::widen_f16_avx2,
-                    widen_q8: x86::widen_q8_avx2,
-                };
-            }
+impl DenseKernels {
+    /// The kernels for `isa`, if this CPU can run them (AMX uses the AVX-512 ones; NEON
+    /// the plain bodies, which the compiler vectorizes for NEON by default).
+    pub fn get(isa: Isa) -> Result<DenseKernels> {
+        let f = CpuFeatures::get();
+        let unavailable = || Error::Unavailable(format!("dense/{}", isa.name()));
+        if !f.has(isa) {
+            return Err(unavailable());
         }
-        F32Fns {
+        let scalar = DenseKernels {
+            isa,
             dot: dot_body,
             axpy: axpy_body,
             widen_f16: widen_f16_body,
             widen_q8: widen_q8_body,
+        };
+        match isa {
+            Isa::Scalar | Isa::Neon | Isa::NeonDot => Ok(scalar),
+            #[cfg(target_arch = "x86_64")]
+            // Every AVX-512 CPU also has AVX2, FMA and F16C; checked so each installed
+            // function's feature claim holds.
+            Isa::Avx512 | Isa::Amx if f.avx2 && f.fma && f.f16c => Ok(DenseKernels {
+                isa,
+                dot: x86::dot_avx512,
+                axpy: x86::axpy_avx512,
+                widen_f16: x86::widen_f16_avx2,
+                widen_q8: x86::widen_q8_avx512,
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 if f.fma && f.f16c => Ok(DenseKernels {
+                isa,
+                dot: x86::dot_avx2,
+                axpy: x86::axpy_avx2,
+                widen_f16: x86::widen_f16_avx2,
+                widen_q8: x86::widen_q8_avx2,
+            }),
+            _ => Err(unavailable()),
         }
+    }
+
+    /// The ISA these kernels were chosen for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// `Σ a[i]·b[i]` over the shorter of the two.
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        (self.dot)(a, b)
+    }
+
+    /// `y += alpha · x`.
+    pub fn axpy(&self, alpha: f32, x: &[f32], y: &mut [f32]) {
+        (self.axpy)(alpha, x, y)
+    }
+
+    /// `dst[i] = src[i]` widened from IEEE half.
+    pub fn widen_f16(&self, src: &[f16], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len(), "widen_f16: lengths");
+        (self.widen_f16)(src, dst)
+    }
+
+    /// `dst[i] = src[i] · scales[i / block]`.
+    pub fn widen_q8(&self, src: &[i8], scales: &[f32], block: usize, dst: &mut [f32]) {
+        assert!(
+            block > 0 && src.len() == dst.len() && scales.len() == src.len().div_ceil(block),
+            "widen_q8: lengths"
+        );
+        (self.widen_q8)(src, scales, block, dst)
+    }
+}
+
+/// The kernels of [`Isa::selected`], falling back to the plain bodies (AVX2 without FMA).
+fn selected() -> &'static DenseKernels {
+    static FNS: std::sync::OnceLock<DenseKernels> = std::sync::OnceLock::new();
+    FNS.get_or_init(|| {
+        DenseKernels::get(Isa::selected())
+            .or_else(|_| DenseKernels::get(Isa::Scalar))
+            .expect("scalar dense kernels run everywhere")
     })
 }
 
@@ -414,7 +455,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     // The bodies are safe code; the wrappers only let the compiler use wider vectors.
-    // Calling them is sound because `f32_fns` installs them only after detecting the features.
+    // Calling them is sound because `DenseKernels::get` installs them only after detecting the features.
     #[target_feature(enable = "avx512f,fma")]
     fn dot_512(a: &[f32], b: &[f32]) -> f32 {
         super::dot_body(a, b)
@@ -483,18 +524,6 @@ mod x86 {
     pub fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
         // SAFETY: as above.
         unsafe { axpy_256(alpha, x, y) }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to write disjoint rows from pool threads.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -51,6 +51,30 @@ impl Isa {
     pub fn from_name(s: &str) -> Option<Isa> {
         Isa::ALL.into_iter().find(|i| i.name() == s)
     }
+
+    /// The ISA `ONEBIT_KERNEL` names (`None` when it is unset).
+    pub fn requested() -> Result<Option<Isa>> {
+        match std::env::var("ONEBIT_KERNEL") {
+            Ok(name) => Isa::from_name(&name)
+                .map(Some)
+                .ok_or_else(|| Error::Unavailable(format!("ONEBIT_KERNEL={name}"))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The ISA every kernel family runs at in this process: the one `ONEBIT_KERNEL` names
+    /// when this CPU has it, else the highest this CPU has. Decided once, so the ternary
+    /// kernels, the head and the dense ops of one process never mix ISAs by accident.
+    pub fn selected() -> Isa {
+        static SELECTED: OnceLock<Isa> = OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            let f = CpuFeatures::get();
+            match Isa::requested() {
+                Ok(Some(isa)) if f.has(isa) => isa,
+                _ => Isa::ALL.into_iter().rfind(|&i| f.has(i)).unwrap_or(Isa::Scalar),
+            }
+        })
+    }
 }
 
 /// The CPU features kernels care about, detected once per process.
@@ -72,6 +96,10 @@ pub struct CpuFeatures {
     pub neon: bool,
     /// NEON dot product (`sdot`).
     pub dotprod: bool,
+    /// FMA3 (the dense f32 kernels' fused multiply-add).
+    pub fma: bool,
+    /// F16C (the f16 KV cache's widening).
+    pub f16c: bool,
 }
 
 impl CpuFeatures {
@@ -93,6 +121,11 @@ impl CpuFeatures {
             Isa::Neon => self.neon,
             Isa::NeonDot => self.neon && self.dotprod,
         }
+    }
+
+    /// Whether this CPU has `isa` at all (the ternary T2 kernels' requirements).
+    pub fn has(&self, isa: Isa) -> bool {
+        self.supports(isa, TernaryFormat::T2)
     }
 
     /// Space-separated list of the detected features.
@@ -125,6 +158,8 @@ fn detect() -> CpuFeatures {
         avx512vbmi: is_x86_feature_detected!("avx512vbmi"),
         avxvnni: is_x86_feature_detected!("avxvnni"),
         amx: crate::gemm::amx::available(),
+        fma: is_x86_feature_detected!("fma"),
+        f16c: is_x86_feature_detected!("f16c"),
         ..CpuFeatures::default()
     }
 }
@@ -216,9 +251,7 @@ impl Kernel {
 
     /// The highest-ISA kernel for `format`, or the one `ONEBIT_KERNEL` names.
     pub fn best(format: TernaryFormat) -> Result<Kernel> {
-        if let Ok(name) = std::env::var("ONEBIT_KERNEL") {
-            let isa = Isa::from_name(&name)
-                .ok_or_else(|| Error::Unavailable(format!("ONEBIT_KERNEL={name}")))?;
+        if let Some(isa) = Isa::requested()? {
             return Kernel::get(format, isa);
         }
         Kernel::available(format).pop().ok_or_else(|| Error::Unavailable(format.name().into()))
@@ -285,10 +318,13 @@ fn args<'a>(
         TernaryFormat::Iq1Bn => crate::format::iq1bn::row_bytes(w.cols()),
         _ => 0,
     };
-    assert!(
-        x.padded_cols() >= w.format().padded_cols(w.cols()),
-        "ActQuant padding below the layout's blocks"
-    );
+    if x.padded_cols() < w.format().padded_cols(w.cols()) {
+        return Err(Error::Mismatch {
+            op: "matmul activation padding",
+            expected: w.format().padded_cols(w.cols()),
+            found: x.padded_cols(),
+        });
+    }
     Ok(MatmulArgs {
         w: w.bytes(),
         row_bytes,

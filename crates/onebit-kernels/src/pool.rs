@@ -250,12 +250,17 @@ pub type PartsFn<'a, const N: usize> = dyn Fn(usize, Range<usize>, [&mut [f32]; 
 /// The per-thread body of [`ThreadPool::run_rows`].
 pub type RowsFn<'a, A, B, C> = dyn Fn(Range<usize>, &mut [A], &mut [B], &mut [C]) + Sync + 'a;
 
-/// A pointer the pool's threads may share; see the SAFETY notes where it is dereferenced.
-struct SyncPtr<T>(*mut T);
-// SAFETY: only used to build disjoint sub-slices on pool threads (run_rows).
+/// A raw pointer the pool's threads share to write disjoint parts of one buffer (sub-slices
+/// in `run_rows`, single rows in the head and dense kernels): the crate's one such wrapper;
+/// see the SAFETY notes where it is dereferenced.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+// SAFETY: every user writes through it only to parts no other thread touches.
 unsafe impl<T: Send> Sync for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for SyncPtr<T> {}
 impl<T> SyncPtr<T> {
-    fn get(&self) -> *mut T {
+    pub(crate) fn get(&self) -> *mut T {
         self.0
     }
 }

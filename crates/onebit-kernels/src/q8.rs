@@ -9,8 +9,8 @@
 //! activations are offset by 128 (q ^ 0x80) and 128·Σw is subtracted; AVX2 uses ggml's sign
 //! trick (|w| as unsigned, q·sign(w) as signed) so `vpmaddubsw` cannot saturate.
 
-use crate::dispatch::CpuFeatures;
-use crate::pool::{split, ThreadPool};
+use crate::dispatch::{CpuFeatures, Isa};
+use crate::pool::{split, SyncPtr, ThreadPool};
 use crate::quant::ActQuant;
 
 /// A row-quantized int8 matrix.
@@ -102,8 +102,14 @@ fn quantize_row_4bit(w: &[f32], dst: &mut [u8], mults: &mut [u8]) -> (f32, i32) 
 
 impl Q8Matrix {
     /// Quantizes f32 rows symmetrically: `w ≈ scale[r] · q`, q in [-127, 127].
-    pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> Self {
-        assert_eq!(w.len(), rows * cols, "Q8Matrix: weight length");
+    pub fn from_f32(w: &[f32], rows: usize, cols: usize) -> crate::Result<Self> {
+        if w.len() != rows * cols {
+            return Err(crate::Error::Mismatch {
+                op: "Q8Matrix::from_f32",
+                expected: rows * cols,
+                found: w.len(),
+            });
+        }
         let padded = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
         let mut data = vec![0i8; rows * padded];
         let mut scale = vec![0f32; rows];
@@ -116,7 +122,7 @@ impl Q8Matrix {
             scale[r] = 1.0 / a;
             wsum[r] = s;
         }
-        Q8Matrix {
+        Ok(Q8Matrix {
             rows,
             cols,
             padded,
@@ -126,7 +132,7 @@ impl Q8Matrix {
             bits: 8,
             scale,
             wsum,
-        }
+        })
     }
 
     /// Like [`Q8Matrix::from_row_fn`] with `bits` = 8 or 4 per weight.
@@ -248,24 +254,50 @@ pub fn dot_scalar(w: &[i8], q: &[i8]) -> i32 {
     w.iter().zip(q).map(|(&a, &b)| a as i32 * b as i32).sum()
 }
 
-/// `out[t·rows + r]` for every token of `x`, rows split over the pool.
-pub fn q8_matmul(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32]) {
-    assert_eq!(x.cols(), m.cols, "q8_matmul: cols");
-    assert!(out.len() >= x.tokens() * m.rows, "q8_matmul: out length");
-    let f = CpuFeatures::get();
-    let isa = if f.avx512bw && f.avx512vnni {
-        2
-    } else if f.avx2 {
-        1
-    } else {
-        0
-    };
+/// `out[t·rows + r]` for every token of `x`, rows split over the pool, at [`Isa::selected`].
+pub fn q8_matmul(
+    pool: &ThreadPool,
+    m: &Q8Matrix,
+    x: &ActQuant,
+    out: &mut [f32],
+) -> crate::Result<()> {
+    q8_matmul_on(pool, Isa::selected(), m, x, out)
+}
+
+/// [`q8_matmul`] with the head kernels of `isa` (AMX shares the AVX-512 rows; NEON has no
+/// head kernel of its own yet and runs the scalar one, which the compiler vectorizes).
+pub fn q8_matmul_on(
+    pool: &ThreadPool,
+    isa: Isa,
+    m: &Q8Matrix,
+    x: &ActQuant,
+    out: &mut [f32],
+) -> crate::Result<()> {
+    if x.cols() != m.cols {
+        return Err(crate::Error::Mismatch {
+            op: "q8_matmul cols",
+            expected: m.cols,
+            found: x.cols(),
+        });
+    }
+    if out.len() < x.tokens() * m.rows {
+        return Err(crate::Error::Mismatch {
+            op: "q8_matmul out",
+            expected: x.tokens() * m.rows,
+            found: out.len(),
+        });
+    }
+    if !CpuFeatures::get().has(isa) {
+        return Err(crate::Error::Unavailable(format!("q8 head/{}", isa.name())));
+    }
+    let path = HeadPath::of(isa);
     #[cfg(target_arch = "x86_64")]
-    if m.bits == 4 && isa == 2 {
-        return q4_matmul_avx512(pool, m, x, out);
+    if m.bits == 4 && path == HeadPath::Avx512 {
+        q4_matmul_avx512(pool, m, x, out);
+        return Ok(());
     }
     let threads = pool.threads();
-    let outp = OutPtr(out.as_mut_ptr());
+    let outp = SyncPtr(out.as_mut_ptr());
     pool.run(&|i| {
         let rows = split(m.rows, threads, i, 16);
         // Blocks of rows small enough to stay in L2 while every token passes over them, so
@@ -297,18 +329,18 @@ pub fn q8_matmul(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32])
                     let mut r = b0;
                     while r < b1 {
                         // Four rows at a time share the activation loads on AVX-512.
-                        let n = if isa == 2 { 4.min(b1 - r) } else { 1 };
+                        let n = if path == HeadPath::Avx512 { 4.min(b1 - r) } else { 1 };
                         let mut acc = [0i32; 4];
-                        match (isa, n) {
+                        match (path, n) {
                             #[cfg(target_arch = "x86_64")]
-                            (2, 4) => {
+                            (HeadPath::Avx512, 4) => {
                                 // SAFETY: features checked above; rows r..r+4 exist and hold `padded` bytes.
                                 acc = unsafe {
                                     avx512::dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], q)
                                 }
                             }
                             #[cfg(target_arch = "x86_64")]
-                            (2, _) => {
+                            (HeadPath::Avx512, _) => {
                                 for (i, a) in acc.iter_mut().enumerate().take(n) {
                                     // SAFETY: features checked above; row r + i exists.
                                     *a = unsafe { avx512::dot(row(r + i), q) };
@@ -316,12 +348,13 @@ pub fn q8_matmul(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32])
                             }
                             // SAFETY: AVX2 checked above; one padded row.
                             #[cfg(target_arch = "x86_64")]
-                            (1, _) => acc[0] = unsafe { avx2::dot(row(r), q) },
+                            (HeadPath::Avx2, _) => acc[0] = unsafe { avx2::dot(row(r), q) },
                             _ => acc[0] = dot_scalar(row(r), q),
                         }
                         for (i, &v) in acc.iter().enumerate().take(n) {
-                            let v = if isa == 2 { v - 128 * m.wsum[r + i] } else { v };
-                            // SAFETY: rows are split disjointly; t·rows + r + i < out.len() by the assert.
+                            let v =
+                                if path == HeadPath::Avx512 { v - 128 * m.wsum[r + i] } else { v };
+                            // SAFETY: rows are split disjointly; t·rows + r + i < out.len() by the check above.
                             unsafe {
                                 *outp.get().add(t * m.rows + r + i) = v as f32 * m.scale[r + i] / a
                             };
@@ -333,6 +366,25 @@ pub fn q8_matmul(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f32])
             }
         });
     });
+    Ok(())
+}
+
+/// Which head kernel an [`Isa`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeadPath {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl HeadPath {
+    fn of(isa: Isa) -> HeadPath {
+        match isa {
+            Isa::Avx2 => HeadPath::Avx2,
+            Isa::Avx512 | Isa::Amx => HeadPath::Avx512,
+            Isa::Scalar | Isa::Neon | Isa::NeonDot => HeadPath::Scalar,
+        }
+    }
 }
 
 /// Rows per L2-resident block of [`q8_matmul`] (32 rows of a 2560-wide head: 80 KB).
@@ -351,7 +403,7 @@ fn q4_matmul_avx512(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f3
     let nb = m.padded / Q4_BLOCK;
     let tokens = x.tokens();
     let threads = pool.threads();
-    let outp = OutPtr(out.as_mut_ptr());
+    let outp = SyncPtr(out.as_mut_ptr());
     pool.run(&|i| {
         let rows = split(m.rows, threads, i, 16);
         if rows.is_empty() {
@@ -403,15 +455,6 @@ fn q4_matmul_avx512(pool: &ThreadPool, m: &Q8Matrix, x: &ActQuant, out: &mut [f3
             }
         });
     });
-}
-
-struct OutPtr(*mut f32);
-// SAFETY: threads write disjoint rows.
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -624,7 +667,7 @@ mod tests {
             let mut x = ActQuant::new(3, cols);
             x.quantize(&xs);
             let mut y = vec![0f32; 3 * rows];
-            q8_matmul(&ThreadPool::new(2), &m, &x, &mut y);
+            q8_matmul(&ThreadPool::new(2), &m, &x, &mut y).unwrap();
             for t in 0..3 {
                 for r in 0..rows {
                     m.unpack_row(r, &mut wide);
@@ -644,13 +687,13 @@ mod tests {
         let (rows, cols) = (37, 1000);
         let w: Vec<f32> =
             (0..rows * cols).map(|i| ((i * 7919) % 1999) as f32 / 999.0 - 1.0).collect();
-        let m = Q8Matrix::from_f32(&w, rows, cols);
+        let m = Q8Matrix::from_f32(&w, rows, cols).unwrap();
         let xs: Vec<f32> =
             (0..2 * cols).map(|i| ((i * 104729) % 3001) as f32 / 1500.0 - 1.0).collect();
         let mut x = ActQuant::new(2, cols);
         x.quantize(&xs);
         let mut y = vec![0f32; 2 * rows];
-        q8_matmul(&ThreadPool::new(2), &m, &x, &mut y);
+        q8_matmul(&ThreadPool::new(2), &m, &x, &mut y).unwrap();
         for t in 0..2 {
             for r in 0..rows {
                 let acc = dot_scalar(m.row(r), x.row(t));

@@ -56,6 +56,10 @@ impl ActQuant {
     }
 
     /// Quantizes `x` (`tokens x cols`, row-major); grows the buffers only when `tokens` exceeds them.
+    ///
+    /// # Panics
+    /// When `x` is not a whole number of rows of `cols` values (callers size their buffers
+    /// from the same shape; [`ActQuant::try_quantize`] checks instead).
     pub fn quantize(&mut self, x: &[f32]) {
         assert_eq!(x.len() % self.cols, 0, "ActQuant: input is not a whole number of rows");
         let tokens = x.len() / self.cols;
@@ -72,6 +76,19 @@ impl ActQuant {
             self.scale[t] = s;
             self.sum[t] = sum;
         }
+    }
+
+    /// [`ActQuant::quantize`] returning an error for input that is not whole rows.
+    pub fn try_quantize(&mut self, x: &[f32]) -> crate::Result<()> {
+        if !x.len().is_multiple_of(self.cols) {
+            return Err(crate::Error::Mismatch {
+                op: "ActQuant rows",
+                expected: x.len().div_ceil(self.cols) * self.cols,
+                found: x.len(),
+            });
+        }
+        self.quantize(x);
+        Ok(())
     }
 
     /// [`ActQuant::quantize`] with rows split over the pool (prefill-sized inputs).

@@ -1,5 +1,5 @@
 //! Packed bytes checked against examples computed by hand from each layout's definition
-//! (../shared/reference/formats.md, bitnet.cpp's quantize_i2_s, ggml's quantize_row_tq*_ref,
+//! (bitnet.cpp's quantize_i2_s, ggml's quantize_row_tq*_ref,
 //! transformers' pack_weights).
 
 use onebit_kernels::{TernaryFormat, TernaryMatrix};

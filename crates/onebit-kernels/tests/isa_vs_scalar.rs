@@ -5,21 +5,8 @@ use onebit_kernels::gemv::scalar::dot_trits;
 use onebit_kernels::{matmul, ActQuant, Kernel, TernaryFormat, TernaryMatrix, ThreadPool};
 use proptest::prelude::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn trits(&mut self, n: usize) -> Vec<i8> {
-        (0..n).map(|_| (self.next() % 3) as i8 - 1).collect()
-    }
-    fn acts(&mut self, n: usize) -> Vec<i8> {
-        (0..n).map(|_| self.next() as u8 as i8).collect()
-    }
-}
+mod common;
+use common::Rng;
 
 /// Runs every available kernel of every format on one case; returns the kernels that ran.
 fn check_case(
@@ -89,6 +76,15 @@ fn every_kernel_matches_scalar_on_ragged_shapes() {
     );
     for k in &ran {
         println!("  {k}");
+    }
+    // Every ISA the CPU reports (asked of std directly, not through our own detection) must
+    // have had its kernels checked here, so a detection slip cannot pass as "scalar only".
+    let expected = common::std_detected();
+    for isa in expected {
+        assert!(
+            ran.iter().any(|k| k.ends_with(&format!("/t2/{isa}"))),
+            "this CPU has {isa}, but no T2 kernel for it ran (ran: {ran:?})"
+        );
     }
 }
 

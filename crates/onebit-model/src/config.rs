@@ -135,7 +135,7 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// BitNet b1.58 2B4T exactly (../shared/reference/formats.md §1).
+    /// BitNet b1.58 2B4T exactly (microsoft/bitnet-b1.58-2B-4T's config.json).
     pub fn bitnet_2b4t() -> Self {
         ModelConfig {
             hidden: 2560,

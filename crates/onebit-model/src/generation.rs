@@ -237,6 +237,70 @@ pub fn generate(
     Ok(Generated { text: seq.text().to_string(), tokens: seq.tokens().len(), finish })
 }
 
+/// Generates one reply per prompt together: prompt `i` is prefilled into slot `i` of
+/// `session` (which needs that many slots; they are reset first), then every unfinished reply
+/// advances in one decode pass per token, the engine's multi-sequence decode.
+/// `on_piece(i, piece)` returning false cancels reply `i`.
+pub fn generate_batch(
+    session: &mut Session<'_>,
+    prompts: &[Vec<u32>],
+    seqs: &mut [Sequence],
+    tok: &Tokenizer,
+    on_piece: &mut dyn FnMut(usize, &str) -> bool,
+) -> Result<Vec<Generated>> {
+    let n = prompts.len();
+    if seqs.len() != n || session.slots() < n {
+        return Err(crate::Error::Config(format!(
+            "generate_batch: {n} prompts, {} replies, a session of {} slots",
+            seqs.len(),
+            session.slots()
+        )));
+    }
+    let vocab = session.model().config.vocab;
+    let mut logits = vec![0f32; n * vocab];
+    let mut history: Vec<Vec<u32>> = prompts.to_vec();
+    for (i, p) in prompts.iter().enumerate() {
+        session.reset_slot(i)?;
+        logits[i * vocab..(i + 1) * vocab].copy_from_slice(session.forward_slot(i, p)?);
+    }
+    let (mut active, mut tokens, mut slots): (Vec<usize>, Vec<u32>, Vec<usize>) =
+        ((0..n).collect(), Vec::with_capacity(n), Vec::with_capacity(n));
+    while !active.is_empty() {
+        tokens.clear();
+        slots.clear();
+        for &i in &active {
+            let room = session.capacity().saturating_sub(session.position_of(i)?);
+            let row = &mut logits[i * vocab..(i + 1) * vocab];
+            let step = seqs[i].step(tok, row, &history[i], room)?;
+            if !step.piece.is_empty() && !on_piece(i, &step.piece) {
+                seqs[i].cancel(tok);
+                continue;
+            }
+            if let Some(t) = step.feed {
+                tokens.push(t);
+                slots.push(i);
+                history[i].push(t);
+            }
+        }
+        if !tokens.is_empty() {
+            let out = session.decode(&tokens, &slots)?;
+            for (j, &i) in slots.iter().enumerate() {
+                logits[i * vocab..(i + 1) * vocab]
+                    .copy_from_slice(&out[j * vocab..(j + 1) * vocab]);
+            }
+        }
+        std::mem::swap(&mut active, &mut slots);
+    }
+    Ok(seqs
+        .iter()
+        .map(|s| Generated {
+            text: s.text().to_string(),
+            tokens: s.tokens().len(),
+            finish: s.finish_reason().unwrap_or(FinishReason::Cancelled),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,5 +32,7 @@ pub mod tokenizer;
 pub use config::{Activation, ModelConfig};
 pub use engine::{HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions};
 pub use error::{Error, Result};
-pub use generation::{generate, FinishReason, Generated, GenerationParams, Sequence};
+pub use generation::{
+    generate, generate_batch, FinishReason, Generated, GenerationParams, Sequence,
+};
 pub use tokenizer::{StreamDecoder, Tokenizer};

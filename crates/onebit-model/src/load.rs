@@ -28,11 +28,21 @@ pub struct LoadOptions {
     /// Check the tensor data against the checksum onebit writes into its own files (one
     /// read of the whole file; files from other tools carry no checksum).
     pub verify: bool,
+    /// Keep embeddings copied into memory in f32 instead of f16 (twice the bytes; exact
+    /// for f32 checkpoints, e.g. to compare with the framework that trained them).
+    pub f32_embeddings: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { threads: 2, layout: None, head: HeadKind::Q8, in_place: None, verify: true }
+        LoadOptions {
+            threads: 2,
+            layout: None,
+            head: HeadKind::Q8,
+            in_place: None,
+            verify: true,
+            f32_embeddings: false,
+        }
     }
 }
 
@@ -353,6 +363,9 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
     let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
     let embed = match f.rows_in_place("token_embd.weight", c.vocab, h) {
         Some((bytes, start, ty, row_bytes)) => Embedding::Mapped { bytes, start, ty, row_bytes },
+        None if opts.f32_embeddings => {
+            Embedding::OwnedF32(f.floats("token_embd.weight", c.vocab * h)?)
+        }
         None => Embedding::Owned(
             f.floats("token_embd.weight", c.vocab * h)?.into_iter().map(f16::from_f32).collect(),
         ),
@@ -468,4 +481,35 @@ pub fn load_any(path: &str, opts: &LoadOptions) -> Result<Model> {
     } else {
         load_gguf(path, opts)
     }
+}
+
+/// Whether loading `path` turns full-precision linears into ternary ones that were never
+/// trained for it: the first block's query weight holds float values that are not already
+/// `{-a, 0, +a}`, and the model is not a BitNet one (whose float linears are QAT latent
+/// weights, for which absmean is the right quantizer). Such a model needs fine-tuning.
+pub fn needs_finetuning(path: &str) -> Result<bool> {
+    let (src, config, bitnet): (Box<dyn TensorSource>, ModelConfig, bool) =
+        if std::path::Path::new(path).is_dir() {
+            let d = crate::hf::HfDir::open(path)?;
+            let cfg = std::fs::read_to_string(std::path::Path::new(path).join("config.json"))
+                .unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&cfg).unwrap_or_default();
+            let arch = v["architectures"].to_string().to_lowercase();
+            let quant = v["quantization_config"]["quant_method"].as_str().unwrap_or("");
+            let bitnet = arch.contains("bitnet") || matches!(quant, "bitnet" | "onebit");
+            let c = d.config.clone();
+            (Box::new(d), c, bitnet)
+        } else {
+            let f = GgufModelFile::open(path)?;
+            let c = ModelConfig::from_gguf(&f.header)?;
+            let arch = f.header.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
+            let bitnet = arch.starts_with("bitnet");
+            (Box::new(f), c, bitnet)
+        };
+    let name = "blk.0.attn_q.weight";
+    Ok(match src.floats(name, config.q_dim() * config.hidden) {
+        Ok(w) => !bitnet && exact_ternary(&w).is_none(),
+        // Packed ternary layouts are not float values.
+        Err(_) => false,
+    })
 }

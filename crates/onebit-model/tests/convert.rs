@@ -17,6 +17,7 @@ fn logits(path: &str) -> Vec<f32> {
             head: HeadKind::F32,
             in_place: Some(false),
             verify: true,
+            ..Default::default()
         },
     )
     .unwrap();

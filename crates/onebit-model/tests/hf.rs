@@ -22,6 +22,7 @@ fn opts() -> LoadOptions {
         head: HeadKind::F32,
         in_place: None,
         verify: true,
+        ..Default::default()
     }
 }
 

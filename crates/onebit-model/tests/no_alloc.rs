@@ -60,7 +60,8 @@ fn decode_steps_and_sampling_allocate_nothing() {
     for (head, kv) in
         [(HeadKind::Q8, KvDtype::F16), (HeadKind::Q4, KvDtype::Q8), (HeadKind::F32, KvDtype::F32)]
     {
-        let opts = LoadOptions { threads: 2, layout: None, head, in_place: None, verify: true };
+        let opts =
+            LoadOptions { threads: 2, layout: None, head, in_place: None, ..Default::default() };
         let model = load_gguf(&path, &opts).unwrap();
         let vocab = model.config.vocab;
         let so = SessionOptions { max_ctx: 96, max_batch: 4, slots: 3, kv };

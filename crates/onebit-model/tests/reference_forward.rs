@@ -178,6 +178,7 @@ fn check(format: TernaryFormat, cfg: ModelConfig, layout: Option<TernaryFormat>)
         head: HeadKind::F32,
         in_place: Some(in_place),
         verify: true,
+        ..Default::default()
     };
     let model = load_gguf(&path, &opts(true)).unwrap();
     let copied = load_gguf(&path, &opts(false)).unwrap();
@@ -254,6 +255,7 @@ fn decode_attention_matches_reference_at_any_thread_count() {
             head: HeadKind::F32,
             in_place: None,
             verify: true,
+            ..Default::default()
         };
         let model = load_gguf(&path, &opts).unwrap();
         let mut s = Session::new(&model, 16, 1);
@@ -276,17 +278,9 @@ fn blocked_prefill_attention_matches_reference() {
         .to_string();
     write_synthetic(&path, &cfg, linear_type(TernaryFormat::T2).unwrap(), 11, &mut |_, _| {})
         .unwrap();
-    let model = load_gguf(
-        &path,
-        &LoadOptions {
-            threads: 2,
-            layout: None,
-            head: HeadKind::F32,
-            in_place: None,
-            verify: true,
-        },
-    )
-    .unwrap();
+    let model =
+        load_gguf(&path, &LoadOptions { threads: 2, head: HeadKind::F32, ..Default::default() })
+            .unwrap();
     let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 300).collect();
     let want = reference(&path, &cfg, &prompt);
     let mut s = Session::new(&model, 64, 32);
@@ -310,11 +304,8 @@ fn batched_decode_of_several_slots_matches_separate_sessions() {
     write_synthetic(&path, &cfg, linear_type(TernaryFormat::T2).unwrap(), 13, &mut |_, _| {})
         .unwrap();
     for head in [HeadKind::F32, HeadKind::Q8] {
-        let model = load_gguf(
-            &path,
-            &LoadOptions { threads: 2, layout: None, head, in_place: None, verify: true },
-        )
-        .unwrap();
+        let model =
+            load_gguf(&path, &LoadOptions { threads: 2, head, ..Default::default() }).unwrap();
         let prompts: [&[u32]; 3] = [&[1, 2, 3], &[40, 41, 42, 43, 44], &[7]];
         // Reference: one session per sequence, greedy, token by token.
         let mut want = Vec::new();
@@ -362,17 +353,9 @@ fn f16_and_q8_kv_caches_stay_close_to_f32_on_the_shipped_model() {
     // A trained model: random synthetic weights give peaky attention whose int8 activation
     // rounding amplifies any change, which says nothing about the cache on real weights.
     let path = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
-    let model = load_gguf(
-        &path,
-        &LoadOptions {
-            threads: 2,
-            layout: None,
-            head: HeadKind::F32,
-            in_place: None,
-            verify: true,
-        },
-    )
-    .unwrap();
+    let model =
+        load_gguf(&path, &LoadOptions { threads: 2, head: HeadKind::F32, ..Default::default() })
+            .unwrap();
     let prompt: Vec<u32> = (0..48).map(|i| (i * 131 + 7) % 4000).collect();
     // Measured 2026-11-25 (worst relative logit difference, argmax agreement over 16 steps):
     // f16 7.9e-3 and 16/16, q8 1.2e-2 and 16/16; the bounds leave room for other CPUs.
@@ -402,13 +385,8 @@ fn f16_and_q8_kv_caches_stay_close_to_f32_on_the_shipped_model() {
 #[test]
 fn four_bit_head_keeps_the_shipped_models_predictions() {
     let path = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
-    let load = |head| {
-        load_gguf(
-            &path,
-            &LoadOptions { threads: 2, layout: None, head, in_place: None, verify: true },
-        )
-        .unwrap()
-    };
+    let load =
+        |head| load_gguf(&path, &LoadOptions { threads: 2, head, ..Default::default() }).unwrap();
     let (exact, q8, q4) = (load(HeadKind::F32), load(HeadKind::Q8), load(HeadKind::Q4));
     let prompt: Vec<u32> = (0..40).map(|i| (i * 131 + 7) % 4000).collect();
     let mut sessions: Vec<Session> =

@@ -29,5 +29,6 @@ pub mod finetune;
 pub mod model;
 pub mod monitor;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 pub mod trainer;

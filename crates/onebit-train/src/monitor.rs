@@ -1,4 +1,4 @@
-//! STE monitors per BitLinear (../shared/reference/training.md): share of weights at
+//! STE monitors per BitLinear (the quantities QAT practitioners watch): share of weights at
 //! -1/0/+1, flips since the last report, latent saturation (|W/γ| > 1.5), activation
 //! clipping, latent gradient norm and update/weight ratio, with warnings for frozen,
 //! vanishing and collapsed layers. Cheap enough to leave on: one pass over the trits.
@@ -53,6 +53,25 @@ pub struct Monitor {
     still: Vec<u32>,
 }
 
+/// What the monitor reads of one BitLinear weight at a report.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerInput<'a> {
+    /// Parameter name.
+    pub name: &'a str,
+    /// The trits of the step's quantized weight.
+    pub trits: &'a [i8],
+    /// Its absmean scale γ.
+    pub gamma: f32,
+    /// The latent weight.
+    pub latent: &'a [f32],
+    /// L2 norm of the latent weight's gradient.
+    pub grad_norm: f32,
+    /// Σ(Δw)² of the last update.
+    pub update_sq: f64,
+    /// (activations at ±127, activations) since the last report.
+    pub clip: (u64, u64),
+}
+
 impl Monitor {
     /// Builds a report from the current ternary caches; `grads` are per-parameter gradient
     /// norms, `update_sq` per-parameter Σ(Δw)², `clip` the tape's clipping counts.
@@ -64,34 +83,51 @@ impl Monitor {
         update_sq: &[f64],
         clip: &ClipStats,
     ) -> MonitorReport {
-        let n = p.infos().len();
+        let layers =
+            p.infos().iter().enumerate().filter(|(_, info)| info.kind == ParamKind::Ternary);
+        let inputs: Vec<LayerInput<'_>> = layers
+            .map(|(i, info)| {
+                let c = p.ternary(crate::ParamId(i)).expect("ternary params have caches");
+                LayerInput {
+                    name: &info.name,
+                    trits: &c.trits,
+                    gamma: c.gamma,
+                    latent: p.value(crate::ParamId(i)),
+                    grad_norm: grads.get(i).copied().unwrap_or(0.0),
+                    update_sq: update_sq.get(i).copied().unwrap_or(0.0),
+                    clip: clip.get(i).copied().unwrap_or((0, 0)),
+                }
+            })
+            .collect();
+        self.report_layers(step, &inputs)
+    }
+
+    /// Builds a report from BitLinear weights held anywhere (PyTorch modules included); the
+    /// layers must come in the same order at every report, as flips compare with the last.
+    pub fn report_layers(&mut self, step: u64, inputs: &[LayerInput<'_>]) -> MonitorReport {
+        let n = inputs.len();
         self.prev.resize(n, None);
         self.still.resize(n, 0);
         let mut layers = Vec::new();
         let mut warnings = Vec::new();
-        for (i, info) in p.infos().iter().enumerate() {
-            if info.kind != ParamKind::Ternary {
-                continue;
-            }
-            let c = p.ternary(crate::ParamId(i)).expect("ternary params have caches");
-            let w = p.value(crate::ParamId(i));
-            let len = w.len().max(1) as f32;
+        for (i, l) in inputs.iter().enumerate() {
+            let len = l.latent.len().max(1) as f32;
             let mut counts = [0usize; 3];
-            for &t in &c.trits {
+            for &t in l.trits {
                 counts[(t + 1) as usize] += 1;
             }
             let (mut flips, mut sign) = (0usize, 0usize);
             if let Some(prev) = &self.prev[i] {
-                for (&a, &b) in prev.iter().zip(&c.trits) {
+                for (&a, &b) in prev.iter().zip(l.trits) {
                     flips += (a != b) as usize;
                     sign += (a * b == -1) as usize;
                 }
             }
-            let saturated = w.iter().filter(|&&v| (v / c.gamma).abs() > 1.5).count();
-            let wnorm = w.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
-            let (clipped, total) = clip.get(i).copied().unwrap_or((0, 0));
+            let saturated = l.latent.iter().filter(|&&v| (v / l.gamma).abs() > 1.5).count();
+            let wnorm = l.latent.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+            let (clipped, total) = l.clip;
             let s = LayerStats {
-                name: info.name.clone(),
+                name: l.name.to_string(),
                 neg: counts[0] as f32 / len,
                 zero: counts[1] as f32 / len,
                 pos: counts[2] as f32 / len,
@@ -99,9 +135,8 @@ impl Monitor {
                 sign_flips: sign as f32 / len,
                 saturated: saturated as f32 / len,
                 act_clip: if total > 0 { clipped as f32 / total as f32 } else { 0.0 },
-                grad_norm: grads.get(i).copied().unwrap_or(0.0),
-                update_ratio: (update_sq.get(i).copied().unwrap_or(0.0).sqrt() / wnorm.max(1e-30))
-                    as f32,
+                grad_norm: l.grad_norm,
+                update_ratio: (l.update_sq.sqrt() / wnorm.max(1e-30)) as f32,
             };
             if self.prev[i].is_some() {
                 self.still[i] = if flips == 0 { self.still[i] + 1 } else { 0 };
@@ -120,8 +155,8 @@ impl Monitor {
                 ));
             }
             match &mut self.prev[i] {
-                Some(v) => v.copy_from_slice(&c.trits),
-                None => self.prev[i] = Some(c.trits.clone()),
+                Some(v) if v.len() == l.trits.len() => v.copy_from_slice(l.trits),
+                _ => self.prev[i] = Some(l.trits.to_vec()),
             }
             layers.push(s);
         }

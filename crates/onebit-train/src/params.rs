@@ -100,22 +100,7 @@ impl Params {
         let mut ternary = Vec::with_capacity(infos.len());
         for p in &infos {
             ternary.push(if p.kind == ParamKind::Ternary {
-                let trits = vec![0i8; p.len()];
-                Some(TernaryCache {
-                    packed: TernaryMatrix::from_trits(
-                        TernaryFormat::T2,
-                        p.rows,
-                        p.cols,
-                        &trits,
-                        1.0,
-                    )?,
-                    trits,
-                    packed_t: None,
-                    trits_t: Vec::new(),
-                    gamma: 1.0,
-                    dense: vec![0.0; p.len()],
-                    lambda: 1.0,
-                })
+                Some(TernaryCache::new(p.rows, p.cols)?)
             } else {
                 None
             });
@@ -217,54 +202,95 @@ impl Params {
         for (info, cache) in self.infos.iter().zip(self.ternary.iter_mut()) {
             let Some(c) = cache else { continue };
             let w = &self.values[info.offset..info.offset + info.len()];
-            let sum: f64 = w.iter().map(|v| v.abs() as f64).sum();
-            let gamma = ((sum / w.len().max(1) as f64) as f32).max(EPS);
-            let chunk = info.cols;
-            pool.run_chunks(&mut c.trits, chunk, &|_, rows, trits| {
-                let w = &w[rows.start * chunk..rows.end * chunk];
-                for (t, &v) in trits.iter_mut().zip(w) {
-                    *t = ternarize(v, gamma);
-                }
-            });
-            let trits = &c.trits;
-            pool.run_chunks(&mut c.dense, chunk, &|_, rows, dense| {
-                let r = rows.start * chunk..rows.end * chunk;
-                for ((d, &t), &v) in dense.iter_mut().zip(&trits[r.clone()]).zip(&w[r]) {
-                    // Exactly γ·t at λ = 1, so the STE product matches the integer forward.
-                    *d = if lambda == 1.0 {
-                        gamma * t as f32
-                    } else {
-                        v + lambda * (gamma * t as f32 - v)
-                    };
-                }
-            });
-            c.packed.set_t2_trits(&c.trits, gamma)?;
-            if self.int8_backward {
-                let (rows, cols) = (info.rows, info.cols);
-                c.trits_t.resize(rows * cols, 0);
-                for (r, row) in c.trits.chunks_exact(cols).enumerate() {
-                    for (k, &t) in row.iter().enumerate() {
-                        c.trits_t[k * rows + r] = t;
-                    }
-                }
-                match &mut c.packed_t {
-                    Some(m) => m.set_t2_trits(&c.trits_t, gamma)?,
-                    None => {
-                        c.packed_t = Some(TernaryMatrix::from_trits(
-                            TernaryFormat::T2,
-                            cols,
-                            rows,
-                            &c.trits_t,
-                            gamma,
-                        )?)
-                    }
-                }
-            }
-            c.gamma = gamma;
-            c.lambda = lambda;
+            c.refresh(w, lambda, self.int8_backward, pool)?;
         }
         Ok(())
     }
+}
+
+impl TernaryCache {
+    /// An empty cache for a `rows × cols` weight (filled by [`TernaryCache::refresh`]).
+    pub fn new(rows: usize, cols: usize) -> crate::Result<Self> {
+        let trits = vec![0i8; rows * cols];
+        Ok(TernaryCache {
+            packed: TernaryMatrix::from_trits(TernaryFormat::T2, rows, cols, &trits, 1.0)?,
+            trits,
+            packed_t: None,
+            trits_t: Vec::new(),
+            gamma: 1.0,
+            dense: vec![0.0; rows * cols],
+            lambda: 1.0,
+        })
+    }
+
+    /// Re-quantizes from the latent weight `w` (this cache's shape): trits, γ, the packed
+    /// matrix, the dense product weight at `lambda`, and `Wqᵀ` when `transposed`.
+    pub fn refresh(
+        &mut self,
+        w: &[f32],
+        lambda: f32,
+        transposed: bool,
+        pool: &ThreadPool,
+    ) -> crate::Result<()> {
+        let (rows, cols) = (self.packed.rows(), self.packed.cols());
+        if w.len() != rows * cols {
+            return Err(crate::Error::Config(format!(
+                "BitLinear weight of {} values for a {rows}x{cols} cache",
+                w.len()
+            )));
+        }
+        let c = self;
+        let gamma = absmean(w);
+        let chunk = cols.max(1);
+        pool.run_chunks(&mut c.trits, chunk, &|_, rows, trits| {
+            let w = &w[rows.start * chunk..rows.end * chunk];
+            for (t, &v) in trits.iter_mut().zip(w) {
+                *t = ternarize(v, gamma);
+            }
+        });
+        let trits = &c.trits;
+        pool.run_chunks(&mut c.dense, chunk, &|_, rows, dense| {
+            let r = rows.start * chunk..rows.end * chunk;
+            for ((d, &t), &v) in dense.iter_mut().zip(&trits[r.clone()]).zip(&w[r]) {
+                // Exactly γ·t at λ = 1, so the STE product matches the integer forward.
+                *d = if lambda == 1.0 {
+                    gamma * t as f32
+                } else {
+                    v + lambda * (gamma * t as f32 - v)
+                };
+            }
+        });
+        c.packed.set_t2_trits(&c.trits, gamma)?;
+        if transposed {
+            c.trits_t.resize(rows * cols, 0);
+            for (r, row) in c.trits.chunks_exact(chunk).enumerate() {
+                for (k, &t) in row.iter().enumerate() {
+                    c.trits_t[k * rows + r] = t;
+                }
+            }
+            match &mut c.packed_t {
+                Some(m) => m.set_t2_trits(&c.trits_t, gamma)?,
+                None => {
+                    c.packed_t = Some(TernaryMatrix::from_trits(
+                        TernaryFormat::T2,
+                        cols,
+                        rows,
+                        &c.trits_t,
+                        gamma,
+                    )?)
+                }
+            }
+        }
+        c.gamma = gamma;
+        c.lambda = lambda;
+        Ok(())
+    }
+}
+
+/// γ = max(mean|W|, 1e-5), summed in f64: the scale of a BitLinear weight.
+pub fn absmean(w: &[f32]) -> f32 {
+    let sum: f64 = w.iter().map(|v| v.abs() as f64).sum();
+    ((sum / w.len().max(1) as f64) as f32).max(EPS)
 }
 
 /// clamp(round_half_even(v/γ), -1, 1): the rule of `onebit_kernels::quant::ternarize_absmean`.

@@ -1,5 +1,5 @@
 //! Learning-rate and weight-decay schedule of the BitNet b1.58 recipe
-//! (../shared/reference/training.md): linear warm-up, then stage 1 with a cosine decay of
+//! (BitNet b1.58 2B4T technical report): linear warm-up, then stage 1 with a cosine decay of
 //! the LR and a weight decay that follows a cosine from its peak (0.1), then stage 2, a
 //! sharp linear cool-down of the LR to zero with weight decay 0.
 

@@ -2,15 +2,7 @@
 //! λ phase-in, reporting full-precision, naive-ternary and fine-tuned validation perplexity.
 
 use anyhow::{bail, Result};
-use onebit_model::gguf::Value;
-use onebit_model::load::GgufModelFile;
-use onebit_model::Tokenizer;
-use onebit_train::data::{read_documents, tokenize, TokenData};
-use onebit_train::export::{export_gguf, ExportOptions};
-use onebit_train::finetune::load_pretrained;
-use onebit_train::schedule::Schedule;
-use onebit_train::trainer::{TrainConfig, Trainer};
-use std::time::Instant;
+use onebit_train::finetune::FinetuneRun;
 
 /// Flags of `onebit finetune`.
 #[derive(clap::Args, Debug)]
@@ -75,83 +67,26 @@ pub fn run(a: Args) -> Result<()> {
     if a.quant != "1bit-native" {
         bail!("unknown --quant '{}' (1bit-native)", a.quant);
     }
-    std::fs::create_dir_all(&a.out)?;
-    let started = Instant::now();
-    let model = load_pretrained(&a.model)?;
-    let tok = match &a.tokenizer {
-        Some(p) => Tokenizer::from_file(p)?,
-        None => Tokenizer::for_model(&a.model)?,
-    };
-    eprintln!(
-        "loaded {} ({} params, {} in BitLinears) in {:.1}s",
-        a.model,
-        model.params.count(),
-        model.ternary_params(),
-        started.elapsed().as_secs_f64()
-    );
-    let docs = read_documents(&a.data)?;
-    let ids = tokenize(&tok, &docs, model.config.eos)?;
-    let data = TokenData::split(ids, a.val_share);
-    let cfg = TrainConfig {
-        model: model.config.clone(),
+    let spec = FinetuneRun {
+        model: a.model,
+        data: a.data,
+        out: a.out,
+        tokenizer: a.tokenizer,
+        steps: a.steps,
+        lambda_warmup: a.lambda_warmup,
+        lr: a.lr,
+        warmup: a.warmup,
         seq: a.seq,
         batch: a.batch,
         accum: a.accum,
-        schedule: Schedule { lr: a.lr, warmup: a.warmup, steps: a.steps, ..Default::default() },
-        adamw: Default::default(),
-        seed: a.seed,
+        eval_batches: a.eval_batches,
+        eval_every: a.eval_every,
+        val_share: a.val_share,
         threads: a.threads,
         checkpointing: a.checkpointing,
-        clipped_ste: false,
-        lambda_warmup: a.lambda_warmup,
-        int8_backward: false,
-        eval_every: a.eval_every,
-        eval_batches: a.eval_batches,
-        monitor_every: 10,
-        save_every: 0,
-        val_share: a.val_share,
+        seed: a.seed,
     };
-    let mut t = Trainer::with_model(cfg, model)?;
-    std::fs::write(format!("{}/run.toml", a.out), toml::to_string(&t.cfg)?)?;
-    let vb = a.eval_batches;
-    let tokens = vb * a.batch * a.seq;
-    eprintln!(
-        "{} train / {} validation tokens; evaluating on {tokens} held-out tokens",
-        data.train.len(),
-        data.val.len()
-    );
-    let fp = t.evaluate_at(&data.val, vb, 0.0)?;
-    eprintln!("full precision:      val loss {fp:.4}  ppl {:.2}", fp.exp());
-    let naive = t.evaluate_at(&data.val, vb, 1.0)?;
-    eprintln!("naive ternarization: val loss {naive:.4}  ppl {:.2}", naive.exp());
-    super::train::train_loop(&mut t, &data, &a.out)?;
-    let tuned = t.evaluate_at(&data.val, vb, 1.0)?;
-    eprintln!(
-        "after {} steps of 1.58-bit QAT: val loss {tuned:.4}  ppl {:.2}  ({:.1} min in all)",
-        t.step,
-        tuned.exp(),
-        started.elapsed().as_secs_f64() / 60.0
-    );
-    let summary = serde_json::json!({
-        "model": a.model, "steps": t.step, "tokens_per_step": a.batch * a.seq * a.accum,
-        "val_tokens": tokens, "fp_loss": fp, "fp_ppl": fp.exp(), "naive_ternary_loss": naive,
-        "naive_ternary_ppl": naive.exp(), "finetuned_loss": tuned, "finetuned_ppl": tuned.exp(),
-    });
-    std::fs::write(format!("{}/summary.json", a.out), format!("{summary}\n"))?;
-    let mut extra: Vec<(String, Value)> = Vec::new();
-    if a.model.ends_with(".gguf") {
-        let f = GgufModelFile::open(&a.model)?;
-        extra
-            .extend(f.header.metadata.iter().filter(|(k, _)| k.starts_with("tokenizer.")).cloned());
-    }
-    let gguf = format!("{}/model.gguf", a.out);
-    export_gguf(
-        &t.model,
-        None,
-        &gguf,
-        &[],
-        &ExportOptions { name: "onebit finetuned".into(), extra, ..Default::default() },
-    )?;
-    eprintln!("wrote {gguf} ({} bytes)", std::fs::metadata(&gguf)?.len());
+    let out = spec.run(&mut super::train::progress(spec.steps))?;
+    eprintln!("wrote {} ({} bytes)", out.run.model, std::fs::metadata(&out.run.model)?.len());
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! and (with `--tune RxC`) the self-tuned choice for a shape.
 
 use anyhow::Result;
-use onebit_kernels::{bench::cpu_model, self_tune, CpuFeatures, Kernel, TernaryFormat, ThreadPool};
+use onebit_kernels::dense::DenseKernels;
+use onebit_kernels::{
+    bench::cpu_model, self_tune, CpuFeatures, Isa, Kernel, TernaryFormat, ThreadPool,
+};
 
 /// Flags of `onebit kernels`.
 #[derive(clap::Args, Debug)]
@@ -32,6 +35,11 @@ pub fn run(a: Args) -> Result<()> {
             all.join(", ")
         );
     }
+    // The head and the dense vector ops follow the same ISA choice (ONEBIT_KERNEL included).
+    let isa = Isa::selected();
+    println!("{:>6}: q8/q4 {}", "head", isa.name());
+    let dense = DenseKernels::get(isa).map(|k| k.isa()).unwrap_or(Isa::Scalar);
+    println!("{:>6}: f32/f16 {}", "dense", dense.name());
     if let Some((rows, cols)) = a.tune {
         let pool = ThreadPool::new(a.threads);
         for f in [TernaryFormat::T2, TernaryFormat::B3, TernaryFormat::Lut] {

@@ -55,7 +55,14 @@ impl ModelArgs {
             .transpose()?;
         let in_place = self.mmap.then_some(true).or(self.no_mmap.then_some(false));
         let verify = !self.no_verify;
-        let opts = LoadOptions { threads: self.threads, layout, head, in_place, verify };
+        let opts = LoadOptions {
+            threads: self.threads,
+            layout,
+            head,
+            in_place,
+            verify,
+            ..Default::default()
+        };
         Ok(load_any(&self.model, &opts)?)
     }
 }

@@ -1,5 +1,5 @@
 //! AVX2 GEMM: decode rows to codes (T2 by shift/mask, B3 by the scalar tables), then a
-//! 2-row × 4-token tile of `vpmaddubsw` sums kept in i16 for 32 chunks, then widened by
+//! 2-row × 6-token tile (`ROWS` × `TOKENS`) of `vpmaddubsw` sums kept in i16 for 32 chunks, then widened by
 //! `vpmaddwd` into i32 accumulators.
 
 use super::{decode_b3_row, with_codes};

@@ -1,5 +1,5 @@
 //! AVX-512 VNNI GEMM: decode 4 rows to codes (T2 by shift/mask, B3 by `vpermi2b` tables),
-//! then a 4-row × 6-token tile of `vpdpbusd` accumulators over the whole reduction. Tokens
+//! then a 4-row × 4-token tile (`ROWS` × `TOKENS`) of `vpdpbusd` accumulators over the whole reduction. Tokens
 //! are taken in blocks whose activations stay in L2 while the thread's rows pass over them
 //! (rows are re-decoded per block, which is cheap next to the tile work).
 
@@ -166,8 +166,6 @@ fn run_tiles<const R: usize>(
         }
         match tokens.end - t {
             n if n >= TOKENS => go!(TOKENS),
-            5 => go!(5),
-            4 => go!(4),
             3 => go!(3),
             2 => go!(2),
             _ => go!(1),

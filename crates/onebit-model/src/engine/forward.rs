@@ -5,11 +5,13 @@
 //! weights are read once for the whole batch (what continuous batching builds on). Every row
 //! carries its own (slot, position). Everything is sized in [`Session::with_slots`].
 
+mod attention;
+
 use super::kv_cache::{KvDtype, KvStore};
 use super::{Layer, Model};
 use crate::config::Activation;
 use crate::error::{Error, Result};
-use onebit_kernels::{dense, ActQuant};
+use onebit_kernels::ActQuant;
 
 /// Prompt chunks of at least this many tokens take the blocked (GEMM) attention path.
 pub const BLOCKED_ATTENTION_MIN: usize = 16;
@@ -543,134 +545,5 @@ impl<'m> Session<'m> {
         };
         rot(&mut self.q, c.q_dim());
         rot(&mut self.k, c.kv_dim());
-    }
-
-    fn attention(&mut self, li: usize, t_n: usize) {
-        let c = &self.model.config;
-        let (hd, heads, kvd) = (c.head_dim, c.heads, c.kv_dim());
-        let group = heads / c.kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let one_slot = self.row_slot[..t_n].iter().all(|&s| s == self.row_slot[0]);
-        let base = self.kv_base(self.row_slot[0], li);
-        let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.row_pos[0]);
-        let (row_slot, row_pos) = (&self.row_slot, &self.row_pos);
-        let layer_stride = self.max_ctx * kvd;
-        let layers = c.layers;
-        let scores = &self.scores;
-        let qd = heads * hd;
-        if t_n >= BLOCKED_ATTENTION_MIN && one_slot {
-            // Prompt chunks: per head, S = Q·Kᵀ and O = softmax(S)·V as two strided GEMMs read
-            // straight from the cache (the masked upper triangle is computed and dropped).
-            let n_all = pos + t_n;
-            self.model.pool.run_chunks(
-                &mut self.att_by_head[..t_n * qd],
-                t_n * hd,
-                &|thread, hs, out| {
-                    let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
-                    let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
-                    let s = &mut s[..t_n * n_all];
-                    for (j, head) in hs.enumerate() {
-                        let kvh = head / group;
-                        let (k0, ks) = kc.view(base + kvh * hd, n_all, kvd, hd, kbuf);
-                        let (v0, vs) = vc.view(base + kvh * hd, n_all, kvd, hd, vbuf);
-                        dense::gemm_strided(
-                            (t_n, n_all, hd),
-                            s,
-                            n_all,
-                            (&q[head * hd..], qd, 1),
-                            (k0, 1, ks),
-                            scale,
-                        );
-                        for (t, row) in s.chunks_exact_mut(n_all).enumerate() {
-                            let valid = pos + t + 1;
-                            let max = row[..valid].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                            let mut total = 0.0;
-                            for v in &mut row[..valid] {
-                                *v = (*v - max).exp();
-                                total += *v;
-                            }
-                            for v in &mut row[..valid] {
-                                *v /= total;
-                            }
-                            row[valid..].fill(0.0);
-                        }
-                        let o = &mut out[j * t_n * hd..(j + 1) * t_n * hd];
-                        dense::gemm_strided(
-                            (t_n, hd, n_all),
-                            o,
-                            hd,
-                            (s, n_all, 1),
-                            (v0, vs, 1),
-                            1.0,
-                        );
-                    }
-                },
-            );
-            for head in 0..heads {
-                for t in 0..t_n {
-                    let src = &self.att_by_head[(head * t_n + t) * hd..][..hd];
-                    self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
-                }
-            }
-        } else {
-            // Rows are (kv head, token, part): each serves `per_row` query heads that share the
-            // kv head, so K and V rows are read and widened once for all of them (GQA) rather
-            // than once per query head. A group is cut into `parts` only when that is needed to
-            // give every thread the same number of rows (5 kv heads over 2 threads: 3 to 2).
-            let threads = self.model.pool.threads();
-            let parts = (1..=group)
-                .filter(|d| group.is_multiple_of(*d))
-                .find(|d| (c.kv_heads * t_n * d).is_multiple_of(threads))
-                .unwrap_or(group);
-            let per_row = group / parts;
-            self.model.pool.run_chunks(
-                &mut self.att_by_head[..t_n * qd],
-                per_row * hd,
-                &|thread, rows, out| {
-                    let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
-                    let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
-                    for (j, row) in rows.enumerate() {
-                        let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
-                        let n = row_pos[t] + 1;
-                        let base = (row_slot[t] * layers + li) * layer_stride + kvh * hd;
-                        let (kr, ks) = kc.view(base, n, kvd, hd, kbuf);
-                        for (g, sg) in s[..per_row * n].chunks_exact_mut(n).enumerate() {
-                            let head = kvh * group + part * per_row + g;
-                            let qv = &q[(t * heads + head) * hd..][..hd];
-                            let mut max = f32::NEG_INFINITY;
-                            for (p, sp) in sg.iter_mut().enumerate() {
-                                *sp = dense::dot_f32(qv, &kr[p * ks..][..hd]) * scale;
-                                max = max.max(*sp);
-                            }
-                            let mut total = 0.0;
-                            for sp in sg.iter_mut() {
-                                *sp = (*sp - max).exp();
-                                total += *sp;
-                            }
-                            for sp in sg.iter_mut() {
-                                *sp /= total;
-                            }
-                        }
-                        let o = &mut out[j * per_row * hd..(j + 1) * per_row * hd];
-                        o.fill(0.0);
-                        let (vr, vs) = vc.view(base, n, kvd, hd, vbuf);
-                        for p in 0..n {
-                            let v = &vr[p * vs..][..hd];
-                            for (g, og) in o.chunks_exact_mut(hd).enumerate() {
-                                dense::axpy_f32(s[g * n + p], v, og);
-                            }
-                        }
-                    }
-                },
-            );
-            for row in 0..c.kv_heads * t_n * parts {
-                let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
-                for g in 0..per_row {
-                    let head = kvh * group + part * per_row + g;
-                    let src = &self.att_by_head[(row * per_row + g) * hd..][..hd];
-                    self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
-                }
-            }
-        }
     }
 }

@@ -140,6 +140,8 @@ impl Layer {
 pub enum Embedding {
     /// Rows held in memory.
     Owned(Vec<f16>),
+    /// Rows held in memory in f32 (`LoadOptions::f32_embeddings`: exact for f32 sources).
+    OwnedF32(Vec<f32>),
     /// Rows in a shared buffer, starting at byte `start`.
     Mapped {
         /// The mapped file.
@@ -161,6 +163,9 @@ impl Embedding {
                 for (d, s) in out.iter_mut().zip(&v[id * hidden..(id + 1) * hidden]) {
                     *d = s.to_f32();
                 }
+            }
+            Embedding::OwnedF32(v) => {
+                out[..hidden].copy_from_slice(&v[id * hidden..(id + 1) * hidden])
             }
             Embedding::Mapped { bytes, start, ty, row_bytes } => {
                 let at = start + id * row_bytes;
@@ -225,7 +230,9 @@ impl Model {
 
     pub(crate) fn head_forward(&self, x: &ActQuant, xf: &[f32], out: &mut [f32]) {
         match &self.head {
-            Head::Q8(m) => onebit_kernels::q8::q8_matmul(&self.pool, m, x, out),
+            // The session sized `x` and `out` from this model's config.
+            Head::Q8(m) => onebit_kernels::q8::q8_matmul(&self.pool, m, x, out)
+                .expect("head shapes fixed by the session"),
             Head::F32(w) => {
                 let (v, h) = (self.config.vocab, self.config.hidden);
                 for (o, x) in out.chunks_exact_mut(v).zip(xf.chunks_exact(h)) {

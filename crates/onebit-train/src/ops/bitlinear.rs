@@ -1,5 +1,5 @@
-//! BitLinear (BitNet b1.58) with the straight-through estimator, exactly as in
-//! ../shared/reference/training.md: per-tensor absmean ternary weights `γ·Wq`, per-token
+//! BitLinear (BitNet b1.58) with the straight-through estimator, as the BitNet b1.58 papers
+//! define it (Ma et al. 2024 and its training-tips follow-up): per-tensor absmean ternary weights `γ·Wq`, per-token
 //! int8 absmax activations `Xq/s`, `Y = (Xq·Wqᵀ)·γ/s`. The forward runs on the integer
 //! kernels of onebit-kernels (the same code the engine decodes with); the backward is the
 //! STE: `dX = dY·(γ·Wq)` and `dW = dYᵀ·(Xq/s)`, two dense products.
@@ -40,12 +40,32 @@ pub fn bitlinear_forward(
     kernel: &Kernel,
     (tokens, rows, cols): (usize, usize, usize),
 ) -> onebit_kernels::Result<u64> {
+    let clipped = quantize_input(pool, saved, x, w.lambda, (tokens, cols));
+    let lambda = w.lambda;
+    if lambda == 1.0 {
+        onebit_kernels::matmul(pool, kernel, &w.packed, &saved.act, out)?;
+    } else {
+        linear_forward(pool, out, &saved.x_used, &w.dense, (tokens, rows, cols));
+    }
+    Ok(clipped)
+}
+
+/// Quantizes `x` per token into `saved.act` and writes the activations the weight gradient
+/// multiplies (`Xq/s`, or the λ blend with `x`) into `saved.x_used`; returns how many int8
+/// values hit ±127.
+pub fn quantize_input(
+    pool: &ThreadPool,
+    saved: &mut BitLinearSaved,
+    x: &[f32],
+    lambda: f32,
+    (tokens, cols): (usize, usize),
+) -> u64 {
     if saved.act.cols() != cols {
         saved.act = ActQuant::new(tokens, cols);
     }
     saved.act.quantize_par(x, pool);
     saved.x_used.resize(tokens * cols, 0.0);
-    let (act, lambda) = (&saved.act, w.lambda);
+    let act = &saved.act;
     let padded = act.padded_cols();
     let clipped = std::sync::atomic::AtomicU64::new(0);
     pool.run_parts(tokens, [(&mut saved.x_used[..], cols)], &|_, r, [xu]| {
@@ -67,12 +87,7 @@ pub fn bitlinear_forward(
         }
         clipped.fetch_add(c, std::sync::atomic::Ordering::Relaxed);
     });
-    if lambda == 1.0 {
-        onebit_kernels::matmul(pool, kernel, &w.packed, &saved.act, out)?;
-    } else {
-        linear_forward(pool, out, &saved.x_used, &w.dense, (tokens, rows, cols));
-    }
-    Ok(clipped.into_inner())
+    clipped.into_inner()
 }
 
 /// STE backward: `dx += dout·(γ·Wq)` (when wanted), `dw += doutᵀ·(Xq/s)`.

@@ -10,6 +10,7 @@
 pub mod act;
 pub mod attention;
 pub mod bitlinear;
+pub mod bitlinear_layer;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod linear;

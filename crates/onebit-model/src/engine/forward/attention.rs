@@ -1,0 +1,146 @@
+//! Attention over the KV cache, two algorithms behind [`Session::attention`]:
+//! - [`Session::prefill_attention`]: a chunk of one slot's prompt, per query head two strided
+//!   GEMMs read straight from the cache (S = Q·Kᵀ, O = softmax(S)·V);
+//! - [`Session::decode_attention`]: one or a few rows per slot (decode, mixed batches), per KV
+//!   head so the query heads of a GQA group share one read and widening of K and V.
+//!
+//! Both write per-head rows into `att_by_head` and re-lay them out token-major into `att`.
+
+use super::{Scratch, Session, BLOCKED_ATTENTION_MIN};
+use onebit_kernels::dense;
+
+/// `row = softmax(row)` in place.
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut total = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        total += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= total;
+    }
+}
+
+impl Session<'_> {
+    /// Attention of layer `li` for the `t_n` rows whose q/k/v were just computed.
+    pub(super) fn attention(&mut self, li: usize, t_n: usize) {
+        let one_slot = self.row_slot[..t_n].iter().all(|&s| s == self.row_slot[0]);
+        if t_n >= BLOCKED_ATTENTION_MIN && one_slot {
+            self.prefill_attention(li, t_n);
+        } else {
+            self.decode_attention(li, t_n);
+        }
+    }
+
+    /// Prompt chunks of one slot: per head, S = Q·Kᵀ and O = softmax(S)·V as two strided
+    /// GEMMs read straight from the cache (the masked upper triangle is computed and dropped).
+    fn prefill_attention(&mut self, li: usize, t_n: usize) {
+        let c = &self.model.config;
+        let (hd, heads, kvd) = (c.head_dim, c.heads, c.kv_dim());
+        let group = heads / c.kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let base = self.kv_base(self.row_slot[0], li);
+        let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.row_pos[0]);
+        let scores = &self.scores;
+        let qd = heads * hd;
+        let n_all = pos + t_n;
+        self.model.pool.run_chunks(
+            &mut self.att_by_head[..t_n * qd],
+            t_n * hd,
+            &|thread, hs, out| {
+                let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
+                let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
+                let s = &mut s[..t_n * n_all];
+                for (j, head) in hs.enumerate() {
+                    let kvh = head / group;
+                    let (k0, ks) = kc.view(base + kvh * hd, n_all, kvd, hd, kbuf);
+                    let (v0, vs) = vc.view(base + kvh * hd, n_all, kvd, hd, vbuf);
+                    dense::gemm_strided(
+                        (t_n, n_all, hd),
+                        s,
+                        n_all,
+                        (&q[head * hd..], qd, 1),
+                        (k0, 1, ks),
+                        scale,
+                    );
+                    for (t, row) in s.chunks_exact_mut(n_all).enumerate() {
+                        let valid = pos + t + 1;
+                        softmax(&mut row[..valid]);
+                        row[valid..].fill(0.0);
+                    }
+                    let o = &mut out[j * t_n * hd..(j + 1) * t_n * hd];
+                    dense::gemm_strided((t_n, hd, n_all), o, hd, (s, n_all, 1), (v0, vs, 1), 1.0);
+                }
+            },
+        );
+        for head in 0..heads {
+            for t in 0..t_n {
+                let src = &self.att_by_head[(head * t_n + t) * hd..][..hd];
+                self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
+            }
+        }
+    }
+
+    /// Rows from any slots. Work items are (kv head, token, part): each serves `per_row` query
+    /// heads that share the kv head, so K and V rows are read and widened once for all of them
+    /// (GQA) rather than once per query head. A group is cut into `parts` only when that is
+    /// needed to give every thread the same number of items (5 kv heads over 2 threads: 3 to 2).
+    fn decode_attention(&mut self, li: usize, t_n: usize) {
+        let c = &self.model.config;
+        let (hd, heads, kvd) = (c.head_dim, c.heads, c.kv_dim());
+        let group = heads / c.kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (kc, vc, q) = (&self.k_cache, &self.v_cache, &self.q);
+        let (row_slot, row_pos) = (&self.row_slot, &self.row_pos);
+        let layer_stride = self.max_ctx * kvd;
+        let layers = c.layers;
+        let scores = &self.scores;
+        let qd = heads * hd;
+        let threads = self.model.pool.threads();
+        let parts = (1..=group)
+            .filter(|d| group.is_multiple_of(*d))
+            .find(|d| (c.kv_heads * t_n * d).is_multiple_of(threads))
+            .unwrap_or(group);
+        let per_row = group / parts;
+        self.model.pool.run_chunks(
+            &mut self.att_by_head[..t_n * qd],
+            per_row * hd,
+            &|thread, rows, out| {
+                let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
+                let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
+                for (j, row) in rows.enumerate() {
+                    let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
+                    let n = row_pos[t] + 1;
+                    let base = (row_slot[t] * layers + li) * layer_stride + kvh * hd;
+                    let (kr, ks) = kc.view(base, n, kvd, hd, kbuf);
+                    for (g, sg) in s[..per_row * n].chunks_exact_mut(n).enumerate() {
+                        let head = kvh * group + part * per_row + g;
+                        let qv = &q[(t * heads + head) * hd..][..hd];
+                        for (p, sp) in sg.iter_mut().enumerate() {
+                            *sp = dense::dot_f32(qv, &kr[p * ks..][..hd]) * scale;
+                        }
+                        softmax(sg);
+                    }
+                    let o = &mut out[j * per_row * hd..(j + 1) * per_row * hd];
+                    o.fill(0.0);
+                    let (vr, vs) = vc.view(base, n, kvd, hd, vbuf);
+                    for p in 0..n {
+                        let v = &vr[p * vs..][..hd];
+                        for (g, og) in o.chunks_exact_mut(hd).enumerate() {
+                            dense::axpy_f32(s[g * n + p], v, og);
+                        }
+                    }
+                }
+            },
+        );
+        for row in 0..c.kv_heads * t_n * parts {
+            let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
+            for g in 0..per_row {
+                let head = kvh * group + part * per_row + g;
+                let src = &self.att_by_head[(row * per_row + g) * hd..][..hd];
+                self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
+            }
+        }
+    }
+}
