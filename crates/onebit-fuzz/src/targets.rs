@@ -35,16 +35,10 @@ fn bpe_vocab() -> (Vec<String>, Vec<String>) {
 
 fn tiny_model(linear: TernaryFormat, embed: GgmlType, seed: u64) -> Vec<u8> {
     let c = ModelConfig {
-        hidden: 256,
-        layers: 1,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 64,
-        intermediate: 256,
         vocab: 261,
         max_positions: 64,
         tied_embeddings: true,
-        ..ModelConfig::preset("tiny").unwrap()
+        ..ModelConfig::preset("micro").unwrap()
     };
     let (tokens, merges) = bpe_vocab();
     let mut meta = c.to_gguf();

@@ -87,4 +87,7 @@ pub enum Error {
     /// A kernel that this CPU or build cannot run.
     #[error("kernel {0} is not available on this CPU")]
     Unavailable(String),
+    /// A kernel benchmark asked for something it cannot measure (zero threads, tokens or runs).
+    #[error("kernel benchmark: {0}")]
+    BenchConfig(&'static str),
 }

@@ -39,16 +39,16 @@ pub mod error;
 pub mod format;
 pub mod gemm;
 pub mod gemv;
+pub mod head;
 pub mod lut;
 pub mod machine;
 pub mod pool;
-pub mod q8;
 pub mod quant;
 
 pub use alloc::HugePageAlloc;
 pub use dispatch::{matmul, matmul_many, self_tune, CpuFeatures, Isa, Kernel};
 pub use error::{Error, Result};
 pub use format::{SharedBytes, TernaryFormat, TernaryMatrix};
+pub use head::Q8Matrix;
 pub use pool::ThreadPool;
-pub use q8::Q8Matrix;
 pub use quant::{ActQuant, Q8K};

@@ -4,7 +4,7 @@
 
 use half::f16;
 use onebit_kernels::dense::DenseKernels;
-use onebit_kernels::q8::{dot_scalar, q8_matmul_on};
+use onebit_kernels::head::{dot_scalar, q8_matmul_on};
 use onebit_kernels::{ActQuant, CpuFeatures, Isa, Q8Matrix, ThreadPool};
 
 mod common;

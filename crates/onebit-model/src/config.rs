@@ -158,10 +158,12 @@ impl ModelConfig {
     }
 
     /// Names accepted by [`ModelConfig::preset`].
-    pub const PRESETS: [&'static str; 11] =
-        ["tiny", "125m", "350m", "1b", "2b4t", "3b", "7b", "13b", "30b", "70b", "100b"];
+    pub const PRESETS: [&'static str; 12] =
+        ["micro", "tiny", "125m", "350m", "1b", "2b4t", "3b", "7b", "13b", "30b", "70b", "100b"];
 
-    /// A BitNet b1.58 shape by name (the sizes bitnet.cpp benchmarks; 100b as 118 Llama-70B blocks).
+    /// A BitNet b1.58 shape by name (the sizes bitnet.cpp benchmarks; 100b as 118 Llama-70B
+    /// blocks). `micro` is one block of 256 with 64-wide heads, the smallest shape whose rows
+    /// fill every packed layout's block (TQ1_0/TQ2_0/IQ2_BN need 256 columns), for tests.
     pub fn preset(name: &str) -> Result<Self> {
         let base = ModelConfig::bitnet_2b4t();
         let shape = |hidden, layers, heads, kv_heads, intermediate, vocab| ModelConfig {
@@ -180,6 +182,7 @@ impl ModelConfig {
             ..base.clone()
         };
         Ok(match name {
+            "micro" => shape(256, 1, 4, 2, 256, 256),
             "tiny" => shape(64, 2, 4, 2, 160, 256),
             "125m" => shape(768, 12, 12, 12, 3072, 32000),
             "350m" => shape(1024, 24, 16, 16, 4096, 32000),

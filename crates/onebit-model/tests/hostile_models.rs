@@ -11,16 +11,10 @@ use proptest::prelude::*;
 
 fn config() -> ModelConfig {
     ModelConfig {
-        hidden: 256,
-        layers: 1,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 64,
-        intermediate: 256,
         vocab: 32,
         max_positions: 16,
         tied_embeddings: true,
-        ..ModelConfig::preset("tiny").unwrap()
+        ..ModelConfig::preset("micro").unwrap()
     }
 }
 

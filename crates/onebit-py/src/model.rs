@@ -183,19 +183,24 @@ impl Model {
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = &self.inner.model.config;
         let d = PyDict::new(py);
-        d.set_item("hidden_size", c.hidden)?;
-        d.set_item("num_hidden_layers", c.layers)?;
-        d.set_item("num_attention_heads", c.heads)?;
-        d.set_item("num_key_value_heads", c.kv_heads)?;
-        d.set_item("head_dim", c.head_dim)?;
-        d.set_item("intermediate_size", c.intermediate)?;
-        d.set_item("vocab_size", c.vocab)?;
-        d.set_item("max_position_embeddings", c.max_positions)?;
+        let sizes = [
+            ("hidden_size", c.hidden),
+            ("num_hidden_layers", c.layers),
+            ("num_attention_heads", c.heads),
+            ("num_key_value_heads", c.kv_heads),
+            ("head_dim", c.head_dim),
+            ("intermediate_size", c.intermediate),
+            ("vocab_size", c.vocab),
+            ("max_position_embeddings", c.max_positions),
+            ("context", self.inner.ctx),
+        ];
+        for (key, value) in sizes {
+            d.set_item(key, value)?;
+        }
         d.set_item("rope_theta", c.rope_theta)?;
         d.set_item("rms_norm_eps", c.rms_eps)?;
         d.set_item("bos_token_id", c.bos)?;
         d.set_item("eos_token_id", c.eos)?;
-        d.set_item("context", self.inner.ctx)?;
         d.set_item("kernel", self.inner.model.kernel_name())?;
         d.set_item("path", &self.inner.path)?;
         Ok(d)

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::params::{ParamId, ParamKind, Params};
 use crate::rng::Rng;
 use crate::tape::{Tape, Var};
+use onebit_model::tensors::Role;
 use onebit_model::ModelConfig;
 
 /// The parameters of one transformer block.
@@ -53,33 +54,21 @@ pub struct TrainModel {
     pub head: Option<ParamId>,
 }
 
-/// (name, rows, cols, kind) of every parameter of `c`, in GGUF order.
+/// (name, rows, cols, kind) of every parameter of `c`, in file order: the model crate's one
+/// tensor plan ([`ModelConfig::tensors`]) with each role mapped to how it trains.
 pub fn param_specs(c: &ModelConfig) -> Vec<(String, usize, usize, ParamKind)> {
-    let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
-    let mut v = vec![("token_embd.weight".to_string(), c.vocab, h, ParamKind::Embedding)];
-    for i in 0..c.layers {
-        let n = |s: &str| format!("blk.{i}.{s}.weight");
-        v.push((n("attn_norm"), 1, h, ParamKind::Norm));
-        v.push((n("attn_q"), qd, h, ParamKind::Ternary));
-        v.push((n("attn_k"), kvd, h, ParamKind::Ternary));
-        v.push((n("attn_v"), kvd, h, ParamKind::Ternary));
-        if c.sub_norms {
-            v.push((n("attn_sub_norm"), 1, qd, ParamKind::Norm));
-        }
-        v.push((n("attn_output"), h, qd, ParamKind::Ternary));
-        v.push((n("ffn_norm"), 1, h, ParamKind::Norm));
-        v.push((n("ffn_gate"), f, h, ParamKind::Ternary));
-        v.push((n("ffn_up"), f, h, ParamKind::Ternary));
-        if c.sub_norms {
-            v.push((n("ffn_sub_norm"), 1, f, ParamKind::Norm));
-        }
-        v.push((n("ffn_down"), h, f, ParamKind::Ternary));
-    }
-    v.push(("output_norm.weight".into(), 1, h, ParamKind::Norm));
-    if !c.tied_embeddings {
-        v.push(("output.weight".into(), c.vocab, h, ParamKind::Dense));
-    }
-    v
+    c.tensors()
+        .into_iter()
+        .map(|t| {
+            let kind = match t.role {
+                Role::Embedding => ParamKind::Embedding,
+                Role::Norm => ParamKind::Norm,
+                Role::Linear => ParamKind::Ternary,
+                Role::Output => ParamKind::Dense,
+            };
+            (t.name, t.rows, t.cols, kind)
+        })
+        .collect()
 }
 
 impl TrainModel {

@@ -36,18 +36,13 @@ fn check(tokens: usize, rows: usize, cols: usize, seed: u64) {
 
     let mut dx = vec![0.0; tokens * cols];
     let kernel = *p.kernel();
-    let (cache, dw) = p.ternary_and_grad(ParamId(0));
-    bitlinear_backward(
-        &pool,
-        Some(&mut dx),
-        dw,
-        &dy,
-        &mut saved,
-        cache.unwrap(),
-        &kernel,
-        (tokens, rows, cols),
-    )
-    .unwrap();
+    let mut backward = |p: &mut Params, dx: &mut [f32]| {
+        let (cache, dw) = p.ternary_and_grad(ParamId(0));
+        let dims = (tokens, rows, cols);
+        bitlinear_backward(&pool, Some(dx), dw, &dy, &mut saved, cache.unwrap(), &kernel, dims)
+            .unwrap();
+    };
+    backward(&mut p, &mut dx);
     let (want_dx, want_dw) = bitlinear_backward_reference(&dy, &x, &w, tokens, rows, cols);
     let (ex, ew) = (max_rel(&dx, &want_dx), max_rel(p.grad(ParamId(0)), &want_dw));
     assert!(ex < 1e-5 && ew < 1e-5, "backward {tokens}x{rows}x{cols}: dx {ex}, dw {ew}");
@@ -58,18 +53,7 @@ fn check(tokens: usize, rows: usize, cols: usize, seed: u64) {
     p.refresh_ternary(1.0, &pool).unwrap();
     p.zero_grads();
     let mut dx8 = vec![0.0; tokens * cols];
-    let (cache, dw) = p.ternary_and_grad(ParamId(0));
-    bitlinear_backward(
-        &pool,
-        Some(&mut dx8),
-        dw,
-        &dy,
-        &mut saved,
-        cache.unwrap(),
-        &kernel,
-        (tokens, rows, cols),
-    )
-    .unwrap();
+    backward(&mut p, &mut dx8);
     let (ex, ew) = (max_rel(&dx8, &want_dx), max_rel(p.grad(ParamId(0)), &want_dw));
     assert!(ex < 2e-2 && ew < 1e-5, "int8 backward {tokens}x{rows}x{cols}: dx {ex}, dw {ew}");
     if tokens * rows >= 64 {

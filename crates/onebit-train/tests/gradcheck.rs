@@ -74,15 +74,19 @@ fn gradcheck(cfg: ModelConfig) {
             .sum();
         let base = m.params.value(ParamId(i)).to_vec();
         let shifted = |s: f32| base.iter().zip(&dir).map(|(&b, &d)| b + s * d).collect::<Vec<_>>();
-        m.params.value_mut(ParamId(i)).copy_from_slice(&shifted(eps));
-        let lp = loss(&mut m, &mut tape, &toks, &tg, 0.0) as f64;
-        m.params.value_mut(ParamId(i)).copy_from_slice(&shifted(-eps));
-        let lm = loss(&mut m, &mut tape, &toks, &tg, 0.0) as f64;
+        // Five-point stencil (truncation error O(eps⁴)). What is left is the estimate's own
+        // error, f32 rounding of the loss and relu²'s kinks: up to 2.1e-3 of the smallest
+        // directional derivatives here, while a wrong backward is off by O(1).
+        let mut at = |s: f32| {
+            m.params.value_mut(ParamId(i)).copy_from_slice(&shifted(s));
+            loss(&mut m, &mut tape, &toks, &tg, 0.0) as f64
+        };
+        let (l1, l2) = (at(eps) - at(-eps), at(2.0 * eps) - at(-2.0 * eps));
         m.params.value_mut(ParamId(i)).copy_from_slice(&base);
-        let numeric = (lp - lm) / (2.0 * eps as f64);
+        let numeric = (8.0 * l1 - l2) / (12.0 * eps as f64);
         let err = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-2);
         assert!(
-            err < 2e-3,
+            err < 3e-3,
             "{}: analytic {analytic:.6} numeric {numeric:.6} (rel {err:.2e})",
             info.name
         );

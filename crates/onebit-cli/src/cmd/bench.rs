@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
 use onebit_kernels::ThreadPool;
-use onebit_model::{KvDtype, Session, SessionOptions};
+use onebit_model::{KvDtype, Model, Session, SessionOptions};
 use serde_json::json;
 use std::time::Instant;
 
@@ -101,36 +101,15 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Runs `onebit bench`.
-pub fn run(a: Args) -> Result<()> {
-    if a.reps == 0 {
-        bail!("--reps must be at least 1");
-    }
-    let json_out = match a.output.as_str() {
-        "json" => true,
-        "table" => false,
-        o => bail!("unknown --output '{o}' (table, json)"),
-    };
-    // The bandwidth probe runs before the model is loaded (so its buffer is not part of the
-    // peak RSS) and again after the tests; the bound uses the better of the two, because the
-    // memory bandwidth a VM gets drifts by ±10 % between minutes.
-    let probe = |pool: &ThreadPool| ReadBuffer::new(512 << 20).read_gbs_best(pool, 5);
-    let gbs_before = probe(&ThreadPool::new(a.m.threads));
-    // The probe's buffer is gone; start the peak-RSS count here (Linux: "5" resets VmHWM),
-    // else a model smaller than the buffer would report the buffer.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let t0 = Instant::now();
-    let model = a.m.load()?;
-    tracing::info!("loaded {} in {:.1} s", a.m.model, t0.elapsed().as_secs_f64());
+/// One test's name (pp512, tg128, tg128@b4), tok/s per timed run, and joules per token.
+type TestResult = (String, Vec<f64>, Option<f64>);
+
+/// Runs the pp and tg tests the flags ask for on one loaded model.
+fn run_tests(a: &Args, model: &Model, ctx: usize, kv: KvDtype) -> Result<Vec<TestResult>> {
     let c = &model.config;
-    let per_token = model.bytes_per_token();
-    let model_bytes = model_size(&a.m.model)?;
-    let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
-    let kv = KvDtype::from_name(&a.kv_cache)
-        .ok_or_else(|| anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32, q8)", a.kv_cache))?;
     let opts =
         |max_batch: usize, slots: usize| SessionOptions { max_ctx: ctx, max_batch, slots, kv };
-    let mut s = Session::with_options(&model, opts(a.ubatch.max(1), 1));
+    let mut s = Session::with_options(model, opts(a.ubatch.max(1), 1));
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut tok = || {
         rng ^= rng << 13;
@@ -163,7 +142,7 @@ pub fn run(a: Args) -> Result<()> {
         results.push((format!("tg{n}"), rates, jpt));
     }
     for &b in a.batch.iter().filter(|&&b| b > 1 && a.gen > 0) {
-        let mut bs = Session::with_options(&model, opts(a.ubatch.max(b), b));
+        let mut bs = Session::with_options(model, opts(a.ubatch.max(b), b));
         let slots: Vec<usize> = (0..b).collect();
         let mut next = vec![0u32; b];
         let (rates, jpt) = timed(a.reps, warmup, || {
@@ -179,6 +158,37 @@ pub fn run(a: Args) -> Result<()> {
         })?;
         results.push((format!("tg{n}@b{b}"), rates, jpt));
     }
+    Ok(results)
+}
+
+/// Runs `onebit bench`.
+pub fn run(a: Args) -> Result<()> {
+    if a.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let json_out = match a.output.as_str() {
+        "json" => true,
+        "table" => false,
+        o => bail!("unknown --output '{o}' (table, json)"),
+    };
+    // The bandwidth probe runs before the model is loaded (so its buffer is not part of the
+    // peak RSS) and again after the tests; the bound uses the better of the two, because the
+    // memory bandwidth a VM gets drifts by ±10 % between minutes.
+    let probe = |pool: &ThreadPool| ReadBuffer::new(512 << 20).read_gbs_best(pool, 5);
+    let gbs_before = probe(&ThreadPool::new(a.m.threads));
+    // The probe's buffer is gone; start the peak-RSS count here (Linux: "5" resets VmHWM),
+    // else a model smaller than the buffer would report the buffer.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let t0 = Instant::now();
+    let model = a.m.load()?;
+    tracing::info!("loaded {} in {:.1} s", a.m.model, t0.elapsed().as_secs_f64());
+    let c = &model.config;
+    let per_token = model.bytes_per_token();
+    let model_bytes = model_size(&a.m.model)?;
+    let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
+    let kv = KvDtype::from_name(&a.kv_cache)
+        .ok_or_else(|| anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32, q8)", a.kv_cache))?;
+    let results = run_tests(&a, &model, ctx, kv)?;
     let rss = peak_rss();
     let gbs_after = probe(&model.pool);
     let read_gbs = gbs_before.max(gbs_after);

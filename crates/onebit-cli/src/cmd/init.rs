@@ -9,7 +9,7 @@ use onebit_model::ModelConfig;
 /// Flags of `onebit init`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model shape: tiny, 125m, 350m, 1b, 2b4t, 3b, 7b, 13b, 30b, 70b, 100b.
+    /// Model shape: micro, tiny, 125m, 350m, 1b, 2b4t, 3b, 7b, 13b, 30b, 70b, 100b.
     #[arg(long)]
     shape: String,
     /// Layout of the ternary linears: t2, b3 (1.6 bpw), i2_s, tq1_0, tq2_0.

@@ -231,7 +231,7 @@ impl Model {
     pub(crate) fn head_forward(&self, x: &ActQuant, xf: &[f32], out: &mut [f32]) {
         match &self.head {
             // The session sized `x` and `out` from this model's config.
-            Head::Q8(m) => onebit_kernels::q8::q8_matmul(&self.pool, m, x, out)
+            Head::Q8(m) => onebit_kernels::head::q8_matmul(&self.pool, m, x, out)
                 .expect("head shapes fixed by the session"),
             Head::F32(w) => {
                 let (v, h) = (self.config.vocab, self.config.hidden);

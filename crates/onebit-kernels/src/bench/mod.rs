@@ -1,5 +1,8 @@
 //! Measurement helpers shared by `onebit bench-kernels` and the criterion benches: a
-//! median timer and the machine's streaming-read bandwidth, the ceiling GEMV is judged by.
+//! median timer and the machine's streaming-read bandwidth, the ceiling GEMV is judged by;
+//! [`kernels`] is the kernel benchmark itself.
+
+pub mod kernels;
 
 use crate::pool::{split, ThreadPool};
 use std::time::{Duration, Instant};

@@ -1,0 +1,155 @@
+//! The head matmul: rows split over the pool, L2-sized row blocks shared by every token,
+//! the dot product of the selected ISA.
+
+use super::Q8Matrix;
+#[cfg(target_arch = "x86_64")]
+use super::{avx2, avx512};
+use crate::dispatch::{CpuFeatures, Isa};
+use crate::pool::{split, SyncPtr, ThreadPool};
+use crate::quant::ActQuant;
+
+thread_local! {
+    /// Widened 4-bit rows of the block a thread is working on.
+    static WIDE: std::cell::RefCell<Vec<i8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Σ w·q over one padded row, plain Rust (the definition of correct).
+pub fn dot_scalar(w: &[i8], q: &[i8]) -> i32 {
+    w.iter().zip(q).map(|(&a, &b)| a as i32 * b as i32).sum()
+}
+
+/// `out[t·rows + r]` for every token of `x`, rows split over the pool, at [`Isa::selected`].
+pub fn q8_matmul(
+    pool: &ThreadPool,
+    m: &Q8Matrix,
+    x: &ActQuant,
+    out: &mut [f32],
+) -> crate::Result<()> {
+    q8_matmul_on(pool, Isa::selected(), m, x, out)
+}
+
+/// [`q8_matmul`] with the head kernels of `isa` (AMX shares the AVX-512 rows; NEON has no
+/// head kernel of its own yet and runs the scalar one, which the compiler vectorizes).
+pub fn q8_matmul_on(
+    pool: &ThreadPool,
+    isa: Isa,
+    m: &Q8Matrix,
+    x: &ActQuant,
+    out: &mut [f32],
+) -> crate::Result<()> {
+    if x.cols() != m.cols {
+        return Err(crate::Error::Mismatch {
+            op: "q8_matmul cols",
+            expected: m.cols,
+            found: x.cols(),
+        });
+    }
+    if out.len() < x.tokens() * m.rows {
+        return Err(crate::Error::Mismatch {
+            op: "q8_matmul out",
+            expected: x.tokens() * m.rows,
+            found: out.len(),
+        });
+    }
+    if !CpuFeatures::get().has(isa) {
+        return Err(crate::Error::Unavailable(format!("q8 head/{}", isa.name())));
+    }
+    let path = HeadPath::of(isa);
+    #[cfg(target_arch = "x86_64")]
+    if m.bits == 4 && path == HeadPath::Avx512 {
+        super::q4_avx512::q4_matmul_avx512(pool, m, x, out);
+        return Ok(());
+    }
+    let threads = pool.threads();
+    let outp = SyncPtr(out.as_mut_ptr());
+    pool.run(&|i| {
+        let rows = split(m.rows, threads, i, 16);
+        // Blocks of rows small enough to stay in L2 while every token passes over them, so
+        // a batch of tokens reads the head from memory once, not once per token.
+        let mut b0 = rows.start;
+        WIDE.with(|wide| {
+            let mut wide = wide.borrow_mut();
+            if m.bits == 4 && wide.len() < ROW_BLOCK * m.padded {
+                wide.resize(ROW_BLOCK * m.padded, 0);
+            }
+            while b0 < rows.end {
+                let b1 = (b0 + ROW_BLOCK).min(rows.end);
+                if m.bits == 4 {
+                    for r in b0..b1 {
+                        m.unpack_row(r, &mut wide[(r - b0) * m.padded..(r - b0 + 1) * m.padded]);
+                    }
+                }
+                let wide: &[i8] = &wide;
+                let row = |r: usize| -> &[i8] {
+                    if m.bits == 4 {
+                        &wide[(r - b0) * m.padded..(r - b0 + 1) * m.padded]
+                    } else {
+                        m.row(r)
+                    }
+                };
+                for t in 0..x.tokens() {
+                    let q = &x.row(t)[..m.padded];
+                    let a = x.scales()[t];
+                    let mut r = b0;
+                    while r < b1 {
+                        // Four rows at a time share the activation loads on AVX-512.
+                        let n = if path == HeadPath::Avx512 { 4.min(b1 - r) } else { 1 };
+                        let mut acc = [0i32; 4];
+                        match (path, n) {
+                            #[cfg(target_arch = "x86_64")]
+                            (HeadPath::Avx512, 4) => {
+                                // SAFETY: features checked above; rows r..r+4 exist and hold `padded` bytes.
+                                acc = unsafe {
+                                    avx512::dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], q)
+                                }
+                            }
+                            #[cfg(target_arch = "x86_64")]
+                            (HeadPath::Avx512, _) => {
+                                for (i, a) in acc.iter_mut().enumerate().take(n) {
+                                    // SAFETY: features checked above; row r + i exists.
+                                    *a = unsafe { avx512::dot(row(r + i), q) };
+                                }
+                            }
+                            // SAFETY: AVX2 checked above; one padded row.
+                            #[cfg(target_arch = "x86_64")]
+                            (HeadPath::Avx2, _) => acc[0] = unsafe { avx2::dot(row(r), q) },
+                            _ => acc[0] = dot_scalar(row(r), q),
+                        }
+                        for (i, &v) in acc.iter().enumerate().take(n) {
+                            let v =
+                                if path == HeadPath::Avx512 { v - 128 * m.wsum[r + i] } else { v };
+                            // SAFETY: rows are split disjointly; t·rows + r + i < out.len() by the check above.
+                            unsafe {
+                                *outp.get().add(t * m.rows + r + i) = v as f32 * m.scale[r + i] / a
+                            };
+                        }
+                        r += n;
+                    }
+                }
+                b0 = b1;
+            }
+        });
+    });
+    Ok(())
+}
+
+/// Which head kernel an [`Isa`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeadPath {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl HeadPath {
+    fn of(isa: Isa) -> HeadPath {
+        match isa {
+            Isa::Avx2 => HeadPath::Avx2,
+            Isa::Avx512 | Isa::Amx => HeadPath::Avx512,
+            Isa::Scalar | Isa::Neon | Isa::NeonDot => HeadPath::Scalar,
+        }
+    }
+}
+
+/// Rows per L2-resident block of [`q8_matmul`] (32 rows of a 2560-wide head: 80 KB).
+pub(super) const ROW_BLOCK: usize = 32;
