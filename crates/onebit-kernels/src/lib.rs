@@ -7,6 +7,7 @@
 //! - [`quant`]: absmean ternarization, per-token int8 [`ActQuant`], Q8_K blocks.
 //! - [`gemv`], [`gemm`], [`lut`]: the MAD and lookup-table kernel families, a scalar
 //!   reference for each layout plus AVX2, AVX-512 VNNI and NEON versions.
+//! - [`matmul_args`]: the kernel interface ([`MatmulArgs`](matmul_args::MatmulArgs), [`MatmulFn`](matmul_args::MatmulFn)).
 //! - [`dispatch`]: CPU features detected once, [`Kernel`] lookup, [`matmul`], self-tune.
 //! - [`alloc`]: [`HugePageAlloc`], a global allocator putting large blocks on huge pages.
 //! - [`machine`]: CPUs and memory available, checked before big requests.
@@ -42,6 +43,7 @@ pub mod gemv;
 pub mod head;
 pub mod lut;
 pub mod machine;
+pub mod matmul_args;
 pub mod pool;
 pub mod quant;
 

@@ -56,6 +56,15 @@ pub enum Error {
         /// Slots in the session.
         slots: usize,
     },
+    /// A call whose tokens, slots, flags or prompts do not line up with each other or with
+    /// the session (runtime misuse, not a bad config).
+    #[error("{op}: {why}")]
+    Batch {
+        /// The call.
+        op: &'static str,
+        /// What does not line up.
+        why: String,
+    },
     /// The context is full.
     #[error("context full: {needed} positions needed, {max} available")]
     ContextFull {

@@ -250,11 +250,14 @@ pub fn generate_batch(
 ) -> Result<Vec<Generated>> {
     let n = prompts.len();
     if seqs.len() != n || session.slots() < n {
-        return Err(crate::Error::Config(format!(
-            "generate_batch: {n} prompts, {} replies, a session of {} slots",
-            seqs.len(),
-            session.slots()
-        )));
+        return Err(crate::Error::Batch {
+            op: "generate_batch",
+            why: format!(
+                "{n} prompts, {} replies, a session of {} slots",
+                seqs.len(),
+                session.slots()
+            ),
+        });
     }
     let vocab = session.model().config.vocab;
     let mut logits = vec![0f32; n * vocab];

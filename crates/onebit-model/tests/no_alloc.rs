@@ -7,55 +7,14 @@
 
 use onebit_model::load::{load_gguf, LoadOptions};
 use onebit_model::{HeadKind, KvDtype, Sampler, SamplerConfig, Session, SessionOptions};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting has no effect
-// on the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
-
-/// Allocations made while `f` runs.
-fn allocations(f: impl FnOnce()) -> usize {
-    ALLOCS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    f();
-    COUNTING.store(false, Ordering::SeqCst);
-    ALLOCS.load(Ordering::SeqCst)
-}
+#[path = "../../onebit-kernels/tests/common/alloc_count.rs"]
+mod alloc_count;
+use alloc_count::allocations;
 
 #[test]
 fn decode_steps_and_sampling_allocate_nothing() {
-    // The counter sees allocations at all (else this test could not fail).
-    assert_eq!(allocations(|| drop(std::hint::black_box(vec![0u8; 16]))), 1);
+    alloc_count::assert_counter_works();
     let path = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
     for (head, kv) in
         [(HeadKind::Q8, KvDtype::F16), (HeadKind::Q4, KvDtype::Q8), (HeadKind::F32, KvDtype::F32)]

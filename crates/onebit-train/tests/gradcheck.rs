@@ -1,6 +1,6 @@
-//! Gradients of the whole tiny model against central finite differences (BitLinear at λ = 0,
-//! where it is an ordinary linear layer and the STE is the true derivative), for both
-//! architectures; and checkpointing gives bit-identical gradients.
+//! Gradients of the whole tiny model against finite differences (a five-point stencil;
+//! BitLinear at λ = 0, where it is an ordinary linear layer and the STE is the true
+//! derivative), for both architectures; and checkpointing gives bit-identical gradients.
 
 use onebit_model::config::Activation;
 use onebit_model::ModelConfig;

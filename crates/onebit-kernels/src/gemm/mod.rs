@@ -4,11 +4,11 @@
 //! Decoded codes live in a per-thread buffer that grows once and is then reused.
 
 #[cfg(target_arch = "x86_64")]
-pub mod amx;
+pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
-pub mod avx2;
+pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
-pub mod avx512;
+pub(crate) mod avx512;
 
 use crate::format::{b3, t2};
 use std::cell::RefCell;

@@ -301,15 +301,19 @@ impl<'m> Session<'m> {
         self.check_tokens(tokens)?;
         let n = tokens.len();
         if slots.len() != n || n > self.pos.len() {
-            return Err(Error::Config(format!(
-                "decode: {n} tokens for {} slots (session has {})",
-                slots.len(),
-                self.pos.len()
-            )));
+            return Err(Error::Batch {
+                op: "decode",
+                why: format!(
+                    "{n} tokens for {} slots (session has {})",
+                    slots.len(),
+                    self.pos.len()
+                ),
+            });
         }
         for (i, &s) in slots.iter().enumerate() {
-            if s >= self.pos.len() || slots[..i].contains(&s) {
-                return Err(Error::Config(format!("decode: slot {s} is out of range or repeated")));
+            self.check_slot(s)?;
+            if slots[..i].contains(&s) {
+                return Err(Error::Batch { op: "decode", why: format!("slot {s} is repeated") });
             }
             if self.pos[s] + 1 > self.max_ctx {
                 return Err(Error::ContextFull { needed: self.pos[s] + 1, max: self.max_ctx });
@@ -334,12 +338,15 @@ impl<'m> Session<'m> {
     pub fn step(&mut self, tokens: &[u32], slots: &[usize], want: &[bool]) -> Result<&mut [f32]> {
         let (n, vocab) = (tokens.len(), self.model.config.vocab);
         if slots.len() != n || want.len() != n || n > self.max_batch {
-            return Err(Error::Config(format!(
-                "step: {n} tokens, {} slots, {} flags for a batch of at most {}",
-                slots.len(),
-                want.len(),
-                self.max_batch
-            )));
+            return Err(Error::Batch {
+                op: "step",
+                why: format!(
+                    "{n} tokens, {} slots, {} flags for a batch of at most {}",
+                    slots.len(),
+                    want.len(),
+                    self.max_batch
+                ),
+            });
         }
         self.check_tokens(tokens)?;
         for (i, &s) in slots.iter().enumerate() {
