@@ -210,6 +210,27 @@ fn tokenizer_train_export_run_plot() {
 }
 
 #[test]
+fn a_transformers_directory_converts_back_to_gguf() {
+    let dir = std::env::temp_dir().join(format!("onebit-cli-hfdir-{}", std::process::id()));
+    let (hf, gguf) = (dir.join("hf"), dir.join("back.gguf"));
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/austen.gguf");
+    let (hf, gguf) = (hf.to_str().unwrap(), gguf.to_str().unwrap());
+    let (ok, _, err) = onebit(&["convert", model, "--for", "transformers", "-o", hf]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = onebit(&["convert", hf, "-o", gguf]);
+    assert!(ok, "{err}");
+    let greedy = |m: &str| {
+        let (ok, out, err) = onebit(&["run", m, "-p", "Emma was", "-n", "8", "--temp", "0"]);
+        assert!(ok, "{err}");
+        out
+    };
+    assert_eq!(greedy(gguf), greedy(model));
+    let (ok, _, err) = onebit(&["convert", hf, "-o", gguf, "--tokenizer", "x.json"]);
+    assert!(!ok && err.contains("directory's own tokenizer"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn run_uses_the_shipped_model_by_default() {
     let (ok, out, err) =
         onebit(&["run", "-p", "It is a truth universally acknowledged", "-n", "12", "--temp", "0"]);

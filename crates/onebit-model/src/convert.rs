@@ -44,6 +44,28 @@ pub fn convert_gguf_with(
     save_gguf(&f, &config, Path::new(dst), &[Path::new(src)], &o, progress)
 }
 
+/// Writes the Hugging Face directory `dir` (packed BitNet, latent or float weights, read as
+/// the loader reads them: values exactly `{-a, 0, +a}` keep `a` as their scale, others are
+/// ternarized with absmean) as a GGUF for `target`, with the vocabulary of its
+/// `tokenizer.json` when it has one.
+pub fn convert_hf_dir(
+    dir: &str,
+    dst: &str,
+    target: Target,
+    linear: GgmlType,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<SaveReport> {
+    let d = crate::hf::HfDir::open(dir)?;
+    let tokenizer = Path::new(dir).join("tokenizer.json");
+    let metadata = match std::fs::read_to_string(&tokenizer) {
+        Ok(tj) => crate::tokenizer::gguf_metadata(&tj)?,
+        Err(_) => Vec::new(),
+    };
+    let o = SaveOptions { target, linear, embeddings: None, metadata };
+    let weights = Path::new(dir).join("model.safetensors");
+    save_gguf(&d, &d.config, Path::new(dst), &[&weights, &tokenizer], &o, progress)
+}
+
 /// Writes the GGUF model `src` as a Hugging Face directory `dir` that transformers loads
 /// ([`crate::hf::write_hf`]), with the file's vocabulary as tokenizer.json when it has one.
 pub fn convert_to_hf(src: &str, dir: &str) -> Result<()> {

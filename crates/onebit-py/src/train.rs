@@ -198,53 +198,7 @@ pub fn finetune(
 #[pyfunction]
 #[pyo3(signature = (src, dst, target = "onebit"))]
 pub fn convert(py: Python<'_>, src: String, dst: String, target: &str) -> PyResult<()> {
-    use onebit_model::target::Target;
-    use onebit_train::export::{export_gguf, ExportOptions};
-    let target = target.to_string();
-    py.detach(move || -> PyResult<()> {
-        let model_err = crate::errors::model_err;
-        if target == "transformers" && src.ends_with(".gguf") {
-            return onebit_model::convert::convert_to_hf(&src, &dst).map_err(model_err);
-        }
-        let engine = if target == "transformers" { "onebit" } else { target.as_str() };
-        let t = Target::from_name(engine).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "unknown target '{target}' (onebit, llama.cpp, ik_llama.cpp, bitnet.cpp, transformers)"
-            ))
-        })?;
-        let linear = t.default_linear();
-        let gguf_dst = if target == "transformers" {
-            std::path::Path::new(&dst).with_extension("onebit-tmp.gguf").display().to_string()
-        } else {
-            dst.clone()
-        };
-        if src.ends_with(".gguf") {
-            onebit_model::convert::convert_gguf(&src, &gguf_dst, t, linear, &mut |_, _| {})
-                .map_err(model_err)?;
-        } else {
-            let p = std::path::Path::new(&src);
-            let (model, tok) = if p.is_dir() {
-                // A loaded model's ternary caches are empty until refreshed (export writes the
-                // caches: the weights a training step last used).
-                let m = onebit_train::finetune::load_pretrained(&src).and_then(|mut m| {
-                    let pool = onebit_kernels::ThreadPool::new(2);
-                    m.params.refresh_ternary(1.0, &pool)?;
-                    Ok(m)
-                });
-                (m, p.join("tokenizer.json"))
-            } else {
-                (onebit_train::checkpoint::load(&src, None).map(|t| t.model), p.with_file_name("tokenizer.json"))
-            };
-            let model = model.map_err(train_err)?;
-            let tj = std::fs::read_to_string(&tok).ok();
-            let opts = ExportOptions { target: t, linear, name: "onebit".into(), ..Default::default() };
-            export_gguf(&model, tj.as_deref(), &gguf_dst, &[p], &opts).map_err(train_err)?;
-        }
-        if target == "transformers" {
-            let r = onebit_model::convert::convert_to_hf(&gguf_dst, &dst).map_err(model_err);
-            let _ = std::fs::remove_file(&gguf_dst);
-            r?;
-        }
-        Ok(())
-    })
+    use onebit_train::convert_any::{convert_any, ConvertTo};
+    let to = ConvertTo::from_name(target).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    py.detach(move || convert_any(&src, &dst, to).map_err(train_err))
 }

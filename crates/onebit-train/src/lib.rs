@@ -23,6 +23,7 @@ pub use error::{Error, Result};
 pub use params::{ParamId, ParamKind, Params};
 pub use tape::{Tape, Var};
 pub mod checkpoint;
+pub mod convert_any;
 pub mod data;
 pub mod export;
 pub mod finetune;

@@ -1,15 +1,16 @@
 //! `onebit convert`: rewrite a model for another engine or in another layout.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use onebit_model::convert::{convert_gguf_with, linear_type_from_name};
+use onebit_model::convert::{convert_gguf_with, convert_hf_dir, linear_type_from_name};
 use onebit_model::target::Target;
 
 /// Flags of `onebit convert`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Source model (GGUF: bitnet.cpp I2_S, llama.cpp TQ1_0/TQ2_0, ik_llama.cpp IQ1_BN/IQ2_BN,
-    /// onebit T2/B3, or float masters).
+    /// Source model: a GGUF file (bitnet.cpp I2_S, llama.cpp TQ1_0/TQ2_0, ik_llama.cpp
+    /// IQ1_BN/IQ2_BN, onebit T2/B3, or float masters) or a Hugging Face directory (packed
+    /// BitNet, latent or float weights).
     input: String,
     /// Output file.
     #[arg(short, long)]
@@ -23,7 +24,8 @@ pub struct Args {
     /// transformers (a Hugging Face directory at the output path).
     #[arg(long = "for", default_value = "onebit")]
     target: String,
-    /// A tokenizer.json whose vocabulary the output carries (instead of the source's).
+    /// A tokenizer.json whose vocabulary the output carries (instead of the source's; a
+    /// directory's own tokenizer.json is used as it is).
     #[arg(long)]
     tokenizer: Option<String>,
 }
@@ -50,6 +52,10 @@ pub fn run(a: Args) -> Result<()> {
         }
         None => target.default_linear(),
     };
+    let from_dir = std::path::Path::new(&a.input).is_dir();
+    if from_dir && a.tokenizer.is_some() {
+        bail!("--tokenizer: a directory's model uses the directory's own tokenizer.json");
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} tensors {elapsed} (eta {eta})",
@@ -59,17 +65,15 @@ pub fn run(a: Args) -> Result<()> {
         .as_deref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading tokenizer {p}")))
         .transpose()?;
-    let report = convert_gguf_with(
-        &a.input,
-        &a.output,
-        target,
-        linear,
-        tj.as_deref(),
-        &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    )?;
+    let mut progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let report = if from_dir {
+        convert_hf_dir(&a.input, &a.output, target, linear, &mut progress)?
+    } else {
+        convert_gguf_with(&a.input, &a.output, target, linear, tj.as_deref(), &mut progress)?
+    };
     bar.finish_and_clear();
     crate::cmd::export::print_report(&a.output, target, &report);
     Ok(())
