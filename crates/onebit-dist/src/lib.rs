@@ -1,0 +1,28 @@
+//! onebit-dist: the communication layer of the device mesh (one model across several
+//! consumer machines). This first layer moves bytes between nodes and nothing else: the
+//! [`Comm`] trait (send and receive with a deadline on every call) with an in-process backend
+//! for tests ([`InProcComm`]) and a TCP backend for home clusters ([`TcpComm`]: TCP_NODELAY,
+//! versioned length-prefixed frames with a size limit, authenticated and encrypted with the
+//! Noise protocol and a pre-shared key through the `snow` crate), and the collectives a
+//! tensor-parallel step needs ([`collective`]), deterministic so every rank holds bit-identical
+//! sums.
+//!
+//! Why hand-written: the collectives are a few loops over `send`/`recv` whose order must be
+//! deadlock-free on blocking sockets and whose summation order must be the same on every rank;
+//! the cryptography is `snow`'s, the framing is ours because it carries the size limit and
+//! version check a rogue peer must hit before any allocation.
+
+#![forbid(unsafe_code)]
+
+pub mod collective;
+pub mod comm;
+pub mod error;
+pub mod frame;
+pub mod inproc;
+pub mod key;
+pub mod tcp;
+
+pub use comm::Comm;
+pub use error::{DistError, Result};
+pub use inproc::InProcComm;
+pub use tcp::{TcpComm, TcpConfig};

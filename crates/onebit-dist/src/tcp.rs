@@ -1,0 +1,362 @@
+//! [`TcpComm`]: the mesh over TCP for home clusters. Each rank listens on its address;
+//! every rank connects to each lower rank and accepts the higher ones. A connection starts
+//! with a Noise `NNpsk0` handshake (X25519, ChaCha20-Poly1305, BLAKE2s) keyed by the mesh's
+//! pre-shared key, so only nodes holding the key file get in and everything after is
+//! encrypted and authenticated; then each side sends a hello frame (its rank and the mesh
+//! size). Frames are [`crate::frame`]'s. A peer with the wrong key, another protocol version,
+//! or a malformed or oversized frame is refused with a logged error; the listening rank keeps
+//! accepting until its peers have joined or the deadline passes.
+
+use crate::comm::{check_peer, Comm};
+use crate::error::{DistError, Result};
+use crate::frame::{decode_header, encode_header, CHUNK, HEADER_LEN, NOISE_MAX};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The Noise protocol every node speaks.
+const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+
+/// How a node joins a TCP mesh.
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// The mesh's pre-shared key ([`crate::key::read_key_file`]).
+    pub key: [u8; 32],
+    /// The largest frame this node accepts, bytes.
+    pub max_frame: usize,
+    /// How long joining may take (peers starting later are waited for).
+    pub join_timeout: Duration,
+}
+
+impl TcpConfig {
+    /// Defaults: frames up to 256 MiB, 30 s to join.
+    pub fn new(key: [u8; 32]) -> Self {
+        TcpConfig { key, max_frame: 256 << 20, join_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// One connection: the socket, its Noise state and reusable buffers.
+struct Peer {
+    name: String,
+    stream: TcpStream,
+    noise: snow::TransportState,
+    cipher: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+/// One rank of a TCP mesh.
+pub struct TcpComm {
+    rank: usize,
+    size: usize,
+    max_frame: usize,
+    peers: Vec<Option<Peer>>,
+}
+
+fn io_err(peer: &str, op: &'static str, e: std::io::Error, wait: Duration) -> DistError {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            DistError::Timeout { peer: peer.into(), op, after: wait }
+        }
+        ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => DistError::Closed { peer: peer.into(), op },
+        _ => DistError::Io { peer: peer.into(), op, source: e },
+    }
+}
+
+/// Time left before `deadline`, or a timeout error.
+fn remaining(deadline: Instant, peer: &str, op: &'static str) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(DistError::Timeout { peer: peer.into(), op, after: Duration::ZERO });
+    }
+    Ok(left)
+}
+
+/// Writes one length-prefixed message.
+fn write_raw(s: &mut TcpStream, name: &str, msg: &[u8], deadline: Instant) -> Result<()> {
+    let wait = remaining(deadline, name, "send")?;
+    s.set_write_timeout(Some(wait)).map_err(|e| io_err(name, "send", e, wait))?;
+    let len = (msg.len() as u16).to_be_bytes();
+    s.write_all(&len).and_then(|_| s.write_all(msg)).map_err(|e| io_err(name, "send", e, wait))
+}
+
+/// Reads one length-prefixed message into `buf`.
+fn read_raw(s: &mut TcpStream, name: &str, buf: &mut Vec<u8>, deadline: Instant) -> Result<()> {
+    let wait = remaining(deadline, name, "recv")?;
+    s.set_read_timeout(Some(wait)).map_err(|e| io_err(name, "recv", e, wait))?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).map_err(|e| io_err(name, "recv", e, wait))?;
+    buf.resize(u16::from_be_bytes(len) as usize, 0);
+    s.read_exact(buf).map_err(|e| io_err(name, "recv", e, wait))
+}
+
+fn handshake(
+    mut stream: TcpStream,
+    name: String,
+    key: &[u8; 32],
+    initiator: bool,
+    deadline: Instant,
+) -> Result<Peer> {
+    let fail = |why: String| DistError::Handshake { peer: name.clone(), why };
+    stream.set_nodelay(true).map_err(|e| io_err(&name, "connect", e, Duration::ZERO))?;
+    let params = PATTERN.parse().expect("a valid Noise pattern");
+    let builder = snow::Builder::new(params).psk(0, key);
+    let mut hs = if initiator { builder.build_initiator() } else { builder.build_responder() }
+        .map_err(|e| fail(e.to_string()))?;
+    let (mut msg, mut payload) = (vec![0u8; NOISE_MAX], vec![0u8; NOISE_MAX]);
+    let mut wire = Vec::new();
+    for step in 0..2 {
+        if (step == 0) == initiator {
+            let n = hs.write_message(&[], &mut msg).map_err(|e| fail(e.to_string()))?;
+            write_raw(&mut stream, &name, &msg[..n], deadline)?;
+        } else {
+            read_raw(&mut stream, &name, &mut wire, deadline)?;
+            hs.read_message(&wire, &mut payload).map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    let noise = hs.into_transport_mode().map_err(|e| fail(e.to_string()))?;
+    Ok(Peer { name, stream, noise, cipher: vec![0u8; NOISE_MAX], plain: Vec::with_capacity(CHUNK) })
+}
+
+impl Peer {
+    fn send_frame(&mut self, msg: &[u8], deadline: Instant) -> Result<()> {
+        let len = u32::try_from(msg.len())
+            .map_err(|_| DistError::Usage(format!("a message of {} bytes", msg.len())))?;
+        let mut rest = msg;
+        let mut first = true;
+        while first || !rest.is_empty() {
+            self.plain.clear();
+            if first {
+                self.plain.extend_from_slice(&encode_header(len));
+            }
+            let take = rest.len().min(CHUNK - self.plain.len());
+            self.plain.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            first = false;
+            let n = self
+                .noise
+                .write_message(&self.plain, &mut self.cipher)
+                .map_err(|e| DistError::Frame { peer: self.name.clone(), why: e.to_string() })?;
+            write_raw(&mut self.stream, &self.name, &self.cipher[..n], deadline)?;
+        }
+        Ok(())
+    }
+
+    fn recv_frame(&mut self, buf: &mut Vec<u8>, max: usize, deadline: Instant) -> Result<()> {
+        let mut wire = std::mem::take(&mut self.cipher);
+        let r = self.recv_into(buf, max, deadline, &mut wire);
+        wire.resize(NOISE_MAX, 0);
+        self.cipher = wire;
+        r
+    }
+
+    fn recv_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        deadline: Instant,
+        wire: &mut Vec<u8>,
+    ) -> Result<()> {
+        let bad = |name: &str, why: String| DistError::Frame { peer: name.into(), why };
+        let mut total = None;
+        buf.clear();
+        loop {
+            read_raw(&mut self.stream, &self.name, wire, deadline)?;
+            self.plain.resize(NOISE_MAX, 0);
+            let n = self
+                .noise
+                .read_message(wire, &mut self.plain)
+                .map_err(|e| bad(&self.name, format!("cannot decrypt ({e})")))?;
+            let mut part = &self.plain[..n];
+            let want = match total {
+                Some(t) => t,
+                None => {
+                    let t = decode_header(part, max).map_err(|why| bad(&self.name, why))?;
+                    part = &part[HEADER_LEN..];
+                    buf.reserve(t);
+                    total = Some(t);
+                    t
+                }
+            };
+            if buf.len() + part.len() > want {
+                return Err(bad(&self.name, format!("more than the {want} bytes announced")));
+            }
+            buf.extend_from_slice(part);
+            if buf.len() == want {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl TcpComm {
+    /// Joins the mesh as `rank`: `listener` is bound to `addrs[rank]` (bind it first, so that
+    /// peers can be told the port), the other ranks listen at the other `addrs`.
+    pub fn join(
+        listener: TcpListener,
+        rank: usize,
+        addrs: &[SocketAddr],
+        cfg: &TcpConfig,
+    ) -> Result<TcpComm> {
+        let size = addrs.len();
+        if rank >= size {
+            return Err(DistError::Usage(format!("rank {rank} in a mesh of {size} addresses")));
+        }
+        let deadline = Instant::now() + cfg.join_timeout;
+        let mut comm = TcpComm {
+            rank,
+            size,
+            max_frame: cfg.max_frame,
+            peers: (0..size).map(|_| None).collect(),
+        };
+        for (lower, addr) in addrs.iter().enumerate().take(rank) {
+            let peer = connect(*addr, lower, cfg, deadline)?;
+            comm.peers[lower] = Some(peer);
+            comm.exchange_hello(lower, deadline)?;
+        }
+        comm.accept_higher(listener, cfg, deadline)?;
+        Ok(comm)
+    }
+
+    fn accept_higher(
+        &mut self,
+        listener: TcpListener,
+        cfg: &TcpConfig,
+        deadline: Instant,
+    ) -> Result<()> {
+        let io = |e| io_err("listener", "accept", e, cfg.join_timeout);
+        listener.set_nonblocking(true).map_err(io)?;
+        while self.peers.iter().enumerate().any(|(r, p)| r > self.rank && p.is_none()) {
+            let (stream, from) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let missing: Vec<usize> =
+                        (self.rank + 1..self.size).filter(|&r| self.peers[r].is_none()).collect();
+                    remaining(deadline, &format!("{missing:?}"), "join")?;
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Err(e) => return Err(io(e)),
+            };
+            stream.set_nonblocking(false).map_err(io)?;
+            // A rogue or misconfigured peer is refused and logged; the mesh keeps waiting.
+            let hs_deadline = deadline.min(Instant::now() + Duration::from_secs(5));
+            match self.admit(stream, from, cfg, hs_deadline) {
+                Ok(r) => tracing::debug!("rank {} joined from {from}", r),
+                Err(e) => tracing::warn!("refused {from}: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Handshakes with an accepted connection and reads its hello; returns its rank.
+    fn admit(
+        &mut self,
+        stream: TcpStream,
+        from: SocketAddr,
+        cfg: &TcpConfig,
+        deadline: Instant,
+    ) -> Result<usize> {
+        let mut peer = handshake(stream, from.to_string(), &cfg.key, false, deadline)?;
+        let mut hello = Vec::new();
+        peer.recv_frame(&mut hello, 16, deadline)?;
+        let (r, size) = parse_hello(&hello).ok_or_else(|| DistError::Frame {
+            peer: peer.name.clone(),
+            why: format!("a hello of {} bytes", hello.len()),
+        })?;
+        if size != self.size || r <= self.rank || r >= self.size || self.peers[r].is_some() {
+            return Err(DistError::Frame {
+                peer: peer.name.clone(),
+                why: format!(
+                    "hello from rank {r} of {size}; expected a new rank above {} of {}",
+                    self.rank, self.size
+                ),
+            });
+        }
+        peer.send_frame(&hello_bytes(self.rank, self.size), deadline)?;
+        peer.name = r.to_string();
+        self.peers[r] = Some(peer);
+        Ok(r)
+    }
+
+    fn exchange_hello(&mut self, lower: usize, deadline: Instant) -> Result<()> {
+        let (rank, size, max) = (self.rank, self.size, self.max_frame);
+        let peer = self.peers[lower].as_mut().expect("just connected");
+        peer.send_frame(&hello_bytes(rank, size), deadline)?;
+        let mut hello = Vec::new();
+        peer.recv_frame(&mut hello, max.min(16), deadline)?;
+        match parse_hello(&hello) {
+            Some((r, s)) if r == lower && s == size => Ok(()),
+            other => Err(DistError::Frame {
+                peer: lower.to_string(),
+                why: format!("hello {other:?}, expected rank {lower} of {size}"),
+            }),
+        }
+    }
+
+    fn peer(&mut self, r: usize, op: &'static str) -> Result<&mut Peer> {
+        check_peer(self.rank, self.size, r)?;
+        self.peers[r].as_mut().ok_or(DistError::Closed { peer: r.to_string(), op })
+    }
+}
+
+fn hello_bytes(rank: usize, size: usize) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[..4].copy_from_slice(&(rank as u32).to_le_bytes());
+    h[4..].copy_from_slice(&(size as u32).to_le_bytes());
+    h
+}
+
+fn parse_hello(b: &[u8]) -> Option<(usize, usize)> {
+    if b.len() != 8 {
+        return None;
+    }
+    let r = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let s = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
+    Some((r, s))
+}
+
+/// Connects to `addr` (retrying while the peer is not listening yet) and handshakes.
+fn connect(addr: SocketAddr, rank: usize, cfg: &TcpConfig, deadline: Instant) -> Result<Peer> {
+    let name = rank.to_string();
+    loop {
+        let wait = remaining(deadline, &name, "connect")?;
+        match TcpStream::connect_timeout(&addr, wait.min(Duration::from_secs(1))) {
+            Ok(s) => return handshake(s, name, &cfg.key, true, deadline),
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(io_err(&name, "connect", e, wait)),
+        }
+    }
+}
+
+impl Comm for TcpComm {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn send(&mut self, to: usize, msg: &[u8], deadline: Instant) -> Result<()> {
+        let r = self.peer(to, "send")?.send_frame(msg, deadline);
+        if r.is_err() {
+            // A half-written frame leaves the stream unusable: later calls say so at once.
+            self.peers[to] = None;
+        }
+        r
+    }
+
+    fn recv(&mut self, from: usize, buf: &mut Vec<u8>, deadline: Instant) -> Result<()> {
+        let max = self.max_frame;
+        let r = self.peer(from, "recv")?.recv_frame(buf, max, deadline);
+        if r.is_err() {
+            self.peers[from] = None;
+        }
+        r
+    }
+}
