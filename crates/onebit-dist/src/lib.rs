@@ -20,6 +20,7 @@ pub mod error;
 pub mod frame;
 pub mod inproc;
 pub mod key;
+pub mod probe;
 pub mod tcp;
 
 pub use comm::Comm;

@@ -1,0 +1,73 @@
+//! The link probe on in-process, delayed (the link emulation shim) and loopback TCP meshes:
+//! every rank gets the same list, and an injected 5 ms ± 2 ms delay is what it measures.
+
+use onebit_dist::probe::{probe_links, DelayedComm, LinkProbe, ProbeOptions};
+use onebit_dist::{Comm, InProcComm, TcpComm, TcpConfig};
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn run_all<C: Comm + 'static>(comms: Vec<C>, o: ProbeOptions) -> Vec<Vec<LinkProbe>> {
+    let handles: Vec<_> = comms
+        .into_iter()
+        .map(|mut c| {
+            let o = o.clone();
+            thread::spawn(move || {
+                probe_links(&mut c, &o, Instant::now() + Duration::from_secs(30)).unwrap()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn small() -> ProbeOptions {
+    ProbeOptions { pings: 10, sizes: vec![1 << 10, 64 << 10], reps: 3 }
+}
+
+#[test]
+fn every_rank_gets_every_link() {
+    let results = run_all(InProcComm::mesh(3), small());
+    assert!(results.iter().all(|r| r == &results[0]));
+    let pairs: Vec<(usize, usize)> = results[0].iter().map(|l| (l.a, l.b)).collect();
+    assert_eq!(pairs, vec![(0, 1), (0, 2), (1, 2)]);
+    for l in &results[0] {
+        assert!(l.rtt_s > 0.0 && l.rtt_s < 0.05 && l.bandwidth_bps > 1e6, "{l:?}");
+    }
+}
+
+#[test]
+fn an_injected_delay_is_what_the_probe_measures() {
+    let comms: Vec<_> = InProcComm::mesh(2)
+        .into_iter()
+        .enumerate()
+        .map(|(r, c)| {
+            DelayedComm::new(c, Duration::from_millis(5), Duration::from_millis(2), r as u64)
+        })
+        .collect();
+    let l = &run_all(comms, small())[0][0];
+    // A round trip is two delayed sends: 10 ms ± 4 ms, plus scheduling.
+    assert!(l.rtt_s > 0.007 && l.rtt_s < 0.025, "{l:?}");
+    assert!(l.latency_s > 0.006 && l.latency_s < 0.025, "{l:?}");
+    assert!(l.jitter_s >= 0.0 && l.jitter_s < 0.02, "{l:?}");
+}
+
+#[test]
+fn loopback_tcp_links_are_probed() {
+    let ls: Vec<TcpListener> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let addrs: Vec<_> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
+    let cfg = TcpConfig { join_timeout: Duration::from_secs(5), ..TcpConfig::new([3; 32]) };
+    let handles: Vec<_> = ls
+        .into_iter()
+        .enumerate()
+        .map(|(r, l)| {
+            let (addrs, cfg) = (addrs.clone(), cfg.clone());
+            thread::spawn(move || TcpComm::join(l, r, &addrs, &cfg).unwrap())
+        })
+        .collect();
+    let comms: Vec<TcpComm> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let results = run_all(comms, small());
+    assert_eq!(results[0], results[1]);
+    let l = &results[0][0];
+    eprintln!("loopback: {l:?}");
+    assert!(l.rtt_s < 0.05 && l.bandwidth_bps > 1e7, "{l:?}");
+}
