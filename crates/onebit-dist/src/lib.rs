@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 pub mod collective;
 pub mod comm;
 pub mod error;

@@ -12,7 +12,7 @@ use crate::error::{DistError, Result};
 use std::time::{Duration, Instant};
 
 /// What to send.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeOptions {
     /// Small round trips per pair.
     pub pings: usize,

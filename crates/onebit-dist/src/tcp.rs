@@ -36,7 +36,7 @@ impl TcpConfig {
 }
 
 /// One connection: the socket, its Noise state and reusable buffers.
-struct Peer {
+pub(crate) struct Peer {
     name: String,
     stream: TcpStream,
     noise: snow::TransportState,
@@ -92,7 +92,7 @@ fn read_raw(s: &mut TcpStream, name: &str, buf: &mut Vec<u8>, deadline: Instant)
     s.read_exact(buf).map_err(|e| io_err(name, "recv", e, wait))
 }
 
-fn handshake(
+pub(crate) fn handshake(
     mut stream: TcpStream,
     name: String,
     key: &[u8; 32],
@@ -121,7 +121,7 @@ fn handshake(
 }
 
 impl Peer {
-    fn send_frame(&mut self, msg: &[u8], deadline: Instant) -> Result<()> {
+    pub(crate) fn send_frame(&mut self, msg: &[u8], deadline: Instant) -> Result<()> {
         let len = u32::try_from(msg.len())
             .map_err(|_| DistError::Usage(format!("a message of {} bytes", msg.len())))?;
         let mut rest = msg;
@@ -144,7 +144,12 @@ impl Peer {
         Ok(())
     }
 
-    fn recv_frame(&mut self, buf: &mut Vec<u8>, max: usize, deadline: Instant) -> Result<()> {
+    pub(crate) fn recv_frame(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<()> {
         let mut wire = std::mem::take(&mut self.cipher);
         let r = self.recv_into(buf, max, deadline, &mut wire);
         wire.resize(NOISE_MAX, 0);
@@ -195,7 +200,7 @@ impl TcpComm {
     /// Joins the mesh as `rank`: `listener` is bound to `addrs[rank]` (bind it first, so that
     /// peers can be told the port), the other ranks listen at the other `addrs`.
     pub fn join(
-        listener: TcpListener,
+        listener: &TcpListener,
         rank: usize,
         addrs: &[SocketAddr],
         cfg: &TcpConfig,
@@ -222,7 +227,7 @@ impl TcpComm {
 
     fn accept_higher(
         &mut self,
-        listener: TcpListener,
+        listener: &TcpListener,
         cfg: &TcpConfig,
         deadline: Instant,
     ) -> Result<()> {
@@ -234,11 +239,21 @@ impl TcpComm {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     let missing: Vec<usize> =
                         (self.rank + 1..self.size).filter(|&r| self.peers[r].is_none()).collect();
-                    remaining(deadline, &format!("{missing:?}"), "join")?;
+                    if remaining(deadline, "", "join").is_err() {
+                        let _ = listener.set_nonblocking(false);
+                        return Err(DistError::Timeout {
+                            peer: format!("{missing:?}"),
+                            op: "join",
+                            after: cfg.join_timeout,
+                        });
+                    }
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
-                Err(e) => return Err(io(e)),
+                Err(e) => {
+                    let _ = listener.set_nonblocking(false);
+                    return Err(io(e));
+                }
             };
             stream.set_nonblocking(false).map_err(io)?;
             // A rogue or misconfigured peer is refused and logged; the mesh keeps waiting.
@@ -248,7 +263,8 @@ impl TcpComm {
                 Err(e) => tracing::warn!("refused {from}: {e}"),
             }
         }
-        Ok(())
+        // The listener outlives the mesh (a worker serves one job after another).
+        listener.set_nonblocking(false).map_err(io)
     }
 
     /// Handshakes with an accepted connection and reads its hello; returns its rank.
@@ -319,10 +335,19 @@ fn parse_hello(b: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// Connects to `addr` (retrying while the peer is not listening yet) and handshakes.
-fn connect(addr: SocketAddr, rank: usize, cfg: &TcpConfig, deadline: Instant) -> Result<Peer> {
+pub(crate) fn connect(
+    addr: SocketAddr,
+    rank: usize,
+    cfg: &TcpConfig,
+    deadline: Instant,
+) -> Result<Peer> {
     let name = rank.to_string();
     loop {
-        let wait = remaining(deadline, &name, "connect")?;
+        let wait = remaining(deadline, &name, "connect").map_err(|_| DistError::Timeout {
+            peer: format!("{rank} ({addr})"),
+            op: "connect",
+            after: cfg.join_timeout,
+        })?;
         match TcpStream::connect_timeout(&addr, wait.min(Duration::from_secs(1))) {
             Ok(s) => return handshake(s, name, &cfg.key, true, deadline),
             Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut) => {

@@ -76,7 +76,7 @@ fn tcp_mesh(cfgs: Vec<TcpConfig>) -> Vec<onebit_dist::Result<TcpComm>> {
         .enumerate()
         .map(|(r, (l, cfg))| {
             let addrs = addrs.clone();
-            thread::spawn(move || TcpComm::join(l, r, &addrs, &cfg))
+            thread::spawn(move || TcpComm::join(&l, r, &addrs, &cfg))
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -117,13 +117,13 @@ fn garbage_on_the_port_is_refused_and_the_mesh_still_forms() {
     let l1 = ls.pop().unwrap();
     let l0 = ls.pop().unwrap();
     let a = addrs.clone();
-    let head = thread::spawn(move || TcpComm::join(l0, 0, &a, &quick(KEY)));
+    let head = thread::spawn(move || TcpComm::join(&l0, 0, &a, &quick(KEY)));
     for junk in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0xff; 3][..], &[0x00, 0x04, 1, 2, 3, 4][..]] {
         let mut s = TcpStream::connect(addrs[0]).unwrap();
         s.write_all(junk).unwrap();
         drop(s);
     }
-    let worker = TcpComm::join(l1, 1, &addrs, &quick(KEY)).unwrap();
+    let worker = TcpComm::join(&l1, 1, &addrs, &quick(KEY)).unwrap();
     let mut head = head.join().unwrap().unwrap();
     let mut w = worker;
     let t = thread::spawn(move || exercise(&mut w));
@@ -180,5 +180,5 @@ fn misuse_is_an_error() {
     assert!(matches!(m[0].send(2, b"", soon()), Err(DistError::Usage(_))));
     let (ls, addrs) = listeners(1);
     let l = ls.into_iter().next().unwrap();
-    assert!(TcpComm::join(l, 1, &addrs, &quick(KEY)).is_err());
+    assert!(TcpComm::join(&l, 1, &addrs, &quick(KEY)).is_err());
 }

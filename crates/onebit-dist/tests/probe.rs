@@ -61,7 +61,7 @@ fn loopback_tcp_links_are_probed() {
         .enumerate()
         .map(|(r, l)| {
             let (addrs, cfg) = (addrs.clone(), cfg.clone());
-            thread::spawn(move || TcpComm::join(l, r, &addrs, &cfg).unwrap())
+            thread::spawn(move || TcpComm::join(&l, r, &addrs, &cfg).unwrap())
         })
         .collect();
     let comms: Vec<TcpComm> = handles.into_iter().map(|h| h.join().unwrap()).collect();

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod info;
 pub mod init;
 pub mod kernels;
+pub mod mesh;
 pub mod model_args;
 pub mod perplexity;
 pub mod plot;
@@ -18,6 +19,7 @@ pub mod run;
 pub mod serve;
 pub mod tokenizer;
 pub mod train;
+pub mod worker;
 
 /// The subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -55,6 +57,11 @@ pub enum Command {
     Plot(plot::Args),
     /// Time training steps (forward + backward + AdamW) on a model shape.
     BenchTrain(bench_train::Args),
+    /// Serve as a node of a device mesh (waits for a head running `onebit mesh`).
+    Worker(worker::Args),
+    /// The device mesh from the head: new key files, probing every link.
+    #[command(subcommand)]
+    Mesh(mesh::Args),
 }
 
 /// Runs a parsed subcommand.
@@ -76,5 +83,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Plot(a) => plot::run(a),
         Command::BenchTrain(a) => bench_train::run(a),
+        Command::Worker(a) => worker::run(a),
+        Command::Mesh(a) => mesh::run(a),
     }
 }

@@ -1,0 +1,43 @@
+//! `onebit worker`: a node of a device mesh. It waits on its port for a head (`onebit mesh …`
+//! on another machine holding the same key file), joins the mesh the head describes, runs
+//! the job, and waits for the next one.
+
+use anyhow::{Context, Result};
+use onebit_dist::bootstrap::{serve_one_job, JobResult};
+use onebit_dist::key::read_key_file;
+use onebit_dist::TcpConfig;
+use std::net::TcpListener;
+use std::time::Duration;
+
+/// Flags of `onebit worker`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on (the one the mesh file lists for this node), e.g. 0.0.0.0:7070.
+    #[arg(long)]
+    listen: String,
+    /// The mesh's pre-shared key file (`onebit mesh new-key`); the same on every node.
+    #[arg(long)]
+    key_file: String,
+    /// Exit after this many jobs (default: serve until stopped).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+/// Runs `onebit worker`.
+pub fn run(a: Args) -> Result<()> {
+    let key = read_key_file(&a.key_file)?;
+    let cfg = TcpConfig::new(key);
+    let listener =
+        TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
+    eprintln!("worker listening on {}", listener.local_addr()?);
+    let mut done = 0;
+    while a.jobs.is_none_or(|n| done < n) {
+        match serve_one_job(&listener, &cfg, Duration::from_secs(600)) {
+            Ok(JobResult::Probe(links)) => eprintln!("probe done: {} links", links.len()),
+            // A failed job (a head that went away) leaves the worker waiting for the next.
+            Err(e) => eprintln!("job failed: {e}"),
+        }
+        done += 1;
+    }
+    Ok(())
+}
