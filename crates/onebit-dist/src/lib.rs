@@ -21,6 +21,7 @@ pub mod error;
 pub mod frame;
 pub mod inproc;
 pub mod key;
+pub mod plan;
 pub mod probe;
 pub mod tcp;
 

@@ -1,0 +1,287 @@
+//! The planner: per-token cost of every way to run a model on a mesh — one node, tensor
+//! parallel over all nodes with uneven shares, pipeline with layer ranges chosen by dynamic
+//! programming — from the nodes' measured speed and memory and the probed links. The cost
+//! model (facts in the crate README):
+//! - a link moves `m` bytes in `α + m/β` (the probe's latency and bandwidth);
+//! - node i decodes the whole model alone in `t_i` seconds, a `1/L` share of it per block;
+//! - tensor parallel: block work split by KV-head groups and FFN columns in proportion to
+//!   `1/t_i` (the 2B4T's 5 KV heads over two equal nodes is 3:2), `S` syncs per token (2 per
+//!   block, 4 with BitNet's sub-norms, which need the norm over the split dimension), each a
+//!   direct exchange of the f32 hidden state;
+//! - pipeline: contiguous layer ranges, one hop of the hidden state per stage boundary and
+//!   the sampled token back to the head; with `k` sequences in flight its throughput is
+//!   `min(k / T, 1 / slowest stage)`.
+
+use crate::error::{DistError, Result};
+use crate::probe::LinkProbe;
+use onebit_model::ModelConfig;
+
+/// What the planner knows of one node.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// A name for messages (host:port).
+    pub name: String,
+    /// Seconds this node takes to decode one token of the whole model alone.
+    pub token_s: f64,
+    /// Bytes of memory it can give the model.
+    pub mem_bytes: u64,
+    /// Extra time per additional sequence in one decode pass, as a fraction of `token_s`
+    /// (0: purely bandwidth-bound; the engine's measured 16-sequence aggregate of 2.2x one
+    /// sequence on a 2-core Zen2 is 0.42).
+    pub batch_slope: f64,
+}
+
+impl NodeSpec {
+    /// Seconds of one decode pass over `k` sequences.
+    fn pass_s(&self, k: f64) -> f64 {
+        self.token_s * (1.0 + self.batch_slope * (k - 1.0).max(0.0))
+    }
+}
+
+/// How a plan runs the model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Strategy {
+    /// Everything on one node.
+    Single {
+        /// The node.
+        node: usize,
+    },
+    /// Every block split over all nodes.
+    Tensor {
+        /// KV heads per node (query heads follow their group).
+        kv_heads: Vec<usize>,
+        /// FFN columns per node.
+        ffn: Vec<usize>,
+    },
+    /// Blocks split into contiguous ranges, one per node in mesh order.
+    Pipeline {
+        /// Blocks per node.
+        layers: Vec<usize>,
+    },
+}
+
+/// One candidate and its predicted cost.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// How.
+    pub strategy: Strategy,
+    /// Predicted tokens per second for one sequence.
+    pub tok_s: f64,
+    /// Predicted aggregate tokens per second with `k` sequences in flight (pipeline: in as
+    /// many micro-batches as stages).
+    pub tok_s_batch: f64,
+    /// Bytes on the wire per token (all links).
+    pub wire_bytes: u64,
+    /// Waits on another node per token.
+    pub syncs: usize,
+}
+
+/// Weight bytes of the model (ternary linears at `bpw`, the head and embeddings at one
+/// byte per value) and the fraction of decode time the blocks take.
+fn model_bytes(c: &ModelConfig, bpw: f64) -> (f64, f64) {
+    let per_block =
+        (c.hidden * (c.q_dim() * 2 + c.kv_dim() * 2) + 3 * c.hidden * c.intermediate) as f64;
+    let blocks = per_block * c.layers as f64 * bpw / 8.0;
+    let head = (c.vocab * c.hidden) as f64 * if c.tied_embeddings { 1.0 } else { 2.0 };
+    (blocks + head, blocks / (blocks + c.vocab as f64 * c.hidden as f64))
+}
+
+/// Splits `total` units in proportion to `weights` by largest remainder, at least one each
+/// where `total` allows.
+pub fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
+    let sum: f64 = weights.iter().sum();
+    let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();
+    let mut out: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b))
+    });
+    let left = total - out.iter().sum::<usize>();
+    for &i in order.iter().take(left) {
+        out[i] += 1;
+    }
+    out
+}
+
+/// Every candidate that fits, fastest first for one sequence; `k` sequences in flight for
+/// the batch figure; `bpw` the ternary layout's bits per weight.
+pub fn plan(
+    c: &ModelConfig,
+    bpw: f64,
+    nodes: &[NodeSpec],
+    links: &[LinkProbe],
+    k: usize,
+) -> Result<Vec<Plan>> {
+    let n = nodes.len();
+    if n == 0 || k == 0 {
+        return Err(DistError::Usage("a plan needs nodes and at least one sequence".into()));
+    }
+    let hidden_bytes = c.hidden * 4;
+    // Seconds to move `rows` f32 hidden states over a link (infinite where none was probed).
+    let hop = |a: usize, b: usize, rows: f64| {
+        let (a, b) = (a.min(b), a.max(b));
+        links
+            .iter()
+            .find(|l| l.a == a && l.b == b)
+            .map_or(f64::INFINITY, |l| l.latency_s + rows * hidden_bytes as f64 / l.bandwidth_bps)
+    };
+    let (bytes, block_frac) = model_bytes(c, bpw);
+    let mut plans = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        if node.mem_bytes as f64 >= bytes {
+            plans.push(Plan {
+                strategy: Strategy::Single { node: i },
+                tok_s: 1.0 / node.token_s,
+                tok_s_batch: k as f64 / node.pass_s(k as f64),
+                wire_bytes: 0,
+                syncs: 0,
+            });
+        }
+    }
+    let all_linked = (0..n).all(|a| (a + 1..n).all(|b| hop(a, b, 1.0).is_finite()));
+    if n >= 2 && all_linked {
+        plans.extend(tensor_plan(c, bytes, block_frac, nodes, &hop, hidden_bytes, k));
+        plans.extend(pipeline_plan(c, bytes, block_frac, nodes, &hop, hidden_bytes, k));
+    }
+    if plans.is_empty() {
+        let largest = nodes.iter().map(|n| n.mem_bytes).max().unwrap_or(0);
+        let all: u64 = nodes.iter().map(|n| n.mem_bytes).sum();
+        return Err(DistError::Usage(format!(
+            "the model needs {:.2} GB; the largest node has {:.2} GB and all {n} together {:.2} GB",
+            bytes / 1e9,
+            largest as f64 / 1e9,
+            all as f64 / 1e9
+        )));
+    }
+    plans.sort_by(|a, b| b.tok_s.total_cmp(&a.tok_s));
+    Ok(plans)
+}
+
+fn tensor_plan(
+    c: &ModelConfig,
+    bytes: f64,
+    block_frac: f64,
+    nodes: &[NodeSpec],
+    hop: &dyn Fn(usize, usize, f64) -> f64,
+    hidden_bytes: usize,
+    k: usize,
+) -> Option<Plan> {
+    let n = nodes.len();
+    let speed: Vec<f64> = nodes.iter().map(|x| 1.0 / x.token_s).collect();
+    let kv = apportion(c.kv_heads, &speed);
+    let ffn =
+        apportion(c.intermediate / 32, &speed).into_iter().map(|g| g * 32).collect::<Vec<_>>();
+    if kv.contains(&0) {
+        return None;
+    }
+    // A node's share of a block: its attention and FFN parts by weight bytes.
+    let attn_w = (c.q_dim() * 2 + c.kv_dim() * 2) as f64;
+    let ffn_w = 3.0 * c.intermediate as f64;
+    let share = |i: usize| {
+        (attn_w * kv[i] as f64 / c.kv_heads as f64 + ffn_w * ffn[i] as f64 / c.intermediate as f64)
+            / (attn_w + ffn_w)
+    };
+    if (0..n).any(|i| {
+        nodes[i].mem_bytes as f64 * 0.999
+            < bytes * block_frac * share(i) + if i == 0 { bytes * (1.0 - block_frac) } else { 0.0 }
+    }) {
+        return None;
+    }
+    let syncs = c.layers * if c.sub_norms { 4 } else { 2 };
+    // One token (or one pass over k sequences): the slowest share of the blocks, the head
+    // on node 0, and S direct exchanges bounded by the slowest link.
+    let cost = |rows: f64| {
+        let compute =
+            (0..n).map(|i| share(i) * nodes[i].pass_s(rows) * block_frac).fold(0.0, f64::max)
+                + nodes[0].pass_s(rows) * (1.0 - block_frac);
+        let worst = (0..n)
+            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+            .map(|(a, b)| hop(a, b, rows))
+            .fold(0.0, f64::max);
+        compute + syncs as f64 * (n - 1) as f64 * worst
+    };
+    let (tok_s, tok_s_batch) = (1.0 / cost(1.0), k as f64 / cost(k as f64));
+    Some(Plan {
+        strategy: Strategy::Tensor { kv_heads: kv, ffn },
+        tok_s,
+        tok_s_batch,
+        wire_bytes: (syncs * n * (n - 1) * hidden_bytes) as u64,
+        syncs,
+    })
+}
+
+fn pipeline_plan(
+    c: &ModelConfig,
+    bytes: f64,
+    block_frac: f64,
+    nodes: &[NodeSpec],
+    hop: &dyn Fn(usize, usize, f64) -> f64,
+    hidden_bytes: usize,
+    k: usize,
+) -> Option<Plan> {
+    let (n, layers) = (nodes.len(), c.layers);
+    let per_layer_bytes = bytes * block_frac / layers as f64;
+    let head_bytes = bytes * (1.0 - block_frac);
+    // Node 0 holds the embeddings and the head (the sampled token never leaves it).
+    let stage_t = |i: usize, l: usize| {
+        nodes[i].token_s * block_frac * l as f64 / layers as f64
+            + if i == 0 { nodes[0].token_s * (1.0 - block_frac) } else { 0.0 }
+    };
+    let fits = |i: usize, l: usize| {
+        per_layer_bytes * l as f64 + if i == 0 { head_bytes } else { 0.0 }
+            <= nodes[i].mem_bytes as f64
+    };
+    // best[i][j]: the smallest slowest-stage time with nodes 0..i holding j blocks, every
+    // node at least one block; back[i][j] the blocks of node i - 1.
+    let inf = f64::INFINITY;
+    let mut best = vec![vec![inf; layers + 1]; n + 1];
+    let mut back = vec![vec![0usize; layers + 1]; n + 1];
+    best[0][0] = 0.0;
+    for i in 1..=n {
+        for j in i..=layers {
+            for l in 1..=j - (i - 1) {
+                if best[i - 1][j - l].is_finite() && fits(i - 1, l) {
+                    let v = best[i - 1][j - l].max(stage_t(i - 1, l));
+                    if v < best[i][j] {
+                        best[i][j] = v;
+                        back[i][j] = l;
+                    }
+                }
+            }
+        }
+    }
+    if !best[n][layers].is_finite() {
+        return None;
+    }
+    let mut split = vec![0; n];
+    let mut j = layers;
+    for i in (1..=n).rev() {
+        split[i - 1] = back[i][j];
+        j -= back[i][j];
+    }
+    // A trip: every stage once and a hop after each (the last back to the head).
+    let trip = |rows: f64| {
+        (0..n)
+            .map(|i| {
+                stage_t(i, split[i]) / nodes[i].token_s * nodes[i].pass_s(rows)
+                    + hop(i, (i + 1) % n, rows)
+            })
+            .collect::<Vec<f64>>()
+    };
+    let t: f64 = trip(1.0).iter().sum();
+    // k sequences in n micro-batches: a micro-batch finishes each cycle of the slowest step,
+    // and no sequence moves faster than its own trip.
+    let micro = (k as f64 / n as f64).max(1.0);
+    let steps = trip(micro);
+    let cycle = steps.iter().copied().fold(0.0, f64::max);
+    let batch = (micro / cycle)
+        .min(k as f64 / steps.iter().sum::<f64>() * n as f64)
+        .min(k as f64 / steps.iter().sum::<f64>() * (k as f64 / micro).max(1.0));
+    Some(Plan {
+        strategy: Strategy::Pipeline { layers: split },
+        tok_s: 1.0 / t,
+        tok_s_batch: batch,
+        wire_bytes: (n * hidden_bytes) as u64,
+        syncs: n,
+    })
+}

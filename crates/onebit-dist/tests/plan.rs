@@ -1,0 +1,68 @@
+//! The planner on the 2B4T shape: uneven KV-head splits, the choice flipping from one node to
+//! tensor parallel as the link gets faster, pipeline throughput with sequences in flight on
+//! a WiFi-like link, memory limits, and a clear refusal when the model fits nowhere.
+
+use onebit_dist::plan::{apportion, plan, NodeSpec, Strategy};
+use onebit_dist::probe::LinkProbe;
+use onebit_model::ModelConfig;
+
+fn node(token_s: f64, mem_gb: f64) -> NodeSpec {
+    NodeSpec { name: "n".into(), token_s, mem_bytes: (mem_gb * 1e9) as u64, batch_slope: 0.42 }
+}
+
+fn link(latency_s: f64, bandwidth_bps: f64) -> Vec<LinkProbe> {
+    vec![LinkProbe { a: 0, b: 1, rtt_s: 2.0 * latency_s, jitter_s: 0.0, latency_s, bandwidth_bps }]
+}
+
+#[test]
+fn shares_follow_speed_by_largest_remainder() {
+    assert_eq!(apportion(5, &[1.0, 1.0]), vec![3, 2]);
+    assert_eq!(apportion(5, &[1.0, 2.0]), vec![2, 3]);
+    assert_eq!(apportion(10, &[1.0, 1.0, 1.0]), vec![4, 3, 3]);
+    assert_eq!(apportion(216, &[3.0, 1.0]), vec![162, 54]);
+}
+
+#[test]
+fn the_link_decides_between_one_node_and_tensor_parallel() {
+    let c = ModelConfig::bitnet_2b4t();
+    let nodes = [node(1.0 / 30.0, 8.0), node(1.0 / 30.0, 8.0)];
+    // Wired gigabit with 0.2 ms per message: 120 syncs (4 per block with sub-norms) cost
+    // more than half the model's compute, so one node is best.
+    let p = plan(&c, 2.0, &nodes, &link(2e-4, 125e6), 1).unwrap();
+    assert!(matches!(p[0].strategy, Strategy::Single { .. }), "{p:?}");
+    let tp = p.iter().find(|x| matches!(x.strategy, Strategy::Tensor { .. })).unwrap();
+    assert!(tp.tok_s < p[0].tok_s && tp.syncs == 120, "{tp:?}");
+    // A loopback-fast link: tensor parallel wins, the 5 KV heads split 3:2.
+    let p = plan(&c, 2.0, &nodes, &link(3e-5, 1e9), 1).unwrap();
+    match &p[0].strategy {
+        Strategy::Tensor { kv_heads, ffn } => {
+            assert_eq!(kv_heads, &vec![3, 2]);
+            assert_eq!(ffn.iter().sum::<usize>(), 6912);
+        }
+        s => panic!("expected tensor parallel first, got {s:?}"),
+    }
+    assert!(p[0].tok_s > 1.1 * 30.0, "{:?}", p[0]);
+}
+
+#[test]
+fn a_pipeline_over_wifi_gains_throughput_with_sequences_in_flight() {
+    let c = ModelConfig::bitnet_2b4t();
+    // Each node holds only part of the model: the single-node plans are gone.
+    let nodes = [node(1.0 / 30.0, 0.8), node(1.0 / 30.0, 0.8)];
+    let p = plan(&c, 2.0, &nodes, &link(5e-3, 12.5e6), 8).unwrap();
+    assert!(p.iter().all(|x| !matches!(x.strategy, Strategy::Single { .. })));
+    let pp = p.iter().find(|x| matches!(x.strategy, Strategy::Pipeline { .. })).unwrap();
+    match &pp.strategy {
+        Strategy::Pipeline { layers } => assert_eq!(layers.iter().sum::<usize>(), 30),
+        _ => unreachable!(),
+    }
+    assert!(pp.tok_s_batch > 2.0 * pp.tok_s, "{pp:?}");
+}
+
+#[test]
+fn a_model_that_fits_nowhere_is_refused_with_the_shortfall() {
+    let c = ModelConfig::preset("70b").unwrap();
+    let e = plan(&c, 1.6, &[node(1.0, 4.0), node(1.0, 4.0)], &link(1e-4, 1e8), 1).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("needs") && msg.contains("all 2 together 8.00 GB"), "{msg}");
+}
