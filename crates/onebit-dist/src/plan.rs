@@ -140,8 +140,9 @@ pub fn plan(
     }
     let all_linked = (0..n).all(|a| (a + 1..n).all(|b| hop(a, b, 1.0).is_finite()));
     if n >= 2 && all_linked {
-        plans.extend(tensor_plan(c, bytes, block_frac, nodes, &hop, hidden_bytes, k));
-        plans.extend(pipeline_plan(c, bytes, block_frac, nodes, &hop, hidden_bytes, k));
+        let x = Inputs { c, bytes, block_frac, nodes, hop: &hop, hidden_bytes, k };
+        plans.extend(tensor_plan(&x));
+        plans.extend(pipeline_plan(&x));
     }
     if plans.is_empty() {
         let largest = nodes.iter().map(|n| n.mem_bytes).max().unwrap_or(0);
@@ -157,15 +158,21 @@ pub fn plan(
     Ok(plans)
 }
 
-fn tensor_plan(
-    c: &ModelConfig,
+/// What the split strategies share: the model, its weight bytes and the blocks' share of
+/// decode time, the nodes, the hop cost of `rows` hidden states between two ranks.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    c: &'a ModelConfig,
     bytes: f64,
     block_frac: f64,
-    nodes: &[NodeSpec],
-    hop: &dyn Fn(usize, usize, f64) -> f64,
+    nodes: &'a [NodeSpec],
+    hop: &'a dyn Fn(usize, usize, f64) -> f64,
     hidden_bytes: usize,
     k: usize,
-) -> Option<Plan> {
+}
+
+fn tensor_plan(x: &Inputs<'_>) -> Option<Plan> {
+    let Inputs { c, bytes, block_frac, nodes, hop, hidden_bytes, k } = *x;
     let n = nodes.len();
     let speed: Vec<f64> = nodes.iter().map(|x| 1.0 / x.token_s).collect();
     let kv = apportion(c.kv_heads, &speed);
@@ -210,15 +217,8 @@ fn tensor_plan(
     })
 }
 
-fn pipeline_plan(
-    c: &ModelConfig,
-    bytes: f64,
-    block_frac: f64,
-    nodes: &[NodeSpec],
-    hop: &dyn Fn(usize, usize, f64) -> f64,
-    hidden_bytes: usize,
-    k: usize,
-) -> Option<Plan> {
+fn pipeline_plan(x: &Inputs<'_>) -> Option<Plan> {
+    let Inputs { c, bytes, block_frac, nodes, hop, hidden_bytes, k } = *x;
     let (n, layers) = (nodes.len(), c.layers);
     let per_layer_bytes = bytes * block_frac / layers as f64;
     let head_bytes = bytes * (1.0 - block_frac);
