@@ -1,8 +1,8 @@
 //! The link probe on a real shaped link: two network namespaces joined by a veth pair with
 //! a 100 Mbit/s token bucket (`tc tbf`) on both ends, a worker in one and the head in the
 //! other. The probe must measure close to 12.5 MB/s. The test creates and deletes its own
-//! namespaces, sends traffic only between them, and skips with a message where namespaces
-//! cannot be created (not root, or a sandbox without them).
+//! namespaces, sends traffic only between them, and skips with a message where namespaces,
+//! veth pairs or `tc tbf` are not available (not root, or a sandbox without them).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,7 +43,10 @@ fn the_probe_measures_a_shaped_100_mbit_link() {
         vec!["-n", &b, "link", "set", &vb, "up"],
     ];
     for args in &setup {
-        assert!(ip(args), "ip {}", args.join(" "));
+        if !ip(args) {
+            eprintln!("skipped: `ip {}` failed here (no veth support)", args.join(" "));
+            return;
+        }
     }
     for (ns, dev) in [(&a, &va), (&b, &vb)] {
         let ok = Command::new("tc")
@@ -51,7 +54,10 @@ fn the_probe_measures_a_shaped_100_mbit_link() {
             .args(["burst", "32kbit", "latency", "50ms"])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "tc tbf on {dev}");
+        if !ok {
+            eprintln!("skipped: `tc qdisc add … tbf` failed on {dev} (no tc or sch_tbf here)");
+            return;
+        }
     }
     let dir = std::env::temp_dir().join(format!("onebit-netns-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
