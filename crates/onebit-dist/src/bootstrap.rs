@@ -2,11 +2,16 @@
 //! head (the machine running `onebit mesh …`) reads a mesh file, tells each worker its rank,
 //! every rank's address and the job, then all of them join the mesh ([`TcpComm::join`]) and
 //! run the job. The first contact is a Noise handshake with the mesh key like every other
-//! connection, so a stranger cannot hand a worker a job.
+//! connection, so a stranger cannot hand a worker a job. A worker prepares its job (a
+//! pipeline stage loads its blocks) and answers "ready" or why not before the mesh forms, so
+//! a missing or different model file is reported to the head by name.
 
 use crate::error::{DistError, Result};
+use crate::pipeline::{serve_stage, PipelineTimeouts, WireStats};
 use crate::probe::{probe_links, LinkProbe, ProbeOptions};
-use crate::tcp::{connect, handshake, TcpComm, TcpConfig};
+use crate::stage_job::StageJob;
+use crate::tcp::{connect, handshake, Peer, TcpComm, TcpConfig};
+use onebit_model::{Model, Session};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -61,9 +66,12 @@ impl MeshFile {
 pub enum Job {
     /// Measure every link ([`probe_links`]).
     Probe(ProbeOptions),
+    /// Serve some blocks of a model as a pipeline stage ([`serve_stage`]).
+    Stage(StageJob),
 }
 
 const JOB_PROBE: u8 = 1;
+const JOB_STAGE: u8 = 2;
 
 fn encode_job(rank: usize, addrs: &[SocketAddr], job: &Job) -> Vec<u8> {
     let mut v = vec![];
@@ -80,6 +88,10 @@ fn encode_job(rank: usize, addrs: &[SocketAddr], job: &Job) -> Vec<u8> {
             for &s in &o.sizes {
                 v.extend((s as u32).to_le_bytes());
             }
+        }
+        Job::Stage(j) => {
+            v.push(JOB_STAGE);
+            j.encode(&mut v);
         }
     }
     v
@@ -103,9 +115,17 @@ fn decode_job(b: &[u8]) -> std::result::Result<(usize, Vec<SocketAddr>, Job), St
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let rest = &b[8 + len..];
     let (&kind, rest) = rest.split_first().ok_or("no job")?;
-    if kind != JOB_PROBE {
-        return Err(format!("unknown job {kind}"));
+    if rank == 0 || rank >= addrs.len() {
+        return Err(format!("rank {rank} of {} addresses", addrs.len()));
     }
+    match kind {
+        JOB_PROBE => Ok((rank, addrs, Job::Probe(decode_probe(rest)?))),
+        JOB_STAGE => Ok((rank, addrs, Job::Stage(StageJob::decode(rest)?))),
+        _ => Err(format!("unknown job {kind}")),
+    }
+}
+
+fn decode_probe(rest: &[u8]) -> std::result::Result<ProbeOptions, String> {
     let word = |i: usize| -> std::result::Result<usize, String> {
         let s = rest.get(4 * i..4 * i + 4).ok_or("truncated probe options")?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
@@ -118,27 +138,20 @@ fn decode_job(b: &[u8]) -> std::result::Result<(usize, Vec<SocketAddr>, Job), St
     if sizes.iter().any(|&s| s > 64 << 20) || pings > 10_000 || reps > 1000 {
         return Err("probe options beyond their limits".into());
     }
-    if rank == 0 || rank >= addrs.len() {
-        return Err(format!("rank {rank} of {} addresses", addrs.len()));
-    }
-    Ok((rank, addrs, Job::Probe(ProbeOptions { pings, sizes, reps })))
+    Ok(ProbeOptions { pings, sizes, reps })
 }
 
 /// What a job produced.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum JobResult {
     /// Every link's figures.
     Probe(Vec<LinkProbe>),
+    /// What a pipeline stage moved.
+    Stage(WireStats),
 }
 
-fn run_job(comm: &mut TcpComm, job: &Job, deadline: Instant) -> Result<JobResult> {
-    match job {
-        Job::Probe(o) => Ok(JobResult::Probe(probe_links(comm, o, deadline)?)),
-    }
-}
-
-/// The head's side: hands every worker its rank and the job, joins as rank 0 on `listener`
-/// (bound to the mesh file's head address) and runs the job.
+/// The head's side for a job it runs itself: hands every worker its job, waits until each
+/// is ready, joins as rank 0 on `listener` and runs the job.
 pub fn run_head(
     listener: &TcpListener,
     addrs: &[SocketAddr],
@@ -146,21 +159,105 @@ pub fn run_head(
     cfg: &TcpConfig,
     job_timeout: Duration,
 ) -> Result<JobResult> {
-    let deadline = Instant::now() + cfg.join_timeout;
-    for (rank, &addr) in addrs.iter().enumerate().skip(1) {
-        let mut peer = connect(addr, rank, cfg, deadline)?;
-        peer.send_frame(&encode_job(rank, addrs, job), deadline)?;
+    let jobs = vec![job.clone(); addrs.len().saturating_sub(1)];
+    let mut comm = start_head(listener, addrs, &jobs, cfg, cfg.join_timeout)?;
+    match job {
+        Job::Probe(o) => {
+            Ok(JobResult::Probe(probe_links(&mut comm, o, Instant::now() + job_timeout)?))
+        }
+        Job::Stage(_) => Err(DistError::Usage("the head does not serve a stage".into())),
     }
-    let mut comm = TcpComm::join(listener, 0, addrs, cfg)?;
-    run_job(&mut comm, job, Instant::now() + job_timeout)
 }
 
-/// The worker's side: waits on `listener` for a head, joins the mesh it describes and runs
-/// its job. A connection that fails the handshake or sends a malformed job is refused and
-/// logged, and the worker keeps waiting.
+/// Hands worker `r` (rank r ≥ 1) the job `jobs[r - 1]`, waits up to `ready_timeout` for each
+/// to say it is ready (a stage loads its blocks first), then joins the mesh as rank 0.
+pub fn start_head(
+    listener: &TcpListener,
+    addrs: &[SocketAddr],
+    jobs: &[Job],
+    cfg: &TcpConfig,
+    ready_timeout: Duration,
+) -> Result<TcpComm> {
+    if jobs.len() + 1 != addrs.len() {
+        return Err(DistError::Usage(format!(
+            "{} jobs for {} workers",
+            jobs.len(),
+            addrs.len() - 1
+        )));
+    }
+    let deadline = Instant::now() + cfg.join_timeout;
+    let mut peers = Vec::new();
+    for (rank, &addr) in addrs.iter().enumerate().skip(1) {
+        let mut peer = connect(addr, rank, cfg, deadline)?;
+        peer.send_frame(&encode_job(rank, addrs, &jobs[rank - 1]), deadline)?;
+        peers.push((rank, addr, peer));
+    }
+    let ready = Instant::now() + ready_timeout;
+    let mut reply = Vec::new();
+    for (rank, addr, mut peer) in peers {
+        peer.recv_frame(&mut reply, 1 << 16, ready)?;
+        match reply.split_first() {
+            Some((0, _)) => {}
+            Some((1, why)) => {
+                return Err(DistError::Usage(format!(
+                    "node {rank} ({addr}) cannot run its job: {}",
+                    String::from_utf8_lossy(why)
+                )))
+            }
+            _ => {
+                return Err(DistError::Frame {
+                    peer: format!("{rank} ({addr})"),
+                    why: "bad ready reply".into(),
+                })
+            }
+        }
+    }
+    TcpComm::join(listener, 0, addrs, cfg)
+}
+
+/// How a worker serves jobs.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerSetup {
+    /// This node's copy of the model file, where its path differs from the head's.
+    pub model: Option<String>,
+    /// Waits of a pipeline stage.
+    pub timeouts: PipelineTimeouts,
+}
+
+/// What a worker prepared for its job before the mesh forms.
+enum Prepared {
+    Probe(ProbeOptions),
+    Stage(Box<Model>, onebit_model::SessionOptions),
+}
+
+fn prepare(job: Job, setup: &WorkerSetup) -> Result<Prepared> {
+    Ok(match job {
+        Job::Probe(o) => Prepared::Probe(o),
+        Job::Stage(j) => {
+            let model = j.load(setup.model.as_deref())?;
+            // A session too large for this node's memory is refused now, before "ready".
+            drop(Session::try_with_options(&model, j.session)?);
+            Prepared::Stage(Box::new(model), j.session)
+        }
+    })
+}
+
+/// Answers the head on the job connection: ready, or why not.
+fn answer(peer: &mut Peer, r: &Result<Prepared>) -> Result<()> {
+    let msg = match r {
+        Ok(_) => vec![0],
+        Err(e) => std::iter::once(1).chain(e.to_string().into_bytes()).collect(),
+    };
+    peer.send_frame(&msg, Instant::now() + Duration::from_secs(5))
+}
+
+/// The worker's side: waits on `listener` for a head, prepares the job, joins the mesh it
+/// describes and runs the job. A connection that fails the handshake or sends a malformed job
+/// is refused and logged, and the worker keeps waiting.
 pub fn serve_one_job(
     listener: &TcpListener,
     cfg: &TcpConfig,
+    setup: &WorkerSetup,
     job_timeout: Duration,
 ) -> Result<JobResult> {
     loop {
@@ -174,9 +271,11 @@ pub fn serve_one_job(
             handshake(stream, from.to_string(), &cfg.key, false, deadline).and_then(|mut p| {
                 let mut frame = Vec::new();
                 p.recv_frame(&mut frame, 1 << 16, deadline)?;
-                decode_job(&frame).map_err(|why| DistError::Frame { peer: from.to_string(), why })
+                decode_job(&frame)
+                    .map(|j| (p, j))
+                    .map_err(|why| DistError::Frame { peer: from.to_string(), why })
             });
-        let (rank, addrs, job) = match job {
+        let (mut peer, (rank, addrs, job)) = match job {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!("refused {from}: {e}");
@@ -184,8 +283,19 @@ pub fn serve_one_job(
             }
         };
         tracing::info!("job from {from}: rank {rank} of {}", addrs.len());
+        let prepared = prepare(job, setup);
+        answer(&mut peer, &prepared)?;
+        let prepared = prepared?;
         let mut comm = TcpComm::join(listener, rank, &addrs, cfg)?;
-        return run_job(&mut comm, &job, Instant::now() + job_timeout);
+        return match prepared {
+            Prepared::Probe(o) => {
+                Ok(JobResult::Probe(probe_links(&mut comm, &o, Instant::now() + job_timeout)?))
+            }
+            Prepared::Stage(model, opts) => {
+                let mut session = Session::try_with_options(&model, opts)?;
+                Ok(JobResult::Stage(serve_stage(&mut session, &mut comm, setup.timeouts)?))
+            }
+        };
     }
 }
 

@@ -65,4 +65,7 @@ pub enum DistError {
         /// What was wrong.
         why: String,
     },
+    /// The model on this node failed (loading its part, or a stage refused the rows).
+    #[error(transparent)]
+    Model(#[from] onebit_model::Error),
 }

@@ -1,5 +1,7 @@
-//! onebit-dist: the communication layer of the device mesh (one model across several
-//! consumer machines). This first layer moves bytes between nodes and nothing else: the
+//! onebit-dist: the device mesh (one model across several consumer machines). The pipeline
+//! executor ([`pipeline`], started from a mesh file by [`launch`]) runs a model's blocks split
+//! over the nodes behind the engine seam (`onebit_model::Engine`). Underneath, the
+//! communication layer moves bytes between nodes: the
 //! [`Comm`] trait (send and receive with a deadline on every call) with an in-process backend
 //! for tests ([`InProcComm`]) and a TCP backend for home clusters ([`TcpComm`]: TCP_NODELAY,
 //! versioned length-prefixed frames with a size limit, authenticated and encrypted with the
@@ -21,8 +23,11 @@ pub mod error;
 pub mod frame;
 pub mod inproc;
 pub mod key;
+pub mod launch;
+pub mod pipeline;
 pub mod plan;
 pub mod probe;
+pub mod stage_job;
 pub mod tcp;
 
 pub use comm::Comm;

@@ -100,6 +100,10 @@ pub enum Error {
         /// What it is instead.
         what: &'static str,
     },
+    /// A distributed executor's failure (a node that died, stalled or broke the protocol),
+    /// passed up through the [`crate::Engine`] seam.
+    #[error("mesh: {0}")]
+    Mesh(String),
     /// File I/O.
     #[error("{path}: {source}")]
     Io {

@@ -7,7 +7,7 @@
 //! it does (then it is cut, never printed) or stops matching, and an incomplete UTF-8
 //! character is never emitted.
 
-use crate::engine::{Sampler, SamplerConfig, Session};
+use crate::engine::{Engine, Sampler, SamplerConfig};
 use crate::error::Result;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -209,17 +209,17 @@ pub struct Generated {
 /// session has seen), then generates `seq` to its end, handing each printable piece to
 /// `on_piece`; a piece callback returning false cancels the reply.
 pub fn generate(
-    session: &mut Session<'_>,
+    session: &mut dyn Engine,
     consumed: &mut Vec<u32>,
     feed: &[u32],
     seq: &mut Sequence,
     tok: &Tokenizer,
     on_piece: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generated> {
-    let mut logits = session.forward(feed)?.to_vec();
+    let mut logits = session.forward_slot(0, feed)?.to_vec();
     consumed.extend_from_slice(feed);
     loop {
-        let room = session.capacity().saturating_sub(session.position());
+        let room = session.capacity().saturating_sub(session.position_of(0)?);
         let step = seq.step(tok, &mut logits, consumed, room)?;
         if !step.piece.is_empty() && !on_piece(&step.piece) {
             seq.cancel(tok);
@@ -227,7 +227,7 @@ pub fn generate(
         }
         match step.feed {
             Some(t) => {
-                logits.copy_from_slice(session.forward(&[t])?);
+                logits.copy_from_slice(session.forward_slot(0, &[t])?);
                 consumed.push(t);
             }
             None => break,
@@ -242,7 +242,7 @@ pub fn generate(
 /// advances in one decode pass per token, the engine's multi-sequence decode.
 /// `on_piece(i, piece)` returning false cancels reply `i`.
 pub fn generate_batch(
-    session: &mut Session<'_>,
+    session: &mut dyn Engine,
     prompts: &[Vec<u32>],
     seqs: &mut [Sequence],
     tok: &Tokenizer,
@@ -259,7 +259,7 @@ pub fn generate_batch(
             ),
         });
     }
-    let vocab = session.model().config.vocab;
+    let vocab = session.vocab();
     let mut logits = vec![0f32; n * vocab];
     let mut history: Vec<Vec<u32>> = prompts.to_vec();
     for (i, p) in prompts.iter().enumerate() {

@@ -30,7 +30,9 @@ pub mod tensors;
 pub mod tokenizer;
 
 pub use config::{Activation, ModelConfig};
-pub use engine::{HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions};
+pub use engine::{
+    Engine, HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions, StageInput,
+};
 pub use error::{Error, Result};
 pub use generation::{
     generate, generate_batch, FinishReason, Generated, GenerationParams, Sequence,

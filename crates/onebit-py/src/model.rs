@@ -150,7 +150,15 @@ impl Model {
             Some(t) => t,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let opts = LoadOptions { threads, layout, head, in_place: mmap, verify, f32_embeddings };
+        let opts = LoadOptions {
+            threads,
+            layout,
+            head,
+            in_place: mmap,
+            verify,
+            f32_embeddings,
+            part: None,
+        };
         let cancel = Arc::new(AtomicBool::new(false));
         let inner = interruptible(py, cancel, move || -> onebit_model::Result<Inner> {
             let tok = onebit_model::Tokenizer::for_model(&path)?;

@@ -2,10 +2,12 @@
 //! model file, with model size, bits per weight, peak RSS and the bandwidth-bound ceiling
 //! (read bandwidth measured in the same run ÷ bytes read per token).
 
+use super::mesh_args::Runner;
 use anyhow::{bail, Result};
+use onebit_dist::pipeline::PipelineHead;
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
 use onebit_kernels::ThreadPool;
-use onebit_model::{KvDtype, Model, Session, SessionOptions};
+use onebit_model::{Engine, KvDtype, SessionOptions};
 use serde_json::json;
 use std::time::Instant;
 
@@ -41,6 +43,12 @@ pub struct Args {
     /// KV cache element type: f16, f32 or q8 (int8 in blocks of 32, about half of f16's bytes).
     #[arg(long, default_value = "f16")]
     kv_cache: String,
+    #[command(flatten)]
+    mesh: super::mesh_args::MeshArgs,
+    /// With --mesh, decode a batch as one group at a time instead of two overlapping groups
+    /// (to measure what the overlap gains).
+    #[arg(long, requires = "mesh")]
+    no_overlap: bool,
 }
 
 /// Bytes of a model file, or of all files in a model directory.
@@ -104,59 +112,82 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 /// One test's name (pp512, tg128, tg128@b4), tok/s per timed run, and joules per token.
 type TestResult = (String, Vec<f64>, Option<f64>);
 
-/// Runs the pp and tg tests the flags ask for on one loaded model.
-fn run_tests(a: &Args, model: &Model, ctx: usize, kv: KvDtype) -> Result<Vec<TestResult>> {
-    let c = &model.config;
-    let opts =
-        |max_batch: usize, slots: usize| SessionOptions { max_ctx: ctx, max_batch, slots, kv };
-    let mut s = Session::with_options(model, opts(a.ubatch.max(1), 1));
+/// The session every test runs on: room for the largest batch and prompt chunk.
+fn session_options(a: &Args, ctx: usize, kv: KvDtype) -> SessionOptions {
+    let slots = a.batch.iter().copied().max().unwrap_or(1).max(1);
+    SessionOptions { max_ctx: ctx, max_batch: a.ubatch.max(slots).max(1), slots, kv }
+}
+
+/// `n` decode steps of every slot, as two groups of slots kept in flight in the pipeline (the
+/// head computes one group while the workers compute the other).
+fn overlapped_decode(p: &mut PipelineHead, next: &mut [u32], n: usize) -> Result<()> {
+    let b = next.len();
+    let slots: Vec<usize> = (0..b).collect();
+    let groups = [0..b / 2, b / 2..b];
+    let vocab = p.vocab();
+    for g in &groups {
+        p.submit(&next[g.clone()], &slots[g.clone()], false)?;
+    }
+    for step in 0..n {
+        for g in &groups {
+            let l = p.collect()?;
+            for (t, row) in next[g.clone()].iter_mut().zip(l.chunks_exact(vocab)) {
+                *t = argmax(row);
+            }
+            if step + 1 < n {
+                p.submit(&next[g.clone()], &slots[g.clone()], false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the pp and tg tests the flags ask for on one engine (a local session or a mesh).
+fn run_tests(a: &Args, bench: &mut Runner, ctx: usize, bos: u32) -> Result<Vec<TestResult>> {
+    let vocab = bench.engine().vocab();
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut tok = || {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        (rng % c.vocab as u64) as u32
+        (rng % vocab as u64) as u32
     };
     let mut results = Vec::new();
     let warmup = !a.no_warmup;
     if a.prompt > 0 {
         let prompt: Vec<u32> = (0..a.prompt.min(ctx)).map(|_| tok()).collect();
         let (rates, jpt) = timed(a.reps, warmup, || {
-            s.reset();
-            s.forward(&prompt)?;
+            let e = bench.engine();
+            e.reset_slot(0)?;
+            e.forward_slot(0, &prompt)?;
             Ok(prompt.len())
         })?;
         results.push((format!("pp{}", prompt.len()), rates, jpt));
     }
     let n = a.gen.min(ctx - 1);
-    if a.gen > 0 && a.batch.contains(&1) {
-        let bos = c.bos.unwrap_or(0).min(c.vocab as u32 - 1);
-        let (rates, jpt) = timed(a.reps, warmup, || {
-            s.reset();
-            let mut next = bos;
-            for _ in 0..n {
-                next = argmax(s.forward(&[next])?);
-            }
-            Ok(n)
-        })?;
-        results.push((format!("tg{n}"), rates, jpt));
-    }
-    for &b in a.batch.iter().filter(|&&b| b > 1 && a.gen > 0) {
-        let mut bs = Session::with_options(model, opts(a.ubatch.max(b), b));
+    for &b in a.batch.iter().filter(|_| a.gen > 0) {
         let slots: Vec<usize> = (0..b).collect();
         let mut next = vec![0u32; b];
         let (rates, jpt) = timed(a.reps, warmup, || {
-            bs.reset();
-            next.iter_mut().for_each(|t| *t = tok());
+            for &s in &slots {
+                bench.engine().reset_slot(s)?;
+            }
+            next.iter_mut().for_each(|t| *t = if b == 1 { bos } else { tok() });
+            if let (Runner::Mesh(p), true) = (&mut *bench, b > 1 && !a.no_overlap) {
+                overlapped_decode(p, &mut next, n)?;
+                return Ok(b * n);
+            }
+            let e = bench.engine();
             for _ in 0..n {
-                let l = bs.decode(&next, &slots)?;
-                for (t, row) in next.iter_mut().zip(l.chunks_exact(c.vocab)) {
+                let l = e.decode(&next, &slots)?;
+                for (t, row) in next.iter_mut().zip(l.chunks_exact(vocab)) {
                     *t = argmax(row);
                 }
             }
             Ok(b * n)
         })?;
-        results.push((format!("tg{n}@b{b}"), rates, jpt));
+        let name = if b == 1 { format!("tg{n}") } else { format!("tg{n}@b{b}") };
+        results.push((name, rates, jpt));
     }
     Ok(results)
 }
@@ -180,15 +211,18 @@ pub fn run(a: Args) -> Result<()> {
     // else a model smaller than the buffer would report the buffer.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let t0 = Instant::now();
-    let model = a.m.load()?;
+    let kv = KvDtype::from_name(&a.kv_cache)
+        .ok_or_else(|| anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32, q8)", a.kv_cache))?;
+    let header_ctx = a.prompt.max(a.gen) + 1;
+    let (model, comm, split) = a.mesh.load(&a.m, session_options(&a, header_ctx, kv))?;
     tracing::info!("loaded {} in {:.1} s", a.m.model, t0.elapsed().as_secs_f64());
     let c = &model.config;
     let per_token = model.bytes_per_token();
     let model_bytes = model_size(&a.m.model)?;
-    let ctx = (a.prompt.max(a.gen) + 1).min(c.max_positions);
-    let kv = KvDtype::from_name(&a.kv_cache)
-        .ok_or_else(|| anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32, q8)", a.kv_cache))?;
-    let results = run_tests(&a, &model, ctx, kv)?;
+    let ctx = header_ctx.min(c.max_positions);
+    let bos = c.bos.unwrap_or(0).min(c.vocab as u32 - 1);
+    let mut bench = a.mesh.runner(&model, comm, session_options(&a, ctx, kv))?;
+    let results = run_tests(&a, &mut bench, ctx, bos)?;
     let rss = peak_rss();
     let gbs_after = probe(&model.pool);
     let read_gbs = gbs_before.max(gbs_after);
@@ -204,11 +238,12 @@ pub fn run(a: Args) -> Result<()> {
             gbs_after
         );
         println!(
-            "model: {} · {:.2} GB file · ternary {:.3} bpw · {:.0} MB read per token · bound {:.1} tok/s",
+            "model: {} · {:.2} GB file · ternary {:.3} bpw · {:.0} MB read per token{} · bound {:.1} tok/s",
             a.m.model,
             model_bytes as f64 / 1e9,
             model.ternary_bpw(),
             per_token as f64 / 1e6,
+            if split.is_empty() { "" } else { " on the head (its part)" },
             bound
         );
         println!("{:<10} {:>16} {:>10} {:>14}", "test", "tok/s", "% bound", "J/token");
@@ -227,7 +262,8 @@ pub fn run(a: Args) -> Result<()> {
                 })
             );
         } else {
-            let pct = if test.starts_with("tg") && !test.contains('@') {
+            // With a mesh the bound above is this node's part only: no percentage.
+            let pct = if test.starts_with("tg") && !test.contains('@') && split.is_empty() {
                 format!("{:.0}%", 100.0 * m / bound)
             } else {
                 "-".into()
@@ -238,6 +274,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if !json_out {
         println!("peak RSS: {}", rss.map_or("n/a".into(), |r| format!("{:.0} MB", r as f64 / 1e6)));
+        if let Some(line) = bench.wire_summary(&split) {
+            println!("{line}");
+        }
     }
     Ok(())
 }

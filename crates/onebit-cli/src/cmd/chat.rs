@@ -17,6 +17,8 @@ pub struct Args {
     system: Option<String>,
     #[command(flatten)]
     g: GenArgs,
+    #[command(flatten)]
+    mesh: super::mesh_args::MeshArgs,
 }
 
 /// Runs `onebit chat`.
@@ -24,11 +26,12 @@ pub fn run(a: Args) -> Result<()> {
     a.g.check()?;
     let tok = a.g.tokenizer(&a.m.model)?;
     let template = ChatTemplate::for_model(&a.m.model)?;
-    let model = a.m.load()?;
+    let (model, comm, split) = a.mesh.load(&a.m, a.g.session_options(a.g.ctx)?)?;
     tok.check_model_vocab(model.config.vocab)?;
     let c = &model.config;
     let ctx = a.g.ctx.min(c.max_positions);
-    let mut session = a.g.session(&model, ctx)?;
+    let mut runner = a.mesh.runner(&model, comm, a.g.session_options(ctx)?)?;
+    let session = runner.engine();
     let mut consumed: Vec<u32> = Vec::with_capacity(ctx);
     let mut messages: Vec<Message> =
         a.system.iter().map(|s| Message { role: "system".into(), content: s.clone() }).collect();
@@ -85,13 +88,16 @@ pub fn run(a: Args) -> Result<()> {
         // Reuse the cache when the new prompt extends what the session has seen.
         let shared = consumed.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         if shared < consumed.len() {
-            session.reset();
+            session.reset_slot(0)?;
             consumed.clear();
         }
         let feed = &ids[consumed.len()..];
-        let out = generate(&mut session, &mut consumed, feed, &tok, &a.g, c.eos, &mut stdout)?;
+        let out = generate(session, &mut consumed, feed, &tok, &a.g, c.eos, &mut stdout)?;
         writeln!(stdout)?;
         messages.push(Message { role: "assistant".into(), content: out.text });
+    }
+    if let Some(line) = runner.wire_summary(&split) {
+        eprintln!("{line}");
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Sampling flags and the streaming generation loop shared by `run` and `chat`.
 
 use anyhow::Result;
-use onebit_model::{Generated, GenerationParams, SamplerConfig, Sequence, Session, Tokenizer};
+use onebit_model::{Engine, Generated, GenerationParams, SamplerConfig, Sequence, Tokenizer};
 use std::io::Write;
 
 /// Generation flags.
@@ -58,17 +58,12 @@ impl GenArgs {
         GenerationParams { max_tokens: self.max_tokens, sampling, stop: self.stop.clone() }
     }
 
-    /// A one-sequence session of `ctx` positions with the `--kv-cache` type.
-    pub fn session<'m>(
-        &self,
-        model: &'m onebit_model::Model,
-        ctx: usize,
-    ) -> Result<onebit_model::Session<'m>> {
+    /// The size of a one-sequence session of `ctx` positions with the `--kv-cache` type.
+    pub fn session_options(&self, ctx: usize) -> Result<onebit_model::SessionOptions> {
         let kv = onebit_model::KvDtype::from_name(&self.kv_cache).ok_or_else(|| {
             anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32, q8)", self.kv_cache)
         })?;
-        let opts = onebit_model::SessionOptions { max_ctx: ctx, max_batch: 128, slots: 1, kv };
-        Ok(onebit_model::Session::try_with_options(model, opts)?)
+        Ok(onebit_model::SessionOptions { max_ctx: ctx, max_batch: 128, slots: 1, kv })
     }
 
     /// The tokenizer named by `--tokenizer`, or the model's.
@@ -92,7 +87,7 @@ impl GenArgs {
 /// seen), then generates with the flags' settings and streams the reply to `out`
 /// (`onebit_model::generate` does the work).
 pub fn generate(
-    session: &mut Session<'_>,
+    session: &mut dyn Engine,
     consumed: &mut Vec<u32>,
     feed: &[u32],
     tok: &Tokenizer,
@@ -100,7 +95,7 @@ pub fn generate(
     eos: Option<u32>,
     out: &mut dyn Write,
 ) -> Result<Generated> {
-    let vocab = session.model().config.vocab;
+    let vocab = session.vocab();
     let mut seq = Sequence::new(g.params(), vocab, eos)?;
     let mut failed = None;
     let r = onebit_model::generate(session, consumed, feed, &mut seq, tok, &mut |piece| match out

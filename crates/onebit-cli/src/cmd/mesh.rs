@@ -74,7 +74,10 @@ fn probe(mesh: &str, pings: usize, reps: usize, join_timeout: u64) -> Result<()>
         .with_context(|| format!("cannot listen on the head address {}", addrs[0]))?;
     let opts = ProbeOptions { pings, reps, ..ProbeOptions::default() };
     let JobResult::Probe(links) =
-        run_head(&listener, &addrs, &Job::Probe(opts), &cfg, Duration::from_secs(600))?;
+        run_head(&listener, &addrs, &Job::Probe(opts), &cfg, Duration::from_secs(600))?
+    else {
+        anyhow::bail!("the probe returned another job's result");
+    };
     println!(
         "{:<12} {:>10} {:>10} {:>12} {:>14}",
         "link", "rtt ms", "jitter ms", "latency ms", "bandwidth MB/s"

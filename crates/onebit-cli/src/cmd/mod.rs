@@ -12,6 +12,7 @@ pub mod info;
 pub mod init;
 pub mod kernels;
 pub mod mesh;
+pub mod mesh_args;
 pub mod model_args;
 pub mod perplexity;
 pub mod plot;

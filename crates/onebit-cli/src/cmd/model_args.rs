@@ -39,6 +39,11 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Checks the flags and loads the model.
     pub fn load(&self) -> Result<Model> {
+        Ok(load_any(&self.model, &self.options()?)?)
+    }
+
+    /// Checks the flags and turns them into load options.
+    pub fn options(&self) -> Result<LoadOptions> {
         if self.threads == 0 {
             bail!("--threads must be at least 1");
         }
@@ -55,14 +60,13 @@ impl ModelArgs {
             .transpose()?;
         let in_place = self.mmap.then_some(true).or(self.no_mmap.then_some(false));
         let verify = !self.no_verify;
-        let opts = LoadOptions {
+        Ok(LoadOptions {
             threads: self.threads,
             layout,
             head,
             in_place,
             verify,
             ..Default::default()
-        };
-        Ok(load_any(&self.model, &opts)?)
+        })
     }
 }

@@ -3,7 +3,7 @@
 //! the job, and waits for the next one.
 
 use anyhow::{Context, Result};
-use onebit_dist::bootstrap::{serve_one_job, JobResult};
+use onebit_dist::bootstrap::{serve_one_job, JobResult, WorkerSetup};
 use onebit_dist::key::read_key_file;
 use onebit_dist::TcpConfig;
 use std::net::TcpListener;
@@ -21,6 +21,10 @@ pub struct Args {
     /// Exit after this many jobs (default: serve until stopped).
     #[arg(long)]
     jobs: Option<usize>,
+    /// This node's copy of the model, where its path differs from the head's (checked to
+    /// be the same file by fingerprint).
+    #[arg(long)]
+    model: Option<String>,
 }
 
 /// Runs `onebit worker`.
@@ -30,10 +34,17 @@ pub fn run(a: Args) -> Result<()> {
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
     eprintln!("worker listening on {}", listener.local_addr()?);
+    let setup = WorkerSetup { model: a.model.clone(), ..Default::default() };
     let mut done = 0;
     while a.jobs.is_none_or(|n| done < n) {
-        match serve_one_job(&listener, &cfg, Duration::from_secs(600)) {
+        match serve_one_job(&listener, &cfg, &setup, Duration::from_secs(600)) {
             Ok(JobResult::Probe(links)) => eprintln!("probe done: {} links", links.len()),
+            Ok(JobResult::Stage(w)) => eprintln!(
+                "stage done: {} steps, {:.1} MB in, {:.1} MB out",
+                w.steps,
+                w.received as f64 / 1e6,
+                w.sent as f64 / 1e6
+            ),
             // A failed job (a head that went away) leaves the worker waiting for the next.
             Err(e) => eprintln!("job failed: {e}"),
         }

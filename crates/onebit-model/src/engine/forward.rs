@@ -7,6 +7,9 @@
 
 mod attention;
 mod rowops;
+mod stage;
+
+pub use stage::StageInput;
 
 use rowops::{add_into, gated_par, rmsnorm, rmsnorm_par};
 
@@ -70,7 +73,7 @@ struct Scratch {
 }
 
 /// How a [`Session`] is sized.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionOptions {
     /// Positions per sequence.
     pub max_ctx: usize,
@@ -122,9 +125,11 @@ impl<'m> Session<'m> {
     /// A session sized by `o`, after checking its buffers fit in available memory (a clear
     /// "needs N GB" error instead of an allocation failure that aborts the process).
     pub fn try_with_options(model: &'m Model, o: SessionOptions) -> Result<Self> {
+        // A pipeline stage caches only its own blocks.
+        let c = crate::config::ModelConfig { layers: model.layers.len(), ..model.config.clone() };
         onebit_kernels::machine::check_memory(
             "this session's KV cache and buffers",
-            o.memory_bytes(&model.config),
+            o.memory_bytes(&c),
         )
         .map_err(Error::Config)?;
         Ok(Self::with_options(model, o))
@@ -134,6 +139,7 @@ impl<'m> Session<'m> {
     pub fn with_options(model: &'m Model, o: SessionOptions) -> Self {
         let (max_ctx, max_batch, slots) = (o.max_ctx, o.max_batch, o.slots);
         let c = &model.config;
+        let layers = model.layers.len();
         let max_ctx = max_ctx.min(c.max_positions).max(1);
         let slots = slots.max(1);
         let b = max_batch.max(slots);
@@ -147,8 +153,8 @@ impl<'m> Session<'m> {
             row_pos: vec![0; b],
             max_ctx,
             max_batch: b,
-            k_cache: KvStore::new(o.kv, slots * c.layers * max_ctx * c.kv_dim(), c.head_dim),
-            v_cache: KvStore::new(o.kv, slots * c.layers * max_ctx * c.kv_dim(), c.head_dim),
+            k_cache: KvStore::new(o.kv, slots * layers * max_ctx * c.kv_dim(), c.head_dim),
+            v_cache: KvStore::new(o.kv, slots * layers * max_ctx * c.kv_dim(), c.head_dim),
             x: vec![0.0; b * c.hidden],
             xn: vec![0.0; b * c.hidden],
             q: vec![0.0; b * c.q_dim()],
@@ -197,6 +203,11 @@ impl<'m> Session<'m> {
     /// Number of sequence slots.
     pub fn slots(&self) -> usize {
         self.pos.len()
+    }
+
+    /// Rows per forward pass (prompt chunk or decode batch).
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
     }
 
     /// Context capacity.
@@ -261,6 +272,7 @@ impl<'m> Session<'m> {
         mut each: Option<RowLogits<'_>>,
     ) -> Result<()> {
         let vocab = self.model.config.vocab;
+        self.check_whole("forward")?;
         self.check_tokens(tokens)?;
         self.check_slot(slot)?;
         if self.pos[slot] + tokens.len() > self.max_ctx {
@@ -287,6 +299,40 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
+    /// Gives row `i` slot `slots[i]` at that slot's next free position (a slot may take several
+    /// rows, in order), or fails if a slot is unknown or would overflow its context.
+    fn place_rows(&mut self, slots: &[usize]) -> Result<()> {
+        for (i, &s) in slots.iter().enumerate() {
+            self.check_slot(s)?;
+            let p = self.pos[s] + slots[..i].iter().filter(|&&o| o == s).count();
+            if p >= self.max_ctx {
+                return Err(Error::ContextFull { needed: p + 1, max: self.max_ctx });
+            }
+            self.row_slot[i] = s;
+            self.row_pos[i] = p;
+        }
+        Ok(())
+    }
+
+    /// Refuses whole-model calls on a pipeline stage (which has no embeddings, head or all
+    /// its blocks: it runs through [`Session::stage`]).
+    fn check_whole(&self, op: &'static str) -> Result<()> {
+        let m = self.model;
+        if m.is_whole() {
+            return Ok(());
+        }
+        Err(Error::Batch {
+            op,
+            why: format!(
+                "this model holds blocks {}..{} of {}{} (a pipeline stage): use Session::stage",
+                m.first_layer,
+                m.first_layer + m.layers.len(),
+                m.config.layers,
+                if m.has_ends() { "" } else { " and no head" }
+            ),
+        })
+    }
+
     fn check_slot(&self, slot: usize) -> Result<()> {
         if slot >= self.pos.len() {
             return Err(Error::Slot { slot, slots: self.pos.len() });
@@ -298,6 +344,7 @@ impl<'m> Session<'m> {
     /// (distinct slots). Returns the logits, one row of `vocab` per token, in order.
     pub fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> Result<&mut [f32]> {
         let vocab = self.model.config.vocab;
+        self.check_whole("decode")?;
         self.check_tokens(tokens)?;
         let n = tokens.len();
         if slots.len() != n || n > self.pos.len() {
@@ -348,16 +395,9 @@ impl<'m> Session<'m> {
                 ),
             });
         }
+        self.check_whole("step")?;
         self.check_tokens(tokens)?;
-        for (i, &s) in slots.iter().enumerate() {
-            self.check_slot(s)?;
-            let p = self.pos[s] + slots[..i].iter().filter(|&&o| o == s).count();
-            if p >= self.max_ctx {
-                return Err(Error::ContextFull { needed: p + 1, max: self.max_ctx });
-            }
-            self.row_slot[i] = s;
-            self.row_pos[i] = p;
-        }
+        self.place_rows(slots)?;
         let wanted = want.iter().filter(|&&w| w).count();
         if self.logits.len() < wanted * vocab {
             self.logits.resize(wanted * vocab, 0.0);
@@ -381,18 +421,30 @@ impl<'m> Session<'m> {
 
     fn kv_base(&self, slot: usize, layer: usize) -> usize {
         let c = &self.model.config;
-        (slot * c.layers + layer) * self.max_ctx * c.kv_dim()
+        (slot * self.model.layers.len() + layer) * self.max_ctx * c.kv_dim()
     }
 
-    /// Runs rows described by `row_slot`/`row_pos`; logits for every row when `all_logits`,
-    /// else for the last row only.
+    /// Runs rows described by `row_slot`/`row_pos` through the whole model; logits for the
+    /// rows `logits` selects.
     fn forward_rows(&mut self, tokens: &[u32], logits: LogitRows<'_>) {
+        self.embed_rows(tokens);
+        self.run_layers(tokens.len());
+        self.head_rows(tokens.len(), logits);
+    }
+
+    /// Token embeddings into the rows of `x`.
+    fn embed_rows(&mut self, tokens: &[u32]) {
         let m = self.model;
-        let c = &m.config;
-        let (t_n, h) = (tokens.len(), c.hidden);
+        let h = m.config.hidden;
         for (t, &id) in tokens.iter().enumerate() {
             m.embed.row(id as usize, h, &mut self.x[t * h..(t + 1) * h]);
         }
+    }
+
+    /// This model's blocks over the first `t_n` rows of `x`, in place.
+    fn run_layers(&mut self, t_n: usize) {
+        let m = self.model;
+        let c = &m.config;
         let half = c.head_dim / 2;
         for t in 0..t_n {
             let p = self.row_pos[t] as f32;
@@ -405,7 +457,13 @@ impl<'m> Session<'m> {
         for (li, layer) in m.layers.iter().enumerate() {
             self.layer_forward(li, layer, t_n);
         }
-        // The final norm and the head run only for the rows whose logits are wanted.
+    }
+
+    /// The final norm and the head, only for the rows whose logits are wanted.
+    fn head_rows(&mut self, t_n: usize, logits: LogitRows<'_>) {
+        let m = self.model;
+        let c = &m.config;
+        let h = c.hidden;
         let mut n = 0;
         for t in 0..t_n {
             let wanted = match logits {

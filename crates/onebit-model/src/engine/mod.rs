@@ -6,10 +6,12 @@
 mod forward;
 mod kv_cache;
 mod sampler;
+mod seam;
 
-pub use forward::{Session, SessionOptions};
+pub use forward::{Session, SessionOptions, StageInput};
 pub use kv_cache::KvDtype;
 pub use sampler::{Sampler, SamplerConfig};
+pub use seam::Engine;
 
 use crate::config::ModelConfig;
 use half::f16;
@@ -89,6 +91,8 @@ pub enum Head {
     Q8(Q8Matrix),
     /// f32 rows `vocab x hidden`.
     F32(Vec<f32>),
+    /// Not loaded: a pipeline stage that does not sample ([`crate::load::ModelPart`]).
+    Absent,
 }
 
 impl Head {
@@ -97,6 +101,7 @@ impl Head {
         match self {
             Head::Q8(m) => m.bytes(),
             Head::F32(w) => w.len() * 4,
+            Head::Absent => 0,
         }
     }
 }
@@ -153,6 +158,8 @@ pub enum Embedding {
         /// Bytes per row.
         row_bytes: usize,
     },
+    /// Not loaded: a pipeline stage that takes hidden states, not tokens.
+    Absent,
 }
 
 impl Embedding {
@@ -173,6 +180,8 @@ impl Embedding {
                 let ok = crate::gguf::dequant::dequantize(*ty, b, &mut out[..hidden]);
                 debug_assert!(ok, "row type and length checked at load");
             }
+            // Sessions refuse tokens for a model without embeddings before they get here.
+            Embedding::Absent => out[..hidden].fill(0.0),
         }
     }
 }
@@ -183,8 +192,10 @@ pub struct Model {
     pub config: ModelConfig,
     /// Token embeddings.
     pub embed: Embedding,
-    /// Blocks.
+    /// Blocks: all of them, or those of one pipeline stage.
     pub layers: Vec<Layer>,
+    /// Index in the whole model of `layers[0]` (0 unless this is a later pipeline stage).
+    pub first_layer: usize,
     /// Final RMSNorm weight.
     pub norm: Vec<f32>,
     /// Output projection.
@@ -208,6 +219,16 @@ impl Model {
         crate::load::load_any(path, opts)
     }
 
+    /// Whether this model holds every block, the embeddings and the head (not a pipeline stage).
+    pub fn is_whole(&self) -> bool {
+        self.has_ends() && self.first_layer == 0 && self.layers.len() == self.config.layers
+    }
+
+    /// Whether this model holds the embeddings, the final norm and the head.
+    pub fn has_ends(&self) -> bool {
+        !matches!(self.head, Head::Absent)
+    }
+
     /// Bytes of ternary weights (all layers).
     pub fn ternary_bytes(&self) -> usize {
         self.layers.iter().flat_map(|l| l.linears()).map(|l| l.w.bytes().len()).sum()
@@ -220,7 +241,10 @@ impl Model {
 
     /// Average stored bits per ternary weight.
     pub fn ternary_bpw(&self) -> f64 {
-        self.ternary_bytes() as f64 * 8.0 / self.config.ternary_params() as f64
+        // A pipeline stage holds only some of the blocks (all blocks have the same shape).
+        let held = self.config.ternary_params() as f64 * self.layers.len() as f64
+            / self.config.layers.max(1) as f64;
+        self.ternary_bytes() as f64 * 8.0 / held
     }
 
     /// `kernel name` of the first linear (all share one layout).
@@ -239,6 +263,8 @@ impl Model {
                     dense::gemv_f32(&self.pool, w, v, h, x, o)
                 }
             }
+            // Sessions refuse to run the head of a model that has none.
+            Head::Absent => out.fill(0.0),
         }
     }
 }

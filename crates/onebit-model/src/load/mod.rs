@@ -36,6 +36,18 @@ pub struct LoadOptions {
     /// Keep embeddings copied into memory in f32 instead of f16 (twice the bytes; exact
     /// for f32 checkpoints, e.g. to compare with the framework that trained them).
     pub f32_embeddings: bool,
+    /// Load only part of the model (a pipeline stage of a device mesh); `None`: all of it.
+    pub part: Option<ModelPart>,
+}
+
+/// The part of a model one node of a pipeline holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelPart {
+    /// The blocks, by index in the whole model.
+    pub layers: std::ops::Range<usize>,
+    /// Whether this node also holds the token embeddings, the final norm and the head (the
+    /// node that samples; the others never read them, so they are not loaded there).
+    pub ends: bool,
 }
 
 impl Default for LoadOptions {
@@ -47,6 +59,7 @@ impl Default for LoadOptions {
             in_place: None,
             verify: true,
             f32_embeddings: false,
+            part: None,
         }
     }
 }
@@ -197,7 +210,32 @@ pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
 /// Builds a [`Model`] from any tensor source.
 pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions) -> Result<Model> {
     let c = &config;
-    let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
+    let h = c.hidden;
+    let whole = ModelPart { layers: 0..c.layers, ends: true };
+    let part = opts.part.clone().unwrap_or(whole);
+    if part.layers.start > part.layers.end || part.layers.end > c.layers {
+        return Err(Error::Config(format!(
+            "layers {}..{} of a model of {} layers",
+            part.layers.start, part.layers.end, c.layers
+        )));
+    }
+    if !part.ends {
+        let mut layers = Vec::with_capacity(part.layers.len());
+        for i in part.layers.clone() {
+            layers.push(load_layer(f, c, i, opts)?);
+        }
+        check_norms(&layers, part.layers.start, None)?;
+        f.release();
+        return Ok(Model {
+            config,
+            embed: Embedding::Absent,
+            layers,
+            first_layer: part.layers.start,
+            norm: Vec::new(),
+            head: Head::Absent,
+            pool: model_pool(opts.threads),
+        });
+    }
     let embed = match f.rows_in_place("token_embd.weight", c.vocab, h) {
         Some((bytes, start, ty, row_bytes)) => Embedding::Mapped { bytes, start, ty, row_bytes },
         None if opts.f32_embeddings => {
@@ -207,25 +245,9 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
             f.floats("token_embd.weight", c.vocab * h)?.into_iter().map(f16::from_f32).collect(),
         ),
     };
-    let mut layers = Vec::with_capacity(c.layers);
-    for i in 0..c.layers {
-        let n = |s: &str| format!("blk.{i}.{s}.weight");
-        let lin = |s: &str, rows, cols| linear(f, &n(s), rows, cols, opts.layout);
-        let sub =
-            |s: &str, len| if c.sub_norms { f.floats(&n(s), len).map(Some) } else { Ok(None) };
-        layers.push(Layer {
-            attn_norm: f.floats(&n("attn_norm"), h)?,
-            q: lin("attn_q", qd, h)?,
-            k: lin("attn_k", kvd, h)?,
-            v: lin("attn_v", kvd, h)?,
-            o: lin("attn_output", h, qd)?,
-            attn_sub_norm: sub("attn_sub_norm", qd)?,
-            ffn_norm: f.floats(&n("ffn_norm"), h)?,
-            gate: lin("ffn_gate", ffn, h)?,
-            up: lin("ffn_up", ffn, h)?,
-            down: lin("ffn_down", h, ffn)?,
-            ffn_sub_norm: sub("ffn_sub_norm", ffn)?,
-        });
+    let mut layers = Vec::with_capacity(part.layers.len());
+    for i in part.layers.clone() {
+        layers.push(load_layer(f, c, i, opts)?);
     }
     let norm = f.floats("output_norm.weight", h)?;
     // The head is quantized row by row from wherever its rows live, so no full-precision
@@ -278,6 +300,49 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
             }
         }
     }
+    check_norms(&layers, part.layers.start, Some(&norm))?;
+    f.release();
+    let first_layer = part.layers.start;
+    Ok(Model { config, embed, layers, first_layer, norm, head, pool: model_pool(opts.threads) })
+}
+
+/// The thread pool, capped to the CPUs there are.
+fn model_pool(asked: usize) -> ThreadPool {
+    let (threads, capped) = onebit_kernels::machine::cap_threads(asked);
+    if capped {
+        tracing::warn!("{asked} threads requested, {threads} CPUs available: using {threads}");
+    }
+    ThreadPool::new(threads)
+}
+
+/// Block `i` of the file.
+fn load_layer(
+    f: &dyn TensorSource,
+    c: &ModelConfig,
+    i: usize,
+    opts: &LoadOptions,
+) -> Result<Layer> {
+    let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
+    let n = |s: &str| format!("blk.{i}.{s}.weight");
+    let lin = |s: &str, rows, cols| linear(f, &n(s), rows, cols, opts.layout);
+    let sub = |s: &str, len| if c.sub_norms { f.floats(&n(s), len).map(Some) } else { Ok(None) };
+    Ok(Layer {
+        attn_norm: f.floats(&n("attn_norm"), h)?,
+        q: lin("attn_q", qd, h)?,
+        k: lin("attn_k", kvd, h)?,
+        v: lin("attn_v", kvd, h)?,
+        o: lin("attn_output", h, qd)?,
+        attn_sub_norm: sub("attn_sub_norm", qd)?,
+        ffn_norm: f.floats(&n("ffn_norm"), h)?,
+        gate: lin("ffn_gate", ffn, h)?,
+        up: lin("ffn_up", ffn, h)?,
+        down: lin("ffn_down", h, ffn)?,
+        ffn_sub_norm: sub("ffn_sub_norm", ffn)?,
+    })
+}
+
+/// Every norm weight of `layers` (block `first` onwards) and the final `norm` is finite.
+fn check_norms(layers: &[Layer], first: usize, norm: Option<&Vec<f32>>) -> Result<()> {
     for (name, v) in layers
         .iter()
         .enumerate()
@@ -288,23 +353,15 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
                     ("attn_sub_norm", l.attn_sub_norm.as_ref()),
                     ("ffn_sub_norm", l.ffn_sub_norm.as_ref()),
                 ])
-                .filter_map(move |(n, v)| v.map(|v| (format!("blk.{i}.{n}.weight"), v)))
+                .filter_map(move |(n, v)| v.map(|v| (format!("blk.{}.{n}.weight", first + i), v)))
         })
-        .chain(std::iter::once(("output_norm.weight".to_string(), &norm)))
+        .chain(norm.map(|n| ("output_norm.weight".to_string(), n)))
     {
         if let Some(at) = v.iter().position(|x| !x.is_finite()) {
             return Err(non_finite(&name, &format!("value {at}")));
         }
     }
-    f.release();
-    let (threads, capped) = onebit_kernels::machine::cap_threads(opts.threads);
-    if capped {
-        tracing::warn!(
-            "{} threads requested, {threads} CPUs available: using {threads}",
-            opts.threads
-        );
-    }
-    Ok(Model { config, embed, layers, norm, head, pool: ThreadPool::new(threads) })
+    Ok(())
 }
 
 fn non_finite(name: &str, at: &str) -> Error {

@@ -94,7 +94,7 @@ impl Session<'_> {
         let (kc, vc, q) = (&self.k_cache, &self.v_cache, &self.q);
         let (row_slot, row_pos) = (&self.row_slot, &self.row_pos);
         let layer_stride = self.max_ctx * kvd;
-        let layers = c.layers;
+        let layers = self.model.layers.len();
         let scores = &self.scores;
         let qd = heads * hd;
         let threads = self.model.pool.threads();

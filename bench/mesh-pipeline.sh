@@ -1,0 +1,26 @@
+#!/bin/bash
+# The pipeline executor against one node on the 2B4T shape, on loopback: one node with 1 and
+# 2 threads, then a head and one worker, each a process pinned to one core, with two groups of
+# sequences in flight (default) and one group at a time (--no-overlap). Usage:
+#   bash bench/mesh-pipeline.sh [model.gguf]   (default: makes /tmp/b4/2b4t.gguf)
+set -euo pipefail
+B=${ONEBIT:-target/release/onebit}
+M=${1:-/tmp/b4/2b4t.gguf}
+[ -f "$M" ] || { mkdir -p "$(dirname "$M")"; $B init --shape 2b4t -o "$M"; }
+D=$(mktemp -d)
+$B mesh new-key -o "$D/mesh.key"
+printf 'key_file = "mesh.key"\nhead = "127.0.0.1:7611"\nworkers = ["127.0.0.1:7612"]\n' > "$D/mesh.toml"
+date; lscpu | grep -E "Model name|^CPU\(s\)|Flags"
+echo "== one node, 1 thread (core 0)"
+taskset -c 0 $B bench "$M" -t 1 -p 0 -n 64 -r 3 --batch 1,8
+echo "== one node, 2 threads"
+$B bench "$M" -t 2 -p 0 -n 64 -r 3 --batch 1,8
+for mode in overlap no-overlap; do
+  echo "== pipeline, 2 processes x 1 thread (head core 0, worker core 1), default split, $mode"
+  taskset -c 1 $B worker --listen 127.0.0.1:7612 --key-file "$D/mesh.key" --jobs 1 &
+  sleep 0.3
+  extra=(); [ $mode = no-overlap ] && extra=(--no-overlap)
+  taskset -c 0 $B bench "$M" -t 1 -p 0 -n 64 -r 3 --batch 1,8 --mesh "$D/mesh.toml" --worker-threads 1 "${extra[@]}"
+  wait
+done
+rm -rf "$D"

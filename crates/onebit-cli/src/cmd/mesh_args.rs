@@ -1,0 +1,110 @@
+//! `--mesh` and its companions, shared by `run`, `chat` and `bench`, and [`Runner`]: a local
+//! session or a pipeline head, whichever the flags asked for.
+
+use super::model_args::ModelArgs;
+use anyhow::{bail, Result};
+use onebit_dist::launch::{start_pipeline, PipelineLaunch};
+use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
+use onebit_dist::TcpComm;
+use onebit_model::{Engine, Model, Session, SessionOptions};
+
+/// Flags for running across a device mesh.
+#[derive(clap::Args, Debug)]
+pub struct MeshArgs {
+    /// Run across the nodes of this mesh file (TOML: key_file, head, workers), each worker
+    /// running `onebit worker`: the blocks are split into one contiguous range per node
+    /// (pipeline), the head keeps the embeddings, the first blocks and the output head.
+    #[arg(long)]
+    pub mesh: Option<String>,
+    /// Blocks per node with --mesh, head first (e.g. 6,24); default: equal bytes per node.
+    #[arg(long, value_delimiter = ',', requires = "mesh")]
+    pub split: Vec<usize>,
+    /// Threads per worker with --mesh.
+    #[arg(long, default_value_t = 2, requires = "mesh")]
+    pub worker_threads: usize,
+    /// Seconds a step may wait on the other nodes before the head reports the stalled node.
+    #[arg(long, default_value_t = 5.0, requires = "mesh")]
+    pub step_timeout: f64,
+}
+
+impl MeshArgs {
+    /// The model: with --mesh the head's part, once every worker has loaded its blocks (the
+    /// mesh and the split come with it); else the whole model.
+    pub fn load(
+        &self,
+        m: &ModelArgs,
+        session: SessionOptions,
+    ) -> Result<(Model, Option<TcpComm>, Vec<usize>)> {
+        let Some(mesh) = self.mesh.clone() else {
+            return Ok((m.load()?, None, Vec::new()));
+        };
+        if !(self.step_timeout > 0.0 && self.step_timeout < 1e6) {
+            bail!("--step-timeout must be a positive number of seconds");
+        }
+        let s = start_pipeline(&PipelineLaunch {
+            mesh,
+            model: m.model.clone(),
+            load: m.options()?,
+            worker_threads: self.worker_threads.max(1),
+            session,
+            split: (!self.split.is_empty()).then(|| self.split.clone()),
+            ready_timeout: std::time::Duration::from_secs(600),
+        })?;
+        Ok((s.model, Some(s.comm), s.split))
+    }
+
+    /// What generation runs on: a pipeline head over `comm`, or a local session.
+    pub fn runner<'m>(
+        &self,
+        model: &'m Model,
+        comm: Option<TcpComm>,
+        opts: SessionOptions,
+    ) -> Result<Runner<'m>> {
+        let session = Session::try_with_options(model, opts)?;
+        Ok(match comm {
+            Some(c) => {
+                Runner::Mesh(Box::new(PipelineHead::new(session, Box::new(c), self.timeouts())?))
+            }
+            None => Runner::Local(Box::new(session)),
+        })
+    }
+
+    /// The waits of a pipeline step.
+    pub fn timeouts(&self) -> PipelineTimeouts {
+        PipelineTimeouts {
+            step: std::time::Duration::from_secs_f64(self.step_timeout),
+            ..Default::default()
+        }
+    }
+}
+
+/// What generation runs on.
+pub enum Runner<'m> {
+    /// One process.
+    Local(Box<Session<'m>>),
+    /// A pipeline over a mesh.
+    Mesh(Box<PipelineHead<'m>>),
+}
+
+impl<'m> Runner<'m> {
+    /// The engine generation drives.
+    pub fn engine(&mut self) -> &mut dyn Engine {
+        match self {
+            Runner::Local(s) => s.as_mut(),
+            Runner::Mesh(p) => p.as_mut(),
+        }
+    }
+
+    /// With a mesh: the split, passes, bytes on the wire and waits per pass.
+    pub fn wire_summary(&self, split: &[usize]) -> Option<String> {
+        let Runner::Mesh(p) = self else { return None };
+        let w = p.wire();
+        let steps = w.steps.max(1) as f64;
+        Some(format!(
+            "mesh: pipeline, blocks per node {split:?} · {} passes · {:.1} kB on the wire per pass (out and back) · {:.2} ms per pass waiting on the other nodes",
+            w.steps,
+            (w.sent + w.received) as f64 / steps / 1e3,
+            w.wait.as_secs_f64() / steps * 1e3
+        ))
+    }
+}

@@ -1,0 +1,155 @@
+//! `onebit run|bench --mesh` on loopback: a pipeline of `onebit worker` processes prints
+//! exactly what one process prints (greedy, the shipped model, 2 and 3 nodes); a worker
+//! holding a different model file is refused by name before anything runs; a worker killed
+//! or stopped (SIGSTOP) mid-run gives the head a clear error naming it within the bound.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_onebit"))
+}
+
+fn repo(p: &str) -> String {
+    format!("{}/../../{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn onebit(args: &[&str]) -> (bool, String, String) {
+    let out = bin().args(args).output().expect("onebit");
+    let s = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status.success(), s(out.stdout), s(out.stderr))
+}
+
+/// A folder with a key and a mesh file for a head and `workers` workers on free ports.
+fn mesh(name: &str, workers: usize) -> (PathBuf, String, Vec<u16>) {
+    let dir = std::env::temp_dir().join(format!("onebit-mesh-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("mesh.key").display().to_string();
+    assert!(onebit(&["mesh", "new-key", "-o", &key]).0);
+    let ls: Vec<TcpListener> =
+        (0..=workers).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ports: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    drop(ls);
+    let list: Vec<String> = ports[1..].iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let toml = format!(
+        "key_file = \"mesh.key\"\nhead = \"127.0.0.1:{}\"\nworkers = [{}]\n",
+        ports[0],
+        list.join(", ")
+    );
+    let file = dir.join("mesh.toml");
+    std::fs::write(&file, toml).unwrap();
+    (dir, file.display().to_string(), ports)
+}
+
+fn worker(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    let key = dir.join("mesh.key").display().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    bin()
+        .args(["worker", "--listen", &listen, "--key-file", &key, "--jobs", "1"])
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn reap(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+#[test]
+fn a_pipeline_prints_what_one_node_prints() {
+    let model = repo("models/austen.gguf");
+    let run = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "48"];
+    let (ok, single, err) = onebit(&run);
+    assert!(ok, "{err}");
+    for (name, workers, split) in [("two", 1, ""), ("three", 2, "2,1,3")] {
+        let (dir, file, ports) = mesh(name, workers);
+        let ws: Vec<Child> = ports[1..].iter().map(|&p| worker(&dir, p, &[])).collect();
+        let mut args = run.to_vec();
+        args.extend(["--mesh", &file]);
+        if !split.is_empty() {
+            args.extend(["--split", split]);
+        }
+        let (ok, out, err) = onebit(&args);
+        assert!(ok, "{name}: {err}");
+        assert_eq!(out, single, "{name}: the pipeline's text differs from one node's");
+        assert!(err.contains("mesh: pipeline, blocks per node"), "{err}");
+        ws.into_iter().for_each(reap);
+    }
+}
+
+#[test]
+fn a_worker_with_another_model_file_is_refused_by_name() {
+    let (dir, file, ports) = mesh("other", 1);
+    let mut bytes = std::fs::read(repo("models/austen.gguf")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let other = dir.join("other.gguf");
+    std::fs::write(&other, bytes).unwrap();
+    let w = worker(&dir, ports[1], &["--model", &other.display().to_string()]);
+    let (ok, _, err) =
+        onebit(&["run", &repo("models/austen.gguf"), "-p", "Emma", "-n", "4", "--mesh", &file]);
+    assert!(!ok);
+    assert!(err.contains("node 1") && err.contains("is not the head's"), "{err}");
+    reap(w);
+}
+
+/// Starts `onebit bench --mesh` on a synthetic model long enough to outlast `fault`, applies
+/// `fault` to the worker after the head has run for a while, and returns the head's error
+/// and how long after the fault it exited.
+fn fault_during_bench(name: &str, signal: &str) -> (String, Duration) {
+    let (dir, file, ports) = mesh(name, 1);
+    let model = dir.join("m.gguf").display().to_string();
+    let (ok, _, err) = onebit(&["init", "--shape", "125m", "-o", &model]);
+    assert!(ok, "{err}");
+    let w = worker(&dir, ports[1], &[]);
+    let head = bin()
+        .args(["bench", &model, "-t", "1", "-p", "0", "-n", "1000", "-r", "50", "--mesh", &file])
+        .args(["--worker-threads", "1", "--step-timeout", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let pid = w.id().to_string();
+    assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    let t = Instant::now();
+    let out = wait_bounded(head, Duration::from_secs(20));
+    let took = t.elapsed();
+    reap(w);
+    (out, took)
+}
+
+/// The head's stderr once it exits (it must, with an error), or a panic after `limit`.
+fn wait_bounded(mut head: Child, limit: Duration) -> String {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = head.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            head.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            assert!(!status.success(), "the head finished although its worker failed: {err}");
+            return err;
+        }
+        if t.elapsed() > limit {
+            reap(head);
+            panic!("the head hung for {limit:?} after its worker failed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_or_stopped_worker_is_named_within_the_bound() {
+    let (err, took) = fault_during_bench("kill", "-KILL");
+    assert!(err.contains("node 1") && err.contains("closed"), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let (err, took) = fault_during_bench("stop", "-STOP");
+    assert!(err.contains("node 1") && err.contains("no answer"), "{err}");
+    // The step timeout is 2 s (plus 50 ms per row).
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}

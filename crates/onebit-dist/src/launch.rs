@@ -1,0 +1,109 @@
+//! Starting a pipeline from a mesh file: what `onebit run|chat|bench --mesh` do before they
+//! generate. The head reads the model's shape from its file, splits the blocks (so every node
+//! reads about the same bytes per token, or as `--split` says), loads its own part, hands each
+//! worker its blocks with the file's fingerprint, waits until all are loaded, and forms the mesh.
+
+use crate::bootstrap::{start_head, Job, MeshFile};
+use crate::error::{DistError, Result};
+use crate::key::read_key_file;
+use crate::pipeline::balanced_split;
+use crate::stage_job::{fingerprint, StageJob};
+use crate::tcp::{TcpComm, TcpConfig};
+use onebit_model::load::{GgufModelFile, LoadOptions, ModelPart};
+use onebit_model::{HeadKind, Model, ModelConfig, SessionOptions};
+use std::net::TcpListener;
+use std::time::Duration;
+
+/// The head's part of a pipeline, and the mesh it leads.
+pub struct PipelineStart {
+    /// The head's model: the embeddings, the first blocks and the head.
+    pub model: Model,
+    /// Rank 0 of the mesh.
+    pub comm: TcpComm,
+    /// Blocks per node, head first.
+    pub split: Vec<usize>,
+}
+
+/// How to start.
+#[derive(Clone, Debug)]
+pub struct PipelineLaunch {
+    /// The mesh file.
+    pub mesh: String,
+    /// The model file (GGUF) on the head; workers use the same path unless started with
+    /// their own `--model`.
+    pub model: String,
+    /// How the head loads its part (its `part` is set here).
+    pub load: LoadOptions,
+    /// Threads each worker uses.
+    pub worker_threads: usize,
+    /// Session size, the same on every node.
+    pub session: SessionOptions,
+    /// Blocks per node; `None`: [`balanced_split`].
+    pub split: Option<Vec<usize>>,
+    /// How long workers may take to load their blocks.
+    pub ready_timeout: Duration,
+}
+
+/// Blocks per node for `c` over `nodes` (the head reads the output head besides its blocks).
+pub fn default_split(c: &ModelConfig, nodes: usize, head: HeadKind) -> Vec<usize> {
+    let block = c.ternary_params() as f64 / c.layers.max(1) as f64 * 2.0 / 8.0;
+    let per_value = match head {
+        HeadKind::Q8 => 1.0,
+        HeadKind::Q4 => 0.5,
+        HeadKind::F32 => 4.0,
+    };
+    balanced_split(c.layers, nodes, block, (c.vocab * c.hidden) as f64 * per_value)
+}
+
+/// Starts the pipeline the launch describes.
+pub fn start_pipeline(l: &PipelineLaunch) -> Result<PipelineStart> {
+    let mesh = MeshFile::read(&l.mesh)?;
+    let addrs = mesh.addrs()?;
+    let cfg = TcpConfig::new(read_key_file(&mesh.key_file)?);
+    if std::path::Path::new(&l.model).is_dir() {
+        return Err(DistError::Usage(format!(
+            "{}: a mesh runs GGUF files; convert the directory first (onebit convert)",
+            l.model
+        )));
+    }
+    let config = {
+        let f = GgufModelFile::open(&l.model)?;
+        ModelConfig::from_gguf(&f.header)?
+    };
+    let split = match &l.split {
+        Some(s) => s.clone(),
+        None => default_split(&config, addrs.len(), l.load.head),
+    };
+    if split.len() != addrs.len() || split.iter().sum::<usize>() != config.layers || split[0] == 0 {
+        return Err(DistError::Usage(format!(
+            "split {split:?}: {} nodes need block counts summing to {} (the head at least 1)",
+            addrs.len(),
+            config.layers
+        )));
+    }
+    let model_path = std::fs::canonicalize(&l.model)
+        .map_or_else(|_| l.model.clone(), |p| p.display().to_string());
+    let fp = fingerprint(&l.model)?;
+    let mut start = split[0];
+    let jobs: Vec<Job> = split[1..]
+        .iter()
+        .map(|&n| {
+            start += n;
+            Job::Stage(StageJob {
+                model: model_path.clone(),
+                layers: start - n..start,
+                threads: l.worker_threads,
+                session: l.session,
+                fingerprint: fp,
+            })
+        })
+        .collect();
+    let part = ModelPart { layers: 0..split[0], ends: true };
+    let model =
+        Model::from_pretrained(&l.model, &LoadOptions { part: Some(part), ..l.load.clone() })?;
+    let listener = TcpListener::bind(addrs[0]).map_err(|e| {
+        DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
+    })?;
+    let comm = start_head(&listener, &addrs, &jobs, &cfg, l.ready_timeout)?;
+    Ok(PipelineStart { model, comm, split })
+}

@@ -1,0 +1,441 @@
+//! Pipeline parallelism: the blocks split into contiguous ranges, one per node in rank order.
+//! Rank 0 (the head) holds the embeddings, its blocks and the final norm and head; the hidden
+//! states of a step travel 0 → 1 → … → n−1 and back to 0, which turns them into logits and
+//! samples. Only hidden states cross the wire (`hidden` f32 per row, exact: a pipeline's
+//! logits are bit-identical to one node's), and the sampler, tokenizer and KV bookkeeping stay
+//! on the head, where the user is.
+//!
+//! [`PipelineHead`] is the head's [`Engine`], so the generation loop drives a mesh as it
+//! drives a local session; [`serve_stage`] is a worker's loop. Each stage keeps its own KV
+//! cache for its blocks and its own positions; the head forwards slot resets so they agree.
+//!
+//! Message (one frame each): kind (1 byte) then for `ROWS` the row count n (u32), n slots
+//! (u32) and n × hidden f32, little-endian; for `RESET` one slot (u32); `STOP` nothing.
+//! Every message is checked against the session before it is used.
+
+use crate::comm::Comm;
+use crate::error::{DistError, Result};
+use onebit_model::{Engine, Session, StageInput};
+use std::time::{Duration, Instant};
+
+const ROWS: u8 = 1;
+const RESET: u8 = 2;
+const STOP: u8 = 3;
+
+/// How long a step may wait on the other stages.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineTimeouts {
+    /// Base wait for a step's answer from the last stage.
+    pub step: Duration,
+    /// Extra wait per row in the step (long prompt chunks take longer).
+    pub per_row: Duration,
+    /// How long a worker waits for the next message before giving up on the head.
+    pub idle: Duration,
+}
+
+impl Default for PipelineTimeouts {
+    fn default() -> Self {
+        PipelineTimeouts {
+            step: Duration::from_secs(5),
+            per_row: Duration::from_millis(50),
+            idle: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Bytes and waits on the wire, as `onebit bench --mesh` reports them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WireStats {
+    /// Bytes this node sent (payload).
+    pub sent: u64,
+    /// Bytes this node received (payload).
+    pub received: u64,
+    /// Steps (messages with rows) this node sent.
+    pub steps: u64,
+    /// Time spent waiting for the last stage's answer.
+    pub wait: Duration,
+}
+
+fn put_rows(out: &mut Vec<u8>, slots: &[usize], hidden: &[f32]) {
+    out.clear();
+    out.push(ROWS);
+    out.extend((slots.len() as u32).to_le_bytes());
+    for &s in slots {
+        out.extend((s as u32).to_le_bytes());
+    }
+    for v in hidden {
+        out.extend(v.to_le_bytes());
+    }
+}
+
+/// Parses a `ROWS` message for rows of `hidden` values into `slots` and `x`.
+fn get_rows(
+    b: &[u8],
+    hidden: usize,
+    slots: &mut Vec<usize>,
+    x: &mut Vec<f32>,
+) -> std::result::Result<(), String> {
+    let word = |at: usize| -> std::result::Result<u32, String> {
+        let s = b.get(at..at + 4).ok_or("truncated rows message")?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let n = word(1)? as usize;
+    let want = 5usize
+        .checked_add(n.checked_mul(4 + 4 * hidden).ok_or("row count overflows")?)
+        .ok_or("row count overflows")?;
+    if b.len() != want {
+        return Err(format!("{} bytes for {n} rows of {hidden} (expected {want})", b.len()));
+    }
+    slots.clear();
+    for i in 0..n {
+        slots.push(word(5 + 4 * i)? as usize);
+    }
+    x.clear();
+    x.extend(b[5 + 4 * n..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    Ok(())
+}
+
+/// A pass sent round the ring whose answer has not come back yet.
+struct InFlight {
+    slots: Vec<usize>,
+    last_only: bool,
+    deadline: Instant,
+}
+
+/// The head of a pipeline: its own stage (embeddings, its blocks, the head) and the mesh.
+///
+/// Passes can overlap: [`PipelineHead::submit`] runs the head's blocks for one group of rows
+/// and sends them on; [`PipelineHead::collect`] takes the oldest group's answer and runs the
+/// head. With two groups in flight, the head computes one while the workers compute the
+/// other, which is where a pipeline's throughput comes from (a single group at a time leaves
+/// every node idle while the others work). Prompts go through in chunks two at a time.
+pub struct PipelineHead<'m> {
+    session: Session<'m>,
+    comm: Box<dyn Comm + 'm>,
+    timeouts: PipelineTimeouts,
+    out: Vec<u8>,
+    inb: Vec<u8>,
+    hidden: Vec<f32>,
+    slots: Vec<usize>,
+    in_flight: std::collections::VecDeque<InFlight>,
+    spare: Vec<Vec<usize>>,
+    stats: WireStats,
+    failed: Option<String>,
+}
+
+impl<'m> PipelineHead<'m> {
+    /// The head over `session` (a model holding blocks `0..k`, the embeddings and the head)
+    /// and `comm` (rank 0 of a mesh of at least 2 whose other ranks run [`serve_stage`]).
+    pub fn new(
+        session: Session<'m>,
+        comm: Box<dyn Comm + 'm>,
+        timeouts: PipelineTimeouts,
+    ) -> Result<Self> {
+        if comm.rank() != 0 || comm.size() < 2 {
+            return Err(DistError::Usage(format!(
+                "a pipeline head is rank 0 of at least 2 nodes, not rank {} of {}",
+                comm.rank(),
+                comm.size()
+            )));
+        }
+        Ok(PipelineHead {
+            session,
+            comm,
+            timeouts,
+            out: Vec::new(),
+            inb: Vec::new(),
+            hidden: Vec::new(),
+            slots: Vec::new(),
+            in_flight: std::collections::VecDeque::with_capacity(4),
+            spare: Vec::new(),
+            stats: WireStats::default(),
+            failed: None,
+        })
+    }
+
+    /// Bytes and waits so far.
+    pub fn wire(&self) -> WireStats {
+        self.stats
+    }
+
+    /// The head's own session.
+    pub fn session(&self) -> &Session<'m> {
+        &self.session
+    }
+
+    /// Passes sent whose logits have not been collected.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// After a failed exchange the stages may disagree on positions: every later call fails
+    /// with the first error rather than compute on a broken mesh.
+    fn check_ok(&self) -> onebit_model::Result<()> {
+        match &self.failed {
+            Some(why) => Err(onebit_model::Error::Mesh(format!("the mesh failed earlier: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, e: DistError) -> onebit_model::Error {
+        let why = e.to_string();
+        self.failed = Some(why.clone());
+        onebit_model::Error::Mesh(why)
+    }
+
+    /// Runs the head's blocks over `tokens` in `slots` (row i in slot `slots[i]`, as
+    /// [`Session::stage`]) and sends the rows on; [`PipelineHead::collect`] returns their
+    /// logits (of every row, or of the last only when `last_only`), oldest pass first.
+    pub fn submit(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        last_only: bool,
+    ) -> onebit_model::Result<()> {
+        self.check_ok()?;
+        if tokens.is_empty() {
+            return Err(onebit_model::Error::Batch { op: "submit", why: "no rows".into() });
+        }
+        let x = self.session.stage(StageInput::Tokens(tokens), slots)?;
+        put_rows(&mut self.out, slots, x);
+        let t = self.timeouts;
+        let deadline = Instant::now() + t.step + t.per_row * slots.len() as u32;
+        if let Err(e) = self.comm.send(1, &self.out, deadline) {
+            return Err(self.fail(e));
+        }
+        self.stats.sent += self.out.len() as u64;
+        self.stats.steps += 1;
+        let mut v = self.spare.pop().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(slots);
+        // The answer is due a step's time after the passes ahead of it.
+        let after =
+            self.in_flight.back().map_or(Instant::now(), |p| p.deadline.max(Instant::now()));
+        let deadline = after + t.step + t.per_row * slots.len() as u32;
+        self.in_flight.push_back(InFlight { slots: v, last_only, deadline });
+        Ok(())
+    }
+
+    /// The logits of the oldest pass in flight, one row per row sent (or the last row only).
+    pub fn collect(&mut self) -> onebit_model::Result<&mut [f32]> {
+        self.check_ok()?;
+        let Some(p) = self.in_flight.pop_front() else {
+            return Err(onebit_model::Error::Batch {
+                op: "collect",
+                why: "nothing in flight".into(),
+            });
+        };
+        let r = self.receive(&p);
+        let (n, last_only) = (p.slots.len(), p.last_only);
+        self.spare.push(p.slots);
+        if let Err(e) = r {
+            return Err(self.fail(e));
+        }
+        let h = self.session.model().config.hidden;
+        let from = if last_only { (n - 1) * h } else { 0 };
+        self.session.stage_head(&self.hidden[from..n * h])
+    }
+
+    /// Receives the last stage's rows for pass `p` into `self.hidden`.
+    fn receive(&mut self, p: &InFlight) -> Result<()> {
+        let (last, h) = (self.comm.size() - 1, self.session.model().config.hidden);
+        let t0 = Instant::now();
+        self.comm.recv(last, &mut self.inb, p.deadline)?;
+        self.stats.wait += t0.elapsed();
+        self.stats.received += self.inb.len() as u64;
+        let peer = last.to_string();
+        if self.inb.first() != Some(&ROWS) {
+            return Err(DistError::Frame { peer, why: "expected rows".into() });
+        }
+        get_rows(&self.inb, h, &mut self.slots, &mut self.hidden)
+            .map_err(|why| DistError::Frame { peer: peer.clone(), why })?;
+        if self.slots != p.slots {
+            return Err(DistError::Frame { peer, why: "rows came back for other slots".into() });
+        }
+        Ok(())
+    }
+
+    /// Collects every pass in flight (their logits are dropped).
+    fn drain(&mut self) -> onebit_model::Result<()> {
+        while !self.in_flight.is_empty() {
+            self.collect()?;
+        }
+        Ok(())
+    }
+}
+
+impl Engine for PipelineHead<'_> {
+    fn vocab(&self) -> usize {
+        self.session.model().config.vocab
+    }
+    fn slots(&self) -> usize {
+        self.session.slots()
+    }
+    fn capacity(&self) -> usize {
+        self.session.capacity()
+    }
+    fn position_of(&self, slot: usize) -> onebit_model::Result<usize> {
+        self.session.position_of(slot)
+    }
+    fn reset_slot(&mut self, slot: usize) -> onebit_model::Result<()> {
+        self.drain()?;
+        self.session.reset_slot(slot)?;
+        let mut msg = [RESET, 0, 0, 0, 0];
+        msg[1..].copy_from_slice(&(slot as u32).to_le_bytes());
+        let deadline = Instant::now() + self.timeouts.step;
+        if let Err(e) = self.comm.send(1, &msg, deadline) {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+    fn forward_slot(&mut self, slot: usize, tokens: &[u32]) -> onebit_model::Result<&mut [f32]> {
+        self.drain()?;
+        if tokens.is_empty() {
+            return Err(onebit_model::Error::Batch { op: "forward", why: "no tokens".into() });
+        }
+        // Prompt chunks two at a time: the head runs chunk k+1 while the workers run chunk k.
+        let chunk = self.session.max_batch();
+        let slots = vec![slot; chunk.min(tokens.len())];
+        for part in tokens.chunks(chunk) {
+            if self.in_flight.len() == 2 {
+                self.collect()?;
+            }
+            self.submit(part, &slots[..part.len()], true)?;
+        }
+        while self.in_flight.len() > 1 {
+            self.collect()?;
+        }
+        self.collect()
+    }
+    fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> onebit_model::Result<&mut [f32]> {
+        self.drain()?;
+        for (i, s) in slots.iter().enumerate() {
+            if slots[..i].contains(s) {
+                return Err(onebit_model::Error::Batch {
+                    op: "decode",
+                    why: format!("slot {s} is repeated"),
+                });
+            }
+        }
+        self.submit(tokens, slots, false)?;
+        self.collect()
+    }
+}
+
+impl Drop for PipelineHead<'_> {
+    /// Tells the stages to finish (best effort: they also stop when the connection closes).
+    fn drop(&mut self) {
+        if self.failed.is_none() {
+            let _ = self.comm.send(1, &[STOP], Instant::now() + Duration::from_secs(1));
+        }
+    }
+}
+
+/// A worker's stage: receives rows from the rank before, runs its blocks, sends the hidden
+/// states to the next rank (the last sends them back to the head), until the head stops it.
+/// Returns what went over the wire.
+pub fn serve_stage(
+    session: &mut Session<'_>,
+    comm: &mut dyn Comm,
+    timeouts: PipelineTimeouts,
+) -> Result<WireStats> {
+    let (rank, size) = (comm.rank(), comm.size());
+    if rank == 0 || size < 2 {
+        return Err(DistError::Usage(format!("rank {rank} of {size} cannot be a worker stage")));
+    }
+    let (prev, next) = (rank - 1, (rank + 1) % size);
+    let h = session.model().config.hidden;
+    let (mut inb, mut out, mut slots, mut x) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut stats = WireStats::default();
+    loop {
+        comm.recv(prev, &mut inb, Instant::now() + timeouts.idle)?;
+        stats.received += inb.len() as u64;
+        let bad = |why: String| DistError::Frame { peer: prev.to_string(), why };
+        match inb.first() {
+            Some(&ROWS) => {
+                get_rows(&inb, h, &mut slots, &mut x).map_err(bad)?;
+                let y = session.stage(StageInput::Hidden(&x), &slots)?;
+                put_rows(&mut out, &slots, y);
+                let deadline =
+                    Instant::now() + timeouts.step + timeouts.per_row * slots.len() as u32;
+                comm.send(next, &out, deadline)?;
+                stats.sent += out.len() as u64;
+                stats.steps += 1;
+            }
+            Some(&RESET) if inb.len() == 5 => {
+                let slot = u32::from_le_bytes([inb[1], inb[2], inb[3], inb[4]]) as usize;
+                session.reset_slot(slot)?;
+                if next != 0 {
+                    comm.send(next, &inb, Instant::now() + timeouts.step)?;
+                }
+            }
+            Some(&STOP) if inb.len() == 1 => {
+                if next != 0 {
+                    comm.send(next, &inb, Instant::now() + timeouts.step)?;
+                }
+                return Ok(stats);
+            }
+            _ => return Err(bad(format!("unknown message of {} bytes", inb.len()))),
+        }
+    }
+}
+
+/// Blocks per node so that each node reads about the same bytes per token: the head (rank
+/// 0) also reads the output head, so it takes fewer blocks. `block_bytes` and `head_bytes`
+/// are per-token reads; every node gets at least one block where there are enough.
+pub fn balanced_split(
+    layers: usize,
+    nodes: usize,
+    block_bytes: f64,
+    head_bytes: f64,
+) -> Vec<usize> {
+    if nodes == 0 {
+        return Vec::new();
+    }
+    let total = layers as f64 * block_bytes + head_bytes;
+    let share = total / nodes as f64;
+    let head_blocks = ((share - head_bytes) / block_bytes).round().max(1.0) as usize;
+    let head_blocks = head_blocks.min(layers.saturating_sub(nodes - 1)).max(1.min(layers));
+    let rest = crate::plan::apportion(layers - head_blocks, &vec![1.0; nodes - 1]);
+    std::iter::once(head_blocks).chain(rest).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rows_round_trip() {
+        let mut out = Vec::new();
+        put_rows(&mut out, &[3, 1], &[1.0, 2.0, 3.0, 4.0]);
+        let (mut s, mut x) = (Vec::new(), Vec::new());
+        get_rows(&out, 2, &mut s, &mut x).unwrap();
+        assert_eq!((s, x), (vec![3, 1], vec![1.0, 2.0, 3.0, 4.0]));
+        assert!(get_rows(&out, 3, &mut Vec::new(), &mut Vec::new()).is_err());
+        assert!(get_rows(&out[..out.len() - 1], 2, &mut Vec::new(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_head_takes_fewer_blocks() {
+        // 2B4T-like: blocks of 17.4 MB, a head of 328 MB, 30 blocks over 2 nodes.
+        assert_eq!(balanced_split(30, 2, 17.4, 328.0), vec![6, 24]);
+        assert_eq!(balanced_split(30, 2, 17.4, 0.0), vec![15, 15]);
+        assert_eq!(balanced_split(2, 2, 1.0, 100.0), vec![1, 1]);
+        assert_eq!(balanced_split(4, 3, 1.0, 0.0).iter().sum::<usize>(), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn malformed_rows_are_errors_not_panics(b in proptest::collection::vec(any::<u8>(), 0..64), h in 0usize..8) {
+            let _ = get_rows(&b, h, &mut Vec::new(), &mut Vec::new());
+        }
+
+        #[test]
+        fn splits_cover_every_block(layers in 1usize..100, nodes in 1usize..6, head in 0.0f64..50.0) {
+            let s = balanced_split(layers, nodes, 1.0, head);
+            prop_assert_eq!(s.len(), nodes);
+            prop_assert_eq!(s.iter().sum::<usize>(), layers);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The job a worker runs for a pipeline: which blocks of which model file, how to size its
+//! session, and the file's fingerprint so a worker never serves blocks of another model.
+//! Each worker loads only its own blocks from its own copy of the file.
+
+use crate::error::{DistError, Result};
+use blake2::{Blake2s256, Digest};
+use onebit_model::load::{LoadOptions, ModelPart};
+use onebit_model::{KvDtype, Model, SessionOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+
+/// One pipeline stage's assignment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageJob {
+    /// The model file as the head names it (a worker may use its own path instead).
+    pub model: String,
+    /// The blocks this stage holds.
+    pub layers: Range<usize>,
+    /// Threads for the stage's products.
+    pub threads: usize,
+    /// The session's size (the same on every stage, so every stage accepts the same rows).
+    pub session: SessionOptions,
+    /// [`fingerprint`] of the head's file.
+    pub fingerprint: [u8; 32],
+}
+
+/// BLAKE2s of a model file's length, its first 16 MiB (the GGUF header: metadata, tensor
+/// directory and, in onebit's files, the checksum of all tensor data) and its last 1 MiB.
+/// Two copies of one file agree; a different model or a truncated copy does not.
+pub fn fingerprint(path: &str) -> Result<[u8; 32]> {
+    let io = |e: std::io::Error| DistError::Usage(format!("model file {path}: {e}"));
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut h = Blake2s256::new();
+    h.update(len.to_le_bytes());
+    let mut buf = vec![0u8; (16 << 20).min(len as usize)];
+    f.read_exact(&mut buf).map_err(io)?;
+    h.update(&buf);
+    let tail = (1u64 << 20).min(len);
+    f.seek(SeekFrom::Start(len - tail)).map_err(io)?;
+    buf.resize(tail as usize, 0);
+    f.read_exact(&mut buf).map_err(io)?;
+    h.update(&buf);
+    Ok(h.finalize().into())
+}
+
+fn kv_code(k: KvDtype) -> u8 {
+    match k {
+        KvDtype::F32 => 0,
+        KvDtype::F16 => 1,
+        KvDtype::Q8 => 2,
+    }
+}
+
+impl StageJob {
+    /// Appends the job's bytes.
+    pub(crate) fn encode(&self, v: &mut Vec<u8>) {
+        let s = &self.session;
+        for n in [self.layers.start, self.layers.end, self.threads, s.max_ctx, s.max_batch, s.slots]
+        {
+            v.extend((n as u32).to_le_bytes());
+        }
+        v.push(kv_code(s.kv));
+        v.extend(self.fingerprint);
+        v.extend((self.model.len() as u32).to_le_bytes());
+        v.extend(self.model.as_bytes());
+    }
+
+    /// Parses a job, or says why it is malformed.
+    pub(crate) fn decode(b: &[u8]) -> std::result::Result<StageJob, String> {
+        let word = |i: usize| -> std::result::Result<usize, String> {
+            let s = b.get(4 * i..4 * i + 4).ok_or("truncated stage job")?;
+            Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+        };
+        let w: Vec<usize> = (0..6).map(word).collect::<std::result::Result<_, _>>()?;
+        let kv = match b.get(24) {
+            Some(0) => KvDtype::F32,
+            Some(1) => KvDtype::F16,
+            Some(2) => KvDtype::Q8,
+            _ => return Err("unknown KV cache type".into()),
+        };
+        let fingerprint: [u8; 32] =
+            b.get(25..57).ok_or("truncated fingerprint")?.try_into().expect("32 bytes");
+        let len = b.get(57..61).ok_or("truncated model path")?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if b.len() != 61 + len {
+            return Err(format!("stage job of {} bytes for a path of {len}", b.len()));
+        }
+        let model = std::str::from_utf8(&b[61..]).map_err(|_| "model path is not UTF-8")?;
+        if w[0] > w[1] || w[2] == 0 || w[2] > 1024 || w[3] == 0 || w[4] == 0 || w[5] == 0 {
+            return Err(format!("stage job out of range: {w:?}"));
+        }
+        Ok(StageJob {
+            model: model.to_string(),
+            layers: w[0]..w[1],
+            threads: w[2],
+            session: SessionOptions { max_ctx: w[3], max_batch: w[4], slots: w[5], kv },
+            fingerprint,
+        })
+    }
+
+    /// Loads this stage's blocks from `path` (the job's own path when `None`) after checking
+    /// the file is the head's.
+    pub fn load(&self, path: Option<&str>) -> Result<Model> {
+        let path = path.unwrap_or(&self.model);
+        let mine = fingerprint(path)?;
+        if mine != self.fingerprint {
+            return Err(DistError::Usage(format!(
+                "model file {path} on this node is not the head's (fingerprint {} here, {} there)",
+                hex8(&mine),
+                hex8(&self.fingerprint)
+            )));
+        }
+        let part = ModelPart { layers: self.layers.clone(), ends: false };
+        let opts = LoadOptions { threads: self.threads, part: Some(part), ..Default::default() };
+        Ok(Model::from_pretrained(path, &opts)?)
+    }
+}
+
+fn hex8(b: &[u8; 32]) -> String {
+    b[..8].iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn jobs_round_trip() {
+        let j = StageJob {
+            model: "/models/ü.gguf".into(),
+            layers: 3..30,
+            threads: 2,
+            session: SessionOptions { max_ctx: 2048, max_batch: 128, slots: 4, kv: KvDtype::Q8 },
+            fingerprint: [9; 32],
+        };
+        let mut v = Vec::new();
+        j.encode(&mut v);
+        assert_eq!(StageJob::decode(&v), Ok(j));
+        assert!(StageJob::decode(&v[..v.len() - 1]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn malformed_jobs_are_errors_not_panics(b in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = StageJob::decode(&b);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! [`Engine`]: the seam between generation and whatever computes logits, so one generation
+//! loop ([`crate::generate`], [`crate::generate_batch`]) drives a local [`Session`] and the
+//! device mesh's distributed executors (onebit-dist) alike.
+
+use super::Session;
+use crate::error::Result;
+
+/// Sequences in slots, advanced by prompt chunks and multi-sequence decode steps.
+pub trait Engine {
+    /// Logits per row.
+    fn vocab(&self) -> usize;
+    /// Independent sequences.
+    fn slots(&self) -> usize;
+    /// Positions per sequence.
+    fn capacity(&self) -> usize;
+    /// Tokens `slot` has seen.
+    fn position_of(&self, slot: usize) -> Result<usize>;
+    /// Forgets the sequence in `slot`.
+    fn reset_slot(&mut self, slot: usize) -> Result<()>;
+    /// Runs `tokens` at the next positions of `slot`; the logits after the last one.
+    fn forward_slot(&mut self, slot: usize, tokens: &[u32]) -> Result<&mut [f32]>;
+    /// One token for each of several distinct slots; one row of logits per token, in order.
+    fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> Result<&mut [f32]>;
+}
+
+impl Engine for Session<'_> {
+    fn vocab(&self) -> usize {
+        self.model().config.vocab
+    }
+    fn slots(&self) -> usize {
+        Session::slots(self)
+    }
+    fn capacity(&self) -> usize {
+        Session::capacity(self)
+    }
+    fn position_of(&self, slot: usize) -> Result<usize> {
+        Session::position_of(self, slot)
+    }
+    fn reset_slot(&mut self, slot: usize) -> Result<()> {
+        Session::reset_slot(self, slot)
+    }
+    fn forward_slot(&mut self, slot: usize, tokens: &[u32]) -> Result<&mut [f32]> {
+        Session::forward_slot(self, slot, tokens)
+    }
+    fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> Result<&mut [f32]> {
+        Session::decode(self, tokens, slots)
+    }
+}
