@@ -1,7 +1,8 @@
 //! `onebit run|bench --mesh` on loopback: a pipeline of `onebit worker` processes prints
 //! exactly what one process prints (greedy, the shipped model, 2 and 3 nodes); a worker
 //! holding a different model file is refused by name before anything runs; a worker killed
-//! or stopped (SIGSTOP) mid-run gives the head a clear error naming it within the bound.
+//! or stopped (SIGSTOP) mid-run gives the head a clear error naming it within the bound;
+//! `onebit plan` measures the mesh and prints every candidate.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,37 @@ fn a_pipeline_prints_what_one_node_prints() {
         assert!(err.contains("mesh: pipeline, blocks per node"), "{err}");
         ws.into_iter().for_each(reap);
     }
+}
+
+#[test]
+fn plan_measures_the_mesh_and_predicts_every_candidate() {
+    let (dir, file, ports) = mesh("plan", 1);
+    let w = worker(&dir, ports[1], &[]);
+    let model = repo("models/austen.gguf");
+    let (ok, out, err) = onebit(&["plan", &model, "--mesh", &file, "-t", "1", "--batch", "4"]);
+    assert!(ok, "{err}");
+    for want in [
+        "0 - 1",
+        "alone tok/s",
+        "one node (0)",
+        "one node (1)",
+        "pipeline: blocks",
+        "tensor parallel",
+        "choice:",
+    ] {
+        assert!(out.contains(want), "no '{want}' in:\n{out}");
+    }
+    // Every candidate's predicted tok/s is a positive number.
+    let rates: Vec<f64> = out
+        .lines()
+        .filter(|l| {
+            l.starts_with("one node") || l.starts_with("pipeline") || l.starts_with("tensor")
+        })
+        .map(|l| l.split_whitespace().rev().nth(3).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(rates.len(), 4, "{out}");
+    assert!(rates.iter().all(|r| *r > 0.0 && r.is_finite()), "{out}");
+    reap(w);
 }
 
 #[test]

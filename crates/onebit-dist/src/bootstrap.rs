@@ -9,9 +9,10 @@
 use crate::error::{DistError, Result};
 use crate::pipeline::{serve_stage, PipelineTimeouts, WireStats};
 use crate::probe::{probe_links, LinkProbe, ProbeOptions};
+use crate::speed::{measure_mesh, shape_config, shape_words, NodeMeasure};
 use crate::stage_job::StageJob;
 use crate::tcp::{connect, handshake, Peer, TcpComm, TcpConfig};
-use onebit_model::{Model, Session};
+use onebit_model::{Model, ModelConfig, Session};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -68,10 +69,34 @@ pub enum Job {
     Probe(ProbeOptions),
     /// Serve some blocks of a model as a pipeline stage ([`serve_stage`]).
     Stage(StageJob),
+    /// What the planner needs: every link probed, then every node's speed on a model's
+    /// shape measured in turn ([`measure_mesh`]).
+    Plan(PlanJob),
+}
+
+/// The planner's measurements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanJob {
+    /// The model's shape (its config; only the dimensions travel).
+    pub shape: ModelConfig,
+    /// Threads every node measures with.
+    pub threads: usize,
+    /// How to probe the links.
+    pub probe: ProbeOptions,
 }
 
 const JOB_PROBE: u8 = 1;
 const JOB_STAGE: u8 = 2;
+const JOB_PLAN: u8 = 3;
+
+fn encode_probe(v: &mut Vec<u8>, o: &ProbeOptions) {
+    for n in [o.pings, o.reps, o.sizes.len()] {
+        v.extend((n as u32).to_le_bytes());
+    }
+    for &s in &o.sizes {
+        v.extend((s as u32).to_le_bytes());
+    }
+}
 
 fn encode_job(rank: usize, addrs: &[SocketAddr], job: &Job) -> Vec<u8> {
     let mut v = vec![];
@@ -82,12 +107,15 @@ fn encode_job(rank: usize, addrs: &[SocketAddr], job: &Job) -> Vec<u8> {
     match job {
         Job::Probe(o) => {
             v.push(JOB_PROBE);
-            for n in [o.pings, o.reps, o.sizes.len()] {
-                v.extend((n as u32).to_le_bytes());
+            encode_probe(&mut v, o);
+        }
+        Job::Plan(p) => {
+            v.push(JOB_PLAN);
+            for w in shape_words(&p.shape) {
+                v.extend(w.to_le_bytes());
             }
-            for &s in &o.sizes {
-                v.extend((s as u32).to_le_bytes());
-            }
+            v.extend((p.threads as u32).to_le_bytes());
+            encode_probe(&mut v, &p.probe);
         }
         Job::Stage(j) => {
             v.push(JOB_STAGE);
@@ -121,8 +149,25 @@ fn decode_job(b: &[u8]) -> std::result::Result<(usize, Vec<SocketAddr>, Job), St
     match kind {
         JOB_PROBE => Ok((rank, addrs, Job::Probe(decode_probe(rest)?))),
         JOB_STAGE => Ok((rank, addrs, Job::Stage(StageJob::decode(rest)?))),
+        JOB_PLAN => Ok((rank, addrs, Job::Plan(decode_plan(rest)?))),
         _ => Err(format!("unknown job {kind}")),
     }
+}
+
+fn decode_plan(b: &[u8]) -> std::result::Result<PlanJob, String> {
+    let word = |i: usize| -> std::result::Result<u32, String> {
+        let s = b.get(4 * i..4 * i + 4).ok_or("truncated plan job")?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let mut shape = [0u32; 7];
+    for (i, w) in shape.iter_mut().enumerate() {
+        *w = word(i)?;
+    }
+    let threads = word(7)? as usize;
+    if threads == 0 || threads > 1024 {
+        return Err(format!("{threads} threads"));
+    }
+    Ok(PlanJob { shape: shape_config(shape)?, threads, probe: decode_probe(&b[32..])? })
 }
 
 fn decode_probe(rest: &[u8]) -> std::result::Result<ProbeOptions, String> {
@@ -148,6 +193,8 @@ pub enum JobResult {
     Probe(Vec<LinkProbe>),
     /// What a pipeline stage moved.
     Stage(WireStats),
+    /// Every link and every node (in rank order) as measured.
+    Plan(Vec<LinkProbe>, Vec<NodeMeasure>),
 }
 
 /// The head's side for a job it runs itself: hands every worker its job, waits until each
@@ -161,9 +208,12 @@ pub fn run_head(
 ) -> Result<JobResult> {
     let jobs = vec![job.clone(); addrs.len().saturating_sub(1)];
     let mut comm = start_head(listener, addrs, &jobs, cfg, cfg.join_timeout)?;
+    let deadline = Instant::now() + job_timeout;
     match job {
-        Job::Probe(o) => {
-            Ok(JobResult::Probe(probe_links(&mut comm, o, Instant::now() + job_timeout)?))
+        Job::Probe(o) => Ok(JobResult::Probe(probe_links(&mut comm, o, deadline)?)),
+        Job::Plan(p) => {
+            let links = probe_links(&mut comm, &p.probe, deadline)?;
+            Ok(JobResult::Plan(links, measure_mesh(&mut comm, &p.shape, p.threads, deadline)?))
         }
         Job::Stage(_) => Err(DistError::Usage("the head does not serve a stage".into())),
     }
@@ -227,12 +277,14 @@ pub struct WorkerSetup {
 /// What a worker prepared for its job before the mesh forms.
 enum Prepared {
     Probe(ProbeOptions),
+    Plan(PlanJob),
     Stage(Box<Model>, onebit_model::SessionOptions),
 }
 
 fn prepare(job: Job, setup: &WorkerSetup) -> Result<Prepared> {
     Ok(match job {
         Job::Probe(o) => Prepared::Probe(o),
+        Job::Plan(p) => Prepared::Plan(p),
         Job::Stage(j) => {
             let model = j.load(setup.model.as_deref())?;
             // A session too large for this node's memory is refused now, before "ready".
@@ -287,9 +339,12 @@ pub fn serve_one_job(
         answer(&mut peer, &prepared)?;
         let prepared = prepared?;
         let mut comm = TcpComm::join(listener, rank, &addrs, cfg)?;
+        let deadline = Instant::now() + job_timeout;
         return match prepared {
-            Prepared::Probe(o) => {
-                Ok(JobResult::Probe(probe_links(&mut comm, &o, Instant::now() + job_timeout)?))
+            Prepared::Probe(o) => Ok(JobResult::Probe(probe_links(&mut comm, &o, deadline)?)),
+            Prepared::Plan(p) => {
+                let links = probe_links(&mut comm, &p.probe, deadline)?;
+                Ok(JobResult::Plan(links, measure_mesh(&mut comm, &p.shape, p.threads, deadline)?))
             }
             Prepared::Stage(model, opts) => {
                 let mut session = Session::try_with_options(&model, opts)?;
@@ -312,6 +367,18 @@ mod tests {
         assert_eq!(decode_job(&encode_job(1, &addrs, &job)), Ok((1, addrs.clone(), job.clone())));
         assert!(decode_job(&encode_job(0, &addrs, &job)).is_err());
         assert!(decode_job(&encode_job(2, &addrs, &job)).is_err());
+        let plan = Job::Plan(PlanJob {
+            shape: ModelConfig::bitnet_2b4t(),
+            threads: 3,
+            probe: ProbeOptions { pings: 3, sizes: vec![10], reps: 2 },
+        });
+        let Ok((1, _, Job::Plan(p))) = decode_job(&encode_job(1, &addrs, &plan)) else {
+            panic!("a plan job does not round-trip");
+        };
+        assert_eq!(
+            (shape_words(&p.shape), p.threads),
+            (shape_words(&ModelConfig::bitnet_2b4t()), 3)
+        );
     }
 
     proptest! {

@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod mesh_args;
 pub mod model_args;
 pub mod perplexity;
+pub mod plan;
 pub mod plot;
 pub mod run;
 pub mod serve;
@@ -63,12 +64,15 @@ pub enum Command {
     /// The device mesh from the head: new key files, probing every link.
     #[command(subcommand)]
     Mesh(mesh::Args),
+    /// Measure a mesh's links and nodes and predict every way to run a model on it.
+    Plan(plan::Args),
 }
 
 /// Runs a parsed subcommand.
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Run(a) => run::run(a),
+        Command::Plan(a) => plan::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::BenchKernels(a) => bench_kernels::run(a),

@@ -39,6 +39,9 @@ pub fn run(a: Args) -> Result<()> {
     while a.jobs.is_none_or(|n| done < n) {
         match serve_one_job(&listener, &cfg, &setup, Duration::from_secs(600)) {
             Ok(JobResult::Probe(links)) => eprintln!("probe done: {} links", links.len()),
+            Ok(JobResult::Plan(links, nodes)) => {
+                eprintln!("plan measurements done: {} links, {} nodes", links.len(), nodes.len())
+            }
             Ok(JobResult::Stage(w)) => eprintln!(
                 "stage done: {} steps, {:.1} MB in, {:.1} MB out",
                 w.steps,
