@@ -10,7 +10,8 @@
 //! cache for its blocks and its own positions; the head forwards slot resets so they agree.
 //!
 //! Message (one frame each): kind (1 byte) then for `ROWS` the row count n (u32), n slots
-//! (u32) and n × hidden f32, little-endian; for `RESET` one slot (u32); `STOP` nothing.
+//! (u32) and n × hidden f32, little-endian; for `RESET` one slot (u32); for `TRUNCATE` a slot
+//! and a length (u32 each); `STOP` nothing.
 //! Every message is checked against the session before it is used.
 
 use crate::comm::Comm;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 const ROWS: u8 = 1;
 const RESET: u8 = 2;
 const STOP: u8 = 3;
+const TRUNCATE: u8 = 4;
 
 /// How long a step may wait on the other stages.
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +100,7 @@ fn get_rows(
 /// A pass sent round the ring whose answer has not come back yet.
 struct InFlight {
     slots: Vec<usize>,
-    last_only: bool,
+    want: Vec<bool>,
     deadline: Instant,
 }
 
@@ -118,7 +120,8 @@ pub struct PipelineHead<'m> {
     hidden: Vec<f32>,
     slots: Vec<usize>,
     in_flight: std::collections::VecDeque<InFlight>,
-    spare: Vec<Vec<usize>>,
+    spare: Vec<(Vec<usize>, Vec<bool>)>,
+    wanted: Vec<f32>,
     stats: WireStats,
     failed: Option<String>,
 }
@@ -148,6 +151,7 @@ impl<'m> PipelineHead<'m> {
             slots: Vec::new(),
             in_flight: std::collections::VecDeque::with_capacity(4),
             spare: Vec::new(),
+            wanted: Vec::new(),
             stats: WireStats::default(),
             failed: None,
         })
@@ -192,6 +196,17 @@ impl<'m> PipelineHead<'m> {
         slots: &[usize],
         last_only: bool,
     ) -> onebit_model::Result<()> {
+        self.submit_rows(tokens, slots, &mut |i, n| !last_only || i + 1 == n)
+    }
+
+    /// [`PipelineHead::submit`] with the rows whose logits are wanted chosen by
+    /// `want(row, rows)`.
+    fn submit_rows(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        want: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> onebit_model::Result<()> {
         self.check_ok()?;
         if tokens.is_empty() {
             return Err(onebit_model::Error::Batch { op: "submit", why: "no rows".into() });
@@ -205,18 +220,20 @@ impl<'m> PipelineHead<'m> {
         }
         self.stats.sent += self.out.len() as u64;
         self.stats.steps += 1;
-        let mut v = self.spare.pop().unwrap_or_default();
+        let (mut v, mut w) = self.spare.pop().unwrap_or_default();
         v.clear();
         v.extend_from_slice(slots);
+        w.clear();
+        w.extend((0..slots.len()).map(|i| want(i, slots.len())));
         // The answer is due a step's time after the passes ahead of it.
         let after =
             self.in_flight.back().map_or(Instant::now(), |p| p.deadline.max(Instant::now()));
         let deadline = after + t.step + t.per_row * slots.len() as u32;
-        self.in_flight.push_back(InFlight { slots: v, last_only, deadline });
+        self.in_flight.push_back(InFlight { slots: v, want: w, deadline });
         Ok(())
     }
 
-    /// The logits of the oldest pass in flight, one row per row sent (or the last row only).
+    /// The logits of the oldest pass in flight, one row per wanted row (every row, or the last).
     pub fn collect(&mut self) -> onebit_model::Result<&mut [f32]> {
         self.check_ok()?;
         let Some(p) = self.in_flight.pop_front() else {
@@ -226,14 +243,16 @@ impl<'m> PipelineHead<'m> {
             });
         };
         let r = self.receive(&p);
-        let (n, last_only) = (p.slots.len(), p.last_only);
-        self.spare.push(p.slots);
+        let h = self.session.model().config.hidden;
+        self.wanted.clear();
+        for (row, _) in self.hidden.chunks_exact(h).zip(&p.want).filter(|(_, &w)| w) {
+            self.wanted.extend_from_slice(row);
+        }
+        self.spare.push((p.slots, p.want));
         if let Err(e) = r {
             return Err(self.fail(e));
         }
-        let h = self.session.model().config.hidden;
-        let from = if last_only { (n - 1) * h } else { 0 };
-        self.session.stage_head(&self.hidden[from..n * h])
+        self.session.stage_head(&self.wanted)
     }
 
     /// Receives the last stage's rows for pass `p` into `self.hidden`.
@@ -320,6 +339,40 @@ impl Engine for PipelineHead<'_> {
         self.submit(tokens, slots, false)?;
         self.collect()
     }
+    fn truncate_slot(&mut self, slot: usize, len: usize) -> onebit_model::Result<()> {
+        self.drain()?;
+        self.session.truncate_slot(slot, len)?;
+        let mut msg = vec![TRUNCATE];
+        msg.extend((slot as u32).to_le_bytes());
+        msg.extend((len.min(u32::MAX as usize) as u32).to_le_bytes());
+        let deadline = Instant::now() + self.timeouts.step;
+        if let Err(e) = self.comm.send(1, &msg, deadline) {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+    fn step(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        want: &[bool],
+    ) -> onebit_model::Result<&mut [f32]> {
+        self.drain()?;
+        if want.len() != tokens.len() {
+            return Err(onebit_model::Error::Batch {
+                op: "step",
+                why: format!("{} flags for {} rows", want.len(), tokens.len()),
+            });
+        }
+        if !want.iter().any(|&w| w) {
+            // Nothing to sample: the rows still go round (their KV is needed), no head.
+            self.submit_rows(tokens, slots, &mut |_, _| false)?;
+            self.collect()?;
+            return Ok(&mut []);
+        }
+        self.submit_rows(tokens, slots, &mut |i, _| want[i])?;
+        self.collect()
+    }
 }
 
 impl Drop for PipelineHead<'_> {
@@ -361,6 +414,15 @@ pub fn serve_stage(
                 comm.send(next, &out, deadline)?;
                 stats.sent += out.len() as u64;
                 stats.steps += 1;
+            }
+            Some(&TRUNCATE) if inb.len() == 9 => {
+                let word = |at: usize| {
+                    u32::from_le_bytes([inb[at], inb[at + 1], inb[at + 2], inb[at + 3]]) as usize
+                };
+                session.truncate_slot(word(1), word(5))?;
+                if next != 0 {
+                    comm.send(next, &inb, Instant::now() + timeouts.step)?;
+                }
             }
             Some(&RESET) if inb.len() == 5 => {
                 let slot = u32::from_le_bytes([inb[1], inb[2], inb[3], inb[4]]) as usize;

@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use onebit_model::chat_template::ChatTemplate;
 use onebit_model::{KvDtype, Model, Tokenizer};
+pub use scheduler::Backend;
 use scheduler::{Engine, EngineConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,6 +103,18 @@ impl Server {
         template: ChatTemplate,
         cfg: ServerConfig,
     ) -> Result<Server, ServerError> {
+        Self::start_on(model, tok, template, cfg, Backend::Local)
+    }
+
+    /// [`Server::start`] with the engine on `backend`: this process, or a pipeline over a
+    /// device mesh whose head part `model` is.
+    pub fn start_on(
+        model: Model,
+        tok: Tokenizer,
+        template: ChatTemplate,
+        cfg: ServerConfig,
+        backend: Backend,
+    ) -> Result<Server, ServerError> {
         if cfg.slots == 0 || cfg.queue == 0 || cfg.prefill_chunk == 0 {
             return Err(ServerError::Config(
                 "slots, queue and prefill chunk must be at least 1".into(),
@@ -118,7 +131,7 @@ impl Server {
             kv: cfg.kv,
         };
         let engine = Arc::new(
-            Engine::start(model, tok.clone(), engine_cfg, metrics.clone())
+            Engine::start(model, tok.clone(), engine_cfg, metrics.clone(), backend)
                 .map_err(ServerError::Config)?,
         );
         let app = Arc::new(routes::App {

@@ -9,6 +9,9 @@
 //! Inference runs on this thread and the model's pool; the async runtime never waits on it.
 
 use crate::metrics::Metrics;
+use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
+use onebit_dist::Comm;
+use onebit_model::Engine as ModelEngine;
 use onebit_model::{
     FinishReason, GenerationParams, KvDtype, Model, Sequence, Session, SessionOptions, Tokenizer,
 };
@@ -58,6 +61,15 @@ pub struct Usage {
     pub decode_ms: f64,
 }
 
+/// Where the engine computes.
+pub enum Backend {
+    /// This process.
+    Local,
+    /// A pipeline over a device mesh: this process is its head (rank 0 of the comm; the
+    /// model passed in holds the head's part) and the workers run the rest.
+    Mesh(Box<dyn Comm>, PipelineTimeouts),
+}
+
 /// How the engine is sized.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineConfig {
@@ -87,12 +99,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the engine thread over `model`; fails if the session does not fit in memory.
+    /// Starts the engine thread over `model` (the whole model, or with a mesh the head's part
+    /// of a pipeline); fails if the session does not fit in memory.
     pub fn start(
         model: Model,
         tok: Arc<Tokenizer>,
         cfg: EngineConfig,
         metrics: Arc<Metrics>,
+        backend: Backend,
     ) -> Result<Engine, String> {
         let queue = Arc::new((
             Mutex::new(Queue { jobs: VecDeque::new(), shutdown: false }),
@@ -109,13 +123,23 @@ impl Engine {
                     slots: cfg.slots,
                     kv: cfg.kv,
                 };
-                match Session::try_with_options(&model, opts) {
-                    Ok(session) => {
-                        let _ = ready_tx.send(Ok(session.capacity()));
-                        Runner::new(session, &tok, cfg, &m).run(&q);
+                let engine = Session::try_with_options(&model, opts)
+                    .map_err(|e| e.to_string())
+                    .and_then(|session| -> Result<Box<dyn ModelEngine + '_>, String> {
+                        Ok(match backend {
+                            Backend::Local => Box::new(session),
+                            Backend::Mesh(comm, t) => Box::new(
+                                PipelineHead::new(session, comm, t).map_err(|e| e.to_string())?,
+                            ),
+                        })
+                    });
+                match engine {
+                    Ok(engine) => {
+                        let _ = ready_tx.send(Ok(engine.capacity()));
+                        Runner::new(engine, model.config.eos, &tok, cfg, &m).run(&q);
                     }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
+                        let _ = ready_tx.send(Err(e));
                     }
                 }
             })
@@ -183,7 +207,8 @@ struct Row {
 }
 
 struct Runner<'a, 'm> {
-    session: Session<'m>,
+    session: Box<dyn ModelEngine + 'm>,
+    eos: Option<u32>,
     tok: &'a Tokenizer,
     cfg: EngineConfig,
     metrics: &'a Metrics,
@@ -197,7 +222,8 @@ struct Runner<'a, 'm> {
 
 impl<'a, 'm> Runner<'a, 'm> {
     fn new(
-        session: Session<'m>,
+        session: Box<dyn ModelEngine + 'm>,
+        eos: Option<u32>,
         tok: &'a Tokenizer,
         cfg: EngineConfig,
         metrics: &'a Metrics,
@@ -206,6 +232,7 @@ impl<'a, 'm> Runner<'a, 'm> {
         let max_batch = cfg.prefill_chunk.max(cfg.slots);
         Runner {
             session,
+            eos,
             tok,
             cfg,
             metrics,
@@ -278,8 +305,8 @@ impl<'a, 'm> Runner<'a, 'm> {
             .expect("a free slot");
         // At least the last prompt token is computed again: its logits start the reply.
         let reuse = common.min(job.prompt.len().saturating_sub(1));
-        let vocab = self.session.model().config.vocab;
-        let seq = match Sequence::new(job.params.clone(), vocab, self.session.model().config.eos) {
+        let vocab = self.session.vocab();
+        let seq = match Sequence::new(job.params.clone(), vocab, self.eos) {
             Ok(s) => s,
             Err(e) => {
                 let _ = job.events.send(Event::Failed(e.to_string()));
@@ -374,7 +401,7 @@ impl<'a, 'm> Runner<'a, 'm> {
             self.want.push(r.want);
         }
         let t0 = Instant::now();
-        let vocab = self.session.model().config.vocab;
+        let vocab = self.session.vocab();
         let result = self.session.step(&self.tokens, &self.row_slots, &self.want);
         let us = t0.elapsed().as_micros() as u64;
         let logits = match result {

@@ -2,13 +2,15 @@
 
 use anyhow::{Context, Result};
 use onebit_model::chat_template::ChatTemplate;
-use onebit_server::{Server, ServerConfig};
+use onebit_server::{Backend, Server, ServerConfig};
 
 /// Flags of `onebit serve`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     m: super::model_args::ModelArgs,
+    #[command(flatten)]
+    mesh: super::mesh_args::MeshArgs,
     /// Address to listen on (loopback: reachable from this machine only).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -56,7 +58,14 @@ pub fn run(a: Args) -> Result<()> {
         None => onebit_model::Tokenizer::for_model(&a.m.model)?,
     };
     let template = ChatTemplate::for_model(&a.m.model)?;
-    let model = a.m.load()?;
+    // With --mesh every node's session is sized as the server's engine sizes its own.
+    let opts = onebit_model::SessionOptions {
+        max_ctx: a.ctx,
+        max_batch: a.prefill_chunk.max(a.slots),
+        slots: a.slots,
+        kv,
+    };
+    let (model, comm, split) = a.mesh.load(&a.m, opts)?;
     tok.check_model_vocab(model.config.vocab)?;
     let model_id = a.alias.clone().unwrap_or_else(|| {
         let p = std::path::Path::new(&a.m.model);
@@ -76,7 +85,14 @@ pub fn run(a: Args) -> Result<()> {
         model_id: model_id.clone(),
     };
     let slots = cfg.slots;
-    let server = Server::start(model, tok, template, cfg)?;
+    let backend = match comm {
+        Some(c) => {
+            eprintln!("mesh: pipeline, blocks per node {split:?}");
+            Backend::Mesh(Box::new(c), a.mesh.timeouts())
+        }
+        None => Backend::Local,
+    };
+    let server = Server::start_on(model, tok, template, cfg, backend)?;
     eprintln!(
         "serving '{model_id}' on http://{} ({slots} slots); chat page at /, API at /v1; Ctrl-C stops",
         server.addr()

@@ -21,6 +21,11 @@ pub trait Engine {
     fn forward_slot(&mut self, slot: usize, tokens: &[u32]) -> Result<&mut [f32]>;
     /// One token for each of several distinct slots; one row of logits per token, in order.
     fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> Result<&mut [f32]>;
+    /// Keeps only the first `len` positions of `slot` (a new request sharing a prefix).
+    fn truncate_slot(&mut self, slot: usize, len: usize) -> Result<()>;
+    /// One pass over rows from any slots, as [`Session::step`]: logits of the rows where
+    /// `want[i]`, one row of `vocab` each, in row order.
+    fn step(&mut self, tokens: &[u32], slots: &[usize], want: &[bool]) -> Result<&mut [f32]>;
 }
 
 impl Engine for Session<'_> {
@@ -44,5 +49,11 @@ impl Engine for Session<'_> {
     }
     fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> Result<&mut [f32]> {
         Session::decode(self, tokens, slots)
+    }
+    fn truncate_slot(&mut self, slot: usize, len: usize) -> Result<()> {
+        Session::truncate_slot(self, slot, len)
+    }
+    fn step(&mut self, tokens: &[u32], slots: &[usize], want: &[bool]) -> Result<&mut [f32]> {
+        Session::step(self, tokens, slots, want)
     }
 }

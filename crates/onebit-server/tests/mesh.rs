@@ -1,0 +1,109 @@
+//! The server with its engine on a two-node pipeline (in-process mesh, the worker a thread
+//! running `serve_stage`): concurrent greedy requests, mixed prompt chunks and decode rows,
+//! and a chat continuing in its slot (prefix reuse truncates every stage's cache) give the
+//! same replies and usage as the server on one node.
+
+use onebit_dist::pipeline::{serve_stage, PipelineTimeouts};
+use onebit_dist::InProcComm;
+use onebit_model::chat_template::ChatTemplate;
+use onebit_model::load::{LoadOptions, ModelPart};
+use onebit_model::{KvDtype, Model, Session, SessionOptions, Tokenizer};
+use onebit_server::{Backend, Server, ServerConfig};
+use serde_json::{json, Value};
+
+fn repo(p: &str) -> String {
+    format!("{}/../../{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load(part: Option<ModelPart>) -> Model {
+    let opts = LoadOptions { threads: 1, part, ..Default::default() };
+    Model::from_pretrained(&repo("models/austen.gguf"), &opts).unwrap()
+}
+
+fn cfg() -> ServerConfig {
+    ServerConfig {
+        port: 0,
+        slots: 3,
+        ctx: 256,
+        prefill_chunk: 8,
+        kv: KvDtype::F32,
+        model_id: "austen".into(),
+        ..ServerConfig::default()
+    }
+}
+
+fn start(model: Model, backend: Backend) -> Server {
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let template = ChatTemplate::for_model(&repo("models/austen.gguf")).unwrap();
+    Server::start_on(model, tok, template, cfg(), backend).unwrap()
+}
+
+fn post(s: &Server, path: &str, body: Value) -> Value {
+    let mut resp = ureq::post(&format!("http://{}{path}", s.addr()))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// Three completions at once, then a chat of two turns: (texts, chat replies, cached tokens).
+fn exercise(s: &Server) -> (Vec<String>, Vec<String>, u64) {
+    let prompts =
+        ["It is a truth universally acknowledged", "Emma Woodhouse, handsome", "Mr. Darcy"];
+    let texts = std::thread::scope(|sc| {
+        let hs: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                sc.spawn(move || {
+                    let body = json!({"prompt": p, "max_tokens": 24, "temperature": 0});
+                    post(s, "/v1/completions", body)["choices"][0]["text"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+    let mut messages = vec![json!({"role": "user", "content": "Tell me about Anne Elliot."})];
+    let req = |m: &Vec<Value>| json!({"messages": m, "max_tokens": 12, "temperature": 0});
+    let first = post(s, "/v1/chat/completions", req(&messages));
+    let reply = first["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    messages.push(json!({"role": "assistant", "content": reply}));
+    messages.push(json!({"role": "user", "content": "And her father?"}));
+    let second = post(s, "/v1/chat/completions", req(&messages));
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let again = second["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    (texts, vec![reply, again], cached)
+}
+
+#[test]
+fn a_server_on_a_pipeline_answers_as_one_node_does() {
+    let local = start(load(None), Backend::Local);
+    let want = exercise(&local);
+    local.stop();
+    assert!(want.2 > 0, "the second turn reuses the first's cache");
+    assert!(want.0.iter().chain(&want.1).all(|t| !t.is_empty()), "{want:?}");
+
+    let mut comms = InProcComm::mesh(2).into_iter();
+    let (head, mut tail) = (comms.next().unwrap(), comms.next().unwrap());
+    let worker = std::thread::spawn(move || {
+        let m = load(Some(ModelPart { layers: 4..6, ends: false }));
+        let c = cfg();
+        let opts = SessionOptions {
+            max_ctx: c.ctx,
+            max_batch: c.prefill_chunk.max(c.slots),
+            slots: c.slots,
+            kv: c.kv,
+        };
+        let mut s = Session::with_options(&m, opts);
+        serve_stage(&mut s, &mut tail, PipelineTimeouts::default()).unwrap()
+    });
+    let head_model = load(Some(ModelPart { layers: 0..4, ends: true }));
+    let piped = start(head_model, Backend::Mesh(Box::new(head), PipelineTimeouts::default()));
+    let got = exercise(&piped);
+    piped.stop();
+    let stats = worker.join().unwrap();
+    assert!(stats.steps > 24, "{stats:?}");
+    assert_eq!(got, want, "the pipeline's replies differ from one node's");
+}
