@@ -6,7 +6,7 @@
 //! on the head, where the user is.
 //!
 //! [`PipelineHead`] is the head's [`Engine`], so the generation loop drives a mesh as it
-//! drives a local session; [`serve_stage`] is a worker's loop. Each stage keeps its own KV
+//! drives a local session; [`serve_stage`] (in `worker_stage.rs`) is a worker's loop. Each stage keeps its own KV
 //! cache for its blocks and its own positions; the head forwards slot resets so they agree.
 //!
 //! Message (one frame each): kind (1 byte) then for `ROWS` the row count n (u32), n slots
@@ -19,10 +19,12 @@ use crate::error::{DistError, Result};
 use onebit_model::{Engine, Session, StageInput};
 use std::time::{Duration, Instant};
 
-const ROWS: u8 = 1;
-const RESET: u8 = 2;
-const STOP: u8 = 3;
-const TRUNCATE: u8 = 4;
+pub use crate::worker_stage::serve_stage;
+
+pub(crate) const ROWS: u8 = 1;
+pub(crate) const RESET: u8 = 2;
+pub(crate) const STOP: u8 = 3;
+pub(crate) const TRUNCATE: u8 = 4;
 
 /// How long a step may wait on the other stages.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +60,7 @@ pub struct WireStats {
     pub wait: Duration,
 }
 
-fn put_rows(out: &mut Vec<u8>, slots: &[usize], hidden: &[f32]) {
+pub(crate) fn put_rows(out: &mut Vec<u8>, slots: &[usize], hidden: &[f32]) {
     out.clear();
     out.push(ROWS);
     out.extend((slots.len() as u32).to_le_bytes());
@@ -71,7 +73,7 @@ fn put_rows(out: &mut Vec<u8>, slots: &[usize], hidden: &[f32]) {
 }
 
 /// Parses a `ROWS` message for rows of `hidden` values into `slots` and `x`.
-fn get_rows(
+pub(crate) fn get_rows(
     b: &[u8],
     hidden: usize,
     slots: &mut Vec<usize>,
@@ -380,64 +382,6 @@ impl Drop for PipelineHead<'_> {
     fn drop(&mut self) {
         if self.failed.is_none() {
             let _ = self.comm.send(1, &[STOP], Instant::now() + Duration::from_secs(1));
-        }
-    }
-}
-
-/// A worker's stage: receives rows from the rank before, runs its blocks, sends the hidden
-/// states to the next rank (the last sends them back to the head), until the head stops it.
-/// Returns what went over the wire.
-pub fn serve_stage(
-    session: &mut Session<'_>,
-    comm: &mut dyn Comm,
-    timeouts: PipelineTimeouts,
-) -> Result<WireStats> {
-    let (rank, size) = (comm.rank(), comm.size());
-    if rank == 0 || size < 2 {
-        return Err(DistError::Usage(format!("rank {rank} of {size} cannot be a worker stage")));
-    }
-    let (prev, next) = (rank - 1, (rank + 1) % size);
-    let h = session.model().config.hidden;
-    let (mut inb, mut out, mut slots, mut x) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut stats = WireStats::default();
-    loop {
-        comm.recv(prev, &mut inb, Instant::now() + timeouts.idle)?;
-        stats.received += inb.len() as u64;
-        let bad = |why: String| DistError::Frame { peer: prev.to_string(), why };
-        match inb.first() {
-            Some(&ROWS) => {
-                get_rows(&inb, h, &mut slots, &mut x).map_err(bad)?;
-                let y = session.stage(StageInput::Hidden(&x), &slots)?;
-                put_rows(&mut out, &slots, y);
-                let deadline =
-                    Instant::now() + timeouts.step + timeouts.per_row * slots.len() as u32;
-                comm.send(next, &out, deadline)?;
-                stats.sent += out.len() as u64;
-                stats.steps += 1;
-            }
-            Some(&TRUNCATE) if inb.len() == 9 => {
-                let word = |at: usize| {
-                    u32::from_le_bytes([inb[at], inb[at + 1], inb[at + 2], inb[at + 3]]) as usize
-                };
-                session.truncate_slot(word(1), word(5))?;
-                if next != 0 {
-                    comm.send(next, &inb, Instant::now() + timeouts.step)?;
-                }
-            }
-            Some(&RESET) if inb.len() == 5 => {
-                let slot = u32::from_le_bytes([inb[1], inb[2], inb[3], inb[4]]) as usize;
-                session.reset_slot(slot)?;
-                if next != 0 {
-                    comm.send(next, &inb, Instant::now() + timeouts.step)?;
-                }
-            }
-            Some(&STOP) if inb.len() == 1 => {
-                if next != 0 {
-                    comm.send(next, &inb, Instant::now() + timeouts.step)?;
-                }
-                return Ok(stats);
-            }
-            _ => return Err(bad(format!("unknown message of {} bytes", inb.len()))),
         }
     }
 }

@@ -7,14 +7,13 @@
 
 mod attention;
 mod rowops;
+mod rows;
 mod stage;
 
 pub use stage::StageInput;
 
-use rowops::{add_into, gated_par, rmsnorm, rmsnorm_par};
-
 use super::kv_cache::{KvDtype, KvStore};
-use super::{Layer, Model};
+use super::Model;
 use crate::error::{Error, Result};
 use onebit_kernels::ActQuant;
 
@@ -417,146 +416,5 @@ impl<'m> Session<'m> {
             Some(&id) => Err(Error::Token { id, vocab }),
             None => Ok(()),
         }
-    }
-
-    fn kv_base(&self, slot: usize, layer: usize) -> usize {
-        let c = &self.model.config;
-        (slot * self.model.layers.len() + layer) * self.max_ctx * c.kv_dim()
-    }
-
-    /// Runs rows described by `row_slot`/`row_pos` through the whole model; logits for the
-    /// rows `logits` selects.
-    fn forward_rows(&mut self, tokens: &[u32], logits: LogitRows<'_>) {
-        self.embed_rows(tokens);
-        self.run_layers(tokens.len());
-        self.head_rows(tokens.len(), logits);
-    }
-
-    /// Token embeddings into the rows of `x`.
-    fn embed_rows(&mut self, tokens: &[u32]) {
-        let m = self.model;
-        let h = m.config.hidden;
-        for (t, &id) in tokens.iter().enumerate() {
-            m.embed.row(id as usize, h, &mut self.x[t * h..(t + 1) * h]);
-        }
-    }
-
-    /// This model's blocks over the first `t_n` rows of `x`, in place.
-    fn run_layers(&mut self, t_n: usize) {
-        let m = self.model;
-        let c = &m.config;
-        let half = c.head_dim / 2;
-        for t in 0..t_n {
-            let p = self.row_pos[t] as f32;
-            for i in 0..half {
-                let (s, co) = (p * self.inv_freq[i]).sin_cos();
-                self.rope[(t * half + i) * 2] = co;
-                self.rope[(t * half + i) * 2 + 1] = s;
-            }
-        }
-        for (li, layer) in m.layers.iter().enumerate() {
-            self.layer_forward(li, layer, t_n);
-        }
-    }
-
-    /// The final norm and the head, only for the rows whose logits are wanted.
-    fn head_rows(&mut self, t_n: usize, logits: LogitRows<'_>) {
-        let m = self.model;
-        let c = &m.config;
-        let h = c.hidden;
-        let mut n = 0;
-        for t in 0..t_n {
-            let wanted = match logits {
-                LogitRows::Last => t + 1 == t_n,
-                LogitRows::All => true,
-                LogitRows::Some(w) => w[t],
-            };
-            if wanted {
-                let (out, x) = (&mut self.xn[n * h..(n + 1) * h], &self.x[t * h..(t + 1) * h]);
-                rmsnorm(out, x, &m.norm, c.rms_eps);
-                n += 1;
-            }
-        }
-        if n == 0 {
-            return;
-        }
-        self.aq_hidden.quantize(&self.xn[..n * h]);
-        m.head_forward(&self.aq_hidden, &self.xn[..n * h], &mut self.logits[..n * c.vocab]);
-    }
-
-    fn quantize(aq: &mut ActQuant, x: &[f32], pool: &onebit_kernels::ThreadPool) {
-        aq.quantize_par(x, pool);
-    }
-
-    fn layer_forward(&mut self, li: usize, l: &Layer, t_n: usize) {
-        let m = self.model;
-        let c = &m.config;
-        let pool = &m.pool;
-        let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
-        rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.attn_norm, c.rms_eps);
-        Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
-        super::forward_many(
-            pool,
-            &self.aq_hidden,
-            &mut [
-                (&l.q, &mut self.q[..t_n * qd]),
-                (&l.k, &mut self.k[..t_n * kvd]),
-                (&l.v, &mut self.v[..t_n * kvd]),
-            ],
-        );
-        self.apply_rope(t_n);
-        for t in 0..t_n {
-            let at = self.kv_base(self.row_slot[t], li) + self.row_pos[t] * kvd;
-            self.k_cache.write(at, &self.k[t * kvd..(t + 1) * kvd]);
-            self.v_cache.write(at, &self.v[t * kvd..(t + 1) * kvd]);
-        }
-        self.attention(li, t_n);
-        if let Some(w) = &l.attn_sub_norm {
-            rmsnorm_par(pool, &mut self.tmp[..t_n * qd], &self.att[..t_n * qd], w, c.rms_eps);
-            Self::quantize(&mut self.aq_att, &self.tmp[..t_n * qd], pool);
-        } else {
-            Self::quantize(&mut self.aq_att, &self.att[..t_n * qd], pool);
-        }
-        l.o.forward(pool, &self.aq_att, &mut self.tmp[..t_n * h]);
-        add_into(&mut self.x[..t_n * h], &self.tmp[..t_n * h]);
-        rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
-        Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
-        super::forward_many(
-            pool,
-            &self.aq_hidden,
-            &mut [(&l.gate, &mut self.gate[..t_n * ffn]), (&l.up, &mut self.up[..t_n * ffn])],
-        );
-        gated_par(pool, &mut self.gate[..t_n * ffn], &self.up[..t_n * ffn], ffn, c.act);
-        if let Some(w) = &l.ffn_sub_norm {
-            rmsnorm_par(pool, &mut self.up[..t_n * ffn], &self.gate[..t_n * ffn], w, c.rms_eps);
-            Self::quantize(&mut self.aq_ffn, &self.up[..t_n * ffn], pool);
-        } else {
-            Self::quantize(&mut self.aq_ffn, &self.gate[..t_n * ffn], pool);
-        }
-        l.down.forward(pool, &self.aq_ffn, &mut self.tmp[..t_n * h]);
-        add_into(&mut self.x[..t_n * h], &self.tmp[..t_n * h]);
-    }
-
-    fn apply_rope(&mut self, t_n: usize) {
-        let c = &self.model.config;
-        let (hd, half) = (c.head_dim, c.head_dim / 2);
-        let interleaved = c.rope_interleaved;
-        let rope = &self.rope;
-        let rot = |buf: &mut [f32], width: usize| {
-            for t in 0..t_n {
-                let cs = &rope[t * half * 2..(t + 1) * half * 2];
-                for head in buf[t * width..(t + 1) * width].chunks_exact_mut(hd) {
-                    for i in 0..half {
-                        let (co, s) = (cs[2 * i], cs[2 * i + 1]);
-                        let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
-                        let (x0, x1) = (head[a], head[b]);
-                        head[a] = x0 * co - x1 * s;
-                        head[b] = x0 * s + x1 * co;
-                    }
-                }
-            }
-        };
-        rot(&mut self.q, c.q_dim());
-        rot(&mut self.k, c.kv_dim());
     }
 }
