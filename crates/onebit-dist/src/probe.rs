@@ -28,6 +28,25 @@ impl Default for ProbeOptions {
     }
 }
 
+/// The links as a table for people: rtt, jitter, fitted latency and bandwidth.
+pub fn links_table(links: &[LinkProbe]) -> String {
+    let mut t = format!(
+        "{:<12} {:>10} {:>10} {:>12} {:>14}\n",
+        "link", "rtt ms", "jitter ms", "latency ms", "bandwidth MB/s"
+    );
+    for l in links {
+        t += &format!(
+            "{:<12} {:>10.3} {:>10.3} {:>12.3} {:>14.1}\n",
+            format!("{} - {}", l.a, l.b),
+            l.rtt_s * 1e3,
+            l.jitter_s * 1e3,
+            l.latency_s * 1e3,
+            l.bandwidth_bps / 1e6
+        );
+    }
+    t
+}
+
 /// One link, measured from its lower rank.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinkProbe {

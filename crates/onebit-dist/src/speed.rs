@@ -56,13 +56,13 @@ pub(crate) fn shape_config(w: [u32; 7]) -> std::result::Result<ModelConfig, Stri
     Ok(c)
 }
 
-struct Rng(u64);
-impl Rng {
+/// Knuth's MMIX LCG, high bits: any values do for timing.
+struct Lcg(u64);
+impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.0 =
+            self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
     }
 }
 
@@ -72,7 +72,7 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
     let pool = ThreadPool::new(threads.max(1));
     let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
     let shapes = [(qd, h), (kvd, h), (kvd, h), (h, qd), (f, h), (f, h), (h, f)];
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Lcg(0x9E37_79B9_7F4A_7C15);
     let first = shapes
         .iter()
         .map(|&(r, k)| {
@@ -99,7 +99,7 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
         row.iter_mut().for_each(|v| *v = (rng.next() % 255) as f32 - 127.0)
     });
     let kernel = Kernel::best(TernaryFormat::T2).map_err(kerr)?;
-    let act = |rows: usize, n: usize, rng: &mut Rng| {
+    let act = |rows: usize, n: usize, rng: &mut Lcg| {
         let mut a = ActQuant::new(rows, n);
         let x: Vec<f32> =
             (0..rows * n).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect();

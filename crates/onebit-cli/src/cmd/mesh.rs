@@ -78,19 +78,6 @@ fn probe(mesh: &str, pings: usize, reps: usize, join_timeout: u64) -> Result<()>
     else {
         anyhow::bail!("the probe returned another job's result");
     };
-    println!(
-        "{:<12} {:>10} {:>10} {:>12} {:>14}",
-        "link", "rtt ms", "jitter ms", "latency ms", "bandwidth MB/s"
-    );
-    for l in &links {
-        println!(
-            "{:<12} {:>10.3} {:>10.3} {:>12.3} {:>14.1}",
-            format!("{} - {}", l.a, l.b),
-            l.rtt_s * 1e3,
-            l.jitter_s * 1e3,
-            l.latency_s * 1e3,
-            l.bandwidth_bps / 1e6
-        );
-    }
+    print!("{}", onebit_dist::probe::links_table(&links));
     Ok(())
 }

@@ -71,20 +71,7 @@ pub fn run(a: Args) -> Result<()> {
     else {
         bail!("the plan job returned another job's result");
     };
-    println!(
-        "{:<12} {:>10} {:>10} {:>12} {:>14}",
-        "link", "rtt ms", "jitter ms", "latency ms", "bandwidth MB/s"
-    );
-    for l in &links {
-        println!(
-            "{:<12} {:>10.3} {:>10.3} {:>12.3} {:>14.1}",
-            format!("{} - {}", l.a, l.b),
-            l.rtt_s * 1e3,
-            l.jitter_s * 1e3,
-            l.latency_s * 1e3,
-            l.bandwidth_bps / 1e6
-        );
-    }
+    print!("{}", onebit_dist::probe::links_table(&links));
     println!(
         "{:<6} {:<24} {:>12} {:>12} {:>12}",
         "node", "address", "alone tok/s", "batch slope", "memory GB"
