@@ -67,11 +67,13 @@ fn a_pipeline_prints_what_one_node_prints() {
     let run = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "48"];
     let (ok, single, err) = onebit(&run);
     assert!(ok, "{err}");
-    for (name, workers, split) in [("two", 1, ""), ("three", 2, "2,1,3")] {
+    for (name, workers, split, wire) in
+        [("two", 1, "", "f32"), ("three", 2, "2,1,3", "f32"), ("int8", 1, "3,3", "q8")]
+    {
         let (dir, file, ports) = mesh(name, workers);
         let ws: Vec<Child> = ports[1..].iter().map(|&p| worker(&dir, p, &[])).collect();
         let mut args = run.to_vec();
-        args.extend(["--mesh", &file]);
+        args.extend(["--mesh", &file, "--wire", wire]);
         if !split.is_empty() {
             args.extend(["--split", split]);
         }

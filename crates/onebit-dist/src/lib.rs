@@ -30,6 +30,7 @@ pub mod probe;
 pub mod speed;
 pub mod stage_job;
 pub mod tcp;
+pub mod wire;
 pub mod worker_stage;
 
 pub use comm::Comm;

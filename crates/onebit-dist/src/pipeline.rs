@@ -16,12 +16,12 @@
 
 use crate::comm::Comm;
 use crate::error::{DistError, Result};
+use crate::wire::{get_rows, put_rows, WireDtype, ROWS};
 use onebit_model::{Engine, Session, StageInput};
 use std::time::{Duration, Instant};
 
 pub use crate::worker_stage::serve_stage;
 
-pub(crate) const ROWS: u8 = 1;
 pub(crate) const RESET: u8 = 2;
 pub(crate) const STOP: u8 = 3;
 pub(crate) const TRUNCATE: u8 = 4;
@@ -60,45 +60,6 @@ pub struct WireStats {
     pub wait: Duration,
 }
 
-pub(crate) fn put_rows(out: &mut Vec<u8>, slots: &[usize], hidden: &[f32]) {
-    out.clear();
-    out.push(ROWS);
-    out.extend((slots.len() as u32).to_le_bytes());
-    for &s in slots {
-        out.extend((s as u32).to_le_bytes());
-    }
-    for v in hidden {
-        out.extend(v.to_le_bytes());
-    }
-}
-
-/// Parses a `ROWS` message for rows of `hidden` values into `slots` and `x`.
-pub(crate) fn get_rows(
-    b: &[u8],
-    hidden: usize,
-    slots: &mut Vec<usize>,
-    x: &mut Vec<f32>,
-) -> std::result::Result<(), String> {
-    let word = |at: usize| -> std::result::Result<u32, String> {
-        let s = b.get(at..at + 4).ok_or("truncated rows message")?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    };
-    let n = word(1)? as usize;
-    let want = 5usize
-        .checked_add(n.checked_mul(4 + 4 * hidden).ok_or("row count overflows")?)
-        .ok_or("row count overflows")?;
-    if b.len() != want {
-        return Err(format!("{} bytes for {n} rows of {hidden} (expected {want})", b.len()));
-    }
-    slots.clear();
-    for i in 0..n {
-        slots.push(word(5 + 4 * i)? as usize);
-    }
-    x.clear();
-    x.extend(b[5 + 4 * n..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-    Ok(())
-}
-
 /// A pass sent round the ring whose answer has not come back yet.
 struct InFlight {
     slots: Vec<usize>,
@@ -126,6 +87,7 @@ pub struct PipelineHead<'m> {
     wanted: Vec<f32>,
     stats: WireStats,
     failed: Option<String>,
+    wire: WireDtype,
 }
 
 impl<'m> PipelineHead<'m> {
@@ -156,7 +118,15 @@ impl<'m> PipelineHead<'m> {
             wanted: Vec::new(),
             stats: WireStats::default(),
             failed: None,
+            wire: WireDtype::F32,
         })
+    }
+
+    /// Sends hidden states as `dtype` (f32 by default: exact; f16 and int8 for slow links,
+    /// which change the logits slightly). The workers answer in the type they receive.
+    pub fn with_wire(mut self, dtype: WireDtype) -> Self {
+        self.wire = dtype;
+        self
     }
 
     /// Bytes and waits so far.
@@ -214,7 +184,7 @@ impl<'m> PipelineHead<'m> {
             return Err(onebit_model::Error::Batch { op: "submit", why: "no rows".into() });
         }
         let x = self.session.stage(StageInput::Tokens(tokens), slots)?;
-        put_rows(&mut self.out, slots, x);
+        put_rows(&mut self.out, slots, x, self.wire);
         let t = self.timeouts;
         let deadline = Instant::now() + t.step + t.per_row * slots.len() as u32;
         if let Err(e) = self.comm.send(1, &self.out, deadline) {
@@ -412,17 +382,6 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn rows_round_trip() {
-        let mut out = Vec::new();
-        put_rows(&mut out, &[3, 1], &[1.0, 2.0, 3.0, 4.0]);
-        let (mut s, mut x) = (Vec::new(), Vec::new());
-        get_rows(&out, 2, &mut s, &mut x).unwrap();
-        assert_eq!((s, x), (vec![3, 1], vec![1.0, 2.0, 3.0, 4.0]));
-        assert!(get_rows(&out, 3, &mut Vec::new(), &mut Vec::new()).is_err());
-        assert!(get_rows(&out[..out.len() - 1], 2, &mut Vec::new(), &mut Vec::new()).is_err());
-    }
-
-    #[test]
     fn the_head_takes_fewer_blocks() {
         // 2B4T-like: blocks of 17.4 MB, a head of 328 MB, 30 blocks over 2 nodes.
         assert_eq!(balanced_split(30, 2, 17.4, 328.0), vec![6, 24]);
@@ -432,11 +391,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn malformed_rows_are_errors_not_panics(b in proptest::collection::vec(any::<u8>(), 0..64), h in 0usize..8) {
-            let _ = get_rows(&b, h, &mut Vec::new(), &mut Vec::new());
-        }
-
         #[test]
         fn splits_cover_every_block(layers in 1usize..100, nodes in 1usize..6, head in 0.0f64..50.0) {
             let s = balanced_split(layers, nodes, 1.0, head);

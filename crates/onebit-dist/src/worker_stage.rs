@@ -2,9 +2,8 @@
 
 use crate::comm::Comm;
 use crate::error::{DistError, Result};
-use crate::pipeline::{
-    get_rows, put_rows, PipelineTimeouts, WireStats, RESET, ROWS, STOP, TRUNCATE,
-};
+use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
+use crate::wire::{get_rows, put_rows, ROWS};
 use onebit_model::{Session, StageInput};
 use std::time::Instant;
 
@@ -30,9 +29,9 @@ pub fn serve_stage(
         let bad = |why: String| DistError::Frame { peer: prev.to_string(), why };
         match inb.first() {
             Some(&ROWS) => {
-                get_rows(&inb, h, &mut slots, &mut x).map_err(bad)?;
+                let dtype = get_rows(&inb, h, &mut slots, &mut x).map_err(bad)?;
                 let y = session.stage(StageInput::Hidden(&x), &slots)?;
-                put_rows(&mut out, &slots, y);
+                put_rows(&mut out, &slots, y, dtype);
                 let deadline =
                     Instant::now() + timeouts.step + timeouts.per_row * slots.len() as u32;
                 comm.send(next, &out, deadline)?;

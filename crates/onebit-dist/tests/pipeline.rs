@@ -5,6 +5,7 @@
 //! a stage that dies or stalls gives the head a clear error within its bound, never a hang.
 
 use onebit_dist::pipeline::{serve_stage, PipelineHead, PipelineTimeouts};
+use onebit_dist::wire::WireDtype;
 use onebit_dist::{Comm, InProcComm, TcpComm, TcpConfig};
 use onebit_model::load::{LoadOptions, ModelPart};
 use onebit_model::{Engine, Model, Session, SessionOptions, Tokenizer};
@@ -237,14 +238,14 @@ fn a_stage_that_dies_or_stalls_is_a_clear_error_in_bounded_time() {
                 let mut buf = Vec::new();
                 let far = Instant::now() + Duration::from_secs(30);
                 worker_comm.recv(0, &mut buf, far).unwrap();
-                let n = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                let n = u32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
                 let h = tail.config.hidden;
-                let x: Vec<f32> = buf[5 + 4 * n..]
+                let x: Vec<f32> = buf[6 + 4 * n..]
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
                 let y = s.stage(onebit_model::StageInput::Hidden(&x), &vec![0; n]).unwrap();
-                let mut msg = buf[..5 + 4 * n].to_vec();
+                let mut msg = buf[..6 + 4 * n].to_vec();
                 msg.extend(y.iter().flat_map(|v| v.to_le_bytes()));
                 assert_eq!(msg.len(), buf.len(), "{h}");
                 worker_comm.send(0, &msg, far).unwrap();
@@ -266,5 +267,40 @@ fn a_stage_that_dies_or_stalls_is_a_clear_error_in_bounded_time() {
             let again = head.decode(&[5], &[0]).unwrap_err().to_string();
             assert!(again.contains("failed earlier"), "{again}");
         });
+    }
+}
+
+#[test]
+fn f16_and_int8_on_the_wire_keep_the_greedy_tokens() {
+    let (tokens, logits, _, _) = single();
+    let parts = [ModelPart { layers: 0..3, ends: true }, ModelPart { layers: 3..6, ends: false }];
+    let models: Vec<Model> = parts.iter().map(|p| load(Some(p.clone()))).collect();
+    for dtype in [WireDtype::F16, WireDtype::Q8] {
+        let mut comms = InProcComm::mesh(2).into_iter();
+        let (head_comm, mut tail) = (comms.next().unwrap(), comms.next().unwrap());
+        let (t, l) = thread::scope(|sc| {
+            let tail_model = &models[1];
+            sc.spawn(move || {
+                let mut s = Session::with_options(tail_model, opts(4));
+                serve_stage(&mut s, &mut tail, PipelineTimeouts::default()).unwrap()
+            });
+            let s = Session::with_options(&models[0], opts(4));
+            let mut head = PipelineHead::new(s, Box::new(head_comm), PipelineTimeouts::default())
+                .unwrap()
+                .with_wire(dtype);
+            greedy(&mut head, &prompt())
+        });
+        // The largest logit difference relative to the step's largest logit, over 65 steps.
+        let rel = l
+            .iter()
+            .zip(&logits)
+            .map(|(a, b)| {
+                let top = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / top
+            })
+            .fold(0f32, f32::max);
+        eprintln!("{dtype:?} on the wire: largest logit difference {rel:.2e} of the largest logit");
+        assert!(rel > 0.0 && rel < 0.1, "{dtype:?}: {rel}");
+        assert_eq!(t, tokens, "{dtype:?}: greedy tokens differ from one node's");
     }
 }

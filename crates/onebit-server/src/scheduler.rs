@@ -10,6 +10,7 @@
 
 use crate::metrics::Metrics;
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
+use onebit_dist::wire::WireDtype;
 use onebit_dist::Comm;
 use onebit_model::Engine as ModelEngine;
 use onebit_model::{
@@ -67,7 +68,7 @@ pub enum Backend {
     Local,
     /// A pipeline over a device mesh: this process is its head (rank 0 of the comm; the
     /// model passed in holds the head's part) and the workers run the rest.
-    Mesh(Box<dyn Comm>, PipelineTimeouts),
+    Mesh(Box<dyn Comm>, PipelineTimeouts, WireDtype),
 }
 
 /// How the engine is sized.
@@ -128,8 +129,10 @@ impl Engine {
                     .and_then(|session| -> Result<Box<dyn ModelEngine + '_>, String> {
                         Ok(match backend {
                             Backend::Local => Box::new(session),
-                            Backend::Mesh(comm, t) => Box::new(
-                                PipelineHead::new(session, comm, t).map_err(|e| e.to_string())?,
+                            Backend::Mesh(comm, t, wire) => Box::new(
+                                PipelineHead::new(session, comm, t)
+                                    .map_err(|e| e.to_string())?
+                                    .with_wire(wire),
                             ),
                         })
                     });

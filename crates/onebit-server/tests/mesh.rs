@@ -100,7 +100,10 @@ fn a_server_on_a_pipeline_answers_as_one_node_does() {
         serve_stage(&mut s, &mut tail, PipelineTimeouts::default()).unwrap()
     });
     let head_model = load(Some(ModelPart { layers: 0..4, ends: true }));
-    let piped = start(head_model, Backend::Mesh(Box::new(head), PipelineTimeouts::default()));
+    let piped = start(
+        head_model,
+        Backend::Mesh(Box::new(head), PipelineTimeouts::default(), Default::default()),
+    );
     let got = exercise(&piped);
     piped.stop();
     let stats = worker.join().unwrap();

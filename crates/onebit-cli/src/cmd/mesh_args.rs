@@ -5,6 +5,7 @@ use super::model_args::ModelArgs;
 use anyhow::{bail, Result};
 use onebit_dist::launch::{start_pipeline, PipelineLaunch};
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
+use onebit_dist::wire::WireDtype;
 use onebit_dist::TcpComm;
 use onebit_model::{Engine, Model, Session, SessionOptions};
 
@@ -22,6 +23,10 @@ pub struct MeshArgs {
     /// Threads per worker with --mesh.
     #[arg(long, default_value_t = 2, requires = "mesh")]
     pub worker_threads: usize,
+    /// Hidden states on the wire with --mesh: f32 (exact), f16 (half the bytes) or q8 (int8
+    /// with a scale per row: a quarter), for slow links; f16/q8 change the logits slightly.
+    #[arg(long, default_value = "f32", requires = "mesh")]
+    pub wire: String,
     /// Seconds a step may wait on the other nodes before the head reports the stalled node.
     #[arg(long, default_value_t = 5.0, requires = "mesh")]
     pub step_timeout: f64,
@@ -38,6 +43,7 @@ impl MeshArgs {
         let Some(mesh) = self.mesh.clone() else {
             return Ok((m.load()?, None, Vec::new()));
         };
+        self.wire_dtype()?;
         if !(self.step_timeout > 0.0 && self.step_timeout < 1e6) {
             bail!("--step-timeout must be a positive number of seconds");
         }
@@ -62,11 +68,18 @@ impl MeshArgs {
     ) -> Result<Runner<'m>> {
         let session = Session::try_with_options(model, opts)?;
         Ok(match comm {
-            Some(c) => {
-                Runner::Mesh(Box::new(PipelineHead::new(session, Box::new(c), self.timeouts())?))
-            }
+            Some(c) => Runner::Mesh(Box::new(
+                PipelineHead::new(session, Box::new(c), self.timeouts())?
+                    .with_wire(self.wire_dtype()?),
+            )),
             None => Runner::Local(Box::new(session)),
         })
+    }
+
+    /// The `--wire` element type.
+    pub fn wire_dtype(&self) -> Result<WireDtype> {
+        WireDtype::from_name(&self.wire)
+            .ok_or_else(|| anyhow::anyhow!("unknown --wire '{}' (f32, f16, q8)", self.wire))
     }
 
     /// The waits of a pipeline step.

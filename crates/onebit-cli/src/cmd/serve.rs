@@ -88,7 +88,7 @@ pub fn run(a: Args) -> Result<()> {
     let backend = match comm {
         Some(c) => {
             eprintln!("mesh: pipeline, blocks per node {split:?}");
-            Backend::Mesh(Box::new(c), a.mesh.timeouts())
+            Backend::Mesh(Box::new(c), a.mesh.timeouts(), a.mesh.wire_dtype()?)
         }
         None => Backend::Local,
     };

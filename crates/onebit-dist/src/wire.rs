@@ -1,0 +1,152 @@
+//! The rows message of a pipeline: slots and hidden states, the states as f32 (exact), f16
+//! (half the bytes) or int8 with one f32 absmax scale per row (a quarter, plus 4 bytes a row),
+//! for slow links. Layout: `ROWS`, the element type (0 f32, 1 f16, 2 int8), the row count n
+//! (u32), n slots (u32), then the rows, little-endian. Parsing checks every length first.
+
+use half::f16;
+
+/// The rows message's kind byte.
+pub(crate) const ROWS: u8 = 1;
+
+/// How hidden states travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WireDtype {
+    /// 4 bytes a value: the pipeline computes exactly what one node computes.
+    #[default]
+    F32,
+    /// 2 bytes a value.
+    F16,
+    /// 1 byte a value and an f32 scale a row (absmax / 127, round to nearest).
+    Q8,
+}
+
+impl WireDtype {
+    /// Parses `f32`, `f16` or `q8` (also `int8`).
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(WireDtype::F32),
+            "f16" => Some(WireDtype::F16),
+            "q8" | "int8" => Some(WireDtype::Q8),
+            _ => None,
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn row_bytes(self, hidden: usize) -> Option<usize> {
+        match self {
+            WireDtype::F32 => hidden.checked_mul(4),
+            WireDtype::F16 => hidden.checked_mul(2),
+            WireDtype::Q8 => hidden.checked_add(4),
+        }
+    }
+}
+
+/// Writes a rows message for `slots` and their `hidden` states (whole rows of equal width).
+pub(crate) fn put_rows(out: &mut Vec<u8>, slots: &[usize], hidden: &[f32], dtype: WireDtype) {
+    out.clear();
+    out.extend([ROWS, dtype.code()]);
+    out.extend((slots.len() as u32).to_le_bytes());
+    for &s in slots {
+        out.extend((s as u32).to_le_bytes());
+    }
+    match dtype {
+        WireDtype::F32 => hidden.iter().for_each(|v| out.extend(v.to_le_bytes())),
+        WireDtype::F16 => hidden.iter().for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
+        WireDtype::Q8 => {
+            let width = hidden.len() / slots.len().max(1);
+            for row in hidden.chunks_exact(width.max(1)) {
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = max / 127.0;
+                out.extend(scale.to_le_bytes());
+                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                out.extend(row.iter().map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8));
+            }
+        }
+    }
+}
+
+/// Parses a rows message for rows of `hidden` values into `slots` and `x`; returns the element
+/// type it came in.
+pub(crate) fn get_rows(
+    b: &[u8],
+    hidden: usize,
+    slots: &mut Vec<usize>,
+    x: &mut Vec<f32>,
+) -> Result<WireDtype, String> {
+    let dtype = match b.get(1) {
+        Some(0) => WireDtype::F32,
+        Some(1) => WireDtype::F16,
+        Some(2) => WireDtype::Q8,
+        _ => return Err("unknown element type in a rows message".into()),
+    };
+    let word = |at: usize| -> Result<u32, String> {
+        let s = b.get(at..at + 4).ok_or("truncated rows message")?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let n = word(2)? as usize;
+    let row = dtype.row_bytes(hidden).ok_or("row width overflows")?;
+    let want =
+        n.checked_mul(4 + row).and_then(|v| v.checked_add(6)).ok_or("row count overflows")?;
+    if b.len() != want {
+        return Err(format!("{} bytes for {n} rows of {hidden} (expected {want})", b.len()));
+    }
+    slots.clear();
+    for i in 0..n {
+        slots.push(word(6 + 4 * i)? as usize);
+    }
+    let data = &b[6 + 4 * n..];
+    x.clear();
+    match dtype {
+        WireDtype::F32 => {
+            x.extend(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        }
+        WireDtype::F16 => {
+            x.extend(data.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()))
+        }
+        WireDtype::Q8 => {
+            for r in data.chunks_exact(row.max(4)) {
+                let scale = f32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+                x.extend(r[4..].iter().map(|&q| q as i8 as f32 * scale));
+            }
+        }
+    }
+    Ok(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rows_round_trip_in_every_type() {
+        let h = [1.0, -2.5, 3.0, 0.0, 1e-3, -127.0];
+        for (dtype, tol) in [(WireDtype::F32, 0.0), (WireDtype::F16, 1e-3), (WireDtype::Q8, 0.5)] {
+            let mut out = Vec::new();
+            put_rows(&mut out, &[3, 1], &h, dtype);
+            let (mut s, mut x) = (Vec::new(), Vec::new());
+            assert_eq!(get_rows(&out, 3, &mut s, &mut x), Ok(dtype));
+            assert_eq!(s, vec![3, 1]);
+            for (a, b) in x.iter().zip(h) {
+                assert!((a - b).abs() <= tol * b.abs().max(1.0), "{dtype:?}: {a} for {b}");
+            }
+            assert!(get_rows(&out, 2, &mut s, &mut x).is_err());
+            assert!(get_rows(&out[..out.len() - 1], 3, &mut s, &mut x).is_err());
+        }
+        // Hand-computed int8 bytes: absmax 4 → scale 4/127; 2.0 → round(63.5) = 64.
+        let mut out = Vec::new();
+        put_rows(&mut out, &[0], &[4.0, -2.0, 2.0, 0.0], WireDtype::Q8);
+        assert_eq!(&out[14..], &[127u8, (-64i8) as u8, 64, 0]);
+        assert_eq!(&out[10..14], &(4.0f32 / 127.0).to_le_bytes());
+    }
+
+    proptest! {
+        #[test]
+        fn malformed_rows_are_errors_not_panics(b in proptest::collection::vec(any::<u8>(), 0..64), h in 0usize..8) {
+            let _ = get_rows(&b, h, &mut Vec::new(), &mut Vec::new());
+        }
+    }
+}
