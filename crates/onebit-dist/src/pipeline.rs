@@ -246,6 +246,15 @@ impl<'m> PipelineHead<'m> {
         Ok(())
     }
 
+    /// Sends a control message (reset, truncate) down the ring, in order with the rows.
+    fn send_control(&mut self, msg: &[u8]) -> onebit_model::Result<()> {
+        let deadline = Instant::now() + self.timeouts.step;
+        if let Err(e) = self.comm.send(1, msg, deadline) {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
     /// Collects every pass in flight (their logits are dropped).
     fn drain(&mut self) -> onebit_model::Result<()> {
         while !self.in_flight.is_empty() {
@@ -273,11 +282,7 @@ impl Engine for PipelineHead<'_> {
         self.session.reset_slot(slot)?;
         let mut msg = [RESET, 0, 0, 0, 0];
         msg[1..].copy_from_slice(&(slot as u32).to_le_bytes());
-        let deadline = Instant::now() + self.timeouts.step;
-        if let Err(e) = self.comm.send(1, &msg, deadline) {
-            return Err(self.fail(e));
-        }
-        Ok(())
+        self.send_control(&msg)
     }
     fn forward_slot(&mut self, slot: usize, tokens: &[u32]) -> onebit_model::Result<&mut [f32]> {
         self.drain()?;
@@ -285,13 +290,16 @@ impl Engine for PipelineHead<'_> {
             return Err(onebit_model::Error::Batch { op: "forward", why: "no tokens".into() });
         }
         // Prompt chunks two at a time: the head runs chunk k+1 while the workers run chunk k.
+        // Only the prompt's last row needs logits: earlier chunks skip the output head.
         let chunk = self.session.max_batch();
         let slots = vec![slot; chunk.min(tokens.len())];
-        for part in tokens.chunks(chunk) {
+        let last = (tokens.len() - 1) / chunk;
+        for (k, part) in tokens.chunks(chunk).enumerate() {
             if self.in_flight.len() == 2 {
                 self.collect()?;
             }
-            self.submit(part, &slots[..part.len()], true)?;
+            let n = part.len();
+            self.submit_rows(part, &slots[..n], &mut |i, _| k == last && i + 1 == n)?;
         }
         while self.in_flight.len() > 1 {
             self.collect()?;
@@ -317,11 +325,7 @@ impl Engine for PipelineHead<'_> {
         let mut msg = vec![TRUNCATE];
         msg.extend((slot as u32).to_le_bytes());
         msg.extend((len.min(u32::MAX as usize) as u32).to_le_bytes());
-        let deadline = Instant::now() + self.timeouts.step;
-        if let Err(e) = self.comm.send(1, &msg, deadline) {
-            return Err(self.fail(e));
-        }
-        Ok(())
+        self.send_control(&msg)
     }
     fn step(
         &mut self,
@@ -336,12 +340,7 @@ impl Engine for PipelineHead<'_> {
                 why: format!("{} flags for {} rows", want.len(), tokens.len()),
             });
         }
-        if !want.iter().any(|&w| w) {
-            // Nothing to sample: the rows still go round (their KV is needed), no head.
-            self.submit_rows(tokens, slots, &mut |_, _| false)?;
-            self.collect()?;
-            return Ok(&mut []);
-        }
+        // With no row wanted the rows still go round (their KV is needed) and no head runs.
         self.submit_rows(tokens, slots, &mut |i, _| want[i])?;
         self.collect()
     }
