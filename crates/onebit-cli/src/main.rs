@@ -22,10 +22,11 @@ static ALLOC: onebit_kernels::HugePageAlloc = onebit_kernels::HugePageAlloc;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ONEBIT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ONEBIT_LOG").unwrap_or_else(
+            |_| {
+                tracing_subscriber::EnvFilter::new("warn,wgpu_hal=error,wgpu_core=error,naga=error")
+            },
+        ))
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal: logs piped to a file or a CI log stay plain.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

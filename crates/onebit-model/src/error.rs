@@ -104,6 +104,10 @@ pub enum Error {
     /// passed up through the [`crate::Engine`] seam.
     #[error("mesh: {0}")]
     Mesh(String),
+    /// An accelerator backend's failure (device lost, buffer mapping failed), passed up
+    /// through the [`crate::Engine`] seam.
+    #[error("GPU: {0}")]
+    Device(String),
     /// File I/O.
     #[error("{path}: {source}")]
     Io {

@@ -69,6 +69,8 @@ pub enum Backend {
     /// A pipeline over a device mesh: this process is its head (rank 0 of the comm; the
     /// model passed in holds the head's part) and the workers run the rest.
     Mesh(Box<dyn Comm>, PipelineTimeouts, WireDtype),
+    /// The GPU backend on this device.
+    Gpu(std::sync::Arc<onebit_gpu::GpuContext>),
 }
 
 /// How the engine is sized.
@@ -124,18 +126,26 @@ impl Engine {
                     slots: cfg.slots,
                     kv: cfg.kv,
                 };
-                let engine = Session::try_with_options(&model, opts)
-                    .map_err(|e| e.to_string())
-                    .and_then(|session| -> Result<Box<dyn ModelEngine + '_>, String> {
-                        Ok(match backend {
-                            Backend::Local => Box::new(session),
-                            Backend::Mesh(comm, t, wire) => Box::new(
-                                PipelineHead::new(session, comm, t)
-                                    .map_err(|e| e.to_string())?
-                                    .with_wire(wire),
-                            ),
-                        })
-                    });
+                let cpu = || Session::try_with_options(&model, opts).map_err(|e| e.to_string());
+                let engine = (|| -> Result<Box<dyn ModelEngine + '_>, String> {
+                    Ok(match backend {
+                        Backend::Local => Box::new(cpu()?),
+                        Backend::Mesh(comm, t, wire) => Box::new(
+                            PipelineHead::new(cpu()?, comm, t)
+                                .map_err(|e| e.to_string())?
+                                .with_wire(wire),
+                        ),
+                        Backend::Gpu(ctx) => Box::new(
+                            // The device keeps its KV cache in f32 whatever --kv says.
+                            onebit_gpu::GpuSession::new(
+                                ctx,
+                                &model,
+                                SessionOptions { kv: onebit_model::KvDtype::F32, ..opts },
+                            )
+                            .map_err(|e| e.to_string())?,
+                        ),
+                    })
+                })();
                 match engine {
                     Ok(engine) => {
                         let _ = ready_tx.send(Ok(engine.capacity()));

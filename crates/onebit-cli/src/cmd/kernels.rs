@@ -1,5 +1,6 @@
 //! `onebit kernels`: CPU features, every kernel this CPU can run, the default per format,
-//! and (with `--tune RxC`) the self-tuned choice for a shape.
+//! the GPU adapters wgpu finds (what `--device gpu` would use), and (with `--tune RxC`) the
+//! self-tuned choice for a shape.
 
 use anyhow::Result;
 use onebit_kernels::dense::DenseKernels;
@@ -40,6 +41,7 @@ pub fn run(a: Args) -> Result<()> {
     println!("{:>6}: q8/q4 {}", "head", isa.name());
     let dense = DenseKernels::get(isa).map(|k| k.isa()).unwrap_or(Isa::Scalar);
     println!("{:>6}: f32/f16 {}", "dense", dense.name());
+    print_adapters();
     if let Some((rows, cols)) = a.tune {
         let pool = ThreadPool::new(a.threads);
         for f in [TernaryFormat::T2, TernaryFormat::B3, TernaryFormat::Lut] {
@@ -54,4 +56,28 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The adapters wgpu finds and which one `--device gpu` would open.
+fn print_adapters() {
+    let list = onebit_gpu::adapters();
+    if list.is_empty() {
+        println!("gpu: no adapter (--device gpu needs a Vulkan, Metal or DX12 driver; on Debian, mesa-vulkan-drivers gives the CPU's lavapipe)");
+        return;
+    }
+    for a in &list {
+        println!(
+            "gpu: {} ({}, {}, driver {}; storage binding up to {} MiB, {} workgroups per dimension)",
+            a.name,
+            a.backend,
+            a.device_type,
+            a.driver,
+            a.max_storage_binding >> 20,
+            a.max_workgroups
+        );
+    }
+    match onebit_gpu::GpuContext::new() {
+        Ok(c) => println!("gpu: --device gpu uses {}", c.adapter().name),
+        Err(e) => println!("gpu: --device gpu fails: {e}"),
+    }
 }

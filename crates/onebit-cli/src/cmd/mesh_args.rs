@@ -7,6 +7,7 @@ use onebit_dist::launch::{start_pipeline, PipelineLaunch};
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
 use onebit_dist::wire::WireDtype;
 use onebit_dist::TcpComm;
+use onebit_gpu::GpuSession;
 use onebit_model::{Engine, Model, Session, SessionOptions};
 
 /// Flags for running across a device mesh.
@@ -30,6 +31,11 @@ pub struct MeshArgs {
     /// Seconds a step may wait on the other nodes before the head reports the stalled node.
     #[arg(long, default_value_t = 5.0, requires = "mesh")]
     pub step_timeout: f64,
+    /// Where the model runs: cpu, or gpu (wgpu: Vulkan, Metal, DX12; on a machine without a
+    /// GPU, Mesa's lavapipe runs the same kernels on the CPU, slowly). `onebit kernels`
+    /// lists the adapters.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"], conflicts_with = "mesh")]
+    pub device: String,
 }
 
 impl MeshArgs {
@@ -66,6 +72,18 @@ impl MeshArgs {
         comm: Option<TcpComm>,
         opts: SessionOptions,
     ) -> Result<Runner<'m>> {
+        if self.device == "gpu" {
+            let ctx = std::sync::Arc::new(onebit_gpu::GpuContext::new()?);
+            eprintln!(
+                "gpu: {} ({}, {})",
+                ctx.adapter().name,
+                ctx.adapter().backend,
+                ctx.adapter().device_type
+            );
+            // The device keeps its KV cache in f32 whatever --kv says.
+            let opts = SessionOptions { kv: onebit_model::KvDtype::F32, ..opts };
+            return Ok(Runner::Gpu(Box::new(GpuSession::new(ctx, model, opts)?)));
+        }
         let session = Session::try_with_options(model, opts)?;
         Ok(match comm {
             Some(c) => Runner::Mesh(Box::new(
@@ -97,6 +115,8 @@ pub enum Runner<'m> {
     Local(Box<Session<'m>>),
     /// A pipeline over a mesh.
     Mesh(Box<PipelineHead<'m>>),
+    /// The GPU backend.
+    Gpu(Box<GpuSession>),
 }
 
 impl<'m> Runner<'m> {
@@ -105,11 +125,24 @@ impl<'m> Runner<'m> {
         match self {
             Runner::Local(s) => s.as_mut(),
             Runner::Mesh(p) => p.as_mut(),
+            Runner::Gpu(g) => g.as_mut(),
         }
     }
 
-    /// With a mesh: the split, passes, bytes on the wire and waits per pass.
+    /// With a mesh: the split, passes, bytes on the wire and waits per pass; on the GPU:
+    /// kernel launches and submissions per pass.
     pub fn wire_summary(&self, split: &[usize]) -> Option<String> {
+        if let Runner::Gpu(g) = self {
+            let c = g.counters;
+            let passes = c.passes.max(1) as f64;
+            return Some(format!(
+                "gpu: {} · {} passes · {:.1} kernel launches and {:.1} submissions per pass",
+                g.adapter().name,
+                c.passes,
+                c.dispatches as f64 / passes,
+                c.submissions as f64 / passes
+            ));
+        }
         let Runner::Mesh(p) = self else { return None };
         let w = p.wire();
         let steps = w.steps.max(1) as f64;

@@ -90,6 +90,16 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!("mesh: pipeline, blocks per node {split:?}");
             Backend::Mesh(Box::new(c), a.mesh.timeouts(), a.mesh.wire_dtype()?)
         }
+        None if a.mesh.device == "gpu" => {
+            let ctx = onebit_gpu::GpuContext::new()?;
+            eprintln!(
+                "gpu: {} ({}, {})",
+                ctx.adapter().name,
+                ctx.adapter().backend,
+                ctx.adapter().device_type
+            );
+            Backend::Gpu(std::sync::Arc::new(ctx))
+        }
         None => Backend::Local,
     };
     let server = Server::start_on(model, tok, template, cfg, backend)?;

@@ -1,0 +1,155 @@
+//! [`GpuContext`]: the adapter, device and queue, and every compute pipeline compiled once.
+//! [`adapters`] lists what wgpu finds (`onebit kernels` prints it).
+
+use crate::error::{Error, Result};
+
+/// What wgpu reports about one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    /// Device name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)").
+    pub name: String,
+    /// Vulkan, Metal or Dx12.
+    pub backend: String,
+    /// Discrete, integrated, virtual or CPU.
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Largest storage buffer binding, bytes.
+    pub max_storage_binding: u64,
+    /// Largest workgroup count per dimension.
+    pub max_workgroups: u32,
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::from_env_or_default();
+    desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    wgpu::Instance::new(&desc)
+}
+
+fn summary(a: &wgpu::Adapter) -> AdapterSummary {
+    let (i, l) = (a.get_info(), a.limits());
+    AdapterSummary {
+        name: i.name,
+        backend: format!("{:?}", i.backend),
+        device_type: format!("{:?}", i.device_type),
+        driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+        max_storage_binding: l.max_storage_buffer_binding_size as u64,
+        max_workgroups: l.max_compute_workgroups_per_dimension,
+    }
+}
+
+/// Every adapter wgpu finds, in its order (the first is the one [`GpuContext::new`] picks
+/// unless `ONEBIT_GPU_ADAPTER` names another by a substring of its name).
+pub fn adapters() -> Vec<AdapterSummary> {
+    instance().enumerate_adapters(wgpu::Backends::all()).iter().map(summary).collect()
+}
+
+/// The compute pipelines, one per kernel.
+pub(crate) struct Pipelines {
+    pub ternary: wgpu::ComputePipeline,
+    pub int8: wgpu::ComputePipeline,
+    pub act_quant: wgpu::ComputePipeline,
+    pub rope_kv: wgpu::ComputePipeline,
+    pub attention: wgpu::ComputePipeline,
+    pub embed: wgpu::ComputePipeline,
+    pub argmax: wgpu::ComputePipeline,
+}
+
+/// An open device with its queue and compiled kernels.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) pipes: Pipelines,
+    info: AdapterSummary,
+}
+
+fn pick(list: Vec<wgpu::Adapter>) -> Result<wgpu::Adapter> {
+    let want = std::env::var("ONEBIT_GPU_ADAPTER").ok().map(|s| s.to_lowercase());
+    let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
+    let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        _ => 3,
+    };
+    let mut list: Vec<wgpu::Adapter> = match &want {
+        Some(w) => {
+            list.into_iter().filter(|a| a.get_info().name.to_lowercase().contains(w)).collect()
+        }
+        None => list,
+    };
+    list.sort_by_key(rank);
+    list.into_iter().next().ok_or_else(|| {
+        Error::NoAdapter(match want {
+            Some(w) => format!("none of {names:?} matches ONEBIT_GPU_ADAPTER={w}"),
+            None => {
+                "install a Vulkan driver (on Debian: mesa-vulkan-drivers for the CPU's lavapipe)"
+                    .into()
+            }
+        })
+    })
+}
+
+impl GpuContext {
+    /// Opens the best adapter (a discrete GPU before an integrated one before the CPU's
+    /// lavapipe) and compiles the kernels.
+    pub fn new() -> Result<Self> {
+        let adapter = pick(instance().enumerate_adapters(wgpu::Backends::all()))?;
+        let info = summary(&adapter);
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("onebit"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Device(format!("{}: {e}", info.name)))?;
+        let pipes = Pipelines::new(&device)?;
+        tracing::info!("GPU: {} ({}, {})", info.name, info.backend, info.device_type);
+        Ok(GpuContext { device, queue, pipes, info })
+    }
+
+    /// The adapter in use.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.info
+    }
+
+    /// Largest storage buffer binding, bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.info.max_storage_binding
+    }
+}
+
+impl Pipelines {
+    fn new(device: &wgpu::Device) -> Result<Self> {
+        device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let make = |src: &str, entry: &str| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(entry),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let matmul = include_str!("shaders/matmul.wgsl");
+        let p = Pipelines {
+            ternary: make(matmul, "ternary_main"),
+            int8: make(matmul, "int8_main"),
+            act_quant: make(include_str!("shaders/act_quant.wgsl"), "main"),
+            rope_kv: make(include_str!("shaders/rope_kv.wgsl"), "main"),
+            attention: make(include_str!("shaders/attention.wgsl"), "main"),
+            embed: make(include_str!("shaders/embed.wgsl"), "main"),
+            argmax: make(include_str!("shaders/argmax.wgsl"), "main"),
+        };
+        match pollster::block_on(device.pop_error_scope()) {
+            Some(e) => Err(Error::Device(format!("compiling the kernels: {e}"))),
+            None => Ok(p),
+        }
+    }
+}
