@@ -138,6 +138,8 @@ impl Pipelines {
             })
         };
         let matmul = include_str!("shaders/matmul.wgsl");
+        let (step, exp) = (include_str!("shaders/step.wgsl"), include_str!("shaders/exp.wgsl"));
+        let make = |src: &str, entry: &str| make(&format!("{step}\n{exp}\n{src}"), entry);
         let p = Pipelines {
             ternary: make(matmul, "ternary_main"),
             int8: make(matmul, "int8_main"),

@@ -156,10 +156,26 @@ impl GpuSession {
     pub fn decode_greedy(&mut self, tokens: &[u32], slots: &[usize]) -> Result<&[u32]> {
         self.check_distinct("decode", slots)?;
         self.place("decode", tokens, slots)?;
-        let wanted: Vec<u32> = (0..tokens.len() as u32).collect();
-        self.pass(tokens, &wanted, Want::Tokens)?;
+        self.pass_rows(tokens, |_| true, Want::Tokens)?;
         self.advance(slots);
         Ok(&self.ids[..tokens.len()])
+    }
+
+    /// [`GpuSession::pass`] with the head on the rows `i` where `wanted(i)`; the list lives
+    /// in a buffer the session keeps, so a decode step allocates none. Returns how many.
+    fn pass_rows(
+        &mut self,
+        tokens: &[u32],
+        wanted: impl Fn(usize) -> bool,
+        want: Want,
+    ) -> Result<usize> {
+        let mut rows = std::mem::take(&mut self.wanted);
+        rows.clear();
+        rows.extend((0..tokens.len() as u32).filter(|&i| wanted(i as usize)));
+        let done = self.pass(tokens, &rows, want);
+        let m = rows.len();
+        self.wanted = rows;
+        done.map(|()| m)
     }
 
     fn check_distinct(&self, op: &'static str, slots: &[usize]) -> Result<()> {
@@ -231,10 +247,20 @@ impl Engine for GpuSession {
     fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> onebit_model::Result<&mut [f32]> {
         self.check_distinct("decode", slots)?;
         self.place("decode", tokens, slots)?;
-        let wanted: Vec<u32> = (0..tokens.len() as u32).collect();
-        self.pass(tokens, &wanted, Want::Logits)?;
+        self.pass_rows(tokens, |_| true, Want::Logits)?;
         self.advance(slots);
         Ok(&mut self.logits[..tokens.len() * self.cfg.vocab])
+    }
+    fn decode_argmax(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        ids: &mut Vec<u32>,
+    ) -> onebit_model::Result<()> {
+        let got = self.decode_greedy(tokens, slots)?;
+        ids.clear();
+        ids.extend_from_slice(got);
+        Ok(())
     }
     fn step(
         &mut self,
@@ -247,9 +273,8 @@ impl Engine for GpuSession {
             return Err(Self::batch_error("step", why).into());
         }
         self.place("step", tokens, slots)?;
-        let wanted: Vec<u32> = (0..tokens.len() as u32).filter(|&i| want[i as usize]).collect();
-        self.pass(tokens, &wanted, Want::Logits)?;
+        let m = self.pass_rows(tokens, |i| want[i], Want::Logits)?;
         self.advance(slots);
-        Ok(&mut self.logits[..wanted.len() * self.cfg.vocab])
+        Ok(&mut self.logits[..m * self.cfg.vocab])
     }
 }

@@ -5,7 +5,7 @@
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::ops::{uniform, AqP, Grid, Kernel, MatP, Op, Quad};
-use crate::pack::{act_stride, pack_i8, pack_ternary, ternary_words};
+use crate::pack::{act_stride, act_words, head_row_words, head_rows, pack_ternary, ternary_words};
 use crate::weights::storage;
 use onebit_kernels::{ActQuant, Q8Matrix, TernaryMatrix};
 
@@ -42,12 +42,6 @@ fn run(ctx: &GpuContext, op: &Op, n: u32, out: &wgpu::Buffer, bytes: usize) -> R
 
 fn zeros(ctx: &GpuContext, bytes: usize) -> wgpu::Buffer {
     storage(ctx, "out", &vec![0u8; bytes.max(4)])
-}
-
-/// Activation rows of `x` in the device layout.
-fn act_words(x: &ActQuant) -> Vec<u32> {
-    let stride = act_stride(x.cols());
-    (0..x.tokens()).flat_map(|t| pack_i8(&x.row(t)[..stride * 4])).collect()
 }
 
 fn matmul(
@@ -90,16 +84,8 @@ pub fn ternary_matmul(ctx: &GpuContext, m: &TernaryMatrix, x: &ActQuant) -> Resu
 
 /// `out[t][r] = (Σ_k W[r][k]·q[t][k]) · row_scale[r] / a_t` on the device (the head kernel).
 pub fn int8_matmul(ctx: &GpuContext, m: &Q8Matrix, x: &ActQuant) -> Result<Vec<f32>> {
-    let padded = m.cols().div_ceil(64) * 64;
-    let mut row = vec![0i8; padded];
-    let mut w = Vec::with_capacity(m.rows() * padded / 4);
-    for r in 0..m.rows() {
-        row.fill(0);
-        m.unpack_row(r, &mut row);
-        w.extend(pack_i8(&row));
-    }
-    let scale = (0..m.rows()).map(|r| m.row_scale(r)).collect();
-    matmul(ctx, Kernel::Int8, (w, scale, m.rows(), padded / 4), x)
+    let (w, scale) = head_rows(m, 0..m.rows());
+    matmul(ctx, Kernel::Int8, (w, scale, m.rows(), head_row_words(m.cols())), x)
 }
 
 /// Per-token int8 quantization of `x` (`tokens x cols`) on the device, after RMSNorm with

@@ -13,10 +13,12 @@
 //! Files: `context` (adapter, device, pipelines), `pack` (device layouts), `weights`
 //! (uploads), `ops` (one recorded launch), `session` (buffers and the launch list),
 //! `engine` (passes and the Engine seam), `kernels` (single-kernel runs for tests and
-//! benchmarks), `shaders/*.wgsl` (one kernel per file).
+//! benchmarks), `shaders/*.wgsl` (one kernel per file), `cuda` (the CUDA kernels through
+//! `cudarc`, compiled at run time by NVRTC).
 
 mod build;
 mod context;
+pub mod cuda;
 mod engine;
 mod error;
 pub mod kernels;

@@ -2,6 +2,9 @@
 //! activations four to a u32. Plain scalar code; the kernels' comments say why the bits sit
 //! where they do.
 
+use onebit_kernels::{ActQuant, Q8Matrix};
+use std::ops::Range;
+
 /// Activation words per token for `cols` columns: rows padded to 64 columns so both the
 /// ternary kernel (16 columns per weight word) and the head (rows padded to 64) read whole
 /// words of zeros past the end.
@@ -62,6 +65,34 @@ pub fn pack_i8(values: &[i8]) -> Vec<u32> {
             u32::from_le_bytes(b)
         })
         .collect()
+}
+
+/// Words per head row: int8 rows padded to 64 columns (the activations' padding), four
+/// values to a u32.
+pub fn head_row_words(cols: usize) -> usize {
+    cols.div_ceil(64) * 16
+}
+
+/// Rows `rows` of an int8 or 4-bit head, widened to int8 and packed four to a u32 with
+/// [`head_row_words`] words per row, and their scales.
+pub fn head_rows(m: &Q8Matrix, rows: Range<usize>) -> (Vec<u32>, Vec<f32>) {
+    let kw = head_row_words(m.cols());
+    let mut row = vec![0i8; kw * 4];
+    let mut words = Vec::with_capacity(rows.len() * kw);
+    let mut scale = Vec::with_capacity(rows.len());
+    for r in rows {
+        row.fill(0);
+        m.unpack_row(r, &mut row);
+        words.extend(pack_i8(&row));
+        scale.push(m.row_scale(r));
+    }
+    (words, scale)
+}
+
+/// Activation rows of `x` in the device layout ([`act_stride`] words per token).
+pub fn act_words(x: &ActQuant) -> Vec<u32> {
+    let stride = act_stride(x.cols());
+    (0..x.tokens()).flat_map(|t| pack_i8(&x.row(t)[..stride * 4])).collect()
 }
 
 #[cfg(test)]

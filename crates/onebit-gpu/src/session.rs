@@ -40,6 +40,7 @@ pub struct GpuSession {
     pub(crate) logits: Vec<f32>,
     pub(crate) ids: Vec<u32>,
     pub(crate) row_info: Vec<u32>,
+    pub(crate) wanted: Vec<u32>,
     pub(crate) failed: Arc<Mutex<Option<String>>>,
     /// Kernel launches and submissions so far (reported by `bench --device gpu`).
     pub counters: Counters,
@@ -118,6 +119,7 @@ impl GpuSession {
             logits: vec![0.0; b * vocab],
             ids: vec![0; b],
             row_info: vec![0; 2 * b],
+            wanted: Vec::with_capacity(b),
             failed,
             counters: Counters::default(),
         })

@@ -94,21 +94,12 @@ impl GpuHead {
                 "an f32 output head (load with the default int8 head, --head q8 or q4)".into(),
             ));
         };
-        let padded = m.cols().div_ceil(64) * 64;
-        let kw = padded / 4;
-        let per_chunk = (ctx.max_binding() as usize / padded).max(1);
+        let kw = pack::head_row_words(m.cols());
+        let per_chunk = (ctx.max_binding() as usize / (kw * 4)).max(1);
         let mut chunks = Vec::new();
-        let mut row = vec![0i8; padded];
         for first in (0..m.rows()).step_by(per_chunk) {
             let rows = per_chunk.min(m.rows() - first);
-            let mut words = Vec::with_capacity(rows * kw);
-            let mut scale = Vec::with_capacity(rows);
-            for r in first..first + rows {
-                row.fill(0);
-                m.unpack_row(r, &mut row);
-                words.extend(pack::pack_i8(&row));
-                scale.push(m.row_scale(r));
-            }
+            let (words, scale) = pack::head_rows(m, first..first + rows);
             chunks.push(HeadChunk {
                 w: storage(ctx, "head", &words),
                 scale: storage(ctx, "head scales", &scale),

@@ -2,7 +2,10 @@
 //! (trained) model and synthetic ones (grouped-query heads, SiLU, interleaved RoPE, an
 //! ecosystem layout repacked at upload): logits within 1e-3 of the largest logit, the same
 //! greedy tokens over 64 steps (through the logits and through on-device argmax), batched
-//! decode of several slots, and the engine's refusals.
+//! decode of several slots, and the engine's refusals. The device repeats the CPU's decode
+//! attention step for step (sums in the CPU's order, products rounded apart, the shared
+//! `exp_f32`), so on lavapipe these logits come out bit-identical; after a prompt chunk the
+//! CPU ran through its blocked GEMM attention they agree to rounding (the long-prompt test).
 
 mod common;
 
@@ -95,7 +98,44 @@ fn shipped_model_matches_the_cpu_engine() {
 }
 
 #[test]
-fn batched_decode_of_several_slots_matches() {
+fn batched_greedy_decode_of_several_slots_matches() {
+    // Three slots with prompts of different lengths, each continued by its own greedy token,
+    // all three decoded in one pass per step: every row within 1e-3, the same tokens.
+    let Some(ctx) = context() else { return };
+    let (model, prompt) = shipped();
+    let v = model.config.vocab;
+    let mut cpu = Session::try_with_options(&model, opts(3)).unwrap();
+    let mut gpu = GpuSession::new(Arc::new(ctx), &model, opts(3)).unwrap();
+    let mut worst = 0f32;
+    let mut next = [0u32; 3];
+    for (s, t) in next.iter_mut().enumerate() {
+        let p = &prompt[..prompt.len() - 4 * s];
+        let c = cpu.forward_slot(s, p).unwrap().to_vec();
+        let g = gpu.forward_slot(s, p).unwrap().to_vec();
+        worst = worst.max(rel(&g, &c));
+        *t = argmax(&c);
+        assert_eq!(argmax(&g), *t, "slot {s}: first token");
+    }
+    let slots = [2, 0, 1];
+    for step in 0..64 {
+        let tokens = slots.map(|s| next[s]);
+        let c = cpu.decode(&tokens, &slots).unwrap().to_vec();
+        let g = gpu.decode(&tokens, &slots).unwrap().to_vec();
+        for (row, &s) in slots.iter().enumerate() {
+            let (c, g) = (&c[row * v..(row + 1) * v], &g[row * v..(row + 1) * v]);
+            worst = worst.max(rel(g, c));
+            assert!(worst <= 1e-3, "step {step} slot {s}: relative logit difference {worst}");
+            next[s] = argmax(c);
+            assert_eq!(argmax(g), next[s], "step {step} slot {s}: greedy tokens differ");
+        }
+    }
+    eprintln!(
+        "batched greedy decode, 3 slots x 64 steps: worst relative logit difference {worst:.2e}"
+    );
+}
+
+#[test]
+fn batched_decode_of_forced_tokens_and_a_mixed_step_matches() {
     // Rows whose logits are compared: 3 prompts, 16 steps of 3 slots, a mixed step's 3.
     let Some(ctx) = context() else { return };
     let (model, prompt) = shipped();
@@ -121,15 +161,10 @@ fn batched_decode_of_several_slots_matches() {
         ([5, 6, 7, 8, 9], [0, 0, 0, 1, 2], [false, false, true, true, true]);
     let c = cpu.step(&tokens, &slots, &want).unwrap().to_vec();
     compare(gpu.step(&tokens, &slots, &want).unwrap(), &c);
-    // The attention's dot products round differently on the device (the CPU's follow its
-    // SIMD lanes), so an int8 activation code sitting on a rounding boundary can flip: in
-    // this forced token sequence one row of 54 moves by 3.5e-3 of the largest logit. A bug
-    // moves many rows, and by far more.
-    let over = diffs.iter().filter(|&&d| d > 1e-3).count();
     let worst = diffs.iter().fold(0f32, |m, &d| m.max(d));
-    eprintln!("batched decode, 3 slots: {} rows, {over} over 1e-3, worst {worst:.2e}", diffs.len());
+    eprintln!("batched decode, 3 slots: {} rows, worst {worst:.2e}", diffs.len());
     assert_eq!(diffs.len(), 54);
-    assert!(over <= 1 && worst <= 1e-2, "{over} rows over 1e-3, worst {worst}");
+    assert!(worst <= 1e-3, "worst relative logit difference {worst}");
 }
 
 fn synthetic(name: &str, cfg: &ModelConfig, format: TernaryFormat) -> Model {
@@ -158,12 +193,31 @@ fn synthetic_models_match_the_cpu_engine() {
         [("micro", micro, TernaryFormat::Tq2_0), ("tiny", tiny, TernaryFormat::I2S)]
     {
         let model = synthetic(name, &cfg, format);
-        let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % cfg.vocab as u32).collect();
+        // Under 16 tokens, so the CPU runs the prompt through its decode-order attention,
+        // which the device repeats step for step.
+        let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 11) % cfg.vocab as u32).collect();
         let mut cpu = Session::try_with_options(&model, opts(1)).unwrap();
         let mut gpu = GpuSession::new(ctx.clone(), &model, opts(1)).unwrap();
         let worst = greedy_agrees(&mut cpu, &mut gpu, &prompt, 1e-3);
         eprintln!("synthetic {name}: worst relative logit difference over 64 steps {worst:.2e}");
     }
+}
+
+#[test]
+fn after_a_long_prompt_the_greedy_tokens_still_match() {
+    // A 40-token prompt: the CPU takes chunks of 16 or more rows through its blocked GEMM
+    // attention, which rounds in another order than the device's, and an int8 activation
+    // code on a rounding boundary can flip; with random weights that moves later logits by
+    // up to about 1e-2 of the largest (measured), so only the tokens and a loose bound are
+    // held here. The decode-order tests above hold 1e-3.
+    let Some(ctx) = context() else { return };
+    let cfg = ModelConfig::preset("tiny").unwrap();
+    let model = synthetic("tiny-long", &cfg, TernaryFormat::I2S);
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % cfg.vocab as u32).collect();
+    let mut cpu = Session::try_with_options(&model, opts(1)).unwrap();
+    let mut gpu = GpuSession::new(Arc::new(ctx), &model, opts(1)).unwrap();
+    let worst = greedy_agrees(&mut cpu, &mut gpu, &prompt, 5e-2);
+    eprintln!("synthetic tiny, 40-token prompt: worst relative logit difference {worst:.2e}");
 }
 
 #[test]

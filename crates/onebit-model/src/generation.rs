@@ -107,13 +107,43 @@ impl Sequence {
         history: &[u32],
         room: usize,
     ) -> Result<Step> {
-        if let Some(f) = self.finish {
-            return Ok(Step { feed: None, piece: String::new(), finish: Some(f) });
-        }
-        if self.ids.len() >= self.params.max_tokens {
-            return Ok(self.end(tok, FinishReason::Length, String::new()));
+        if let Some(done) = self.ended(tok) {
+            return Ok(done);
         }
         let next = self.sampler.sample(logits, history);
+        self.push(tok, next, room)
+    }
+
+    /// Whether every token of this reply is the plain argmax of the model's logits (greedy,
+    /// no repetition penalty), so the engine may pick it ([`Engine::decode_argmax`]) and
+    /// [`Sequence::step_chosen`] take it.
+    pub fn is_greedy(&self) -> bool {
+        let s = &self.params.sampling;
+        s.temperature <= 0.0 && s.repeat_penalty == 1.0
+    }
+
+    /// [`Sequence::step`] for a reply that [`Sequence::is_greedy`], with the token already
+    /// picked from the logits by the engine.
+    pub fn step_chosen(&mut self, tok: &Tokenizer, next: u32, room: usize) -> Result<Step> {
+        if let Some(done) = self.ended(tok) {
+            return Ok(done);
+        }
+        self.push(tok, next, room)
+    }
+
+    /// The step of a reply that has already ended, or reached its token limit.
+    fn ended(&mut self, tok: &Tokenizer) -> Option<Step> {
+        if let Some(f) = self.finish {
+            return Some(Step { feed: None, piece: String::new(), finish: Some(f) });
+        }
+        if self.ids.len() >= self.params.max_tokens {
+            return Some(self.end(tok, FinishReason::Length, String::new()));
+        }
+        None
+    }
+
+    /// Takes sampled token `next`: streams its text, applies the stop strings and limits.
+    fn push(&mut self, tok: &Tokenizer, next: u32, room: usize) -> Result<Step> {
         if Some(next) == self.eos {
             return Ok(self.end(tok, FinishReason::Eos, String::new()));
         }
@@ -218,14 +248,24 @@ pub fn generate(
 ) -> Result<Generated> {
     let mut logits = session.forward_slot(0, feed)?.to_vec();
     consumed.extend_from_slice(feed);
+    // A greedy reply lets the engine pick each next token (on a GPU: one id back per step).
+    let greedy = seq.is_greedy();
+    let mut chosen = Vec::with_capacity(1);
     loop {
         let room = session.capacity().saturating_sub(session.position_of(0)?);
-        let step = seq.step(tok, &mut logits, consumed, room)?;
+        let step = match chosen.first() {
+            Some(&next) => seq.step_chosen(tok, next, room)?,
+            None => seq.step(tok, &mut logits, consumed, room)?,
+        };
         if !step.piece.is_empty() && !on_piece(&step.piece) {
             seq.cancel(tok);
             break;
         }
         match step.feed {
+            Some(t) if greedy => {
+                session.decode_argmax(&[t], &[0], &mut chosen)?;
+                consumed.push(t);
+            }
             Some(t) => {
                 logits.copy_from_slice(session.forward_slot(0, &[t])?);
                 consumed.push(t);
@@ -268,13 +308,19 @@ pub fn generate_batch(
     }
     let (mut active, mut tokens, mut slots): (Vec<usize>, Vec<u32>, Vec<usize>) =
         ((0..n).collect(), Vec::with_capacity(n), Vec::with_capacity(n));
+    // When every reply is greedy the engine picks the tokens: `chosen[i]` after the prompt.
+    let greedy = seqs.iter().all(Sequence::is_greedy);
+    let (mut chosen, mut ids) = (vec![None; n], Vec::with_capacity(n));
     while !active.is_empty() {
         tokens.clear();
         slots.clear();
         for &i in &active {
             let room = session.capacity().saturating_sub(session.position_of(i)?);
             let row = &mut logits[i * vocab..(i + 1) * vocab];
-            let step = seqs[i].step(tok, row, &history[i], room)?;
+            let step = match chosen[i] {
+                Some(next) => seqs[i].step_chosen(tok, next, room)?,
+                None => seqs[i].step(tok, row, &history[i], room)?,
+            };
             if !step.piece.is_empty() && !on_piece(i, &step.piece) {
                 seqs[i].cancel(tok);
                 continue;
@@ -285,7 +331,12 @@ pub fn generate_batch(
                 history[i].push(t);
             }
         }
-        if !tokens.is_empty() {
+        if !tokens.is_empty() && greedy {
+            session.decode_argmax(&tokens, &slots, &mut ids)?;
+            for (&i, &next) in slots.iter().zip(&ids) {
+                chosen[i] = Some(next);
+            }
+        } else if !tokens.is_empty() {
             let out = session.decode(&tokens, &slots)?;
             for (j, &i) in slots.iter().enumerate() {
                 logits[i * vocab..(i + 1) * vocab]

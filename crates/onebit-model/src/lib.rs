@@ -31,7 +31,8 @@ pub mod tokenizer;
 
 pub use config::{Activation, ModelConfig};
 pub use engine::{
-    Engine, HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions, StageInput,
+    argmax, Engine, HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions,
+    StageInput,
 };
 pub use error::{Error, Result};
 pub use generation::{

@@ -42,6 +42,7 @@ pub fn run(a: Args) -> Result<()> {
     let dense = DenseKernels::get(isa).map(|k| k.isa()).unwrap_or(Isa::Scalar);
     println!("{:>6}: f32/f16 {}", "dense", dense.name());
     print_adapters();
+    print_cuda();
     if let Some((rows, cols)) = a.tune {
         let pool = ThreadPool::new(a.threads);
         for f in [TernaryFormat::T2, TernaryFormat::B3, TernaryFormat::Lut] {
@@ -80,4 +81,15 @@ fn print_adapters() {
         Ok(c) => println!("gpu: --device gpu uses {}", c.adapter().name),
         Err(e) => println!("gpu: --device gpu fails: {e}"),
     }
+}
+
+/// The CUDA devices the driver reports and whether NVRTC (the kernels' compiler) loads.
+fn print_cuda() {
+    match onebit_gpu::cuda::devices() {
+        Ok(list) if list.is_empty() => println!("cuda: the driver loaded but reports no device"),
+        Ok(list) => list.iter().for_each(|d| println!("cuda: device {d}")),
+        Err(e) => println!("cuda: {e}"),
+    }
+    let nvrtc = if onebit_gpu::cuda::nvrtc_present() { "found" } else { "not found" };
+    println!("cuda: NVRTC (libnvrtc.so.12) {nvrtc}; the CUDA kernels run single-kernel tests only (no whole-model CUDA engine yet)");
 }

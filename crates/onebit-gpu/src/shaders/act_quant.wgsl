@@ -5,7 +5,6 @@
 // Each thread owns the same four-column groups in every pass, so it reads back only its own
 // scratch writes.
 
-struct Step { n: u32, p0: u32, p1: u32, p2: u32 }
 struct P {
   cols: u32,
   in_stride: u32,   // floats per input row
@@ -21,7 +20,6 @@ struct P {
   p2: u32,
 }
 
-@group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
@@ -45,7 +43,7 @@ fn value(s: u32, c: u32) -> f32 {
     let r = max(g, 0.0);
     a = r * r;
   } else {
-    a = g / (1.0 + exp(-g));
+    a = g / (1.0 + exp_cpu(-g));
   }
   return a * x[s * p.in_stride + p.up_off + c];
 }
@@ -96,12 +94,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var total = 0.0;
       for (var c = 0u; c < p.cols; c++) {
         let v = tmp[base + c];
-        total += v * v;
+        total += rounded(v * v);
       }
       red_f[0] = total;
     }
     workgroupBarrier();
-    r = 1.0 / sqrt(red_f[0] / f32(p.cols) + p.eps);
+    r = 1.0 / rounded(sqrt(red_f[0] / f32(p.cols) + p.eps));
     workgroupBarrier();
   }
   var m = 1e-5;

@@ -1,10 +1,8 @@
 // Greedy sampling on the device: the index of the largest logit of each row, the lowest
 // index among equals (as the CPU sampler: a later value must be strictly greater).
 
-struct Step { n: u32, p0: u32, p1: u32, p2: u32 }
 struct P { vocab: u32, p0: u32, p1: u32, p2: u32 }
 
-@group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
 @group(0) @binding(3) var<storage, read_write> ids: array<u32>;

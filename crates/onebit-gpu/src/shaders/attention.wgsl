@@ -3,7 +3,6 @@
 // products, softmax (max-subtracted exp, then divided by the sum), probability-weighted V.
 // One workgroup per (head, row); scores live in a storage scratch so any context fits.
 
-struct Step { n: u32, p0: u32, p1: u32, p2: u32 }
 struct P {
   heads: u32,
   kv_heads: u32,
@@ -19,7 +18,6 @@ struct P {
   p2: u32,
 }
 
-@group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
 @group(0) @binding(3) var<storage, read> rows: array<u32>;
@@ -64,32 +62,58 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let sb = (t * p.heads + h) * p.max_ctx;
   var m = -3.4028235e38;
   for (var j = lid; j < n_pos; j += WG) {
-    var s = 0.0;
-    for (var d = 0u; d < p.hd; d++) {
-      s += qkv[qo + d] * kc[kb + j * p.kvd + d];
-    }
-    s = s * p.scale;
+    let s = dot_cpu(qo, kb + j * p.kvd) * p.scale;
     scores[sb + j] = s;
     m = max(m, s);
   }
   let mx = reduce(lid, m, true);
-  var total = 0.0;
   for (var j = lid; j < n_pos; j += WG) {
-    let e = exp(scores[sb + j] - mx);
-    scores[sb + j] = e;
-    total += e;
+    scores[sb + j] = exp_cpu(scores[sb + j] - mx);
   }
-  let sum = reduce(lid, total, false);
+  // The CPU sums the exponentials in position order; one invocation does the same.
+  storageBarrier();
+  workgroupBarrier();
+  if (lid == 0u) {
+    var total = 0.0;
+    for (var j = 0u; j < n_pos; j++) {
+      total += scores[sb + j];
+    }
+    red[0] = total;
+  }
+  workgroupBarrier();
+  let sum = red[0];
   for (var j = lid; j < n_pos; j += WG) {
     scores[sb + j] = scores[sb + j] / sum;
   }
   storageBarrier();
   workgroupBarrier();
+  // o += p_j * v_j in position order, product and sum rounded apart, as the CPU's axpy.
   for (var d = lid; d < p.hd; d += WG) {
     var o = 0.0;
     for (var j = 0u; j < n_pos; j++) {
-      o += scores[sb + j] * vc[kb + j * p.kvd + d];
+      o += rounded(scores[sb + j] * vc[kb + j * p.kvd + d]);
     }
     att[t * p.qd + h * p.hd + d] = o;
   }
+}
+
+// q·k exactly as the CPU's dot_f32: sixteen accumulators over whole chunks of sixteen (each
+// product rounded before its add), summed in order, then the tail's products in order.
+fn dot_cpu(qo: u32, ko: u32) -> f32 {
+  var acc: array<f32, 16>;
+  let whole = p.hd / 16u * 16u;
+  for (var c = 0u; c < whole; c += 16u) {
+    for (var i = 0u; i < 16u; i++) {
+      acc[i] += rounded(qkv[qo + c + i] * kc[ko + c + i]);
+    }
+  }
+  var tail = 0.0;
+  for (var d = whole; d < p.hd; d++) {
+    tail += rounded(qkv[qo + d] * kc[ko + d]);
+  }
+  var total = 0.0;
+  for (var i = 0u; i < 16u; i++) {
+    total += acc[i];
+  }
+  return total + tail;
 }

@@ -2,10 +2,8 @@
 // storage binding is split into chunks of rows; each chunk fills the rows whose token it
 // holds). Rows are f16 pairs in a u32 (exact widening, as the CPU's f16 table) or f32.
 
-struct Step { n: u32, p0: u32, p1: u32, p2: u32 }
 struct P { hidden: u32, first: u32, count: u32, half: u32 }
 
-@group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read> tokens: array<u32>;
 @group(0) @binding(3) var<storage, read> table: array<u32>;

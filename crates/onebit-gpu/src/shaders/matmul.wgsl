@@ -8,7 +8,6 @@
 // that with activation word j gives sum(c*q), and sum(t*q) = sum(c*q) - sum(q).
 // int8_main: weights are int8 rows (the quantized output head), four to a u32.
 
-struct Step { n: u32, p0: u32, p1: u32, p2: u32 }
 struct P {
   rows: u32,        // output rows of this matrix (or chunk)
   kw: u32,          // weight words per row
@@ -20,7 +19,6 @@ struct P {
   p1: u32,
 }
 
-@group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> row_scale: array<f32>;
@@ -61,7 +59,7 @@ fn reduce_and_store(lid: u32, r: u32, t0: u32, nt: u32, acc: array<i32, 8>, tern
     }
     let o = t * p.out_stride + p.row_base + r;
     if (p.accumulate == 1u) {
-      out[o] = out[o] + v;
+      out[o] = out[o] + rounded(v);
     } else {
       out[o] = v;
     }

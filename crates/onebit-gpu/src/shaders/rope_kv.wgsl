@@ -3,7 +3,6 @@
 // the v of each row written into the layer's KV cache at the row's (slot, position).
 // One invocation per (row, head, rotation pair).
 
-struct Step { n: u32, p0: u32, p1: u32, p2: u32 }
 struct P {
   heads: u32,
   kv_heads: u32,
@@ -15,7 +14,6 @@ struct P {
   interleaved: u32,
 }
 
-@group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(3) var<storage, read> rows: array<u32>;   // (slot, position) per row
@@ -50,8 +48,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   let x0 = qkv[base + a];
   let x1 = qkv[base + b];
-  let y0 = x0 * co - x1 * sn;
-  let y1 = x0 * sn + x1 * co;
+  let y0 = rounded(x0 * co) - rounded(x1 * sn);
+  let y1 = rounded(x0 * sn) + rounded(x1 * co);
   qkv[base + a] = y0;
   qkv[base + b] = y1;
   if (hh >= p.heads) {

@@ -1,7 +1,10 @@
 //! Shared by the GPU tests: the device, or a skip where there is none.
 
+pub mod checks;
+
 use onebit_gpu::{Error, GpuContext};
 
+#[allow(dead_code)]
 /// The device, or `None` (with a message) where wgpu finds no adapter at all. With
 /// `ONEBIT_GPU_REQUIRED=1` (CI, which installs lavapipe) a missing adapter fails instead.
 pub fn context() -> Option<GpuContext> {

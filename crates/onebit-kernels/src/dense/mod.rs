@@ -7,13 +7,16 @@
 //! the compiler vectorizes, for every ISA) streams each row at memory speed; the f16 GEMV
 //! widens 1024 weights at a time into a stack buffer with `half`'s slice conversion.
 //!
-//! `gemm` holds the products of matrices, `vecops` the vector ops attention and
+//! `gemm` holds the products of matrices, `exp` an exponential every backend computes to the
+//! same bits, `vecops` the vector ops attention and
 //! the KV cache use (dot, axpy, f16 and int8 widening), chosen once per ISA in
 //! [`DenseKernels`].
 
+mod exp;
 mod gemm;
 mod vecops;
 
+pub use exp::{exp_f32, EXP_COEFFS, EXP_LN2_HI, EXP_LN2_MID, EXP_LOG2E};
 pub use gemm::{
     gemm_f16, gemm_f32, gemm_f32_ex, gemm_f32_pool, gemm_strided, gemv_f16, gemv_f32, MatRef,
 };

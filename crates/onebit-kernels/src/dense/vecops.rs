@@ -122,7 +122,10 @@ fn selected() -> &'static DenseKernels {
     })
 }
 
-/// Sixteen independent accumulators so the loop vectorizes at any width.
+/// Sixteen independent accumulators so the loop vectorizes at any width. Each product is
+/// rounded before it is added (no fused multiply-add): the GPU backend repeats this exact
+/// order for decode attention, and Mesa's lavapipe, where CI runs it, computes WGSL's `fma`
+/// unfused, so only unfused steps give the same bits there.
 #[inline(always)]
 fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
@@ -130,16 +133,17 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
     for (x, y) in ac.zip(bc) {
         for i in 0..16 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
+            acc[i] += x[i] * y[i];
         }
     }
     acc.iter().sum::<f32>() + tail
 }
 
+/// `y += alpha · x` with each product rounded before its add, as [`dot_body`].
 #[inline(always)]
 fn axpy_body(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = alpha.mul_add(x, *y);
+        *y += alpha * x;
     }
 }
 

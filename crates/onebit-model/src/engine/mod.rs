@@ -10,7 +10,7 @@ mod seam;
 
 pub use forward::{Session, SessionOptions, StageInput};
 pub use kv_cache::KvDtype;
-pub use sampler::{Sampler, SamplerConfig};
+pub use sampler::{argmax, Sampler, SamplerConfig};
 pub use seam::Engine;
 
 use crate::config::ModelConfig;

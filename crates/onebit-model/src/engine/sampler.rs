@@ -58,6 +58,12 @@ impl SamplerConfig {
     }
 }
 
+/// The greedy token of a row of logits: the largest, the lowest index among equals (a later
+/// value must be strictly greater, so NaN is never chosen over an earlier number).
+pub fn argmax(logits: &[f32]) -> u32 {
+    logits.iter().enumerate().fold(0, |b, (i, &v)| if v > logits[b] { i } else { b }) as u32
+}
+
 /// A sampler with its RNG state and scratch.
 pub struct Sampler {
     cfg: SamplerConfig,
@@ -90,10 +96,8 @@ impl Sampler {
                 }
             }
         }
-        let argmax =
-            logits.iter().enumerate().fold(0, |b, (i, &v)| if v > logits[b] { i } else { b });
         if c.temperature <= 0.0 {
-            return argmax as u32;
+            return argmax(logits);
         }
         self.idx.clear();
         self.idx.extend(0..logits.len() as u32);

@@ -2,7 +2,7 @@
 //! loop ([`crate::generate`], [`crate::generate_batch`]) drives a local [`Session`] and the
 //! device mesh's distributed executors (onebit-dist) alike.
 
-use super::Session;
+use super::{argmax, Session};
 use crate::error::Result;
 
 /// Sequences in slots, advanced by prompt chunks and multi-sequence decode steps.
@@ -26,6 +26,16 @@ pub trait Engine {
     /// One pass over rows from any slots, as [`Session::step`]: logits of the rows where
     /// `want[i]`, one row of `vocab` each, in row order.
     fn step(&mut self, tokens: &[u32], slots: &[usize], want: &[bool]) -> Result<&mut [f32]>;
+    /// A decode step like [`Engine::decode`] that keeps only each row's greedy token
+    /// ([`argmax`]) in `ids`: an engine on a device picks it there and sends back one id per
+    /// row instead of a row of logits.
+    fn decode_argmax(&mut self, tokens: &[u32], slots: &[usize], ids: &mut Vec<u32>) -> Result<()> {
+        let vocab = self.vocab();
+        let logits = self.decode(tokens, slots)?;
+        ids.clear();
+        ids.extend(logits.chunks_exact(vocab).map(argmax));
+        Ok(())
+    }
 }
 
 impl Engine for Session<'_> {

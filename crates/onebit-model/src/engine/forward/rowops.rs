@@ -46,7 +46,7 @@ pub(super) fn gated_par(
                     let r = g.max(0.0);
                     r * r
                 }
-                Activation::Silu => *g / (1.0 + (-*g).exp()),
+                Activation::Silu => *g / (1.0 + onebit_kernels::dense::exp_f32(-*g)),
             };
             *g = a * u;
         }
