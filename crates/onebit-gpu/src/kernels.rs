@@ -5,7 +5,10 @@
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::ops::{uniform, AqP, Grid, Kernel, MatP, Op, Quad};
-use crate::pack::{act_stride, act_words, head_row_words, head_rows, pack_ternary, ternary_words};
+use crate::pack::{
+    act_stride, act_words, codes_of_act_words, head_row_words, head_rows, pack_ternary,
+    ternary_words,
+};
 use crate::weights::storage;
 use onebit_kernels::{ActQuant, Q8Matrix, TernaryMatrix};
 
@@ -124,8 +127,7 @@ pub fn act_quant(
     let op = Op::new(ctx, Kernel::ActQuant, Grid::Rows, &refs);
     let words: Vec<u32> =
         bytemuck::cast_slice(&run(ctx, &op, n as u32, &act, n * stride * 4)?).to_vec();
-    let bytes: Vec<i8> = words.iter().flat_map(|w| w.to_le_bytes()).map(|b| b as i8).collect();
-    let q = (0..n).flat_map(|t| bytes[t * stride * 4..][..cols].to_vec()).collect();
+    let q = codes_of_act_words(&words, n, cols);
     let a = bytemuck::cast_slice(&run(ctx, &op, n as u32, &scales, n * 4)?).to_vec();
     let s = bytemuck::cast_slice(&run(ctx, &op, n as u32, &sums, n * 4)?).to_vec();
     Ok((q, a, s))

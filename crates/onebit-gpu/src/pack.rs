@@ -95,6 +95,14 @@ pub fn act_words(x: &ActQuant) -> Vec<u32> {
     (0..x.tokens()).flat_map(|t| pack_i8(&x.row(t)[..stride * 4])).collect()
 }
 
+/// The int8 codes of `n` token rows of `cols` columns from activation words laid out as
+/// [`act_words`] (the inverse, dropping each row's padding).
+pub fn codes_of_act_words(words: &[u32], n: usize, cols: usize) -> Vec<i8> {
+    let stride = act_stride(cols);
+    let bytes: Vec<i8> = words.iter().flat_map(|w| w.to_le_bytes()).map(|b| b as i8).collect();
+    (0..n).flat_map(|t| bytes[t * stride * 4..][..cols].to_vec()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

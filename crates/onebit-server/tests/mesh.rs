@@ -1,7 +1,8 @@
-//! The server with its engine on a two-node pipeline (in-process mesh, the worker a thread
-//! running `serve_stage`): concurrent greedy requests, mixed prompt chunks and decode rows,
-//! and a chat continuing in its slot (prefix reuse truncates every stage's cache) give the
-//! same replies and usage as the server on one node.
+//! The server with its engine elsewhere than one CPU session: on a two-node pipeline
+//! (in-process mesh, the worker a thread running `serve_stage`), and on the GPU backend
+//! (lavapipe in CI). Concurrent greedy requests, mixed prompt chunks and decode rows, and a
+//! chat continuing in its slot (prefix reuse truncates every stage's cache) give the same
+//! replies and usage as the server on one node.
 
 use onebit_dist::pipeline::{serve_stage, PipelineTimeouts};
 use onebit_dist::InProcComm;
@@ -109,4 +110,26 @@ fn a_server_on_a_pipeline_answers_as_one_node_does() {
     let stats = worker.join().unwrap();
     assert!(stats.steps > 24, "{stats:?}");
     assert_eq!(got, want, "the pipeline's replies differ from one node's");
+}
+
+#[test]
+fn a_server_on_the_gpu_answers_as_the_cpu_does() {
+    let ctx = match onebit_gpu::GpuContext::new() {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e @ onebit_gpu::Error::NoAdapter(_)) => {
+            let required = std::env::var("ONEBIT_GPU_REQUIRED").is_ok_and(|v| v == "1");
+            assert!(!required, "ONEBIT_GPU_REQUIRED=1 but: {e}");
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let local = start(load(None), Backend::Local);
+    let want = exercise(&local);
+    local.stop();
+    let gpu = start(load(None), Backend::Gpu(ctx));
+    let got = exercise(&gpu);
+    gpu.stop();
+    assert!(got.2 > 0, "the second turn reuses the first's cache on the device too");
+    assert_eq!(got, want, "the GPU server's replies differ from the CPU server's");
 }

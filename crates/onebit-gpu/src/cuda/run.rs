@@ -4,9 +4,18 @@
 
 use super::CudaDevice;
 use crate::error::{Error, Result};
-use crate::pack::{act_stride, act_words, head_row_words, head_rows, pack_ternary, ternary_words};
+use crate::pack::{
+    act_stride, act_words, codes_of_act_words, head_row_words, head_rows, pack_ternary,
+    ternary_words,
+};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use onebit_kernels::{ActQuant, Q8Matrix, TernaryMatrix};
+
+/// Indices into `CudaDevice::funcs` (the order of `KERNEL_NAMES`).
+const TERNARY: usize = 0;
+const INT8: usize = 1;
+const ACT_QUANT: usize = 2;
+const ARGMAX: usize = 3;
 
 fn err(e: cudarc::driver::DriverError) -> Error {
     Error::Device(format!("CUDA: {e}"))
@@ -65,13 +74,13 @@ fn matmul(
 pub fn ternary_matmul(d: &CudaDevice, m: &TernaryMatrix, x: &ActQuant) -> Result<Vec<f32>> {
     let (rows, cols) = (m.rows(), m.cols());
     let w = pack_ternary(&m.to_trits(), rows, cols);
-    matmul(d, 0, (w, vec![m.scale(); rows], rows, ternary_words(cols)), x)
+    matmul(d, TERNARY, (w, vec![m.scale(); rows], rows, ternary_words(cols)), x)
 }
 
 /// `out[t][r] = (Σ_k W[r][k]·q[t][k]) · row_scale[r] / a_t` on a CUDA device (the head).
 pub fn int8_matmul(d: &CudaDevice, m: &Q8Matrix, x: &ActQuant) -> Result<Vec<f32>> {
     let (w, scale) = head_rows(m, 0..m.rows());
-    matmul(d, 1, (w, scale, m.rows(), head_row_words(m.cols())), x)
+    matmul(d, INT8, (w, scale, m.rows(), head_row_words(m.cols())), x)
 }
 
 /// Per-token int8 quantization of `x` (`tokens x cols`) on a CUDA device, after RMSNorm
@@ -96,7 +105,7 @@ pub fn act_quant(
     let (use_norm, eps) = (norm.is_some() as u32, norm.map_or(0.0f32, |n| n.1));
     let cfg =
         LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let mut b = d.stream.launch_builder(&d.funcs[2]);
+    let mut b = d.stream.launch_builder(&d.funcs[ACT_QUANT]);
     b.arg(&xs).arg(&w).arg(&gather).arg(&mut tmp).arg(&mut act).arg(&mut scales).arg(&mut sums);
     b.arg(&n32).arg(&cols32).arg(&cols32).arg(&zero).arg(&zero).arg(&use_norm);
     b.arg(&stride32).arg(&eps).arg(&zero).arg(&zero);
@@ -104,8 +113,7 @@ pub fn act_quant(
     // words, scales and sums n values; gather is not read (gather = 0).
     unsafe { b.launch(cfg) }.map_err(err)?;
     let words = down(d, &act, n * stride)?;
-    let bytes: Vec<i8> = words.iter().flat_map(|w| w.to_le_bytes()).map(|b| b as i8).collect();
-    let q = (0..n).flat_map(|t| bytes[t * stride * 4..][..cols].to_vec()).collect();
+    let q = codes_of_act_words(&words, n, cols);
     Ok((q, down(d, &scales, n)?, down(d, &sums, n)?))
 }
 
@@ -120,7 +128,7 @@ pub fn argmax(d: &CudaDevice, logits: &[f32], vocab: usize) -> Result<Vec<u32>> 
     let (n32, v32) = (n as u32, vocab as u32);
     let cfg =
         LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let mut b = d.stream.launch_builder(&d.funcs[3]);
+    let mut b = d.stream.launch_builder(&d.funcs[ARGMAX]);
     b.arg(&l).arg(&mut ids).arg(&n32).arg(&v32);
     // SAFETY: arguments in the kernel's order; logits hold n x vocab floats, ids n values.
     unsafe { b.launch(cfg) }.map_err(err)?;
