@@ -8,7 +8,7 @@
 # TQ2_0.gguf: a 2B4T-shaped file both engines read (made by llama.cpp's own llama-quantize);
 # SHIPPED.gguf (default models/austen.gguf): the small trained model, onebit only.
 # Knobs: SECONDS_PER_RUN (60), CLIENTS (32), MAX_TOKENS_2B4T (64), PY (python with httpx),
-# ONLY_SHIPPED=1 (skip the 2B4T runs).
+# ROUNDS (1: onebit 16-slot / 1-slot pairs on the 2B4T file), ONLY_SHIPPED=1 (skip the 2B4T runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIG=${1:?a 2B4T TQ2_0 gguf}
@@ -35,6 +35,9 @@ wait_up() { # bounded: 600 s
   return 1
 }
 
+# A fresh port per server: a stopped llama-server can hold its port a while after its exit.
+next_port() { PORT=$((PORT + 1)); URL=http://127.0.0.1:$PORT; }
+
 serve() { # name max_tokens command...
   local name=$1 mt=$2; shift 2
   echo "=== $name"
@@ -49,16 +52,21 @@ serve() { # name max_tokens command...
 }
 
 if [ -z "${ONLY_SHIPPED:-}" ]; then
-for slots in 16 1; do
-  serve "onebit serve, 2B4T TQ2_0 file, $slots slots" "$MT" \
-    "$ONEBIT" serve "$BIG" --port $PORT --slots $slots -t 2
+for round in $(seq "${ROUNDS:-1}"); do
+  for slots in 16 1; do
+    next_port
+    serve "round $round: onebit serve, 2B4T TQ2_0 file, $slots slots" "$MT" \
+      "$ONEBIT" serve "$BIG" --port $PORT --slots $slots -t 2
+  done
 done
 fi
 if [ -n "${LLAMA_BIN:-}" ] && [ -z "${ONLY_SHIPPED:-}" ]; then
+  next_port
   serve "llama-server $(cd "$LLAMA_BIN/../.." && git rev-parse --short HEAD 2>/dev/null || echo ?), 2B4T TQ2_0 file, --parallel 16 --cont-batching" "$MT" \
     "$LLAMA_BIN/llama-server" -m "$BIG" --port $PORT -t 2 --parallel 16 --cont-batching -c $((16 * 512))
 fi
 for slots in 16 1; do
+  next_port
   serve "onebit serve, shipped model, $slots slots" 64 "$ONEBIT" serve "$SMALL" --port $PORT --slots $slots -t 2
 done
 echo "=== engine alone, same run: onebit bench $BIG -p 64 -n 32 --batch 1,16"

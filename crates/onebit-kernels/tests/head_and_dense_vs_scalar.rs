@@ -24,13 +24,25 @@ fn every_head_kernel_matches_scalar_bit_exact() {
     let pool = ThreadPool::new(3);
     let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|&i| CpuFeatures::get().has(i)).collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for (rows, cols) in [(1, 1), (3, 17), (5, 33), (37, 1000), (70, 2560), (41, 1984), (9, 2049)] {
+    // Ranges of 64+ rows per thread and 8+ tokens take the AMX blocks (with tails) where present.
+    let shapes = [
+        (1, 1),
+        (3, 17),
+        (5, 33),
+        (37, 1000),
+        (70, 2560),
+        (41, 1984),
+        (9, 2049),
+        (1000, 200),
+        (403, 777),
+    ];
+    for (rows, cols) in shapes {
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
         for bits in [8u8, 4] {
             let m = Q8Matrix::from_row_fn_bits(rows, cols, bits, |r, b| {
                 b.copy_from_slice(&w[r * cols..(r + 1) * cols])
             });
-            for tokens in [1, 2, 5] {
+            for tokens in [1, 2, 5, 8, 16, 21, 40] {
                 // ActQuant never produces -128 (|x·127/absmax| ≤ 127), which the AVX2 sign trick relies on.
                 let q: Vec<i8> =
                     (0..tokens * cols).map(|_| ((rng.next() % 255) as i32 - 127) as i8).collect();

@@ -1,5 +1,6 @@
 //! The head matmul: rows split over the pool, L2-sized row blocks shared by every token,
-//! the dot product of the selected ISA.
+//! the dot product of the selected ISA; on AMX, batches of tokens take `amx` for all but
+//! the last rows of each thread's range.
 
 use super::Q8Matrix;
 #[cfg(target_arch = "x86_64")]
@@ -62,11 +63,22 @@ pub fn q8_matmul_on(
     }
     let threads = pool.threads();
     let outp = SyncPtr(out.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    let on_amx = isa == Isa::Amx && m.bits == 8 && x.tokens() >= super::amx::MIN_TOKENS;
     pool.run(&|i| {
         let rows = split(m.rows, threads, i, 16);
+        #[allow(unused_mut)]
+        let mut b0 = rows.start;
+        #[cfg(target_arch = "x86_64")]
+        if on_amx {
+            let end = b0 + (rows.end - b0) / super::amx::BLOCK_ROWS * super::amx::BLOCK_ROWS;
+            // SAFETY: the CPU has AMX (checked above); 8-bit rows; rows b0..end are this
+            // thread's; out holds tokens × rows floats (checked above).
+            unsafe { super::amx::rows(m, x, b0, end, outp.get()) };
+            b0 = end;
+        }
         // Blocks of rows small enough to stay in L2 while every token passes over them, so
         // a batch of tokens reads the head from memory once, not once per token.
-        let mut b0 = rows.start;
         WIDE.with(|wide| {
             let mut wide = wide.borrow_mut();
             if m.bits == 4 && wide.len() < ROW_BLOCK * m.padded {

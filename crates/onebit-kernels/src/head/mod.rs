@@ -12,8 +12,11 @@
 //!
 //! Files: this one holds the matrix and its quantizers, `q4` the 4-bit row packing,
 //! `matmul` the kernel over rows and tokens (scalar, AVX2, AVX-512), `q4_avx512` the 4-bit
-//! head read straight from nibbles, `avx2` / `avx512` the dot products.
+//! head read straight from nibbles, `amx` 8-bit rows for batches of tokens on AMX, `avx2` /
+//! `avx512` the dot products.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
