@@ -66,7 +66,7 @@ fn every_kernel_matches_scalar_on_ragged_shapes() {
         (40, 2049),
     ];
     for (i, &(rows, cols)) in shapes.iter().enumerate() {
-        for tokens in [1, 2, 3, 4, 5, 7, 9, 16, 33] {
+        for tokens in [1, 2, 3, 4, 5, 7, 9, 12, 13, 16, 33] {
             ran.extend(check_case(&pool, 1000 + i as u64 * 31 + tokens as u64, rows, cols, tokens));
         }
     }

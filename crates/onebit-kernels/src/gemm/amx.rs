@@ -9,7 +9,7 @@
 //! Activations are repacked per chunk of tokens into the VNNI tile layout (row kk of a B tile
 //! holds, for each of 16 tokens, the 4 activations k = 4kk..4kk+4). Prompts: codes are decoded
 //! per 32-row block into a per-thread buffer and read by `tileloadd` straight from there,
-//! every pair of token tiles reusing them. Decode steps of ≤ 16 sequences: 64 rows × one
+//! every pair of token tiles reusing them. Decode steps of 12-16 sequences: 64 rows × one
 //! token tile, one format block of the 64 rows decoded at a time into an L1-sized buffer.
 //! Tile registers are not renamed and tile loads are slow next to `tdp*` (measured here:
 //! 7 ns per `tdpbusd` alone, 20-40 ns per tile load), so the blocks are shaped to load as
@@ -444,10 +444,10 @@ pub unsafe fn t2(a: &MatmulArgs<'_>, r0: usize, r1: usize) {
 }
 
 /// Below this many tokens the AVX-512 VNNI register tile is faster than a mostly-padding
-/// AMX token tile (measured on the 2B4T shapes, aggregate decode tok/s, 2 threads, Xeon with
-/// AMX, with the 64 × 16 fused block: 4 tokens 48-57 on AVX-512 vs 33-41 on AMX; 8 tokens
-/// 92 on AMX vs 77-83 with AVX-512; 12 tokens 123 vs 85-102).
-pub const AMX_MIN_TOKENS: usize = 8;
+/// AMX token tile (2B4T-shaped aggregate decode, tok/s, 2 threads, Xeon with AMX, the 64 × 16
+/// fused block, medians of alternating runs: 4 tokens AVX-512 49 vs AMX 40; 8 tokens AVX-512
+/// 71 vs AMX 60; 12 tokens AMX 93 vs AVX-512 74, AMX ahead in 5 of 5 pairs).
+pub const AMX_MIN_TOKENS: usize = 12;
 
 /// B3 GEMM on AMX.
 ///
