@@ -154,13 +154,7 @@ unsafe fn block(
     // SAFETY: tile instructions on tiles configured by the caller; every load reads 16 rows
     // of 64 bytes inside the buffers described in the contract; stores write inside `c`.
     unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        zero4();
         for kb in 0..kblocks {
             asm!(
                 "tileloadd tmm4, [{a0} + {s}*1]",
@@ -201,6 +195,32 @@ pub(crate) unsafe fn zero4() {
     };
 }
 
+/// One k block of [`steps_r4`] with the dot-product instruction `$op`: the activation tile
+/// into tmm6, the four row tiles through tmm4, tmm5, tmm7, tmm4 into accumulators 0-3.
+macro_rules! r4_step {
+    ($op:literal, $a0:expr, $astride:expr, $b:expr) => {
+        asm!(
+            "tileloadd tmm6, [{b} + {bs}*1]",
+            "tileloadd tmm4, [{a0} + {s}*1]",
+            "tileloadd tmm5, [{a1} + {s}*1]",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            "tileloadd tmm7, [{a2} + {s}*1]",
+            concat!($op, " tmm1, tmm5, tmm6"),
+            "tileloadd tmm4, [{a3} + {s}*1]",
+            concat!($op, " tmm2, tmm7, tmm6"),
+            concat!($op, " tmm3, tmm4, tmm6"),
+            a0 = in(reg) $a0,
+            a1 = in(reg) $a0.add(16 * $astride),
+            a2 = in(reg) $a0.add(32 * $astride),
+            a3 = in(reg) $a0.add(48 * $astride),
+            b = in(reg) $b,
+            s = in(reg) $astride,
+            bs = in(reg) 64usize,
+            options(nostack, readonly)
+        )
+    };
+}
+
 /// Adds `kblocks` steps of 64 rows × 16 tokens to accumulator tiles 0-3 (row tile i in
 /// tile i): four row tiles share each activation tile, so no multiply is spent on padding
 /// when a decode step has 16 tokens or fewer (a 32 × 32 block would run half its products
@@ -222,45 +242,9 @@ pub(crate) unsafe fn steps_r4(
         for kb in 0..kblocks {
             let a0 = a.add(kb * 64);
             if signed {
-                asm!(
-                    "tileloadd tmm6, [{b} + {bs}*1]",
-                    "tileloadd tmm4, [{a0} + {s}*1]",
-                    "tileloadd tmm5, [{a1} + {s}*1]",
-                    "tdpbssd tmm0, tmm4, tmm6",
-                    "tileloadd tmm7, [{a2} + {s}*1]",
-                    "tdpbssd tmm1, tmm5, tmm6",
-                    "tileloadd tmm4, [{a3} + {s}*1]",
-                    "tdpbssd tmm2, tmm7, tmm6",
-                    "tdpbssd tmm3, tmm4, tmm6",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a0.add(16 * astride),
-                    a2 = in(reg) a0.add(32 * astride),
-                    a3 = in(reg) a0.add(48 * astride),
-                    b = in(reg) b.add(kb * 1024),
-                    s = in(reg) astride,
-                    bs = in(reg) 64usize,
-                    options(nostack, readonly)
-                );
+                r4_step!("tdpbssd", a0, astride, b.add(kb * 1024));
             } else {
-                asm!(
-                    "tileloadd tmm6, [{b} + {bs}*1]",
-                    "tileloadd tmm4, [{a0} + {s}*1]",
-                    "tileloadd tmm5, [{a1} + {s}*1]",
-                    "tdpbusd tmm0, tmm4, tmm6",
-                    "tileloadd tmm7, [{a2} + {s}*1]",
-                    "tdpbusd tmm1, tmm5, tmm6",
-                    "tileloadd tmm4, [{a3} + {s}*1]",
-                    "tdpbusd tmm2, tmm7, tmm6",
-                    "tdpbusd tmm3, tmm4, tmm6",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a0.add(16 * astride),
-                    a2 = in(reg) a0.add(32 * astride),
-                    a3 = in(reg) a0.add(48 * astride),
-                    b = in(reg) b.add(kb * 1024),
-                    s = in(reg) astride,
-                    bs = in(reg) 64usize,
-                    options(nostack, readonly)
-                );
+                r4_step!("tdpbusd", a0, astride, b.add(kb * 1024));
             }
         }
     }
