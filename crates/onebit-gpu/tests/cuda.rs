@@ -5,10 +5,8 @@
 
 mod common;
 
-use common::checks::Device;
 use onebit_gpu::cuda::{self, CudaDevice};
 use onebit_gpu::Error;
-use onebit_kernels::{ActQuant, Q8Matrix, TernaryMatrix};
 
 fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v == "1")
@@ -69,25 +67,7 @@ fn a_kernel_that_does_not_compile_is_reported_with_the_compiler_log() {
 
 struct Cuda(CudaDevice);
 
-impl Device for Cuda {
-    fn ternary(&self, m: &TernaryMatrix, x: &ActQuant) -> Vec<f32> {
-        cuda::ternary_matmul(&self.0, m, x).unwrap()
-    }
-    fn int8(&self, m: &Q8Matrix, x: &ActQuant) -> Vec<f32> {
-        cuda::int8_matmul(&self.0, m, x).unwrap()
-    }
-    fn act_quant(
-        &self,
-        x: &[f32],
-        cols: usize,
-        norm: Option<(&[f32], f32)>,
-    ) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
-        cuda::act_quant(&self.0, x, cols, norm).unwrap()
-    }
-    fn argmax(&self, logits: &[f32], vocab: usize) -> Vec<u32> {
-        cuda::argmax(&self.0, logits, vocab).unwrap()
-    }
-}
+common::checks::device_over!(Cuda, onebit_gpu::cuda);
 
 /// The first CUDA device, or `None` (with the reason) where there is no driver or device;
 /// `ONEBIT_CUDA_REQUIRED=1` makes that a failure.

@@ -44,16 +44,20 @@ __device__ __forceinline__ void store(const int* acc, u32 r, u32 t0, u32 nt, boo
   out[o] = accumulate ? out[o] + v : v;
 }
 
-// out[t][row_base + r] (=|+=) (sum_k T[r][k] q[t][k]) * row_scale[r] / act_scale[t], with
-// sum(T q) = sum(c q) - sum(q) from the codes c = T + 1. Grid (ceil(rows / 8), ceil(n / 8)),
-// 64 threads.
-extern "C" __global__ void ternary_matmul(const u32* __restrict__ w,
-                                          const float* __restrict__ row_scale,
-                                          const u32* __restrict__ act,
-                                          const float* __restrict__ act_scale,
-                                          const int* __restrict__ act_sum, float* out, u32 n,
-                                          u32 rows, u32 kw, u32 out_stride, u32 accumulate,
-                                          u32 act_stride, u32 row_base) {
+#define MATMUL_PARAMS                                                                  \
+  const u32 *__restrict__ w, const float *__restrict__ row_scale,                         \
+      const u32 *__restrict__ act, const float *__restrict__ act_scale,                    \
+      const int *__restrict__ act_sum, float *out, u32 n, u32 rows, u32 kw, u32 out_stride, \
+      u32 accumulate, u32 act_stride, u32 row_base
+#define MATMUL_ARGS \
+  w, row_scale, act, act_scale, act_sum, out, n, rows, kw, out_stride, accumulate, act_stride, row_base
+
+// Both products: row r of the weights (kw u32 words) times tokens t0..t0+TT. TERNARY: a
+// word holds sixteen 2-bit codes c = T + 1 and meets four activation words, and
+// sum(T q) = sum(c q) - sum(q); otherwise a word holds four int8 weights (the head's rows,
+// padded to 64 columns) and meets one activation word.
+template <bool TERNARY>
+__device__ __forceinline__ void matmul(MATMUL_PARAMS) {
   const u32 r = blockIdx.x * RPB + threadIdx.x / LANES;
   const u32 t0 = blockIdx.y * TT;
   if (t0 >= n) return;
@@ -62,50 +66,38 @@ extern "C" __global__ void ternary_matmul(const u32* __restrict__ w,
   if (r < rows) {
     for (u32 k = threadIdx.x % LANES; k < kw; k += LANES) {
       const u32 word = w[(size_t)r * kw + k];
-      const int s0 = (int)(word & 0x03030303u);
-      const int s1 = (int)((word >> 2) & 0x03030303u);
-      const int s2 = (int)((word >> 4) & 0x03030303u);
-      const int s3 = (int)((word >> 6) & 0x03030303u);
+      if (TERNARY) {
+        const int s0 = (int)(word & 0x03030303u);
+        const int s1 = (int)((word >> 2) & 0x03030303u);
+        const int s2 = (int)((word >> 4) & 0x03030303u);
+        const int s3 = (int)((word >> 6) & 0x03030303u);
 #pragma unroll
-      for (u32 t = 0; t < TT; t++) {
-        if (t < nt) {
-          const u32* a = act + (size_t)(t0 + t) * act_stride + k * 4;
-          acc[t] += __dp4a(s0, (int)a[0], 0) + __dp4a(s1, (int)a[1], 0) +
-                    __dp4a(s2, (int)a[2], 0) + __dp4a(s3, (int)a[3], 0);
+        for (u32 t = 0; t < TT; t++) {
+          if (t < nt) {
+            const u32* a = act + (size_t)(t0 + t) * act_stride + k * 4;
+            acc[t] += __dp4a(s0, (int)a[0], 0) + __dp4a(s1, (int)a[1], 0) +
+                      __dp4a(s2, (int)a[2], 0) + __dp4a(s3, (int)a[3], 0);
+          }
+        }
+      } else {
+#pragma unroll
+        for (u32 t = 0; t < TT; t++) {
+          if (t < nt)
+            acc[t] = __dp4a((int)word, (int)act[(size_t)(t0 + t) * act_stride + k], acc[t]);
         }
       }
     }
   }
-  store(acc, r, t0, nt, true, row_scale, act_scale, act_sum, out, rows, out_stride,
+  store(acc, r, t0, nt, TERNARY, row_scale, act_scale, act_sum, out, rows, out_stride,
         accumulate, row_base);
 }
 
-// The output head: int8 rows (four to a u32, rows padded to 64 columns) times int8
-// activations. Same grid as ternary_matmul.
-extern "C" __global__ void int8_matmul(const u32* __restrict__ w,
-                                       const float* __restrict__ row_scale,
-                                       const u32* __restrict__ act,
-                                       const float* __restrict__ act_scale,
-                                       const int* __restrict__ act_sum, float* out, u32 n,
-                                       u32 rows, u32 kw, u32 out_stride, u32 accumulate,
-                                       u32 act_stride, u32 row_base) {
-  const u32 r = blockIdx.x * RPB + threadIdx.x / LANES;
-  const u32 t0 = blockIdx.y * TT;
-  if (t0 >= n) return;
-  const u32 nt = min((u32)TT, n - t0);
-  int acc[TT] = {0, 0, 0, 0, 0, 0, 0, 0};
-  if (r < rows) {
-    for (u32 k = threadIdx.x % LANES; k < kw; k += LANES) {
-      const int word = (int)w[(size_t)r * kw + k];
-#pragma unroll
-      for (u32 t = 0; t < TT; t++) {
-        if (t < nt) acc[t] = __dp4a(word, (int)act[(size_t)(t0 + t) * act_stride + k], acc[t]);
-      }
-    }
-  }
-  store(acc, r, t0, nt, false, row_scale, act_scale, act_sum, out, rows, out_stride,
-        accumulate, row_base);
-}
+// out[t][row_base + r] (=|+=) (sum_k T[r][k] q[t][k]) * row_scale[r] / act_scale[t].
+// Grid (ceil(rows / 8), ceil(n / 8)), 64 threads.
+extern "C" __global__ void ternary_matmul(MATMUL_PARAMS) { matmul<true>(MATMUL_ARGS); }
+
+// The output head: int8 rows times int8 activations. Same grid as ternary_matmul.
+extern "C" __global__ void int8_matmul(MATMUL_PARAMS) { matmul<false>(MATMUL_ARGS); }
 
 #define AQ 256  // threads per token row in act_quant and argmax
 

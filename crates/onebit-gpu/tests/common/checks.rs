@@ -176,3 +176,42 @@ macro_rules! kernel_check_tests {
 }
 #[allow(unused_imports)]
 pub(crate) use kernel_check_tests;
+
+/// Implements [`Device`] for `$ty`, a newtype over a backend handle, with the four kernels of
+/// module `$kernels` (each `fn(&handle, ...) -> Result<_>`), so both backends' adapters are
+/// one definition.
+#[allow(unused_macros)]
+macro_rules! device_over {
+    ($ty:ident, $kernels:path) => {
+        impl common::checks::Device for $ty {
+            fn ternary(
+                &self,
+                m: &onebit_kernels::TernaryMatrix,
+                x: &onebit_kernels::ActQuant,
+            ) -> Vec<f32> {
+                use $kernels as k;
+                k::ternary_matmul(&self.0, m, x).unwrap()
+            }
+            fn int8(&self, m: &onebit_kernels::Q8Matrix, x: &onebit_kernels::ActQuant) -> Vec<f32> {
+                use $kernels as k;
+                k::int8_matmul(&self.0, m, x).unwrap()
+            }
+            fn act_quant(
+                &self,
+                x: &[f32],
+                cols: usize,
+                norm: Option<(&[f32], f32)>,
+            ) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+                use $kernels as k;
+                k::act_quant(&self.0, x, cols, norm).unwrap()
+            }
+            fn argmax(&self, logits: &[f32], vocab: usize) -> Vec<u32> {
+                use $kernels as k;
+                k::argmax(&self.0, logits, vocab).unwrap()
+            }
+        }
+    };
+}
+
+#[allow(unused_imports)]
+pub(crate) use device_over;
