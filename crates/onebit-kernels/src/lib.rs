@@ -52,5 +52,5 @@ pub use dispatch::{matmul, matmul_many, self_tune, CpuFeatures, Isa, Kernel};
 pub use error::{Error, Result};
 pub use format::{SharedBytes, TernaryFormat, TernaryMatrix};
 pub use head::Q8Matrix;
-pub use pool::ThreadPool;
+pub use pool::{Executor, ThreadPool};
 pub use quant::{ActQuant, Q8K};

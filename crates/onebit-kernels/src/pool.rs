@@ -41,6 +41,16 @@ pub struct ThreadPool {
     workers: Vec<JoinHandle<()>>,
     threads: usize,
     run_lock: Mutex<()>,
+    executor: Option<Arc<dyn Executor>>,
+}
+
+/// Threads that someone else owns, lent to a [`ThreadPool`]: a library embedded in a host
+/// whose own workers spin between operations (PyTorch's OpenMP team) runs its kernels on
+/// those workers instead of a second set of threads competing with them for the cores.
+pub trait Executor: Send + Sync {
+    /// Calls `job(i)` once for every `i` in `0..threads`, on any of its threads, and returns
+    /// when all calls have finished. `job` never unwinds (the pool catches panics).
+    fn run(&self, threads: usize, job: &(dyn Fn(usize) + Sync));
 }
 
 impl ThreadPool {
@@ -66,7 +76,33 @@ impl ThreadPool {
                     .expect("spawning a pool thread")
             })
             .collect();
-        ThreadPool { shared, workers, threads, run_lock: Mutex::new(()) }
+        ThreadPool { shared, workers, threads, run_lock: Mutex::new(()), executor: None }
+    }
+
+    /// A pool of `threads` (≥ 1) parts whose jobs run on `executor`'s threads (no threads of
+    /// its own).
+    pub fn with_executor(threads: usize, executor: Arc<dyn Executor>) -> Self {
+        let mut pool = ThreadPool::new(1);
+        pool.threads = threads.max(1);
+        pool.executor = Some(executor);
+        pool
+    }
+
+    /// Whether jobs run on a lent [`Executor`] rather than this pool's own threads.
+    pub fn is_lent(&self) -> bool {
+        self.executor.is_some()
+    }
+
+    fn run_lent(&self, executor: &dyn Executor, f: &(dyn Fn(usize) + Sync)) {
+        let payload: Mutex<Option<Box<dyn std::any::Any + Send>>> = Mutex::new(None);
+        executor.run(self.threads, &|i| {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(i))) {
+                payload.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(p);
+            }
+        });
+        if let Some(p) = payload.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            std::panic::resume_unwind(p);
+        }
     }
 
     /// Threads in the pool, the caller included.
@@ -77,6 +113,9 @@ impl ThreadPool {
     /// Runs `f(i)` for i in 0..threads, one per thread, and waits for all.
     /// A panic in any of them is re-raised here after all have finished.
     pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        if let Some(e) = &self.executor {
+            return self.run_lent(&**e, f);
+        }
         if self.threads == 1 {
             f(0);
             return;
@@ -291,6 +330,41 @@ pub fn split(n: usize, parts: usize, part: usize, align: usize) -> Range<usize> 
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    /// Scoped threads, `team` of them, each taking every `team`-th part.
+    struct Scoped {
+        team: usize,
+    }
+
+    impl Executor for Scoped {
+        fn run(&self, threads: usize, job: &(dyn Fn(usize) + Sync)) {
+            std::thread::scope(|s| {
+                for me in 0..self.team {
+                    s.spawn(move || (me..threads).step_by(self.team).for_each(job));
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn a_lent_executor_runs_every_part_once_and_reraises_panics() {
+        for team in [1, 2, 3] {
+            let pool = ThreadPool::with_executor(5, Arc::new(Scoped { team }));
+            assert!(pool.is_lent() && pool.threads() == 5);
+            let mut data = vec![0u32; 103];
+            pool.run_chunks(&mut data, 1, &|_, r, part| {
+                for (v, i) in part.iter_mut().zip(r) {
+                    *v += i as u32 + 1;
+                }
+            });
+            assert!(data.iter().enumerate().all(|(i, &v)| v == i as u32 + 1), "team {team}");
+            let hit = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                pool.run(&|i| assert!(i != 3, "part 3 fails"));
+            }));
+            assert!(hit.is_err(), "team {team}: the panic of part 3 must reach the caller");
+            pool.run(&|_| {}); // still usable
+        }
+    }
 
     #[test]
     fn every_thread_runs_once_per_call_and_threads_are_reused() {

@@ -169,6 +169,29 @@ impl ActQuant {
 
 /// Quantizes one row into `dst`; returns (a, Σq). NaN inputs count as 0.
 pub fn quantize_row(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::CpuFeatures::get().avx2 {
+        // SAFETY: the CPU has AVX2 (checked once at first use).
+        return unsafe { quantize_row_avx2(x, dst) };
+    }
+    quantize_row_portable(x, dst)
+}
+
+/// [`quantize_row_portable`] compiled for AVX2: the same operations in the same order
+/// (no FMA contraction), so the same bits, on 8 lanes instead of baseline x86-64's 4
+/// (prefill and training quantize millions of activations a step).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    quantize_row_portable(x, dst)
+}
+
+/// The definition of [`quantize_row`], in code that vectorizes on every target.
+#[inline(always)]
+pub fn quantize_row_portable(x: &[f32], dst: &mut [i8]) -> (f32, i32) {
     // Eight independent lanes so the loops vectorize on every target.
     let mut lanes = [EPS; 8];
     let chunks = x.chunks_exact(8);
@@ -268,6 +291,28 @@ pub fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantize_row_dispatch_matches_the_portable_definition() {
+        let mut seed = 11u32;
+        for len in [1usize, 7, 8, 9, 31, 64, 100, 257] {
+            let x: Vec<f32> = (0..len)
+                .map(|i| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let v = (seed >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0;
+                    if i == 3 {
+                        f32::NAN
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let (mut a, mut b) = (vec![0i8; len], vec![0i8; len]);
+            let got = quantize_row(&x, &mut a);
+            let want = quantize_row_portable(&x, &mut b);
+            assert_eq!((got.0.to_bits(), got.1, &a), (want.0.to_bits(), want.1, &b), "len {len}");
+        }
+    }
+
     #[test]
     fn quantize_row_matches_round_half_even_definition() {
         let mut x: Vec<f32> = (0..4000).map(|i| ((i * 7919) % 4001) as f32 / 40.0 - 50.0).collect();

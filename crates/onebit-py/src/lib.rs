@@ -20,6 +20,8 @@ static ALLOC: onebit_kernels::HugePageAlloc = onebit_kernels::HugePageAlloc;
 mod errors;
 mod model;
 mod nn;
+#[cfg(unix)]
+mod openmp;
 mod tokenizer;
 mod train;
 mod wait;
@@ -40,5 +42,7 @@ fn _onebit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train::convert, m)?)?;
     m.add_function(wrap_pyfunction!(model::needs_finetuning, m)?)?;
     m.add_function(wrap_pyfunction!(nn::get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(nn::use_openmp, m)?)?;
+    m.add_function(wrap_pyfunction!(nn::threading, m)?)?;
     Ok(())
 }

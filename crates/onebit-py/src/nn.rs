@@ -4,40 +4,80 @@
 
 use crate::errors::train_err;
 use numpy::{PyReadonlyArrayDyn, PyReadwriteArrayDyn};
-use onebit_kernels::ThreadPool;
+use onebit_kernels::{Executor, ThreadPool};
 use onebit_train::monitor::{LayerInput, Monitor};
 use onebit_train::ops::bitlinear_layer::BitLinearLayer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-/// The threads every BitLinear runs on (one pool per process, resized on request).
-static POOL: OnceLock<RwLock<ThreadPool>> = OnceLock::new();
+/// The threads every BitLinear runs on (one pool per process, resized on request), and the
+/// OpenMP runtime lent to it, if any.
+static POOL: OnceLock<RwLock<NnPool>> = OnceLock::new();
 
-fn pool() -> &'static RwLock<ThreadPool> {
+/// The pool and the executor it was made with (kept to remake the pool at another size).
+type NnPool = (ThreadPool, Option<Arc<dyn Executor>>);
+
+fn pool() -> &'static RwLock<NnPool> {
     POOL.get_or_init(|| {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        RwLock::new(ThreadPool::new(n))
+        RwLock::new((ThreadPool::new(n), None))
     })
 }
 
-/// Sets the threads `onebit.nn` kernels use (default: every CPU).
+fn make_pool(n: usize, executor: &Option<Arc<dyn Executor>>) -> ThreadPool {
+    match executor {
+        Some(e) => ThreadPool::with_executor(n, Arc::clone(e)),
+        None => ThreadPool::new(n),
+    }
+}
+
+/// Sets the threads `onebit.nn` kernels use (default: every CPU, or PyTorch's thread count
+/// when they run on its OpenMP team).
 #[pyfunction]
 pub fn set_num_threads(n: usize) -> PyResult<()> {
     if n == 0 {
         return Err(PyValueError::new_err("threads must be at least 1"));
     }
     let (n, _) = onebit_kernels::machine::cap_threads(n);
-    *pool().write().unwrap_or_else(|p| p.into_inner()) = ThreadPool::new(n);
+    let mut p = pool().write().unwrap_or_else(|p| p.into_inner());
+    p.0 = make_pool(n, &p.1);
     Ok(())
 }
 
 /// The threads `onebit.nn` kernels use.
 #[pyfunction]
 pub fn get_num_threads() -> usize {
-    pool().read().unwrap_or_else(|p| p.into_inner()).threads()
+    pool().read().unwrap_or_else(|p| p.into_inner()).0.threads()
+}
+
+/// Runs `onebit.nn` kernels on the already-loaded OpenMP runtime at `path` (PyTorch's) with
+/// `threads` parts, or on onebit's own threads when `path` is None.
+#[pyfunction]
+#[pyo3(signature = (path, threads))]
+pub fn use_openmp(path: Option<&str>, threads: usize) -> PyResult<()> {
+    let executor: Option<Arc<dyn Executor>> = match path {
+        #[cfg(unix)]
+        Some(p) => Some(Arc::new(crate::openmp::OpenMp::open(p).map_err(PyValueError::new_err)?)),
+        #[cfg(not(unix))]
+        Some(_) => return Err(PyValueError::new_err("OpenMP sharing needs a Unix system")),
+        None => None,
+    };
+    let (n, _) = onebit_kernels::machine::cap_threads(threads.max(1));
+    *pool().write().unwrap_or_else(|p| p.into_inner()) = (make_pool(n, &executor), executor);
+    Ok(())
+}
+
+/// "openmp" when `onebit.nn` kernels run on a lent OpenMP team, "own" on onebit's threads.
+#[pyfunction]
+pub fn threading() -> &'static str {
+    if pool().read().unwrap_or_else(|p| p.into_inner()).0.is_lent() {
+        "openmp"
+    } else {
+        "own"
+    }
 }
 
 fn slice<'a>(name: &str, a: &'a PyReadonlyArrayDyn<'_, f32>) -> PyResult<&'a [f32]> {
@@ -86,9 +126,10 @@ impl BitLinearKernel {
         let (x, w) = (slice("x", &x)?, slice("weight", &weight)?);
         let (gamma, clipped) = py
             .detach(|| {
-                let pool = pool().read().unwrap_or_else(|p| p.into_inner());
+                let guard = pool().read().unwrap_or_else(|p| p.into_inner());
+                let pool = &guard.0;
                 let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
-                layer.forward(&pool, out, x, w, lam)
+                layer.forward(pool, out, x, w, lam)
             })
             .map_err(train_err)?;
         self.clipped.fetch_add(clipped, Relaxed);
@@ -113,9 +154,10 @@ impl BitLinearKernel {
         let wu = wu.as_slice_mut().map_err(|_| contiguous("w_used"))?;
         let (x, w) = (slice("x", &x)?, slice("weight", &weight)?);
         py.detach(|| {
-            let pool = pool().read().unwrap_or_else(|p| p.into_inner());
+            let guard = pool().read().unwrap_or_else(|p| p.into_inner());
+            let pool = &guard.0;
             let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
-            layer.backward_operands(&pool, xu, wu, x, w, lam)
+            layer.backward_operands(pool, xu, wu, x, w, lam)
         })
         .map_err(train_err)
     }
@@ -143,9 +185,10 @@ impl BitLinearKernel {
             .transpose()?;
         let (dout, x, w) = (slice("dout", &dout)?, slice("x", &x)?, slice("weight", &weight)?);
         py.detach(|| {
-            let pool = pool().read().unwrap_or_else(|p| p.into_inner());
+            let guard = pool().read().unwrap_or_else(|p| p.into_inner());
+            let pool = &guard.0;
             let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
-            layer.backward(&pool, dx, dw, dout, x, w, lam)
+            layer.backward(pool, dx, dw, dout, x, w, lam)
         })
         .map_err(train_err)
     }

@@ -41,6 +41,40 @@ def test_forward_and_ste_backward_match_fake_quant(tokens, fin, fout):
     assert rel_err(layer.weight.grad, w_ref.grad) <= 1e-5
 
 
+def _fwd_bwd(layer, x, dy):
+    x = x.detach().clone().requires_grad_(True)
+    layer.weight.grad = None
+    y = layer(x)
+    y.backward(dy)
+    return y.detach(), x.grad, layer.weight.grad.clone()
+
+
+def test_kernels_run_on_torchs_openmp_threads_with_the_same_bits():
+    import sys
+
+    if sys.platform.startswith("linux"):
+        # The Linux torch wheel runs its operators on libgomp; onebit.nn lends its kernels to it.
+        assert onn.threading() == "openmp"
+    g = torch.Generator().manual_seed(5)
+    layer = onn.BitLinear(256, 200)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(200, 256, generator=g) * 0.05)
+    x, dy = torch.randn(300, 256, generator=g), torch.randn(300, 200, generator=g)
+    shared = _fwd_bwd(layer, x, dy)
+    try:
+        onn._onebit.use_openmp(None, 2)
+        assert onn.threading() == "own"
+        own = _fwd_bwd(layer, x, dy)
+    finally:
+        onn._share_torch_threads()
+    for a, b in zip(shared, own):
+        assert torch.equal(a, b)
+    before = onn.threading()
+    with pytest.raises(ValueError, match="not a loaded OpenMP runtime"):
+        onn._onebit.use_openmp("/nonexistent/libgomp.so.1", 2)
+    assert onn.threading() == before  # a failed switch keeps the pool it had
+
+
 def test_leading_dimensions_bias_and_blend():
     layer = onn.BitLinear(48, 24, bias=True, lam=0.5)
     x = torch.randn(2, 3, 48, requires_grad=True)

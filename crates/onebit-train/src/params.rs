@@ -223,15 +223,8 @@ impl TernaryCache {
         })
     }
 
-    /// Re-quantizes from the latent weight `w` (this cache's shape): trits, γ, the packed
-    /// matrix, the dense product weight at `lambda`, and `Wqᵀ` when `transposed`.
-    pub fn refresh(
-        &mut self,
-        w: &[f32],
-        lambda: f32,
-        transposed: bool,
-        pool: &ThreadPool,
-    ) -> crate::Result<()> {
+    /// Re-ternarizes from the latent weight `w` (this cache's shape): γ and the trits only.
+    pub fn refresh_trits(&mut self, w: &[f32], pool: &ThreadPool) -> crate::Result<()> {
         let (rows, cols) = (self.packed.rows(), self.packed.cols());
         if w.len() != rows * cols {
             return Err(crate::Error::Config(format!(
@@ -239,17 +232,31 @@ impl TernaryCache {
                 w.len()
             )));
         }
-        let c = self;
         let gamma = absmean(w);
         let chunk = cols.max(1);
-        pool.run_chunks(&mut c.trits, chunk, &|_, rows, trits| {
+        pool.run_chunks(&mut self.trits, chunk, &|_, rows, trits| {
             let w = &w[rows.start * chunk..rows.end * chunk];
             for (t, &v) in trits.iter_mut().zip(w) {
                 *t = ternarize(v, gamma);
             }
         });
-        let trits = &c.trits;
-        pool.run_chunks(&mut c.dense, chunk, &|_, rows, dense| {
+        self.gamma = gamma;
+        Ok(())
+    }
+
+    /// [`TernaryCache::refresh_trits`] and the packed matrix: what the integer forward
+    /// needs (`dense`, `lambda` and `Wqᵀ` are left as they were).
+    pub fn refresh_packed(&mut self, w: &[f32], pool: &ThreadPool) -> crate::Result<()> {
+        self.refresh_trits(w, pool)?;
+        self.packed.set_t2_trits(&self.trits, self.gamma)?;
+        Ok(())
+    }
+
+    /// Writes the weight the STE backward multiplies, `W + λ(γ·Wq − W)` (exactly γ·Wq at
+    /// λ = 1), from the current trits and γ into `dst` (this cache's shape).
+    pub fn write_dense(&self, dst: &mut [f32], w: &[f32], lambda: f32, pool: &ThreadPool) {
+        let (gamma, trits, chunk) = (self.gamma, &self.trits, self.packed.cols().max(1));
+        pool.run_chunks(dst, chunk, &|_, rows, dense| {
             let r = rows.start * chunk..rows.end * chunk;
             for ((d, &t), &v) in dense.iter_mut().zip(&trits[r.clone()]).zip(&w[r]) {
                 // Exactly γ·t at λ = 1, so the STE product matches the integer forward.
@@ -260,6 +267,24 @@ impl TernaryCache {
                 };
             }
         });
+    }
+
+    /// Re-quantizes from the latent weight `w` (this cache's shape): trits, γ, the packed
+    /// matrix, the dense product weight at `lambda`, and `Wqᵀ` when `transposed`.
+    pub fn refresh(
+        &mut self,
+        w: &[f32],
+        lambda: f32,
+        transposed: bool,
+        pool: &ThreadPool,
+    ) -> crate::Result<()> {
+        self.refresh_trits(w, pool)?;
+        let mut dense = std::mem::take(&mut self.dense);
+        self.write_dense(&mut dense, w, lambda, pool);
+        self.dense = dense;
+        let (rows, cols, gamma) = (self.packed.rows(), self.packed.cols(), self.gamma);
+        let chunk = cols.max(1);
+        let c = self;
         c.packed.set_t2_trits(&c.trits, gamma)?;
         if transposed {
             c.trits_t.resize(rows * cols, 0);
@@ -281,7 +306,6 @@ impl TernaryCache {
                 }
             }
         }
-        c.gamma = gamma;
         c.lambda = lambda;
         Ok(())
     }
@@ -289,7 +313,16 @@ impl TernaryCache {
 
 /// γ = max(mean|W|, 1e-5), summed in f64: the scale of a BitLinear weight.
 pub fn absmean(w: &[f32]) -> f32 {
-    let sum: f64 = w.iter().map(|v| v.abs() as f64).sum();
+    // Eight f64 lanes: the sum vectorizes (every step re-quantizes every weight).
+    let mut lanes = [0f64; 8];
+    let chunks = w.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|v| v.abs() as f64).sum();
+    for c in chunks {
+        for i in 0..8 {
+            lanes[i] += c[i].abs() as f64;
+        }
+    }
+    let sum = lanes.iter().sum::<f64>() + tail;
     ((sum / w.len().max(1) as f64) as f32).max(EPS)
 }
 

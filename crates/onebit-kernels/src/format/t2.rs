@@ -31,14 +31,23 @@ pub fn pack_into(trits: &[i8], rows: usize, cols: usize, out: &mut [u8]) {
     let rb = row_bytes(cols);
     assert_eq!(out.len(), rows * rb, "t2::pack_into: buffer length");
     for (row, dst) in trits.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
-        dst.fill(0);
-        for (k, &t) in row.iter().enumerate() {
-            let (b, e) = (k / BLOCK, k % BLOCK);
-            dst[b * BLOCK_BYTES + e % 64] |= code(t) << (2 * (e / 64));
-        }
-        for k in cols..rb * 4 {
-            let (b, e) = (k / BLOCK, k % BLOCK);
-            dst[b * BLOCK_BYTES + e % 64] |= 1 << (2 * (e / 64));
+        for (b, block) in dst.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+            let src = &row[b * BLOCK..row.len().min((b + 1) * BLOCK)];
+            if src.len() == BLOCK {
+                // Whole blocks gather the four quarters byte by byte (vectorizes: training
+                // repacks every weight every step).
+                for (j, d) in block.iter_mut().enumerate() {
+                    *d = code(src[j])
+                        | code(src[j + 64]) << 2
+                        | code(src[j + 128]) << 4
+                        | code(src[j + 192]) << 6;
+                }
+            } else {
+                for (j, d) in block.iter_mut().enumerate() {
+                    let at = |q: usize| src.get(j + 64 * q).map_or(1, |&t| code(t));
+                    *d = at(0) | at(1) << 2 | at(2) << 4 | at(3) << 6;
+                }
+            }
         }
     }
 }

@@ -84,6 +84,10 @@ class BitLinearKernel:
 
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
+def use_openmp(path: Optional[str], threads: int) -> None:
+    """Runs onebit.nn kernels on the loaded OpenMP runtime at ``path`` (None: onebit's own threads)."""
+def threading() -> str:
+    """"openmp" when onebit.nn kernels run on a lent OpenMP team, "own" otherwise."""
 
 class SteMonitor:
     """The trainer's STE monitor over weights held by PyTorch."""

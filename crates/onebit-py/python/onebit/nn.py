@@ -4,22 +4,58 @@ Forward: per-tensor absmean ternary weights ``γ·Wq`` and per-token int8 absmax
 ``Xq/s``, ``y = (Xq·Wqᵀ)·γ/s`` computed by the same T2 kernels onebit decodes with.
 Backward: the straight-through estimator, ``dX = dY·(γ·Wq)``, ``dW = dYᵀ·(Xq/s)``.
 Tensors reach the kernels as NumPy views of their memory (no copies); they must be
-float32 on the CPU. ``lam`` blends toward full precision (0 = a plain linear layer) for
+float32 on the CPU. The kernels run on PyTorch's own OpenMP threads where it uses an
+OpenMP runtime (Linux wheels), so the two never compete for cores. ``lam`` blends toward full precision (0 = a plain linear layer) for
 phase-in fine-tuning.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from typing import Iterable, Optional
 
 import torch
 
 from . import _onebit
 
-__all__ = ["BitLinear", "SteMonitor", "replace_linear", "ste_monitor", "set_num_threads", "get_num_threads"]
+__all__ = ["BitLinear", "SteMonitor", "replace_linear", "ste_monitor", "set_num_threads", "get_num_threads", "threading"]
 
 set_num_threads = _onebit.set_num_threads
 get_num_threads = _onebit.get_num_threads
+threading = _onebit.threading
+
+
+def _torch_openmp_path() -> Optional[str]:
+    """The OpenMP runtime this process loaded (PyTorch's), from /proc/self/maps, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and re.match(r"lib(gomp|omp|iomp5)\b[-.\w]*\.so", os.path.basename(parts[5].strip())):
+                    return parts[5].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _share_torch_threads() -> None:
+    # PyTorch's OpenMP workers spin after each operator; a second pool of threads fights them
+    # for the cores, so by default the kernels run on PyTorch's team (ONEBIT_NN_THREADS=own
+    # keeps onebit's own threads).
+    if os.environ.get("ONEBIT_NN_THREADS", "openmp") == "own":
+        return
+    path = _torch_openmp_path()
+    if path is None:
+        return
+    try:
+        _onebit.use_openmp(path, torch.get_num_threads())
+    except ValueError as e:
+        warnings.warn(f"onebit.nn keeps its own threads: {e}")
+
+
+_share_torch_threads()
 
 
 def _view(t: torch.Tensor, name: str):

@@ -60,21 +60,41 @@ pub fn quantize_input(
     lambda: f32,
     (tokens, cols): (usize, usize),
 ) -> u64 {
-    if saved.act.cols() != cols {
-        saved.act = ActQuant::new(tokens, cols);
+    let clipped = quantize_act(pool, &mut saved.act, x, cols);
+    let mut x_used = std::mem::take(&mut saved.x_used);
+    x_used.resize(tokens * cols, 0.0);
+    write_x_used(pool, &mut x_used, &saved.act, x, lambda);
+    saved.x_used = x_used;
+    clipped
+}
+
+/// Quantizes `x` (whole rows of `cols`) per token into `act`; returns how many int8 values
+/// hit ±127 (the clipping monitor).
+pub fn quantize_act(pool: &ThreadPool, act: &mut ActQuant, x: &[f32], cols: usize) -> u64 {
+    if act.cols() != cols {
+        *act = ActQuant::new(x.len() / cols.max(1), cols);
     }
-    saved.act.quantize_par(x, pool);
-    saved.x_used.resize(tokens * cols, 0.0);
-    let act = &saved.act;
+    act.quantize_par(x, pool);
     let padded = act.padded_cols();
-    let clipped = std::sync::atomic::AtomicU64::new(0);
-    pool.run_parts(tokens, [(&mut saved.x_used[..], cols)], &|_, r, [xu]| {
-        let mut c = 0;
+    act.q()
+        .chunks_exact(padded)
+        .take(x.len() / cols.max(1))
+        // A branch-free u32 count per row vectorizes (this runs on every forward).
+        .map(|row| {
+            row[..cols].iter().map(|&v| u32::from(v.unsigned_abs() >= 127)).sum::<u32>() as u64
+        })
+        .sum()
+}
+
+/// Writes `Xq/s` (λ = 1) or the blend `x + λ(Xq/s − x)` from the quantized `act` of `x` into
+/// `dst` (tokens × cols): the activations the weight gradient multiplies.
+pub fn write_x_used(pool: &ThreadPool, dst: &mut [f32], act: &ActQuant, x: &[f32], lambda: f32) {
+    let (cols, padded) = (act.cols(), act.padded_cols());
+    pool.run_chunks(dst, cols, &|_, r, xu| {
         for (i, t) in r.enumerate() {
             let inv = 1.0 / act.scales()[t];
             let q = &act.q()[t * padded..t * padded + cols];
             let dst = &mut xu[i * cols..(i + 1) * cols];
-            c += q.iter().filter(|&&v| v == 127 || v == -127 || v == -128).count() as u64;
             if lambda == 1.0 {
                 for (d, &v) in dst.iter_mut().zip(q) {
                     *d = v as f32 * inv;
@@ -85,9 +105,7 @@ pub fn quantize_input(
                 }
             }
         }
-        clipped.fetch_add(c, std::sync::atomic::Ordering::Relaxed);
     });
-    clipped.into_inner()
 }
 
 /// STE backward: `dx += dout·(γ·Wq)` (when wanted), `dw += doutᵀ·(Xq/s)`.

@@ -7,7 +7,10 @@
 //! forward several times before one backward (weight sharing, recomputation), and the
 //! re-quantization is one pass over `x` and `W`, small next to the two products.
 
-use super::bitlinear::{bitlinear_backward, bitlinear_forward, quantize_input, BitLinearSaved};
+use super::bitlinear::{
+    bitlinear_backward, bitlinear_forward, quantize_act, quantize_input, write_x_used,
+    BitLinearSaved,
+};
 use crate::params::TernaryCache;
 use crate::{Error, Result};
 use onebit_kernels::{Kernel, TernaryFormat, ThreadPool};
@@ -84,11 +87,22 @@ impl BitLinearLayer {
         w: &[f32],
         lambda: f32,
     ) -> Result<(f32, u64)> {
-        let tokens = self.prepare(pool, x, w, lambda)?;
+        if lambda != 1.0 {
+            let tokens = self.prepare(pool, x, w, lambda)?;
+            self.check("output", out.len(), tokens * self.rows)?;
+            let dims = (tokens, self.rows, self.cols);
+            let clipped =
+                bitlinear_forward(pool, out, &mut self.saved, x, &self.cache, &self.kernel, dims)?;
+            return Ok((self.cache.gamma, clipped));
+        }
+        // λ = 1: only the packed trits and the int8 activations (the STE operands are
+        // rebuilt by the backward from the same inputs).
+        let tokens = self.tokens(x)?;
+        self.check("weight", w.len(), self.rows * self.cols)?;
         self.check("output", out.len(), tokens * self.rows)?;
-        let dims = (tokens, self.rows, self.cols);
-        let clipped =
-            bitlinear_forward(pool, out, &mut self.saved, x, &self.cache, &self.kernel, dims)?;
+        self.cache.refresh_packed(w, pool)?;
+        let clipped = quantize_act(pool, &mut self.saved.act, x, self.cols);
+        onebit_kernels::matmul(pool, &self.kernel, &self.cache.packed, &self.saved.act, out)?;
         Ok((self.cache.gamma, clipped))
     }
 
@@ -150,12 +164,16 @@ impl BitLinearLayer {
         w: &[f32],
         lambda: f32,
     ) -> Result<()> {
-        let tokens = self.prepare(pool, x, w, lambda)?;
+        check_lambda(lambda)?;
+        let tokens = self.tokens(x)?;
+        self.check("weight", w.len(), self.rows * self.cols)?;
         self.check("x_used", x_used.len(), tokens * self.cols)?;
         self.check("w_used", w_used.len(), self.rows * self.cols)?;
-        quantize_input(pool, &mut self.saved, x, lambda, (tokens, self.cols));
-        x_used.copy_from_slice(&self.saved.x_used[..tokens * self.cols]);
-        w_used.copy_from_slice(&self.cache.dense);
+        // Straight into the caller's buffers: no packing, no copies.
+        self.cache.refresh_trits(w, pool)?;
+        self.cache.write_dense(w_used, w, lambda, pool);
+        quantize_act(pool, &mut self.saved.act, x, self.cols);
+        write_x_used(pool, x_used, &self.saved.act, x, lambda);
         Ok(())
     }
 }
@@ -193,7 +211,26 @@ mod tests {
             let (mut dx, mut dw) = (vec![1.0; tokens * cols], vec![1.0; rows * cols]);
             layer.backward(&pool, Some(&mut dx), Some(&mut dw), &dy, &x, &w, 1.0).unwrap();
             let (wdx, wdw) = bitlinear_backward_reference(&dy, &x, &w, tokens, rows, cols);
-            for (name, got, want) in [("y", &y, &want), ("dx", &dx, &wdx), ("dw", &dw, &wdw)] {
+            // The operands path (Python's): the same gradients from x_used and w_used.
+            let (mut xu, mut wu) = (vec![9.0; tokens * cols], vec![9.0; rows * cols]);
+            layer.backward_operands(&pool, &mut xu, &mut wu, &x, &w, 1.0).unwrap();
+            let mut odx = vec![0.0f32; tokens * cols];
+            let mut odw = vec![0.0f32; rows * cols];
+            for t in 0..tokens {
+                for r in 0..rows {
+                    for k in 0..cols {
+                        odx[t * cols + k] += dy[t * rows + r] * wu[r * cols + k];
+                        odw[r * cols + k] += dy[t * rows + r] * xu[t * cols + k];
+                    }
+                }
+            }
+            for (name, got, want) in [
+                ("y", &y, &want),
+                ("dx", &dx, &wdx),
+                ("dw", &dw, &wdw),
+                ("operands dx", &odx, &wdx),
+                ("operands dw", &odw, &wdw),
+            ] {
                 let scale = want.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
                 for (g, e) in got.iter().zip(want.iter()) {
                     assert!(
