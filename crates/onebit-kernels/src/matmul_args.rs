@@ -53,6 +53,24 @@ impl MatmulArgs<'_> {
         unsafe { *self.out.add(t * self.out_stride + r) = acc as f32 * factor };
     }
 
+    /// Writes the outputs of token `t` for rows `r..r + accs.len()`: `(acc − offset)·factor`,
+    /// as [`MatmulArgs::store_with`] does one at a time (contiguous, so it vectorizes).
+    ///
+    /// # Safety
+    /// As for [`MatmulArgs::store`], for every row written.
+    #[inline(always)]
+    pub unsafe fn store_run(&self, t: usize, r: usize, accs: &[i32], offset: i32, factor: f32) {
+        debug_assert!(t < self.tokens && r + accs.len() <= self.rows);
+        // SAFETY: in bounds by the caller's contract and the checks in dispatch; rows
+        // r..r + len of token t belong to the calling thread only.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(self.out.add(t * self.out_stride + r), accs.len())
+        };
+        for (o, &acc) in out.iter_mut().zip(accs) {
+            *o = (acc - offset) as f32 * factor;
+        }
+    }
+
     /// Writes one output.
     ///
     /// # Safety

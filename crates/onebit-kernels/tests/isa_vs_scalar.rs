@@ -66,9 +66,17 @@ fn every_kernel_matches_scalar_on_ragged_shapes() {
         (40, 2049),
     ];
     for (i, &(rows, cols)) in shapes.iter().enumerate() {
-        for tokens in [1, 2, 3, 4, 5, 7, 9, 12, 13, 16, 33] {
+        for tokens in [1, 2, 3, 4, 5, 7, 9, 12, 13, 16, 33, 47, 70] {
             ran.extend(check_case(&pool, 1000 + i as u64 * 31 + tokens as u64, rows, cols, tokens));
         }
+    }
+    // Rows long enough that a prompt is cut into several chunks of 32 tokens (AMX: packed
+    // token chunks below 256 tokens; from 256 whole token pairs in place, then the tail).
+    ran.extend(check_case(&pool, 77, 16, 40000, 70));
+    ran.extend(check_case(&pool, 78, 8, 40000, 301));
+    // Prompts of 256+ tokens on ragged shapes (whole 32-token pairs, then a tail of 0-31).
+    for (seed, rows, cols, tokens) in [(79, 7, 257, 256), (80, 33, 321, 290), (81, 65, 1000, 301)] {
+        ran.extend(check_case(&pool, seed, rows, cols, tokens));
     }
     println!(
         "kernels checked bit-exact against the scalar reference on this CPU ({}):",

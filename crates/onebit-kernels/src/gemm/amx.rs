@@ -1,26 +1,31 @@
 //! AMX-INT8 GEMM for prefill on CPUs with Advanced Matrix Extensions (Intel Sapphire Rapids
-//! and later): one `tdpbusd` multiplies a 16×64 tile of unsigned codes by a 64×16 tile of
-//! signed activations (16 384 MACs). A 32-row × 32-token block keeps four accumulator tiles.
+//! and later): one `tdp*` instruction multiplies two 16 × 64 int8 tiles (16 384 MACs) into a
+//! 16 × 16 i32 accumulator tile; blocks keep four accumulator tiles.
 //!
 //! Rust's AMX intrinsics are still unstable, so the handful of tile instructions are inline
 //! assembly (stable), fenced in this file. Linux hands out the tile state only on request
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), made once per process.
 //!
-//! Activations are repacked per chunk of tokens into the VNNI tile layout (row kk of a B tile
-//! holds, for each of 16 tokens, the 4 activations k = 4kk..4kk+4). Prompts: codes are decoded
-//! per 32-row block into a per-thread buffer and read by `tileloadd` straight from there,
-//! every pair of token tiles reusing them. Decode steps of 12-16 sequences: 64 rows × one
-//! token tile, one format block of the 64 rows decoded at a time into an L1-sized buffer.
-//! Tile registers are not renamed and tile loads are slow next to `tdp*` (measured here:
-//! 7 ns per `tdpbusd` alone, 20-40 ns per tile load), so the blocks are shaped to load as
-//! few tiles per product as the accumulators allow.
+//! Prompts and batches over 16 tokens (`prompt`): the activations are the A operand, read by
+//! `tileloadd` where they lie (16 token rows at the activation stride), and each 32-row block
+//! of codes is decoded and packed into the VNNI B layout (row kk of a tile holds, for each of
+//! 16 weight rows, the codes k = 4kk..4kk+4) once per chunk of tokens; a 32-token × 32-row
+//! block (`tdpbsud`, signed activations × unsigned codes) then writes each token's outputs as
+//! a contiguous run of rows. Decode steps of 12-16 sequences (`decode_step`): 64 rows × one
+//! token tile, the token tile packed as B and one format block of the 64 rows decoded at a
+//! time into an L1-sized buffer. Tile registers are not renamed and tile loads are slow next
+//! to `tdp*` (measured here: 7 ns per `tdpbusd` alone, 20-40 ns per tile load), so the blocks
+//! are shaped to load as few tiles per product as the accumulators allow.
 
 use super::avx512::{decode_b3, decode_t2};
 use crate::format::{b3, t2};
 use crate::gemv::MatmulArgs;
 use crate::quant::dequant_factor;
 use std::arch::asm;
-use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+use std::arch::x86_64::{
+    __m512i, __mmask16, _mm512_mask_i32gather_epi32, _mm512_mullo_epi32, _mm512_set1_epi32,
+    _mm512_setr_epi32, _mm512_setzero_si512, _mm512_storeu_si512, _mm_prefetch, _MM_HINT_T0,
+};
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
@@ -68,7 +73,7 @@ fn request_tile_permission() -> bool {
     false
 }
 
-/// Tiles 0-3: accumulators; 4-5: code rows; 6-7: activations. All 16 rows × 64 bytes.
+/// Tiles 0-3: accumulators; 4-7: operands. All 16 rows × 64 bytes.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
@@ -84,37 +89,54 @@ const TILE_CONFIG: TileConfig = {
     TileConfig(c)
 };
 
-/// Tokens per repacked activation chunk, so that chunk (tokens × K) stays near 1 MB.
+/// Tokens per chunk of a prompt, so that the chunk's activations (tokens × K) stay near 1 MB.
 fn token_chunk(k: usize) -> usize {
-    ((1 << 20) / k).clamp(32, 256) / 32 * 32
+    ((1 << 20) / k).clamp(32, 4096) / 32 * 32
 }
 
-/// Packs tokens `t0..t0+n` (n ≤ chunk, rest zero) of `a.act` into VNNI B tiles:
-/// tile (tb, kb) at `(tb·kblocks + kb)·1024`.
-fn pack_acts(a: &MatmulArgs<'_>, t0: usize, n: usize, k: usize, out: &mut [u8]) {
-    pack_tiles(|j| &a.act[(t0 + j) * a.act_stride..][..k], n, k, out);
-}
-
-/// Packs `n` rows of `k` int8 activations (`row(j)`) into VNNI B tiles, tile (tb, kb) at
+/// Packs tokens `t0..t0+n` of `a.act` into VNNI B tiles, tile (tb, kb) at
 /// `(tb·kblocks + kb)·1024`, the tokens of a partial last tile zero.
-pub(crate) fn pack_tiles<'a>(row: impl Fn(usize) -> &'a [i8], n: usize, k: usize, out: &mut [u8]) {
-    let kblocks = k / 64;
-    // Only the token tiles this chunk uses are read: clear those, not the whole buffer.
-    out[..n.div_ceil(16) * kblocks * 1024].fill(0);
-    for j in 0..n {
-        let (tb, col) = (j / 16, j % 16);
-        let src = row(j);
+fn pack_acts(a: &MatmulArgs<'_>, t0: usize, n: usize, k: usize, out: &mut [u8]) {
+    // SAFETY: AMX implies AVX-512F (checked in `available`).
+    unsafe { pack_tiles(bytes(&a.act[t0 * a.act_stride..]), a.act_stride, n, k, out) };
+}
+
+/// The bytes of int8 data (tile loads read either the same way).
+pub(crate) fn bytes(v: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len()) }
+}
+
+/// Packs `n` rows of `k` bytes (row j at `src[j·stride..]`) into VNNI B tiles, tile (tb, kb)
+/// at `(tb·kblocks + kb)·1024`: row kk of a tile holds, for each of its 16 rows, the bytes
+/// 4kk..4kk + 4 of the block, one masked 16-lane gather per tile row (rows of a partial
+/// last tile zero). A byte loop here cost more than the products on K = 2560.
+///
+/// # Safety
+/// AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pack_tiles(src: &[u8], stride: usize, n: usize, k: usize, out: &mut [u8]) {
+    let (kblocks, tiles) = (k / 64, n.div_ceil(16));
+    assert!(k.is_multiple_of(64) && out.len() >= tiles * kblocks * 1024, "pack_tiles: sizes");
+    assert!(n == 0 || src.len() >= (n - 1) * stride + k, "pack_tiles: rows");
+    i32::try_from(15 * stride).expect("pack_tiles: row stride under 128 MiB");
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride as i32));
+    for tb in 0..tiles {
+        let live = (n - 16 * tb).min(16);
+        let mask: __mmask16 = if live == 16 { !0 } else { (1 << live) - 1 };
         for kb in 0..kblocks {
-            let tile = &mut out[(tb * kblocks + kb) * 1024..][..1024];
-            // Row kk of the tile takes this token's 4 activations k = 4kk..4kk+4 at column `col`.
-            for (kk, quad) in src[kb * 64..kb * 64 + 64].chunks_exact(4).enumerate() {
-                let at = kk * 64 + col * 4;
-                tile[at..at + 4].copy_from_slice(&[
-                    quad[0] as u8,
-                    quad[1] as u8,
-                    quad[2] as u8,
-                    quad[3] as u8,
-                ]);
+            for kk in 0..16 {
+                // SAFETY: live lane j reads 4 bytes of row 16tb + j < n at kb·64 + 4kk < k
+                // (asserted inside `src`); masked lanes read nothing; the store writes 64
+                // bytes of tile (tb, kb) inside `out` (asserted).
+                unsafe {
+                    let base = src.as_ptr().add(16 * tb * stride + kb * 64 + 4 * kk);
+                    let z = _mm512_setzero_si512();
+                    let v = _mm512_mask_i32gather_epi32::<1>(z, mask, offsets, base as *const i32);
+                    let dst = out.as_mut_ptr().add((tb * kblocks + kb) * 1024 + kk * 64);
+                    _mm512_storeu_si512(dst as *mut __m512i, v);
+                }
             }
         }
     }
@@ -138,12 +160,14 @@ pub(crate) unsafe fn release() {
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// C[32 rows × 32 tokens] over the whole reduction; stores 4 tiles of 16×16 i32 to `c`.
+/// C[32 rows × 32 tokens] over the whole reduction; stores 4 tiles of 16×16 i32 to `c`
+/// (tile 2i + j: rows 16i.., tokens 16j..). The codes are the A operand, 32 rows read in
+/// place (`cstride` bytes apart); the activations the B operand, two packed token tiles.
 ///
 /// # Safety
-/// Tile config loaded; `codes` has 32 rows of `cstride` bytes; `b` has the two token
-/// tiles' packs of `kblocks` tiles each.
-unsafe fn block(
+/// Tile config loaded; `codes` has 32 rows of `cstride` bytes; `b0` and `b1` each have
+/// `kblocks` tiles of 1024 bytes.
+unsafe fn block_packed(
     codes: *const u8,
     cstride: usize,
     b0: *const u8,
@@ -170,6 +194,50 @@ unsafe fn block(
                 b0 = in(reg) b0.add(kb * 1024),
                 b1 = in(reg) b1.add(kb * 1024),
                 s = in(reg) cstride,
+                bs = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        }
+        store4(c);
+    }
+}
+
+/// C[32 tokens × 32 rows] over the whole reduction, stored to `c` as four 16 × 16 i32 tiles
+/// (tile 2i + j: tokens 16i.., rows 16j..). The activations are the A operand, read in
+/// place (16 token rows of `astride` bytes from `a0` and `a1`); the weights are the B
+/// operand, 32 rows of codes packed as VNNI tiles (`w`: the first 16 rows' `kblocks` tiles,
+/// then the next 16 rows'). `tdpbsud`: signed activations × unsigned codes.
+///
+/// # Safety
+/// Tile config loaded; `a0` and `a1` each have 16 rows of `astride` bytes with
+/// `kblocks` · 64 readable; `w` has 2 · `kblocks` tiles of 1024 bytes.
+unsafe fn block_in_place(
+    a0: *const u8,
+    a1: *const u8,
+    astride: usize,
+    w: *const u8,
+    kblocks: usize,
+    c: &mut [i32; 1024],
+) {
+    // SAFETY: tile instructions on tiles configured by the caller; every load reads 16 rows
+    // of 64 bytes inside the buffers described in the contract; stores write inside `c`.
+    unsafe {
+        zero4();
+        for kb in 0..kblocks {
+            asm!(
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm6, [{b0} + {bs}*1]",
+                "tileloadd tmm7, [{b1} + {bs}*1]",
+                "tdpbsud tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tdpbsud tmm1, tmm4, tmm7",
+                "tdpbsud tmm2, tmm5, tmm6",
+                "tdpbsud tmm3, tmm5, tmm7",
+                a0 = in(reg) a0.add(kb * 64),
+                a1 = in(reg) a1.add(kb * 64),
+                b0 = in(reg) w.add(kb * 1024),
+                b1 = in(reg) w.add((kblocks + kb) * 1024),
+                s = in(reg) astride,
                 bs = in(reg) 64usize,
                 options(nostack, readonly)
             );
@@ -282,66 +350,170 @@ fn gemm_with(
     decode: impl Fn(&[u8], &mut [u8]),
 ) {
     let cstride = a.row_bytes / block_bytes * block_w;
-    let kblocks = cstride / 64;
-    let chunk = token_chunk(cstride);
-    // One token tile (a decode step of ≤ 16 sequences): 64 rows × 16 tokens, the codes of
-    // one format block at a time decoded into an L1-sized buffer; otherwise 32 rows ×
-    // 32 tokens over whole decoded rows (reused by every pair of token tiles).
-    let one_tile = a.tokens <= 16;
     BUFS.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
         let (codes, packed) = &mut *bufs;
-        codes.resize(if one_tile { 64 * block_w } else { 32 * cstride }, 0);
-        packed.resize(chunk * cstride, 0);
         // SAFETY: AMX is available (this kernel is only dispatched then); released below.
         unsafe { load_config() };
-        let mut c = [0i32; 1024];
-        for t0 in (0..a.tokens).step_by(chunk) {
-            let n = chunk.min(a.tokens - t0);
-            pack_acts(a, t0, n, cstride, packed);
-            let mut r = r0;
-            while r < r1 {
-                if one_tile {
-                    let rows = 64.min(r1 - r);
-                    let fmt = (block_w, block_bytes);
-                    // SAFETY: config loaded above; `codes` holds 64 rows of one block, `packed`
-                    // the token tile.
-                    unsafe { fused_r4(a, r, rows, fmt, &decode, codes, packed, &mut c) };
-                    store_tiles(a, &c, r, rows, t0, n, |ti| (16 * ti, 0));
-                    r += rows;
-                    continue;
-                }
-                let rows = 32.min(r1 - r);
-                for i in 0..32 {
-                    let dst = &mut codes[i * cstride..(i + 1) * cstride];
-                    if i < rows {
-                        decode(&a.w[(r + i) * a.row_bytes..(r + i + 1) * a.row_bytes], dst);
-                    } else {
-                        dst.fill(0);
-                    }
-                }
-                let tiles = n.div_ceil(16);
-                for tb in (0..tiles).step_by(2) {
-                    let b0 = packed[tb * kblocks * 1024..].as_ptr();
-                    // An odd last token tile pairs with an all-zero tile past the data: use tile 0's
-                    // storage again and ignore its results.
-                    let b1 = if tb + 1 < tiles {
-                        packed[(tb + 1) * kblocks * 1024..].as_ptr()
-                    } else {
-                        b0
-                    };
-                    // SAFETY: config loaded above; codes holds 32 rows; packed holds these tiles.
-                    unsafe { block(codes.as_ptr(), cstride, b0, b1, kblocks, &mut c) };
-                    store_tiles(a, &c, r, rows, t0, n, |ti| {
-                        (16 * (ti / 2), tb * 16 + 16 * (ti % 2))
-                    });
-                }
-                r += rows;
-            }
+        if a.tokens <= 16 {
+            decode_step(a, r0, r1, (block_w, block_bytes), &decode, cstride, codes, packed);
+        } else if a.tokens < IN_PLACE_MIN_TOKENS {
+            short_prompt(a, r0, r1, &decode, cstride, codes, packed);
+        } else {
+            prompt(a, r0, r1, &decode, cstride, codes, packed);
         }
         // SAFETY: loaded above on this thread.
         unsafe { release() };
     })
+}
+
+/// One token tile (a decode step of ≤ 16 sequences): 64 rows × 16 tokens, the codes of one
+/// format block at a time decoded into an L1-sized buffer.
+#[allow(clippy::too_many_arguments)]
+fn decode_step(
+    a: &MatmulArgs<'_>,
+    r0: usize,
+    r1: usize,
+    fmt: (usize, usize),
+    decode: &impl Fn(&[u8], &mut [u8]),
+    cstride: usize,
+    codes: &mut Vec<u8>,
+    packed: &mut Vec<u8>,
+) {
+    codes.resize(64 * fmt.0, 0);
+    packed.resize(16 * cstride, 0);
+    pack_acts(a, 0, a.tokens, cstride, packed);
+    let mut c = [0i32; 1024];
+    let mut r = r0;
+    while r < r1 {
+        let rows = 64.min(r1 - r);
+        // SAFETY: the caller loaded the config; `codes` holds 64 rows of one block, `packed`
+        // the token tile.
+        unsafe { fused_r4(a, r, rows, fmt, decode, codes, packed, &mut c) };
+        store_row_tiles(a, &c, r, rows, 0, a.tokens, |ti| (16 * ti, 0));
+        r += rows;
+    }
+}
+
+/// From this many tokens a prompt reads its activations in place and packs each row block's
+/// codes ([`prompt`]); below, it packs the few tokens once and reads the codes in place
+/// ([`short_prompt`]). Measured on the 2B4T shapes and the training shapes (K = 256, 688),
+/// 2 threads, Xeon with AMX: at 128 tokens the packed activations were ahead (2560 × 2560:
+/// 1.90-1.96 ms vs 1.97-2.00), at 512 the in-place ones (6.80-8.06 ms vs 7.93-8.36; 688 × 256:
+/// 0.36 vs 0.45).
+pub const IN_PLACE_MIN_TOKENS: usize = 256;
+
+/// Decodes rows `r..r + rows` (≤ 32) into `codes` (32 rows of `cstride` bytes, the rest 0).
+fn decode_rows(
+    a: &MatmulArgs<'_>,
+    r: usize,
+    rows: usize,
+    decode: &impl Fn(&[u8], &mut [u8]),
+    cstride: usize,
+    codes: &mut [u8],
+) {
+    for (i, dst) in codes.chunks_exact_mut(cstride).take(32).enumerate() {
+        if i < rows {
+            decode(&a.w[(r + i) * a.row_bytes..(r + i + 1) * a.row_bytes], dst);
+        } else {
+            dst.fill(0);
+        }
+    }
+}
+
+/// Prompts of 17 to [`IN_PLACE_MIN_TOKENS`] tokens: 32 rows × 32 tokens per block, the codes
+/// as the A operand (each 32-row block decoded once per chunk into a buffer read in place)
+/// and the activations packed as B tiles once per chunk of tokens.
+fn short_prompt(
+    a: &MatmulArgs<'_>,
+    r0: usize,
+    r1: usize,
+    decode: &impl Fn(&[u8], &mut [u8]),
+    cstride: usize,
+    codes: &mut Vec<u8>,
+    packed: &mut Vec<u8>,
+) {
+    let kblocks = cstride / 64;
+    let chunk = token_chunk(cstride).min(256);
+    codes.resize(32 * cstride, 0);
+    packed.resize(chunk * cstride, 0);
+    let mut c = [0i32; 1024];
+    for t0 in (0..a.tokens).step_by(chunk) {
+        let n = chunk.min(a.tokens - t0);
+        pack_acts(a, t0, n, cstride, packed);
+        let mut r = r0;
+        while r < r1 {
+            let rows = 32.min(r1 - r);
+            decode_rows(a, r, rows, decode, cstride, codes);
+            let tiles = n.div_ceil(16);
+            for tb in (0..tiles).step_by(2) {
+                let b0 = packed[tb * kblocks * 1024..].as_ptr();
+                // An odd last token tile pairs with tile tb again; its results are ignored.
+                let b1 =
+                    if tb + 1 < tiles { packed[(tb + 1) * kblocks * 1024..].as_ptr() } else { b0 };
+                // SAFETY: config loaded by the caller; codes holds 32 rows; packed these tiles.
+                unsafe { block_packed(codes.as_ptr(), cstride, b0, b1, kblocks, &mut c) };
+                store_row_tiles(a, &c, r, rows, t0, n, |ti| {
+                    (16 * (ti / 2), tb * 16 + 16 * (ti % 2))
+                });
+            }
+            r += rows;
+        }
+    }
+}
+
+/// Prompts and batches of more than 16 tokens: 32 tokens × 32 rows per block, the
+/// activations read in place as the A operand (no repacking) and each 32-row block of codes
+/// decoded and packed as VNNI B tiles once per chunk of tokens, the chunk sized so its
+/// activations stay in L2 while every row block passes over them. Tokens past the last whole
+/// 32 are copied into a zeroed 32-row buffer (a tile load reads 16 whole rows).
+fn prompt(
+    a: &MatmulArgs<'_>,
+    r0: usize,
+    r1: usize,
+    decode: &impl Fn(&[u8], &mut [u8]),
+    cstride: usize,
+    codes: &mut Vec<u8>,
+    packed: &mut Vec<u8>,
+) {
+    let kblocks = cstride / 64;
+    codes.resize(32 * cstride, 0);
+    packed.resize(2 * kblocks * 1024 + 32 * cstride, 0);
+    let (wt, tail) = packed.split_at_mut(2 * kblocks * 1024);
+    let whole = a.tokens / 32 * 32;
+    tail.fill(0);
+    for (j, dst) in tail.chunks_exact_mut(cstride).take(a.tokens - whole).enumerate() {
+        let src = &a.act[(whole + j) * a.act_stride..][..cstride];
+        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as u8);
+    }
+    let chunk = token_chunk(cstride);
+    let mut c = [0i32; 1024];
+    for t0 in (0..a.tokens).step_by(chunk) {
+        let t1 = (t0 + chunk).min(a.tokens);
+        let mut r = r0;
+        while r < r1 {
+            let rows = 32.min(r1 - r);
+            decode_rows(a, r, rows, decode, cstride, codes);
+            // SAFETY: AMX implies AVX-512F (checked in `available`).
+            unsafe { pack_tiles(codes, cstride, 32, cstride, wt) };
+            for t in (t0..t1).step_by(32) {
+                let (p, stride) = if t < whole {
+                    (a.act[t * a.act_stride..].as_ptr() as *const u8, a.act_stride)
+                } else {
+                    (tail.as_ptr(), cstride)
+                };
+                // SAFETY: config loaded by the caller; `p` has 32 rows of `stride` bytes with
+                // `cstride` readable (whole tokens: rows t..t + 32 of the activations, whose
+                // stride is at least `cstride`; the rest: the 32-row tail copy); `wt` holds
+                // the two 16-row halves' `kblocks` tiles.
+                unsafe {
+                    block_in_place(p, p.add(16 * stride), stride, wt.as_ptr(), kblocks, &mut c)
+                };
+                store_token_tiles(a, &c, r, rows, t, (a.tokens - t).min(32));
+            }
+            r += rows;
+        }
+    }
 }
 
 /// Rows `r..r + rows` (≤ 64) × the one token tile in `packed`, into `c`: each format block
@@ -388,9 +560,9 @@ unsafe fn fused_r4(
 /// How many format blocks ahead [`fused_r4`] prefetches each row.
 const PREFETCH_BLOCKS: usize = 4;
 
-/// Writes the four 16 × 16 accumulator tiles of `c` (tile `ti` at rows/tokens `at(ti)`
-/// relative to `r` / `t0`) as outputs, removing the codes' +1 offset.
-fn store_tiles(
+/// Writes the four 16 × 16 accumulator tiles of a codes-as-A block (tile `ti` at rows /
+/// tokens `at(ti)` relative to `r` / `t0`) as outputs, removing the codes' +1 offset.
+fn store_row_tiles(
     a: &MatmulArgs<'_>,
     c: &[i32; 1024],
     r: usize,
@@ -410,6 +582,29 @@ fn store_tiles(
                 // SAFETY: r + rbase + m is in this call's row range, t < tokens.
                 unsafe { a.store_with(t, r + rbase + m, acc - sum, f) };
             }
+        }
+    }
+}
+
+/// Writes the four accumulator tiles of [`block_in_place`] (tile 2i + j: tokens `t0 + 16i..` × rows
+/// `r + 16j..`) as outputs, one contiguous run of rows per token, removing the codes' +1
+/// offset.
+fn store_token_tiles(
+    a: &MatmulArgs<'_>,
+    c: &[i32; 1024],
+    r: usize,
+    rows: usize,
+    t0: usize,
+    n: usize,
+) {
+    for ti in 0..4 {
+        let (tb, rb) = (16 * (ti / 2), 16 * (ti % 2));
+        let nrows = 16.min(rows.saturating_sub(rb));
+        for m in 0..16.min(n.saturating_sub(tb)) {
+            let t = t0 + tb + m;
+            let f = dequant_factor(a.act_scale[t], a.w_scale);
+            // SAFETY: rows r + rb.. r + rb + nrows are in this call's row range, t < tokens.
+            unsafe { a.store_run(t, r + rb, &c[ti * 256 + m * 16..][..nrows], a.act_sum[t], f) };
         }
     }
 }

@@ -34,7 +34,9 @@ pub(super) unsafe fn rows(m: &Q8Matrix, x: &ActQuant, r0: usize, r1: usize, out:
     PACKED.with(|packed| {
         let mut packed = packed.borrow_mut();
         packed.resize(tiles * kblocks * 1024, 0);
-        amx::pack_tiles(|t| &x.row(t)[..k], x.tokens(), k, &mut packed);
+        assert!(k <= x.padded_cols(), "head: activation rows shorter than the weight rows");
+        // SAFETY: AMX available (caller), which implies AVX-512F.
+        unsafe { amx::pack_tiles(amx::bytes(x.q()), x.padded_cols(), x.tokens(), k, &mut packed) };
         let mut c = [0i32; 1024];
         // SAFETY: AMX available (caller); released at the end of this closure.
         unsafe { amx::load_config() };
