@@ -160,19 +160,44 @@ pub(crate) unsafe fn release() {
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// C[32 rows × 32 tokens] over the whole reduction; stores 4 tiles of 16×16 i32 to `c`
-/// (tile 2i + j: rows 16i.., tokens 16j..). The codes are the A operand, 32 rows read in
-/// place (`cstride` bytes apart); the activations the B operand, two packed token tiles.
+/// One k block of [`block`] with the dot-product instruction `$op`: A tiles from `$a0`/`$a1`
+/// (16 rows `$s` bytes apart), B tiles from `$b0`/`$b1`, into accumulators 0-3.
+macro_rules! block_step {
+    ($op:literal, $a0:expr, $a1:expr, $s:expr, $b0:expr, $b1:expr) => {
+        asm!(
+            "tileloadd tmm4, [{a0} + {s}*1]",
+            "tileloadd tmm6, [{b0} + {bs}*1]",
+            "tileloadd tmm7, [{b1} + {bs}*1]",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            "tileloadd tmm5, [{a1} + {s}*1]",
+            concat!($op, " tmm1, tmm4, tmm7"),
+            concat!($op, " tmm2, tmm5, tmm6"),
+            concat!($op, " tmm3, tmm5, tmm7"),
+            a0 = in(reg) $a0,
+            a1 = in(reg) $a1,
+            b0 = in(reg) $b0,
+            b1 = in(reg) $b1,
+            s = in(reg) $s,
+            bs = in(reg) 64usize,
+            options(nostack, readonly)
+        )
+    };
+}
+
+/// A 32 × 32 block over the whole reduction, stored to `c` as four 16 × 16 i32 tiles (tile
+/// 2i + j: A rows 16i.. × B columns 16j..). A: two 16-row tiles read in place from `a0` and
+/// `a1`, rows `astride` bytes apart; B: two packed tile columns, `b0` and `b1`, `kblocks`
+/// tiles of 1024 bytes each. Codes as A and packed activations as B take `tdpbusd`
+/// (unsigned × signed); activations as A and packed codes as B (`acts_a`) take `tdpbsud`.
 ///
 /// # Safety
-/// Tile config loaded; `codes` has 32 rows of `cstride` bytes; `b0` and `b1` each have
-/// `kblocks` tiles of 1024 bytes.
-unsafe fn block_packed(
-    codes: *const u8,
-    cstride: usize,
-    b0: *const u8,
-    b1: *const u8,
+/// Tile config loaded; `a0` and `a1` each have 16 rows of `astride` bytes with
+/// `kblocks` · 64 readable; `b0` and `b1` have `kblocks` tiles of 1024 bytes.
+unsafe fn block(
+    (a0, a1, astride): (*const u8, *const u8, usize),
+    (b0, b1): (*const u8, *const u8),
     kblocks: usize,
+    acts_a: bool,
     c: &mut [i32; 1024],
 ) {
     // SAFETY: tile instructions on tiles configured by the caller; every load reads 16 rows
@@ -180,70 +205,21 @@ unsafe fn block_packed(
     unsafe {
         zero4();
         for kb in 0..kblocks {
-            asm!(
-                "tileloadd tmm4, [{a0} + {s}*1]",
-                "tileloadd tmm5, [{a1} + {s}*1]",
-                "tileloadd tmm6, [{b0} + {bs}*1]",
-                "tileloadd tmm7, [{b1} + {bs}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tdpbusd tmm1, tmm4, tmm7",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "tdpbusd tmm3, tmm5, tmm7",
-                a0 = in(reg) codes.add(kb * 64),
-                a1 = in(reg) codes.add(16 * cstride + kb * 64),
-                b0 = in(reg) b0.add(kb * 1024),
-                b1 = in(reg) b1.add(kb * 1024),
-                s = in(reg) cstride,
-                bs = in(reg) 64usize,
-                options(nostack, readonly)
-            );
+            let (a0, a1) = (a0.add(kb * 64), a1.add(kb * 64));
+            let (b0, b1) = (b0.add(kb * 1024), b1.add(kb * 1024));
+            if acts_a {
+                block_step!("tdpbsud", a0, a1, astride, b0, b1);
+            } else {
+                block_step!("tdpbusd", a0, a1, astride, b0, b1);
+            }
         }
         store4(c);
     }
 }
 
-/// C[32 tokens × 32 rows] over the whole reduction, stored to `c` as four 16 × 16 i32 tiles
-/// (tile 2i + j: tokens 16i.., rows 16j..). The activations are the A operand, read in
-/// place (16 token rows of `astride` bytes from `a0` and `a1`); the weights are the B
-/// operand, 32 rows of codes packed as VNNI tiles (`w`: the first 16 rows' `kblocks` tiles,
-/// then the next 16 rows'). `tdpbsud`: signed activations × unsigned codes.
-///
-/// # Safety
-/// Tile config loaded; `a0` and `a1` each have 16 rows of `astride` bytes with
-/// `kblocks` · 64 readable; `w` has 2 · `kblocks` tiles of 1024 bytes.
-unsafe fn block_in_place(
-    a0: *const u8,
-    a1: *const u8,
-    astride: usize,
-    w: *const u8,
-    kblocks: usize,
-    c: &mut [i32; 1024],
-) {
-    // SAFETY: tile instructions on tiles configured by the caller; every load reads 16 rows
-    // of 64 bytes inside the buffers described in the contract; stores write inside `c`.
-    unsafe {
-        zero4();
-        for kb in 0..kblocks {
-            asm!(
-                "tileloadd tmm4, [{a0} + {s}*1]",
-                "tileloadd tmm6, [{b0} + {bs}*1]",
-                "tileloadd tmm7, [{b1} + {bs}*1]",
-                "tdpbsud tmm0, tmm4, tmm6",
-                "tileloadd tmm5, [{a1} + {s}*1]",
-                "tdpbsud tmm1, tmm4, tmm7",
-                "tdpbsud tmm2, tmm5, tmm6",
-                "tdpbsud tmm3, tmm5, tmm7",
-                a0 = in(reg) a0.add(kb * 64),
-                a1 = in(reg) a1.add(kb * 64),
-                b0 = in(reg) w.add(kb * 1024),
-                b1 = in(reg) w.add((kblocks + kb) * 1024),
-                s = in(reg) astride,
-                bs = in(reg) 64usize,
-                options(nostack, readonly)
-            );
-        }
-        store4(c);
-    }
+/// The two 16-row A tiles of 32 rows `stride` bytes apart in `buf`.
+fn rows_of(buf: &[u8], stride: usize) -> (*const u8, *const u8, usize) {
+    (buf.as_ptr(), buf[16 * stride..].as_ptr(), stride)
 }
 
 /// Zeroes accumulator tiles 0-3.
@@ -357,8 +333,6 @@ fn gemm_with(
         unsafe { load_config() };
         if a.tokens <= 16 {
             decode_step(a, r0, r1, (block_w, block_bytes), &decode, cstride, codes, packed);
-        } else if a.tokens < IN_PLACE_MIN_TOKENS {
-            short_prompt(a, r0, r1, &decode, cstride, codes, packed);
         } else {
             prompt(a, r0, r1, &decode, cstride, codes, packed);
         }
@@ -390,15 +364,15 @@ fn decode_step(
         // SAFETY: the caller loaded the config; `codes` holds 64 rows of one block, `packed`
         // the token tile.
         unsafe { fused_r4(a, r, rows, fmt, decode, codes, packed, &mut c) };
-        store_row_tiles(a, &c, r, rows, 0, a.tokens, |ti| (16 * ti, 0));
+        store_tiles(a, &c, (r, rows), (0, a.tokens), false, |ti| (16 * ti, 0));
         r += rows;
     }
 }
 
 /// From this many tokens a prompt reads its activations in place and packs each row block's
-/// codes ([`prompt`]); below, it packs the few tokens once and reads the codes in place
-/// ([`short_prompt`]). Measured on the 2B4T shapes and the training shapes (K = 256, 688),
-/// 2 threads, Xeon with AMX: at 128 tokens the packed activations were ahead (2560 × 2560:
+/// codes; below, it packs the few tokens once and reads the codes in place (both in
+/// [`prompt`]). Measured on the 2B4T shapes and the training shapes (K = 256, 688), 2
+/// threads, Xeon with AMX: at 128 tokens the packed activations were ahead (2560 × 2560:
 /// 1.90-1.96 ms vs 1.97-2.00), at 512 the in-place ones (6.80-8.06 ms vs 7.93-8.36; 688 × 256:
 /// 0.36 vs 0.45).
 pub const IN_PLACE_MIN_TOKENS: usize = 256;
@@ -421,52 +395,15 @@ fn decode_rows(
     }
 }
 
-/// Prompts of 17 to [`IN_PLACE_MIN_TOKENS`] tokens: 32 rows × 32 tokens per block, the codes
-/// as the A operand (each 32-row block decoded once per chunk into a buffer read in place)
-/// and the activations packed as B tiles once per chunk of tokens.
-fn short_prompt(
-    a: &MatmulArgs<'_>,
-    r0: usize,
-    r1: usize,
-    decode: &impl Fn(&[u8], &mut [u8]),
-    cstride: usize,
-    codes: &mut Vec<u8>,
-    packed: &mut Vec<u8>,
-) {
-    let kblocks = cstride / 64;
-    let chunk = token_chunk(cstride).min(256);
-    codes.resize(32 * cstride, 0);
-    packed.resize(chunk * cstride, 0);
-    let mut c = [0i32; 1024];
-    for t0 in (0..a.tokens).step_by(chunk) {
-        let n = chunk.min(a.tokens - t0);
-        pack_acts(a, t0, n, cstride, packed);
-        let mut r = r0;
-        while r < r1 {
-            let rows = 32.min(r1 - r);
-            decode_rows(a, r, rows, decode, cstride, codes);
-            let tiles = n.div_ceil(16);
-            for tb in (0..tiles).step_by(2) {
-                let b0 = packed[tb * kblocks * 1024..].as_ptr();
-                // An odd last token tile pairs with tile tb again; its results are ignored.
-                let b1 =
-                    if tb + 1 < tiles { packed[(tb + 1) * kblocks * 1024..].as_ptr() } else { b0 };
-                // SAFETY: config loaded by the caller; codes holds 32 rows; packed these tiles.
-                unsafe { block_packed(codes.as_ptr(), cstride, b0, b1, kblocks, &mut c) };
-                store_row_tiles(a, &c, r, rows, t0, n, |ti| {
-                    (16 * (ti / 2), tb * 16 + 16 * (ti % 2))
-                });
-            }
-            r += rows;
-        }
-    }
-}
-
-/// Prompts and batches of more than 16 tokens: 32 tokens × 32 rows per block, the
-/// activations read in place as the A operand (no repacking) and each 32-row block of codes
-/// decoded and packed as VNNI B tiles once per chunk of tokens, the chunk sized so its
-/// activations stay in L2 while every row block passes over them. Tokens past the last whole
-/// 32 are copied into a zeroed 32-row buffer (a tile load reads 16 whole rows).
+/// Prompts and batches of more than 16 tokens: 32 × 32 blocks over the whole reduction,
+/// each 32-row block of codes decoded once per chunk of tokens. Below
+/// [`IN_PLACE_MIN_TOKENS`] the codes are the A operand, read in place, and the chunk's
+/// activations are packed as B tiles once. From it the activations are the A operand, read
+/// where they lie (16 token rows at the activation stride), and each row block's codes are
+/// packed as B tiles instead: nothing proportional to the tokens is copied per thread, and
+/// each token's outputs are stored as one contiguous run. There the chunk is sized so its
+/// activations stay in L2 while every row block passes over them, and tokens past the last
+/// whole 32 are copied into a zeroed 32-row buffer (a tile load reads 16 whole rows).
 fn prompt(
     a: &MatmulArgs<'_>,
     r0: usize,
@@ -477,39 +414,70 @@ fn prompt(
     packed: &mut Vec<u8>,
 ) {
     let kblocks = cstride / 64;
+    let in_place = a.tokens >= IN_PLACE_MIN_TOKENS;
+    let chunk = if in_place { token_chunk(cstride) } else { token_chunk(cstride).min(256) };
     codes.resize(32 * cstride, 0);
-    packed.resize(2 * kblocks * 1024 + 32 * cstride, 0);
-    let (wt, tail) = packed.split_at_mut(2 * kblocks * 1024);
+    let wt_len = 2 * kblocks * 1024;
+    packed.resize(if in_place { wt_len + 32 * cstride } else { chunk * cstride }, 0);
     let whole = a.tokens / 32 * 32;
-    tail.fill(0);
-    for (j, dst) in tail.chunks_exact_mut(cstride).take(a.tokens - whole).enumerate() {
-        let src = &a.act[(whole + j) * a.act_stride..][..cstride];
-        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as u8);
+    if in_place {
+        let tail = &mut packed[wt_len..];
+        tail.fill(0);
+        for (j, dst) in tail.chunks_exact_mut(cstride).take(a.tokens - whole).enumerate() {
+            let src = &a.act[(whole + j) * a.act_stride..][..cstride];
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as u8);
+        }
     }
-    let chunk = token_chunk(cstride);
     let mut c = [0i32; 1024];
     for t0 in (0..a.tokens).step_by(chunk) {
-        let t1 = (t0 + chunk).min(a.tokens);
+        let n = chunk.min(a.tokens - t0);
+        if !in_place {
+            pack_acts(a, t0, n, cstride, packed);
+        }
         let mut r = r0;
         while r < r1 {
             let rows = 32.min(r1 - r);
             decode_rows(a, r, rows, decode, cstride, codes);
-            // SAFETY: AMX implies AVX-512F (checked in `available`).
-            unsafe { pack_tiles(codes, cstride, 32, cstride, wt) };
-            for t in (t0..t1).step_by(32) {
-                let (p, stride) = if t < whole {
-                    (a.act[t * a.act_stride..].as_ptr() as *const u8, a.act_stride)
-                } else {
-                    (tail.as_ptr(), cstride)
-                };
-                // SAFETY: config loaded by the caller; `p` has 32 rows of `stride` bytes with
-                // `cstride` readable (whole tokens: rows t..t + 32 of the activations, whose
-                // stride is at least `cstride`; the rest: the 32-row tail copy); `wt` holds
-                // the two 16-row halves' `kblocks` tiles.
-                unsafe {
-                    block_in_place(p, p.add(16 * stride), stride, wt.as_ptr(), kblocks, &mut c)
-                };
-                store_token_tiles(a, &c, r, rows, t, (a.tokens - t).min(32));
+            if in_place {
+                let (wt, tail) = packed.split_at_mut(wt_len);
+                // SAFETY: AMX implies AVX-512F (checked in `available`).
+                unsafe { pack_tiles(codes, cstride, 32, cstride, wt) };
+                for t in (t0..t0 + n).step_by(32) {
+                    let (p, stride) = if t < whole {
+                        (a.act[t * a.act_stride..].as_ptr() as *const u8, a.act_stride)
+                    } else {
+                        (tail.as_ptr(), cstride)
+                    };
+                    // SAFETY: config loaded by the caller; `p` has 32 rows of `stride` bytes
+                    // with `cstride` readable (whole tokens: rows t..t + 32 of the activations,
+                    // whose stride is at least `cstride`; the rest: the 32-row tail copy); `wt`
+                    // holds the two 16-row halves' `kblocks` tiles.
+                    unsafe {
+                        let w = (wt.as_ptr(), wt[kblocks * 1024..].as_ptr());
+                        block((p, p.add(16 * stride), stride), w, kblocks, true, &mut c)
+                    };
+                    let n = (a.tokens - t).min(32);
+                    store_tiles(a, &c, (r, rows), (t, n), true, |ti| {
+                        (16 * (ti % 2), 16 * (ti / 2))
+                    });
+                }
+            } else {
+                let tiles = n.div_ceil(16);
+                for tb in (0..tiles).step_by(2) {
+                    let b0 = packed[tb * kblocks * 1024..].as_ptr();
+                    // An odd last token tile pairs with tile tb again; its results are ignored.
+                    let b1 = if tb + 1 < tiles {
+                        packed[(tb + 1) * kblocks * 1024..].as_ptr()
+                    } else {
+                        b0
+                    };
+                    // SAFETY: config loaded by the caller; codes holds 32 rows; packed these
+                    // tiles.
+                    unsafe { block(rows_of(codes, cstride), (b0, b1), kblocks, false, &mut c) };
+                    store_tiles(a, &c, (r, rows), (t0, n), false, |ti| {
+                        (16 * (ti / 2), tb * 16 + 16 * (ti % 2))
+                    });
+                }
             }
             r += rows;
         }
@@ -560,15 +528,16 @@ unsafe fn fused_r4(
 /// How many format blocks ahead [`fused_r4`] prefetches each row.
 const PREFETCH_BLOCKS: usize = 4;
 
-/// Writes the four 16 × 16 accumulator tiles of a codes-as-A block (tile `ti` at rows /
-/// tokens `at(ti)` relative to `r` / `t0`) as outputs, removing the codes' +1 offset.
-fn store_row_tiles(
+/// Writes the four 16 × 16 accumulator tiles of a [`block`] (tile `ti` at rows / tokens
+/// `at(ti)` relative to `r` / `t0`) as outputs, removing the codes' +1 offset. A tile's rows
+/// are tokens when the activations were the A operand (`acts_a`: each token's outputs are
+/// one contiguous run), weight rows otherwise.
+fn store_tiles(
     a: &MatmulArgs<'_>,
     c: &[i32; 1024],
-    r: usize,
-    rows: usize,
-    t0: usize,
-    n: usize,
+    (r, rows): (usize, usize),
+    (t0, n): (usize, usize),
+    acts_a: bool,
     at: impl Fn(usize) -> (usize, usize),
 ) {
     for ti in 0..4 {
@@ -577,34 +546,17 @@ fn store_row_tiles(
         for col in 0..16.min(n.saturating_sub(tbase)) {
             let t = t0 + tbase + col;
             let (sum, f) = (a.act_sum[t], dequant_factor(a.act_scale[t], a.w_scale));
+            if acts_a {
+                let accs = &c[ti * 256 + col * 16..][..mrows];
+                // SAFETY: rows r + rbase.. + mrows are in this call's row range, t < tokens.
+                unsafe { a.store_run(t, r + rbase, accs, sum, f) };
+                continue;
+            }
             for m in 0..mrows {
                 let acc = c[ti * 256 + m * 16 + col];
                 // SAFETY: r + rbase + m is in this call's row range, t < tokens.
                 unsafe { a.store_with(t, r + rbase + m, acc - sum, f) };
             }
-        }
-    }
-}
-
-/// Writes the four accumulator tiles of [`block_in_place`] (tile 2i + j: tokens `t0 + 16i..` × rows
-/// `r + 16j..`) as outputs, one contiguous run of rows per token, removing the codes' +1
-/// offset.
-fn store_token_tiles(
-    a: &MatmulArgs<'_>,
-    c: &[i32; 1024],
-    r: usize,
-    rows: usize,
-    t0: usize,
-    n: usize,
-) {
-    for ti in 0..4 {
-        let (tb, rb) = (16 * (ti / 2), 16 * (ti % 2));
-        let nrows = 16.min(rows.saturating_sub(rb));
-        for m in 0..16.min(n.saturating_sub(tb)) {
-            let t = t0 + tb + m;
-            let f = dequant_factor(a.act_scale[t], a.w_scale);
-            // SAFETY: rows r + rb.. r + rb + nrows are in this call's row range, t < tokens.
-            unsafe { a.store_run(t, r + rb, &c[ti * 256 + m * 16..][..nrows], a.act_sum[t], f) };
         }
     }
 }

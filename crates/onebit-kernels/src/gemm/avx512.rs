@@ -85,7 +85,7 @@ pub(crate) fn decode_b3(row: &[u8], out: &mut [u8]) {
 /// Horizontal sums of four vectors: lane i of the result is Σ v[i].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-fn hsum4(v: [__m512i; 4]) -> __m128i {
+pub(crate) fn hsum4(v: [__m512i; 4]) -> __m128i {
     let a01 =
         _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
     let a23 =

@@ -117,3 +117,34 @@ pub unsafe fn dot4(w: [&[i8]; 4], q: &[i8]) -> [i32; 4] {
     }
     acc.map(|a| _mm512_reduce_add_epi32(a))
 }
+
+/// [`dot`] for four rows × four tokens (`acc[row][token]`): each row load serves four tokens
+/// and each activation load four rows, where [`dot4`] per token loads every row again from
+/// L2 (batched decode: 16 sequences pass over the same 128k-row head).
+///
+/// # Safety
+/// AVX-512 BW + VNNI; every row and every token slice as long as `q[0]`, a multiple of 64.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn dot4x4(w: [&[i8]; 4], q: [&[i8]; 4]) -> [[i32; 4]; 4] {
+    let flip = _mm512_set1_epi8(-128);
+    let mut acc = [[_mm512_setzero_si512(); 4]; 4];
+    for k in 0..q[0].len() / 64 {
+        // SAFETY: block k lies within every token slice.
+        let x: [__m512i; 4] = std::array::from_fn(|t| unsafe {
+            _mm512_xor_si512(_mm512_loadu_si512(q[t].as_ptr().add(64 * k) as *const _), flip)
+        });
+        for (a, row) in acc.iter_mut().zip(&w) {
+            // SAFETY: block k lies within every row.
+            let v = unsafe { _mm512_loadu_si512(row.as_ptr().add(64 * k) as *const _) };
+            for (a, &x) in a.iter_mut().zip(&x) {
+                *a = _mm512_dpbusd_epi32(*a, x, v);
+            }
+        }
+    }
+    acc.map(|a| {
+        let mut out = [0i32; 4];
+        // SAFETY: `out` has room for the four lanes.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut _, crate::gemm::avx512::hsum4(a)) };
+        out
+    })
+}

@@ -1,6 +1,7 @@
 //! The head matmul: rows split over the pool, L2-sized row blocks shared by every token,
-//! the dot product of the selected ISA; on AMX, batches of tokens take `amx` for all but
-//! the last rows of each thread's range.
+//! the dot product of the selected ISA (on AVX-512, four rows × four tokens per tile once
+//! there are four tokens); on AMX, batches of tokens take `amx` for all but the last rows of
+//! each thread's range.
 
 use super::Q8Matrix;
 #[cfg(target_arch = "x86_64")]
@@ -99,9 +100,43 @@ pub fn q8_matmul_on(
                         m.row(r)
                     }
                 };
-                for t in 0..x.tokens() {
+                let put = |t: usize, r: usize, v: i32| {
+                    let v = if path == HeadPath::Avx512 { v - 128 * m.wsum[r] } else { v };
+                    // SAFETY: rows are split disjointly; t·rows + r < out.len() by the check above.
+                    unsafe {
+                        *outp.get().add(t * m.rows + r) = v as f32 * m.scale[r] / x.scales()[t]
+                    };
+                };
+                let mut t0 = 0;
+                #[cfg(target_arch = "x86_64")]
+                if path == HeadPath::Avx512 {
+                    // Four tokens at a time: four rows × four tokens per tile.
+                    let q = |t: usize| &x.row(t)[..m.padded];
+                    while t0 + 4 <= x.tokens() {
+                        let qs = [q(t0), q(t0 + 1), q(t0 + 2), q(t0 + 3)];
+                        let mut r = b0;
+                        while r + 4 <= b1 {
+                            let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                            // SAFETY: features checked above; every slice holds `padded` bytes.
+                            let s = unsafe { avx512::dot4x4(rows, qs) };
+                            for (i, s) in s.iter().enumerate() {
+                                for (j, &v) in s.iter().enumerate() {
+                                    put(t0 + j, r + i, v);
+                                }
+                            }
+                            r += 4;
+                        }
+                        for r in r..b1 {
+                            for (j, q) in qs.iter().enumerate() {
+                                // SAFETY: features checked above; row r exists.
+                                put(t0 + j, r, unsafe { avx512::dot(row(r), q) });
+                            }
+                        }
+                        t0 += 4;
+                    }
+                }
+                for t in t0..x.tokens() {
                     let q = &x.row(t)[..m.padded];
-                    let a = x.scales()[t];
                     let mut r = b0;
                     while r < b1 {
                         // Four rows at a time share the activation loads on AVX-512.
@@ -128,12 +163,7 @@ pub fn q8_matmul_on(
                             _ => acc[0] = dot_scalar(row(r), q),
                         }
                         for (i, &v) in acc.iter().enumerate().take(n) {
-                            let v =
-                                if path == HeadPath::Avx512 { v - 128 * m.wsum[r + i] } else { v };
-                            // SAFETY: rows are split disjointly; t·rows + r + i < out.len() by the check above.
-                            unsafe {
-                                *outp.get().add(t * m.rows + r + i) = v as f32 * m.scale[r + i] / a
-                            };
+                            put(t, r + i, v);
                         }
                         r += n;
                     }
