@@ -107,6 +107,7 @@ pub fn q8_matmul_on(
                         *outp.get().add(t * m.rows + r) = v as f32 * m.scale[r] / x.scales()[t]
                     };
                 };
+                #[allow(unused_mut)] // only the x86-64 tile loop below advances it
                 let mut t0 = 0;
                 #[cfg(target_arch = "x86_64")]
                 if path == HeadPath::Avx512 {
