@@ -1,5 +1,6 @@
-//! `onebit run|bench --mesh` on loopback: a pipeline of `onebit worker` processes prints
-//! exactly what one process prints (greedy, the shipped model, 2 and 3 nodes); a worker
+//! `onebit run|bench --mesh` on loopback: a pipeline or a tensor-parallel mesh of `onebit
+//! worker` processes prints exactly what one process prints (greedy, the shipped model, 2
+//! and 3 nodes); a worker
 //! holding a different model file is refused by name before anything runs; a worker killed
 //! or stopped (SIGSTOP) mid-run gives the head a clear error naming it within the bound;
 //! `onebit plan` measures the mesh and prints every candidate.
@@ -67,20 +68,34 @@ fn a_pipeline_prints_what_one_node_prints() {
     let run = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "48"];
     let (ok, single, err) = onebit(&run);
     assert!(ok, "{err}");
-    for (name, workers, split, wire) in
-        [("two", 1, "", "f32"), ("three", 2, "2,1,3", "f32"), ("int8", 1, "3,3", "q8")]
-    {
+    for (name, workers, split, wire) in [
+        ("two", 1, "", "f32"),
+        ("three", 2, "2,1,3", "f32"),
+        ("int8", 1, "3,3", "q8"),
+        ("tp-two", 1, "tp", "f32"),
+        ("tp-three", 2, "tp:1,2,1", "f32"),
+    ] {
         let (dir, file, ports) = mesh(name, workers);
         let ws: Vec<Child> = ports[1..].iter().map(|&p| worker(&dir, p, &[])).collect();
         let mut args = run.to_vec();
         args.extend(["--mesh", &file, "--wire", wire]);
-        if !split.is_empty() {
+        if let Some(tp) = split.strip_prefix("tp") {
+            args.extend(["--strategy", "tp"]);
+            if let Some(shares) = tp.strip_prefix(':') {
+                args.extend(["--shares", shares]);
+            }
+        } else if !split.is_empty() {
             args.extend(["--split", split]);
         }
         let (ok, out, err) = onebit(&args);
         assert!(ok, "{name}: {err}");
         assert_eq!(out, single, "{name}: the pipeline's text differs from one node's");
-        assert!(err.contains("mesh: pipeline, blocks per node"), "{err}");
+        let layout = if split.starts_with("tp") {
+            "mesh: tensor parallel, KV heads"
+        } else {
+            "mesh: pipeline, blocks per node"
+        };
+        assert!(err.contains(layout), "{err}");
         ws.into_iter().for_each(reap);
     }
 }

@@ -346,6 +346,11 @@ pub fn serve_one_job(
                 let links = probe_links(&mut comm, &p.probe, deadline)?;
                 Ok(JobResult::Plan(links, measure_mesh(&mut comm, &p.shape, p.threads, deadline)?))
             }
+            Prepared::Stage(model, opts) if model.tensor.is_some() => {
+                let session = Session::try_with_options(&model, opts)?;
+                let t = setup.timeouts;
+                Ok(JobResult::Stage(crate::tensor::serve_tensor(session, Box::new(comm), t)?))
+            }
             Prepared::Stage(model, opts) => {
                 let mut session = Session::try_with_options(&model, opts)?;
                 Ok(JobResult::Stage(serve_stage(&mut session, &mut comm, setup.timeouts)?))

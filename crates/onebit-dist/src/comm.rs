@@ -15,6 +15,12 @@ pub trait Comm: Send {
     fn send(&mut self, to: usize, msg: &[u8], deadline: Instant) -> Result<()>;
     /// Receives the next message from rank `from` into `buf` (its old contents replaced).
     fn recv(&mut self, from: usize, buf: &mut Vec<u8>, deadline: Instant) -> Result<()>;
+    /// The largest message a rank may send to every peer before receiving from any: one
+    /// that [`Comm::send`] hands over without the peer reading (collectives use it to
+    /// exchange in one trip instead of a round trip).
+    fn send_first_max(&self) -> usize {
+        crate::collective::SEND_FIRST_MAX
+    }
 }
 
 /// Checks that `peer` is another rank of a mesh of `size` seen from `rank`.

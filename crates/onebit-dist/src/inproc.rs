@@ -51,6 +51,11 @@ impl Comm for InProcComm {
         tx.send(msg.to_vec()).map_err(|_| DistError::Closed { peer: to.to_string(), op: "send" })
     }
 
+    fn send_first_max(&self) -> usize {
+        // Channels are unbounded: a send never waits for the receiver.
+        usize::MAX
+    }
+
     fn recv(&mut self, from: usize, buf: &mut Vec<u8>, deadline: Instant) -> Result<()> {
         check_peer(self.rank, self.size(), from)?;
         let rx = self.from[from].as_ref().expect("every other rank has a channel");

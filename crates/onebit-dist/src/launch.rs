@@ -10,7 +10,7 @@ use crate::pipeline::balanced_split;
 use crate::stage_job::{fingerprint, StageJob};
 use crate::tcp::{TcpComm, TcpConfig};
 use onebit_model::load::{GgufModelFile, LoadOptions, ModelPart};
-use onebit_model::{HeadKind, Model, ModelConfig, SessionOptions};
+use onebit_model::{HeadKind, Model, ModelConfig, SessionOptions, TensorPart, TensorSplit};
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -47,16 +47,23 @@ pub struct PipelineLaunch {
 /// Blocks per node for `c` over `nodes` (the head reads the output head besides its blocks).
 pub fn default_split(c: &ModelConfig, nodes: usize, head: HeadKind) -> Vec<usize> {
     let block = c.ternary_params() as f64 / c.layers.max(1) as f64 * 2.0 / 8.0;
+    balanced_split(c.layers, nodes, block, head_bytes(c, head))
+}
+
+/// Bytes per token the output head reads, by how it is stored.
+fn head_bytes(c: &ModelConfig, head: HeadKind) -> f64 {
     let per_value = match head {
         HeadKind::Q8 => 1.0,
         HeadKind::Q4 => 0.5,
         HeadKind::F32 => 4.0,
     };
-    balanced_split(c.layers, nodes, block, (c.vocab * c.hidden) as f64 * per_value)
+    (c.vocab * c.hidden) as f64 * per_value
 }
 
-/// Starts the pipeline the launch describes.
-pub fn start_pipeline(l: &PipelineLaunch) -> Result<PipelineStart> {
+/// The mesh file's addresses and key, and the model's shape, checked for a mesh.
+fn mesh_and_shape(
+    l: &PipelineLaunch,
+) -> Result<(Vec<std::net::SocketAddr>, TcpConfig, ModelConfig)> {
     let mesh = MeshFile::read(&l.mesh)?;
     let addrs = mesh.addrs()?;
     let cfg = TcpConfig::new(read_key_file(&mesh.key_file)?);
@@ -70,6 +77,62 @@ pub fn start_pipeline(l: &PipelineLaunch) -> Result<PipelineStart> {
         let f = GgufModelFile::open(&l.model)?;
         ModelConfig::from_gguf(&f.header)?
     };
+    Ok((addrs, cfg, config))
+}
+
+/// The head's piece of a tensor-parallel mesh, and the mesh it leads.
+pub struct TensorStart {
+    /// The head's model: its piece of every block, the embeddings and the head.
+    pub model: Model,
+    /// Rank 0 of the mesh.
+    pub comm: TcpComm,
+    /// Every node's piece.
+    pub split: TensorSplit,
+}
+
+/// Starts a tensor-parallel mesh: every node holds a piece of every block and of the output
+/// head, equal pieces unless `shares` says otherwise; `l.split` must be empty.
+pub fn start_tensor(l: &PipelineLaunch, shares: Option<Vec<f64>>) -> Result<TensorStart> {
+    let (addrs, cfg, config) = mesh_and_shape(l)?;
+    if l.split.is_some() {
+        return Err(DistError::Usage("--split sets pipeline blocks, not tensor pieces".into()));
+    }
+    let shares = shares.unwrap_or_else(|| vec![1.0; addrs.len()]);
+    if shares.len() != addrs.len() {
+        return Err(DistError::Usage(format!(
+            "{} tensor shares for {} nodes",
+            shares.len(),
+            addrs.len()
+        )));
+    }
+    let split = TensorSplit::proportional(&config, &shares)?;
+    let model_path = std::fs::canonicalize(&l.model)
+        .map_or_else(|_| l.model.clone(), |p| p.display().to_string());
+    let fp = fingerprint(&l.model)?;
+    let jobs: Vec<Job> = (1..addrs.len())
+        .map(|rank| {
+            Job::Stage(StageJob {
+                model: model_path.clone(),
+                layers: 0..config.layers,
+                threads: l.worker_threads,
+                session: l.session,
+                fingerprint: fp,
+                tensor: Some(TensorPart { split: split.clone(), rank }),
+            })
+        })
+        .collect();
+    let tensor = Some(TensorPart { split: split.clone(), rank: 0 });
+    let model = Model::from_pretrained(&l.model, &LoadOptions { tensor, ..l.load.clone() })?;
+    let listener = TcpListener::bind(addrs[0]).map_err(|e| {
+        DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
+    })?;
+    let comm = start_head(&listener, &addrs, &jobs, &cfg, l.ready_timeout)?;
+    Ok(TensorStart { model, comm, split })
+}
+
+/// Starts the pipeline the launch describes.
+pub fn start_pipeline(l: &PipelineLaunch) -> Result<PipelineStart> {
+    let (addrs, cfg, config) = mesh_and_shape(l)?;
     let split = match &l.split {
         Some(s) => s.clone(),
         None => default_split(&config, addrs.len(), l.load.head),
@@ -95,6 +158,7 @@ pub fn start_pipeline(l: &PipelineLaunch) -> Result<PipelineStart> {
                 threads: l.worker_threads,
                 session: l.session,
                 fingerprint: fp,
+                tensor: None,
             })
         })
         .collect();

@@ -1,6 +1,7 @@
 //! onebit-dist: the device mesh (one model across several consumer machines). The pipeline
-//! executor ([`pipeline`], started from a mesh file by [`launch`]) runs a model's blocks split
-//! over the nodes behind the engine seam (`onebit_model::Engine`). Underneath, the
+//! executor ([`pipeline`]) runs a model's blocks split over the nodes, the tensor-parallel
+//! executor ([`tensor`]) a piece of every block on every node, both behind the engine seam
+//! (`onebit_model::Engine`) and started from a mesh file by [`launch`]. Underneath, the
 //! communication layer moves bytes between nodes: the
 //! [`Comm`] trait (send and receive with a deadline on every call) with an in-process backend
 //! for tests ([`InProcComm`]) and a TCP backend for home clusters ([`TcpComm`]: TCP_NODELAY,
@@ -30,8 +31,11 @@ pub mod probe;
 pub mod speed;
 pub mod stage_job;
 pub mod tcp;
+pub mod tensor;
+mod tensor_msg;
 pub mod wire;
 pub mod worker_stage;
+pub mod worker_tensor;
 
 pub use comm::Comm;
 pub use error::{DistError, Result};

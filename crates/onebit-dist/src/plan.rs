@@ -4,17 +4,18 @@
 //! model (facts in the crate README):
 //! - a link moves `m` bytes in `α + m/β` (the probe's latency and bandwidth);
 //! - node i decodes the whole model alone in `t_i` seconds, a `1/L` share of it per block;
-//! - tensor parallel: block work split by KV-head groups and FFN columns in proportion to
-//!   `1/t_i` (the 2B4T's 5 KV heads over two equal nodes is 3:2), `S` syncs per token (2 per
-//!   block, 4 with BitNet's sub-norms, which need the norm over the split dimension), each a
-//!   direct exchange of the f32 hidden state;
+//! - tensor parallel, as the executor (`crate::tensor`) runs it: every node holds pieces of
+//!   every block and of the head in proportion to `1/t_i` (the 2B4T's 5 KV heads over two
+//!   equal nodes is 2:3) and takes its bytes' share of `t_i`; per token `4L + 1` syncs (four
+//!   f32 all-gathers per block, the logits gathered on rank 0), each costing the slowest
+//!   link's latency, plus the bytes a node receives over its bandwidth;
 //! - pipeline: contiguous layer ranges, one hop of the hidden state per stage boundary and
 //!   the sampled token back to the head; with `k` sequences in flight its throughput is
 //!   `min(k / T, 1 / slowest stage)`.
 
 use crate::error::{DistError, Result};
 use crate::probe::LinkProbe;
-use onebit_model::ModelConfig;
+use onebit_model::{ModelConfig, TensorSplit};
 
 /// What the planner knows of one node.
 #[derive(Clone, Debug)]
@@ -141,7 +142,7 @@ pub fn plan(
     let all_linked = (0..n).all(|a| (a + 1..n).all(|b| hop(a, b, 1.0).is_finite()));
     if n >= 2 && all_linked {
         let x = Inputs { c, bytes, block_frac, nodes, hop: &hop, hidden_bytes, k };
-        plans.extend(tensor_plan(&x));
+        plans.extend(tensor_plan(&x, links, bpw));
         plans.extend(pipeline_plan(&x));
     }
     if plans.is_empty() {
@@ -171,48 +172,47 @@ struct Inputs<'a> {
     k: usize,
 }
 
-fn tensor_plan(x: &Inputs<'_>) -> Option<Plan> {
-    let Inputs { c, bytes, block_frac, nodes, hop, hidden_bytes, k } = *x;
+fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
+    let Inputs { c, nodes, k, .. } = *x;
     let n = nodes.len();
+    // The executor's split (`onebit_model::TensorSplit`) with shares in proportion to speed.
     let speed: Vec<f64> = nodes.iter().map(|x| 1.0 / x.token_s).collect();
-    let kv = apportion(c.kv_heads, &speed);
-    let ffn =
-        apportion(c.intermediate / 32, &speed).into_iter().map(|g| g * 32).collect::<Vec<_>>();
-    if kv.contains(&0) {
-        return None;
-    }
-    // A node's share of a block: its attention and FFN parts by weight bytes.
-    let attn_w = (c.q_dim() * 2 + c.kv_dim() * 2) as f64;
-    let ffn_w = 3.0 * c.intermediate as f64;
-    let share = |i: usize| {
-        (attn_w * kv[i] as f64 / c.kv_heads as f64 + ffn_w * ffn[i] as f64 / c.intermediate as f64)
-            / (attn_w + ffn_w)
+    let split = TensorSplit::proportional(c, &speed).ok()?;
+    // Bytes each node reads per token: its rows of every linear and of the int8 head.
+    let (h, hd, group) = (c.hidden as f64, c.head_dim as f64, (c.heads / c.kv_heads) as f64);
+    let node_bytes = |i: usize| {
+        let kv = split.kv_range(i).len() as f64;
+        let (ffn, rows) = (split.ffn_range(i).len() as f64, split.hidden_range(i).len() as f64);
+        let per_layer = kv * (group + 2.0) * hd * h
+            + 2.0 * ffn * h
+            + rows * (c.q_dim() + c.intermediate) as f64;
+        per_layer * c.layers as f64 * bpw / 8.0 + split.vocab_range(i).len() as f64 * h
     };
-    if (0..n).any(|i| {
-        nodes[i].mem_bytes as f64 * 0.999
-            < bytes * block_frac * share(i) + if i == 0 { bytes * (1.0 - block_frac) } else { 0.0 }
-    }) {
+    let total: f64 = (0..n).map(node_bytes).sum();
+    if (0..n).any(|i| nodes[i].mem_bytes as f64 * 0.999 < node_bytes(i)) {
         return None;
     }
-    let syncs = c.layers * if c.sub_norms { 4 } else { 2 };
-    // One token (or one pass over k sequences): the slowest share of the blocks, the head
-    // on node 0, and S direct exchanges bounded by the slowest link.
+    // Four all-gathers per block (attention output, `o` rows, FFN columns, `down` rows) and
+    // the logits gathered on rank 0; a node receives the others' share of each, over the
+    // slowest link.
+    let lat = links.iter().map(|l| l.latency_s).fold(0.0, f64::max);
+    let bw = links.iter().map(|l| l.bandwidth_bps).fold(f64::INFINITY, f64::min);
+    let others = (n - 1) as f64 / n as f64;
+    let per_row = (c.layers * (c.q_dim() + 2 * c.hidden + c.intermediate) + c.vocab) as f64 * 4.0;
+    let syncs = 4 * c.layers + 1;
     let cost = |rows: f64| {
         let compute =
-            (0..n).map(|i| share(i) * nodes[i].pass_s(rows) * block_frac).fold(0.0, f64::max)
-                + nodes[0].pass_s(rows) * (1.0 - block_frac);
-        let worst = (0..n)
-            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
-            .map(|(a, b)| hop(a, b, rows))
-            .fold(0.0, f64::max);
-        compute + syncs as f64 * (n - 1) as f64 * worst
+            (0..n).map(|i| node_bytes(i) / total * nodes[i].pass_s(rows)).fold(0.0, f64::max);
+        compute + syncs as f64 * lat + per_row * others * rows / bw
     };
     let (tok_s, tok_s_batch) = (1.0 / cost(1.0), k as f64 / cost(k as f64));
+    let counts = |b: &[usize]| b.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>();
     Some(Plan {
-        strategy: Strategy::Tensor { kv_heads: kv, ffn },
+        strategy: Strategy::Tensor { kv_heads: counts(&split.kv_heads), ffn: counts(&split.ffn) },
         tok_s,
         tok_s_batch,
-        wire_bytes: (syncs * n * (n - 1) * hidden_bytes) as u64,
+        wire_bytes: (per_row * (n - 1) as f64 - c.vocab as f64 * 4.0 * (n - 1) as f64 / n as f64)
+            as u64,
         syncs,
     })
 }

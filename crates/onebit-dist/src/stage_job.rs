@@ -1,11 +1,12 @@
-//! The job a worker runs for a pipeline: which blocks of which model file, how to size its
-//! session, and the file's fingerprint so a worker never serves blocks of another model.
-//! Each worker loads only its own blocks from its own copy of the file.
+//! The job a worker runs for a pipeline or a tensor-parallel mesh: which blocks (or which
+//! piece of every block) of which model file, how to size its session, and the file's
+//! fingerprint so a worker never serves blocks of another model. Each worker loads only its
+//! own blocks or piece from its own copy of the file.
 
 use crate::error::{DistError, Result};
 use blake2::{Blake2s256, Digest};
 use onebit_model::load::{LoadOptions, ModelPart};
-use onebit_model::{KvDtype, Model, SessionOptions};
+use onebit_model::{KvDtype, Model, SessionOptions, TensorPart, TensorSplit};
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 
@@ -22,6 +23,9 @@ pub struct StageJob {
     pub session: SessionOptions,
     /// [`fingerprint`] of the head's file.
     pub fingerprint: [u8; 32],
+    /// For a tensor-parallel mesh: this node's piece of every block (`layers` is then all
+    /// of them); `None`: a pipeline stage.
+    pub tensor: Option<TensorPart>,
 }
 
 /// BLAKE2s of a model file's length, its first 16 MiB (the GGUF header: metadata, tensor
@@ -64,6 +68,10 @@ impl StageJob {
         v.extend(self.fingerprint);
         v.extend((self.model.len() as u32).to_le_bytes());
         v.extend(self.model.as_bytes());
+        if let Some(t) = &self.tensor {
+            v.extend((t.rank as u32).to_le_bytes());
+            t.split.encode(v);
+        }
     }
 
     /// Parses a job, or says why it is malformed.
@@ -83,10 +91,21 @@ impl StageJob {
             b.get(25..57).ok_or("truncated fingerprint")?.try_into().expect("32 bytes");
         let len = b.get(57..61).ok_or("truncated model path")?;
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if b.len() != 61 + len {
-            return Err(format!("stage job of {} bytes for a path of {len}", b.len()));
-        }
-        let model = std::str::from_utf8(&b[61..]).map_err(|_| "model path is not UTF-8")?;
+        let path = b.get(61..61 + len).ok_or("truncated model path")?;
+        let model = std::str::from_utf8(path).map_err(|_| "model path is not UTF-8")?;
+        let rest = &b[61 + len..];
+        let tensor = match rest.len() {
+            0 => None,
+            1..4 => return Err("truncated tensor piece".into()),
+            _ => {
+                let rank = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let (split, left) = TensorSplit::decode(&rest[4..])?;
+                if !left.is_empty() || rank >= split.nodes() {
+                    return Err(format!("tensor piece of rank {rank}, {} bytes left", left.len()));
+                }
+                Some(TensorPart { split, rank })
+            }
+        };
         if w[0] > w[1] || w[2] == 0 || w[2] > 1024 || w[3] == 0 || w[4] == 0 || w[5] == 0 {
             return Err(format!("stage job out of range: {w:?}"));
         }
@@ -96,6 +115,7 @@ impl StageJob {
             threads: w[2],
             session: SessionOptions { max_ctx: w[3], max_batch: w[4], slots: w[5], kv },
             fingerprint,
+            tensor,
         })
     }
 
@@ -112,7 +132,11 @@ impl StageJob {
             )));
         }
         let part = ModelPart { layers: self.layers.clone(), ends: false };
-        let opts = LoadOptions { threads: self.threads, part: Some(part), ..Default::default() };
+        let (part, tensor) = match &self.tensor {
+            Some(t) => (None, Some(t.clone())),
+            None => (Some(part), None),
+        };
+        let opts = LoadOptions { threads: self.threads, part, tensor, ..Default::default() };
         Ok(Model::from_pretrained(path, &opts)?)
     }
 }
@@ -134,11 +158,25 @@ mod tests {
             threads: 2,
             session: SessionOptions { max_ctx: 2048, max_batch: 128, slots: 4, kv: KvDtype::Q8 },
             fingerprint: [9; 32],
+            tensor: None,
         };
         let mut v = Vec::new();
         j.encode(&mut v);
-        assert_eq!(StageJob::decode(&v), Ok(j));
+        assert_eq!(StageJob::decode(&v), Ok(j.clone()));
         assert!(StageJob::decode(&v[..v.len() - 1]).is_err());
+        let split = TensorSplit {
+            kv_heads: vec![0, 2, 5],
+            ffn: vec![0, 16, 64],
+            hidden: vec![0, 8, 9],
+            vocab: vec![0, 100, 256],
+        };
+        let j = StageJob { tensor: Some(TensorPart { split, rank: 1 }), ..j };
+        let mut v = Vec::new();
+        j.encode(&mut v);
+        assert_eq!(StageJob::decode(&v), Ok(j));
+        for cut in 1..52 {
+            assert!(StageJob::decode(&v[..v.len() - cut]).is_err(), "cut {cut}");
+        }
     }
 
     proptest! {

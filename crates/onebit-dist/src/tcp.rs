@@ -42,7 +42,14 @@ pub(crate) struct Peer {
     noise: snow::TransportState,
     cipher: Vec<u8>,
     plain: Vec<u8>,
+    /// Bytes of this socket's send buffer as the kernel granted it.
+    send_room: usize,
 }
+
+/// Socket buffers each connection asks for (the kernel may grant less: Linux caps at
+/// `net.core.wmem_max`, 208 KiB on a default Debian): room for a tensor-parallel decode
+/// step's pieces, so both ends of a link can send before either receives.
+const SOCKET_BUFFER: usize = 1 << 20;
 
 /// One rank of a TCP mesh.
 pub struct TcpComm {
@@ -76,18 +83,60 @@ fn remaining(deadline: Instant, peer: &str, op: &'static str) -> Result<Duration
 
 /// Writes one length-prefixed message.
 fn write_raw(s: &mut TcpStream, name: &str, msg: &[u8], deadline: Instant) -> Result<()> {
+    let mut framed = Vec::with_capacity(2 + msg.len());
+    framed.extend((msg.len() as u16).to_be_bytes());
+    framed.extend_from_slice(msg);
+    write_framed(s, name, &framed, deadline)
+}
+
+/// Writes a message whose 2-byte length prefix is already in place, in one write: with
+/// TCP_NODELAY a separate write of the prefix would go out as its own segment and wake the
+/// receiver twice per message.
+fn write_framed(s: &mut TcpStream, name: &str, framed: &[u8], deadline: Instant) -> Result<()> {
     let wait = remaining(deadline, name, "send")?;
     s.set_write_timeout(Some(wait)).map_err(|e| io_err(name, "send", e, wait))?;
-    let len = (msg.len() as u16).to_be_bytes();
-    s.write_all(&len).and_then(|_| s.write_all(msg)).map_err(|e| io_err(name, "send", e, wait))
+    s.write_all(framed).map_err(|e| io_err(name, "send", e, wait))
+}
+
+/// How long a receive polls the socket before it sleeps in the kernel: a node of a
+/// tensor-parallel mesh waits for its peers a few dozen times per token, and waking a sleeping
+/// thread costs tens of microseconds (more in a VM) on top of the link's own latency.
+const SPIN: Duration = Duration::from_millis(1);
+
+/// Reads into `buf` without blocking for up to [`SPIN`]; the bytes read (0 if nothing came).
+fn spin_read(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    s.set_nonblocking(true)?;
+    let t0 = Instant::now();
+    let r = loop {
+        match s.read(buf) {
+            Ok(0) => break Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => break Ok(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && t0.elapsed() < SPIN => {
+                std::hint::spin_loop()
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(0),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    s.set_nonblocking(false)?;
+    r
 }
 
 /// Reads one length-prefixed message into `buf`.
 fn read_raw(s: &mut TcpStream, name: &str, buf: &mut Vec<u8>, deadline: Instant) -> Result<()> {
+    let mut len = [0u8; 2];
+    let mut got = spin_read(s, &mut len).map_err(|e| io_err(name, "recv", e, SPIN))?;
     let wait = remaining(deadline, name, "recv")?;
     s.set_read_timeout(Some(wait)).map_err(|e| io_err(name, "recv", e, wait))?;
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).map_err(|e| io_err(name, "recv", e, wait))?;
+    while got < 2 {
+        match s.read(&mut len[got..]) {
+            Ok(0) => return Err(io_err(name, "recv", ErrorKind::UnexpectedEof.into(), wait)),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(name, "recv", e, wait)),
+        }
+    }
     buf.resize(u16::from_be_bytes(len) as usize, 0);
     s.read_exact(buf).map_err(|e| io_err(name, "recv", e, wait))
 }
@@ -117,7 +166,13 @@ pub(crate) fn handshake(
         }
     }
     let noise = hs.into_transport_mode().map_err(|e| fail(e.to_string()))?;
-    Ok(Peer { name, stream, noise, cipher: vec![0u8; NOISE_MAX], plain: Vec::with_capacity(CHUNK) })
+    let cipher = vec![0u8; NOISE_MAX + 2];
+    // Linux reports the send buffer doubled for its own bookkeeping: half is payload room.
+    let sock = socket2::SockRef::from(&stream);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let send_room = sock.send_buffer_size().unwrap_or(0) / 2;
+    Ok(Peer { name, stream, noise, cipher, plain: Vec::with_capacity(CHUNK), send_room })
 }
 
 impl Peer {
@@ -137,9 +192,10 @@ impl Peer {
             first = false;
             let n = self
                 .noise
-                .write_message(&self.plain, &mut self.cipher)
+                .write_message(&self.plain, &mut self.cipher[2..])
                 .map_err(|e| DistError::Frame { peer: self.name.clone(), why: e.to_string() })?;
-            write_raw(&mut self.stream, &self.name, &self.cipher[..n], deadline)?;
+            self.cipher[..2].copy_from_slice(&(n as u16).to_be_bytes());
+            write_framed(&mut self.stream, &self.name, &self.cipher[..n + 2], deadline)?;
         }
         Ok(())
     }
@@ -152,7 +208,7 @@ impl Peer {
     ) -> Result<()> {
         let mut wire = std::mem::take(&mut self.cipher);
         let r = self.recv_into(buf, max, deadline, &mut wire);
-        wire.resize(NOISE_MAX, 0);
+        wire.resize(NOISE_MAX + 2, 0);
         self.cipher = wire;
         r
     }
@@ -374,6 +430,12 @@ impl Comm for TcpComm {
             self.peers[to] = None;
         }
         r
+    }
+
+    fn send_first_max(&self) -> usize {
+        // Frames add a header and Noise tags: keep a quarter of the smallest room spare.
+        let room = self.peers.iter().flatten().map(|p| p.send_room).min().unwrap_or(0);
+        (room / 4 * 3).max(crate::collective::SEND_FIRST_MAX)
     }
 
     fn recv(&mut self, from: usize, buf: &mut Vec<u8>, deadline: Instant) -> Result<()> {

@@ -31,8 +31,19 @@ impl WireDtype {
         }
     }
 
-    fn code(self) -> u8 {
+    /// The byte that names this type on the wire.
+    pub(crate) fn code(self) -> u8 {
         self as u8
+    }
+
+    /// The type a [`WireDtype::code`] byte names.
+    pub(crate) fn from_code(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(WireDtype::F32),
+            1 => Some(WireDtype::F16),
+            2 => Some(WireDtype::Q8),
+            _ => None,
+        }
     }
 
     fn row_bytes(self, hidden: usize) -> Option<usize> {
@@ -116,6 +127,70 @@ pub(crate) fn get_rows(
     Ok(dtype)
 }
 
+/// Appends `values` (`rows` rows of equal width) in `dtype`, without a header: a piece of a
+/// tensor-parallel gather.
+pub(crate) fn put_values(out: &mut Vec<u8>, rows: usize, values: &[f32], dtype: WireDtype) {
+    match dtype {
+        WireDtype::F32 => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
+        WireDtype::F16 => values.iter().for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
+        WireDtype::Q8 => {
+            let width = values.len() / rows.max(1);
+            for row in values.chunks_exact(width.max(1)) {
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = max / 127.0;
+                out.extend(scale.to_le_bytes());
+                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                out.extend(row.iter().map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8));
+            }
+        }
+    }
+}
+
+/// Bytes [`put_values`] writes for `rows` rows of `width`.
+pub(crate) fn values_len(rows: usize, width: usize, dtype: WireDtype) -> Option<usize> {
+    dtype.row_bytes(width)?.checked_mul(rows)
+}
+
+/// Reads [`put_values`]' bytes for `rows` rows of `width` into `full`, row t at
+/// `t * stride + offset`; the bytes' length must be exact.
+pub(crate) fn get_values(
+    b: &[u8],
+    (rows, width): (usize, usize),
+    dtype: WireDtype,
+    full: &mut [f32],
+    (stride, offset): (usize, usize),
+) -> Result<(), String> {
+    let each = dtype.row_bytes(width).ok_or("row width overflows")?;
+    if Some(b.len()) != values_len(rows, width, dtype) {
+        return Err(format!("{} bytes for {rows} rows of {width} ({dtype:?})", b.len()));
+    }
+    if rows > 0 && (rows - 1) * stride + offset + width > full.len() {
+        return Err(format!("{rows} rows of {width} do not fit the gather"));
+    }
+    for (t, r) in b.chunks_exact(each.max(1)).enumerate().take(rows) {
+        let dst = &mut full[t * stride + offset..t * stride + offset + width];
+        match dtype {
+            WireDtype::F32 => {
+                for (d, c) in dst.iter_mut().zip(r.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            WireDtype::F16 => {
+                for (d, c) in dst.iter_mut().zip(r.chunks_exact(2)) {
+                    *d = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            WireDtype::Q8 => {
+                let scale = f32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+                for (d, &q) in dst.iter_mut().zip(&r[4..]) {
+                    *d = q as i8 as f32 * scale;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +216,27 @@ mod tests {
         put_rows(&mut out, &[0], &[4.0, -2.0, 2.0, 0.0], WireDtype::Q8);
         assert_eq!(&out[14..], &[127u8, (-64i8) as u8, 64, 0]);
         assert_eq!(&out[10..14], &(4.0f32 / 127.0).to_le_bytes());
+    }
+
+    #[test]
+    fn pieces_round_trip_and_refuse_wrong_lengths() {
+        let v = [1.0, -2.5, 3.0, 0.0, 1e-3, -127.0];
+        for (dtype, tol) in [(WireDtype::F32, 0.0), (WireDtype::F16, 1e-3), (WireDtype::Q8, 0.5)] {
+            let mut out = Vec::new();
+            put_values(&mut out, 2, &v, dtype);
+            assert_eq!(Some(out.len()), values_len(2, 3, dtype));
+            // Two rows of 3 into rows of 4 at offset 1.
+            let mut x = [9f32; 8];
+            get_values(&out, (2, 3), dtype, &mut x, (4, 1)).unwrap();
+            assert_eq!((x[0], x[4]), (9.0, 9.0));
+            let x: Vec<f32> = [&x[1..4], &x[5..8]].concat();
+            for (a, b) in x.iter().zip(v) {
+                assert!((a - b).abs() <= tol * b.abs().max(1.0), "{dtype:?}: {a} for {b}");
+            }
+            let mut y = [0f32; 8];
+            assert!(get_values(&out[1..], (2, 3), dtype, &mut y, (4, 1)).is_err());
+            assert!(get_values(&out, (2, 3), dtype, &mut y, (4, 2)).is_err());
+        }
     }
 
     proptest! {

@@ -4,18 +4,16 @@
 //! with two groups of sequences in flight at once (the overlapped schedule); and
 //! a stage that dies or stalls gives the head a clear error within its bound, never a hang.
 
+mod common;
+
+use common::{argmax, in_process, prompt, repo, tcp};
 use onebit_dist::pipeline::{serve_stage, PipelineHead, PipelineTimeouts};
 use onebit_dist::wire::WireDtype;
-use onebit_dist::{Comm, InProcComm, TcpComm, TcpConfig};
+use onebit_dist::{Comm, InProcComm};
 use onebit_model::load::{LoadOptions, ModelPart};
-use onebit_model::{Engine, Model, Session, SessionOptions, Tokenizer};
-use std::net::{SocketAddr, TcpListener};
+use onebit_model::{Engine, Model, Session, SessionOptions};
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn repo(p: &str) -> String {
-    format!("{}/../../{p}", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn load(part: Option<ModelPart>) -> Model {
     let opts = LoadOptions { threads: 1, part, ..Default::default() };
@@ -26,22 +24,8 @@ fn opts(slots: usize) -> SessionOptions {
     SessionOptions { max_ctx: 256, max_batch: 16, slots, kv: onebit_model::KvDtype::F32 }
 }
 
-fn prompt() -> Vec<u32> {
-    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
-    // Longer than one 16-row chunk, so the prompt crosses the pipeline in several passes.
-    let p = tok
-        .encode("It is a truth universally acknowledged, that a single man in possession", true)
-        .unwrap();
-    assert!(p.len() > 16, "{} tokens", p.len());
-    p
-}
-
 /// 64 greedy steps: the tokens and every step's logits.
 fn greedy(e: &mut dyn Engine, prompt: &[u32]) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let argmax = |l: &[f32]| {
-        l.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0
-            as u32
-    };
     let mut logits = vec![e.forward_slot(0, prompt).unwrap().to_vec()];
     let mut tokens = vec![];
     for _ in 0..64 {
@@ -69,10 +53,6 @@ fn batched(e: &mut dyn Engine) -> Vec<Vec<f32>> {
 /// Prefills slots 0..3 with prompts of different lengths for [`four_greedy`].
 fn prefill_four(e: &mut dyn Engine) -> Vec<u32> {
     let p = prompt();
-    let argmax = |l: &[f32]| {
-        l.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0
-            as u32
-    };
     (0..4)
         .map(|s| {
             e.reset_slot(s).unwrap();
@@ -179,25 +159,6 @@ fn pipelined(comms: Vec<Box<dyn Comm>>, split: &[usize]) -> Outputs {
         }
         (t, l, b, four)
     })
-}
-
-fn in_process(n: usize) -> Vec<Box<dyn Comm>> {
-    InProcComm::mesh(n).into_iter().map(|c| Box::new(c) as Box<dyn Comm>).collect()
-}
-
-fn tcp(n: usize) -> Vec<Box<dyn Comm>> {
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let handles: Vec<_> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(r, l)| {
-            let addrs = addrs.clone();
-            thread::spawn(move || TcpComm::join(&l, r, &addrs, &TcpConfig::new([3; 32])).unwrap())
-        })
-        .collect();
-    handles.into_iter().map(|h| Box::new(h.join().unwrap()) as Box<dyn Comm>).collect()
 }
 
 #[test]

@@ -30,6 +30,26 @@ proptest! {
     }
 
     #[test]
+    fn selected_rows_are_the_rows(rows in 1usize..20, cols in 1usize..700, seed: u64, a in 0usize..20, len in 1usize..20) {
+        for format in TernaryFormat::ALL {
+            let (rows, cols) = format.fit_shape(rows, cols);
+            let mut s = seed | 1;
+            let trits: Vec<i8> = (0..rows * cols).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
+            let m = TernaryMatrix::from_trits(format, rows, cols, &trits, 0.5).unwrap();
+            let (a, b) = (a % rows, (a % rows + len).min(rows));
+            if format.packed_len(b - a, cols).is_err() {
+                prop_assert!(m.select_rows(a..b).is_err());
+                continue;
+            }
+            let part = m.select_rows(a..b).unwrap();
+            prop_assert_eq!(part.to_trits(), trits[a * cols..b * cols].to_vec());
+            prop_assert_eq!((part.rows(), part.cols(), part.scale(), part.format()), (b - a, cols, m.scale(), format));
+            prop_assert!(m.select_rows(b..b).is_err());
+            prop_assert!(m.select_rows(a..rows + 1).is_err());
+        }
+    }
+
+    #[test]
     fn random_bytes_never_panic(format_i in 0usize..TernaryFormat::ALL.len(), rows in 1usize..5, cols in 1usize..600, bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let format = TernaryFormat::ALL[format_i];
         let _ = TernaryMatrix::from_bytes(format, rows, cols, bytes.clone(), Some(1.0));

@@ -32,7 +32,7 @@ pub mod tokenizer;
 pub use config::{Activation, ModelConfig};
 pub use engine::{
     argmax, Engine, HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions,
-    StageInput,
+    ShardExchange, StageInput, TensorPart, TensorSplit,
 };
 pub use error::{Error, Result};
 pub use generation::{

@@ -158,6 +158,7 @@ impl Model {
             verify,
             f32_embeddings,
             part: None,
+            tensor: None,
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let inner = interruptible(py, cancel, move || -> onebit_model::Result<Inner> {

@@ -69,6 +69,9 @@ pub enum Backend {
     /// A pipeline over a device mesh: this process is its head (rank 0 of the comm; the
     /// model passed in holds the head's part) and the workers run the rest.
     Mesh(Box<dyn Comm>, PipelineTimeouts, WireDtype),
+    /// A tensor-parallel mesh: this process is its head (rank 0; the model passed in holds
+    /// rank 0's piece of every block and the output head).
+    Tensor(Box<dyn Comm>, PipelineTimeouts, WireDtype),
     /// The GPU backend on this device.
     Gpu(std::sync::Arc<onebit_gpu::GpuContext>),
 }
@@ -134,6 +137,12 @@ impl Engine {
                             PipelineHead::new(cpu()?, comm, t)
                                 .map_err(|e| e.to_string())?
                                 .with_wire(wire),
+                        ),
+                        Backend::Tensor(comm, t, wire) => Box::new(
+                            onebit_dist::tensor::TensorHead::new(cpu()?, comm, t)
+                                .map_err(|e| e.to_string())?
+                                .with_wire(wire)
+                                .map_err(|e| e.to_string())?,
                         ),
                         Backend::Gpu(ctx) => Box::new(
                             // The device keeps its KV cache in f32 whatever --kv says.

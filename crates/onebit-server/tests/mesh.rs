@@ -1,5 +1,6 @@
 //! The server with its engine elsewhere than one CPU session: on a two-node pipeline
-//! (in-process mesh, the worker a thread running `serve_stage`), and on the GPU backend
+//! (in-process mesh, the worker a thread running `serve_stage`), on a two-node
+//! tensor-parallel mesh (the worker a thread running `serve_tensor`), and on the GPU backend
 //! (lavapipe in CI). Concurrent greedy requests, mixed prompt chunks and decode rows, and a
 //! chat continuing in its slot (prefix reuse truncates every stage's cache) give the same
 //! replies and usage as the server on one node.
@@ -30,6 +31,17 @@ fn cfg() -> ServerConfig {
         kv: KvDtype::F32,
         model_id: "austen".into(),
         ..ServerConfig::default()
+    }
+}
+
+/// A worker's session, sized as the server's engine sizes its own.
+fn session_opts() -> SessionOptions {
+    let c = cfg();
+    SessionOptions {
+        max_ctx: c.ctx,
+        max_batch: c.prefill_chunk.max(c.slots),
+        slots: c.slots,
+        kv: c.kv,
     }
 }
 
@@ -90,14 +102,7 @@ fn a_server_on_a_pipeline_answers_as_one_node_does() {
     let (head, mut tail) = (comms.next().unwrap(), comms.next().unwrap());
     let worker = std::thread::spawn(move || {
         let m = load(Some(ModelPart { layers: 4..6, ends: false }));
-        let c = cfg();
-        let opts = SessionOptions {
-            max_ctx: c.ctx,
-            max_batch: c.prefill_chunk.max(c.slots),
-            slots: c.slots,
-            kv: c.kv,
-        };
-        let mut s = Session::with_options(&m, opts);
+        let mut s = Session::with_options(&m, session_opts());
         serve_stage(&mut s, &mut tail, PipelineTimeouts::default()).unwrap()
     });
     let head_model = load(Some(ModelPart { layers: 0..4, ends: true }));
@@ -110,6 +115,34 @@ fn a_server_on_a_pipeline_answers_as_one_node_does() {
     let stats = worker.join().unwrap();
     assert!(stats.steps > 24, "{stats:?}");
     assert_eq!(got, want, "the pipeline's replies differ from one node's");
+}
+
+#[test]
+fn a_server_on_a_tensor_parallel_mesh_answers_as_one_node_does() {
+    let local = start(load(None), Backend::Local);
+    let want = exercise(&local);
+    local.stop();
+    let c = load(None).config;
+    let split = onebit_model::TensorSplit::proportional(&c, &[1.0, 1.0]).unwrap();
+    let piece = |rank| {
+        let tensor = Some(onebit_model::TensorPart { split: split.clone(), rank });
+        let opts = LoadOptions { threads: 1, tensor, ..Default::default() };
+        Model::from_pretrained(&repo("models/austen.gguf"), &opts).unwrap()
+    };
+    let mut comms = InProcComm::mesh(2).into_iter();
+    let (head, tail) = (comms.next().unwrap(), comms.next().unwrap());
+    let worker_model = piece(1);
+    let worker = std::thread::spawn(move || {
+        let s = Session::with_options(&worker_model, session_opts());
+        onebit_dist::tensor::serve_tensor(s, Box::new(tail), PipelineTimeouts::default()).unwrap()
+    });
+    let t = PipelineTimeouts::default();
+    let tp = start(piece(0), Backend::Tensor(Box::new(head), t, Default::default()));
+    let got = exercise(&tp);
+    tp.stop();
+    let stats = worker.join().unwrap();
+    assert!(stats.steps > 24 * 4 * 6, "{stats:?}");
+    assert_eq!(got, want, "the tensor-parallel mesh's replies differ from one node's");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! model file, with model size, bits per weight, peak RSS and the bandwidth-bound ceiling
 //! (read bandwidth measured in the same run ÷ bytes read per token).
 
-use super::mesh_args::Runner;
+use super::mesh_args::{Layout, Runner};
 use anyhow::{bail, Result};
 use onebit_dist::pipeline::PipelineHead;
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
@@ -243,7 +243,7 @@ pub fn run(a: Args) -> Result<()> {
             model_bytes as f64 / 1e9,
             model.ternary_bpw(),
             per_token as f64 / 1e6,
-            if split.is_empty() { "" } else { " on the head (its part)" },
+            if matches!(split, Layout::One) { "" } else { " on the head (its part)" },
             bound
         );
         println!("{:<10} {:>16} {:>10} {:>14}", "test", "tok/s", "% bound", "J/token");
@@ -263,11 +263,12 @@ pub fn run(a: Args) -> Result<()> {
             );
         } else {
             // With a mesh the bound above is this node's part only: no percentage.
-            let pct = if test.starts_with("tg") && !test.contains('@') && split.is_empty() {
-                format!("{:.0}%", 100.0 * m / bound)
-            } else {
-                "-".into()
-            };
+            let pct =
+                if test.starts_with("tg") && !test.contains('@') && matches!(split, Layout::One) {
+                    format!("{:.0}%", 100.0 * m / bound)
+                } else {
+                    "-".into()
+                };
             let j = jpt.map_or("n/a (no RAPL)".to_string(), |j| format!("{j:.3}"));
             println!("{test:<10} {:>9.2} ± {:<5.2} {pct:>10} {j:>14}", m, sd);
         }

@@ -1,14 +1,15 @@
-//! `--mesh` and its companions, shared by `run`, `chat` and `bench`, and [`Runner`]: a local
-//! session or a pipeline head, whichever the flags asked for.
+//! `--mesh` and its companions, shared by `run`, `chat`, `bench` and `serve`, and [`Runner`]:
+//! a local session, a pipeline head or a tensor-parallel head, whichever the flags asked for.
 
 use super::model_args::ModelArgs;
 use anyhow::{bail, Result};
-use onebit_dist::launch::{start_pipeline, PipelineLaunch};
+use onebit_dist::launch::{start_pipeline, start_tensor, PipelineLaunch};
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
+use onebit_dist::tensor::TensorHead;
 use onebit_dist::wire::WireDtype;
 use onebit_dist::TcpComm;
 use onebit_gpu::GpuSession;
-use onebit_model::{Engine, Model, Session, SessionOptions};
+use onebit_model::{Engine, Model, Session, SessionOptions, TensorSplit};
 
 /// Flags for running across a device mesh.
 #[derive(clap::Args, Debug)]
@@ -18,14 +19,23 @@ pub struct MeshArgs {
     /// (pipeline), the head keeps the embeddings, the first blocks and the output head.
     #[arg(long)]
     pub mesh: Option<String>,
+    /// How the model is split across the mesh: pp (pipeline: a range of blocks per node) or
+    /// tp (tensor parallel: a piece of every block per node, four exchanges per block).
+    #[arg(long, default_value = "pp", value_parser = ["pp", "tp"], requires = "mesh")]
+    pub strategy: String,
     /// Blocks per node with --mesh, head first (e.g. 6,24); default: equal bytes per node.
     #[arg(long, value_delimiter = ',', requires = "mesh")]
     pub split: Vec<usize>,
+    /// With --strategy tp: each node's share of every block and of the output head, head
+    /// first (e.g. 2,3 for a node two thirds as fast as the other); default: equal.
+    #[arg(long, value_delimiter = ',', requires = "mesh")]
+    pub shares: Vec<f64>,
     /// Threads per worker with --mesh.
     #[arg(long, default_value_t = 2, requires = "mesh")]
     pub worker_threads: usize,
-    /// Hidden states on the wire with --mesh: f32 (exact), f16 (half the bytes) or q8 (int8
-    /// with a scale per row: a quarter), for slow links; f16/q8 change the logits slightly.
+    /// Activations on the wire with --mesh (a pipeline's hidden states, tensor parallelism's
+    /// gathered pieces): f32 (exact), f16 (half the bytes) or q8 (int8 with a scale per row: a
+    /// quarter), for slow links; f16/q8 change the logits slightly.
     #[arg(long, default_value = "f32", requires = "mesh")]
     pub wire: String,
     /// Seconds a step may wait on the other nodes before the head reports the stalled node.
@@ -45,15 +55,15 @@ impl MeshArgs {
         &self,
         m: &ModelArgs,
         session: SessionOptions,
-    ) -> Result<(Model, Option<TcpComm>, Vec<usize>)> {
+    ) -> Result<(Model, Option<TcpComm>, Layout)> {
         let Some(mesh) = self.mesh.clone() else {
-            return Ok((m.load()?, None, Vec::new()));
+            return Ok((m.load()?, None, Layout::One));
         };
         self.wire_dtype()?;
         if !(self.step_timeout > 0.0 && self.step_timeout < 1e6) {
             bail!("--step-timeout must be a positive number of seconds");
         }
-        let s = start_pipeline(&PipelineLaunch {
+        let launch = PipelineLaunch {
             mesh,
             model: m.model.clone(),
             load: m.options()?,
@@ -61,8 +71,17 @@ impl MeshArgs {
             session,
             split: (!self.split.is_empty()).then(|| self.split.clone()),
             ready_timeout: std::time::Duration::from_secs(600),
-        })?;
-        Ok((s.model, Some(s.comm), s.split))
+        };
+        if self.strategy == "tp" {
+            let shares = (!self.shares.is_empty()).then(|| self.shares.clone());
+            let s = start_tensor(&launch, shares)?;
+            return Ok((s.model, Some(s.comm), Layout::Tensor(s.split)));
+        }
+        if !self.shares.is_empty() {
+            bail!("--shares needs --strategy tp (pipelines take --split)");
+        }
+        let s = start_pipeline(&launch)?;
+        Ok((s.model, Some(s.comm), Layout::Pipeline(s.split)))
     }
 
     /// What generation runs on: a pipeline head over `comm`, or a local session.
@@ -86,6 +105,10 @@ impl MeshArgs {
         }
         let session = Session::try_with_options(model, opts)?;
         Ok(match comm {
+            Some(c) if model.tensor.is_some() => Runner::Tensor(Box::new(
+                TensorHead::new(session, Box::new(c), self.timeouts())?
+                    .with_wire(self.wire_dtype()?)?,
+            )),
             Some(c) => Runner::Mesh(Box::new(
                 PipelineHead::new(session, Box::new(c), self.timeouts())?
                     .with_wire(self.wire_dtype()?),
@@ -109,12 +132,38 @@ impl MeshArgs {
     }
 }
 
+/// How a model was laid out over the mesh.
+pub enum Layout {
+    /// One process.
+    One,
+    /// Blocks per node, head first.
+    Pipeline(Vec<usize>),
+    /// Every node's piece of every block.
+    Tensor(TensorSplit),
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layout::One => write!(f, "one node"),
+            Layout::Pipeline(s) => write!(f, "pipeline, blocks per node {s:?}"),
+            Layout::Tensor(s) => write!(
+                f,
+                "tensor parallel, KV heads {:?} · FFN columns {:?} · hidden rows {:?}",
+                s.kv_heads, s.ffn, s.hidden
+            ),
+        }
+    }
+}
+
 /// What generation runs on.
 pub enum Runner<'m> {
     /// One process.
     Local(Box<Session<'m>>),
     /// A pipeline over a mesh.
     Mesh(Box<PipelineHead<'m>>),
+    /// A tensor-parallel mesh.
+    Tensor(Box<TensorHead<'m>>),
     /// The GPU backend.
     Gpu(Box<GpuSession>),
 }
@@ -125,13 +174,14 @@ impl<'m> Runner<'m> {
         match self {
             Runner::Local(s) => s.as_mut(),
             Runner::Mesh(p) => p.as_mut(),
+            Runner::Tensor(t) => t.as_mut(),
             Runner::Gpu(g) => g.as_mut(),
         }
     }
 
     /// With a mesh: the split, passes, bytes on the wire and waits per pass; on the GPU:
     /// kernel launches and submissions per pass.
-    pub fn wire_summary(&self, split: &[usize]) -> Option<String> {
+    pub fn wire_summary(&self, layout: &Layout) -> Option<String> {
         if let Runner::Gpu(g) = self {
             let c = g.counters;
             let passes = c.passes.max(1) as f64;
@@ -143,11 +193,21 @@ impl<'m> Runner<'m> {
                 c.submissions as f64 / passes
             ));
         }
+        if let Runner::Tensor(t) = self {
+            let w = t.wire();
+            let steps = w.steps.max(1) as f64;
+            return Some(format!(
+                "mesh: {layout} · {} exchanges · {:.1} kB sent and received by the head per exchange · {:.3} ms per exchange (waiting included)",
+                w.steps,
+                (w.sent + w.received) as f64 / steps / 1e3,
+                w.wait.as_secs_f64() / steps * 1e3
+            ));
+        }
         let Runner::Mesh(p) = self else { return None };
         let w = p.wire();
         let steps = w.steps.max(1) as f64;
         Some(format!(
-            "mesh: pipeline, blocks per node {split:?} · {} passes · {:.1} kB on the wire per pass (out and back) · {:.2} ms per pass waiting on the other nodes",
+            "mesh: {layout} · {} passes · {:.1} kB on the wire per pass (out and back) · {:.2} ms per pass waiting on the other nodes",
             w.steps,
             (w.sent + w.received) as f64 / steps / 1e3,
             w.wait.as_secs_f64() / steps * 1e3

@@ -27,8 +27,7 @@ pub struct Args {
     /// Sequences in flight for the batch figure.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Which strategy to choose: auto (the fastest for one sequence that onebit can run
-    /// today: one node or pipeline), tp, pp or single.
+    /// Which strategy to choose: auto (the fastest for one sequence), tp, pp or single.
     #[arg(long, default_value = "auto")]
     strategy: String,
 }
@@ -37,7 +36,7 @@ fn describe(s: &Strategy) -> String {
     match s {
         Strategy::Single { node } => format!("one node ({node})"),
         Strategy::Tensor { kv_heads, ffn } => {
-            format!("tensor parallel: kv heads {kv_heads:?}, ffn {ffn:?} (executor not built yet)")
+            format!("tensor parallel: kv heads {kv_heads:?}, ffn {ffn:?}")
         }
         Strategy::Pipeline { layers } => format!("pipeline: blocks {layers:?}"),
     }
@@ -49,7 +48,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--batch and --threads must be at least 1");
     }
     let pick = |s: &Strategy| match a.strategy.as_str() {
-        "auto" => !matches!(s, Strategy::Tensor { .. }),
+        "auto" => true,
         "tp" => matches!(s, Strategy::Tensor { .. }),
         "pp" => matches!(s, Strategy::Pipeline { .. }),
         "single" => matches!(s, Strategy::Single { .. }),

@@ -86,8 +86,12 @@ pub fn run(a: Args) -> Result<()> {
     };
     let slots = cfg.slots;
     let backend = match comm {
+        Some(c) if model.tensor.is_some() => {
+            eprintln!("mesh: {split}");
+            Backend::Tensor(Box::new(c), a.mesh.timeouts(), a.mesh.wire_dtype()?)
+        }
         Some(c) => {
-            eprintln!("mesh: pipeline, blocks per node {split:?}");
+            eprintln!("mesh: {split}");
             Backend::Mesh(Box::new(c), a.mesh.timeouts(), a.mesh.wire_dtype()?)
         }
         None if a.mesh.device == "gpu" => {

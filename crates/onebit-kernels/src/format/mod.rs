@@ -389,6 +389,22 @@ impl TernaryMatrix {
         Self::from_trits(to, self.rows, self.cols, &self.to_trits(), self.scale)
     }
 
+    /// Rows `rows` of this matrix (output features), in the same layout and with the same
+    /// multiplier: the piece of a layer one node of a tensor-parallel mesh holds.
+    pub fn select_rows(&self, rows: std::ops::Range<usize>) -> Result<Self> {
+        if rows.start >= rows.end || rows.end > self.rows {
+            return Err(Error::Mismatch {
+                op: "select_rows",
+                expected: self.rows,
+                found: rows.end.max(rows.start),
+            });
+        }
+        let c = self.cols;
+        let trits = self.to_trits();
+        let n = rows.len();
+        Self::from_trits(self.format, n, c, &trits[rows.start * c..rows.end * c], self.scale)
+    }
+
     /// The layout held.
     pub fn format(&self) -> TernaryFormat {
         self.format

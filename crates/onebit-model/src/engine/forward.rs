@@ -9,13 +9,15 @@ mod attention;
 mod rowops;
 mod rows;
 mod stage;
+mod tensor_rows;
 
 pub use stage::StageInput;
 
 use super::kv_cache::{KvDtype, KvStore};
-use super::Model;
+use super::{Model, ShardExchange};
 use crate::error::{Error, Result};
 use onebit_kernels::ActQuant;
+use tensor_rows::Held;
 
 /// Prompt chunks of at least this many tokens take the blocked (GEMM) attention path.
 pub const BLOCKED_ATTENTION_MIN: usize = 16;
@@ -48,6 +50,10 @@ pub struct Session<'m> {
     aq_ffn: ActQuant,
     scores: Vec<Mutex<Scratch>>,
     logits: Vec<f32>,
+    held: Held,
+    exchange: Option<Box<dyn ShardExchange + 'm>>,
+    wide: Vec<f32>,
+    piece: Vec<f32>,
 }
 
 /// Which rows of a pass get logits (the head costs as much as a large linear per row).
@@ -59,6 +65,8 @@ enum LogitRows<'a> {
     All,
     /// The rows marked true.
     Some(&'a [bool]),
+    /// None (a node of a tensor-parallel mesh that does not sample).
+    None,
 }
 
 /// A consumer of the logits after each prompt row: (row index, logits).
@@ -145,6 +153,15 @@ impl<'m> Session<'m> {
         let half = c.head_dim / 2;
         let inv_freq =
             (0..half).map(|i| c.rope_theta.powf(-(2.0 * i as f32) / c.head_dim as f32)).collect();
+        let held = Held::new(model);
+        let kvd = held.kv_heads * c.head_dim;
+        let (wide, piece) = match &model.tensor {
+            Some(t) => (
+                vec![0.0; b * c.q_dim().max(c.intermediate).max(c.hidden)],
+                vec![0.0; slots * t.split.vocab_range(t.rank).len()],
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         Session {
             model,
             pos: vec![0; slots],
@@ -152,8 +169,8 @@ impl<'m> Session<'m> {
             row_pos: vec![0; b],
             max_ctx,
             max_batch: b,
-            k_cache: KvStore::new(o.kv, slots * layers * max_ctx * c.kv_dim(), c.head_dim),
-            v_cache: KvStore::new(o.kv, slots * layers * max_ctx * c.kv_dim(), c.head_dim),
+            k_cache: KvStore::new(o.kv, slots * layers * max_ctx * kvd, c.head_dim),
+            v_cache: KvStore::new(o.kv, slots * layers * max_ctx * kvd, c.head_dim),
             x: vec![0.0; b * c.hidden],
             xn: vec![0.0; b * c.hidden],
             q: vec![0.0; b * c.q_dim()],
@@ -180,7 +197,17 @@ impl<'m> Session<'m> {
                 })
                 .collect(),
             logits: vec![0.0; slots * c.vocab],
+            held,
+            exchange: None,
+            wide,
+            piece,
         }
+    }
+
+    /// Joins this session to the other nodes of a tensor-parallel mesh: every block's pieces
+    /// meet through `exchange` (the model must be a [`crate::engine::TensorPart`] piece).
+    pub fn set_exchange(&mut self, exchange: Box<dyn ShardExchange + 'm>) {
+        self.exchange = Some(exchange);
     }
 
     /// The model this session runs.
@@ -286,7 +313,10 @@ impl<'m> Session<'m> {
                 self.row_slot[t] = slot;
                 self.row_pos[t] = self.pos[slot] + t;
             }
-            self.forward_rows(chunk, if each.is_some() { LogitRows::All } else { LogitRows::Last });
+            self.forward_rows(
+                chunk,
+                if each.is_some() { LogitRows::All } else { LogitRows::Last },
+            )?;
             self.pos[slot] += chunk.len();
             if let Some(f) = each.as_mut() {
                 for (t, row) in self.logits[..chunk.len() * vocab].chunks_exact(vocab).enumerate() {
@@ -368,7 +398,7 @@ impl<'m> Session<'m> {
             self.row_pos[i] = self.pos[s];
         }
         if n > 0 {
-            self.forward_rows(tokens, LogitRows::All);
+            self.forward_rows(tokens, LogitRows::All)?;
         }
         for &s in slots {
             self.pos[s] += 1;
@@ -402,7 +432,8 @@ impl<'m> Session<'m> {
             self.logits.resize(wanted * vocab, 0.0);
         }
         if n > 0 {
-            self.forward_rows(tokens, LogitRows::Some(want));
+            let want = if wanted == 0 { LogitRows::None } else { LogitRows::Some(want) };
+            self.forward_rows(tokens, want)?;
         }
         for &s in slots {
             self.pos[s] += 1;

@@ -7,11 +7,13 @@ mod forward;
 mod kv_cache;
 mod sampler;
 mod seam;
+mod tensor;
 
 pub use forward::{Session, SessionOptions, StageInput};
 pub use kv_cache::KvDtype;
 pub use sampler::{argmax, Sampler, SamplerConfig};
 pub use seam::Engine;
+pub use tensor::{ShardExchange, TensorPart, TensorSplit};
 
 use crate::config::ModelConfig;
 use half::f16;
@@ -202,6 +204,8 @@ pub struct Model {
     pub head: Head,
     /// The threads every product runs on.
     pub pool: ThreadPool,
+    /// This node's piece of every block in a tensor-parallel mesh; `None`: whole blocks.
+    pub tensor: Option<TensorPart>,
 }
 
 impl Model {
@@ -258,7 +262,9 @@ impl Model {
             Head::Q8(m) => onebit_kernels::head::q8_matmul(&self.pool, m, x, out)
                 .expect("head shapes fixed by the session"),
             Head::F32(w) => {
-                let (v, h) = (self.config.vocab, self.config.hidden);
+                // The rows held (all of them, or a tensor-parallel node's piece).
+                let h = self.config.hidden;
+                let v = w.len() / h;
                 for (o, x) in out.chunks_exact_mut(v).zip(xf.chunks_exact(h)) {
                     dense::gemv_f32(&self.pool, w, v, h, x, o)
                 }

@@ -38,6 +38,9 @@ pub struct LoadOptions {
     pub f32_embeddings: bool,
     /// Load only part of the model (a pipeline stage of a device mesh); `None`: all of it.
     pub part: Option<ModelPart>,
+    /// Load only this node's piece of every block and of the output head (a
+    /// tensor-parallel mesh).
+    pub tensor: Option<crate::engine::TensorPart>,
 }
 
 /// The part of a model one node of a pipeline holds.
@@ -60,6 +63,7 @@ impl Default for LoadOptions {
             verify: true,
             f32_embeddings: false,
             part: None,
+            tensor: None,
         }
     }
 }
@@ -212,6 +216,17 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
     let c = &config;
     let h = c.hidden;
     let whole = ModelPart { layers: 0..c.layers, ends: true };
+    if let Some(t) = &opts.tensor {
+        t.split.check(c)?;
+        if opts.part.is_some() || t.rank >= t.split.nodes() {
+            return Err(Error::Config(format!(
+                "tensor piece of rank {} of {} nodes{}",
+                t.rank,
+                t.split.nodes(),
+                if opts.part.is_some() { " combined with a pipeline part" } else { "" }
+            )));
+        }
+    }
     let part = opts.part.clone().unwrap_or(whole);
     if part.layers.start > part.layers.end || part.layers.end > c.layers {
         return Err(Error::Config(format!(
@@ -234,6 +249,7 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
             norm: Vec::new(),
             head: Head::Absent,
             pool: model_pool(opts.threads),
+            tensor: None,
         });
     }
     let embed = match f.rows_in_place("token_embd.weight", c.vocab, h) {
@@ -276,11 +292,16 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
             f.release();
         }
     };
+    // A node of a tensor-parallel mesh holds only its rows of the head (rows are quantized
+    // one by one, so they are the same rows as in the whole head).
+    let rows = opts.tensor.as_ref().map_or(0..c.vocab, |t| t.split.vocab_range(t.rank));
+    let (first, n_rows) = (rows.start, rows.len());
+    let mut fill = |r: usize, buf: &mut [f32]| fill(first + r, buf);
     let head = match opts.head {
-        HeadKind::Q8 => Head::Q8(Q8Matrix::from_row_fn(c.vocab, h, &mut fill)),
-        HeadKind::Q4 => Head::Q8(Q8Matrix::from_row_fn_bits(c.vocab, h, 4, &mut fill)),
+        HeadKind::Q8 => Head::Q8(Q8Matrix::from_row_fn(n_rows, h, &mut fill)),
+        HeadKind::Q4 => Head::Q8(Q8Matrix::from_row_fn_bits(n_rows, h, 4, &mut fill)),
         HeadKind::F32 => {
-            let mut w = vec![0f32; c.vocab * h];
+            let mut w = vec![0f32; n_rows * h];
             for (r, row) in w.chunks_exact_mut(h).enumerate() {
                 fill(r, row);
             }
@@ -303,7 +324,9 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
     check_norms(&layers, part.layers.start, Some(&norm))?;
     f.release();
     let first_layer = part.layers.start;
-    Ok(Model { config, embed, layers, first_layer, norm, head, pool: model_pool(opts.threads) })
+    let pool = model_pool(opts.threads);
+    let tensor = opts.tensor.clone();
+    Ok(Model { config, embed, layers, first_layer, norm, head, pool, tensor })
 }
 
 /// The thread pool, capped to the CPUs there are.
@@ -324,7 +347,30 @@ fn load_layer(
 ) -> Result<Layer> {
     let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
     let n = |s: &str| format!("blk.{i}.{s}.weight");
-    let lin = |s: &str, rows, cols| linear(f, &n(s), rows, cols, opts.layout);
+    // A tensor-parallel node keeps only its rows of each linear (every node reads the file).
+    let piece = |s: &str, rows| -> Option<std::ops::Range<usize>> {
+        let t = opts.tensor.as_ref()?;
+        let (sp, r, per_kv) = (&t.split, t.rank, c.heads / c.kv_heads * c.head_dim);
+        let kv = sp.kv_range(r);
+        Some(match s {
+            "attn_q" => kv.start * per_kv..kv.end * per_kv,
+            "attn_k" | "attn_v" => kv.start * c.head_dim..kv.end * c.head_dim,
+            "ffn_gate" | "ffn_up" => sp.ffn_range(r),
+            _ => sp.hidden_range(r),
+        })
+        .filter(|p| p.len() != rows)
+    };
+    let lin = |s: &str, rows, cols| {
+        let l = linear(f, &n(s), rows, cols, opts.layout)?;
+        match piece(s, rows) {
+            None => Ok(l),
+            Some(p) => {
+                l.w.select_rows(p)
+                    .and_then(TernaryLinear::new)
+                    .map_err(|source| Error::Kernel { name: n(s), source })
+            }
+        }
+    };
     let sub = |s: &str, len| if c.sub_norms { f.floats(&n(s), len).map(Some) } else { Ok(None) };
     Ok(Layer {
         attn_norm: f.floats(&n("attn_norm"), h)?,

@@ -42,8 +42,8 @@ impl Session<'_> {
     /// GEMMs read straight from the cache (the masked upper triangle is computed and dropped).
     fn prefill_attention(&mut self, li: usize, t_n: usize) {
         let c = &self.model.config;
-        let (hd, heads, kvd) = (c.head_dim, c.heads, c.kv_dim());
-        let group = heads / c.kv_heads;
+        let (hd, heads, kvd) = (c.head_dim, self.held.heads, self.held.kv_dim());
+        let group = c.heads / c.kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let base = self.kv_base(self.row_slot[0], li);
         let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.row_pos[0]);
@@ -93,8 +93,8 @@ impl Session<'_> {
     /// needed to give every thread the same number of items (5 kv heads over 2 threads: 3 to 2).
     fn decode_attention(&mut self, li: usize, t_n: usize) {
         let c = &self.model.config;
-        let (hd, heads, kvd) = (c.head_dim, c.heads, c.kv_dim());
-        let group = heads / c.kv_heads;
+        let (hd, heads, kvd) = (c.head_dim, self.held.heads, self.held.kv_dim());
+        let group = c.heads / c.kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let (kc, vc, q) = (&self.k_cache, &self.v_cache, &self.q);
         let (row_slot, row_pos) = (&self.row_slot, &self.row_pos);
@@ -105,7 +105,7 @@ impl Session<'_> {
         let threads = self.model.pool.threads();
         let parts = (1..=group)
             .filter(|d| group.is_multiple_of(*d))
-            .find(|d| (c.kv_heads * t_n * d).is_multiple_of(threads))
+            .find(|d| (self.held.kv_heads * t_n * d).is_multiple_of(threads))
             .unwrap_or(group);
         let per_row = group / parts;
         self.model.pool.run_chunks(
@@ -139,7 +139,7 @@ impl Session<'_> {
                 }
             },
         );
-        for row in 0..c.kv_heads * t_n * parts {
+        for row in 0..self.held.kv_heads * t_n * parts {
             let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
             for g in 0..per_row {
                 let head = kvh * group + part * per_row + g;

@@ -5,20 +5,20 @@
 use super::rowops::{add_into, gated_par, rmsnorm, rmsnorm_par};
 use super::{LogitRows, Session};
 use crate::engine::Layer;
+use crate::error::Result;
 use onebit_kernels::ActQuant;
 
 impl Session<'_> {
     pub(super) fn kv_base(&self, slot: usize, layer: usize) -> usize {
-        let c = &self.model.config;
-        (slot * self.model.layers.len() + layer) * self.max_ctx * c.kv_dim()
+        (slot * self.model.layers.len() + layer) * self.max_ctx * self.held.kv_dim()
     }
 
     /// Runs rows described by `row_slot`/`row_pos` through the whole model; logits for the
     /// rows `logits` selects.
-    pub(super) fn forward_rows(&mut self, tokens: &[u32], logits: LogitRows<'_>) {
+    pub(super) fn forward_rows(&mut self, tokens: &[u32], logits: LogitRows<'_>) -> Result<()> {
         self.embed_rows(tokens);
-        self.run_layers(tokens.len());
-        self.head_rows(tokens.len(), logits);
+        self.run_layers(tokens.len())?;
+        self.head_rows(tokens.len(), logits)
     }
 
     /// Token embeddings into the rows of `x`.
@@ -31,7 +31,7 @@ impl Session<'_> {
     }
 
     /// This model's blocks over the first `t_n` rows of `x`, in place.
-    pub(super) fn run_layers(&mut self, t_n: usize) {
+    pub(super) fn run_layers(&mut self, t_n: usize) -> Result<()> {
         let m = self.model;
         let c = &m.config;
         let half = c.head_dim / 2;
@@ -44,12 +44,17 @@ impl Session<'_> {
             }
         }
         for (li, layer) in m.layers.iter().enumerate() {
-            self.layer_forward(li, layer, t_n);
+            if m.tensor.is_some() {
+                self.layer_forward_piece(li, layer, t_n)?;
+            } else {
+                self.layer_forward(li, layer, t_n);
+            }
         }
+        Ok(())
     }
 
     /// The final norm and the head, only for the rows whose logits are wanted.
-    pub(super) fn head_rows(&mut self, t_n: usize, logits: LogitRows<'_>) {
+    pub(super) fn head_rows(&mut self, t_n: usize, logits: LogitRows<'_>) -> Result<()> {
         let m = self.model;
         let c = &m.config;
         let h = c.hidden;
@@ -59,6 +64,7 @@ impl Session<'_> {
                 LogitRows::Last => t + 1 == t_n,
                 LogitRows::All => true,
                 LogitRows::Some(w) => w[t],
+                LogitRows::None => false,
             };
             if wanted {
                 let (out, x) = (&mut self.xn[n * h..(n + 1) * h], &self.x[t * h..(t + 1) * h]);
@@ -67,21 +73,27 @@ impl Session<'_> {
             }
         }
         if n == 0 {
-            return;
+            return Ok(());
         }
         self.aq_hidden.quantize(&self.xn[..n * h]);
+        if m.tensor.is_some() {
+            return self.head_piece(n);
+        }
         m.head_forward(&self.aq_hidden, &self.xn[..n * h], &mut self.logits[..n * c.vocab]);
+        Ok(())
     }
 
     pub(super) fn quantize(aq: &mut ActQuant, x: &[f32], pool: &onebit_kernels::ThreadPool) {
         aq.quantize_par(x, pool);
     }
 
-    pub(super) fn layer_forward(&mut self, li: usize, l: &Layer, t_n: usize) {
+    /// The attention half of a block up to the attention output in `att` (`t_n` rows of the
+    /// query heads held here): norm, int8 quantization, q/k/v, RoPE, KV cache, attention.
+    pub(super) fn attend(&mut self, li: usize, l: &Layer, t_n: usize) {
         let m = self.model;
         let c = &m.config;
         let pool = &m.pool;
-        let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
+        let (h, qd, kvd) = (c.hidden, self.held.q_dim(), self.held.kv_dim());
         rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.attn_norm, c.rms_eps);
         Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
         crate::engine::forward_many(
@@ -100,6 +112,14 @@ impl Session<'_> {
             self.v_cache.write(at, &self.v[t * kvd..(t + 1) * kvd]);
         }
         self.attention(li, t_n);
+    }
+
+    pub(super) fn layer_forward(&mut self, li: usize, l: &Layer, t_n: usize) {
+        let m = self.model;
+        let c = &m.config;
+        let pool = &m.pool;
+        let (h, qd, ffn) = (c.hidden, c.q_dim(), c.intermediate);
+        self.attend(li, l, t_n);
         if let Some(w) = &l.attn_sub_norm {
             rmsnorm_par(pool, &mut self.tmp[..t_n * qd], &self.att[..t_n * qd], w, c.rms_eps);
             Self::quantize(&mut self.aq_att, &self.tmp[..t_n * qd], pool);
@@ -145,7 +165,7 @@ impl Session<'_> {
                 }
             }
         };
-        rot(&mut self.q, c.q_dim());
-        rot(&mut self.k, c.kv_dim());
+        rot(&mut self.q, self.held.q_dim());
+        rot(&mut self.k, self.held.kv_dim());
     }
 }

@@ -53,7 +53,7 @@ impl Session<'_> {
             StageInput::Tokens(t) => self.embed_rows(t),
             StageInput::Hidden(x) => self.x[..n * h].copy_from_slice(x),
         }
-        self.run_layers(n);
+        self.run_layers(n)?;
         for &s in slots {
             self.pos[s] += 1;
         }
@@ -84,7 +84,7 @@ impl Session<'_> {
             self.logits.resize(n * vocab, 0.0);
         }
         self.x[..n * h].copy_from_slice(hidden);
-        self.head_rows(n, LogitRows::All);
+        self.head_rows(n, LogitRows::All)?;
         Ok(&mut self.logits[..n * vocab])
     }
 }

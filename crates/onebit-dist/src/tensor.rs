@@ -1,0 +1,325 @@
+//! Tensor parallelism: every node holds a piece of every block
+//! ([`onebit_model::TensorSplit`]: KV-head groups, FFN columns and hidden rows, uneven where
+//! the nodes are), all nodes run every row, and the pieces meet in four all-gathers per block
+//! ([`MeshExchange`], f32 on the wire, so the logits are bit-identical to one node's); each
+//! node also computes its rows of the output head's logits, which rank 0 gathers. Rank 0 (the
+//! head) is the [`Engine`] the generation loop drives; the others run [`serve_tensor`] (in
+//! `worker_tensor.rs`).
+//!
+//! The head tells the workers what to run before it runs it (one frame to each, see
+//! `tensor_msg.rs`). Every node's session is sized alike, so a prompt goes through
+//! in the same chunks everywhere and the gathers pair up. A call that a session refuses
+//! before computing (a full context, an unknown slot) is refused identically on every node
+//! and leaves the mesh usable; a failed exchange marks the mesh failed.
+
+use crate::collective::all_gather;
+use crate::comm::Comm;
+use crate::error::{DistError, Result};
+use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
+use crate::tensor_msg::{put_control, put_prefill, put_rows, WIRE};
+use crate::wire::{get_values, put_values, WireDtype};
+use onebit_model::{Engine, Session, ShardExchange};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use crate::worker_tensor::serve_tensor;
+
+/// A node's connection to the mesh, shared by its [`MeshExchange`] (inside the session) and
+/// the loop that sends or receives the head's commands.
+pub struct Link<'m> {
+    pub(crate) comm: Box<dyn Comm + 'm>,
+    pub(crate) timeouts: PipelineTimeouts,
+    pub(crate) stats: WireStats,
+    /// How the pieces travel (f32: exact; f16 and int8 change the logits slightly).
+    pub(crate) wire: WireDtype,
+    out: Vec<u8>,
+    parts: Vec<Vec<u8>>,
+}
+
+/// [`Link`] shared between the session's exchange and its owner.
+pub type SharedLink<'m> = Arc<Mutex<Link<'m>>>;
+
+impl<'m> Link<'m> {
+    /// A link over `comm`.
+    pub fn shared(comm: Box<dyn Comm + 'm>, timeouts: PipelineTimeouts) -> SharedLink<'m> {
+        Arc::new(Mutex::new(Link {
+            comm,
+            timeouts,
+            stats: WireStats::default(),
+            wire: WireDtype::F32,
+            out: Vec::new(),
+            parts: Vec::new(),
+        }))
+    }
+}
+
+pub(crate) fn lock<'a, 'm>(l: &'a SharedLink<'m>) -> std::sync::MutexGuard<'a, Link<'m>> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The session's side of a link: [`ShardExchange::gather`] as an all-gather over the mesh.
+pub struct MeshExchange<'m>(pub SharedLink<'m>);
+
+impl MeshExchange<'_> {
+    /// Every node's piece to every node (`to_first`: to rank 0 only), checked, into `full`.
+    fn exchange(
+        &mut self,
+        mine: &[f32],
+        rows: usize,
+        widths: &[usize],
+        full: &mut [f32],
+        to_first: bool,
+    ) -> std::result::Result<(), String> {
+        let mut guard = lock(&self.0);
+        let l = &mut *guard;
+        let t0 = Instant::now();
+        let deadline = t0 + l.timeouts.step + l.timeouts.per_row * rows as u32;
+        // The logits go to rank 0 alone and only pick the next token: f16 unless exact.
+        let dtype = match l.wire {
+            WireDtype::Q8 if to_first => WireDtype::F16,
+            d => d,
+        };
+        l.out.clear();
+        put_values(&mut l.out, rows, mine, dtype);
+        let (size, rank) = (l.comm.size(), l.comm.rank());
+        let total: usize = widths.iter().sum();
+        if widths.len() != size || (!(to_first && rank > 0) && full.len() != rows * total) {
+            return Err(format!("gather of {} widths on a mesh of {size}", widths.len()));
+        }
+        l.stats.steps += 1;
+        if to_first && rank > 0 {
+            l.comm.send(0, &l.out, deadline).map_err(|e| e.to_string())?;
+            l.stats.sent += l.out.len() as u64;
+            l.stats.wait += t0.elapsed();
+            return Ok(());
+        }
+        if to_first {
+            l.parts.resize_with(size, Vec::new);
+            for r in 1..size {
+                l.comm.recv(r, &mut l.parts[r], deadline).map_err(|e| e.to_string())?;
+            }
+            l.parts[0].clear();
+            l.parts[0].extend_from_slice(&l.out);
+        } else {
+            all_gather(&mut *l.comm, &l.out, &mut l.parts, deadline).map_err(|e| e.to_string())?;
+            l.stats.sent += (l.out.len() * (size - 1)) as u64;
+        }
+        l.stats.wait += t0.elapsed();
+        // Every piece, this node's own included, is read back from the bytes that travelled:
+        // with f16 or int8 every node then holds the same rounded values.
+        let mut off = 0;
+        for (r, (part, &w)) in l.parts.iter().zip(widths).enumerate() {
+            if r != rank {
+                l.stats.received += part.len() as u64;
+            }
+            get_values(part, (rows, w), dtype, full, (total, off))
+                .map_err(|why| format!("node {r}: bad frame: {why}"))?;
+            off += w;
+        }
+        if let Some(at) = full.iter().position(|v| !v.is_finite()) {
+            let (col, mut end) = (at % total, 0);
+            let r = widths.iter().position(|&w| {
+                end += w;
+                col < end
+            });
+            return Err(format!("node {}: bad frame: a NaN or infinite value", r.unwrap_or(0)));
+        }
+        Ok(())
+    }
+}
+
+impl ShardExchange for MeshExchange<'_> {
+    fn gather(
+        &mut self,
+        mine: &[f32],
+        rows: usize,
+        widths: &[usize],
+        full: &mut [f32],
+    ) -> std::result::Result<(), String> {
+        self.exchange(mine, rows, widths, full, false)
+    }
+
+    fn gather_to_first(
+        &mut self,
+        mine: &[f32],
+        rows: usize,
+        widths: &[usize],
+        full: &mut [f32],
+    ) -> std::result::Result<(), String> {
+        self.exchange(mine, rows, widths, full, true)
+    }
+}
+
+/// The head of a tensor-parallel mesh: its session (its piece of every block, the
+/// embeddings and the output head) joined to the workers.
+pub struct TensorHead<'m> {
+    session: Session<'m>,
+    link: SharedLink<'m>,
+    msg: Vec<u8>,
+    failed: Option<String>,
+}
+
+impl<'m> TensorHead<'m> {
+    /// The head over `session` (a model loaded with rank 0's `TensorPart`) and `comm` (rank 0
+    /// of a mesh whose other ranks run [`serve_tensor`]).
+    pub fn new(
+        mut session: Session<'m>,
+        comm: Box<dyn Comm + 'm>,
+        timeouts: PipelineTimeouts,
+    ) -> Result<Self> {
+        let nodes = session.model().tensor.as_ref().map(|t| (t.rank, t.split.nodes()));
+        if comm.rank() != 0 || nodes != Some((0, comm.size())) {
+            return Err(DistError::Usage(format!(
+                "a tensor-parallel head is rank 0 of its split over all {} nodes (model piece: {nodes:?})",
+                comm.size()
+            )));
+        }
+        let link = Link::shared(comm, timeouts);
+        session.set_exchange(Box::new(MeshExchange(link.clone())));
+        Ok(TensorHead { session, link, msg: Vec::new(), failed: None })
+    }
+
+    /// Sends every gather's pieces as `dtype` from now on, on every node (f32 by default:
+    /// exact; f16 halves the bytes and int8 with a scale per row quarters them, for slow
+    /// links, and change the logits slightly; logits then travel as f16).
+    pub fn with_wire(mut self, dtype: WireDtype) -> onebit_model::Result<Self> {
+        self.control(WIRE, &[dtype.code() as usize])?;
+        lock(&self.link).wire = dtype;
+        Ok(self)
+    }
+
+    /// Bytes, gathers (`steps`) and time spent in them so far, on this node.
+    pub fn wire(&self) -> WireStats {
+        lock(&self.link).stats
+    }
+
+    /// The head's own session.
+    pub fn session(&self) -> &Session<'m> {
+        &self.session
+    }
+
+    fn check_ok(&self) -> onebit_model::Result<()> {
+        match &self.failed {
+            Some(why) => Err(onebit_model::Error::Mesh(format!("the mesh failed earlier: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends `self.msg` to every worker.
+    fn command(&mut self) -> onebit_model::Result<()> {
+        self.check_ok()?;
+        let r = {
+            let mut l = lock(&self.link);
+            let deadline = Instant::now() + l.timeouts.step;
+            (1..l.comm.size()).try_for_each(|w| l.comm.send(w, &self.msg, deadline))
+        };
+        r.map_err(|e| {
+            let why = e.to_string();
+            self.failed.get_or_insert_with(|| why.clone());
+            onebit_model::Error::Mesh(why)
+        })
+    }
+
+    /// Refuses rows the workers' sessions would take but the head's would not, before any
+    /// worker hears of them (so every node accepts or refuses a call alike).
+    fn check_rows(tokens: &[u32], slots: &[usize], distinct: bool) -> onebit_model::Result<()> {
+        let bad = |why: String| Err(onebit_model::Error::Batch { op: "tensor step", why });
+        if tokens.len() != slots.len() {
+            return bad(format!("{} tokens for {} slots", tokens.len(), slots.len()));
+        }
+        if distinct {
+            if let Some(i) = (0..slots.len()).find(|&i| slots[..i].contains(&slots[i])) {
+                return bad(format!("slot {} is repeated", slots[i]));
+            }
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, kind: u8, words: &[usize]) -> onebit_model::Result<()> {
+        put_control(&mut self.msg, kind, words);
+        self.command()
+    }
+}
+
+/// Runs a call on the head's session; a failed exchange marks the mesh failed.
+macro_rules! on_session {
+    ($self:ident, $call:expr) => {{
+        let r = $call;
+        if let Err(onebit_model::Error::Mesh(why)) = &r {
+            $self.failed.get_or_insert_with(|| why.clone());
+        }
+        r
+    }};
+}
+
+impl Engine for TensorHead<'_> {
+    fn vocab(&self) -> usize {
+        self.session.model().config.vocab
+    }
+    fn slots(&self) -> usize {
+        self.session.slots()
+    }
+    fn capacity(&self) -> usize {
+        self.session.capacity()
+    }
+    fn position_of(&self, slot: usize) -> onebit_model::Result<usize> {
+        self.session.position_of(slot)
+    }
+    fn reset_slot(&mut self, slot: usize) -> onebit_model::Result<()> {
+        self.check_ok()?;
+        self.session.reset_slot(slot)?;
+        self.control(RESET, &[slot])
+    }
+    fn truncate_slot(&mut self, slot: usize, len: usize) -> onebit_model::Result<()> {
+        self.check_ok()?;
+        self.session.truncate_slot(slot, len)?;
+        self.control(TRUNCATE, &[slot, len])
+    }
+    fn forward_slot(&mut self, slot: usize, tokens: &[u32]) -> onebit_model::Result<&mut [f32]> {
+        put_prefill(&mut self.msg, slot, tokens);
+        self.command()?;
+        on_session!(self, self.session.forward_slot(slot, tokens))
+    }
+    fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> onebit_model::Result<&mut [f32]> {
+        Self::check_rows(tokens, slots, true)?;
+        if tokens.len() > self.session.slots() {
+            return Err(onebit_model::Error::Batch {
+                op: "decode",
+                why: format!("{} rows for {} slots", tokens.len(), self.session.slots()),
+            });
+        }
+        put_rows(&mut self.msg, tokens, slots, None);
+        self.command()?;
+        on_session!(self, self.session.decode(tokens, slots))
+    }
+    fn step(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        want: &[bool],
+    ) -> onebit_model::Result<&mut [f32]> {
+        Self::check_rows(tokens, slots, false)?;
+        if want.len() != tokens.len() {
+            return Err(onebit_model::Error::Batch {
+                op: "step",
+                why: format!("{} flags for {} rows", want.len(), tokens.len()),
+            });
+        }
+        put_rows(&mut self.msg, tokens, slots, Some(want));
+        self.command()?;
+        on_session!(self, self.session.step(tokens, slots, want))
+    }
+}
+
+impl Drop for TensorHead<'_> {
+    /// Tells the workers to finish (best effort: they also stop when the connection closes).
+    fn drop(&mut self) {
+        if self.failed.is_none() {
+            let mut l = lock(&self.link);
+            let deadline = Instant::now() + Duration::from_secs(1);
+            for w in 1..l.comm.size() {
+                let _ = l.comm.send(w, &[STOP], deadline);
+            }
+        }
+    }
+}

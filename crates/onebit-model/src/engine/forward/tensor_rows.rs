@@ -1,0 +1,159 @@
+//! A block's forward on one node of a tensor-parallel mesh ([`crate::engine::TensorSplit`]):
+//! the same operations as [`Session::layer_forward`] in the same order, with the four
+//! all-gathers of `engine/tensor.rs` where the pieces meet. Every node ends the block with
+//! the same residual rows, bit for bit, as one node running the whole block.
+
+use super::rowops::{add_into, gated_par, rmsnorm_par};
+use super::Session;
+use crate::engine::{Layer, Model};
+use crate::error::{Error, Result};
+
+/// What this node computes of each block: all of it, or its piece of a tensor split.
+pub(super) struct Held {
+    /// Query heads.
+    pub heads: usize,
+    /// KV heads.
+    pub kv_heads: usize,
+    head_dim: usize,
+    /// Every node's width of the attention output, FFN columns and hidden rows (empty for a
+    /// whole model).
+    att_w: Vec<usize>,
+    ffn_w: Vec<usize>,
+    hidden_w: Vec<usize>,
+    vocab_w: Vec<usize>,
+    /// This node's FFN columns and hidden rows.
+    ffn: usize,
+    hidden: usize,
+}
+
+impl Held {
+    pub(super) fn new(m: &Model) -> Held {
+        let c = &m.config;
+        let whole = Held {
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+            att_w: Vec::new(),
+            ffn_w: Vec::new(),
+            hidden_w: Vec::new(),
+            vocab_w: Vec::new(),
+            ffn: c.intermediate,
+            hidden: c.hidden,
+        };
+        let Some(t) = &m.tensor else { return whole };
+        let (s, r) = (&t.split, t.rank);
+        let kv_heads = s.kv_range(r).len();
+        Held {
+            heads: kv_heads * (c.heads / c.kv_heads),
+            kv_heads,
+            att_w: s.att_widths(c),
+            ffn_w: s.ffn_widths(),
+            hidden_w: s.hidden_widths(),
+            vocab_w: s.vocab_widths(),
+            ffn: s.ffn_range(r).len(),
+            hidden: s.hidden_range(r).len(),
+            ..whole
+        }
+    }
+
+    /// Width of the query heads held.
+    pub(super) fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Width of the KV heads held.
+    pub(super) fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+/// What a block's exchange gathers, and the buffer holding this node's piece of it.
+#[derive(Clone, Copy)]
+enum Piece {
+    /// Attention outputs of the heads held (in `att`).
+    Attention,
+    /// Rows of `o` or `down` (in `xn`).
+    Hidden,
+    /// Gated FFN columns (in `gate`).
+    Ffn,
+}
+
+impl Session<'_> {
+    /// `t_n` rows of this node's piece gathered from every node into `wide` (full rows).
+    fn gather(&mut self, piece: Piece, t_n: usize) -> Result<()> {
+        let widths = match piece {
+            Piece::Attention => &self.held.att_w,
+            Piece::Hidden => &self.held.hidden_w,
+            Piece::Ffn => &self.held.ffn_w,
+        };
+        let r = self.model.tensor.as_ref().map_or(0, |t| t.rank);
+        let (mine, total) = (widths[r] * t_n, widths.iter().sum::<usize>() * t_n);
+        let mine = match piece {
+            Piece::Attention => &self.att[..mine],
+            Piece::Ffn => &self.gate[..mine],
+            Piece::Hidden => &self.xn[..mine],
+        };
+        let ex = self.exchange.as_deref_mut().ok_or_else(not_joined)?;
+        ex.gather(mine, t_n, widths, &mut self.wide[..total]).map_err(Error::Mesh)
+    }
+
+    /// The logits of the `n` rows normalized and quantized in `aq_hidden`: this node's rows
+    /// of the head, gathered on rank 0 into `logits`.
+    pub(super) fn head_piece(&mut self, n: usize) -> Result<()> {
+        let m = self.model;
+        let (h, r) = (m.config.hidden, m.tensor.as_ref().map_or(0, |t| t.rank));
+        let mine = self.held.vocab_w[r] * n;
+        let total = self.held.vocab_w.iter().sum::<usize>() * n;
+        if self.piece.len() < mine {
+            self.piece.resize(mine, 0.0);
+        }
+        m.head_forward(&self.aq_hidden, &self.xn[..n * h], &mut self.piece[..mine]);
+        let ex = self.exchange.as_deref_mut().ok_or_else(not_joined)?;
+        let full = &mut self.logits[..if r == 0 { total } else { 0 }];
+        ex.gather_to_first(&self.piece[..mine], n, &self.held.vocab_w, full).map_err(Error::Mesh)
+    }
+
+    /// One block on this node's piece; see the module doc.
+    pub(super) fn layer_forward_piece(&mut self, li: usize, l: &Layer, t_n: usize) -> Result<()> {
+        let m = self.model;
+        let c = &m.config;
+        let pool = &m.pool;
+        let (h, qd, ffn) = (c.hidden, c.q_dim(), c.intermediate);
+        let (ffn_mine, h_mine) = (self.held.ffn, self.held.hidden);
+        self.attend(li, l, t_n);
+        self.gather(Piece::Attention, t_n)?;
+        if let Some(w) = &l.attn_sub_norm {
+            rmsnorm_par(pool, &mut self.tmp[..t_n * qd], &self.wide[..t_n * qd], w, c.rms_eps);
+            Self::quantize(&mut self.aq_att, &self.tmp[..t_n * qd], pool);
+        } else {
+            Self::quantize(&mut self.aq_att, &self.wide[..t_n * qd], pool);
+        }
+        l.o.forward(pool, &self.aq_att, &mut self.xn[..t_n * h_mine]);
+        self.gather(Piece::Hidden, t_n)?;
+        add_into(&mut self.x[..t_n * h], &self.wide[..t_n * h]);
+        rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
+        Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
+        let f = t_n * ffn_mine;
+        crate::engine::forward_many(
+            pool,
+            &self.aq_hidden,
+            &mut [(&l.gate, &mut self.gate[..f]), (&l.up, &mut self.up[..f])],
+        );
+        gated_par(pool, &mut self.gate[..f], &self.up[..f], ffn_mine, c.act);
+        self.gather(Piece::Ffn, t_n)?;
+        if let Some(w) = &l.ffn_sub_norm {
+            rmsnorm_par(pool, &mut self.up[..t_n * ffn], &self.wide[..t_n * ffn], w, c.rms_eps);
+            Self::quantize(&mut self.aq_ffn, &self.up[..t_n * ffn], pool);
+        } else {
+            Self::quantize(&mut self.aq_ffn, &self.wide[..t_n * ffn], pool);
+        }
+        l.down.forward(pool, &self.aq_ffn, &mut self.xn[..t_n * h_mine]);
+        self.gather(Piece::Hidden, t_n)?;
+        add_into(&mut self.x[..t_n * h], &self.wide[..t_n * h]);
+        Ok(())
+    }
+}
+
+fn not_joined() -> Error {
+    Error::Mesh("a tensor-parallel piece runs only joined to its mesh (set_exchange)".into())
+}

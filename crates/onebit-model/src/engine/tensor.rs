@@ -1,0 +1,260 @@
+//! Tensor parallelism inside every block: each node of a mesh holds a piece of every layer,
+//! and the pieces meet through a [`ShardExchange`] (the network lives in onebit-dist; the
+//! engine only knows "every node's piece, in rank order").
+//!
+//! What a node holds ([`TensorSplit`], one range per node of each kind):
+//! - **KV-head groups**: the q rows of its query heads and the k/v rows of their KV heads; it
+//!   computes RoPE, its KV cache and attention for those heads only;
+//! - **hidden rows**: its rows of `o` and `down` (output features of the residual update);
+//! - **FFN columns**: its rows of `gate` and `up`;
+//! - **vocabulary rows** of the output head: it computes those logits, and rank 0 gathers
+//!   every node's rows (the head reads as many bytes per token as a third of the 2B4T's
+//!   blocks: on one node alone it would leave the others idle for that long).
+//!
+//! A block then needs four all-gathers, each of f32 values, so the arithmetic is the
+//! single-node forward's exactly (every node quantizes the same full vectors; no partial sums
+//! are added in another order): attention outputs (→ full sub-norm and int8 quantization, as
+//! one node does), `o`'s rows (→ the residual), the gated FFN values (→ full sub-norm and
+//! quantization), `down`'s rows (→ the residual). Why not partial sums of `o`/`down` split by
+//! columns (two gathers fewer): BitNet's sub-norms and per-token absmax need the whole vector
+//! before the int8 rounding, so each would need two extra round trips of statistics, and the
+//! sum of partial squares rounds differently from one node's sum (logits would no longer be
+//! bit-identical).
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use std::ops::Range;
+
+/// How a model's blocks are cut across the nodes of a tensor-parallel mesh: for each kind of
+/// piece, the boundaries `0 = b[0] <= b[1] <= … <= b[n] = total` (node r holds `b[r]..b[r+1]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSplit {
+    /// KV heads (each with its group of query heads).
+    pub kv_heads: Vec<usize>,
+    /// FFN columns (rows of `gate` and `up`).
+    pub ffn: Vec<usize>,
+    /// Hidden features (rows of `o` and `down`).
+    pub hidden: Vec<usize>,
+    /// Rows of the output head (logits).
+    pub vocab: Vec<usize>,
+}
+
+/// One node's piece: the split and this node's rank in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorPart {
+    /// How every node's piece is cut.
+    pub split: TensorSplit,
+    /// This node.
+    pub rank: usize,
+}
+
+/// Moves the pieces of a tensor-parallel pass between the nodes.
+pub trait ShardExchange: Send {
+    /// Every node's `mine` (`rows` rows of its own width) into `full` (`rows` rows of
+    /// `widths.iter().sum()`), each row made of the nodes' pieces in rank order; `widths[r]` is
+    /// node r's width. Every node calls it with the same `rows` and `widths`.
+    fn gather(
+        &mut self,
+        mine: &[f32],
+        rows: usize,
+        widths: &[usize],
+        full: &mut [f32],
+    ) -> std::result::Result<(), String>;
+
+    /// As [`ShardExchange::gather`], but only rank 0 receives (into `full`); the others
+    /// only send theirs (`full` is left alone there).
+    fn gather_to_first(
+        &mut self,
+        mine: &[f32],
+        rows: usize,
+        widths: &[usize],
+        full: &mut [f32],
+    ) -> std::result::Result<(), String>;
+}
+
+/// Splits `total` units into parts in proportion to `shares`, each at least `min` (largest
+/// remainders take the units left over; ties go to the higher rank, as rank 0 also samples
+/// and gathers the logits).
+fn apportion(total: usize, shares: &[f64], min: usize) -> Vec<usize> {
+    let n = shares.len();
+    let sum: f64 = shares.iter().sum();
+    let free = total - min * n;
+    let exact: Vec<f64> = shares.iter().map(|s| s / sum * free as f64).collect();
+    let mut parts: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut left = free - parts.iter().sum::<usize>();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        let frac = |i: usize| exact[i] - exact[i].floor();
+        frac(b).total_cmp(&frac(a)).then(b.cmp(&a))
+    });
+    for &i in order.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        parts[i] += 1;
+        left -= 1;
+    }
+    parts.iter().map(|p| p + min).collect()
+}
+
+fn boundaries(parts: &[usize], unit: usize, total: usize) -> Vec<usize> {
+    let mut b = vec![0];
+    for p in parts {
+        b.push((b.last().unwrap() + p * unit).min(total));
+    }
+    *b.last_mut().unwrap() = total;
+    b
+}
+
+impl TensorSplit {
+    /// Pieces in proportion to `shares` (one positive weight per node: its speed, or less for
+    /// a node that also runs the output head). Every node gets at least one KV head, and FFN
+    /// columns and hidden rows in multiples of 16 where the sizes allow.
+    pub fn proportional(c: &ModelConfig, shares: &[f64]) -> Result<Self> {
+        let n = shares.len();
+        if n == 0 || shares.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::Config(format!("tensor split shares {shares:?}: need positive")));
+        }
+        if c.kv_heads < n {
+            return Err(Error::Config(format!(
+                "{} KV heads cannot be split over {n} nodes (each needs at least one)",
+                c.kv_heads
+            )));
+        }
+        let kv = apportion(c.kv_heads, shares, 1);
+        let cut = |total: usize| {
+            let unit = if total.is_multiple_of(16) && total / 16 >= n { 16 } else { 1 };
+            boundaries(&apportion(total / unit, shares, 1), unit, total)
+        };
+        let s = TensorSplit {
+            kv_heads: boundaries(&kv, 1, c.kv_heads),
+            ffn: cut(c.intermediate),
+            hidden: cut(c.hidden),
+            vocab: cut(c.vocab),
+        };
+        s.check(c)?;
+        Ok(s)
+    }
+
+    /// Nodes in the split.
+    pub fn nodes(&self) -> usize {
+        self.kv_heads.len() - 1
+    }
+
+    /// Checks the boundaries against `c`: the same node count for every kind, increasing,
+    /// each node holding at least one of each.
+    pub fn check(&self, c: &ModelConfig) -> Result<()> {
+        let n = self.nodes();
+        for (what, b, total) in [
+            ("KV heads", &self.kv_heads, c.kv_heads),
+            ("FFN columns", &self.ffn, c.intermediate),
+            ("hidden rows", &self.hidden, c.hidden),
+            ("vocabulary rows", &self.vocab, c.vocab),
+        ] {
+            let ok =
+                b.len() == n + 1 && b[0] == 0 && b[n] == total && b.windows(2).all(|w| w[0] < w[1]);
+            if n == 0 || !ok {
+                return Err(Error::Config(format!(
+                    "tensor split of {what} {b:?}: need {} increasing boundaries from 0 to {total}",
+                    n + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `r`'s range of KV heads.
+    pub fn kv_range(&self, r: usize) -> Range<usize> {
+        self.kv_heads[r]..self.kv_heads[r + 1]
+    }
+
+    /// Node `r`'s range of FFN columns.
+    pub fn ffn_range(&self, r: usize) -> Range<usize> {
+        self.ffn[r]..self.ffn[r + 1]
+    }
+
+    /// Node `r`'s range of hidden rows.
+    pub fn hidden_range(&self, r: usize) -> Range<usize> {
+        self.hidden[r]..self.hidden[r + 1]
+    }
+
+    /// Node `r`'s rows of the output head.
+    pub fn vocab_range(&self, r: usize) -> Range<usize> {
+        self.vocab[r]..self.vocab[r + 1]
+    }
+
+    /// Widths of every node's rows of logits.
+    pub fn vocab_widths(&self) -> Vec<usize> {
+        (0..self.nodes()).map(|r| self.vocab_range(r).len()).collect()
+    }
+
+    /// Widths of every node's piece of the attention output (query heads × head size).
+    pub fn att_widths(&self, c: &ModelConfig) -> Vec<usize> {
+        let per_kv = c.heads / c.kv_heads * c.head_dim;
+        (0..self.nodes()).map(|r| self.kv_range(r).len() * per_kv).collect()
+    }
+
+    /// Widths of every node's FFN columns.
+    pub fn ffn_widths(&self) -> Vec<usize> {
+        (0..self.nodes()).map(|r| self.ffn_range(r).len()).collect()
+    }
+
+    /// Widths of every node's hidden rows.
+    pub fn hidden_widths(&self) -> Vec<usize> {
+        (0..self.nodes()).map(|r| self.hidden_range(r).len()).collect()
+    }
+
+    /// Appends the split's bytes (u32 node count, then the four boundary lists).
+    pub fn encode(&self, v: &mut Vec<u8>) {
+        v.extend((self.nodes() as u32).to_le_bytes());
+        for b in [&self.kv_heads, &self.ffn, &self.hidden, &self.vocab] {
+            for x in b {
+                v.extend((*x as u32).to_le_bytes());
+            }
+        }
+    }
+
+    /// Parses [`TensorSplit::encode`]'s bytes; the rest of `b` after them.
+    pub fn decode(b: &[u8]) -> std::result::Result<(Self, &[u8]), String> {
+        let word = |i: usize| -> std::result::Result<usize, String> {
+            let s = b.get(4 * i..4 * i + 4).ok_or("truncated tensor split")?;
+            Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+        };
+        let n = word(0)?;
+        if n == 0 || n > 64 {
+            return Err(format!("tensor split over {n} nodes"));
+        }
+        let list = |k: usize| -> std::result::Result<Vec<usize>, String> {
+            (0..=n).map(|i| word(1 + k * (n + 1) + i)).collect()
+        };
+        let s =
+            TensorSplit { kv_heads: list(0)?, ffn: list(1)?, hidden: list(2)?, vocab: list(3)? };
+        Ok((s, &b[4 * (1 + 4 * (n + 1))..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_kv_heads_over_two_equal_nodes_are_three_to_two() {
+        let c = ModelConfig::preset("2b4t").unwrap();
+        let s = TensorSplit::proportional(&c, &[1.0, 1.0]).unwrap();
+        assert_eq!(s.kv_heads, vec![0, 2, 5]);
+        assert_eq!(s.ffn, vec![0, 3456, 6912]);
+        assert_eq!(s.hidden, vec![0, 1280, 2560]);
+        assert_eq!(s.att_widths(&c), vec![1024, 1536]);
+        let s = TensorSplit::proportional(&c, &[1.0, 9.0]).unwrap();
+        assert_eq!(s.kv_heads, vec![0, 1, 5]);
+        assert_eq!(s.ffn[1] % 16, 0);
+        let mut v = Vec::new();
+        s.encode(&mut v);
+        v.push(7);
+        assert_eq!(TensorSplit::decode(&v), Ok((s.clone(), &[7u8][..])));
+        assert!(TensorSplit::decode(&v[..v.len() - 2]).is_err());
+        assert!(TensorSplit::proportional(&c, &[1.0; 6]).is_err());
+        let bad = TensorSplit { hidden: vec![0, 2560, 2560], ..s };
+        assert!(bad.check(&c).is_err());
+    }
+}
