@@ -65,7 +65,7 @@ enum LogitRows<'a> {
     All,
     /// The rows marked true.
     Some(&'a [bool]),
-    /// None (a node of a tensor-parallel mesh that does not sample).
+    /// None (a step whose rows only fill the KV caches).
     None,
 }
 

@@ -245,10 +245,10 @@ impl Model {
 
     /// Average stored bits per ternary weight.
     pub fn ternary_bpw(&self) -> f64 {
-        // A pipeline stage holds only some of the blocks (all blocks have the same shape).
-        let held = self.config.ternary_params() as f64 * self.layers.len() as f64
-            / self.config.layers.max(1) as f64;
-        self.ternary_bytes() as f64 * 8.0 / held
+        // A pipeline stage holds some of the blocks, a tensor-parallel node some rows of each.
+        let held: usize =
+            self.layers.iter().flat_map(|l| l.linears()).map(|l| l.w.rows() * l.w.cols()).sum();
+        self.ternary_bytes() as f64 * 8.0 / held.max(1) as f64
     }
 
     /// `kernel name` of the first linear (all share one layout).
