@@ -63,20 +63,7 @@ pub(crate) fn put_rows(out: &mut Vec<u8>, slots: &[usize], hidden: &[f32], dtype
     for &s in slots {
         out.extend((s as u32).to_le_bytes());
     }
-    match dtype {
-        WireDtype::F32 => hidden.iter().for_each(|v| out.extend(v.to_le_bytes())),
-        WireDtype::F16 => hidden.iter().for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
-        WireDtype::Q8 => {
-            let width = hidden.len() / slots.len().max(1);
-            for row in hidden.chunks_exact(width.max(1)) {
-                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = max / 127.0;
-                out.extend(scale.to_le_bytes());
-                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                out.extend(row.iter().map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8));
-            }
-        }
-    }
+    put_values(out, slots.len(), hidden, dtype);
 }
 
 /// Parses a rows message for rows of `hidden` values into `slots` and `x`; returns the element
@@ -87,12 +74,10 @@ pub(crate) fn get_rows(
     slots: &mut Vec<usize>,
     x: &mut Vec<f32>,
 ) -> Result<WireDtype, String> {
-    let dtype = match b.get(1) {
-        Some(0) => WireDtype::F32,
-        Some(1) => WireDtype::F16,
-        Some(2) => WireDtype::Q8,
-        _ => return Err("unknown element type in a rows message".into()),
-    };
+    let dtype = b
+        .get(1)
+        .and_then(|&c| WireDtype::from_code(c))
+        .ok_or("unknown element type in a rows message")?;
     let word = |at: usize| -> Result<u32, String> {
         let s = b.get(at..at + 4).ok_or("truncated rows message")?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
@@ -108,22 +93,9 @@ pub(crate) fn get_rows(
     for i in 0..n {
         slots.push(word(6 + 4 * i)? as usize);
     }
-    let data = &b[6 + 4 * n..];
     x.clear();
-    match dtype {
-        WireDtype::F32 => {
-            x.extend(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-        }
-        WireDtype::F16 => {
-            x.extend(data.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()))
-        }
-        WireDtype::Q8 => {
-            for r in data.chunks_exact(row.max(4)) {
-                let scale = f32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-                x.extend(r[4..].iter().map(|&q| q as i8 as f32 * scale));
-            }
-        }
-    }
+    x.resize(n * hidden, 0.0);
+    get_values(&b[6 + 4 * n..], (n, hidden), dtype, x, (hidden, 0))?;
     Ok(dtype)
 }
 

@@ -399,9 +399,25 @@ impl TernaryMatrix {
                 found: rows.end.max(rows.start),
             });
         }
-        let c = self.cols;
+        let (c, n) = (self.cols, rows.len());
+        // The kernel layouts store whole rows one after another: copy the bytes.
+        let row_bytes = match self.format {
+            TernaryFormat::T2 => Some(t2::row_bytes(c)),
+            TernaryFormat::B3 => Some(b3::row_bytes(c)),
+            _ => None,
+        };
+        if let Some(rb) = row_bytes {
+            let data = self.bytes()[rows.start * rb..rows.end * rb].to_vec();
+            let m = TernaryMatrix {
+                format: self.format,
+                rows: n,
+                cols: c,
+                data: Storage::Owned(data),
+                scale: self.scale,
+            };
+            return Ok(m);
+        }
         let trits = self.to_trits();
-        let n = rows.len();
         Self::from_trits(self.format, n, c, &trits[rows.start * c..rows.end * c], self.scale)
     }
 

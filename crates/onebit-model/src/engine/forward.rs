@@ -65,8 +65,6 @@ enum LogitRows<'a> {
     All,
     /// The rows marked true.
     Some(&'a [bool]),
-    /// None (a step whose rows only fill the KV caches).
-    None,
 }
 
 /// A consumer of the logits after each prompt row: (row index, logits).
@@ -432,8 +430,7 @@ impl<'m> Session<'m> {
             self.logits.resize(wanted * vocab, 0.0);
         }
         if n > 0 {
-            let want = if wanted == 0 { LogitRows::None } else { LogitRows::Some(want) };
-            self.forward_rows(tokens, want)?;
+            self.forward_rows(tokens, LogitRows::Some(want))?;
         }
         for &s in slots {
             self.pos[s] += 1;

@@ -63,3 +63,22 @@ pub(super) fn add_into(x: &mut [f32], d: &[f32]) {
         *x += d;
     }
 }
+
+/// A BitNet sub-norm (when the block has one) and the int8 quantization of the rows of `x`
+/// into `aq`, `scratch` holding the normalized rows: what `o` and `down` take as input.
+pub(super) fn sub_norm_quantize(
+    pool: &onebit_kernels::ThreadPool,
+    aq: &mut onebit_kernels::ActQuant,
+    scratch: &mut [f32],
+    x: &[f32],
+    norm: Option<&Vec<f32>>,
+    eps: f32,
+) {
+    match norm {
+        Some(w) => {
+            rmsnorm_par(pool, scratch, x, w, eps);
+            aq.quantize_par(scratch, pool);
+        }
+        None => aq.quantize_par(x, pool),
+    }
+}

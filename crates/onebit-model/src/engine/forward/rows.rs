@@ -2,7 +2,7 @@
 //! the FFN) and the final norm and head for the rows whose logits are wanted. Every pass of a
 //! [`Session`] (prompt chunks, decode, mixed steps, pipeline stages) runs through these.
 
-use super::rowops::{add_into, gated_par, rmsnorm, rmsnorm_par};
+use super::rowops::{add_into, gated_par, rmsnorm, rmsnorm_par, sub_norm_quantize};
 use super::{LogitRows, Session};
 use crate::engine::Layer;
 use crate::error::Result;
@@ -64,7 +64,6 @@ impl Session<'_> {
                 LogitRows::Last => t + 1 == t_n,
                 LogitRows::All => true,
                 LogitRows::Some(w) => w[t],
-                LogitRows::None => false,
             };
             if wanted {
                 let (out, x) = (&mut self.xn[n * h..(n + 1) * h], &self.x[t * h..(t + 1) * h]);
@@ -120,12 +119,9 @@ impl Session<'_> {
         let pool = &m.pool;
         let (h, qd, ffn) = (c.hidden, c.q_dim(), c.intermediate);
         self.attend(li, l, t_n);
-        if let Some(w) = &l.attn_sub_norm {
-            rmsnorm_par(pool, &mut self.tmp[..t_n * qd], &self.att[..t_n * qd], w, c.rms_eps);
-            Self::quantize(&mut self.aq_att, &self.tmp[..t_n * qd], pool);
-        } else {
-            Self::quantize(&mut self.aq_att, &self.att[..t_n * qd], pool);
-        }
+        let (scratch, att) = (&mut self.tmp[..t_n * qd], &self.att[..t_n * qd]);
+        let sub = l.attn_sub_norm.as_ref();
+        sub_norm_quantize(pool, &mut self.aq_att, scratch, att, sub, c.rms_eps);
         l.o.forward(pool, &self.aq_att, &mut self.tmp[..t_n * h]);
         add_into(&mut self.x[..t_n * h], &self.tmp[..t_n * h]);
         rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
@@ -136,12 +132,9 @@ impl Session<'_> {
             &mut [(&l.gate, &mut self.gate[..t_n * ffn]), (&l.up, &mut self.up[..t_n * ffn])],
         );
         gated_par(pool, &mut self.gate[..t_n * ffn], &self.up[..t_n * ffn], ffn, c.act);
-        if let Some(w) = &l.ffn_sub_norm {
-            rmsnorm_par(pool, &mut self.up[..t_n * ffn], &self.gate[..t_n * ffn], w, c.rms_eps);
-            Self::quantize(&mut self.aq_ffn, &self.up[..t_n * ffn], pool);
-        } else {
-            Self::quantize(&mut self.aq_ffn, &self.gate[..t_n * ffn], pool);
-        }
+        let (scratch, gated) = (&mut self.up[..t_n * ffn], &self.gate[..t_n * ffn]);
+        let sub = l.ffn_sub_norm.as_ref();
+        sub_norm_quantize(pool, &mut self.aq_ffn, scratch, gated, sub, c.rms_eps);
         l.down.forward(pool, &self.aq_ffn, &mut self.tmp[..t_n * h]);
         add_into(&mut self.x[..t_n * h], &self.tmp[..t_n * h]);
     }

@@ -3,7 +3,7 @@
 //! all-gathers of `engine/tensor.rs` where the pieces meet. Every node ends the block with
 //! the same residual rows, bit for bit, as one node running the whole block.
 
-use super::rowops::{add_into, gated_par, rmsnorm_par};
+use super::rowops::{add_into, gated_par, rmsnorm_par, sub_norm_quantize};
 use super::Session;
 use crate::engine::{Layer, Model};
 use crate::error::{Error, Result};
@@ -122,12 +122,9 @@ impl Session<'_> {
         let (ffn_mine, h_mine) = (self.held.ffn, self.held.hidden);
         self.attend(li, l, t_n);
         self.gather(Piece::Attention, t_n)?;
-        if let Some(w) = &l.attn_sub_norm {
-            rmsnorm_par(pool, &mut self.tmp[..t_n * qd], &self.wide[..t_n * qd], w, c.rms_eps);
-            Self::quantize(&mut self.aq_att, &self.tmp[..t_n * qd], pool);
-        } else {
-            Self::quantize(&mut self.aq_att, &self.wide[..t_n * qd], pool);
-        }
+        let (scratch, att) = (&mut self.tmp[..t_n * qd], &self.wide[..t_n * qd]);
+        let sub = l.attn_sub_norm.as_ref();
+        sub_norm_quantize(pool, &mut self.aq_att, scratch, att, sub, c.rms_eps);
         l.o.forward(pool, &self.aq_att, &mut self.xn[..t_n * h_mine]);
         self.gather(Piece::Hidden, t_n)?;
         add_into(&mut self.x[..t_n * h], &self.wide[..t_n * h]);
@@ -141,12 +138,9 @@ impl Session<'_> {
         );
         gated_par(pool, &mut self.gate[..f], &self.up[..f], ffn_mine, c.act);
         self.gather(Piece::Ffn, t_n)?;
-        if let Some(w) = &l.ffn_sub_norm {
-            rmsnorm_par(pool, &mut self.up[..t_n * ffn], &self.wide[..t_n * ffn], w, c.rms_eps);
-            Self::quantize(&mut self.aq_ffn, &self.up[..t_n * ffn], pool);
-        } else {
-            Self::quantize(&mut self.aq_ffn, &self.wide[..t_n * ffn], pool);
-        }
+        let (scratch, gated) = (&mut self.up[..t_n * ffn], &self.wide[..t_n * ffn]);
+        let sub = l.ffn_sub_norm.as_ref();
+        sub_norm_quantize(pool, &mut self.aq_ffn, scratch, gated, sub, c.rms_eps);
         l.down.forward(pool, &self.aq_ffn, &mut self.xn[..t_n * h_mine]);
         self.gather(Piece::Hidden, t_n)?;
         add_into(&mut self.x[..t_n * h], &self.wide[..t_n * h]);
