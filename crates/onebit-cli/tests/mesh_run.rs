@@ -147,6 +147,40 @@ fn a_worker_with_another_model_file_is_refused_by_name() {
     reap(w);
 }
 
+#[test]
+fn a_worker_without_the_file_gets_its_shard_from_the_head() {
+    let model = repo("models/austen.gguf");
+    let run = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "32"];
+    let (ok, single, err) = onebit(&run);
+    assert!(ok, "{err}");
+    let (dir, file, ports) = mesh("fetch", 1);
+    let (empty, cache) = (dir.join("models"), dir.join("cache"));
+    std::fs::create_dir_all(&empty).unwrap();
+    let (empty, cache) = (empty.display().to_string(), cache.display().to_string());
+    let key = dir.join("mesh.key").display().to_string();
+    let mut w = bin()
+        .args(["worker", "--listen", &format!("127.0.0.1:{}", ports[1]), "--key-file", &key])
+        .args(["--jobs", "3", "--models", &empty, "--cache", &cache])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for strategy in ["pp", "tp", "pp"] {
+        let mut args = run.to_vec();
+        args.extend(["--mesh", &file, "--strategy", strategy]);
+        let (ok, out, err) = onebit(&args);
+        assert!(ok, "{strategy}: {err}");
+        assert_eq!(out, single, "{strategy}: the mesh's text differs from one node's");
+    }
+    let mut kept: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept[0].ends_with("-1-6.gguf") && kept[1].ends_with("-all.gguf"), "{kept:?}");
+    assert!(w.wait().unwrap().success());
+}
+
 /// Starts `onebit bench --mesh` on a synthetic model long enough to outlast `fault`, applies
 /// `fault` to the worker after the head has run for a while, and returns the head's error
 /// and how long after the fault it exited.

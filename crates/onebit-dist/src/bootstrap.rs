@@ -9,6 +9,7 @@
 use crate::error::{DistError, Result};
 use crate::pipeline::{serve_stage, PipelineTimeouts, WireStats};
 use crate::probe::{probe_links, LinkProbe, ProbeOptions};
+use crate::shard_stream::{cached_shard, fetch_shard, send_shard, Progress, NEED_WEIGHTS};
 use crate::speed::{measure_mesh, shape_config, shape_words, NodeMeasure};
 use crate::stage_job::StageJob;
 use crate::tcp::{connect, handshake, Peer, TcpComm, TcpConfig};
@@ -98,7 +99,7 @@ fn encode_probe(v: &mut Vec<u8>, o: &ProbeOptions) {
     }
 }
 
-fn encode_job(rank: usize, addrs: &[SocketAddr], job: &Job) -> Vec<u8> {
+pub(crate) fn encode_job(rank: usize, addrs: &[SocketAddr], job: &Job) -> Vec<u8> {
     let mut v = vec![];
     v.extend((rank as u32).to_le_bytes());
     let list = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
@@ -207,7 +208,7 @@ pub fn run_head(
     job_timeout: Duration,
 ) -> Result<JobResult> {
     let jobs = vec![job.clone(); addrs.len().saturating_sub(1)];
-    let mut comm = start_head(listener, addrs, &jobs, cfg, cfg.join_timeout)?;
+    let mut comm = start_head(listener, addrs, &jobs, cfg, cfg.join_timeout, &Progress::default())?;
     let deadline = Instant::now() + job_timeout;
     match job {
         Job::Probe(o) => Ok(JobResult::Probe(probe_links(&mut comm, o, deadline)?)),
@@ -220,13 +221,15 @@ pub fn run_head(
 }
 
 /// Hands worker `r` (rank r ≥ 1) the job `jobs[r - 1]`, waits up to `ready_timeout` for each
-/// to say it is ready (a stage loads its blocks first), then joins the mesh as rank 0.
+/// to say it is ready (a stage loads its blocks first; a stage without the model file gets
+/// its shard streamed first, shown on `progress`), then joins the mesh as rank 0.
 pub fn start_head(
     listener: &TcpListener,
     addrs: &[SocketAddr],
     jobs: &[Job],
     cfg: &TcpConfig,
     ready_timeout: Duration,
+    progress: &Progress,
 ) -> Result<TcpComm> {
     if jobs.len() + 1 != addrs.len() {
         return Err(DistError::Usage(format!(
@@ -242,23 +245,30 @@ pub fn start_head(
         peer.send_frame(&encode_job(rank, addrs, &jobs[rank - 1]), deadline)?;
         peers.push((rank, addr, peer));
     }
-    let ready = Instant::now() + ready_timeout;
     let mut reply = Vec::new();
     for (rank, addr, mut peer) in peers {
-        peer.recv_frame(&mut reply, 1 << 16, ready)?;
-        match reply.split_first() {
-            Some((0, _)) => {}
-            Some((1, why)) => {
-                return Err(DistError::Usage(format!(
-                    "node {rank} ({addr}) cannot run its job: {}",
-                    String::from_utf8_lossy(why)
-                )))
-            }
-            _ => {
-                return Err(DistError::Frame {
-                    peer: format!("{rank} ({addr})"),
-                    why: "bad ready reply".into(),
-                })
+        let mut ready = Instant::now() + ready_timeout;
+        loop {
+            peer.recv_frame(&mut reply, 1 << 16, ready)?;
+            match (reply.split_first(), &jobs[rank - 1]) {
+                (Some((0, _)), _) => break,
+                (Some((1, why)), _) => {
+                    return Err(DistError::Usage(format!(
+                        "node {rank} ({addr}) cannot run its job: {}",
+                        String::from_utf8_lossy(why)
+                    )))
+                }
+                (Some((&NEED_WEIGHTS, [])), Job::Stage(j)) => {
+                    send_shard(&mut peer, j, progress)?;
+                    // Loading starts once the shard is there.
+                    ready = Instant::now() + ready_timeout;
+                }
+                _ => {
+                    return Err(DistError::Frame {
+                        peer: format!("{rank} ({addr})"),
+                        why: "bad ready reply".into(),
+                    })
+                }
             }
         }
     }
@@ -270,6 +280,13 @@ pub fn start_head(
 pub struct WorkerSetup {
     /// This node's copy of the model file, where its path differs from the head's.
     pub model: Option<String>,
+    /// A folder holding this node's models: the head's file is looked for there by its file
+    /// name (`None`: at the head's path).
+    pub models: Option<std::path::PathBuf>,
+    /// Where shards streamed from the head are kept; `None`: never ask for one.
+    pub cache: Option<std::path::PathBuf>,
+    /// Where a shard transfer's progress is shown.
+    pub progress: Progress,
     /// Waits of a pipeline stage.
     pub timeouts: PipelineTimeouts,
 }
@@ -281,12 +298,49 @@ enum Prepared {
     Stage(Box<Model>, onebit_model::SessionOptions),
 }
 
-fn prepare(job: Job, setup: &WorkerSetup) -> Result<Prepared> {
+/// Loads a stage's part: from the node's own copy of the file; else from a shard in the
+/// cache; else from a shard the head streams now.
+fn load_stage(j: &StageJob, setup: &WorkerSetup, peer: &mut Peer) -> Result<Model> {
+    // A path the user gave is their word: another file there is an error, not a download.
+    if let Some(p) = &setup.model {
+        return j.load(Some(p));
+    }
+    let own = match &setup.models {
+        Some(dir) => {
+            let name = std::path::Path::new(&j.model).file_name().unwrap_or_default();
+            dir.join(name).display().to_string()
+        }
+        None => j.model.clone(),
+    };
+    let why = match j.check_copy(&own) {
+        Ok(()) => return j.load(Some(&own)),
+        Err(e) => e,
+    };
+    let Some(cache) = &setup.cache else { return Err(why) };
+    if let Some(p) = cached_shard(cache, j) {
+        let path = p.display().to_string();
+        match j.load_shard(&path) {
+            Ok(m) => {
+                tracing::info!("loaded the stage from the cached shard {path}");
+                return Ok(m);
+            }
+            Err(e) => {
+                tracing::warn!("cached shard {path}: {e}; fetching it again");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    tracing::info!("{why}; fetching the weights from the head");
+    let p = fetch_shard(peer, j, cache, &setup.progress)?;
+    j.load_shard(&p.display().to_string())
+}
+
+fn prepare(job: Job, setup: &WorkerSetup, peer: &mut Peer) -> Result<Prepared> {
     Ok(match job {
         Job::Probe(o) => Prepared::Probe(o),
         Job::Plan(p) => Prepared::Plan(p),
         Job::Stage(j) => {
-            let model = j.load(setup.model.as_deref())?;
+            let model = load_stage(&j, setup, peer)?;
             // A session too large for this node's memory is refused now, before "ready".
             drop(Session::try_with_options(&model, j.session)?);
             Prepared::Stage(Box::new(model), j.session)
@@ -335,7 +389,7 @@ pub fn serve_one_job(
             }
         };
         tracing::info!("job from {from}: rank {rank} of {}", addrs.len());
-        let prepared = prepare(job, setup);
+        let prepared = prepare(job, setup, &mut peer);
         answer(&mut peer, &prepared)?;
         let prepared = prepared?;
         let mut comm = TcpComm::join(listener, rank, &addrs, cfg)?;

@@ -7,6 +7,7 @@ use crate::bootstrap::{start_head, Job, MeshFile};
 use crate::error::{DistError, Result};
 use crate::key::read_key_file;
 use crate::pipeline::balanced_split;
+use crate::shard_stream::Progress;
 use crate::stage_job::{fingerprint, StageJob};
 use crate::tcp::{TcpComm, TcpConfig};
 use onebit_model::load::{GgufModelFile, LoadOptions, ModelPart};
@@ -42,6 +43,8 @@ pub struct PipelineLaunch {
     pub split: Option<Vec<usize>>,
     /// How long workers may take to load their blocks.
     pub ready_timeout: Duration,
+    /// Where shards streamed to workers without the file are shown.
+    pub progress: Progress,
 }
 
 /// Blocks per node for `c` over `nodes` (the head reads the output head besides its blocks).
@@ -126,7 +129,7 @@ pub fn start_tensor(l: &PipelineLaunch, shares: Option<Vec<f64>>) -> Result<Tens
     let listener = TcpListener::bind(addrs[0]).map_err(|e| {
         DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
     })?;
-    let comm = start_head(&listener, &addrs, &jobs, &cfg, l.ready_timeout)?;
+    let comm = start_head(&listener, &addrs, &jobs, &cfg, l.ready_timeout, &l.progress)?;
     Ok(TensorStart { model, comm, split })
 }
 
@@ -168,6 +171,6 @@ pub fn start_pipeline(l: &PipelineLaunch) -> Result<PipelineStart> {
     let listener = TcpListener::bind(addrs[0]).map_err(|e| {
         DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
     })?;
-    let comm = start_head(&listener, &addrs, &jobs, &cfg, l.ready_timeout)?;
+    let comm = start_head(&listener, &addrs, &jobs, &cfg, l.ready_timeout, &l.progress)?;
     Ok(PipelineStart { model, comm, split })
 }

@@ -28,6 +28,7 @@ pub mod launch;
 pub mod pipeline;
 pub mod plan;
 pub mod probe;
+pub mod shard_stream;
 pub mod speed;
 pub mod stage_job;
 pub mod tcp;

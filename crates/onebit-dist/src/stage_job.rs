@@ -123,6 +123,12 @@ impl StageJob {
     /// the file is the head's.
     pub fn load(&self, path: Option<&str>) -> Result<Model> {
         let path = path.unwrap_or(&self.model);
+        self.check_copy(path)?;
+        self.load_checked(path)
+    }
+
+    /// Checks that `path` is a copy of the head's file.
+    pub fn check_copy(&self, path: &str) -> Result<()> {
         let mine = fingerprint(path)?;
         if mine != self.fingerprint {
             return Err(DistError::Usage(format!(
@@ -131,6 +137,29 @@ impl StageJob {
                 hex8(&self.fingerprint)
             )));
         }
+        Ok(())
+    }
+
+    /// Loads this stage's blocks from a shard of the head's file
+    /// ([`crate::shard_stream`]), after checking the shard says it is one and holds them
+    /// (its checksum is checked as it loads).
+    pub fn load_shard(&self, path: &str) -> Result<Model> {
+        let f = onebit_model::load::GgufModelFile::open(path)?;
+        let hex: String = self.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+        let need = crate::shard_stream::job_span(self);
+        match onebit_model::shard::shard_identity(&f.header) {
+            Some((source, span)) if source == hex && span.covers(&need) => {}
+            _ => {
+                return Err(DistError::Usage(format!(
+                    "{path} is not a shard of the head's model holding {need:?}"
+                )))
+            }
+        }
+        drop(f);
+        self.load_checked(path)
+    }
+
+    fn load_checked(&self, path: &str) -> Result<Model> {
         let part = ModelPart { layers: self.layers.clone(), ends: false };
         let (part, tensor) = match &self.tensor {
             Some(t) => (None, Some(t.clone())),

@@ -176,6 +176,11 @@ pub(crate) fn handshake(
 }
 
 impl Peer {
+    /// Who is at the other end (rank and address, or the address before it has a rank).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn send_frame(&mut self, msg: &[u8], deadline: Instant) -> Result<()> {
         let len = u32::try_from(msg.len())
             .map_err(|_| DistError::Usage(format!("a message of {} bytes", msg.len())))?;

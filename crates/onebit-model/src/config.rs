@@ -393,8 +393,20 @@ impl ModelConfig {
             if onebit { !flag("onebit.rope_rotate_half", true) } else { rules.rope_interleaved };
         let layers = need("block_count")?;
         // Seven linears a block: a header claiming more blocks than its tensors can hold is
-        // refused before anything is sized by it.
-        if layers.saturating_mul(7) > g.tensors.len() && !g.tensors.is_empty() {
+        // refused before anything is sized by it. A mesh node's shard holds only its blocks.
+        let held = match crate::shard::shard_identity(g) {
+            Some((_, crate::shard::ShardSpan::Blocks(r))) => {
+                if r.start >= r.end || r.end > layers {
+                    return Err(Error::Config(format!(
+                        "GGUF: a shard of blocks {}..{} of a model of {layers}",
+                        r.start, r.end
+                    )));
+                }
+                r.len()
+            }
+            _ => layers,
+        };
+        if held.saturating_mul(7) > g.tensors.len() && !g.tensors.is_empty() {
             return Err(Error::Config(format!(
                 "GGUF: block_count {layers} but the file holds only {} tensors",
                 g.tensors.len()
@@ -418,7 +430,10 @@ impl ModelConfig {
             rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
             act,
             sub_norms: flag("onebit.sub_norms", rules.sub_norms),
-            tied_embeddings: !rules.reads_output || g.tensor("output.weight").is_none(),
+            tied_embeddings: match g.get(crate::shard::TIED_KEY) {
+                Some(Value::Bool(t)) => *t,
+                _ => !rules.reads_output || g.tensor("output.weight").is_none(),
+            },
             bos: g.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64).map(|v| v as u32),
             eos: g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).map(|v| v as u32),
         };

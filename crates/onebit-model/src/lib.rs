@@ -24,6 +24,7 @@ mod mmap;
 pub mod output;
 pub mod perplexity;
 pub mod save;
+pub mod shard;
 pub mod synthetic;
 pub mod target;
 pub mod tensors;

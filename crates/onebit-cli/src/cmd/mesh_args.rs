@@ -71,6 +71,7 @@ impl MeshArgs {
             session,
             split: (!self.split.is_empty()).then(|| self.split.clone()),
             ready_timeout: std::time::Duration::from_secs(600),
+            progress: super::transfer_bar::bars(),
         };
         if self.strategy == "tp" {
             let shares = (!self.shares.is_empty()).then(|| self.shares.clone());

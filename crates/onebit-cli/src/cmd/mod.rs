@@ -21,6 +21,7 @@ pub mod run;
 pub mod serve;
 pub mod tokenizer;
 pub mod train;
+pub mod transfer_bar;
 pub mod worker;
 
 /// The subcommands.

@@ -22,9 +22,31 @@ pub struct Args {
     #[arg(long)]
     jobs: Option<usize>,
     /// This node's copy of the model, where its path differs from the head's (checked to
-    /// be the same file by fingerprint).
+    /// be the same file by fingerprint; a different file there is refused).
     #[arg(long)]
     model: Option<String>,
+    /// A folder holding this node's models: the head's model file is looked for there by
+    /// its file name (default: at the head's path).
+    #[arg(long, conflicts_with = "model")]
+    models: Option<std::path::PathBuf>,
+    /// Where shards of models streamed from the head are kept, when this node has no copy of
+    /// the head's file: only the tensors this node reads travel, once,
+    /// and later jobs load them from here. Default: $XDG_CACHE_HOME/onebit/shards (or
+    /// ~/.cache/onebit/shards).
+    #[arg(long)]
+    cache: Option<std::path::PathBuf>,
+    /// Never ask the head for weights: a node without the file refuses the job.
+    #[arg(long, conflicts_with = "cache")]
+    no_fetch: bool,
+}
+
+/// The default cache folder for shards.
+fn default_cache() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("onebit").join("shards"))
 }
 
 /// Runs `onebit worker`.
@@ -34,7 +56,14 @@ pub fn run(a: Args) -> Result<()> {
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
     eprintln!("worker listening on {}", listener.local_addr()?);
-    let setup = WorkerSetup { model: a.model.clone(), ..Default::default() };
+    let cache = if a.no_fetch { None } else { a.cache.clone().or_else(default_cache) };
+    let setup = WorkerSetup {
+        model: a.model.clone(),
+        models: a.models.clone(),
+        cache,
+        progress: super::transfer_bar::bars(),
+        ..Default::default()
+    };
     let mut done = 0;
     while a.jobs.is_none_or(|n| done < n) {
         match serve_one_job(&listener, &cfg, &setup, Duration::from_secs(600)) {

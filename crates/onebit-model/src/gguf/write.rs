@@ -25,6 +25,10 @@ pub struct GgufWriter<W: Write> {
     alignment: u64,
     sizes: Vec<(String, u64)>,
     next: usize,
+    /// Bytes of the current tensor written so far.
+    cur: u64,
+    header_len: u64,
+    data_len: u64,
     checksum: Option<(u64, xxhash_rust::xxh3::Xxh3)>,
 }
 
@@ -113,27 +117,64 @@ impl<W: Write> GgufWriter<W> {
         let pad = (h.len() as u64).div_ceil(alignment) * alignment - h.len() as u64;
         h.resize(h.len() + pad as usize, 0);
         w.write_all(&h)?;
-        Ok(GgufWriter { w, alignment, sizes, next: 0, checksum })
+        let (header_len, data_len) = (h.len() as u64, offset);
+        Ok(GgufWriter { w, alignment, sizes, next: 0, cur: 0, header_len, data_len, checksum })
+    }
+
+    /// The whole file's length once every tensor is written.
+    pub fn planned_len(&self) -> u64 {
+        self.header_len + self.data_len
+    }
+
+    /// Bytes written so far (the header on creation).
+    pub fn written(&self) -> u64 {
+        let done: u64 = self.sizes[..self.next]
+            .iter()
+            .map(|(_, s)| s.div_ceil(self.alignment) * self.alignment)
+            .sum();
+        self.header_len + done + self.cur
     }
 
     /// Writes the next tensor's bytes; `name` and length must match the plan.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        if self.cur != 0 {
+            return Err(GgufError::Usage(format!("tensor '{name}' after a partial tensor")));
+        }
+        self.write_slice(data)?;
+        self.end_tensor(name)
+    }
+
+    /// Writes the next bytes of the current tensor (a tensor may arrive in slices).
+    pub fn write_slice(&mut self, data: &[u8]) -> Result<()> {
         let Some((want, size)) = self.sizes.get(self.next) else {
-            return Err(GgufError::Usage(format!("tensor '{name}' is beyond the plan")));
+            return Err(GgufError::Usage("tensor data beyond the plan".into()));
         };
-        if want != name || *size != data.len() as u64 {
-            return Err(GgufError::Usage(format!(
-                "expected tensor '{want}' of {size} bytes, got '{name}' of {} bytes",
-                data.len()
-            )));
+        if self.cur + data.len() as u64 > *size {
+            return Err(GgufError::Usage(format!("more than {size} bytes for tensor '{want}'")));
         }
         self.w.write_all(data)?;
         if let Some((_, h)) = &mut self.checksum {
             h.update(data);
         }
+        self.cur += data.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the current tensor, which must be `name` and complete.
+    pub fn end_tensor(&mut self, name: &str) -> Result<()> {
+        let Some((want, size)) = self.sizes.get(self.next) else {
+            return Err(GgufError::Usage(format!("tensor '{name}' is beyond the plan")));
+        };
+        if want != name || *size != self.cur {
+            return Err(GgufError::Usage(format!(
+                "expected tensor '{want}' of {size} bytes, got '{name}' of {} bytes",
+                self.cur
+            )));
+        }
         let pad = (*size).div_ceil(self.alignment) * self.alignment - size;
         self.w.write_all(&vec![0u8; pad as usize])?;
         self.next += 1;
+        self.cur = 0;
         Ok(())
     }
 
