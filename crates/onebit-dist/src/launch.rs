@@ -53,6 +53,36 @@ pub fn default_split(c: &ModelConfig, nodes: usize, head: HeadKind) -> Vec<usize
     balanced_split(c.layers, nodes, block, head_bytes(c, head))
 }
 
+/// Blocks per node, head first: `split` checked against the model, or [`default_split`].
+pub fn pipeline_blocks(
+    config: &ModelConfig,
+    nodes: usize,
+    head: HeadKind,
+    split: Option<Vec<usize>>,
+) -> Result<Vec<usize>> {
+    let split = split.unwrap_or_else(|| default_split(config, nodes, head));
+    if split.len() != nodes || split.iter().sum::<usize>() != config.layers || split[0] == 0 {
+        return Err(DistError::Usage(format!(
+            "split {split:?}: {nodes} nodes need block counts summing to {} (the head at least 1)",
+            config.layers
+        )));
+    }
+    Ok(split)
+}
+
+/// Every node's piece for tensor parallelism, in proportion to `shares` (equal if `None`).
+pub fn tensor_pieces(
+    config: &ModelConfig,
+    nodes: usize,
+    shares: Option<Vec<f64>>,
+) -> Result<TensorSplit> {
+    let shares = shares.unwrap_or_else(|| vec![1.0; nodes]);
+    if shares.len() != nodes {
+        return Err(DistError::Usage(format!("{} tensor shares for {nodes} nodes", shares.len())));
+    }
+    Ok(TensorSplit::proportional(config, &shares)?)
+}
+
 /// Bytes per token the output head reads, by how it is stored.
 fn head_bytes(c: &ModelConfig, head: HeadKind) -> f64 {
     let per_value = match head {
@@ -93,84 +123,101 @@ pub struct TensorStart {
     pub split: TensorSplit,
 }
 
-/// Starts a tensor-parallel mesh: every node holds a piece of every block and of the output
-/// head, equal pieces unless `shares` says otherwise; `l.split` must be empty.
-pub fn start_tensor(l: &PipelineLaunch, shares: Option<Vec<f64>>) -> Result<TensorStart> {
-    let (addrs, cfg, config) = mesh_and_shape(l)?;
-    if l.split.is_some() {
-        return Err(DistError::Usage("--split sets pipeline blocks, not tensor pieces".into()));
+/// How a model is laid out over a mesh.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layout {
+    /// Blocks per node, head first.
+    Pipeline(Vec<usize>),
+    /// Every node's piece of every block.
+    Tensor(TensorSplit),
+}
+
+/// The jobs of ranks 1.. for `layout` of the model at `model` (its fingerprint `fp`).
+pub fn stage_jobs(
+    layout: &Layout,
+    model: &str,
+    fp: [u8; 32],
+    config: &ModelConfig,
+    threads: usize,
+    session: SessionOptions,
+) -> Vec<StageJob> {
+    let job = |layers, tensor| StageJob {
+        model: model.to_string(),
+        layers,
+        threads,
+        session,
+        fingerprint: fp,
+        tensor,
+    };
+    match layout {
+        Layout::Tensor(split) => (1..split.nodes())
+            .map(|rank| job(0..config.layers, Some(TensorPart { split: split.clone(), rank })))
+            .collect(),
+        Layout::Pipeline(split) => {
+            let mut start = split[0];
+            split[1..]
+                .iter()
+                .map(|&n| {
+                    start += n;
+                    job(start - n..start, None)
+                })
+                .collect()
+        }
     }
-    let shares = shares.unwrap_or_else(|| vec![1.0; addrs.len()]);
-    if shares.len() != addrs.len() {
-        return Err(DistError::Usage(format!(
-            "{} tensor shares for {} nodes",
-            shares.len(),
-            addrs.len()
-        )));
-    }
-    let split = TensorSplit::proportional(&config, &shares)?;
+}
+
+/// Loads rank 0's part of `layout` (the embeddings and the head come with it).
+pub fn load_head(model: &str, load: &LoadOptions, layout: &Layout) -> Result<Model> {
+    let opts = match layout {
+        Layout::Tensor(split) => {
+            let tensor = Some(TensorPart { split: split.clone(), rank: 0 });
+            LoadOptions { tensor, ..load.clone() }
+        }
+        Layout::Pipeline(split) => {
+            let part = Some(ModelPart { layers: 0..split[0], ends: true });
+            LoadOptions { part, ..load.clone() }
+        }
+    };
+    Ok(Model::from_pretrained(model, &opts)?)
+}
+
+/// Starts a mesh of the nodes at `addrs` laid out as `layout`.
+fn start(
+    l: &PipelineLaunch,
+    (addrs, cfg, config): (Vec<std::net::SocketAddr>, TcpConfig, ModelConfig),
+    layout: &Layout,
+) -> Result<(Model, TcpComm)> {
     let model_path = std::fs::canonicalize(&l.model)
         .map_or_else(|_| l.model.clone(), |p| p.display().to_string());
     let fp = fingerprint(&l.model)?;
-    let jobs: Vec<Job> = (1..addrs.len())
-        .map(|rank| {
-            Job::Stage(StageJob {
-                model: model_path.clone(),
-                layers: 0..config.layers,
-                threads: l.worker_threads,
-                session: l.session,
-                fingerprint: fp,
-                tensor: Some(TensorPart { split: split.clone(), rank }),
-            })
-        })
+    let jobs: Vec<Job> = stage_jobs(layout, &model_path, fp, &config, l.worker_threads, l.session)
+        .into_iter()
+        .map(Job::Stage)
         .collect();
-    let tensor = Some(TensorPart { split: split.clone(), rank: 0 });
-    let model = Model::from_pretrained(&l.model, &LoadOptions { tensor, ..l.load.clone() })?;
+    let model = load_head(&l.model, &l.load, layout)?;
     let listener = TcpListener::bind(addrs[0]).map_err(|e| {
         DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
     })?;
     let comm = start_head(&listener, &addrs, &jobs, &cfg, l.ready_timeout, &l.progress)?;
+    Ok((model, comm))
+}
+
+/// Starts a tensor-parallel mesh: every node holds a piece of every block and of the output
+/// head, equal pieces unless `shares` says otherwise; `l.split` must be empty.
+pub fn start_tensor(l: &PipelineLaunch, shares: Option<Vec<f64>>) -> Result<TensorStart> {
+    let mesh = mesh_and_shape(l)?;
+    if l.split.is_some() {
+        return Err(DistError::Usage("--split sets pipeline blocks, not tensor pieces".into()));
+    }
+    let split = tensor_pieces(&mesh.2, mesh.0.len(), shares)?;
+    let (model, comm) = start(l, mesh, &Layout::Tensor(split.clone()))?;
     Ok(TensorStart { model, comm, split })
 }
 
 /// Starts the pipeline the launch describes.
 pub fn start_pipeline(l: &PipelineLaunch) -> Result<PipelineStart> {
-    let (addrs, cfg, config) = mesh_and_shape(l)?;
-    let split = match &l.split {
-        Some(s) => s.clone(),
-        None => default_split(&config, addrs.len(), l.load.head),
-    };
-    if split.len() != addrs.len() || split.iter().sum::<usize>() != config.layers || split[0] == 0 {
-        return Err(DistError::Usage(format!(
-            "split {split:?}: {} nodes need block counts summing to {} (the head at least 1)",
-            addrs.len(),
-            config.layers
-        )));
-    }
-    let model_path = std::fs::canonicalize(&l.model)
-        .map_or_else(|_| l.model.clone(), |p| p.display().to_string());
-    let fp = fingerprint(&l.model)?;
-    let mut start = split[0];
-    let jobs: Vec<Job> = split[1..]
-        .iter()
-        .map(|&n| {
-            start += n;
-            Job::Stage(StageJob {
-                model: model_path.clone(),
-                layers: start - n..start,
-                threads: l.worker_threads,
-                session: l.session,
-                fingerprint: fp,
-                tensor: None,
-            })
-        })
-        .collect();
-    let part = ModelPart { layers: 0..split[0], ends: true };
-    let model =
-        Model::from_pretrained(&l.model, &LoadOptions { part: Some(part), ..l.load.clone() })?;
-    let listener = TcpListener::bind(addrs[0]).map_err(|e| {
-        DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
-    })?;
-    let comm = start_head(&listener, &addrs, &jobs, &cfg, l.ready_timeout, &l.progress)?;
+    let mesh = mesh_and_shape(l)?;
+    let split = pipeline_blocks(&mesh.2, mesh.0.len(), l.load.head, l.split.clone())?;
+    let (model, comm) = start(l, mesh, &Layout::Pipeline(split.clone()))?;
     Ok(PipelineStart { model, comm, split })
 }

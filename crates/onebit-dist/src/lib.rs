@@ -15,7 +15,9 @@
 //! the cryptography is `snow`'s, the framing is ours because it carries the size limit and
 //! version check a rogue peer must hit before any allocation.
 
-#![forbid(unsafe_code)]
+// Only the MPI backend needs `unsafe` (see its module documentation).
+#![cfg_attr(not(feature = "mpi"), forbid(unsafe_code))]
+#![cfg_attr(feature = "mpi", deny(unsafe_code))]
 
 pub mod bootstrap;
 pub mod collective;
@@ -25,6 +27,9 @@ pub mod frame;
 pub mod inproc;
 pub mod key;
 pub mod launch;
+pub mod launch_ranks;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pipeline;
 pub mod plan;
 pub mod probe;

@@ -7,55 +7,63 @@ use onebit_dist::launch::{start_pipeline, start_tensor, PipelineLaunch};
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
 use onebit_dist::tensor::TensorHead;
 use onebit_dist::wire::WireDtype;
-use onebit_dist::TcpComm;
+use onebit_dist::Comm;
 use onebit_gpu::GpuSession;
 use onebit_model::{Engine, Model, Session, SessionOptions, TensorSplit};
 
+/// The model (the head's part with a mesh), the mesh if any, and how the model is laid out.
+pub type Loaded = (Model, Option<Box<dyn Comm>>, Layout);
+
 /// Flags for running across a device mesh.
 #[derive(clap::Args, Debug)]
+#[group(id = "distributed", multiple = true, args = ["mesh", "mpi"])]
 pub struct MeshArgs {
     /// Run across the nodes of this mesh file (TOML: key_file, head, workers), each worker
     /// running `onebit worker`: the blocks are split into one contiguous range per node
     /// (pipeline), the head keeps the embeddings, the first blocks and the output head.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mpi")]
     pub mesh: Option<String>,
+    /// Run across the ranks of the MPI job this process belongs to (`mpirun -n 2 onebit run
+    /// MODEL --mpi …`): rank 0 leads and prints, the others serve their part; every rank
+    /// needs the model file at the same path. Needs a onebit built with `--features mpi`.
+    #[arg(long)]
+    pub mpi: bool,
     /// How the model is split across the mesh: pp (pipeline: a range of blocks per node) or
     /// tp (tensor parallel: a piece of every block per node, four exchanges per block).
-    #[arg(long, default_value = "pp", value_parser = ["pp", "tp"], requires = "mesh")]
+    #[arg(long, default_value = "pp", value_parser = ["pp", "tp"], requires = "distributed")]
     pub strategy: String,
     /// Blocks per node with --mesh, head first (e.g. 6,24); default: equal bytes per node.
-    #[arg(long, value_delimiter = ',', requires = "mesh")]
+    #[arg(long, value_delimiter = ',', requires = "distributed")]
     pub split: Vec<usize>,
     /// With --strategy tp: each node's share of every block and of the output head, head
     /// first (e.g. 2,3 for a node two thirds as fast as the other); default: equal.
-    #[arg(long, value_delimiter = ',', requires = "mesh")]
+    #[arg(long, value_delimiter = ',', requires = "distributed")]
     pub shares: Vec<f64>,
     /// Threads per worker with --mesh.
-    #[arg(long, default_value_t = 2, requires = "mesh")]
+    #[arg(long, default_value_t = 2, requires = "distributed")]
     pub worker_threads: usize,
     /// Activations on the wire with --mesh (a pipeline's hidden states, tensor parallelism's
     /// gathered pieces): f32 (exact), f16 (half the bytes) or q8 (int8 with a scale per row: a
     /// quarter), for slow links; f16/q8 change the logits slightly.
-    #[arg(long, default_value = "f32", requires = "mesh")]
+    #[arg(long, default_value = "f32", requires = "distributed")]
     pub wire: String,
     /// Seconds a step may wait on the other nodes before the head reports the stalled node.
-    #[arg(long, default_value_t = 5.0, requires = "mesh")]
+    #[arg(long, default_value_t = 5.0, requires = "distributed")]
     pub step_timeout: f64,
     /// Where the model runs: cpu, or gpu (wgpu: Vulkan, Metal, DX12; on a machine without a
     /// GPU, Mesa's lavapipe runs the same kernels on the CPU, slowly). `onebit kernels`
     /// lists the adapters.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"], conflicts_with = "mesh")]
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"], conflicts_with = "distributed")]
     pub device: String,
 }
 
 impl MeshArgs {
     /// The model: with --mesh the head's part, once every worker has loaded its blocks (the
     /// mesh and the split come with it); else the whole model.
-    pub fn load(
-        &self,
-        m: &ModelArgs,
-        session: SessionOptions,
-    ) -> Result<(Model, Option<TcpComm>, Layout)> {
+    pub fn load(&self, m: &ModelArgs, session: SessionOptions) -> Result<Loaded> {
+        if self.mpi {
+            return self.load_mpi(m, session);
+        }
         let Some(mesh) = self.mesh.clone() else {
             return Ok((m.load()?, None, Layout::One));
         };
@@ -76,20 +84,71 @@ impl MeshArgs {
         if self.strategy == "tp" {
             let shares = (!self.shares.is_empty()).then(|| self.shares.clone());
             let s = start_tensor(&launch, shares)?;
-            return Ok((s.model, Some(s.comm), Layout::Tensor(s.split)));
+            return Ok((s.model, Some(Box::new(s.comm)), Layout::Tensor(s.split)));
         }
         if !self.shares.is_empty() {
             bail!("--shares needs --strategy tp (pipelines take --split)");
         }
         let s = start_pipeline(&launch)?;
-        Ok((s.model, Some(s.comm), Layout::Pipeline(s.split)))
+        Ok((s.model, Some(Box::new(s.comm)), Layout::Pipeline(s.split)))
+    }
+
+    /// [`MeshArgs::load`] on an MPI job's ranks: rank 0 returns its part and the mesh; the
+    /// other ranks serve theirs and end the process when the head says stop.
+    #[cfg(feature = "mpi")]
+    fn load_mpi(&self, m: &ModelArgs, session: SessionOptions) -> Result<Loaded> {
+        use onebit_dist::launch_ranks::{start_ranks, RankLaunch, RankStart, Strategy};
+        self.wire_dtype()?;
+        let comm = onebit_dist::mpi::MpiComm::world()?;
+        let rank = comm.rank();
+        let strategy = if self.strategy == "tp" {
+            Strategy::Tensor((!self.shares.is_empty()).then(|| self.shares.clone()))
+        } else {
+            if !self.shares.is_empty() {
+                bail!("--shares needs --strategy tp (pipelines take --split)");
+            }
+            Strategy::Pipeline((!self.split.is_empty()).then(|| self.split.clone()))
+        };
+        let launch = RankLaunch {
+            model: m.model.clone(),
+            load: m.options()?,
+            worker_threads: self.worker_threads.max(1),
+            session,
+            strategy,
+            timeouts: self.timeouts(),
+            ready_timeout: std::time::Duration::from_secs(600),
+        };
+        match start_ranks(Box::new(comm), &launch)? {
+            RankStart::Head { model, comm, layout } => {
+                let layout = match layout {
+                    onebit_dist::launch::Layout::Pipeline(s) => Layout::Pipeline(s),
+                    onebit_dist::launch::Layout::Tensor(s) => Layout::Tensor(s),
+                };
+                Ok((*model, Some(comm), layout))
+            }
+            RankStart::Served(w) => {
+                // MPI is finalized (the mesh is gone); this rank's part of the command is done.
+                eprintln!(
+                    "rank {rank} done: {} steps, {:.1} MB in, {:.1} MB out",
+                    w.steps,
+                    w.received as f64 / 1e6,
+                    w.sent as f64 / 1e6
+                );
+                std::process::exit(0)
+            }
+        }
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn load_mpi(&self, _: &ModelArgs, _: SessionOptions) -> Result<Loaded> {
+        bail!("this onebit was built without MPI: rebuild with `cargo build --release --features mpi`")
     }
 
     /// What generation runs on: a pipeline head over `comm`, or a local session.
     pub fn runner<'m>(
         &self,
         model: &'m Model,
-        comm: Option<TcpComm>,
+        comm: Option<Box<dyn Comm>>,
         opts: SessionOptions,
     ) -> Result<Runner<'m>> {
         if self.device == "gpu" {
@@ -107,12 +166,10 @@ impl MeshArgs {
         let session = Session::try_with_options(model, opts)?;
         Ok(match comm {
             Some(c) if model.tensor.is_some() => Runner::Tensor(Box::new(
-                TensorHead::new(session, Box::new(c), self.timeouts())?
-                    .with_wire(self.wire_dtype()?)?,
+                TensorHead::new(session, c, self.timeouts())?.with_wire(self.wire_dtype()?)?,
             )),
             Some(c) => Runner::Mesh(Box::new(
-                PipelineHead::new(session, Box::new(c), self.timeouts())?
-                    .with_wire(self.wire_dtype()?),
+                PipelineHead::new(session, c, self.timeouts())?.with_wire(self.wire_dtype()?),
             )),
             None => Runner::Local(Box::new(session)),
         })

@@ -88,11 +88,11 @@ pub fn run(a: Args) -> Result<()> {
     let backend = match comm {
         Some(c) if model.tensor.is_some() => {
             eprintln!("mesh: {split}");
-            Backend::Tensor(Box::new(c), a.mesh.timeouts(), a.mesh.wire_dtype()?)
+            Backend::Tensor(c, a.mesh.timeouts(), a.mesh.wire_dtype()?)
         }
         Some(c) => {
             eprintln!("mesh: {split}");
-            Backend::Mesh(Box::new(c), a.mesh.timeouts(), a.mesh.wire_dtype()?)
+            Backend::Mesh(c, a.mesh.timeouts(), a.mesh.wire_dtype()?)
         }
         None if a.mesh.device == "gpu" => {
             let ctx = onebit_gpu::GpuContext::new()?;
