@@ -148,6 +148,41 @@ fn a_worker_with_another_model_file_is_refused_by_name() {
 }
 
 #[test]
+fn auto_measures_once_then_reuses_the_figures_and_prints_what_one_node_prints() {
+    let model = repo("models/austen.gguf");
+    let run = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "32"];
+    let (ok, single, err) = onebit(&run);
+    assert!(ok, "{err}");
+    let (dir, file, ports) = mesh("auto", 1);
+    let key = dir.join("mesh.key").display().to_string();
+    let mut w = bin()
+        .args(["worker", "--listen", &format!("127.0.0.1:{}", ports[1]), "--key-file", &key])
+        .args(["--jobs", "3"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Measured now; then from the cache; then measured again on request.
+    for (round, flags, want) in [
+        (0, vec![], "measured now"),
+        (1, vec![], "figures from"),
+        (2, vec!["--remeasure"], "measured now"),
+    ] {
+        let mut args = run.to_vec();
+        args.extend(["--mesh", &file, "--strategy", "auto", "-t", "1", "--worker-threads", "1"]);
+        args.extend(flags);
+        let (ok, out, err) = onebit(&args);
+        assert!(ok, "round {round}: {err}");
+        assert_eq!(out, single, "round {round}: auto's text differs from one node's");
+        assert!(err.contains("auto: ") && err.contains(want), "round {round}: {err}");
+    }
+    assert!(dir.join("mesh.toml.measured.toml").exists());
+    // For this small model the head alone is the fastest plan, so the worker may still be
+    // waiting for a job.
+    let _ = w.kill();
+    let _ = w.wait();
+}
+
+#[test]
 fn a_worker_without_the_file_gets_its_shard_from_the_head() {
     let model = repo("models/austen.gguf");
     let run = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "32"];

@@ -19,6 +19,7 @@
 #![cfg_attr(not(feature = "mpi"), forbid(unsafe_code))]
 #![cfg_attr(feature = "mpi", deny(unsafe_code))]
 
+pub mod auto;
 pub mod bootstrap;
 pub mod collective;
 pub mod comm;

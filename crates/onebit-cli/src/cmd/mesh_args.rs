@@ -3,8 +3,10 @@
 
 use super::model_args::ModelArgs;
 use anyhow::{bail, Result};
+use onebit_dist::auto;
 use onebit_dist::launch::{start_pipeline, start_tensor, PipelineLaunch};
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
+use onebit_dist::plan::Strategy as PlanStrategy;
 use onebit_dist::tensor::TensorHead;
 use onebit_dist::wire::WireDtype;
 use onebit_dist::Comm;
@@ -28,10 +30,16 @@ pub struct MeshArgs {
     /// needs the model file at the same path. Needs a onebit built with `--features mpi`.
     #[arg(long)]
     pub mpi: bool,
-    /// How the model is split across the mesh: pp (pipeline: a range of blocks per node) or
-    /// tp (tensor parallel: a piece of every block per node, four exchanges per block).
-    #[arg(long, default_value = "pp", value_parser = ["pp", "tp"], requires = "distributed")]
+    /// How the model is split across the mesh: pp (pipeline: a range of blocks per node), tp
+    /// (tensor parallel: a piece of every block per node, four exchanges per block) or auto
+    /// (with --mesh: measure the links and nodes, or reuse the measurements cached beside the
+    /// mesh file, and run the planner's fastest plan for one sequence, which may be the head
+    /// alone).
+    #[arg(long, default_value = "pp", value_parser = ["pp", "tp", "auto"], requires = "distributed")]
     pub strategy: String,
+    /// With --strategy auto: measure the mesh again instead of reusing the cached figures.
+    #[arg(long, requires = "mesh")]
+    pub remeasure: bool,
     /// Blocks per node with --mesh, head first (e.g. 6,24); default: equal bytes per node.
     #[arg(long, value_delimiter = ',', requires = "distributed")]
     pub split: Vec<usize>,
@@ -71,7 +79,7 @@ impl MeshArgs {
         if !(self.step_timeout > 0.0 && self.step_timeout < 1e6) {
             bail!("--step-timeout must be a positive number of seconds");
         }
-        let launch = PipelineLaunch {
+        let mut launch = PipelineLaunch {
             mesh,
             model: m.model.clone(),
             load: m.options()?,
@@ -81,12 +89,45 @@ impl MeshArgs {
             ready_timeout: std::time::Duration::from_secs(600),
             progress: super::transfer_bar::bars(),
         };
-        if self.strategy == "tp" {
-            let shares = (!self.shares.is_empty()).then(|| self.shares.clone());
+        let mut shares = (!self.shares.is_empty()).then(|| self.shares.clone());
+        let mut strategy = self.strategy.as_str();
+        if strategy == "auto" {
+            if shares.is_some() || launch.split.is_some() {
+                bail!("--strategy auto chooses the split itself: drop --shares and --split");
+            }
+            let config = onebit_model::ModelConfig::from_gguf(
+                &onebit_model::load::GgufModelFile::open(&m.model)?.header,
+            )?;
+            let measured =
+                auto::measure(&launch.mesh, &config, launch.worker_threads, self.remeasure)?;
+            let (_, choice) = auto::choose(&config, 2.0, &measured, 8)?;
+            eprintln!(
+                "auto: {:?}, predicted {:.1} tok/s (mesh {}; --remeasure to measure again)",
+                choice.strategy,
+                choice.tok_s,
+                if measured.cached {
+                    format!("figures from {}", auto::cache_path(&launch.mesh))
+                } else {
+                    "measured now".into()
+                }
+            );
+            match choice.strategy {
+                PlanStrategy::Single { .. } => return Ok((m.load()?, None, Layout::One)),
+                PlanStrategy::Tensor { .. } => {
+                    strategy = "tp";
+                    shares = Some(auto::speed_shares(&measured));
+                }
+                PlanStrategy::Pipeline { layers } => {
+                    strategy = "pp";
+                    launch.split = Some(layers);
+                }
+            }
+        }
+        if strategy == "tp" {
             let s = start_tensor(&launch, shares)?;
             return Ok((s.model, Some(Box::new(s.comm)), Layout::Tensor(s.split)));
         }
-        if !self.shares.is_empty() {
+        if shares.is_some() {
             bail!("--shares needs --strategy tp (pipelines take --split)");
         }
         let s = start_pipeline(&launch)?;
@@ -99,6 +140,9 @@ impl MeshArgs {
     fn load_mpi(&self, m: &ModelArgs, session: SessionOptions) -> Result<Loaded> {
         use onebit_dist::launch_ranks::{start_ranks, RankLaunch, RankStart, Strategy};
         self.wire_dtype()?;
+        if self.strategy == "auto" {
+            bail!("--strategy auto measures a --mesh; with --mpi choose pp or tp");
+        }
         let comm = onebit_dist::mpi::MpiComm::world()?;
         let rank = comm.rank();
         let strategy = if self.strategy == "tp" {

@@ -2,16 +2,11 @@
 //! shape, one node after another) and prints each way to run the model with its predicted
 //! tok/s, bytes on the wire and syncs per token, and the choice.
 
-use anyhow::{bail, Context, Result};
-use onebit_dist::bootstrap::{run_head, Job, JobResult, MeshFile, PlanJob};
-use onebit_dist::key::read_key_file;
-use onebit_dist::plan::{plan, NodeSpec, Strategy};
-use onebit_dist::probe::ProbeOptions;
-use onebit_dist::TcpConfig;
+use anyhow::{bail, Result};
+use onebit_dist::auto;
+use onebit_dist::plan::Strategy;
 use onebit_model::load::GgufModelFile;
 use onebit_model::ModelConfig;
-use std::net::TcpListener;
-use std::time::Duration;
 
 /// Flags of `onebit plan`.
 #[derive(clap::Args, Debug)]
@@ -27,9 +22,13 @@ pub struct Args {
     /// Sequences in flight for the batch figure.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Which strategy to choose: auto (the fastest for one sequence), tp, pp or single.
+    /// Which strategy to choose: auto (the fastest for one sequence the head takes part
+    /// in, as `run --strategy auto` runs it), tp, pp or single.
     #[arg(long, default_value = "auto")]
     strategy: String,
+    /// Measure the mesh again instead of reusing the figures cached beside the mesh file.
+    #[arg(long)]
+    remeasure: bool,
 }
 
 fn describe(s: &Strategy) -> String {
@@ -48,7 +47,6 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--batch and --threads must be at least 1");
     }
     let pick = |s: &Strategy| match a.strategy.as_str() {
-        "auto" => true,
         "tp" => matches!(s, Strategy::Tensor { .. }),
         "pp" => matches!(s, Strategy::Pipeline { .. }),
         "single" => matches!(s, Strategy::Single { .. }),
@@ -58,43 +56,26 @@ pub fn run(a: Args) -> Result<()> {
         bail!("unknown --strategy '{}' (auto, tp, pp, single)", a.strategy);
     }
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
-    let m = MeshFile::read(&a.mesh)?;
-    let addrs = m.addrs()?;
-    let cfg = TcpConfig::new(read_key_file(&m.key_file)?);
-    let listener = TcpListener::bind(addrs[0])
-        .with_context(|| format!("cannot listen on the head address {}", addrs[0]))?;
-    let job =
-        Job::Plan(PlanJob { shape: c.clone(), threads: a.threads, probe: ProbeOptions::default() });
-    let JobResult::Plan(links, nodes) =
-        run_head(&listener, &addrs, &job, &cfg, Duration::from_secs(1800))?
-    else {
-        bail!("the plan job returned another job's result");
-    };
-    print!("{}", onebit_dist::probe::links_table(&links));
+    let measured = auto::measure(&a.mesh, &c, a.threads, a.remeasure)?;
+    if measured.cached {
+        println!("figures from {} (--remeasure to measure again)", auto::cache_path(&a.mesh));
+    }
+    let (links, nodes, addrs) = (&measured.links, &measured.nodes, &measured.names);
+    print!("{}", onebit_dist::probe::links_table(links));
     println!(
         "{:<6} {:<24} {:>12} {:>12} {:>12}",
         "node", "address", "alone tok/s", "batch slope", "memory GB"
     );
-    for (i, (n, addr)) in nodes.iter().zip(&addrs).enumerate() {
+    for (i, (n, addr)) in nodes.iter().zip(addrs).enumerate() {
         println!(
             "{i:<6} {:<24} {:>12.2} {:>12.3} {:>12.1}",
-            addr.to_string(),
+            addr,
             1.0 / n.token_s,
             n.batch_slope,
             n.mem_bytes as f64 / 1e9
         );
     }
-    let specs: Vec<NodeSpec> = nodes
-        .iter()
-        .zip(&addrs)
-        .map(|(n, addr)| NodeSpec {
-            name: addr.to_string(),
-            token_s: n.token_s,
-            mem_bytes: n.mem_bytes,
-            batch_slope: n.batch_slope,
-        })
-        .collect();
-    let plans = plan(&c, 2.0, &specs, &links, a.batch)?;
+    let (plans, auto_choice) = auto::choose(&c, 2.0, &measured, a.batch)?;
     println!(
         "{:<64} {:>10} {:>12} {:>12} {:>6}",
         "candidate",
@@ -113,13 +94,36 @@ pub fn run(a: Args) -> Result<()> {
             p.syncs
         );
     }
-    let Some(choice) = plans.iter().find(|p| pick(&p.strategy)) else {
+    let choice = if a.strategy == "auto" {
+        Some(&auto_choice)
+    } else {
+        plans.iter().find(|p| pick(&p.strategy))
+    };
+    let Some(choice) = choice else {
         bail!("no '{}' candidate fits this mesh", a.strategy);
     };
     println!("choice: {}", describe(&choice.strategy));
-    if let Strategy::Pipeline { layers } = &choice.strategy {
-        let split: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
-        println!("run it: onebit run {} --mesh {} --split {}", a.model, a.mesh, split.join(","));
+    match &choice.strategy {
+        Strategy::Pipeline { layers } => {
+            let split: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
+            println!(
+                "run it: onebit run {} --mesh {} --split {}",
+                a.model,
+                a.mesh,
+                split.join(",")
+            );
+        }
+        Strategy::Tensor { .. } => {
+            let shares: Vec<String> =
+                auto::speed_shares(&measured).iter().map(|s| format!("{s:.2}")).collect();
+            println!(
+                "run it: onebit run {} --mesh {} --strategy tp --shares {}",
+                a.model,
+                a.mesh,
+                shares.join(",")
+            );
+        }
+        Strategy::Single { .. } => {}
     }
     Ok(())
 }

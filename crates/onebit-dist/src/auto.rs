@@ -1,0 +1,208 @@
+//! `--strategy auto`: measure the mesh (every link, every node's speed on the model's shape;
+//! [`crate::bootstrap::Job::Plan`]) or reuse the measurements cached beside the mesh file,
+//! ask the planner, and take its fastest plan for one sequence that the executors run from
+//! this head: one node (the head alone), tensor parallel over all nodes (shares in
+//! proportion to the measured speeds, the planner's split) or a pipeline (the planner's
+//! block ranges). A plan that puts the whole model on a worker is left out: the head holds
+//! the user's session and samples, so it takes part in every plan it runs.
+//!
+//! The cache (`<mesh file>.measured.toml`) holds the addresses, the model's shape and the
+//! threads it was measured for; any of them changing, or `remeasure`, measures again.
+
+use crate::bootstrap::{run_head, Job, JobResult, MeshFile, PlanJob};
+use crate::error::{DistError, Result};
+use crate::key::read_key_file;
+use crate::plan::{plan, NodeSpec, Plan, Strategy};
+use crate::probe::{LinkProbe, ProbeOptions};
+use crate::speed::NodeMeasure;
+use crate::tcp::TcpConfig;
+use onebit_model::ModelConfig;
+use std::net::TcpListener;
+use std::time::Duration;
+
+/// The measurements the planner needs, as cached.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Cached {
+    addrs: Vec<String>,
+    shape: Vec<usize>,
+    threads: usize,
+    /// Per link: lower rank, higher rank, rtt, jitter, latency (s), bandwidth (B/s).
+    links: Vec<(usize, usize, f64, f64, f64, f64)>,
+    /// Per node: seconds per token, memory bytes, batch slope.
+    nodes: Vec<(f64, u64, f64)>,
+}
+
+fn shape(c: &ModelConfig) -> Vec<usize> {
+    vec![c.hidden, c.layers, c.heads, c.kv_heads, c.head_dim, c.intermediate, c.vocab]
+}
+
+/// The mesh as measured: links, nodes, and whether it came from the cache.
+pub struct Measured {
+    /// Every link.
+    pub links: Vec<LinkProbe>,
+    /// Every node, head first.
+    pub nodes: Vec<NodeMeasure>,
+    /// Their addresses.
+    pub names: Vec<String>,
+    /// Read from the cache rather than measured now.
+    pub cached: bool,
+}
+
+/// The cache file of a mesh file.
+pub fn cache_path(mesh: &str) -> String {
+    format!("{mesh}.measured.toml")
+}
+
+/// Measures the mesh in `mesh` for a model of shape `c` run with `threads` threads per node,
+/// or reads the measurements cached for exactly that (unless `remeasure`).
+pub fn measure(mesh: &str, c: &ModelConfig, threads: usize, remeasure: bool) -> Result<Measured> {
+    let m = MeshFile::read(mesh)?;
+    let addrs = m.addrs()?;
+    let names: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let path = cache_path(mesh);
+    let found = std::fs::read_to_string(&path).ok().and_then(|t| toml::from_str::<Cached>(&t).ok());
+    if let Some(k) = found
+        .filter(|k| !remeasure && k.addrs == names && k.shape == shape(c) && k.threads == threads)
+    {
+        let links = k
+            .links
+            .iter()
+            .map(|&(a, b, rtt_s, jitter_s, latency_s, bandwidth_bps)| LinkProbe {
+                a,
+                b,
+                rtt_s,
+                jitter_s,
+                latency_s,
+                bandwidth_bps,
+            })
+            .collect();
+        let nodes = k
+            .nodes
+            .iter()
+            .map(|&(token_s, mem_bytes, batch_slope)| NodeMeasure {
+                token_s,
+                mem_bytes,
+                batch_slope,
+            })
+            .collect();
+        return Ok(Measured { links, nodes, names, cached: true });
+    }
+    let cfg = TcpConfig::new(read_key_file(&m.key_file)?);
+    let listener = TcpListener::bind(addrs[0]).map_err(|e| {
+        DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
+    })?;
+    let job = Job::Plan(PlanJob { shape: c.clone(), threads, probe: ProbeOptions::default() });
+    let JobResult::Plan(links, nodes) =
+        run_head(&listener, &addrs, &job, &cfg, Duration::from_secs(1800))?
+    else {
+        return Err(DistError::Usage("the plan job returned another job's result".into()));
+    };
+    let k = Cached {
+        addrs: names.clone(),
+        shape: shape(c),
+        threads,
+        links: links
+            .iter()
+            .map(|l| (l.a, l.b, l.rtt_s, l.jitter_s, l.latency_s, l.bandwidth_bps))
+            .collect(),
+        nodes: nodes.iter().map(|n| (n.token_s, n.mem_bytes, n.batch_slope)).collect(),
+    };
+    // A cache that cannot be written only costs a measurement next time.
+    match toml::to_string(&k) {
+        Ok(text) => {
+            let tmp = format!("{path}.tmp{}", std::process::id());
+            if std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!("cannot write the measurement cache {path}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot encode the measurement cache: {e}"),
+    }
+    Ok(Measured { links, nodes, names, cached: false })
+}
+
+/// Every candidate for `c` on the measured mesh (`k` sequences for the batch figure), the
+/// fastest first, and the one `--strategy auto` runs: the fastest the head takes part in.
+pub fn choose(c: &ModelConfig, bpw: f64, m: &Measured, k: usize) -> Result<(Vec<Plan>, Plan)> {
+    let specs: Vec<NodeSpec> = m
+        .nodes
+        .iter()
+        .zip(&m.names)
+        .map(|(n, name)| NodeSpec {
+            name: name.clone(),
+            token_s: n.token_s,
+            mem_bytes: n.mem_bytes,
+            batch_slope: n.batch_slope,
+        })
+        .collect();
+    let plans = plan(c, bpw, &specs, &m.links, k)?;
+    let choice = plans
+        .iter()
+        .find(|p| !matches!(p.strategy, Strategy::Single { node } if node != 0))
+        .cloned()
+        .ok_or_else(|| {
+            DistError::Usage("no plan this head can run fits the mesh (only single workers)".into())
+        })?;
+    Ok((plans, choice))
+}
+
+/// Tensor-parallel shares in proportion to the measured speeds (the planner's split).
+pub fn speed_shares(m: &Measured) -> Vec<f64> {
+    m.nodes.iter().map(|n| 1.0 / n.token_s).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_round_trips_through_toml() {
+        let k = Cached {
+            addrs: vec!["127.0.0.1:1".into(), "[::1]:2".into()],
+            shape: vec![1, 2, 3, 4, 5, 6, 7],
+            threads: 2,
+            links: vec![(0, 1, 1e-4, 2e-5, 5e-5, 1.2e9)],
+            nodes: vec![(0.07, 1 << 34, 0.3), (0.08, 1 << 33, 0.25)],
+        };
+        let back: Cached = toml::from_str(&toml::to_string(&k).unwrap()).unwrap();
+        assert_eq!(back, k);
+    }
+
+    fn mesh(speeds: [f64; 2], latency_s: f64, bandwidth_bps: f64) -> Measured {
+        let link = LinkProbe {
+            a: 0,
+            b: 1,
+            rtt_s: 2.0 * latency_s,
+            jitter_s: 0.0,
+            latency_s,
+            bandwidth_bps,
+        };
+        Measured {
+            links: vec![link],
+            nodes: speeds
+                .iter()
+                .map(|s| NodeMeasure { token_s: 1.0 / s, mem_bytes: 64 << 30, batch_slope: 0.3 })
+                .collect(),
+            names: vec!["a:1".into(), "b:2".into()],
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn auto_takes_the_fastest_plan_the_head_is_part_of() {
+        let c = ModelConfig::bitnet_2b4t();
+        // A fast link: splitting wins.
+        let (plans, choice) = choose(&c, 2.0, &mesh([15.0, 15.0], 30e-6, 1e9), 8).unwrap();
+        assert_eq!(choice.strategy, plans[0].strategy);
+        assert!(matches!(choice.strategy, Strategy::Tensor { .. }), "{plans:?}");
+        // A WiFi-like link: the head alone.
+        let (_, choice) = choose(&c, 2.0, &mesh([15.0, 15.0], 5e-3, 12e6), 8).unwrap();
+        assert_eq!(choice.strategy, Strategy::Single { node: 0 });
+        // A worker much faster than the head behind a slow link: the planner's best is that
+        // worker alone, which this head cannot run; auto takes the best plan with the head.
+        let (plans, choice) = choose(&c, 2.0, &mesh([5.0, 40.0], 5e-3, 12e6), 8).unwrap();
+        assert_eq!(plans[0].strategy, Strategy::Single { node: 1 });
+        assert_ne!(choice.strategy, Strategy::Single { node: 1 });
+        assert_eq!(choice.strategy, plans[1].strategy);
+    }
+}
