@@ -271,3 +271,16 @@ fn a_killed_or_stopped_worker_is_named_within_the_bound() {
     // The step timeout is 2 s (plus 50 ms per row).
     assert!(took < Duration::from_secs(6), "{took:?}");
 }
+
+#[test]
+fn mesh_flags_without_a_mesh_are_refused_not_ignored() {
+    let model = repo("models/austen.gguf");
+    for (flag, value) in [("--strategy", "tp"), ("--split", "3,3"), ("--wire", "q8")] {
+        let (ok, _, err) = onebit(&["run", &model, "-p", "Emma", "-n", "2", flag, value]);
+        assert!(!ok);
+        assert!(err.contains(&format!("{flag} needs --mesh or --mpi")), "{err}");
+    }
+    let (ok, _, err) =
+        onebit(&["run", &model, "-p", "Emma", "-n", "2", "--device", "gpu", "--mpi"]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+}

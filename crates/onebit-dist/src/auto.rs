@@ -12,6 +12,7 @@
 use crate::bootstrap::{run_head, Job, JobResult, MeshFile, PlanJob};
 use crate::error::{DistError, Result};
 use crate::key::read_key_file;
+use crate::link_emulation::LinkEmulation;
 use crate::plan::{plan, NodeSpec, Plan, Strategy};
 use crate::probe::{LinkProbe, ProbeOptions};
 use crate::speed::NodeMeasure;
@@ -26,10 +27,16 @@ struct Cached {
     addrs: Vec<String>,
     shape: Vec<usize>,
     threads: usize,
+    /// The emulated link's delay and jitter, µs (0, 0: none).
+    emulated_us: (u64, u64),
     /// Per link: lower rank, higher rank, rtt, jitter, latency (s), bandwidth (B/s).
     links: Vec<(usize, usize, f64, f64, f64, f64)>,
     /// Per node: seconds per token, memory bytes, batch slope.
     nodes: Vec<(f64, u64, f64)>,
+}
+
+fn emulated_us(e: Option<LinkEmulation>) -> (u64, u64) {
+    e.map_or((0, 0), |e| (e.delay.as_micros() as u64, e.jitter.as_micros() as u64))
 }
 
 fn shape(c: &ModelConfig) -> Vec<usize> {
@@ -55,7 +62,15 @@ pub fn cache_path(mesh: &str) -> String {
 
 /// Measures the mesh in `mesh` for a model of shape `c` run with `threads` threads per node,
 /// or reads the measurements cached for exactly that (unless `remeasure`).
-pub fn measure(mesh: &str, c: &ModelConfig, threads: usize, remeasure: bool) -> Result<Measured> {
+/// `emulate`: the links' test-mode delay (it changes what is measured, so it is part of the
+/// cache's key).
+pub fn measure(
+    mesh: &str,
+    c: &ModelConfig,
+    threads: usize,
+    remeasure: bool,
+    emulate: Option<LinkEmulation>,
+) -> Result<Measured> {
     let m = MeshFile::read(mesh)?;
     let addrs = m.addrs()?;
     let names: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
@@ -87,7 +102,7 @@ pub fn measure(mesh: &str, c: &ModelConfig, threads: usize, remeasure: bool) -> 
             .collect();
         return Ok(Measured { links, nodes, names, cached: true });
     }
-    let cfg = TcpConfig::new(read_key_file(&m.key_file)?);
+    let cfg = TcpConfig { emulate, ..TcpConfig::new(read_key_file(&m.key_file)?) };
     let listener = TcpListener::bind(addrs[0]).map_err(|e| {
         DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
     })?;
@@ -101,6 +116,7 @@ pub fn measure(mesh: &str, c: &ModelConfig, threads: usize, remeasure: bool) -> 
         addrs: names.clone(),
         shape: shape(c),
         threads,
+        emulated_us: emulated_us(emulate),
         links: links
             .iter()
             .map(|l| (l.a, l.b, l.rtt_s, l.jitter_s, l.latency_s, l.bandwidth_bps))
@@ -161,6 +177,7 @@ mod tests {
             addrs: vec!["127.0.0.1:1".into(), "[::1]:2".into()],
             shape: vec![1, 2, 3, 4, 5, 6, 7],
             threads: 2,
+            emulated_us: (5000, 2000),
             links: vec![(0, 1, 1e-4, 2e-5, 5e-5, 1.2e9)],
             nodes: vec![(0.07, 1 << 34, 0.3), (0.08, 1 << 33, 0.25)],
         };

@@ -45,6 +45,8 @@ pub struct PipelineLaunch {
     pub ready_timeout: Duration,
     /// Where shards streamed to workers without the file are shown.
     pub progress: Progress,
+    /// Test mode: a delay and jitter on every message (the workers must emulate too).
+    pub emulate: Option<crate::link_emulation::LinkEmulation>,
 }
 
 /// Blocks per node for `c` over `nodes` (the head reads the output head besides its blocks).
@@ -99,7 +101,7 @@ fn mesh_and_shape(
 ) -> Result<(Vec<std::net::SocketAddr>, TcpConfig, ModelConfig)> {
     let mesh = MeshFile::read(&l.mesh)?;
     let addrs = mesh.addrs()?;
-    let cfg = TcpConfig::new(read_key_file(&mesh.key_file)?);
+    let cfg = TcpConfig { emulate: l.emulate, ..TcpConfig::new(read_key_file(&mesh.key_file)?) };
     if std::path::Path::new(&l.model).is_dir() {
         return Err(DistError::Usage(format!(
             "{}: a mesh runs GGUF files; convert the directory first (onebit convert)",

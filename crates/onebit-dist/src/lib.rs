@@ -29,6 +29,7 @@ pub mod inproc;
 pub mod key;
 pub mod launch;
 pub mod launch_ranks;
+pub mod link_emulation;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod pipeline;

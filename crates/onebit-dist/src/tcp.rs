@@ -10,6 +10,7 @@
 use crate::comm::{check_peer, Comm};
 use crate::error::{DistError, Result};
 use crate::frame::{decode_header, encode_header, CHUNK, HEADER_LEN, NOISE_MAX};
+use crate::link_emulation::{Emulator, LinkEmulation};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -26,12 +27,19 @@ pub struct TcpConfig {
     pub max_frame: usize,
     /// How long joining may take (peers starting later are waited for).
     pub join_timeout: Duration,
+    /// Test mode: a delay and jitter on every message ([`crate::link_emulation`]).
+    pub emulate: Option<LinkEmulation>,
 }
 
 impl TcpConfig {
     /// Defaults: frames up to 256 MiB, 30 s to join.
     pub fn new(key: [u8; 32]) -> Self {
-        TcpConfig { key, max_frame: 256 << 20, join_timeout: Duration::from_secs(30) }
+        TcpConfig {
+            key,
+            max_frame: 256 << 20,
+            join_timeout: Duration::from_secs(30),
+            emulate: None,
+        }
     }
 }
 
@@ -57,6 +65,9 @@ pub struct TcpComm {
     size: usize,
     max_frame: usize,
     peers: Vec<Option<Peer>>,
+    emulator: Option<Emulator>,
+    /// A message with its emulation stamp (reused).
+    stamped: Vec<u8>,
 }
 
 fn io_err(peer: &str, op: &'static str, e: std::io::Error, wait: Duration) -> DistError {
@@ -276,6 +287,8 @@ impl TcpComm {
             size,
             max_frame: cfg.max_frame,
             peers: (0..size).map(|_| None).collect(),
+            emulator: cfg.emulate.map(|e| Emulator::new(e, rank, size)),
+            stamped: Vec::new(),
         };
         for (lower, addr) in addrs.iter().enumerate().take(rank) {
             let peer = connect(*addr, lower, cfg, deadline)?;
@@ -339,10 +352,16 @@ impl TcpComm {
         let mut peer = handshake(stream, from.to_string(), &cfg.key, false, deadline)?;
         let mut hello = Vec::new();
         peer.recv_frame(&mut hello, 16, deadline)?;
-        let (r, size) = parse_hello(&hello).ok_or_else(|| DistError::Frame {
+        let (r, size, emulated) = parse_hello(&hello).ok_or_else(|| DistError::Frame {
             peer: peer.name.clone(),
             why: format!("a hello of {} bytes", hello.len()),
         })?;
+        if emulated != self.emulator.is_some() {
+            return Err(DistError::Frame {
+                peer: peer.name.clone(),
+                why: "link emulation (--emulate-link) on one end only".into(),
+            });
+        }
         if size != self.size || r <= self.rank || r >= self.size || self.peers[r].is_some() {
             return Err(DistError::Frame {
                 peer: peer.name.clone(),
@@ -352,7 +371,7 @@ impl TcpComm {
                 ),
             });
         }
-        peer.send_frame(&hello_bytes(self.rank, self.size), deadline)?;
+        peer.send_frame(&hello_bytes(self.rank, self.size, emulated), deadline)?;
         peer.name = r.to_string();
         self.peers[r] = Some(peer);
         Ok(r)
@@ -360,12 +379,13 @@ impl TcpComm {
 
     fn exchange_hello(&mut self, lower: usize, deadline: Instant) -> Result<()> {
         let (rank, size, max) = (self.rank, self.size, self.max_frame);
+        let emulated = self.emulator.is_some();
         let peer = self.peers[lower].as_mut().expect("just connected");
-        peer.send_frame(&hello_bytes(rank, size), deadline)?;
+        peer.send_frame(&hello_bytes(rank, size, emulated), deadline)?;
         let mut hello = Vec::new();
         peer.recv_frame(&mut hello, max.min(16), deadline)?;
         match parse_hello(&hello) {
-            Some((r, s)) if r == lower && s == size => Ok(()),
+            Some((r, s, e)) if r == lower && s == size && e == emulated => Ok(()),
             other => Err(DistError::Frame {
                 peer: lower.to_string(),
                 why: format!("hello {other:?}, expected rank {lower} of {size}"),
@@ -379,20 +399,22 @@ impl TcpComm {
     }
 }
 
-fn hello_bytes(rank: usize, size: usize) -> [u8; 8] {
-    let mut h = [0u8; 8];
+/// A hello: rank, mesh size, and whether the node emulates its links (both ends must).
+fn hello_bytes(rank: usize, size: usize, emulated: bool) -> [u8; 9] {
+    let mut h = [0u8; 9];
     h[..4].copy_from_slice(&(rank as u32).to_le_bytes());
-    h[4..].copy_from_slice(&(size as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&(size as u32).to_le_bytes());
+    h[8] = emulated as u8;
     h
 }
 
-fn parse_hello(b: &[u8]) -> Option<(usize, usize)> {
-    if b.len() != 8 {
+fn parse_hello(b: &[u8]) -> Option<(usize, usize, bool)> {
+    if b.len() != 9 || b[8] > 1 {
         return None;
     }
     let r = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
     let s = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
-    Some((r, s))
+    Some((r, s, b[8] == 1))
 }
 
 /// Connects to `addr` (retrying while the peer is not listening yet) and handshakes.
@@ -429,7 +451,16 @@ impl Comm for TcpComm {
     }
 
     fn send(&mut self, to: usize, msg: &[u8], deadline: Instant) -> Result<()> {
-        let r = self.peer(to, "send")?.send_frame(msg, deadline);
+        let mut stamped = std::mem::take(&mut self.stamped);
+        let msg = match self.emulator {
+            Some(_) => {
+                Emulator::stamp(&mut stamped, msg);
+                &stamped[..]
+            }
+            None => msg,
+        };
+        let r = self.peer(to, "send").and_then(|p| p.send_frame(msg, deadline));
+        self.stamped = stamped;
         if r.is_err() {
             // A half-written frame leaves the stream unusable: later calls say so at once.
             self.peers[to] = None;
@@ -445,7 +476,10 @@ impl Comm for TcpComm {
 
     fn recv(&mut self, from: usize, buf: &mut Vec<u8>, deadline: Instant) -> Result<()> {
         let max = self.max_frame;
-        let r = self.peer(from, "recv")?.recv_frame(buf, max, deadline);
+        let mut r = self.peer(from, "recv")?.recv_frame(buf, max, deadline);
+        if let (Ok(()), Some(e)) = (&r, &mut self.emulator) {
+            r = e.arrive(from, buf).map_err(|why| DistError::Frame { peer: from.to_string(), why });
+        }
         if r.is_err() {
             self.peers[from] = None;
         }

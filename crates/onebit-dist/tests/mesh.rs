@@ -4,6 +4,7 @@
 //! Every wait has a deadline, and each test checks it returned within its bound.
 
 use onebit_dist::collective::{all_gather, all_reduce_sum, barrier, broadcast};
+use onebit_dist::link_emulation::LinkEmulation;
 use onebit_dist::{Comm, DistError, InProcComm, TcpComm, TcpConfig};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -95,6 +96,41 @@ fn tcp_collectives_match_the_in_process_ones() {
             comms.into_iter().map(|mut c| thread::spawn(move || exercise(&mut c))).collect();
         let results: Vec<Vec<f32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         assert!(results.iter().all(|r| r == &results[0]), "size {size}");
+    }
+}
+
+#[test]
+fn an_emulated_link_delays_each_message_without_blocking_the_sender_and_needs_both_ends() {
+    let link = LinkEmulation::parse("20,2").unwrap();
+    let emulated = TcpConfig { emulate: Some(link), ..quick(KEY) };
+    let mut comms: Vec<TcpComm> =
+        tcp_mesh(vec![emulated.clone(); 2]).into_iter().map(|c| c.unwrap()).collect();
+    let (mut b, mut a) = (comms.pop().unwrap(), comms.pop().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Ten messages sent at once leave at once and arrive about 20 ms later, all of them.
+    let t = Instant::now();
+    for i in 0..10u8 {
+        a.send(1, &[i; 100], deadline).unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_millis(15), "{:?}", t.elapsed());
+    let mut buf = Vec::new();
+    for i in 0..10u8 {
+        b.recv(0, &mut buf, deadline).unwrap();
+        assert_eq!(buf, [i; 100]);
+    }
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(18) && took < Duration::from_millis(200), "{took:?}");
+    let t2 = thread::spawn(move || exercise(&mut b));
+    exercise(&mut a);
+    t2.join().unwrap();
+    // One end emulating, the other not: the peer is refused (and the refusal logged), the
+    // mesh does not form, rank 0 names the node it still lacks.
+    for cfgs in [vec![emulated.clone(), quick(KEY)], vec![quick(KEY), emulated.clone()]] {
+        let r = tcp_mesh(cfgs);
+        let errs: Vec<String> =
+            r.iter().filter_map(|c| c.as_ref().err().map(|e| e.to_string())).collect();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("[1]") && errs[0].contains("join"), "{errs:?}");
     }
 }
 

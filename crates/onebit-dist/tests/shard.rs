@@ -88,6 +88,7 @@ fn launch(mesh: &str) -> PipelineLaunch {
         split: None,
         ready_timeout: Duration::from_secs(60),
         progress: Progress::default(),
+        emulate: None,
     }
 }
 

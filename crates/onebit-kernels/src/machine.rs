@@ -19,7 +19,38 @@ pub fn cap_threads(requested: usize) -> (usize, bool) {
     }
 }
 
-/// Bytes of memory available to new allocations (Linux `MemAvailable`), if known.
+/// The process's memory budget set by [`set_memory_limit`] (`u64::MAX`: none).
+static LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Holds this process to `bytes` of memory in all (`onebit … --mem-limit`): from now on
+/// [`available_memory`] reports at most `bytes` minus what the process already holds, so
+/// loads and sessions that would exceed it are refused up front with a clear message.
+pub fn set_memory_limit(bytes: u64) {
+    LIMIT.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The budget set by [`set_memory_limit`], if any.
+pub fn memory_limit() -> Option<u64> {
+    Some(LIMIT.load(std::sync::atomic::Ordering::Relaxed)).filter(|&l| l != u64::MAX)
+}
+
+/// Bytes this process holds in memory now (Linux: resident pages), if known.
+pub fn resident_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Bytes left under this process's cgroup (v2) memory limit, where it has one.
+fn cgroup_left() -> Option<u64> {
+    let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
+    let max: u64 = read("memory.max")?.trim().parse().ok()?;
+    let current: u64 = read("memory.current")?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
+}
+
+/// Bytes of memory available to new allocations, if known: Linux `MemAvailable`, lowered
+/// to what is left under the process's cgroup limit and its [`set_memory_limit`] budget.
 pub fn available_memory() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = s
@@ -29,7 +60,14 @@ pub fn available_memory() -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()?;
-    Some(kb * 1024)
+    let mut avail = kb * 1024;
+    if let Some(left) = cgroup_left() {
+        avail = avail.min(left);
+    }
+    if let Some(limit) = memory_limit() {
+        avail = avail.min(limit.saturating_sub(resident_memory().unwrap_or(0)));
+    }
+    Some(avail)
 }
 
 /// Ok when `bytes` fit in available memory (unknown counts as fitting), else a message

@@ -48,6 +48,24 @@ impl Mapped {
         #[cfg(unix)]
         let _ = unsafe { self.0.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
     }
+
+    /// [`Mapped::release`] for the pages wholly inside `range` only.
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
+        const PAGE: usize = 4096;
+        let (start, end) = (range.start.div_ceil(PAGE) * PAGE, range.end / PAGE * PAGE);
+        if start < end && end <= self.0.len() {
+            // SAFETY: as in `release`: a read-only, file-backed private map; discarding our
+            // page references only makes later reads fault the file's contents back in.
+            #[cfg(unix)]
+            let _ = unsafe {
+                self.0.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
 }
 
 impl AsRef<[u8]> for Mapped {

@@ -5,6 +5,7 @@ use super::model_args::ModelArgs;
 use anyhow::{bail, Result};
 use onebit_dist::auto;
 use onebit_dist::launch::{start_pipeline, start_tensor, PipelineLaunch};
+use onebit_dist::link_emulation::LinkEmulation;
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
 use onebit_dist::plan::Strategy as PlanStrategy;
 use onebit_dist::tensor::TensorHead;
@@ -18,7 +19,6 @@ pub type Loaded = (Model, Option<Box<dyn Comm>>, Layout);
 
 /// Flags for running across a device mesh.
 #[derive(clap::Args, Debug)]
-#[group(id = "distributed", multiple = true, args = ["mesh", "mpi"])]
 pub struct MeshArgs {
     /// Run across the nodes of this mesh file (TOML: key_file, head, workers), each worker
     /// running `onebit worker`: the blocks are split into one contiguous range per node
@@ -35,33 +35,38 @@ pub struct MeshArgs {
     /// (with --mesh: measure the links and nodes, or reuse the measurements cached beside the
     /// mesh file, and run the planner's fastest plan for one sequence, which may be the head
     /// alone).
-    #[arg(long, default_value = "pp", value_parser = ["pp", "tp", "auto"], requires = "distributed")]
+    #[arg(long, default_value = "pp", value_parser = ["pp", "tp", "auto"])]
     pub strategy: String,
     /// With --strategy auto: measure the mesh again instead of reusing the cached figures.
     #[arg(long, requires = "mesh")]
     pub remeasure: bool,
+    /// Test mode for link-emulation benchmarks on one machine: hold every mesh message for
+    /// DELAY_MS (± JITTER_MS) after it was sent, e.g. 5,2 for WiFi; the workers need the same
+    /// flag.
+    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", requires = "mesh", hide = true)]
+    pub emulate_link: Option<String>,
     /// Blocks per node with --mesh, head first (e.g. 6,24); default: equal bytes per node.
-    #[arg(long, value_delimiter = ',', requires = "distributed")]
+    #[arg(long, value_delimiter = ',')]
     pub split: Vec<usize>,
     /// With --strategy tp: each node's share of every block and of the output head, head
     /// first (e.g. 2,3 for a node two thirds as fast as the other); default: equal.
-    #[arg(long, value_delimiter = ',', requires = "distributed")]
+    #[arg(long, value_delimiter = ',')]
     pub shares: Vec<f64>,
     /// Threads per worker with --mesh.
-    #[arg(long, default_value_t = 2, requires = "distributed")]
+    #[arg(long, default_value_t = 2)]
     pub worker_threads: usize,
     /// Activations on the wire with --mesh (a pipeline's hidden states, tensor parallelism's
     /// gathered pieces): f32 (exact), f16 (half the bytes) or q8 (int8 with a scale per row: a
     /// quarter), for slow links; f16/q8 change the logits slightly.
-    #[arg(long, default_value = "f32", requires = "distributed")]
+    #[arg(long, default_value = "f32")]
     pub wire: String,
     /// Seconds a step may wait on the other nodes before the head reports the stalled node.
-    #[arg(long, default_value_t = 5.0, requires = "distributed")]
+    #[arg(long, default_value_t = 5.0)]
     pub step_timeout: f64,
     /// Where the model runs: cpu, or gpu (wgpu: Vulkan, Metal, DX12; on a machine without a
     /// GPU, Mesa's lavapipe runs the same kernels on the CPU, slowly). `onebit kernels`
     /// lists the adapters.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"], conflicts_with = "distributed")]
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"], conflicts_with_all = ["mesh", "mpi"])]
     pub device: String,
 }
 
@@ -73,6 +78,7 @@ impl MeshArgs {
             return self.load_mpi(m, session);
         }
         let Some(mesh) = self.mesh.clone() else {
+            self.check_local()?;
             return Ok((m.load()?, None, Layout::One));
         };
         self.wire_dtype()?;
@@ -88,6 +94,12 @@ impl MeshArgs {
             split: (!self.split.is_empty()).then(|| self.split.clone()),
             ready_timeout: std::time::Duration::from_secs(600),
             progress: super::transfer_bar::bars(),
+            emulate: self
+                .emulate_link
+                .as_deref()
+                .map(LinkEmulation::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--emulate-link: {e}"))?,
         };
         let mut shares = (!self.shares.is_empty()).then(|| self.shares.clone());
         let mut strategy = self.strategy.as_str();
@@ -98,8 +110,13 @@ impl MeshArgs {
             let config = onebit_model::ModelConfig::from_gguf(
                 &onebit_model::load::GgufModelFile::open(&m.model)?.header,
             )?;
-            let measured =
-                auto::measure(&launch.mesh, &config, launch.worker_threads, self.remeasure)?;
+            let measured = auto::measure(
+                &launch.mesh,
+                &config,
+                launch.worker_threads,
+                self.remeasure,
+                launch.emulate,
+            )?;
             let (_, choice) = auto::choose(&config, 2.0, &measured, 8)?;
             eprintln!(
                 "auto: {:?}, predicted {:.1} tok/s (mesh {}; --remeasure to measure again)",
@@ -132,6 +149,22 @@ impl MeshArgs {
         }
         let s = start_pipeline(&launch)?;
         Ok((s.model, Some(Box::new(s.comm)), Layout::Pipeline(s.split)))
+    }
+
+    /// Refuses mesh flags on a run that has no mesh (they would be silently ignored).
+    fn check_local(&self) -> Result<()> {
+        let set = [
+            ("--strategy", self.strategy != "pp"),
+            ("--split", !self.split.is_empty()),
+            ("--shares", !self.shares.is_empty()),
+            ("--worker-threads", self.worker_threads != 2),
+            ("--wire", self.wire != "f32"),
+            ("--step-timeout", self.step_timeout != 5.0),
+        ];
+        match set.iter().find(|(_, on)| *on) {
+            Some((flag, _)) => bail!("{flag} needs --mesh or --mpi"),
+            None => Ok(()),
+        }
     }
 
     /// [`MeshArgs::load`] on an MPI job's ranks: rank 0 returns its part and the mesh; the

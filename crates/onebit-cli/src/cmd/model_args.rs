@@ -34,6 +34,10 @@ pub struct ModelArgs {
     /// Skip checking the tensor data against the checksum onebit writes into its files.
     #[arg(long)]
     pub no_verify: bool,
+    /// Hold this process to this many GB of memory in all: a model part or session that
+    /// would exceed it is refused up front (a mesh node also reports it as its memory).
+    #[arg(long, value_name = "GB")]
+    pub mem_limit: Option<f64>,
 }
 
 impl ModelArgs {
@@ -42,10 +46,14 @@ impl ModelArgs {
         Ok(load_any(&self.model, &self.options()?)?)
     }
 
-    /// Checks the flags and turns them into load options.
+    /// Checks the flags and turns them into load options (and sets the process's memory
+    /// budget when --mem-limit asks for one).
     pub fn options(&self) -> Result<LoadOptions> {
         if self.threads == 0 {
             bail!("--threads must be at least 1");
+        }
+        if let Some(gb) = self.mem_limit {
+            onebit_kernels::machine::set_memory_limit(mem_limit_bytes(gb)?);
         }
         let head = match self.head.as_str() {
             "q8" => HeadKind::Q8,
@@ -69,4 +77,12 @@ impl ModelArgs {
             ..Default::default()
         })
     }
+}
+
+/// `--mem-limit GB` in bytes.
+pub fn mem_limit_bytes(gb: f64) -> Result<u64> {
+    if !(gb > 0.0 && gb < 1e6) {
+        bail!("--mem-limit must be a positive number of GB");
+    }
+    Ok((gb * 1e9) as u64)
 }

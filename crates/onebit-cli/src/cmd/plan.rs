@@ -56,7 +56,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("unknown --strategy '{}' (auto, tp, pp, single)", a.strategy);
     }
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
-    let measured = auto::measure(&a.mesh, &c, a.threads, a.remeasure)?;
+    let measured = auto::measure(&a.mesh, &c, a.threads, a.remeasure, None)?;
     if measured.cached {
         println!("figures from {} (--remeasure to measure again)", auto::cache_path(&a.mesh));
     }

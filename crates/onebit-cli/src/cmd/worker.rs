@@ -35,6 +35,14 @@ pub struct Args {
     /// ~/.cache/onebit/shards).
     #[arg(long)]
     cache: Option<std::path::PathBuf>,
+    /// Test mode for link-emulation benchmarks on one machine: hold every mesh message for
+    /// DELAY_MS (± JITTER_MS); the head needs the same flag.
+    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", hide = true)]
+    emulate_link: Option<String>,
+    /// Hold this node to this many GB of memory in all: a job whose part would exceed it is
+    /// refused, and the planner is told this as the node's memory.
+    #[arg(long, value_name = "GB")]
+    mem_limit: Option<f64>,
     /// Never ask the head for weights: a node without the file refuses the job.
     #[arg(long, conflicts_with = "cache")]
     no_fetch: bool,
@@ -51,8 +59,13 @@ fn default_cache() -> Option<std::path::PathBuf> {
 
 /// Runs `onebit worker`.
 pub fn run(a: Args) -> Result<()> {
+    if let Some(gb) = a.mem_limit {
+        onebit_kernels::machine::set_memory_limit(super::model_args::mem_limit_bytes(gb)?);
+    }
     let key = read_key_file(&a.key_file)?;
-    let cfg = TcpConfig::new(key);
+    let emulate = a.emulate_link.as_deref().map(onebit_dist::link_emulation::LinkEmulation::parse);
+    let emulate = emulate.transpose().map_err(|e| anyhow::anyhow!("--emulate-link: {e}"))?;
+    let cfg = TcpConfig { emulate, ..TcpConfig::new(key) };
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
     eprintln!("worker listening on {}", listener.local_addr()?);

@@ -170,6 +170,16 @@ impl GgufFile {
 
     /// Checks the tensor data against the checksum onebit wrote into the file, if any.
     pub fn verify_checksum(&self, bytes: &[u8]) -> Result<()> {
+        self.verify_checksum_with(bytes, &mut |_| {})
+    }
+
+    /// [`GgufFile::verify_checksum`], calling `done(r)` after hashing each tensor's byte
+    /// range `r` of `bytes` (a mapped file drops those pages again: bounded memory).
+    pub fn verify_checksum_with(
+        &self,
+        bytes: &[u8],
+        done: &mut dyn FnMut(std::ops::Range<usize>),
+    ) -> Result<()> {
         let Some(expected) = self.get(super::CHECKSUM_KEY).and_then(Value::as_str) else {
             return Ok(());
         };
@@ -178,6 +188,8 @@ impl GgufFile {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         for t in order {
             h.update(self.data(bytes, t));
+            let start = (self.data_offset + t.offset) as usize;
+            done(start..start + t.size as usize);
         }
         let found = super::checksum_text(h.digest());
         if found != expected {

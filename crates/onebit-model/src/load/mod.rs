@@ -208,7 +208,41 @@ pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
         f.verify()?;
     }
     let config = ModelConfig::from_gguf(&f.header)?;
+    // Refused before any weight is paged in or copied: a node held to a budget
+    // (`--mem-limit`, a cgroup) says so instead of being killed halfway.
+    let (held, what) = part_bytes(&f.header, &config, opts);
+    onebit_kernels::machine::check_memory(&format!("{what} of {path}"), held)
+        .map_err(Error::Config)?;
     build_model(&f, config, opts)
+}
+
+/// Bytes of the file's tensors a load with `opts` holds, and a name for that part: the
+/// blocks of a pipeline part (and the ends with it), a tensor-parallel piece's share of the
+/// blocks (by its hidden rows) and the ends, or everything.
+fn part_bytes(g: &crate::gguf::GgufFile, c: &ModelConfig, opts: &LoadOptions) -> (u64, String) {
+    let block = |name: &str| -> Option<usize> {
+        name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+    };
+    let (mut blocks, mut ends) = (vec![0u64; c.layers], 0u64);
+    for t in &g.tensors {
+        match block(&t.name) {
+            Some(b) if b < c.layers => blocks[b] += t.size,
+            _ => ends += t.size,
+        }
+    }
+    match (&opts.part, &opts.tensor) {
+        (Some(p), _) => {
+            let held: u64 = blocks.get(p.layers.clone()).map_or(0, |b| b.iter().sum());
+            let what = format!("blocks {}..{}", p.layers.start, p.layers.end);
+            (held + if p.ends { ends } else { 0 }, what)
+        }
+        (None, Some(t)) => {
+            let share = t.split.hidden_range(t.rank).len() as f64 / c.hidden.max(1) as f64;
+            let held = (blocks.iter().sum::<u64>() as f64 * share) as u64 + ends;
+            (held, format!("tensor piece {} of {}", t.rank, t.split.nodes()))
+        }
+        (None, None) => (blocks.iter().sum::<u64>() + ends, "the weights".into()),
+    }
 }
 
 /// Builds a [`Model`] from any tensor source.

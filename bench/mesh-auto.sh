@@ -1,0 +1,53 @@
+#!/bin/bash
+# One node, tensor parallel, pipeline and --strategy auto over three links between two
+# network namespaces joined by a veth pair, head and worker each pinned to one core with one
+# thread, 2B4T shape, decode at batch 1 and 8:
+#   lan:  1 Gbit/s (tc tbf) + 0.2 ms emulated delay (wired home LAN)
+#   wifi: 100 Mbit/s (tc tbf) + 5 ms ± 2 ms emulated delay and jitter
+#   veth: no shaping, no delay
+# This kernel has no netem: the delay is onebit's test-mode shim (--emulate-link on the head
+# and the worker: every message is held until its send time plus the delay). auto measures
+# the emulated link afresh (--remeasure) and prints its choice and prediction.
+# Needs root; deletes its namespaces on exit. Usage: bash bench/mesh-auto.sh [model.gguf]
+set -euo pipefail
+B=$(realpath "${ONEBIT:-target/release/onebit}")
+M=$(realpath "${1:-/tmp/b4/2b4t.gguf}")
+[ -f "$M" ] || { mkdir -p "$(dirname "$M")"; $B init --shape 2b4t -o "$M"; }
+A=obaa$$; W=obab$$
+cleanup() { ip netns del $A 2>/dev/null || true; ip netns del $W 2>/dev/null || true; rm -rf "$D"; }
+D=$(mktemp -d); trap cleanup EXIT
+ip netns add $A; ip netns add $W
+ip link add ${A}v type veth peer name ${W}v
+ip link set ${A}v netns $A; ip link set ${W}v netns $W
+ip -n $A addr add 10.232.9.1/24 dev ${A}v; ip -n $W addr add 10.232.9.2/24 dev ${W}v
+ip -n $A link set ${A}v up; ip -n $W link set ${W}v up
+ip -n $A link set lo up; ip -n $W link set lo up
+$B mesh new-key -o "$D/mesh.key" >/dev/null
+printf 'key_file = "mesh.key"\nhead = "10.232.9.1:7661"\nworkers = ["10.232.9.2:7662"]\n' > "$D/mesh.toml"
+date; lscpu | grep -E "Model name|^CPU\(s\)|Flags"
+show() { grep -E "tg[0-9]+ |tg[0-9]+@b8|mesh:|auto:" | sed 's/^/    /'; }
+shape() {  # rate or "none"
+  for ns in $A $W; do
+    tc -n $ns qdisc del dev ${ns}v root 2>/dev/null || true
+    [ "$1" = none ] || tc -n $ns qdisc add dev ${ns}v root tbf rate $1 burst 256kb latency 50ms
+  done
+}
+mesh() {  # jobs, emulate, bench flags...
+  local jobs=$1 emu=$2; shift 2
+  local e=(); [ "$emu" = none ] || e=(--emulate-link "$emu")
+  ip netns exec $W taskset -c 1 $B worker --listen 10.232.9.2:7662 --key-file "$D/mesh.key" --jobs "$jobs" "${e[@]}" 2>/dev/null &
+  local w=$!
+  sleep 0.5
+  ip netns exec $A taskset -c 0 $B bench "$M" -t 1 -p 0 --batch 1,8 --mesh "$D/mesh.toml" --worker-threads 1 "${e[@]}" "$@" 2>&1 | show
+  # auto may run on the head alone: the worker then still waits for its job.
+  sleep 1; kill $w 2>/dev/null || true; wait $w 2>/dev/null || true
+}
+for link in "lan 1gbit 0.2 -n 64 -r 3" "wifi 100mbit 5,2 -n 16 -r 2" "veth none none -n 64 -r 3"; do
+  set -- $link; name=$1 rate=$2 emu=$3; shift 3
+  shape "$rate"
+  echo "== $name: rate $rate, emulated delay[,jitter] ms: $emu"
+  echo "one node, 1 thread (core 0)"; taskset -c 0 $B bench "$M" -t 1 -p 0 --batch 1,8 "$@" 2>&1 | show
+  echo "tensor parallel"; mesh 1 "$emu" --strategy tp "$@"
+  echo "pipeline"; mesh 1 "$emu" "$@"
+  echo "auto (measured now)"; mesh 2 "$emu" --strategy auto --remeasure "$@"
+done
