@@ -284,3 +284,18 @@ fn mesh_flags_without_a_mesh_are_refused_not_ignored() {
         onebit(&["run", &model, "-p", "Emma", "-n", "2", "--device", "gpu", "--mpi"]);
     assert!(!ok && err.contains("cannot be used with"), "{err}");
 }
+
+#[test]
+fn a_memory_budget_refuses_what_does_not_fit_before_loading_it() {
+    let model = repo("models/austen.gguf");
+    let (ok, _, err) = onebit(&["run", &model, "-p", "Emma", "-n", "2", "--mem-limit", "0.002"]);
+    assert!(!ok);
+    assert!(err.contains("the weights of") && err.contains("needs"), "{err}");
+    // A worker held to less than its blocks refuses its job; the head names it.
+    let (dir, file, ports) = mesh("budget", 1);
+    let w = worker(&dir, ports[1], &["--mem-limit", "0.002"]);
+    let (ok, _, err) = onebit(&["run", &model, "-p", "Emma", "-n", "2", "--mesh", &file]);
+    assert!(!ok);
+    assert!(err.contains("node 1") && err.contains("blocks 1..6") && err.contains("needs"), "{err}");
+    reap(w);
+}
