@@ -296,6 +296,9 @@ fn a_memory_budget_refuses_what_does_not_fit_before_loading_it() {
     let w = worker(&dir, ports[1], &["--mem-limit", "0.002"]);
     let (ok, _, err) = onebit(&["run", &model, "-p", "Emma", "-n", "2", "--mesh", &file]);
     assert!(!ok);
-    assert!(err.contains("node 1") && err.contains("blocks 1..6") && err.contains("needs"), "{err}");
+    assert!(
+        err.contains("node 1") && err.contains("blocks 1..6") && err.contains("needs"),
+        "{err}"
+    );
     reap(w);
 }

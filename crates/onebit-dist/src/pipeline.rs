@@ -265,6 +265,9 @@ impl<'m> PipelineHead<'m> {
 }
 
 impl Engine for PipelineHead<'_> {
+    fn broken(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
     fn vocab(&self) -> usize {
         self.session.model().config.vocab
     }

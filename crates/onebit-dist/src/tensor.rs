@@ -253,6 +253,9 @@ macro_rules! on_session {
 }
 
 impl Engine for TensorHead<'_> {
+    fn broken(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
     fn vocab(&self) -> usize {
         self.session.model().config.vocab
     }

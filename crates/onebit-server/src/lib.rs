@@ -67,6 +67,18 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// The id clients name the model by.
     pub model_id: String,
+    /// With the engine on a mesh: what to load on this node alone if the mesh loses a node
+    /// (`None`: requests fail from then on, each saying why).
+    pub fallback: Option<Fallback>,
+}
+
+/// The whole model on this node, for when its mesh breaks.
+#[derive(Clone, Debug)]
+pub struct Fallback {
+    /// The model file.
+    pub model: String,
+    /// How to load it.
+    pub load: onebit_model::load::LoadOptions,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +95,7 @@ impl Default for ServerConfig {
             cors_origin: None,
             body_limit: 1 << 20,
             model_id: "onebit".into(),
+            fallback: None,
         }
     }
 }
@@ -131,8 +144,15 @@ impl Server {
             kv: cfg.kv,
         };
         let engine = Arc::new(
-            Engine::start(model, tok.clone(), engine_cfg, metrics.clone(), backend)
-                .map_err(ServerError::Config)?,
+            Engine::start(
+                model,
+                tok.clone(),
+                engine_cfg,
+                metrics.clone(),
+                backend,
+                cfg.fallback.clone(),
+            )
+            .map_err(ServerError::Config)?,
         );
         let app = Arc::new(routes::App {
             engine: engine.clone(),

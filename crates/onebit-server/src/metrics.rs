@@ -33,6 +33,8 @@ pub struct Metrics {
     pub kv_used: AtomicU64,
     /// KV cache positions in all.
     pub kv_total: AtomicU64,
+    /// Times the engine moved onto this node alone after its mesh lost a node.
+    pub replans: AtomicU64,
 }
 
 impl Metrics {
@@ -42,7 +44,7 @@ impl Metrics {
         let decode_s = g(&self.decode_us) as f64 / 1e6;
         let prefill_s = g(&self.prefill_us) as f64 / 1e6;
         let rate = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
-        let rows: [(&str, &str, &str, String); 14] = [
+        let rows: [(&str, &str, &str, String); 15] = [
             (
                 "onebit_requests_total",
                 "counter",
@@ -116,6 +118,12 @@ impl Metrics {
                 "gauge",
                 "KV cache positions in all",
                 g(&self.kv_total).to_string(),
+            ),
+            (
+                "onebit_mesh_replans_total",
+                "counter",
+                "Times the engine moved onto this node alone after its mesh lost a node",
+                g(&self.replans).to_string(),
             ),
         ];
         let mut out = String::new();

@@ -113,6 +113,7 @@ impl Engine {
         cfg: EngineConfig,
         metrics: Arc<Metrics>,
         backend: Backend,
+        fallback: Option<crate::Fallback>,
     ) -> Result<Engine, String> {
         let queue = Arc::new((
             Mutex::new(Queue { jobs: VecDeque::new(), shutdown: false }),
@@ -129,41 +130,49 @@ impl Engine {
                     slots: cfg.slots,
                     kv: cfg.kv,
                 };
-                let cpu = || Session::try_with_options(&model, opts).map_err(|e| e.to_string());
-                let engine = (|| -> Result<Box<dyn ModelEngine + '_>, String> {
-                    Ok(match backend {
-                        Backend::Local => Box::new(cpu()?),
-                        Backend::Mesh(comm, t, wire) => Box::new(
-                            PipelineHead::new(cpu()?, comm, t)
-                                .map_err(|e| e.to_string())?
-                                .with_wire(wire),
-                        ),
-                        Backend::Tensor(comm, t, wire) => Box::new(
-                            onebit_dist::tensor::TensorHead::new(cpu()?, comm, t)
-                                .map_err(|e| e.to_string())?
-                                .with_wire(wire)
+                let broken = {
+                    let cpu = || Session::try_with_options(&model, opts).map_err(|e| e.to_string());
+                    let engine = (|| -> Result<Box<dyn ModelEngine + '_>, String> {
+                        Ok(match backend {
+                            Backend::Local => Box::new(cpu()?),
+                            Backend::Mesh(comm, t, wire) => Box::new(
+                                PipelineHead::new(cpu()?, comm, t)
+                                    .map_err(|e| e.to_string())?
+                                    .with_wire(wire),
+                            ),
+                            Backend::Tensor(comm, t, wire) => Box::new(
+                                onebit_dist::tensor::TensorHead::new(cpu()?, comm, t)
+                                    .map_err(|e| e.to_string())?
+                                    .with_wire(wire)
+                                    .map_err(|e| e.to_string())?,
+                            ),
+                            Backend::Gpu(ctx) => Box::new(
+                                // The device keeps its KV cache in f32 whatever --kv says.
+                                onebit_gpu::GpuSession::new(
+                                    ctx,
+                                    &model,
+                                    SessionOptions { kv: onebit_model::KvDtype::F32, ..opts },
+                                )
                                 .map_err(|e| e.to_string())?,
-                        ),
-                        Backend::Gpu(ctx) => Box::new(
-                            // The device keeps its KV cache in f32 whatever --kv says.
-                            onebit_gpu::GpuSession::new(
-                                ctx,
-                                &model,
-                                SessionOptions { kv: onebit_model::KvDtype::F32, ..opts },
-                            )
-                            .map_err(|e| e.to_string())?,
-                        ),
-                    })
-                })();
-                match engine {
-                    Ok(engine) => {
-                        let _ = ready_tx.send(Ok(engine.capacity()));
-                        Runner::new(engine, model.config.eos, &tok, cfg, &m).run(&q);
+                            ),
+                        })
+                    })();
+                    let engine = match engine {
+                        Ok(engine) => engine,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(engine.capacity()));
+                    match Runner::new(engine, model.config.eos, &tok, cfg, &m).run(&q) {
+                        RunEnd::Broken(why) => why,
+                        RunEnd::Shutdown => return,
                     }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
+                };
+                // The head's part goes before the whole model loads.
+                drop(model);
+                replan(broken, fallback, opts, &tok, cfg, &m, &q);
             })
             .map_err(|e| e.to_string())?;
         let ctx = ready_rx.recv().map_err(|_| "the engine thread stopped".to_string())??;
@@ -195,6 +204,68 @@ impl Engine {
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Why a runner stopped.
+enum RunEnd {
+    /// The server is shutting down.
+    Shutdown,
+    /// The engine broke (a mesh lost a node): why.
+    Broken(String),
+}
+
+/// After the mesh broke: serves on from this node alone when the whole model fits here
+/// (`fallback`), else answers every request with why it cannot run.
+fn replan(
+    why: String,
+    fallback: Option<crate::Fallback>,
+    opts: SessionOptions,
+    tok: &Tokenizer,
+    cfg: EngineConfig,
+    metrics: &Metrics,
+    queue: &(Mutex<Queue>, Condvar),
+) {
+    tracing::error!("the mesh failed: {why}");
+    let Some(f) = fallback else {
+        return refuse_all(queue, format!("the mesh failed: {why}"));
+    };
+    tracing::warn!("re-planning: loading all of {} on this node", f.model);
+    let local = match Model::from_pretrained(&f.model, &f.load) {
+        Ok(m) => m,
+        Err(e) => {
+            let msg = format!("the mesh failed ({why}) and the model does not load here: {e}");
+            return refuse_all(queue, msg);
+        }
+    };
+    let session = Session::try_with_options(&local, opts);
+    match session {
+        Ok(s) => {
+            tracing::warn!("serving {} from this node alone", f.model);
+            metrics.replans.fetch_add(1, Relaxed);
+            let end = Runner::new(Box::new(s), local.config.eos, tok, cfg, metrics).run(queue);
+            if let RunEnd::Broken(w) = end {
+                refuse_all(queue, w);
+            }
+        }
+        Err(e) => {
+            refuse_all(queue, format!("the mesh failed ({why}) and this node alone cannot: {e}"))
+        }
+    };
+}
+
+/// Answers every request with `msg` until the server shuts down.
+fn refuse_all(queue: &(Mutex<Queue>, Condvar), msg: String) {
+    let (lock, cv) = queue;
+    let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+    while !q.shutdown {
+        for job in q.jobs.drain(..) {
+            let _ = job.events.send(Event::Failed(msg.clone()));
+        }
+        q = cv.wait_timeout(q, Duration::from_millis(200)).unwrap_or_else(|e| e.into_inner()).0;
+    }
+    for job in q.jobs.drain(..) {
+        let _ = job.events.send(Event::Failed("the server is shutting down".into()));
     }
 }
 
@@ -267,15 +338,33 @@ impl<'a, 'm> Runner<'a, 'm> {
         }
     }
 
-    fn run(mut self, queue: &(Mutex<Queue>, Condvar)) {
+    fn run(mut self, queue: &(Mutex<Queue>, Condvar)) -> RunEnd {
         loop {
             if !self.admit(queue) {
-                return;
+                return RunEnd::Shutdown;
+            }
+            if let Some(end) = self.check_broken() {
+                return end;
             }
             self.drop_cancelled();
             self.turn();
             self.publish();
+            if let Some(end) = self.check_broken() {
+                return end;
+            }
         }
+    }
+
+    /// When the engine broke: fails the requests in slots and says why.
+    fn check_broken(&mut self) -> Option<RunEnd> {
+        let why = self.session.broken()?.to_string();
+        for s in 0..self.slots.len() {
+            if let Some(a) = self.slots[s].active.take() {
+                let _ = a.job.events.send(Event::Failed(format!("the mesh failed: {why}")));
+            }
+        }
+        self.publish();
+        Some(RunEnd::Broken(why))
     }
 
     /// Moves queued jobs into free slots; waits when there is nothing to do. False on shutdown.
@@ -301,6 +390,9 @@ impl<'a, 'm> Runner<'a, 'm> {
                     let job = q.jobs.pop_front().expect("not empty");
                     self.metrics.queue_depth.store(q.jobs.len() as u64, Relaxed);
                     self.place(job);
+                    if self.session.broken().is_some() {
+                        return true;
+                    }
                 }
                 _ if busy => return true,
                 _ => {
@@ -335,7 +427,8 @@ impl<'a, 'm> Runner<'a, 'm> {
                 return;
             }
         };
-        if self.session.truncate_slot(slot, reuse).is_err() {
+        if let Err(e) = self.session.truncate_slot(slot, reuse) {
+            let _ = job.events.send(Event::Failed(e.to_string()));
             return;
         }
         self.slots[slot].tokens.truncate(reuse);

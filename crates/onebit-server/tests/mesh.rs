@@ -10,7 +10,7 @@ use onebit_dist::InProcComm;
 use onebit_model::chat_template::ChatTemplate;
 use onebit_model::load::{LoadOptions, ModelPart};
 use onebit_model::{KvDtype, Model, Session, SessionOptions, Tokenizer};
-use onebit_server::{Backend, Server, ServerConfig};
+use onebit_server::{Backend, Fallback, Server, ServerConfig};
 use serde_json::{json, Value};
 
 fn repo(p: &str) -> String {
@@ -165,4 +165,69 @@ fn a_server_on_the_gpu_answers_as_the_cpu_does() {
     gpu.stop();
     assert!(got.2 > 0, "the second turn reuses the first's cache on the device too");
     assert_eq!(got, want, "the GPU server's replies differ from the CPU server's");
+}
+
+/// Status and body of a POST, whatever the status.
+fn post_any(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let resp = ureq::post(&format!("http://{}{path}", s.addr()))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.into_body().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn a_server_whose_mesh_loses_its_worker_serves_on_from_the_head_alone() {
+    let body = json!({"prompt": "It is a truth universally acknowledged", "max_tokens": 16, "temperature": 0});
+    let local = start(load(None), Backend::Local);
+    let want = post(&local, "/v1/completions", body.clone())["choices"][0]["text"].clone();
+    local.stop();
+
+    let mut comms = InProcComm::mesh(2).into_iter();
+    let (head, mut tail) = (comms.next().unwrap(), comms.next().unwrap());
+    // The worker gives up on the head after 300 ms without a message: a node gone away.
+    let worker = std::thread::spawn(move || {
+        let m = load(Some(ModelPart { layers: 4..6, ends: false }));
+        let mut s = Session::with_options(&m, session_opts());
+        let t =
+            PipelineTimeouts { idle: std::time::Duration::from_millis(300), ..Default::default() };
+        let _ = serve_stage(&mut s, &mut tail, t);
+    });
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let template = ChatTemplate::for_model(&repo("models/austen.gguf")).unwrap();
+    let fallback = Fallback {
+        model: repo("models/austen.gguf"),
+        load: LoadOptions { threads: 1, ..Default::default() },
+    };
+    let s = Server::start_on(
+        load(Some(ModelPart { layers: 0..4, ends: true })),
+        tok,
+        template,
+        ServerConfig { fallback: Some(fallback), ..cfg() },
+        Backend::Mesh(Box::new(head), PipelineTimeouts::default(), Default::default()),
+    )
+    .unwrap();
+    // On the mesh.
+    assert_eq!(post(&s, "/v1/completions", body.clone())["choices"][0]["text"], want);
+    worker.join().unwrap();
+    // The request that finds the worker gone fails, saying so; the next runs on the head alone.
+    let (status, err) = post_any(&s, "/v1/completions", body.clone());
+    assert_eq!(status, 500, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("node 1"), "{err}");
+    let (status, again) = post_any(&s, "/v1/completions", body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["choices"][0]["text"], want);
+    let metrics = ureq::get(&format!("http://{}/metrics", s.addr()))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("onebit_mesh_replans_total 1"), "{metrics}");
+    s.stop();
 }

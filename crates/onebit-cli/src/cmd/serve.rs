@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use onebit_model::chat_template::ChatTemplate;
-use onebit_server::{Backend, Server, ServerConfig};
+use onebit_server::{Backend, Fallback, Server, ServerConfig};
 
 /// Flags of `onebit serve`.
 #[derive(clap::Args, Debug)]
@@ -83,6 +83,15 @@ pub fn run(a: Args) -> Result<()> {
         cors_origin: a.cors_origin,
         body_limit: a.body_limit,
         model_id: model_id.clone(),
+        // A mesh that loses a node: serve on from this node alone, if the model fits here.
+        fallback: a
+            .mesh
+            .mesh
+            .is_some()
+            .then(|| -> Result<Fallback> {
+                Ok(Fallback { model: a.m.model.clone(), load: a.m.options()? })
+            })
+            .transpose()?,
     };
     let slots = cfg.slots;
     let backend = match comm {

@@ -36,6 +36,11 @@ pub trait Engine {
         ids.extend(logits.chunks_exact(vocab).map(argmax));
         Ok(())
     }
+    /// Why this engine can run nothing more (a mesh that lost a node), if it cannot; a
+    /// local session never breaks.
+    fn broken(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Engine for Session<'_> {
