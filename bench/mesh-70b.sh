@@ -13,17 +13,7 @@ LIMIT=${LIMIT:-9}; N=${N:-8}
 T=$(realpath models/austen.tokenizer.json)
 [ -f "$M" ] || { mkdir -p "$(dirname "$M")"; $B init --shape 70b --format b3 --vocab 4096 -o "$M"; }
 M=$(realpath "$M")
-A=ob7a$$; W=ob7b$$
-cleanup() { ip netns del $A 2>/dev/null || true; ip netns del $W 2>/dev/null || true; rm -rf "$D"; }
-D=$(mktemp -d); trap cleanup EXIT
-ip netns add $A; ip netns add $W
-ip link add ${A}v type veth peer name ${W}v
-ip link set ${A}v netns $A; ip link set ${W}v netns $W
-ip -n $A addr add 10.232.9.1/24 dev ${A}v; ip -n $W addr add 10.232.9.2/24 dev ${W}v
-ip -n $A link set ${A}v up; ip -n $W link set ${W}v up
-for ns in $A $W; do tc -n $ns qdisc add dev ${ns}v root tbf rate 1gbit burst 256kb latency 50ms; done
-$B mesh new-key -o "$D/mesh.key" >/dev/null
-printf 'key_file = "mesh.key"\nhead = "10.232.9.1:7661"\nworkers = ["10.232.9.2:7662"]\n' > "$D/mesh.toml"
+. "$(dirname "$0")/mesh-netns.sh" 1gbit
 date; lscpu | grep -E "Model name|^CPU\(s\)|Flags"; free -g | head -2
 echo "model: $M ($(du -h "$M" | cut -f1)); each process held to $LIMIT GB; link: veth, tbf 1gbit"
 RUN=(run "$M" --tokenizer "$T" -p "It is a truth universally acknowledged" -n "$N" -t 1)

@@ -10,17 +10,7 @@ B=$(realpath "${ONEBIT:-target/release/onebit}")
 M=$(realpath "${1:-/tmp/b4/2b4t.gguf}")
 RATE=${RATE:-1gbit}
 [ -f "$M" ] || { mkdir -p "$(dirname "$M")"; $B init --shape 2b4t -o "$M"; }
-A=obfa$$; W=obfb$$
-cleanup() { ip netns del $A 2>/dev/null || true; ip netns del $W 2>/dev/null || true; rm -rf "$D"; }
-D=$(mktemp -d); trap cleanup EXIT
-ip netns add $A; ip netns add $W
-ip link add ${A}v type veth peer name ${W}v
-ip link set ${A}v netns $A; ip link set ${W}v netns $W
-ip -n $A addr add 10.232.9.1/24 dev ${A}v; ip -n $W addr add 10.232.9.2/24 dev ${W}v
-ip -n $A link set ${A}v up; ip -n $W link set ${W}v up
-for ns in $A $W; do tc -n $ns qdisc add dev ${ns}v root tbf rate $RATE burst 256kb latency 50ms; done
-$B mesh new-key -o "$D/mesh.key" >/dev/null
-printf 'key_file = "mesh.key"\nhead = "10.232.9.1:7661"\nworkers = ["10.232.9.2:7662"]\n' > "$D/mesh.toml"
+. "$(dirname "$0")/mesh-netns.sh" "$RATE"
 mkdir -p "$D/none"
 date; lscpu | grep -E "Model name|^CPU\(s\)|Flags"; echo "link: veth, tbf $RATE both ways; model $(du -h "$M" | cut -f1)"
 start() {  # label, worker flags..., --, head flags...

@@ -47,10 +47,15 @@ fn mesh(name: &str, workers: usize) -> (PathBuf, String, Vec<u16>) {
 }
 
 fn worker(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    worker_jobs(dir, port, 1, extra)
+}
+
+/// A worker on `port` that serves `jobs` jobs.
+fn worker_jobs(dir: &Path, port: u16, jobs: usize, extra: &[&str]) -> Child {
     let key = dir.join("mesh.key").display().to_string();
     let listen = format!("127.0.0.1:{port}");
     bin()
-        .args(["worker", "--listen", &listen, "--key-file", &key, "--jobs", "1"])
+        .args(["worker", "--listen", &listen, "--key-file", &key, "--jobs", &jobs.to_string()])
         .args(extra)
         .stderr(Stdio::null())
         .spawn()
@@ -154,13 +159,7 @@ fn auto_measures_once_then_reuses_the_figures_and_prints_what_one_node_prints() 
     let (ok, single, err) = onebit(&run);
     assert!(ok, "{err}");
     let (dir, file, ports) = mesh("auto", 1);
-    let key = dir.join("mesh.key").display().to_string();
-    let mut w = bin()
-        .args(["worker", "--listen", &format!("127.0.0.1:{}", ports[1]), "--key-file", &key])
-        .args(["--jobs", "3"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut w = worker_jobs(&dir, ports[1], 3, &[]);
     // Measured now; then from the cache; then measured again on request.
     for (round, flags, want) in [
         (0, vec![], "measured now"),
@@ -192,13 +191,7 @@ fn a_worker_without_the_file_gets_its_shard_from_the_head() {
     let (empty, cache) = (dir.join("models"), dir.join("cache"));
     std::fs::create_dir_all(&empty).unwrap();
     let (empty, cache) = (empty.display().to_string(), cache.display().to_string());
-    let key = dir.join("mesh.key").display().to_string();
-    let mut w = bin()
-        .args(["worker", "--listen", &format!("127.0.0.1:{}", ports[1]), "--key-file", &key])
-        .args(["--jobs", "3", "--models", &empty, "--cache", &cache])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut w = worker_jobs(&dir, ports[1], 3, &["--models", &empty, "--cache", &cache]);
     for strategy in ["pp", "tp", "pp"] {
         let mut args = run.to_vec();
         args.extend(["--mesh", &file, "--strategy", strategy]);

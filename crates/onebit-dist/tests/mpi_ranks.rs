@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{argmax, prompt, repo};
+use common::{greedy_steps, prompt, repo, Run};
 use onebit_dist::collective::{all_gather, all_reduce_sum, broadcast};
 use onebit_dist::launch::Layout;
 use onebit_dist::launch_ranks::{start_ranks, RankLaunch, RankStart, Strategy};
@@ -27,15 +27,8 @@ fn opts() -> SessionOptions {
     SessionOptions { max_ctx: 128, max_batch: 16, slots: 1, kv: onebit_model::KvDtype::F32 }
 }
 
-fn greedy(e: &mut dyn Engine) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let mut logits = vec![e.forward_slot(0, &prompt()).unwrap().to_vec()];
-    let mut tokens = vec![];
-    for _ in 0..64 {
-        let t = argmax(logits.last().unwrap());
-        tokens.push(t);
-        logits.push(e.decode(&[t], &[0]).unwrap().to_vec());
-    }
-    (tokens, logits)
+fn greedy(e: &mut dyn Engine) -> Run {
+    greedy_steps(e, &prompt(), 64)
 }
 
 /// Collectives over MPI give what each rank can work out alone.

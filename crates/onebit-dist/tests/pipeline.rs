@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{argmax, in_process, prompt, repo, tcp};
+use common::{argmax, greedy_steps, in_process, prompt, repo, tcp, Run};
 use onebit_dist::pipeline::{serve_stage, PipelineHead, PipelineTimeouts};
 use onebit_dist::wire::WireDtype;
 use onebit_dist::{Comm, InProcComm};
@@ -25,15 +25,8 @@ fn opts(slots: usize) -> SessionOptions {
 }
 
 /// 64 greedy steps: the tokens and every step's logits.
-fn greedy(e: &mut dyn Engine, prompt: &[u32]) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let mut logits = vec![e.forward_slot(0, prompt).unwrap().to_vec()];
-    let mut tokens = vec![];
-    for _ in 0..64 {
-        let t = argmax(logits.last().unwrap());
-        tokens.push(t);
-        logits.push(e.decode(&[t], &[0]).unwrap().to_vec());
-    }
-    (tokens, logits)
+fn greedy(e: &mut dyn Engine, prompt: &[u32]) -> Run {
+    greedy_steps(e, prompt, 64)
 }
 
 /// Three prompts decoded together, each step's logits.

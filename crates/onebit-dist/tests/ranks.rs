@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{argmax, in_process, prompt, repo};
+use common::{greedy_steps, in_process, prompt, repo, Run};
 use onebit_dist::launch_ranks::{start_ranks, RankLaunch, RankStart, Strategy};
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
 use onebit_dist::tensor::TensorHead;
@@ -15,21 +15,12 @@ use onebit_model::load::LoadOptions;
 use onebit_model::{Engine, Model, Session, SessionOptions};
 use std::time::Duration;
 
-type Run = (Vec<u32>, Vec<Vec<f32>>);
-
 fn opts() -> SessionOptions {
     SessionOptions { max_ctx: 128, max_batch: 16, slots: 1, kv: onebit_model::KvDtype::F32 }
 }
 
 fn greedy(e: &mut dyn Engine) -> Run {
-    let mut logits = vec![e.forward_slot(0, &prompt()).unwrap().to_vec()];
-    let mut tokens = vec![];
-    for _ in 0..64 {
-        let t = argmax(logits.last().unwrap());
-        tokens.push(t);
-        logits.push(e.decode(&[t], &[0]).unwrap().to_vec());
-    }
-    (tokens, logits)
+    greedy_steps(e, &prompt(), 64)
 }
 
 fn launch(model: &str, strategy: Strategy) -> RankLaunch {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{argmax, prompt, repo};
+use common::{greedy_steps, prompt, repo, Run};
 use onebit_dist::bootstrap::{serve_one_job, WorkerSetup};
 use onebit_dist::launch::{start_pipeline, start_tensor, PipelineLaunch};
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
@@ -43,7 +43,6 @@ impl TransferProgress for Counter {
 }
 
 /// Greedy tokens and every step's logits.
-type Run = (Vec<u32>, Vec<Vec<f32>>);
 /// A head's side of one job: its run, or the error it reported.
 type HeadJob = Box<dyn FnOnce() -> Result<Run, String>>;
 
@@ -51,16 +50,8 @@ fn opts() -> SessionOptions {
     SessionOptions { max_ctx: 128, max_batch: 16, slots: 1, kv: onebit_model::KvDtype::F32 }
 }
 
-/// 32 greedy steps: the tokens and every step's logits.
 fn greedy(e: &mut dyn Engine) -> Run {
-    let mut logits = vec![e.forward_slot(0, &prompt()).unwrap().to_vec()];
-    let mut tokens = vec![];
-    for _ in 0..32 {
-        let t = argmax(logits.last().unwrap());
-        tokens.push(t);
-        logits.push(e.decode(&[t], &[0]).unwrap().to_vec());
-    }
-    (tokens, logits)
+    greedy_steps(e, &prompt(), 32)
 }
 
 /// A mesh folder: key, mesh file for a head and one worker; the worker's listener.

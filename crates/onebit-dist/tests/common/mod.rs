@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use onebit_dist::{Comm, InProcComm, TcpComm, TcpConfig};
-use onebit_model::Tokenizer;
+use onebit_model::{Engine, Tokenizer};
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 
@@ -48,4 +48,19 @@ pub fn prompt() -> Vec<u32> {
 /// The index of the largest logit (the first of equals).
 pub fn argmax(l: &[f32]) -> u32 {
     l.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32
+}
+
+/// Greedy tokens and every step's logits.
+pub type Run = (Vec<u32>, Vec<Vec<f32>>);
+
+/// `prompt` in slot 0, then `steps` greedy steps: the tokens and every step's logits.
+pub fn greedy_steps(e: &mut dyn Engine, prompt: &[u32], steps: usize) -> Run {
+    let mut logits = vec![e.forward_slot(0, prompt).unwrap().to_vec()];
+    let mut tokens = vec![];
+    for _ in 0..steps {
+        let t = argmax(logits.last().unwrap());
+        tokens.push(t);
+        logits.push(e.decode(&[t], &[0]).unwrap().to_vec());
+    }
+    (tokens, logits)
 }
