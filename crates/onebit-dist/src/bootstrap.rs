@@ -324,10 +324,13 @@ fn load_stage(j: &StageJob, setup: &WorkerSetup, peer: &mut Peer) -> Result<Mode
                 tracing::info!("loaded the stage from the cached shard {path}");
                 return Ok(m);
             }
-            Err(e) => {
+            // A shard whose bytes are wrong (rotted, cut) is fetched again; any other failure
+            // (too little memory) would fail the same way on a fresh copy.
+            Err(e @ DistError::Model(onebit_model::Error::Gguf { .. })) => {
                 tracing::warn!("cached shard {path}: {e}; fetching it again");
                 let _ = std::fs::remove_file(&p);
             }
+            Err(e) => return Err(e),
         }
     }
     tracing::info!("{why}; fetching the weights from the head");

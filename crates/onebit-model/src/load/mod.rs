@@ -204,15 +204,15 @@ pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
         "{path}: weights {}",
         if f.in_place { "used in place (mmap)" } else { "copied" }
     );
-    if opts.verify {
-        f.verify()?;
-    }
     let config = ModelConfig::from_gguf(&f.header)?;
-    // Refused before any weight is paged in or copied: a node held to a budget
+    // Refused before any weight is read, paged in or copied: a node held to a budget
     // (`--mem-limit`, a cgroup) says so instead of being killed halfway.
     let (held, what) = part_bytes(&f.header, &config, opts);
     onebit_kernels::machine::check_memory(&format!("{what} of {path}"), held)
         .map_err(Error::Config)?;
+    if opts.verify {
+        f.verify()?;
+    }
     build_model(&f, config, opts)
 }
 
