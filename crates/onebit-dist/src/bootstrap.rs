@@ -313,7 +313,7 @@ fn load_stage(j: &StageJob, setup: &WorkerSetup, peer: &mut Peer) -> Result<Mode
         None => j.model.clone(),
     };
     let why = match j.check_copy(&own) {
-        Ok(()) => return j.load(Some(&own)),
+        Ok(()) => return j.load_checked(&own),
         Err(e) => e,
     };
     let Some(cache) = &setup.cache else { return Err(why) };

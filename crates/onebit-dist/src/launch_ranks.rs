@@ -115,7 +115,8 @@ pub fn start_ranks(mut comm: Box<dyn Comm>, l: &RankLaunch) -> Result<RankStart>
         load_head(&l.model, &l.load, &layout)
     } else {
         let jobs = stage_jobs(&layout, &l.model, fp, &config, l.worker_threads, l.session);
-        jobs[rank - 1].load(None)
+        // Every rank's fingerprint was compared above: no need to read the file again.
+        jobs[rank - 1].load_checked(&l.model)
     };
     let loaded = loaded.and_then(|m| {
         drop(Session::try_with_options(&m, l.session)?);

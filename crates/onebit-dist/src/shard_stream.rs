@@ -79,7 +79,8 @@ pub fn job_span(j: &StageJob) -> ShardSpan {
     }
 }
 
-fn hex(b: &[u8; 32]) -> String {
+/// A fingerprint as 64 hex digits (shard names, the shard's metadata, messages).
+pub(crate) fn hex(b: &[u8; 32]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

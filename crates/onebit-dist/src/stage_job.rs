@@ -133,8 +133,8 @@ impl StageJob {
         if mine != self.fingerprint {
             return Err(DistError::Usage(format!(
                 "model file {path} on this node is not the head's (fingerprint {} here, {} there)",
-                hex8(&mine),
-                hex8(&self.fingerprint)
+                &crate::shard_stream::hex(&mine)[..16],
+                &crate::shard_stream::hex(&self.fingerprint)[..16]
             )));
         }
         Ok(())
@@ -145,7 +145,7 @@ impl StageJob {
     /// (its checksum is checked as it loads).
     pub fn load_shard(&self, path: &str) -> Result<Model> {
         let f = onebit_model::load::GgufModelFile::open(path)?;
-        let hex: String = self.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::shard_stream::hex(&self.fingerprint);
         let need = crate::shard_stream::job_span(self);
         match onebit_model::shard::shard_identity(&f.header) {
             Some((source, span)) if source == hex && span.covers(&need) => {}
@@ -159,7 +159,9 @@ impl StageJob {
         self.load_checked(path)
     }
 
-    fn load_checked(&self, path: &str) -> Result<Model> {
+    /// Loads this stage's blocks from `path`, a file already known to be the head's (its
+    /// fingerprint checked, or agreed by every rank).
+    pub(crate) fn load_checked(&self, path: &str) -> Result<Model> {
         let part = ModelPart { layers: self.layers.clone(), ends: false };
         let (part, tensor) = match &self.tensor {
             Some(t) => (None, Some(t.clone())),
@@ -168,10 +170,6 @@ impl StageJob {
         let opts = LoadOptions { threads: self.threads, part, tensor, ..Default::default() };
         Ok(Model::from_pretrained(path, &opts)?)
     }
-}
-
-fn hex8(b: &[u8; 32]) -> String {
-    b[..8].iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl ShardSpan {
 }
 
 /// The block index of a `blk.N.…` tensor.
-fn block_of(name: &str) -> Option<usize> {
+pub(crate) fn block_of(name: &str) -> Option<usize> {
     name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 

@@ -220,12 +220,9 @@ pub fn load_gguf(path: &str, opts: &LoadOptions) -> Result<Model> {
 /// blocks of a pipeline part (and the ends with it), a tensor-parallel piece's share of the
 /// blocks (by its hidden rows) and the ends, or everything.
 fn part_bytes(g: &crate::gguf::GgufFile, c: &ModelConfig, opts: &LoadOptions) -> (u64, String) {
-    let block = |name: &str| -> Option<usize> {
-        name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
-    };
     let (mut blocks, mut ends) = (vec![0u64; c.layers], 0u64);
     for t in &g.tensors {
-        match block(&t.name) {
+        match crate::shard::block_of(&t.name) {
             Some(b) if b < c.layers => blocks[b] += t.size,
             _ => ends += t.size,
         }
