@@ -1,6 +1,6 @@
-//! `onebit run|bench --mesh` on loopback: a pipeline or a tensor-parallel mesh of `onebit
-//! worker` processes prints exactly what one process prints (greedy, the shipped model, 2
-//! and 3 nodes); a worker
+//! `onebit run|bench --mesh` on loopback: a pipeline, a tensor-parallel or a hybrid mesh of
+//! `onebit worker` processes prints exactly what one process prints (greedy, the shipped
+//! model, 2 and 3 nodes); a worker
 //! holding a different model file is refused by name before anything runs; a worker killed
 //! or stopped (SIGSTOP) mid-run gives the head a clear error naming it within the bound;
 //! `onebit plan` measures the mesh and prints every candidate.
@@ -79,12 +79,15 @@ fn a_pipeline_prints_what_one_node_prints() {
         ("int8", 1, "3,3", "q8"),
         ("tp-two", 1, "tp", "f32"),
         ("tp-three", 2, "tp:1,2,1", "f32"),
+        ("hybrid-three", 2, "hybrid:1,2", "f32"),
     ] {
         let (dir, file, ports) = mesh(name, workers);
         let ws: Vec<Child> = ports[1..].iter().map(|&p| worker(&dir, p, &[])).collect();
         let mut args = run.to_vec();
         args.extend(["--mesh", &file, "--wire", wire]);
-        if let Some(tp) = split.strip_prefix("tp") {
+        if let Some(groups) = split.strip_prefix("hybrid:") {
+            args.extend(["--strategy", "hybrid", "--groups", groups]);
+        } else if let Some(tp) = split.strip_prefix("tp") {
             args.extend(["--strategy", "tp"]);
             if let Some(shares) = tp.strip_prefix(':') {
                 args.extend(["--shares", shares]);
@@ -97,6 +100,8 @@ fn a_pipeline_prints_what_one_node_prints() {
         assert_eq!(out, single, "{name}: the pipeline's text differs from one node's");
         let layout = if split.starts_with("tp") {
             "mesh: tensor parallel, KV heads"
+        } else if split.starts_with("hybrid") {
+            "mesh: hybrid, nodes per stage [1, 2]"
         } else {
             "mesh: pipeline, blocks per node"
         };
@@ -268,7 +273,9 @@ fn a_killed_or_stopped_worker_is_named_within_the_bound() {
 #[test]
 fn mesh_flags_without_a_mesh_are_refused_not_ignored() {
     let model = repo("models/austen.gguf");
-    for (flag, value) in [("--strategy", "tp"), ("--split", "3,3"), ("--wire", "q8")] {
+    for (flag, value) in
+        [("--strategy", "tp"), ("--split", "3,3"), ("--wire", "q8"), ("--groups", "1,2")]
+    {
         let (ok, _, err) = onebit(&["run", &model, "-p", "Emma", "-n", "2", flag, value]);
         assert!(!ok);
         assert!(err.contains(&format!("{flag} needs --mesh or --mpi")), "{err}");

@@ -1,5 +1,6 @@
 //! `mpirun -n 2 onebit run MODEL --mpi` (a onebit built with `--features mpi`): the two
-//! ranks print exactly what one process prints, as a pipeline and tensor parallel; a onebit
+//! ranks print exactly what one process prints, as a pipeline and tensor parallel, and three
+//! as a hybrid (the head, then a tensor-parallel pair); a onebit
 //! started with --mpi outside an MPI job of at least 2 ranks says so.
 
 #![cfg(feature = "mpi")]
@@ -10,9 +11,9 @@ fn repo(p: &str) -> String {
     format!("{}/../../{p}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn mpirun(args: &[&str]) -> (bool, String, String) {
+fn mpirun_n(ranks: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new("mpirun")
-        .args(["-n", "2", "--oversubscribe", env!("CARGO_BIN_EXE_onebit")])
+        .args(["-n", ranks, "--oversubscribe", env!("CARGO_BIN_EXE_onebit")])
         .args(args)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -29,12 +30,20 @@ fn two_ranks_print_what_one_process_prints() {
     let out = Command::new(env!("CARGO_BIN_EXE_onebit")).args(run).output().unwrap();
     assert!(out.status.success());
     let single = String::from_utf8_lossy(&out.stdout).into_owned();
-    for (strategy, layout) in
-        [("pp", "mesh: pipeline, blocks per node"), ("tp", "mesh: tensor parallel, KV heads")]
-    {
+    for (strategy, layout) in [
+        ("pp", "mesh: pipeline, blocks per node"),
+        ("tp", "mesh: tensor parallel, KV heads"),
+        ("hybrid", "mesh: hybrid, nodes per stage [1, 2]"),
+    ] {
         let mut args = run.to_vec();
         args.extend(["--mpi", "--strategy", strategy, "--worker-threads", "1"]);
-        let (ok, out, err) = mpirun(&args);
+        let ranks = if strategy == "hybrid" {
+            args.extend(["--groups", "1,2"]);
+            "3"
+        } else {
+            "2"
+        };
+        let (ok, out, err) = mpirun_n(ranks, &args);
         assert!(ok, "{strategy}: {err}");
         assert_eq!(out, single, "{strategy}: the ranks' text differs from one process's");
         assert!(err.contains(layout) && err.contains("rank 1 done"), "{err}");

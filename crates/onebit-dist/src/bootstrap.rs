@@ -13,6 +13,7 @@ use crate::shard_stream::{cached_shard, fetch_shard, send_shard, Progress, NEED_
 use crate::speed::{measure_mesh, shape_config, shape_words, NodeMeasure};
 use crate::stage_job::StageJob;
 use crate::tcp::{connect, handshake, Peer, TcpComm, TcpConfig};
+use crate::worker_stage::serve_hybrid;
 use onebit_model::{Model, ModelConfig, Session};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -295,7 +296,8 @@ pub struct WorkerSetup {
 enum Prepared {
     Probe(ProbeOptions),
     Plan(PlanJob),
-    Stage(Box<Model>, onebit_model::SessionOptions),
+    /// The model, the session's size and a hybrid mesh's stage sizes.
+    Stage(Box<Model>, onebit_model::SessionOptions, Option<Vec<usize>>),
 }
 
 /// Loads a stage's part: from the node's own copy of the file; else from a shard in the
@@ -346,7 +348,7 @@ fn prepare(job: Job, setup: &WorkerSetup, peer: &mut Peer) -> Result<Prepared> {
             let model = load_stage(&j, setup, peer)?;
             // A session too large for this node's memory is refused now, before "ready".
             drop(Session::try_with_options(&model, j.session)?);
-            Prepared::Stage(Box::new(model), j.session)
+            Prepared::Stage(Box::new(model), j.session, j.stages)
         }
     })
 }
@@ -403,12 +405,18 @@ pub fn serve_one_job(
                 let links = probe_links(&mut comm, &p.probe, deadline)?;
                 Ok(JobResult::Plan(links, measure_mesh(&mut comm, &p.shape, p.threads, deadline)?))
             }
-            Prepared::Stage(model, opts) if model.tensor.is_some() => {
+            Prepared::Stage(model, opts, Some(stages)) => {
+                let session = Session::try_with_options(&model, opts)?;
+                let ring = crate::hybrid::Ring::new(&stages)?;
+                let t = setup.timeouts;
+                Ok(JobResult::Stage(serve_hybrid(session, Box::new(comm), &ring, t)?))
+            }
+            Prepared::Stage(model, opts, None) if model.tensor.is_some() => {
                 let session = Session::try_with_options(&model, opts)?;
                 let t = setup.timeouts;
                 Ok(JobResult::Stage(crate::tensor::serve_tensor(session, Box::new(comm), t)?))
             }
-            Prepared::Stage(model, opts) => {
+            Prepared::Stage(model, opts, None) => {
                 let mut session = Session::try_with_options(&model, opts)?;
                 Ok(JobResult::Stage(serve_stage(&mut session, &mut comm, setup.timeouts)?))
             }

@@ -5,6 +5,7 @@
 
 use crate::bootstrap::{start_head, Job, MeshFile};
 use crate::error::{DistError, Result};
+use crate::hybrid::HybridLayout;
 use crate::key::read_key_file;
 use crate::pipeline::balanced_split;
 use crate::shard_stream::Progress;
@@ -72,6 +73,46 @@ pub fn pipeline_blocks(
     Ok(split)
 }
 
+/// Blocks per stage of a hybrid layout with `groups[i]` nodes in stage i, so that every
+/// node reads about the same bytes per token (the head's stage also reads the output head).
+pub fn hybrid_blocks(c: &ModelConfig, groups: &[usize], head: HeadKind) -> Vec<usize> {
+    let block = c.ternary_params() as f64 / c.layers.max(1) as f64 * 2.0 / 8.0;
+    let (layers, nodes) = (c.layers, groups.iter().sum::<usize>().max(1));
+    if groups.is_empty() || layers < groups.len() {
+        return vec![1; groups.len()];
+    }
+    let per_node = (layers as f64 * block + head_bytes(c, head)) / nodes as f64;
+    let first = ((per_node * groups[0] as f64 - head_bytes(c, head)) / block).round();
+    let first = (first.max(1.0) as usize).min(layers - (groups.len() - 1));
+    let weights: Vec<f64> = groups[1..].iter().map(|&n| n as f64).collect();
+    let mut rest = crate::plan::apportion(layers - first, &weights);
+    // Every stage holds a block: take one from the largest where apportioning gave none.
+    while let Some(i) = rest.iter().position(|&b| b == 0) {
+        let big = (0..rest.len()).max_by_key(|&j| rest[j]).unwrap_or(0);
+        rest[big] -= 1;
+        rest[i] += 1;
+    }
+    std::iter::once(first).chain(rest).collect()
+}
+
+/// A hybrid layout of `groups` (nodes per stage, summing to `nodes`) with `blocks` per stage
+/// ([`hybrid_blocks`] if `None`), equal pieces within each group.
+pub fn hybrid_layout(
+    config: &ModelConfig,
+    nodes: usize,
+    head: HeadKind,
+    groups: &[usize],
+    blocks: Option<Vec<usize>>,
+) -> Result<HybridLayout> {
+    if groups.iter().sum::<usize>() != nodes {
+        return Err(DistError::Usage(format!(
+            "hybrid groups {groups:?} for a mesh of {nodes} nodes: the groups must hold every node"
+        )));
+    }
+    let blocks = blocks.unwrap_or_else(|| hybrid_blocks(config, groups, head));
+    HybridLayout::new(config, groups, &blocks, None)
+}
+
 /// Every node's piece for tensor parallelism, in proportion to `shares` (equal if `None`).
 pub fn tensor_pieces(
     config: &ModelConfig,
@@ -132,6 +173,8 @@ pub enum Layout {
     Pipeline(Vec<usize>),
     /// Every node's piece of every block.
     Tensor(TensorSplit),
+    /// Stages of one node or of a tensor-parallel group, head's first.
+    Hybrid(HybridLayout),
 }
 
 /// The jobs of ranks 1.. for `layout` of the model at `model` (its fingerprint `fp`).
@@ -150,6 +193,7 @@ pub fn stage_jobs(
         session,
         fingerprint: fp,
         tensor,
+        stages: None,
     };
     match layout {
         Layout::Tensor(split) => (1..split.nodes())
@@ -165,6 +209,10 @@ pub fn stage_jobs(
                 })
                 .collect()
         }
+        Layout::Hybrid(h) => (1..h.sizes().iter().sum())
+            .filter_map(|rank| h.part_of(rank).ok())
+            .map(|(layers, piece)| StageJob { stages: Some(h.sizes()), ..job(layers, piece) })
+            .collect(),
     }
 }
 
@@ -179,8 +227,27 @@ pub fn load_head(model: &str, load: &LoadOptions, layout: &Layout) -> Result<Mod
             let part = Some(ModelPart { layers: 0..split[0], ends: true });
             LoadOptions { part, ..load.clone() }
         }
+        Layout::Hybrid(h) => {
+            let (layers, tensor) = h.part_of(0)?;
+            LoadOptions { part: Some(ModelPart { layers, ends: true }), tensor, ..load.clone() }
+        }
     };
     Ok(Model::from_pretrained(model, &opts)?)
+}
+
+/// Rank 0's engine for `layout`: the head over `session` (on rank 0's part) and `comm`.
+pub fn head_engine<'m>(
+    session: onebit_model::Session<'m>,
+    comm: Box<dyn crate::Comm + 'm>,
+    layout: &Layout,
+    timeouts: crate::pipeline::PipelineTimeouts,
+) -> Result<Box<dyn onebit_model::Engine + 'm>> {
+    use crate::pipeline::PipelineHead;
+    Ok(match layout {
+        Layout::Tensor(_) => Box::new(crate::tensor::TensorHead::new(session, comm, timeouts)?),
+        Layout::Pipeline(_) => Box::new(PipelineHead::new(session, comm, timeouts)?),
+        Layout::Hybrid(h) => Box::new(PipelineHead::hybrid(session, comm, &h.ring()?, timeouts)?),
+    })
 }
 
 /// Starts a mesh of the nodes at `addrs` laid out as `layout`.
@@ -214,6 +281,19 @@ pub fn start_tensor(l: &PipelineLaunch, shares: Option<Vec<f64>>) -> Result<Tens
     let split = tensor_pieces(&mesh.2, mesh.0.len(), shares)?;
     let (model, comm) = start(l, mesh, &Layout::Tensor(split.clone()))?;
     Ok(TensorStart { model, comm, split })
+}
+
+/// Starts a hybrid mesh: stages of `groups[i]` nodes in mesh order (head's first), each
+/// group splitting its stage's blocks tensor-parallel in equal pieces; `l.split` gives the
+/// blocks per stage ([`hybrid_blocks`] if `None`).
+pub fn start_hybrid(
+    l: &PipelineLaunch,
+    groups: &[usize],
+) -> Result<(Model, TcpComm, HybridLayout)> {
+    let mesh = mesh_and_shape(l)?;
+    let layout = hybrid_layout(&mesh.2, mesh.0.len(), l.load.head, groups, l.split.clone())?;
+    let (model, comm) = start(l, mesh, &Layout::Hybrid(layout.clone()))?;
+    Ok((model, comm, layout))
 }
 
 /// Starts the pipeline the launch describes.

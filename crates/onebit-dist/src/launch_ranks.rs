@@ -11,7 +11,7 @@
 use crate::collective::all_gather;
 use crate::comm::Comm;
 use crate::error::{DistError, Result};
-use crate::launch::{load_head, pipeline_blocks, stage_jobs, tensor_pieces, Layout};
+use crate::launch::{hybrid_layout, load_head, pipeline_blocks, stage_jobs, tensor_pieces, Layout};
 use crate::pipeline::{PipelineTimeouts, WireStats};
 use crate::stage_job::fingerprint;
 use onebit_model::load::{GgufModelFile, LoadOptions};
@@ -25,6 +25,14 @@ pub enum Strategy {
     Pipeline(Option<Vec<usize>>),
     /// A piece of every block per rank, in proportion to the shares (`None`: equal).
     Tensor(Option<Vec<f64>>),
+    /// Stages of `groups[i]` ranks each (tensor-parallel within a stage of several), with
+    /// `blocks[i]` blocks (`None`: [`crate::launch::hybrid_blocks`]).
+    Hybrid {
+        /// Ranks per stage, head's first.
+        groups: Vec<usize>,
+        /// Blocks per stage.
+        blocks: Option<Vec<usize>>,
+    },
 }
 
 /// What every rank is told (the same on all of them).
@@ -109,6 +117,9 @@ pub fn start_ranks(mut comm: Box<dyn Comm>, l: &RankLaunch) -> Result<RankStart>
             Layout::Pipeline(pipeline_blocks(&config, nodes, l.load.head, s.clone())?)
         }
         Strategy::Tensor(s) => Layout::Tensor(tensor_pieces(&config, nodes, s.clone())?),
+        Strategy::Hybrid { groups, blocks } => {
+            Layout::Hybrid(hybrid_layout(&config, nodes, l.load.head, groups, blocks.clone())?)
+        }
     };
     // Load, then tell every rank whether this one is ready, so none starts on a broken mesh.
     let loaded = if rank == 0 {
@@ -135,6 +146,9 @@ pub fn start_ranks(mut comm: Box<dyn Comm>, l: &RankLaunch) -> Result<RankStart>
     let session = Session::try_with_options(&model, l.session)?;
     Ok(RankStart::Served(match layout {
         Layout::Tensor(_) => crate::tensor::serve_tensor(session, comm, l.timeouts)?,
+        Layout::Hybrid(h) => {
+            crate::worker_stage::serve_hybrid(session, comm, &h.ring()?, l.timeouts)?
+        }
         Layout::Pipeline(_) => {
             let mut session = session;
             crate::worker_stage::serve_stage(&mut session, &mut *comm, l.timeouts)?

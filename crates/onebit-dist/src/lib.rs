@@ -1,6 +1,7 @@
 //! onebit-dist: the device mesh (one model across several consumer machines). The pipeline
 //! executor ([`pipeline`]) runs a model's blocks split over the nodes, the tensor-parallel
-//! executor ([`tensor`]) a piece of every block on every node, both behind the engine seam
+//! executor ([`tensor`]) a piece of every block on every node, the hybrid ([`hybrid`]) a
+//! pipeline of tensor-parallel groups, all behind the engine seam
 //! (`onebit_model::Engine`) and started from a mesh file by [`launch`]. Underneath, the
 //! communication layer moves bytes between nodes: the
 //! [`Comm`] trait (send and receive with a deadline on every call) with an in-process backend
@@ -25,6 +26,7 @@ pub mod collective;
 pub mod comm;
 pub mod error;
 pub mod frame;
+pub mod hybrid;
 pub mod inproc;
 pub mod key;
 pub mod launch;

@@ -8,6 +8,8 @@
 //! [`PipelineHead`] is the head's [`Engine`], so the generation loop drives a mesh as it
 //! drives a local session; [`serve_stage`] (in `worker_stage.rs`) is a worker's loop. Each stage keeps its own KV
 //! cache for its blocks and its own positions; the head forwards slot resets so they agree.
+//! The same head leads a hybrid mesh ([`crate::hybrid`]), whose stages are groups of nodes:
+//! then it talks to its stage's leaders, and hands its rows' embeddings to its own group.
 //!
 //! Message (one frame each): kind (1 byte) then for `ROWS` the row count n (u32), n slots
 //! (u32) and n × hidden f32, little-endian; for `RESET` one slot (u32); for `TRUNCATE` a slot
@@ -16,6 +18,8 @@
 
 use crate::comm::Comm;
 use crate::error::{DistError, Result};
+use crate::hybrid::{Ring, Role};
+use crate::tensor::{lock, Link, MeshExchange, SharedLink};
 use crate::wire::{get_rows, put_rows, WireDtype, ROWS};
 use onebit_model::{Engine, Session, StageInput};
 use std::time::{Duration, Instant};
@@ -76,7 +80,12 @@ struct InFlight {
 /// every node idle while the others work). Prompts go through in chunks two at a time.
 pub struct PipelineHead<'m> {
     session: Session<'m>,
-    comm: Box<dyn Comm + 'm>,
+    link: SharedLink<'m>,
+    /// The head's place in the ring: the first stage's leader, the last's, its group.
+    role: Role,
+    /// The head's group's next message, and its rows' embeddings.
+    cmd: Vec<u8>,
+    embedded: Vec<f32>,
     timeouts: PipelineTimeouts,
     out: Vec<u8>,
     inb: Vec<u8>,
@@ -98,16 +107,48 @@ impl<'m> PipelineHead<'m> {
         comm: Box<dyn Comm + 'm>,
         timeouts: PipelineTimeouts,
     ) -> Result<Self> {
-        if comm.rank() != 0 || comm.size() < 2 {
+        let ring = Ring::plain(comm.size())?;
+        Self::hybrid(session, comm, &ring, timeouts)
+    }
+
+    /// The head of a hybrid mesh laid out as `ring` ([`crate::hybrid`]): `session` holds the
+    /// first stage's blocks (this node's piece of them where the stage has several nodes),
+    /// the embeddings and the whole output head; the other ranks run
+    /// [`crate::worker_stage::serve_hybrid`].
+    pub fn hybrid(
+        mut session: Session<'m>,
+        comm: Box<dyn Comm + 'm>,
+        ring: &Ring,
+        timeouts: PipelineTimeouts,
+    ) -> Result<Self> {
+        if comm.rank() != 0 || comm.size() < 2 || ring.nodes() != comm.size() {
             return Err(DistError::Usage(format!(
-                "a pipeline head is rank 0 of at least 2 nodes, not rank {} of {}",
+                "a pipeline head is rank 0 of at least 2 nodes in its ring of {}, not rank {} of {}",
+                ring.nodes(),
                 comm.rank(),
                 comm.size()
             )));
         }
+        let role = ring.role(0)?;
+        let m = session.model();
+        let piece = m.tensor.as_ref().map(|t| (t.rank, t.split.nodes()));
+        let want = (!role.group.is_empty()).then_some((0, role.group.len()));
+        if piece != want || m.tensor_head {
+            return Err(DistError::Usage(format!(
+                "the head's model piece {piece:?} is not its stage's {want:?} with a whole head"
+            )));
+        }
+        let link = Link::shared(comm, timeouts);
+        if !role.group.is_empty() {
+            lock(&link).group = role.group.clone();
+            session.set_exchange(Box::new(MeshExchange(link.clone())));
+        }
         Ok(PipelineHead {
             session,
-            comm,
+            link,
+            role,
+            cmd: Vec::new(),
+            embedded: Vec::new(),
             timeouts,
             out: Vec::new(),
             inb: Vec::new(),
@@ -129,9 +170,16 @@ impl<'m> PipelineHead<'m> {
         self
     }
 
-    /// Bytes and waits so far.
+    /// Bytes and waits so far (round the ring, and in the head's group's gathers).
     pub fn wire(&self) -> WireStats {
-        self.stats
+        let g = lock(&self.link).stats;
+        let s = self.stats;
+        WireStats {
+            sent: s.sent + g.sent,
+            received: s.received + g.received,
+            steps: s.steps + g.steps,
+            wait: s.wait + g.wait,
+        }
     }
 
     /// The head's own session.
@@ -183,11 +231,33 @@ impl<'m> PipelineHead<'m> {
         if tokens.is_empty() {
             return Err(onebit_model::Error::Batch { op: "submit", why: "no rows".into() });
         }
-        let x = self.session.stage(StageInput::Tokens(tokens), slots)?;
-        put_rows(&mut self.out, slots, x, self.wire);
         let t = self.timeouts;
         let deadline = Instant::now() + t.step + t.per_row * slots.len() as u32;
-        if let Err(e) = self.comm.send(1, &self.out, deadline) {
+        // The head's group runs the same rows from their embeddings, exact in f32 (ids the
+        // session refuses are not sent: the head refuses them before any gather).
+        let m = self.session.model();
+        let (h, vocab) = (m.config.hidden, m.config.vocab);
+        if !self.role.members.is_empty() && tokens.iter().all(|&t| (t as usize) < vocab) {
+            self.embedded.resize(tokens.len() * h, 0.0);
+            for (row, &t) in self.embedded.chunks_exact_mut(h).zip(tokens) {
+                m.embed.row(t as usize, h, row);
+            }
+            put_rows(&mut self.cmd, slots, &self.embedded, WireDtype::F32);
+            if let Err(e) = self.send_to_group(deadline) {
+                return Err(self.fail(e));
+            }
+        }
+        let x = match self.session.stage(StageInput::Tokens(tokens), slots) {
+            Err(onebit_model::Error::Mesh(why)) => {
+                self.failed.get_or_insert_with(|| why.clone());
+                return Err(onebit_model::Error::Mesh(why));
+            }
+            r => r?,
+        };
+        put_rows(&mut self.out, slots, x, self.wire);
+        let next = self.role.next.unwrap_or(1);
+        let sent = lock(&self.link).comm.send(next, &self.out, deadline);
+        if let Err(e) = sent {
             return Err(self.fail(e));
         }
         self.stats.sent += self.out.len() as u64;
@@ -227,11 +297,21 @@ impl<'m> PipelineHead<'m> {
         self.session.stage_head(&self.wanted)
     }
 
+    /// Sends `self.cmd` to the other nodes of the head's stage.
+    fn send_to_group(&mut self, deadline: Instant) -> Result<()> {
+        let mut l = lock(&self.link);
+        for &m in &self.role.members {
+            l.comm.send(m, &self.cmd, deadline)?;
+            self.stats.sent += self.cmd.len() as u64;
+        }
+        Ok(())
+    }
+
     /// Receives the last stage's rows for pass `p` into `self.hidden`.
     fn receive(&mut self, p: &InFlight) -> Result<()> {
-        let (last, h) = (self.comm.size() - 1, self.session.model().config.hidden);
+        let (last, h) = (self.role.source, self.session.model().config.hidden);
         let t0 = Instant::now();
-        self.comm.recv(last, &mut self.inb, p.deadline)?;
+        lock(&self.link).comm.recv(last, &mut self.inb, p.deadline)?;
         self.stats.wait += t0.elapsed();
         self.stats.received += self.inb.len() as u64;
         let peer = last.to_string();
@@ -249,7 +329,13 @@ impl<'m> PipelineHead<'m> {
     /// Sends a control message (reset, truncate) down the ring, in order with the rows.
     fn send_control(&mut self, msg: &[u8]) -> onebit_model::Result<()> {
         let deadline = Instant::now() + self.timeouts.step;
-        if let Err(e) = self.comm.send(1, msg, deadline) {
+        self.cmd.clear();
+        self.cmd.extend_from_slice(msg);
+        let next = self.role.next.unwrap_or(1);
+        let r = self
+            .send_to_group(deadline)
+            .and_then(|()| lock(&self.link).comm.send(next, msg, deadline));
+        if let Err(e) = r {
             return Err(self.fail(e));
         }
         Ok(())
@@ -353,7 +439,8 @@ impl Drop for PipelineHead<'_> {
     /// Tells the stages to finish (best effort: they also stop when the connection closes).
     fn drop(&mut self) {
         if self.failed.is_none() {
-            let _ = self.comm.send(1, &[STOP], Instant::now() + Duration::from_secs(1));
+            self.timeouts.step = Duration::from_secs(1);
+            let _ = self.send_control(&[STOP]);
         }
     }
 }

@@ -73,9 +73,9 @@ impl Progress {
 
 /// The tensors a job reads.
 pub fn job_span(j: &StageJob) -> ShardSpan {
-    match j.tensor {
-        Some(_) => ShardSpan::Whole,
-        None => ShardSpan::Blocks(j.layers.clone()),
+    match (&j.tensor, &j.stages) {
+        (Some(_), None) => ShardSpan::Whole,
+        _ => ShardSpan::Blocks(j.layers.clone()),
     }
 }
 
@@ -271,6 +271,7 @@ mod tests {
             session: SessionOptions { max_ctx: 64, max_batch: 8, slots: 1, kv: KvDtype::F32 },
             fingerprint: fp,
             tensor: None,
+            stages: None,
         };
         let start = |n: u64| [&[b'S'][..], &n.to_le_bytes()].concat();
         let end = |at: u64| [&[b'E'][..], &at.to_le_bytes(), b"xx"].concat();

@@ -24,9 +24,18 @@ pub struct StageJob {
     /// [`fingerprint`] of the head's file.
     pub fingerprint: [u8; 32],
     /// For a tensor-parallel mesh: this node's piece of every block (`layers` is then all
-    /// of them); `None`: a pipeline stage.
+    /// of them); for a stage of a hybrid mesh run by several nodes, this node's piece of the
+    /// stage's blocks; `None`: whole blocks.
     pub tensor: Option<TensorPart>,
+    /// For a hybrid mesh: nodes per stage in rank order ([`crate::hybrid::Ring`]; this
+    /// node's stage is the one holding its rank); `None`: a pipeline stage of one node or a
+    /// tensor-parallel node.
+    pub stages: Option<Vec<usize>>,
 }
+
+/// Flags of a job's optional sections.
+const HAS_TENSOR: u8 = 1;
+const HAS_STAGES: u8 = 2;
 
 /// BLAKE2s of a model file's length, its first 16 MiB (the GGUF header: metadata, tensor
 /// directory and, in onebit's files, the checksum of all tensor data) and its last 1 MiB.
@@ -68,9 +77,16 @@ impl StageJob {
         v.extend(self.fingerprint);
         v.extend((self.model.len() as u32).to_le_bytes());
         v.extend(self.model.as_bytes());
+        let flags = u8::from(self.tensor.is_some()) * HAS_TENSOR
+            + u8::from(self.stages.is_some()) * HAS_STAGES;
+        v.push(flags);
         if let Some(t) = &self.tensor {
             v.extend((t.rank as u32).to_le_bytes());
             t.split.encode(v);
+        }
+        if let Some(st) = &self.stages {
+            v.extend((st.len() as u32).to_le_bytes());
+            v.extend(st.iter().flat_map(|&n| (n as u32).to_le_bytes()));
         }
     }
 
@@ -93,19 +109,41 @@ impl StageJob {
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
         let path = b.get(61..61 + len).ok_or("truncated model path")?;
         let model = std::str::from_utf8(path).map_err(|_| "model path is not UTF-8")?;
-        let rest = &b[61 + len..];
-        let tensor = match rest.len() {
-            0 => None,
-            1..4 => return Err("truncated tensor piece".into()),
-            _ => {
-                let rank = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let (split, left) = TensorSplit::decode(&rest[4..])?;
-                if !left.is_empty() || rank >= split.nodes() {
-                    return Err(format!("tensor piece of rank {rank}, {} bytes left", left.len()));
-                }
-                Some(TensorPart { split, rank })
-            }
+        let (&flags, mut rest) = b[61 + len..].split_first().ok_or("truncated stage job")?;
+        if flags & !(HAS_TENSOR | HAS_STAGES) != 0 {
+            return Err(format!("unknown stage job sections {flags:#x}"));
+        }
+        let u32_at = |b: &[u8]| -> std::result::Result<usize, String> {
+            let s = b.get(..4).ok_or("truncated stage job")?;
+            Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
         };
+        let tensor = if flags & HAS_TENSOR != 0 {
+            let rank = u32_at(rest)?;
+            let (split, left) = TensorSplit::decode(&rest[4..])?;
+            if rank >= split.nodes() {
+                return Err(format!("tensor piece of rank {rank} of {}", split.nodes()));
+            }
+            rest = left;
+            Some(TensorPart { split, rank })
+        } else {
+            None
+        };
+        let stages = if flags & HAS_STAGES != 0 {
+            let n = u32_at(rest)?;
+            if n == 0 || n > 64 || rest.len() != 4 + 4 * n {
+                return Err(format!("{n} stages in {} bytes", rest.len()));
+            }
+            let st = (0..n)
+                .map(|i| u32_at(&rest[4 + 4 * i..]))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            rest = &[];
+            Some(st)
+        } else {
+            None
+        };
+        if !rest.is_empty() {
+            return Err(format!("{} bytes after the stage job", rest.len()));
+        }
         if w[0] > w[1] || w[2] == 0 || w[2] > 1024 || w[3] == 0 || w[4] == 0 || w[5] == 0 {
             return Err(format!("stage job out of range: {w:?}"));
         }
@@ -116,6 +154,7 @@ impl StageJob {
             session: SessionOptions { max_ctx: w[3], max_batch: w[4], slots: w[5], kv },
             fingerprint,
             tensor,
+            stages,
         })
     }
 
@@ -162,11 +201,11 @@ impl StageJob {
     /// Loads this stage's blocks from `path`, a file already known to be the head's (its
     /// fingerprint checked, or agreed by every rank).
     pub(crate) fn load_checked(&self, path: &str) -> Result<Model> {
-        let part = ModelPart { layers: self.layers.clone(), ends: false };
-        let (part, tensor) = match &self.tensor {
-            Some(t) => (None, Some(t.clone())),
-            None => (Some(part), None),
-        };
+        // A tensor-parallel node holds a piece of every block; any other job a range.
+        let whole_blocks = self.tensor.is_some() && self.stages.is_none();
+        let part =
+            Some(ModelPart { layers: self.layers.clone(), ends: false }).filter(|_| !whole_blocks);
+        let tensor = self.tensor.clone();
         let opts = LoadOptions { threads: self.threads, part, tensor, ..Default::default() };
         Ok(Model::from_pretrained(path, &opts)?)
     }
@@ -186,6 +225,7 @@ mod tests {
             session: SessionOptions { max_ctx: 2048, max_batch: 128, slots: 4, kv: KvDtype::Q8 },
             fingerprint: [9; 32],
             tensor: None,
+            stages: None,
         };
         let mut v = Vec::new();
         j.encode(&mut v);
@@ -200,10 +240,19 @@ mod tests {
         let j = StageJob { tensor: Some(TensorPart { split, rank: 1 }), ..j };
         let mut v = Vec::new();
         j.encode(&mut v);
-        assert_eq!(StageJob::decode(&v), Ok(j));
+        assert_eq!(StageJob::decode(&v), Ok(j.clone()));
         for cut in 1..52 {
             assert!(StageJob::decode(&v[..v.len() - cut]).is_err(), "cut {cut}");
         }
+        let j = StageJob { stages: Some(vec![1, 2]), ..j };
+        let mut v = Vec::new();
+        j.encode(&mut v);
+        assert_eq!(StageJob::decode(&v), Ok(j.clone()));
+        for cut in 1..70 {
+            assert!(StageJob::decode(&v[..v.len() - cut]).is_err(), "cut {cut}");
+        }
+        v.push(0);
+        assert!(StageJob::decode(&v).is_err());
     }
 
     proptest! {

@@ -13,7 +13,7 @@
 //! and leaves the mesh usable; a failed exchange marks the mesh failed.
 
 use crate::collective::all_gather;
-use crate::comm::Comm;
+use crate::comm::{Comm, GroupComm};
 use crate::error::{DistError, Result};
 use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
 use crate::tensor_msg::{put_control, put_prefill, put_rows, WIRE};
@@ -32,8 +32,19 @@ pub struct Link<'m> {
     pub(crate) stats: WireStats,
     /// How the pieces travel (f32: exact; f16 and int8 change the logits slightly).
     pub(crate) wire: WireDtype,
+    /// For a hybrid stage run by several nodes: their mesh ranks, this node's among them
+    /// (the session's gathers run among them); empty: every node of the mesh.
+    pub(crate) group: Vec<usize>,
     out: Vec<u8>,
     parts: Vec<Vec<u8>>,
+}
+
+/// A link's fields one gather uses, the mesh seen as the gather's group.
+struct Parts<'a, 'c> {
+    comm: &'a mut (dyn Comm + 'c),
+    out: &'a mut Vec<u8>,
+    parts: &'a mut Vec<Vec<u8>>,
+    stats: &'a mut WireStats,
 }
 
 /// [`Link`] shared between the session's exchange and its owner.
@@ -47,6 +58,7 @@ impl<'m> Link<'m> {
             timeouts,
             stats: WireStats::default(),
             wire: WireDtype::F32,
+            group: Vec::new(),
             out: Vec::new(),
             parts: Vec::new(),
         }))
@@ -71,16 +83,26 @@ impl MeshExchange<'_> {
         to_first: bool,
     ) -> std::result::Result<(), String> {
         let mut guard = lock(&self.0);
-        let l = &mut *guard;
         let t0 = Instant::now();
-        let deadline = t0 + l.timeouts.step + l.timeouts.per_row * rows as u32;
+        let deadline = t0 + guard.timeouts.step + guard.timeouts.per_row * rows as u32;
         // The logits go to rank 0 alone and only pick the next token: f16 unless exact.
-        let dtype = match l.wire {
+        let dtype = match guard.wire {
             WireDtype::Q8 if to_first => WireDtype::F16,
             d => d,
         };
+        let Link { comm, group, out, parts, stats, .. } = &mut *guard;
+        // A hybrid stage's group gathers among its members only.
+        let mut view;
+        let comm: &mut dyn Comm = if group.is_empty() {
+            &mut **comm
+        } else {
+            view = GroupComm::new(&mut **comm, group).map_err(|e| e.to_string())?;
+            &mut view
+        };
+        let mut l = Parts { comm, out, parts, stats };
+        let l = &mut l;
         l.out.clear();
-        put_values(&mut l.out, rows, mine, dtype);
+        put_values(l.out, rows, mine, dtype);
         let (size, rank) = (l.comm.size(), l.comm.rank());
         let total: usize = widths.iter().sum();
         if widths.len() != size || (!(to_first && rank > 0) && full.len() != rows * total) {
@@ -88,7 +110,7 @@ impl MeshExchange<'_> {
         }
         l.stats.steps += 1;
         if to_first && rank > 0 {
-            l.comm.send(0, &l.out, deadline).map_err(|e| e.to_string())?;
+            l.comm.send(0, l.out, deadline).map_err(|e| e.to_string())?;
             l.stats.sent += l.out.len() as u64;
             l.stats.wait += t0.elapsed();
             return Ok(());
@@ -99,9 +121,9 @@ impl MeshExchange<'_> {
                 l.comm.recv(r, &mut l.parts[r], deadline).map_err(|e| e.to_string())?;
             }
             l.parts[0].clear();
-            l.parts[0].extend_from_slice(&l.out);
+            l.parts[0].extend_from_slice(l.out);
         } else {
-            all_gather(&mut *l.comm, &l.out, &mut l.parts, deadline).map_err(|e| e.to_string())?;
+            all_gather(&mut *l.comm, l.out, l.parts, deadline).map_err(|e| e.to_string())?;
             l.stats.sent += (l.out.len() * (size - 1)) as u64;
         }
         l.stats.wait += t0.elapsed();

@@ -2,7 +2,8 @@
 //! installs OpenMPI): the test starts itself under `mpirun -n 2`; in there, every rank checks
 //! the collectives (all-gather, the rank-ordered sum, broadcast) against the values it can
 //! compute alone, then the ranks run the shipped model as a pipeline or tensor-parallel mesh
-//! and rank 0 checks 64 greedy tokens and every logit bit for bit against one node.
+//! and rank 0 checks 64 greedy tokens and every logit bit for bit against one node; then 3
+//! ranks as a hybrid (the head alone, then a tensor-parallel pair).
 
 #![cfg(feature = "mpi")]
 
@@ -10,11 +11,10 @@ mod common;
 
 use common::{greedy_steps, prompt, repo, Run};
 use onebit_dist::collective::{all_gather, all_reduce_sum, broadcast};
-use onebit_dist::launch::Layout;
+use onebit_dist::launch::head_engine;
 use onebit_dist::launch_ranks::{start_ranks, RankLaunch, RankStart, Strategy};
 use onebit_dist::mpi::MpiComm;
-use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
-use onebit_dist::tensor::TensorHead;
+use onebit_dist::pipeline::PipelineTimeouts;
 use onebit_dist::Comm;
 use onebit_model::load::LoadOptions;
 use onebit_model::{Engine, Model, Session, SessionOptions};
@@ -56,7 +56,7 @@ fn collectives(comm: &mut dyn Comm) {
 
 fn child(strategy: &str) {
     let mut comm = MpiComm::world().unwrap();
-    assert_eq!(comm.size(), 2);
+    assert_eq!(comm.size(), if strategy == "hybrid" { 3 } else { 2 });
     collectives(&mut comm);
     let path = repo("models/austen.gguf");
     let launch = RankLaunch {
@@ -66,6 +66,7 @@ fn child(strategy: &str) {
         session: opts(),
         strategy: match strategy {
             "tp" => Strategy::Tensor(Some(vec![1.0, 2.0])),
+            "hybrid" => Strategy::Hybrid { groups: vec![1, 2], blocks: None },
             _ => Strategy::Pipeline(None),
         },
         timeouts: PipelineTimeouts::default(),
@@ -75,10 +76,7 @@ fn child(strategy: &str) {
         RankStart::Head { model, comm, layout } => {
             let s = Session::with_options(&model, opts());
             let t = PipelineTimeouts::default();
-            let got = match layout {
-                Layout::Tensor(_) => greedy(&mut TensorHead::new(s, comm, t).unwrap()),
-                Layout::Pipeline(_) => greedy(&mut PipelineHead::new(s, comm, t).unwrap()),
-            };
+            let got = greedy(&mut *head_engine(s, comm, &layout, t).unwrap());
             let m =
                 Model::from_pretrained(&path, &LoadOptions { threads: 1, ..Default::default() })
                     .unwrap();
@@ -97,9 +95,9 @@ fn two_mpi_ranks_match_one_node() {
         return child(&strategy);
     }
     let me = std::env::current_exe().unwrap();
-    for strategy in ["pp", "tp"] {
+    for (strategy, ranks) in [("pp", "2"), ("tp", "2"), ("hybrid", "3")] {
         let out = Command::new("mpirun")
-            .args(["-n", "2", "--oversubscribe"])
+            .args(["-n", ranks, "--oversubscribe"])
             .arg(&me)
             .args(["--exact", "two_mpi_ranks_match_one_node", "--nocapture", "--test-threads=1"])
             .env(CHILD, strategy)

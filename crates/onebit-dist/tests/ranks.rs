@@ -1,15 +1,15 @@
 //! A mesh whose ranks already exist (an MPI job's processes; here threads joined in process,
 //! the same code path without MPI): every rank runs the same launch, rank 0 leads, and the
-//! greedy tokens and logits are bit-identical to one node's for the pipeline and tensor
-//! parallelism (the uneven 2:3 KV-head split included); a rank with another model file or
+//! greedy tokens and logits are bit-identical to one node's for the pipeline, tensor
+//! parallelism (the uneven 2:3 KV-head split included) and hybrids; a rank with another model file or
 //! none stops every rank with its reason.
 
 mod common;
 
 use common::{greedy_steps, in_process, prompt, repo, Run};
+use onebit_dist::launch::head_engine;
 use onebit_dist::launch_ranks::{start_ranks, RankLaunch, RankStart, Strategy};
-use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
-use onebit_dist::tensor::TensorHead;
+use onebit_dist::pipeline::PipelineTimeouts;
 use onebit_dist::Comm;
 use onebit_model::load::LoadOptions;
 use onebit_model::{Engine, Model, Session, SessionOptions};
@@ -45,14 +45,7 @@ fn run(comms: Vec<Box<dyn Comm>>, launches: Vec<RankLaunch>) -> Result<Run, Vec<
                 Ok(RankStart::Head { model, comm, layout }) => {
                     let s = Session::with_options(&model, opts());
                     let t = PipelineTimeouts::default();
-                    let out = match layout {
-                        onebit_dist::launch::Layout::Tensor(_) => {
-                            greedy(&mut TensorHead::new(s, comm, t).unwrap())
-                        }
-                        onebit_dist::launch::Layout::Pipeline(_) => {
-                            greedy(&mut PipelineHead::new(s, comm, t).unwrap())
-                        }
-                    };
+                    let out = greedy(&mut *head_engine(s, comm, &layout, t).unwrap());
                     Ok(Some(out))
                 }
                 Ok(RankStart::Served(w)) => {
@@ -83,6 +76,12 @@ fn ranks_match_one_node_bit_for_bit() {
         ("tensor parallel, 2 ranks", 2, Strategy::Tensor(None)),
         ("tensor parallel, 2 ranks, 1:2", 2, Strategy::Tensor(Some(vec![1.0, 2.0]))),
         ("tensor parallel, 3 ranks", 3, Strategy::Tensor(None)),
+        ("hybrid, 1 + 2 ranks", 3, Strategy::Hybrid { groups: vec![1, 2], blocks: None }),
+        (
+            "hybrid, 2 + 2 ranks, blocks 2 + 4",
+            4,
+            Strategy::Hybrid { groups: vec![2, 2], blocks: Some(vec![2, 4]) },
+        ),
     ] {
         let launches = (0..n).map(|_| launch(&path, strategy.clone())).collect();
         let got = run(in_process(n), launches).unwrap_or_else(|e| panic!("{name}: {e:?}"));

@@ -7,50 +7,19 @@
 
 mod common;
 
-use common::{argmax, in_process, prompt, repo, tcp};
+use common::{exercise, in_process, opts, prompt, repo, tcp, Quitter};
 use onebit_dist::pipeline::PipelineTimeouts;
 use onebit_dist::tensor::{serve_tensor, TensorHead};
 use onebit_dist::wire::WireDtype;
 use onebit_dist::Comm;
 use onebit_model::load::LoadOptions;
-use onebit_model::{Engine, Model, ModelConfig, Session, SessionOptions, TensorPart, TensorSplit};
+use onebit_model::{Engine, Model, ModelConfig, Session, TensorPart, TensorSplit};
 use std::thread;
 use std::time::{Duration, Instant};
 
 fn load(path: &str, tensor: Option<TensorPart>) -> Model {
     let opts = LoadOptions { threads: 1, tensor, ..Default::default() };
     Model::from_pretrained(path, &opts).unwrap()
-}
-
-fn opts(slots: usize) -> SessionOptions {
-    SessionOptions { max_ctx: 256, max_batch: 16, slots, kv: onebit_model::KvDtype::F32 }
-}
-
-/// Greedy steps, batched decode of three slots, and mixed steps (a prompt chunk beside
-/// decode rows, logits for some rows): every row of logits, in order, and the greedy tokens.
-fn exercise(e: &mut dyn Engine, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let p = prompt();
-    let mut logits = vec![e.forward_slot(0, &p).unwrap().to_vec()];
-    let mut tokens = vec![];
-    for _ in 0..steps {
-        let t = argmax(logits.last().unwrap());
-        tokens.push(t);
-        logits.push(e.decode(&[t], &[0]).unwrap().to_vec());
-    }
-    for s in 1..3 {
-        logits.push(e.forward_slot(s, &p[..p.len() - s]).unwrap().to_vec());
-    }
-    let vocab = e.vocab();
-    for step in 0..4u32 {
-        let l = e.decode(&[step + 10, step + 20, step + 30], &[2, 0, 1]).unwrap();
-        logits.extend(l.chunks_exact(vocab).map(<[f32]>::to_vec));
-    }
-    e.truncate_slot(1, 5).unwrap();
-    let l = e.step(&[7, 8, 9, 11], &[1, 1, 2, 1], &[false, true, true, true]).unwrap();
-    logits.extend(l.chunks_exact(vocab).map(<[f32]>::to_vec));
-    e.reset_slot(2).unwrap();
-    logits.push(e.forward_slot(2, &p[..3]).unwrap().to_vec());
-    (tokens, logits)
 }
 
 /// Runs [`exercise`] on a mesh of `comms` (rank 0 first) split by `split`.
@@ -216,35 +185,6 @@ fn a_worker_that_dies_or_stalls_is_a_clear_error_in_bounded_time() {
             let again = head.decode(&[5], &[0]).unwrap_err().to_string();
             assert!(again.contains("failed earlier"), "{again}");
         });
-    }
-}
-
-/// A worker's comm that works for `left` receives, then closes (or first stalls 3 s).
-struct Quitter {
-    inner: Box<dyn Comm>,
-    left: usize,
-    stall: bool,
-}
-
-impl Comm for Quitter {
-    fn rank(&self) -> usize {
-        self.inner.rank()
-    }
-    fn size(&self) -> usize {
-        self.inner.size()
-    }
-    fn send(&mut self, to: usize, msg: &[u8], d: Instant) -> onebit_dist::Result<()> {
-        self.inner.send(to, msg, d)
-    }
-    fn recv(&mut self, from: usize, buf: &mut Vec<u8>, d: Instant) -> onebit_dist::Result<()> {
-        if self.left == 0 {
-            if self.stall {
-                thread::sleep(Duration::from_secs(3));
-            }
-            return Err(onebit_dist::DistError::Usage("worker quits".into()));
-        }
-        self.left -= 1;
-        self.inner.recv(from, buf, d)
     }
 }
 

@@ -69,6 +69,9 @@ pub enum Backend {
     /// A pipeline over a device mesh: this process is its head (rank 0 of the comm; the
     /// model passed in holds the head's part) and the workers run the rest.
     Mesh(Box<dyn Comm>, PipelineTimeouts, WireDtype),
+    /// A hybrid mesh laid out as the ring ([`onebit_dist::hybrid`]): this process is its
+    /// head (the model passed in holds the first stage's part).
+    Hybrid(Box<dyn Comm>, onebit_dist::hybrid::Ring, PipelineTimeouts, WireDtype),
     /// A tensor-parallel mesh: this process is its head (rank 0; the model passed in holds
     /// rank 0's piece of every block and the output head).
     Tensor(Box<dyn Comm>, PipelineTimeouts, WireDtype),
@@ -137,6 +140,11 @@ impl Engine {
                             Backend::Local => Box::new(cpu()?),
                             Backend::Mesh(comm, t, wire) => Box::new(
                                 PipelineHead::new(cpu()?, comm, t)
+                                    .map_err(|e| e.to_string())?
+                                    .with_wire(wire),
+                            ),
+                            Backend::Hybrid(comm, ring, t, wire) => Box::new(
+                                PipelineHead::hybrid(cpu()?, comm, &ring, t)
                                     .map_err(|e| e.to_string())?
                                     .with_wire(wire),
                             ),

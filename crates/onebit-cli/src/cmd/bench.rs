@@ -221,7 +221,7 @@ pub fn run(a: Args) -> Result<()> {
     let model_bytes = model_size(&a.m.model)?;
     let ctx = header_ctx.min(c.max_positions);
     let bos = c.bos.unwrap_or(0).min(c.vocab as u32 - 1);
-    let mut bench = a.mesh.runner(&model, comm, session_options(&a, ctx, kv))?;
+    let mut bench = a.mesh.runner(&model, comm, &split, session_options(&a, ctx, kv))?;
     let results = run_tests(&a, &mut bench, ctx, bos)?;
     let rss = peak_rss();
     let gbs_after = probe(&model.pool);

@@ -30,7 +30,7 @@ pub fn run(a: Args) -> Result<()> {
     tok.check_model_vocab(model.config.vocab)?;
     let c = &model.config;
     let ctx = a.g.ctx.min(c.max_positions);
-    let mut runner = a.mesh.runner(&model, comm, a.g.session_options(ctx)?)?;
+    let mut runner = a.mesh.runner(&model, comm, &split, a.g.session_options(ctx)?)?;
     let session = runner.engine();
     let mut consumed: Vec<u32> = Vec::with_capacity(ctx);
     let mut messages: Vec<Message> =

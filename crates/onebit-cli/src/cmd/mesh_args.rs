@@ -4,7 +4,8 @@
 use super::model_args::ModelArgs;
 use anyhow::{bail, Result};
 use onebit_dist::auto;
-use onebit_dist::launch::{start_pipeline, start_tensor, PipelineLaunch};
+use onebit_dist::hybrid::HybridLayout;
+use onebit_dist::launch::{start_hybrid, start_pipeline, start_tensor, PipelineLaunch};
 use onebit_dist::link_emulation::LinkEmulation;
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
 use onebit_dist::plan::Strategy as PlanStrategy;
@@ -34,9 +35,16 @@ pub struct MeshArgs {
     /// (tensor parallel: a piece of every block per node, four exchanges per block) or auto
     /// (with --mesh: measure the links and nodes, or reuse the measurements cached beside the
     /// mesh file, and run the planner's fastest plan for one sequence, which may be the head
-    /// alone).
-    #[arg(long, default_value = "pp", value_parser = ["pp", "tp", "auto"])]
+    /// alone), or hybrid (a pipeline of --groups: each stage's nodes split its blocks
+    /// tensor-parallel, for tensor parallelism inside fast islands and a pipeline across a
+    /// slow link).
+    #[arg(long, default_value = "pp", value_parser = ["pp", "tp", "auto", "hybrid"])]
     pub strategy: String,
+    /// With --strategy hybrid: nodes per stage in mesh order, head's first (e.g. 2,2: the
+    /// head and the first worker split the first blocks, the other two the rest); --split
+    /// then gives blocks per stage.
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<usize>,
     /// With --strategy auto: measure the mesh again instead of reusing the cached figures.
     #[arg(long, requires = "mesh")]
     pub remeasure: bool,
@@ -140,6 +148,16 @@ impl MeshArgs {
                 }
             }
         }
+        if (strategy == "hybrid") == self.groups.is_empty() {
+            bail!("--strategy hybrid and --groups go together");
+        }
+        if strategy == "hybrid" {
+            if shares.is_some() {
+                bail!("--shares sets tensor pieces of --strategy tp; hybrid groups split equally");
+            }
+            let (model, comm, layout) = start_hybrid(&launch, &self.groups)?;
+            return Ok((model, Some(Box::new(comm)), Layout::Hybrid(layout)));
+        }
         if strategy == "tp" {
             let s = start_tensor(&launch, shares)?;
             return Ok((s.model, Some(Box::new(s.comm)), Layout::Tensor(s.split)));
@@ -157,6 +175,7 @@ impl MeshArgs {
             ("--strategy", self.strategy != "pp"),
             ("--split", !self.split.is_empty()),
             ("--shares", !self.shares.is_empty()),
+            ("--groups", !self.groups.is_empty()),
             ("--worker-threads", self.worker_threads != 2),
             ("--wire", self.wire != "f32"),
             ("--step-timeout", self.step_timeout != 5.0),
@@ -178,8 +197,14 @@ impl MeshArgs {
         }
         let comm = onebit_dist::mpi::MpiComm::world()?;
         let rank = comm.rank();
+        if (self.strategy == "hybrid") == self.groups.is_empty() {
+            bail!("--strategy hybrid and --groups go together");
+        }
+        let blocks = (!self.split.is_empty()).then(|| self.split.clone());
         let strategy = if self.strategy == "tp" {
             Strategy::Tensor((!self.shares.is_empty()).then(|| self.shares.clone()))
+        } else if self.strategy == "hybrid" {
+            Strategy::Hybrid { groups: self.groups.clone(), blocks }
         } else {
             if !self.shares.is_empty() {
                 bail!("--shares needs --strategy tp (pipelines take --split)");
@@ -200,6 +225,7 @@ impl MeshArgs {
                 let layout = match layout {
                     onebit_dist::launch::Layout::Pipeline(s) => Layout::Pipeline(s),
                     onebit_dist::launch::Layout::Tensor(s) => Layout::Tensor(s),
+                    onebit_dist::launch::Layout::Hybrid(h) => Layout::Hybrid(h),
                 };
                 Ok((*model, Some(comm), layout))
             }
@@ -226,6 +252,7 @@ impl MeshArgs {
         &self,
         model: &'m Model,
         comm: Option<Box<dyn Comm>>,
+        layout: &Layout,
         opts: SessionOptions,
     ) -> Result<Runner<'m>> {
         if self.device == "gpu" {
@@ -241,8 +268,15 @@ impl MeshArgs {
             return Ok(Runner::Gpu(Box::new(GpuSession::new(ctx, model, opts)?)));
         }
         let session = Session::try_with_options(model, opts)?;
+        let comm = match (layout, comm) {
+            (Layout::Hybrid(h), Some(c)) => {
+                let head = PipelineHead::hybrid(session, c, &h.ring()?, self.timeouts())?;
+                return Ok(Runner::Mesh(Box::new(head.with_wire(self.wire_dtype()?))));
+            }
+            (_, comm) => comm,
+        };
         Ok(match comm {
-            Some(c) if model.tensor.is_some() => Runner::Tensor(Box::new(
+            Some(c) if model.tensor_head => Runner::Tensor(Box::new(
                 TensorHead::new(session, c, self.timeouts())?.with_wire(self.wire_dtype()?)?,
             )),
             Some(c) => Runner::Mesh(Box::new(
@@ -275,6 +309,8 @@ pub enum Layout {
     Pipeline(Vec<usize>),
     /// Every node's piece of every block.
     Tensor(TensorSplit),
+    /// Stages of one node or of a tensor-parallel group.
+    Hybrid(HybridLayout),
 }
 
 impl std::fmt::Display for Layout {
@@ -286,6 +322,12 @@ impl std::fmt::Display for Layout {
                 f,
                 "tensor parallel, KV heads {:?} · FFN columns {:?} · hidden rows {:?}",
                 s.kv_heads, s.ffn, s.hidden
+            ),
+            Layout::Hybrid(h) => write!(
+                f,
+                "hybrid, nodes per stage {:?} · blocks per stage {:?}",
+                h.sizes(),
+                h.stages.iter().map(|s| s.blocks).collect::<Vec<_>>()
             ),
         }
     }

@@ -35,7 +35,7 @@ pub fn run(a: Args) -> Result<()> {
     if prompt.len() >= ctx {
         bail!("prompt of {} tokens does not fit the context of {ctx}", prompt.len());
     }
-    let mut runner = a.mesh.runner(&model, comm, a.g.session_options(ctx)?)?;
+    let mut runner = a.mesh.runner(&model, comm, &split, a.g.session_options(ctx)?)?;
     let mut stdout = std::io::stdout().lock();
     let t0 = Instant::now();
     let mut consumed = Vec::with_capacity(ctx);

@@ -94,16 +94,15 @@ pub fn run(a: Args) -> Result<()> {
             .transpose()?,
     };
     let slots = cfg.slots;
-    let backend = match comm {
-        Some(c) if model.tensor.is_some() => {
-            eprintln!("mesh: {split}");
-            Backend::Tensor(c, a.mesh.timeouts(), a.mesh.wire_dtype()?)
-        }
-        Some(c) => {
-            eprintln!("mesh: {split}");
-            Backend::Mesh(c, a.mesh.timeouts(), a.mesh.wire_dtype()?)
-        }
-        None if a.mesh.device == "gpu" => {
+    if comm.is_some() {
+        eprintln!("mesh: {split}");
+    }
+    let (t, wire) = (a.mesh.timeouts(), a.mesh.wire_dtype()?);
+    let backend = match (comm, &split) {
+        (Some(c), super::mesh_args::Layout::Hybrid(h)) => Backend::Hybrid(c, h.ring()?, t, wire),
+        (Some(c), _) if model.tensor_head => Backend::Tensor(c, t, wire),
+        (Some(c), _) => Backend::Mesh(c, t, wire),
+        (None, _) if a.mesh.device == "gpu" => {
             let ctx = onebit_gpu::GpuContext::new()?;
             eprintln!(
                 "gpu: {} ({}, {})",
@@ -113,7 +112,7 @@ pub fn run(a: Args) -> Result<()> {
             );
             Backend::Gpu(std::sync::Arc::new(ctx))
         }
-        None => Backend::Local,
+        (None, _) => Backend::Local,
     };
     let server = Server::start_on(model, tok, template, cfg, backend)?;
     eprintln!(

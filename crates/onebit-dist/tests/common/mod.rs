@@ -64,3 +64,77 @@ pub fn greedy_steps(e: &mut dyn Engine, prompt: &[u32], steps: usize) -> Run {
     }
     (tokens, logits)
 }
+
+/// A session's size for the executor tests: `slots` sequences of up to 256 positions.
+pub fn opts(slots: usize) -> onebit_model::SessionOptions {
+    onebit_model::SessionOptions {
+        max_ctx: 256,
+        max_batch: 16,
+        slots,
+        kv: onebit_model::KvDtype::F32,
+    }
+}
+
+/// Greedy steps, batched decode of three slots, and mixed steps (a prompt chunk beside
+/// decode rows, logits for some rows): every row of logits, in order, and the greedy tokens.
+pub fn exercise(e: &mut dyn Engine, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let p = prompt();
+    let mut logits = vec![e.forward_slot(0, &p).unwrap().to_vec()];
+    let mut tokens = vec![];
+    for _ in 0..steps {
+        let t = argmax(logits.last().unwrap());
+        tokens.push(t);
+        logits.push(e.decode(&[t], &[0]).unwrap().to_vec());
+    }
+    for s in 1..3 {
+        logits.push(e.forward_slot(s, &p[..p.len() - s]).unwrap().to_vec());
+    }
+    let vocab = e.vocab();
+    for step in 0..4u32 {
+        let l = e.decode(&[step + 10, step + 20, step + 30], &[2, 0, 1]).unwrap();
+        logits.extend(l.chunks_exact(vocab).map(<[f32]>::to_vec));
+    }
+    e.truncate_slot(1, 5).unwrap();
+    let l = e.step(&[7, 8, 9, 11], &[1, 1, 2, 1], &[false, true, true, true]).unwrap();
+    logits.extend(l.chunks_exact(vocab).map(<[f32]>::to_vec));
+    e.reset_slot(2).unwrap();
+    logits.push(e.forward_slot(2, &p[..3]).unwrap().to_vec());
+    (tokens, logits)
+}
+
+/// A worker's comm that works for `left` receives, then closes (or first stalls 3 s).
+pub struct Quitter {
+    /// The real end.
+    pub inner: Box<dyn Comm>,
+    /// Receives left before it quits.
+    pub left: usize,
+    /// Whether it stalls before quitting.
+    pub stall: bool,
+}
+
+impl Comm for Quitter {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn send(&mut self, to: usize, msg: &[u8], d: std::time::Instant) -> onebit_dist::Result<()> {
+        self.inner.send(to, msg, d)
+    }
+    fn recv(
+        &mut self,
+        from: usize,
+        buf: &mut Vec<u8>,
+        d: std::time::Instant,
+    ) -> onebit_dist::Result<()> {
+        if self.left == 0 {
+            if self.stall {
+                thread::sleep(std::time::Duration::from_secs(3));
+            }
+            return Err(onebit_dist::DistError::Usage("worker quits".into()));
+        }
+        self.left -= 1;
+        self.inner.recv(from, buf, d)
+    }
+}

@@ -156,7 +156,10 @@ impl<'m> Session<'m> {
         let (wide, piece) = match &model.tensor {
             Some(t) => (
                 vec![0.0; b * c.q_dim().max(c.intermediate).max(c.hidden)],
-                vec![0.0; slots * t.split.vocab_range(t.rank).len()],
+                vec![
+                    0.0;
+                    if model.tensor_head { slots * t.split.vocab_range(t.rank).len() } else { 0 }
+                ],
             ),
             None => (Vec::new(), Vec::new()),
         };

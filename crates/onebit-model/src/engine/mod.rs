@@ -206,6 +206,9 @@ pub struct Model {
     pub pool: ThreadPool,
     /// This node's piece of every block in a tensor-parallel mesh; `None`: whole blocks.
     pub tensor: Option<TensorPart>,
+    /// Whether the head holds only this node's vocabulary rows of `tensor` (rank 0 gathers
+    /// the logits); false for whole heads, as on the head stage of a hybrid mesh.
+    pub tensor_head: bool,
 }
 
 impl Model {

@@ -39,7 +39,8 @@ pub struct LoadOptions {
     /// Load only part of the model (a pipeline stage of a device mesh); `None`: all of it.
     pub part: Option<ModelPart>,
     /// Load only this node's piece of every block and of the output head (a
-    /// tensor-parallel mesh).
+    /// tensor-parallel mesh); with `part` too, its piece of the part's blocks and whole ends
+    /// (a stage of a hybrid mesh, split over a group of nodes).
     pub tensor: Option<crate::engine::TensorPart>,
 }
 
@@ -228,9 +229,16 @@ fn part_bytes(g: &crate::gguf::GgufFile, c: &ModelConfig, opts: &LoadOptions) ->
         }
     }
     match (&opts.part, &opts.tensor) {
-        (Some(p), _) => {
+        (Some(p), t) => {
             let held: u64 = blocks.get(p.layers.clone()).map_or(0, |b| b.iter().sum());
-            let what = format!("blocks {}..{}", p.layers.start, p.layers.end);
+            let (held, piece) = match t {
+                Some(t) => {
+                    let share = t.split.hidden_range(t.rank).len() as f64 / c.hidden.max(1) as f64;
+                    ((held as f64 * share) as u64, format!(", tensor piece {}", t.rank))
+                }
+                None => (held, String::new()),
+            };
+            let what = format!("blocks {}..{}{piece}", p.layers.start, p.layers.end);
             (held + if p.ends { ends } else { 0 }, what)
         }
         (None, Some(t)) => {
@@ -249,15 +257,17 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
     let whole = ModelPart { layers: 0..c.layers, ends: true };
     if let Some(t) = &opts.tensor {
         t.split.check(c)?;
-        if opts.part.is_some() || t.rank >= t.split.nodes() {
+        if t.rank >= t.split.nodes() {
             return Err(Error::Config(format!(
-                "tensor piece of rank {} of {} nodes{}",
+                "tensor piece of rank {} of {} nodes",
                 t.rank,
-                t.split.nodes(),
-                if opts.part.is_some() { " combined with a pipeline part" } else { "" }
+                t.split.nodes()
             )));
         }
     }
+    // With a pipeline part too (a stage of a hybrid mesh) the piece is of the part's blocks
+    // only; the ends, where held, are whole.
+    let tensor_head = opts.tensor.is_some() && opts.part.is_none();
     let part = opts.part.clone().unwrap_or(whole);
     if part.layers.start > part.layers.end || part.layers.end > c.layers {
         return Err(Error::Config(format!(
@@ -280,7 +290,8 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
             norm: Vec::new(),
             head: Head::Absent,
             pool: model_pool(opts.threads),
-            tensor: None,
+            tensor: opts.tensor.clone(),
+            tensor_head: false,
         });
     }
     let embed = match f.rows_in_place("token_embd.weight", c.vocab, h) {
@@ -325,7 +336,10 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
     };
     // A node of a tensor-parallel mesh holds only its rows of the head (rows are quantized
     // one by one, so they are the same rows as in the whole head).
-    let rows = opts.tensor.as_ref().map_or(0..c.vocab, |t| t.split.vocab_range(t.rank));
+    let rows = match &opts.tensor {
+        Some(t) if tensor_head => t.split.vocab_range(t.rank),
+        _ => 0..c.vocab,
+    };
     let (first, n_rows) = (rows.start, rows.len());
     let mut fill = |r: usize, buf: &mut [f32]| fill(first + r, buf);
     let head = match opts.head {
@@ -357,7 +371,7 @@ pub fn build_model(f: &dyn TensorSource, config: ModelConfig, opts: &LoadOptions
     let first_layer = part.layers.start;
     let pool = model_pool(opts.threads);
     let tensor = opts.tensor.clone();
-    Ok(Model { config, embed, layers, first_layer, norm, head, pool, tensor })
+    Ok(Model { config, embed, layers, first_layer, norm, head, pool, tensor, tensor_head })
 }
 
 /// The thread pool, capped to the CPUs there are.

@@ -75,7 +75,7 @@ impl Session<'_> {
             return Ok(());
         }
         self.aq_hidden.quantize(&self.xn[..n * h]);
-        if m.tensor.is_some() {
+        if m.tensor_head {
             return self.head_piece(n);
         }
         m.head_forward(&self.aq_hidden, &self.xn[..n * h], &mut self.logits[..n * c.vocab]);
