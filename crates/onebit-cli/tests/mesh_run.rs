@@ -142,6 +142,33 @@ fn plan_measures_the_mesh_and_predicts_every_candidate() {
 }
 
 #[test]
+fn a_hybrid_plan_on_three_nodes_runs_as_printed_and_prints_what_one_node_prints() {
+    let (dir, file, ports) = mesh("plan-hybrid", 2);
+    let ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(&dir, p, 2, &[])).collect();
+    let model = repo("models/austen.gguf");
+    let plan = ["plan", &model, "--mesh", &file, "-t", "1", "--strategy", "hybrid"];
+    let (ok, out, err) = onebit(&plan);
+    assert!(ok, "{err}");
+    // Three nodes: two compositions with a group and more than one stage ([1, 2], [2, 1]).
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("hybrid: nodes per stage")).count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("choice: hybrid"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("run it: ")).expect("a command to run");
+    let printed: Vec<&str> = line["run it: onebit ".len()..].split_whitespace().collect();
+    let prompt = ["-p", "It is a truth universally acknowledged", "-n", "32"];
+    let (ok, single, err) = onebit(&[&["run", &model][..], &prompt].concat());
+    assert!(ok, "{err}");
+    let (ok, meshed, err) = onebit(&[&printed[..], &prompt, &["--worker-threads", "1"]].concat());
+    assert!(ok, "{line}: {err}");
+    assert_eq!(meshed, single, "{line}: the hybrid's text differs from one node's");
+    assert!(err.contains("mesh: hybrid, nodes per stage"), "{err}");
+    ws.into_iter().for_each(reap);
+}
+
+#[test]
 fn a_worker_with_another_model_file_is_refused_by_name() {
     let (dir, file, ports) = mesh("other", 1);
     let mut bytes = std::fs::read(repo("models/austen.gguf")).unwrap();

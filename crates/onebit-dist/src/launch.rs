@@ -96,13 +96,15 @@ pub fn hybrid_blocks(c: &ModelConfig, groups: &[usize], head: HeadKind) -> Vec<u
 }
 
 /// A hybrid layout of `groups` (nodes per stage, summing to `nodes`) with `blocks` per stage
-/// ([`hybrid_blocks`] if `None`), equal pieces within each group.
+/// ([`hybrid_blocks`] if `None`), each group's pieces in proportion to its nodes' `shares`
+/// (one per node; equal if `None`).
 pub fn hybrid_layout(
     config: &ModelConfig,
     nodes: usize,
     head: HeadKind,
     groups: &[usize],
     blocks: Option<Vec<usize>>,
+    shares: Option<&[f64]>,
 ) -> Result<HybridLayout> {
     if groups.iter().sum::<usize>() != nodes {
         return Err(DistError::Usage(format!(
@@ -110,7 +112,7 @@ pub fn hybrid_layout(
         )));
     }
     let blocks = blocks.unwrap_or_else(|| hybrid_blocks(config, groups, head));
-    HybridLayout::new(config, groups, &blocks, None)
+    HybridLayout::new(config, groups, &blocks, shares)
 }
 
 /// Every node's piece for tensor parallelism, in proportion to `shares` (equal if `None`).
@@ -284,14 +286,16 @@ pub fn start_tensor(l: &PipelineLaunch, shares: Option<Vec<f64>>) -> Result<Tens
 }
 
 /// Starts a hybrid mesh: stages of `groups[i]` nodes in mesh order (head's first), each
-/// group splitting its stage's blocks tensor-parallel in equal pieces; `l.split` gives the
-/// blocks per stage ([`hybrid_blocks`] if `None`).
+/// group splitting its stage's blocks tensor-parallel in proportion to `shares` (one per
+/// node; equal if `None`); `l.split` gives the blocks per stage ([`hybrid_blocks`] if `None`).
 pub fn start_hybrid(
     l: &PipelineLaunch,
     groups: &[usize],
+    shares: Option<&[f64]>,
 ) -> Result<(Model, TcpComm, HybridLayout)> {
     let mesh = mesh_and_shape(l)?;
-    let layout = hybrid_layout(&mesh.2, mesh.0.len(), l.load.head, groups, l.split.clone())?;
+    let (nodes, head) = (mesh.0.len(), l.load.head);
+    let layout = hybrid_layout(&mesh.2, nodes, head, groups, l.split.clone(), shares)?;
     let (model, comm) = start(l, mesh, &Layout::Hybrid(layout.clone()))?;
     Ok((model, comm, layout))
 }

@@ -118,7 +118,8 @@ pub fn start_ranks(mut comm: Box<dyn Comm>, l: &RankLaunch) -> Result<RankStart>
         }
         Strategy::Tensor(s) => Layout::Tensor(tensor_pieces(&config, nodes, s.clone())?),
         Strategy::Hybrid { groups, blocks } => {
-            Layout::Hybrid(hybrid_layout(&config, nodes, l.load.head, groups, blocks.clone())?)
+            let (head, b) = (l.load.head, blocks.clone());
+            Layout::Hybrid(hybrid_layout(&config, nodes, head, groups, b, None)?)
         }
     };
     // Load, then tell every rank whether this one is ready, so none starts on a broken mesh.

@@ -36,6 +36,7 @@ pub mod link_emulation;
 pub mod mpi;
 pub mod pipeline;
 pub mod plan;
+mod plan_stages;
 pub mod probe;
 pub mod shard_stream;
 pub mod speed;

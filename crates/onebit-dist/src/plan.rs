@@ -11,7 +11,10 @@
 //!   link's latency, plus the bytes a node receives over its bandwidth;
 //! - pipeline: contiguous layer ranges, one hop of the hidden state per stage boundary and
 //!   the sampled token back to the head; with `k` sequences in flight its throughput is
-//!   `min(k / T, 1 / slowest stage)`.
+//!   `min(k / T, 1 / slowest stage)`;
+//! - hybrid: a pipeline whose stages are groups of consecutive nodes, each group running its
+//!   blocks tensor-parallel (the group's speeds add up; four gathers per block over the
+//!   group's slowest link, plus the leader handing the rows on); `plan_stages.rs`.
 
 use crate::error::{DistError, Result};
 use crate::probe::LinkProbe;
@@ -34,7 +37,7 @@ pub struct NodeSpec {
 
 impl NodeSpec {
     /// Seconds of one decode pass over `k` sequences.
-    fn pass_s(&self, k: f64) -> f64 {
+    pub(crate) fn pass_s(&self, k: f64) -> f64 {
         self.token_s * (1.0 + self.batch_slope * (k - 1.0).max(0.0))
     }
 }
@@ -57,6 +60,14 @@ pub enum Strategy {
     /// Blocks split into contiguous ranges, one per node in mesh order.
     Pipeline {
         /// Blocks per node.
+        layers: Vec<usize>,
+    },
+    /// A pipeline of stages of consecutive nodes, each stage's blocks split tensor-parallel
+    /// over its nodes in proportion to their speed.
+    Hybrid {
+        /// Nodes per stage, head's first.
+        groups: Vec<usize>,
+        /// Blocks per stage.
         layers: Vec<usize>,
     },
 }
@@ -143,7 +154,8 @@ pub fn plan(
     if n >= 2 && all_linked {
         let x = Inputs { c, bytes, block_frac, nodes, hop: &hop, hidden_bytes, k };
         plans.extend(tensor_plan(&x, links, bpw));
-        plans.extend(pipeline_plan(&x));
+        plans.extend(crate::plan_stages::pipeline_plan(&x, links));
+        plans.extend(crate::plan_stages::hybrid_plans(&x, links));
     }
     if plans.is_empty() {
         let largest = nodes.iter().map(|n| n.mem_bytes).max().unwrap_or(0);
@@ -162,14 +174,14 @@ pub fn plan(
 /// What the split strategies share: the model, its weight bytes and the blocks' share of
 /// decode time, the nodes, the hop cost of `rows` hidden states between two ranks.
 #[derive(Clone, Copy)]
-struct Inputs<'a> {
-    c: &'a ModelConfig,
-    bytes: f64,
-    block_frac: f64,
-    nodes: &'a [NodeSpec],
-    hop: &'a dyn Fn(usize, usize, f64) -> f64,
-    hidden_bytes: usize,
-    k: usize,
+pub(crate) struct Inputs<'a> {
+    pub(crate) c: &'a ModelConfig,
+    pub(crate) bytes: f64,
+    pub(crate) block_frac: f64,
+    pub(crate) nodes: &'a [NodeSpec],
+    pub(crate) hop: &'a dyn Fn(usize, usize, f64) -> f64,
+    pub(crate) hidden_bytes: usize,
+    pub(crate) k: usize,
 }
 
 fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
@@ -214,74 +226,5 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
         wire_bytes: (per_row * (n - 1) as f64 - c.vocab as f64 * 4.0 * (n - 1) as f64 / n as f64)
             as u64,
         syncs,
-    })
-}
-
-fn pipeline_plan(x: &Inputs<'_>) -> Option<Plan> {
-    let Inputs { c, bytes, block_frac, nodes, hop, hidden_bytes, k } = *x;
-    let (n, layers) = (nodes.len(), c.layers);
-    let per_layer_bytes = bytes * block_frac / layers as f64;
-    let head_bytes = bytes * (1.0 - block_frac);
-    // Node 0 holds the embeddings and the head (the sampled token never leaves it).
-    let stage_t = |i: usize, l: usize| {
-        nodes[i].token_s * block_frac * l as f64 / layers as f64
-            + if i == 0 { nodes[0].token_s * (1.0 - block_frac) } else { 0.0 }
-    };
-    let fits = |i: usize, l: usize| {
-        per_layer_bytes * l as f64 + if i == 0 { head_bytes } else { 0.0 }
-            <= nodes[i].mem_bytes as f64
-    };
-    // best[i][j]: the smallest slowest-stage time with nodes 0..i holding j blocks, every
-    // node at least one block; back[i][j] the blocks of node i - 1.
-    let inf = f64::INFINITY;
-    let mut best = vec![vec![inf; layers + 1]; n + 1];
-    let mut back = vec![vec![0usize; layers + 1]; n + 1];
-    best[0][0] = 0.0;
-    for i in 1..=n {
-        for j in i..=layers {
-            for l in 1..=j - (i - 1) {
-                if best[i - 1][j - l].is_finite() && fits(i - 1, l) {
-                    let v = best[i - 1][j - l].max(stage_t(i - 1, l));
-                    if v < best[i][j] {
-                        best[i][j] = v;
-                        back[i][j] = l;
-                    }
-                }
-            }
-        }
-    }
-    if !best[n][layers].is_finite() {
-        return None;
-    }
-    let mut split = vec![0; n];
-    let mut j = layers;
-    for i in (1..=n).rev() {
-        split[i - 1] = back[i][j];
-        j -= back[i][j];
-    }
-    // A trip: every stage once and a hop after each (the last back to the head).
-    let trip = |rows: f64| {
-        (0..n)
-            .map(|i| {
-                stage_t(i, split[i]) / nodes[i].token_s * nodes[i].pass_s(rows)
-                    + hop(i, (i + 1) % n, rows)
-            })
-            .collect::<Vec<f64>>()
-    };
-    let t: f64 = trip(1.0).iter().sum();
-    // k sequences in n micro-batches: a micro-batch finishes each cycle of the slowest step,
-    // and no sequence moves faster than its own trip.
-    let micro = (k as f64 / n as f64).max(1.0);
-    let steps = trip(micro);
-    let cycle = steps.iter().copied().fold(0.0, f64::max);
-    let batch = (micro / cycle)
-        .min(k as f64 / steps.iter().sum::<f64>() * n as f64)
-        .min(k as f64 / steps.iter().sum::<f64>() * (k as f64 / micro).max(1.0));
-    Some(Plan {
-        strategy: Strategy::Pipeline { layers: split },
-        tok_s: 1.0 / t,
-        tok_s_batch: batch,
-        wire_bytes: (n * hidden_bytes) as u64,
-        syncs: n,
     })
 }

@@ -67,3 +67,55 @@ fn a_model_that_fits_nowhere_is_refused_with_the_shortfall() {
     let msg = e.to_string();
     assert!(msg.contains("needs") && msg.contains("all 2 together 8.00 GB"), "{msg}");
 }
+
+/// Links between every pair of `n` nodes: fast inside each island of `island` consecutive
+/// nodes, slow between islands.
+fn islands(n: usize, island: usize, fast: (f64, f64), slow: (f64, f64)) -> Vec<LinkProbe> {
+    let mut v = Vec::new();
+    for a in 0..n {
+        for b in a + 1..n {
+            let (latency_s, bandwidth_bps) = if a / island == b / island { fast } else { slow };
+            v.push(LinkProbe {
+                a,
+                b,
+                rtt_s: 2.0 * latency_s,
+                jitter_s: 0.0,
+                latency_s,
+                bandwidth_bps,
+            });
+        }
+    }
+    v
+}
+
+#[test]
+fn two_islands_joined_by_a_slow_link_are_a_hybrid() {
+    let c = ModelConfig::bitnet_2b4t();
+    // Four nodes that each hold about half the model: two pairs on wired links (30 µs),
+    // the pairs joined by WiFi (5 ms, 100 Mbit/s).
+    let nodes = [
+        node(1.0 / 30.0, 0.5),
+        node(1.0 / 30.0, 0.5),
+        node(1.0 / 30.0, 0.5),
+        node(1.0 / 30.0, 0.5),
+    ];
+    let links = islands(4, 2, (3e-5, 1e9), (5e-3, 12.5e6));
+    let p = plan(&c, 2.0, &nodes, &links, 8).unwrap();
+    match &p[0].strategy {
+        Strategy::Hybrid { groups, layers } => {
+            assert_eq!(groups, &vec![2, 2], "{p:?}");
+            assert_eq!(layers.iter().sum::<usize>(), 30);
+        }
+        s => panic!("expected a hybrid of the two islands first, got {s:?} in {p:?}"),
+    }
+    let best = |f: fn(&Strategy) -> bool| p.iter().find(|x| f(&x.strategy)).map(|x| x.tok_s);
+    let tp = best(|s| matches!(s, Strategy::Tensor { .. })).unwrap();
+    let pp = best(|s| matches!(s, Strategy::Pipeline { .. })).unwrap();
+    assert!(p[0].tok_s > 1.1 * pp && p[0].tok_s > 2.0 * tp, "{p:?}");
+    // Every composition of 4 nodes into 2 or 3 stages with a group is a candidate.
+    assert_eq!(p.iter().filter(|x| matches!(x.strategy, Strategy::Hybrid { .. })).count(), 6);
+    // With the islands on fast links everywhere, one tensor-parallel mesh beats the hybrid.
+    let fast = islands(4, 4, (3e-5, 1e9), (3e-5, 1e9));
+    let p = plan(&c, 2.0, &nodes, &fast, 1).unwrap();
+    assert!(matches!(p[0].strategy, Strategy::Tensor { .. }), "{p:?}");
+}

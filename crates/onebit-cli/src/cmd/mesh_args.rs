@@ -57,7 +57,8 @@ pub struct MeshArgs {
     #[arg(long, value_delimiter = ',')]
     pub split: Vec<usize>,
     /// With --strategy tp: each node's share of every block and of the output head, head
-    /// first (e.g. 2,3 for a node two thirds as fast as the other); default: equal.
+    /// first (e.g. 2,3 for a node two thirds as fast as the other); with --strategy hybrid
+    /// each node's share within its group; default: equal.
     #[arg(long, value_delimiter = ',')]
     pub shares: Vec<f64>,
     /// Threads per worker with --mesh.
@@ -146,16 +147,19 @@ impl MeshArgs {
                     strategy = "pp";
                     launch.split = Some(layers);
                 }
+                PlanStrategy::Hybrid { groups, layers } => {
+                    launch.split = Some(layers);
+                    let shares = auto::speed_shares(&measured);
+                    let (model, comm, layout) = start_hybrid(&launch, &groups, Some(&shares))?;
+                    return Ok((model, Some(Box::new(comm)), Layout::Hybrid(layout)));
+                }
             }
         }
         if (strategy == "hybrid") == self.groups.is_empty() {
             bail!("--strategy hybrid and --groups go together");
         }
         if strategy == "hybrid" {
-            if shares.is_some() {
-                bail!("--shares sets tensor pieces of --strategy tp; hybrid groups split equally");
-            }
-            let (model, comm, layout) = start_hybrid(&launch, &self.groups)?;
+            let (model, comm, layout) = start_hybrid(&launch, &self.groups, shares.as_deref())?;
             return Ok((model, Some(Box::new(comm)), Layout::Hybrid(layout)));
         }
         if strategy == "tp" {
@@ -204,6 +208,9 @@ impl MeshArgs {
         let strategy = if self.strategy == "tp" {
             Strategy::Tensor((!self.shares.is_empty()).then(|| self.shares.clone()))
         } else if self.strategy == "hybrid" {
+            if !self.shares.is_empty() {
+                bail!("with --mpi, hybrid groups split their blocks equally: drop --shares");
+            }
             Strategy::Hybrid { groups: self.groups.clone(), blocks }
         } else {
             if !self.shares.is_empty() {

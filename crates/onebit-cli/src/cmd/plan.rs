@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Which strategy to choose: auto (the fastest for one sequence the head takes part
-    /// in, as `run --strategy auto` runs it), tp, pp or single.
+    /// in, as `run --strategy auto` runs it), tp, pp, hybrid or single.
     #[arg(long, default_value = "auto")]
     strategy: String,
     /// Measure the mesh again instead of reusing the figures cached beside the mesh file.
@@ -38,6 +38,9 @@ fn describe(s: &Strategy) -> String {
             format!("tensor parallel: kv heads {kv_heads:?}, ffn {ffn:?}")
         }
         Strategy::Pipeline { layers } => format!("pipeline: blocks {layers:?}"),
+        Strategy::Hybrid { groups, layers } => {
+            format!("hybrid: nodes per stage {groups:?}, blocks {layers:?}")
+        }
     }
 }
 
@@ -50,10 +53,11 @@ pub fn run(a: Args) -> Result<()> {
         "tp" => matches!(s, Strategy::Tensor { .. }),
         "pp" => matches!(s, Strategy::Pipeline { .. }),
         "single" => matches!(s, Strategy::Single { .. }),
+        "hybrid" => matches!(s, Strategy::Hybrid { .. }),
         _ => false,
     };
-    if !["auto", "tp", "pp", "single"].contains(&a.strategy.as_str()) {
-        bail!("unknown --strategy '{}' (auto, tp, pp, single)", a.strategy);
+    if !["auto", "tp", "pp", "hybrid", "single"].contains(&a.strategy.as_str()) {
+        bail!("unknown --strategy '{}' (auto, tp, pp, hybrid, single)", a.strategy);
     }
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
     let measured = auto::measure(&a.mesh, &c, a.threads, a.remeasure, None)?;
@@ -120,6 +124,19 @@ pub fn run(a: Args) -> Result<()> {
                 "run it: onebit run {} --mesh {} --strategy tp --shares {}",
                 a.model,
                 a.mesh,
+                shares.join(",")
+            );
+        }
+        Strategy::Hybrid { groups, layers } => {
+            let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+            let shares: Vec<String> =
+                auto::speed_shares(&measured).iter().map(|s| format!("{s:.2}")).collect();
+            println!(
+                "run it: onebit run {} --mesh {} --strategy hybrid --groups {} --split {} --shares {}",
+                a.model,
+                a.mesh,
+                list(groups),
+                list(layers),
                 shares.join(",")
             );
         }

@@ -1,0 +1,176 @@
+//! The planner's staged plans: a pipeline (every stage one node) and hybrids (stages of
+//! consecutive nodes, each running its blocks tensor-parallel, as [`crate::hybrid`] does).
+//! Both pick the blocks per stage by the same dynamic programming: the split whose slowest
+//! stage is fastest, within every node's memory.
+//!
+//! A stage of nodes `G` running `l` of the `L` blocks takes, per token,
+//! `f·(l/L) / Σ_{i∈G} 1/t_i` (its nodes' speeds add up: pieces are in proportion to speed; `f`
+//! the blocks' share of decode time), plus on the head's stage the output head, plus, where
+//! `G` has several nodes, `4l` gathers over the group's slowest link (latency plus the
+//! pieces a node receives over its bandwidth) and the leader handing the rows to the others.
+
+use crate::plan::{Inputs, Plan, Strategy};
+use crate::probe::LinkProbe;
+use std::ops::Range;
+
+/// What the planner knows of one stage's group.
+struct Group {
+    nodes: Range<usize>,
+    /// Sum of the nodes' speeds (whole-model tokens per second).
+    speed: f64,
+    /// The nodes' mean extra time per additional sequence in a pass.
+    slope: f64,
+    /// The slowest link inside the group: latency (s) and bandwidth (bytes/s).
+    latency: f64,
+    bandwidth: f64,
+}
+
+/// The pipeline over every node in mesh order.
+pub(crate) fn pipeline_plan(x: &Inputs<'_>, links: &[LinkProbe]) -> Option<Plan> {
+    let (layers, plan) = staged(x, links, &vec![1; x.nodes.len()])?;
+    Some(Plan { strategy: Strategy::Pipeline { layers }, ..plan })
+}
+
+/// Every hybrid of 3 or more nodes (stages of consecutive nodes, at least one with several
+/// and more than one stage), fastest first; beyond 4 nodes only the 3 fastest.
+pub(crate) fn hybrid_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
+    let n = x.nodes.len();
+    if n < 3 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    // Bit i of `cuts` set: a stage ends after node i.
+    for cuts in 1..(1u32 << (n - 1)) - 1 {
+        let mut sizes = vec![1];
+        for i in 0..n - 1 {
+            if cuts & (1 << i) != 0 {
+                sizes.push(1);
+            } else {
+                *sizes.last_mut().expect("one stage at least") += 1;
+            }
+        }
+        if let Some((layers, p)) = staged(x, links, &sizes) {
+            out.push(Plan { strategy: Strategy::Hybrid { groups: sizes, layers }, ..p });
+        }
+    }
+    out.sort_by(|a, b| b.tok_s.total_cmp(&a.tok_s));
+    if n > 4 {
+        out.truncate(3);
+    }
+    out
+}
+
+/// The best blocks per stage for stages of `sizes` consecutive nodes, and the plan's figures.
+fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<usize>, Plan)> {
+    let Inputs { c, bytes, block_frac, nodes, hop, hidden_bytes, k } = *x;
+    let layers = c.layers as f64;
+    let per_layer_bytes = bytes * block_frac / layers;
+    let head_bytes = bytes * (1.0 - block_frac);
+    let link =
+        |a: usize, b: usize| links.iter().find(|l| l.a == a.min(b) && l.b == a.max(b)).cloned();
+    let mut groups = Vec::with_capacity(sizes.len());
+    let mut first = 0;
+    for &n in sizes {
+        let r = first..first + n;
+        let pairs: Vec<LinkProbe> = r
+            .clone()
+            .flat_map(|a| (a + 1..r.end).map(move |b| (a, b)))
+            .map(|(a, b)| link(a, b))
+            .collect::<Option<_>>()?;
+        groups.push(Group {
+            speed: r.clone().map(|i| 1.0 / nodes[i].token_s).sum(),
+            slope: r.clone().map(|i| nodes[i].batch_slope).sum::<f64>() / n as f64,
+            latency: pairs.iter().map(|l| l.latency_s).fold(0.0, f64::max),
+            bandwidth: pairs.iter().map(|l| l.bandwidth_bps).fold(f64::INFINITY, f64::min),
+            nodes: r,
+        });
+        first += n;
+    }
+    // f32 values a node gathers per row and block (attention output, `o` rows, FFN values,
+    // `down` rows), as `tensor_plan` counts them.
+    let gathered = (c.q_dim() + 2 * c.hidden + c.intermediate) as f64 * 4.0;
+    let stage_t = |g: usize, l: usize, rows: f64| {
+        let gr = &groups[g];
+        let n = gr.nodes.len() as f64;
+        let mut t = block_frac * l as f64 / layers / gr.speed;
+        if g == 0 {
+            t += nodes[0].token_s * (1.0 - block_frac);
+        }
+        t *= 1.0 + gr.slope * (rows - 1.0).max(0.0);
+        if n > 1.0 {
+            let lead = gr.nodes.start;
+            t += 4.0 * l as f64 * gr.latency
+                + gathered * l as f64 * (n - 1.0) / n * rows / gr.bandwidth
+                + hop(lead, lead + 1, rows);
+        }
+        t
+    };
+    let fits = |g: usize, l: usize| {
+        let gr = &groups[g];
+        gr.nodes.clone().all(|i| {
+            let share = 1.0 / nodes[i].token_s / gr.speed;
+            per_layer_bytes * l as f64 * share + if i == 0 { head_bytes } else { 0.0 }
+                <= nodes[i].mem_bytes as f64
+        })
+    };
+    // best[i][j]: the smallest slowest-stage time with stages 0..i holding j blocks, every
+    // stage at least one block; back[i][j] the blocks of stage i - 1.
+    let (s, total) = (groups.len(), c.layers);
+    let inf = f64::INFINITY;
+    let mut best = vec![vec![inf; total + 1]; s + 1];
+    let mut back = vec![vec![0usize; total + 1]; s + 1];
+    best[0][0] = 0.0;
+    for i in 1..=s {
+        for j in i..=total {
+            for l in 1..=j - (i - 1) {
+                if best[i - 1][j - l].is_finite() && fits(i - 1, l) {
+                    let v = best[i - 1][j - l].max(stage_t(i - 1, l, 1.0));
+                    if v < best[i][j] {
+                        best[i][j] = v;
+                        back[i][j] = l;
+                    }
+                }
+            }
+        }
+    }
+    if !best[s][total].is_finite() {
+        return None;
+    }
+    let mut split = vec![0; s];
+    let mut j = total;
+    for i in (1..=s).rev() {
+        split[i - 1] = back[i][j];
+        j -= back[i][j];
+    }
+    // A trip: every stage once and a hop between leaders after each (the last to the head).
+    let leader = |g: usize| groups[g % s].nodes.start;
+    let trip = |rows: f64| -> Vec<f64> {
+        (0..s).map(|g| stage_t(g, split[g], rows) + hop(leader(g), leader(g + 1), rows)).collect()
+    };
+    let t: f64 = trip(1.0).iter().sum();
+    // k sequences in s micro-batches: a micro-batch finishes each cycle of the slowest step,
+    // and no sequence moves faster than its own trip.
+    let micro = (k as f64 / s as f64).max(1.0);
+    let steps = trip(micro);
+    let cycle = steps.iter().copied().fold(0.0, f64::max);
+    let sum: f64 = steps.iter().sum();
+    let batch = (micro / cycle)
+        .min(k as f64 / sum * s as f64)
+        .min(k as f64 / sum * (k as f64 / micro).max(1.0));
+    let (mut syncs, mut wire) = (s, (s * hidden_bytes) as f64);
+    for (g, gr) in groups.iter().enumerate() {
+        let n = gr.nodes.len();
+        if n > 1 {
+            syncs += 4 * split[g] + 1;
+            wire += ((n - 1) * hidden_bytes) as f64 + gathered * split[g] as f64 * (n - 1) as f64;
+        }
+    }
+    let plan = Plan {
+        strategy: Strategy::Pipeline { layers: Vec::new() },
+        tok_s: 1.0 / t,
+        tok_s_batch: batch,
+        wire_bytes: wire as u64,
+        syncs,
+    };
+    Some((split, plan))
+}
