@@ -329,3 +329,86 @@ fn a_memory_budget_refuses_what_does_not_fit_before_loading_it() {
     );
     reap(w);
 }
+
+/// A POST of `body` to `path` on `addr` (HTTP/1.1, one request per connection): the status
+/// and the body.
+fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+#[test]
+fn a_server_whose_worker_is_killed_forms_the_mesh_again_from_the_others() {
+    use std::io::{BufRead, BufReader};
+    let model = repo("models/austen.gguf");
+    let (dir, file, ports) = mesh("reform", 2);
+    let mut ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(&dir, p, 2, &[])).collect();
+    let mut server = bin()
+        .args(["serve", &model, "--port", "0", "--mesh", &file, "--worker-threads", "1"])
+        .args(["-t", "1", "--step-timeout", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(server.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the server ended:\n{log}");
+        log.push_str(&line);
+        if let Some(rest) = line.split("on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // The rest of the log, read as it comes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let body = r#"{"prompt": "It is a truth universally acknowledged", "max_tokens": 16, "temperature": 0}"#;
+    let text = |b: &str| {
+        let v: serde_json::Value = serde_json::from_str(b).unwrap();
+        v["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let (ok, single, e) =
+        onebit(&["run", &model, "-p", "It is a truth universally acknowledged", "-n", "16"]);
+    assert!(ok, "{e}");
+    let (status, first) = http_post(&addr, "/v1/completions", body);
+    assert_eq!(status, 200, "{first}");
+    let want = text(&first);
+    assert!(single.contains(want.trim_end()), "{single:?} vs {want:?}");
+    // The last worker dies: the request that finds it gone fails, the next is served on the
+    // head and the other worker.
+    let mut last = ws.pop().unwrap();
+    last.kill().unwrap();
+    last.wait().unwrap();
+    let (status, failed) = http_post(&addr, "/v1/completions", body);
+    assert_eq!(status, 500, "{failed}");
+    let (status, again) = http_post(&addr, "/v1/completions", body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(text(&again), want);
+    let logged: Vec<String> = rx.try_iter().collect();
+    assert!(
+        logged.iter().any(|l| l
+            .split_once("mesh formed again: pipeline, blocks per node [")
+            .is_some_and(|(_, blocks)| blocks.matches(',').count() == 1)),
+        "{logged:?}"
+    );
+    reap(server);
+    ws.into_iter().for_each(reap);
+}

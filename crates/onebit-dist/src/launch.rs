@@ -48,6 +48,9 @@ pub struct PipelineLaunch {
     pub progress: Progress,
     /// Test mode: a delay and jitter on every message (the workers must emulate too).
     pub emulate: Option<crate::link_emulation::LinkEmulation>,
+    /// Workers of the mesh file to leave out (indexes into its `workers`): a mesh formed
+    /// again without nodes that failed.
+    pub skip: Vec<usize>,
 }
 
 /// Blocks per node for `c` over `nodes` (the head reads the output head besides its blocks).
@@ -143,7 +146,19 @@ fn mesh_and_shape(
     l: &PipelineLaunch,
 ) -> Result<(Vec<std::net::SocketAddr>, TcpConfig, ModelConfig)> {
     let mesh = MeshFile::read(&l.mesh)?;
-    let addrs = mesh.addrs()?;
+    let mut addrs = mesh.addrs()?;
+    if let Some(&w) = l.skip.iter().find(|&&w| w + 1 >= addrs.len()) {
+        return Err(DistError::Usage(format!("no worker {w} in {} to leave out", l.mesh)));
+    }
+    // Rank 0 is the head; worker i is rank i + 1.
+    let mut rank = 0;
+    addrs.retain(|_| {
+        rank += 1;
+        rank == 1 || !l.skip.contains(&(rank - 2))
+    });
+    if addrs.len() < 2 {
+        return Err(DistError::Usage(format!("no worker of {} is left", l.mesh)));
+    }
     let cfg = TcpConfig { emulate: l.emulate, ..TcpConfig::new(read_key_file(&mesh.key_file)?) };
     if std::path::Path::new(&l.model).is_dir() {
         return Err(DistError::Usage(format!(

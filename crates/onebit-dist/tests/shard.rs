@@ -80,6 +80,7 @@ fn launch(mesh: &str) -> PipelineLaunch {
         ready_timeout: Duration::from_secs(60),
         progress: Progress::default(),
         emulate: None,
+        skip: Vec::new(),
     }
 }
 

@@ -72,13 +72,31 @@ pub struct ServerConfig {
     pub fallback: Option<Fallback>,
 }
 
-/// The whole model on this node, for when its mesh breaks.
-#[derive(Clone, Debug)]
+/// What to do when the mesh breaks: form it again without the node that failed, or else
+/// load the whole model on this node.
+#[derive(Clone)]
 pub struct Fallback {
     /// The model file.
     pub model: String,
     /// How to load it.
     pub load: onebit_model::load::LoadOptions,
+    /// Forms the mesh again without the failed node (tried first, each time the mesh breaks).
+    pub reform: Option<Reform>,
+}
+
+/// Forms a mesh again without the node that broke it: given why the mesh broke, the head's
+/// part and the backend to run it on, or why not.
+pub type Reform =
+    std::sync::Arc<dyn Fn(&str) -> Result<(onebit_model::Model, Backend), String> + Send + Sync>;
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fallback")
+            .field("model", &self.model)
+            .field("load", &self.load)
+            .field("reform", &self.reform.is_some())
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {

@@ -134,38 +134,7 @@ impl Engine {
                     kv: cfg.kv,
                 };
                 let broken = {
-                    let cpu = || Session::try_with_options(&model, opts).map_err(|e| e.to_string());
-                    let engine = (|| -> Result<Box<dyn ModelEngine + '_>, String> {
-                        Ok(match backend {
-                            Backend::Local => Box::new(cpu()?),
-                            Backend::Mesh(comm, t, wire) => Box::new(
-                                PipelineHead::new(cpu()?, comm, t)
-                                    .map_err(|e| e.to_string())?
-                                    .with_wire(wire),
-                            ),
-                            Backend::Hybrid(comm, ring, t, wire) => Box::new(
-                                PipelineHead::hybrid(cpu()?, comm, &ring, t)
-                                    .map_err(|e| e.to_string())?
-                                    .with_wire(wire),
-                            ),
-                            Backend::Tensor(comm, t, wire) => Box::new(
-                                onebit_dist::tensor::TensorHead::new(cpu()?, comm, t)
-                                    .map_err(|e| e.to_string())?
-                                    .with_wire(wire)
-                                    .map_err(|e| e.to_string())?,
-                            ),
-                            Backend::Gpu(ctx) => Box::new(
-                                // The device keeps its KV cache in f32 whatever --kv says.
-                                onebit_gpu::GpuSession::new(
-                                    ctx,
-                                    &model,
-                                    SessionOptions { kv: onebit_model::KvDtype::F32, ..opts },
-                                )
-                                .map_err(|e| e.to_string())?,
-                            ),
-                        })
-                    })();
-                    let engine = match engine {
+                    let engine = match engine_on(backend, &model, opts) {
                         Ok(engine) => engine,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -215,6 +184,41 @@ impl Engine {
     }
 }
 
+/// The engine `backend` runs `model` on, sized by `opts`.
+fn engine_on(
+    backend: Backend,
+    model: &Model,
+    opts: SessionOptions,
+) -> Result<Box<dyn ModelEngine + '_>, String> {
+    let cpu = || Session::try_with_options(model, opts).map_err(|e| e.to_string());
+    Ok(match backend {
+        Backend::Local => Box::new(cpu()?),
+        Backend::Mesh(comm, t, wire) => {
+            Box::new(PipelineHead::new(cpu()?, comm, t).map_err(|e| e.to_string())?.with_wire(wire))
+        }
+        Backend::Hybrid(comm, ring, t, wire) => Box::new(
+            PipelineHead::hybrid(cpu()?, comm, &ring, t)
+                .map_err(|e| e.to_string())?
+                .with_wire(wire),
+        ),
+        Backend::Tensor(comm, t, wire) => Box::new(
+            onebit_dist::tensor::TensorHead::new(cpu()?, comm, t)
+                .map_err(|e| e.to_string())?
+                .with_wire(wire)
+                .map_err(|e| e.to_string())?,
+        ),
+        Backend::Gpu(ctx) => Box::new(
+            // The device keeps its KV cache in f32 whatever --kv says.
+            onebit_gpu::GpuSession::new(
+                ctx,
+                model,
+                SessionOptions { kv: onebit_model::KvDtype::F32, ..opts },
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+    })
+}
+
 /// Why a runner stopped.
 enum RunEnd {
     /// The server is shutting down.
@@ -223,10 +227,11 @@ enum RunEnd {
     Broken(String),
 }
 
-/// After the mesh broke: serves on from this node alone when the whole model fits here
-/// (`fallback`), else answers every request with why it cannot run.
+/// After the mesh broke: forms it again without the failed node where `fallback` can
+/// (again each time it breaks), else serves on from this node alone when the whole model
+/// fits here, else answers every request with why it cannot run.
 fn replan(
-    why: String,
+    mut why: String,
     fallback: Option<crate::Fallback>,
     opts: SessionOptions,
     tok: &Tokenizer,
@@ -238,6 +243,25 @@ fn replan(
     let Some(f) = fallback else {
         return refuse_all(queue, format!("the mesh failed: {why}"));
     };
+    while let Some(reform) = &f.reform {
+        let formed = reform(&why).and_then(|(model, backend)| {
+            let engine = engine_on(backend, &model, opts)?;
+            tracing::warn!("re-planned: serving on the mesh formed again");
+            metrics.replans.fetch_add(1, Relaxed);
+            Ok(Runner::new(engine, model.config.eos, tok, cfg, metrics).run(queue))
+        });
+        match formed {
+            Ok(RunEnd::Shutdown) => return,
+            Ok(RunEnd::Broken(w)) => {
+                tracing::error!("the mesh failed again: {w}");
+                why = w;
+            }
+            Err(e) => {
+                tracing::warn!("cannot form the mesh again ({e})");
+                break;
+            }
+        }
+    }
     tracing::warn!("re-planning: loading all of {} on this node", f.model);
     let local = match Model::from_pretrained(&f.model, &f.load) {
         Ok(m) => m,

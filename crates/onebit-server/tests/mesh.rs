@@ -203,6 +203,7 @@ fn a_server_whose_mesh_loses_its_worker_serves_on_from_the_head_alone() {
     let fallback = Fallback {
         model: repo("models/austen.gguf"),
         load: LoadOptions { threads: 1, ..Default::default() },
+        reform: None,
     };
     let s = Server::start_on(
         load(Some(ModelPart { layers: 0..4, ends: true })),
@@ -230,4 +231,86 @@ fn a_server_whose_mesh_loses_its_worker_serves_on_from_the_head_alone() {
         .unwrap();
     assert!(metrics.contains("onebit_mesh_replans_total 1"), "{metrics}");
     s.stop();
+}
+
+/// A worker stage of `layers` on `tail` that gives up on the head after `idle` without a
+/// message (a node gone away).
+fn stage_thread(
+    layers: std::ops::Range<usize>,
+    mut tail: InProcComm,
+    idle: std::time::Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let m = load(Some(ModelPart { layers, ends: false }));
+        let mut s = Session::with_options(&m, session_opts());
+        let _ = serve_stage(&mut s, &mut tail, PipelineTimeouts { idle, ..Default::default() });
+    })
+}
+
+#[test]
+fn a_server_whose_mesh_loses_a_node_forms_it_again_from_the_others() {
+    let body = json!({"prompt": "It is a truth universally acknowledged", "max_tokens": 16, "temperature": 0});
+    let local = start(load(None), Backend::Local);
+    let want = post(&local, "/v1/completions", body.clone())["choices"][0]["text"].clone();
+    local.stop();
+
+    // Three nodes: the last stage goes away after 300 ms without a message.
+    let mut comms = InProcComm::mesh(3).into_iter();
+    let head = comms.next().unwrap();
+    let long = std::time::Duration::from_secs(3600);
+    let middle = stage_thread(2..4, comms.next().unwrap(), long);
+    let last = stage_thread(4..6, comms.next().unwrap(), std::time::Duration::from_millis(300));
+    // Formed again as two nodes (the head and a fresh stage for blocks 3..6), once.
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (c, spawned) = (calls.clone(), std::sync::Arc::new(std::sync::Mutex::new(Vec::new())));
+    let sp = spawned.clone();
+    let reform: onebit_server::Reform = std::sync::Arc::new(move |why: &str| {
+        assert!(why.contains("node"), "{why}");
+        if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Err("formed once already".into());
+        }
+        let mut comms = InProcComm::mesh(2).into_iter();
+        let head = comms.next().unwrap();
+        let long = std::time::Duration::from_secs(3600);
+        sp.lock().unwrap().push(stage_thread(3..6, comms.next().unwrap(), long));
+        let model = load(Some(ModelPart { layers: 0..3, ends: true }));
+        Ok((model, Backend::Mesh(Box::new(head), PipelineTimeouts::default(), Default::default())))
+    });
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let template = ChatTemplate::for_model(&repo("models/austen.gguf")).unwrap();
+    let fallback = Fallback {
+        model: repo("models/austen.gguf"),
+        load: LoadOptions { threads: 1, ..Default::default() },
+        reform: Some(reform),
+    };
+    let s = Server::start_on(
+        load(Some(ModelPart { layers: 0..2, ends: true })),
+        tok,
+        template,
+        ServerConfig { fallback: Some(fallback), ..cfg() },
+        Backend::Mesh(Box::new(head), PipelineTimeouts::default(), Default::default()),
+    )
+    .unwrap();
+    assert_eq!(post(&s, "/v1/completions", body.clone())["choices"][0]["text"], want);
+    last.join().unwrap();
+    // The request that finds the node gone fails; the next runs on the mesh formed again.
+    let (status, err) = post_any(&s, "/v1/completions", body.clone());
+    assert_eq!(status, 500, "{err}");
+    let (status, again) = post_any(&s, "/v1/completions", body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["choices"][0]["text"], want);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let metrics = ureq::get(&format!("http://{}/metrics", s.addr()))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("onebit_mesh_replans_total 1"), "{metrics}");
+    s.stop();
+    // The head's end of each mesh is gone: the stages end.
+    middle.join().unwrap();
+    for t in spawned.lock().unwrap().drain(..) {
+        t.join().unwrap();
+    }
 }

@@ -19,7 +19,7 @@ use onebit_model::{Engine, Model, Session, SessionOptions, TensorSplit};
 pub type Loaded = (Model, Option<Box<dyn Comm>>, Layout);
 
 /// Flags for running across a device mesh.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct MeshArgs {
     /// Run across the nodes of this mesh file (TOML: key_file, head, workers), each worker
     /// running `onebit worker`: the blocks are split into one contiguous range per node
@@ -86,6 +86,18 @@ impl MeshArgs {
         if self.mpi {
             return self.load_mpi(m, session);
         }
+        self.load_leaving_out(m, session, &[], std::time::Duration::from_secs(600))
+    }
+
+    /// [`MeshArgs::load`] on the mesh file's workers but those in `skip` (indexes into its
+    /// workers), each given `ready` to load its part.
+    pub fn load_leaving_out(
+        &self,
+        m: &ModelArgs,
+        session: SessionOptions,
+        skip: &[usize],
+        ready: std::time::Duration,
+    ) -> Result<Loaded> {
         let Some(mesh) = self.mesh.clone() else {
             self.check_local()?;
             return Ok((m.load()?, None, Layout::One));
@@ -101,7 +113,7 @@ impl MeshArgs {
             worker_threads: self.worker_threads.max(1),
             session,
             split: (!self.split.is_empty()).then(|| self.split.clone()),
-            ready_timeout: std::time::Duration::from_secs(600),
+            ready_timeout: ready,
             progress: super::transfer_bar::bars(),
             emulate: self
                 .emulate_link
@@ -109,6 +121,7 @@ impl MeshArgs {
                 .map(LinkEmulation::parse)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--emulate-link: {e}"))?,
+            skip: skip.to_vec(),
         };
         let mut shares = (!self.shares.is_empty()).then(|| self.shares.clone());
         let mut strategy = self.strategy.as_str();

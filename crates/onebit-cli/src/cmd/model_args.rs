@@ -9,7 +9,7 @@ use onebit_model::{HeadKind, Model};
 pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/austen.gguf");
 
 /// Model path and load flags.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model: a GGUF file or a Hugging Face directory (default: the small model the
     /// repository ships, trained on Jane Austen's novels).

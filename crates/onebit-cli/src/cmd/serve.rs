@@ -1,8 +1,15 @@
 //! `onebit serve`: the OpenAI-compatible server (onebit-server) on a model.
 
+use super::mesh_args::{Layout, MeshArgs};
+use super::model_args::ModelArgs;
 use anyhow::{Context, Result};
+use onebit_dist::bootstrap::MeshFile;
 use onebit_model::chat_template::ChatTemplate;
-use onebit_server::{Backend, Fallback, Server, ServerConfig};
+use onebit_model::SessionOptions;
+use onebit_server::{Backend, Fallback, Reform, Server, ServerConfig};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Flags of `onebit serve`.
 #[derive(clap::Args, Debug)]
@@ -83,26 +90,28 @@ pub fn run(a: Args) -> Result<()> {
         cors_origin: a.cors_origin,
         body_limit: a.body_limit,
         model_id: model_id.clone(),
-        // A mesh that loses a node: serve on from this node alone, if the model fits here.
+        // A mesh that loses a node: form it again without that node, or serve on from this
+        // node alone if the model fits here.
         fallback: a
             .mesh
             .mesh
             .is_some()
             .then(|| -> Result<Fallback> {
-                Ok(Fallback { model: a.m.model.clone(), load: a.m.options()? })
+                Ok(Fallback {
+                    model: a.m.model.clone(),
+                    load: a.m.options()?,
+                    reform: Some(reformer(&a.mesh, &a.m, opts)),
+                })
             })
             .transpose()?,
     };
     let slots = cfg.slots;
-    if comm.is_some() {
-        eprintln!("mesh: {split}");
-    }
-    let (t, wire) = (a.mesh.timeouts(), a.mesh.wire_dtype()?);
-    let backend = match (comm, &split) {
-        (Some(c), super::mesh_args::Layout::Hybrid(h)) => Backend::Hybrid(c, h.ring()?, t, wire),
-        (Some(c), _) if model.tensor_head => Backend::Tensor(c, t, wire),
-        (Some(c), _) => Backend::Mesh(c, t, wire),
-        (None, _) if a.mesh.device == "gpu" => {
+    let backend = match comm {
+        Some(c) => {
+            eprintln!("mesh: {split}");
+            mesh_backend(&a.mesh, c, &split, &model)?
+        }
+        None if a.mesh.device == "gpu" => {
             let ctx = onebit_gpu::GpuContext::new()?;
             eprintln!(
                 "gpu: {} ({}, {})",
@@ -112,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
             );
             Backend::Gpu(std::sync::Arc::new(ctx))
         }
-        (None, _) => Backend::Local,
+        None => Backend::Local,
     };
     let server = Server::start_on(model, tok, template, cfg, backend)?;
     eprintln!(
@@ -141,4 +150,76 @@ fn ctrlc_wait(tx: std::sync::mpsc::Sender<()>) -> Result<()> {
         let _ = tx.send(());
     });
     Ok(())
+}
+
+/// The server's backend for a mesh laid out as `layout` whose head holds `model`.
+fn mesh_backend(
+    mesh: &MeshArgs,
+    comm: Box<dyn onebit_dist::Comm>,
+    layout: &Layout,
+    model: &onebit_model::Model,
+) -> Result<Backend> {
+    let (t, wire) = (mesh.timeouts(), mesh.wire_dtype()?);
+    Ok(match layout {
+        Layout::Hybrid(h) => Backend::Hybrid(comm, h.ring()?, t, wire),
+        _ if model.tensor_head => Backend::Tensor(comm, t, wire),
+        _ => Backend::Mesh(comm, t, wire),
+    })
+}
+
+/// Forms the server's mesh again from the workers that still answer: a worker that refuses
+/// connections is left out before trying, one the start names (it did not answer, or could
+/// not load) is left out and the start tried again. Tensor parallel if it was, else a
+/// pipeline with the default split (the flags' split, shares or groups were for the whole
+/// mesh).
+fn reformer(mesh: &MeshArgs, m: &ModelArgs, session: SessionOptions) -> Reform {
+    let (mut again, m) = (mesh.clone(), m.clone());
+    again.strategy = if mesh.strategy == "tp" { "tp" } else { "pp" }.into();
+    again.split.clear();
+    again.shares.clear();
+    again.groups.clear();
+    Arc::new(move |why: &str| {
+        let file = again.mesh.clone().ok_or("no mesh file")?;
+        let addrs = MeshFile::read(&file).and_then(|f| f.addrs()).map_err(|e| e.to_string())?;
+        let workers = &addrs[1..];
+        let mut left_out: Vec<usize> = (0..workers.len())
+            .filter(|&w| TcpStream::connect_timeout(&workers[w], Duration::from_secs(1)).is_err())
+            .collect();
+        tracing::warn!("forming the mesh again ({why}); leaving out workers {left_out:?}");
+        loop {
+            if left_out.len() == workers.len() {
+                return Err("no worker answers".into());
+            }
+            let ready = Duration::from_secs(60);
+            match again.load_leaving_out(&m, session, &left_out, ready) {
+                Ok((model, Some(comm), layout)) => {
+                    eprintln!("mesh formed again: {layout}");
+                    let backend =
+                        mesh_backend(&again, comm, &layout, &model).map_err(|e| e.to_string())?;
+                    return Ok((model, backend));
+                }
+                Ok(_) => return Err("no mesh formed".into()),
+                Err(e) => {
+                    let e = e.to_string();
+                    // Rank r of this start is its r-th worker still in.
+                    let live: Vec<usize> =
+                        (0..workers.len()).filter(|w| !left_out.contains(w)).collect();
+                    match failed_rank(&e).and_then(|r| live.get(r.checked_sub(1)?)) {
+                        Some(&w) => {
+                            tracing::warn!("worker {w} cannot join ({e}); leaving it out");
+                            left_out.push(w);
+                        }
+                        None => return Err(e),
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The rank an error of the mesh names ("node 2 (…): no answer …").
+fn failed_rank(why: &str) -> Option<usize> {
+    let at = why.find("node ")? + 5;
+    let digits: String = why[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
