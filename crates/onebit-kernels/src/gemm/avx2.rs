@@ -57,6 +57,8 @@ const I16_STEPS: usize = 32;
 /// Pair sums are accumulated in i16 for [`I16_STEPS`] chunks and only then widened with
 /// `vpmaddwd`, which halves the multiplies per chunk (the bound is the integer pipes on
 /// AVX2-only cores); the result is the same integer.
+/// With `ahead` set, a cache line of it is prefetched every 4 chunks (the next rows' packed
+/// weights, 16 bytes per chunk of 32 codes for 2 rows of T2: see the AVX-512 GEMM).
 ///
 /// # Safety
 /// `codes + r·cstride + 32·k32` and `act + t·astride + 32·k32` are readable.
@@ -69,6 +71,7 @@ unsafe fn tile<const R: usize, const T: usize>(
     act: *const i8,
     astride: usize,
     k32: usize,
+    ahead: Option<*const u8>,
 ) -> [[i32; T]; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); T]; R];
@@ -77,6 +80,10 @@ unsafe fn tile<const R: usize, const T: usize>(
         let k1 = (k0 + I16_STEPS).min(k32);
         let mut acc16 = [[_mm256_setzero_si256(); T]; R];
         for k in k0..k1 {
+            if let (Some(p), 0) = (ahead, k % 4) {
+                // A prefetch is a hint and never faults, even past the weights.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16 * k) as *const i8);
+            }
             // SAFETY: in bounds by the caller's contract.
             let w: [__m256i; R] = std::array::from_fn(|r| unsafe {
                 _mm256_loadu_si256(codes.add(r * cstride + 32 * k) as *const _)
@@ -101,7 +108,13 @@ unsafe fn tile<const R: usize, const T: usize>(
 
 #[target_feature(enable = "avx2")]
 #[inline]
-fn run_tiles<const R: usize>(a: &MatmulArgs<'_>, codes: &[u8], cstride: usize, r: usize) {
+fn run_tiles<const R: usize>(
+    a: &MatmulArgs<'_>,
+    codes: &[u8],
+    cstride: usize,
+    r: usize,
+    mut ahead: Option<*const u8>,
+) {
     let k32 = cstride / 32;
     let mut t = 0;
     while t < a.tokens {
@@ -109,7 +122,9 @@ fn run_tiles<const R: usize>(a: &MatmulArgs<'_>, codes: &[u8], cstride: usize, r
         macro_rules! go {
             ($t:expr) => {{
                 // SAFETY: codes holds R rows of cstride; act holds tokens t..t+$t of act_stride ≥ cstride.
-                let s = unsafe { tile::<R, $t>(codes.as_ptr(), cstride, act, a.act_stride, k32) };
+                let s = unsafe {
+                    tile::<R, $t>(codes.as_ptr(), cstride, act, a.act_stride, k32, ahead.take())
+                };
                 for (i, row) in s.iter().enumerate() {
                     for (j, v) in row.iter().enumerate() {
                         // SAFETY: rows r..r+R belong to this call; t + j < tokens.
@@ -149,10 +164,12 @@ fn gemm_with(
                 let row = &a.w[(r + i) * a.row_bytes..(r + i + 1) * a.row_bytes];
                 decode(row, &mut codes[i * cstride..(i + 1) * cstride]);
             }
+            // The next rows stream in during the tile (see the AVX-512 GEMM).
+            let ahead = (r + n < r1).then(|| a.w.as_ptr().wrapping_add((r + n) * a.row_bytes));
             if n == 2 {
-                run_tiles::<2>(a, codes, cstride, r);
+                run_tiles::<2>(a, codes, cstride, r, ahead);
             } else {
-                run_tiles::<1>(a, codes, cstride, r);
+                run_tiles::<1>(a, codes, cstride, r, ahead);
             }
             r += n;
         }
