@@ -181,6 +181,40 @@ fn post_any(s: &Server, path: &str, body: Value) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap())
 }
 
+/// A server on the head of a pipeline whose first `blocks` blocks it holds, over `head`, with
+/// the whole model as its fallback and `reform` to form the mesh again.
+fn start_with_fallback(
+    blocks: usize,
+    head: Box<dyn onebit_dist::Comm>,
+    reform: Option<onebit_server::Reform>,
+) -> Server {
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let template = ChatTemplate::for_model(&repo("models/austen.gguf")).unwrap();
+    let fallback = Fallback {
+        model: repo("models/austen.gguf"),
+        load: LoadOptions { threads: 1, ..Default::default() },
+        reform,
+    };
+    Server::start_on(
+        load(Some(ModelPart { layers: 0..blocks, ends: true })),
+        tok,
+        template,
+        ServerConfig { fallback: Some(fallback), ..cfg() },
+        Backend::Mesh(head, PipelineTimeouts::default(), Default::default()),
+    )
+    .unwrap()
+}
+
+/// The body of a GET.
+fn get_text(s: &Server, path: &str) -> String {
+    ureq::get(&format!("http://{}{path}", s.addr()))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap()
+}
+
 #[test]
 fn a_server_whose_mesh_loses_its_worker_serves_on_from_the_head_alone() {
     let body = json!({"prompt": "It is a truth universally acknowledged", "max_tokens": 16, "temperature": 0});
@@ -198,21 +232,7 @@ fn a_server_whose_mesh_loses_its_worker_serves_on_from_the_head_alone() {
             PipelineTimeouts { idle: std::time::Duration::from_millis(300), ..Default::default() };
         let _ = serve_stage(&mut s, &mut tail, t);
     });
-    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
-    let template = ChatTemplate::for_model(&repo("models/austen.gguf")).unwrap();
-    let fallback = Fallback {
-        model: repo("models/austen.gguf"),
-        load: LoadOptions { threads: 1, ..Default::default() },
-        reform: None,
-    };
-    let s = Server::start_on(
-        load(Some(ModelPart { layers: 0..4, ends: true })),
-        tok,
-        template,
-        ServerConfig { fallback: Some(fallback), ..cfg() },
-        Backend::Mesh(Box::new(head), PipelineTimeouts::default(), Default::default()),
-    )
-    .unwrap();
+    let s = start_with_fallback(4, Box::new(head), None);
     // On the mesh.
     assert_eq!(post(&s, "/v1/completions", body.clone())["choices"][0]["text"], want);
     worker.join().unwrap();
@@ -223,12 +243,7 @@ fn a_server_whose_mesh_loses_its_worker_serves_on_from_the_head_alone() {
     let (status, again) = post_any(&s, "/v1/completions", body);
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["choices"][0]["text"], want);
-    let metrics = ureq::get(&format!("http://{}/metrics", s.addr()))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
+    let metrics = get_text(&s, "/metrics");
     assert!(metrics.contains("onebit_mesh_replans_total 1"), "{metrics}");
     s.stop();
 }
@@ -276,21 +291,7 @@ fn a_server_whose_mesh_loses_a_node_forms_it_again_from_the_others() {
         let model = load(Some(ModelPart { layers: 0..3, ends: true }));
         Ok((model, Backend::Mesh(Box::new(head), PipelineTimeouts::default(), Default::default())))
     });
-    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
-    let template = ChatTemplate::for_model(&repo("models/austen.gguf")).unwrap();
-    let fallback = Fallback {
-        model: repo("models/austen.gguf"),
-        load: LoadOptions { threads: 1, ..Default::default() },
-        reform: Some(reform),
-    };
-    let s = Server::start_on(
-        load(Some(ModelPart { layers: 0..2, ends: true })),
-        tok,
-        template,
-        ServerConfig { fallback: Some(fallback), ..cfg() },
-        Backend::Mesh(Box::new(head), PipelineTimeouts::default(), Default::default()),
-    )
-    .unwrap();
+    let s = start_with_fallback(2, Box::new(head), Some(reform));
     assert_eq!(post(&s, "/v1/completions", body.clone())["choices"][0]["text"], want);
     last.join().unwrap();
     // The request that finds the node gone fails; the next runs on the mesh formed again.
@@ -300,12 +301,7 @@ fn a_server_whose_mesh_loses_a_node_forms_it_again_from_the_others() {
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["choices"][0]["text"], want);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let metrics = ureq::get(&format!("http://{}/metrics", s.addr()))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
+    let metrics = get_text(&s, "/metrics");
     assert!(metrics.contains("onebit_mesh_replans_total 1"), "{metrics}");
     s.stop();
     // The head's end of each mesh is gone: the stages end.
