@@ -19,7 +19,7 @@
 use crate::comm::Comm;
 use crate::error::{DistError, Result};
 use crate::hybrid::{Ring, Role};
-use crate::tensor::{lock, Link, MeshExchange, SharedLink};
+use crate::tensor::{lock, SharedLink};
 use crate::wire::{get_rows, put_rows, WireDtype, ROWS};
 use onebit_model::{Engine, Session, StageInput};
 use std::time::{Duration, Instant};
@@ -130,19 +130,7 @@ impl<'m> PipelineHead<'m> {
             )));
         }
         let role = ring.role(0)?;
-        let m = session.model();
-        let piece = m.tensor.as_ref().map(|t| (t.rank, t.split.nodes()));
-        let want = (!role.group.is_empty()).then_some((0, role.group.len()));
-        if piece != want || m.tensor_head {
-            return Err(DistError::Usage(format!(
-                "the head's model piece {piece:?} is not its stage's {want:?} with a whole head"
-            )));
-        }
-        let link = Link::shared(comm, timeouts);
-        if !role.group.is_empty() {
-            lock(&link).group = role.group.clone();
-            session.set_exchange(Box::new(MeshExchange(link.clone())));
-        }
+        let link = crate::worker_stage::join_stage(&mut session, comm, &role, timeouts)?;
         Ok(PipelineHead {
             session,
             link,

@@ -46,11 +46,26 @@ pub fn serve_hybrid<'m>(
         )));
     }
     let role = ring.role(rank)?;
-    let piece = session.model().tensor.as_ref().map(|t| (t.rank, t.split.nodes()));
+    let link = join_stage(&mut session, comm, &role, timeouts)?;
+    stage_loop(&mut session, &link, &role)
+}
+
+/// Checks that `session`'s model is the piece of its stage that `role` says (whole blocks
+/// for a stage of one node; whole ends where it has them) and joins it to its group's
+/// gathers; the link over `comm` that the stage's loop then uses.
+pub(crate) fn join_stage<'m>(
+    session: &mut Session<'m>,
+    comm: Box<dyn Comm + 'm>,
+    role: &Role,
+    timeouts: PipelineTimeouts,
+) -> Result<SharedLink<'m>> {
+    let rank = comm.rank();
+    let m = session.model();
+    let piece = m.tensor.as_ref().map(|t| (t.rank, t.split.nodes()));
     let want = role.group.first().map(|&first| (rank - first, role.group.len()));
-    if piece != want {
+    if piece != want || m.tensor_head {
         return Err(DistError::Usage(format!(
-            "rank {rank}'s model piece {piece:?} is not its stage's {want:?}"
+            "rank {rank}'s model piece {piece:?} is not its stage's {want:?} with whole ends"
         )));
     }
     let link = Link::shared(comm, timeouts);
@@ -58,7 +73,7 @@ pub fn serve_hybrid<'m>(
         lock(&link).group = role.group.clone();
         session.set_exchange(Box::new(MeshExchange(link.clone())));
     }
-    stage_loop(&mut session, &link, &role)
+    Ok(link)
 }
 
 /// Sends `msg` to each of `to` over the link, counting the bytes.
