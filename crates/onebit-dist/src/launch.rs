@@ -7,7 +7,7 @@ use crate::bootstrap::{start_head, Job, MeshFile};
 use crate::error::{DistError, Result};
 use crate::hybrid::HybridLayout;
 use crate::key::read_key_file;
-use crate::pipeline::balanced_split;
+use crate::pipeline::balanced_stages;
 use crate::shard_stream::Progress;
 use crate::stage_job::{fingerprint, StageJob};
 use crate::tcp::{TcpComm, TcpConfig};
@@ -55,8 +55,7 @@ pub struct PipelineLaunch {
 
 /// Blocks per node for `c` over `nodes` (the head reads the output head besides its blocks).
 pub fn default_split(c: &ModelConfig, nodes: usize, head: HeadKind) -> Vec<usize> {
-    let block = c.ternary_params() as f64 / c.layers.max(1) as f64 * 2.0 / 8.0;
-    balanced_split(c.layers, nodes, block, head_bytes(c, head))
+    hybrid_blocks(c, &vec![1; nodes], head)
 }
 
 /// Blocks per node, head first: `split` checked against the model, or [`default_split`].
@@ -80,22 +79,7 @@ pub fn pipeline_blocks(
 /// node reads about the same bytes per token (the head's stage also reads the output head).
 pub fn hybrid_blocks(c: &ModelConfig, groups: &[usize], head: HeadKind) -> Vec<usize> {
     let block = c.ternary_params() as f64 / c.layers.max(1) as f64 * 2.0 / 8.0;
-    let (layers, nodes) = (c.layers, groups.iter().sum::<usize>().max(1));
-    if groups.is_empty() || layers < groups.len() {
-        return vec![1; groups.len()];
-    }
-    let per_node = (layers as f64 * block + head_bytes(c, head)) / nodes as f64;
-    let first = ((per_node * groups[0] as f64 - head_bytes(c, head)) / block).round();
-    let first = (first.max(1.0) as usize).min(layers - (groups.len() - 1));
-    let weights: Vec<f64> = groups[1..].iter().map(|&n| n as f64).collect();
-    let mut rest = crate::plan::apportion(layers - first, &weights);
-    // Every stage holds a block: take one from the largest where apportioning gave none.
-    while let Some(i) = rest.iter().position(|&b| b == 0) {
-        let big = (0..rest.len()).max_by_key(|&j| rest[j]).unwrap_or(0);
-        rest[big] -= 1;
-        rest[i] += 1;
-    }
-    std::iter::once(first).chain(rest).collect()
+    balanced_stages(c.layers, groups, block, head_bytes(c, head))
 }
 
 /// A hybrid layout of `groups` (nodes per stage, summing to `nodes`) with `blocks` per stage

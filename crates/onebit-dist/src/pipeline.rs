@@ -94,7 +94,6 @@ pub struct PipelineHead<'m> {
     in_flight: std::collections::VecDeque<InFlight>,
     spare: Vec<(Vec<usize>, Vec<bool>)>,
     wanted: Vec<f32>,
-    stats: WireStats,
     failed: Option<String>,
     wire: WireDtype,
 }
@@ -145,7 +144,6 @@ impl<'m> PipelineHead<'m> {
             in_flight: std::collections::VecDeque::with_capacity(4),
             spare: Vec::new(),
             wanted: Vec::new(),
-            stats: WireStats::default(),
             failed: None,
             wire: WireDtype::F32,
         })
@@ -160,14 +158,7 @@ impl<'m> PipelineHead<'m> {
 
     /// Bytes and waits so far (round the ring, and in the head's group's gathers).
     pub fn wire(&self) -> WireStats {
-        let g = lock(&self.link).stats;
-        let s = self.stats;
-        WireStats {
-            sent: s.sent + g.sent,
-            received: s.received + g.received,
-            steps: s.steps + g.steps,
-            wait: s.wait + g.wait,
-        }
+        lock(&self.link).stats
     }
 
     /// The head's own session.
@@ -244,12 +235,15 @@ impl<'m> PipelineHead<'m> {
         };
         put_rows(&mut self.out, slots, x, self.wire);
         let next = self.role.next.unwrap_or(1);
-        let sent = lock(&self.link).comm.send(next, &self.out, deadline);
+        let sent = {
+            let mut l = lock(&self.link);
+            l.stats.sent += self.out.len() as u64;
+            l.stats.steps += 1;
+            l.comm.send(next, &self.out, deadline)
+        };
         if let Err(e) = sent {
             return Err(self.fail(e));
         }
-        self.stats.sent += self.out.len() as u64;
-        self.stats.steps += 1;
         let (mut v, mut w) = self.spare.pop().unwrap_or_default();
         v.clear();
         v.extend_from_slice(slots);
@@ -290,7 +284,7 @@ impl<'m> PipelineHead<'m> {
         let mut l = lock(&self.link);
         for &m in &self.role.members {
             l.comm.send(m, &self.cmd, deadline)?;
-            self.stats.sent += self.cmd.len() as u64;
+            l.stats.sent += self.cmd.len() as u64;
         }
         Ok(())
     }
@@ -299,9 +293,11 @@ impl<'m> PipelineHead<'m> {
     fn receive(&mut self, p: &InFlight) -> Result<()> {
         let (last, h) = (self.role.source, self.session.model().config.hidden);
         let t0 = Instant::now();
-        lock(&self.link).comm.recv(last, &mut self.inb, p.deadline)?;
-        self.stats.wait += t0.elapsed();
-        self.stats.received += self.inb.len() as u64;
+        let mut l = lock(&self.link);
+        l.comm.recv(last, &mut self.inb, p.deadline)?;
+        l.stats.wait += t0.elapsed();
+        l.stats.received += self.inb.len() as u64;
+        drop(l);
         let peer = last.to_string();
         if self.inb.first() != Some(&ROWS) {
             return Err(DistError::Frame { peer, why: "expected rows".into() });
@@ -442,14 +438,36 @@ pub fn balanced_split(
     block_bytes: f64,
     head_bytes: f64,
 ) -> Vec<usize> {
-    if nodes == 0 {
+    balanced_stages(layers, &vec![1; nodes], block_bytes, head_bytes)
+}
+
+/// [`balanced_split`] for stages of `groups[i]` nodes each (a hybrid mesh): each stage's
+/// blocks in proportion to its nodes, the head's stage less the output head's bytes.
+pub fn balanced_stages(
+    layers: usize,
+    groups: &[usize],
+    block_bytes: f64,
+    head_bytes: f64,
+) -> Vec<usize> {
+    let (stages, nodes) = (groups.len(), groups.iter().sum::<usize>());
+    if stages == 0 || nodes == 0 {
         return Vec::new();
     }
-    let total = layers as f64 * block_bytes + head_bytes;
-    let share = total / nodes as f64;
-    let head_blocks = ((share - head_bytes) / block_bytes).round().max(1.0) as usize;
-    let head_blocks = head_blocks.min(layers.saturating_sub(nodes - 1)).max(1.min(layers));
-    let rest = crate::plan::apportion(layers - head_blocks, &vec![1.0; nodes - 1]);
+    let share = (layers as f64 * block_bytes + head_bytes) / nodes as f64;
+    let head_blocks = ((share * groups[0] as f64 - head_bytes) / block_bytes).round().max(1.0);
+    let head_blocks =
+        (head_blocks as usize).min(layers.saturating_sub(stages - 1)).max(1.min(layers));
+    let weights: Vec<f64> = groups[1..].iter().map(|&n| n as f64).collect();
+    let mut rest = crate::plan::apportion(layers - head_blocks, &weights);
+    // Every stage holds a block where there are enough: one from the largest to any with none.
+    while let Some(i) = rest.iter().position(|&b| b == 0) {
+        let big = (0..rest.len()).max_by_key(|&j| rest[j]).unwrap_or(i);
+        if rest[big] < 2 {
+            break;
+        }
+        rest[big] -= 1;
+        rest[i] += 1;
+    }
     std::iter::once(head_blocks).chain(rest).collect()
 }
 
@@ -465,6 +483,10 @@ mod tests {
         assert_eq!(balanced_split(30, 2, 17.4, 0.0), vec![15, 15]);
         assert_eq!(balanced_split(2, 2, 1.0, 100.0), vec![1, 1]);
         assert_eq!(balanced_split(4, 3, 1.0, 0.0).iter().sum::<usize>(), 4);
+        // Stages of 1 and 2 nodes: the pair takes twice a node's bytes.
+        assert_eq!(balanced_stages(30, &[1, 2], 17.4, 0.0), vec![10, 20]);
+        // Two pairs, the 2B4T head: (850 / 4 · 2 − 328) / 17.4 ≈ 6 blocks for the head's pair.
+        assert_eq!(balanced_stages(30, &[2, 2], 17.4, 328.0), vec![6, 24]);
     }
 
     proptest! {

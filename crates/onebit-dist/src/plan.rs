@@ -98,6 +98,12 @@ fn model_bytes(c: &ModelConfig, bpw: f64) -> (f64, f64) {
     (blocks + head, blocks / (blocks + c.vocab as f64 * c.hidden as f64))
 }
 
+/// Bytes of f32 a tensor-parallel block gathers per row (attention output, `o` rows, FFN
+/// values, `down` rows), as the executor (`crate::tensor`) sends them.
+pub(crate) fn gathered_per_block(c: &ModelConfig) -> f64 {
+    (c.q_dim() + 2 * c.hidden + c.intermediate) as f64 * 4.0
+}
+
 /// Splits `total` units in proportion to `weights` by largest remainder, at least one each
 /// where `total` allows.
 pub fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
@@ -210,7 +216,7 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     let lat = links.iter().map(|l| l.latency_s).fold(0.0, f64::max);
     let bw = links.iter().map(|l| l.bandwidth_bps).fold(f64::INFINITY, f64::min);
     let others = (n - 1) as f64 / n as f64;
-    let per_row = (c.layers * (c.q_dim() + 2 * c.hidden + c.intermediate) + c.vocab) as f64 * 4.0;
+    let per_row = gathered_per_block(c) * c.layers as f64 + c.vocab as f64 * 4.0;
     let syncs = 4 * c.layers + 1;
     let cost = |rows: f64| {
         let compute =

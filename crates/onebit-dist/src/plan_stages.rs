@@ -86,9 +86,7 @@ fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<u
         });
         first += n;
     }
-    // f32 values a node gathers per row and block (attention output, `o` rows, FFN values,
-    // `down` rows), as `tensor_plan` counts them.
-    let gathered = (c.q_dim() + 2 * c.hidden + c.intermediate) as f64 * 4.0;
+    let gathered = crate::plan::gathered_per_block(c);
     let stage_t = |g: usize, l: usize, rows: f64| {
         let gr = &groups[g];
         let n = gr.nodes.len() as f64;
