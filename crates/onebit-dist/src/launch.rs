@@ -40,7 +40,7 @@ pub struct PipelineLaunch {
     pub worker_threads: usize,
     /// Session size, the same on every node.
     pub session: SessionOptions,
-    /// Blocks per node; `None`: [`balanced_split`].
+    /// Blocks per node; `None`: [`default_split`].
     pub split: Option<Vec<usize>>,
     /// How long workers may take to load their blocks.
     pub ready_timeout: Duration,
