@@ -47,6 +47,9 @@ pub fn adapters() -> Vec<AdapterSummary> {
 /// The compute pipelines, one per kernel.
 pub(crate) struct Pipelines {
     pub ternary: wgpu::ComputePipeline,
+    /// The ternary product for prompt chunks; shares `ternary`'s bind group layout, so one
+    /// bind group serves either and a pass picks by its row count.
+    pub ternary_tiled: wgpu::ComputePipeline,
     pub int8: wgpu::ComputePipeline,
     pub act_quant: wgpu::ComputePipeline,
     pub rope_kv: wgpu::ComputePipeline,
@@ -123,14 +126,15 @@ impl GpuContext {
 impl Pipelines {
     fn new(device: &wgpu::Device) -> Result<Self> {
         device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let make = |src: &str, entry: &str| {
+        let matmul_layout = matmul_layout(device);
+        let make_in = |src: &str, entry: &str, layout: Option<&wgpu::PipelineLayout>| {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(entry),
                 source: wgpu::ShaderSource::Wgsl(src.into()),
             });
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
-                layout: None,
+                layout,
                 module: &module,
                 entry_point: Some(entry),
                 compilation_options: Default::default(),
@@ -139,10 +143,13 @@ impl Pipelines {
         };
         let matmul = include_str!("shaders/matmul.wgsl");
         let (step, exp) = (include_str!("shaders/step.wgsl"), include_str!("shaders/exp.wgsl"));
-        let make = |src: &str, entry: &str| make(&format!("{step}\n{exp}\n{src}"), entry);
+        let whole = |src: &str| format!("{step}\n{exp}\n{src}");
+        let make = |src: &str, entry: &str| make_in(&whole(src), entry, None);
+        let mm = |entry: &str| make_in(&whole(matmul), entry, Some(&matmul_layout));
         let p = Pipelines {
-            ternary: make(matmul, "ternary_main"),
-            int8: make(matmul, "int8_main"),
+            ternary: mm("ternary_main"),
+            ternary_tiled: mm("ternary_tiled_main"),
+            int8: mm("int8_main"),
             act_quant: make(include_str!("shaders/act_quant.wgsl"), "main"),
             rope_kv: make(include_str!("shaders/rope_kv.wgsl"), "main"),
             attention: make(include_str!("shaders/attention.wgsl"), "main"),
@@ -154,4 +161,29 @@ impl Pipelines {
             None => Ok(p),
         }
     }
+}
+
+/// The matmul kernels' layout, written out so `ternary_main` and `ternary_tiled_main` accept
+/// the same bind groups: the pass uniform, the parameters, five read-only arrays (weights,
+/// row scales, activations, their scales and sums) and the output.
+fn matmul_layout(device: &wgpu::Device) -> wgpu::PipelineLayout {
+    let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    };
+    use wgpu::BufferBindingType as B;
+    let mut entries = vec![entry(0, B::Uniform), entry(1, B::Uniform)];
+    entries.extend((2..7).map(|b| entry(b, B::Storage { read_only: true })));
+    entries.push(entry(7, B::Storage { read_only: false }));
+    let group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("matmul"),
+        entries: &entries,
+    });
+    device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("matmul"),
+        bind_group_layouts: &[&group],
+        push_constant_ranges: &[],
+    })
 }

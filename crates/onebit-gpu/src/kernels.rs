@@ -52,6 +52,7 @@ fn matmul(
     kernel: Kernel,
     (w, scale, rows, kw): (Vec<u32>, Vec<f32>, usize, usize),
     x: &ActQuant,
+    tiled_from: Option<u32>,
 ) -> Result<Vec<f32>> {
     let n = x.tokens();
     let p = MatP {
@@ -74,21 +75,46 @@ fn matmul(
         storage(ctx, "act sums", x.sums()),
     ];
     let refs: Vec<&wgpu::Buffer> = bufs.iter().chain([&out]).collect();
-    let op = Op::new(ctx, kernel, Grid::Matmul { rows: rows as u32 }, &refs);
+    let mut op = Op::new(ctx, kernel, Grid::Matmul { rows: rows as u32 }, &refs);
+    if let Some(from) = tiled_from {
+        op.tiled_from = from;
+    }
     Ok(bytemuck::cast_slice(&run(ctx, &op, n as u32, &out, n * rows * 4)?).to_vec())
 }
 
-/// `out[t][r] = Σ_k T[r][k]·q[t][k] · scale / a_t` on the device (the ternary kernel).
+/// `out[t][r] = Σ_k T[r][k]·q[t][k] · scale / a_t` on the device, by the kernel a pass of
+/// `x.tokens()` rows would use (the tiled one from 16 tokens up).
 pub fn ternary_matmul(ctx: &GpuContext, m: &TernaryMatrix, x: &ActQuant) -> Result<Vec<f32>> {
+    ternary_with(ctx, m, x, None)
+}
+
+/// [`ternary_matmul`] on the chosen kernel whatever the token count: the tiled one
+/// (`tiled`) or the row one.
+pub fn ternary_matmul_on(
+    ctx: &GpuContext,
+    m: &TernaryMatrix,
+    x: &ActQuant,
+    tiled: bool,
+) -> Result<Vec<f32>> {
+    ternary_with(ctx, m, x, Some(if tiled { 0 } else { u32::MAX }))
+}
+
+fn ternary_with(
+    ctx: &GpuContext,
+    m: &TernaryMatrix,
+    x: &ActQuant,
+    tiled_from: Option<u32>,
+) -> Result<Vec<f32>> {
     let (rows, cols) = (m.rows(), m.cols());
     let w = pack_ternary(&m.to_trits(), rows, cols);
-    matmul(ctx, Kernel::Ternary, (w, vec![m.scale(); rows], rows, ternary_words(cols)), x)
+    let args = (w, vec![m.scale(); rows], rows, ternary_words(cols));
+    matmul(ctx, Kernel::Ternary, args, x, tiled_from)
 }
 
 /// `out[t][r] = (Σ_k W[r][k]·q[t][k]) · row_scale[r] / a_t` on the device (the head kernel).
 pub fn int8_matmul(ctx: &GpuContext, m: &Q8Matrix, x: &ActQuant) -> Result<Vec<f32>> {
     let (w, scale) = head_rows(m, 0..m.rows());
-    matmul(ctx, Kernel::Int8, (w, scale, m.rows(), head_row_words(m.cols())), x)
+    matmul(ctx, Kernel::Int8, (w, scale, m.rows(), head_row_words(m.cols())), x, None)
 }
 
 /// Per-token int8 quantization of `x` (`tokens x cols`) on the device, after RMSNorm with

@@ -96,7 +96,7 @@ impl Kernel {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Grid {
     /// Eight output rows per workgroup (groups beyond 32768 wrap into z), eight rows of
-    /// tokens per y.
+    /// tokens per y; from [`Op::tiled_from`] rows, 32 × 32 tiles instead.
     Matmul { rows: u32 },
     /// One workgroup per row.
     Rows,
@@ -128,11 +128,18 @@ impl Grid {
     }
 }
 
+/// Rows of tokens from which a ternary product runs the tiled kernel: below, the row kernel's
+/// eight tokens per workgroup leave little to share (a decode step of a few sequences).
+pub(crate) const TILED_FROM: u32 = 16;
+
 /// One kernel launch of a pass.
 pub(crate) struct Op {
     pub kernel: Kernel,
     pub bind: wgpu::BindGroup,
     pub grid: Grid,
+    /// Rows of a pass from which a ternary product switches to the tiled kernel
+    /// (`u32::MAX`: never).
+    pub tiled_from: u32,
 }
 
 impl Op {
@@ -152,13 +159,20 @@ impl Op {
             layout: &pipe.get_bind_group_layout(0),
             entries: &entries,
         });
-        Op { kernel, bind, grid }
+        let tiled_from = if kernel == Kernel::Ternary { TILED_FROM } else { u32::MAX };
+        Op { kernel, bind, grid, tiled_from }
     }
 
     /// Records this launch for `n` rows.
     pub fn record(&self, pipes: &Pipelines, pass: &mut wgpu::ComputePass<'_>, n: u32) {
-        let (x, y, z) = self.grid.size(n);
-        pass.set_pipeline(self.kernel.pipeline(pipes));
+        let (pipe, (x, y, z)) = match self.grid {
+            Grid::Matmul { rows } if n >= self.tiled_from => {
+                let groups = rows.div_ceil(32);
+                (&pipes.ternary_tiled, (groups.min(32768), n.div_ceil(32), groups.div_ceil(32768)))
+            }
+            grid => (self.kernel.pipeline(pipes), grid.size(n)),
+        };
+        pass.set_pipeline(pipe);
         pass.set_bind_group(0, &self.bind, &[]);
         pass.dispatch_workgroups(x, y, z);
     }

@@ -15,3 +15,16 @@ fn device() -> Option<Wgpu> {
 }
 
 common::checks::kernel_check_tests!(device);
+
+/// Both ternary kernels on every shape, whatever the token count would pick.
+#[test]
+fn row_and_tiled_ternary_kernels_are_each_bit_exact() {
+    let Some(Wgpu(ctx)) = device() else { return };
+    for tiled in [false, true] {
+        let what = if tiled { " (tiled)" } else { " (rows)" };
+        common::checks::ternary_bit_exact(
+            |m, x| onebit_gpu::kernels::ternary_matmul_on(&ctx, m, x, tiled).unwrap(),
+            what,
+        );
+    }
+}

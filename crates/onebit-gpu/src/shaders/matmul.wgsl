@@ -7,6 +7,12 @@
 // (word >> 2j) & 0x03030303 holds the codes of columns 4j..4j+3 as bytes: dot4I8Packed of
 // that with activation word j gives sum(c*q), and sum(t*q) = sum(c*q) - sum(q).
 // int8_main: weights are int8 rows (the quantized output head), four to a u32.
+//
+// ternary_tiled_main: the ternary product for prompt chunks (the host picks it from 16 rows
+// of tokens up): a 32-row x 32-token output tile per workgroup, the reduction in chunks of
+// four weight words (64 columns) staged in workgroup memory, so each weight word is read
+// from memory once per 32 tokens and each activation word once per 32 rows; each invocation
+// keeps a 4 x 4 block of exact i32 sums, and the float step is the same `store`.
 
 struct P {
   rows: u32,        // output rows of this matrix (or chunk)
@@ -49,20 +55,23 @@ fn reduce_and_store(lid: u32, r: u32, t0: u32, nt: u32, acc: array<i32, 8>, tern
     workgroupBarrier();
   }
   if (lane < nt && r < p.rows) {
-    let t = t0 + lane;
-    let total = part[lane * 64u + first];
-    var v: f32;
-    if (ternary) {
-      v = f32(total - act_sum[t]) * (row_scale[r] / act_scale[t]);
-    } else {
-      v = f32(total) * row_scale[r] / act_scale[t];
-    }
-    let o = t * p.out_stride + p.row_base + r;
-    if (p.accumulate == 1u) {
-      out[o] = out[o] + rounded(v);
-    } else {
-      out[o] = v;
-    }
+    store(r, t0 + lane, part[lane * 64u + first], ternary);
+  }
+}
+
+// Scales the exact sum of row r, token t and writes (or adds) it: the CPU kernels' float steps.
+fn store(r: u32, t: u32, total: i32, ternary: bool) {
+  var v: f32;
+  if (ternary) {
+    v = f32(total - act_sum[t]) * (row_scale[r] / act_scale[t]);
+  } else {
+    v = f32(total) * row_scale[r] / act_scale[t];
+  }
+  let o = t * p.out_stride + p.row_base + r;
+  if (p.accumulate == 1u) {
+    out[o] = out[o] + rounded(v);
+  } else {
+    out[o] = v;
   }
 }
 
@@ -110,4 +119,67 @@ fn int8_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     }
   }
   reduce_and_store(lid, r, t0, nt, acc, false);
+}
+
+const TILE: u32 = 32u;  // output rows and token rows per tiled workgroup
+const KC: u32 = 4u;     // weight words per staged chunk (64 columns, 16 activation words)
+var<workgroup> w_tile: array<u32, 128>;   // [row][word], TILE x KC
+var<workgroup> a_tile: array<u32, 512>;   // [token][activation word], TILE x 4·KC
+
+@compute @workgroup_size(64)
+fn ternary_tiled_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r0 = (wid.x + wid.z * 32768u) * TILE;
+  let t0 = wid.y * TILE;
+  if (t0 >= step.n) {
+    return;
+  }
+  // Invocation (ir, it) owns rows ir + 8i and tokens it + 8j (i, j < 4).
+  let ir = lid % 8u;
+  let it = lid / 8u;
+  var acc: array<i32, 16>;
+  for (var k0 = 0u; k0 < p.kw; k0 += KC) {
+    for (var e = lid; e < TILE * KC; e += 64u) {
+      let r = r0 + e / KC;
+      let k = k0 + e % KC;
+      var v = 0u;
+      if (r < p.rows && k < p.kw) {
+        v = w[r * p.kw + k];
+      }
+      w_tile[e] = v;
+    }
+    for (var e = lid; e < TILE * KC * 4u; e += 64u) {
+      let t = t0 + e / (KC * 4u);
+      let aw = k0 * 4u + e % (KC * 4u);
+      var v = 0u;
+      if (t < step.n && aw < p.act_stride) {
+        v = act[t * p.act_stride + aw];
+      }
+      a_tile[e] = v;
+    }
+    workgroupBarrier();
+    for (var j = 0u; j < KC; j++) {
+      for (var i = 0u; i < 4u; i++) {
+        let word = w_tile[(ir + 8u * i) * KC + j];
+        let s0 = word & 0x03030303u;
+        let s1 = (word >> 2u) & 0x03030303u;
+        let s2 = (word >> 4u) & 0x03030303u;
+        let s3 = (word >> 6u) & 0x03030303u;
+        for (var q = 0u; q < 4u; q++) {
+          let a = (it + 8u * q) * (KC * 4u) + j * 4u;
+          acc[i * 4u + q] += dot4I8Packed(s0, a_tile[a]) + dot4I8Packed(s1, a_tile[a + 1u])
+            + dot4I8Packed(s2, a_tile[a + 2u]) + dot4I8Packed(s3, a_tile[a + 3u]);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    for (var q = 0u; q < 4u; q++) {
+      let r = r0 + ir + 8u * i;
+      let t = t0 + it + 8u * q;
+      if (r < p.rows && t < step.n) {
+        store(r, t, acc[i * 4u + q], true);
+      }
+    }
+  }
 }

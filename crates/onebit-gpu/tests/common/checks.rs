@@ -41,21 +41,41 @@ fn same_bits(gpu: &[f32], cpu: &[f32], what: &str) {
     }
 }
 
+/// Ragged (rows, cols, tokens) for the ternary product: decode-sized token counts and
+/// prompt-chunk ones (16 tokens and up run the tiled kernel), none a multiple of the tiles.
+pub const TERNARY_SHAPES: [(usize, usize, usize); 11] = [
+    (1, 1, 1),
+    (3, 17, 2),
+    (37, 100, 9),
+    (64, 256, 8),
+    (70, 333, 11),
+    (129, 1000, 3),
+    (1, 5, 16),
+    (45, 200, 17),
+    (70, 333, 33),
+    (129, 1000, 40),
+    (33, 64, 70),
+];
+
 /// Ternary products bit for bit against the T2 scalar kernel on ragged shapes.
 pub fn ternary_matmul_is_bit_exact_on_ragged_shapes(dev: &impl Device) {
+    ternary_bit_exact(|m, x| dev.ternary(m, x), "");
+}
+
+/// `product` bit for bit against the T2 scalar kernel on [`TERNARY_SHAPES`]; `what` names it.
+pub fn ternary_bit_exact(product: impl Fn(&TernaryMatrix, &ActQuant) -> Vec<f32>, what: &str) {
     let pool = ThreadPool::new(1);
     let scalar = Kernel::get(TernaryFormat::T2, Isa::Scalar).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let shapes = [(1, 1, 1), (3, 17, 2), (37, 100, 9), (64, 256, 8), (70, 333, 11), (129, 1000, 3)];
-    for (rows, cols, tokens) in shapes {
+    for (rows, cols, tokens) in TERNARY_SHAPES {
         let trits: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
         let scale = 0.01 + rng.unit().abs();
         let m = TernaryMatrix::from_trits(TernaryFormat::T2, rows, cols, &trits, scale).unwrap();
         let x = random_act(&mut rng, tokens, cols);
         let mut cpu = vec![0f32; tokens * rows];
         matmul(&pool, &scalar, &m, &x, &mut cpu).unwrap();
-        let got = dev.ternary(&m, &x);
-        same_bits(&got, &cpu, &format!("ternary {rows}x{cols}, {tokens} tokens"));
+        let got = product(&m, &x);
+        same_bits(&got, &cpu, &format!("ternary{what} {rows}x{cols}, {tokens} tokens"));
     }
 }
 
