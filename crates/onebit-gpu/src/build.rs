@@ -19,6 +19,8 @@ pub(crate) struct Launches {
     pub head: Vec<Op>,
     /// Greedy sampling of the wanted rows.
     pub argmax: Op,
+    /// Sampling of the wanted rows by their draws.
+    pub sample: Op,
 }
 
 /// The activation buffers every block shares.
@@ -88,7 +90,9 @@ impl Launches {
         let ap = uniform(g, &Quad([c.vocab as u32, 0, 0, 0]));
         let bind = [&bufs.head_step, &ap, &bufs.logits, &bufs.ids];
         let argmax = Op::new(g, Kernel::Argmax, Grid::Rows, &bind);
-        Ok(Launches { main, head, argmax })
+        let bind = [&bufs.head_step, &ap, &bufs.logits, &bufs.draws, &bufs.penalized, &bufs.ids];
+        let sample = Op::new(g, Kernel::Sample, Grid::Rows, &bind);
+        Ok(Launches { main, head, argmax, sample })
     }
 }
 

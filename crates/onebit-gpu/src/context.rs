@@ -56,6 +56,7 @@ pub(crate) struct Pipelines {
     pub attention: wgpu::ComputePipeline,
     pub embed: wgpu::ComputePipeline,
     pub argmax: wgpu::ComputePipeline,
+    pub sample: wgpu::ComputePipeline,
 }
 
 /// An open device with its queue and compiled kernels.
@@ -155,6 +156,7 @@ impl Pipelines {
             attention: make(include_str!("shaders/attention.wgsl"), "main"),
             embed: make(include_str!("shaders/embed.wgsl"), "main"),
             argmax: make(include_str!("shaders/argmax.wgsl"), "main"),
+            sample: make(include_str!("shaders/sample.wgsl"), "main"),
         };
         match pollster::block_on(device.pop_error_scope()) {
             Some(e) => Err(Error::Device(format!("compiling the kernels: {e}"))),

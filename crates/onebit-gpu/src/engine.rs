@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::session::GpuSession;
-use onebit_model::Engine;
+use onebit_model::{Draw, Engine, SamplerConfig, DEVICE_TOP_K};
 
 /// What a pass hands back.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub(crate) enum Want {
     Logits,
     /// The greedy token of each wanted row.
     Tokens,
+    /// The token each wanted row's draw picks (draws already written).
+    Sampled,
 }
 
 impl GpuSession {
@@ -48,11 +50,15 @@ impl GpuSession {
                     self.argmax.record(&ctx.pipes, &mut pass, m);
                     launches += 1;
                 }
+                if want == Want::Sampled {
+                    self.sample.record(&ctx.pipes, &mut pass, m);
+                    launches += 1;
+                }
             }
         }
         let read = match want {
             Want::Logits if m > 0 => Some((&b.logits, &b.read_logits, m as usize * vocab * 4)),
-            Want::Tokens if m > 0 => Some((&b.ids, &b.read_ids, m as usize * 4)),
+            Want::Tokens | Want::Sampled if m > 0 => Some((&b.ids, &b.read_ids, m as usize * 4)),
             _ => None,
         };
         if let Some((src, dst, bytes)) = read {
@@ -161,6 +167,58 @@ impl GpuSession {
         Ok(&self.ids[..tokens.len()])
     }
 
+    /// One decode step that samples on the device by `draws` (one per row; penalized tokens
+    /// from `penalized`), as the host's `Sampler::pick` would: the next token of each slot
+    /// comes back. The draws must be ones [`Engine::samples`] accepts.
+    pub fn decode_by_draws(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        draws: &[Draw],
+        penalized: &[u32],
+    ) -> Result<&[u32]> {
+        self.check_distinct("decode", slots)?;
+        self.place("decode", tokens, slots)?;
+        self.write_draws(tokens.len(), draws, penalized)?;
+        self.pass_rows(tokens, |_| true, Want::Sampled)?;
+        self.advance(slots);
+        self.counters.sampled += tokens.len() as u64;
+        Ok(&self.ids[..tokens.len()])
+    }
+
+    fn write_draws(&mut self, rows: usize, draws: &[Draw], penalized: &[u32]) -> Result<()> {
+        let room = self.max_batch * self.max_ctx;
+        if draws.len() != rows || penalized.len() > room {
+            let why = format!(
+                "{} draws for {rows} rows, {} penalized tokens (room for {room})",
+                draws.len(),
+                penalized.len()
+            );
+            return Err(Self::batch_error("decode_sampled", why));
+        }
+        for d in draws {
+            let end = d.hist_start as usize + d.hist_len as usize;
+            if !self.draw_fits(d) || end > penalized.len() {
+                let why = format!("a draw the device cannot take: {d:?}");
+                return Err(Self::batch_error("decode_sampled", why));
+            }
+        }
+        self.draw_words.clear();
+        self.draw_words.extend(draws.iter().map(draw_words));
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.bufs.draws, 0, bytemuck::cast_slice(&self.draw_words));
+        if !penalized.is_empty() {
+            q.write_buffer(&self.bufs.penalized, 0, bytemuck::cast_slice(penalized));
+        }
+        Ok(())
+    }
+
+    /// Whether the device's sampler covers `d`: temperature > 0 and at most
+    /// [`DEVICE_TOP_K`] candidates.
+    fn draw_fits(&self, d: &Draw) -> bool {
+        d.temperature > 0.0 && d.top_k >= 1 && d.top_k as usize <= DEVICE_TOP_K
+    }
+
     /// [`GpuSession::pass`] with the head on the rows `i` where `wanted(i)`; the list lives
     /// in a buffer the session keeps, so a decode step allocates none. Returns how many.
     fn pass_rows(
@@ -200,6 +258,24 @@ impl GpuSession {
     pub fn adapter(&self) -> &crate::AdapterSummary {
         self.ctx.adapter()
     }
+}
+
+/// `d` as the device's 48-byte record (`Draw` in sample.wgsl).
+pub(crate) fn draw_words(d: &Draw) -> [u32; 12] {
+    [
+        d.temperature.to_bits(),
+        d.inv_temperature.to_bits(),
+        d.top_k,
+        d.top_p.to_bits(),
+        d.min_p.to_bits(),
+        d.repeat_penalty.to_bits(),
+        d.inv_penalty.to_bits(),
+        d.u.to_bits(),
+        d.hist_start,
+        d.hist_len,
+        0,
+        0,
+    ]
 }
 
 impl Engine for GpuSession {
@@ -258,6 +334,23 @@ impl Engine for GpuSession {
         ids: &mut Vec<u32>,
     ) -> onebit_model::Result<()> {
         let got = self.decode_greedy(tokens, slots)?;
+        ids.clear();
+        ids.extend_from_slice(got);
+        Ok(())
+    }
+    fn samples(&self, cfg: &SamplerConfig) -> bool {
+        let k = if cfg.top_k == 0 { self.cfg.vocab } else { cfg.top_k.min(self.cfg.vocab) };
+        cfg.temperature > 0.0 && k <= DEVICE_TOP_K
+    }
+    fn decode_sampled(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        draws: &[Draw],
+        penalized: &[u32],
+        ids: &mut Vec<u32>,
+    ) -> onebit_model::Result<()> {
+        let got = self.decode_by_draws(tokens, slots, draws, penalized)?;
         ids.clear();
         ids.extend_from_slice(got);
         Ok(())

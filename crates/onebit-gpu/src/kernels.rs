@@ -159,6 +159,31 @@ pub fn act_quant(
     Ok((q, a, s))
 }
 
+/// The token each row of `logits` gives by its draw (`draws[i]`, penalized tokens from
+/// `penalized`) on the device's sampler: what the host's `Sampler::pick` picks. The draws
+/// must have temperature > 0 and a top-k of at most `onebit_model::DEVICE_TOP_K`.
+pub fn sample(
+    ctx: &GpuContext,
+    logits: &[f32],
+    vocab: usize,
+    draws: &[onebit_model::Draw],
+    penalized: &[u32],
+) -> Result<Vec<u32>> {
+    let n = logits.len() / vocab;
+    let ids = zeros(ctx, n * 4);
+    let recs: Vec<[u32; 12]> = draws.iter().map(crate::engine::draw_words).collect();
+    let bufs = [
+        uniform(ctx, &Quad([n as u32, 0, 0, 0])),
+        uniform(ctx, &Quad([vocab as u32, 0, 0, 0])),
+        storage(ctx, "logits", logits),
+        storage(ctx, "draws", &recs),
+        storage(ctx, "penalized", &[penalized, &[0]].concat()),
+    ];
+    let refs: Vec<&wgpu::Buffer> = bufs.iter().chain([&ids]).collect();
+    let op = Op::new(ctx, Kernel::Sample, Grid::Rows, &refs);
+    Ok(bytemuck::cast_slice(&run(ctx, &op, n as u32, &ids, n * 4)?).to_vec())
+}
+
 /// The index of the largest value of each row of `logits` (the lowest among equals).
 pub fn argmax(ctx: &GpuContext, logits: &[f32], vocab: usize) -> Result<Vec<u32>> {
     let n = logits.len() / vocab;

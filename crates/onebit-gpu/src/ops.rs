@@ -76,6 +76,7 @@ pub(crate) enum Kernel {
     Attention,
     Embed,
     Argmax,
+    Sample,
 }
 
 impl Kernel {
@@ -88,6 +89,7 @@ impl Kernel {
             Kernel::Attention => &p.attention,
             Kernel::Embed => &p.embed,
             Kernel::Argmax => &p.argmax,
+            Kernel::Sample => &p.sample,
         }
     }
 }

@@ -22,6 +22,10 @@ pub(crate) struct Bufs {
     pub(crate) gather: wgpu::Buffer,
     pub(crate) logits: wgpu::Buffer,
     pub(crate) ids: wgpu::Buffer,
+    /// One [`onebit_model::Draw`] per wanted row.
+    pub(crate) draws: wgpu::Buffer,
+    /// The draws' penalized tokens.
+    pub(crate) penalized: wgpu::Buffer,
     pub(crate) read_logits: wgpu::Buffer,
     pub(crate) read_ids: wgpu::Buffer,
 }
@@ -37,9 +41,12 @@ pub struct GpuSession {
     pub(crate) main_ops: Vec<Op>,
     pub(crate) head_ops: Vec<Op>,
     pub(crate) argmax: Op,
+    pub(crate) sample: Op,
     pub(crate) logits: Vec<f32>,
     pub(crate) ids: Vec<u32>,
     pub(crate) row_info: Vec<u32>,
+    /// The draws of a sampled step as the device's records (reused).
+    pub(crate) draw_words: Vec<[u32; 12]>,
     pub(crate) wanted: Vec<u32>,
     pub(crate) failed: Arc<Mutex<Option<String>>>,
     /// Kernel launches and submissions so far (reported by `bench --device gpu`).
@@ -55,6 +62,8 @@ pub struct Counters {
     pub dispatches: u64,
     /// Command buffers submitted.
     pub submissions: u64,
+    /// Tokens sampled on the device by a draw (not greedy).
+    pub sampled: u64,
 }
 
 fn empty(ctx: &GpuContext, label: &str, bytes: usize, usage: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -96,6 +105,8 @@ impl GpuSession {
             gather: scratch(g, "gather", b * 4)?,
             logits: scratch(g, "logits", b * vocab * 4)?,
             ids: scratch(g, "ids", b * 4)?,
+            draws: scratch(g, "draws", b * 48)?,
+            penalized: scratch(g, "penalized tokens", b * max_ctx * 4)?,
             read_logits: empty(g, "read logits", b * vocab * 4, U::MAP_READ | U::COPY_DST),
             read_ids: empty(g, "read ids", b * 4, U::MAP_READ | U::COPY_DST),
         };
@@ -116,9 +127,11 @@ impl GpuSession {
             main_ops: built.main,
             head_ops: built.head,
             argmax: built.argmax,
+            sample: built.sample,
             logits: vec![0.0; b * vocab],
             ids: vec![0; b],
             row_info: vec![0; 2 * b],
+            draw_words: Vec::with_capacity(b),
             wanted: Vec::with_capacity(b),
             failed,
             counters: Counters::default(),

@@ -15,7 +15,10 @@ use onebit_kernels::TernaryFormat;
 use onebit_model::config::Activation;
 use onebit_model::load::LoadOptions;
 use onebit_model::synthetic::{linear_type, write_synthetic};
-use onebit_model::{Engine, KvDtype, Model, ModelConfig, Session, SessionOptions, Tokenizer};
+use onebit_model::{
+    generate, generate_batch, Engine, GenerationParams, KvDtype, Model, ModelConfig, SamplerConfig,
+    Sequence, Session, SessionOptions, Tokenizer,
+};
 use std::sync::Arc;
 
 fn repo(p: &str) -> String {
@@ -95,6 +98,56 @@ fn shipped_model_matches_the_cpu_engine() {
         per(gpu.counters.dispatches, before.dispatches),
         per(gpu.counters.submissions, before.submissions)
     );
+}
+
+#[test]
+fn sampled_generation_gives_the_cpu_tokens() {
+    // Temperature, top-k, top-p, min-p and the repetition penalty, seeded: the device picks
+    // each token (one id back per step) and the text is the CPU engine's, one reply and
+    // three replies decoded together.
+    let Some(ctx) = context() else { return };
+    let ctx = Arc::new(ctx);
+    let (model, prompt) = shipped();
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let params = |seed| GenerationParams {
+        max_tokens: 64,
+        sampling: SamplerConfig {
+            temperature: 0.9,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.15,
+            repeat_last_n: 32,
+            seed,
+        },
+        stop: Vec::new(),
+    };
+    let vocab = model.config.vocab;
+    let reply = |e: &mut dyn Engine, seed| {
+        let mut seq = Sequence::new(params(seed), vocab, None).unwrap();
+        let mut seen = Vec::new();
+        generate(e, &mut seen, &prompt, &mut seq, &tok, &mut |_| true).unwrap()
+    };
+    let mut cpu = Session::try_with_options(&model, opts(3)).unwrap();
+    let mut gpu = GpuSession::new(ctx, &model, opts(3)).unwrap();
+    for seed in [1, 2] {
+        let (c, g) = (reply(&mut cpu, seed), reply(&mut gpu, seed));
+        assert_eq!(c.tokens, 64, "seed {seed}: the reply should run to its limit");
+        assert_eq!(g.text, c.text, "seed {seed}");
+        cpu.reset_slot(0).unwrap();
+        gpu.reset_slot(0).unwrap();
+    }
+    assert_eq!(gpu.counters.sampled, 2 * 63, "every token after the first on the device");
+    let prompts: Vec<Vec<u32>> = (0..3).map(|s| prompt[..prompt.len() - 3 * s].to_vec()).collect();
+    let batch = |e: &mut dyn Engine| {
+        let mut seqs: Vec<Sequence> =
+            (0..3).map(|s| Sequence::new(params(10 + s), vocab, None).unwrap()).collect();
+        let out = generate_batch(e, &prompts, &mut seqs, &tok, &mut |_, _| true).unwrap();
+        out.into_iter().map(|g| g.text).collect::<Vec<_>>()
+    };
+    let before = gpu.counters.sampled;
+    assert_eq!(batch(&mut gpu), batch(&mut cpu), "three replies decoded together");
+    assert_eq!(gpu.counters.sampled - before, 3 * 63);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! it does (then it is cut, never printed) or stops matching, and an incomplete UTF-8
 //! character is never emitted.
 
-use crate::engine::{Engine, Sampler, SamplerConfig};
+use crate::engine::{Draw, Engine, Sampler, SamplerConfig};
 use crate::error::Result;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -122,8 +122,20 @@ impl Sequence {
         s.temperature <= 0.0 && s.repeat_penalty == 1.0
     }
 
-    /// [`Sequence::step`] for a reply that [`Sequence::is_greedy`], with the token already
-    /// picked from the logits by the engine.
+    /// The draw of this reply's next token given `history` (advancing its sampler as
+    /// [`Sequence::step`] would), for an engine that picks it ([`Engine::decode_sampled`]);
+    /// [`Sequence::step_chosen`] then takes the token.
+    pub fn draw(&mut self, history: &[u32], penalized: &mut Vec<u32>) -> Draw {
+        self.sampler.draw(history, penalized)
+    }
+
+    /// The sampling settings of this reply.
+    pub fn sampling(&self) -> &SamplerConfig {
+        &self.params.sampling
+    }
+
+    /// [`Sequence::step`] with the token already picked by the engine: the argmax for a
+    /// reply that [`Sequence::is_greedy`], or the pick of this reply's [`Sequence::draw`].
     pub fn step_chosen(&mut self, tok: &Tokenizer, next: u32, room: usize) -> Result<Step> {
         if let Some(done) = self.ended(tok) {
             return Ok(done);
@@ -248,9 +260,11 @@ pub fn generate(
 ) -> Result<Generated> {
     let mut logits = session.forward_slot(0, feed)?.to_vec();
     consumed.extend_from_slice(feed);
-    // A greedy reply lets the engine pick each next token (on a GPU: one id back per step).
+    // A greedy reply lets the engine pick each next token (on a GPU: one id back per step),
+    // and so does a sampled one where the engine samples on its device.
     let greedy = seq.is_greedy();
-    let mut chosen = Vec::with_capacity(1);
+    let on_engine = !greedy && session.samples(seq.sampling());
+    let (mut chosen, mut penalized) = (Vec::with_capacity(1), Vec::new());
     loop {
         let room = session.capacity().saturating_sub(session.position_of(0)?);
         let step = match chosen.first() {
@@ -265,6 +279,12 @@ pub fn generate(
             Some(t) if greedy => {
                 session.decode_argmax(&[t], &[0], &mut chosen)?;
                 consumed.push(t);
+            }
+            Some(t) if on_engine => {
+                consumed.push(t);
+                penalized.clear();
+                let d = seq.draw(consumed, &mut penalized);
+                session.decode_sampled(&[t], &[0], &[d], &penalized, &mut chosen)?;
             }
             Some(t) => {
                 logits.copy_from_slice(session.forward_slot(0, &[t])?);
@@ -308,9 +328,12 @@ pub fn generate_batch(
     }
     let (mut active, mut tokens, mut slots): (Vec<usize>, Vec<u32>, Vec<usize>) =
         ((0..n).collect(), Vec::with_capacity(n), Vec::with_capacity(n));
-    // When every reply is greedy the engine picks the tokens: `chosen[i]` after the prompt.
+    // When every reply is greedy, or the engine samples them all on its device, the engine
+    // picks the tokens: `chosen[i]` after the prompt.
     let greedy = seqs.iter().all(Sequence::is_greedy);
+    let on_engine = !greedy && seqs.iter().all(|s| session.samples(s.sampling()));
     let (mut chosen, mut ids) = (vec![None; n], Vec::with_capacity(n));
+    let (mut draws, mut penalized) = (Vec::with_capacity(n), Vec::new());
     while !active.is_empty() {
         tokens.clear();
         slots.clear();
@@ -331,8 +354,17 @@ pub fn generate_batch(
                 history[i].push(t);
             }
         }
-        if !tokens.is_empty() && greedy {
-            session.decode_argmax(&tokens, &slots, &mut ids)?;
+        if !tokens.is_empty() && (greedy || on_engine) {
+            if greedy {
+                session.decode_argmax(&tokens, &slots, &mut ids)?;
+            } else {
+                draws.clear();
+                penalized.clear();
+                for &i in &slots {
+                    draws.push(seqs[i].draw(&history[i], &mut penalized));
+                }
+                session.decode_sampled(&tokens, &slots, &draws, &penalized, &mut ids)?;
+            }
             for (&i, &next) in slots.iter().zip(&ids) {
                 chosen[i] = Some(next);
             }

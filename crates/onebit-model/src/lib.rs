@@ -32,8 +32,8 @@ pub mod tokenizer;
 
 pub use config::{Activation, ModelConfig};
 pub use engine::{
-    argmax, Engine, HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session, SessionOptions,
-    ShardExchange, StageInput, TensorPart, TensorSplit,
+    argmax, Draw, Engine, HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session,
+    SessionOptions, ShardExchange, StageInput, TensorPart, TensorSplit, DEVICE_TOP_K,
 };
 pub use error::{Error, Result};
 pub use generation::{

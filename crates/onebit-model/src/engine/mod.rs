@@ -11,7 +11,7 @@ mod tensor;
 
 pub use forward::{Session, SessionOptions, StageInput};
 pub use kv_cache::KvDtype;
-pub use sampler::{argmax, Sampler, SamplerConfig};
+pub use sampler::{argmax, Draw, Sampler, SamplerConfig, DEVICE_TOP_K};
 pub use seam::Engine;
 pub use tensor::{ShardExchange, TensorPart, TensorSplit};
 

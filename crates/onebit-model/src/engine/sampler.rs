@@ -1,5 +1,12 @@
 //! Token sampling: greedy, temperature, top-k, top-p, min-p, repetition penalty, seeded.
 //! Buffers are sized once for the vocabulary, so sampling allocates nothing per token.
+//!
+//! A sample is a [`Draw`] (the settings and the uniform number, fixed before the logits
+//! exist) and a pick from the logits ([`Sampler::pick`]). Every step of the pick is one a
+//! device can repeat to the bit: candidates in a total order (logit, then index), products by
+//! precomputed reciprocals instead of quotients, and `exp_f32`, the exponential the CPU and
+//! the GPU kernels share; so an engine may pick on its device (`Engine::decode_sampled`) and
+//! a seed gives the same tokens on either.
 
 /// Sampling settings (`temperature == 0` is greedy).
 #[derive(Clone, Debug, PartialEq)]
@@ -64,19 +71,70 @@ pub fn argmax(logits: &[f32]) -> u32 {
     logits.iter().enumerate().fold(0, |b, (i, &v)| if v > logits[b] { i } else { b }) as u32
 }
 
+/// The most candidates a draw may keep for an engine to pick on its device
+/// ([`crate::Engine::samples`]): a top-k of at most this many.
+pub const DEVICE_TOP_K: usize = 256;
+
+/// One token draw: the settings and the uniform number of one sample, fixed before the logits
+/// exist, so an engine on a device can make the pick [`Sampler::pick`] makes on the host. The
+/// recent tokens the penalty looks at are `penalized[hist_start..hist_start + hist_len]` of
+/// the list the draws were made into.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub struct Draw {
+    /// Softmax temperature; 0 picks the argmax.
+    pub temperature: f32,
+    /// `1 / temperature` (products, not quotients, so a device rounds as the host does).
+    pub inv_temperature: f32,
+    /// Candidates kept (the vocabulary when the setting is 0 or larger).
+    pub top_k: u32,
+    /// Top-p.
+    pub top_p: f32,
+    /// Min-p.
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    pub repeat_penalty: f32,
+    /// `1 / repeat_penalty`.
+    pub inv_penalty: f32,
+    /// The draw's uniform number in [0, 1).
+    pub u: f32,
+    /// First of this draw's penalized tokens in the list.
+    pub hist_start: u32,
+    /// How many penalized tokens.
+    pub hist_len: u32,
+    /// Padding to 48 bytes (the device's record size).
+    pub pad: [u32; 2],
+}
+
 /// A sampler with its RNG state and scratch.
 pub struct Sampler {
     cfg: SamplerConfig,
+    vocab: usize,
     rng: u64,
     idx: Vec<u32>,
     probs: Vec<f32>,
+    penalized: Vec<u32>,
+}
+
+/// `a` before `b` in the candidates' order: larger logit first ([`f32::total_cmp`]), the
+/// lower index among equals, so the order is one a device can repeat.
+fn before(logits: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
+    logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b))
 }
 
 impl Sampler {
     /// A sampler for a vocabulary of `vocab` tokens.
     pub fn new(cfg: SamplerConfig, vocab: usize) -> Self {
         let rng = cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        Sampler { cfg, rng, idx: Vec::with_capacity(vocab), probs: Vec::with_capacity(vocab) }
+        let n = cfg.repeat_last_n;
+        Sampler {
+            cfg,
+            vocab,
+            rng,
+            idx: Vec::with_capacity(vocab),
+            probs: Vec::with_capacity(vocab),
+            penalized: Vec::with_capacity(n),
+        }
     }
 
     fn uniform(&mut self) -> f32 {
@@ -86,46 +144,86 @@ impl Sampler {
         (self.rng >> 40) as f32 / (1u64 << 24) as f32
     }
 
+    /// The next draw given `history` (the context the penalty looks at): advances the RNG
+    /// as [`Sampler::sample`] does and appends the penalized tail of `history` to
+    /// `penalized`.
+    pub fn draw(&mut self, history: &[u32], penalized: &mut Vec<u32>) -> Draw {
+        let c = &self.cfg;
+        let (mut hist_start, mut hist_len) = (penalized.len() as u32, 0);
+        if c.repeat_penalty != 1.0 {
+            let tail = &history[history.len().saturating_sub(c.repeat_last_n)..];
+            penalized.extend_from_slice(tail);
+            hist_len = tail.len() as u32;
+        } else {
+            hist_start = 0;
+        }
+        let top_k = if c.top_k == 0 { self.vocab } else { c.top_k.min(self.vocab) };
+        let mut d = Draw {
+            temperature: c.temperature,
+            inv_temperature: if c.temperature > 0.0 { 1.0 / c.temperature } else { 0.0 },
+            top_k: top_k as u32,
+            top_p: c.top_p,
+            min_p: c.min_p,
+            repeat_penalty: c.repeat_penalty,
+            inv_penalty: 1.0 / c.repeat_penalty,
+            u: 0.0,
+            hist_start,
+            hist_len,
+            pad: [0; 2],
+        };
+        if c.temperature > 0.0 {
+            d.u = self.uniform();
+        }
+        d
+    }
+
     /// Picks the next token from `logits` (modified in place by the penalty), given `history`.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        let c = &self.cfg;
-        if c.repeat_penalty != 1.0 {
-            for &t in history.iter().rev().take(c.repeat_last_n) {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / c.repeat_penalty } else { *l * c.repeat_penalty };
-                }
+        let mut penalized = std::mem::take(&mut self.penalized);
+        penalized.clear();
+        let d = self.draw(history, &mut penalized);
+        let next = self.pick(logits, &d, &penalized);
+        self.penalized = penalized;
+        next
+    }
+
+    /// The token `d` picks from `logits` (the penalty edits them in place; `penalized` is the
+    /// list `d` was drawn into): the definition a device's sampler repeats.
+    pub fn pick(&mut self, logits: &mut [f32], d: &Draw, penalized: &[u32]) -> u32 {
+        let h = d.hist_start as usize;
+        for &t in &penalized[h..h + d.hist_len as usize] {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 { *l * d.inv_penalty } else { *l * d.repeat_penalty };
             }
         }
-        if c.temperature <= 0.0 {
+        if d.temperature <= 0.0 {
             return argmax(logits);
         }
         self.idx.clear();
         self.idx.extend(0..logits.len() as u32);
-        let k = if c.top_k == 0 { logits.len() } else { c.top_k.min(logits.len()) };
+        let k = (d.top_k as usize).clamp(1, logits.len());
         if k < logits.len() {
-            self.idx.select_nth_unstable_by(k - 1, |&a, &b| {
-                logits[b as usize].total_cmp(&logits[a as usize])
-            });
+            self.idx.select_nth_unstable_by(k - 1, |&a, &b| before(logits, a, b));
             self.idx.truncate(k);
         }
-        self.idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        self.idx.sort_unstable_by(|&a, &b| before(logits, a, b));
         let top = logits[self.idx[0] as usize];
         self.probs.clear();
         let mut total = 0.0;
         for &i in &self.idx {
-            let p = ((logits[i as usize] - top) / c.temperature).exp();
+            let p = onebit_kernels::dense::exp_f32((logits[i as usize] - top) * d.inv_temperature);
             self.probs.push(p);
             total += p;
         }
         let (mut keep, mut cum) = (0, 0.0);
         for &p in &self.probs {
-            if keep > 0 && (cum >= c.top_p * total || p < c.min_p * self.probs[0]) {
+            if keep > 0 && (cum >= d.top_p * total || p < d.min_p * self.probs[0]) {
                 break;
             }
             cum += p;
             keep += 1;
         }
-        let mut r = self.uniform() * cum;
+        let mut r = d.u * cum;
         for (j, &p) in self.probs[..keep].iter().enumerate() {
             r -= p;
             if r <= 0.0 {
@@ -167,6 +265,40 @@ mod tests {
             draw(7).iter().any(|&t| t != draw(7)[0]),
             "uniform logits should give varied tokens"
         );
+    }
+
+    #[test]
+    fn equal_logits_keep_the_lowest_indices() {
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 2,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..SamplerConfig::default()
+        };
+        let mut s = Sampler::new(cfg, 6);
+        let mut seen = [false; 6];
+        for _ in 0..64 {
+            seen[s.sample(&mut [0.5; 6], &[]) as usize] = true;
+        }
+        assert_eq!(seen, [true, true, false, false, false, false]);
+    }
+
+    #[test]
+    fn a_draw_then_a_pick_is_a_sample() {
+        let cfg = SamplerConfig { temperature: 0.7, repeat_penalty: 1.3, ..Default::default() };
+        let (mut a, mut b) = (Sampler::new(cfg.clone(), 50), Sampler::new(cfg, 50));
+        let mut pen = Vec::new();
+        for step in 0..40u32 {
+            let row: Vec<f32> =
+                (0..50u32).map(|i| ((i * 7 + step * 13) % 17) as f32 * 0.3).collect();
+            let history = [step % 50, (step * 3) % 50, 7];
+            pen.clear();
+            let d = b.draw(&history, &mut pen);
+            assert_eq!(d.hist_len, 3);
+            let want = a.sample(&mut row.clone(), &history);
+            assert_eq!(b.pick(&mut row.clone(), &d, &pen), want, "step {step}");
+        }
     }
 
     #[test]

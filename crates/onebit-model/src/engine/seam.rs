@@ -2,7 +2,7 @@
 //! loop ([`crate::generate`], [`crate::generate_batch`]) drives a local [`Session`] and the
 //! device mesh's distributed executors (onebit-dist) alike.
 
-use super::{argmax, Session};
+use super::{argmax, Draw, Sampler, SamplerConfig, Session};
 use crate::error::Result;
 
 /// Sequences in slots, advanced by prompt chunks and multi-sequence decode steps.
@@ -34,6 +34,34 @@ pub trait Engine {
         let logits = self.decode(tokens, slots)?;
         ids.clear();
         ids.extend(logits.chunks_exact(vocab).map(argmax));
+        Ok(())
+    }
+    /// Whether this engine picks sampled tokens itself ([`Engine::decode_sampled`]) for
+    /// replies sampled with `cfg` (a device engine, for the settings its sampler covers).
+    fn samples(&self, cfg: &SamplerConfig) -> bool {
+        let _ = cfg;
+        false
+    }
+    /// A decode step like [`Engine::decode`] that keeps only each row's token as
+    /// [`Sampler::pick`] picks it by `draws[i]` (penalized tokens from `penalized`) in `ids`.
+    /// Engines for which [`Engine::samples`] holds pick on their device; this default picks
+    /// on the host (and allocates its sampler scratch, so the generation loop calls it only
+    /// where `samples` holds).
+    fn decode_sampled(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        draws: &[Draw],
+        penalized: &[u32],
+        ids: &mut Vec<u32>,
+    ) -> Result<()> {
+        let vocab = self.vocab();
+        let mut sampler = Sampler::new(SamplerConfig::default(), vocab);
+        let logits = self.decode(tokens, slots)?;
+        ids.clear();
+        for (row, d) in logits.chunks_exact_mut(vocab).zip(draws) {
+            ids.push(sampler.pick(row, d, penalized));
+        }
         Ok(())
     }
     /// Why this engine can run nothing more (a mesh that lost a node), if it cannot; a
