@@ -1,5 +1,6 @@
-//! AVX-512 VNNI GEMM: decode 4 rows to codes (T2 by shift/mask, B3 by `vpermi2b` tables),
-//! then a 4-row × 4-token tile (`ROWS` × `TOKENS`) of `vpdpbusd` accumulators over the whole reduction. Tokens
+//! AVX-512 VNNI GEMM: decode 6 rows to codes (T2 by shift/mask, B3 by `vpermi2b` tables),
+//! then a 6-row × 4-token tile (`ROWS` × `TOKENS`: 24 zmm sums, the six rows' codes and one activation
+//! vector fill 31 of the 32 registers) of `vpdpbusd` accumulators over the whole reduction. Tokens
 //! are taken in blocks whose activations stay in L2 while the thread's rows pass over them
 //! (rows are re-decoded per block, which is cheap next to the tile work).
 
@@ -9,7 +10,7 @@ use crate::gemv::MatmulArgs;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-const ROWS: usize = 4;
+const ROWS: usize = 6;
 const TOKENS: usize = 4;
 /// Bytes of activations kept hot (in L2) while all rows of a thread pass over them.
 const ACT_BLOCK_BYTES: usize = 1 << 20;
@@ -208,10 +209,13 @@ fn gemm_with(
                 // The next rows' weights stream in while this tile computes: the hardware
                 // prefetcher sees no misses during the tile, so memory would sit idle and
                 // the next decode wait on it (6912x2560 at 4 tokens, 1 thread: 22-26 % less
-                // time; see the crate README).
+                // time; see the crate README). One line per chunk covers the first two
+                // thirds of six T2 rows; two lines per chunk, all of them, measured no faster.
                 let ahead = (r + n < r1).then(|| a.w.as_ptr().wrapping_add((r + n) * a.row_bytes));
                 let tk = tokens.clone();
                 match n {
+                    6 => run_tiles::<6>(a, codes, cstride, r, tk, ahead),
+                    5 => run_tiles::<5>(a, codes, cstride, r, tk, ahead),
                     4 => run_tiles::<4>(a, codes, cstride, r, tk, ahead),
                     3 => run_tiles::<3>(a, codes, cstride, r, tk, ahead),
                     2 => run_tiles::<2>(a, codes, cstride, r, tk, ahead),
