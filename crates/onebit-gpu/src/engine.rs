@@ -339,8 +339,7 @@ impl Engine for GpuSession {
         Ok(())
     }
     fn samples(&self, cfg: &SamplerConfig) -> bool {
-        let k = if cfg.top_k == 0 { self.cfg.vocab } else { cfg.top_k.min(self.cfg.vocab) };
-        cfg.temperature > 0.0 && k <= DEVICE_TOP_K
+        cfg.temperature > 0.0 && cfg.candidates(self.cfg.vocab) <= DEVICE_TOP_K
     }
     fn decode_sampled(
         &mut self,

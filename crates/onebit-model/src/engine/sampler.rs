@@ -42,6 +42,16 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
+    /// The top-k candidates a sample keeps from a vocabulary of `vocab` (all where top-k is
+    /// 0 or larger).
+    pub fn candidates(&self, vocab: usize) -> usize {
+        if self.top_k == 0 {
+            vocab
+        } else {
+            self.top_k.min(vocab)
+        }
+    }
+
     /// Checks every setting is in its range, naming the first that is not.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |what: &str, v: f32, range: &str| {
@@ -157,7 +167,7 @@ impl Sampler {
         } else {
             hist_start = 0;
         }
-        let top_k = if c.top_k == 0 { self.vocab } else { c.top_k.min(self.vocab) };
+        let top_k = c.candidates(self.vocab);
         let mut d = Draw {
             temperature: c.temperature,
             inv_temperature: if c.temperature > 0.0 { 1.0 / c.temperature } else { 0.0 },
