@@ -136,7 +136,8 @@ impl Sampler {
     /// A sampler for a vocabulary of `vocab` tokens.
     pub fn new(cfg: SamplerConfig, vocab: usize) -> Self {
         let rng = cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let n = cfg.repeat_last_n;
+        // The tail the penalty reads is at most the context; a huge setting must not reserve.
+        let n = cfg.repeat_last_n.min(1 << 16);
         Sampler {
             cfg,
             vocab,
@@ -309,6 +310,14 @@ mod tests {
             let want = a.sample(&mut row.clone(), &history);
             assert_eq!(b.pick(&mut row.clone(), &d, &pen), want, "step {step}");
         }
+    }
+
+    #[test]
+    fn a_huge_penalty_window_reserves_nothing_up_front() {
+        let cfg =
+            SamplerConfig { repeat_last_n: usize::MAX, repeat_penalty: 2.0, ..Default::default() };
+        let mut s = Sampler::new(cfg, 3);
+        assert_eq!(s.sample(&mut [1.0, 2.0, 0.0], &[1, 1]), 0);
     }
 
     #[test]
