@@ -292,4 +292,17 @@ fn refusals_are_typed_and_leave_the_session_usable() {
     assert_eq!(gpu.position_of(0).unwrap(), 0);
     gpu.forward_slot(0, &prompt[..10]).unwrap();
     assert_eq!(gpu.position_of(0).unwrap(), 10);
+    // Draws the device's sampler does not cover, or that point past their tokens: refused,
+    // the slot not advanced.
+    let greedy = onebit_model::Draw { top_k: 40, ..Default::default() };
+    let wide = onebit_model::Draw { temperature: 1.0, top_k: 257, ..greedy };
+    let past = onebit_model::Draw { temperature: 1.0, hist_len: 3, ..greedy };
+    for (d, pen) in [(greedy, &[][..]), (wide, &[]), (past, &[5, 6][..])] {
+        let e = gpu.decode_by_draws(&[1], &[0], &[d], pen).unwrap_err().to_string();
+        assert!(e.contains("cannot take"), "{e}");
+    }
+    assert_eq!(gpu.position_of(0).unwrap(), 10);
+    let ok = onebit_model::Draw { temperature: 1.0, u: 0.5, ..greedy };
+    assert!(gpu.decode_by_draws(&[1], &[0], &[ok], &[]).unwrap()[0] < vocab);
+    assert_eq!(gpu.position_of(0).unwrap(), 11);
 }
