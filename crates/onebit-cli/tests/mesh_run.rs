@@ -412,3 +412,115 @@ fn a_server_whose_worker_is_killed_forms_the_mesh_again_from_the_others() {
     reap(server);
     ws.into_iter().for_each(reap);
 }
+
+/// Runs `onebit args… --mesh` over two workers (each mesh message held 15 ms, so a reply takes
+/// seconds), writing `stdin` to it, and kills the last worker once 20 bytes of the reply have
+/// come: (stdout, stderr, bytes of stdout before the kill). The head must end by itself.
+fn kill_mid_reply(name: &str, args: &[&str], stdin: &str) -> (String, String, usize) {
+    use std::io::{Read, Write};
+    let emu = ["--emulate-link", "15"];
+    let (dir, file, ports) = mesh(name, 2);
+    let mut ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(&dir, p, 2, &emu)).collect();
+    let mut head = bin()
+        .args(args)
+        .args(["--mesh", &file, "--worker-threads", "1", "-t", "1", "--step-timeout", "2"])
+        .args(emu)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    head.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let (mut out, mut err) = (head.stdout.take().unwrap(), head.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let (mut text, mut buf) = (Vec::new(), [0u8; 256]);
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+            let _ = tx.send(text.len());
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let (t, mut seen) = (Instant::now(), 0);
+    while seen < 20 {
+        seen = rx.recv_timeout(Duration::from_secs(60)).expect("no reply came");
+        assert!(t.elapsed() < Duration::from_secs(60), "no reply came");
+    }
+    let mut last = ws.pop().unwrap();
+    last.kill().unwrap();
+    last.wait().unwrap();
+    let log = wait_bounded_ok(head, Duration::from_secs(120));
+    let (text, log) = (reader.join().unwrap(), log + &errs.join().unwrap());
+    ws.into_iter().for_each(reap);
+    (text, log, seen)
+}
+
+/// Waits for `head` to exit successfully within `limit` (killing it and panicking otherwise).
+fn wait_bounded_ok(mut head: Child, limit: Duration) -> String {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = head.try_wait().unwrap() {
+            return if status.success() { String::new() } else { format!("exit: {status}\n") };
+        }
+        if t.elapsed() > limit {
+            reap(head);
+            panic!("the head hung for {limit:?} after its worker failed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The log says the mesh was formed again as a two-node pipeline (the head and one worker).
+fn formed_again_on_two(log: &str) -> bool {
+    log.contains("forming the mesh again")
+        && log
+            .split_once("mesh formed again: pipeline, blocks per node [")
+            .is_some_and(|(_, blocks)| blocks.lines().next().unwrap().matches(',').count() == 1)
+}
+
+#[test]
+fn a_run_whose_worker_is_killed_mid_reply_goes_on_over_the_others() {
+    let model = repo("models/austen.gguf");
+    let prompt = "It is a truth universally acknowledged";
+    let (ok, single, e) = onebit(&["run", &model, "-p", prompt, "-n", "80"]);
+    assert!(ok, "{e}");
+    let (text, log, seen) =
+        kill_mid_reply("run-reform", &["run", &model, "-p", prompt, "-n", "80"], "");
+    assert!(!log.contains("exit:"), "{log}");
+    assert!(formed_again_on_two(&log), "{log}");
+    // What came before the failure is what one node prints; then the reply goes on to its
+    // 80 tokens (the re-formed mesh reads the history as a prompt, whose rounding differs
+    // from step-by-step decode's, so later greedy tokens may differ from one node's).
+    assert!(
+        seen >= 20 && text.as_bytes()[..seen] == single.as_bytes()[..seen],
+        "{text:?}\n{single:?}\n{log}"
+    );
+    assert!(log.contains("generated: 80 tokens"), "{log}");
+    assert!(text.len() > seen + 40, "{text:?}");
+}
+
+#[test]
+fn a_chat_whose_worker_is_killed_mid_reply_goes_on_and_takes_the_next_turn() {
+    let model = repo("models/austen.gguf");
+    let turns = "It is a truth universally acknowledged\nEmma\n";
+    let args = ["chat", &model, "-n", "60"];
+    let (text, log, seen) = kill_mid_reply("chat-reform", &args, turns);
+    assert!(!log.contains("exit:"), "{log}");
+    assert!(formed_again_on_two(&log), "{log}");
+    // The cut reply went on, and the second turn was answered on the mesh formed again: its
+    // passes (the summary at the end is that mesh's) cover more than the second reply's 60.
+    assert!(text.len() > seen + 40, "{text:?}");
+    let passes: usize = log
+        .split_once("mesh: pipeline, blocks per node [1, 5] · ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(passes > 60, "{passes} passes\n{log}");
+}

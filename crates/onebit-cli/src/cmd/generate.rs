@@ -84,21 +84,19 @@ impl GenArgs {
 }
 
 /// Feeds `feed` to the session (appending to `consumed`, which mirrors what the session has
-/// seen), then generates with the flags' settings and streams the reply to `out`
-/// (`onebit_model::generate` does the work).
-pub fn generate(
+/// seen), then generates `seq` on to its end and streams it to `out` (`onebit_model::generate`
+/// does the work): a reply's start, or its continuation on another engine (a mesh formed
+/// again, fed the whole history).
+pub fn continue_reply(
     session: &mut dyn Engine,
     consumed: &mut Vec<u32>,
     feed: &[u32],
+    seq: &mut Sequence,
     tok: &Tokenizer,
-    g: &GenArgs,
-    eos: Option<u32>,
     out: &mut dyn Write,
 ) -> Result<Generated> {
-    let vocab = session.vocab();
-    let mut seq = Sequence::new(g.params(), vocab, eos)?;
     let mut failed = None;
-    let r = onebit_model::generate(session, consumed, feed, &mut seq, tok, &mut |piece| match out
+    let r = onebit_model::generate(session, consumed, feed, seq, tok, &mut |piece| match out
         .write_all(piece.as_bytes())
         .and_then(|_| out.flush())
     {

@@ -13,6 +13,7 @@ pub mod init;
 pub mod kernels;
 pub mod mesh;
 pub mod mesh_args;
+pub mod mesh_reform;
 pub mod model_args;
 pub mod perplexity;
 pub mod plan;

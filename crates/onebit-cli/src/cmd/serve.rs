@@ -3,13 +3,10 @@
 use super::mesh_args::{Layout, MeshArgs};
 use super::model_args::ModelArgs;
 use anyhow::{Context, Result};
-use onebit_dist::bootstrap::MeshFile;
 use onebit_model::chat_template::ChatTemplate;
 use onebit_model::SessionOptions;
 use onebit_server::{Backend, Fallback, Reform, Server, ServerConfig};
-use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Flags of `onebit serve`.
 #[derive(clap::Args, Debug)]
@@ -167,59 +164,13 @@ fn mesh_backend(
     })
 }
 
-/// Forms the server's mesh again from the workers that still answer: a worker that refuses
-/// connections is left out before trying, one the start names (it did not answer, or could
-/// not load) is left out and the start tried again. Tensor parallel if it was, else a
-/// pipeline with the default split (the flags' split, shares or groups were for the whole
-/// mesh).
+/// Forms the server's mesh again from the workers that still answer ([`MeshArgs::reform`]).
 fn reformer(mesh: &MeshArgs, m: &ModelArgs, session: SessionOptions) -> Reform {
-    let (mut again, m) = (mesh.clone(), m.clone());
-    again.strategy = if mesh.strategy == "tp" { "tp" } else { "pp" }.into();
-    again.split.clear();
-    again.shares.clear();
-    again.groups.clear();
+    let (mesh, m) = (mesh.clone(), m.clone());
     Arc::new(move |why: &str| {
-        let file = again.mesh.clone().ok_or("no mesh file")?;
-        let addrs = MeshFile::read(&file).and_then(|f| f.addrs()).map_err(|e| e.to_string())?;
-        let workers = &addrs[1..];
-        let mut left_out: Vec<usize> = (0..workers.len())
-            .filter(|&w| TcpStream::connect_timeout(&workers[w], Duration::from_secs(1)).is_err())
-            .collect();
-        tracing::warn!("forming the mesh again ({why}); leaving out workers {left_out:?}");
-        loop {
-            if left_out.len() == workers.len() {
-                return Err("no worker answers".into());
-            }
-            let ready = Duration::from_secs(60);
-            match again.load_leaving_out(&m, session, &left_out, ready) {
-                Ok((model, Some(comm), layout)) => {
-                    eprintln!("mesh formed again: {layout}");
-                    let backend =
-                        mesh_backend(&again, comm, &layout, &model).map_err(|e| e.to_string())?;
-                    return Ok((model, backend));
-                }
-                Ok(_) => return Err("no mesh formed".into()),
-                Err(e) => {
-                    let e = e.to_string();
-                    // Rank r of this start is its r-th worker still in.
-                    let live: Vec<usize> =
-                        (0..workers.len()).filter(|w| !left_out.contains(w)).collect();
-                    match failed_rank(&e).and_then(|r| live.get(r.checked_sub(1)?)) {
-                        Some(&w) => {
-                            tracing::warn!("worker {w} cannot join ({e}); leaving it out");
-                            left_out.push(w);
-                        }
-                        None => return Err(e),
-                    }
-                }
-            }
-        }
+        let (model, comm, layout) = mesh.reform(&m, session, why)?;
+        let comm = comm.ok_or("no mesh formed")?;
+        let backend = mesh_backend(&mesh, comm, &layout, &model).map_err(|e| e.to_string())?;
+        Ok((model, backend))
     })
-}
-
-/// The rank an error of the mesh names ("node 2 (…): no answer …").
-fn failed_rank(why: &str) -> Option<usize> {
-    let at = why.find("node ")? + 5;
-    let digits: String = why[at..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
