@@ -417,9 +417,19 @@ fn a_server_whose_worker_is_killed_forms_the_mesh_again_from_the_others() {
 /// seconds), writing `stdin` to it, and kills the last worker once 20 bytes of the reply have
 /// come: (stdout, stderr, bytes of stdout before the kill). The head must end by itself.
 fn kill_mid_reply(name: &str, args: &[&str], stdin: &str) -> (String, String, usize) {
+    kill_mid_reply_of(name, 2, args, stdin)
+}
+
+/// `kill_mid_reply` over `workers` workers.
+fn kill_mid_reply_of(
+    name: &str,
+    workers: usize,
+    args: &[&str],
+    stdin: &str,
+) -> (String, String, usize) {
     use std::io::{Read, Write};
     let emu = ["--emulate-link", "15"];
-    let (dir, file, ports) = mesh(name, 2);
+    let (dir, file, ports) = mesh(name, workers);
     let mut ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(&dir, p, 2, &emu)).collect();
     let mut head = bin()
         .args(args)
@@ -523,4 +533,15 @@ fn a_chat_whose_worker_is_killed_mid_reply_goes_on_and_takes_the_next_turn() {
         .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("{log}"));
     assert!(passes > 60, "{passes} passes\n{log}");
+}
+
+#[test]
+fn a_run_that_loses_its_only_worker_goes_on_alone() {
+    let model = repo("models/austen.gguf");
+    let args = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "80"];
+    let (text, log, seen) = kill_mid_reply_of("run-alone", 1, &args, "");
+    assert!(!log.contains("exit:"), "{log}");
+    assert!(log.contains("no mesh forms again") && log.contains("on this node"), "{log}");
+    assert!(log.contains("generated: 80 tokens"), "{log}");
+    assert!(text.len() > seen + 40, "{text:?}");
 }

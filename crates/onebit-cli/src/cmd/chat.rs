@@ -117,7 +117,7 @@ pub fn run(a: Args) -> Result<()> {
         };
         let why = why.clone();
         drop(runner);
-        loaded = a.mesh.reform(&a.m, opts, &why).map_err(anyhow::Error::msg)?;
+        loaded = a.mesh.reform_or_alone(&a.m, opts, &why)?;
     }
 }
 

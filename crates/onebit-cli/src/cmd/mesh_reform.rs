@@ -1,7 +1,7 @@
 //! Forming a mesh again from the workers that still answer after one failed: `onebit serve`
 //! does it between requests, `onebit run` in the middle of a reply.
 
-use super::mesh_args::{Loaded, MeshArgs};
+use super::mesh_args::{Layout, Loaded, MeshArgs};
 use super::model_args::ModelArgs;
 use onebit_dist::bootstrap::MeshFile;
 use onebit_model::SessionOptions;
@@ -56,6 +56,31 @@ impl MeshArgs {
                         None => return Err(e),
                     }
                 }
+            }
+        }
+    }
+}
+
+impl MeshArgs {
+    /// [`MeshArgs::reform`], else the whole model on this node where it loads here (the
+    /// load, and later the session, are checked against available memory and `--mem-limit`):
+    /// what `run` and `chat` go on with after a node failed mid-reply.
+    pub fn reform_or_alone(
+        &self,
+        m: &ModelArgs,
+        session: SessionOptions,
+        why: &str,
+    ) -> anyhow::Result<Loaded> {
+        match self.reform(m, session, why) {
+            Ok(loaded) => Ok(loaded),
+            Err(e) => {
+                eprintln!("no mesh forms again ({e}): loading all of {} on this node", m.model);
+                let model = m.load().map_err(|le| {
+                    anyhow::anyhow!(
+                        "the mesh failed ({why}) and the model does not load here: {le}"
+                    )
+                })?;
+                Ok((model, None, Layout::One))
             }
         }
     }

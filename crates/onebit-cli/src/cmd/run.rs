@@ -73,8 +73,7 @@ pub fn run(a: Args) -> Result<()> {
             Err(e) if a.mesh.mesh.is_some() && runner.engine().broken().is_some() => {
                 eprintln!("\n{e:#}: forming the mesh again from the nodes that answer");
                 drop(runner);
-                loaded =
-                    a.mesh.reform(&a.m, opts, &format!("{e:#}")).map_err(anyhow::Error::msg)?;
+                loaded = a.mesh.reform_or_alone(&a.m, opts, &format!("{e:#}"))?;
                 consumed.clear();
                 feed = prompt.iter().chain(seq.tokens()).copied().collect();
             }
