@@ -68,8 +68,10 @@ pub fn run(a: Args) -> Result<()> {
                 return Ok(());
             }
             // A mesh node failed mid-reply: the head forms the mesh again from the workers
-            // still answering and feeds it the whole history, so the reply goes on where it
-            // stopped (a greedy reply gives the text one node gives).
+            // still answering (or takes the whole model where none does) and feeds it the
+            // whole history, so the reply goes on where it stopped. The history is read as
+            // a prompt, whose rounding differs from step-by-step decode's: a greedy reply's
+            // later tokens may differ from what one node would have printed.
             Err(e) if a.mesh.mesh.is_some() && runner.engine().broken().is_some() => {
                 eprintln!("\n{e:#}: forming the mesh again from the nodes that answer");
                 drop(runner);
