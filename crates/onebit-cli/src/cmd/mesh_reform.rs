@@ -28,9 +28,13 @@ impl MeshArgs {
         let file = again.mesh.clone().ok_or("no mesh file")?;
         let addrs = MeshFile::read(&file).and_then(|f| f.addrs()).map_err(|e| e.to_string())?;
         let workers = &addrs[1..];
-        let mut left_out: Vec<usize> = (0..workers.len())
-            .filter(|&w| TcpStream::connect_timeout(&workers[w], Duration::from_secs(1)).is_err())
-            .collect();
+        let answers = |w: usize| TcpStream::connect_timeout(&workers[w], Duration::from_secs(1));
+        // A node that has just failed may still be closing its sockets (a killed process's
+        // listener can accept for a moment after its connections closed): probe twice.
+        let first: Vec<bool> = (0..workers.len()).map(|w| answers(w).is_ok()).collect();
+        std::thread::sleep(Duration::from_millis(250));
+        let mut left_out: Vec<usize> =
+            (0..workers.len()).filter(|&w| !first[w] || answers(w).is_err()).collect();
         tracing::warn!("forming the mesh again ({why}); leaving out workers {left_out:?}");
         loop {
             if left_out.len() == workers.len() {
