@@ -63,9 +63,7 @@ impl MeshArgs {
             }
         }
     }
-}
 
-impl MeshArgs {
     /// [`MeshArgs::reform`], else the whole model on this node where it loads here (the
     /// load, and later the session, are checked against available memory and `--mem-limit`):
     /// what `run` and `chat` go on with after a node failed mid-reply.
