@@ -113,7 +113,7 @@ fn a_pipeline_prints_what_one_node_prints() {
 #[test]
 fn plan_measures_the_mesh_and_predicts_every_candidate() {
     let (dir, file, ports) = mesh("plan", 1);
-    let w = worker(&dir, ports[1], &[]);
+    let w = worker_jobs(&dir, ports[1], 2, &[]);
     let model = repo("models/austen.gguf");
     let (ok, out, err) = onebit(&["plan", &model, "--mesh", &file, "-t", "1", "--batch", "4"]);
     assert!(ok, "{err}");
@@ -136,8 +136,22 @@ fn plan_measures_the_mesh_and_predicts_every_candidate() {
         })
         .map(|l| l.split_whitespace().rev().nth(3).unwrap().parse().unwrap())
         .collect();
-    assert_eq!(rates.len(), 4, "{out}");
+    // Two one-node plans, and the pipeline and tensor plans priced with f32, f16 and q8 on
+    // the wire (the planner weighs the types: --wire auto).
+    assert_eq!(rates.len(), 8, "{out}");
     assert!(rates.iter().all(|r| *r > 0.0 && r.is_finite()), "{out}");
+    for wire in [" f32 ", " f16 ", " q8 "] {
+        let n = out.lines().filter(|l| l.starts_with("tensor") && l.contains(wire)).count();
+        assert_eq!(n, 1, "{wire}: {out}");
+    }
+    // A fixed type prices that type alone (from the cached figures).
+    let (ok, out, err) =
+        onebit(&["plan", &model, "--mesh", &file, "-t", "1", "--batch", "4", "--wire", "q8"]);
+    assert!(ok, "{err}");
+    let rows = out.lines().filter(|l| l.starts_with("pipeline") || l.starts_with("tensor"));
+    assert!(rows.clone().count() == 2 && rows.clone().all(|l| l.contains(" q8 ")), "{out}");
+    let (ok, _, err) = onebit(&["plan", &model, "--mesh", &file, "--wire", "f8"]);
+    assert!(!ok && err.contains("unknown --wire 'f8'"), "{err}");
     reap(w);
 }
 
@@ -146,7 +160,9 @@ fn a_hybrid_plan_on_three_nodes_runs_as_printed_and_prints_what_one_node_prints(
     let (dir, file, ports) = mesh("plan-hybrid", 2);
     let ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(&dir, p, 2, &[])).collect();
     let model = repo("models/austen.gguf");
-    let plan = ["plan", &model, "--mesh", &file, "-t", "1", "--strategy", "hybrid"];
+    // f32 on the wire: the printed command must print one node's text.
+    let plan =
+        ["plan", &model, "--mesh", &file, "-t", "1", "--strategy", "hybrid", "--wire", "f32"];
     let (ok, out, err) = onebit(&plan);
     assert!(ok, "{err}");
     // Three nodes: two compositions with a group and more than one stage ([1, 2], [2, 1]).

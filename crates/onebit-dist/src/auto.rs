@@ -6,6 +6,11 @@
 //! block ranges). A plan that puts the whole model on a worker is left out: the head holds
 //! the user's session and samples, so it takes part in every plan it runs.
 //!
+//! The element type on the wire is chosen the same way when the user leaves it to the
+//! planner: f32 (exact) unless f16 or int8 is predicted at least [`LOSSY_WIRE_GAIN`] times
+//! as fast for one sequence (a slow link); they change the logits slightly, so they have to
+//! buy a clear gain.
+//!
 //! The cache (`<mesh file>.measured.toml`) holds the addresses, the model's shape and the
 //! threads it was measured for; any of them changing, or `remeasure`, measures again.
 
@@ -13,10 +18,11 @@ use crate::bootstrap::{run_head, Job, JobResult, MeshFile, PlanJob};
 use crate::error::{DistError, Result};
 use crate::key::read_key_file;
 use crate::link_emulation::LinkEmulation;
-use crate::plan::{plan, NodeSpec, Plan, Strategy};
+use crate::plan::{plan_with, NodeSpec, Plan, Strategy};
 use crate::probe::{LinkProbe, ProbeOptions};
 use crate::speed::NodeMeasure;
 use crate::tcp::TcpConfig;
+use crate::wire::WireDtype;
 use onebit_model::ModelConfig;
 use std::net::TcpListener;
 use std::time::Duration;
@@ -137,9 +143,21 @@ pub fn measure(
     Ok(Measured { links, nodes, names, cached: false })
 }
 
+/// How many times as fast (predicted, one sequence) a plan sending f16 or int8 must be as
+/// the best f32 plan for the planner to choose it.
+pub const LOSSY_WIRE_GAIN: f64 = 1.1;
+
 /// Every candidate for `c` on the measured mesh (`k` sequences for the batch figure), the
 /// fastest first, and the one `--strategy auto` runs: the fastest the head takes part in.
-pub fn choose(c: &ModelConfig, bpw: f64, m: &Measured, k: usize) -> Result<(Vec<Plan>, Plan)> {
+/// `wire` fixes the element type on the wire; None prices f32, f16 and int8 and takes a
+/// lossy type only where it is [`LOSSY_WIRE_GAIN`] times as fast as exact f32.
+pub fn choose(
+    c: &ModelConfig,
+    bpw: f64,
+    m: &Measured,
+    k: usize,
+    wire: Option<WireDtype>,
+) -> Result<(Vec<Plan>, Plan)> {
     let specs: Vec<NodeSpec> = m
         .nodes
         .iter()
@@ -151,14 +169,28 @@ pub fn choose(c: &ModelConfig, bpw: f64, m: &Measured, k: usize) -> Result<(Vec<
             batch_slope: n.batch_slope,
         })
         .collect();
-    let plans = plan(c, bpw, &specs, &m.links, k)?;
-    let choice = plans
-        .iter()
-        .find(|p| !matches!(p.strategy, Strategy::Single { node } if node != 0))
-        .cloned()
-        .ok_or_else(|| {
+    let first = wire.unwrap_or(WireDtype::F32);
+    let mut plans = plan_with(c, bpw, &specs, &m.links, k, first)?;
+    if wire.is_none() {
+        for d in [WireDtype::F16, WireDtype::Q8] {
+            // One node sends nothing: its plan is listed once, with the first type.
+            let more = plan_with(c, bpw, &specs, &m.links, k, d)?;
+            plans.extend(
+                more.into_iter().filter(|p| !matches!(p.strategy, Strategy::Single { .. })),
+            );
+        }
+        plans.sort_by(|a, b| b.tok_s.total_cmp(&a.tok_s));
+    }
+    let runnable = |p: &&Plan| !matches!(p.strategy, Strategy::Single { node } if node != 0);
+    let exact =
+        plans.iter().filter(runnable).find(|p| p.wire == first).cloned().ok_or_else(|| {
             DistError::Usage("no plan this head can run fits the mesh (only single workers)".into())
         })?;
+    let lossy = plans.iter().filter(runnable).find(|p| p.wire != first);
+    let choice = match lossy {
+        Some(l) if l.tok_s >= exact.tok_s * LOSSY_WIRE_GAIN => l.clone(),
+        _ => exact,
+    };
     Ok((plans, choice))
 }
 
@@ -209,17 +241,46 @@ mod tests {
     fn auto_takes_the_fastest_plan_the_head_is_part_of() {
         let c = ModelConfig::bitnet_2b4t();
         // A fast link: splitting wins.
-        let (plans, choice) = choose(&c, 2.0, &mesh([15.0, 15.0], 30e-6, 1e9), 8).unwrap();
+        let f32 = Some(WireDtype::F32);
+        let (plans, choice) = choose(&c, 2.0, &mesh([15.0, 15.0], 30e-6, 1e9), 8, f32).unwrap();
         assert_eq!(choice.strategy, plans[0].strategy);
         assert!(matches!(choice.strategy, Strategy::Tensor { .. }), "{plans:?}");
         // A WiFi-like link: the head alone.
-        let (_, choice) = choose(&c, 2.0, &mesh([15.0, 15.0], 5e-3, 12e6), 8).unwrap();
+        let (_, choice) = choose(&c, 2.0, &mesh([15.0, 15.0], 5e-3, 12e6), 8, f32).unwrap();
         assert_eq!(choice.strategy, Strategy::Single { node: 0 });
         // A worker much faster than the head behind a slow link: the planner's best is that
         // worker alone, which this head cannot run; auto takes the best plan with the head.
-        let (plans, choice) = choose(&c, 2.0, &mesh([5.0, 40.0], 5e-3, 12e6), 8).unwrap();
+        let (plans, choice) = choose(&c, 2.0, &mesh([5.0, 40.0], 5e-3, 12e6), 8, f32).unwrap();
         assert_eq!(plans[0].strategy, Strategy::Single { node: 1 });
         assert_ne!(choice.strategy, Strategy::Single { node: 1 });
         assert_eq!(choice.strategy, plans[1].strategy);
+    }
+
+    #[test]
+    fn the_wire_type_is_exact_unless_a_lossy_one_buys_a_clear_gain() {
+        let c = ModelConfig::bitnet_2b4t();
+        // Loopback-fast link: tensor parallel, f32 (int8 would save well under 10 %).
+        let (plans, choice) = choose(&c, 2.0, &mesh([15.0, 15.0], 30e-6, 4e9), 8, None).unwrap();
+        assert!(matches!(choice.strategy, Strategy::Tensor { .. }), "{plans:?}");
+        assert_eq!(choice.wire, WireDtype::F32);
+        // Every split strategy is priced with each type; the one-node plan appears once.
+        let tensor = plans.iter().filter(|p| matches!(p.strategy, Strategy::Tensor { .. }));
+        let mut types: Vec<_> = tensor.map(|p| p.wire).collect();
+        types.sort_by_key(|w| w.value_bytes() as u32);
+        assert_eq!(types, [WireDtype::Q8, WireDtype::F16, WireDtype::F32]);
+        let singles = plans.iter().filter(|p| matches!(p.strategy, Strategy::Single { .. }));
+        assert_eq!(singles.count(), 2);
+        // A switched 1 Gbit LAN with low latency: tensor parallelism's ~1 MB of f32 a token
+        // received take ~9 ms at 125 MB/s; int8 moves a quarter and wins more than 10 %.
+        let lan = mesh([15.0, 15.0], 30e-6, 125e6);
+        let (_, exact) = choose(&c, 2.0, &lan, 8, Some(WireDtype::F32)).unwrap();
+        let (plans, choice) = choose(&c, 2.0, &lan, 8, None).unwrap();
+        assert_eq!(choice.wire, WireDtype::Q8, "{plans:#?}");
+        assert!(matches!(choice.strategy, Strategy::Tensor { .. }));
+        assert!(choice.tok_s >= exact.tok_s * LOSSY_WIRE_GAIN);
+        // A fixed type is kept.
+        let (plans, choice) = choose(&c, 2.0, &lan, 8, Some(WireDtype::F16)).unwrap();
+        assert!(plans.iter().all(|p| p.wire == WireDtype::F16));
+        assert_eq!(choice.wire, WireDtype::F16);
     }
 }

@@ -14,10 +14,14 @@
 //!   `min(k / T, 1 / slowest stage)`;
 //! - hybrid: a pipeline whose stages are groups of consecutive nodes, each group running its
 //!   blocks tensor-parallel (the group's speeds add up; four gathers per block over the
-//!   group's slowest link, plus the leader handing the rows on); `plan_stages.rs`.
+//!   group's slowest link, plus the leader handing the rows on); `plan_stages.rs`;
+//! - bytes on the wire as the element type the plan sends: 4 a value (f32, exact), 2 (f16) or
+//!   about 1 (int8 with a scale a row); tensor parallelism's logits go as f16 when the pieces
+//!   go as int8. [`plan_with`] prices one type; `auto::choose` weighs them.
 
 use crate::error::{DistError, Result};
 use crate::probe::LinkProbe;
+use crate::wire::WireDtype;
 use onebit_model::{ModelConfig, TensorSplit};
 
 /// What the planner knows of one node.
@@ -86,6 +90,8 @@ pub struct Plan {
     pub wire_bytes: u64,
     /// Waits on another node per token.
     pub syncs: usize,
+    /// The element type the plan sends activations as (every link).
+    pub wire: WireDtype,
 }
 
 /// Weight bytes of the model (ternary linears at `bpw`, the head and embeddings at one
@@ -98,10 +104,10 @@ fn model_bytes(c: &ModelConfig, bpw: f64) -> (f64, f64) {
     (blocks + head, blocks / (blocks + c.vocab as f64 * c.hidden as f64))
 }
 
-/// Bytes of f32 a tensor-parallel block gathers per row (attention output, `o` rows, FFN
-/// values, `down` rows), as the executor (`crate::tensor`) sends them.
-pub(crate) fn gathered_per_block(c: &ModelConfig) -> f64 {
-    (c.q_dim() + 2 * c.hidden + c.intermediate) as f64 * 4.0
+/// Bytes a tensor-parallel block gathers per row (attention output, `o` rows, FFN values,
+/// `down` rows) at `value_bytes` a value, as the executor (`crate::tensor`) sends them.
+pub(crate) fn gathered_per_block(c: &ModelConfig, value_bytes: f64) -> f64 {
+    (c.q_dim() + 2 * c.hidden + c.intermediate) as f64 * value_bytes
 }
 
 /// Splits `total` units in proportion to `weights` by largest remainder, at least one each
@@ -121,8 +127,8 @@ pub fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
     out
 }
 
-/// Every candidate that fits, fastest first for one sequence; `k` sequences in flight for
-/// the batch figure; `bpw` the ternary layout's bits per weight.
+/// Every candidate that fits with f32 (exact) on the wire, fastest first for one sequence;
+/// `k` sequences in flight for the batch figure; `bpw` the ternary layout's bits per weight.
 pub fn plan(
     c: &ModelConfig,
     bpw: f64,
@@ -130,18 +136,31 @@ pub fn plan(
     links: &[LinkProbe],
     k: usize,
 ) -> Result<Vec<Plan>> {
+    plan_with(c, bpw, nodes, links, k, WireDtype::F32)
+}
+
+/// [`plan`] with activations sent as `wire` on every link.
+pub fn plan_with(
+    c: &ModelConfig,
+    bpw: f64,
+    nodes: &[NodeSpec],
+    links: &[LinkProbe],
+    k: usize,
+    wire: WireDtype,
+) -> Result<Vec<Plan>> {
     let n = nodes.len();
     if n == 0 || k == 0 {
         return Err(DistError::Usage("a plan needs nodes and at least one sequence".into()));
     }
-    let hidden_bytes = c.hidden * 4;
-    // Seconds to move `rows` f32 hidden states over a link (infinite where none was probed).
+    let value_bytes = wire.value_bytes();
+    let hidden_bytes = c.hidden as f64 * value_bytes;
+    // Seconds to move `rows` hidden states over a link (infinite where none was probed).
     let hop = |a: usize, b: usize, rows: f64| {
         let (a, b) = (a.min(b), a.max(b));
         links
             .iter()
             .find(|l| l.a == a && l.b == b)
-            .map_or(f64::INFINITY, |l| l.latency_s + rows * hidden_bytes as f64 / l.bandwidth_bps)
+            .map_or(f64::INFINITY, |l| l.latency_s + rows * hidden_bytes / l.bandwidth_bps)
     };
     let (bytes, block_frac) = model_bytes(c, bpw);
     let mut plans = Vec::new();
@@ -153,12 +172,14 @@ pub fn plan(
                 tok_s_batch: k as f64 / node.pass_s(k as f64),
                 wire_bytes: 0,
                 syncs: 0,
+                wire,
             });
         }
     }
     let all_linked = (0..n).all(|a| (a + 1..n).all(|b| hop(a, b, 1.0).is_finite()));
     if n >= 2 && all_linked {
-        let x = Inputs { c, bytes, block_frac, nodes, hop: &hop, hidden_bytes, k };
+        let x =
+            Inputs { c, bytes, block_frac, nodes, hop: &hop, hidden_bytes, value_bytes, k, wire };
         plans.extend(tensor_plan(&x, links, bpw));
         plans.extend(crate::plan_stages::pipeline_plan(&x, links));
         plans.extend(crate::plan_stages::hybrid_plans(&x, links));
@@ -178,7 +199,8 @@ pub fn plan(
 }
 
 /// What the split strategies share: the model, its weight bytes and the blocks' share of
-/// decode time, the nodes, the hop cost of `rows` hidden states between two ranks.
+/// decode time, the nodes, the hop cost of `rows` hidden states between two ranks, and the
+/// element type on the wire.
 #[derive(Clone, Copy)]
 pub(crate) struct Inputs<'a> {
     pub(crate) c: &'a ModelConfig,
@@ -186,12 +208,16 @@ pub(crate) struct Inputs<'a> {
     pub(crate) block_frac: f64,
     pub(crate) nodes: &'a [NodeSpec],
     pub(crate) hop: &'a dyn Fn(usize, usize, f64) -> f64,
-    pub(crate) hidden_bytes: usize,
+    /// Bytes of one hidden state on the wire.
+    pub(crate) hidden_bytes: f64,
+    /// Bytes of one value on the wire.
+    pub(crate) value_bytes: f64,
     pub(crate) k: usize,
+    pub(crate) wire: WireDtype,
 }
 
 fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
-    let Inputs { c, nodes, k, .. } = *x;
+    let Inputs { c, nodes, k, value_bytes, wire, .. } = *x;
     let n = nodes.len();
     // The executor's split (`onebit_model::TensorSplit`) with shares in proportion to speed.
     let speed: Vec<f64> = nodes.iter().map(|x| 1.0 / x.token_s).collect();
@@ -216,7 +242,10 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     let lat = links.iter().map(|l| l.latency_s).fold(0.0, f64::max);
     let bw = links.iter().map(|l| l.bandwidth_bps).fold(f64::INFINITY, f64::min);
     let others = (n - 1) as f64 / n as f64;
-    let per_row = gathered_per_block(c) * c.layers as f64 + c.vocab as f64 * 4.0;
+    // The logits travel as f16 when the pieces go as int8 (`crate::tensor`).
+    let logit_bytes = value_bytes.max(2.0);
+    let per_row =
+        gathered_per_block(c, value_bytes) * c.layers as f64 + c.vocab as f64 * logit_bytes;
     let syncs = 4 * c.layers + 1;
     let cost = |rows: f64| {
         let compute =
@@ -229,8 +258,9 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
         strategy: Strategy::Tensor { kv_heads: counts(&split.kv_heads), ffn: counts(&split.ffn) },
         tok_s,
         tok_s_batch,
-        wire_bytes: (per_row * (n - 1) as f64 - c.vocab as f64 * 4.0 * (n - 1) as f64 / n as f64)
-            as u64,
+        wire_bytes: (per_row * (n - 1) as f64
+            - c.vocab as f64 * logit_bytes * (n - 1) as f64 / n as f64) as u64,
         syncs,
+        wire,
     })
 }

@@ -62,7 +62,7 @@ pub(crate) fn hybrid_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
 
 /// The best blocks per stage for stages of `sizes` consecutive nodes, and the plan's figures.
 fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<usize>, Plan)> {
-    let Inputs { c, bytes, block_frac, nodes, hop, hidden_bytes, k } = *x;
+    let Inputs { c, bytes, block_frac, nodes, hop, hidden_bytes, value_bytes, k, wire } = *x;
     let layers = c.layers as f64;
     let per_layer_bytes = bytes * block_frac / layers;
     let head_bytes = bytes * (1.0 - block_frac);
@@ -86,7 +86,7 @@ fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<u
         });
         first += n;
     }
-    let gathered = crate::plan::gathered_per_block(c);
+    let gathered = crate::plan::gathered_per_block(c, value_bytes);
     let stage_t = |g: usize, l: usize, rows: f64| {
         let gr = &groups[g];
         let n = gr.nodes.len() as f64;
@@ -155,20 +155,22 @@ fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<u
     let batch = (micro / cycle)
         .min(k as f64 / sum * s as f64)
         .min(k as f64 / sum * (k as f64 / micro).max(1.0));
-    let (mut syncs, mut wire) = (s, (s * hidden_bytes) as f64);
+    let (mut syncs, mut bytes_out) = (s, s as f64 * hidden_bytes);
     for (g, gr) in groups.iter().enumerate() {
         let n = gr.nodes.len();
         if n > 1 {
             syncs += 4 * split[g] + 1;
-            wire += ((n - 1) * hidden_bytes) as f64 + gathered * split[g] as f64 * (n - 1) as f64;
+            bytes_out +=
+                (n - 1) as f64 * hidden_bytes + gathered * split[g] as f64 * (n - 1) as f64;
         }
     }
     let plan = Plan {
         strategy: Strategy::Pipeline { layers: Vec::new() },
         tok_s: 1.0 / t,
         tok_s_batch: batch,
-        wire_bytes: wire as u64,
+        wire_bytes: bytes_out as u64,
         syncs,
+        wire,
     };
     Some((split, plan))
 }

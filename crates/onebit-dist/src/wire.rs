@@ -31,6 +31,25 @@ impl WireDtype {
         }
     }
 
+    /// Bytes of one value on the wire, as the planner prices it (int8's scale, 4 bytes a row,
+    /// left out).
+    pub fn value_bytes(self) -> f64 {
+        match self {
+            WireDtype::F32 => 4.0,
+            WireDtype::F16 => 2.0,
+            WireDtype::Q8 => 1.0,
+        }
+    }
+
+    /// The name [`WireDtype::from_name`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            WireDtype::F32 => "f32",
+            WireDtype::F16 => "f16",
+            WireDtype::Q8 => "q8",
+        }
+    }
+
     /// The byte that names this type on the wire.
     pub(crate) fn code(self) -> u8 {
         self as u8

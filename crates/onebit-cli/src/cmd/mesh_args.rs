@@ -66,9 +66,13 @@ pub struct MeshArgs {
     pub worker_threads: usize,
     /// Activations on the wire with --mesh (a pipeline's hidden states, tensor parallelism's
     /// gathered pieces): f32 (exact), f16 (half the bytes) or q8 (int8 with a scale per row: a
-    /// quarter), for slow links; f16/q8 change the logits slightly.
-    #[arg(long, default_value = "f32")]
+    /// quarter), for slow links; f16/q8 change the logits slightly. auto: with --strategy
+    /// auto the planner's choice (f32 unless f16 or q8 is predicted 10 % faster), else f32.
+    #[arg(long, default_value = "auto")]
     pub wire: String,
+    /// The element type the planner chose (`--wire auto --strategy auto`), for the runner.
+    #[arg(skip)]
+    pub chosen_wire: std::sync::Arc<std::sync::Mutex<Option<WireDtype>>>,
     /// Seconds a step may wait on the other nodes before the head reports the stalled node.
     #[arg(long, default_value_t = 5.0)]
     pub step_timeout: f64,
@@ -139,10 +143,13 @@ impl MeshArgs {
                 self.remeasure,
                 launch.emulate,
             )?;
-            let (_, choice) = auto::choose(&config, 2.0, &measured, 8)?;
+            let fixed = (self.wire != "auto").then(|| self.wire_dtype()).transpose()?;
+            let (_, choice) = auto::choose(&config, 2.0, &measured, 8, fixed)?;
+            *self.chosen_wire.lock().unwrap_or_else(|p| p.into_inner()) = Some(choice.wire);
             eprintln!(
-                "auto: {:?}, predicted {:.1} tok/s (mesh {}; --remeasure to measure again)",
+                "auto: {:?} with {} on the wire, predicted {:.1} tok/s (mesh {}; --remeasure to measure again)",
                 choice.strategy,
+                choice.wire.name(),
                 choice.tok_s,
                 if measured.cached {
                     format!("figures from {}", auto::cache_path(&launch.mesh))
@@ -194,7 +201,7 @@ impl MeshArgs {
             ("--shares", !self.shares.is_empty()),
             ("--groups", !self.groups.is_empty()),
             ("--worker-threads", self.worker_threads != 2),
-            ("--wire", self.wire != "f32"),
+            ("--wire", self.wire != "auto"),
             ("--step-timeout", self.step_timeout != 5.0),
         ];
         match set.iter().find(|(_, on)| *on) {
@@ -306,10 +313,14 @@ impl MeshArgs {
         })
     }
 
-    /// The `--wire` element type.
+    /// The `--wire` element type (auto: the planner's choice where it made one, else f32).
     pub fn wire_dtype(&self) -> Result<WireDtype> {
+        if self.wire == "auto" {
+            let chosen = *self.chosen_wire.lock().unwrap_or_else(|p| p.into_inner());
+            return Ok(chosen.unwrap_or(WireDtype::F32));
+        }
         WireDtype::from_name(&self.wire)
-            .ok_or_else(|| anyhow::anyhow!("unknown --wire '{}' (f32, f16, q8)", self.wire))
+            .ok_or_else(|| anyhow::anyhow!("unknown --wire '{}' (auto, f32, f16, q8)", self.wire))
     }
 
     /// The waits of a pipeline step.
@@ -409,5 +420,32 @@ impl<'m> Runner<'m> {
             (w.sent + w.received) as f64 / steps / 1e3,
             w.wait.as_secs_f64() / steps * 1e3
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        mesh: MeshArgs,
+    }
+
+    #[test]
+    fn wire_auto_is_the_planners_choice_else_f32_and_a_fixed_type_stays() {
+        let auto = Flags::parse_from(["t", "--mesh", "m.toml"]).mesh;
+        assert_eq!(auto.wire, "auto");
+        assert_eq!(auto.wire_dtype().unwrap(), WireDtype::F32);
+        *auto.chosen_wire.lock().unwrap() = Some(WireDtype::Q8);
+        // The runner sees the choice, clones included (the server's re-planning holds one).
+        assert_eq!(auto.clone().wire_dtype().unwrap(), WireDtype::Q8);
+        let fixed = Flags::parse_from(["t", "--mesh", "m.toml", "--wire", "f16"]).mesh;
+        *fixed.chosen_wire.lock().unwrap() = Some(WireDtype::Q8);
+        assert_eq!(fixed.wire_dtype().unwrap(), WireDtype::F16);
+        let bad = Flags::parse_from(["t", "--mesh", "m.toml", "--wire", "f8"]).mesh;
+        assert!(bad.wire_dtype().unwrap_err().to_string().contains("unknown --wire 'f8'"));
     }
 }

@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use onebit_dist::auto;
 use onebit_dist::plan::Strategy;
+use onebit_dist::wire::WireDtype;
 use onebit_model::load::GgufModelFile;
 use onebit_model::ModelConfig;
 
@@ -29,6 +30,10 @@ pub struct Args {
     /// Measure the mesh again instead of reusing the figures cached beside the mesh file.
     #[arg(long)]
     remeasure: bool,
+    /// The element type on the wire: auto (price f32, f16 and q8 and take a lossy one only
+    /// where it is predicted 10 % faster than exact f32), or f32, f16, q8.
+    #[arg(long, default_value = "auto")]
+    wire: String,
 }
 
 fn describe(s: &Strategy) -> String {
@@ -59,6 +64,13 @@ pub fn run(a: Args) -> Result<()> {
     if !["auto", "tp", "pp", "hybrid", "single"].contains(&a.strategy.as_str()) {
         bail!("unknown --strategy '{}' (auto, tp, pp, hybrid, single)", a.strategy);
     }
+    let wire = match a.wire.as_str() {
+        "auto" => None,
+        w => Some(
+            WireDtype::from_name(w)
+                .ok_or_else(|| anyhow::anyhow!("unknown --wire '{w}' (auto, f32, f16, q8)"))?,
+        ),
+    };
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
     let measured = auto::measure(&a.mesh, &c, a.threads, a.remeasure, None)?;
     if measured.cached {
@@ -79,39 +91,60 @@ pub fn run(a: Args) -> Result<()> {
             n.mem_bytes as f64 / 1e9
         );
     }
-    let (plans, auto_choice) = auto::choose(&c, 2.0, &measured, a.batch)?;
+    let (plans, auto_choice) = auto::choose(&c, 2.0, &measured, a.batch, wire)?;
     println!(
-        "{:<64} {:>10} {:>12} {:>12} {:>6}",
+        "{:<64} {:>5} {:>10} {:>12} {:>12} {:>6}",
         "candidate",
+        "wire",
         "tok/s",
         format!("tok/s @{}", a.batch),
         "wire B/tok",
         "syncs"
     );
     for p in &plans {
+        let w = if matches!(p.strategy, Strategy::Single { .. }) { "-" } else { p.wire.name() };
         println!(
-            "{:<64} {:>10.2} {:>12.2} {:>12} {:>6}",
+            "{:<64} {:>5} {:>10.2} {:>12.2} {:>12} {:>6}",
             describe(&p.strategy),
+            w,
             p.tok_s,
             p.tok_s_batch,
             p.wire_bytes,
             p.syncs
         );
     }
+    // An explicit strategy takes its fastest candidate with the type auto would take for it:
+    // exact f32 unless a lossy type is LOSSY_WIRE_GAIN times as fast.
     let choice = if a.strategy == "auto" {
         Some(&auto_choice)
     } else {
-        plans.iter().find(|p| pick(&p.strategy))
+        let exact = plans
+            .iter()
+            .find(|p| pick(&p.strategy) && (wire.is_some() || p.wire == WireDtype::F32));
+        let lossy = plans.iter().find(|p| pick(&p.strategy) && p.wire != WireDtype::F32);
+        match (exact, lossy) {
+            (Some(e), Some(l)) if wire.is_none() && l.tok_s >= e.tok_s * auto::LOSSY_WIRE_GAIN => {
+                Some(l)
+            }
+            (e, _) => e,
+        }
     };
     let Some(choice) = choice else {
         bail!("no '{}' candidate fits this mesh", a.strategy);
     };
-    println!("choice: {}", describe(&choice.strategy));
+    match choice.strategy {
+        Strategy::Single { .. } => println!("choice: {}", describe(&choice.strategy)),
+        _ => println!("choice: {} (wire {})", describe(&choice.strategy), choice.wire.name()),
+    }
+    let wire_flag = match choice.wire {
+        WireDtype::F32 => String::new(),
+        w => format!(" --wire {}", w.name()),
+    };
     match &choice.strategy {
         Strategy::Pipeline { layers } => {
             let split: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
             println!(
-                "run it: onebit run {} --mesh {} --split {}",
+                "run it: onebit run {} --mesh {} --split {}{wire_flag}",
                 a.model,
                 a.mesh,
                 split.join(",")
@@ -121,7 +154,7 @@ pub fn run(a: Args) -> Result<()> {
             let shares: Vec<String> =
                 auto::speed_shares(&measured).iter().map(|s| format!("{s:.2}")).collect();
             println!(
-                "run it: onebit run {} --mesh {} --strategy tp --shares {}",
+                "run it: onebit run {} --mesh {} --strategy tp --shares {}{wire_flag}",
                 a.model,
                 a.mesh,
                 shares.join(",")
@@ -132,7 +165,7 @@ pub fn run(a: Args) -> Result<()> {
             let shares: Vec<String> =
                 auto::speed_shares(&measured).iter().map(|s| format!("{s:.2}")).collect();
             println!(
-                "run it: onebit run {} --mesh {} --strategy hybrid --groups {} --split {} --shares {}",
+                "run it: onebit run {} --mesh {} --strategy hybrid --groups {} --split {} --shares {}{wire_flag}",
                 a.model,
                 a.mesh,
                 list(groups),
