@@ -59,13 +59,14 @@ def train_variant(a):
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     d, layers, heads, ffn, seq, batch, vocab = 256, 4, 4, 688, 256, 8, 8192
-    if a.variant == "onebit":
+    if a.variant.startswith("onebit"):
         import onebit.nn
 
         onebit.nn.set_num_threads(a.threads)
+        recompute = a.variant == "onebit-recompute"
 
         def linear(i, o):
-            return onebit.nn.BitLinear(i, o)
+            return onebit.nn.BitLinear(i, o, recompute=recompute)
     else:
 
         class FakeQuantBitLinear(torch.nn.Linear):
@@ -138,14 +139,19 @@ def train_variant(a):
 
 def train(a):
     rows = {}
-    for variant in ["torch", "onebit", "torch", "onebit"]:
+    variants = ["torch", "onebit"] + (["onebit-recompute"] if a.recompute else [])
+    for variant in variants * 2:
         r = subprocess.run([sys.executable, __file__, "train-variant", variant, "--steps", str(a.steps), "-t", str(a.threads)],
                            capture_output=True, text=True, check=True)
         line = json.loads(r.stdout.strip().splitlines()[-1])
         print(json.dumps(line))
         rows.setdefault(variant, []).append(line["tok_s_median"])
     o, t = statistics.median(rows["onebit"]), statistics.median(rows["torch"])
-    print(json.dumps({"bench": "train-step", "onebit_over_torch": round(o / t, 3), "onebit_tok_s": o, "torch_tok_s": t}))
+    summary = {"bench": "train-step", "onebit_over_torch": round(o / t, 3), "onebit_tok_s": o, "torch_tok_s": t}
+    if a.recompute:
+        r = statistics.median(rows["onebit-recompute"])
+        summary.update({"onebit_recompute_over_torch": round(r / t, 3), "onebit_recompute_tok_s": r})
+    print(json.dumps(summary))
 
 
 def filler_tokenizer(a):
@@ -172,8 +178,9 @@ def main():
     t = sub.add_parser("train")
     t.add_argument("--steps", type=int, default=10)
     t.add_argument("-t", "--threads", type=int, default=2)
+    t.add_argument("--recompute", action="store_true", help="also time onebit.nn.BitLinear(recompute=True)")
     v = sub.add_parser("train-variant")
-    v.add_argument("variant", choices=["onebit", "torch"])
+    v.add_argument("variant", choices=["onebit", "onebit-recompute", "torch"])
     v.add_argument("--steps", type=int, default=10)
     v.add_argument("-t", "--threads", type=int, default=2)
     f = sub.add_parser("filler-tokenizer")

@@ -137,6 +137,35 @@ impl BitLinearKernel {
         Ok(gamma)
     }
 
+    /// `forward` at λ = 1 that also overwrites `x_used` (tokens, in) with fq(x) and `w_used`
+    /// (out, in) with fq(W), the STE backward's operands; returns γ.
+    fn forward_with_operands(
+        &self,
+        py: Python<'_>,
+        out: PyReadwriteArrayDyn<'_, f32>,
+        x_used: PyReadwriteArrayDyn<'_, f32>,
+        w_used: PyReadwriteArrayDyn<'_, f32>,
+        x: PyReadonlyArrayDyn<'_, f32>,
+        weight: PyReadonlyArrayDyn<'_, f32>,
+    ) -> PyResult<f32> {
+        let (mut out, mut xu, mut wu) = (out, x_used, w_used);
+        let contiguous = |n: &str| PyTypeError::new_err(format!("{n} must be C-contiguous"));
+        let out = out.as_slice_mut().map_err(|_| contiguous("out"))?;
+        let xu = xu.as_slice_mut().map_err(|_| contiguous("x_used"))?;
+        let wu = wu.as_slice_mut().map_err(|_| contiguous("w_used"))?;
+        let (x, w) = (slice("x", &x)?, slice("weight", &weight)?);
+        let (gamma, clipped) = py
+            .detach(|| {
+                let guard = pool().read().unwrap_or_else(|p| p.into_inner());
+                let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
+                layer.forward_with_operands(&guard.0, out, (xu, wu), x, w)
+            })
+            .map_err(train_err)?;
+        self.clipped.fetch_add(clipped, Relaxed);
+        self.seen.fetch_add(x.len() as u64, Relaxed);
+        Ok(gamma)
+    }
+
     /// The STE backward's operands for the same `x`, `weight`, `lam`: overwrites `x_used`
     /// (tokens, in) with fq(x) and `w_used` (out, in) with fq(W).
     fn backward_operands(

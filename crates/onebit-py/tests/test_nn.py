@@ -22,11 +22,13 @@ def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("tokens,fin,fout", [(1, 1, 1), (3, 17, 5), (7, 65, 33), (16, 257, 64), (33, 640, 96), (5, 1000, 37)])
-def test_forward_and_ste_backward_match_fake_quant(tokens, fin, fout):
+def test_forward_and_ste_backward_match_fake_quant(tokens, fin, fout, recompute):
+    # Both backward routes: the operands the forward saved, and re-quantizing the saved input.
     g = torch.Generator().manual_seed(tokens * 1000 + fin)
     x = torch.randn(tokens, fin, generator=g, requires_grad=True)
-    layer = onn.BitLinear(fin, fout)
+    layer = onn.BitLinear(fin, fout, recompute=recompute)
     with torch.no_grad():
         layer.weight.copy_(torch.randn(fout, fin, generator=g) * 0.05)
     y = layer(x)
@@ -93,7 +95,7 @@ def test_gradcheck_in_plain_linear_mode():
     torch.manual_seed(0)
     layer = onn.BitLinear(9, 5, lam=0.0)
     x = torch.randn(4, 9, requires_grad=True)
-    fn = lambda x, w: onn._BitLinearFn.apply(x, w, layer._kernel, 0.0)  # noqa: E731
+    fn = lambda x, w: onn._BitLinearFn.apply(x, w, layer._kernel, 0.0, False)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, layer.weight), eps=1e-2, atol=1e-3, rtol=1e-3, fast_mode=False)
 
 
@@ -106,7 +108,7 @@ def test_wrong_tensors_are_clear_errors():
     assert layer(x.bfloat16()).dtype == torch.bfloat16
     assert torch.equal(layer(x.double()), layer(x).double())
     with pytest.raises(TypeError, match="float32 CPU tensor"):
-        onn._BitLinearFn.apply(x, layer.weight.double(), layer._kernel, 1.0)
+        onn._BitLinearFn.apply(x, layer.weight.double(), layer._kernel, 1.0, False)
     with pytest.raises(ValueError, match="whole rows|values"):
         layer(torch.randn(2, 7))
     with pytest.raises(ValueError):

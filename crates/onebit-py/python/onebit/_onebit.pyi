@@ -71,6 +71,26 @@ class BitLinearKernel:
     def forward(
         self, out: npt.NDArray[np.float32], x: npt.NDArray[np.float32], weight: npt.NDArray[np.float32], lam: float
     ) -> float: ...
+    def forward_with_operands(
+        self,
+        out: npt.NDArray[np.float32],
+        x_used: npt.NDArray[np.float32],
+        w_used: npt.NDArray[np.float32],
+        x: npt.NDArray[np.float32],
+        weight: npt.NDArray[np.float32],
+    ) -> float:
+        """``forward`` at lam = 1 that also writes the STE backward's operands fq(x) and fq(W)."""
+        ...
+    def backward_operands(
+        self,
+        x_used: npt.NDArray[np.float32],
+        w_used: npt.NDArray[np.float32],
+        x: npt.NDArray[np.float32],
+        weight: npt.NDArray[np.float32],
+        lam: float,
+    ) -> None:
+        """Overwrites x_used with fq(x) and w_used with fq(W) for the same x, weight, lam."""
+        ...
     def take_clip_counts(self) -> Tuple[int, int]: ...
     def backward(
         self,

@@ -3,6 +3,9 @@
 Forward: per-tensor absmean ternary weights ``γ·Wq`` and per-token int8 absmax activations
 ``Xq/s``, ``y = (Xq·Wqᵀ)·γ/s`` computed by the same T2 kernels onebit decodes with.
 Backward: the straight-through estimator, ``dX = dY·(γ·Wq)``, ``dW = dYᵀ·(Xq/s)``.
+At ``lam`` = 1 the forward also writes ``Xq/s`` and ``γ·Wq`` from the codes it has just
+made and saves them for the backward (``recompute=True`` saves the input and latent weight
+instead and re-quantizes in the backward: less memory, more time).
 Tensors reach the kernels as NumPy views of their memory (no copies); they must be
 float32 on the CPU. The kernels run on PyTorch's own OpenMP threads where it uses an
 OpenMP runtime (Linux wheels), so the two never compete for cores. ``lam`` blends toward full precision (0 = a plain linear layer) for
@@ -66,15 +69,23 @@ def _view(t: torch.Tensor, name: str):
 
 class _BitLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, kernel, lam):
+    def forward(ctx, x, weight, kernel, lam, recompute):
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
         w = weight.contiguous()
         out = torch.empty(x2.shape[0], w.shape[0], dtype=torch.float32)
-        if x2.shape[0] > 0:
+        ctx.operands = float(lam) == 1.0 and not recompute and x2.shape[0] > 0
+        if ctx.operands:
+            # The backward's operands from this forward's codes: the backward is then only
+            # the two dense products.
+            xu, wu = torch.empty_like(x2), torch.empty_like(w)
+            kernel.forward_with_operands(_view(out, "out"), _view(xu, "x_used"), _view(wu, "w_used"), _view(x2, "input"), _view(w, "weight"))
+            ctx.save_for_backward(xu, wu)
+        elif x2.shape[0] > 0:
             kernel.forward(_view(out, "out"), _view(x2, "input"), _view(w, "weight"), float(lam))
+            ctx.save_for_backward(x2, w)
         else:
             out.zero_()
-        ctx.save_for_backward(x2, w)
+            ctx.save_for_backward(x2, w)
         ctx.kernel, ctx.lam, ctx.x_shape = kernel, float(lam), x.shape
         return out.reshape(*x.shape[:-1], w.shape[0])
 
@@ -84,7 +95,11 @@ class _BitLinearFn(torch.autograd.Function):
         d2 = dout.reshape(-1, w.shape[0]).contiguous()
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dx = dw = None
-        if x2.shape[0] > 0 and (want_x or want_w):
+        if ctx.operands:
+            xu, wu = x2, w
+            dx = d2 @ wu if want_x else None
+            dw = d2.t() @ xu if want_w else None
+        elif x2.shape[0] > 0 and (want_x or want_w):
             # The two dense products go to PyTorch's BLAS on its own threads (faster than a
             # second thread pool competing with PyTorch's spinning workers); onebit supplies
             # the quantized operands, recomputed from the saved input and latent weight.
@@ -97,21 +112,25 @@ class _BitLinearFn(torch.autograd.Function):
         else:
             dx = torch.zeros_like(x2) if want_x else None
             dw = torch.zeros_like(w) if want_w else None
-        return (None if dx is None else dx.reshape(ctx.x_shape)), dw, None, None
+        return (None if dx is None else dx.reshape(ctx.x_shape)), dw, None, None, None
 
 
 class BitLinear(torch.nn.Module):
     """``torch.nn.Linear`` with ternary weights and int8 activations (BitNet b1.58).
 
     The latent ``weight`` stays float32 and is what the optimizer updates; every forward
-    quantizes it. ``lam`` < 1 blends both operands toward full precision.
+    quantizes it. ``lam`` < 1 blends both operands toward full precision. ``recompute``
+    re-quantizes in the backward instead of keeping the forward's ``Xq/s`` and ``γ·Wq``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, lam: float = 1.0, device=None):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = False, lam: float = 1.0, device=None, recompute: bool = False
+    ):
         super().__init__()
         # The kernel first: it checks the sizes before torch allocates anything.
         self._kernel = _onebit.BitLinearKernel(out_features, in_features)
         self.in_features, self.out_features, self.lam = in_features, out_features, float(lam)
+        self.recompute = bool(recompute)
         # Latent weights stay float32 whatever the model's dtype (transformers loads checkpoint
         # tensors into the parameter's dtype); "meta" defers allocation to a loader.
         kw = dict(device=device, dtype=torch.float32)
@@ -125,17 +144,20 @@ class BitLinear(torch.nn.Module):
         if not dtype.is_floating_point:
             raise TypeError(f"onebit.nn.BitLinear: the input must be a floating-point tensor, got {dtype}")
         # The kernels run float32; bf16/f16/f64 inputs are converted and the output converted back.
-        y = _BitLinearFn.apply(x.float(), self.weight, self._kernel, self.lam)
+        y = _BitLinearFn.apply(x.float(), self.weight, self._kernel, self.lam, self.recompute)
         y = y if self.bias is None else y + self.bias
         return y.to(dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, lam={self.lam}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, lam={self.lam}"
+            + (", recompute=True" if self.recompute else "")
+        )
 
     @classmethod
-    def from_linear(cls, linear: torch.nn.Linear, lam: float = 1.0) -> "BitLinear":
+    def from_linear(cls, linear: torch.nn.Linear, lam: float = 1.0, recompute: bool = False) -> "BitLinear":
         """A BitLinear starting from ``linear``'s weights (copied as the latent weights)."""
-        m = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, lam=lam)
+        m = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, lam=lam, recompute=recompute)
         with torch.no_grad():
             m.weight.copy_(linear.weight.float())
             if linear.bias is not None:
@@ -143,7 +165,9 @@ class BitLinear(torch.nn.Module):
         return m
 
 
-def replace_linear(module: torch.nn.Module, skip: Iterable[str] = ("lm_head",), lam: float = 1.0) -> torch.nn.Module:
+def replace_linear(
+    module: torch.nn.Module, skip: Iterable[str] = ("lm_head",), lam: float = 1.0, recompute: bool = False
+) -> torch.nn.Module:
     """Swaps every ``nn.Linear`` in ``module`` for a ``BitLinear`` with its weights, except those
     whose qualified name or last name part is in ``skip``; returns ``module``."""
     skip = set(skip)
@@ -151,7 +175,7 @@ def replace_linear(module: torch.nn.Module, skip: Iterable[str] = ("lm_head",), 
         for cname, c in list(child.named_children()):
             full = f"{name}.{cname}" if name else cname
             if isinstance(c, torch.nn.Linear) and not isinstance(c, BitLinear) and cname not in skip and full not in skip:
-                setattr(child, cname, BitLinear.from_linear(c, lam=lam))
+                setattr(child, cname, BitLinear.from_linear(c, lam=lam, recompute=recompute))
     return module
 
 
