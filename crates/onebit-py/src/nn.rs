@@ -84,6 +84,10 @@ fn slice<'a>(name: &str, a: &'a PyReadonlyArrayDyn<'_, f32>) -> PyResult<&'a [f3
     a.as_slice().map_err(|_| PyTypeError::new_err(format!("{name} must be C-contiguous")))
 }
 
+fn slice_mut<'a>(name: &str, a: &'a mut PyReadwriteArrayDyn<'_, f32>) -> PyResult<&'a mut [f32]> {
+    a.as_slice_mut().map_err(|_| PyTypeError::new_err(format!("{name} must be C-contiguous")))
+}
+
 /// One BitLinear layer's kernels and scratch (`out_features × in_features`), and its count
 /// of clipped activations since the monitor last read it.
 #[pyclass(module = "onebit._onebit", frozen)]
@@ -91,6 +95,28 @@ pub struct BitLinearKernel {
     layer: Mutex<BitLinearLayer>,
     clipped: AtomicU64,
     seen: AtomicU64,
+}
+
+impl BitLinearKernel {
+    /// Runs `f` on the shared pool and this layer without the GIL.
+    fn with_layer<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&ThreadPool, &mut BitLinearLayer) -> onebit_train::Result<R> + Send,
+    ) -> PyResult<R> {
+        py.detach(|| {
+            let guard = pool().read().unwrap_or_else(|p| p.into_inner());
+            let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&guard.0, &mut layer)
+        })
+        .map_err(train_err)
+    }
+
+    /// Counts a forward's clipped activations of `seen` for the monitor.
+    fn count(&self, clipped: u64, seen: usize) {
+        self.clipped.fetch_add(clipped, Relaxed);
+        self.seen.fetch_add(seen as u64, Relaxed);
+    }
 }
 
 #[pymethods]
@@ -121,19 +147,10 @@ impl BitLinearKernel {
         lam: f32,
     ) -> PyResult<f32> {
         let mut out = out;
-        let out =
-            out.as_slice_mut().map_err(|_| PyTypeError::new_err("out must be C-contiguous"))?;
+        let out = slice_mut("out", &mut out)?;
         let (x, w) = (slice("x", &x)?, slice("weight", &weight)?);
-        let (gamma, clipped) = py
-            .detach(|| {
-                let guard = pool().read().unwrap_or_else(|p| p.into_inner());
-                let pool = &guard.0;
-                let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
-                layer.forward(pool, out, x, w, lam)
-            })
-            .map_err(train_err)?;
-        self.clipped.fetch_add(clipped, Relaxed);
-        self.seen.fetch_add(x.len() as u64, Relaxed);
+        let (gamma, clipped) = self.with_layer(py, |pool, l| l.forward(pool, out, x, w, lam))?;
+        self.count(clipped, x.len());
         Ok(gamma)
     }
 
@@ -149,20 +166,12 @@ impl BitLinearKernel {
         weight: PyReadonlyArrayDyn<'_, f32>,
     ) -> PyResult<f32> {
         let (mut out, mut xu, mut wu) = (out, x_used, w_used);
-        let contiguous = |n: &str| PyTypeError::new_err(format!("{n} must be C-contiguous"));
-        let out = out.as_slice_mut().map_err(|_| contiguous("out"))?;
-        let xu = xu.as_slice_mut().map_err(|_| contiguous("x_used"))?;
-        let wu = wu.as_slice_mut().map_err(|_| contiguous("w_used"))?;
+        let out = slice_mut("out", &mut out)?;
+        let (xu, wu) = (slice_mut("x_used", &mut xu)?, slice_mut("w_used", &mut wu)?);
         let (x, w) = (slice("x", &x)?, slice("weight", &weight)?);
-        let (gamma, clipped) = py
-            .detach(|| {
-                let guard = pool().read().unwrap_or_else(|p| p.into_inner());
-                let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
-                layer.forward_with_operands(&guard.0, out, (xu, wu), x, w)
-            })
-            .map_err(train_err)?;
-        self.clipped.fetch_add(clipped, Relaxed);
-        self.seen.fetch_add(x.len() as u64, Relaxed);
+        let (gamma, clipped) =
+            self.with_layer(py, |pool, l| l.forward_with_operands(pool, out, (xu, wu), x, w))?;
+        self.count(clipped, x.len());
         Ok(gamma)
     }
 
@@ -178,17 +187,9 @@ impl BitLinearKernel {
         lam: f32,
     ) -> PyResult<()> {
         let (mut xu, mut wu) = (x_used, w_used);
-        let contiguous = |n: &str| PyTypeError::new_err(format!("{n} must be C-contiguous"));
-        let xu = xu.as_slice_mut().map_err(|_| contiguous("x_used"))?;
-        let wu = wu.as_slice_mut().map_err(|_| contiguous("w_used"))?;
+        let (xu, wu) = (slice_mut("x_used", &mut xu)?, slice_mut("w_used", &mut wu)?);
         let (x, w) = (slice("x", &x)?, slice("weight", &weight)?);
-        py.detach(|| {
-            let guard = pool().read().unwrap_or_else(|p| p.into_inner());
-            let pool = &guard.0;
-            let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
-            layer.backward_operands(pool, xu, wu, x, w, lam)
-        })
-        .map_err(train_err)
+        self.with_layer(py, |pool, l| l.backward_operands(pool, xu, wu, x, w, lam))
     }
 
     /// The straight-through backward for the same `x`, `weight`, `lam`: overwrites `dx`
@@ -206,20 +207,10 @@ impl BitLinearKernel {
         lam: f32,
     ) -> PyResult<()> {
         let (mut dx, mut dweight) = (dx, dweight);
-        let contiguous = |n: &str| PyTypeError::new_err(format!("{n} must be C-contiguous"));
-        let dx = dx.as_mut().map(|a| a.as_slice_mut().map_err(|_| contiguous("dx"))).transpose()?;
-        let dw = dweight
-            .as_mut()
-            .map(|a| a.as_slice_mut().map_err(|_| contiguous("dweight")))
-            .transpose()?;
+        let dx = dx.as_mut().map(|a| slice_mut("dx", a)).transpose()?;
+        let dw = dweight.as_mut().map(|a| slice_mut("dweight", a)).transpose()?;
         let (dout, x, w) = (slice("dout", &dout)?, slice("x", &x)?, slice("weight", &weight)?);
-        py.detach(|| {
-            let guard = pool().read().unwrap_or_else(|p| p.into_inner());
-            let pool = &guard.0;
-            let mut layer = self.layer.lock().unwrap_or_else(|p| p.into_inner());
-            layer.backward(pool, dx, dw, dout, x, w, lam)
-        })
-        .map_err(train_err)
+        self.with_layer(py, |pool, l| l.backward(pool, dx, dw, dout, x, w, lam))
     }
 }
 
