@@ -258,12 +258,15 @@ impl MeshArgs {
             }
             RankStart::Served(w) => {
                 // MPI is finalized (the mesh is gone); this rank's part of the command is done.
-                eprintln!(
-                    "rank {rank} done: {} steps, {:.1} MB in, {:.1} MB out",
+                // One write for the whole line: the ranks share the terminal, and a line
+                // written in pieces interleaves with another rank's.
+                let line = format!(
+                    "rank {rank} done: {} steps, {:.1} MB in, {:.1} MB out\n",
                     w.steps,
                     w.received as f64 / 1e6,
                     w.sent as f64 / 1e6
                 );
+                eprint!("{line}");
                 std::process::exit(0)
             }
         }
