@@ -20,6 +20,49 @@ pub fn ternarize_absmean(w: &[f32]) -> (Vec<i8>, f32) {
     (t, s)
 }
 
+/// Writes `clamp(round_half_even(v/γ), -1, 1)` of every `w` into `dst` (the rule of
+/// [`ternarize_absmean`] for a γ found elsewhere, e.g. the trainer's absmean): training
+/// re-ternarizes every weight at every step, and baseline x86-64 code does it one value at a
+/// time.
+pub fn ternarize_into(w: &[f32], gamma: f32, dst: &mut [i8]) {
+    assert_eq!(w.len(), dst.len(), "ternarize_into: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if crate::CpuFeatures::get().avx2 {
+        // SAFETY: the CPU has AVX2 (checked once at first use).
+        return unsafe { ternarize_into_avx2(w, gamma, dst) };
+    }
+    ternarize_into_portable(w, gamma, dst)
+}
+
+/// [`ternarize_into_portable`] compiled for AVX2: the same operations, so the same bits.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn ternarize_into_avx2(w: &[f32], gamma: f32, dst: &mut [i8]) {
+    ternarize_into_portable(w, gamma, dst)
+}
+
+/// The definition of [`ternarize_into`], a value at a time ([`ternarize_value`]).
+#[inline(always)]
+pub fn ternarize_into_portable(w: &[f32], gamma: f32, dst: &mut [i8]) {
+    for (t, &v) in dst.iter_mut().zip(w) {
+        *t = ternarize_value(v, gamma);
+    }
+}
+
+/// One weight's trit, `clamp(round_half_even(v/γ), -1, 1)` (NaN: 0). Clamped to ±2 first,
+/// rounded by adding 1.5·2²³ and reading the integer out of the low mantissa bits, as
+/// [`quantize_row_portable`] does: no libm `round_ties_even` and no saturating float→int
+/// conversion, so the loops over it vectorize.
+#[inline(always)]
+pub fn ternarize_value(v: f32, gamma: f32) -> i8 {
+    let y = (v / gamma).clamp(-2.0, 2.0);
+    let y = if y.is_nan() { 0.0 } else { y };
+    (((y + 12_582_912.0f32).to_bits() as i32) - 0x4B40_0000).clamp(-1, 1) as i8
+}
+
 /// [`ternarize_absmean`] for bf16 master weights.
 pub fn ternarize_absmean_bf16(w: &[bf16]) -> (Vec<i8>, f32) {
     let f: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
@@ -291,6 +334,27 @@ pub fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn ternarize_into_is_the_rule_value_by_value() {
+        let gamma = 0.37f32;
+        let mut w: Vec<f32> =
+            (0..1000).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
+        // Exact ties, both signs, and values no ternary range holds.
+        w.extend([0.5, 1.5, -0.5, -1.5, 2.5].map(|t| t * gamma));
+        w.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e30, -1e-30]);
+        let mut got = vec![9i8; w.len()];
+        ternarize_into(&w, gamma, &mut got);
+        for (i, (&v, &t)) in w.iter().zip(&got).enumerate() {
+            assert_eq!(t, ternarize_value(v, gamma), "{i}: {v}");
+            if v.is_finite() {
+                assert_eq!(t, (v / gamma).round_ties_even().clamp(-1.0, 1.0) as i8, "{v}");
+            }
+        }
+        assert_eq!(&got[1000..1005], &[0, 1, 0, -1, 1]);
+    }
+
     #[test]
     fn quantize_row_dispatch_matches_the_portable_definition() {
         let mut seed = 11u32;
@@ -336,8 +400,6 @@ mod tests {
         }
         assert_eq!(sum, want_sum);
     }
-
-    use super::*;
 
     #[test]
     fn absmean_hand_example() {

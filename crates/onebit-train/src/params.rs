@@ -236,9 +236,7 @@ impl TernaryCache {
         let chunk = cols.max(1);
         pool.run_chunks(&mut self.trits, chunk, &|_, rows, trits| {
             let w = &w[rows.start * chunk..rows.end * chunk];
-            for (t, &v) in trits.iter_mut().zip(w) {
-                *t = ternarize(v, gamma);
-            }
+            onebit_kernels::quant::ternarize_into(w, gamma, trits);
         });
         self.gamma = gamma;
         Ok(())
@@ -329,8 +327,5 @@ pub fn absmean(w: &[f32]) -> f32 {
 /// clamp(round_half_even(v/γ), -1, 1): the rule of `onebit_kernels::quant::ternarize_absmean`.
 #[inline]
 pub fn ternarize(v: f32, gamma: f32) -> i8 {
-    // Clamping to ±2 first keeps the value where the add-and-subtract rounding is exact
-    // (and vectorizes; `round_ties_even` is a libm call on baseline x86-64).
-    onebit_kernels::quant::round_half_even_small((v / gamma).clamp(-2.0, 2.0)).clamp(-1.0, 1.0)
-        as i8
+    onebit_kernels::quant::ternarize_value(v, gamma)
 }
