@@ -181,17 +181,26 @@ pub fn choose(
         }
         plans.sort_by(|a, b| b.tok_s.total_cmp(&a.tok_s));
     }
-    let runnable = |p: &&Plan| !matches!(p.strategy, Strategy::Single { node } if node != 0);
-    let exact =
-        plans.iter().filter(runnable).find(|p| p.wire == first).cloned().ok_or_else(|| {
-            DistError::Usage("no plan this head can run fits the mesh (only single workers)".into())
-        })?;
-    let lossy = plans.iter().filter(runnable).find(|p| p.wire != first);
-    let choice = match lossy {
-        Some(l) if l.tok_s >= exact.tok_s * LOSSY_WIRE_GAIN => l.clone(),
-        _ => exact,
-    };
+    let runnable = |p: &Plan| !matches!(p.strategy, Strategy::Single { node } if node != 0);
+    let choice = fastest_with_wire_rule(&plans, first, runnable).cloned().ok_or_else(|| {
+        DistError::Usage("no plan this head can run fits the mesh (only single workers)".into())
+    })?;
     Ok((plans, choice))
+}
+
+/// Among `plans` (fastest first) that pass `keep`: the fastest sending `exact`, unless one
+/// sending another type is [`LOSSY_WIRE_GAIN`] times as fast (plans priced with one type
+/// only: the fastest).
+pub fn fastest_with_wire_rule(
+    plans: &[Plan],
+    exact: WireDtype,
+    keep: impl Fn(&Plan) -> bool,
+) -> Option<&Plan> {
+    let best = plans.iter().filter(|p| keep(p)).find(|p| p.wire == exact)?;
+    match plans.iter().filter(|p| keep(p)).find(|p| p.wire != exact) {
+        Some(l) if l.tok_s >= best.tok_s * LOSSY_WIRE_GAIN => Some(l),
+        _ => Some(best),
+    }
 }
 
 /// Tensor-parallel shares in proportion to the measured speeds (the planner's split).

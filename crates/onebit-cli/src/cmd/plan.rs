@@ -113,21 +113,11 @@ pub fn run(a: Args) -> Result<()> {
             p.syncs
         );
     }
-    // An explicit strategy takes its fastest candidate with the type auto would take for it:
-    // exact f32 unless a lossy type is LOSSY_WIRE_GAIN times as fast.
+    // An explicit strategy takes its fastest candidate under the rule auto uses for the type.
     let choice = if a.strategy == "auto" {
         Some(&auto_choice)
     } else {
-        let exact = plans
-            .iter()
-            .find(|p| pick(&p.strategy) && (wire.is_some() || p.wire == WireDtype::F32));
-        let lossy = plans.iter().find(|p| pick(&p.strategy) && p.wire != WireDtype::F32);
-        match (exact, lossy) {
-            (Some(e), Some(l)) if wire.is_none() && l.tok_s >= e.tok_s * auto::LOSSY_WIRE_GAIN => {
-                Some(l)
-            }
-            (e, _) => e,
-        }
+        auto::fastest_with_wire_rule(&plans, wire.unwrap_or(WireDtype::F32), |p| pick(&p.strategy))
     };
     let Some(choice) = choice else {
         bail!("no '{}' candidate fits this mesh", a.strategy);

@@ -91,27 +91,25 @@ class _BitLinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        x2, w = ctx.saved_tensors
-        d2 = dout.reshape(-1, w.shape[0]).contiguous()
+        # (fq(x), fq(W)) when the forward saved the operands, else (x, W).
+        a, b = ctx.saved_tensors
+        d2 = dout.reshape(-1, b.shape[0]).contiguous()
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dx = dw = None
-        if ctx.operands:
-            xu, wu = x2, w
+        if a.shape[0] == 0 or not (want_x or want_w):
+            dx = torch.zeros_like(a) if want_x else None
+            dw = torch.zeros_like(b) if want_w else None
+        else:
+            if ctx.operands:
+                xu, wu = a, b
+            else:
+                # onebit recomputes the quantized operands from the saved input and latent
+                # weight, straight into the tensors the products read.
+                xu, wu = torch.empty_like(a), torch.empty_like(b)
+                ctx.kernel.backward_operands(_view(xu, "x_used"), _view(wu, "w_used"), _view(a, "input"), _view(b, "weight"), ctx.lam)
+            # The two dense products go to PyTorch's BLAS on its own threads (faster than a
+            # second thread pool competing with PyTorch's spinning workers).
             dx = d2 @ wu if want_x else None
             dw = d2.t() @ xu if want_w else None
-        elif x2.shape[0] > 0 and (want_x or want_w):
-            # The two dense products go to PyTorch's BLAS on its own threads (faster than a
-            # second thread pool competing with PyTorch's spinning workers); onebit supplies
-            # the quantized operands, recomputed from the saved input and latent weight.
-            xu, wu = torch.empty_like(x2), torch.empty_like(w)
-            ctx.kernel.backward_operands(_view(xu, "x_used"), _view(wu, "w_used"), _view(x2, "input"), _view(w, "weight"), ctx.lam)
-            if want_x:
-                dx = d2 @ wu
-            if want_w:
-                dw = d2.t() @ xu
-        else:
-            dx = torch.zeros_like(x2) if want_x else None
-            dw = torch.zeros_like(w) if want_w else None
         return (None if dx is None else dx.reshape(ctx.x_shape)), dw, None, None, None
 
 
