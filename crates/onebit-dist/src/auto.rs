@@ -18,7 +18,7 @@ use crate::bootstrap::{run_head, Job, JobResult, MeshFile, PlanJob};
 use crate::error::{DistError, Result};
 use crate::key::read_key_file;
 use crate::link_emulation::LinkEmulation;
-use crate::plan::{plan_with, NodeSpec, Plan, Strategy};
+use crate::plan::{plan_per_link, plan_with, NodeSpec, Plan, Strategy, LOSSY_LINK_GAIN};
 use crate::probe::{LinkProbe, ProbeOptions};
 use crate::speed::NodeMeasure;
 use crate::tcp::TcpConfig;
@@ -149,8 +149,9 @@ pub const LOSSY_WIRE_GAIN: f64 = 1.1;
 
 /// Every candidate for `c` on the measured mesh (`k` sequences for the batch figure), the
 /// fastest first, and the one `--strategy auto` runs: the fastest the head takes part in.
-/// `wire` fixes the element type on the wire; None prices f32, f16 and int8 and takes a
-/// lossy type only where it is [`LOSSY_WIRE_GAIN`] times as fast as exact f32.
+/// `wire` fixes the element type on the wire; None prices f32, f16 and int8 on every link and,
+/// for pipelines and hybrids, a type chosen link by link ([`plan_per_link`]), and takes a plan
+/// with any lossy link only where it is [`LOSSY_WIRE_GAIN`] times as fast as exact f32.
 pub fn choose(
     c: &ModelConfig,
     bpw: f64,
@@ -172,13 +173,12 @@ pub fn choose(
     let first = wire.unwrap_or(WireDtype::F32);
     let mut plans = plan_with(c, bpw, &specs, &m.links, k, first)?;
     if wire.is_none() {
+        // One node sends nothing: its plan is listed once, with the first type.
+        let split = |p: &Plan| !matches!(p.strategy, Strategy::Single { .. });
         for d in [WireDtype::F16, WireDtype::Q8] {
-            // One node sends nothing: its plan is listed once, with the first type.
-            let more = plan_with(c, bpw, &specs, &m.links, k, d)?;
-            plans.extend(
-                more.into_iter().filter(|p| !matches!(p.strategy, Strategy::Single { .. })),
-            );
+            plans.extend(plan_with(c, bpw, &specs, &m.links, k, d)?.into_iter().filter(split));
         }
+        plans.extend(plan_per_link(c, bpw, &specs, &m.links, k)?.into_iter().filter(split));
         plans.sort_by(|a, b| b.tok_s.total_cmp(&a.tok_s));
     }
     let runnable = |p: &Plan| !matches!(p.strategy, Strategy::Single { node } if node != 0);
@@ -189,18 +189,24 @@ pub fn choose(
 }
 
 /// Among `plans` (fastest first) that pass `keep`: the fastest sending `exact`, unless one
-/// sending another type is [`LOSSY_WIRE_GAIN`] times as fast (plans priced with one type
-/// only: the fastest).
+/// sending another type on some link is [`LOSSY_WIRE_GAIN`] times as fast; then, of those
+/// within [`LOSSY_LINK_GAIN`] of the fastest, the one rounding on the fewest links (plans
+/// priced with one type only: the fastest).
 pub fn fastest_with_wire_rule(
     plans: &[Plan],
     exact: WireDtype,
     keep: impl Fn(&Plan) -> bool,
 ) -> Option<&Plan> {
     let best = plans.iter().filter(|p| keep(p)).find(|p| p.wire == exact)?;
-    match plans.iter().filter(|p| keep(p)).find(|p| p.wire != exact) {
-        Some(l) if l.tok_s >= best.tok_s * LOSSY_WIRE_GAIN => Some(l),
-        _ => Some(best),
-    }
+    let gains = |p: &&Plan| keep(p) && p.wire != exact && p.tok_s >= best.tok_s * LOSSY_WIRE_GAIN;
+    let Some(top) = plans.iter().filter(gains).map(|p| p.tok_s).reduce(f64::max) else {
+        return Some(best);
+    };
+    plans
+        .iter()
+        .filter(gains)
+        .filter(|p| p.tok_s * LOSSY_LINK_GAIN >= top)
+        .min_by(|a, b| a.lossy_links().cmp(&b.lossy_links()).then(b.tok_s.total_cmp(&a.tok_s)))
 }
 
 /// Tensor-parallel shares in proportion to the measured speeds (the planner's split).
@@ -291,5 +297,42 @@ mod tests {
         let (plans, choice) = choose(&c, 2.0, &lan, 8, Some(WireDtype::F16)).unwrap();
         assert!(plans.iter().all(|p| p.wire == WireDtype::F16));
         assert_eq!(choice.wire, WireDtype::F16);
+    }
+
+    #[test]
+    fn a_slow_hop_goes_lossy_and_the_islands_stay_exact() {
+        // Two wired islands (30 µs, 10 Gbit/s) of nodes holding half the model each, joined by
+        // a slow WiFi hop (5 ms, 20 Mbit/s): a hybrid of the two islands. Int8 everywhere is
+        // fastest, but int8 on the two hops alone is within 2 % of it and rounds on two links,
+        // not four: auto takes that, the islands' gathers exact.
+        let link = |a: usize, b: usize| {
+            let (latency_s, bandwidth_bps) =
+                if a / 2 == b / 2 { (3e-5, 1.25e9) } else { (5e-3, 2.5e6) };
+            LinkProbe { a, b, rtt_s: 2.0 * latency_s, jitter_s: 0.0, latency_s, bandwidth_bps }
+        };
+        let m = Measured {
+            links: (0..4).flat_map(|a| (a + 1..4).map(move |b| link(a, b))).collect(),
+            nodes: (0..4)
+                .map(|_| NodeMeasure {
+                    token_s: 1.0 / 30.0,
+                    mem_bytes: 500 << 20,
+                    batch_slope: 0.3,
+                })
+                .collect(),
+            names: (0..4).map(|i| format!("n:{i}")).collect(),
+            cached: false,
+        };
+        let c = ModelConfig::bitnet_2b4t();
+        let (plans, choice) = choose(&c, 2.0, &m, 8, None).unwrap();
+        assert!(
+            matches!(&choice.strategy, Strategy::Hybrid { groups, .. } if groups == &[2, 2]),
+            "{choice:?} of {plans:#?}"
+        );
+        assert_eq!(choice.wires.gathers, [WireDtype::F32; 2], "{choice:?}");
+        assert!(choice.wires.hops.iter().all(|&d| d != WireDtype::F32), "{choice:?}");
+        assert_eq!(choice.lossy_links(), 2);
+        let exact = plans.iter().find(|p| p.wire == WireDtype::F32).unwrap();
+        assert!(choice.tok_s >= exact.tok_s * LOSSY_WIRE_GAIN, "{choice:?} vs {exact:?}");
+        assert!(plans.iter().any(|p| p.lossy_links() == 4 && p.tok_s > choice.tok_s));
     }
 }

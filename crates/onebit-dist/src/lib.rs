@@ -41,6 +41,7 @@ pub mod probe;
 pub mod shard_stream;
 pub mod speed;
 pub mod stage_job;
+pub mod stage_wires;
 pub mod tcp;
 pub mod tensor;
 mod tensor_msg;

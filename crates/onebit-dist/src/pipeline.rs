@@ -11,14 +11,16 @@
 //! The same head leads a hybrid mesh ([`crate::hybrid`]), whose stages are groups of nodes:
 //! then it talks to its stage's leaders, and hands its rows' embeddings to its own group.
 //!
-//! Message (one frame each): kind (1 byte) then for `ROWS` the row count n (u32), n slots
-//! (u32) and n × hidden f32, little-endian; for `RESET` one slot (u32); for `TRUNCATE` a slot
-//! and a length (u32 each); `STOP` nothing.
+//! Message (one frame each): kind (1 byte) then for `ROWS` the element type, the row count n
+//! (u32), n slots (u32) and n hidden states (`crate::wire`), little-endian; for `RESET` one
+//! slot (u32); for `TRUNCATE` a slot and a length (u32 each); `STOP` nothing; the element
+//! types link by link in `crate::stage_wires`.
 //! Every message is checked against the session before it is used.
 
 use crate::comm::Comm;
 use crate::error::{DistError, Result};
 use crate::hybrid::{Ring, Role};
+use crate::stage_wires::StageWires;
 use crate::tensor::{lock, SharedLink};
 use crate::wire::{get_rows, put_rows, WireDtype, ROWS};
 use onebit_model::{Engine, Session, StageInput};
@@ -95,7 +97,10 @@ pub struct PipelineHead<'m> {
     spare: Vec<(Vec<usize>, Vec<bool>)>,
     wanted: Vec<f32>,
     failed: Option<String>,
+    /// The type the head sends its rows on in (the hop out of stage 0).
     wire: WireDtype,
+    /// Stages in the ring.
+    stages: usize,
 }
 
 impl<'m> PipelineHead<'m> {
@@ -146,14 +151,33 @@ impl<'m> PipelineHead<'m> {
             wanted: Vec::new(),
             failed: None,
             wire: WireDtype::F32,
+            stages: ring.len(),
         })
     }
 
-    /// Sends hidden states as `dtype` (f32 by default: exact; f16 and int8 for slow links,
-    /// which change the logits slightly). The workers answer in the type they receive.
-    pub fn with_wire(mut self, dtype: WireDtype) -> Self {
-        self.wire = dtype;
-        self
+    /// Sends hidden states and the groups' pieces as `dtype` on every link (f32 by default:
+    /// exact; f16 and int8 for slow links, which change the logits slightly).
+    pub fn with_wire(self, dtype: WireDtype) -> onebit_model::Result<Self> {
+        let stages = self.stages;
+        self.with_wires(StageWires::uniform(stages, dtype))
+    }
+
+    /// Sends on each link in its own type from now on: every node hears `wires` (one per
+    /// stage) before any later rows.
+    pub fn with_wires(mut self, wires: StageWires) -> onebit_model::Result<Self> {
+        if wires.stages() != self.stages || wires.gathers.len() != self.stages {
+            return Err(onebit_model::Error::Mesh(format!(
+                "element types for {} stages on a ring of {}",
+                wires.stages(),
+                self.stages
+            )));
+        }
+        let mut msg = Vec::new();
+        wires.encode(&mut msg);
+        self.send_control(&msg)?;
+        self.wire = wires.hops[0];
+        lock(&self.link).wire = wires.gathers[0];
+        Ok(self)
     }
 
     /// Bytes and waits so far (round the ring, and in the head's group's gathers).

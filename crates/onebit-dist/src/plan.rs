@@ -15,12 +15,15 @@
 //! - hybrid: a pipeline whose stages are groups of consecutive nodes, each group running its
 //!   blocks tensor-parallel (the group's speeds add up; four gathers per block over the
 //!   group's slowest link, plus the leader handing the rows on); `plan_stages.rs`;
-//! - bytes on the wire as the element type the plan sends: 4 a value (f32, exact), 2 (f16) or
-//!   about 1 (int8 with a scale a row); tensor parallelism's logits go as f16 when the pieces
-//!   go as int8. [`plan_with`] prices one type; `auto::choose` weighs them.
+//! - bytes on the wire as the element type each link sends: 4 a value (f32, exact), 2 (f16)
+//!   or about 1 (int8 with a scale a row); tensor parallelism's logits go as f16 when the
+//!   pieces go as int8. [`plan_with`] prices one type on every link; [`plan_per_link`] prices
+//!   pipelines and hybrids with a type chosen link by link (a link goes lossy only where that
+//!   alone makes the plan [`LOSSY_LINK_GAIN`] times as fast); `auto::choose` weighs them.
 
 use crate::error::{DistError, Result};
 use crate::probe::LinkProbe;
+use crate::stage_wires::StageWires;
 use crate::wire::WireDtype;
 use onebit_model::{ModelConfig, TensorSplit};
 
@@ -90,9 +93,39 @@ pub struct Plan {
     pub wire_bytes: u64,
     /// Waits on another node per token.
     pub syncs: usize,
-    /// The element type the plan sends activations as (every link).
+    /// The lossiest element type any of the plan's links sends (f32: exact everywhere).
     pub wire: WireDtype,
+    /// Pipelines and hybrids: the type of each stage's hop and gathers; tensor parallel: one
+    /// stage whose gathers are the pieces' type; one node: no stage.
+    pub wires: StageWires,
 }
+
+impl Plan {
+    /// The element types on the wire as `onebit plan` prints them: `-` for one node, one name
+    /// where every link sends one type, else each hop's and each group's.
+    pub fn wire_label(&self) -> String {
+        match &self.strategy {
+            Strategy::Single { .. } => "-".into(),
+            Strategy::Tensor { .. } => self.wire.name().into(),
+            Strategy::Pipeline { layers } => self.wires.label(&vec![1; layers.len()]),
+            Strategy::Hybrid { groups, .. } => self.wires.label(groups),
+        }
+    }
+
+    /// Links (a hop, a group's gathers, tensor parallelism's pieces) that send a lossy type.
+    pub fn lossy_links(&self) -> usize {
+        match &self.strategy {
+            Strategy::Single { .. } => 0,
+            Strategy::Tensor { .. } => usize::from(self.wire != WireDtype::F32),
+            Strategy::Pipeline { layers } => self.wires.lossy_links(&vec![1; layers.len()]),
+            Strategy::Hybrid { groups, .. } => self.wires.lossy_links(groups),
+        }
+    }
+}
+
+/// How many times as fast (predicted, one sequence) sending one link of a pipeline or hybrid
+/// in f16 or int8 must make the plan for [`plan_per_link`] to choose it for that link.
+pub const LOSSY_LINK_GAIN: f64 = 1.02;
 
 /// Weight bytes of the model (ternary linears at `bpw`, the head and embeddings at one
 /// byte per value) and the fraction of decode time the blocks take.
@@ -148,19 +181,43 @@ pub fn plan_with(
     k: usize,
     wire: WireDtype,
 ) -> Result<Vec<Plan>> {
+    plans(c, bpw, nodes, links, k, wire, false)
+}
+
+/// The pipeline and hybrids with each link's element type chosen on its own (exact f32
+/// unless f16 or int8 on that link alone makes the plan [`LOSSY_LINK_GAIN`] times as fast),
+/// those that mix types only (one type everywhere is [`plan_with`]'s), and one node where it
+/// fits; empty where nothing mixes.
+pub fn plan_per_link(
+    c: &ModelConfig,
+    bpw: f64,
+    nodes: &[NodeSpec],
+    links: &[LinkProbe],
+    k: usize,
+) -> Result<Vec<Plan>> {
+    plans(c, bpw, nodes, links, k, WireDtype::F32, true)
+}
+
+fn plans(
+    c: &ModelConfig,
+    bpw: f64,
+    nodes: &[NodeSpec],
+    links: &[LinkProbe],
+    k: usize,
+    wire: WireDtype,
+    per_link: bool,
+) -> Result<Vec<Plan>> {
     let n = nodes.len();
     if n == 0 || k == 0 {
         return Err(DistError::Usage("a plan needs nodes and at least one sequence".into()));
     }
-    let value_bytes = wire.value_bytes();
-    let hidden_bytes = c.hidden as f64 * value_bytes;
-    // Seconds to move `rows` hidden states over a link (infinite where none was probed).
-    let hop = |a: usize, b: usize, rows: f64| {
+    // Seconds to move `bytes` over a link (infinite where none was probed).
+    let hop = |a: usize, b: usize, bytes: f64| {
         let (a, b) = (a.min(b), a.max(b));
         links
             .iter()
             .find(|l| l.a == a && l.b == b)
-            .map_or(f64::INFINITY, |l| l.latency_s + rows * hidden_bytes / l.bandwidth_bps)
+            .map_or(f64::INFINITY, |l| l.latency_s + bytes / l.bandwidth_bps)
     };
     let (bytes, block_frac) = model_bytes(c, bpw);
     let mut plans = Vec::new();
@@ -173,18 +230,24 @@ pub fn plan_with(
                 wire_bytes: 0,
                 syncs: 0,
                 wire,
+                wires: StageWires { hops: Vec::new(), gathers: Vec::new() },
             });
         }
     }
     let all_linked = (0..n).all(|a| (a + 1..n).all(|b| hop(a, b, 1.0).is_finite()));
     if n >= 2 && all_linked {
-        let x =
-            Inputs { c, bytes, block_frac, nodes, hop: &hop, hidden_bytes, value_bytes, k, wire };
-        plans.extend(tensor_plan(&x, links, bpw));
-        plans.extend(crate::plan_stages::pipeline_plan(&x, links));
-        plans.extend(crate::plan_stages::hybrid_plans(&x, links));
+        let x = Inputs { c, bytes, block_frac, nodes, hop: &hop, k, wire };
+        match per_link {
+            false => {
+                plans.extend(tensor_plan(&x, links, bpw));
+                plans.extend(crate::plan_stages::pipeline_plan(&x, links));
+                plans.extend(crate::plan_stages::hybrid_plans(&x, links));
+            }
+            true => plans.extend(crate::plan_stages::per_link_plans(&x, links)),
+        }
     }
-    if plans.is_empty() {
+    // Per link, no plan mixing types is an answer, not a refusal ([`plan_with`] refuses).
+    if plans.is_empty() && !per_link {
         let largest = nodes.iter().map(|n| n.mem_bytes).max().unwrap_or(0);
         let all: u64 = nodes.iter().map(|n| n.mem_bytes).sum();
         return Err(DistError::Usage(format!(
@@ -199,8 +262,8 @@ pub fn plan_with(
 }
 
 /// What the split strategies share: the model, its weight bytes and the blocks' share of
-/// decode time, the nodes, the hop cost of `rows` hidden states between two ranks, and the
-/// element type on the wire.
+/// decode time, the nodes, the cost of moving some bytes between two ranks, and the element
+/// type on the wire (every link's, where one type is priced).
 #[derive(Clone, Copy)]
 pub(crate) struct Inputs<'a> {
     pub(crate) c: &'a ModelConfig,
@@ -208,16 +271,13 @@ pub(crate) struct Inputs<'a> {
     pub(crate) block_frac: f64,
     pub(crate) nodes: &'a [NodeSpec],
     pub(crate) hop: &'a dyn Fn(usize, usize, f64) -> f64,
-    /// Bytes of one hidden state on the wire.
-    pub(crate) hidden_bytes: f64,
-    /// Bytes of one value on the wire.
-    pub(crate) value_bytes: f64,
     pub(crate) k: usize,
     pub(crate) wire: WireDtype,
 }
 
 fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
-    let Inputs { c, nodes, k, value_bytes, wire, .. } = *x;
+    let Inputs { c, nodes, k, wire, .. } = *x;
+    let value_bytes = wire.value_bytes();
     let n = nodes.len();
     // The executor's split (`onebit_model::TensorSplit`) with shares in proportion to speed.
     let speed: Vec<f64> = nodes.iter().map(|x| 1.0 / x.token_s).collect();
@@ -262,5 +322,6 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
             - c.vocab as f64 * logit_bytes * (n - 1) as f64 / n as f64) as u64,
         syncs,
         wire,
+        wires: StageWires::uniform(1, wire),
     })
 }

@@ -7,10 +7,14 @@
 //! `f·(l/L) / Σ_{i∈G} 1/t_i` (its nodes' speeds add up: pieces are in proportion to speed; `f`
 //! the blocks' share of decode time), plus on the head's stage the output head, plus, where
 //! `G` has several nodes, `4l` gathers over the group's slowest link (latency plus the
-//! pieces a node receives over its bandwidth) and the leader handing the rows to the others.
+//! pieces a node receives over its bandwidth, in the group's element type) and the leader
+//! handing the rows to the others (in the type they came in; the head's own as f32).
+//! Each hop between leaders costs its link's latency and the rows in the hop's type.
 
-use crate::plan::{Inputs, Plan, Strategy};
+use crate::plan::{Inputs, Plan, Strategy, LOSSY_LINK_GAIN};
 use crate::probe::LinkProbe;
+use crate::stage_wires::StageWires;
+use crate::wire::WireDtype;
 use std::ops::Range;
 
 /// What the planner knows of one stage's group.
@@ -27,32 +31,44 @@ struct Group {
 
 /// The pipeline over every node in mesh order.
 pub(crate) fn pipeline_plan(x: &Inputs<'_>, links: &[LinkProbe]) -> Option<Plan> {
-    let (layers, plan) = staged(x, links, &vec![1; x.nodes.len()])?;
+    let sizes = vec![1; x.nodes.len()];
+    let (layers, plan) = staged(x, links, &sizes, &StageWires::uniform(sizes.len(), x.wire))?;
     Some(Plan { strategy: Strategy::Pipeline { layers }, ..plan })
 }
 
-/// Every hybrid of 3 or more nodes (stages of consecutive nodes, at least one with several
-/// and more than one stage), fastest first; beyond 4 nodes only the 3 fastest.
-pub(crate) fn hybrid_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
-    let n = x.nodes.len();
+/// Stages of consecutive nodes for every hybrid of `n` nodes: at least one stage with several
+/// nodes and more than one stage.
+fn hybrid_sizes(n: usize) -> Vec<Vec<usize>> {
     if n < 3 {
         return Vec::new();
     }
-    let mut out = Vec::new();
     // Bit i of `cuts` set: a stage ends after node i.
-    for cuts in 1..(1u32 << (n - 1)) - 1 {
-        let mut sizes = vec![1];
-        for i in 0..n - 1 {
-            if cuts & (1 << i) != 0 {
-                sizes.push(1);
-            } else {
-                *sizes.last_mut().expect("one stage at least") += 1;
+    (1..(1u32 << (n - 1)) - 1)
+        .map(|cuts| {
+            let mut sizes = vec![1];
+            for i in 0..n - 1 {
+                if cuts & (1 << i) != 0 {
+                    sizes.push(1);
+                } else {
+                    *sizes.last_mut().expect("one stage at least") += 1;
+                }
             }
-        }
-        if let Some((layers, p)) = staged(x, links, &sizes) {
-            out.push(Plan { strategy: Strategy::Hybrid { groups: sizes, layers }, ..p });
-        }
-    }
+            sizes
+        })
+        .collect()
+}
+
+/// The plan of stages of `sizes` nodes, named as a pipeline or a hybrid.
+fn named(sizes: Vec<usize>, (layers, p): (Vec<usize>, Plan)) -> Plan {
+    let strategy = match sizes.iter().all(|&n| n == 1) {
+        true => Strategy::Pipeline { layers },
+        false => Strategy::Hybrid { groups: sizes, layers },
+    };
+    Plan { strategy, ..p }
+}
+
+/// Fastest first; beyond 4 nodes only the 3 fastest.
+fn fastest_hybrids(mut out: Vec<Plan>, n: usize) -> Vec<Plan> {
     out.sort_by(|a, b| b.tok_s.total_cmp(&a.tok_s));
     if n > 4 {
         out.truncate(3);
@@ -60,9 +76,80 @@ pub(crate) fn hybrid_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
     out
 }
 
-/// The best blocks per stage for stages of `sizes` consecutive nodes, and the plan's figures.
-fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<usize>, Plan)> {
-    let Inputs { c, bytes, block_frac, nodes, hop, hidden_bytes, value_bytes, k, wire } = *x;
+/// Every hybrid of 3 or more nodes (stages of consecutive nodes, at least one with several
+/// and more than one stage), fastest first; beyond 4 nodes only the 3 fastest.
+pub(crate) fn hybrid_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
+    let n = x.nodes.len();
+    let out = hybrid_sizes(n)
+        .into_iter()
+        .filter_map(|sizes| {
+            let w = StageWires::uniform(sizes.len(), x.wire);
+            staged(x, links, &sizes, &w).map(|p| named(sizes, p))
+        })
+        .collect();
+    fastest_hybrids(out, n)
+}
+
+/// The pipeline and every hybrid with each link's type chosen on its own ([`per_link`]),
+/// where that mixes types (one type everywhere is [`pipeline_plan`]'s and [`hybrid_plans`]').
+pub(crate) fn per_link_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
+    let n = x.nodes.len();
+    let mixed = |sizes: Vec<usize>| {
+        let p = per_link(x, links, &sizes)?;
+        p.1.wires.single_type(&sizes).is_none().then(|| named(sizes, p))
+    };
+    let hybrids = fastest_hybrids(hybrid_sizes(n).into_iter().filter_map(mixed).collect(), n);
+    mixed(vec![1; n]).into_iter().chain(hybrids).collect()
+}
+
+/// Stages of `sizes` nodes with each link's type chosen on its own: starting from f32
+/// everywhere, a hop or a group's gathers goes f16 or int8 (the faster) where that alone
+/// makes the plan [`LOSSY_LINK_GAIN`] times as fast.
+fn per_link(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<usize>, Plan)> {
+    let s = sizes.len();
+    let exact = StageWires::uniform(s, WireDtype::F32);
+    let base = staged(x, links, sizes, &exact)?.1.tok_s;
+    let mut chosen = exact.clone();
+    // Slots 0..s: the hops; s..2s: the groups' gathers (none for a stage of one node).
+    for slot in (0..2 * s).filter(|&i| i < s || sizes[i - s] > 1) {
+        let mut best = (base * LOSSY_LINK_GAIN, WireDtype::F32);
+        for d in [WireDtype::F16, WireDtype::Q8] {
+            let mut w = exact.clone();
+            *slot_of(&mut w, slot, s) = d;
+            match staged(x, links, sizes, &w) {
+                Some((_, p)) if p.tok_s > best.0 => best = (p.tok_s, d),
+                _ => {}
+            }
+        }
+        *slot_of(&mut chosen, slot, s) = best.1;
+    }
+    staged(x, links, sizes, &chosen)
+}
+
+fn slot_of(w: &mut StageWires, slot: usize, s: usize) -> &mut WireDtype {
+    match slot < s {
+        true => &mut w.hops[slot],
+        false => &mut w.gathers[slot - s],
+    }
+}
+
+/// The best blocks per stage for stages of `sizes` consecutive nodes sending as `wires`, and
+/// the plan's figures.
+fn staged(
+    x: &Inputs<'_>,
+    links: &[LinkProbe],
+    sizes: &[usize],
+    wires: &StageWires,
+) -> Option<(Vec<usize>, Plan)> {
+    let Inputs { c, bytes, block_frac, nodes, hop, k, .. } = *x;
+    let hidden = c.hidden as f64;
+    // Bytes of one hidden state hopping out of stage g, and handed on inside it (the head's
+    // group gets its embeddings as f32).
+    let hop_bytes = |g: usize| hidden * wires.hops[g].value_bytes();
+    let hand_on_bytes = |g: usize| match g {
+        0 => hidden * 4.0,
+        _ => hop_bytes(g - 1),
+    };
     let layers = c.layers as f64;
     let per_layer_bytes = bytes * block_frac / layers;
     let head_bytes = bytes * (1.0 - block_frac);
@@ -86,7 +173,7 @@ fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<u
         });
         first += n;
     }
-    let gathered = crate::plan::gathered_per_block(c, value_bytes);
+    let gathered = |g: usize| crate::plan::gathered_per_block(c, wires.gathers[g].value_bytes());
     let stage_t = |g: usize, l: usize, rows: f64| {
         let gr = &groups[g];
         let n = gr.nodes.len() as f64;
@@ -98,8 +185,8 @@ fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<u
         if n > 1.0 {
             let lead = gr.nodes.start;
             t += 4.0 * l as f64 * gr.latency
-                + gathered * l as f64 * (n - 1.0) / n * rows / gr.bandwidth
-                + hop(lead, lead + 1, rows);
+                + gathered(g) * l as f64 * (n - 1.0) / n * rows / gr.bandwidth
+                + hop(lead, lead + 1, rows * hand_on_bytes(g));
         }
         t
     };
@@ -143,7 +230,11 @@ fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<u
     // A trip: every stage once and a hop between leaders after each (the last to the head).
     let leader = |g: usize| groups[g % s].nodes.start;
     let trip = |rows: f64| -> Vec<f64> {
-        (0..s).map(|g| stage_t(g, split[g], rows) + hop(leader(g), leader(g + 1), rows)).collect()
+        (0..s)
+            .map(|g| {
+                stage_t(g, split[g], rows) + hop(leader(g), leader(g + 1), rows * hop_bytes(g))
+            })
+            .collect()
     };
     let t: f64 = trip(1.0).iter().sum();
     // k sequences in s micro-batches: a micro-batch finishes each cycle of the slowest step,
@@ -155,13 +246,13 @@ fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<u
     let batch = (micro / cycle)
         .min(k as f64 / sum * s as f64)
         .min(k as f64 / sum * (k as f64 / micro).max(1.0));
-    let (mut syncs, mut bytes_out) = (s, s as f64 * hidden_bytes);
+    let (mut syncs, mut bytes_out) = (s, (0..s).map(hop_bytes).sum::<f64>());
     for (g, gr) in groups.iter().enumerate() {
         let n = gr.nodes.len();
         if n > 1 {
             syncs += 4 * split[g] + 1;
             bytes_out +=
-                (n - 1) as f64 * hidden_bytes + gathered * split[g] as f64 * (n - 1) as f64;
+                (n - 1) as f64 * hand_on_bytes(g) + gathered(g) * split[g] as f64 * (n - 1) as f64;
         }
     }
     let plan = Plan {
@@ -170,7 +261,8 @@ fn staged(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<u
         tok_s_batch: batch,
         wire_bytes: bytes_out as u64,
         syncs,
-        wire,
+        wire: wires.lossiest(sizes),
+        wires: wires.clone(),
     };
     Some((split, plan))
 }

@@ -1,6 +1,7 @@
 //! A worker's side of a pipeline ([`crate::pipeline`]) or a hybrid mesh ([`crate::hybrid`]):
 //! its stage's loop. A stage's leader receives rows from the stage before, hands them to its
-//! group, runs its blocks (with the group's gathers) and sends the hidden states on; any
+//! group, runs its blocks (with the group's gathers) and sends the hidden states on, in the
+//! types the head set for its links ([`crate::stage_wires`]); any
 //! other node of a group receives from its leader and runs the same rows (the head's group
 //! gets the head's embedded tokens, so only the head holds the embeddings).
 
@@ -8,6 +9,7 @@ use crate::comm::Comm;
 use crate::error::{DistError, Result};
 use crate::hybrid::{Ring, Role};
 use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
+use crate::stage_wires::{StageWires, WIRES};
 use crate::tensor::{lock, Link, MeshExchange, SharedLink};
 use crate::wire::{get_rows, put_rows, ROWS};
 use onebit_model::{Session, StageInput};
@@ -95,6 +97,9 @@ fn stage_loop(session: &mut Session<'_>, link: &SharedLink<'_>, role: &Role) -> 
     let idle = lock(link).timeouts.idle;
     // Control messages go on round the ring, but never back to the head that sent them.
     let onward: Vec<usize> = role.next.filter(|&n| n != 0).into_iter().collect();
+    // The type this stage's leader sends on in, once the head has said (until then: the
+    // type the rows came in).
+    let mut hop_out = None;
     loop {
         {
             let mut l = lock(link);
@@ -116,7 +121,7 @@ fn stage_loop(session: &mut Session<'_>, link: &SharedLink<'_>, role: &Role) -> 
                     r => r?,
                 };
                 if let Some(next) = role.next {
-                    put_rows(&mut out, &slots, y, dtype);
+                    put_rows(&mut out, &slots, y, hop_out.unwrap_or(dtype));
                     send_all(link, &[next], &out, slots.len())?;
                     lock(link).stats.steps += 1;
                 }
@@ -131,6 +136,17 @@ fn stage_loop(session: &mut Session<'_>, link: &SharedLink<'_>, role: &Role) -> 
             Some(&RESET) if inb.len() == 5 => {
                 let slot = u32::from_le_bytes([inb[1], inb[2], inb[3], inb[4]]) as usize;
                 session.reset_slot(slot)?;
+                send_all(link, &onward, &inb, 0)?;
+            }
+            Some(&WIRES) => {
+                let w = StageWires::decode(&inb).map_err(bad)?;
+                let (Some(&hop), Some(&gather)) =
+                    (w.hops.get(role.stage), w.gathers.get(role.stage))
+                else {
+                    return Err(bad(format!("element types for {} stages", w.stages())));
+                };
+                hop_out = Some(hop);
+                lock(link).wire = gather;
                 send_all(link, &onward, &inb, 0)?;
             }
             Some(&STOP) if inb.len() == 1 => {

@@ -10,6 +10,8 @@ mod common;
 use common::{exercise, in_process, opts, prompt, repo, tcp, Quitter, Run};
 use onebit_dist::hybrid::{HybridLayout, Ring};
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
+use onebit_dist::stage_wires::StageWires;
+use onebit_dist::wire::WireDtype::{F16, F32, Q8};
 use onebit_dist::worker_stage::serve_hybrid;
 use onebit_dist::Comm;
 use onebit_model::load::{LoadOptions, ModelPart};
@@ -43,6 +45,18 @@ fn on_mesh<T>(
     timeouts: PipelineTimeouts,
     body: impl FnOnce(&mut PipelineHead) -> T,
 ) -> T {
+    on_mesh_sending(models, comms, ring, timeouts, None, body)
+}
+
+/// [`on_mesh`] with the head sending `wires` first (none: f32 on every link, unsaid).
+fn on_mesh_sending<T>(
+    models: &[Model],
+    comms: Vec<Box<dyn Comm>>,
+    ring: &Ring,
+    timeouts: PipelineTimeouts,
+    wires: Option<StageWires>,
+    body: impl FnOnce(&mut PipelineHead) -> T,
+) -> T {
     let mut comms = comms.into_iter();
     let head_comm = comms.next().unwrap();
     thread::scope(|sc| {
@@ -57,6 +71,9 @@ fn on_mesh<T>(
         }
         let s = Session::with_options(&models[0], opts(4));
         let mut head = PipelineHead::hybrid(s, head_comm, ring, timeouts).unwrap();
+        if let Some(w) = wires {
+            head = head.with_wires(w).unwrap();
+        }
         body(&mut head)
     })
 }
@@ -91,6 +108,59 @@ fn hybrid_meshes_match_one_node_bit_for_bit() {
         assert_eq!(got.0, want.0, "{name}: greedy tokens");
         assert!(got.1 == want.1, "{name}: logits differ from one node's");
     }
+}
+
+#[test]
+fn each_link_sends_in_its_own_type() {
+    // A hybrid whose head group gathers exactly (f32) and whose hops go int8 out and f32 back
+    // computes what a pipeline with the same blocks and hop types computes, bit for bit: the
+    // group is exact and the hops round alike. Each type takes effect: int8 out differs from
+    // one node, int8 back as well differs, int8 gathers differ again.
+    let path = repo("models/austen.gguf");
+    let m = load(&path, None);
+    let c = &m.config;
+    let one = exercise(&mut Session::with_options(&m, opts(4)), 24);
+    let run = |groups: &[usize], hops: [_; 2], gathers: [_; 2]| -> (Run, u64) {
+        let l = HybridLayout::new(c, groups, &[3, 3], None).unwrap();
+        let models = pieces(&path, &l);
+        let wires = StageWires { hops: hops.to_vec(), gathers: gathers.to_vec() };
+        let ring = l.ring().unwrap();
+        let n = groups.iter().sum();
+        on_mesh_sending(&models, tcp(n), &ring, PipelineTimeouts::default(), Some(wires), |h| {
+            let out = exercise(h, 24);
+            (out, h.wire().received)
+        })
+    };
+    let (pipe, pipe_in) = run(&[1, 1], [Q8, F32], [F16, F16]);
+    let (hybrid, _) = run(&[2, 1], [Q8, F32], [F32, Q8]);
+    assert!(
+        hybrid == pipe,
+        "the exact group and int8-out / f32-back hops differ from the pipeline's"
+    );
+    assert!(pipe.1 != one.1, "int8 out of the head changed nothing");
+    let (both_q8, both_in) = run(&[1, 1], [Q8, Q8], [F32, F32]);
+    assert!(both_q8.1 != pipe.1, "int8 back to the head changed nothing");
+    // The rows coming back to the head: f32 is about four times int8's bytes.
+    assert!(pipe_in > 3 * both_in, "{pipe_in} vs {both_in} bytes in");
+    let (lossy_group, _) = run(&[2, 1], [Q8, F32], [Q8, F32]);
+    assert!(lossy_group.1 != hybrid.1, "int8 gathers in the head's group changed nothing");
+    let (all_q8, _) = run(&[2, 1], [Q8, Q8], [Q8, Q8]);
+    // The largest logit difference from one node's, relative to the step's largest logit.
+    let rel = |r: &Run| {
+        r.1.iter().zip(&one.1).fold(0f32, |m, (a, b)| {
+            let top = b.iter().fold(0f32, |t, v| t.max(v.abs()));
+            a.iter().zip(b).fold(m, |m, (x, y)| m.max((x - y).abs() / top))
+        })
+    };
+    for (name, r) in [
+        ("hybrid [2, 1], int8 out, f32 back, group f32", &hybrid),
+        ("hybrid [2, 1], int8 out, f32 back, group int8", &lossy_group),
+        ("hybrid [2, 1], int8 everywhere", &all_q8),
+        ("pipeline [1, 1], int8 both hops", &both_q8),
+    ] {
+        eprintln!("{name}: largest logit difference from one node {:.2e}", rel(r));
+    }
+    assert_eq!(hybrid.0[..4], one.0[..4], "greedy tokens part from one node's at once");
 }
 
 /// One decode step of four slots: every row's logits.

@@ -241,7 +241,8 @@ fn f16_and_int8_on_the_wire_keep_the_greedy_tokens() {
             let s = Session::with_options(&models[0], opts(4));
             let mut head = PipelineHead::new(s, Box::new(head_comm), PipelineTimeouts::default())
                 .unwrap()
-                .with_wire(dtype);
+                .with_wire(dtype)
+                .unwrap();
             greedy(&mut head, &prompt())
         });
         // The largest logit difference relative to the step's largest logit, over 65 steps.

@@ -1,9 +1,11 @@
 //! The planner on the 2B4T shape: uneven KV-head splits, the choice flipping from one node to
 //! tensor parallel as the link gets faster, pipeline throughput with sequences in flight on
-//! a WiFi-like link, memory limits, and a clear refusal when the model fits nowhere.
+//! a WiFi-like link, memory limits, a clear refusal when the model fits nowhere, and the
+//! element type chosen link by link.
 
-use onebit_dist::plan::{apportion, plan, NodeSpec, Strategy};
+use onebit_dist::plan::{apportion, plan, plan_per_link, plan_with, NodeSpec, Plan, Strategy};
 use onebit_dist::probe::LinkProbe;
+use onebit_dist::wire::WireDtype;
 use onebit_model::ModelConfig;
 
 fn node(token_s: f64, mem_gb: f64) -> NodeSpec {
@@ -118,4 +120,42 @@ fn two_islands_joined_by_a_slow_link_are_a_hybrid() {
     let fast = islands(4, 4, (3e-5, 1e9), (3e-5, 1e9));
     let p = plan(&c, 2.0, &nodes, &fast, 1).unwrap();
     assert!(matches!(p[0].strategy, Strategy::Tensor { .. }), "{p:?}");
+}
+
+#[test]
+fn each_link_of_two_islands_gets_its_own_type() {
+    // Two wired islands (1 Gbit/s, 30 µs) joined by WiFi (5 ms, 40 Mbit/s: what a 100 Mbit/s
+    // WiFi link often delivers): chosen link by link, the hops across the WiFi go lossy (each
+    // alone makes the plan ~4 % faster) and the gathers inside each island stay exact f32
+    // (int8 there would buy ~1 %).
+    let c = ModelConfig::bitnet_2b4t();
+    let nodes = [0.5; 4].map(|m| node(1.0 / 30.0, m));
+    let links = islands(4, 2, (3e-5, 1e9), (5e-3, 5e6));
+    let mixed = plan_per_link(&c, 2.0, &nodes, &links, 8).unwrap();
+    let hybrid = mixed
+        .iter()
+        .find(|p| matches!(&p.strategy, Strategy::Hybrid { groups, .. } if groups == &[2, 2]))
+        .unwrap_or_else(|| panic!("no mixed [2, 2] hybrid in {mixed:?}"));
+    let w = &hybrid.wires;
+    assert_eq!(w.gathers, [WireDtype::F32; 2], "{hybrid:?}");
+    assert!(w.hops.iter().all(|&d| d != WireDtype::F32), "{hybrid:?}");
+    assert_ne!(hybrid.wire, WireDtype::F32, "the plan is listed by its lossiest link");
+    let label = hybrid.wire_label();
+    assert!(label.starts_with("hops=") && label.ends_with("/groups=f32,f32"), "{label}");
+    // It is priced between exact f32 everywhere and the lossy type everywhere, and sends
+    // fewer bytes than f32 everywhere.
+    let same = |ps: Vec<Plan>| {
+        ps.into_iter()
+            .find(|p| matches!(&p.strategy, Strategy::Hybrid { groups, .. } if groups == &[2, 2]))
+            .unwrap()
+    };
+    let exact = same(plan_with(&c, 2.0, &nodes, &links, 8, WireDtype::F32).unwrap());
+    let lossy = same(plan_with(&c, 2.0, &nodes, &links, 8, w.hops[0]).unwrap());
+    assert!(hybrid.tok_s > exact.tok_s * 1.02, "{hybrid:?} vs {exact:?}");
+    assert!(hybrid.tok_s <= lossy.tok_s * 1.0001, "{hybrid:?} vs {lossy:?}");
+    assert!(hybrid.wire_bytes < exact.wire_bytes && hybrid.wire_bytes > lossy.wire_bytes);
+    // On loopback-fast links everywhere no link buys 2 %: nothing mixed is offered.
+    let fast = islands(4, 4, (2e-5, 1e10), (2e-5, 1e10));
+    let none = plan_per_link(&c, 2.0, &nodes, &fast, 8).unwrap();
+    assert!(none.iter().all(|p| matches!(p.strategy, Strategy::Single { .. })), "{none:?}");
 }

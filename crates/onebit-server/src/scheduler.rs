@@ -10,6 +10,7 @@
 
 use crate::metrics::Metrics;
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
+use onebit_dist::stage_wires::StageWires;
 use onebit_dist::wire::WireDtype;
 use onebit_dist::Comm;
 use onebit_model::Engine as ModelEngine;
@@ -68,10 +69,12 @@ pub enum Backend {
     Local,
     /// A pipeline over a device mesh: this process is its head (rank 0 of the comm; the
     /// model passed in holds the head's part) and the workers run the rest.
-    Mesh(Box<dyn Comm>, PipelineTimeouts, WireDtype),
+    /// The element types link by link: `None` f32 everywhere.
+    Mesh(Box<dyn Comm>, PipelineTimeouts, Option<StageWires>),
     /// A hybrid mesh laid out as the ring ([`onebit_dist::hybrid`]): this process is its
     /// head (the model passed in holds the first stage's part).
-    Hybrid(Box<dyn Comm>, onebit_dist::hybrid::Ring, PipelineTimeouts, WireDtype),
+    /// The element types link by link: `None` f32 everywhere.
+    Hybrid(Box<dyn Comm>, onebit_dist::hybrid::Ring, PipelineTimeouts, Option<StageWires>),
     /// A tensor-parallel mesh: this process is its head (rank 0; the model passed in holds
     /// rank 0's piece of every block and the output head).
     Tensor(Box<dyn Comm>, PipelineTimeouts, WireDtype),
@@ -184,6 +187,17 @@ impl Engine {
     }
 }
 
+/// `head` sending in `wires` (as it is where `None`).
+fn with_wires(
+    head: PipelineHead<'_>,
+    wires: Option<StageWires>,
+) -> Result<PipelineHead<'_>, String> {
+    match wires {
+        Some(w) => head.with_wires(w).map_err(|e| e.to_string()),
+        None => Ok(head),
+    }
+}
+
 /// The engine `backend` runs `model` on, sized by `opts`.
 fn engine_on(
     backend: Backend,
@@ -193,14 +207,14 @@ fn engine_on(
     let cpu = || Session::try_with_options(model, opts).map_err(|e| e.to_string());
     Ok(match backend {
         Backend::Local => Box::new(cpu()?),
-        Backend::Mesh(comm, t, wire) => {
-            Box::new(PipelineHead::new(cpu()?, comm, t).map_err(|e| e.to_string())?.with_wire(wire))
+        Backend::Mesh(comm, t, wires) => {
+            let head = PipelineHead::new(cpu()?, comm, t).map_err(|e| e.to_string())?;
+            Box::new(with_wires(head, wires)?)
         }
-        Backend::Hybrid(comm, ring, t, wire) => Box::new(
-            PipelineHead::hybrid(cpu()?, comm, &ring, t)
-                .map_err(|e| e.to_string())?
-                .with_wire(wire),
-        ),
+        Backend::Hybrid(comm, ring, t, wires) => {
+            let head = PipelineHead::hybrid(cpu()?, comm, &ring, t).map_err(|e| e.to_string())?;
+            Box::new(with_wires(head, wires)?)
+        }
         Backend::Tensor(comm, t, wire) => Box::new(
             onebit_dist::tensor::TensorHead::new(cpu()?, comm, t)
                 .map_err(|e| e.to_string())?

@@ -9,6 +9,7 @@ use onebit_dist::launch::{start_hybrid, start_pipeline, start_tensor, PipelineLa
 use onebit_dist::link_emulation::LinkEmulation;
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
 use onebit_dist::plan::Strategy as PlanStrategy;
+use onebit_dist::stage_wires::StageWires;
 use onebit_dist::tensor::TensorHead;
 use onebit_dist::wire::WireDtype;
 use onebit_dist::Comm;
@@ -67,12 +68,16 @@ pub struct MeshArgs {
     /// Activations on the wire with --mesh (a pipeline's hidden states, tensor parallelism's
     /// gathered pieces): f32 (exact), f16 (half the bytes) or q8 (int8 with a scale per row: a
     /// quarter), for slow links; f16/q8 change the logits slightly. auto: with --strategy
-    /// auto the planner's choice (f32 unless f16 or q8 is predicted 10 % faster), else f32.
+    /// auto the planner's choice, link by link (f32 unless a lossy type is predicted 10 %
+    /// faster), else f32. A pipeline or hybrid also takes one type per link, as `onebit plan`
+    /// prints them: hops=q8,f32 (each stage's hop on) or hops=q8,q8/groups=f32,- (and each
+    /// stage's gathers; - for a stage of one node).
     #[arg(long, default_value = "auto")]
     pub wire: String,
-    /// The element type the planner chose (`--wire auto --strategy auto`), for the runner.
+    /// The element types the planner chose link by link (`--wire auto --strategy auto`), for
+    /// the runner: one stage for a tensor-parallel plan.
     #[arg(skip)]
-    pub chosen_wire: std::sync::Arc<std::sync::Mutex<Option<WireDtype>>>,
+    pub chosen_wire: std::sync::Arc<std::sync::Mutex<Option<StageWires>>>,
     /// Seconds a step may wait on the other nodes before the head reports the stalled node.
     #[arg(long, default_value_t = 5.0)]
     pub step_timeout: f64,
@@ -106,7 +111,7 @@ impl MeshArgs {
             self.check_local()?;
             return Ok((m.load()?, None, Layout::One));
         };
-        self.wire_dtype()?;
+        self.wire_spec()?;
         if !(self.step_timeout > 0.0 && self.step_timeout < 1e6) {
             bail!("--step-timeout must be a positive number of seconds");
         }
@@ -143,13 +148,21 @@ impl MeshArgs {
                 self.remeasure,
                 launch.emulate,
             )?;
-            let fixed = (self.wire != "auto").then(|| self.wire_dtype()).transpose()?;
+            let fixed = match self.wire_spec()? {
+                WireSpec::Auto => None,
+                WireSpec::One(d) => Some(d),
+                WireSpec::PerLink(_) => bail!(
+                    "a --wire per link fixes one layout's links: with --strategy auto give \
+                     --wire auto or one type"
+                ),
+            };
             let (_, choice) = auto::choose(&config, 2.0, &measured, 8, fixed)?;
-            *self.chosen_wire.lock().unwrap_or_else(|p| p.into_inner()) = Some(choice.wire);
+            *self.chosen_wire.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(choice.wires.clone());
             eprintln!(
                 "auto: {:?} with {} on the wire, predicted {:.1} tok/s (mesh {}; --remeasure to measure again)",
                 choice.strategy,
-                choice.wire.name(),
+                choice.wire_label(),
                 choice.tok_s,
                 if measured.cached {
                     format!("figures from {}", auto::cache_path(&launch.mesh))
@@ -215,7 +228,7 @@ impl MeshArgs {
     #[cfg(feature = "mpi")]
     fn load_mpi(&self, m: &ModelArgs, session: SessionOptions) -> Result<Loaded> {
         use onebit_dist::launch_ranks::{start_ranks, RankLaunch, RankStart, Strategy};
-        self.wire_dtype()?;
+        self.wire_spec()?;
         if self.strategy == "auto" {
             bail!("--strategy auto measures a --mesh; with --mpi choose pp or tp");
         }
@@ -300,30 +313,80 @@ impl MeshArgs {
         let session = Session::try_with_options(model, opts)?;
         let comm = match (layout, comm) {
             (Layout::Hybrid(h), Some(c)) => {
-                let head = PipelineHead::hybrid(session, c, &h.ring()?, self.timeouts())?;
-                return Ok(Runner::Mesh(Box::new(head.with_wire(self.wire_dtype()?))));
+                let ring = h.ring()?;
+                let wires = self.stage_wires(ring.len())?;
+                eprintln!("wire: {}", wires.label(&h.sizes()));
+                let head = PipelineHead::hybrid(session, c, &ring, self.timeouts())?;
+                return Ok(Runner::Mesh(Box::new(head.with_wires(wires)?)));
             }
             (_, comm) => comm,
         };
         Ok(match comm {
-            Some(c) if model.tensor_head => Runner::Tensor(Box::new(
-                TensorHead::new(session, c, self.timeouts())?.with_wire(self.wire_dtype()?)?,
-            )),
-            Some(c) => Runner::Mesh(Box::new(
-                PipelineHead::new(session, c, self.timeouts())?.with_wire(self.wire_dtype()?),
-            )),
+            Some(c) if model.tensor_head => {
+                let wire = self.wire_dtype()?;
+                eprintln!("wire: {}", wire.name());
+                Runner::Tensor(Box::new(
+                    TensorHead::new(session, c, self.timeouts())?.with_wire(wire)?,
+                ))
+            }
+            Some(c) => {
+                let wires = self.stage_wires(c.size())?;
+                eprintln!("wire: {}", wires.label(&vec![1; c.size()]));
+                let head = PipelineHead::new(session, c, self.timeouts())?;
+                Runner::Mesh(Box::new(head.with_wires(wires)?))
+            }
             None => Runner::Local(Box::new(session)),
         })
     }
 
-    /// The `--wire` element type (auto: the planner's choice where it made one, else f32).
-    pub fn wire_dtype(&self) -> Result<WireDtype> {
+    /// What `--wire` says.
+    fn wire_spec(&self) -> Result<WireSpec> {
         if self.wire == "auto" {
-            let chosen = *self.chosen_wire.lock().unwrap_or_else(|p| p.into_inner());
-            return Ok(chosen.unwrap_or(WireDtype::F32));
+            return Ok(WireSpec::Auto);
         }
-        WireDtype::from_name(&self.wire)
-            .ok_or_else(|| anyhow::anyhow!("unknown --wire '{}' (auto, f32, f16, q8)", self.wire))
+        if let Some(d) = WireDtype::from_name(&self.wire) {
+            return Ok(WireSpec::One(d));
+        }
+        if self.wire.contains('=') {
+            let w = StageWires::parse(&self.wire).map_err(|e| anyhow::anyhow!("--wire {e}"))?;
+            return Ok(WireSpec::PerLink(w));
+        }
+        bail!("unknown --wire '{}' (auto, f32, f16, q8, or per link: hops=…)", self.wire)
+    }
+
+    /// The `--wire` element type of a tensor-parallel mesh (auto: the planner's choice where
+    /// it chose a tensor-parallel plan, else f32).
+    pub fn wire_dtype(&self) -> Result<WireDtype> {
+        match self.wire_spec()? {
+            WireSpec::Auto => {
+                let chosen = self.chosen_wire.lock().unwrap_or_else(|p| p.into_inner());
+                let tensor = chosen.as_ref().filter(|w| w.stages() == 1);
+                Ok(tensor.map_or(WireDtype::F32, |w| w.gathers[0]))
+            }
+            WireSpec::One(d) => Ok(d),
+            WireSpec::PerLink(_) => {
+                bail!("--wire per link sets a pipeline's or hybrid's links; tensor parallelism sends one type")
+            }
+        }
+    }
+
+    /// The element types, link by link, of a pipeline or hybrid of `stages` stages: the
+    /// planner's where it chose such a plan (`--wire auto`), else what `--wire` says.
+    pub fn stage_wires(&self, stages: usize) -> Result<StageWires> {
+        Ok(match self.wire_spec()? {
+            WireSpec::Auto => {
+                let chosen = self.chosen_wire.lock().unwrap_or_else(|p| p.into_inner());
+                match chosen.as_ref().filter(|w| w.stages() == stages && stages > 1) {
+                    Some(w) => w.clone(),
+                    None => StageWires::uniform(stages, WireDtype::F32),
+                }
+            }
+            WireSpec::One(d) => StageWires::uniform(stages, d),
+            WireSpec::PerLink(w) if w.stages() == stages => w,
+            WireSpec::PerLink(w) => {
+                bail!("--wire gives types for {} stages; this mesh runs {stages}", w.stages())
+            }
+        })
     }
 
     /// The waits of a pipeline step.
@@ -333,6 +396,16 @@ impl MeshArgs {
             ..Default::default()
         }
     }
+}
+
+/// What `--wire` says.
+enum WireSpec {
+    /// The planner's choice under --strategy auto, else f32.
+    Auto,
+    /// One type on every link.
+    One(WireDtype),
+    /// One type per hop and per group's gathers.
+    PerLink(StageWires),
 }
 
 /// How a model was laid out over the mesh.
@@ -442,13 +515,31 @@ mod tests {
         let auto = Flags::parse_from(["t", "--mesh", "m.toml"]).mesh;
         assert_eq!(auto.wire, "auto");
         assert_eq!(auto.wire_dtype().unwrap(), WireDtype::F32);
-        *auto.chosen_wire.lock().unwrap() = Some(WireDtype::Q8);
+        assert_eq!(auto.stage_wires(2).unwrap(), StageWires::uniform(2, WireDtype::F32));
+        *auto.chosen_wire.lock().unwrap() = Some(StageWires::uniform(1, WireDtype::Q8));
         // The runner sees the choice, clones included (the server's re-planning holds one).
         assert_eq!(auto.clone().wire_dtype().unwrap(), WireDtype::Q8);
+        // A pipeline's or hybrid's types, link by link, go to a ring of as many stages only.
+        let mixed = StageWires {
+            hops: vec![WireDtype::Q8, WireDtype::F32],
+            gathers: vec![WireDtype::F32, WireDtype::F32],
+        };
+        *auto.chosen_wire.lock().unwrap() = Some(mixed.clone());
+        assert_eq!(auto.clone().stage_wires(2).unwrap(), mixed);
+        assert_eq!(auto.stage_wires(3).unwrap(), StageWires::uniform(3, WireDtype::F32));
+        assert_eq!(auto.wire_dtype().unwrap(), WireDtype::F32);
         let fixed = Flags::parse_from(["t", "--mesh", "m.toml", "--wire", "f16"]).mesh;
-        *fixed.chosen_wire.lock().unwrap() = Some(WireDtype::Q8);
+        *fixed.chosen_wire.lock().unwrap() = Some(StageWires::uniform(1, WireDtype::Q8));
         assert_eq!(fixed.wire_dtype().unwrap(), WireDtype::F16);
+        assert_eq!(fixed.stage_wires(2).unwrap(), StageWires::uniform(2, WireDtype::F16));
         let bad = Flags::parse_from(["t", "--mesh", "m.toml", "--wire", "f8"]).mesh;
         assert!(bad.wire_dtype().unwrap_err().to_string().contains("unknown --wire 'f8'"));
+        // Per link: a pipeline's or hybrid's of as many stages; tensor parallelism refuses it.
+        let per = Flags::parse_from(["t", "--mesh", "m.toml", "--wire", "hops=q8,f32"]).mesh;
+        assert_eq!(per.stage_wires(2).unwrap(), StageWires::parse("hops=q8,f32").unwrap());
+        assert!(per.stage_wires(3).unwrap_err().to_string().contains("2 stages; this mesh runs 3"));
+        assert!(per.wire_dtype().unwrap_err().to_string().contains("tensor parallelism"));
+        let bad = Flags::parse_from(["t", "--mesh", "m.toml", "--wire", "hops=q8,f9"]).mesh;
+        assert!(bad.stage_wires(2).unwrap_err().to_string().contains("unknown element type 'f9'"));
     }
 }

@@ -92,8 +92,10 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let (plans, auto_choice) = auto::choose(&c, 2.0, &measured, a.batch, wire)?;
+    // A plan mixing types names each link's (`hops=q8,f32/groups=f32,-`).
+    let ww = plans.iter().map(|p| p.wire_label().len()).max().unwrap_or(4).max(4);
     println!(
-        "{:<64} {:>5} {:>10} {:>12} {:>12} {:>6}",
+        "{:<64} {:>ww$} {:>10} {:>12} {:>12} {:>6}",
         "candidate",
         "wire",
         "tok/s",
@@ -102,11 +104,10 @@ pub fn run(a: Args) -> Result<()> {
         "syncs"
     );
     for p in &plans {
-        let w = if matches!(p.strategy, Strategy::Single { .. }) { "-" } else { p.wire.name() };
         println!(
-            "{:<64} {:>5} {:>10.2} {:>12.2} {:>12} {:>6}",
+            "{:<64} {:>ww$} {:>10.2} {:>12.2} {:>12} {:>6}",
             describe(&p.strategy),
-            w,
+            p.wire_label(),
             p.tok_s,
             p.tok_s_batch,
             p.wire_bytes,
@@ -124,11 +125,11 @@ pub fn run(a: Args) -> Result<()> {
     };
     match choice.strategy {
         Strategy::Single { .. } => println!("choice: {}", describe(&choice.strategy)),
-        _ => println!("choice: {} (wire {})", describe(&choice.strategy), choice.wire.name()),
+        _ => println!("choice: {} (wire {})", describe(&choice.strategy), choice.wire_label()),
     }
     let wire_flag = match choice.wire {
         WireDtype::F32 => String::new(),
-        w => format!(" --wire {}", w.name()),
+        _ => format!(" --wire {}", choice.wire_label()),
     };
     match &choice.strategy {
         Strategy::Pipeline { layers } => {

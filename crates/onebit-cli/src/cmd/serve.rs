@@ -156,11 +156,18 @@ fn mesh_backend(
     layout: &Layout,
     model: &onebit_model::Model,
 ) -> Result<Backend> {
-    let (t, wire) = (mesh.timeouts(), mesh.wire_dtype()?);
+    let t = mesh.timeouts();
     Ok(match layout {
-        Layout::Hybrid(h) => Backend::Hybrid(comm, h.ring()?, t, wire),
-        _ if model.tensor_head => Backend::Tensor(comm, t, wire),
-        _ => Backend::Mesh(comm, t, wire),
+        Layout::Hybrid(h) => {
+            let ring = h.ring()?;
+            let wires = Some(mesh.stage_wires(ring.len())?);
+            Backend::Hybrid(comm, ring, t, wires)
+        }
+        _ if model.tensor_head => Backend::Tensor(comm, t, mesh.wire_dtype()?),
+        _ => {
+            let wires = Some(mesh.stage_wires(comm.size())?);
+            Backend::Mesh(comm, t, wires)
+        }
     })
 }
 
