@@ -4,8 +4,9 @@
 //! header (`b"OB"`, protocol version `u16`, payload length `u32`, little-endian) and the
 //! payload. The receiver checks the header of the first message before it allocates anything.
 
-/// Protocol version; a peer speaking another one is refused.
-pub const VERSION: u16 = 1;
+/// Protocol version; a peer speaking another one is refused (2: the pipeline's link-by-link
+/// element types, `crate::stage_wires`).
+pub const VERSION: u16 = 2;
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"OB";
 /// Bytes of the frame header.
@@ -52,12 +53,12 @@ mod tests {
 
     #[test]
     fn header_bytes_are_as_documented() {
-        assert_eq!(encode_header(0x0102_0304), [b'O', b'B', 1, 0, 4, 3, 2, 1]);
+        assert_eq!(encode_header(0x0102_0304), [b'O', b'B', 2, 0, 4, 3, 2, 1]);
         assert_eq!(decode_header(&encode_header(77), 100), Ok(77));
         assert!(decode_header(&encode_header(101), 100).unwrap_err().contains("exceeds"));
-        assert!(decode_header(&[b'O', b'B', 2, 0, 0, 0, 0, 0], 9)
+        assert!(decode_header(&[b'O', b'B', 1, 0, 0, 0, 0, 0], 9)
             .unwrap_err()
-            .contains("version 2"));
+            .contains("version 1"));
         assert!(decode_header(b"GET / HTTP", 9).unwrap_err().contains("not a onebit frame"));
         assert!(decode_header(b"OB", 9).is_err());
     }
