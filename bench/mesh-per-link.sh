@@ -8,8 +8,9 @@
 # stage and the third node as the second stage; 2B4T shape, one thread per process (head
 # core 0, worker 1 core 1, worker 2 core 1: three processes on two cores, so stage 2 shares
 # a core with worker 1, which waits while stage 2 runs at batch 1).
-# Runs, alternating: f32 everywhere, int8 everywhere, int8 on the hops and f32 in the island
-# (--wire hops=q8,q8/groups=f32,-), then `onebit plan` on the measured mesh.
+# First `onebit plan` on the measured mesh; then, alternating: f32 everywhere, int8 everywhere,
+# int8 on the hops and f32 in the island (--wire hops=q8,q8/groups=f32,-) at the default split,
+# and the last at each of the planner's splits of the hybrid [2, 1].
 # Needs root; deletes its namespaces on exit.
 # Usage: [RATE=20mbit] [BURST=2kb] [ROUNDS=2] bash bench/mesh-per-link.sh [model.gguf]
 set -euo pipefail
@@ -38,21 +39,27 @@ workers() {  # jobs
   ip netns exec $Y taskset -c 1 $B worker --listen 10.232.7.2:7673 --key-file "$D/mesh.key" --jobs "$1" 2>/dev/null &
   sleep 0.5
 }
-hybrid() {  # --wire value
+hybrid() {  # --wire value, [--split blocks]
   workers 1
   ip netns exec $X taskset -c 0 $B bench "$M" -t 1 -p 0 -n 32 -r 3 --batch 1 --mesh "$D/mesh.toml" \
-    --worker-threads 1 --strategy hybrid --groups 2,1 --wire "$1" 2>&1 | show
+    --worker-threads 1 --strategy hybrid --groups 2,1 --wire "$@" 2>&1 | show
   wait
 }
+echo "== onebit plan (measures the mesh: links, then each node alone)"
+workers 2
+ip netns exec $X taskset -c 0 $B plan "$M" --mesh "$D/mesh.toml" -t 1 --batch 8 2>&1 | tee "$D/plan" | sed 's/^/    /'
+kill %1 %2 2>/dev/null || true; wait 2>/dev/null || true
+# The planner's splits of the hybrid [2, 1] (for sequences in flight, and for one sequence).
+splits=$(grep -oE "^hybrid: nodes per stage \[2, 1\], blocks \[[0-9]+, [0-9]+\]" "$D/plan" | grep -oE "[0-9]+, [0-9]+\]$" | tr -d '] ' | sort -u)
 for round in $(seq "${ROUNDS:-2}"); do
   echo "== round $round: one node, 1 thread (core 0)"
   taskset -c 0 $B bench "$M" -t 1 -p 0 -n 32 -r 3 --batch 1 2>&1 | show
   for w in f32 q8 hops=q8,q8/groups=f32,-; do
-    echo "== round $round: hybrid [2, 1], --wire $w"
+    echo "== round $round: hybrid [2, 1], default split, --wire $w"
     hybrid "$w"
   done
+  for sp in $splits; do
+    echo "== round $round: hybrid [2, 1], the planner's split $sp, --wire hops=q8,q8/groups=f32,-"
+    hybrid hops=q8,q8/groups=f32,- --split "$sp"
+  done
 done
-echo "== onebit plan (measures the mesh: links, then each node alone)"
-workers 2
-ip netns exec $X taskset -c 0 $B plan "$M" --mesh "$D/mesh.toml" -t 1 --batch 8 2>&1 | sed 's/^/    /'
-kill %1 %2 2>/dev/null || true; wait 2>/dev/null || true

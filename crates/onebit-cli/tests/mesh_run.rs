@@ -147,21 +147,25 @@ fn plan_measures_the_mesh_and_predicts_every_candidate() {
         .map(|l| l.split_whitespace().rev().nth(3).unwrap().parse().unwrap())
         .collect();
     // Two one-node plans, and the pipeline and tensor plans priced with f32, f16 and q8 on
-    // the wire (the planner weighs the types: --wire auto), and a pipeline mixing types
-    // where one of its hops alone buys 2 % (on loopback hardly ever).
-    let per_link = out.lines().filter(|l| l.starts_with("pipeline") && l.contains("hops=")).count();
-    assert_eq!(rates.len() - per_link, 8, "{out}");
+    // the wire (the planner weighs the types: --wire auto); a pipeline may also come with a
+    // second split (for one sequence, where the nodes' measured speeds differ) and mixing
+    // types (where one of its hops alone buys 2 %: on loopback hardly ever).
+    assert!(rates.len() >= 8, "{out}");
     assert!(rates.iter().all(|r| *r > 0.0 && r.is_finite()), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("one node")).count(), 2, "{out}");
     for wire in [" f32 ", " f16 ", " q8 "] {
         let n = out.lines().filter(|l| l.starts_with("tensor") && l.contains(wire)).count();
         assert_eq!(n, 1, "{wire}: {out}");
+        let n = out.lines().filter(|l| l.starts_with("pipeline") && l.contains(wire)).count();
+        assert!((1..=2).contains(&n), "{wire}: {out}");
     }
     // A fixed type prices that type alone (from the cached figures).
     let (ok, out, err) =
         onebit(&["plan", &model, "--mesh", &file, "-t", "1", "--batch", "4", "--wire", "q8"]);
     assert!(ok, "{err}");
     let rows = out.lines().filter(|l| l.starts_with("pipeline") || l.starts_with("tensor"));
-    assert!(rows.clone().count() == 2 && rows.clone().all(|l| l.contains(" q8 ")), "{out}");
+    assert!((2..=3).contains(&rows.clone().count()), "{out}");
+    assert!(rows.clone().all(|l| l.contains(" q8 ")), "{out}");
     let (ok, _, err) = onebit(&["plan", &model, "--mesh", &file, "--wire", "f8"]);
     assert!(!ok && err.contains("unknown --wire 'f8'"), "{err}");
     reap(w);
@@ -177,12 +181,13 @@ fn a_hybrid_plan_on_three_nodes_runs_as_printed_and_prints_what_one_node_prints(
         ["plan", &model, "--mesh", &file, "-t", "1", "--strategy", "hybrid", "--wire", "f32"];
     let (ok, out, err) = onebit(&plan);
     assert!(ok, "{err}");
-    // Three nodes: two compositions with a group and more than one stage ([1, 2], [2, 1]).
-    assert_eq!(
-        out.lines().filter(|l| l.starts_with("hybrid: nodes per stage")).count(),
-        2,
-        "{out}"
-    );
+    // Three nodes: two compositions with a group and more than one stage ([1, 2], [2, 1]),
+    // each with one or two splits (for throughput, and for one sequence where it differs).
+    let hybrids = |groups: &str| {
+        let head = format!("hybrid: nodes per stage {groups}");
+        out.lines().filter(|l| l.starts_with(&head)).count()
+    };
+    assert!((1..=2).contains(&hybrids("[1, 2]")) && (1..=2).contains(&hybrids("[2, 1]")), "{out}");
     assert!(out.contains("choice: hybrid"), "{out}");
     let line = out.lines().find(|l| l.starts_with("run it: ")).expect("a command to run");
     let printed: Vec<&str> = line["run it: onebit ".len()..].split_whitespace().collect();

@@ -11,7 +11,9 @@
 //!   link's latency, plus the bytes a node receives over its bandwidth;
 //! - pipeline: contiguous layer ranges, one hop of the hidden state per stage boundary and
 //!   the sampled token back to the head; with `k` sequences in flight its throughput is
-//!   `min(k / T, 1 / slowest stage)`;
+//!   `min(k / T, 1 / slowest stage)`; the ranges that make the slowest stage fastest (for
+//!   sequences in flight) and, where they differ, those that make the trip shortest (one
+//!   sequence: more blocks on faster nodes) are both candidates;
 //! - hybrid: a pipeline whose stages are groups of consecutive nodes, each group running its
 //!   blocks tensor-parallel (the group's speeds add up; four gathers per block over the
 //!   group's slowest link, plus the leader handing the rows on); `plan_stages.rs`;
@@ -240,7 +242,7 @@ fn plans(
         match per_link {
             false => {
                 plans.extend(tensor_plan(&x, links, bpw));
-                plans.extend(crate::plan_stages::pipeline_plan(&x, links));
+                plans.extend(crate::plan_stages::pipeline_plans(&x, links));
                 plans.extend(crate::plan_stages::hybrid_plans(&x, links));
             }
             true => plans.extend(crate::plan_stages::per_link_plans(&x, links)),

@@ -1,7 +1,9 @@
 //! The planner's staged plans: a pipeline (every stage one node) and hybrids (stages of
 //! consecutive nodes, each running its blocks tensor-parallel, as [`crate::hybrid`] does).
-//! Both pick the blocks per stage by the same dynamic programming: the split whose slowest
-//! stage is fastest, within every node's memory.
+//! Both pick the blocks per stage by the same dynamic programming within every node's memory,
+//! twice: for sequences in flight the split whose slowest stage is fastest, for one sequence
+//! the split whose trip round the stages is shortest (more blocks on faster stages); each is
+//! a candidate where they differ.
 //!
 //! A stage of nodes `G` running `l` of the `L` blocks takes, per token,
 //! `f·(l/L) / Σ_{i∈G} 1/t_i` (its nodes' speeds add up: pieces are in proportion to speed; `f`
@@ -29,11 +31,12 @@ struct Group {
     bandwidth: f64,
 }
 
-/// The pipeline over every node in mesh order.
-pub(crate) fn pipeline_plan(x: &Inputs<'_>, links: &[LinkProbe]) -> Option<Plan> {
+/// The pipeline over every node in mesh order (its split for throughput, and for one
+/// sequence where that differs).
+pub(crate) fn pipeline_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
     let sizes = vec![1; x.nodes.len()];
-    let (layers, plan) = staged(x, links, &sizes, &StageWires::uniform(sizes.len(), x.wire))?;
-    Some(Plan { strategy: Strategy::Pipeline { layers }, ..plan })
+    let w = StageWires::uniform(sizes.len(), x.wire);
+    both_goals(x, links, &sizes, &w).into_iter().map(|p| named(sizes.clone(), p)).collect()
 }
 
 /// Stages of consecutive nodes for every hybrid of `n` nodes: at least one stage with several
@@ -82,33 +85,37 @@ pub(crate) fn hybrid_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
     let n = x.nodes.len();
     let out = hybrid_sizes(n)
         .into_iter()
-        .filter_map(|sizes| {
+        .flat_map(|sizes| {
             let w = StageWires::uniform(sizes.len(), x.wire);
-            staged(x, links, &sizes, &w).map(|p| named(sizes, p))
+            both_goals(x, links, &sizes, &w).into_iter().map(move |p| named(sizes.clone(), p))
         })
         .collect();
     fastest_hybrids(out, n)
 }
 
 /// The pipeline and every hybrid with each link's type chosen on its own ([`per_link`]),
-/// where that mixes types (one type everywhere is [`pipeline_plan`]'s and [`hybrid_plans`]').
+/// where that mixes types (one type everywhere is [`pipeline_plans`]' and [`hybrid_plans`]').
 pub(crate) fn per_link_plans(x: &Inputs<'_>, links: &[LinkProbe]) -> Vec<Plan> {
     let n = x.nodes.len();
     let mixed = |sizes: Vec<usize>| {
-        let p = per_link(x, links, &sizes)?;
-        p.1.wires.single_type(&sizes).is_none().then(|| named(sizes, p))
+        let w = per_link(x, links, &sizes)?;
+        let plans = both_goals(x, links, &sizes, &w);
+        Some(plans.into_iter().map(move |p| named(sizes.clone(), p)))
     };
-    let hybrids = fastest_hybrids(hybrid_sizes(n).into_iter().filter_map(mixed).collect(), n);
-    mixed(vec![1; n]).into_iter().chain(hybrids).collect()
+    let hybrids =
+        fastest_hybrids(hybrid_sizes(n).into_iter().filter_map(mixed).flatten().collect(), n);
+    mixed(vec![1; n]).into_iter().flatten().chain(hybrids).collect()
 }
 
-/// Stages of `sizes` nodes with each link's type chosen on its own: starting from f32
-/// everywhere, a hop or a group's gathers goes f16 or int8 (the faster) where that alone
-/// makes the plan [`LOSSY_LINK_GAIN`] times as fast.
-fn per_link(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec<usize>, Plan)> {
+/// The types of stages of `sizes` nodes with each link's chosen on its own, where they mix:
+/// starting from f32 everywhere, a hop or a group's gathers goes f16 or int8 (the faster)
+/// where that alone makes the plan (its split for one sequence) [`LOSSY_LINK_GAIN`] times as
+/// fast.
+fn per_link(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<StageWires> {
     let s = sizes.len();
     let exact = StageWires::uniform(s, WireDtype::F32);
-    let base = staged(x, links, sizes, &exact)?.1.tok_s;
+    let speed = |w: &StageWires| staged(x, links, sizes, w, Goal::Latency).map(|p| p.1.tok_s);
+    let base = speed(&exact)?;
     let mut chosen = exact.clone();
     // Slots 0..s: the hops; s..2s: the groups' gathers (none for a stage of one node).
     for slot in (0..2 * s).filter(|&i| i < s || sizes[i - s] > 1) {
@@ -116,14 +123,14 @@ fn per_link(x: &Inputs<'_>, links: &[LinkProbe], sizes: &[usize]) -> Option<(Vec
         for d in [WireDtype::F16, WireDtype::Q8] {
             let mut w = exact.clone();
             *slot_of(&mut w, slot, s) = d;
-            match staged(x, links, sizes, &w) {
-                Some((_, p)) if p.tok_s > best.0 => best = (p.tok_s, d),
+            match speed(&w) {
+                Some(v) if v > best.0 => best = (v, d),
                 _ => {}
             }
         }
         *slot_of(&mut chosen, slot, s) = best.1;
     }
-    staged(x, links, sizes, &chosen)
+    chosen.single_type(sizes).is_none().then_some(chosen)
 }
 
 fn slot_of(w: &mut StageWires, slot: usize, s: usize) -> &mut WireDtype {
@@ -133,13 +140,55 @@ fn slot_of(w: &mut StageWires, slot: usize, s: usize) -> &mut WireDtype {
     }
 }
 
-/// The best blocks per stage for stages of `sizes` consecutive nodes sending as `wires`, and
-/// the plan's figures.
+/// What the blocks per stage of a staged plan are chosen for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Goal {
+    /// Sequences in flight: the slowest stage fastest (then the shortest trip).
+    Throughput,
+    /// One sequence: the shortest trip round the stages (then the fastest slowest stage).
+    Latency,
+}
+
+impl Goal {
+    /// Whether (slowest stage, sum of stages) `a` is better than `b` (equal within 1e-9 on
+    /// the first figure: the other decides).
+    fn prefers(self, a: (f64, f64), b: (f64, f64)) -> bool {
+        let key = |(worst, sum): (f64, f64)| match self {
+            Goal::Throughput => (worst, sum),
+            Goal::Latency => (sum, worst),
+        };
+        let (a, b) = (key(a), key(b));
+        let tol = 1e-9 * b.0.abs();
+        a.0 < b.0 - tol || (a.0 <= b.0 + tol && a.1 < b.1)
+    }
+}
+
+/// The plans of stages of `sizes` sending as `wires`: blocks per stage for throughput, and
+/// for one sequence where that split differs.
+fn both_goals(
+    x: &Inputs<'_>,
+    links: &[LinkProbe],
+    sizes: &[usize],
+    wires: &StageWires,
+) -> Vec<(Vec<usize>, Plan)> {
+    let mut out: Vec<(Vec<usize>, Plan)> = Vec::new();
+    for goal in [Goal::Throughput, Goal::Latency] {
+        match staged(x, links, sizes, wires, goal) {
+            Some(p) if out.iter().all(|(l, _)| l != &p.0) => out.push(p),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The best blocks per stage for `goal` for stages of `sizes` consecutive nodes sending as
+/// `wires`, and the plan's figures.
 fn staged(
     x: &Inputs<'_>,
     links: &[LinkProbe],
     sizes: &[usize],
     wires: &StageWires,
+    goal: Goal,
 ) -> Option<(Vec<usize>, Plan)> {
     let Inputs { c, bytes, block_frac, nodes, hop, k, .. } = *x;
     let hidden = c.hidden as f64;
@@ -198,19 +247,21 @@ fn staged(
                 <= nodes[i].mem_bytes as f64
         })
     };
-    // best[i][j]: the smallest slowest-stage time with stages 0..i holding j blocks, every
-    // stage at least one block; back[i][j] the blocks of stage i - 1.
+    // best[i][j]: with stages 0..i holding j blocks, every stage at least one block, the
+    // (slowest stage, sum of stages) pair best for `goal`; back[i][j] the blocks of stage i - 1.
     let (s, total) = (groups.len(), c.layers);
-    let inf = f64::INFINITY;
+    let inf = (f64::INFINITY, f64::INFINITY);
     let mut best = vec![vec![inf; total + 1]; s + 1];
     let mut back = vec![vec![0usize; total + 1]; s + 1];
-    best[0][0] = 0.0;
+    best[0][0] = (0.0, 0.0);
     for i in 1..=s {
         for j in i..=total {
             for l in 1..=j - (i - 1) {
-                if best[i - 1][j - l].is_finite() && fits(i - 1, l) {
-                    let v = best[i - 1][j - l].max(stage_t(i - 1, l, 1.0));
-                    if v < best[i][j] {
+                let (worst, sum) = best[i - 1][j - l];
+                if worst.is_finite() && fits(i - 1, l) {
+                    let t = stage_t(i - 1, l, 1.0);
+                    let v = (worst.max(t), sum + t);
+                    if goal.prefers(v, best[i][j]) {
                         best[i][j] = v;
                         back[i][j] = l;
                     }
@@ -218,7 +269,7 @@ fn staged(
             }
         }
     }
-    if !best[s][total].is_finite() {
+    if !best[s][total].0.is_finite() {
         return None;
     }
     let mut split = vec![0; s];

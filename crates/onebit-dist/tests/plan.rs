@@ -114,8 +114,19 @@ fn two_islands_joined_by_a_slow_link_are_a_hybrid() {
     let tp = best(|s| matches!(s, Strategy::Tensor { .. })).unwrap();
     let pp = best(|s| matches!(s, Strategy::Pipeline { .. })).unwrap();
     assert!(p[0].tok_s > 1.1 * pp && p[0].tok_s > 2.0 * tp, "{p:?}");
-    // Every composition of 4 nodes into 2 or 3 stages with a group is a candidate.
-    assert_eq!(p.iter().filter(|x| matches!(x.strategy, Strategy::Hybrid { .. })).count(), 6);
+    // Every composition of 4 nodes into 2 or 3 stages with a group is a candidate (some with
+    // two splits: for throughput and for one sequence).
+    let mut compositions: Vec<&Vec<usize>> = p
+        .iter()
+        .filter_map(|x| match &x.strategy {
+            Strategy::Hybrid { groups, .. } => Some(groups),
+            _ => None,
+        })
+        .collect();
+    compositions.dedup();
+    compositions.sort();
+    compositions.dedup();
+    assert_eq!(compositions.len(), 6, "{p:?}");
     // With the islands on fast links everywhere, one tensor-parallel mesh beats the hybrid.
     let fast = islands(4, 4, (3e-5, 1e9), (3e-5, 1e9));
     let p = plan(&c, 2.0, &nodes, &fast, 1).unwrap();
@@ -158,4 +169,44 @@ fn each_link_of_two_islands_gets_its_own_type() {
     let fast = islands(4, 4, (2e-5, 1e10), (2e-5, 1e10));
     let none = plan_per_link(&c, 2.0, &nodes, &fast, 8).unwrap();
     assert!(none.iter().all(|p| matches!(p.strategy, Strategy::Single { .. })), "{none:?}");
+}
+
+#[test]
+fn one_sequence_gets_the_split_with_the_shortest_trip() {
+    // An island of two nodes (fast links) and a third node as fast as one of them, behind a
+    // 100 Mbit/s link: for sequences in flight the hybrid [2, 1] balances its two stages (the
+    // island, twice as fast, also runs the output head and its gathers); for one sequence the
+    // shortest trip puts as many blocks as memory allows on the island.
+    let c = ModelConfig::bitnet_2b4t();
+    let nodes = [node(1.0 / 16.0, 24.0), node(1.0 / 16.0, 24.0), node(1.0 / 16.0, 24.0)];
+    let links = islands(3, 2, (3e-5, 1e9), (3e-5, 12.5e6));
+    let p = plan(&c, 2.0, &nodes, &links, 8).unwrap();
+    let splits: Vec<&Plan> = p
+        .iter()
+        .filter(|x| matches!(&x.strategy, Strategy::Hybrid { groups, .. } if groups == &[2, 1]))
+        .collect();
+    assert_eq!(splits.len(), 2, "{p:?}");
+    let island = |x: &Plan| match &x.strategy {
+        Strategy::Hybrid { layers, .. } => layers[0],
+        _ => unreachable!(),
+    };
+    let (one, many) = match splits[0].tok_s > splits[1].tok_s {
+        true => (splits[0], splits[1]),
+        false => (splits[1], splits[0]),
+    };
+    assert!(island(one) > island(many) && island(one) == 29, "{one:?} vs {many:?}");
+    assert!(
+        one.tok_s > many.tok_s * 1.1 && many.tok_s_batch > one.tok_s_batch,
+        "{one:?} vs {many:?}"
+    );
+    // Where memory keeps the island to about half the model, one sequence's split is capped.
+    let small = [node(1.0 / 16.0, 0.4), node(1.0 / 16.0, 0.4), node(1.0 / 16.0, 24.0)];
+    let p = plan(&c, 2.0, &small, &links, 8).unwrap();
+    let most = p
+        .iter()
+        .filter(|x| matches!(&x.strategy, Strategy::Hybrid { groups, .. } if groups == &[2, 1]))
+        .map(island)
+        .max()
+        .unwrap();
+    assert!(most < 29, "{p:?}");
 }
