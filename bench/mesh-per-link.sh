@@ -18,25 +18,15 @@ B=$(realpath "${ONEBIT:-target/release/onebit}")
 M=$(realpath "${1:-/tmp/b4/2b4t.gguf}")
 [ -f "$M" ] || { mkdir -p "$(dirname "$M")"; $B init --shape 2b4t -o "$M"; }
 RATE=${RATE:-20mbit}; BURST=${BURST:-2kb}
-X=obpx$$; Y=obpy$$
-D=$(mktemp -d)
-cleanup() { ip netns del $X 2>/dev/null || true; ip netns del $Y 2>/dev/null || true; rm -rf "$D"; }
-trap cleanup EXIT
-ip netns add $X; ip netns add $Y
-ip link add ${X}v type veth peer name ${Y}v
-ip link set ${X}v netns $X; ip link set ${Y}v netns $Y
-ip -n $X addr add 10.232.7.1/24 dev ${X}v; ip -n $Y addr add 10.232.7.2/24 dev ${Y}v
-for ns in $X $Y; do
-  ip -n $ns link set ${ns}v up; ip -n $ns link set lo up
-  tc -n $ns qdisc add dev ${ns}v root tbf rate "$RATE" burst "$BURST" latency 200ms
-done
-$B mesh new-key -o "$D/mesh.key" >/dev/null
-printf 'key_file = "mesh.key"\nhead = "10.232.7.1:7671"\nworkers = ["10.232.7.1:7672", "10.232.7.2:7673"]\n' > "$D/mesh.toml"
+# Namespaces $A (the head and worker 1, 10.232.9.1) and $W (worker 2, 10.232.9.2).
+. "$(dirname "$0")/mesh-netns.sh" "$RATE"
+X=$A; Y=$W
+printf 'key_file = "mesh.key"\nhead = "10.232.9.1:7671"\nworkers = ["10.232.9.1:7672", "10.232.9.2:7673"]\n' > "$D/mesh.toml"
 date; lscpu | grep -E "Model name|^CPU\(s\)|Flags"; echo "slow link: tbf $RATE, burst $BURST"
 show() { grep -E "tg[0-9]+ |mesh:|wire:|auto:" | sed 's/^/    /'; }
 workers() {  # jobs
-  ip netns exec $X taskset -c 1 $B worker --listen 10.232.7.1:7672 --key-file "$D/mesh.key" --jobs "$1" 2>/dev/null &
-  ip netns exec $Y taskset -c 1 $B worker --listen 10.232.7.2:7673 --key-file "$D/mesh.key" --jobs "$1" 2>/dev/null &
+  ip netns exec $X taskset -c 1 $B worker --listen 10.232.9.1:7672 --key-file "$D/mesh.key" --jobs "$1" 2>/dev/null &
+  ip netns exec $Y taskset -c 1 $B worker --listen 10.232.9.2:7673 --key-file "$D/mesh.key" --jobs "$1" 2>/dev/null &
   sleep 0.5
 }
 hybrid() {  # --wire value, [--split blocks]
