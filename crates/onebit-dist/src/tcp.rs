@@ -5,7 +5,10 @@
 //! encrypted and authenticated; then each side sends a hello frame (its rank and the mesh
 //! size). Frames are [`crate::frame`]'s. A peer with the wrong key, another protocol version,
 //! or a malformed or oversized frame is refused with a logged error; the listening rank keeps
-//! accepting until its peers have joined or the deadline passes.
+//! accepting until its peers have joined or the deadline passes. The cipher is `ring`'s
+//! (snow's `ring-accelerated` resolver: assembly ChaCha20-Poly1305; the handshake's X25519
+//! and BLAKE2s stay snow's defaults): RustCrypto's capped a loopback link near 0.9 GB/s,
+//! below what a 10 Gbit/s wire carries (bench/runs/2026-12-06-xeon-issue15-ring-cipher.txt).
 
 use crate::comm::{check_peer, Comm};
 use crate::error::{DistError, Result};
