@@ -153,6 +153,10 @@ impl Goal {
     /// Whether (slowest stage, sum of stages) `a` is better than `b` (equal within 1e-9 on
     /// the first figure: the other decides).
     fn prefers(self, a: (f64, f64), b: (f64, f64)) -> bool {
+        // Nothing found yet: any split that runs is better.
+        if !b.0.is_finite() {
+            return a.0.is_finite();
+        }
         let key = |(worst, sum): (f64, f64)| match self {
             Goal::Throughput => (worst, sum),
             Goal::Latency => (sum, worst),

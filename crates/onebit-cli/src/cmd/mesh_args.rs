@@ -313,11 +313,8 @@ impl MeshArgs {
         let session = Session::try_with_options(model, opts)?;
         let comm = match (layout, comm) {
             (Layout::Hybrid(h), Some(c)) => {
-                let ring = h.ring()?;
-                let wires = self.stage_wires(ring.len())?;
-                eprintln!("wire: {}", wires.label(&h.sizes()));
-                let head = PipelineHead::hybrid(session, c, &ring, self.timeouts())?;
-                return Ok(Runner::Mesh(Box::new(head.with_wires(wires)?)));
+                let head = PipelineHead::hybrid(session, c, &h.ring()?, self.timeouts())?;
+                return Ok(Runner::Mesh(Box::new(self.sending(head, layout)?)));
             }
             (_, comm) => comm,
         };
@@ -330,10 +327,8 @@ impl MeshArgs {
                 ))
             }
             Some(c) => {
-                let wires = self.stage_wires(c.size())?;
-                eprintln!("wire: {}", wires.label(&vec![1; c.size()]));
                 let head = PipelineHead::new(session, c, self.timeouts())?;
-                Runner::Mesh(Box::new(head.with_wires(wires)?))
+                Runner::Mesh(Box::new(self.sending(head, layout)?))
             }
             None => Runner::Local(Box::new(session)),
         })
@@ -368,6 +363,27 @@ impl MeshArgs {
                 bail!("--wire per link sets a pipeline's or hybrid's links; tensor parallelism sends one type")
             }
         }
+    }
+
+    /// The element types link by link of a pipeline or hybrid `layout` (`None` for another),
+    /// said on stderr as the head starts.
+    pub fn layout_wires(&self, layout: &Layout) -> Result<Option<StageWires>> {
+        let sizes = match layout {
+            Layout::Pipeline(split) => vec![1; split.len()],
+            Layout::Hybrid(h) => h.sizes(),
+            Layout::One | Layout::Tensor(_) => return Ok(None),
+        };
+        let wires = self.stage_wires(sizes.len())?;
+        eprintln!("wire: {}", wires.label(&sizes));
+        Ok(Some(wires))
+    }
+
+    /// `head` sending in the element types of `layout`.
+    fn sending<'m>(&self, head: PipelineHead<'m>, layout: &Layout) -> Result<PipelineHead<'m>> {
+        Ok(match self.layout_wires(layout)? {
+            Some(w) => head.with_wires(w)?,
+            None => head,
+        })
     }
 
     /// The element types, link by link, of a pipeline or hybrid of `stages` stages: the

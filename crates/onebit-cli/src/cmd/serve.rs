@@ -158,16 +158,9 @@ fn mesh_backend(
 ) -> Result<Backend> {
     let t = mesh.timeouts();
     Ok(match layout {
-        Layout::Hybrid(h) => {
-            let ring = h.ring()?;
-            let wires = Some(mesh.stage_wires(ring.len())?);
-            Backend::Hybrid(comm, ring, t, wires)
-        }
+        Layout::Hybrid(h) => Backend::Hybrid(comm, h.ring()?, t, mesh.layout_wires(layout)?),
         _ if model.tensor_head => Backend::Tensor(comm, t, mesh.wire_dtype()?),
-        _ => {
-            let wires = Some(mesh.stage_wires(comm.size())?);
-            Backend::Mesh(comm, t, wires)
-        }
+        _ => Backend::Mesh(comm, t, mesh.layout_wires(layout)?),
     })
 }
 
