@@ -35,8 +35,8 @@ pub enum DistError {
         /// What was wrong.
         why: String,
     },
-    /// The Noise handshake failed: a wrong key, or not a onebit node.
-    #[error("node {peer}: handshake failed ({why}); is the key file the same on both nodes?")]
+    /// The Noise handshake failed: a wrong key, an older onebit, or not a onebit node.
+    #[error("node {peer}: handshake failed ({why}); are the key file and the onebit version the same on both nodes?")]
     Handshake {
         /// The peer.
         peer: String,

@@ -5,15 +5,16 @@
 //! payload. The receiver checks the header of the first message before it allocates anything.
 
 /// Protocol version; a peer speaking another one is refused (2: the pipeline's link-by-link
-/// element types, `crate::stage_wires`).
-pub const VERSION: u16 = 2;
+/// element types, `crate::stage_wires`; 3: AES-GCM in place of ChaCha20-Poly1305, so a node
+/// of version 2 already fails the handshake).
+pub const VERSION: u16 = 3;
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"OB";
 /// Bytes of the frame header.
 pub const HEADER_LEN: usize = 8;
 /// The largest Noise message.
 pub const NOISE_MAX: usize = 65_535;
-/// The ChaChaPoly tag each Noise transport message carries.
+/// The AEAD tag each Noise transport message carries.
 pub const TAG_LEN: usize = 16;
 /// Plaintext bytes per Noise message.
 pub const CHUNK: usize = NOISE_MAX - TAG_LEN;
@@ -53,7 +54,7 @@ mod tests {
 
     #[test]
     fn header_bytes_are_as_documented() {
-        assert_eq!(encode_header(0x0102_0304), [b'O', b'B', 2, 0, 4, 3, 2, 1]);
+        assert_eq!(encode_header(0x0102_0304), [b'O', b'B', 3, 0, 4, 3, 2, 1]);
         assert_eq!(decode_header(&encode_header(77), 100), Ok(77));
         assert!(decode_header(&encode_header(101), 100).unwrap_err().contains("exceeds"));
         assert!(decode_header(&[b'O', b'B', 1, 0, 0, 0, 0, 0], 9)

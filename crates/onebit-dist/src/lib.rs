@@ -39,6 +39,7 @@ pub mod plan;
 mod plan_stages;
 pub mod probe;
 pub mod shard_stream;
+mod sock;
 pub mod speed;
 pub mod stage_job;
 pub mod stage_wires;

@@ -1,25 +1,30 @@
 //! [`TcpComm`]: the mesh over TCP for home clusters. Each rank listens on its address;
 //! every rank connects to each lower rank and accepts the higher ones. A connection starts
-//! with a Noise `NNpsk0` handshake (X25519, ChaCha20-Poly1305, BLAKE2s) keyed by the mesh's
+//! with a Noise `NNpsk0` handshake (X25519, AES-256-GCM, BLAKE2s) keyed by the mesh's
 //! pre-shared key, so only nodes holding the key file get in and everything after is
 //! encrypted and authenticated; then each side sends a hello frame (its rank and the mesh
-//! size). Frames are [`crate::frame`]'s. A peer with the wrong key, another protocol version,
-//! or a malformed or oversized frame is refused with a logged error; the listening rank keeps
-//! accepting until its peers have joined or the deadline passes. The cipher is `ring`'s
-//! (snow's `ring-accelerated` resolver: assembly ChaCha20-Poly1305; the handshake's X25519
-//! and BLAKE2s stay snow's defaults): RustCrypto's capped a loopback link near 0.9 GB/s,
+//! size). Frames are [`crate::frame`]'s, read and written by `crate::sock`. A peer with the
+//! wrong key, another protocol version, or a malformed or oversized frame is refused with a
+//! logged error; the listening rank keeps accepting until its peers have joined or the
+//! deadline passes. The cipher is `ring`'s (snow's `ring-accelerated` resolver; the handshake's
+//! X25519 and BLAKE2s stay snow's defaults): RustCrypto's capped a loopback link near 0.9 GB/s,
 //! below what a 10 Gbit/s wire carries (bench/runs/2026-12-06-xeon-issue15-ring-cipher.txt).
+//! AES-GCM rather than ChaCha20-Poly1305: every x86-64 CPU of the last decade and every
+//! 64-bit ARM one has AES and carry-less multiply instructions, and there `ring`'s AES-GCM
+//! took a tensor-parallel exchange of 5 kB from 12 to 8 µs on loopback
+//! (bench/runs/2026-12-06-xeon-issue15-socket-calls.txt).
 
 use crate::comm::{check_peer, Comm};
 use crate::error::{DistError, Result};
 use crate::frame::{decode_header, encode_header, CHUNK, HEADER_LEN, NOISE_MAX};
 use crate::link_emulation::{Emulator, LinkEmulation};
-use std::io::{ErrorKind, Read, Write};
+use crate::sock::{Sock, PREFIX};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 /// The Noise protocol every node speaks.
-const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+const PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 
 /// How a node joins a TCP mesh.
 #[derive(Clone, Debug)]
@@ -49,10 +54,13 @@ impl TcpConfig {
 /// One connection: the socket, its Noise state and reusable buffers.
 pub(crate) struct Peer {
     name: String,
-    stream: TcpStream,
+    sock: Sock,
     noise: snow::TransportState,
+    /// A Noise message to send, behind room for its length prefix.
     cipher: Vec<u8>,
-    plain: Vec<u8>,
+    /// A frame's next plaintext chunk to send, and the last one received.
+    plain_out: Vec<u8>,
+    plain_in: Vec<u8>,
     /// Bytes of this socket's send buffer as the kernel granted it.
     send_room: usize,
 }
@@ -95,68 +103,17 @@ fn remaining(deadline: Instant, peer: &str, op: &'static str) -> Result<Duration
     Ok(left)
 }
 
-/// Writes one length-prefixed message.
-fn write_raw(s: &mut TcpStream, name: &str, msg: &[u8], deadline: Instant) -> Result<()> {
-    let mut framed = Vec::with_capacity(2 + msg.len());
-    framed.extend((msg.len() as u16).to_be_bytes());
-    framed.extend_from_slice(msg);
-    write_framed(s, name, &framed, deadline)
-}
-
-/// Writes a message whose 2-byte length prefix is already in place, in one write: with
-/// TCP_NODELAY a separate write of the prefix would go out as its own segment and wake the
-/// receiver twice per message.
-fn write_framed(s: &mut TcpStream, name: &str, framed: &[u8], deadline: Instant) -> Result<()> {
-    let wait = remaining(deadline, name, "send")?;
-    s.set_write_timeout(Some(wait)).map_err(|e| io_err(name, "send", e, wait))?;
-    s.write_all(framed).map_err(|e| io_err(name, "send", e, wait))
-}
-
-/// How long a receive polls the socket before it sleeps in the kernel: a node of a
-/// tensor-parallel mesh waits for its peers a few dozen times per token, and waking a sleeping
-/// thread costs tens of microseconds (more in a VM) on top of the link's own latency.
-const SPIN: Duration = Duration::from_millis(1);
-
-/// Reads into `buf` without blocking for up to [`SPIN`]; the bytes read (0 if nothing came).
-fn spin_read(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    s.set_nonblocking(true)?;
-    let t0 = Instant::now();
-    let r = loop {
-        match s.read(buf) {
-            Ok(0) => break Err(ErrorKind::UnexpectedEof.into()),
-            Ok(n) => break Ok(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock && t0.elapsed() < SPIN => {
-                std::hint::spin_loop()
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(0),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
-        }
-    };
-    s.set_nonblocking(false)?;
-    r
-}
-
-/// Reads one length-prefixed message into `buf`.
-fn read_raw(s: &mut TcpStream, name: &str, buf: &mut Vec<u8>, deadline: Instant) -> Result<()> {
-    let mut len = [0u8; 2];
-    let mut got = spin_read(s, &mut len).map_err(|e| io_err(name, "recv", e, SPIN))?;
-    let wait = remaining(deadline, name, "recv")?;
-    s.set_read_timeout(Some(wait)).map_err(|e| io_err(name, "recv", e, wait))?;
-    while got < 2 {
-        match s.read(&mut len[got..]) {
-            Ok(0) => return Err(io_err(name, "recv", ErrorKind::UnexpectedEof.into(), wait)),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(name, "recv", e, wait)),
-        }
-    }
-    buf.resize(u16::from_be_bytes(len) as usize, 0);
-    s.read_exact(buf).map_err(|e| io_err(name, "recv", e, wait))
+/// The error of a socket call on the link to `peer`; `wait` is how long it was given.
+fn sock_err<'a>(
+    peer: &'a str,
+    op: &'static str,
+    wait: Duration,
+) -> impl Fn(std::io::Error) -> DistError + 'a {
+    move |e| io_err(peer, op, e, wait)
 }
 
 pub(crate) fn handshake(
-    mut stream: TcpStream,
+    stream: TcpStream,
     name: String,
     key: &[u8; 32],
     initiator: bool,
@@ -168,25 +125,34 @@ pub(crate) fn handshake(
     let builder = snow::Builder::new(params).psk(0, key);
     let mut hs = if initiator { builder.build_initiator() } else { builder.build_responder() }
         .map_err(|e| fail(e.to_string()))?;
-    let (mut msg, mut payload) = (vec![0u8; NOISE_MAX], vec![0u8; NOISE_MAX]);
-    let mut wire = Vec::new();
+    let mut sock = Sock::new(stream, NOISE_MAX);
+    let (mut msg, mut payload) = (vec![0u8; PREFIX + NOISE_MAX], vec![0u8; NOISE_MAX]);
+    let wait = deadline.saturating_duration_since(Instant::now());
     for step in 0..2 {
         if (step == 0) == initiator {
-            let n = hs.write_message(&[], &mut msg).map_err(|e| fail(e.to_string()))?;
-            write_raw(&mut stream, &name, &msg[..n], deadline)?;
+            let n = hs.write_message(&[], &mut msg[PREFIX..]).map_err(|e| fail(e.to_string()))?;
+            msg.truncate(PREFIX + n);
+            sock.write_msg(&mut msg, deadline).map_err(sock_err(&name, "send", wait))?;
         } else {
-            read_raw(&mut stream, &name, &mut wire, deadline)?;
-            hs.read_message(&wire, &mut payload).map_err(|e| fail(e.to_string()))?;
+            let wire = sock.read_msg(deadline).map_err(sock_err(&name, "recv", wait))?;
+            hs.read_message(wire, &mut payload).map_err(|e| fail(e.to_string()))?;
         }
     }
     let noise = hs.into_transport_mode().map_err(|e| fail(e.to_string()))?;
-    let cipher = vec![0u8; NOISE_MAX + 2];
     // Linux reports the send buffer doubled for its own bookkeeping: half is payload room.
-    let sock = socket2::SockRef::from(&stream);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let send_room = sock.send_buffer_size().unwrap_or(0) / 2;
-    Ok(Peer { name, stream, noise, cipher, plain: Vec::with_capacity(CHUNK), send_room })
+    let opts = socket2::SockRef::from(sock.stream());
+    let _ = opts.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = opts.set_recv_buffer_size(SOCKET_BUFFER);
+    let send_room = opts.send_buffer_size().unwrap_or(0) / 2;
+    Ok(Peer {
+        name,
+        sock,
+        noise,
+        cipher: Vec::with_capacity(PREFIX + NOISE_MAX),
+        plain_out: Vec::with_capacity(CHUNK),
+        plain_in: vec![0; NOISE_MAX],
+        send_room,
+    })
 }
 
 impl Peer {
@@ -198,23 +164,28 @@ impl Peer {
     pub(crate) fn send_frame(&mut self, msg: &[u8], deadline: Instant) -> Result<()> {
         let len = u32::try_from(msg.len())
             .map_err(|_| DistError::Usage(format!("a message of {} bytes", msg.len())))?;
+        let wait = deadline.saturating_duration_since(Instant::now());
         let mut rest = msg;
         let mut first = true;
         while first || !rest.is_empty() {
-            self.plain.clear();
+            self.plain_out.clear();
             if first {
-                self.plain.extend_from_slice(&encode_header(len));
+                self.plain_out.extend_from_slice(&encode_header(len));
             }
-            let take = rest.len().min(CHUNK - self.plain.len());
-            self.plain.extend_from_slice(&rest[..take]);
+            let take = rest.len().min(CHUNK - self.plain_out.len());
+            self.plain_out.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             first = false;
+            // Sized once; write_message fills the front and the tail is cut below.
+            self.cipher.resize(PREFIX + NOISE_MAX, 0);
             let n = self
                 .noise
-                .write_message(&self.plain, &mut self.cipher[2..])
+                .write_message(&self.plain_out, &mut self.cipher[PREFIX..])
                 .map_err(|e| DistError::Frame { peer: self.name.clone(), why: e.to_string() })?;
-            self.cipher[..2].copy_from_slice(&(n as u16).to_be_bytes());
-            write_framed(&mut self.stream, &self.name, &self.cipher[..n + 2], deadline)?;
+            self.cipher.truncate(PREFIX + n);
+            self.sock
+                .write_msg(&mut self.cipher, deadline)
+                .map_err(sock_err(&self.name, "send", wait))?;
         }
         Ok(())
     }
@@ -225,31 +196,17 @@ impl Peer {
         max: usize,
         deadline: Instant,
     ) -> Result<()> {
-        let mut wire = std::mem::take(&mut self.cipher);
-        let r = self.recv_into(buf, max, deadline, &mut wire);
-        wire.resize(NOISE_MAX + 2, 0);
-        self.cipher = wire;
-        r
-    }
-
-    fn recv_into(
-        &mut self,
-        buf: &mut Vec<u8>,
-        max: usize,
-        deadline: Instant,
-        wire: &mut Vec<u8>,
-    ) -> Result<()> {
         let bad = |name: &str, why: String| DistError::Frame { peer: name.into(), why };
+        let wait = deadline.saturating_duration_since(Instant::now());
         let mut total = None;
         buf.clear();
         loop {
-            read_raw(&mut self.stream, &self.name, wire, deadline)?;
-            self.plain.resize(NOISE_MAX, 0);
+            let wire = self.sock.read_msg(deadline).map_err(sock_err(&self.name, "recv", wait))?;
             let n = self
                 .noise
-                .read_message(wire, &mut self.plain)
+                .read_message(wire, &mut self.plain_in)
                 .map_err(|e| bad(&self.name, format!("cannot decrypt ({e})")))?;
-            let mut part = &self.plain[..n];
+            let mut part = &self.plain_in[..n];
             let want = match total {
                 Some(t) => t,
                 None => {
