@@ -264,24 +264,31 @@ mod tests {
 
     #[test]
     fn simd_head_matches_scalar_bit_exact() {
-        let (rows, cols) = (37, 1000);
-        let w: Vec<f32> =
-            (0..rows * cols).map(|i| ((i * 7919) % 1999) as f32 / 999.0 - 1.0).collect();
-        let m = Q8Matrix::from_f32(&w, rows, cols).unwrap();
-        let xs: Vec<f32> =
-            (0..2 * cols).map(|i| ((i * 104729) % 3001) as f32 / 1500.0 - 1.0).collect();
-        let mut x = ActQuant::new(2, cols);
-        x.quantize(&xs);
-        let mut y = vec![0f32; 2 * rows];
-        q8_matmul(&ThreadPool::new(2), &m, &x, &mut y).unwrap();
-        for t in 0..2 {
-            for r in 0..rows {
-                let acc = dot_scalar(m.row(r), x.row(t));
-                assert_eq!(
-                    y[t * rows + r],
-                    acc as f32 * m.row_scale(r) / x.scales()[t],
-                    "t={t} r={r}"
-                );
+        // Every ISA this CPU has, ragged rows (tiles of four rows and the rest) and token
+        // counts (tiles of four or two tokens and the rest).
+        let features = crate::dispatch::CpuFeatures::get();
+        let pool = ThreadPool::new(2);
+        for (rows, cols, tokens) in [(37, 1000, 2), (70, 96, 7), (5, 33, 1), (41, 260, 5)] {
+            let w: Vec<f32> =
+                (0..rows * cols).map(|i| ((i * 7919) % 1999) as f32 / 999.0 - 1.0).collect();
+            let m = Q8Matrix::from_f32(&w, rows, cols).unwrap();
+            let xs: Vec<f32> =
+                (0..tokens * cols).map(|i| ((i * 104729) % 3001) as f32 / 1500.0 - 1.0).collect();
+            let mut x = ActQuant::new(tokens, cols);
+            x.quantize(&xs);
+            for isa in crate::dispatch::Isa::ALL.into_iter().filter(|&i| features.has(i)) {
+                let mut y = vec![0f32; tokens * rows];
+                q8_matmul_on(&pool, isa, &m, &x, &mut y).unwrap();
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let acc = dot_scalar(m.row(r), x.row(t));
+                        assert_eq!(
+                            y[t * rows + r],
+                            acc as f32 * m.row_scale(r) / x.scales()[t],
+                            "{isa:?} {rows}x{cols} t={t} r={r}"
+                        );
+                    }
+                }
             }
         }
     }
