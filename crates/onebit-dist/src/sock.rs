@@ -174,6 +174,47 @@ mod tests {
         assert_eq!(got, [0, 2, 5, 6]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// Messages of any sizes, written in chunks of any sizes, are read back whole and in
+        /// order (the buffer compacts and refills across message boundaries).
+        #[test]
+        fn any_chunking_of_any_messages_reads_back_the_messages(
+            lens in proptest::collection::vec(0usize..=100, 1..40),
+            cuts in proptest::collection::vec(1usize..300, 1..20),
+        ) {
+            let (mut s, mut peer) = pair();
+            let msgs: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+                .collect();
+            let mut stream = Vec::new();
+            for m in &msgs {
+                stream.extend((m.len() as u16).to_be_bytes());
+                stream.extend(m);
+            }
+            let t = std::thread::spawn(move || {
+                let mut rest = &stream[..];
+                for &c in cuts.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (now, later) = rest.split_at(c.min(rest.len()));
+                    peer.write_all(now).unwrap();
+                    peer.flush().unwrap();
+                    rest = later;
+                }
+                peer
+            });
+            for m in &msgs {
+                let got = s.read_msg(Instant::now() + Duration::from_secs(5)).unwrap();
+                proptest::prop_assert_eq!(got, &m[..]);
+            }
+            drop(t.join().unwrap());
+        }
+    }
+
     #[test]
     fn oversized_silent_and_closed_peers_are_errors() {
         let (mut s, mut peer) = pair();
