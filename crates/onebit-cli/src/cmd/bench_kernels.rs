@@ -195,8 +195,16 @@ fn print_row(event: &KernelBenchEvent) {
 }
 
 fn print_kernel(r: &KernelRecord) {
+    // A ratio against a baseline that was not measured (--no-dense, no bandwidth probe) is "-".
+    let ratio = |v: f64, digits: usize, unit: &str| {
+        if v.is_finite() {
+            format!("{v:.digits$}{unit}")
+        } else {
+            "-".to_string()
+        }
+    };
     println!(
-        "{:<5} {:>11} {:>4} {:>3} {:<18} {:>11.1} {:>8.1} {:>8.2} {:>5.0}% {:>6.1}x {:>6.1}x",
+        "{:<5} {:>11} {:>4} {:>3} {:<18} {:>11.1} {:>8.1} {:>8.2} {:>6} {:>7} {:>7}",
         op_name(r.tokens),
         format!("{}x{}", r.rows, r.cols),
         r.tokens,
@@ -205,9 +213,9 @@ fn print_kernel(r: &KernelRecord) {
         r.median_s * 1e6,
         r.gmacs(),
         r.weight_gbs(),
-        r.pct_read_bw,
-        r.f32_median_s / r.median_s,
-        r.f16_median_s / r.median_s
+        ratio(r.pct_read_bw, 0, "%"),
+        ratio(r.f32_median_s / r.median_s, 1, "x"),
+        ratio(r.f16_median_s / r.median_s, 1, "x")
     );
 }
 
