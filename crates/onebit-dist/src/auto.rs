@@ -20,7 +20,7 @@ use crate::key::read_key_file;
 use crate::link_emulation::LinkEmulation;
 use crate::plan::{plan_per_link, plan_with, NodeSpec, Plan, Strategy, LOSSY_LINK_GAIN};
 use crate::probe::{LinkProbe, ProbeOptions};
-use crate::speed::NodeMeasure;
+use crate::speed::{BatchCurve, NodeMeasure};
 use crate::tcp::TcpConfig;
 use crate::wire::WireDtype;
 use onebit_model::ModelConfig;
@@ -37,8 +37,9 @@ struct Cached {
     emulated_us: (u64, u64),
     /// Per link: lower rank, higher rank, rtt, jitter, latency (s), bandwidth (B/s).
     links: Vec<(usize, usize, f64, f64, f64, f64)>,
-    /// Per node: seconds per token, memory bytes, batch slope.
-    nodes: Vec<(f64, u64, f64)>,
+    /// Per node: seconds per token, memory bytes, batch curve of the blocks and of the head
+    /// (`crate::speed::BatchCurve`).
+    nodes: Vec<(f64, u64, [f64; 5], [f64; 5])>,
 }
 
 fn emulated_us(e: Option<LinkEmulation>) -> (u64, u64) {
@@ -100,10 +101,10 @@ pub fn measure(
         let nodes = k
             .nodes
             .iter()
-            .map(|&(token_s, mem_bytes, batch_slope)| NodeMeasure {
+            .map(|&(token_s, mem_bytes, blocks, head)| NodeMeasure {
                 token_s,
                 mem_bytes,
-                batch_slope,
+                batch: BatchCurve { blocks, head },
             })
             .collect();
         return Ok(Measured { links, nodes, names, cached: true });
@@ -127,7 +128,10 @@ pub fn measure(
             .iter()
             .map(|l| (l.a, l.b, l.rtt_s, l.jitter_s, l.latency_s, l.bandwidth_bps))
             .collect(),
-        nodes: nodes.iter().map(|n| (n.token_s, n.mem_bytes, n.batch_slope)).collect(),
+        nodes: nodes
+            .iter()
+            .map(|n| (n.token_s, n.mem_bytes, n.batch.blocks, n.batch.head))
+            .collect(),
     };
     // A cache that cannot be written only costs a measurement next time.
     match toml::to_string(&k) {
@@ -167,7 +171,7 @@ pub fn choose(
             name: name.clone(),
             token_s: n.token_s,
             mem_bytes: n.mem_bytes,
-            batch_slope: n.batch_slope,
+            batch: n.batch,
         })
         .collect();
     let first = wire.unwrap_or(WireDtype::F32);
@@ -226,10 +230,18 @@ mod tests {
             threads: 2,
             emulated_us: (5000, 2000),
             links: vec![(0, 1, 1e-4, 2e-5, 5e-5, 1.2e9)],
-            nodes: vec![(0.07, 1 << 34, 0.3), (0.08, 1 << 33, 0.25)],
+            nodes: vec![
+                (0.07, 1 << 34, [1.0, 1.5, 1.8, 2.2, 3.0], [1.0, 1.1, 1.2, 1.4, 1.8]),
+                (0.08, 1 << 33, [1.0; 5], [1.0, 1.2, 1.3, 1.6, 2.0]),
+            ],
         };
         let back: Cached = toml::from_str(&toml::to_string(&k).unwrap()).unwrap();
         assert_eq!(back, k);
+        // A cache written before the batch curve (one slope per node) does not parse: the
+        // mesh is measured again.
+        let old = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
+        let old = format!("{old}nodes = [[0.07, 17179869184, 0.3]]\n");
+        assert!(toml::from_str::<Cached>(&old).is_err());
     }
 
     fn mesh(speeds: [f64; 2], latency_s: f64, bandwidth_bps: f64) -> Measured {
@@ -245,7 +257,11 @@ mod tests {
             links: vec![link],
             nodes: speeds
                 .iter()
-                .map(|s| NodeMeasure { token_s: 1.0 / s, mem_bytes: 64 << 30, batch_slope: 0.3 })
+                .map(|s| NodeMeasure {
+                    token_s: 1.0 / s,
+                    mem_bytes: 64 << 30,
+                    batch: BatchCurve::linear(0.3),
+                })
                 .collect(),
             names: vec!["a:1".into(), "b:2".into()],
             cached: false,
@@ -316,7 +332,7 @@ mod tests {
                 .map(|_| NodeMeasure {
                     token_s: 1.0 / 30.0,
                     mem_bytes: 500 << 20,
-                    batch_slope: 0.3,
+                    batch: BatchCurve::linear(0.3),
                 })
                 .collect(),
             names: (0..4).map(|i| format!("n:{i}")).collect(),

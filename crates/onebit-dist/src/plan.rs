@@ -25,6 +25,7 @@
 
 use crate::error::{DistError, Result};
 use crate::probe::LinkProbe;
+use crate::speed::BatchCurve;
 use crate::stage_wires::StageWires;
 use crate::wire::WireDtype;
 use onebit_model::{ModelConfig, TensorSplit};
@@ -38,16 +39,17 @@ pub struct NodeSpec {
     pub token_s: f64,
     /// Bytes of memory it can give the model.
     pub mem_bytes: u64,
-    /// Extra time per additional sequence in one decode pass, as a fraction of `token_s`
-    /// (0: purely bandwidth-bound; the engine's measured 16-sequence aggregate of 2.2x one
-    /// sequence on a 2-core Zen2 is 0.42).
-    pub batch_slope: f64,
+    /// How a decode pass grows with the sequences in it ([`BatchCurve::linear`] for a
+    /// guess: 0 is purely bandwidth-bound; the engine's 16-sequence aggregate of 2.2x one
+    /// sequence on a 2-core Zen2 is a slope of 0.42).
+    pub batch: BatchCurve,
 }
 
 impl NodeSpec {
-    /// Seconds of one decode pass over `k` sequences.
-    pub(crate) fn pass_s(&self, k: f64) -> f64 {
-        self.token_s * (1.0 + self.batch_slope * (k - 1.0).max(0.0))
+    /// Seconds of one decode pass over `k` sequences, where the blocks take `block_frac`
+    /// of a one-sequence pass.
+    pub(crate) fn pass_s(&self, k: f64, block_frac: f64) -> f64 {
+        self.token_s * self.batch.pass_x(k, block_frac)
     }
 }
 
@@ -228,7 +230,7 @@ fn plans(
             plans.push(Plan {
                 strategy: Strategy::Single { node: i },
                 tok_s: 1.0 / node.token_s,
-                tok_s_batch: k as f64 / node.pass_s(k as f64),
+                tok_s_batch: k as f64 / node.pass_s(k as f64, block_frac),
                 wire_bytes: 0,
                 syncs: 0,
                 wire,
@@ -284,17 +286,26 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     // The executor's split (`onebit_model::TensorSplit`) with shares in proportion to speed.
     let speed: Vec<f64> = nodes.iter().map(|x| 1.0 / x.token_s).collect();
     let split = TensorSplit::proportional(c, &speed).ok()?;
-    // Bytes each node reads per token: its rows of every linear and of the int8 head.
+    // Bytes each node reads per token: its rows of every linear, and of the int8 head.
     let (h, hd, group) = (c.hidden as f64, c.head_dim as f64, (c.heads / c.kv_heads) as f64);
-    let node_bytes = |i: usize| {
+    // Weights a node reads per token between two gathers of a block: q/k/v of its KV heads,
+    // its rows of `o`, its columns of gate and up, its rows of `down`.
+    let stretches = |i: usize| {
         let kv = split.kv_range(i).len() as f64;
         let (ffn, rows) = (split.ffn_range(i).len() as f64, split.hidden_range(i).len() as f64);
-        let per_layer = kv * (group + 2.0) * hd * h
-            + 2.0 * ffn * h
-            + rows * (c.q_dim() + c.intermediate) as f64;
-        per_layer * c.layers as f64 * bpw / 8.0 + split.vocab_range(i).len() as f64 * h
+        let per_layer = [
+            kv * (group + 2.0) * hd * h,
+            rows * c.q_dim() as f64,
+            2.0 * ffn * h,
+            rows * c.intermediate as f64,
+        ];
+        per_layer.map(|w| w * c.layers as f64 * bpw / 8.0)
     };
-    let total: f64 = (0..n).map(node_bytes).sum();
+    let block_bytes = |i: usize| stretches(i).iter().sum::<f64>();
+    let head_bytes = |i: usize| split.vocab_range(i).len() as f64 * h;
+    let node_bytes = |i: usize| block_bytes(i) + head_bytes(i);
+    let total_blocks: f64 = (0..n).map(block_bytes).sum();
+    let total_head: f64 = (0..n).map(head_bytes).sum();
     if (0..n).any(|i| nodes[i].mem_bytes as f64 * 0.999 < node_bytes(i)) {
         return None;
     }
@@ -309,9 +320,26 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     let per_row =
         gathered_per_block(c, value_bytes) * c.layers as f64 + c.vocab as f64 * logit_bytes;
     let syncs = 4 * c.layers + 1;
+    let block_frac = x.block_frac;
+    // A node's share of the blocks' and of the head's one-sequence time, each grown by its
+    // own measured curve. Every gather waits for the slowest node of the stretch before it,
+    // so the block costs the sum over its four stretches of the slowest node's time (the
+    // 2B4T's 5 KV heads over 2 nodes make the first stretch 3:2 whatever the FFN split).
     let cost = |rows: f64| {
-        let compute =
-            (0..n).map(|i| node_bytes(i) / total * nodes[i].pass_s(rows)).fold(0.0, f64::max);
+        let slowest = |f: &dyn Fn(usize) -> f64| (0..n).map(f).fold(0.0, f64::max);
+        let blocks: f64 = (0..4)
+            .map(|j| {
+                slowest(&|i| {
+                    let (t, b) = (nodes[i].token_s, &nodes[i].batch);
+                    t * block_frac * stretches(i)[j] / total_blocks * b.blocks_x(rows)
+                })
+            })
+            .sum();
+        let head = slowest(&|i| {
+            let (t, b) = (nodes[i].token_s, &nodes[i].batch);
+            t * (1.0 - block_frac) * head_bytes(i) / total_head * b.head_x(rows)
+        });
+        let compute = blocks + head;
         compute + syncs as f64 * lat + per_row * others * rows / bw
     };
     let (tok_s, tok_s_batch) = (1.0 / cost(1.0), k as f64 / cost(k as f64));

@@ -15,6 +15,7 @@
 
 use crate::plan::{Inputs, Plan, Strategy, LOSSY_LINK_GAIN};
 use crate::probe::LinkProbe;
+use crate::speed::BatchCurve;
 use crate::stage_wires::StageWires;
 use crate::wire::WireDtype;
 use std::ops::Range;
@@ -24,8 +25,8 @@ struct Group {
     nodes: Range<usize>,
     /// Sum of the nodes' speeds (whole-model tokens per second).
     speed: f64,
-    /// The nodes' mean extra time per additional sequence in a pass.
-    slope: f64,
+    /// The nodes' mean batch curve.
+    batch: BatchCurve,
     /// The slowest link inside the group: latency (s) and bandwidth (bytes/s).
     latency: f64,
     bandwidth: f64,
@@ -219,7 +220,7 @@ fn staged(
             .collect::<Option<_>>()?;
         groups.push(Group {
             speed: r.clone().map(|i| 1.0 / nodes[i].token_s).sum(),
-            slope: r.clone().map(|i| nodes[i].batch_slope).sum::<f64>() / n as f64,
+            batch: BatchCurve::mean(r.clone().map(|i| nodes[i].batch)),
             latency: pairs.iter().map(|l| l.latency_s).fold(0.0, f64::max),
             bandwidth: pairs.iter().map(|l| l.bandwidth_bps).fold(f64::INFINITY, f64::min),
             nodes: r,
@@ -230,11 +231,10 @@ fn staged(
     let stage_t = |g: usize, l: usize, rows: f64| {
         let gr = &groups[g];
         let n = gr.nodes.len() as f64;
-        let mut t = block_frac * l as f64 / layers / gr.speed;
+        let mut t = block_frac * l as f64 / layers / gr.speed * gr.batch.blocks_x(rows);
         if g == 0 {
-            t += nodes[0].token_s * (1.0 - block_frac);
+            t += nodes[0].token_s * (1.0 - block_frac) * nodes[0].batch.head_x(rows);
         }
-        t *= 1.0 + gr.slope * (rows - 1.0).max(0.0);
         if n > 1.0 {
             let lead = gr.nodes.start;
             t += 4.0 * l as f64 * gr.latency

@@ -23,13 +23,85 @@ pub struct NodeMeasure {
     pub token_s: f64,
     /// Bytes of memory available.
     pub mem_bytes: u64,
-    /// Extra time per additional sequence in one pass, as a fraction of `token_s`, from a
-    /// pass over [`BATCH_ROWS`] rows.
-    pub batch_slope: f64,
+    /// How a pass grows with the sequences in it.
+    pub batch: BatchCurve,
 }
 
-/// Rows of the batched pass that measures the batch slope.
-pub const BATCH_ROWS: usize = 8;
+/// Rows at which a node's pass is timed: the points of its [`BatchCurve`].
+pub const CURVE_ROWS: [usize; 5] = [1, 2, 4, 8, 16];
+
+/// How a node's decode pass grows with the rows (sequences) in it: the time of a pass over
+/// each of [`CURVE_ROWS`] rows as a multiple of a one-row pass, for the blocks and for the
+/// output head apart. Measured, not a line: on the 2B4T shape with one thread the blocks'
+/// pass took 1.5x, 1.8x, 2.3x and 3.0x one row's at 2, 4, 8 and 16 rows (the integer
+/// kernels change from bandwidth-bound to compute-bound, AMX tiles fill at 16), so a slope
+/// fitted at 8 rows put a pipeline's 4-row micro-batches 15 % too fast
+/// (bench/runs/2026-12-06-xeon-issue15-batch-curve.txt).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchCurve {
+    /// The blocks' pass at each of [`CURVE_ROWS`], times their one-row pass (`blocks[0]` = 1).
+    pub blocks: [f64; 5],
+    /// The head's, likewise.
+    pub head: [f64; 5],
+}
+
+impl BatchCurve {
+    /// Every extra row adding `slope` of a one-row pass, blocks and head alike.
+    pub fn linear(slope: f64) -> BatchCurve {
+        let x = CURVE_ROWS.map(|r| 1.0 + slope * (r - 1) as f64);
+        BatchCurve { blocks: x, head: x }
+    }
+
+    /// The blocks' pass over `rows` rows, times one row's.
+    pub fn blocks_x(&self, rows: f64) -> f64 {
+        interpolate(&self.blocks, rows)
+    }
+
+    /// The head's pass over `rows` rows, times one row's.
+    pub fn head_x(&self, rows: f64) -> f64 {
+        interpolate(&self.head, rows)
+    }
+
+    /// A whole pass over `rows` rows, times one row's, where the blocks take `block_frac`
+    /// of a one-row pass.
+    pub fn pass_x(&self, rows: f64, block_frac: f64) -> f64 {
+        block_frac * self.blocks_x(rows) + (1.0 - block_frac) * self.head_x(rows)
+    }
+
+    /// The element-wise mean of several nodes' curves (a stage run by a group).
+    pub fn mean(curves: impl Iterator<Item = BatchCurve>) -> BatchCurve {
+        let (mut sum, mut n) = (BatchCurve { blocks: [0.0; 5], head: [0.0; 5] }, 0.0);
+        for c in curves {
+            for i in 0..5 {
+                sum.blocks[i] += c.blocks[i];
+                sum.head[i] += c.head[i];
+            }
+            n += 1.0;
+        }
+        if n == 0.0 {
+            return BatchCurve::linear(0.0);
+        }
+        BatchCurve { blocks: sum.blocks.map(|v| v / n), head: sum.head.map(|v| v / n) }
+    }
+
+    /// Every point finite, the first 1, none below it nor absurdly above.
+    fn sane(&self) -> bool {
+        [&self.blocks, &self.head]
+            .iter()
+            .all(|x| x[0] == 1.0 && x.iter().all(|v| v.is_finite() && (0.5..=64.0).contains(v)))
+    }
+}
+
+/// Piecewise linear through (CURVE_ROWS[i], x[i]); below one row the first point, beyond the
+/// last the last segment extended.
+fn interpolate(x: &[f64; 5], rows: f64) -> f64 {
+    let r = CURVE_ROWS.map(|r| r as f64);
+    if rows <= r[0] {
+        return x[0];
+    }
+    let i = (1..4).find(|&i| rows <= r[i]).unwrap_or(4);
+    x[i - 1] + (x[i] - x[i - 1]) * (rows - r[i - 1]) / (r[i] - r[i - 1])
+}
 
 /// The shape fields the measurement needs, as a job carries them.
 pub(crate) fn shape_words(c: &ModelConfig) -> [u32; 7] {
@@ -99,43 +171,59 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
         row.iter_mut().for_each(|v| *v = (rng.next() % 255) as f32 - 127.0)
     });
     let kernel = Kernel::best(TernaryFormat::T2).map_err(kerr)?;
-    let act = |rows: usize, n: usize, rng: &mut Lcg| {
-        let mut a = ActQuant::new(rows, n);
-        let x: Vec<f32> =
-            (0..rows * n).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect();
-        a.quantize(&x);
-        a
+    let rows_max = CURVE_ROWS[4];
+    let values = |n: usize, rng: &mut Lcg| -> Vec<f32> {
+        (0..rows_max * n).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect()
     };
-    let mut out = vec![0f32; BATCH_ROWS * f.max(qd).max(h).max(c.vocab)];
-    let mut median = |rows: usize| -> Result<f64> {
-        let xs = [act(rows, h, &mut rng), act(rows, qd, &mut rng), act(rows, f, &mut rng)];
-        let mut pass = || -> Result<Duration> {
+    let inputs = [values(h, &mut rng), values(qd, &mut rng), values(f, &mut rng)];
+    let mut out = vec![0f32; rows_max * f.max(qd).max(h).max(c.vocab)];
+    // Seconds of the blocks' pass and of the head's over `rows` rows (medians of three). A
+    // block quantizes its four inputs as the engine does (that work grows with the rows too).
+    let mut median = |rows: usize| -> Result<(f64, f64)> {
+        let mut xs = [h, qd, f].map(|n| ActQuant::new(rows, n));
+        let mut pass = || -> Result<(Duration, Duration)> {
             let t = Instant::now();
             for l in 0..c.layers {
-                for (m, &(r, k)) in blocks[l % copies].iter().zip(&shapes) {
-                    let x = &xs[if k == h {
+                for (i, (m, &(r, k))) in blocks[l % copies].iter().zip(&shapes).enumerate() {
+                    let which = if k == h {
                         0
                     } else if k == qd {
                         1
                     } else {
                         2
-                    }];
-                    matmul(&pool, &kernel, m, x, &mut out[..rows * r]).map_err(kerr)?;
+                    };
+                    // q/k/v share one quantized input; o, gate (with up) and down each
+                    // quantize their own.
+                    if matches!(i, 0 | 3 | 4 | 6) {
+                        xs[which].quantize(&inputs[which][..rows * k]);
+                    }
+                    matmul(&pool, &kernel, m, &xs[which], &mut out[..rows * r]).map_err(kerr)?;
                 }
             }
+            let blocks_t = t.elapsed();
+            let t = Instant::now();
+            xs[0].quantize(&inputs[0][..rows * h]);
             q8_matmul(&pool, &head, &xs[0], &mut out[..rows * c.vocab]).map_err(kerr)?;
-            Ok(t.elapsed())
+            Ok((blocks_t, t.elapsed()))
         };
         pass()?;
-        let mut times = (0..3).map(|_| pass()).collect::<Result<Vec<_>>>()?;
-        times.sort();
-        Ok(times[1].as_secs_f64())
+        let times = (0..3).map(|_| pass()).collect::<Result<Vec<_>>>()?;
+        let mid = |part: fn(&(Duration, Duration)) -> Duration| {
+            let mut v: Vec<Duration> = times.iter().map(part).collect();
+            v.sort();
+            v[1].as_secs_f64()
+        };
+        Ok((mid(|t| t.0), mid(|t| t.1)))
     };
-    let token_s = median(1)?;
-    let batch_s = median(BATCH_ROWS)?;
-    let batch_slope = ((batch_s / token_s - 1.0) / (BATCH_ROWS - 1) as f64).max(0.0);
+    let mut points = [(0.0, 0.0); 5];
+    for (p, &rows) in points.iter_mut().zip(&CURVE_ROWS) {
+        *p = median(rows)?;
+    }
+    let (b1, h1) = points[0];
+    let curve = BatchCurve { blocks: points.map(|p| p.0 / b1), head: points.map(|p| p.1 / h1) };
+    let token_s = b1 + h1;
     let mem_bytes = onebit_kernels::machine::available_memory().unwrap_or(0);
-    Ok(NodeMeasure { token_s, mem_bytes, batch_slope })
+    Ok(NodeMeasure { token_s, mem_bytes, batch: curve })
 }
 
 /// Every rank measures itself in turn (rank 0 first) and all ranks get every figure.
@@ -153,34 +241,43 @@ pub fn measure_mesh(
         barrier(comm, deadline)?;
     }
     let m = mine.expect("every rank measures in its turn");
-    let mut bytes = m.token_s.to_le_bytes().to_vec();
-    bytes.extend(m.mem_bytes.to_le_bytes());
-    bytes.extend(m.batch_slope.to_le_bytes());
     let mut all = Vec::new();
-    all_gather(comm, &bytes, &mut all, deadline)?;
+    all_gather(comm, &encode_measure(&m), &mut all, deadline)?;
     all.iter()
         .enumerate()
-        .map(|(r, b)| match <[u8; 24]>::try_from(&b[..]) {
-            Ok(b) => {
-                let token_s = f64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-                let mem_bytes = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
-                let batch_slope = f64::from_le_bytes(b[16..].try_into().expect("8 bytes"));
-                let sane = token_s.is_finite() && token_s > 0.0;
-                if sane && batch_slope.is_finite() && (0.0..=16.0).contains(&batch_slope) {
-                    Ok(NodeMeasure { token_s, mem_bytes, batch_slope })
-                } else {
-                    Err(DistError::Frame {
-                        peer: r.to_string(),
-                        why: "a speed out of range".into(),
-                    })
-                }
-            }
-            Err(_) => Err(DistError::Frame {
-                peer: r.to_string(),
-                why: format!("a node measure of {} bytes", b.len()),
-            }),
+        .map(|(r, b)| {
+            decode_measure(b).map_err(|why| DistError::Frame { peer: r.to_string(), why })
         })
         .collect()
+}
+
+/// Bytes of an encoded [`NodeMeasure`]: seconds per token, memory, the curve's ten points.
+const MEASURE_BYTES: usize = 8 * 12;
+
+fn encode_measure(m: &NodeMeasure) -> Vec<u8> {
+    let mut b = m.token_s.to_le_bytes().to_vec();
+    b.extend(m.mem_bytes.to_le_bytes());
+    for v in m.batch.blocks.iter().chain(&m.batch.head) {
+        b.extend(v.to_le_bytes());
+    }
+    b
+}
+
+fn decode_measure(b: &[u8]) -> std::result::Result<NodeMeasure, String> {
+    if b.len() != MEASURE_BYTES {
+        return Err(format!("a node measure of {} bytes", b.len()));
+    }
+    let word = |i: usize| <[u8; 8]>::try_from(&b[8 * i..8 * i + 8]).expect("8 bytes");
+    let f = |i: usize| f64::from_le_bytes(word(i));
+    let token_s = f(0);
+    let batch = BatchCurve {
+        blocks: std::array::from_fn(|i| f(2 + i)),
+        head: std::array::from_fn(|i| f(7 + i)),
+    };
+    if !(token_s.is_finite() && token_s > 0.0 && batch.sane()) {
+        return Err("a speed out of range".into());
+    }
+    Ok(NodeMeasure { token_s, mem_bytes: u64::from_le_bytes(word(1)), batch })
 }
 
 #[cfg(test)]
@@ -196,5 +293,32 @@ mod tests {
         assert_eq!(shape_words(&back), shape_words(&c));
         assert!(shape_config([0, 1, 1, 1, 1, 1, 1]).is_err());
         assert!(shape_config([u32::MAX; 7]).is_err());
+        assert!(m.batch.sane(), "{m:?}");
+        assert_eq!(decode_measure(&encode_measure(&m)), Ok(m));
+    }
+
+    #[test]
+    fn the_curve_interpolates_between_its_points_and_extends_the_last_segment() {
+        let c = BatchCurve { blocks: [1.0, 1.5, 1.8, 2.2, 3.0], head: [1.0, 1.1, 1.2, 1.4, 1.8] };
+        assert_eq!(c.blocks_x(1.0), 1.0);
+        assert_eq!(c.blocks_x(0.5), 1.0);
+        assert_eq!(c.blocks_x(3.0), 1.65);
+        assert!((c.blocks_x(6.0) - 2.0).abs() < 1e-12);
+        assert!((c.blocks_x(24.0) - 3.8).abs() < 1e-12);
+        assert!((c.head_x(16.0) - 1.8).abs() < 1e-12);
+        assert!((c.pass_x(4.0, 0.75) - (0.75 * 1.8 + 0.25 * 1.2)).abs() < 1e-12);
+        let l = BatchCurve::linear(0.25);
+        assert!((l.blocks_x(8.0) - 2.75).abs() < 1e-12 && (l.head_x(11.0) - 3.5).abs() < 1e-12);
+        let m = BatchCurve::mean([c, l].into_iter());
+        assert!((m.blocks[4] - (3.0 + 4.75) / 2.0).abs() < 1e-12);
+        let good = NodeMeasure { token_s: 0.05, mem_bytes: 7 << 30, batch: c };
+        let bytes = encode_measure(&good);
+        assert_eq!(decode_measure(&bytes), Ok(good));
+        assert!(decode_measure(&bytes[..90]).is_err());
+        let mut bad = bytes.clone();
+        bad[16..24].copy_from_slice(&2.0f64.to_le_bytes()); // a first point other than 1
+        assert!(decode_measure(&bad).unwrap_err().contains("out of range"));
+        bad[..8].copy_from_slice(&f64::NAN.to_le_bytes());
+        assert!(decode_measure(&bad).is_err());
     }
 }

@@ -5,11 +5,17 @@
 
 use onebit_dist::plan::{apportion, plan, plan_per_link, plan_with, NodeSpec, Plan, Strategy};
 use onebit_dist::probe::LinkProbe;
+use onebit_dist::speed::BatchCurve;
 use onebit_dist::wire::WireDtype;
 use onebit_model::ModelConfig;
 
 fn node(token_s: f64, mem_gb: f64) -> NodeSpec {
-    NodeSpec { name: "n".into(), token_s, mem_bytes: (mem_gb * 1e9) as u64, batch_slope: 0.42 }
+    NodeSpec {
+        name: "n".into(),
+        token_s,
+        mem_bytes: (mem_gb * 1e9) as u64,
+        batch: BatchCurve::linear(0.42),
+    }
 }
 
 fn link(latency_s: f64, bandwidth_bps: f64) -> Vec<LinkProbe> {

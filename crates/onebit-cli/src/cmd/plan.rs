@@ -78,16 +78,20 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (links, nodes, addrs) = (&measured.links, &measured.nodes, &measured.names);
     print!("{}", onebit_dist::probe::links_table(links));
+    // The batch curve: a pass over 2, 4, 8, 16 sequences as a multiple of one sequence's.
     println!(
-        "{:<6} {:<24} {:>12} {:>12} {:>12}",
-        "node", "address", "alone tok/s", "batch slope", "memory GB"
+        "{:<6} {:<24} {:>12} {:>23} {:>23} {:>10}",
+        "node", "address", "alone tok/s", "blocks x2/4/8/16", "head x2/4/8/16", "memory GB"
     );
+    let curve =
+        |x: &[f64; 5]| x[1..].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ");
     for (i, (n, addr)) in nodes.iter().zip(addrs).enumerate() {
         println!(
-            "{i:<6} {:<24} {:>12.2} {:>12.3} {:>12.1}",
+            "{i:<6} {:<24} {:>12.2} {:>23} {:>23} {:>10.1}",
             addr,
             1.0 / n.token_s,
-            n.batch_slope,
+            curve(&n.batch.blocks),
+            curve(&n.batch.head),
             n.mem_bytes as f64 / 1e9
         );
     }
