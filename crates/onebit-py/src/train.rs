@@ -39,13 +39,11 @@ fn observer<'a>(
                 },
                 None => true,
             };
-            match py.check_signals() {
-                Ok(()) => go_on,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    false
-                }
+            if let Err(e) = py.check_signals() {
+                failure.get_or_insert(e);
             }
+            // Once anything failed (Ctrl-C included), every later event says stop too.
+            go_on && failure.is_none()
         })
     }
 }

@@ -33,7 +33,7 @@ pub enum RunEvent<'a> {
     },
 }
 
-/// Sees every event; returns false to stop the run.
+/// Sees every event; a false return from any of a step's events stops the run after that step.
 pub type Observer<'a> = dyn FnMut(RunEvent<'_>) -> bool + 'a;
 
 /// Settings that override a run config (the `onebit train` flags).
@@ -309,6 +309,9 @@ pub fn train_loop(
     let w = |e: std::io::Error| Error::Io { path: out.into(), source: e };
     while t.step < t.cfg.schedule.steps {
         let r: StepReport = t.train_step(data)?;
+        // A false return from any event of the step stops the run after it: an observer
+        // that turns Ctrl-C into a stop may see it during a message, not only at the step.
+        let mut go_on = true;
         window_tokens += r.tokens;
         let tok_s = window_tokens as f64 / window.elapsed().as_secs_f64();
         if r.step.is_multiple_of(10) {
@@ -322,7 +325,7 @@ pub fn train_loop(
             let val = t.evaluate(&data.val, t.cfg.eval_batches)?;
             line["val_loss"] = serde_json::json!(val);
             line["val_ppl"] = serde_json::json!(val.exp());
-            on(RunEvent::Message(&format!(
+            go_on &= on(RunEvent::Message(&format!(
                 "step {}: train {:.3} val {:.3} (ppl {:.1})",
                 r.step,
                 r.loss,
@@ -334,12 +337,12 @@ pub fn train_loop(
         if let Some(m) = &r.monitor {
             let json = serde_json::to_string(m).map_err(|e| Error::Config(e.to_string()))?;
             writeln!(monitor, "{json}").map_err(w)?;
-            on(RunEvent::Message(&format!("step {}: {}", r.step, m.summary())));
+            go_on &= on(RunEvent::Message(&format!("step {}: {}", r.step, m.summary())));
             for warning in &m.warnings {
-                on(RunEvent::Warning(warning));
+                go_on &= on(RunEvent::Warning(warning));
             }
         }
-        let go_on = on(RunEvent::Step { report: &r, tok_s, line: &line });
+        go_on &= on(RunEvent::Step { report: &r, tok_s, line: &line });
         if (t.cfg.save_every > 0 && r.step.is_multiple_of(t.cfg.save_every)) || last || !go_on {
             checkpoint::save(t, &ckpt)?;
         }

@@ -111,6 +111,31 @@ fn short_run(int8_backward: bool) {
 }
 
 #[test]
+fn a_stop_during_a_message_ends_the_run_after_that_step() {
+    // An observer turning Ctrl-C into a stop may meet it at the monitor's message, not at the
+    // step event: the run still stops after that step, with its checkpoint.
+    let dir = tmp("stop");
+    let (data, tok, _) = data(&dir, 512);
+    let mut t = Trainer::new(config(tok.vocab_size(), 200)).unwrap();
+    let mut stopped_at = None;
+    let mut on = |ev: onebit_train::run::RunEvent<'_>| match ev {
+        onebit_train::run::RunEvent::Message(m)
+            if m.starts_with("step ") && stopped_at.is_none() =>
+        {
+            stopped_at = Some(m.to_string());
+            false
+        }
+        _ => true,
+    };
+    let finished = onebit_train::run::train_loop(&mut t, &data, &dir, &mut on).unwrap();
+    assert!(!finished);
+    assert_eq!(t.step, 50, "stopped at {stopped_at:?}");
+    assert!(std::path::Path::new(&format!("{dir}/checkpoint.safetensors")).exists());
+    let lines = std::fs::read_to_string(format!("{dir}/metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 50);
+}
+
+#[test]
 fn resume_continues_bit_identically() {
     let dir = tmp("resume");
     let (data, tok, _) = data(&dir, 400);
