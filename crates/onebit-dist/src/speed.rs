@@ -32,10 +32,10 @@ pub const CURVE_ROWS: [usize; 5] = [1, 2, 4, 8, 16];
 
 /// How a node's decode pass grows with the rows (sequences) in it: the time of a pass over
 /// each of [`CURVE_ROWS`] rows as a multiple of a one-row pass, for the blocks and for the
-/// output head apart. Measured, not a line: on the 2B4T shape with one thread the blocks'
-/// pass took 1.5x, 1.8x, 2.3x and 3.0x one row's at 2, 4, 8 and 16 rows (the integer
-/// kernels change from bandwidth-bound to compute-bound, AMX tiles fill at 16), so a slope
-/// fitted at 8 rows put a pipeline's 4-row micro-batches 15 % too fast
+/// output head apart. Measured, not a line: on the 2B4T shape with one thread the engine's
+/// decode pass took 1.5x, 1.8x, 2.3x and 3.0x one row's at 2, 4, 8 and 16 rows (the integer
+/// kernels go from bandwidth-bound to compute-bound; AMX takes over from 12 rows), so a
+/// slope fitted at 8 rows put a pipeline's 4-row micro-batches 15 % too fast
 /// (bench/runs/2026-12-06-xeon-issue15-batch-curve.txt).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchCurve {
