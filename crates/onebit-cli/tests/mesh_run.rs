@@ -275,41 +275,58 @@ fn a_worker_without_the_file_gets_its_shard_from_the_head() {
 }
 
 /// Starts `onebit bench --mesh` on a synthetic model long enough to outlast `fault`, applies
-/// `fault` to the worker after the head has run for a while, and returns the head's error
-/// and how long after the fault it exited.
+/// `fault` to the worker two seconds after the head has formed the mesh (its "wire:" line;
+/// before that the head may still be measuring bandwidth, and a worker gone before the mesh
+/// forms is one not started yet, waited for until the join timeout), and returns the head's
+/// error and how long after the fault it exited.
 fn fault_during_bench(name: &str, signal: &str) -> (String, Duration) {
     let (dir, file, ports) = mesh(name, 1);
     let model = dir.join("m.gguf").display().to_string();
     let (ok, _, err) = onebit(&["init", "--shape", "125m", "-o", &model]);
     assert!(ok, "{err}");
     let w = worker(&dir, ports[1], &[]);
-    let head = bin()
+    let mut head = bin()
         .args(["bench", &model, "-t", "1", "-p", "0", "-n", "1000", "-r", "50", "--mesh", &file])
         .args(["--worker-threads", "1", "--step-timeout", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    let (lines, formed) = std::sync::mpsc::channel();
+    let stderr = head.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("wire:") {
+                let _ = lines.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if formed.recv_timeout(Duration::from_secs(120)).is_err() {
+        reap(head);
+        panic!("the head formed no mesh in 120 s: {}", reader.join().unwrap());
+    }
+    std::thread::sleep(Duration::from_secs(2));
     let pid = w.id().to_string();
     assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
     let t = Instant::now();
-    let out = wait_bounded(head, Duration::from_secs(20));
+    wait_bounded(head, Duration::from_secs(20));
     let took = t.elapsed();
     reap(w);
-    (out, took)
+    (reader.join().unwrap(), took)
 }
 
-/// The head's stderr once it exits (it must, with an error), or a panic after `limit`.
-fn wait_bounded(mut head: Child, limit: Duration) -> String {
+/// Waits for the head to exit (it must, with an error), or panics after `limit`.
+fn wait_bounded(mut head: Child, limit: Duration) {
     let t = Instant::now();
     loop {
         if let Some(status) = head.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            head.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            assert!(!status.success(), "the head finished although its worker failed: {err}");
-            return err;
+            assert!(!status.success(), "the head finished although its worker failed");
+            return;
         }
         if t.elapsed() > limit {
             reap(head);
