@@ -148,7 +148,7 @@ pub(crate) fn handshake(
         name,
         sock,
         noise,
-        cipher: Vec::with_capacity(PREFIX + NOISE_MAX),
+        cipher: vec![0; PREFIX + NOISE_MAX],
         plain_out: Vec::with_capacity(CHUNK),
         plain_in: vec![0; NOISE_MAX],
         send_room,
@@ -176,15 +176,13 @@ impl Peer {
             self.plain_out.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             first = false;
-            // Sized once; write_message fills the front and the tail is cut below.
-            self.cipher.resize(PREFIX + NOISE_MAX, 0);
+            // Sized once at the handshake; write_message fills the front.
             let n = self
                 .noise
                 .write_message(&self.plain_out, &mut self.cipher[PREFIX..])
                 .map_err(|e| DistError::Frame { peer: self.name.clone(), why: e.to_string() })?;
-            self.cipher.truncate(PREFIX + n);
             self.sock
-                .write_msg(&mut self.cipher, deadline)
+                .write_msg(&mut self.cipher[..PREFIX + n], deadline)
                 .map_err(sock_err(&self.name, "send", wait))?;
         }
         Ok(())
