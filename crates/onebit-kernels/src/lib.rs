@@ -9,7 +9,8 @@
 //!   reference for each layout plus AVX2, AVX-512 VNNI and NEON versions.
 //! - [`matmul_args`]: the kernel interface ([`MatmulArgs`](matmul_args::MatmulArgs), [`MatmulFn`](matmul_args::MatmulFn)).
 //! - [`dispatch`]: CPU features detected once, [`Kernel`] lookup, [`matmul`], self-tune.
-//! - [`alloc`]: [`HugePageAlloc`], a global allocator putting large blocks on huge pages.
+//! - [`alloc`]: [`HugePageAlloc`], a global allocator putting large blocks on huge pages;
+//!   [`aligned`]: [`AlignedBuf`], buffers starting on a cache line.
 //! - [`machine`]: CPUs and memory available, checked before big requests.
 //! - [`pool`]: the persistent thread pool; [`dense`]: f32/f16 baselines; [`bench`](mod@bench): timing
 //!   and read-bandwidth helpers.
@@ -32,6 +33,7 @@
 
 #![deny(missing_docs)]
 
+pub mod aligned;
 pub mod alloc;
 pub mod bench;
 pub mod dense;
@@ -47,6 +49,7 @@ pub mod matmul_args;
 pub mod pool;
 pub mod quant;
 
+pub use aligned::AlignedBuf;
 pub use alloc::HugePageAlloc;
 pub use dispatch::{matmul, matmul_many, self_tune, CpuFeatures, Isa, Kernel};
 pub use error::{Error, Result};

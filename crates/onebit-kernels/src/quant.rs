@@ -2,6 +2,7 @@
 //! activations ([`ActQuant`], BitNet b1.58), and llama.cpp's Q8_K blocks for the TQ types.
 //! All rounding is half to even, as bitnet.cpp and ggml's `nearest_int` do.
 
+use crate::aligned::AlignedBuf;
 use half::bf16;
 
 /// Smallest weight scale and activation absmax, as in BitNet b1.58.
@@ -79,7 +80,9 @@ pub struct ActQuant {
     cols: usize,
     padded: usize,
     tokens: usize,
-    q: Vec<i8>,
+    /// On a cache line, so every row is ([`ACT_ALIGN`] is a multiple of 64): the kernels
+    /// and AMX tile loads read rows 64 bytes at a time.
+    q: AlignedBuf<i8>,
     scale: Vec<f32>,
     sum: Vec<i32>,
 }
@@ -92,7 +95,7 @@ impl ActQuant {
             cols,
             padded,
             tokens: 0,
-            q: vec![0; max_tokens * padded],
+            q: AlignedBuf::new(max_tokens * padded),
             scale: vec![0.0; max_tokens],
             sum: vec![0; max_tokens],
         }
@@ -107,13 +110,13 @@ impl ActQuant {
         assert_eq!(x.len() % self.cols, 0, "ActQuant: input is not a whole number of rows");
         let tokens = x.len() / self.cols;
         if tokens * self.padded > self.q.len() {
-            self.q.resize(tokens * self.padded, 0);
+            self.q.resize(tokens * self.padded);
             self.scale.resize(tokens, 0.0);
             self.sum.resize(tokens, 0);
         }
         self.tokens = tokens;
         for (t, row) in x.chunks_exact(self.cols).enumerate() {
-            let dst = &mut self.q[t * self.padded..(t + 1) * self.padded];
+            let dst = &mut self.q.as_mut_slice()[t * self.padded..(t + 1) * self.padded];
             let (s, sum) = quantize_row(row, &mut dst[..self.cols]);
             dst[self.cols..].fill(0);
             self.scale[t] = s;
@@ -142,7 +145,7 @@ impl ActQuant {
             return self.quantize(x);
         }
         if tokens * self.padded > self.q.len() {
-            self.q.resize(tokens * self.padded, 0);
+            self.q.resize(tokens * self.padded);
             self.scale.resize(tokens, 0.0);
             self.sum.resize(tokens, 0);
         }
@@ -150,7 +153,7 @@ impl ActQuant {
         let cols = self.cols;
         pool.run_rows(
             tokens,
-            (&mut self.q[..tokens * self.padded], self.padded),
+            (&mut self.q.as_mut_slice()[..tokens * self.padded], self.padded),
             &mut self.scale[..tokens],
             &mut self.sum[..tokens],
             &|rows, q, scale, sum| {
@@ -173,7 +176,7 @@ impl ActQuant {
         a.tokens = tokens;
         for t in 0..tokens {
             let src = &q[t * cols..(t + 1) * cols];
-            a.q[t * a.padded..t * a.padded + cols].copy_from_slice(src);
+            a.q.as_mut_slice()[t * a.padded..t * a.padded + cols].copy_from_slice(src);
             a.scale[t] = scales[t];
             a.sum[t] = src.iter().map(|&v| v as i32).sum();
         }
@@ -194,11 +197,11 @@ impl ActQuant {
     }
     /// All rows, `tokens x padded_cols`.
     pub fn q(&self) -> &[i8] {
-        &self.q[..self.tokens * self.padded]
+        &self.q.as_slice()[..self.tokens * self.padded]
     }
     /// Row `t`, padded.
     pub fn row(&self, t: usize) -> &[i8] {
-        &self.q[t * self.padded..(t + 1) * self.padded]
+        &self.q.as_slice()[t * self.padded..(t + 1) * self.padded]
     }
     /// The per-token scales `a_t = 127 / absmax` (output = acc · w_scale / a_t).
     pub fn scales(&self) -> &[f32] {

@@ -18,6 +18,7 @@
 //! are shaped to load as few tiles per product as the accumulators allow.
 
 use super::avx512::{decode_b3, decode_t2};
+use crate::aligned::AlignedBuf;
 use crate::format::{b3, t2};
 use crate::gemv::MatmulArgs;
 use crate::quant::dequant_factor;
@@ -30,7 +31,8 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 thread_local! {
-    static BUFS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static BUFS: RefCell<(AlignedBuf<u8>, AlignedBuf<u8>)> =
+        const { RefCell::new((AlignedBuf::empty(), AlignedBuf::empty())) };
 }
 
 /// Whether the CPU has AMX-TILE and AMX-INT8 and the OS granted the tile state.
@@ -351,11 +353,11 @@ fn decode_step(
     fmt: (usize, usize),
     decode: &impl Fn(&[u8], &mut [u8]),
     cstride: usize,
-    codes: &mut Vec<u8>,
-    packed: &mut Vec<u8>,
+    codes: &mut AlignedBuf<u8>,
+    packed: &mut AlignedBuf<u8>,
 ) {
-    codes.resize(64 * fmt.0, 0);
-    packed.resize(16 * cstride, 0);
+    let codes = codes.scratch(64 * fmt.0);
+    let packed = packed.scratch(16 * cstride);
     pack_acts(a, 0, a.tokens, cstride, packed);
     let mut c = [0i32; 1024];
     let mut r = r0;
@@ -410,15 +412,15 @@ fn prompt(
     r1: usize,
     decode: &impl Fn(&[u8], &mut [u8]),
     cstride: usize,
-    codes: &mut Vec<u8>,
-    packed: &mut Vec<u8>,
+    codes: &mut AlignedBuf<u8>,
+    packed: &mut AlignedBuf<u8>,
 ) {
     let kblocks = cstride / 64;
     let in_place = a.tokens >= IN_PLACE_MIN_TOKENS;
     let chunk = if in_place { token_chunk(cstride) } else { token_chunk(cstride).min(256) };
-    codes.resize(32 * cstride, 0);
+    let codes = codes.scratch(32 * cstride);
     let wt_len = 2 * kblocks * 1024;
-    packed.resize(if in_place { wt_len + 32 * cstride } else { chunk * cstride }, 0);
+    let packed = packed.scratch(if in_place { wt_len + 32 * cstride } else { chunk * cstride });
     let whole = a.tokens / 32 * 32;
     if in_place {
         let tail = &mut packed[wt_len..];

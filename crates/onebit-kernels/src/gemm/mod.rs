@@ -1,7 +1,8 @@
 //! The MAD family for many tokens (prefill, training): each group of rows is decoded once
 //! into plain codes (one byte per weight, w + 1), then a register tile of rows × tokens
 //! multiply-adds codes against activations, so the decode cost is shared by every token.
-//! Decoded codes live in a per-thread buffer that grows once and is then reused.
+//! Decoded codes live in a per-thread buffer that grows once and is then reused, on a cache
+//! line ([`AlignedBuf`]).
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod amx;
@@ -10,23 +11,18 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+use crate::aligned::AlignedBuf;
 use crate::format::{b3, t2};
 use std::cell::RefCell;
 
 thread_local! {
-    static CODES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static CODES: RefCell<AlignedBuf<u8>> = const { RefCell::new(AlignedBuf::empty()) };
 }
 
 /// Runs `f` with this thread's code buffer of at least `len` bytes.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn with_codes<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-    CODES.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() < len {
-            c.resize(len, 0);
-        }
-        f(&mut c[..len])
-    })
+    CODES.with(|c| f(c.borrow_mut().scratch(len)))
 }
 
 /// Scalar decode of one T2 row into codes (`out.len()` = blocks · 256).

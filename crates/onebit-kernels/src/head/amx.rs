@@ -10,7 +10,8 @@ use crate::quant::ActQuant;
 
 thread_local! {
     /// The activations of one call packed into VNNI tiles.
-    static PACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PACKED: std::cell::RefCell<crate::AlignedBuf<u8>> =
+        const { std::cell::RefCell::new(crate::AlignedBuf::empty()) };
 }
 
 /// Rows per AMX block: four 16-row tiles.
@@ -33,10 +34,10 @@ pub(super) unsafe fn rows(m: &Q8Matrix, x: &ActQuant, r0: usize, r1: usize, out:
     let tiles = x.tokens().div_ceil(16);
     PACKED.with(|packed| {
         let mut packed = packed.borrow_mut();
-        packed.resize(tiles * kblocks * 1024, 0);
+        let packed = packed.scratch(tiles * kblocks * 1024);
         assert!(k <= x.padded_cols(), "head: activation rows shorter than the weight rows");
         // SAFETY: AMX available (caller), which implies AVX-512F.
-        unsafe { amx::pack_tiles(amx::bytes(x.q()), x.padded_cols(), x.tokens(), k, &mut packed) };
+        unsafe { amx::pack_tiles(amx::bytes(x.q()), x.padded_cols(), x.tokens(), k, packed) };
         let mut c = [0i32; 1024];
         // SAFETY: AMX available (caller); released at the end of this closure.
         unsafe { amx::load_config() };

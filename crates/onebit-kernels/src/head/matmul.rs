@@ -12,7 +12,8 @@ use crate::quant::ActQuant;
 
 thread_local! {
     /// Widened 4-bit rows of the block a thread is working on.
-    static WIDE: std::cell::RefCell<Vec<i8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static WIDE: std::cell::RefCell<crate::AlignedBuf<i8>> =
+        const { std::cell::RefCell::new(crate::AlignedBuf::empty()) };
 }
 
 /// Σ w·q over one padded row, plain Rust (the definition of correct).
@@ -82,9 +83,7 @@ pub fn q8_matmul_on(
         // a batch of tokens reads the head from memory once, not once per token.
         WIDE.with(|wide| {
             let mut wide = wide.borrow_mut();
-            if m.bits == 4 && wide.len() < ROW_BLOCK * m.padded {
-                wide.resize(ROW_BLOCK * m.padded, 0);
-            }
+            let wide = wide.scratch(if m.bits == 4 { ROW_BLOCK * m.padded } else { 0 });
             while b0 < rows.end {
                 let b1 = (b0 + ROW_BLOCK).min(rows.end);
                 if m.bits == 4 {
@@ -92,7 +91,7 @@ pub fn q8_matmul_on(
                         m.unpack_row(r, &mut wide[(r - b0) * m.padded..(r - b0 + 1) * m.padded]);
                     }
                 }
-                let wide: &[i8] = &wide;
+                let wide: &[i8] = wide;
                 let row = |r: usize| -> &[i8] {
                     if m.bits == 4 {
                         &wide[(r - b0) * m.padded..(r - b0 + 1) * m.padded]

@@ -14,7 +14,7 @@ pub(crate) mod neon;
 use std::cell::RefCell;
 
 thread_local! {
-    static TABLES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static TABLES: RefCell<crate::AlignedBuf<u8>> = const { RefCell::new(crate::AlignedBuf::empty()) };
 }
 
 /// Bytes of table per pair: 16 low bytes then 16 high bytes.
@@ -41,11 +41,9 @@ pub fn build_tables(act: &[i8], pairs: usize, out: &mut [u8]) {
 pub(crate) fn with_tables<R>(act: &[i8], pairs: usize, f: impl FnOnce(&[u8]) -> R) -> R {
     TABLES.with(|t| {
         let mut t = t.borrow_mut();
-        if t.len() < pairs * TABLE_BYTES {
-            t.resize(pairs * TABLE_BYTES, 0);
-        }
-        build_tables(act, pairs, &mut t[..pairs * TABLE_BYTES]);
-        f(&t[..pairs * TABLE_BYTES])
+        let t = t.scratch(pairs * TABLE_BYTES);
+        build_tables(act, pairs, t);
+        f(t)
     })
 }
 
