@@ -37,10 +37,14 @@ struct Cached {
     emulated_us: (u64, u64),
     /// Per link: lower rank, higher rank, rtt, jitter, latency (s), bandwidth (B/s).
     links: Vec<(usize, usize, f64, f64, f64, f64)>,
-    /// Per node: seconds per token, memory bytes, batch curve of the blocks and of the head
-    /// (`crate::speed::BatchCurve`).
-    nodes: Vec<(f64, u64, [f64; 5], [f64; 5])>,
+    /// Per node: seconds per token, memory bytes, batch curve of the blocks and of the head,
+    /// the linears' shares (`crate::speed::BatchCurve`).
+    nodes: Vec<CachedNode>,
 }
+
+/// A node in the cache: seconds per token, memory bytes, the blocks' and the head's batch
+/// curve, the linears' shares.
+type CachedNode = (f64, u64, [f64; 5], [f64; 5], [f64; 5]);
 
 fn emulated_us(e: Option<LinkEmulation>) -> (u64, u64) {
     e.map_or((0, 0), |e| (e.delay.as_micros() as u64, e.jitter.as_micros() as u64))
@@ -101,10 +105,10 @@ pub fn measure(
         let nodes = k
             .nodes
             .iter()
-            .map(|&(token_s, mem_bytes, blocks, head)| NodeMeasure {
+            .map(|&(token_s, mem_bytes, blocks, head, linear_share)| NodeMeasure {
                 token_s,
                 mem_bytes,
-                batch: BatchCurve { blocks, head },
+                batch: BatchCurve { blocks, head, linear_share },
             })
             .collect();
         return Ok(Measured { links, nodes, names, cached: true });
@@ -130,7 +134,7 @@ pub fn measure(
             .collect(),
         nodes: nodes
             .iter()
-            .map(|n| (n.token_s, n.mem_bytes, n.batch.blocks, n.batch.head))
+            .map(|n| (n.token_s, n.mem_bytes, n.batch.blocks, n.batch.head, n.batch.linear_share))
             .collect(),
     };
     // A cache that cannot be written only costs a measurement next time.
@@ -231,8 +235,8 @@ mod tests {
             emulated_us: (5000, 2000),
             links: vec![(0, 1, 1e-4, 2e-5, 5e-5, 1.2e9)],
             nodes: vec![
-                (0.07, 1 << 34, [1.0, 1.5, 1.8, 2.2, 3.0], [1.0, 1.1, 1.2, 1.4, 1.8]),
-                (0.08, 1 << 33, [1.0; 5], [1.0, 1.2, 1.3, 1.6, 2.0]),
+                (0.07, 1 << 34, [1.0, 1.5, 1.8, 2.2, 3.0], [1.0, 1.1, 1.2, 1.4, 1.8], [0.9; 5]),
+                (0.08, 1 << 33, [1.0; 5], [1.0, 1.2, 1.3, 1.6, 2.0], [1.0, 0.9, 0.9, 0.8, 0.8]),
             ],
         };
         let back: Cached = toml::from_str(&toml::to_string(&k).unwrap()).unwrap();
@@ -242,6 +246,13 @@ mod tests {
         let old = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
         let old = format!("{old}nodes = [[0.07, 17179869184, 0.3]]\n");
         assert!(toml::from_str::<Cached>(&old).is_err());
+        // Nor one written before the linear shares (four fields per node).
+        let curve = "[1.0, 1.0, 1.0, 1.0, 1.0]";
+        let four = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
+        let five = format!("{four}nodes = [[0.07, 17179869184, {curve}, {curve}, {curve}]]\n");
+        let four = format!("{four}nodes = [[0.07, 17179869184, {curve}, {curve}]]\n");
+        assert!(toml::from_str::<Cached>(&four).is_err());
+        assert!(toml::from_str::<Cached>(&five).is_ok(), "the same text with the shares parses");
     }
 
     fn mesh(speeds: [f64; 2], latency_s: f64, bandwidth_bps: f64) -> Measured {

@@ -325,16 +325,24 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     // own measured curve. Every gather waits for the slowest node of the stretch before it,
     // so the block costs the sum over its four stretches of the slowest node's time (the
     // 2B4T's 5 KV heads over 2 nodes make the first stretch 3:2 whatever the FFN split).
+    // The work outside the linears (norms, attention, RoPE, the KV cache) is priced as every
+    // node's whole: the norms are; attention is split by heads but small at short contexts.
     let cost = |rows: f64| {
         let slowest = |f: &dyn Fn(usize) -> f64| (0..n).map(f).fold(0.0, f64::max);
-        let blocks: f64 = (0..4)
+        let blocks_s = |i: usize| {
+            let (t, b) = (nodes[i].token_s, &nodes[i].batch);
+            t * block_frac * b.blocks_x(rows)
+        };
+        let linears: f64 = (0..4)
             .map(|j| {
                 slowest(&|i| {
-                    let (t, b) = (nodes[i].token_s, &nodes[i].batch);
-                    t * block_frac * stretches(i)[j] / total_blocks * b.blocks_x(rows)
+                    let share = nodes[i].batch.linear_share_at(rows);
+                    blocks_s(i) * share * stretches(i)[j] / total_blocks
                 })
             })
             .sum();
+        let rest = slowest(&|i| blocks_s(i) * (1.0 - nodes[i].batch.linear_share_at(rows)));
+        let blocks = linears + rest;
         let head = slowest(&|i| {
             let (t, b) = (nodes[i].token_s, &nodes[i].batch);
             t * (1.0 - block_frac) * head_bytes(i) / total_head * b.head_x(rows)

@@ -25,6 +25,9 @@ struct Group {
     nodes: Range<usize>,
     /// Sum of the nodes' speeds (whole-model tokens per second).
     speed: f64,
+    /// The slowest node's seconds per whole-model token: the pace of the work outside the
+    /// linears, which every node of the group does whole.
+    slowest_s: f64,
     /// The nodes' mean batch curve.
     batch: BatchCurve,
     /// The slowest link inside the group: latency (s) and bandwidth (bytes/s).
@@ -220,6 +223,7 @@ fn staged(
             .collect::<Option<_>>()?;
         groups.push(Group {
             speed: r.clone().map(|i| 1.0 / nodes[i].token_s).sum(),
+            slowest_s: r.clone().map(|i| nodes[i].token_s).fold(0.0, f64::max),
             batch: BatchCurve::mean(r.clone().map(|i| nodes[i].batch)),
             latency: pairs.iter().map(|l| l.latency_s).fold(0.0, f64::max),
             bandwidth: pairs.iter().map(|l| l.bandwidth_bps).fold(f64::INFINITY, f64::min),
@@ -231,7 +235,10 @@ fn staged(
     let stage_t = |g: usize, l: usize, rows: f64| {
         let gr = &groups[g];
         let n = gr.nodes.len() as f64;
-        let mut t = block_frac * l as f64 / layers / gr.speed * gr.batch.blocks_x(rows);
+        // The linears split in proportion to speed; the rest is every node's.
+        let share = gr.batch.linear_share_at(rows);
+        let per_block = share / gr.speed + (1.0 - share) * gr.slowest_s;
+        let mut t = block_frac * l as f64 / layers * per_block * gr.batch.blocks_x(rows);
         if g == 0 {
             t += nodes[0].token_s * (1.0 - block_frac) * nodes[0].batch.head_x(rows);
         }

@@ -1,10 +1,13 @@
 //! Measuring a node for the planner: how long it takes to decode one token of a model's shape
 //! alone, and how much memory it can give. The figure is measured, not assumed from core
-//! counts: every linear of a block at the model's shapes (random trits in the T2 layout) and
-//! the int8 head, in as many distinct copies of the block as it takes to exceed 256 MiB, so
-//! weights stream from memory as in a real decode rather than sit in cache. Attention is left
-//! out (a few % at short contexts). On a mesh the nodes measure one after another, so nodes
-//! that share a machine (the loopback tests) do not slow each other down.
+//! counts, and without the model file (a worker may not have it yet): the engine's own pass
+//! over blocks of the model's shape held in memory (`onebit_model::synthetic::timing_blocks`,
+//! random trits in the T2 layout) and the int8 head, with as many distinct blocks as it takes
+//! to exceed 256 MiB, so weights stream from memory as in a real decode rather than sit in
+//! cache. The linears alone are timed too, over the same number of distinct blocks, for
+//! their share of the pass: tensor parallelism splits them, not the rest (norms, attention,
+//! RoPE, the KV cache). On a mesh the nodes measure one after another, so nodes that share a
+//! machine (the loopback tests) do not slow each other down.
 
 use crate::collective::{all_gather, barrier};
 use crate::comm::Comm;
@@ -13,7 +16,7 @@ use onebit_kernels::head::q8_matmul;
 use onebit_kernels::{
     matmul, ActQuant, Kernel, Q8Matrix, TernaryFormat, TernaryMatrix, ThreadPool,
 };
-use onebit_model::ModelConfig;
+use onebit_model::{KvDtype, ModelConfig, Session, SessionOptions, StageInput};
 use std::time::{Duration, Instant};
 
 /// A node as measured.
@@ -43,13 +46,17 @@ pub struct BatchCurve {
     pub blocks: [f64; 5],
     /// The head's, likewise.
     pub head: [f64; 5],
+    /// The share of the blocks' pass at each of [`CURVE_ROWS`] spent in their linears
+    /// (quantizing their inputs included): what tensor parallelism divides between nodes;
+    /// the rest (norms, attention, RoPE, the KV cache) it prices as every node's.
+    pub linear_share: [f64; 5],
 }
 
 impl BatchCurve {
     /// Every extra row adding `slope` of a one-row pass, blocks and head alike.
     pub fn linear(slope: f64) -> BatchCurve {
         let x = CURVE_ROWS.map(|r| 1.0 + slope * (r - 1) as f64);
-        BatchCurve { blocks: x, head: x }
+        BatchCurve { blocks: x, head: x, linear_share: [1.0; 5] }
     }
 
     /// The blocks' pass over `rows` rows, times one row's.
@@ -68,27 +75,42 @@ impl BatchCurve {
         block_frac * self.blocks_x(rows) + (1.0 - block_frac) * self.head_x(rows)
     }
 
+    /// The linears' share of the blocks' pass over `rows` rows.
+    pub fn linear_share_at(&self, rows: f64) -> f64 {
+        interpolate(&self.linear_share, rows)
+    }
+
     /// The element-wise mean of several nodes' curves (a stage run by a group).
     pub fn mean(curves: impl Iterator<Item = BatchCurve>) -> BatchCurve {
-        let (mut sum, mut n) = (BatchCurve { blocks: [0.0; 5], head: [0.0; 5] }, 0.0);
+        let zero = [0.0; 5];
+        let (mut sum, mut n) = (BatchCurve { blocks: zero, head: zero, linear_share: zero }, 0.0);
         for c in curves {
             for i in 0..5 {
                 sum.blocks[i] += c.blocks[i];
                 sum.head[i] += c.head[i];
+                sum.linear_share[i] += c.linear_share[i];
             }
             n += 1.0;
         }
         if n == 0.0 {
             return BatchCurve::linear(0.0);
         }
-        BatchCurve { blocks: sum.blocks.map(|v| v / n), head: sum.head.map(|v| v / n) }
+        let avg = |x: [f64; 5]| x.map(|v| v / n);
+        BatchCurve {
+            blocks: avg(sum.blocks),
+            head: avg(sum.head),
+            linear_share: avg(sum.linear_share),
+        }
     }
 
-    /// Every point finite, the first 1, none below it nor absurdly above.
+    /// Every point finite, the first 1, none below it nor absurdly above; every share a
+    /// fraction.
     fn sane(&self) -> bool {
-        [&self.blocks, &self.head]
-            .iter()
-            .all(|x| x[0] == 1.0 && x.iter().all(|v| v.is_finite() && (0.5..=64.0).contains(v)))
+        let shares = self.linear_share.iter().all(|v| (0.01..=1.0).contains(v));
+        shares
+            && [&self.blocks, &self.head]
+                .iter()
+                .all(|x| x[0] == 1.0 && x.iter().all(|v| v.is_finite() && (0.5..=64.0).contains(v)))
     }
 }
 
@@ -219,11 +241,47 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
     for (p, &rows) in points.iter_mut().zip(&CURVE_ROWS) {
         *p = median(rows)?;
     }
-    let (b1, h1) = points[0];
-    let curve = BatchCurve { blocks: points.map(|p| p.0 / b1), head: points.map(|p| p.1 / h1) };
-    let token_s = b1 + h1;
+    drop(blocks);
+    let engine = engine_blocks(c, threads)?;
+    let (e1, h1) = (engine[0], points[0].1);
+    // Noise can put the linears alone above the engine's whole pass.
+    let linear_share = std::array::from_fn(|i| (points[i].0 / engine[i]).clamp(0.05, 1.0));
+    let batch =
+        BatchCurve { blocks: engine.map(|e| e / e1), head: points.map(|p| p.1 / h1), linear_share };
+    let token_s = e1 + h1;
     let mem_bytes = onebit_kernels::machine::available_memory().unwrap_or(0);
-    Ok(NodeMeasure { token_s, mem_bytes, batch: curve })
+    Ok(NodeMeasure { token_s, mem_bytes, batch })
+}
+
+/// Seconds of the engine's own pass over every block of `c`'s shape at each of
+/// [`CURVE_ROWS`] rows (medians of three after a warm-up), each row a sequence of its own at
+/// the first few positions of a fresh cache: the linears and everything around them.
+fn engine_blocks(c: &ModelConfig, threads: usize) -> Result<[f64; 5]> {
+    let merr = |e: onebit_model::Error| DistError::Usage(format!("speed measurement: {e}"));
+    let model = onebit_model::synthetic::timing_blocks(c, TernaryFormat::T2, 256 << 20, threads)
+        .map_err(merr)?;
+    let rows_max = CURVE_ROWS[4];
+    let o = SessionOptions { max_ctx: 8, max_batch: rows_max, slots: rows_max, kv: KvDtype::F16 };
+    let mut session = Session::try_with_options(&model, o).map_err(merr)?;
+    let mut rng = Lcg(0x2545_F491_4F6C_DD1D);
+    let x: Vec<f32> =
+        (0..rows_max * c.hidden).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect();
+    let slots: Vec<usize> = (0..rows_max).collect();
+    let mut out = [0.0; 5];
+    for (o, &rows) in out.iter_mut().zip(&CURVE_ROWS) {
+        session.reset();
+        let mut times = Vec::with_capacity(4);
+        for _ in 0..4 {
+            let t = Instant::now();
+            session
+                .stage(StageInput::Hidden(&x[..rows * c.hidden]), &slots[..rows])
+                .map_err(merr)?;
+            times.push(t.elapsed());
+        }
+        times[1..].sort();
+        *o = times[2].as_secs_f64();
+    }
+    Ok(out)
 }
 
 /// Every rank measures itself in turn (rank 0 first) and all ranks get every figure.
@@ -251,13 +309,15 @@ pub fn measure_mesh(
         .collect()
 }
 
-/// Bytes of an encoded [`NodeMeasure`]: seconds per token, memory, the curve's ten points.
-const MEASURE_BYTES: usize = 8 * 12;
+/// Bytes of an encoded [`NodeMeasure`]: seconds per token, memory, the curve's ten points,
+/// the five linear shares.
+const MEASURE_BYTES: usize = 8 * 17;
 
 fn encode_measure(m: &NodeMeasure) -> Vec<u8> {
     let mut b = m.token_s.to_le_bytes().to_vec();
     b.extend(m.mem_bytes.to_le_bytes());
-    for v in m.batch.blocks.iter().chain(&m.batch.head) {
+    let c = &m.batch;
+    for v in c.blocks.iter().chain(&c.head).chain(&c.linear_share) {
         b.extend(v.to_le_bytes());
     }
     b
@@ -273,6 +333,7 @@ fn decode_measure(b: &[u8]) -> std::result::Result<NodeMeasure, String> {
     let batch = BatchCurve {
         blocks: std::array::from_fn(|i| f(2 + i)),
         head: std::array::from_fn(|i| f(7 + i)),
+        linear_share: std::array::from_fn(|i| f(12 + i)),
     };
     if !(token_s.is_finite() && token_s > 0.0 && batch.sane()) {
         return Err("a speed out of range".into());
@@ -299,7 +360,11 @@ mod tests {
 
     #[test]
     fn the_curve_interpolates_between_its_points_and_extends_the_last_segment() {
-        let c = BatchCurve { blocks: [1.0, 1.5, 1.8, 2.2, 3.0], head: [1.0, 1.1, 1.2, 1.4, 1.8] };
+        let c = BatchCurve {
+            blocks: [1.0, 1.5, 1.8, 2.2, 3.0],
+            head: [1.0, 1.1, 1.2, 1.4, 1.8],
+            linear_share: [0.9, 0.88, 0.85, 0.8, 0.75],
+        };
         assert_eq!(c.blocks_x(1.0), 1.0);
         assert_eq!(c.blocks_x(0.5), 1.0);
         assert_eq!(c.blocks_x(3.0), 1.65);
@@ -315,6 +380,9 @@ mod tests {
         let bytes = encode_measure(&good);
         assert_eq!(decode_measure(&bytes), Ok(good));
         assert!(decode_measure(&bytes[..90]).is_err());
+        let mut bad = bytes.clone();
+        bad[8 * 16..].copy_from_slice(&1.5f64.to_le_bytes()); // a share above the whole
+        assert!(decode_measure(&bad).is_err());
         let mut bad = bytes.clone();
         bad[16..24].copy_from_slice(&2.0f64.to_le_bytes()); // a first point other than 1
         assert!(decode_measure(&bad).unwrap_err().contains("out of range"));

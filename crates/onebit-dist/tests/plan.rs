@@ -216,3 +216,34 @@ fn one_sequence_gets_the_split_with_the_shortest_trip() {
         .unwrap();
     assert!(most < 29, "{p:?}");
 }
+
+#[test]
+fn work_outside_the_linears_is_every_tensor_parallel_nodes_whole() {
+    let c = ModelConfig::bitnet_2b4t();
+    let links = link(1e-5, 3e9);
+    // Seconds per token of the tensor-parallel plan and of the pipeline [15, 15] when the
+    // linears take `share` of the blocks' pass.
+    let priced = |share: f64| {
+        let mut nodes = [node(0.06, 24.0), node(0.06, 24.0)];
+        nodes.iter_mut().for_each(|n| n.batch.linear_share = [share; 5]);
+        let plans = plan(&c, 2.0, &nodes, &links, 8).unwrap();
+        let find = |f: &dyn Fn(&Strategy) -> bool| {
+            1.0 / plans.iter().find(|p| f(&p.strategy)).expect("the plan").tok_s
+        };
+        let tp = find(&|s| matches!(s, Strategy::Tensor { .. }));
+        let one = find(&|s| matches!(s, Strategy::Single { node: 0 }));
+        (tp, one)
+    };
+    let (tp1, one1) = priced(1.0);
+    let (tp8, one8) = priced(0.8);
+    let (tp6, one6) = priced(0.6);
+    // One node runs everything anyway.
+    assert_eq!((one1, one8), (one6, one6));
+    // Tensor parallelism splits only the linears: the less they take, the slower it is, by
+    // the part of the blocks each node now does whole (linear in the share).
+    assert!(tp1 < tp8 && tp8 < tp6, "{tp1} {tp8} {tp6}");
+    let ratio = (tp6 - tp1) / (tp8 - tp1);
+    assert!((ratio - 2.0).abs() < 1e-9, "{ratio}");
+    // With every node repeating 40 % of the blocks, two nodes gain less than 1.6x.
+    assert!(one6 / tp6 < 1.6, "{}", one6 / tp6);
+}

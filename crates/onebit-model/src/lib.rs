@@ -5,7 +5,8 @@
 //! - [`gguf`]: the container (read, streaming write), fuzzed by proptest.
 //! - [`load`]: GGUF (bitnet.cpp I2_S, llama.cpp TQ1_0/TQ2_0, onebit T2/B3, f16/f32
 //!   masters) → [`Model`] with weights repacked into the fastest kernel layout.
-//! - [`synthetic`]: `onebit init --shape`: random ternary models streamed to disk.
+//! - [`synthetic`]: `onebit init --shape`: random ternary models streamed to disk; blocks held
+//!   in memory for timing them.
 //! - [`engine`]: prefill through the GEMM kernels, decode through GEMV, KV cache, sampling.
 
 #![deny(missing_docs)]

@@ -1,6 +1,7 @@
 //! Synthetic models for benchmarks and tests (`onebit init --shape`): random ternary
 //! weights, small random embeddings, unit norms, written tensor by tensor so a 100B model
-//! never has to fit in memory.
+//! never has to fit in memory; and [`timing_blocks`], a model's blocks held in memory for
+//! the mesh planner to time the engine on a node that has no copy of the file.
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -109,4 +110,105 @@ pub fn write_synthetic(
         file.patch(at, &bytes)?;
     }
     file.commit()
+}
+
+/// A model of `config`'s shape held in memory, for timing its blocks (the planner's node
+/// measurement): random trits in `format`, unit norms, no embeddings and no head, so it runs
+/// hidden states as a middle pipeline stage does ([`crate::Session::stage`]). Only as many
+/// distinct blocks as take `budget` bytes are built (at least one); the later blocks share
+/// their weights in turn, so a 100-layer shape costs `budget`, and a `budget` beyond the
+/// last-level cache still has weights stream from memory as in a real decode.
+pub fn timing_blocks(
+    config: &ModelConfig,
+    format: TernaryFormat,
+    budget: usize,
+    threads: usize,
+) -> Result<crate::Model> {
+    use crate::engine::{Embedding, Head, Layer, TernaryLinear};
+    config.validate()?;
+    let c = config;
+    let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
+    let shapes = [(qd, h), (kvd, h), (kvd, h), (h, qd), (f, h), (f, h), (h, f)];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let kerr = |source| Error::Kernel { name: "timing block".into(), source };
+    let scale = 1.0f32 / 64.0;
+    let mut distinct: Vec<Vec<onebit_kernels::SharedBytes>> = Vec::new();
+    let mut bytes = 0usize;
+    while distinct.is_empty() || (bytes < budget && distinct.len() < c.layers) {
+        let mut block = Vec::with_capacity(7);
+        for &(rows, cols) in &shapes {
+            let trits: Vec<i8> = (0..rows * cols).map(|_| (rng.next() % 3) as i8 - 1).collect();
+            let m = TernaryMatrix::from_trits(format, rows, cols, &trits, scale).map_err(kerr)?;
+            bytes += m.bytes().len();
+            let shared: onebit_kernels::SharedBytes = std::sync::Arc::new(m.bytes().to_vec());
+            block.push(shared);
+        }
+        distinct.push(block);
+    }
+    let linear = |b: &onebit_kernels::SharedBytes, (rows, cols): (usize, usize)| {
+        let len = (**b).as_ref().len();
+        TernaryMatrix::from_shared(format, rows, cols, b.clone(), 0..len, Some(scale))
+            .and_then(TernaryLinear::new)
+            .map_err(kerr)
+    };
+    let sub = |n: usize| c.sub_norms.then(|| vec![1.0f32; n]);
+    let layers = (0..c.layers)
+        .map(|l| {
+            let b = &distinct[l % distinct.len()];
+            Ok(Layer {
+                attn_norm: vec![1.0; h],
+                q: linear(&b[0], shapes[0])?,
+                k: linear(&b[1], shapes[1])?,
+                v: linear(&b[2], shapes[2])?,
+                o: linear(&b[3], shapes[3])?,
+                attn_sub_norm: sub(qd),
+                ffn_norm: vec![1.0; h],
+                gate: linear(&b[4], shapes[4])?,
+                up: linear(&b[5], shapes[5])?,
+                down: linear(&b[6], shapes[6])?,
+                ffn_sub_norm: sub(f),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(crate::Model {
+        config: c.clone(),
+        embed: Embedding::Absent,
+        layers,
+        first_layer: 0,
+        norm: vec![1.0; h],
+        head: Head::Absent,
+        pool: onebit_kernels::ThreadPool::new(threads.max(1)),
+        tensor: None,
+        tensor_head: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KvDtype, Session, SessionOptions, StageInput};
+
+    #[test]
+    fn timing_blocks_share_weights_beyond_the_budget_and_run_as_a_stage() {
+        let c = ModelConfig { layers: 5, ..ModelConfig::preset("tiny").unwrap() };
+        let ptr = |m: &crate::Model, l: usize| m.layers[l].down.w.bytes().as_ptr();
+        // A one-byte budget: one distinct block, every layer reads its weights.
+        let one = timing_blocks(&c, TernaryFormat::T2, 1, 1).unwrap();
+        assert_eq!(one.layers.len(), 5);
+        assert!((1..5).all(|l| ptr(&one, l) == ptr(&one, 0)));
+        // Room for all: five distinct blocks.
+        let all = timing_blocks(&c, TernaryFormat::T2, usize::MAX, 1).unwrap();
+        assert!((1..5).all(|l| ptr(&all, l) != ptr(&all, l - 1)));
+        assert!(one.layers[0].attn_sub_norm.is_some() == c.sub_norms);
+        let o = SessionOptions { max_ctx: 8, max_batch: 3, slots: 3, kv: KvDtype::F16 };
+        let mut s = Session::try_with_options(&one, o).unwrap();
+        let x: Vec<f32> = (0..3 * c.hidden).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+        let out = s.stage(StageInput::Hidden(&x), &[0, 1, 2]).unwrap().to_vec();
+        assert_eq!(out.len(), x.len());
+        assert!(out.iter().all(|v| v.is_finite()) && out != x, "the blocks changed nothing");
+        // Tokens need embeddings this model does not have.
+        assert!(s.stage(StageInput::Tokens(&[1]), &[0]).is_err());
+        let bad = ModelConfig { heads: 0, ..c };
+        assert!(timing_blocks(&bad, TernaryFormat::T2, 1, 1).is_err());
+    }
 }

@@ -78,20 +78,29 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (links, nodes, addrs) = (&measured.links, &measured.nodes, &measured.names);
     print!("{}", onebit_dist::probe::links_table(links));
-    // The batch curve: a pass over 2, 4, 8, 16 sequences as a multiple of one sequence's.
+    // The batch curve: a pass over 2, 4, 8, 16 sequences as a multiple of one sequence's, and
+    // the linears' share of the blocks' pass at 1 and 16 sequences.
     println!(
-        "{:<6} {:<24} {:>12} {:>23} {:>23} {:>10}",
-        "node", "address", "alone tok/s", "blocks x2/4/8/16", "head x2/4/8/16", "memory GB"
+        "{:<6} {:<24} {:>12} {:>23} {:>23} {:>9} {:>10}",
+        "node",
+        "address",
+        "alone tok/s",
+        "blocks x2/4/8/16",
+        "head x2/4/8/16",
+        "lin 1/16",
+        "memory GB"
     );
     let curve =
         |x: &[f64; 5]| x[1..].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ");
     for (i, (n, addr)) in nodes.iter().zip(addrs).enumerate() {
+        let share = &n.batch.linear_share;
         println!(
-            "{i:<6} {:<24} {:>12.2} {:>23} {:>23} {:>10.1}",
+            "{i:<6} {:<24} {:>12.2} {:>23} {:>23} {:>9} {:>10.1}",
             addr,
             1.0 / n.token_s,
             curve(&n.batch.blocks),
             curve(&n.batch.head),
+            format!("{:.2} {:.2}", share[0], share[4]),
             n.mem_bytes as f64 / 1e9
         );
     }
