@@ -4,7 +4,7 @@
 //! over blocks of the model's shape held in memory (`onebit_model::synthetic::timing_blocks`,
 //! random trits in the T2 layout) and the int8 head, with as many distinct blocks as it takes
 //! to exceed 256 MiB, so weights stream from memory as in a real decode rather than sit in
-//! cache. The linears alone are timed too, over the same number of distinct blocks, for
+//! cache. The linears alone are timed too, over the same blocks, for
 //! their share of the pass: tensor parallelism splits them, not the rest (norms, attention,
 //! RoPE, the KV cache). On a mesh the nodes measure one after another, so nodes that share a
 //! machine (the loopback tests) do not slow each other down.
@@ -13,9 +13,7 @@ use crate::collective::{all_gather, barrier};
 use crate::comm::Comm;
 use crate::error::{DistError, Result};
 use onebit_kernels::head::q8_matmul;
-use onebit_kernels::{
-    matmul, ActQuant, Kernel, Q8Matrix, TernaryFormat, TernaryMatrix, ThreadPool,
-};
+use onebit_kernels::{matmul, ActQuant, Q8Matrix, TernaryFormat};
 use onebit_model::{KvDtype, ModelConfig, Session, SessionOptions, StageInput};
 use std::time::{Duration, Instant};
 
@@ -163,36 +161,16 @@ impl Lcg {
 /// Measures this node on `c`'s shape with `threads` threads.
 pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
     let kerr = |e: onebit_kernels::Error| DistError::Usage(format!("speed measurement: {e}"));
-    let pool = ThreadPool::new(threads.max(1));
-    let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
-    let shapes = [(qd, h), (kvd, h), (kvd, h), (h, qd), (f, h), (f, h), (h, f)];
+    let (h, qd, f) = (c.hidden, c.q_dim(), c.intermediate);
+    let merr = |e: onebit_model::Error| DistError::Usage(format!("speed measurement: {e}"));
+    // One set of blocks for both timings: the engine's pass and the linears alone.
+    let model = onebit_model::synthetic::timing_blocks(c, TernaryFormat::T2, 256 << 20, threads)
+        .map_err(merr)?;
+    let pool = &model.pool;
     let mut rng = Lcg(0x9E37_79B9_7F4A_7C15);
-    let first = shapes
-        .iter()
-        .map(|&(r, k)| {
-            let trits: Vec<i8> = (0..r * k).map(|_| (rng.next() % 3) as i8 - 1).collect();
-            TernaryMatrix::from_trits(TernaryFormat::T2, r, k, &trits, 1.0)
-        })
-        .collect::<onebit_kernels::Result<Vec<_>>>()
-        .map_err(kerr)?;
-    let block_bytes: usize = first.iter().map(|m| m.bytes().len()).sum();
-    let copies = (256usize << 20).div_ceil(block_bytes.max(1)).clamp(1, c.layers.max(1));
-    let mut blocks = vec![first];
-    for _ in 1..copies {
-        let copy = blocks[0]
-            .iter()
-            .zip(&shapes)
-            .map(|(m, &(r, k))| {
-                TernaryMatrix::from_bytes(TernaryFormat::T2, r, k, m.bytes().to_vec(), Some(1.0))
-            })
-            .collect::<onebit_kernels::Result<Vec<_>>>()
-            .map_err(kerr)?;
-        blocks.push(copy);
-    }
     let head = Q8Matrix::from_row_fn(c.vocab, h, |_, row| {
         row.iter_mut().for_each(|v| *v = (rng.next() % 255) as f32 - 127.0)
     });
-    let kernel = Kernel::best(TernaryFormat::T2).map_err(kerr)?;
     let rows_max = CURVE_ROWS[4];
     let values = |n: usize, rng: &mut Lcg| -> Vec<f32> {
         (0..rows_max * n).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect()
@@ -206,7 +184,8 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
         let mut pass = || -> Result<(Duration, Duration)> {
             let t = Instant::now();
             for l in 0..c.layers {
-                for (i, (m, &(r, k))) in blocks[l % copies].iter().zip(&shapes).enumerate() {
+                for (i, lin) in model.layers[l].linears().into_iter().enumerate() {
+                    let (r, k) = (lin.w.rows(), lin.w.cols());
                     let which = if k == h {
                         0
                     } else if k == qd {
@@ -219,13 +198,14 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
                     if matches!(i, 0 | 3 | 4 | 6) {
                         xs[which].quantize(&inputs[which][..rows * k]);
                     }
-                    matmul(&pool, &kernel, m, &xs[which], &mut out[..rows * r]).map_err(kerr)?;
+                    matmul(pool, lin.kernel(), &lin.w, &xs[which], &mut out[..rows * r])
+                        .map_err(kerr)?;
                 }
             }
             let blocks_t = t.elapsed();
             let t = Instant::now();
             xs[0].quantize(&inputs[0][..rows * h]);
-            q8_matmul(&pool, &head, &xs[0], &mut out[..rows * c.vocab]).map_err(kerr)?;
+            q8_matmul(pool, &head, &xs[0], &mut out[..rows * c.vocab]).map_err(kerr)?;
             Ok((blocks_t, t.elapsed()))
         };
         pass()?;
@@ -241,8 +221,7 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
     for (p, &rows) in points.iter_mut().zip(&CURVE_ROWS) {
         *p = median(rows)?;
     }
-    drop(blocks);
-    let engine = engine_blocks(c, threads)?;
+    let engine = engine_blocks(&model)?;
     let (e1, h1) = (engine[0], points[0].1);
     // Noise can put the linears alone above the engine's whole pass.
     let linear_share = std::array::from_fn(|i| (points[i].0 / engine[i]).clamp(0.05, 1.0));
@@ -256,13 +235,12 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
 /// Seconds of the engine's own pass over every block of `c`'s shape at each of
 /// [`CURVE_ROWS`] rows (medians of three after a warm-up), each row a sequence of its own at
 /// the first few positions of a fresh cache: the linears and everything around them.
-fn engine_blocks(c: &ModelConfig, threads: usize) -> Result<[f64; 5]> {
+fn engine_blocks(model: &onebit_model::Model) -> Result<[f64; 5]> {
     let merr = |e: onebit_model::Error| DistError::Usage(format!("speed measurement: {e}"));
-    let model = onebit_model::synthetic::timing_blocks(c, TernaryFormat::T2, 256 << 20, threads)
-        .map_err(merr)?;
+    let c = &model.config;
     let rows_max = CURVE_ROWS[4];
     let o = SessionOptions { max_ctx: 8, max_batch: rows_max, slots: rows_max, kv: KvDtype::F16 };
-    let mut session = Session::try_with_options(&model, o).map_err(merr)?;
+    let mut session = Session::try_with_options(model, o).map_err(merr)?;
     let mut rng = Lcg(0x2545_F491_4F6C_DD1D);
     let x: Vec<f32> =
         (0..rows_max * c.hidden).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect();
