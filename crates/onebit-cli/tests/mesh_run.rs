@@ -106,7 +106,7 @@ fn a_pipeline_prints_what_one_node_prints() {
         assert!(ok, "{name}: {err}");
         assert_eq!(out, single, "{name}: the pipeline's text differs from one node's");
         let layout = if split.starts_with("tp") {
-            "mesh: tensor parallel, KV heads"
+            "mesh: tensor parallel, query heads"
         } else if let Some(hybrid) = split.strip_prefix("hybrid:") {
             let groups = hybrid.split('/').next().unwrap_or_default();
             &format!("mesh: hybrid, nodes per stage [{}]", groups.replace(',', ", "))

@@ -32,7 +32,7 @@ fn two_ranks_print_what_one_process_prints() {
     let single = String::from_utf8_lossy(&out.stdout).into_owned();
     for (strategy, layout) in [
         ("pp", "mesh: pipeline, blocks per node"),
-        ("tp", "mesh: tensor parallel, KV heads"),
+        ("tp", "mesh: tensor parallel, query heads"),
         ("hybrid", "mesh: hybrid, nodes per stage [1, 2]"),
     ] {
         let mut args = run.to_vec();

@@ -2,7 +2,8 @@
 //! pieces the size of a 2B4T decode step's, in the order a block gathers them, with no model.
 //! Run each rank pinned to its own core:
 //!   taskset -c 0 gather_loop 0 127.0.0.1:7700,127.0.0.1:7701 & taskset -c 1 gather_loop 1 ...
-//!   (arguments: RANK ADDRS [ITERATIONS [KIB of memory streamed between exchanges]])
+//!   (arguments: RANK ADDRS [ITERATIONS [KIB of memory streamed between exchanges [ROWS]]]);
+//!   ROWS (default 1) multiplies every piece, as a batched decode step of that many sequences does.
 //! Prints the median microseconds per exchange of each size over the iterations.
 
 use onebit_dist::collective::all_gather;
@@ -22,7 +23,8 @@ fn main() {
     let listener = TcpListener::bind(addrs[rank]).expect("bind");
     let mut comm = TcpComm::join(&listener, rank, &addrs, &TcpConfig::new([7; 32])).expect("join");
     // One block's pieces at batch 1, f32: attention 1280, hidden 1280, FFN 3456, hidden 1280.
-    let sizes = [1280 * 4, 1280 * 4, 3456 * 4, 1280 * 4];
+    let rows: usize = args.get(5).map_or(1, |s| s.parse().expect("rows"));
+    let sizes = [1280 * 4, 1280 * 4, 3456 * 4, 1280 * 4].map(|n| n * rows);
     let pieces: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![rank as u8; n]).collect();
     let mut out = Vec::new();
     // Optional work between exchanges: KIB kibibytes streamed from a 256 MiB buffer, as a

@@ -226,8 +226,8 @@ mod tests {
         assert_eq!(l.part_of(0).unwrap(), (0..10, None));
         let (blocks, piece) = l.part_of(2).unwrap();
         assert_eq!(
-            (blocks, piece.map(|p| (p.rank, p.split.kv_heads))),
-            (10..30, Some((1, vec![0, 2, 5])))
+            (blocks, piece.map(|p| (p.rank, p.split.q_heads))),
+            (10..30, Some((1, vec![0, 10, 20])))
         );
         assert!(l.part_of(3).is_err());
         assert!(HybridLayout::new(&c, &[1, 2], &[10, 19], None).is_err());

@@ -5,8 +5,8 @@
 //! - a link moves `m` bytes in `α + m/β` (the probe's latency and bandwidth);
 //! - node i decodes the whole model alone in `t_i` seconds, a `1/L` share of it per block;
 //! - tensor parallel, as the executor (`crate::tensor`) runs it: every node holds pieces of
-//!   every block and of the head in proportion to `1/t_i` (the 2B4T's 5 KV heads over two
-//!   equal nodes is 2:3) and takes its bytes' share of `t_i`; per token `4L + 1` syncs (four
+//!   every block and of the head in proportion to `1/t_i` (query heads with the KV heads they
+//!   read, a KV head whose group is cut held on both sides) and takes its bytes' share of `t_i`; per token `4L + 1` syncs (four
 //!   f32 all-gathers per block, the logits gathered on rank 0), each costing the slowest
 //!   link's latency, plus the bytes a node receives over its bandwidth;
 //! - pipeline: contiguous layer ranges, one hop of the hidden state per stage boundary and
@@ -63,8 +63,8 @@ pub enum Strategy {
     },
     /// Every block split over all nodes.
     Tensor {
-        /// KV heads per node (query heads follow their group).
-        kv_heads: Vec<usize>,
+        /// Query heads per node (with the KV heads they read).
+        q_heads: Vec<usize>,
         /// FFN columns per node.
         ffn: Vec<usize>,
     },
@@ -287,14 +287,15 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     let speed: Vec<f64> = nodes.iter().map(|x| 1.0 / x.token_s).collect();
     let split = TensorSplit::proportional(c, &speed).ok()?;
     // Bytes each node reads per token: its rows of every linear, and of the int8 head.
-    let (h, hd, group) = (c.hidden as f64, c.head_dim as f64, (c.heads / c.kv_heads) as f64);
-    // Weights a node reads per token between two gathers of a block: q/k/v of its KV heads,
+    let (h, hd) = (c.hidden as f64, c.head_dim as f64);
+    // Weights a node reads per token between two gathers of a block: q of its query heads
+    // and k/v of the KV heads they read (a group cut by the split is read on both sides),
     // its rows of `o`, its columns of gate and up, its rows of `down`.
     let stretches = |i: usize| {
-        let kv = split.kv_range(i).len() as f64;
+        let (q, kv) = (split.q_range(i).len() as f64, split.kv_range(c, i).len() as f64);
         let (ffn, rows) = (split.ffn_range(i).len() as f64, split.hidden_range(i).len() as f64);
         let per_layer = [
-            kv * (group + 2.0) * hd * h,
+            (q + 2.0 * kv) * hd * h,
             rows * c.q_dim() as f64,
             2.0 * ffn * h,
             rows * c.intermediate as f64,
@@ -304,7 +305,9 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     let block_bytes = |i: usize| stretches(i).iter().sum::<f64>();
     let head_bytes = |i: usize| split.vocab_range(i).len() as f64 * h;
     let node_bytes = |i: usize| block_bytes(i) + head_bytes(i);
-    let total_blocks: f64 = (0..n).map(block_bytes).sum();
+    // One node's blocks whole: the nodes' pieces add up to more where a KV head is shared.
+    let (qd, kvd, ffn_all) = (c.q_dim() as f64, c.kv_dim() as f64, c.intermediate as f64);
+    let whole_blocks = (2.0 * qd + 2.0 * kvd + 3.0 * ffn_all) * h * c.layers as f64 * bpw / 8.0;
     let total_head: f64 = (0..n).map(head_bytes).sum();
     if (0..n).any(|i| nodes[i].mem_bytes as f64 * 0.999 < node_bytes(i)) {
         return None;
@@ -324,7 +327,7 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     // A node's share of the blocks' and of the head's one-sequence time, each grown by its
     // own measured curve. Every gather waits for the slowest node of the stretch before it,
     // so the block costs the sum over its four stretches of the slowest node's time (the
-    // 2B4T's 5 KV heads over 2 nodes make the first stretch 3:2 whatever the FFN split).
+    // first stretch follows the query heads, in steps of one head, whatever the FFN split).
     // The work outside the linears (norms, attention, RoPE, the KV cache) is priced as every
     // node's whole: the norms are; attention is split by heads but small at short contexts.
     let cost = |rows: f64| {
@@ -337,7 +340,7 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
             .map(|j| {
                 slowest(&|i| {
                     let share = nodes[i].batch.linear_share_at(rows);
-                    blocks_s(i) * share * stretches(i)[j] / total_blocks
+                    blocks_s(i) * share * stretches(i)[j] / whole_blocks
                 })
             })
             .sum();
@@ -353,7 +356,7 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     let (tok_s, tok_s_batch) = (1.0 / cost(1.0), k as f64 / cost(k as f64));
     let counts = |b: &[usize]| b.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>();
     Some(Plan {
-        strategy: Strategy::Tensor { kv_heads: counts(&split.kv_heads), ffn: counts(&split.ffn) },
+        strategy: Strategy::Tensor { q_heads: counts(&split.q_heads), ffn: counts(&split.ffn) },
         tok_s,
         tok_s_batch,
         wire_bytes: (per_row * (n - 1) as f64

@@ -232,7 +232,7 @@ mod tests {
         assert_eq!(StageJob::decode(&v), Ok(j.clone()));
         assert!(StageJob::decode(&v[..v.len() - 1]).is_err());
         let split = TensorSplit {
-            kv_heads: vec![0, 2, 5],
+            q_heads: vec![0, 10, 20],
             ffn: vec![0, 16, 64],
             hidden: vec![0, 8, 9],
             vocab: vec![0, 100, 256],

@@ -40,12 +40,12 @@ fn the_link_decides_between_one_node_and_tensor_parallel() {
     assert!(matches!(p[0].strategy, Strategy::Single { .. }), "{p:?}");
     let tp = p.iter().find(|x| matches!(x.strategy, Strategy::Tensor { .. })).unwrap();
     assert!(tp.tok_s < p[0].tok_s && tp.syncs == 121, "{tp:?}");
-    // A loopback-fast link: tensor parallel wins, the 5 KV heads split 2:3 (the extra one to
-    // the worker: rank 0 also samples).
+    // A loopback-fast link: tensor parallel wins, the 20 query heads split 10:10 (the
+    // middle one of the 5 KV heads on both nodes).
     let p = plan(&c, 2.0, &nodes, &link(3e-5, 1e9), 1).unwrap();
     match &p[0].strategy {
-        Strategy::Tensor { kv_heads, ffn } => {
-            assert_eq!(kv_heads, &vec![2, 3]);
+        Strategy::Tensor { q_heads, ffn } => {
+            assert_eq!(q_heads, &vec![10, 10]);
             assert_eq!(ffn.iter().sum::<usize>(), 6912);
         }
         s => panic!("expected tensor parallel first, got {s:?}"),

@@ -1,7 +1,7 @@
 //! A mesh whose ranks already exist (an MPI job's processes; here threads joined in process,
 //! the same code path without MPI): every rank runs the same launch, rank 0 leads, and the
 //! greedy tokens and logits are bit-identical to one node's for the pipeline, tensor
-//! parallelism (the uneven 2:3 KV-head split included) and hybrids; a rank with another model file or
+//! parallelism and hybrids; a rank with another model file or
 //! none stops every rank with its reason.
 
 mod common;

@@ -1,7 +1,8 @@
 //! Tensor parallelism against one node: on the shipped (trained) model, the same greedy
 //! tokens and bit-identical logits over 64 steps, batched decode and mixed steps, for 2 nodes
-//! even (2:2 KV heads) and uneven (3:1), 3 nodes, in process and over loopback TCP; on a
-//! synthetic model with the 2B4T's 5 KV heads, the 3:2 split; a worker that dies or stalls
+//! even (2:2 query heads) and uneven (3:1), 3 nodes, in process and over loopback TCP; on a
+//! synthetic model with the 2B4T's 5 KV heads in groups of two query heads, cuts inside a
+//! group (the KV head held on both sides) over 2 and 3 nodes; a worker that dies or stalls
 //! is a clear error naming it within the bound; a call every node refuses leaves the mesh
 //! usable.
 
@@ -86,7 +87,7 @@ fn tensor_parallel_matches_one_node_bit_for_bit() {
         let split = TensorSplit::proportional(c, &shares).unwrap();
         if shares == [4.0, 1.0] {
             assert_eq!(
-                (split.kv_heads.clone(), split.hidden.clone()),
+                (split.q_heads.clone(), split.hidden.clone()),
                 (vec![0, 3, 4], vec![0, 192, 256])
             );
         }
@@ -123,7 +124,7 @@ fn f16_and_int8_pieces_keep_the_greedy_tokens() {
 }
 
 #[test]
-fn five_kv_heads_split_three_to_two_match_one_node() {
+fn query_heads_cut_inside_a_kv_group_match_one_node() {
     let cfg = ModelConfig {
         hidden: 640,
         heads: 10,
@@ -141,11 +142,18 @@ fn five_kv_heads_split_three_to_two_match_one_node() {
     onebit_model::synthetic::write_synthetic(&path, &cfg, ty, 11, &mut |_, _| {}).unwrap();
     let m = load(&path, None);
     let single = exercise(&mut Session::with_options(&m, opts(4)), 16);
-    let split = TensorSplit::proportional(&cfg, &[1.0, 1.0]).unwrap();
-    assert_eq!(split.kv_heads, vec![0, 2, 5]);
-    let got = tensor(&path, in_process(2), &split, 16);
+    // 10 query heads in groups of two: 5:5 shares KV head 2; 3:3:4 shares KV heads 1 and 3.
+    let two = TensorSplit::proportional(&cfg, &[1.0, 1.0]).unwrap();
+    assert_eq!(
+        (two.q_heads.clone(), two.kv_range(&cfg, 0), two.kv_range(&cfg, 1)),
+        (vec![0, 5, 10], 0..3, 2..5)
+    );
+    let three = TensorSplit::proportional(&cfg, &[1.0, 1.0, 1.0]).unwrap();
+    assert_eq!(three.q_heads, vec![0, 3, 6, 10]);
+    let got = [tensor(&path, in_process(2), &two, 16), tensor(&path, in_process(3), &three, 16)];
     std::fs::remove_dir_all(&dir).ok();
-    assert!(got == single, "3:2 split differs from one node");
+    assert!(got[0] == single, "5:5 query heads differ from one node");
+    assert!(got[1] == single, "3:3:4 query heads differ from one node");
 }
 
 #[test]

@@ -443,8 +443,8 @@ impl std::fmt::Display for Layout {
             Layout::Pipeline(s) => write!(f, "pipeline, blocks per node {s:?}"),
             Layout::Tensor(s) => write!(
                 f,
-                "tensor parallel, KV heads {:?} · FFN columns {:?} · hidden rows {:?}",
-                s.kv_heads, s.ffn, s.hidden
+                "tensor parallel, query heads {:?} · FFN columns {:?} · hidden rows {:?}",
+                s.q_heads, s.ffn, s.hidden
             ),
             Layout::Hybrid(h) => write!(
                 f,

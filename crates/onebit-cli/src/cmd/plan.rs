@@ -39,8 +39,8 @@ pub struct Args {
 fn describe(s: &Strategy) -> String {
     match s {
         Strategy::Single { node } => format!("one node ({node})"),
-        Strategy::Tensor { kv_heads, ffn } => {
-            format!("tensor parallel: kv heads {kv_heads:?}, ffn {ffn:?}")
+        Strategy::Tensor { q_heads, ffn } => {
+            format!("tensor parallel: query heads {q_heads:?}, ffn {ffn:?}")
         }
         Strategy::Pipeline { layers } => format!("pipeline: blocks {layers:?}"),
         Strategy::Hybrid { groups, layers } => {

@@ -395,10 +395,10 @@ fn load_layer(
     // A tensor-parallel node keeps only its rows of each linear (every node reads the file).
     let piece = |s: &str, rows| -> Option<std::ops::Range<usize>> {
         let t = opts.tensor.as_ref()?;
-        let (sp, r, per_kv) = (&t.split, t.rank, c.heads / c.kv_heads * c.head_dim);
-        let kv = sp.kv_range(r);
+        let (sp, r) = (&t.split, t.rank);
+        let (q, kv) = (sp.q_range(r), sp.kv_range(c, r));
         Some(match s {
-            "attn_q" => kv.start * per_kv..kv.end * per_kv,
+            "attn_q" => q.start * c.head_dim..q.end * c.head_dim,
             "attn_k" | "attn_v" => kv.start * c.head_dim..kv.end * c.head_dim,
             "ffn_gate" | "ffn_up" => sp.ffn_range(r),
             _ => sp.hidden_range(r),

@@ -27,6 +27,13 @@ fn softmax(row: &mut [f32]) {
     }
 }
 
+/// Of the `per_row` query heads counted from `first` (from the first KV head held), those
+/// this node holds: the heads `q_skip..q_skip + heads`.
+fn live(first: usize, per_row: usize, q_skip: usize, heads: usize) -> std::ops::Range<usize> {
+    let lo = q_skip.saturating_sub(first).min(per_row);
+    lo..(q_skip + heads).saturating_sub(first).min(per_row).max(lo)
+}
+
 impl Session<'_> {
     /// Attention of layer `li` for the `t_n` rows whose q/k/v were just computed.
     pub(super) fn attention(&mut self, li: usize, t_n: usize) {
@@ -43,7 +50,7 @@ impl Session<'_> {
     fn prefill_attention(&mut self, li: usize, t_n: usize) {
         let c = &self.model.config;
         let (hd, heads, kvd) = (c.head_dim, self.held.heads, self.held.kv_dim());
-        let group = c.heads / c.kv_heads;
+        let (group, q_skip) = (c.heads / c.kv_heads, self.held.q_skip);
         let scale = 1.0 / (hd as f32).sqrt();
         let base = self.kv_base(self.row_slot[0], li);
         let (kc, vc, q, pos) = (&self.k_cache, &self.v_cache, &self.q, self.row_pos[0]);
@@ -58,7 +65,7 @@ impl Session<'_> {
                 let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
                 let s = &mut s[..t_n * n_all];
                 for (j, head) in hs.enumerate() {
-                    let kvh = head / group;
+                    let kvh = (head + q_skip) / group;
                     let (k0, ks) = kc.view(base + kvh * hd, n_all, kvd, hd, kbuf);
                     let (v0, vs) = vc.view(base + kvh * hd, n_all, kvd, hd, vbuf);
                     dense::gemm_strided(
@@ -91,36 +98,47 @@ impl Session<'_> {
     /// heads that share the kv head, so K and V rows are read and widened once for all of them
     /// (GQA) rather than once per query head. A group is cut into `parts` only when that is
     /// needed to give every thread the same number of items (5 kv heads over 2 threads: 3 to 2).
+    /// On a tensor-parallel node whose first or last group is cut by the split, the items
+    /// cover whole groups and skip the query heads held elsewhere ([`live`]).
     fn decode_attention(&mut self, li: usize, t_n: usize) {
         let c = &self.model.config;
         let (hd, heads, kvd) = (c.head_dim, self.held.heads, self.held.kv_dim());
-        let group = c.heads / c.kv_heads;
+        let (group, q_skip) = (c.heads / c.kv_heads, self.held.q_skip);
         let scale = 1.0 / (hd as f32).sqrt();
         let (kc, vc, q) = (&self.k_cache, &self.v_cache, &self.q);
         let (row_slot, row_pos) = (&self.row_slot, &self.row_pos);
         let layer_stride = self.max_ctx * kvd;
         let layers = self.model.layers.len();
         let scores = &self.scores;
-        let qd = heads * hd;
         let threads = self.model.pool.threads();
         let parts = (1..=group)
             .filter(|d| group.is_multiple_of(*d))
             .find(|d| (self.held.kv_heads * t_n * d).is_multiple_of(threads))
             .unwrap_or(group);
         let per_row = group / parts;
+        let live =
+            |kvh: usize, part: usize| live(kvh * group + part * per_row, per_row, q_skip, heads);
+        let items = self.held.kv_heads * t_n * parts;
         self.model.pool.run_chunks(
-            &mut self.att_by_head[..t_n * qd],
+            &mut self.att_by_head[..items * per_row * hd],
             per_row * hd,
             &|thread, rows, out| {
                 let mut guard = scores[thread].lock().unwrap_or_else(|e| e.into_inner());
                 let Scratch { s, k: kbuf, v: vbuf } = &mut *guard;
                 for (j, row) in rows.enumerate() {
                     let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
+                    let gs = live(kvh, part);
+                    if gs.is_empty() {
+                        continue;
+                    }
                     let n = row_pos[t] + 1;
                     let base = (row_slot[t] * layers + li) * layer_stride + kvh * hd;
                     let (kr, ks) = kc.view(base, n, kvd, hd, kbuf);
                     for (g, sg) in s[..per_row * n].chunks_exact_mut(n).enumerate() {
-                        let head = kvh * group + part * per_row + g;
+                        if !gs.contains(&g) {
+                            continue;
+                        }
+                        let head = kvh * group + part * per_row + g - q_skip;
                         let qv = &q[(t * heads + head) * hd..][..hd];
                         for (p, sp) in sg.iter_mut().enumerate() {
                             *sp = dense::dot_f32(qv, &kr[p * ks..][..hd]) * scale;
@@ -132,17 +150,19 @@ impl Session<'_> {
                     let (vr, vs) = vc.view(base, n, kvd, hd, vbuf);
                     for p in 0..n {
                         let v = &vr[p * vs..][..hd];
-                        for (g, og) in o.chunks_exact_mut(hd).enumerate() {
+                        for (g, og) in
+                            o.chunks_exact_mut(hd).enumerate().take(gs.end).skip(gs.start)
+                        {
                             dense::axpy_f32(s[g * n + p], v, og);
                         }
                     }
                 }
             },
         );
-        for row in 0..self.held.kv_heads * t_n * parts {
+        for row in 0..items {
             let (kvh, t, part) = (row / (t_n * parts), row / parts % t_n, row % parts);
-            for g in 0..per_row {
-                let head = kvh * group + part * per_row + g;
+            for g in live(kvh, part) {
+                let head = kvh * group + part * per_row + g - q_skip;
                 let src = &self.att_by_head[(row * per_row + g) * hd..][..hd];
                 self.att[(t * heads + head) * hd..][..hd].copy_from_slice(src);
             }

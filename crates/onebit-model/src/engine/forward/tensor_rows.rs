@@ -14,6 +14,10 @@ pub(super) struct Held {
     pub heads: usize,
     /// KV heads.
     pub kv_heads: usize,
+    /// Query heads of the first KV head's group held by lower ranks (a group cut by the
+    /// split): local query head `j` is the group member `j + q_skip` counted from the first
+    /// KV head held.
+    pub q_skip: usize,
     head_dim: usize,
     /// Every node's width of the attention output, FFN columns and hidden rows (empty for a
     /// whole model).
@@ -32,6 +36,7 @@ impl Held {
         let whole = Held {
             heads: c.heads,
             kv_heads: c.kv_heads,
+            q_skip: 0,
             head_dim: c.head_dim,
             att_w: Vec::new(),
             ffn_w: Vec::new(),
@@ -42,10 +47,11 @@ impl Held {
         };
         let Some(t) = &m.tensor else { return whole };
         let (s, r) = (&t.split, t.rank);
-        let kv_heads = s.kv_range(r).len();
+        let (q, kv) = (s.q_range(r), s.kv_range(c, r));
         Held {
-            heads: kv_heads * (c.heads / c.kv_heads),
-            kv_heads,
+            heads: q.len(),
+            kv_heads: kv.len(),
+            q_skip: q.start - kv.start * (c.heads / c.kv_heads),
             att_w: s.att_widths(c),
             ffn_w: s.ffn_widths(),
             hidden_w: s.hidden_widths(),
