@@ -27,6 +27,10 @@ use onebit_model::ModelConfig;
 use std::net::TcpListener;
 use std::time::Duration;
 
+/// A link's figures in the cache: ranks, rtt, jitter, latency, bandwidth, and the
+/// exchange's latency and bandwidth.
+type CachedLink = (usize, usize, f64, f64, f64, f64, f64, f64);
+
 /// The measurements the planner needs, as cached.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Cached {
@@ -35,8 +39,9 @@ struct Cached {
     threads: usize,
     /// The emulated link's delay and jitter, µs (0, 0: none).
     emulated_us: (u64, u64),
-    /// Per link: lower rank, higher rank, rtt, jitter, latency (s), bandwidth (B/s).
-    links: Vec<(usize, usize, f64, f64, f64, f64)>,
+    /// Per link: lower rank, higher rank, rtt, jitter, latency (s), bandwidth (B/s), the
+    /// exchange's latency (s) and bandwidth (B/s).
+    links: Vec<CachedLink>,
     /// Per node: seconds per token, memory bytes, batch curve of the blocks and of the head,
     /// the linears' shares (`crate::speed::BatchCurve`).
     nodes: Vec<CachedNode>,
@@ -93,13 +98,15 @@ pub fn measure(
         let links = k
             .links
             .iter()
-            .map(|&(a, b, rtt_s, jitter_s, latency_s, bandwidth_bps)| LinkProbe {
+            .map(|&(a, b, rtt_s, jitter_s, latency_s, bandwidth_bps, ex_lat, ex_bw)| LinkProbe {
                 a,
                 b,
                 rtt_s,
                 jitter_s,
                 latency_s,
                 bandwidth_bps,
+                exchange_latency_s: ex_lat,
+                exchange_bandwidth_bps: ex_bw,
             })
             .collect();
         let nodes = k
@@ -130,7 +137,10 @@ pub fn measure(
         emulated_us: emulated_us(emulate),
         links: links
             .iter()
-            .map(|l| (l.a, l.b, l.rtt_s, l.jitter_s, l.latency_s, l.bandwidth_bps))
+            .map(|l| {
+                let ex = (l.exchange_latency_s, l.exchange_bandwidth_bps);
+                (l.a, l.b, l.rtt_s, l.jitter_s, l.latency_s, l.bandwidth_bps, ex.0, ex.1)
+            })
             .collect(),
         nodes: nodes
             .iter()
@@ -233,7 +243,7 @@ mod tests {
             shape: vec![1, 2, 3, 4, 5, 6, 7],
             threads: 2,
             emulated_us: (5000, 2000),
-            links: vec![(0, 1, 1e-4, 2e-5, 5e-5, 1.2e9)],
+            links: vec![(0, 1, 1e-4, 2e-5, 5e-5, 1.2e9, 2e-5, 8e8)],
             nodes: vec![
                 (0.07, 1 << 34, [1.0, 1.5, 1.8, 2.2, 3.0], [1.0, 1.1, 1.2, 1.4, 1.8], [0.9; 5]),
                 (0.08, 1 << 33, [1.0; 5], [1.0, 1.2, 1.3, 1.6, 2.0], [1.0, 0.9, 0.9, 0.8, 0.8]),
@@ -246,6 +256,10 @@ mod tests {
         let old = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
         let old = format!("{old}nodes = [[0.07, 17179869184, 0.3]]\n");
         assert!(toml::from_str::<Cached>(&old).is_err());
+        // Nor one written before the exchange figures (six fields per link).
+        let six = toml::to_string(&k).unwrap().replace(", 0.00002, 800000000.0]", "]");
+        assert!(six.contains("1200000000.0]]"), "{six}");
+        assert!(toml::from_str::<Cached>(&six).is_err());
         // Nor one written before the linear shares (four fields per node).
         let curve = "[1.0, 1.0, 1.0, 1.0, 1.0]";
         let four = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
@@ -256,14 +270,7 @@ mod tests {
     }
 
     fn mesh(speeds: [f64; 2], latency_s: f64, bandwidth_bps: f64) -> Measured {
-        let link = LinkProbe {
-            a: 0,
-            b: 1,
-            rtt_s: 2.0 * latency_s,
-            jitter_s: 0.0,
-            latency_s,
-            bandwidth_bps,
-        };
+        let link = LinkProbe::uniform(0, 1, latency_s, bandwidth_bps);
         Measured {
             links: vec![link],
             nodes: speeds
@@ -335,7 +342,7 @@ mod tests {
         let link = |a: usize, b: usize| {
             let (latency_s, bandwidth_bps) =
                 if a / 2 == b / 2 { (3e-5, 1.25e9) } else { (5e-3, 2.5e6) };
-            LinkProbe { a, b, rtt_s: 2.0 * latency_s, jitter_s: 0.0, latency_s, bandwidth_bps }
+            LinkProbe::uniform(a, b, latency_s, bandwidth_bps)
         };
         let m = Measured {
             links: (0..4).flat_map(|a| (a + 1..4).map(move |b| link(a, b))).collect(),

@@ -315,8 +315,9 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     // Four all-gathers per block (attention output, `o` rows, FFN columns, `down` rows) and
     // the logits gathered on rank 0; a node receives the others' share of each, over the
     // slowest link.
-    let lat = links.iter().map(|l| l.latency_s).fold(0.0, f64::max);
-    let bw = links.iter().map(|l| l.bandwidth_bps).fold(f64::INFINITY, f64::min);
+    // Priced as the probe's exchanges: both ends sending at once, caches cold from a stretch.
+    let lat = links.iter().map(|l| l.exchange_latency_s).fold(0.0, f64::max);
+    let bw = links.iter().map(|l| l.exchange_bandwidth_bps).fold(f64::INFINITY, f64::min);
     let others = (n - 1) as f64 / n as f64;
     // The logits travel as f16 when the pieces go as int8 (`crate::tensor`).
     let logit_bytes = value_bytes.max(2.0);

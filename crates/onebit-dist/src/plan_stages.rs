@@ -225,8 +225,8 @@ fn staged(
             speed: r.clone().map(|i| 1.0 / nodes[i].token_s).sum(),
             slowest_s: r.clone().map(|i| nodes[i].token_s).fold(0.0, f64::max),
             batch: BatchCurve::mean(r.clone().map(|i| nodes[i].batch)),
-            latency: pairs.iter().map(|l| l.latency_s).fold(0.0, f64::max),
-            bandwidth: pairs.iter().map(|l| l.bandwidth_bps).fold(f64::INFINITY, f64::min),
+            latency: pairs.iter().map(|l| l.exchange_latency_s).fold(0.0, f64::max),
+            bandwidth: pairs.iter().map(|l| l.exchange_bandwidth_bps).fold(f64::INFINITY, f64::min),
             nodes: r,
         });
         first += n;

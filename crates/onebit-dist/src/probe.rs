@@ -1,6 +1,11 @@
 //! The link probe: per pair of nodes, round-trip time of small messages (median and
 //! jitter) and a least-squares fit of transfer time against size (`t = latency + size / bw`)
-//! over a size sweep — what the planner's cost model needs of a link.
+//! over a size sweep — what the planner's cost model needs of a link: one way, as a
+//! pipeline's hop moves a hidden state, and as an exchange, as a tensor-parallel gather moves
+//! its pieces (both ends send at once, and each has just streamed a stretch of weights).
+//! The two differ where the link is fast and the nodes' processors do the work: on loopback
+//! each end encrypts its piece and decrypts the other's on its one core, and a gather after
+//! 3 MB of weights took 16-23 µs for the pieces that took 6-9 µs back to back.
 //!
 //! Every rank walks the same list of pairs in the same order; in a pair the lower rank times
 //! and the higher echoes, the others wait. The results are then gathered so every rank holds
@@ -10,6 +15,13 @@ use crate::collective::all_gather;
 use crate::comm::Comm;
 use crate::error::{DistError, Result};
 use std::time::{Duration, Instant};
+
+/// Bytes of memory each end streams before every timed exchange: about what a node of a
+/// 2B4T-sized tensor-parallel mesh reads between two gathers, more than a core's L2.
+pub const EXCHANGE_STREAM: usize = 4 << 20;
+
+/// Bytes of one link's figures on the wire.
+const LINK_BYTES: usize = 64;
 
 /// What to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,17 +43,25 @@ impl Default for ProbeOptions {
 /// The links as a table for people: rtt, jitter, fitted latency and bandwidth.
 pub fn links_table(links: &[LinkProbe]) -> String {
     let mut t = format!(
-        "{:<12} {:>10} {:>10} {:>12} {:>14}\n",
-        "link", "rtt ms", "jitter ms", "latency ms", "bandwidth MB/s"
+        "{:<12} {:>10} {:>10} {:>12} {:>14} {:>14} {:>14}\n",
+        "link",
+        "rtt ms",
+        "jitter ms",
+        "latency ms",
+        "bandwidth MB/s",
+        "exch. lat. ms",
+        "exch. MB/s"
     );
     for l in links {
         t += &format!(
-            "{:<12} {:>10.3} {:>10.3} {:>12.3} {:>14.1}\n",
+            "{:<12} {:>10.3} {:>10.3} {:>12.3} {:>14.1} {:>14.3} {:>14.1}\n",
             format!("{} - {}", l.a, l.b),
             l.rtt_s * 1e3,
             l.jitter_s * 1e3,
             l.latency_s * 1e3,
-            l.bandwidth_bps / 1e6
+            l.bandwidth_bps / 1e6,
+            l.exchange_latency_s * 1e3,
+            l.exchange_bandwidth_bps / 1e6
         );
     }
     t
@@ -62,26 +82,47 @@ pub struct LinkProbe {
     pub latency_s: f64,
     /// Fitted bandwidth, bytes per second.
     pub bandwidth_bps: f64,
+    /// Fitted fixed cost of one exchange (both ends send a message of the same size at once,
+    /// after streaming [`EXCHANGE_STREAM`] bytes of memory), seconds (≥ 0).
+    pub exchange_latency_s: f64,
+    /// Fitted bandwidth of an exchange: bytes a node receives per second.
+    pub exchange_bandwidth_bps: f64,
 }
 
 impl LinkProbe {
+    /// A link whose exchanges cost what its one-way transfers do (a full-duplex wire the
+    /// nodes' processors keep up with), its round trip twice the latency, without jitter.
+    pub fn uniform(a: usize, b: usize, latency_s: f64, bandwidth_bps: f64) -> LinkProbe {
+        LinkProbe {
+            a,
+            b,
+            rtt_s: 2.0 * latency_s,
+            jitter_s: 0.0,
+            latency_s,
+            bandwidth_bps,
+            exchange_latency_s: latency_s,
+            exchange_bandwidth_bps: bandwidth_bps,
+        }
+    }
+
     /// Predicted seconds to move `bytes` one way over this link.
     pub fn transfer_s(&self, bytes: usize) -> f64 {
         self.latency_s + bytes as f64 / self.bandwidth_bps
     }
 
     fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(48);
+        let mut v = Vec::with_capacity(LINK_BYTES);
         v.extend((self.a as u64).to_le_bytes());
         v.extend((self.b as u64).to_le_bytes());
-        for x in [self.rtt_s, self.jitter_s, self.latency_s, self.bandwidth_bps] {
+        let (el, eb) = (self.exchange_latency_s, self.exchange_bandwidth_bps);
+        for x in [self.rtt_s, self.jitter_s, self.latency_s, self.bandwidth_bps, el, eb] {
             v.extend(x.to_le_bytes());
         }
         v
     }
 
     fn from_bytes(b: &[u8]) -> Option<LinkProbe> {
-        if b.len() != 48 {
+        if b.len() != LINK_BYTES {
             return None;
         }
         let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes")) as usize;
@@ -93,6 +134,8 @@ impl LinkProbe {
             jitter_s: f(24),
             latency_s: f(32),
             bandwidth_bps: f(40),
+            exchange_latency_s: f(48),
+            exchange_bandwidth_bps: f(56),
         })
     }
 }
@@ -114,6 +157,22 @@ fn fit(points: &[(f64, f64)]) -> (f64, f64) {
     ((my - slope * mx).max(0.0), slope)
 }
 
+/// As [`fit`], each point weighted by `1/seconds²`: the line's relative error, so the small
+/// sizes a tensor-parallel gather sends at one row (5-14 kB on the 2B4T) are priced as well
+/// as the megabyte ones (an unweighted fit of the exchanges on loopback put their fixed cost
+/// at 0-3 µs, where a 5 kB exchange after a stretch of weights takes ~16 µs).
+fn fit_relative(points: &[(f64, f64)]) -> (f64, f64) {
+    let w = |y: f64| 1.0 / (y * y).max(1e-18);
+    let (mut sw, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(x, y) in points {
+        let k = w(y);
+        (sw, sx, sy, sxx, sxy) = (sw + k, sx + k * x, sy + k * y, sxx + k * x * x, sxy + k * x * y);
+    }
+    let det = sw * sxx - sx * sx;
+    let slope = if det > 0.0 { ((sw * sxy - sx * sy) / det).max(1e-12) } else { 1e-12 };
+    (((sy - slope * sx) / sw).max(0.0), slope)
+}
+
 /// Measures every link of the mesh; call on every rank with the same options. Returns the
 /// links in pair order (0-1, 0-2, …, 1-2, …), the same list on every rank.
 pub fn probe_links(
@@ -129,12 +188,14 @@ pub fn probe_links(
     let payload = vec![0x5au8; largest.max(8)];
     let mut buf = Vec::new();
     let mut mine = Vec::new();
+    let stream = Stream(vec![1; EXCHANGE_STREAM / 8]);
     for a in 0..size {
         for b in a + 1..size {
+            let mut s = Sweep { comm: &mut *comm, o, payload: &payload, buf: &mut buf, deadline };
             if rank == a {
-                mine.extend(time_link(comm, b, o, &payload, &mut buf, deadline)?.to_bytes());
+                mine.extend(time_link(&mut s, b, &stream)?.to_bytes());
             } else if rank == b {
-                echo(comm, a, o, &mut buf, deadline)?;
+                echo(&mut s, a, &stream)?;
             }
         }
     }
@@ -142,7 +203,7 @@ pub fn probe_links(
     all_gather(comm, &mine, &mut all, deadline)?;
     let mut links = Vec::new();
     for (r, bytes) in all.iter().enumerate() {
-        for chunk in bytes.chunks(48) {
+        for chunk in bytes.chunks(LINK_BYTES) {
             let l = LinkProbe::from_bytes(chunk).ok_or_else(|| DistError::Frame {
                 peer: r.to_string(),
                 why: format!("probe results of {} bytes", bytes.len()),
@@ -154,62 +215,111 @@ pub fn probe_links(
     Ok(links)
 }
 
-/// The timing side of one pair: pings, then the size sweep (each transfer acknowledged by
-/// a 1-byte reply).
-fn time_link(
-    comm: &mut dyn Comm,
-    peer: usize,
-    o: &ProbeOptions,
-    payload: &[u8],
-    buf: &mut Vec<u8>,
+/// Memory streamed before each timed exchange, as a pass streams weights between gathers.
+struct Stream(Vec<u64>);
+
+impl Stream {
+    fn read(&self) {
+        std::hint::black_box(self.0.iter().fold(0u64, |a, &x| a.wrapping_add(x)));
+    }
+}
+
+/// What both sides of a pair's sweeps use.
+struct Sweep<'a, 'c> {
+    comm: &'a mut (dyn Comm + 'c),
+    o: &'a ProbeOptions,
+    payload: &'a [u8],
+    buf: &'a mut Vec<u8>,
     deadline: Instant,
-) -> Result<LinkProbe> {
+}
+
+impl Sweep<'_, '_> {
+    /// `bytes` of the payload to `peer` and as many back, as the executor's all-gather moves
+    /// them between two nodes: both send first where the sockets hold the message, else
+    /// the lower rank sends first.
+    fn exchange(&mut self, peer: usize, bytes: usize) -> Result<()> {
+        let msg = &self.payload[..bytes];
+        if bytes <= self.comm.send_first_max() || self.comm.rank() < peer {
+            self.comm.send(peer, msg, self.deadline)?;
+            self.comm.recv(peer, self.buf, self.deadline)
+        } else {
+            self.comm.recv(peer, self.buf, self.deadline)?;
+            self.comm.send(peer, msg, self.deadline)
+        }
+    }
+}
+
+/// The timing side of one pair: pings, then the one-way size sweep (each transfer
+/// acknowledged by a 1-byte reply), then the exchange sweep.
+fn time_link(s: &mut Sweep<'_, '_>, peer: usize, stream: &Stream) -> Result<LinkProbe> {
+    let (o, deadline) = (s.o, s.deadline);
     let mut rtts = Vec::with_capacity(o.pings);
     for _ in 0..o.pings {
         let t = Instant::now();
-        comm.send(peer, &payload[..8], deadline)?;
-        comm.recv(peer, buf, deadline)?;
+        s.comm.send(peer, &s.payload[..8], deadline)?;
+        s.comm.recv(peer, s.buf, deadline)?;
         rtts.push(t.elapsed().as_secs_f64());
     }
     let rtt = median(&mut rtts);
     let p90 = rtts[(rtts.len() * 9 / 10).min(rtts.len() - 1)];
     let mut points = Vec::with_capacity(o.sizes.len());
-    for &s in &o.sizes {
+    for &size in &o.sizes {
         let mut times = Vec::with_capacity(o.reps);
         for _ in 0..o.reps {
             let t = Instant::now();
-            comm.send(peer, &payload[..s], deadline)?;
-            comm.recv(peer, buf, deadline)?;
+            s.comm.send(peer, &s.payload[..size], deadline)?;
+            s.comm.recv(peer, s.buf, deadline)?;
             times.push(t.elapsed().as_secs_f64());
         }
-        points.push((s as f64, median(&mut times)));
+        points.push((size as f64, median(&mut times)));
     }
     let (latency, slope) = fit(&points);
+    let mut exchanges = Vec::with_capacity(o.sizes.len());
+    for &size in &o.sizes {
+        let mut times = Vec::with_capacity(o.reps);
+        for _ in 0..o.reps {
+            // Both ends start streaming together (the echo side answers this ping first).
+            s.comm.send(peer, &s.payload[..1], deadline)?;
+            s.comm.recv(peer, s.buf, deadline)?;
+            stream.read();
+            let t = Instant::now();
+            s.exchange(peer, size)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        exchanges.push((size as f64, median(&mut times)));
+    }
+    let (exchange_latency, exchange_slope) = fit_relative(&exchanges);
     Ok(LinkProbe {
-        a: comm.rank(),
+        a: s.comm.rank(),
         b: peer,
         rtt_s: rtt,
         jitter_s: p90 - rtt,
         latency_s: latency,
         bandwidth_bps: 1.0 / slope,
+        exchange_latency_s: exchange_latency,
+        exchange_bandwidth_bps: 1.0 / exchange_slope,
     })
 }
 
-/// The echoing side: returns each ping whole and acknowledges each transfer with one byte.
-fn echo(
-    comm: &mut dyn Comm,
-    peer: usize,
-    o: &ProbeOptions,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-) -> Result<()> {
+/// The echoing side: returns each ping whole, acknowledges each transfer with one byte, and
+/// takes its part in each exchange.
+fn echo(s: &mut Sweep<'_, '_>, peer: usize, stream: &Stream) -> Result<()> {
+    let (o, deadline) = (s.o, s.deadline);
     for _ in 0..o.pings {
-        comm.recv(peer, buf, deadline)?;
-        comm.send(peer, buf, deadline)?;
+        s.comm.recv(peer, s.buf, deadline)?;
+        s.comm.send(peer, s.buf, deadline)?;
     }
     for _ in 0..o.sizes.len() * o.reps {
-        comm.recv(peer, buf, deadline)?;
-        comm.send(peer, &[1], deadline)?;
+        s.comm.recv(peer, s.buf, deadline)?;
+        s.comm.send(peer, &[1], deadline)?;
+    }
+    for &size in &o.sizes {
+        for _ in 0..o.reps {
+            s.comm.recv(peer, s.buf, deadline)?;
+            s.comm.send(peer, &[1], deadline)?;
+            stream.read();
+            s.exchange(peer, size)?;
+        }
     }
     Ok(())
 }
@@ -264,12 +374,22 @@ mod tests {
             [1e3, 1e4, 1e5, 1e6].iter().map(|&s| (s, 0.002 + s / 1e8)).collect();
         let (a, b) = fit(&pts);
         assert!((a - 0.002).abs() < 1e-9 && (1.0 / b - 1e8).abs() < 1.0, "{a} {b}");
+        // Weighted by relative error: exact on a line, and the small sizes' fixed cost kept
+        // where the big ones bend the line.
+        let (a, b) = fit_relative(&[(1e3, 0.002 + 1e3 / 1e8), (1e6, 0.002 + 1e6 / 1e8)]);
+        assert!((a - 0.002).abs() < 1e-9 && (1.0 / b - 1e8).abs() < 1.0, "{a} {b}");
+        let pts = [(1e3, 16e-6), (16e3, 25e-6), (256e3, 170e-6), (1e6, 700e-6)];
+        let (a, b) = (fit_relative(&pts), fit(&pts));
+        assert!(a.0 > 10e-6 && b.0 < a.0, "{a:?} {b:?}");
         // Time falling with size: the slope is floored, the intercept stays the mean.
         let (a, b) = fit(&[(1.0, 5.0), (2.0, 1.0)]);
         assert!((a - 3.0).abs() < 1e-9 && b == 1e-12, "{a} {b}");
-        let l =
-            LinkProbe { a: 0, b: 1, rtt_s: 1.0, jitter_s: 2.0, latency_s: 3.0, bandwidth_bps: 4.0 };
+        let l = LinkProbe {
+            exchange_latency_s: 5.0,
+            exchange_bandwidth_bps: 6.0,
+            ..LinkProbe::uniform(0, 1, 3.0, 4.0)
+        };
         assert_eq!(LinkProbe::from_bytes(&l.to_bytes()), Some(l));
-        assert_eq!(LinkProbe::from_bytes(&[0; 47]), None);
+        assert_eq!(LinkProbe::from_bytes(&[0; 63]), None);
     }
 }

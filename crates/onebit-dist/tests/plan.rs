@@ -19,7 +19,7 @@ fn node(token_s: f64, mem_gb: f64) -> NodeSpec {
 }
 
 fn link(latency_s: f64, bandwidth_bps: f64) -> Vec<LinkProbe> {
-    vec![LinkProbe { a: 0, b: 1, rtt_s: 2.0 * latency_s, jitter_s: 0.0, latency_s, bandwidth_bps }]
+    vec![LinkProbe::uniform(0, 1, latency_s, bandwidth_bps)]
 }
 
 #[test]
@@ -83,14 +83,7 @@ fn islands(n: usize, island: usize, fast: (f64, f64), slow: (f64, f64)) -> Vec<L
     for a in 0..n {
         for b in a + 1..n {
             let (latency_s, bandwidth_bps) = if a / island == b / island { fast } else { slow };
-            v.push(LinkProbe {
-                a,
-                b,
-                rtt_s: 2.0 * latency_s,
-                jitter_s: 0.0,
-                latency_s,
-                bandwidth_bps,
-            });
+            v.push(LinkProbe::uniform(a, b, latency_s, bandwidth_bps));
         }
     }
     v

@@ -32,6 +32,7 @@ fn every_rank_gets_every_link() {
     assert_eq!(pairs, vec![(0, 1), (0, 2), (1, 2)]);
     for l in &results[0] {
         assert!(l.rtt_s > 0.0 && l.rtt_s < 0.05 && l.bandwidth_bps > 1e6, "{l:?}");
+        assert!(l.exchange_bandwidth_bps > 1e6 && l.exchange_latency_s < 0.05, "{l:?}");
     }
 }
 
@@ -48,6 +49,8 @@ fn an_injected_delay_is_what_the_probe_measures() {
     // A round trip is two delayed sends: 10 ms ± 4 ms, plus scheduling.
     assert!(l.rtt_s > 0.007 && l.rtt_s < 0.025, "{l:?}");
     assert!(l.latency_s > 0.006 && l.latency_s < 0.025, "{l:?}");
+    // Both ends send at once: an exchange waits for one delayed message, not two.
+    assert!(l.exchange_latency_s > 0.003 && l.exchange_latency_s < 0.02, "{l:?}");
     assert!(l.jitter_s >= 0.0 && l.jitter_s < 0.02, "{l:?}");
 }
 
