@@ -2,9 +2,9 @@
 //! tokens and bit-identical logits over 64 steps, batched decode and mixed steps, for 2 nodes
 //! even (2:2 query heads) and uneven (3:1), 3 nodes, in process and over loopback TCP; on a
 //! synthetic model with the 2B4T's 5 KV heads in groups of two query heads, cuts inside a
-//! group (the KV head held on both sides) over 2 and 3 nodes; a worker that dies or stalls
-//! is a clear error naming it within the bound; a call every node refuses leaves the mesh
-//! usable.
+//! group (the KV head held on both sides) over 2 and 3 nodes, and whole KV heads 3:2; a
+//! worker that dies or stalls is a clear error naming it within the bound; a call every node
+//! refuses leaves the mesh usable.
 
 mod common;
 
@@ -150,10 +150,21 @@ fn query_heads_cut_inside_a_kv_group_match_one_node() {
     );
     let three = TensorSplit::proportional(&cfg, &[1.0, 1.0, 1.0]).unwrap();
     assert_eq!(three.q_heads, vec![0, 3, 6, 10]);
-    let got = [tensor(&path, in_process(2), &two, 16), tensor(&path, in_process(3), &three, 16)];
+    // Shares 3:2 cut on a group boundary: whole KV heads 3:2, none shared.
+    let whole = TensorSplit::proportional(&cfg, &[3.0, 2.0]).unwrap();
+    assert_eq!(
+        (whole.q_heads.clone(), whole.kv_range(&cfg, 0), whole.kv_range(&cfg, 1)),
+        (vec![0, 6, 10], 0..3, 3..5)
+    );
+    let got = [
+        tensor(&path, in_process(2), &two, 16),
+        tensor(&path, in_process(3), &three, 16),
+        tensor(&path, in_process(2), &whole, 16),
+    ];
     std::fs::remove_dir_all(&dir).ok();
     assert!(got[0] == single, "5:5 query heads differ from one node");
     assert!(got[1] == single, "3:3:4 query heads differ from one node");
+    assert!(got[2] == single, "KV heads 3:2 differ from one node");
 }
 
 #[test]
