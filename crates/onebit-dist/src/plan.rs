@@ -6,9 +6,10 @@
 //! - node i decodes the whole model alone in `t_i` seconds, a `1/L` share of it per block;
 //! - tensor parallel, as the executor (`crate::tensor`) runs it: every node holds pieces of
 //!   every block and of the head in proportion to `1/t_i` (query heads with the KV heads they
-//!   read, a KV head whose group is cut held on both sides) and takes its bytes' share of `t_i`; per token `4L + 1` syncs (four
-//!   f32 all-gathers per block, the logits gathered on rank 0), each costing the slowest
-//!   link's latency, plus the bytes a node receives over its bandwidth;
+//!   read, a KV head whose group is cut held on both sides) and takes its bytes' share of
+//!   `t_i`; per token `4L + 1` syncs (four f32 all-gathers per block, the logits gathered on
+//!   rank 0), each costing the slowest link's exchange latency, plus the bytes a node
+//!   receives over its exchange bandwidth (the probe's exchanges: both ends sending at once);
 //! - pipeline: contiguous layer ranges, one hop of the hidden state per stage boundary and
 //!   the sampled token back to the head; with `k` sequences in flight its throughput is
 //!   `min(k / T, 1 / slowest stage)`; the ranges that make the slowest stage fastest (for

@@ -40,7 +40,8 @@ impl Default for ProbeOptions {
     }
 }
 
-/// The links as a table for people: rtt, jitter, fitted latency and bandwidth.
+/// The links as a table for people: rtt, jitter, fitted latency and bandwidth one way and
+/// for exchanges.
 pub fn links_table(links: &[LinkProbe]) -> String {
     let mut t = format!(
         "{:<12} {:>10} {:>10} {:>12} {:>14} {:>14} {:>14}\n",
