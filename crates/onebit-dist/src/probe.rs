@@ -12,7 +12,7 @@
 //! every link's figures.
 
 use crate::collective::all_gather;
-use crate::comm::Comm;
+use crate::comm::{Comm, GroupComm};
 use crate::error::{DistError, Result};
 use std::time::{Duration, Instant};
 
@@ -183,12 +183,13 @@ pub fn probe_links(
     let (rank, size) = (comm.rank(), comm.size());
     let largest = o.sizes.iter().copied().max().unwrap_or(0);
     let payload = vec![0x5au8; largest.max(8)];
-    let mut buf = Vec::new();
+    let (mut buf, mut parts) = (Vec::new(), Vec::new());
     let mut mine = Vec::new();
     let stream = Stream(vec![1; EXCHANGE_STREAM / 8]);
     for a in 0..size {
         for b in a + 1..size {
-            let mut s = Sweep { comm: &mut *comm, o, payload: &payload, buf: &mut buf, deadline };
+            let (buf, parts) = (&mut buf, &mut parts);
+            let mut s = Sweep { comm: &mut *comm, o, payload: &payload, buf, parts, deadline };
             if rank == a {
                 mine.extend(time_link(&mut s, b, &stream)?.to_bytes());
             } else if rank == b {
@@ -227,24 +228,34 @@ struct Sweep<'a, 'c> {
     o: &'a ProbeOptions,
     payload: &'a [u8],
     buf: &'a mut Vec<u8>,
+    parts: &'a mut Vec<Vec<u8>>,
     deadline: Instant,
 }
 
 impl Sweep<'_, '_> {
-    /// `bytes` of the payload to `peer` and as many back, as the executor's all-gather moves
-    /// them between two nodes: both send first where the sockets hold the message, else
-    /// the lower rank sends first.
+    /// `bytes` of the payload to `peer` and as many back: the executor's all-gather over the
+    /// pair.
     fn exchange(&mut self, peer: usize, bytes: usize) -> Result<()> {
-        let msg = &self.payload[..bytes];
-        if bytes <= self.comm.send_first_max() || self.comm.rank() < peer {
-            self.comm.send(peer, msg, self.deadline)?;
-            self.comm.recv(peer, self.buf, self.deadline)
-        } else {
-            self.comm.recv(peer, self.buf, self.deadline)?;
-            self.comm.send(peer, msg, self.deadline)
+        let me = self.comm.rank();
+        let pair = [me.min(peer), me.max(peer)];
+        let mut g = GroupComm::new(&mut *self.comm, &pair)?;
+        all_gather(&mut g, &self.payload[..bytes], self.parts, self.deadline)
+    }
+
+    /// Medians of `o.reps` timings of `one(size)` for each of `o.sizes`, as (size, seconds).
+    fn sweep(&mut self, mut one: impl FnMut(&mut Self, usize) -> Result<f64>) -> Result<Points> {
+        let o = self.o;
+        let mut points = Vec::with_capacity(o.sizes.len());
+        for &size in &o.sizes {
+            let mut times = (0..o.reps).map(|_| one(self, size)).collect::<Result<Vec<_>>>()?;
+            points.push((size as f64, median(&mut times)));
         }
+        Ok(points)
     }
 }
+
+/// (bytes, seconds) pairs of a sweep.
+type Points = Vec<(f64, f64)>;
 
 /// The timing side of one pair: pings, then the one-way size sweep (each transfer
 /// acknowledged by a 1-byte reply), then the exchange sweep.
@@ -259,33 +270,21 @@ fn time_link(s: &mut Sweep<'_, '_>, peer: usize, stream: &Stream) -> Result<Link
     }
     let rtt = median(&mut rtts);
     let p90 = rtts[(rtts.len() * 9 / 10).min(rtts.len() - 1)];
-    let mut points = Vec::with_capacity(o.sizes.len());
-    for &size in &o.sizes {
-        let mut times = Vec::with_capacity(o.reps);
-        for _ in 0..o.reps {
-            let t = Instant::now();
-            s.comm.send(peer, &s.payload[..size], deadline)?;
-            s.comm.recv(peer, s.buf, deadline)?;
-            times.push(t.elapsed().as_secs_f64());
-        }
-        points.push((size as f64, median(&mut times)));
-    }
-    let (latency, slope) = fit(&points);
-    let mut exchanges = Vec::with_capacity(o.sizes.len());
-    for &size in &o.sizes {
-        let mut times = Vec::with_capacity(o.reps);
-        for _ in 0..o.reps {
-            // Both ends start streaming together (the echo side answers this ping first).
-            s.comm.send(peer, &s.payload[..1], deadline)?;
-            s.comm.recv(peer, s.buf, deadline)?;
-            stream.read();
-            let t = Instant::now();
-            s.exchange(peer, size)?;
-            times.push(t.elapsed().as_secs_f64());
-        }
-        exchanges.push((size as f64, median(&mut times)));
-    }
-    let (exchange_latency, exchange_slope) = fit_anchored(&exchanges);
+    let (latency, slope) = fit(&s.sweep(|s, size| {
+        let t = Instant::now();
+        s.comm.send(peer, &s.payload[..size], deadline)?;
+        s.comm.recv(peer, s.buf, deadline)?;
+        Ok(t.elapsed().as_secs_f64())
+    })?);
+    let (exchange_latency, exchange_slope) = fit_anchored(&s.sweep(|s, size| {
+        // Both ends start streaming together (the echo side answers this ping first).
+        s.comm.send(peer, &s.payload[..1], deadline)?;
+        s.comm.recv(peer, s.buf, deadline)?;
+        stream.read();
+        let t = Instant::now();
+        s.exchange(peer, size)?;
+        Ok(t.elapsed().as_secs_f64())
+    })?);
     Ok(LinkProbe {
         a: s.comm.rank(),
         b: peer,

@@ -29,7 +29,12 @@ fn softmax(row: &mut [f32]) {
 
 /// Of the `per_row` query heads counted from `first` (from the first KV head held), those
 /// this node holds: the heads `q_skip..q_skip + heads`.
-fn live(first: usize, per_row: usize, q_skip: usize, heads: usize) -> std::ops::Range<usize> {
+fn held_of_group(
+    first: usize,
+    per_row: usize,
+    q_skip: usize,
+    heads: usize,
+) -> std::ops::Range<usize> {
     let lo = q_skip.saturating_sub(first).min(per_row);
     lo..(q_skip + heads).saturating_sub(first).min(per_row).max(lo)
 }
@@ -99,7 +104,7 @@ impl Session<'_> {
     /// (GQA) rather than once per query head. A group is cut into `parts` only when that is
     /// needed to give every thread the same number of items (5 kv heads over 2 threads: 3 to 2).
     /// On a tensor-parallel node whose first or last group is cut by the split, the items
-    /// cover whole groups and skip the query heads held elsewhere ([`live`]).
+    /// cover whole groups and skip the query heads held elsewhere ([`held_of_group`]).
     fn decode_attention(&mut self, li: usize, t_n: usize) {
         let c = &self.model.config;
         let (hd, heads, kvd) = (c.head_dim, self.held.heads, self.held.kv_dim());
@@ -116,8 +121,9 @@ impl Session<'_> {
             .find(|d| (self.held.kv_heads * t_n * d).is_multiple_of(threads))
             .unwrap_or(group);
         let per_row = group / parts;
-        let live =
-            |kvh: usize, part: usize| live(kvh * group + part * per_row, per_row, q_skip, heads);
+        let live = |kvh: usize, part: usize| {
+            held_of_group(kvh * group + part * per_row, per_row, q_skip, heads)
+        };
         let items = self.held.kv_heads * t_n * parts;
         self.model.pool.run_chunks(
             &mut self.att_by_head[..items * per_row * hd],
