@@ -130,3 +130,106 @@ fn head_refuses_bad_operands_and_missing_isas() {
         assert!(DenseKernels::get(isa).is_err());
     }
 }
+
+/// Decode attention read from an f16 cache computes, bit for bit on every ISA, what widening
+/// the rows and running the scalar `dot`/`axpy` on them computes: head widths that are and are
+/// not multiples of 16, more heads than one pass takes, rows strided inside a wider cache.
+#[test]
+fn fused_f16_attention_is_widen_then_dot_bit_for_bit() {
+    let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|&i| CpuFeatures::get().has(i)).collect();
+    let scalar = DenseKernels::get(Isa::Scalar).unwrap();
+    let mut ran = Vec::new();
+    let mut rng = Rng(0x51ed_270b_2c4d_9e01);
+    for (hd, heads, n, extra) in [
+        (128, 4, 37, 512),
+        (128, 1, 1, 0),
+        (64, 5, 20, 64),
+        (80, 2, 9, 16),
+        (24, 3, 7, 8),
+        (256, 6, 3, 0),
+        (16, 4, 0, 0),
+    ] {
+        let stride = hd + extra;
+        let len = if n == 0 { 0 } else { (n - 1) * stride + hd };
+        let k: Vec<f16> = (0..len).map(|_| f16::from_f32(4.0 * rng.unit())).collect();
+        let v: Vec<f16> = (0..len).map(|_| f16::from_f32(4.0 * rng.unit())).collect();
+        let q: Vec<f32> = (0..heads * hd).map(|_| rng.unit()).collect();
+        let o0: Vec<f32> = (0..heads * hd).map(|_| rng.unit()).collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        // The widen-then-dot reference, in the scalar kernels.
+        let mut rows = vec![0f32; n * hd];
+        for p in 0..n {
+            scalar.widen_f16(&k[p * stride..][..hd], &mut rows[p * hd..][..hd]);
+        }
+        let want_s: Vec<f32> = (0..heads * n)
+            .map(|i| {
+                scalar.dot(&q[i / n.max(1) * hd..][..hd], &rows[i % n.max(1) * hd..][..hd]) * scale
+            })
+            .collect();
+        let s: Vec<f32> = (0..heads * n).map(|_| rng.unit()).collect();
+        let mut want_o = o0.clone();
+        for p in 0..n {
+            scalar.widen_f16(&v[p * stride..][..hd], &mut rows[p * hd..][..hd]);
+            for g in 0..heads {
+                scalar.axpy(s[g * n + p], &rows[p * hd..][..hd], &mut want_o[g * hd..][..hd]);
+            }
+        }
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for &isa in &isas {
+            let Ok(kern) = DenseKernels::get(isa) else { continue };
+            let mut got_s = vec![f32::NAN; heads * n];
+            kern.scores_f16(&q, hd, &k, stride, scale, &mut got_s);
+            assert_eq!(
+                bits(&got_s),
+                bits(&want_s),
+                "scores/{} hd {hd} heads {heads} n {n}",
+                isa.name()
+            );
+            let mut got_o = o0.clone();
+            kern.weigh_f16(&s, &v, stride, hd, &mut got_o);
+            assert_eq!(
+                bits(&got_o),
+                bits(&want_o),
+                "weigh/{} hd {hd} heads {heads} n {n}",
+                isa.name()
+            );
+            ran.push(isa);
+        }
+    }
+    assert_all_ran("fused attention", &ran);
+}
+
+/// Softmax's exponentials on every ISA are `exp_f32` bit for bit: a sweep over the whole
+/// finite range, the edges where `exp_f32` returns early or scales twice, infinities, NaN,
+/// signed zeros and random bit patterns, on row lengths that leave ragged tails.
+#[test]
+fn vector_exp_is_exp_f32_bit_for_bit() {
+    let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|&i| CpuFeatures::get().has(i)).collect();
+    let mut rng = Rng(0x0dd_ba11_cafe);
+    let mut xs: Vec<f32> = (0..4000).map(|i| -100.0 + 0.05 * i as f32).collect();
+    for edge in [-87.0f32, 88.72, 88.38, 88.376_26, -86.9, 0.0, -0.0, 1e-40, -1e-40] {
+        xs.extend([edge, f32::from_bits(edge.to_bits() + 1), f32::from_bits(edge.to_bits() - 1)]);
+    }
+    xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN]);
+    xs.extend((0..2000).map(|_| f32::from_bits(rng.next() as u32)));
+    let mut ran = Vec::new();
+    for &isa in &isas {
+        let Ok(kern) = DenseKernels::get(isa) else { continue };
+        for m in [0.0f32, 1.5, -3.25, 40.0] {
+            for len in [xs.len(), 1, 7, 15, 17, 33] {
+                let mut got = xs[..len].to_vec();
+                kern.exp_sub(&mut got, m);
+                for (x, g) in xs.iter().zip(&got) {
+                    let want = onebit_kernels::dense::exp_f32(x - m);
+                    assert!(
+                        g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                        "exp/{}: exp({x:e} - {m}) = {g:e}, want {want:e}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+        ran.push(isa);
+    }
+    assert_all_ran("exp", &ran);
+}

@@ -43,6 +43,10 @@ pub struct Args {
     /// KV cache element type: f16, f32 or q8 (int8 in blocks of 32, about half of f16's bytes).
     #[arg(long, default_value = "f16")]
     kv_cache: String,
+    /// Tokens already in every sequence's context when a test starts (llama-bench's `-d`):
+    /// filled once, untimed, so the pp and tg tests measure attention over a long context.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    depth: usize,
     #[command(flatten)]
     mesh: super::mesh_args::MeshArgs,
     /// With --mesh, decode a batch as one group at a time instead of two overlapping groups
@@ -154,23 +158,42 @@ fn run_tests(a: &Args, bench: &mut Runner, ctx: usize, bos: u32) -> Result<Vec<T
     };
     let mut results = Vec::new();
     let warmup = !a.no_warmup;
+    let depth = a.depth.min(ctx - 1);
+    let context: Vec<u32> = (0..depth).map(|_| tok()).collect();
+    let suffix = if depth > 0 { format!("@d{depth}") } else { String::new() };
+    // Slots `0..slots` hold the same `depth` tokens, prefilled once for every test.
+    let mut filled = 0;
+    let mut fill = |bench: &mut Runner, slots: usize| -> Result<()> {
+        for s in filled.min(slots)..slots {
+            bench.engine().reset_slot(s)?;
+            bench.engine().forward_slot(s, &context)?;
+        }
+        filled = filled.max(slots);
+        Ok(())
+    };
     if a.prompt > 0 {
-        let prompt: Vec<u32> = (0..a.prompt.min(ctx)).map(|_| tok()).collect();
+        let prompt: Vec<u32> = (0..a.prompt.min(ctx - depth)).map(|_| tok()).collect();
+        if depth > 0 {
+            fill(bench, 1)?;
+        }
         let (rates, jpt) = timed(a.reps, warmup, || {
             let e = bench.engine();
-            e.reset_slot(0)?;
+            e.truncate_slot(0, depth)?;
             e.forward_slot(0, &prompt)?;
             Ok(prompt.len())
         })?;
-        results.push((format!("pp{}", prompt.len()), rates, jpt));
+        results.push((format!("pp{}{suffix}", prompt.len()), rates, jpt));
     }
-    let n = a.gen.min(ctx - 1);
+    let n = a.gen.min(ctx - 1 - depth);
     for &b in a.batch.iter().filter(|_| a.gen > 0) {
         let slots: Vec<usize> = (0..b).collect();
         let mut next = vec![0u32; b];
+        if depth > 0 {
+            fill(bench, b)?;
+        }
         let (rates, jpt) = timed(a.reps, warmup, || {
             for &s in &slots {
-                bench.engine().reset_slot(s)?;
+                bench.engine().truncate_slot(s, depth)?;
             }
             next.iter_mut().for_each(|t| *t = if b == 1 { bos } else { tok() });
             if let (Runner::Mesh(p), true) = (&mut *bench, b > 1 && !a.no_overlap) {
@@ -186,7 +209,7 @@ fn run_tests(a: &Args, bench: &mut Runner, ctx: usize, bos: u32) -> Result<Vec<T
             }
             Ok(b * n)
         })?;
-        let name = if b == 1 { format!("tg{n}") } else { format!("tg{n}@b{b}") };
+        let name = if b == 1 { format!("tg{n}{suffix}") } else { format!("tg{n}@b{b}{suffix}") };
         results.push((name, rates, jpt));
     }
     Ok(results)
@@ -213,7 +236,7 @@ pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     let kv = KvDtype::from_name(&a.kv_cache)
         .ok_or_else(|| anyhow::anyhow!("unknown --kv-cache '{}' (f16, f32, q8)", a.kv_cache))?;
-    let header_ctx = a.prompt.max(a.gen) + 1;
+    let header_ctx = a.depth + a.prompt.max(a.gen) + 1;
     let (model, comm, split) = a.mesh.load(&a.m, session_options(&a, header_ctx, kv))?;
     tracing::info!("loaded {} in {:.1} s", a.m.model, t0.elapsed().as_secs_f64());
     let c = &model.config;
@@ -255,7 +278,9 @@ pub fn run(a: Args) -> Result<()> {
                 "{}",
                 json!({
                     "test": test.split('@').next().unwrap_or(test), "threads": a.m.threads,
-                    "batch": test.split_once("@b").map_or(1, |(_, b)| b.parse().unwrap_or(1)), "tok_s_mean": m, "tok_s_sd": sd,
+                    "batch": test.split('@').find_map(|p| p.strip_prefix('b')?.parse().ok()).unwrap_or(1),
+                    "depth": test.split('@').find_map(|p| p.strip_prefix('d')?.parse().ok()).unwrap_or(0),
+                    "tok_s_mean": m, "tok_s_sd": sd,
                     "model_bytes": model_bytes, "bpw": model.ternary_bpw(), "kernel": model.kernel_name(),
                     "peak_rss_bytes": rss, "bound_tok_s": bound, "read_gbs": read_gbs, "read_gbs_before": gbs_before, "read_gbs_after": gbs_after,
                     "bytes_per_token": per_token, "kv_cache": a.kv_cache, "kv_bytes_per_value": kv.bytes_per_value(), "joules_per_token": jpt, "cpu": cpu_model(), "reps": rates.len(),
@@ -264,7 +289,7 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             // With a mesh the bound above is this node's part only: no percentage.
             let pct =
-                if test.starts_with("tg") && !test.contains('@') && matches!(split, Layout::One) {
+                if test.starts_with("tg") && !test.contains("@b") && matches!(split, Layout::One) {
                     format!("{:.0}%", 100.0 * m / bound)
                 } else {
                     "-".into()

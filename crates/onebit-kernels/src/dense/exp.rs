@@ -61,6 +61,136 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
+/// `xs[i] = exp_f32(xs[i] − m)` for a whole row (softmax's exponentials): the same bits as the
+/// scalar steps, eight or sixteen lanes at a time where the CPU has AVX2 or AVX-512.
+pub fn exp_sub_f32(xs: &mut [f32], m: f32) {
+    super::vecops::selected().exp_sub(xs, m)
+}
+
+/// The definition of [`exp_sub_f32`]: [`exp_f32`] element by element.
+pub(crate) fn exp_sub_body(xs: &mut [f32], m: f32) {
+    for x in xs {
+        *x = exp_f32(*x - m);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    //! [`super::exp_f32`]'s steps on every lane, its three early returns as blends: each lane
+    //! rounds exactly as the scalar function (plain multiplies and adds, no fused step).
+
+    use super::{exp_f32, EXP_COEFFS, EXP_LN2_HI, EXP_LN2_MID, EXP_LOG2E, ROUND_SHIFT};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    fn exp_sub_512(xs: &mut [f32], m: f32) {
+        let full = xs.len() / 16 * 16;
+        let f = _mm512_set1_ps;
+        let pow2 = |e: __m512i| {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+                e,
+                _mm512_set1_epi32(127),
+            )))
+        };
+        for i in (0..full).step_by(16) {
+            // SAFETY: i + 16 ≤ full ≤ xs.len().
+            let x = _mm512_sub_ps(unsafe { _mm512_loadu_ps(xs.as_ptr().add(i)) }, f(m));
+            let k = _mm512_sub_ps(
+                _mm512_add_ps(_mm512_mul_ps(x, f(EXP_LOG2E)), f(ROUND_SHIFT)),
+                f(ROUND_SHIFT),
+            );
+            let r = _mm512_sub_ps(
+                _mm512_sub_ps(x, _mm512_mul_ps(k, f(EXP_LN2_HI))),
+                _mm512_mul_ps(k, f(EXP_LN2_MID)),
+            );
+            let mut p = f(EXP_COEFFS[0]);
+            for &c in &EXP_COEFFS[1..] {
+                p = _mm512_add_ps(_mm512_mul_ps(p, r), f(c));
+            }
+            // k is an integer wherever the result is kept; k > 127 scales twice (× 2^0 = 1
+            // exactly elsewhere).
+            let ki = _mm512_cvtps_epi32(k);
+            let lo = _mm512_min_epi32(ki, _mm512_set1_epi32(127));
+            let extra = _mm512_max_epi32(
+                _mm512_sub_epi32(ki, _mm512_set1_epi32(127)),
+                _mm512_setzero_si512(),
+            );
+            let mut y = _mm512_mul_ps(_mm512_mul_ps(p, pow2(lo)), pow2(extra));
+            y = _mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, f(-87.0)),
+                y,
+                _mm512_setzero_ps(),
+            );
+            y = _mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, f(88.72)),
+                y,
+                f(f32::INFINITY),
+            );
+            y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), y, x);
+            // SAFETY: as the load.
+            unsafe { _mm512_storeu_ps(xs.as_mut_ptr().add(i), y) };
+        }
+        for x in &mut xs[full..] {
+            *x = exp_f32(*x - m);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn exp_sub_256(xs: &mut [f32], m: f32) {
+        let full = xs.len() / 8 * 8;
+        let f = _mm256_set1_ps;
+        let pow2 = |e: __m256i| {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                e,
+                _mm256_set1_epi32(127),
+            )))
+        };
+        for i in (0..full).step_by(8) {
+            // SAFETY: i + 8 ≤ full ≤ xs.len().
+            let x = _mm256_sub_ps(unsafe { _mm256_loadu_ps(xs.as_ptr().add(i)) }, f(m));
+            let k = _mm256_sub_ps(
+                _mm256_add_ps(_mm256_mul_ps(x, f(EXP_LOG2E)), f(ROUND_SHIFT)),
+                f(ROUND_SHIFT),
+            );
+            let r = _mm256_sub_ps(
+                _mm256_sub_ps(x, _mm256_mul_ps(k, f(EXP_LN2_HI))),
+                _mm256_mul_ps(k, f(EXP_LN2_MID)),
+            );
+            let mut p = f(EXP_COEFFS[0]);
+            for &c in &EXP_COEFFS[1..] {
+                p = _mm256_add_ps(_mm256_mul_ps(p, r), f(c));
+            }
+            let ki = _mm256_cvtps_epi32(k);
+            let lo = _mm256_min_epi32(ki, _mm256_set1_epi32(127));
+            let extra = _mm256_max_epi32(
+                _mm256_sub_epi32(ki, _mm256_set1_epi32(127)),
+                _mm256_setzero_si256(),
+            );
+            let mut y = _mm256_mul_ps(_mm256_mul_ps(p, pow2(lo)), pow2(extra));
+            y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps::<_CMP_LT_OQ>(x, f(-87.0)));
+            y = _mm256_blendv_ps(y, f(f32::INFINITY), _mm256_cmp_ps::<_CMP_GT_OQ>(x, f(88.72)));
+            y = _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+            // SAFETY: as the load.
+            unsafe { _mm256_storeu_ps(xs.as_mut_ptr().add(i), y) };
+        }
+        for x in &mut xs[full..] {
+            *x = exp_f32(*x - m);
+        }
+    }
+
+    /// [`super::exp_sub_f32`] at AVX-512.
+    pub fn exp_sub_avx512(xs: &mut [f32], m: f32) {
+        // SAFETY: installed only where AVX-512F was detected.
+        unsafe { exp_sub_512(xs, m) }
+    }
+
+    /// [`super::exp_sub_f32`] at AVX2.
+    pub fn exp_sub_avx2(xs: &mut [f32], m: f32) {
+        // SAFETY: installed only where AVX2 was detected.
+        unsafe { exp_sub_256(xs, m) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! The dense vector ops (dot, axpy, f16 and int8 widening), one body compiled per ISA and
 //! chosen through [`DenseKernels`].
 
+use super::{attend, exp};
 use crate::dispatch::{CpuFeatures, Isa};
 use crate::error::{Error, Result};
 use half::f16;
@@ -31,6 +32,9 @@ pub fn widen_q8(src: &[i8], scales: &[f32], block: usize, dst: &mut [f32]) {
     selected().widen_q8(src, scales, block, dst)
 }
 
+/// [`super::scores_f16`]'s signature: queries, head width, key rows, their stride, scale, scores.
+type ScoresFn = fn(&[f32], usize, &[f16], usize, f32, &mut [f32]);
+
 /// The dense vector kernels of one [`Isa`]: the same safe bodies compiled for wider units.
 #[derive(Clone, Copy)]
 pub struct DenseKernels {
@@ -39,6 +43,9 @@ pub struct DenseKernels {
     axpy: fn(f32, &[f32], &mut [f32]),
     widen_f16: fn(&[f16], &mut [f32]),
     widen_q8: fn(&[i8], &[f32], usize, &mut [f32]),
+    scores_f16: ScoresFn,
+    weigh_f16: fn(&[f32], &[f16], usize, usize, &mut [f32]),
+    exp_sub: fn(&mut [f32], f32),
 }
 
 impl DenseKernels {
@@ -56,6 +63,9 @@ impl DenseKernels {
             axpy: axpy_body,
             widen_f16: widen_f16_body,
             widen_q8: widen_q8_body,
+            scores_f16: attend::scores_body,
+            weigh_f16: attend::weigh_body,
+            exp_sub: exp::exp_sub_body,
         };
         match isa {
             Isa::Scalar | Isa::Neon | Isa::NeonDot => Ok(scalar),
@@ -68,6 +78,9 @@ impl DenseKernels {
                 axpy: x86::axpy_avx512,
                 widen_f16: x86::widen_f16_avx2,
                 widen_q8: x86::widen_q8_avx512,
+                scores_f16: attend::x86::scores_avx512,
+                weigh_f16: attend::x86::weigh_avx512,
+                exp_sub: exp::x86::exp_sub_avx512,
             }),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 if f.fma && f.f16c => Ok(DenseKernels {
@@ -76,6 +89,9 @@ impl DenseKernels {
                 axpy: x86::axpy_avx2,
                 widen_f16: x86::widen_f16_avx2,
                 widen_q8: x86::widen_q8_avx2,
+                scores_f16: attend::x86::scores_avx2,
+                weigh_f16: attend::x86::weigh_avx2,
+                exp_sub: exp::x86::exp_sub_avx2,
             }),
             _ => Err(unavailable()),
         }
@@ -110,10 +126,33 @@ impl DenseKernels {
         );
         (self.widen_q8)(src, scales, block, dst)
     }
+
+    /// [`super::scores_f16`] at this ISA.
+    pub fn scores_f16(
+        &self,
+        q: &[f32],
+        hd: usize,
+        k: &[f16],
+        stride: usize,
+        scale: f32,
+        s: &mut [f32],
+    ) {
+        (self.scores_f16)(q, hd, k, stride, scale, s)
+    }
+
+    /// [`super::exp_sub_f32`] at this ISA.
+    pub fn exp_sub(&self, xs: &mut [f32], m: f32) {
+        (self.exp_sub)(xs, m)
+    }
+
+    /// [`super::weigh_f16`] at this ISA.
+    pub fn weigh_f16(&self, s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut [f32]) {
+        (self.weigh_f16)(s, v, stride, hd, o)
+    }
 }
 
 /// The kernels of [`Isa::selected`], falling back to the plain bodies (AVX2 without FMA).
-fn selected() -> &'static DenseKernels {
+pub(crate) fn selected() -> &'static DenseKernels {
     static FNS: std::sync::OnceLock<DenseKernels> = std::sync::OnceLock::new();
     FNS.get_or_init(|| {
         DenseKernels::get(Isa::selected())

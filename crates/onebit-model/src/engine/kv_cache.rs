@@ -3,11 +3,13 @@
 //! blocks of 32 with an f32 scale each, like ggml's Q8_0: 1.125 bytes per value, a little
 //! over half of f16, for long contexts and many slots). Attention reads a head's rows
 //! through [`KvStore::view`]: f32 rows in place, the others widened into the caller's
-//! per-thread scratch, so the attention code is one path for all three.
+//! per-thread scratch, so the attention code is one path for all three. Decode attention
+//! goes through [`KvStore::scores`] and [`KvStore::weigh`], which read an f16 cache
+//! without the scratch (fused kernels, the same bits).
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use onebit_kernels::dense::{widen_f16, widen_q8};
+use onebit_kernels::dense::{self, widen_f16, widen_q8};
 
 /// Values per scale of the q8 cache when the head width allows (as ggml's Q8_0); otherwise
 /// one scale per head vector, so that blocks never straddle two heads.
@@ -117,6 +119,59 @@ impl KvStore {
                     widen_q8(src, k, block, &mut scratch[p * width..(p + 1) * width]);
                 }
                 (&scratch[..n * width], width)
+            }
+        }
+    }
+}
+
+impl KvStore {
+    /// `s[g·n + p] = dot(q[g], row p) · scale` for the heads of `q` (`hd` values each) over
+    /// the rows `0..n` of `hd` values from `at`, `stride` apart, in `dot_f32`'s order.
+    #[allow(clippy::too_many_arguments)] // the cache window, the queries and the output
+    pub(crate) fn scores(
+        &self,
+        (at, n, stride): (usize, usize, usize),
+        q: &[f32],
+        hd: usize,
+        scale: f32,
+        s: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        if n == 0 {
+            return;
+        }
+        if let KvStore::F16(v) = self {
+            return dense::scores_f16(q, hd, &v[at..at + (n - 1) * stride + hd], stride, scale, s);
+        }
+        let (rows, rs) = self.view(at, n, stride, hd, scratch);
+        for (qg, sg) in q.chunks_exact(hd).zip(s.chunks_exact_mut(n)) {
+            for (p, sp) in sg.iter_mut().enumerate() {
+                *sp = dense::dot_f32(qg, &rows[p * rs..][..hd]) * scale;
+            }
+        }
+    }
+
+    /// `o[g] += Σ_p s[g·n + p] · row p`, position by position, for the heads of `o` over the
+    /// rows `0..n` as in [`KvStore::scores`] (`axpy_f32`'s order).
+    pub(crate) fn weigh(
+        &self,
+        (at, n, stride): (usize, usize, usize),
+        s: &[f32],
+        o: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        if n == 0 {
+            return;
+        }
+        let hd = o.len() / (s.len() / n);
+        if let KvStore::F16(v) = self {
+            return dense::weigh_f16(s, &v[at..at + (n - 1) * stride + hd], stride, hd, o);
+        }
+        let (rows, rs) = self.view(at, n, stride, hd, scratch);
+        for p in 0..n {
+            let row = &rows[p * rs..][..hd];
+            for (g, og) in o.chunks_exact_mut(hd).enumerate() {
+                dense::axpy_f32(s[g * n + p], row, og);
             }
         }
     }

@@ -2,7 +2,8 @@
 //! - [`Session::prefill_attention`]: a chunk of one slot's prompt, per query head two strided
 //!   GEMMs read straight from the cache (S = Q·Kᵀ, O = softmax(S)·V);
 //! - [`Session::decode_attention`]: one or a few rows per slot (decode, mixed batches), per KV
-//!   head so the query heads of a GQA group share one read and widening of K and V.
+//!   head so the query heads of a GQA group share one read of K and V (an f16 cache is read
+//!   by fused kernels, the others widened once into scratch: [`super::super::kv_cache`]).
 //!
 //! Both write per-head rows into `att_by_head` and re-lay them out token-major into `att`.
 //! The decode path's order (`dot_f32`, sequential softmax sum, `axpy_f32` over positions,
@@ -13,13 +14,13 @@
 use super::{Scratch, Session, BLOCKED_ATTENTION_MIN};
 use onebit_kernels::dense;
 
-/// `row = softmax(row)` in place, with [`dense::exp_f32`] so a GPU backend computes the same
-/// bits.
+/// `row = softmax(row)` in place, with [`dense::exp_f32`]'s steps (vectorized by
+/// [`dense::exp_sub_f32`]) so a GPU backend computes the same bits.
 fn softmax(row: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    dense::exp_sub_f32(row, max);
     let mut total = 0.0;
-    for v in row.iter_mut() {
-        *v = dense::exp_f32(*v - max);
+    for v in row.iter() {
         total += *v;
     }
     for v in row.iter_mut() {
@@ -139,29 +140,15 @@ impl Session<'_> {
                     }
                     let n = row_pos[t] + 1;
                     let base = (row_slot[t] * layers + li) * layer_stride + kvh * hd;
-                    let (kr, ks) = kc.view(base, n, kvd, hd, kbuf);
-                    for (g, sg) in s[..per_row * n].chunks_exact_mut(n).enumerate() {
-                        if !gs.contains(&g) {
-                            continue;
-                        }
-                        let head = kvh * group + part * per_row + g - q_skip;
-                        let qv = &q[(t * heads + head) * hd..][..hd];
-                        for (p, sp) in sg.iter_mut().enumerate() {
-                            *sp = dense::dot_f32(qv, &kr[p * ks..][..hd]) * scale;
-                        }
-                        softmax(sg);
-                    }
+                    // The held heads of the group are consecutive query heads.
+                    let head = kvh * group + part * per_row + gs.start - q_skip;
+                    let qv = &q[(t * heads + head) * hd..][..gs.len() * hd];
+                    let sg = &mut s[gs.start * n..gs.end * n];
+                    kc.scores((base, n, kvd), qv, hd, scale, sg, kbuf);
+                    sg.chunks_exact_mut(n).for_each(softmax);
                     let o = &mut out[j * per_row * hd..(j + 1) * per_row * hd];
                     o.fill(0.0);
-                    let (vr, vs) = vc.view(base, n, kvd, hd, vbuf);
-                    for p in 0..n {
-                        let v = &vr[p * vs..][..hd];
-                        for (g, og) in
-                            o.chunks_exact_mut(hd).enumerate().take(gs.end).skip(gs.start)
-                        {
-                            dense::axpy_f32(s[g * n + p], v, og);
-                        }
-                    }
+                    vc.weigh((base, n, kvd), sg, &mut o[gs.start * hd..gs.end * hd], vbuf);
                 }
             },
         );
