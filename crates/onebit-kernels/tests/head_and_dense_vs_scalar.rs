@@ -3,7 +3,7 @@
 //! dot and axpy may only differ by summation order and FMA rounding.
 
 use half::f16;
-use onebit_kernels::dense::DenseKernels;
+use onebit_kernels::dense::{DenseKernels, KvRows};
 use onebit_kernels::head::{dot_scalar, q8_matmul_on};
 use onebit_kernels::{ActQuant, CpuFeatures, Isa, Q8Matrix, ThreadPool};
 
@@ -131,16 +131,17 @@ fn head_refuses_bad_operands_and_missing_isas() {
     }
 }
 
-/// Decode attention read from an f16 cache computes, bit for bit on every ISA, what widening
-/// the rows and running the scalar `dot`/`axpy` on them computes: head widths that are and are
-/// not multiples of 16, more heads than one pass takes, rows strided inside a wider cache.
+/// Decode attention read from an f16 or int8 cache computes, bit for bit on every ISA, what
+/// widening the rows and running the scalar `dot`/`axpy` on them computes: head widths that
+/// are and are not multiples of 16, int8 blocks of 32 and of a whole (odd) head, more heads
+/// than one pass takes, rows strided inside a wider cache.
 #[test]
-fn fused_f16_attention_is_widen_then_dot_bit_for_bit() {
+fn fused_attention_is_widen_then_dot_bit_for_bit() {
     let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|&i| CpuFeatures::get().has(i)).collect();
     let scalar = DenseKernels::get(Isa::Scalar).unwrap();
     let mut ran = Vec::new();
     let mut rng = Rng(0x51ed_270b_2c4d_9e01);
-    for (hd, heads, n, extra) in [
+    let shapes = [
         (128, 4, 37, 512),
         (128, 1, 1, 0),
         (64, 5, 20, 64),
@@ -148,52 +149,68 @@ fn fused_f16_attention_is_widen_then_dot_bit_for_bit() {
         (24, 3, 7, 8),
         (256, 6, 3, 0),
         (16, 4, 0, 0),
-    ] {
+    ];
+    for (hd, heads, n, extra) in shapes {
+        let (hd, n): (usize, usize) = (hd, n);
         let stride = hd + extra;
         let len = if n == 0 { 0 } else { (n - 1) * stride + hd };
-        let k: Vec<f16> = (0..len).map(|_| f16::from_f32(4.0 * rng.unit())).collect();
-        let v: Vec<f16> = (0..len).map(|_| f16::from_f32(4.0 * rng.unit())).collect();
+        let k16: Vec<f16> = (0..len).map(|_| f16::from_f32(4.0 * rng.unit())).collect();
+        let v16: Vec<f16> = (0..len).map(|_| f16::from_f32(4.0 * rng.unit())).collect();
+        let k8: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
+        let v8: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
+        // Blocks of 32 where the head width allows (as the cache), else one per head vector
+        // (which then also covers the gap between heads).
+        let block = if hd % 32 == 0 && stride % 32 == 0 { 32 } else { stride };
+        let ks: Vec<f32> = (0..len.div_ceil(block)).map(|_| 0.01 + rng.unit().abs()).collect();
+        let vs: Vec<f32> = (0..len.div_ceil(block)).map(|_| 0.01 + rng.unit().abs()).collect();
         let q: Vec<f32> = (0..heads * hd).map(|_| rng.unit()).collect();
         let o0: Vec<f32> = (0..heads * hd).map(|_| rng.unit()).collect();
-        let scale = 1.0 / (hd as f32).sqrt();
-        // The widen-then-dot reference, in the scalar kernels.
-        let mut rows = vec![0f32; n * hd];
-        for p in 0..n {
-            scalar.widen_f16(&k[p * stride..][..hd], &mut rows[p * hd..][..hd]);
-        }
-        let want_s: Vec<f32> = (0..heads * n)
-            .map(|i| {
-                scalar.dot(&q[i / n.max(1) * hd..][..hd], &rows[i % n.max(1) * hd..][..hd]) * scale
-            })
-            .collect();
         let s: Vec<f32> = (0..heads * n).map(|_| rng.unit()).collect();
-        let mut want_o = o0.clone();
-        for p in 0..n {
-            scalar.widen_f16(&v[p * stride..][..hd], &mut rows[p * hd..][..hd]);
-            for g in 0..heads {
-                scalar.axpy(s[g * n + p], &rows[p * hd..][..hd], &mut want_o[g * hd..][..hd]);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let cases = [
+            (KvRows::F16(&k16), KvRows::F16(&v16)),
+            (KvRows::Q8(&k8, &ks, block), KvRows::Q8(&v8, &vs, block)),
+        ];
+        for (k, v) in cases {
+            // The widen-then-dot reference, in the scalar kernels.
+            let widen = |rows: KvRows<'_>, p: usize, out: &mut [f32]| match rows {
+                KvRows::F16(x) => scalar.widen_f16(&x[p * stride..][..hd], out),
+                KvRows::Q8(x, sc, b) => {
+                    let a = p * stride;
+                    let sc = &sc[a / b..(a + hd).div_ceil(b)];
+                    scalar.widen_q8(&x[a..a + hd], sc, b, out)
+                }
+            };
+            let mut rows = vec![0f32; n * hd];
+            for p in 0..n {
+                widen(k, p, &mut rows[p * hd..][..hd]);
             }
-        }
-        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        for &isa in &isas {
-            let Ok(kern) = DenseKernels::get(isa) else { continue };
-            let mut got_s = vec![f32::NAN; heads * n];
-            kern.scores_f16(&q, hd, &k, stride, scale, &mut got_s);
-            assert_eq!(
-                bits(&got_s),
-                bits(&want_s),
-                "scores/{} hd {hd} heads {heads} n {n}",
-                isa.name()
-            );
-            let mut got_o = o0.clone();
-            kern.weigh_f16(&s, &v, stride, hd, &mut got_o);
-            assert_eq!(
-                bits(&got_o),
-                bits(&want_o),
-                "weigh/{} hd {hd} heads {heads} n {n}",
-                isa.name()
-            );
-            ran.push(isa);
+            let want_s: Vec<f32> = (0..heads * n)
+                .map(|i| {
+                    let (g, p) = (i / n, i % n);
+                    scalar.dot(&q[g * hd..][..hd], &rows[p * hd..][..hd]) * scale
+                })
+                .collect();
+            let mut want_o = o0.clone();
+            for p in 0..n {
+                widen(v, p, &mut rows[p * hd..][..hd]);
+                for g in 0..heads {
+                    scalar.axpy(s[g * n + p], &rows[p * hd..][..hd], &mut want_o[g * hd..][..hd]);
+                }
+            }
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            for &isa in &isas {
+                let Ok(kern) = DenseKernels::get(isa) else { continue };
+                let what = format!("{}: hd {hd} heads {heads} n {n} {k:?}", isa.name());
+                let what = &what[..what.len().min(60)];
+                let mut got_s = vec![f32::NAN; heads * n];
+                kern.scores(&q, hd, k, stride, scale, &mut got_s);
+                assert_eq!(bits(&got_s), bits(&want_s), "scores/{what}");
+                let mut got_o = o0.clone();
+                kern.weigh(&s, v, stride, hd, &mut got_o);
+                assert_eq!(bits(&got_o), bits(&want_o), "weigh/{what}");
+                ran.push(isa);
+            }
         }
     }
     assert_all_ran("fused attention", &ran);

@@ -242,6 +242,14 @@ pub fn run(a: Args) -> Result<()> {
     let c = &model.config;
     let per_token = model.bytes_per_token();
     let model_bytes = model_size(&a.m.model)?;
+    if a.depth > 0 && header_ctx > c.max_positions {
+        bail!(
+            "--depth {} and {} more tokens need {header_ctx} positions; the model has {}",
+            a.depth,
+            a.prompt.max(a.gen),
+            c.max_positions
+        );
+    }
     let ctx = header_ctx.min(c.max_positions);
     let bos = c.bos.unwrap_or(0).min(c.vocab as u32 - 1);
     let mut bench = a.mesh.runner(&model, comm, &split, session_options(&a, ctx, kv))?;

@@ -1,10 +1,11 @@
-//! Decode attention read straight from an f16 KV cache: the query heads of a GQA group
-//! score every cached key ([`scores_f16`]) and sum the cached values by their weights
-//! ([`weigh_f16`]), each key and value row converted once for all the heads.
+//! Decode attention read straight from an f16 or int8 KV cache: the query heads of a GQA
+//! group score every cached key ([`scores`]) and sum the cached values by their weights
+//! ([`weigh`]), each key and value row converted once for all the heads.
 //!
-//! These compute the same bits as widening the rows with [`super::widen_f16`] and running
-//! [`super::dot_f32`] / [`super::axpy_f32`] on them (the order the GPU backend repeats): the
-//! f16 → f32 conversion is exact, each dot keeps `dot_f32`'s sixteen lane sums and their
+//! These compute the same bits as widening the rows with [`super::widen_f16`] /
+//! [`super::widen_q8`] and running [`super::dot_f32`] / [`super::axpy_f32`] on them (the order
+//! the GPU backend repeats): the conversion is the same (exact for f16, value × scale for
+//! int8), each dot keeps `dot_f32`'s sixteen lane sums and their
 //! sequential total, and each output element adds its products position by position. What
 //! changes is the memory traffic: widening wrote every row as f32 to a scratch buffer and
 //! read it back once per head, which at a long context was the largest part of a decode step
@@ -15,19 +16,50 @@ use half::f16;
 /// Heads scored or weighed in one pass over the rows (accumulators held in registers).
 pub(crate) const HEADS_PER_PASS: usize = 4;
 
+/// Cached rows as the KV cache stores them; element `i` reads as the widening reads it.
+#[derive(Clone, Copy, Debug)]
+pub enum KvRows<'a> {
+    /// IEEE half, read exactly.
+    F16(&'a [f16]),
+    /// int8 values and one f32 scale per `block` of them (value · scale, as `widen_q8`).
+    Q8(&'a [i8], &'a [f32], usize),
+}
+
+impl KvRows<'_> {
+    /// Values held (scales checked to cover them).
+    fn len(&self) -> usize {
+        match *self {
+            KvRows::F16(v) => v.len(),
+            KvRows::Q8(v, scales, block) => {
+                assert!(block > 0 && scales.len() >= v.len().div_ceil(block), "attend: q8 scales");
+                v.len()
+            }
+        }
+    }
+
+    /// Element `i` as f32.
+    #[inline(always)]
+    fn get(&self, i: usize) -> f32 {
+        match *self {
+            KvRows::F16(v) => v[i].to_f32(),
+            KvRows::Q8(v, scales, block) => f32::from(v[i]) * scales[i / block],
+        }
+    }
+}
+
 /// `s[g·n + p] = dot_f32(q[g], k[p]) · scale` for the `q.len() / hd` heads of `q` (one row of
 /// `hd` each) and the `n` key rows `k[p·stride..][..hd]`.
-pub fn scores_f16(q: &[f32], hd: usize, k: &[f16], stride: usize, scale: f32, s: &mut [f32]) {
-    super::vecops::selected().scores_f16(q, hd, k, stride, scale, s)
+pub fn scores(q: &[f32], hd: usize, k: KvRows<'_>, stride: usize, scale: f32, s: &mut [f32]) {
+    super::vecops::selected().scores(q, hd, k, stride, scale, s)
 }
 
 /// `o[g] += Σ_p s[g·n + p] · v[p]`, position by position, for the `o.len() / hd` heads of `o`
 /// and the `n = s.len() / heads` value rows `v[p·stride..][..hd]`.
-pub fn weigh_f16(s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut [f32]) {
-    super::vecops::selected().weigh_f16(s, v, stride, hd, o)
+pub fn weigh(s: &[f32], v: KvRows<'_>, stride: usize, hd: usize, o: &mut [f32]) {
+    super::vecops::selected().weigh(s, v, stride, hd, o)
 }
 
-/// Checks the operands of [`scores_f16`] / [`weigh_f16`]: `(heads, n)`.
+/// Checks the operands of [`scores`] / [`weigh`]: `(heads, n)`.
 pub(crate) fn shape(
     q_or_o: usize,
     hd: usize,
@@ -52,12 +84,12 @@ fn lane_total(lanes: &[f32; 16], tail: f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// The definition: [`scores_f16`] in plain code (a row widened 16 values at a time, each
-/// head's sixteen lane sums as `dot_f32` keeps them).
+/// The definition: [`scores`] in plain code (a row widened 16 values at a time, each head's
+/// sixteen lane sums as `dot_f32` keeps them).
 pub(crate) fn scores_body(
     q: &[f32],
     hd: usize,
-    k: &[f16],
+    k: KvRows<'_>,
     stride: usize,
     scale: f32,
     s: &mut [f32],
@@ -67,10 +99,10 @@ pub(crate) fn scores_body(
     for g0 in (0..heads).step_by(HEADS_PER_PASS) {
         let gs = HEADS_PER_PASS.min(heads - g0);
         for p in 0..n {
-            let row = &k[p * stride..][..hd];
+            let row = p * stride;
             let mut acc = [[0f32; 16]; HEADS_PER_PASS];
             for c in (0..full).step_by(16) {
-                let kv: [f32; 16] = std::array::from_fn(|i| row[c + i].to_f32());
+                let kv: [f32; 16] = std::array::from_fn(|i| k.get(row + c + i));
                 for (g, acc) in acc.iter_mut().enumerate().take(gs) {
                     let qg = &q[(g0 + g) * hd + c..][..16];
                     for i in 0..16 {
@@ -80,23 +112,21 @@ pub(crate) fn scores_body(
             }
             for (g, acc) in acc.iter().enumerate().take(gs) {
                 let qg = &q[(g0 + g) * hd..][..hd];
-                let tail: f32 =
-                    qg[full..].iter().zip(&row[full..]).map(|(x, y)| x * y.to_f32()).sum();
+                let tail: f32 = (full..hd).map(|c| qg[c] * k.get(row + c)).sum();
                 s[(g0 + g) * n + p] = lane_total(acc, tail) * scale;
             }
         }
     }
 }
 
-/// The definition: [`weigh_f16`] in plain code.
-pub(crate) fn weigh_body(s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut [f32]) {
+/// The definition: [`weigh`] in plain code.
+pub(crate) fn weigh_body(s: &[f32], v: KvRows<'_>, stride: usize, hd: usize, o: &mut [f32]) {
     let (heads, n) = shape(o.len(), hd, s.len(), stride, v.len());
     for p in 0..n {
-        let row = &v[p * stride..][..hd];
         for g in 0..heads {
             let w = s[g * n + p];
-            for (y, x) in o[g * hd..][..hd].iter_mut().zip(row) {
-                *y += w * x.to_f32();
+            for (c, y) in o[g * hd..][..hd].iter_mut().enumerate() {
+                *y += w * v.get(p * stride + c);
             }
         }
     }
@@ -104,11 +134,10 @@ pub(crate) fn weigh_body(s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    //! `vcvtph2ps` (F16C / AVX-512F) with unfused multiplies and adds, so each lane rounds
-    //! as the plain bodies do.
+    //! F16C / AVX-512 conversions (`vcvtph2ps`, or int8 → i32 → f32 times the block's scale)
+    //! with unfused multiplies and adds, so each lane rounds as the plain bodies do.
 
-    use super::{shape, HEADS_PER_PASS};
-    use half::f16;
+    use super::{shape, KvRows, HEADS_PER_PASS};
     use std::arch::x86_64::*;
 
     /// Rows ahead of the one being read that are asked for: cache rows sit `stride` apart (a
@@ -121,12 +150,87 @@ pub(crate) mod x86 {
     /// for the keys no better than 8).
     const AHEAD_V: usize = 24;
 
-    /// Asks for the cache lines of `len` halves at `p` (a hint: never faults, even past the cache).
-    #[inline(always)]
-    fn prefetch_row(p: *const f16, len: usize) {
-        for off in (0..len).step_by(32) {
-            // SAFETY: a prefetch reads nothing architecturally and never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off) as *const i8) };
+    /// Rows as the vector loops read them: `Q8` (a const parameter of each loop) says whether
+    /// `vals` holds int8 values with a scale per `block` or f16 values.
+    #[derive(Clone, Copy)]
+    struct Src {
+        vals: *const u8,
+        scales: *const f32,
+        block: usize,
+    }
+
+    impl Src {
+        /// `rows` for the vector loops (`Some((src, q8))`) when `hd` and the int8 blocks are
+        /// multiples of 16, so that no 16 values straddle two scales.
+        fn of(rows: KvRows<'_>, hd: usize) -> Option<(Src, bool)> {
+            if !hd.is_multiple_of(16) {
+                return None;
+            }
+            match rows {
+                KvRows::F16(v) => Some((
+                    Src { vals: v.as_ptr().cast(), scales: std::ptr::null(), block: 1 },
+                    false,
+                )),
+                KvRows::Q8(v, scales, block) if block.is_multiple_of(16) => {
+                    Some((Src { vals: v.as_ptr().cast(), scales: scales.as_ptr(), block }, true))
+                }
+                KvRows::Q8(..) => None,
+            }
+        }
+
+        /// Asks for the cache lines of values `i..i + len` (a hint: never faults, even past
+        /// the cache).
+        #[inline(always)]
+        fn prefetch<const Q8: bool>(self, i: usize, len: usize) {
+            let size = if Q8 { 1 } else { 2 };
+            for off in (0..len * size).step_by(64) {
+                // SAFETY: a prefetch reads nothing architecturally and never faults.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(self.vals.wrapping_add(i * size + off) as *const i8)
+                };
+            }
+        }
+
+        /// Values `i..i + 16` as f32.
+        ///
+        /// # Safety
+        /// AVX-512F; the values (and for int8 their scale) are in the rows.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn load16<const Q8: bool>(self, i: usize) -> __m512 {
+            // SAFETY: in the rows by the caller's contract.
+            unsafe {
+                if Q8 {
+                    let x = _mm512_cvtepi8_epi32(_mm_loadu_si128(self.vals.add(i) as *const _));
+                    _mm512_mul_ps(
+                        _mm512_cvtepi32_ps(x),
+                        _mm512_set1_ps(*self.scales.add(i / self.block)),
+                    )
+                } else {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(self.vals.add(2 * i) as *const _))
+                }
+            }
+        }
+
+        /// Values `i..i + 8` as f32.
+        ///
+        /// # Safety
+        /// AVX2 and F16C; the values (and for int8 their scale) are in the rows.
+        #[target_feature(enable = "avx2,f16c")]
+        #[inline]
+        unsafe fn load8<const Q8: bool>(self, i: usize) -> __m256 {
+            // SAFETY: in the rows by the caller's contract.
+            unsafe {
+                if Q8 {
+                    let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(self.vals.add(i) as *const _));
+                    _mm256_mul_ps(
+                        _mm256_cvtepi32_ps(x),
+                        _mm256_set1_ps(*self.scales.add(i / self.block)),
+                    )
+                } else {
+                    _mm256_cvtph_ps(_mm_loadu_si128(self.vals.add(2 * i) as *const _))
+                }
+            }
         }
     }
 
@@ -173,17 +277,18 @@ pub(crate) mod x86 {
         c
     }
 
-    /// `G` heads × `P` positions (`G·P ≤ 16`) from `p0` scored at once: sixteen (head, position) lane
-    /// sums in registers, transposed so their sequential totals are sixteen vector adds.
+    /// `G` heads × `P` positions (`G·P ≤ 16`) from `p0` scored at once: sixteen (head,
+    /// position) lane sums in registers, transposed so their sequential totals are sixteen
+    /// vector adds.
     ///
     /// # Safety
     /// AVX-512F; `shape` accepted the operands; `g0 + G ≤ heads`, `p0 < n`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn scores_block_512<const G: usize, const P: usize>(
+    unsafe fn scores_block_512<const Q8: bool, const G: usize, const P: usize>(
         q: &[f32],
         hd: usize,
-        k: &[f16],
+        k: Src,
         stride: usize,
         scale: f32,
         s: &mut [f32],
@@ -191,7 +296,7 @@ pub(crate) mod x86 {
     ) {
         let np = P.min(n - p0);
         for pp in 0..np {
-            prefetch_row(k.as_ptr().wrapping_add((p0 + pp + AHEAD) * stride), hd);
+            k.prefetch::<Q8>((p0 + pp + AHEAD) * stride, hd);
         }
         let mut acc = [_mm512_setzero_ps(); 16];
         for c in (0..hd).step_by(16) {
@@ -200,12 +305,8 @@ pub(crate) mod x86 {
                 _mm512_loadu_ps(q.as_ptr().add((g0 + g) * hd + c))
             });
             for pp in (0..P).filter(|&pp| pp < np) {
-                // SAFETY: p0 + pp < n, so the row's hd halves are in k (`shape`).
-                let kv = unsafe {
-                    _mm512_cvtph_ps(_mm256_loadu_si256(
-                        k.as_ptr().add((p0 + pp) * stride + c) as *const _
-                    ))
-                };
+                // SAFETY: p0 + pp < n, so the row's hd values are in k (`shape`).
+                let kv = unsafe { k.load16::<Q8>((p0 + pp) * stride + c) };
                 for (g, qv) in qv.iter().enumerate() {
                     let a = &mut acc[g * P + pp];
                     *a = _mm512_add_ps(*a, _mm512_mul_ps(*qv, kv));
@@ -224,46 +325,63 @@ pub(crate) mod x86 {
         }
     }
 
-    /// [`super::scores_f16`] at AVX-512 for head widths that are multiples of 16.
+    /// [`super::scores`] at AVX-512 over rows [`Src::of`] accepted.
+    ///
+    /// # Safety
+    /// AVX-512F; `shape` accepted the operands (`heads`, `n`) and `k` holds the rows.
     #[target_feature(enable = "avx512f")]
-    fn scores_512(q: &[f32], hd: usize, k: &[f16], stride: usize, scale: f32, s: &mut [f32]) {
-        let (heads, n) = shape(q.len(), hd, s.len(), stride, k.len());
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scores_512<const Q8: bool>(
+        q: &[f32],
+        hd: usize,
+        k: Src,
+        stride: usize,
+        scale: f32,
+        s: &mut [f32],
+        (heads, n): (usize, usize),
+    ) {
         for g0 in (0..heads).step_by(HEADS_PER_PASS) {
             let gs = HEADS_PER_PASS.min(heads - g0);
-            let per = 16 / gs;
-            for p0 in (0..n).step_by(per) {
+            for p0 in (0..n).step_by(16 / gs) {
                 let at = (n, g0, p0);
-                // SAFETY: AVX-512F by this function's feature; operands checked by `shape`.
+                // SAFETY: by this function's contract.
                 unsafe {
                     match gs {
-                        1 => scores_block_512::<1, 16>(q, hd, k, stride, scale, s, at),
-                        2 => scores_block_512::<2, 8>(q, hd, k, stride, scale, s, at),
-                        3 => scores_block_512::<3, 5>(q, hd, k, stride, scale, s, at),
-                        _ => scores_block_512::<4, 4>(q, hd, k, stride, scale, s, at),
+                        1 => scores_block_512::<Q8, 1, 16>(q, hd, k, stride, scale, s, at),
+                        2 => scores_block_512::<Q8, 2, 8>(q, hd, k, stride, scale, s, at),
+                        3 => scores_block_512::<Q8, 3, 5>(q, hd, k, stride, scale, s, at),
+                        _ => scores_block_512::<Q8, 4, 4>(q, hd, k, stride, scale, s, at),
                     }
                 }
             }
         }
     }
 
-    /// As [`scores_512`] with two `ymm` per head (lanes 0–7 and 8–15).
+    /// [`super::scores`] at AVX2 + F16C: two `ymm` per head (lanes 0–7 and 8–15), totals
+    /// lane by lane.
+    ///
+    /// # Safety
+    /// As [`scores_512`], with AVX2 and F16C.
     #[target_feature(enable = "avx2,f16c")]
-    fn scores_256(q: &[f32], hd: usize, k: &[f16], stride: usize, scale: f32, s: &mut [f32]) {
-        let (heads, n) = shape(q.len(), hd, s.len(), stride, k.len());
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scores_256<const Q8: bool>(
+        q: &[f32],
+        hd: usize,
+        k: Src,
+        stride: usize,
+        scale: f32,
+        s: &mut [f32],
+        (heads, n): (usize, usize),
+    ) {
         for g0 in (0..heads).step_by(HEADS_PER_PASS) {
             let gs = HEADS_PER_PASS.min(heads - g0);
             for p in 0..n {
-                let row = &k[p * stride..][..hd];
-                prefetch_row(k.as_ptr().wrapping_add((p + AHEAD) * stride), hd);
+                k.prefetch::<Q8>((p + AHEAD) * stride, hd);
                 let mut acc = [[_mm256_setzero_ps(); 2]; HEADS_PER_PASS];
                 for c in (0..hd).step_by(16) {
-                    // SAFETY: c + 16 ≤ hd = row.len().
+                    // SAFETY: p < n: the row's hd values are in k.
                     let kv = unsafe {
-                        let p = row.as_ptr().add(c) as *const __m128i;
-                        [
-                            _mm256_cvtph_ps(_mm_loadu_si128(p)),
-                            _mm256_cvtph_ps(_mm_loadu_si128(p.add(1))),
-                        ]
+                        [k.load8::<Q8>(p * stride + c), k.load8::<Q8>(p * stride + c + 8)]
                     };
                     for (g, acc) in acc.iter_mut().enumerate().take(gs) {
                         for h in 0..2 {
@@ -295,9 +413,9 @@ pub(crate) mod x86 {
     /// # Safety
     /// AVX-512F; `shape` accepted the operands; `g0 + G ≤ heads`, `c0 + 16·C ≤ hd`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn weigh_block_512<const G: usize, const C: usize>(
+    unsafe fn weigh_block_512<const Q8: bool, const G: usize, const C: usize>(
         s: &[f32],
-        v: &[f16],
+        v: Src,
         stride: usize,
         hd: usize,
         o: &mut [f32],
@@ -309,13 +427,10 @@ pub(crate) mod x86 {
             std::array::from_fn(|j| unsafe { _mm512_loadu_ps(o.as_ptr().add(at(g, j))) })
         });
         for p in 0..n {
-            prefetch_row(v.as_ptr().wrapping_add((p + AHEAD_V) * stride + c0), 16 * C);
+            v.prefetch::<Q8>((p + AHEAD_V) * stride + c0, 16 * C);
             // SAFETY: p < n: the row's columns c0..c0 + 16·C are in v (`shape`).
-            let x: [__m512; C] = std::array::from_fn(|j| unsafe {
-                _mm512_cvtph_ps(_mm256_loadu_si256(
-                    v.as_ptr().add(p * stride + c0 + 16 * j) as *const _
-                ))
-            });
+            let x: [__m512; C] =
+                std::array::from_fn(|j| unsafe { v.load16::<Q8>(p * stride + c0 + 16 * j) });
             for (g, acc) in acc.iter_mut().enumerate() {
                 let w = _mm512_set1_ps(s[(g0 + g) * n + p]);
                 for (a, x) in acc.iter_mut().zip(&x) {
@@ -331,28 +446,37 @@ pub(crate) mod x86 {
         }
     }
 
-    /// [`super::weigh_f16`] at AVX-512 for head widths that are multiples of 16: 64 columns
-    /// (four `zmm` per head) per pass where they remain.
+    /// [`super::weigh`] at AVX-512: 64 columns (four `zmm` per head) per pass where they
+    /// remain.
+    ///
+    /// # Safety
+    /// AVX-512F; `shape` accepted the operands (`heads`, `n`) and `v` holds the rows.
     #[target_feature(enable = "avx512f")]
-    fn weigh_512(s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut [f32]) {
-        let (heads, n) = shape(o.len(), hd, s.len(), stride, v.len());
+    unsafe fn weigh_512<const Q8: bool>(
+        s: &[f32],
+        v: Src,
+        stride: usize,
+        hd: usize,
+        o: &mut [f32],
+        (heads, n): (usize, usize),
+    ) {
         for g0 in (0..heads).step_by(HEADS_PER_PASS) {
             let gs = HEADS_PER_PASS.min(heads - g0);
             let mut c0 = 0;
             while c0 < hd {
                 let wide = hd - c0 >= 64;
                 let at = (n, g0, c0);
-                // SAFETY: AVX-512F by this function's feature; operands checked by `shape`.
+                // SAFETY: by this function's contract.
                 unsafe {
                     match (gs, wide) {
-                        (1, true) => weigh_block_512::<1, 4>(s, v, stride, hd, o, at),
-                        (2, true) => weigh_block_512::<2, 4>(s, v, stride, hd, o, at),
-                        (3, true) => weigh_block_512::<3, 4>(s, v, stride, hd, o, at),
-                        (_, true) => weigh_block_512::<4, 4>(s, v, stride, hd, o, at),
-                        (1, false) => weigh_block_512::<1, 1>(s, v, stride, hd, o, at),
-                        (2, false) => weigh_block_512::<2, 1>(s, v, stride, hd, o, at),
-                        (3, false) => weigh_block_512::<3, 1>(s, v, stride, hd, o, at),
-                        (_, false) => weigh_block_512::<4, 1>(s, v, stride, hd, o, at),
+                        (1, true) => weigh_block_512::<Q8, 1, 4>(s, v, stride, hd, o, at),
+                        (2, true) => weigh_block_512::<Q8, 2, 4>(s, v, stride, hd, o, at),
+                        (3, true) => weigh_block_512::<Q8, 3, 4>(s, v, stride, hd, o, at),
+                        (_, true) => weigh_block_512::<Q8, 4, 4>(s, v, stride, hd, o, at),
+                        (1, false) => weigh_block_512::<Q8, 1, 1>(s, v, stride, hd, o, at),
+                        (2, false) => weigh_block_512::<Q8, 2, 1>(s, v, stride, hd, o, at),
+                        (3, false) => weigh_block_512::<Q8, 3, 1>(s, v, stride, hd, o, at),
+                        (_, false) => weigh_block_512::<Q8, 4, 1>(s, v, stride, hd, o, at),
                     }
                 }
                 c0 += if wide { 64 } else { 16 };
@@ -360,16 +484,22 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Output columns per pass of [`weigh_256`]: two `ymm` per head.
-    const COLS_256: usize = 16;
-
-    /// As [`weigh_512`] with 16 columns per pass.
+    /// [`super::weigh`] at AVX2 + F16C: 16 columns (two `ymm` per head) per pass.
+    ///
+    /// # Safety
+    /// As [`weigh_512`], with AVX2 and F16C.
     #[target_feature(enable = "avx2,f16c")]
-    fn weigh_256(s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut [f32]) {
-        let (heads, n) = shape(o.len(), hd, s.len(), stride, v.len());
+    unsafe fn weigh_256<const Q8: bool>(
+        s: &[f32],
+        v: Src,
+        stride: usize,
+        hd: usize,
+        o: &mut [f32],
+        (heads, n): (usize, usize),
+    ) {
         for g0 in (0..heads).step_by(HEADS_PER_PASS) {
             let gs = HEADS_PER_PASS.min(heads - g0);
-            for c0 in (0..hd).step_by(COLS_256) {
+            for c0 in (0..hd).step_by(16) {
                 let mut acc = [[_mm256_setzero_ps(); 2]; HEADS_PER_PASS];
                 for (g, acc) in acc.iter_mut().enumerate().take(gs) {
                     for (h, a) in acc.iter_mut().enumerate() {
@@ -378,14 +508,10 @@ pub(crate) mod x86 {
                     }
                 }
                 for p in 0..n {
-                    prefetch_row(v.as_ptr().wrapping_add((p + AHEAD_V) * stride + c0), 16);
-                    // SAFETY: p·stride + c0 + 16 ≤ v.len() by `shape`.
+                    v.prefetch::<Q8>((p + AHEAD_V) * stride + c0, 16);
+                    // SAFETY: p < n: the row's columns c0..c0 + 16 are in v.
                     let x = unsafe {
-                        let r = v.as_ptr().add(p * stride + c0) as *const __m128i;
-                        [
-                            _mm256_cvtph_ps(_mm_loadu_si128(r)),
-                            _mm256_cvtph_ps(_mm_loadu_si128(r.add(1))),
-                        ]
+                        [v.load8::<Q8>(p * stride + c0), v.load8::<Q8>(p * stride + c0 + 8)]
                     };
                     for (g, acc) in acc.iter_mut().enumerate().take(gs) {
                         let w = _mm256_set1_ps(s[(g0 + g) * n + p]);
@@ -406,50 +532,81 @@ pub(crate) mod x86 {
         }
     }
 
-    /// [`super::scores_f16`] at AVX-512 (head widths that are not a multiple of 16: the body).
+    /// [`super::scores`] at AVX-512 (rows the vector loops do not take: the body).
     pub fn scores_avx512(
         q: &[f32],
         hd: usize,
-        k: &[f16],
+        k: KvRows<'_>,
         stride: usize,
         scale: f32,
         s: &mut [f32],
     ) {
-        if hd.is_multiple_of(16) {
-            // SAFETY: installed only where AVX-512F was detected.
-            unsafe { scores_512(q, hd, k, stride, scale, s) }
-        } else {
-            super::scores_body(q, hd, k, stride, scale, s)
+        let dims = shape(q.len(), hd, s.len(), stride, k.len());
+        let Some((src, q8)) = Src::of(k, hd) else {
+            return super::scores_body(q, hd, k, stride, scale, s);
+        };
+        // SAFETY: installed only where AVX-512F was detected; `shape` checked the rows.
+        unsafe {
+            if q8 {
+                scores_512::<true>(q, hd, src, stride, scale, s, dims)
+            } else {
+                scores_512::<false>(q, hd, src, stride, scale, s, dims)
+            }
         }
     }
 
-    /// [`super::scores_f16`] at AVX2 + F16C.
-    pub fn scores_avx2(q: &[f32], hd: usize, k: &[f16], stride: usize, scale: f32, s: &mut [f32]) {
-        if hd.is_multiple_of(16) {
-            // SAFETY: installed only where AVX2 and F16C were detected.
-            unsafe { scores_256(q, hd, k, stride, scale, s) }
-        } else {
-            super::scores_body(q, hd, k, stride, scale, s)
+    /// [`super::scores`] at AVX2 + F16C.
+    pub fn scores_avx2(
+        q: &[f32],
+        hd: usize,
+        k: KvRows<'_>,
+        stride: usize,
+        scale: f32,
+        s: &mut [f32],
+    ) {
+        let dims = shape(q.len(), hd, s.len(), stride, k.len());
+        let Some((src, q8)) = Src::of(k, hd) else {
+            return super::scores_body(q, hd, k, stride, scale, s);
+        };
+        // SAFETY: installed only where AVX2 and F16C were detected; `shape` checked the rows.
+        unsafe {
+            if q8 {
+                scores_256::<true>(q, hd, src, stride, scale, s, dims)
+            } else {
+                scores_256::<false>(q, hd, src, stride, scale, s, dims)
+            }
         }
     }
 
-    /// [`super::weigh_f16`] at AVX-512.
-    pub fn weigh_avx512(s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut [f32]) {
-        if hd.is_multiple_of(16) {
-            // SAFETY: installed only where AVX-512F was detected.
-            unsafe { weigh_512(s, v, stride, hd, o) }
-        } else {
-            super::weigh_body(s, v, stride, hd, o)
+    /// [`super::weigh`] at AVX-512.
+    pub fn weigh_avx512(s: &[f32], v: KvRows<'_>, stride: usize, hd: usize, o: &mut [f32]) {
+        let dims = shape(o.len(), hd, s.len(), stride, v.len());
+        let Some((src, q8)) = Src::of(v, hd) else {
+            return super::weigh_body(s, v, stride, hd, o);
+        };
+        // SAFETY: installed only where AVX-512F was detected; `shape` checked the rows.
+        unsafe {
+            if q8 {
+                weigh_512::<true>(s, src, stride, hd, o, dims)
+            } else {
+                weigh_512::<false>(s, src, stride, hd, o, dims)
+            }
         }
     }
 
-    /// [`super::weigh_f16`] at AVX2 + F16C.
-    pub fn weigh_avx2(s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut [f32]) {
-        if hd.is_multiple_of(16) {
-            // SAFETY: installed only where AVX2 and F16C were detected.
-            unsafe { weigh_256(s, v, stride, hd, o) }
-        } else {
-            super::weigh_body(s, v, stride, hd, o)
+    /// [`super::weigh`] at AVX2 + F16C.
+    pub fn weigh_avx2(s: &[f32], v: KvRows<'_>, stride: usize, hd: usize, o: &mut [f32]) {
+        let dims = shape(o.len(), hd, s.len(), stride, v.len());
+        let Some((src, q8)) = Src::of(v, hd) else {
+            return super::weigh_body(s, v, stride, hd, o);
+        };
+        // SAFETY: installed only where AVX2 and F16C were detected; `shape` checked the rows.
+        unsafe {
+            if q8 {
+                weigh_256::<true>(s, src, stride, hd, o, dims)
+            } else {
+                weigh_256::<false>(s, src, stride, hd, o, dims)
+            }
         }
     }
 }

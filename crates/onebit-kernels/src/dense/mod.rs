@@ -17,7 +17,7 @@ mod exp;
 mod gemm;
 mod vecops;
 
-pub use attend::{scores_f16, weigh_f16};
+pub use attend::{scores, weigh, KvRows};
 pub use exp::{exp_f32, exp_sub_f32, EXP_COEFFS, EXP_LN2_HI, EXP_LN2_MID, EXP_LOG2E};
 pub use gemm::{
     gemm_f16, gemm_f32, gemm_f32_ex, gemm_f32_pool, gemm_strided, gemv_f16, gemv_f32, MatRef,

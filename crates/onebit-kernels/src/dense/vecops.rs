@@ -1,7 +1,8 @@
 //! The dense vector ops (dot, axpy, f16 and int8 widening), one body compiled per ISA and
 //! chosen through [`DenseKernels`].
 
-use super::{attend, exp};
+use super::attend::{self, KvRows};
+use super::exp;
 use crate::dispatch::{CpuFeatures, Isa};
 use crate::error::{Error, Result};
 use half::f16;
@@ -32,8 +33,10 @@ pub fn widen_q8(src: &[i8], scales: &[f32], block: usize, dst: &mut [f32]) {
     selected().widen_q8(src, scales, block, dst)
 }
 
-/// [`super::scores_f16`]'s signature: queries, head width, key rows, their stride, scale, scores.
-type ScoresFn = fn(&[f32], usize, &[f16], usize, f32, &mut [f32]);
+/// [`super::scores`]'s signature: queries, head width, key rows, their stride, scale, scores.
+type ScoresFn = fn(&[f32], usize, KvRows<'_>, usize, f32, &mut [f32]);
+/// [`super::weigh`]'s signature: weights, value rows, their stride, head width, outputs.
+type WeighFn = fn(&[f32], KvRows<'_>, usize, usize, &mut [f32]);
 
 /// The dense vector kernels of one [`Isa`]: the same safe bodies compiled for wider units.
 #[derive(Clone, Copy)]
@@ -43,8 +46,8 @@ pub struct DenseKernels {
     axpy: fn(f32, &[f32], &mut [f32]),
     widen_f16: fn(&[f16], &mut [f32]),
     widen_q8: fn(&[i8], &[f32], usize, &mut [f32]),
-    scores_f16: ScoresFn,
-    weigh_f16: fn(&[f32], &[f16], usize, usize, &mut [f32]),
+    scores: ScoresFn,
+    weigh: WeighFn,
     exp_sub: fn(&mut [f32], f32),
 }
 
@@ -63,8 +66,8 @@ impl DenseKernels {
             axpy: axpy_body,
             widen_f16: widen_f16_body,
             widen_q8: widen_q8_body,
-            scores_f16: attend::scores_body,
-            weigh_f16: attend::weigh_body,
+            scores: attend::scores_body,
+            weigh: attend::weigh_body,
             exp_sub: exp::exp_sub_body,
         };
         match isa {
@@ -78,8 +81,8 @@ impl DenseKernels {
                 axpy: x86::axpy_avx512,
                 widen_f16: x86::widen_f16_avx2,
                 widen_q8: x86::widen_q8_avx512,
-                scores_f16: attend::x86::scores_avx512,
-                weigh_f16: attend::x86::weigh_avx512,
+                scores: attend::x86::scores_avx512,
+                weigh: attend::x86::weigh_avx512,
                 exp_sub: exp::x86::exp_sub_avx512,
             }),
             #[cfg(target_arch = "x86_64")]
@@ -89,8 +92,8 @@ impl DenseKernels {
                 axpy: x86::axpy_avx2,
                 widen_f16: x86::widen_f16_avx2,
                 widen_q8: x86::widen_q8_avx2,
-                scores_f16: attend::x86::scores_avx2,
-                weigh_f16: attend::x86::weigh_avx2,
+                scores: attend::x86::scores_avx2,
+                weigh: attend::x86::weigh_avx2,
                 exp_sub: exp::x86::exp_sub_avx2,
             }),
             _ => Err(unavailable()),
@@ -127,17 +130,17 @@ impl DenseKernels {
         (self.widen_q8)(src, scales, block, dst)
     }
 
-    /// [`super::scores_f16`] at this ISA.
-    pub fn scores_f16(
+    /// [`super::scores`] at this ISA.
+    pub fn scores(
         &self,
         q: &[f32],
         hd: usize,
-        k: &[f16],
+        k: KvRows<'_>,
         stride: usize,
         scale: f32,
         s: &mut [f32],
     ) {
-        (self.scores_f16)(q, hd, k, stride, scale, s)
+        (self.scores)(q, hd, k, stride, scale, s)
     }
 
     /// [`super::exp_sub_f32`] at this ISA.
@@ -145,9 +148,9 @@ impl DenseKernels {
         (self.exp_sub)(xs, m)
     }
 
-    /// [`super::weigh_f16`] at this ISA.
-    pub fn weigh_f16(&self, s: &[f32], v: &[f16], stride: usize, hd: usize, o: &mut [f32]) {
-        (self.weigh_f16)(s, v, stride, hd, o)
+    /// [`super::weigh`] at this ISA.
+    pub fn weigh(&self, s: &[f32], v: KvRows<'_>, stride: usize, hd: usize, o: &mut [f32]) {
+        (self.weigh)(s, v, stride, hd, o)
     }
 }
 

@@ -4,7 +4,7 @@
 //! over half of f16, for long contexts and many slots). Attention reads a head's rows
 //! through [`KvStore::view`]: f32 rows in place, the others widened into the caller's
 //! per-thread scratch, so the attention code is one path for all three. Decode attention
-//! goes through [`KvStore::scores`] and [`KvStore::weigh`], which read an f16 cache
+//! goes through [`KvStore::scores`] and [`KvStore::weigh`], which read an f16 or q8 cache
 //! without the scratch (fused kernels, the same bits).
 
 use half::f16;
@@ -125,6 +125,20 @@ impl KvStore {
 }
 
 impl KvStore {
+    /// `len` stored values from `at` for the fused kernels (f16, and int8 whose rows start on
+    /// a block, as head vectors do); f32 rows are read in place by `view`.
+    fn rows(&self, at: usize, len: usize) -> Option<dense::KvRows<'_>> {
+        match self {
+            KvStore::F32(_) => None,
+            KvStore::F16(v) => Some(dense::KvRows::F16(&v[at..at + len])),
+            KvStore::Q8(v, scales, block) => {
+                debug_assert!(at.is_multiple_of(*block));
+                let sc = &scales[at / block..(at + len).div_ceil(*block)];
+                Some(dense::KvRows::Q8(&v[at..at + len], sc, *block))
+            }
+        }
+    }
+
     /// `s[g·n + p] = dot(q[g], row p) · scale` for the heads of `q` (`hd` values each) over
     /// the rows `0..n` of `hd` values from `at`, `stride` apart, in `dot_f32`'s order.
     #[allow(clippy::too_many_arguments)] // the cache window, the queries and the output
@@ -140,8 +154,8 @@ impl KvStore {
         if n == 0 {
             return;
         }
-        if let KvStore::F16(v) = self {
-            return dense::scores_f16(q, hd, &v[at..at + (n - 1) * stride + hd], stride, scale, s);
+        if let Some(rows) = self.rows(at, (n - 1) * stride + hd) {
+            return dense::scores(q, hd, rows, stride, scale, s);
         }
         let (rows, rs) = self.view(at, n, stride, hd, scratch);
         for (qg, sg) in q.chunks_exact(hd).zip(s.chunks_exact_mut(n)) {
@@ -164,8 +178,8 @@ impl KvStore {
             return;
         }
         let hd = o.len() / (s.len() / n);
-        if let KvStore::F16(v) = self {
-            return dense::weigh_f16(s, &v[at..at + (n - 1) * stride + hd], stride, hd, o);
+        if let Some(rows) = self.rows(at, (n - 1) * stride + hd) {
+            return dense::weigh(s, rows, stride, hd, o);
         }
         let (rows, rs) = self.view(at, n, stride, hd, scratch);
         for p in 0..n {
