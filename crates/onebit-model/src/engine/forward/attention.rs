@@ -2,8 +2,8 @@
 //! - [`Session::prefill_attention`]: a chunk of one slot's prompt, per query head two strided
 //!   GEMMs read straight from the cache (S = Q·Kᵀ, O = softmax(S)·V);
 //! - [`Session::decode_attention`]: one or a few rows per slot (decode, mixed batches), per KV
-//!   head so the query heads of a GQA group share one read of K and V (an f16 cache is read
-//!   by fused kernels, the others widened once into scratch: [`super::super::kv_cache`]).
+//!   head so the query heads of a GQA group share one read of K and V (f16 and q8 caches
+//!   read by fused kernels, f32 in place: [`super::super::kv_cache`]).
 //!
 //! Both write per-head rows into `att_by_head` and re-lay them out token-major into `att`.
 //! The decode path's order (`dot_f32`, sequential softmax sum, `axpy_f32` over positions,
