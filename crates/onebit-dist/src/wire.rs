@@ -122,6 +122,11 @@ pub(crate) fn get_rows(
 /// tensor-parallel gather.
 pub(crate) fn put_values(out: &mut Vec<u8>, rows: usize, values: &[f32], dtype: WireDtype) {
     match dtype {
+        // A tensor-parallel node sends ~100 of these a token (58 kB each at 8 rows): one
+        // copy, not a push per value (that ran at ~3 GB/s, 17 us a piece).
+        WireDtype::F32 if cfg!(target_endian = "little") => {
+            out.extend_from_slice(bytemuck::cast_slice(values))
+        }
         WireDtype::F32 => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
         WireDtype::F16 => values.iter().for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
         WireDtype::Q8 => {
@@ -162,6 +167,14 @@ pub(crate) fn get_values(
         let dst = &mut full[t * stride + offset..t * stride + offset + width];
         match dtype {
             WireDtype::F32 => {
+                // The bytes are read as they are where the machine is little-endian and
+                // the row starts on a 4-byte boundary (as a Vec's rows do): one copy.
+                if cfg!(target_endian = "little") {
+                    if let Ok(v) = bytemuck::try_cast_slice::<u8, f32>(r) {
+                        dst.copy_from_slice(v);
+                        continue;
+                    }
+                }
                 for (d, c) in dst.iter_mut().zip(r.chunks_exact(4)) {
                     *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
@@ -228,6 +241,24 @@ mod tests {
             assert!(get_values(&out[1..], (2, 3), dtype, &mut y, (4, 1)).is_err());
             assert!(get_values(&out, (2, 3), dtype, &mut y, (4, 2)).is_err());
         }
+    }
+
+    #[test]
+    fn f32_pieces_read_alike_from_aligned_and_unaligned_bytes() {
+        let v = [1.5, -0.0, f32::MIN_POSITIVE / 4.0, -3e38, 7.25, 1e-3];
+        let mut out = Vec::new();
+        put_values(&mut out, 2, &v, WireDtype::F32);
+        let want: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(out, want);
+        // The same bytes one past a 4-byte boundary take the value-by-value path.
+        let mut shifted = vec![0u8; out.len() + 1];
+        shifted[1..].copy_from_slice(&out);
+        let (mut a, mut b) = ([0f32; 6], [0f32; 6]);
+        get_values(&out, (2, 3), WireDtype::F32, &mut a, (3, 0)).unwrap();
+        get_values(&shifted[1..], (2, 3), WireDtype::F32, &mut b, (3, 0)).unwrap();
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&v));
+        assert_eq!(bits(&b), bits(&v));
     }
 
     proptest! {
