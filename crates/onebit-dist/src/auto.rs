@@ -37,6 +37,9 @@ struct Cached {
     addrs: Vec<String>,
     shape: Vec<usize>,
     threads: usize,
+    /// Positions in context when the nodes were timed (0 in caches written before it).
+    #[serde(default)]
+    ctx: usize,
     /// The emulated link's delay and jitter, µs (0, 0: none).
     emulated_us: (u64, u64),
     /// Per link: lower rank, higher rank, rtt, jitter, latency (s), bandwidth (B/s), the
@@ -47,9 +50,26 @@ struct Cached {
     nodes: Vec<CachedNode>,
 }
 
+impl Cached {
+    /// Whether these figures were measured for exactly this mesh, shape, threads, context and
+    /// link emulation (each changes what is measured).
+    fn is_for(
+        &self,
+        names: &[String],
+        c: &ModelConfig,
+        threads: usize,
+        ctx: usize,
+        emulated: (u64, u64),
+    ) -> bool {
+        self.addrs == names
+            && self.shape == shape(c)
+            && (self.threads, self.ctx, self.emulated_us) == (threads, ctx, emulated)
+    }
+}
+
 /// A node in the cache: seconds per token, memory bytes, the blocks' and the head's batch
-/// curve, the linears' shares.
-type CachedNode = (f64, u64, [f64; 5], [f64; 5], [f64; 5]);
+/// curve, the linears' and the context's shares.
+type CachedNode = (f64, u64, [f64; 5], [f64; 5], [f64; 5], [f64; 5]);
 
 fn emulated_us(e: Option<LinkEmulation>) -> (u64, u64) {
     e.map_or((0, 0), |e| (e.delay.as_micros() as u64, e.jitter.as_micros() as u64))
@@ -77,13 +97,15 @@ pub fn cache_path(mesh: &str) -> String {
 }
 
 /// Measures the mesh in `mesh` for a model of shape `c` run with `threads` threads per node,
-/// or reads the measurements cached for exactly that (unless `remeasure`).
+/// decoding after `ctx` positions, or reads the measurements cached for exactly that (unless
+/// `remeasure`).
 /// `emulate`: the links' test-mode delay (it changes what is measured, so it is part of the
 /// cache's key).
 pub fn measure(
     mesh: &str,
     c: &ModelConfig,
     threads: usize,
+    ctx: usize,
     remeasure: bool,
     emulate: Option<LinkEmulation>,
 ) -> Result<Measured> {
@@ -92,8 +114,8 @@ pub fn measure(
     let names: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     let path = cache_path(mesh);
     let found = std::fs::read_to_string(&path).ok().and_then(|t| toml::from_str::<Cached>(&t).ok());
-    if let Some(k) = found
-        .filter(|k| !remeasure && k.addrs == names && k.shape == shape(c) && k.threads == threads)
+    if let Some(k) =
+        found.filter(|k| !remeasure && k.is_for(&names, c, threads, ctx, emulated_us(emulate)))
     {
         let links = k
             .links
@@ -112,10 +134,10 @@ pub fn measure(
         let nodes = k
             .nodes
             .iter()
-            .map(|&(token_s, mem_bytes, blocks, head, linear_share)| NodeMeasure {
+            .map(|&(token_s, mem_bytes, blocks, head, linear_share, context_share)| NodeMeasure {
                 token_s,
                 mem_bytes,
-                batch: BatchCurve { blocks, head, linear_share },
+                batch: BatchCurve { blocks, head, linear_share, context_share },
             })
             .collect();
         return Ok(Measured { links, nodes, names, cached: true });
@@ -124,7 +146,7 @@ pub fn measure(
     let listener = TcpListener::bind(addrs[0]).map_err(|e| {
         DistError::Usage(format!("cannot listen on the head address {}: {e}", addrs[0]))
     })?;
-    let job = Job::Plan(PlanJob { shape: c.clone(), threads, probe: ProbeOptions::default() });
+    let job = Job::Plan(PlanJob { shape: c.clone(), threads, ctx, probe: ProbeOptions::default() });
     let JobResult::Plan(links, nodes) =
         run_head(&listener, &addrs, &job, &cfg, Duration::from_secs(1800))?
     else {
@@ -134,6 +156,7 @@ pub fn measure(
         addrs: names.clone(),
         shape: shape(c),
         threads,
+        ctx,
         emulated_us: emulated_us(emulate),
         links: links
             .iter()
@@ -144,7 +167,10 @@ pub fn measure(
             .collect(),
         nodes: nodes
             .iter()
-            .map(|n| (n.token_s, n.mem_bytes, n.batch.blocks, n.batch.head, n.batch.linear_share))
+            .map(|n| {
+                let b = &n.batch;
+                (n.token_s, n.mem_bytes, b.blocks, b.head, b.linear_share, b.context_share)
+            })
             .collect(),
     };
     // A cache that cannot be written only costs a measurement next time.
@@ -242,15 +268,33 @@ mod tests {
             addrs: vec!["127.0.0.1:1".into(), "[::1]:2".into()],
             shape: vec![1, 2, 3, 4, 5, 6, 7],
             threads: 2,
+            ctx: 1000,
             emulated_us: (5000, 2000),
             links: vec![(0, 1, 1e-4, 2e-5, 5e-5, 1.2e9, 2e-5, 8e8)],
             nodes: vec![
-                (0.07, 1 << 34, [1.0, 1.5, 1.8, 2.2, 3.0], [1.0, 1.1, 1.2, 1.4, 1.8], [0.9; 5]),
-                (0.08, 1 << 33, [1.0; 5], [1.0, 1.2, 1.3, 1.6, 2.0], [1.0, 0.9, 0.9, 0.8, 0.8]),
+                (
+                    0.07,
+                    1 << 34,
+                    [1.0, 1.5, 1.8, 2.2, 3.0],
+                    [1.0, 1.1, 1.2, 1.4, 1.8],
+                    [0.9; 5],
+                    [0.0; 5],
+                ),
+                (
+                    0.08,
+                    1 << 33,
+                    [1.0; 5],
+                    [1.0, 1.2, 1.3, 1.6, 2.0],
+                    [1.0, 0.9, 0.9, 0.8, 0.8],
+                    [0.1; 5],
+                ),
             ],
         };
         let back: Cached = toml::from_str(&toml::to_string(&k).unwrap()).unwrap();
         assert_eq!(back, k);
+        // One written before the context was measured reads as context 0.
+        let no_ctx = toml::to_string(&k).unwrap().replace("ctx = 1000\n", "");
+        assert_eq!(toml::from_str::<Cached>(&no_ctx).unwrap().ctx, 0);
         // A cache written before the batch curve (one slope per node) does not parse: the
         // mesh is measured again.
         let old = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
@@ -260,13 +304,39 @@ mod tests {
         let six = toml::to_string(&k).unwrap().replace(", 0.00002, 800000000.0]", "]");
         assert!(six.contains("1200000000.0]]"), "{six}");
         assert!(toml::from_str::<Cached>(&six).is_err());
-        // Nor one written before the linear shares (four fields per node).
+        // Nor one written before the linear shares (four fields per node) or the context's
+        // (five).
         let curve = "[1.0, 1.0, 1.0, 1.0, 1.0]";
-        let four = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
-        let five = format!("{four}nodes = [[0.07, 17179869184, {curve}, {curve}, {curve}]]\n");
-        let four = format!("{four}nodes = [[0.07, 17179869184, {curve}, {curve}]]\n");
-        assert!(toml::from_str::<Cached>(&four).is_err());
-        assert!(toml::from_str::<Cached>(&five).is_ok(), "the same text with the shares parses");
+        let old = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
+        let node = |n: usize| {
+            let curves = vec![curve; n].join(", ");
+            format!("{old}nodes = [[0.07, 17179869184, {curves}]]\n")
+        };
+        assert!(toml::from_str::<Cached>(&node(2)).is_err());
+        assert!(toml::from_str::<Cached>(&node(3)).is_err());
+        assert!(toml::from_str::<Cached>(&node(4)).is_ok(), "the same text with the shares parses");
+    }
+
+    #[test]
+    fn cached_figures_are_reused_only_for_what_they_measured() {
+        let c = ModelConfig::bitnet_2b4t();
+        let names = vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()];
+        let k = Cached {
+            addrs: names.clone(),
+            shape: shape(&c),
+            threads: 1,
+            ctx: 512,
+            emulated_us: (0, 0),
+            links: vec![],
+            nodes: vec![],
+        };
+        assert!(k.is_for(&names, &c, 1, 512, (0, 0)));
+        assert!(!k.is_for(&names, &c, 1, 0, (0, 0)), "another context");
+        assert!(!k.is_for(&names, &c, 2, 512, (0, 0)), "other threads");
+        assert!(!k.is_for(&names, &c, 1, 512, (5000, 2000)), "an emulated link");
+        assert!(!k.is_for(&names[..1], &c, 1, 512, (0, 0)), "another mesh");
+        let other = ModelConfig { layers: 4, ..c.clone() };
+        assert!(!k.is_for(&names, &other, 1, 512, (0, 0)), "another shape");
     }
 
     fn mesh(speeds: [f64; 2], latency_s: f64, bandwidth_bps: f64) -> Measured {
@@ -284,6 +354,31 @@ mod tests {
             names: vec!["a:1".into(), "b:2".into()],
             cached: false,
         }
+    }
+
+    #[test]
+    fn attention_over_a_context_is_split_by_the_kv_heads_each_node_reads() {
+        let c = ModelConfig::bitnet_2b4t();
+        let tp = |m: &Measured| {
+            let (plans, _) = choose(&c, 2.0, m, 8, Some(WireDtype::F32)).unwrap();
+            let p = plans.into_iter().find(|p| matches!(p.strategy, Strategy::Tensor { .. }));
+            p.map(|p| (p.tok_s, p.tok_s_batch)).unwrap()
+        };
+        let single = |m: &Measured| {
+            let (plans, _) = choose(&c, 2.0, m, 8, Some(WireDtype::F32)).unwrap();
+            let p = plans.into_iter().find(|p| p.strategy == Strategy::Single { node: 0 });
+            p.map(|p| p.tok_s).unwrap()
+        };
+        let mut m = mesh([15.0, 15.0], 1e-9, 1e15);
+        m.nodes.iter_mut().for_each(|n| n.batch.linear_share = [0.5; 5]);
+        let (base, base8) = tp(&m);
+        // 40 % of the blocks' pass moves from work every node does whole to attention over a
+        // context: one node is as fast as before, tensor parallelism faster (each node reads
+        // 3 of the 5 KV heads), at one sequence and at eight.
+        m.nodes.iter_mut().for_each(|n| n.batch.context_share = [0.4; 5]);
+        let (with, with8) = tp(&m);
+        assert!(with > base * 1.1 && with8 > base8 * 1.1, "{base} {base8} -> {with} {with8}");
+        assert_eq!(single(&m), 15.0);
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct PlanJob {
     pub shape: ModelConfig,
     /// Threads every node measures with.
     pub threads: usize,
+    /// Positions already in every sequence's cache when the decode pass is timed (attention
+    /// reads them all: a long chat decodes slower than a fresh one).
+    pub ctx: usize,
     /// How to probe the links.
     pub probe: ProbeOptions,
 }
@@ -117,6 +120,7 @@ pub(crate) fn encode_job(rank: usize, addrs: &[SocketAddr], job: &Job) -> Vec<u8
                 v.extend(w.to_le_bytes());
             }
             v.extend((p.threads as u32).to_le_bytes());
+            v.extend((p.ctx as u32).to_le_bytes());
             encode_probe(&mut v, &p.probe);
         }
         Job::Stage(j) => {
@@ -156,6 +160,9 @@ fn decode_job(b: &[u8]) -> std::result::Result<(usize, Vec<SocketAddr>, Job), St
     }
 }
 
+/// The longest context a plan job measures at.
+pub const MAX_CTX: usize = 1 << 20;
+
 fn decode_plan(b: &[u8]) -> std::result::Result<PlanJob, String> {
     let word = |i: usize| -> std::result::Result<u32, String> {
         let s = b.get(4 * i..4 * i + 4).ok_or("truncated plan job")?;
@@ -169,7 +176,11 @@ fn decode_plan(b: &[u8]) -> std::result::Result<PlanJob, String> {
     if threads == 0 || threads > 1024 {
         return Err(format!("{threads} threads"));
     }
-    Ok(PlanJob { shape: shape_config(shape)?, threads, probe: decode_probe(&b[32..])? })
+    let ctx = word(8)? as usize;
+    if ctx > MAX_CTX {
+        return Err(format!("a context of {ctx} positions (at most {MAX_CTX})"));
+    }
+    Ok(PlanJob { shape: shape_config(shape)?, threads, ctx, probe: decode_probe(&b[36..])? })
 }
 
 fn decode_probe(rest: &[u8]) -> std::result::Result<ProbeOptions, String> {
@@ -215,7 +226,10 @@ pub fn run_head(
         Job::Probe(o) => Ok(JobResult::Probe(probe_links(&mut comm, o, deadline)?)),
         Job::Plan(p) => {
             let links = probe_links(&mut comm, &p.probe, deadline)?;
-            Ok(JobResult::Plan(links, measure_mesh(&mut comm, &p.shape, p.threads, deadline)?))
+            Ok(JobResult::Plan(
+                links,
+                measure_mesh(&mut comm, &p.shape, p.threads, p.ctx, deadline)?,
+            ))
         }
         Job::Stage(_) => Err(DistError::Usage("the head does not serve a stage".into())),
     }
@@ -403,7 +417,10 @@ pub fn serve_one_job(
             Prepared::Probe(o) => Ok(JobResult::Probe(probe_links(&mut comm, &o, deadline)?)),
             Prepared::Plan(p) => {
                 let links = probe_links(&mut comm, &p.probe, deadline)?;
-                Ok(JobResult::Plan(links, measure_mesh(&mut comm, &p.shape, p.threads, deadline)?))
+                Ok(JobResult::Plan(
+                    links,
+                    measure_mesh(&mut comm, &p.shape, p.threads, p.ctx, deadline)?,
+                ))
             }
             Prepared::Stage(model, opts, Some(stages)) => {
                 let session = Session::try_with_options(&model, opts)?;
@@ -440,15 +457,21 @@ mod tests {
         let plan = Job::Plan(PlanJob {
             shape: ModelConfig::bitnet_2b4t(),
             threads: 3,
+            ctx: 1000,
             probe: ProbeOptions { pings: 3, sizes: vec![10], reps: 2 },
         });
         let Ok((1, _, Job::Plan(p))) = decode_job(&encode_job(1, &addrs, &plan)) else {
             panic!("a plan job does not round-trip");
         };
         assert_eq!(
-            (shape_words(&p.shape), p.threads),
-            (shape_words(&ModelConfig::bitnet_2b4t()), 3)
+            (shape_words(&p.shape), p.threads, p.ctx, p.probe.sizes),
+            (shape_words(&ModelConfig::bitnet_2b4t()), 3, 1000, vec![10])
         );
+        // An absurd context is refused where the job is read.
+        let Job::Plan(mut too_long) = plan else { unreachable!() };
+        too_long.ctx = MAX_CTX + 1;
+        let e = decode_job(&encode_job(1, &addrs, &Job::Plan(too_long))).unwrap_err();
+        assert!(e.contains("a context of"), "{e}");
     }
 
     proptest! {

@@ -330,8 +330,10 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     // own measured curve. Every gather waits for the slowest node of the stretch before it,
     // so the block costs the sum over its four stretches of the slowest node's time (the
     // first stretch follows the query heads, in steps of one head, whatever the FFN split).
-    // The work outside the linears (norms, attention, RoPE, the KV cache) is priced as every
-    // node's whole: the norms are; attention is split by heads but small at short contexts.
+    // The work outside the linears (norms, RoPE, attention on a fresh cache) is priced as
+    // every node's whole: the norms are. Attention over a context the nodes were timed after
+    // (`onebit plan --ctx`) is split by the KV heads each node reads (a head shared by a cut
+    // group is read on both sides).
     let cost = |rows: f64| {
         let slowest = |f: &dyn Fn(usize) -> f64| (0..n).map(f).fold(0.0, f64::max);
         let blocks_s = |i: usize| {
@@ -346,8 +348,13 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
                 })
             })
             .sum();
-        let rest = slowest(&|i| blocks_s(i) * (1.0 - nodes[i].batch.linear_share_at(rows)));
-        let blocks = linears + rest;
+        let kv_frac = |i: usize| split.kv_range(c, i).len() as f64 / c.kv_heads as f64;
+        let attend = slowest(&|i| blocks_s(i) * nodes[i].batch.context_share_at(rows) * kv_frac(i));
+        let rest = slowest(&|i| {
+            let b = &nodes[i].batch;
+            blocks_s(i) * (1.0 - b.linear_share_at(rows) - b.context_share_at(rows))
+        });
+        let blocks = linears + attend + rest;
         let head = slowest(&|i| {
             let (t, b) = (nodes[i].token_s, &nodes[i].batch);
             t * (1.0 - block_frac) * head_bytes(i) / total_head * b.head_x(rows)

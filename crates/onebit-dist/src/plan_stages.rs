@@ -235,8 +235,9 @@ fn staged(
     let stage_t = |g: usize, l: usize, rows: f64| {
         let gr = &groups[g];
         let n = gr.nodes.len() as f64;
-        // The linears split in proportion to speed; the rest is every node's.
-        let share = gr.batch.linear_share_at(rows);
+        // The linears and attention over the context split in proportion to speed; the rest
+        // is every node's.
+        let share = gr.batch.linear_share_at(rows) + gr.batch.context_share_at(rows);
         let per_block = share / gr.speed + (1.0 - share) * gr.slowest_s;
         let mut t = block_frac * l as f64 / layers * per_block * gr.batch.blocks_x(rows);
         if g == 0 {

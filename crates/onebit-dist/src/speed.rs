@@ -46,15 +46,19 @@ pub struct BatchCurve {
     pub head: [f64; 5],
     /// The share of the blocks' pass at each of [`CURVE_ROWS`] spent in their linears
     /// (quantizing their inputs included): what tensor parallelism divides between nodes;
-    /// the rest (norms, attention, RoPE, the KV cache) it prices as every node's.
+    /// the rest (norms, RoPE, the KV cache) it prices as every node's, but for
+    /// [`BatchCurve::context_share`].
     pub linear_share: [f64; 5],
+    /// The share spent attending over the context the pass was timed after (0 on a fresh
+    /// cache): tensor parallelism divides it by KV heads.
+    pub context_share: [f64; 5],
 }
 
 impl BatchCurve {
     /// Every extra row adding `slope` of a one-row pass, blocks and head alike.
     pub fn linear(slope: f64) -> BatchCurve {
         let x = CURVE_ROWS.map(|r| 1.0 + slope * (r - 1) as f64);
-        BatchCurve { blocks: x, head: x, linear_share: [1.0; 5] }
+        BatchCurve { blocks: x, head: x, linear_share: [1.0; 5], context_share: [0.0; 5] }
     }
 
     /// The blocks' pass over `rows` rows, times one row's.
@@ -78,15 +82,23 @@ impl BatchCurve {
         interpolate(&self.linear_share, rows)
     }
 
+    /// The context's attention's share of the blocks' pass over `rows` rows.
+    pub fn context_share_at(&self, rows: f64) -> f64 {
+        interpolate(&self.context_share, rows)
+    }
+
     /// The element-wise mean of several nodes' curves (a stage run by a group).
     pub fn mean(curves: impl Iterator<Item = BatchCurve>) -> BatchCurve {
         let zero = [0.0; 5];
-        let (mut sum, mut n) = (BatchCurve { blocks: zero, head: zero, linear_share: zero }, 0.0);
+        let mut sum =
+            BatchCurve { blocks: zero, head: zero, linear_share: zero, context_share: zero };
+        let mut n = 0.0;
         for c in curves {
             for i in 0..5 {
                 sum.blocks[i] += c.blocks[i];
                 sum.head[i] += c.head[i];
                 sum.linear_share[i] += c.linear_share[i];
+                sum.context_share[i] += c.context_share[i];
             }
             n += 1.0;
         }
@@ -98,13 +110,15 @@ impl BatchCurve {
             blocks: avg(sum.blocks),
             head: avg(sum.head),
             linear_share: avg(sum.linear_share),
+            context_share: avg(sum.context_share),
         }
     }
 
     /// Every point finite, the first 1, none below it nor absurdly above; every share a
     /// fraction.
     fn sane(&self) -> bool {
-        let shares = self.linear_share.iter().all(|v| (0.01..=1.0).contains(v));
+        let shares = self.linear_share.iter().all(|v| (0.01..=1.0).contains(v))
+            && self.context_share.iter().all(|v| (0.0..=1.0).contains(v));
         shares
             && [&self.blocks, &self.head]
                 .iter()
@@ -158,9 +172,11 @@ impl Lcg {
     }
 }
 
-/// Measures this node on `c`'s shape with `threads` threads.
-pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
+/// Measures this node on `c`'s shape with `threads` threads, decoding after `ctx` positions.
+pub fn measure_node(c: &ModelConfig, threads: usize, ctx: usize) -> Result<NodeMeasure> {
     let kerr = |e: onebit_kernels::Error| DistError::Usage(format!("speed measurement: {e}"));
+    // Room for the context (the shape's positions did not travel with the job).
+    let c = &ModelConfig { max_positions: c.max_positions.max(ctx + TIMED_PASSES), ..c.clone() };
     let (h, qd, f) = (c.hidden, c.q_dim(), c.intermediate);
     let merr = |e: onebit_model::Error| DistError::Usage(format!("speed measurement: {e}"));
     // One set of blocks for both timings: the engine's pass and the linears alone.
@@ -221,35 +237,72 @@ pub fn measure_node(c: &ModelConfig, threads: usize) -> Result<NodeMeasure> {
     for (p, &rows) in points.iter_mut().zip(&CURVE_ROWS) {
         *p = median(rows)?;
     }
-    let engine = engine_blocks(&model)?;
+    let engine = engine_blocks(&model, ctx)?;
+    // Attention over a context: what the pass after `ctx` positions takes beyond a fresh
+    // cache's. Tensor parallelism splits it by heads as it splits the linears.
+    let fresh = if ctx > 0 { engine_blocks(&model, 0)? } else { engine };
     let (e1, h1) = (engine[0], points[0].1);
     // Noise can put the linears alone above the engine's whole pass.
-    let linear_share = std::array::from_fn(|i| (points[i].0 / engine[i]).clamp(0.05, 1.0));
-    let batch =
-        BatchCurve { blocks: engine.map(|e| e / e1), head: points.map(|p| p.1 / h1), linear_share };
+    let linear_share: [f64; 5] =
+        std::array::from_fn(|i| (points[i].0 / engine[i]).clamp(0.05, 1.0));
+    let context_share = std::array::from_fn(|i| {
+        ((engine[i] - fresh[i]).max(0.0) / engine[i]).min(1.0 - linear_share[i])
+    });
+    let batch = BatchCurve {
+        blocks: engine.map(|e| e / e1),
+        head: points.map(|p| p.1 / h1),
+        linear_share,
+        context_share,
+    };
     let token_s = e1 + h1;
     let mem_bytes = onebit_kernels::machine::available_memory().unwrap_or(0);
     Ok(NodeMeasure { token_s, mem_bytes, batch })
 }
 
+/// Timed passes per point of the engine's curve (the first a warm-up).
+pub const TIMED_PASSES: usize = 4;
+
+/// Rows per pass while the measurement fills the sequences' context.
+const FILL_ROWS: usize = 64;
+
 /// Seconds of the engine's own pass over every block of `c`'s shape at each of
-/// [`CURVE_ROWS`] rows (medians of three after a warm-up), each row a sequence of its own at
-/// the first few positions of a fresh cache: the linears and everything around them.
-fn engine_blocks(model: &onebit_model::Model) -> Result<[f64; 5]> {
+/// [`CURVE_ROWS`] rows (medians of three after a warm-up), each row a sequence of its own
+/// decoding after `ctx` positions (filled once, untimed; each point starts again from there):
+/// the linears, attention over the cache and everything around them.
+fn engine_blocks(model: &onebit_model::Model, ctx: usize) -> Result<[f64; 5]> {
     let merr = |e: onebit_model::Error| DistError::Usage(format!("speed measurement: {e}"));
     let c = &model.config;
     let rows_max = CURVE_ROWS[4];
-    let o = SessionOptions { max_ctx: 8, max_batch: rows_max, slots: rows_max, kv: KvDtype::F16 };
+    let o = SessionOptions {
+        max_ctx: ctx + TIMED_PASSES,
+        max_batch: rows_max.max(if ctx > 0 { FILL_ROWS } else { 0 }),
+        slots: rows_max,
+        kv: KvDtype::F16,
+    };
     let mut session = Session::try_with_options(model, o).map_err(merr)?;
     let mut rng = Lcg(0x2545_F491_4F6C_DD1D);
+    let wide = rows_max.max(FILL_ROWS);
     let x: Vec<f32> =
-        (0..rows_max * c.hidden).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect();
+        (0..wide * c.hidden).map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0).collect();
+    if ctx > 0 {
+        tracing::info!("filling {rows_max} sequences with {ctx} positions before timing");
+    }
+    for slot in 0..rows_max {
+        let mut left = ctx;
+        while left > 0 {
+            let n = left.min(FILL_ROWS);
+            session.stage(StageInput::Hidden(&x[..n * c.hidden]), &vec![slot; n]).map_err(merr)?;
+            left -= n;
+        }
+    }
     let slots: Vec<usize> = (0..rows_max).collect();
     let mut out = [0.0; 5];
     for (o, &rows) in out.iter_mut().zip(&CURVE_ROWS) {
-        session.reset();
-        let mut times = Vec::with_capacity(4);
-        for _ in 0..4 {
+        for s in 0..rows_max {
+            session.truncate_slot(s, ctx).map_err(merr)?;
+        }
+        let mut times = Vec::with_capacity(TIMED_PASSES);
+        for _ in 0..TIMED_PASSES {
             let t = Instant::now();
             session
                 .stage(StageInput::Hidden(&x[..rows * c.hidden]), &slots[..rows])
@@ -262,17 +315,19 @@ fn engine_blocks(model: &onebit_model::Model) -> Result<[f64; 5]> {
     Ok(out)
 }
 
-/// Every rank measures itself in turn (rank 0 first) and all ranks get every figure.
+/// Every rank measures itself in turn (rank 0 first, each decoding after `ctx` positions) and
+/// all ranks get every figure.
 pub fn measure_mesh(
     comm: &mut dyn Comm,
     c: &ModelConfig,
     threads: usize,
+    ctx: usize,
     deadline: Instant,
 ) -> Result<Vec<NodeMeasure>> {
     let mut mine = None;
     for r in 0..comm.size() {
         if r == comm.rank() {
-            mine = Some(measure_node(c, threads)?);
+            mine = Some(measure_node(c, threads, ctx)?);
         }
         barrier(comm, deadline)?;
     }
@@ -288,14 +343,14 @@ pub fn measure_mesh(
 }
 
 /// Bytes of an encoded [`NodeMeasure`]: seconds per token, memory, the curve's ten points,
-/// the five linear shares.
-const MEASURE_BYTES: usize = 8 * 17;
+/// the five linear shares, the five context shares.
+const MEASURE_BYTES: usize = 8 * 22;
 
 fn encode_measure(m: &NodeMeasure) -> Vec<u8> {
     let mut b = m.token_s.to_le_bytes().to_vec();
     b.extend(m.mem_bytes.to_le_bytes());
     let c = &m.batch;
-    for v in c.blocks.iter().chain(&c.head).chain(&c.linear_share) {
+    for v in c.blocks.iter().chain(&c.head).chain(&c.linear_share).chain(&c.context_share) {
         b.extend(v.to_le_bytes());
     }
     b
@@ -312,6 +367,7 @@ fn decode_measure(b: &[u8]) -> std::result::Result<NodeMeasure, String> {
         blocks: std::array::from_fn(|i| f(2 + i)),
         head: std::array::from_fn(|i| f(7 + i)),
         linear_share: std::array::from_fn(|i| f(12 + i)),
+        context_share: std::array::from_fn(|i| f(17 + i)),
     };
     if !(token_s.is_finite() && token_s > 0.0 && batch.sane()) {
         return Err("a speed out of range".into());
@@ -326,7 +382,7 @@ mod tests {
     #[test]
     fn a_small_shape_measures_a_positive_time_and_shapes_round_trip() {
         let c = ModelConfig::preset("tiny").unwrap();
-        let m = measure_node(&c, 1).unwrap();
+        let m = measure_node(&c, 1, 0).unwrap();
         assert!(m.token_s > 0.0 && m.token_s < 1.0, "{m:?}");
         let back = shape_config(shape_words(&c)).unwrap();
         assert_eq!(shape_words(&back), shape_words(&c));
@@ -334,6 +390,12 @@ mod tests {
         assert!(shape_config([u32::MAX; 7]).is_err());
         assert!(m.batch.sane(), "{m:?}");
         assert_eq!(decode_measure(&encode_measure(&m)), Ok(m));
+        // After a context longer than the tiny shape's positions and than one fill pass: the
+        // session is sized for it and every point starts from the same context.
+        let ctx = c.max_positions + FILL_ROWS + 3;
+        let long = measure_node(&c, 1, ctx).unwrap();
+        assert!(long.batch.sane() && long.token_s > 0.0, "{long:?}");
+        assert_eq!(m.batch.context_share, [0.0; 5], "no context, no share");
     }
 
     #[test]
@@ -342,8 +404,10 @@ mod tests {
             blocks: [1.0, 1.5, 1.8, 2.2, 3.0],
             head: [1.0, 1.1, 1.2, 1.4, 1.8],
             linear_share: [0.9, 0.88, 0.85, 0.8, 0.75],
+            context_share: [0.05, 0.06, 0.08, 0.1, 0.2],
         };
         assert_eq!(c.blocks_x(1.0), 1.0);
+        assert!((c.context_share_at(12.0) - 0.15).abs() < 1e-12);
         assert_eq!(c.blocks_x(0.5), 1.0);
         assert_eq!(c.blocks_x(3.0), 1.65);
         assert!((c.blocks_x(6.0) - 2.0).abs() < 1e-12);
@@ -354,12 +418,16 @@ mod tests {
         assert!((l.blocks_x(8.0) - 2.75).abs() < 1e-12 && (l.head_x(11.0) - 3.5).abs() < 1e-12);
         let m = BatchCurve::mean([c, l].into_iter());
         assert!((m.blocks[4] - (3.0 + 4.75) / 2.0).abs() < 1e-12);
+        assert!((m.context_share[4] - 0.1).abs() < 1e-12);
         let good = NodeMeasure { token_s: 0.05, mem_bytes: 7 << 30, batch: c };
         let bytes = encode_measure(&good);
         assert_eq!(decode_measure(&bytes), Ok(good));
         assert!(decode_measure(&bytes[..90]).is_err());
         let mut bad = bytes.clone();
-        bad[8 * 16..].copy_from_slice(&1.5f64.to_le_bytes()); // a share above the whole
+        bad[8 * 16..8 * 17].copy_from_slice(&1.5f64.to_le_bytes()); // a share above the whole
+        assert!(decode_measure(&bad).is_err());
+        let mut bad = bytes.clone();
+        bad[8 * 21..].copy_from_slice(&(-0.1f64).to_le_bytes()); // a negative context share
         assert!(decode_measure(&bad).is_err());
         let mut bad = bytes.clone();
         bad[16..24].copy_from_slice(&2.0f64.to_le_bytes()); // a first point other than 1

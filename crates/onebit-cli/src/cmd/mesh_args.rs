@@ -145,6 +145,7 @@ impl MeshArgs {
                 &launch.mesh,
                 &config,
                 launch.worker_threads,
+                0,
                 self.remeasure,
                 launch.emulate,
             )?;

@@ -30,6 +30,12 @@ pub struct Args {
     /// Measure the mesh again instead of reusing the figures cached beside the mesh file.
     #[arg(long)]
     remeasure: bool,
+    /// Positions already in each sequence's context when the nodes' decode is timed: a long
+    /// chat decodes slower than a fresh one (attention reads every cached position), so plan
+    /// at the context you will run at (as `onebit bench --depth`). Each node fills 16
+    /// sequences that long before timing.
+    #[arg(long, default_value_t = 0)]
+    ctx: usize,
     /// The element type on the wire: auto (price f32, f16 and q8 and take a lossy one only
     /// where it is predicted 10 % faster than exact f32), or f32, f16, q8.
     #[arg(long, default_value = "auto")]
@@ -72,35 +78,49 @@ pub fn run(a: Args) -> Result<()> {
         ),
     };
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
-    let measured = auto::measure(&a.mesh, &c, a.threads, a.remeasure, None)?;
+    let room = onebit_dist::speed::TIMED_PASSES;
+    if a.ctx + room > c.max_positions || a.ctx > onebit_dist::bootstrap::MAX_CTX {
+        bail!(
+            "--ctx {}: the model has {} positions ({room} more are timed)",
+            a.ctx,
+            c.max_positions
+        );
+    }
+    let measured = auto::measure(&a.mesh, &c, a.threads, a.ctx, a.remeasure, None)?;
+    if a.ctx > 0 {
+        println!("decode timed after {} positions of context", a.ctx);
+    }
     if measured.cached {
         println!("figures from {} (--remeasure to measure again)", auto::cache_path(&a.mesh));
     }
     let (links, nodes, addrs) = (&measured.links, &measured.nodes, &measured.names);
     print!("{}", onebit_dist::probe::links_table(links));
     // The batch curve: a pass over 2, 4, 8, 16 sequences as a multiple of one sequence's, and
-    // the linears' share of the blocks' pass at 1 and 16 sequences.
+    // the linears' and the context's attention's shares of the blocks' pass at 1 and 16
+    // sequences (what tensor parallelism splits).
     println!(
-        "{:<6} {:<24} {:>12} {:>23} {:>23} {:>9} {:>10}",
+        "{:<6} {:<24} {:>12} {:>23} {:>23} {:>9} {:>9} {:>10}",
         "node",
         "address",
         "alone tok/s",
         "blocks x2/4/8/16",
         "head x2/4/8/16",
         "lin 1/16",
+        "ctx 1/16",
         "memory GB"
     );
     let curve =
         |x: &[f64; 5]| x[1..].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ");
     for (i, (n, addr)) in nodes.iter().zip(addrs).enumerate() {
-        let share = &n.batch.linear_share;
+        let ends = |s: &[f64; 5]| format!("{:.2} {:.2}", s[0], s[4]);
         println!(
-            "{i:<6} {:<24} {:>12.2} {:>23} {:>23} {:>9} {:>10.1}",
+            "{i:<6} {:<24} {:>12.2} {:>23} {:>23} {:>9} {:>9} {:>10.1}",
             addr,
             1.0 / n.token_s,
             curve(&n.batch.blocks),
             curve(&n.batch.head),
-            format!("{:.2} {:.2}", share[0], share[4]),
+            ends(&n.batch.linear_share),
+            ends(&n.batch.context_share),
             n.mem_bytes as f64 / 1e9
         );
     }
