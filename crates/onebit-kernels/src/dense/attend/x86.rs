@@ -397,10 +397,11 @@ pub fn scores_avx512(
     scale: f32,
     s: &mut [f32],
 ) {
-    let dims = shape(q.len(), hd, s.len(), stride, k.len());
+    // The body checks the shapes itself.
     let Some((src, q8)) = Src::of(k, hd) else {
         return super::scores_body(q, hd, k, stride, scale, s);
     };
+    let dims = shape(q.len(), hd, s.len(), stride, k.len());
     // SAFETY: installed only where AVX-512F was detected; `shape` checked the rows.
     unsafe {
         if q8 {
@@ -413,10 +414,11 @@ pub fn scores_avx512(
 
 /// [`super::scores`] at AVX2 + F16C.
 pub fn scores_avx2(q: &[f32], hd: usize, k: KvRows<'_>, stride: usize, scale: f32, s: &mut [f32]) {
-    let dims = shape(q.len(), hd, s.len(), stride, k.len());
+    // The body checks the shapes itself.
     let Some((src, q8)) = Src::of(k, hd) else {
         return super::scores_body(q, hd, k, stride, scale, s);
     };
+    let dims = shape(q.len(), hd, s.len(), stride, k.len());
     // SAFETY: installed only where AVX2 and F16C were detected; `shape` checked the rows.
     unsafe {
         if q8 {
@@ -429,10 +431,11 @@ pub fn scores_avx2(q: &[f32], hd: usize, k: KvRows<'_>, stride: usize, scale: f3
 
 /// [`super::weigh`] at AVX-512.
 pub fn weigh_avx512(s: &[f32], v: KvRows<'_>, stride: usize, hd: usize, o: &mut [f32]) {
-    let dims = shape(o.len(), hd, s.len(), stride, v.len());
+    // The body checks the shapes itself.
     let Some((src, q8)) = Src::of(v, hd) else {
         return super::weigh_body(s, v, stride, hd, o);
     };
+    let dims = shape(o.len(), hd, s.len(), stride, v.len());
     // SAFETY: installed only where AVX-512F was detected; `shape` checked the rows.
     unsafe {
         if q8 {
@@ -445,10 +448,11 @@ pub fn weigh_avx512(s: &[f32], v: KvRows<'_>, stride: usize, hd: usize, o: &mut 
 
 /// [`super::weigh`] at AVX2 + F16C.
 pub fn weigh_avx2(s: &[f32], v: KvRows<'_>, stride: usize, hd: usize, o: &mut [f32]) {
-    let dims = shape(o.len(), hd, s.len(), stride, v.len());
+    // The body checks the shapes itself.
     let Some((src, q8)) = Src::of(v, hd) else {
         return super::weigh_body(s, v, stride, hd, o);
     };
+    let dims = shape(o.len(), hd, s.len(), stride, v.len());
     // SAFETY: installed only where AVX2 and F16C were detected; `shape` checked the rows.
     unsafe {
         if q8 {
