@@ -12,12 +12,12 @@
 //! before computing (a full context, an unknown slot) is refused identically on every node
 //! and leaves the mesh usable; a failed exchange marks the mesh failed.
 
-use crate::collective::all_gather;
+use crate::collective::exchange_pieces;
 use crate::comm::{Comm, GroupComm};
 use crate::error::{DistError, Result};
 use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
 use crate::tensor_msg::{put_control, put_prefill, put_rows, WIRE};
-use crate::wire::{get_values, put_values, WireDtype};
+use crate::wire::{get_values, put_values, WireDtype, INF};
 use onebit_model::{Engine, Session, ShardExchange};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,9 +69,6 @@ pub(crate) fn lock<'a, 'm>(l: &'a SharedLink<'m>) -> std::sync::MutexGuard<'a, L
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An f32's exponent bits: all set in infinities and NaNs.
-const INF: u32 = 0x7f80_0000;
-
 /// The session's side of a link: [`ShardExchange::gather`] as an all-gather over the mesh.
 pub struct MeshExchange<'m>(pub SharedLink<'m>);
 
@@ -105,13 +102,16 @@ impl MeshExchange<'_> {
         let mut l = Parts { comm, out, parts, stats };
         let l = &mut l;
         let (size, rank) = (l.comm.size(), l.comm.rank());
-        // f32 travels exactly, so a node's own piece goes straight into `full`, and rank 0
-        // of a gather to it (the logits: 2 MB a step at 8 rows) never writes its own bytes.
+        // f32 travels exactly, so a node's own piece goes straight into `full`, rank 0 of a
+        // gather to it (the logits: 2 MB a step at 8 rows) never writes its own bytes, and
+        // where the machine is little-endian the piece is sent as it lies in memory.
         let own_direct = dtype == WireDtype::F32;
         l.out.clear();
-        if !(to_first && rank == 0 && own_direct) {
+        let as_is = own_direct && cfg!(target_endian = "little");
+        if !(as_is || to_first && rank == 0 && own_direct) {
             put_values(l.out, rows, mine, dtype);
         }
+        let bytes: &[u8] = if as_is { bytemuck::cast_slice(mine) } else { &l.out[..] };
         let total: usize = widths.iter().sum();
         if widths.len() != size || (!(to_first && rank > 0) && full.len() != rows * total) {
             return Err(format!("gather of {} widths on a mesh of {size}", widths.len()));
@@ -125,8 +125,8 @@ impl MeshExchange<'_> {
         }
         l.stats.steps += 1;
         if to_first && rank > 0 {
-            l.comm.send(0, l.out, deadline).map_err(|e| e.to_string())?;
-            l.stats.sent += l.out.len() as u64;
+            l.comm.send(0, bytes, deadline).map_err(|e| e.to_string())?;
+            l.stats.sent += bytes.len() as u64;
             l.stats.wait += t0.elapsed();
             return Ok(());
         }
@@ -136,8 +136,8 @@ impl MeshExchange<'_> {
                 l.comm.recv(r, &mut l.parts[r], deadline).map_err(|e| e.to_string())?;
             }
         } else {
-            all_gather(&mut *l.comm, l.out, l.parts, deadline).map_err(|e| e.to_string())?;
-            l.stats.sent += (l.out.len() * (size - 1)) as u64;
+            exchange_pieces(&mut *l.comm, bytes, l.parts, deadline).map_err(|e| e.to_string())?;
+            l.stats.sent += (bytes.len() * (size - 1)) as u64;
         }
         l.stats.wait += t0.elapsed();
         // With f16 or int8 this node's own piece is read back from the bytes it sent, so
