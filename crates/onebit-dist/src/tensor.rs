@@ -169,7 +169,14 @@ impl MeshExchange<'_> {
                 end += w;
                 col < end
             });
-            return Err(format!("node {}: bad frame: a NaN or infinite value", r.unwrap_or(0)));
+            let hint = match dtype {
+                WireDtype::F16 => " (f16 holds at most 65504: try --wire q8 or f32)",
+                _ => "",
+            };
+            return Err(format!(
+                "node {}: bad frame: a NaN or infinite value{hint}",
+                r.unwrap_or(0)
+            ));
         }
         Ok(())
     }

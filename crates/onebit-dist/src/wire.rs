@@ -116,6 +116,14 @@ pub(crate) fn get_rows(
     x.clear();
     x.resize(n * hidden, 0.0);
     get_values(&b[6 + 4 * n..], (n, hidden), dtype, x, (hidden, 0))?;
+    // One pass the compiler vectorizes: a stage fed a NaN would pass it on as logits.
+    if x.iter().fold(false, |bad, v| bad | (v.to_bits() & INF == INF)) {
+        let why = "a NaN or infinite value in the rows";
+        return Err(match dtype {
+            WireDtype::F16 => format!("{why} (f16 holds at most 65504: try --wire q8 or f32)"),
+            _ => why.into(),
+        });
+    }
     Ok(dtype)
 }
 
@@ -356,6 +364,20 @@ mod tests {
             assert_eq!(round_q8(y), y.round().clamp(-127.0, 127.0) as i8, "{y}");
         }
         assert_eq!(round_q8(f32::NAN), 0);
+    }
+
+    #[test]
+    fn a_rows_message_holding_a_nan_or_infinity_is_refused() {
+        for dtype in [WireDtype::F32, WireDtype::F16, WireDtype::Q8] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut h = [0.5f32; 6];
+                h[4] = bad;
+                let mut out = Vec::new();
+                put_rows(&mut out, &[0, 1], &h, dtype);
+                let e = get_rows(&out, 3, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+                assert!(e.contains("NaN or infinite"), "{dtype:?} {bad}: {e}");
+            }
+        }
     }
 
     #[test]
