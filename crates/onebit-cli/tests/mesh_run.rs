@@ -224,12 +224,15 @@ fn auto_measures_once_then_reuses_the_figures_and_prints_what_one_node_prints() 
     let (ok, single, err) = onebit(&run);
     assert!(ok, "{err}");
     let (dir, file, ports) = mesh("auto", 1);
-    let mut w = worker_jobs(&dir, ports[1], 3, &[]);
-    // Measured now; then from the cache; then measured again on request.
+    let mut w = worker_jobs(&dir, ports[1], 5, &[]);
+    // Measured now; then from the cache; then measured again on request; then at a context
+    // (a cache of another key), then that from the cache.
     for (round, flags, want) in [
         (0, vec![], "measured now"),
         (1, vec![], "figures from"),
         (2, vec!["--remeasure"], "measured now"),
+        (3, vec!["--plan-ctx", "40"], "measured now"),
+        (4, vec!["--plan-ctx", "40"], "figures from"),
     ] {
         let mut args = run.to_vec();
         args.extend(["--mesh", &file, "--strategy", "auto", "-t", "1", "--worker-threads", "1"]);
@@ -360,6 +363,13 @@ fn mesh_flags_without_a_mesh_are_refused_not_ignored() {
     let (ok, _, err) =
         onebit(&["run", &model, "-p", "Emma", "-n", "2", "--device", "gpu", "--mpi"]);
     assert!(!ok && err.contains("cannot be used with"), "{err}");
+    // A planning context without the planner, or longer than the model holds.
+    let run = ["run", &model, "-p", "Emma", "-n", "2", "--mesh", "no-such-mesh.toml"];
+    let (ok, _, err) = onebit(&[&run[..], &["--strategy", "pp", "--plan-ctx", "5"]].concat());
+    assert!(!ok && err.contains("--plan-ctx goes with --strategy auto"), "{err}");
+    let (ok, _, err) =
+        onebit(&[&run[..], &["--strategy", "auto", "--plan-ctx", "100000000"]].concat());
+    assert!(!ok && err.contains("--plan-ctx 100000000: at most 252 for this model"), "{err}");
 }
 
 #[test]

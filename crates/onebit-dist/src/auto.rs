@@ -96,6 +96,12 @@ pub fn cache_path(mesh: &str) -> String {
     format!("{mesh}.measured.toml")
 }
 
+/// The longest context the nodes can time decoding after for `c`: the model must hold it and
+/// the positions the timing adds.
+pub fn max_ctx(c: &ModelConfig) -> usize {
+    c.max_positions.saturating_sub(crate::speed::TIMED_PASSES).min(crate::bootstrap::MAX_CTX)
+}
+
 /// Measures the mesh in `mesh` for a model of shape `c` run with `threads` threads per node,
 /// decoding after `ctx` positions, or reads the measurements cached for exactly that (unless
 /// `remeasure`).

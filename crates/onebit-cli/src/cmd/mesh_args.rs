@@ -49,6 +49,12 @@ pub struct MeshArgs {
     /// With --strategy auto: measure the mesh again instead of reusing the cached figures.
     #[arg(long, requires = "mesh")]
     pub remeasure: bool,
+    /// With --strategy auto: plan for decoding after this many positions of context (as
+    /// `onebit plan --ctx`; a long chat decodes slower, and more of its time is attention,
+    /// which tensor parallelism splits by KV heads). The figures are cached beside the mesh
+    /// file for the last context measured.
+    #[arg(long, default_value_t = 0, requires = "mesh")]
+    pub plan_ctx: usize,
     /// Test mode for link-emulation benchmarks on one machine: hold every mesh message for
     /// DELAY_MS (± JITTER_MS) after it was sent, e.g. 5,2 for WiFi; the workers need the same
     /// flag.
@@ -134,6 +140,9 @@ impl MeshArgs {
         };
         let mut shares = (!self.shares.is_empty()).then(|| self.shares.clone());
         let mut strategy = self.strategy.as_str();
+        if self.plan_ctx > 0 && strategy != "auto" {
+            bail!("--plan-ctx goes with --strategy auto (--strategy {strategy} plans nothing)");
+        }
         if strategy == "auto" {
             if shares.is_some() || launch.split.is_some() {
                 bail!("--strategy auto chooses the split itself: drop --shares and --split");
@@ -141,11 +150,19 @@ impl MeshArgs {
             let config = onebit_model::ModelConfig::from_gguf(
                 &onebit_model::load::GgufModelFile::open(&m.model)?.header,
             )?;
+            if self.plan_ctx > auto::max_ctx(&config) {
+                bail!(
+                    "--plan-ctx {}: at most {} for this model ({} positions, some taken by the timing)",
+                    self.plan_ctx,
+                    auto::max_ctx(&config),
+                    config.max_positions
+                );
+            }
             let measured = auto::measure(
                 &launch.mesh,
                 &config,
                 launch.worker_threads,
-                0,
+                self.plan_ctx,
                 self.remeasure,
                 launch.emulate,
             )?;

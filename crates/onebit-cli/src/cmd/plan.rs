@@ -78,11 +78,11 @@ pub fn run(a: Args) -> Result<()> {
         ),
     };
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
-    let room = onebit_dist::speed::TIMED_PASSES;
-    if a.ctx + room > c.max_positions || a.ctx > onebit_dist::bootstrap::MAX_CTX {
+    if a.ctx > auto::max_ctx(&c) {
         bail!(
-            "--ctx {}: the model has {} positions ({room} more are timed)",
+            "--ctx {}: at most {} for this model ({} positions, some taken by the timing)",
             a.ctx,
+            auto::max_ctx(&c),
             c.max_positions
         );
     }
