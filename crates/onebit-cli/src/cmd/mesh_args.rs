@@ -150,14 +150,7 @@ impl MeshArgs {
             let config = onebit_model::ModelConfig::from_gguf(
                 &onebit_model::load::GgufModelFile::open(&m.model)?.header,
             )?;
-            if self.plan_ctx > auto::max_ctx(&config) {
-                bail!(
-                    "--plan-ctx {}: at most {} for this model ({} positions, some taken by the timing)",
-                    self.plan_ctx,
-                    auto::max_ctx(&config),
-                    config.max_positions
-                );
-            }
+            super::plan::check_ctx("--plan-ctx", self.plan_ctx, &config)?;
             let measured = auto::measure(
                 &launch.mesh,
                 &config,

@@ -42,6 +42,18 @@ pub struct Args {
     wire: String,
 }
 
+/// Refuses a planning context (`flag` names it) longer than the nodes can time for `c`.
+pub(super) fn check_ctx(flag: &str, ctx: usize, c: &ModelConfig) -> Result<()> {
+    if ctx > auto::max_ctx(c) {
+        bail!(
+            "{flag} {ctx}: at most {} for this model ({} positions, some taken by the timing)",
+            auto::max_ctx(c),
+            c.max_positions
+        );
+    }
+    Ok(())
+}
+
 fn describe(s: &Strategy) -> String {
     match s {
         Strategy::Single { node } => format!("one node ({node})"),
@@ -78,14 +90,7 @@ pub fn run(a: Args) -> Result<()> {
         ),
     };
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
-    if a.ctx > auto::max_ctx(&c) {
-        bail!(
-            "--ctx {}: at most {} for this model ({} positions, some taken by the timing)",
-            a.ctx,
-            auto::max_ctx(&c),
-            c.max_positions
-        );
-    }
+    check_ctx("--ctx", a.ctx, &c)?;
     let measured = auto::measure(&a.mesh, &c, a.threads, a.ctx, a.remeasure, None)?;
     if a.ctx > 0 {
         println!("decode timed after {} positions of context", a.ctx);
