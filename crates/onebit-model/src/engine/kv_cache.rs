@@ -171,13 +171,13 @@ impl KvStore {
         &self,
         (at, n, stride): (usize, usize, usize),
         s: &[f32],
+        hd: usize,
         o: &mut [f32],
         scratch: &mut [f32],
     ) {
         if n == 0 {
             return;
         }
-        let hd = o.len() / (s.len() / n);
         if let Some(rows) = self.rows(at, (n - 1) * stride + hd) {
             return dense::weigh(s, rows, stride, hd, o);
         }

@@ -148,7 +148,7 @@ impl Session<'_> {
                     sg.chunks_exact_mut(n).for_each(softmax);
                     let o = &mut out[j * per_row * hd..(j + 1) * per_row * hd];
                     o.fill(0.0);
-                    vc.weigh((base, n, kvd), sg, &mut o[gs.start * hd..gs.end * hd], vbuf);
+                    vc.weigh((base, n, kvd), sg, hd, &mut o[gs.start * hd..gs.end * hd], vbuf);
                 }
             },
         );
