@@ -17,7 +17,7 @@ use crate::comm::{Comm, GroupComm};
 use crate::error::{DistError, Result};
 use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
 use crate::tensor_msg::{put_control, put_prefill, put_rows, WIRE};
-use crate::wire::{get_values, put_values, WireDtype, INF};
+use crate::wire::{first_non_finite, get_values, non_finite, put_values, WireDtype};
 use onebit_model::{Engine, Session, ShardExchange};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -160,23 +160,14 @@ impl MeshExchange<'_> {
             }
             off += w;
         }
-        // One pass the compiler vectorizes; where a value is bad, find which node sent it.
-        let bad = full.iter().fold(false, |b, v| b | (v.to_bits() & INF == INF));
-        if bad {
-            let at = full.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        // Where a value is bad, find which node sent it.
+        if let Some(at) = first_non_finite(full) {
             let (col, mut end) = (at % total, 0);
             let r = widths.iter().position(|&w| {
                 end += w;
                 col < end
             });
-            let hint = match dtype {
-                WireDtype::F16 => " (f16 holds at most 65504: try --wire q8 or f32)",
-                _ => "",
-            };
-            return Err(format!(
-                "node {}: bad frame: a NaN or infinite value{hint}",
-                r.unwrap_or(0)
-            ));
+            return Err(format!("node {}: bad frame: {}", r.unwrap_or(0), non_finite(dtype)));
         }
         Ok(())
     }

@@ -116,13 +116,9 @@ pub(crate) fn get_rows(
     x.clear();
     x.resize(n * hidden, 0.0);
     get_values(&b[6 + 4 * n..], (n, hidden), dtype, x, (hidden, 0))?;
-    // One pass the compiler vectorizes: a stage fed a NaN would pass it on as logits.
-    if x.iter().fold(false, |bad, v| bad | (v.to_bits() & INF == INF)) {
-        let why = "a NaN or infinite value in the rows";
-        return Err(match dtype {
-            WireDtype::F16 => format!("{why} (f16 holds at most 65504: try --wire q8 or f32)"),
-            _ => why.into(),
-        });
+    // A stage fed a NaN would pass it on as logits.
+    if first_non_finite(x).is_some() {
+        return Err(format!("{} in the rows", non_finite(dtype)));
     }
     Ok(dtype)
 }
@@ -167,6 +163,8 @@ const BLOCK: usize = 256;
 /// the receiver's check names the node), then each value / scale rounded half away from
 /// zero. Written as loops the compiler vectorizes: a node of a tensor-parallel mesh puts
 /// a hundred of these a token, and a rounding call per value cost ~40 us a piece at 8 rows.
+/// Not the kernels' `quantize_row`: that one floors the absmax at 1e-5 (a row of smaller
+/// values would arrive as zeros) and rounds half to even, and the wire's codes predate it.
 fn put_q8_row(out: &mut Vec<u8>, row: &[f32]) {
     let mut lanes = [0f32; 8];
     let mut bad = 0u32;
@@ -204,7 +202,26 @@ fn round_q8(y: f32) -> i8 {
 }
 
 /// An f32's exponent bits: all set in infinities and NaNs.
-pub(crate) const INF: u32 = 0x7f80_0000;
+const INF: u32 = 0x7f80_0000;
+
+/// Where `x` first holds a NaN or an infinity: one pass the compiler vectorizes (every gather
+/// and rows message is checked), then a search only when there is one.
+pub(crate) fn first_non_finite(x: &[f32]) -> Option<usize> {
+    let bad = x.iter().fold(false, |b, v| b | (v.to_bits() & INF == INF));
+    if bad {
+        x.iter().position(|v| !v.is_finite())
+    } else {
+        None
+    }
+}
+
+/// What a received NaN or infinity is called, with the likely cause where the wire is f16.
+pub(crate) fn non_finite(dtype: WireDtype) -> &'static str {
+    match dtype {
+        WireDtype::F16 => "a NaN or infinite value (f16 holds at most 65504: try --wire q8 or f32)",
+        _ => "a NaN or infinite value",
+    }
+}
 
 /// Bytes [`put_values`] writes for `rows` rows of `width`.
 pub(crate) fn values_len(rows: usize, width: usize, dtype: WireDtype) -> Option<usize> {
