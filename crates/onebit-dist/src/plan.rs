@@ -7,8 +7,8 @@
 //! - tensor parallel, as the executor (`crate::tensor`) runs it: every node holds pieces of
 //!   every block and of the head in proportion to `1/t_i` (query heads with the KV heads they
 //!   read, a KV head whose group is cut held on both sides) and takes its bytes' share of
-//!   `t_i`; per token `4L + 1` syncs (four f32 all-gathers per block, the logits gathered on
-//!   rank 0), each costing the slowest link's exchange latency, plus the bytes a node
+//!   `t_i`; per token `4L + 1` syncs (four f32 all-gathers per block, each node's greedy
+//!   pick of its rows of the head gathered on rank 0), each costing the slowest link's exchange latency, plus the bytes a node
 //!   receives over its exchange bandwidth (the probe's exchanges: both ends sending at once);
 //! - pipeline: contiguous layer ranges, one hop of the hidden state per stage boundary and
 //!   the sampled token back to the head; with `k` sequences in flight its throughput is
@@ -314,16 +314,15 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
         return None;
     }
     // Four all-gathers per block (attention output, `o` rows, FFN columns, `down` rows) and
-    // the logits gathered on rank 0; a node receives the others' share of each, over the
-    // slowest link.
+    // each node's greedy pick of its rows of the head gathered on rank 0 (8 bytes a row: a
+    // greedy decode step, as `onebit run --temp 0` and `onebit bench` run; replies sampled at
+    // a temperature gather the logits instead); a node receives the others' share of each,
+    // over the slowest link.
     // Priced as the probe's exchanges: both ends sending at once, caches cold from a stretch.
     let lat = links.iter().map(|l| l.exchange_latency_s).fold(0.0, f64::max);
     let bw = links.iter().map(|l| l.exchange_bandwidth_bps).fold(f64::INFINITY, f64::min);
     let others = (n - 1) as f64 / n as f64;
-    // The logits travel as f16 when the pieces go as int8 (`crate::tensor`).
-    let logit_bytes = value_bytes.max(2.0);
-    let per_row =
-        gathered_per_block(c, value_bytes) * c.layers as f64 + c.vocab as f64 * logit_bytes;
+    let per_row = gathered_per_block(c, value_bytes) * c.layers as f64 + 8.0;
     let syncs = 4 * c.layers + 1;
     let block_frac = x.block_frac;
     // A node's share of the blocks' and of the head's one-sequence time, each grown by its
@@ -368,8 +367,7 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
         strategy: Strategy::Tensor { q_heads: counts(&split.q_heads), ffn: counts(&split.ffn) },
         tok_s,
         tok_s_batch,
-        wire_bytes: (per_row * (n - 1) as f64
-            - c.vocab as f64 * logit_bytes * (n - 1) as f64 / n as f64) as u64,
+        wire_bytes: (per_row * (n - 1) as f64) as u64,
         syncs,
         wire,
         wires: StageWires::uniform(1, wire),

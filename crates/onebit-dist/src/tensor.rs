@@ -2,7 +2,9 @@
 //! ([`onebit_model::TensorSplit`]: KV-head groups, FFN columns and hidden rows, uneven where
 //! the nodes are), all nodes run every row, and the pieces meet in four all-gathers per block
 //! ([`MeshExchange`], f32 on the wire, so the logits are bit-identical to one node's); each
-//! node also computes its rows of the output head's logits, which rank 0 gathers. Rank 0 (the
+//! node also computes its rows of the output head's logits, which rank 0 gathers (a greedy
+//! decode step, [`Engine::decode_argmax`], gathers only each node's pick: 8 bytes a row
+//! instead of its rows of logits, 256 kB a token for the 2B4T's vocabulary). Rank 0 (the
 //! head) is the [`Engine`] the generation loop drives; the others run [`serve_tensor`] (in
 //! `worker_tensor.rs`).
 //!
@@ -16,7 +18,7 @@ use crate::collective::exchange_pieces;
 use crate::comm::{Comm, GroupComm};
 use crate::error::{DistError, Result};
 use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
-use crate::tensor_msg::{put_control, put_prefill, put_rows, WIRE};
+use crate::tensor_msg::{put_argmax, put_control, put_prefill, put_rows, WIRE};
 use crate::wire::{first_non_finite, get_values, non_finite, put_values, WireDtype};
 use onebit_model::{Engine, Session, ShardExchange};
 use std::sync::{Arc, Mutex};
@@ -91,14 +93,8 @@ impl MeshExchange<'_> {
             d => d,
         };
         let Link { comm, group, out, parts, stats, .. } = &mut *guard;
-        // A hybrid stage's group gathers among its members only.
-        let mut view;
-        let comm: &mut dyn Comm = if group.is_empty() {
-            &mut **comm
-        } else {
-            view = GroupComm::new(&mut **comm, group).map_err(|e| e.to_string())?;
-            &mut view
-        };
+        let mut view = None;
+        let comm = group_view(comm, group, &mut view)?;
         let mut l = Parts { comm, out, parts, stats };
         let l = &mut l;
         let (size, rank) = (l.comm.size(), l.comm.rank());
@@ -173,6 +169,92 @@ impl MeshExchange<'_> {
     }
 }
 
+/// The mesh as a gather sees it: a hybrid stage's group gathers among its members only.
+fn group_view<'a, 'c>(
+    comm: &'a mut Box<dyn Comm + 'c>,
+    group: &'a [usize],
+    view: &'a mut Option<GroupComm<'a>>,
+) -> std::result::Result<&'a mut dyn Comm, String> {
+    if group.is_empty() {
+        return Ok(&mut **comm);
+    }
+    Ok(view.insert(GroupComm::new(&mut **comm, group).map_err(|e| e.to_string())?))
+}
+
+impl MeshExchange<'_> {
+    /// See [`ShardExchange::argmax_to_first`]: 8 bytes a row (value, index; f32 and u32
+    /// little-endian) from each node to rank 0, whatever the wire's element type (a pick
+    /// from rounded logits could differ from the exact one).
+    fn picks(
+        &mut self,
+        best: &[(f32, u32)],
+        widths: &[usize],
+        ids: &mut [u32],
+    ) -> std::result::Result<(), String> {
+        let mut guard = lock(&self.0);
+        let t0 = Instant::now();
+        let rows = best.len();
+        let deadline = t0 + guard.timeouts.step + guard.timeouts.per_row * rows as u32;
+        let Link { comm, group, out, parts, stats, .. } = &mut *guard;
+        let mut view = None;
+        let comm = group_view(comm, group, &mut view)?;
+        let (size, rank) = (comm.size(), comm.rank());
+        if widths.len() != size || (rank == 0 && ids.len() != rows) {
+            return Err(format!(
+                "picks of {} widths for {} rows on a mesh of {size}",
+                widths.len(),
+                ids.len()
+            ));
+        }
+        stats.steps += 1;
+        if rank > 0 {
+            out.clear();
+            out.extend(
+                best.iter().flat_map(|&(v, i)| [v.to_le_bytes(), i.to_le_bytes()]).flatten(),
+            );
+            comm.send(0, out, deadline).map_err(|e| e.to_string())?;
+            stats.sent += out.len() as u64;
+            stats.wait += t0.elapsed();
+            return Ok(());
+        }
+        parts.resize_with(size, Vec::new);
+        for (r, part) in parts.iter_mut().enumerate().skip(1) {
+            comm.recv(r, part, deadline).map_err(|e| e.to_string())?;
+            stats.received += part.len() as u64;
+        }
+        stats.wait += t0.elapsed();
+        let bad = |r: usize, why: &str| Err(format!("node {r}: bad frame: {why}"));
+        if let Some(r) = (1..size).find(|&r| parts[r].len() != 8 * rows) {
+            return bad(r, &format!("{} bytes of picks for {rows} rows", parts[r].len()));
+        }
+        // Node by node in rank order, a later node's pick winning only when strictly larger:
+        // a tie keeps the lowest index, as argmax over the whole row.
+        for (row, &(mut top, mut at)) in best.iter().enumerate() {
+            if !top.is_finite() {
+                return bad(0, non_finite(WireDtype::F32));
+            }
+            let mut off = widths[0];
+            for (r, &w) in widths.iter().enumerate().skip(1) {
+                let b = &parts[r][8 * row..8 * row + 8];
+                let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                let i = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                if !v.is_finite() {
+                    return bad(r, non_finite(WireDtype::F32));
+                }
+                if i as usize >= w {
+                    return bad(r, &format!("pick {i} beyond its {w} rows of the head"));
+                }
+                if v > top {
+                    (top, at) = (v, (off + i as usize) as u32);
+                }
+                off += w;
+            }
+            ids[row] = at;
+        }
+        Ok(())
+    }
+}
+
 impl ShardExchange for MeshExchange<'_> {
     fn gather(
         &mut self,
@@ -192,6 +274,15 @@ impl ShardExchange for MeshExchange<'_> {
         full: &mut [f32],
     ) -> std::result::Result<(), String> {
         self.exchange(mine, rows, widths, full, true)
+    }
+
+    fn argmax_to_first(
+        &mut self,
+        best: &[(f32, u32)],
+        widths: &[usize],
+        ids: &mut [u32],
+    ) -> std::result::Result<(), String> {
+        self.picks(best, widths, ids)
     }
 }
 
@@ -280,6 +371,18 @@ impl<'m> TensorHead<'m> {
         Ok(())
     }
 
+    /// [`TensorHead::check_rows`] for a decode step: distinct slots, at most one row each.
+    fn check_decode(&self, tokens: &[u32], slots: &[usize]) -> onebit_model::Result<()> {
+        Self::check_rows(tokens, slots, true)?;
+        if tokens.len() > self.session.slots() {
+            return Err(onebit_model::Error::Batch {
+                op: "decode",
+                why: format!("{} rows for {} slots", tokens.len(), self.session.slots()),
+            });
+        }
+        Ok(())
+    }
+
     fn control(&mut self, kind: u8, words: &[usize]) -> onebit_model::Result<()> {
         put_control(&mut self.msg, kind, words);
         self.command()
@@ -329,16 +432,21 @@ impl Engine for TensorHead<'_> {
         on_session!(self, self.session.forward_slot(slot, tokens))
     }
     fn decode(&mut self, tokens: &[u32], slots: &[usize]) -> onebit_model::Result<&mut [f32]> {
-        Self::check_rows(tokens, slots, true)?;
-        if tokens.len() > self.session.slots() {
-            return Err(onebit_model::Error::Batch {
-                op: "decode",
-                why: format!("{} rows for {} slots", tokens.len(), self.session.slots()),
-            });
-        }
+        self.check_decode(tokens, slots)?;
         put_rows(&mut self.msg, tokens, slots, None);
         self.command()?;
         on_session!(self, self.session.decode(tokens, slots))
+    }
+    fn decode_argmax(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        ids: &mut Vec<u32>,
+    ) -> onebit_model::Result<()> {
+        self.check_decode(tokens, slots)?;
+        put_argmax(&mut self.msg, tokens, slots);
+        self.command()?;
+        on_session!(self, self.session.decode_argmax(tokens, slots, ids))
     }
     fn step(
         &mut self,
@@ -425,5 +533,41 @@ mod tests {
                 assert_eq!(a[1], 64.0 * (2.0 / 127.0));
             }
         }
+    }
+
+    /// Rank 0's picks for two rows, (1.0 at 2) and (0.5 at 0) of its 3 rows of the head,
+    /// against `theirs` from rank 1 (2 rows of the head), sent through rank 1's exchange
+    /// when `Ok` or as raw bytes when `Err`.
+    fn picks_with(
+        theirs: std::result::Result<Vec<(f32, u32)>, Vec<u8>>,
+    ) -> std::result::Result<Vec<u32>, String> {
+        let mut comms = InProcComm::mesh(2).into_iter();
+        let (c0, mut c1) = (comms.next().unwrap(), comms.next().unwrap());
+        let worker = std::thread::spawn(move || match theirs {
+            Ok(best) => {
+                let link = Link::shared(Box::new(c1), PipelineTimeouts::default());
+                let mut ignored = [7u32; 0];
+                MeshExchange(link).argmax_to_first(&best, &[3, 2], &mut ignored).unwrap();
+            }
+            Err(raw) => c1.send(0, &raw, Instant::now() + Duration::from_secs(5)).unwrap(),
+        });
+        let link = Link::shared(Box::new(c0), PipelineTimeouts::default());
+        let mut ids = vec![9; 2];
+        let r = MeshExchange(link).argmax_to_first(&[(1.0, 2), (0.5, 0)], &[3, 2], &mut ids);
+        worker.join().unwrap();
+        r.map(|()| ids)
+    }
+
+    #[test]
+    fn picks_keep_the_largest_and_the_lowest_index_of_a_tie() {
+        // Row 0: a tie keeps rank 0's index; row 1: rank 1's larger value at its row 1 → 3 + 1.
+        assert_eq!(picks_with(Ok(vec![(1.0, 0), (0.75, 1)])), Ok(vec![2, 4]));
+        assert_eq!(picks_with(Ok(vec![(1.5, 1), (-3.0, 0)])), Ok(vec![4, 0]));
+        let e = picks_with(Ok(vec![(f32::NAN, 0), (0.0, 0)])).unwrap_err();
+        assert!(e.contains("node 1: bad frame: a NaN or infinite value"), "{e}");
+        let e = picks_with(Ok(vec![(0.0, 2), (0.0, 0)])).unwrap_err();
+        assert!(e.contains("node 1: bad frame: pick 2 beyond its 2 rows of the head"), "{e}");
+        let e = picks_with(Err(vec![0; 12])).unwrap_err();
+        assert!(e.contains("node 1: bad frame: 12 bytes of picks for 2 rows"), "{e}");
     }
 }

@@ -3,7 +3,9 @@
 //! tokens (u32 each); for [`ROWS`] a row count, the tokens and the slots (u32 each) and one
 //! byte per row, 1 where its logits are wanted; for `RESET` a slot, for `TRUNCATE` a slot and
 //! a length (u32 each), for `STOP` nothing (the kinds shared with [`crate::pipeline`]); for
-//! [`WIRE`] the element type of the gathers from now on (u32: 0 f32, 1 f16, 2 int8).
+//! [`WIRE`] the element type of the gathers from now on (u32: 0 f32, 1 f16, 2 int8); for
+//! [`ARGMAX`] the layout of `ROWS` (every flag 1): a decode step whose rows keep only their
+//! greedy token.
 //! Parsing checks every length before it reads and never allocates past its buffers' growth.
 
 use crate::pipeline::{RESET, STOP, TRUNCATE};
@@ -15,6 +17,8 @@ pub(crate) const PREFILL: u8 = 5;
 pub(crate) const ROWS: u8 = 6;
 /// The element type of the gathers.
 pub(crate) const WIRE: u8 = 7;
+/// A decode step keeping each row's greedy token (the nodes' picks go to rank 0, not logits).
+pub(crate) const ARGMAX: u8 = 8;
 
 /// A parsed command; the tokens, slots and flags are left in the caller's buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub(crate) enum Command {
     Prefill(usize),
     /// Run the rows (tokens, slots, wanted flags).
     Rows,
+    /// Decode the rows (tokens, slots), keeping each row's greedy token.
+    Argmax,
     /// Forget this slot.
     Reset(usize),
     /// Keep this many positions of this slot.
@@ -44,8 +50,23 @@ pub(crate) fn put_prefill(msg: &mut Vec<u8>, slot: usize, tokens: &[u32]) {
 
 /// Appends a [`ROWS`] command; `want: None` wants every row's logits.
 pub(crate) fn put_rows(msg: &mut Vec<u8>, tokens: &[u32], slots: &[usize], want: Option<&[bool]>) {
+    put_rows_as(msg, ROWS, tokens, slots, want);
+}
+
+/// Appends an [`ARGMAX`] command.
+pub(crate) fn put_argmax(msg: &mut Vec<u8>, tokens: &[u32], slots: &[usize]) {
+    put_rows_as(msg, ARGMAX, tokens, slots, None);
+}
+
+fn put_rows_as(
+    msg: &mut Vec<u8>,
+    kind: u8,
+    tokens: &[u32],
+    slots: &[usize],
+    want: Option<&[bool]>,
+) {
     msg.clear();
-    msg.push(ROWS);
+    msg.push(kind);
     msg.extend((tokens.len() as u32).to_le_bytes());
     msg.extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
     msg.extend(slots.iter().flat_map(|&s| (s.min(u32::MAX as usize) as u32).to_le_bytes()));
@@ -80,7 +101,7 @@ pub(crate) fn parse(
             tokens.extend((0..word(b, 1)).map(|i| word(b, 2 + i) as u32));
             Ok(Command::Prefill(word(b, 0)))
         }
-        Some(&ROWS) if len >= 5 && len == 5 + 9 * word(b, 0) => {
+        Some(&k @ (ROWS | ARGMAX)) if len >= 5 && len == 5 + 9 * word(b, 0) => {
             let n = word(b, 0);
             tokens.clear();
             tokens.extend((0..n).map(|i| word(b, 1 + i) as u32));
@@ -88,7 +109,7 @@ pub(crate) fn parse(
             slots.extend((0..n).map(|i| word(b, 1 + n + i)));
             want.clear();
             want.extend(b[5 + 8 * n..].iter().map(|&f| f != 0));
-            Ok(Command::Rows)
+            Ok(if k == ROWS { Command::Rows } else { Command::Argmax })
         }
         Some(&RESET) if len == 5 => Ok(Command::Reset(word(b, 0))),
         Some(&TRUNCATE) if len == 9 => Ok(Command::Truncate(word(b, 0), word(b, 1))),
@@ -124,6 +145,11 @@ mod tests {
         put_rows(&mut m, &[4], &[3], None);
         assert_eq!(parse(&m, &mut t, &mut s, &mut w), Ok(Command::Rows));
         assert_eq!(w, [true]);
+        put_argmax(&mut m, &[9, 7], &[0, 2]);
+        assert_eq!(m, [ARGMAX, 2, 0, 0, 0, 9, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 1]);
+        assert_eq!(parse(&m, &mut t, &mut s, &mut w), Ok(Command::Argmax));
+        assert_eq!((t.as_slice(), s.as_slice()), (&[9, 7][..], &[0, 2][..]));
+        assert!(parse(&m[..m.len() - 1], &mut t, &mut s, &mut w).is_err());
         put_control(&mut m, TRUNCATE, &[1, 40]);
         assert_eq!(parse(&m, &mut t, &mut s, &mut w), Ok(Command::Truncate(1, 40)));
         put_control(&mut m, STOP, &[]);
@@ -140,7 +166,7 @@ mod tests {
         #[test]
         fn malformed_commands_are_errors_not_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let (mut t, mut s, mut w) = (vec![], vec![], vec![]);
-            if let Ok(Command::Rows) = parse(&b, &mut t, &mut s, &mut w) {
+            if let Ok(Command::Rows | Command::Argmax) = parse(&b, &mut t, &mut s, &mut w) {
                 prop_assert!(t.len() == s.len() && s.len() == w.len());
             }
         }

@@ -28,8 +28,8 @@ pub fn serve_tensor<'m>(
     }
     let link = Link::shared(comm, timeouts);
     session.set_exchange(Box::new(MeshExchange(link.clone())));
-    let (mut inb, mut tokens, mut slots, mut want) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut inb, mut tokens, mut slots, mut want, mut ids) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     loop {
         {
             let mut l = lock(&link);
@@ -41,6 +41,7 @@ pub fn serve_tensor<'m>(
         let r = match cmd {
             Command::Prefill(slot) => session.forward_slot(slot, &tokens).map(|_| ()),
             Command::Rows => session.step(&tokens, &slots, &want).map(|_| ()),
+            Command::Argmax => session.decode_argmax(&tokens, &slots, &mut ids),
             Command::Reset(slot) => session.reset_slot(slot),
             Command::Truncate(slot, len) => session.truncate_slot(slot, len),
             Command::Stop => return Ok(lock(&link).stats),

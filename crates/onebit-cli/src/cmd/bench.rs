@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use onebit_dist::pipeline::PipelineHead;
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
 use onebit_kernels::ThreadPool;
-use onebit_model::{Engine, KvDtype, SessionOptions};
+use onebit_model::{argmax, Engine, KvDtype, SessionOptions};
 use serde_json::json;
 use std::time::Instant;
 
@@ -102,11 +102,6 @@ fn timed(
     Ok((rates, joules.map(|j| j / tokens.max(1) as f64)))
 }
 
-/// Index of the largest logit (the first of equals).
-fn argmax(l: &[f32]) -> u32 {
-    l.iter().enumerate().fold(0, |b, (i, &v)| if v > l[b] { i } else { b }) as u32
-}
-
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
     let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
@@ -188,6 +183,7 @@ fn run_tests(a: &Args, bench: &mut Runner, ctx: usize, bos: u32) -> Result<Vec<T
     for &b in a.batch.iter().filter(|_| a.gen > 0) {
         let slots: Vec<usize> = (0..b).collect();
         let mut next = vec![0u32; b];
+        let mut picked = Vec::with_capacity(b);
         if depth > 0 {
             fill(bench, b)?;
         }
@@ -200,12 +196,12 @@ fn run_tests(a: &Args, bench: &mut Runner, ctx: usize, bos: u32) -> Result<Vec<T
                 overlapped_decode(p, &mut next, n)?;
                 return Ok(b * n);
             }
+            // Greedy, as `onebit run --temp 0` decodes: a tensor-parallel mesh picks each
+            // row's token on its nodes and gathers picks, not logits.
             let e = bench.engine();
             for _ in 0..n {
-                let l = e.decode(&next, &slots)?;
-                for (t, row) in next.iter_mut().zip(l.chunks_exact(vocab)) {
-                    *t = argmax(row);
-                }
+                e.decode_argmax(&next, &slots, &mut picked)?;
+                next.copy_from_slice(&picked);
             }
             Ok(b * n)
         })?;

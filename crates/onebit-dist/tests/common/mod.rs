@@ -94,6 +94,12 @@ pub fn exercise(e: &mut dyn Engine, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
         let l = e.decode(&[step + 10, step + 20, step + 30], &[2, 0, 1]).unwrap();
         logits.extend(l.chunks_exact(vocab).map(<[f32]>::to_vec));
     }
+    // Greedy picks of a batched step (a tensor-parallel mesh picks on its nodes), as rows.
+    let mut ids = Vec::new();
+    for step in 0..3u32 {
+        e.decode_argmax(&[step + 40, step + 50, step + 60], &[1, 2, 0], &mut ids).unwrap();
+        logits.push(ids.iter().map(|&i| i as f32).collect());
+    }
     e.truncate_slot(1, 5).unwrap();
     let l = e.step(&[7, 8, 9, 11], &[1, 1, 2, 1], &[false, true, true, true]).unwrap();
     logits.extend(l.chunks_exact(vocab).map(<[f32]>::to_vec));

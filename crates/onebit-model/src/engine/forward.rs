@@ -54,6 +54,11 @@ pub struct Session<'m> {
     exchange: Option<Box<dyn ShardExchange + 'm>>,
     wide: Vec<f32>,
     piece: Vec<f32>,
+    /// Set for a pass of [`Session::decode_argmax`]: a tensor-parallel head keeps only each
+    /// row's greedy token (in `picked`) instead of gathering the logits.
+    pick: bool,
+    best: Vec<(f32, u32)>,
+    picked: Vec<u32>,
 }
 
 /// Which rows of a pass get logits (the head costs as much as a large linear per row).
@@ -202,6 +207,9 @@ impl<'m> Session<'m> {
             exchange: None,
             wide,
             piece,
+            pick: false,
+            best: Vec::with_capacity(b),
+            picked: vec![0; b],
         }
     }
 
@@ -405,6 +413,30 @@ impl<'m> Session<'m> {
             self.pos[s] += 1;
         }
         Ok(&mut self.logits[..n * vocab])
+    }
+
+    /// [`Session::decode`] keeping only each row's greedy token ([`crate::argmax`]) in `ids`.
+    /// On a tensor-parallel mesh each node picks over its own rows of the output head and
+    /// only the picks travel to rank 0 (8 bytes a row instead of the row's logits).
+    pub fn decode_argmax(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        ids: &mut Vec<u32>,
+    ) -> Result<()> {
+        ids.clear();
+        if !self.model.tensor_head {
+            let vocab = self.model.config.vocab;
+            let logits = self.decode(tokens, slots)?;
+            ids.extend(logits.chunks_exact(vocab).map(crate::argmax));
+            return Ok(());
+        }
+        self.pick = true;
+        let r = self.decode(tokens, slots).map(|_| ());
+        self.pick = false;
+        r?;
+        ids.extend_from_slice(&self.picked[..tokens.len()]);
+        Ok(())
     }
 
     /// One pass over rows from any slots — what continuous batching runs each turn:

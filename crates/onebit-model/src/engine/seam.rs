@@ -99,4 +99,7 @@ impl Engine for Session<'_> {
     fn step(&mut self, tokens: &[u32], slots: &[usize], want: &[bool]) -> Result<&mut [f32]> {
         Session::step(self, tokens, slots, want)
     }
+    fn decode_argmax(&mut self, tokens: &[u32], slots: &[usize], ids: &mut Vec<u32>) -> Result<()> {
+        Session::decode_argmax(self, tokens, slots, ids)
+    }
 }

@@ -12,8 +12,9 @@
 //!   that follows; measured on loopback, the node with 2 groups waited ~50 µs a block there);
 //! - **hidden rows**: its rows of `o` and `down` (output features of the residual update);
 //! - **FFN columns**: its rows of `gate` and `up`;
-//! - **vocabulary rows** of the output head: it computes those logits, and rank 0 gathers
-//!   every node's rows (the head reads as many bytes per token as a third of the 2B4T's
+//! - **vocabulary rows** of the output head: it computes those logits (or, for a greedy
+//!   decode step, only its pick among them: [`ShardExchange::argmax_to_first`]), and rank 0
+//!   gathers every node's rows (the head reads as many bytes per token as a third of the 2B4T's
 //!   blocks: on one node alone it would leave the others idle for that long).
 //!
 //! A block then needs four all-gathers, each of f32 values, so the arithmetic is the
@@ -74,6 +75,19 @@ pub trait ShardExchange: Send {
         rows: usize,
         widths: &[usize],
         full: &mut [f32],
+    ) -> std::result::Result<(), String>;
+
+    /// Each row's greedy token over every node's piece of the output head: `best[i]` is this
+    /// node's (largest logit, its index within the piece, as [`crate::argmax`] picks it; a NaN
+    /// value where the piece holds a value that is not finite). Rank 0 keeps in `ids[i]` the
+    /// largest over the nodes, indexed over the whole vocabulary (`widths[r]`: node r's rows
+    /// of the head; the lowest index of a tie, so the pick is [`crate::argmax`] of the whole
+    /// row); the others only send theirs (`ids` is left alone there).
+    fn argmax_to_first(
+        &mut self,
+        best: &[(f32, u32)],
+        widths: &[usize],
+        ids: &mut [u32],
     ) -> std::result::Result<(), String>;
 }
 

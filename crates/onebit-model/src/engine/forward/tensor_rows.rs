@@ -115,6 +115,13 @@ impl Session<'_> {
         }
         m.head_forward(&self.aq_hidden, &self.xn[..n * h], &mut self.piece[..mine]);
         let ex = self.exchange.as_deref_mut().ok_or_else(not_joined)?;
+        if self.pick {
+            let w = self.held.vocab_w[r];
+            self.best.clear();
+            self.best.extend((0..n).map(|t| piece_best(&self.piece[t * w..(t + 1) * w])));
+            let (best, widths) = (&self.best[..], &self.held.vocab_w[..]);
+            return ex.argmax_to_first(best, widths, &mut self.picked[..n]).map_err(Error::Mesh);
+        }
         let full = &mut self.logits[..if r == 0 { total } else { 0 }];
         ex.gather_to_first(&self.piece[..mine], n, &self.held.vocab_w, full).map_err(Error::Mesh)
     }
@@ -152,6 +159,25 @@ impl Session<'_> {
         add_into(&mut self.x[..t_n * h], &self.wide[..t_n * h]);
         Ok(())
     }
+}
+
+/// A row's greedy pick within this node's rows of the head (value, index), or a NaN value
+/// where the row holds a value that is not finite (so rank 0 names this node).
+fn piece_best(row: &[f32]) -> (f32, u32) {
+    // v·0 is 0 for every finite v and NaN otherwise; sixteen sums so the loop vectorizes.
+    let mut bad = [0.0f32; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for (b, &v) in bad.iter_mut().zip(c) {
+            *b += v * 0.0;
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0.0, |a, &v| a + v * 0.0);
+    if (bad.iter().sum::<f32>() + tail).is_nan() {
+        return (f32::NAN, 0);
+    }
+    let at = crate::argmax(row);
+    (row.get(at as usize).copied().unwrap_or(f32::NEG_INFINITY), at)
 }
 
 fn not_joined() -> Error {
