@@ -18,9 +18,9 @@ use crate::collective::exchange_pieces;
 use crate::comm::{Comm, GroupComm};
 use crate::error::{DistError, Result};
 use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
-use crate::tensor_msg::{put_argmax, put_control, put_prefill, put_rows, WIRE};
+use crate::tensor_msg::{put_argmax, put_control, put_prefill, put_rows, put_sample, WIRE};
 use crate::wire::{first_non_finite, get_values, non_finite, put_values, WireDtype};
-use onebit_model::{Engine, Session, ShardExchange};
+use onebit_model::{Draw, Engine, Sampler, SamplerConfig, Session, ShardExchange, DEVICE_TOP_K};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -182,35 +182,38 @@ fn group_view<'a, 'c>(
 }
 
 impl MeshExchange<'_> {
-    /// See [`ShardExchange::argmax_to_first`]: 8 bytes a row (value, index; f32 and u32
-    /// little-endian) from each node to rank 0, whatever the wire's element type (a pick
-    /// from rounded logits could differ from the exact one).
-    fn picks(
+    /// See [`ShardExchange::candidates_to_first`]: 8 bytes a candidate (logit, index; f32 and
+    /// u32 little-endian) from each node to rank 0, whatever the wire's element type (a pick
+    /// among rounded logits could differ from the exact one).
+    fn candidates(
         &mut self,
-        best: &[(f32, u32)],
+        mine: &[(f32, u32)],
+        ks: &[usize],
         widths: &[usize],
-        ids: &mut [u32],
+        all: &mut Vec<(f32, u32)>,
     ) -> std::result::Result<(), String> {
         let mut guard = lock(&self.0);
         let t0 = Instant::now();
-        let rows = best.len();
-        let deadline = t0 + guard.timeouts.step + guard.timeouts.per_row * rows as u32;
+        let deadline = t0 + guard.timeouts.step + guard.timeouts.per_row * ks.len() as u32;
         let Link { comm, group, out, parts, stats, .. } = &mut *guard;
         let mut view = None;
         let comm = group_view(comm, group, &mut view)?;
         let (size, rank) = (comm.size(), comm.rank());
-        if widths.len() != size || (rank == 0 && ids.len() != rows) {
+        let row_len = |k: usize, nodes: &[usize]| nodes.iter().map(|&w| k.min(w)).sum::<usize>();
+        let count = |r: usize| ks.iter().map(|&k| k.min(widths[r])).sum::<usize>();
+        if widths.len() != size || mine.len() != count(rank) {
             return Err(format!(
-                "picks of {} widths for {} rows on a mesh of {size}",
-                widths.len(),
-                ids.len()
+                "{} candidates for {} rows of {} widths on a mesh of {size}",
+                mine.len(),
+                ks.len(),
+                widths.len()
             ));
         }
         stats.steps += 1;
         if rank > 0 {
             out.clear();
             out.extend(
-                best.iter().flat_map(|&(v, i)| [v.to_le_bytes(), i.to_le_bytes()]).flatten(),
+                mine.iter().flat_map(|&(v, i)| [v.to_le_bytes(), i.to_le_bytes()]).flatten(),
             );
             comm.send(0, out, deadline).map_err(|e| e.to_string())?;
             stats.sent += out.len() as u64;
@@ -224,32 +227,39 @@ impl MeshExchange<'_> {
         }
         stats.wait += t0.elapsed();
         let bad = |r: usize, why: &str| Err(format!("node {r}: bad frame: {why}"));
-        if let Some(r) = (1..size).find(|&r| parts[r].len() != 8 * rows) {
-            return bad(r, &format!("{} bytes of picks for {rows} rows", parts[r].len()));
+        if let Some(r) = (1..size).find(|&r| parts[r].len() != 8 * count(r)) {
+            let rows = ks.len();
+            return bad(r, &format!("{} bytes of candidates for {rows} rows", parts[r].len()));
         }
-        // Node by node in rank order, a later node's pick winning only when strictly larger:
-        // a tie keeps the lowest index, as argmax over the whole row.
-        for (row, &(mut top, mut at)) in best.iter().enumerate() {
-            if !top.is_finite() {
-                return bad(0, non_finite(WireDtype::F32));
+        // Row by row, every node's candidates in rank order, indexed over the vocabulary:
+        // node after node into their places.
+        all.clear();
+        all.resize(ks.iter().map(|&k| row_len(k, widths)).sum(), (0.0, 0));
+        let mut off = 0;
+        for (r, &w) in widths.iter().enumerate() {
+            let (mut row_at, mut from) = (0, 0);
+            for &k in ks {
+                let at = row_at + row_len(k, &widths[..r]);
+                for slot in &mut all[at..at + k.min(w)] {
+                    let (v, i) = if r == 0 {
+                        mine[from]
+                    } else {
+                        let b = &parts[r][8 * from..8 * from + 8];
+                        let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        (v, u32::from_le_bytes([b[4], b[5], b[6], b[7]]))
+                    };
+                    from += 1;
+                    if v.is_nan() {
+                        return bad(r, non_finite(WireDtype::F32));
+                    }
+                    if i as usize >= w {
+                        return bad(r, &format!("candidate {i} beyond its {w} rows of the head"));
+                    }
+                    *slot = (v, (off + i as usize) as u32);
+                }
+                row_at += row_len(k, widths);
             }
-            let mut off = widths[0];
-            for (r, &w) in widths.iter().enumerate().skip(1) {
-                let b = &parts[r][8 * row..8 * row + 8];
-                let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                let i = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-                if !v.is_finite() {
-                    return bad(r, non_finite(WireDtype::F32));
-                }
-                if i as usize >= w {
-                    return bad(r, &format!("pick {i} beyond its {w} rows of the head"));
-                }
-                if v > top {
-                    (top, at) = (v, (off + i as usize) as u32);
-                }
-                off += w;
-            }
-            ids[row] = at;
+            off += w;
         }
         Ok(())
     }
@@ -276,13 +286,14 @@ impl ShardExchange for MeshExchange<'_> {
         self.exchange(mine, rows, widths, full, true)
     }
 
-    fn argmax_to_first(
+    fn candidates_to_first(
         &mut self,
-        best: &[(f32, u32)],
+        mine: &[(f32, u32)],
+        ks: &[usize],
         widths: &[usize],
-        ids: &mut [u32],
+        all: &mut Vec<(f32, u32)>,
     ) -> std::result::Result<(), String> {
-        self.picks(best, widths, ids)
+        self.candidates(mine, ks, widths, all)
     }
 }
 
@@ -293,6 +304,9 @@ pub struct TensorHead<'m> {
     link: SharedLink<'m>,
     msg: Vec<u8>,
     failed: Option<String>,
+    /// The candidates of a sampled decode step, and the scratch of the pick among them.
+    cands: Vec<(f32, u32)>,
+    sampler: Sampler,
 }
 
 impl<'m> TensorHead<'m> {
@@ -312,7 +326,8 @@ impl<'m> TensorHead<'m> {
         }
         let link = Link::shared(comm, timeouts);
         session.set_exchange(Box::new(MeshExchange(link.clone())));
-        Ok(TensorHead { session, link, msg: Vec::new(), failed: None })
+        let sampler = Sampler::new(SamplerConfig::default(), session.model().config.vocab);
+        Ok(TensorHead { session, link, msg: Vec::new(), failed: None, cands: Vec::new(), sampler })
     }
 
     /// Sends every gather's pieces as `dtype` from now on, on every node (f32 by default:
@@ -448,6 +463,39 @@ impl Engine for TensorHead<'_> {
         self.command()?;
         on_session!(self, self.session.decode_argmax(tokens, slots, ids))
     }
+    /// A sampled reply whose draws keep at most [`DEVICE_TOP_K`] candidates: each node sends
+    /// its own (8 bytes each) instead of its rows of logits.
+    fn samples(&self, cfg: &SamplerConfig) -> bool {
+        cfg.temperature > 0.0 && cfg.candidates(self.vocab()) <= DEVICE_TOP_K
+    }
+    fn decode_sampled(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        draws: &[Draw],
+        penalized: &[u32],
+        ids: &mut Vec<u32>,
+    ) -> onebit_model::Result<()> {
+        self.check_decode(tokens, slots)?;
+        if draws.len() != tokens.len() {
+            let why = format!("{} draws for {} rows", draws.len(), tokens.len());
+            return Err(onebit_model::Error::Batch { op: "decode_sampled", why });
+        }
+        put_sample(&mut self.msg, tokens, slots, draws, penalized);
+        self.command()?;
+        let mut cands = std::mem::take(&mut self.cands);
+        let r =
+            on_session!(self, self.session.decode_top(tokens, slots, draws, penalized, &mut cands));
+        ids.clear();
+        let mut at = 0;
+        for d in draws.iter().filter(|_| r.is_ok()) {
+            let k = d.top_k as usize;
+            ids.push(self.sampler.pick_among(&cands[at..at + k], d));
+            at += k;
+        }
+        self.cands = cands;
+        r
+    }
     fn step(
         &mut self,
         tokens: &[u32],
@@ -535,39 +583,42 @@ mod tests {
         }
     }
 
-    /// Rank 0's picks for two rows, (1.0 at 2) and (0.5 at 0) of its 3 rows of the head,
-    /// against `theirs` from rank 1 (2 rows of the head), sent through rank 1's exchange
-    /// when `Ok` or as raw bytes when `Err`.
-    fn picks_with(
+    /// Rank 0's candidates for two rows, [(1.0 at 2), (0.25 at 1)] and [(0.5 at 0), (0.0 at
+    /// 2)] of its 3 rows of the head (two candidates a row), against `theirs` from rank 1 (2
+    /// rows of the head), sent through rank 1's exchange when `Ok` or as raw bytes when `Err`.
+    fn candidates_with(
         theirs: std::result::Result<Vec<(f32, u32)>, Vec<u8>>,
-    ) -> std::result::Result<Vec<u32>, String> {
+    ) -> std::result::Result<Vec<(f32, u32)>, String> {
         let mut comms = InProcComm::mesh(2).into_iter();
         let (c0, mut c1) = (comms.next().unwrap(), comms.next().unwrap());
+        let (ks, widths) = ([2, 2], [3, 2]);
         let worker = std::thread::spawn(move || match theirs {
-            Ok(best) => {
+            Ok(mine) => {
                 let link = Link::shared(Box::new(c1), PipelineTimeouts::default());
-                let mut ignored = [7u32; 0];
-                MeshExchange(link).argmax_to_first(&best, &[3, 2], &mut ignored).unwrap();
+                let mut ignored = Vec::new();
+                MeshExchange(link).candidates_to_first(&mine, &ks, &widths, &mut ignored).unwrap();
             }
             Err(raw) => c1.send(0, &raw, Instant::now() + Duration::from_secs(5)).unwrap(),
         });
         let link = Link::shared(Box::new(c0), PipelineTimeouts::default());
-        let mut ids = vec![9; 2];
-        let r = MeshExchange(link).argmax_to_first(&[(1.0, 2), (0.5, 0)], &[3, 2], &mut ids);
+        let mut all = Vec::new();
+        let mine = [(1.0, 2), (0.25, 1), (0.5, 0), (0.0, 2)];
+        let r = MeshExchange(link).candidates_to_first(&mine, &ks, &widths, &mut all);
         worker.join().unwrap();
-        r.map(|()| ids)
+        r.map(|()| all)
     }
 
     #[test]
-    fn picks_keep_the_largest_and_the_lowest_index_of_a_tie() {
-        // Row 0: a tie keeps rank 0's index; row 1: rank 1's larger value at its row 1 → 3 + 1.
-        assert_eq!(picks_with(Ok(vec![(1.0, 0), (0.75, 1)])), Ok(vec![2, 4]));
-        assert_eq!(picks_with(Ok(vec![(1.5, 1), (-3.0, 0)])), Ok(vec![4, 0]));
-        let e = picks_with(Ok(vec![(f32::NAN, 0), (0.0, 0)])).unwrap_err();
+    fn candidates_meet_row_by_row_in_rank_order_indexed_over_the_vocabulary() {
+        let theirs = vec![(1.5, 1), (-3.0, 0), (0.75, 0), (0.5, 1)];
+        let want =
+            [(1.0, 2), (0.25, 1), (1.5, 4), (-3.0, 3), (0.5, 0), (0.0, 2), (0.75, 3), (0.5, 4)];
+        assert_eq!(candidates_with(Ok(theirs)).unwrap(), want);
+        let e = candidates_with(Ok(vec![(f32::NAN, 0), (0.0, 0), (0.0, 0), (0.0, 1)])).unwrap_err();
         assert!(e.contains("node 1: bad frame: a NaN or infinite value"), "{e}");
-        let e = picks_with(Ok(vec![(0.0, 2), (0.0, 0)])).unwrap_err();
-        assert!(e.contains("node 1: bad frame: pick 2 beyond its 2 rows of the head"), "{e}");
-        let e = picks_with(Err(vec![0; 12])).unwrap_err();
-        assert!(e.contains("node 1: bad frame: 12 bytes of picks for 2 rows"), "{e}");
+        let e = candidates_with(Ok(vec![(0.0, 0), (0.0, 2), (0.0, 0), (0.0, 1)])).unwrap_err();
+        assert!(e.contains("node 1: bad frame: candidate 2 beyond its 2 rows of the head"), "{e}");
+        let e = candidates_with(Err(vec![0; 12])).unwrap_err();
+        assert!(e.contains("node 1: bad frame: 12 bytes of candidates for 2 rows"), "{e}");
     }
 }

@@ -4,7 +4,7 @@ use crate::comm::Comm;
 use crate::error::{DistError, Result};
 use crate::pipeline::{PipelineTimeouts, WireStats};
 use crate::tensor::{lock, Link, MeshExchange};
-use crate::tensor_msg::{parse, Command};
+use crate::tensor_msg::{parse, Command, Rows};
 use onebit_model::Session;
 use std::time::Instant;
 
@@ -28,20 +28,21 @@ pub fn serve_tensor<'m>(
     }
     let link = Link::shared(comm, timeouts);
     session.set_exchange(Box::new(MeshExchange(link.clone())));
-    let (mut inb, mut tokens, mut slots, mut want, mut ids) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut inb, mut rows, mut out) = (Vec::new(), Rows::default(), Vec::new());
     loop {
         {
             let mut l = lock(&link);
             l.comm.recv(0, &mut inb, Instant::now() + timeouts.idle)?;
             l.stats.received += inb.len() as u64;
         }
-        let cmd = parse(&inb, &mut tokens, &mut slots, &mut want)
-            .map_err(|why| DistError::Frame { peer: "0".into(), why })?;
+        let cmd =
+            parse(&inb, &mut rows).map_err(|why| DistError::Frame { peer: "0".into(), why })?;
+        let Rows { tokens, slots, want, draws, penalized } = &rows;
         let r = match cmd {
-            Command::Prefill(slot) => session.forward_slot(slot, &tokens).map(|_| ()),
-            Command::Rows => session.step(&tokens, &slots, &want).map(|_| ()),
-            Command::Argmax => session.decode_argmax(&tokens, &slots, &mut ids),
+            Command::Prefill(slot) => session.forward_slot(slot, tokens).map(|_| ()),
+            Command::Rows => session.step(tokens, slots, want).map(|_| ()),
+            Command::Argmax => session.decode_top(tokens, slots, &[], &[], &mut out),
+            Command::Sample => session.decode_top(tokens, slots, draws, penalized, &mut out),
             Command::Reset(slot) => session.reset_slot(slot),
             Command::Truncate(slot, len) => session.truncate_slot(slot, len),
             Command::Stop => return Ok(lock(&link).stats),

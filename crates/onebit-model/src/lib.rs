@@ -33,8 +33,9 @@ pub mod tokenizer;
 
 pub use config::{Activation, ModelConfig};
 pub use engine::{
-    argmax, Draw, Engine, HeadKind, KvDtype, Model, Sampler, SamplerConfig, Session,
-    SessionOptions, ShardExchange, StageInput, TensorPart, TensorSplit, DEVICE_TOP_K,
+    argmax, candidate_order, penalize, top_k, Draw, Engine, HeadKind, KvDtype, Model, Sampler,
+    SamplerConfig, Session, SessionOptions, ShardExchange, StageInput, TensorPart, TensorSplit,
+    DEVICE_TOP_K,
 };
 pub use error::{Error, Result};
 pub use generation::{

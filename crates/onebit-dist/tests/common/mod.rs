@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use onebit_dist::{Comm, InProcComm, TcpComm, TcpConfig};
-use onebit_model::{Engine, Tokenizer};
+use onebit_model::{Engine, Sampler, SamplerConfig, Tokenizer};
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 
@@ -75,6 +75,19 @@ pub fn opts(slots: usize) -> onebit_model::SessionOptions {
     }
 }
 
+/// The sampling of [`exercise`]'s sampled picks: every setting on, a penalty on the prompt.
+pub fn sampled() -> SamplerConfig {
+    SamplerConfig {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.01,
+        repeat_penalty: 1.3,
+        repeat_last_n: 12,
+        seed: 7,
+    }
+}
+
 /// Greedy steps, batched decode of three slots, and mixed steps (a prompt chunk beside
 /// decode rows, logits for some rows): every row of logits, in order, and the greedy tokens.
 pub fn exercise(e: &mut dyn Engine, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
@@ -98,6 +111,17 @@ pub fn exercise(e: &mut dyn Engine, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
     let mut ids = Vec::new();
     for step in 0..3u32 {
         e.decode_argmax(&[step + 40, step + 50, step + 60], &[1, 2, 0], &mut ids).unwrap();
+        logits.push(ids.iter().map(|&i| i as f32).collect());
+    }
+    // Sampled picks, drawn as replies draw them (a tensor-parallel mesh picks among its
+    // nodes' candidates, one node on its whole rows of logits).
+    let mut samplers: Vec<Sampler> =
+        (0..3).map(|i| Sampler::new(SamplerConfig { seed: 7 + i, ..sampled() }, vocab)).collect();
+    for step in 0..4u32 {
+        let mut penalized = Vec::new();
+        let draws: Vec<_> = samplers.iter_mut().map(|s| s.draw(&p, &mut penalized)).collect();
+        let rows = [step + 70, step + 80, step + 90];
+        e.decode_sampled(&rows, &[1, 2, 0], &draws, &penalized, &mut ids).unwrap();
         logits.push(ids.iter().map(|&i| i as f32).collect());
     }
     e.truncate_slot(1, 5).unwrap();

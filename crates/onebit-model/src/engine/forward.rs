@@ -14,7 +14,7 @@ mod tensor_rows;
 pub use stage::StageInput;
 
 use super::kv_cache::{KvDtype, KvStore};
-use super::{Model, ShardExchange};
+use super::{Draw, Model, ShardExchange, DEVICE_TOP_K};
 use crate::error::{Error, Result};
 use onebit_kernels::ActQuant;
 use tensor_rows::Held;
@@ -54,11 +54,46 @@ pub struct Session<'m> {
     exchange: Option<Box<dyn ShardExchange + 'm>>,
     wide: Vec<f32>,
     piece: Vec<f32>,
-    /// Set for a pass of [`Session::decode_argmax`]: a tensor-parallel head keeps only each
-    /// row's greedy token (in `picked`) instead of gathering the logits.
-    pick: bool,
-    best: Vec<(f32, u32)>,
-    picked: Vec<u32>,
+    /// A pass of [`Session::decode_top`]: its draws and penalized tokens (with `top_n`
+    /// set, a tensor-parallel piece sends candidates, not logits), this node's candidates and
+    /// every node's (rank 0), a top-k scratch.
+    pick: Picks,
+}
+
+/// Refuses draws [`Session::decode_top`] cannot follow, before any row runs (so every node
+/// of a mesh refuses alike): one per row or none, each keeping 1 to [`DEVICE_TOP_K`]
+/// candidates and penalizing tokens within `penalized`.
+fn check_draws(rows: usize, draws: &[Draw], penalized: &[u32]) -> Result<()> {
+    let bad = |why: String| Err(Error::Batch { op: "decode_top", why });
+    if !draws.is_empty() && draws.len() != rows {
+        return bad(format!("{} draws for {rows} rows", draws.len()));
+    }
+    for d in draws {
+        if !(1..=DEVICE_TOP_K as u32).contains(&d.top_k) {
+            return bad(format!("top-k {} (1 to {DEVICE_TOP_K})", d.top_k));
+        }
+        if d.hist_start as u64 + d.hist_len as u64 > penalized.len() as u64 {
+            return bad(format!(
+                "penalized tokens {}..+{} of {}",
+                d.hist_start,
+                d.hist_len,
+                penalized.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The state of a [`Session::decode_top`] pass.
+#[derive(Default)]
+struct Picks {
+    on: bool,
+    draws: Vec<Draw>,
+    penalized: Vec<u32>,
+    ks: Vec<usize>,
+    mine: Vec<(f32, u32)>,
+    all: Vec<(f32, u32)>,
+    idx: Vec<u32>,
 }
 
 /// Which rows of a pass get logits (the head costs as much as a large linear per row).
@@ -207,9 +242,7 @@ impl<'m> Session<'m> {
             exchange: None,
             wide,
             piece,
-            pick: false,
-            best: Vec::with_capacity(b),
-            picked: vec![0; b],
+            pick: Picks::default(),
         }
     }
 
@@ -424,18 +457,63 @@ impl<'m> Session<'m> {
         slots: &[usize],
         ids: &mut Vec<u32>,
     ) -> Result<()> {
+        let mut cands = std::mem::take(&mut self.pick.all);
+        let r = self.decode_top(tokens, slots, &[], &[], &mut cands);
         ids.clear();
-        if !self.model.tensor_head {
-            let vocab = self.model.config.vocab;
-            let logits = self.decode(tokens, slots)?;
-            ids.extend(logits.chunks_exact(vocab).map(crate::argmax));
+        ids.extend(cands.iter().map(|c| c.1));
+        self.pick.all = cands;
+        r
+    }
+
+    /// [`Session::decode`] keeping only each row's candidates, for a pick on the host
+    /// ([`crate::Sampler::pick_among`]): with `draws` (one per row, drawn into `penalized`),
+    /// row `i`'s first `draws[i].top_k` tokens in the candidates' order after its repetition
+    /// penalty, as [`crate::Sampler::pick`] finds them; with no draws, each row's greedy
+    /// token alone ([`crate::argmax`]). Written into `out` as (logit, token), row after row,
+    /// on rank 0 of a tensor-parallel mesh (whose nodes each send only their candidates, not
+    /// their rows of logits) or a whole model.
+    pub fn decode_top(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        draws: &[Draw],
+        penalized: &[u32],
+        out: &mut Vec<(f32, u32)>,
+    ) -> Result<()> {
+        let vocab = self.model.config.vocab;
+        check_draws(tokens.len(), draws, penalized)?;
+        out.clear();
+        if self.model.tensor_head {
+            let p = &mut self.pick;
+            p.draws.clear();
+            p.draws.extend_from_slice(draws);
+            p.penalized.clear();
+            p.penalized.extend_from_slice(penalized);
+            p.on = true;
+            let r = self.decode(tokens, slots).map(|_| ());
+            self.pick.on = false;
+            r?;
+            if self.model.tensor.as_ref().is_some_and(|t| t.rank == 0) {
+                self.merge_candidates(out);
+            }
             return Ok(());
         }
-        self.pick = true;
-        let r = self.decode(tokens, slots).map(|_| ());
-        self.pick = false;
-        r?;
-        ids.extend_from_slice(&self.picked[..tokens.len()]);
+        let mut idx = std::mem::take(&mut self.pick.idx);
+        let logits = self.decode(tokens, slots)?;
+        for (t, row) in logits.chunks_exact_mut(vocab).enumerate() {
+            match draws.get(t) {
+                None => {
+                    let a = crate::argmax(row);
+                    out.push((row[a as usize], a));
+                }
+                Some(d) => {
+                    crate::penalize(row, 0, d, penalized);
+                    crate::top_k(row, d.top_k as usize, &mut idx);
+                    out.extend(idx.iter().map(|&i| (row[i as usize], i)));
+                }
+            }
+        }
+        self.pick.idx = idx;
         Ok(())
     }
 

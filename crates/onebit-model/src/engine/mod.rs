@@ -11,7 +11,9 @@ mod tensor;
 
 pub use forward::{Session, SessionOptions, StageInput};
 pub use kv_cache::KvDtype;
-pub use sampler::{argmax, Draw, Sampler, SamplerConfig, DEVICE_TOP_K};
+pub use sampler::{
+    argmax, candidate_order, penalize, top_k, Draw, Sampler, SamplerConfig, DEVICE_TOP_K,
+};
 pub use seam::Engine;
 pub use tensor::{ShardExchange, TensorPart, TensorSplit};
 

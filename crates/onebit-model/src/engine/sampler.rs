@@ -227,48 +227,81 @@ impl Sampler {
     /// The token `d` picks from `logits` (the penalty edits them in place; `penalized` is the
     /// list `d` was drawn into): the definition a device's sampler repeats.
     pub fn pick(&mut self, logits: &mut [f32], d: &Draw, penalized: &[u32]) -> u32 {
-        let h = d.hist_start as usize;
-        for &t in &penalized[h..h + d.hist_len as usize] {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l > 0.0 { *l * d.inv_penalty } else { *l * d.repeat_penalty };
-            }
-        }
+        penalize(logits, 0, d, penalized);
         if d.temperature <= 0.0 {
             return argmax(logits);
         }
-        self.idx.clear();
-        self.idx.extend(0..logits.len() as u32);
-        let k = (d.top_k as usize).clamp(1, logits.len());
-        if k < logits.len() {
-            self.idx.select_nth_unstable_by(k - 1, |&a, &b| before(logits, a, b));
-            self.idx.truncate(k);
-        }
-        self.idx.sort_unstable_by(|&a, &b| before(logits, a, b));
-        let top = logits[self.idx[0] as usize];
-        self.probs.clear();
-        let mut total = 0.0;
-        for &i in &self.idx {
-            let p = onebit_kernels::dense::exp_f32((logits[i as usize] - top) * d.inv_temperature);
-            self.probs.push(p);
-            total += p;
-        }
-        let (mut keep, mut cum) = (0, 0.0);
-        for &p in &self.probs {
-            if keep > 0 && (cum >= d.top_p * total || p < d.min_p * self.probs[0]) {
-                break;
-            }
-            cum += p;
-            keep += 1;
-        }
-        let mut r = d.u * cum;
-        for (j, &p) in self.probs[..keep].iter().enumerate() {
-            r -= p;
-            if r <= 0.0 {
-                return self.idx[j];
-            }
-        }
-        self.idx[keep - 1]
+        top_k(logits, d.top_k as usize, &mut self.idx);
+        let j = choose(&mut self.probs, self.idx.iter().map(|&i| logits[i as usize]), d);
+        self.idx[j]
     }
+
+    /// [`Sampler::pick`]'s choice where the candidates are already known: the first
+    /// `d.top_k` tokens of the penalized row in the candidates' order ([`candidate_order`]),
+    /// as (logit, token). A tensor-parallel mesh finds them node by node.
+    pub fn pick_among(&mut self, cands: &[(f32, u32)], d: &Draw) -> u32 {
+        let j = choose(&mut self.probs, cands.iter().map(|c| c.0), d);
+        cands.get(j).map_or(0, |c| c.1)
+    }
+}
+
+/// Applies `d`'s repetition penalty to the logits of tokens `base..base + logits.len()`
+/// (`logits[0]` is token `base`), once for each time a token is in the draw's list.
+pub fn penalize(logits: &mut [f32], base: u32, d: &Draw, penalized: &[u32]) {
+    let h = d.hist_start as usize;
+    for &t in &penalized[h..h + d.hist_len as usize] {
+        if let Some(l) = t.checked_sub(base).and_then(|i| logits.get_mut(i as usize)) {
+            *l = if *l > 0.0 { *l * d.inv_penalty } else { *l * d.repeat_penalty };
+        }
+    }
+}
+
+/// The first `k` (at least 1) tokens of `logits` in the candidates' order, into `idx` in
+/// that order.
+pub fn top_k(logits: &[f32], k: usize, idx: &mut Vec<u32>) {
+    idx.clear();
+    idx.extend(0..logits.len() as u32);
+    let k = k.clamp(1, logits.len().max(1));
+    if k < logits.len() {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| before(logits, a, b));
+        idx.truncate(k);
+    }
+    idx.sort_unstable_by(|&a, &b| before(logits, a, b));
+}
+
+/// The candidates' order on (logit, token) pairs: as [`Sampler::pick`] orders a row's tokens.
+pub fn candidate_order(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// The position `d` picks among candidates of logits `vals` (in the candidates' order):
+/// softmax at the temperature, then top-p and min-p, then the draw's uniform number.
+fn choose(probs: &mut Vec<f32>, vals: impl Iterator<Item = f32>, d: &Draw) -> usize {
+    probs.clear();
+    let mut vals = vals.peekable();
+    let Some(&top) = vals.peek() else { return 0 };
+    let mut total = 0.0;
+    for v in vals {
+        let p = onebit_kernels::dense::exp_f32((v - top) * d.inv_temperature);
+        probs.push(p);
+        total += p;
+    }
+    let (mut keep, mut cum) = (0, 0.0);
+    for &p in probs.iter() {
+        if keep > 0 && (cum >= d.top_p * total || p < d.min_p * probs[0]) {
+            break;
+        }
+        cum += p;
+        keep += 1;
+    }
+    let mut r = d.u * cum;
+    for (j, &p) in probs[..keep].iter().enumerate() {
+        r -= p;
+        if r <= 0.0 {
+            return j;
+        }
+    }
+    keep - 1
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! - **hidden rows**: its rows of `o` and `down` (output features of the residual update);
 //! - **FFN columns**: its rows of `gate` and `up`;
 //! - **vocabulary rows** of the output head: it computes those logits (or, for a greedy
-//!   decode step, only its pick among them: [`ShardExchange::argmax_to_first`]), and rank 0
+//!   decode step, only its candidates: [`ShardExchange::candidates_to_first`]), and rank 0
 //!   gathers every node's rows (the head reads as many bytes per token as a third of the 2B4T's
 //!   blocks: on one node alone it would leave the others idle for that long).
 //!
@@ -77,17 +77,18 @@ pub trait ShardExchange: Send {
         full: &mut [f32],
     ) -> std::result::Result<(), String>;
 
-    /// Each row's greedy token over every node's piece of the output head: `best[i]` is this
-    /// node's (largest logit, its index within the piece, as [`crate::argmax`] picks it; a NaN
-    /// value where the piece holds a value that is not finite). Rank 0 keeps in `ids[i]` the
-    /// largest over the nodes, indexed over the whole vocabulary (`widths[r]`: node r's rows
-    /// of the head; the lowest index of a tie, so the pick is [`crate::argmax`] of the whole
-    /// row); the others only send theirs (`ids` is left alone there).
-    fn argmax_to_first(
+    /// Each row's candidate tokens from every node's rows of the output head, to rank 0.
+    /// `mine` holds, row after row, this node's `min(ks[i], widths[rank])` candidates of row
+    /// `i` (logit, index within its rows; a NaN logit where its rows hold a value that is not
+    /// finite); rank 0 fills `all` with, row after row, every node's candidates in rank
+    /// order, indexed over the whole vocabulary (`widths[r]`: node r's rows of the head).
+    /// The others only send theirs (`all` is left alone there).
+    fn candidates_to_first(
         &mut self,
-        best: &[(f32, u32)],
+        mine: &[(f32, u32)],
+        ks: &[usize],
         widths: &[usize],
-        ids: &mut [u32],
+        all: &mut Vec<(f32, u32)>,
     ) -> std::result::Result<(), String>;
 }
 

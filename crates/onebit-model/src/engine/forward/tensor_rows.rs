@@ -115,12 +115,39 @@ impl Session<'_> {
         }
         m.head_forward(&self.aq_hidden, &self.xn[..n * h], &mut self.piece[..mine]);
         let ex = self.exchange.as_deref_mut().ok_or_else(not_joined)?;
-        if self.pick {
-            let w = self.held.vocab_w[r];
-            self.best.clear();
-            self.best.extend((0..n).map(|t| piece_best(&self.piece[t * w..(t + 1) * w])));
-            let (best, widths) = (&self.best[..], &self.held.vocab_w[..]);
-            return ex.argmax_to_first(best, widths, &mut self.picked[..n]).map_err(Error::Mesh);
+        if self.pick.on {
+            let (widths, p) = (&self.held.vocab_w, &mut self.pick);
+            let (w, base) = (widths[r], widths[..r].iter().sum::<usize>() as u32);
+            p.ks.clear();
+            p.ks.extend((0..n).map(|t| p.draws.get(t).map_or(1, |d| d.top_k as usize)));
+            p.mine.clear();
+            let rows = if w == 0 {
+                [].chunks_exact_mut(1)
+            } else {
+                self.piece[..mine].chunks_exact_mut(w)
+            };
+            for (t, row) in rows.enumerate() {
+                let d = p.draws.get(t);
+                let count = p.ks[t].min(w);
+                if !all_finite(row) {
+                    p.mine.extend((0..count).map(|_| (f32::NAN, 0)));
+                    continue;
+                }
+                match d {
+                    _ if count == 0 => {}
+                    None => {
+                        let a = crate::argmax(row);
+                        p.mine.push((row[a as usize], a));
+                    }
+                    Some(d) => {
+                        crate::penalize(row, base, d, &p.penalized);
+                        crate::top_k(row, count, &mut p.idx);
+                        p.mine.extend(p.idx.iter().map(|&i| (row[i as usize], i)));
+                    }
+                }
+            }
+            let (mine, all) = (&p.mine[..], &mut p.all);
+            return ex.candidates_to_first(mine, &p.ks, widths, all).map_err(Error::Mesh);
         }
         let full = &mut self.logits[..if r == 0 { total } else { 0 }];
         ex.gather_to_first(&self.piece[..mine], n, &self.held.vocab_w, full).map_err(Error::Mesh)
@@ -161,9 +188,8 @@ impl Session<'_> {
     }
 }
 
-/// A row's greedy pick within this node's rows of the head (value, index), or a NaN value
-/// where the row holds a value that is not finite (so rank 0 names this node).
-fn piece_best(row: &[f32]) -> (f32, u32) {
+/// Whether every value of a row is finite (a rank 0 told otherwise names this node).
+fn all_finite(row: &[f32]) -> bool {
     // v·0 is 0 for every finite v and NaN otherwise; sixteen sums so the loop vectorizes.
     let mut bad = [0.0f32; 16];
     let mut chunks = row.chunks_exact(16);
@@ -173,11 +199,36 @@ fn piece_best(row: &[f32]) -> (f32, u32) {
         }
     }
     let tail = chunks.remainder().iter().fold(0.0, |a, &v| a + v * 0.0);
-    if (bad.iter().sum::<f32>() + tail).is_nan() {
-        return (f32::NAN, 0);
+    !(bad.iter().sum::<f32>() + tail).is_nan()
+}
+
+impl Session<'_> {
+    /// Rank 0's candidates of a [`Session::decode_top`] pass from every node's (in
+    /// `pick.all`, row after row, node after node) into `out`: per row the greedy token
+    /// (a later node's only where strictly larger, so a tie keeps the lowest index, as
+    /// [`crate::argmax`] of the whole row), or the first `top_k` in the candidates' order.
+    pub(super) fn merge_candidates(&mut self, out: &mut Vec<(f32, u32)>) {
+        let (widths, p) = (&self.held.vocab_w, &mut self.pick);
+        let mut at = 0;
+        for (t, &k) in p.ks.iter().enumerate() {
+            let len: usize = widths.iter().map(|&w| k.min(w)).sum();
+            let row = &p.all[at..at + len];
+            at += len;
+            if p.draws.get(t).is_none() {
+                let best = row.iter().fold(None, |b: Option<(f32, u32)>, &c| match b {
+                    Some(b) if c.0 > b.0 => Some(c),
+                    Some(b) => Some(b),
+                    None => Some(c),
+                });
+                out.extend(best);
+            } else {
+                p.mine.clear();
+                p.mine.extend_from_slice(row);
+                p.mine.sort_unstable_by(crate::candidate_order);
+                out.extend_from_slice(&p.mine[..k.min(len)]);
+            }
+        }
     }
-    let at = crate::argmax(row);
-    (row.get(at as usize).copied().unwrap_or(f32::NEG_INFINITY), at)
 }
 
 fn not_joined() -> Error {
