@@ -181,11 +181,31 @@ fn group_view<'a, 'c>(
     Ok(view.insert(GroupComm::new(&mut **comm, group).map_err(|e| e.to_string())?))
 }
 
-impl MeshExchange<'_> {
-    /// See [`ShardExchange::candidates_to_first`]: 8 bytes a candidate (logit, index; f32 and
-    /// u32 little-endian) from each node to rank 0, whatever the wire's element type (a pick
-    /// among rounded logits could differ from the exact one).
-    fn candidates(
+impl ShardExchange for MeshExchange<'_> {
+    fn gather(
+        &mut self,
+        mine: &[f32],
+        rows: usize,
+        widths: &[usize],
+        full: &mut [f32],
+    ) -> std::result::Result<(), String> {
+        self.exchange(mine, rows, widths, full, false)
+    }
+
+    fn gather_to_first(
+        &mut self,
+        mine: &[f32],
+        rows: usize,
+        widths: &[usize],
+        full: &mut [f32],
+    ) -> std::result::Result<(), String> {
+        self.exchange(mine, rows, widths, full, true)
+    }
+
+    /// 8 bytes a candidate (logit, index; f32 and u32 little-endian) from each node to rank
+    /// 0, whatever the wire's element type (a pick among rounded logits could differ from
+    /// the exact one).
+    fn candidates_to_first(
         &mut self,
         mine: &[(f32, u32)],
         ks: &[usize],
@@ -262,38 +282,6 @@ impl MeshExchange<'_> {
             off += w;
         }
         Ok(())
-    }
-}
-
-impl ShardExchange for MeshExchange<'_> {
-    fn gather(
-        &mut self,
-        mine: &[f32],
-        rows: usize,
-        widths: &[usize],
-        full: &mut [f32],
-    ) -> std::result::Result<(), String> {
-        self.exchange(mine, rows, widths, full, false)
-    }
-
-    fn gather_to_first(
-        &mut self,
-        mine: &[f32],
-        rows: usize,
-        widths: &[usize],
-        full: &mut [f32],
-    ) -> std::result::Result<(), String> {
-        self.exchange(mine, rows, widths, full, true)
-    }
-
-    fn candidates_to_first(
-        &mut self,
-        mine: &[(f32, u32)],
-        ks: &[usize],
-        widths: &[usize],
-        all: &mut Vec<(f32, u32)>,
-    ) -> std::result::Result<(), String> {
-        self.candidates(mine, ks, widths, all)
     }
 }
 
@@ -486,12 +474,15 @@ impl Engine for TensorHead<'_> {
         let mut cands = std::mem::take(&mut self.cands);
         let r =
             on_session!(self, self.session.decode_top(tokens, slots, draws, penalized, &mut cands));
-        ids.clear();
-        let mut at = 0;
-        for d in draws.iter().filter(|_| r.is_ok()) {
-            let k = d.top_k as usize;
-            ids.push(self.sampler.pick_among(&cands[at..at + k], d));
-            at += k;
+        if r.is_ok() {
+            ids.clear();
+            let mut at = 0;
+            for d in draws {
+                // Each row holds its top-k, or the whole vocabulary where that is smaller.
+                let k = (d.top_k as usize).min(self.vocab());
+                ids.push(self.sampler.pick_among(&cands[at..at + k], d));
+                at += k;
+            }
         }
         self.cands = cands;
         r

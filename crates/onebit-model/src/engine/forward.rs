@@ -54,9 +54,8 @@ pub struct Session<'m> {
     exchange: Option<Box<dyn ShardExchange + 'm>>,
     wide: Vec<f32>,
     piece: Vec<f32>,
-    /// A pass of [`Session::decode_top`]: its draws and penalized tokens (with `top_n`
-    /// set, a tensor-parallel piece sends candidates, not logits), this node's candidates and
-    /// every node's (rank 0), a top-k scratch.
+    /// A pass of [`Session::decode_top`]: while it runs, a tensor-parallel piece sends its
+    /// candidates, not its rows of logits.
     pick: Picks,
 }
 
@@ -84,15 +83,20 @@ fn check_draws(rows: usize, draws: &[Draw], penalized: &[u32]) -> Result<()> {
     Ok(())
 }
 
-/// The state of a [`Session::decode_top`] pass.
+/// The state of a [`Session::decode_top`] pass, its buffers kept between passes.
 #[derive(Default)]
 struct Picks {
+    /// Set while the pass runs.
     on: bool,
+    /// The pass's draws (none: greedy) and penalized tokens.
     draws: Vec<Draw>,
     penalized: Vec<u32>,
+    /// Candidates per row.
     ks: Vec<usize>,
+    /// This node's candidates; on rank 0, every node's.
     mine: Vec<(f32, u32)>,
     all: Vec<(f32, u32)>,
+    /// Top-k scratch.
     idx: Vec<u32>,
 }
 

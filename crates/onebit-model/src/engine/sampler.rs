@@ -260,13 +260,43 @@ pub fn penalize(logits: &mut [f32], base: u32, d: &Draw, penalized: &[u32]) {
 /// that order.
 pub fn top_k(logits: &[f32], k: usize, idx: &mut Vec<u32>) {
     idx.clear();
-    idx.extend(0..logits.len() as u32);
-    let k = k.clamp(1, logits.len().max(1));
-    if k < logits.len() {
+    let n = logits.len();
+    let k = k.clamp(1, n.max(1));
+    // A selection over a whole vocabulary (128k tokens) moves every index through a
+    // comparator that reads two logits; a few candidates of a large row are found instead
+    // among the values at or above a threshold no larger than the k-th largest (the k-th
+    // largest of every STRIDE-th value: at least those k values reach it, and about
+    // k·STRIDE in all do), compared as integers in `total_cmp`'s order.
+    const STRIDE: usize = 16;
+    if n >= SMALL_ROW && k * STRIDE <= n {
+        idx.extend(logits.iter().step_by(STRIDE).map(|&v| order_key(v)));
+        let at = idx.len() - k;
+        let threshold = *idx.select_nth_unstable(at).1;
+        idx.clear();
+        let keys = logits.iter().map(|&v| order_key(v));
+        idx.extend((0..n as u32).zip(keys).filter(|&(_, key)| key >= threshold).map(|(i, _)| i));
+    } else {
+        idx.extend(0..n as u32);
+    }
+    if k < idx.len() {
         idx.select_nth_unstable_by(k - 1, |&a, &b| before(logits, a, b));
         idx.truncate(k);
     }
     idx.sort_unstable_by(|&a, &b| before(logits, a, b));
+}
+
+/// Rows shorter than this are selected from whole.
+const SMALL_ROW: usize = 1024;
+
+/// `v`'s place in [`f32::total_cmp`]'s order as an unsigned integer (negative values'
+/// bits reversed, positive ones above them).
+fn order_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 1 << 31
+    }
 }
 
 /// The candidates' order on (logit, token) pairs: as [`Sampler::pick`] orders a row's tokens.
@@ -436,6 +466,60 @@ mod tests {
             (0..1000).map(|i| (i % 17) as f32).collect(),
         ] {
             assert_eq!(argmax(&row), argmax_by_fold(&row), "{row:?}");
+        }
+    }
+
+    /// The definition `top_k` must keep: a selection over the whole row.
+    fn top_k_whole(logits: &[f32], k: usize) -> Vec<u32> {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        idx.sort_by(|&a, &b| before(logits, a, b));
+        idx.truncate(k.clamp(1, logits.len().max(1)));
+        idx
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn top_k_is_the_first_k_of_the_whole_row_in_order(
+            row in proptest::collection::vec(
+                proptest::prop_oneof![
+                    6 => -8.0f32..8.0,
+                    2 => proptest::strategy::Strategy::prop_map(-3i32..3, |v| v as f32),
+                    1 => proptest::sample::select(vec![
+                        0.0f32, -0.0, f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY,
+                    ]),
+                ],
+                1..5000,
+            ),
+            k in 1usize..300,
+        ) {
+            let mut idx = Vec::new();
+            top_k(&row, k, &mut idx);
+            proptest::prop_assert_eq!(idx, top_k_whole(&row, k));
+        }
+    }
+
+    #[test]
+    fn order_keys_follow_total_cmp() {
+        let vals = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-45,
+            -1e-45,
+            f32::MAX,
+            f32::MIN,
+        ];
+        for a in vals {
+            for b in vals {
+                assert_eq!(order_key(a).cmp(&order_key(b)), a.total_cmp(&b), "{a} {b}");
+            }
         }
     }
 }
