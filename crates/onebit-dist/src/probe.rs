@@ -277,13 +277,18 @@ fn time_link(s: &mut Sweep<'_, '_>, peer: usize, stream: &Stream) -> Result<Link
         Ok(t.elapsed().as_secs_f64())
     })?);
     let (exchange_latency, exchange_slope) = fit_anchored(&s.sweep(|s, size| {
-        // Both ends start streaming together (the echo side answers this ping first).
+        // Both ends start streaming together (the echo side answers this ping first), the
+        // echo side one way's latency earlier: its piece of a first exchange is here by the
+        // time this side's starts, and the second exchange right after waits for the link
+        // twice. Two exchanges in a row cost what two of a pass's syncs cost (timing one
+        // alone saw no latency on a link with a real propagation delay).
         s.comm.send(peer, &s.payload[..1], deadline)?;
         s.comm.recv(peer, s.buf, deadline)?;
         stream.read();
         let t = Instant::now();
         s.exchange(peer, size)?;
-        Ok(t.elapsed().as_secs_f64())
+        s.exchange(peer, size)?;
+        Ok(t.elapsed().as_secs_f64() / 2.0)
     })?);
     Ok(LinkProbe {
         a: s.comm.rank(),
@@ -314,6 +319,7 @@ fn echo(s: &mut Sweep<'_, '_>, peer: usize, stream: &Stream) -> Result<()> {
             s.comm.recv(peer, s.buf, deadline)?;
             s.comm.send(peer, &[1], deadline)?;
             stream.read();
+            s.exchange(peer, size)?;
             s.exchange(peer, size)?;
         }
     }

@@ -1,6 +1,7 @@
 //! The link probe on in-process, delayed (the link emulation shim) and loopback TCP meshes:
 //! every rank gets the same list, and an injected 5 ms ± 2 ms delay is what it measures.
 
+use onebit_dist::link_emulation::LinkEmulation;
 use onebit_dist::probe::{probe_links, DelayedComm, LinkProbe, ProbeOptions};
 use onebit_dist::{Comm, InProcComm, TcpComm, TcpConfig};
 use std::net::TcpListener;
@@ -73,4 +74,28 @@ fn loopback_tcp_links_are_probed() {
     let l = &results[0][0];
     eprintln!("loopback: {l:?}");
     assert!(l.rtt_s < 0.05 && l.bandwidth_bps > 1e7, "{l:?}");
+}
+
+#[test]
+fn a_propagation_delay_is_in_the_exchange_latency() {
+    // The TCP backend's link emulation holds each message at the receiver (the sender goes
+    // on, as over a real link): an exchange's latency is one way's delay, not zero.
+    let ls: Vec<TcpListener> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let addrs: Vec<_> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
+    let emulate = Some(LinkEmulation { delay: Duration::from_millis(3), jitter: Duration::ZERO });
+    let cfg =
+        TcpConfig { join_timeout: Duration::from_secs(5), emulate, ..TcpConfig::new([4; 32]) };
+    let handles: Vec<_> = ls
+        .into_iter()
+        .enumerate()
+        .map(|(r, l)| {
+            let (addrs, cfg) = (addrs.clone(), cfg.clone());
+            thread::spawn(move || TcpComm::join(&l, r, &addrs, &cfg).unwrap())
+        })
+        .collect();
+    let comms: Vec<TcpComm> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let l = &run_all(comms, small())[0][0];
+    eprintln!("3 ms emulated: {l:?}");
+    assert!(l.rtt_s > 0.0055 && l.rtt_s < 0.02, "{l:?}");
+    assert!(l.exchange_latency_s > 0.0025 && l.exchange_latency_s < 0.012, "{l:?}");
 }
