@@ -84,7 +84,8 @@ pub struct LinkProbe {
     /// Fitted bandwidth, bytes per second.
     pub bandwidth_bps: f64,
     /// Fitted fixed cost of one exchange (both ends send a message of the same size at once,
-    /// after streaming [`EXCHANGE_STREAM`] bytes of memory), seconds (≥ 0).
+    /// after streaming [`EXCHANGE_STREAM`] bytes of memory; half of two in a row, so one
+    /// way's propagation delay is in it), seconds (≥ 0).
     pub exchange_latency_s: f64,
     /// Fitted bandwidth of an exchange: bytes a node receives per second.
     pub exchange_bandwidth_bps: f64,
