@@ -1,5 +1,6 @@
 //! The link probe on in-process, delayed (the link emulation shim) and loopback TCP meshes:
-//! every rank gets the same list, and an injected 5 ms ± 2 ms delay is what it measures.
+//! every rank gets the same list, an injected 5 ms ± 2 ms delay is what it measures, and a
+//! propagation delay of the TCP backend's emulation is in the exchange latency.
 
 use onebit_dist::link_emulation::LinkEmulation;
 use onebit_dist::probe::{probe_links, DelayedComm, LinkProbe, ProbeOptions};
@@ -55,11 +56,12 @@ fn an_injected_delay_is_what_the_probe_measures() {
     assert!(l.jitter_s >= 0.0 && l.jitter_s < 0.02, "{l:?}");
 }
 
-#[test]
-fn loopback_tcp_links_are_probed() {
+/// Two ranks over loopback TCP with `emulate` (the backend's link emulation, if any).
+fn tcp_pair(emulate: Option<LinkEmulation>) -> Vec<TcpComm> {
     let ls: Vec<TcpListener> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     let addrs: Vec<_> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
-    let cfg = TcpConfig { join_timeout: Duration::from_secs(5), ..TcpConfig::new([3; 32]) };
+    let cfg =
+        TcpConfig { join_timeout: Duration::from_secs(5), emulate, ..TcpConfig::new([3; 32]) };
     let handles: Vec<_> = ls
         .into_iter()
         .enumerate()
@@ -68,8 +70,12 @@ fn loopback_tcp_links_are_probed() {
             thread::spawn(move || TcpComm::join(&l, r, &addrs, &cfg).unwrap())
         })
         .collect();
-    let comms: Vec<TcpComm> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let results = run_all(comms, small());
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn loopback_tcp_links_are_probed() {
+    let results = run_all(tcp_pair(None), small());
     assert_eq!(results[0], results[1]);
     let l = &results[0][0];
     eprintln!("loopback: {l:?}");
@@ -80,21 +86,8 @@ fn loopback_tcp_links_are_probed() {
 fn a_propagation_delay_is_in_the_exchange_latency() {
     // The TCP backend's link emulation holds each message at the receiver (the sender goes
     // on, as over a real link): an exchange's latency is one way's delay, not zero.
-    let ls: Vec<TcpListener> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let addrs: Vec<_> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
     let emulate = Some(LinkEmulation { delay: Duration::from_millis(3), jitter: Duration::ZERO });
-    let cfg =
-        TcpConfig { join_timeout: Duration::from_secs(5), emulate, ..TcpConfig::new([4; 32]) };
-    let handles: Vec<_> = ls
-        .into_iter()
-        .enumerate()
-        .map(|(r, l)| {
-            let (addrs, cfg) = (addrs.clone(), cfg.clone());
-            thread::spawn(move || TcpComm::join(&l, r, &addrs, &cfg).unwrap())
-        })
-        .collect();
-    let comms: Vec<TcpComm> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let l = &run_all(comms, small())[0][0];
+    let l = &run_all(tcp_pair(emulate), small())[0][0];
     eprintln!("3 ms emulated: {l:?}");
     assert!(l.rtt_s > 0.0055 && l.rtt_s < 0.02, "{l:?}");
     assert!(l.exchange_latency_s > 0.0025 && l.exchange_latency_s < 0.012, "{l:?}");
