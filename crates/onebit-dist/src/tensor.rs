@@ -2,9 +2,10 @@
 //! ([`onebit_model::TensorSplit`]: KV-head groups, FFN columns and hidden rows, uneven where
 //! the nodes are), all nodes run every row, and the pieces meet in four all-gathers per block
 //! ([`MeshExchange`], f32 on the wire, so the logits are bit-identical to one node's); each
-//! node also computes its rows of the output head's logits, which rank 0 gathers (a greedy
-//! decode step, [`Engine::decode_argmax`], gathers only each node's pick: 8 bytes a row
-//! instead of its rows of logits, 256 kB a token for the 2B4T's vocabulary). Rank 0 (the
+//! node also computes its rows of the output head's logits, which rank 0 gathers (a greedy or
+//! sampled decode step, [`Engine::decode_argmax`] / [`Engine::decode_sampled`], gathers only
+//! each node's pick or top-k candidates, 8 bytes each, instead of its rows of logits: 256 kB a
+//! token for the 2B4T's vocabulary). Rank 0 (the
 //! head) is the [`Engine`] the generation loop drives; the others run [`serve_tensor`] (in
 //! `worker_tensor.rs`).
 //!

@@ -121,12 +121,8 @@ impl Session<'_> {
             p.ks.clear();
             p.ks.extend((0..n).map(|t| p.draws.get(t).map_or(1, |d| d.top_k as usize)));
             p.mine.clear();
-            let rows = if w == 0 {
-                [].chunks_exact_mut(1)
-            } else {
-                self.piece[..mine].chunks_exact_mut(w)
-            };
-            for (t, row) in rows.enumerate() {
+            // A node holding no rows of the head has no rows here (`mine` is 0).
+            for (t, row) in self.piece[..mine].chunks_exact_mut(w.max(1)).enumerate() {
                 let d = p.draws.get(t);
                 let count = p.ks[t].min(w);
                 if !all_finite(row) {
