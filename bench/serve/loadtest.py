@@ -4,6 +4,7 @@ last one ends. Reports requests, errors, aggregate generated tokens per second, 
 time-to-first-token percentiles. Loopback only; bounded in clients and time.
 
   python bench/serve/loadtest.py URL --clients 32 --seconds 60 --max-tokens 64 [--model ID]
+      [--temperature T (0.8; 0 is greedy)]
 """
 import argparse
 import asyncio
@@ -18,12 +19,12 @@ WORDS = ("Anne Elliot Captain Wentworth Bath Kellynch Lady Russell Mary Charles 
          "Henrietta Lyme sea walk letter father baronet navy officer evening party concert").split()
 
 
-async def client(i, url, model, deadline, max_tokens, stats):
+async def client(i, url, model, deadline, max_tokens, temperature, stats):
     rng = random.Random(i)
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as http:
         while time.monotonic() < deadline:
             prompt = " ".join(rng.choice(WORDS) for _ in range(12))
-            body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.8, "stream": True,
+            body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature, "stream": True,
                     "stream_options": {"include_usage": True}}
             if model:
                 body["model"] = model
@@ -63,13 +64,14 @@ async def main():
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--model", default=None)
+    p.add_argument("--temperature", type=float, default=0.8)
     a = p.parse_args()
     assert a.url.startswith(("http://127.", "http://localhost", "http://[::1]")), "loopback only"
     assert a.clients <= 256 and a.seconds <= 600
     stats = {"requests": 0, "errors": [], "tokens": 0, "ttft": [], "latency": []}
     start = time.monotonic()
     deadline = start + a.seconds
-    await asyncio.gather(*(client(i, a.url, a.model, deadline, a.max_tokens, stats) for i in range(a.clients)))
+    await asyncio.gather(*(client(i, a.url, a.model, deadline, a.max_tokens, a.temperature, stats) for i in range(a.clients)))
     wall = time.monotonic() - start
     q = lambda v, f: sorted(v)[min(len(v) - 1, int(f * len(v)))] if v else float("nan")
     print(json.dumps({

@@ -7,6 +7,13 @@
 //! running streams keep flowing while new prompts are read, and the weights are read once per
 //! step for every sequence. A request whose client went away is cancelled at the next turn.
 //! Inference runs on this thread and the model's pool; the async runtime never waits on it.
+//!
+//! A turn of decode rows only, whose replies are all greedy (or all sampled in a way the
+//! engine samples itself, [`ModelEngine::samples`]), has the engine pick the tokens
+//! ([`ModelEngine::decode_argmax`], [`ModelEngine::decode_sampled`]): a tensor-parallel mesh
+//! then sends each node's candidates instead of its rows of logits (256 kB a row for a
+//! 128k-word vocabulary), and a GPU one id a row. A turn that also reads a prompt gathers
+//! logits as before: splitting it in two passes would read the weights twice.
 
 use crate::metrics::Metrics;
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
@@ -15,7 +22,8 @@ use onebit_dist::wire::WireDtype;
 use onebit_dist::Comm;
 use onebit_model::Engine as ModelEngine;
 use onebit_model::{
-    FinishReason, GenerationParams, KvDtype, Model, Sequence, Session, SessionOptions, Tokenizer,
+    Draw, FinishReason, GenerationParams, KvDtype, Model, Sequence, Session, SessionOptions,
+    Tokenizer,
 };
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -322,9 +330,12 @@ struct Active {
     /// Prompt tokens in the slot's cache so far.
     read: usize,
     cached: usize,
-    /// Logits after the slot's last token, when they have not been sampled from yet.
+    /// Logits after the slot's last token (or the engine's pick, `chosen`), when they have
+    /// not been sampled from yet.
     ready: bool,
     logits: Vec<f32>,
+    /// The next token as the engine picked it in a turn of picks ([`Pick`]).
+    chosen: Option<u32>,
     started: Instant,
     prompt_ms: f64,
 }
@@ -345,6 +356,17 @@ struct Row {
     prompt: bool,
 }
 
+/// Who picks a turn's tokens.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pick {
+    /// The host, from each wanted row's logits.
+    Host,
+    /// The engine, every row's argmax.
+    Greedy,
+    /// The engine, every row by its reply's draw.
+    Sampled,
+}
+
 struct Runner<'a, 'm> {
     session: Box<dyn ModelEngine + 'm>,
     eos: Option<u32>,
@@ -357,6 +379,9 @@ struct Runner<'a, 'm> {
     tokens: Vec<u32>,
     row_slots: Vec<usize>,
     want: Vec<bool>,
+    draws: Vec<Draw>,
+    penalized: Vec<u32>,
+    ids: Vec<u32>,
 }
 
 impl<'a, 'm> Runner<'a, 'm> {
@@ -381,6 +406,9 @@ impl<'a, 'm> Runner<'a, 'm> {
             tokens: Vec::with_capacity(max_batch),
             row_slots: Vec::with_capacity(max_batch),
             want: Vec::with_capacity(max_batch),
+            draws: Vec::with_capacity(max_batch),
+            penalized: Vec::new(),
+            ids: Vec::with_capacity(max_batch),
         }
     }
 
@@ -486,6 +514,7 @@ impl<'a, 'm> Runner<'a, 'm> {
             cached: reuse,
             ready: false,
             logits: vec![0.0; vocab],
+            chosen: None,
             started: Instant::now(),
             prompt_ms: 0.0,
         });
@@ -516,7 +545,11 @@ impl<'a, 'm> Runner<'a, 'm> {
             }
             a.ready = false;
             let room = self.cfg.ctx.saturating_sub(slot.tokens.len());
-            let step = match a.seq.step(self.tok, &mut a.logits, &slot.tokens, room) {
+            let step = match a.chosen.take() {
+                Some(t) => a.seq.step_chosen(self.tok, t, room),
+                None => a.seq.step(self.tok, &mut a.logits, &slot.tokens, room),
+            };
+            let step = match step {
                 Ok(step) => step,
                 Err(e) => {
                     let _ = a.job.events.send(Event::Failed(e.to_string()));
@@ -561,9 +594,23 @@ impl<'a, 'm> Runner<'a, 'm> {
             self.row_slots.push(r.slot);
             self.want.push(r.want);
         }
+        let pick = self.pick(decode_rows);
         let t0 = Instant::now();
         let vocab = self.session.vocab();
-        let result = self.session.step(&self.tokens, &self.row_slots, &self.want);
+        let result = match pick {
+            Pick::Host => self.session.step(&self.tokens, &self.row_slots, &self.want).map(Some),
+            Pick::Greedy => self
+                .session
+                .decode_argmax(&self.tokens, &self.row_slots, &mut self.ids)
+                .map(|()| None),
+            Pick::Sampled => {
+                self.draw_rows();
+                let (draws, penalized) = (&self.draws, &self.penalized);
+                self.session
+                    .decode_sampled(&self.tokens, &self.row_slots, draws, penalized, &mut self.ids)
+                    .map(|()| None)
+            }
+        };
         let us = t0.elapsed().as_micros() as u64;
         let logits = match result {
             Ok(l) => l,
@@ -585,7 +632,10 @@ impl<'a, 'm> Runner<'a, 'm> {
                 a.read += 1;
             }
             if r.want {
-                a.logits.copy_from_slice(&logits[j * vocab..(j + 1) * vocab]);
+                match &logits {
+                    Some(l) => a.logits.copy_from_slice(&l[j * vocab..(j + 1) * vocab]),
+                    None => a.chosen = Some(self.ids[j]),
+                }
                 a.ready = true;
                 j += 1;
             }
@@ -606,6 +656,37 @@ impl<'a, 'm> Runner<'a, 'm> {
                 }
                 last = r.slot;
             }
+        }
+    }
+
+    /// Who picks this turn's tokens: the engine when every row decodes (none reads a prompt)
+    /// and every reply is greedy, or every one is sampled as the engine samples.
+    fn pick(&self, decode_rows: usize) -> Pick {
+        if decode_rows == 0 || decode_rows < self.rows.len() {
+            return Pick::Host;
+        }
+        let seq = |r: &Row| self.slots[r.slot].active.as_ref().map(|a| &a.seq);
+        let seqs = || self.rows.iter().filter_map(seq);
+        if seqs().all(Sequence::is_greedy) {
+            Pick::Greedy
+        } else if seqs().all(|s| !s.is_greedy() && self.session.samples(s.sampling())) {
+            Pick::Sampled
+        } else {
+            Pick::Host
+        }
+    }
+
+    /// Each decode row's draw, given its reply's history with the row's token (as the host
+    /// would draw after the pass, from the same sampler state).
+    fn draw_rows(&mut self) {
+        self.draws.clear();
+        self.penalized.clear();
+        for r in &self.rows {
+            let slot = &mut self.slots[r.slot];
+            let Some(a) = &mut slot.active else { continue };
+            slot.tokens.push(r.token);
+            self.draws.push(a.seq.draw(&slot.tokens, &mut self.penalized));
+            slot.tokens.pop();
         }
     }
 
@@ -635,5 +716,210 @@ impl<'a, 'm> Runner<'a, 'm> {
         self.metrics.slots_busy.store(busy as u64, Relaxed);
         let used: usize = self.slots.iter().map(|s| s.tokens.len()).sum();
         self.metrics.kv_used.store(used as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onebit_model::load::LoadOptions;
+    use onebit_model::SamplerConfig;
+    use std::sync::mpsc;
+
+    /// A CPU session that records which of its calls the scheduler makes, and samples "on
+    /// the device" (through the trait's host pick) as a mesh or GPU engine would; it keeps
+    /// what every slot's cache holds, to check each draw's penalized tokens against it.
+    struct Recording<'m> {
+        inner: Session<'m>,
+        calls: mpsc::Sender<&'static str>,
+        device_samples: bool,
+        cached: Vec<Vec<u32>>,
+    }
+
+    impl Recording<'_> {
+        fn feed(&mut self, tokens: &[u32], slots: &[usize]) {
+            for (&t, &s) in tokens.iter().zip(slots) {
+                self.cached[s].push(t);
+            }
+        }
+    }
+
+    impl onebit_model::Engine for Recording<'_> {
+        fn vocab(&self) -> usize {
+            self.inner.vocab()
+        }
+        fn slots(&self) -> usize {
+            onebit_model::Engine::slots(&self.inner)
+        }
+        fn capacity(&self) -> usize {
+            onebit_model::Engine::capacity(&self.inner)
+        }
+        fn position_of(&self, slot: usize) -> onebit_model::Result<usize> {
+            onebit_model::Engine::position_of(&self.inner, slot)
+        }
+        fn reset_slot(&mut self, slot: usize) -> onebit_model::Result<()> {
+            self.cached[slot].clear();
+            onebit_model::Engine::reset_slot(&mut self.inner, slot)
+        }
+        fn forward_slot(&mut self, slot: usize, t: &[u32]) -> onebit_model::Result<&mut [f32]> {
+            self.cached[slot].extend_from_slice(t);
+            onebit_model::Engine::forward_slot(&mut self.inner, slot, t)
+        }
+        fn decode(&mut self, t: &[u32], slots: &[usize]) -> onebit_model::Result<&mut [f32]> {
+            self.feed(t, slots);
+            onebit_model::Engine::decode(&mut self.inner, t, slots)
+        }
+        fn truncate_slot(&mut self, slot: usize, len: usize) -> onebit_model::Result<()> {
+            self.cached[slot].truncate(len);
+            onebit_model::Engine::truncate_slot(&mut self.inner, slot, len)
+        }
+        fn step(
+            &mut self,
+            t: &[u32],
+            slots: &[usize],
+            want: &[bool],
+        ) -> onebit_model::Result<&mut [f32]> {
+            let _ = self.calls.send("step");
+            self.feed(t, slots);
+            onebit_model::Engine::step(&mut self.inner, t, slots, want)
+        }
+        fn decode_argmax(
+            &mut self,
+            t: &[u32],
+            slots: &[usize],
+            ids: &mut Vec<u32>,
+        ) -> onebit_model::Result<()> {
+            let _ = self.calls.send("argmax");
+            self.feed(t, slots);
+            onebit_model::Engine::decode_argmax(&mut self.inner, t, slots, ids)
+        }
+        fn samples(&self, cfg: &SamplerConfig) -> bool {
+            self.device_samples && cfg.temperature > 0.0
+        }
+        fn decode_sampled(
+            &mut self,
+            t: &[u32],
+            slots: &[usize],
+            draws: &[Draw],
+            penalized: &[u32],
+            ids: &mut Vec<u32>,
+        ) -> onebit_model::Result<()> {
+            let _ = self.calls.send("sampled");
+            self.feed(t, slots);
+            // A penalty looks at the last tokens of the slot's cache, this step's included.
+            for (d, &s) in draws.iter().zip(slots) {
+                let (h, n) = (d.hist_start as usize, d.hist_len as usize);
+                let held = &self.cached[s];
+                if n > 0 {
+                    let ok = penalized[h..h + n] == held[held.len().saturating_sub(n)..];
+                    let _ = self.calls.send(if ok { "penalized" } else { "wrong history" });
+                }
+            }
+            // The trait's own host pick over this session's logits.
+            let vocab = self.vocab();
+            let mut sampler = onebit_model::Sampler::new(SamplerConfig::default(), vocab);
+            let logits = onebit_model::Engine::decode(&mut self.inner, t, slots)?;
+            ids.clear();
+            for (row, d) in logits.chunks_exact_mut(vocab).zip(draws) {
+                ids.push(sampler.pick(row, d, penalized));
+            }
+            Ok(())
+        }
+    }
+
+    fn repo(p: &str) -> String {
+        format!("{}/../../{p}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// Runs `jobs` (prompt, sampling) to the end on 3 slots: their texts and token counts,
+    /// and the engine calls the scheduler made (`device_samples`: whether the engine samples
+    /// itself).
+    fn serve(
+        jobs: &[(&str, SamplerConfig)],
+        device_samples: bool,
+    ) -> (Vec<(String, usize)>, Vec<&'static str>) {
+        let opts = LoadOptions { threads: 1, ..Default::default() };
+        let model = Model::from_pretrained(&repo("models/austen.gguf"), &opts).unwrap();
+        let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+        let cfg = EngineConfig { slots: 3, ctx: 128, prefill_chunk: 4, queue: 8, kv: KvDtype::F32 };
+        let sopts = SessionOptions { max_ctx: 128, max_batch: 4, slots: 3, kv: KvDtype::F32 };
+        let (calls_tx, calls) = mpsc::channel();
+        let engine = Recording {
+            inner: Session::with_options(&model, sopts),
+            calls: calls_tx,
+            device_samples,
+            cached: vec![Vec::new(); 3],
+        };
+        let mut queue = Queue { jobs: VecDeque::new(), shutdown: false };
+        let mut replies = Vec::new();
+        for (prompt, sampling) in jobs {
+            let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+            let params =
+                GenerationParams { max_tokens: 20, sampling: sampling.clone(), stop: vec![] };
+            let prompt = tok.encode(prompt, true).unwrap();
+            queue.jobs.push_back(Job { prompt, params, events, cancel: Default::default() });
+            replies.push(rx);
+        }
+        let queue = (Mutex::new(queue), Condvar::new());
+        let metrics = Metrics::default();
+        let texts = std::thread::scope(|sc| {
+            let reader = sc.spawn(|| {
+                let texts: Vec<(String, usize)> = replies
+                    .iter_mut()
+                    .map(|rx| {
+                        let mut text = String::new();
+                        loop {
+                            match rx.blocking_recv().expect("a reply ends with Done") {
+                                Event::Piece(p) => text.push_str(&p),
+                                Event::Done(u) => return (text, u.completion_tokens),
+                                Event::Failed(e) => panic!("{e}"),
+                            }
+                        }
+                    })
+                    .collect();
+                queue.0.lock().unwrap().shutdown = true;
+                queue.1.notify_all();
+                texts
+            });
+            let runner = Runner::new(Box::new(engine), model.config.eos, &tok, cfg, &metrics);
+            assert!(matches!(runner.run(&queue), RunEnd::Shutdown));
+            reader.join().unwrap()
+        });
+        (texts, calls.try_iter().collect())
+    }
+
+    /// A sampled reply (with its default 64 tokens of history where `repeat_penalty` is on).
+    fn sampled(seed: u64, repeat_penalty: f32) -> SamplerConfig {
+        SamplerConfig { temperature: 0.9, top_k: 30, seed, repeat_penalty, ..Default::default() }
+    }
+
+    #[test]
+    fn decode_turns_have_the_engine_pick_and_reply_as_the_host_picks() {
+        let prompts = ["It is a truth", "Emma Woodhouse, handsome, clever", "Mr. Darcy"];
+        let greedy: Vec<_> = prompts.iter().map(|&p| (p, SamplerConfig::default())).collect();
+        let (host, calls) = serve(&greedy, false);
+        // A session's argmax is the host's; prompt turns still gather logits.
+        assert!(calls.contains(&"step") && calls.contains(&"argmax"), "{calls:?}");
+        assert!(host.iter().all(|t| t.1 > 1), "{host:?}");
+
+        let draws = [
+            (prompts[0], sampled(1, 1.0)),
+            (prompts[1], sampled(2, 1.3)),
+            (prompts[2], sampled(3, 1.0)),
+        ];
+        let (host, calls) = serve(&draws, false);
+        assert!(!calls.contains(&"sampled") && !calls.contains(&"argmax"), "{calls:?}");
+        let (device, calls) = serve(&draws, true);
+        assert!(calls.contains(&"sampled") && calls.contains(&"penalized"), "{calls:?}");
+        assert!(!calls.contains(&"wrong history"), "{calls:?}");
+        assert_eq!(device, host, "the engine's picks by the scheduler's draws differ");
+
+        // Greedy and sampled replies in one turn: the host picks (the engine only in the
+        // few turns one of them decodes alone, its prompt read sooner or its reply ended).
+        let mixed = [draws[0].clone(), (prompts[1], SamplerConfig::default())];
+        let (replies, calls) = serve(&mixed, true);
+        assert!(replies.iter().all(|r| r.1 == 20), "{replies:?}");
+        let picked = calls.iter().filter(|&&c| c != "step").count();
+        assert!(picked <= 4, "{calls:?} for {replies:?}");
     }
 }

@@ -90,6 +90,28 @@ fn exercise(s: &Server) -> (Vec<String>, Vec<String>, u64) {
     (texts, vec![reply, again], cached)
 }
 
+/// Three sampled completions at once (seeded; one with a repetition penalty): their texts.
+fn sampled(s: &Server) -> Vec<String> {
+    let bodies = [
+        json!({"prompt": "It is a truth", "max_tokens": 24, "temperature": 0.9, "seed": 1}),
+        json!({"prompt": "Emma", "max_tokens": 24, "temperature": 1.1, "top_k": 60, "seed": 2,
+               "repeat_penalty": 1.3}),
+        json!({"prompt": "Mr. Darcy", "max_tokens": 24, "temperature": 0.7, "top_p": 0.8, "seed": 3}),
+    ];
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = bodies
+            .iter()
+            .map(|b| {
+                sc.spawn(move || {
+                    let r = post(s, "/v1/completions", b.clone());
+                    r["choices"][0]["text"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn a_server_on_a_pipeline_answers_as_one_node_does() {
     let local = start(load(None), Backend::Local);
@@ -121,7 +143,9 @@ fn a_server_on_a_pipeline_answers_as_one_node_does() {
 fn a_server_on_a_tensor_parallel_mesh_answers_as_one_node_does() {
     let local = start(load(None), Backend::Local);
     let want = exercise(&local);
+    let want_sampled = sampled(&local);
     local.stop();
+    assert!(want_sampled.iter().all(|t| !t.is_empty()), "{want_sampled:?}");
     let c = load(None).config;
     let split = onebit_model::TensorSplit::proportional(&c, &[1.0, 1.0]).unwrap();
     let piece = |rank| {
@@ -139,10 +163,13 @@ fn a_server_on_a_tensor_parallel_mesh_answers_as_one_node_does() {
     let t = PipelineTimeouts::default();
     let tp = start(piece(0), Backend::Tensor(Box::new(head), t, Default::default()));
     let got = exercise(&tp);
+    // Decode turns of sampled replies only: each node sends its candidates, not its logits.
+    let got_sampled = sampled(&tp);
     tp.stop();
     let stats = worker.join().unwrap();
     assert!(stats.steps > 24 * 4 * 6, "{stats:?}");
     assert_eq!(got, want, "the tensor-parallel mesh's replies differ from one node's");
+    assert_eq!(got_sampled, want_sampled, "the mesh's sampled replies differ from one node's");
 }
 
 #[test]
