@@ -3,7 +3,8 @@
 //! model, 2 and 3 nodes); a worker
 //! holding a different model file is refused by name before anything runs; a worker killed
 //! or stopped (SIGSTOP) mid-run gives the head a clear error naming it within the bound;
-//! `onebit plan` measures the mesh and prints every candidate.
+//! `onebit plan` measures the mesh and prints every candidate; `onebit bench --mesh` reports
+//! per token the exact bytes and exchanges the wire carried.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -215,6 +216,51 @@ fn a_worker_with_another_model_file_is_refused_by_name() {
     assert!(!ok);
     assert!(err.contains("node 1") && err.contains("is not the head's"), "{err}");
     reap(w);
+}
+
+/// `onebit bench --mesh -o json`: each test's objects, with the head's traffic per token.
+fn bench_json(name: &str, strategy: &str) -> Vec<serde_json::Value> {
+    let model = repo("models/austen.gguf");
+    let (dir, file, ports) = mesh(name, 1);
+    let w = worker(&dir, ports[1], &[]);
+    let args = ["bench", &model, "-t", "1", "-p", "16", "-n", "8", "-r", "2", "--batch", "1,2"];
+    let mesh_args = ["--mesh", &file, "--strategy", strategy, "--wire", "f32"];
+    let (ok, out, err) =
+        onebit(&[&args[..], &mesh_args, &["--worker-threads", "1", "-o", "json"]].concat());
+    reap(w);
+    assert!(ok, "{err}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn bench_on_a_mesh_reports_what_the_wire_carried_per_token() {
+    // Tensor parallel, f32 pieces: every block gathers its attention outputs, o rows, FFN
+    // values and down rows (hidden 256 x 3 + FFN 688 values of 4 bytes a row, 6 blocks), and
+    // a decode step its picks (8 bytes a row from the worker), in 4 x 6 + 1 exchanges.
+    let tests = bench_json("bench-tp", "tp");
+    let per_row = 6.0 * (3.0 * 256.0 + 688.0) * 4.0;
+    let get = |t: &serde_json::Value, k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k}: {t}"));
+    assert_eq!(tests.len(), 3, "{tests:?}");
+    for (t, syncs, bytes) in [
+        // A prompt of 16 rows: 24 exchanges and its last row's logits (4096 f32, half from
+        // the worker) in one more.
+        (&tests[0], 25.0 / 16.0, per_row + 2048.0 * 4.0 / 16.0),
+        (&tests[1], 25.0, per_row + 8.0),
+        (&tests[2], 25.0 / 2.0, per_row + 8.0),
+    ] {
+        assert_eq!(get(t, "wire_syncs_per_token"), syncs, "{t}");
+        assert_eq!(get(t, "wire_bytes_per_token"), bytes, "{t}");
+        assert!(get(t, "wire_wait_ms_per_token") > 0.0, "{t}");
+    }
+    // A pipeline: one pass a token as it decodes; one node: no wire at all.
+    let tests = bench_json("bench-pp", "pp");
+    assert_eq!(get(&tests[1], "wire_syncs_per_token"), 1.0, "{tests:?}");
+    assert!(get(&tests[1], "wire_bytes_per_token") > 256.0 * 4.0 * 2.0, "{tests:?}");
+    let model = repo("models/austen.gguf");
+    let (ok, out, err) =
+        onebit(&["bench", &model, "-t", "1", "-p", "0", "-n", "4", "-r", "1", "-o", "json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"wire_bytes_per_token\":null"), "{out}");
 }
 
 #[test]

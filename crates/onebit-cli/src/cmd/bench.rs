@@ -4,7 +4,7 @@
 
 use super::mesh_args::{Layout, Runner};
 use anyhow::{bail, Result};
-use onebit_dist::pipeline::PipelineHead;
+use onebit_dist::pipeline::{PipelineHead, WireStats};
 use onebit_kernels::bench::{cpu_model, ReadBuffer};
 use onebit_kernels::ThreadPool;
 use onebit_model::{argmax, Engine, KvDtype, SessionOptions};
@@ -108,8 +108,33 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// One test's name (pp512, tg128, tg128@b4), tok/s per timed run, and joules per token.
-type TestResult = (String, Vec<f64>, Option<f64>);
+/// One test's name (pp512, tg128, tg128@b4), tok/s per timed run, joules per token, and on
+/// a mesh what the head's link carried per token.
+type TestResult = (String, Vec<f64>, Option<f64>, Option<WirePerToken>);
+
+/// The head's traffic over one test (its warm-up run included), per token processed.
+#[derive(Clone, Copy, Debug)]
+struct WirePerToken {
+    /// Payload bytes the head sent and received.
+    bytes: f64,
+    /// Exchanges (tensor parallel) or passes (pipeline).
+    syncs: f64,
+    /// Milliseconds the head waited on the other nodes.
+    wait_ms: f64,
+}
+
+impl WirePerToken {
+    /// The difference between `before` and `after`, over `tokens`.
+    fn between(before: Option<WireStats>, after: Option<WireStats>, tokens: usize) -> Option<Self> {
+        let (b, a) = (before?, after?);
+        let n = tokens.max(1) as f64;
+        Some(WirePerToken {
+            bytes: (a.sent + a.received - b.sent - b.received) as f64 / n,
+            syncs: (a.steps - b.steps) as f64 / n,
+            wait_ms: (a.wait - b.wait).as_secs_f64() * 1e3 / n,
+        })
+    }
+}
 
 /// The session every test runs on: room for the largest batch and prompt chunk.
 fn session_options(a: &Args, ctx: usize, kv: KvDtype) -> SessionOptions {
@@ -171,13 +196,16 @@ fn run_tests(a: &Args, bench: &mut Runner, ctx: usize, bos: u32) -> Result<Vec<T
         if depth > 0 {
             fill(bench, 1)?;
         }
+        let w0 = bench.wire_stats();
         let (rates, jpt) = timed(a.reps, warmup, || {
             let e = bench.engine();
             e.truncate_slot(0, depth)?;
             e.forward_slot(0, &prompt)?;
             Ok(prompt.len())
         })?;
-        results.push((format!("pp{}{suffix}", prompt.len()), rates, jpt));
+        let runs = a.reps + usize::from(warmup);
+        let wire = WirePerToken::between(w0, bench.wire_stats(), runs * prompt.len());
+        results.push((format!("pp{}{suffix}", prompt.len()), rates, jpt, wire));
     }
     let n = a.gen.min(ctx - 1 - depth);
     for &b in a.batch.iter().filter(|_| a.gen > 0) {
@@ -187,6 +215,7 @@ fn run_tests(a: &Args, bench: &mut Runner, ctx: usize, bos: u32) -> Result<Vec<T
         if depth > 0 {
             fill(bench, b)?;
         }
+        let w0 = bench.wire_stats();
         let (rates, jpt) = timed(a.reps, warmup, || {
             for &s in &slots {
                 bench.engine().truncate_slot(s, depth)?;
@@ -206,7 +235,9 @@ fn run_tests(a: &Args, bench: &mut Runner, ctx: usize, bos: u32) -> Result<Vec<T
             Ok(b * n)
         })?;
         let name = if b == 1 { format!("tg{n}{suffix}") } else { format!("tg{n}@b{b}{suffix}") };
-        results.push((name, rates, jpt));
+        let runs = a.reps + usize::from(warmup);
+        let wire = WirePerToken::between(w0, bench.wire_stats(), runs * b * n);
+        results.push((name, rates, jpt, wire));
     }
     Ok(results)
 }
@@ -275,7 +306,7 @@ pub fn run(a: Args) -> Result<()> {
         );
         println!("{:<10} {:>16} {:>10} {:>14}", "test", "tok/s", "% bound", "J/token");
     }
-    for (test, rates, jpt) in &results {
+    for (test, rates, jpt, wire) in &results {
         let (m, sd) = mean_sd(rates);
         if json_out {
             println!(
@@ -288,6 +319,8 @@ pub fn run(a: Args) -> Result<()> {
                     "model_bytes": model_bytes, "bpw": model.ternary_bpw(), "kernel": model.kernel_name(),
                     "peak_rss_bytes": rss, "bound_tok_s": bound, "read_gbs": read_gbs, "read_gbs_before": gbs_before, "read_gbs_after": gbs_after,
                     "bytes_per_token": per_token, "kv_cache": a.kv_cache, "kv_bytes_per_value": kv.bytes_per_value(), "joules_per_token": jpt, "cpu": cpu_model(), "reps": rates.len(),
+                    "wire_bytes_per_token": wire.map(|w| w.bytes), "wire_syncs_per_token": wire.map(|w| w.syncs),
+                    "wire_wait_ms_per_token": wire.map(|w| w.wait_ms),
                 })
             );
         } else {
@@ -300,6 +333,15 @@ pub fn run(a: Args) -> Result<()> {
                 };
             let j = jpt.map_or("n/a (no RAPL)".to_string(), |j| format!("{j:.3}"));
             println!("{test:<10} {:>9.2} ± {:<5.2} {pct:>10} {j:>14}", m, sd);
+            if let Some(w) = wire {
+                let syncs = if matches!(bench, Runner::Tensor(_)) { "exchanges" } else { "passes" };
+                println!(
+                    "           per token: {:.1} kB on the head's links (sent + received) · {:.2} {syncs} · {:.3} ms waiting",
+                    w.bytes / 1e3,
+                    w.syncs,
+                    w.wait_ms
+                );
+            }
         }
     }
     if !json_out {

@@ -490,6 +490,15 @@ impl<'m> Runner<'m> {
         }
     }
 
+    /// What the head has sent, received and waited for on the mesh so far (None off a mesh).
+    pub fn wire_stats(&self) -> Option<onebit_dist::pipeline::WireStats> {
+        match self {
+            Runner::Mesh(p) => Some(p.wire()),
+            Runner::Tensor(t) => Some(t.wire()),
+            Runner::Local(_) | Runner::Gpu(_) => None,
+        }
+    }
+
     /// With a mesh: the split, passes, bytes on the wire and waits per pass; on the GPU:
     /// kernel launches and submissions per pass.
     pub fn wire_summary(&self, layout: &Layout) -> Option<String> {
