@@ -236,7 +236,9 @@ fn bench_json(name: &str, strategy: &str) -> Vec<serde_json::Value> {
 fn bench_on_a_mesh_reports_what_the_wire_carried_per_token() {
     // Tensor parallel, f32 pieces: every block gathers its attention outputs, o rows, FFN
     // values and down rows (hidden 256 x 3 + FFN 688 values of 4 bytes a row, 6 blocks), and
-    // a decode step its picks (8 bytes a row from the worker), in 4 x 6 + 1 exchanges.
+    // a decode step its picks (8 bytes a row from the worker), in 4 x 6 + 1 exchanges. The
+    // head's commands count too: each run of a test truncates its slots (9 bytes a slot),
+    // a prompt is 9 bytes + 4 a token, a greedy step 5 bytes + 9 a row.
     let tests = bench_json("bench-tp", "tp");
     let per_row = 6.0 * (3.0 * 256.0 + 688.0) * 4.0;
     let get = |t: &serde_json::Value, k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k}: {t}"));
@@ -244,9 +246,9 @@ fn bench_on_a_mesh_reports_what_the_wire_carried_per_token() {
     for (t, syncs, bytes) in [
         // A prompt of 16 rows: 24 exchanges and its last row's logits (4096 f32, half from
         // the worker) in one more.
-        (&tests[0], 25.0 / 16.0, per_row + 2048.0 * 4.0 / 16.0),
-        (&tests[1], 25.0, per_row + 8.0),
-        (&tests[2], 25.0 / 2.0, per_row + 8.0),
+        (&tests[0], 25.0 / 16.0, per_row + (2048.0 * 4.0 + 9.0 + 9.0 + 64.0) / 16.0),
+        (&tests[1], 25.0, per_row + 8.0 + 14.0 + 9.0 / 8.0),
+        (&tests[2], 25.0 / 2.0, per_row + 8.0 + 23.0 / 2.0 + 18.0 / 16.0),
     ] {
         assert_eq!(get(t, "wire_syncs_per_token"), syncs, "{t}");
         assert_eq!(get(t, "wire_bytes_per_token"), bytes, "{t}");

@@ -53,18 +53,8 @@ impl Default for PipelineTimeouts {
     }
 }
 
-/// Bytes and waits on the wire, as `onebit bench --mesh` reports them.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WireStats {
-    /// Bytes this node sent (payload).
-    pub sent: u64,
-    /// Bytes this node received (payload).
-    pub received: u64,
-    /// Steps (messages with rows) this node sent.
-    pub steps: u64,
-    /// Time spent waiting for the last stage's answer.
-    pub wait: Duration,
-}
+/// Bytes and waits on the wire (defined at the engine seam, which reports them).
+pub use onebit_model::WireStats;
 
 /// A pass sent round the ring whose answer has not come back yet.
 struct InFlight {
@@ -359,6 +349,9 @@ impl<'m> PipelineHead<'m> {
 }
 
 impl Engine for PipelineHead<'_> {
+    fn wire_stats(&self) -> Option<WireStats> {
+        Some(self.wire())
+    }
     fn broken(&self) -> Option<&str> {
         self.failed.as_deref()
     }

@@ -351,6 +351,8 @@ impl<'m> TensorHead<'m> {
         let r = {
             let mut l = lock(&self.link);
             let deadline = Instant::now() + l.timeouts.step;
+            let workers = l.comm.size() - 1;
+            l.stats.sent += (self.msg.len() * workers) as u64;
             (1..l.comm.size()).try_for_each(|w| l.comm.send(w, &self.msg, deadline))
         };
         r.map_err(|e| {
@@ -407,6 +409,9 @@ macro_rules! on_session {
 impl Engine for TensorHead<'_> {
     fn broken(&self) -> Option<&str> {
         self.failed.as_deref()
+    }
+    fn wire_stats(&self) -> Option<WireStats> {
+        Some(self.wire())
     }
     fn vocab(&self) -> usize {
         self.session.model().config.vocab

@@ -35,7 +35,7 @@ pub use config::{Activation, ModelConfig};
 pub use engine::{
     argmax, candidate_order, penalize, top_k, Draw, Engine, HeadKind, KvDtype, Model, Sampler,
     SamplerConfig, Session, SessionOptions, ShardExchange, StageInput, TensorPart, TensorSplit,
-    DEVICE_TOP_K,
+    WireStats, DEVICE_TOP_K,
 };
 pub use error::{Error, Result};
 pub use generation::{

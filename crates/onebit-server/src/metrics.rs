@@ -35,6 +35,14 @@ pub struct Metrics {
     pub kv_total: AtomicU64,
     /// Times the engine moved onto this node alone after its mesh lost a node.
     pub replans: AtomicU64,
+    /// Payload bytes the head sent over its mesh (every mesh it has led).
+    pub mesh_sent: AtomicU64,
+    /// Payload bytes the head received over its mesh.
+    pub mesh_received: AtomicU64,
+    /// Exchanges (tensor parallel) or passes (pipeline) the head ran over its mesh.
+    pub mesh_steps: AtomicU64,
+    /// Microseconds the head waited on the other nodes.
+    pub mesh_wait_us: AtomicU64,
 }
 
 impl Metrics {
@@ -44,7 +52,7 @@ impl Metrics {
         let decode_s = g(&self.decode_us) as f64 / 1e6;
         let prefill_s = g(&self.prefill_us) as f64 / 1e6;
         let rate = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
-        let rows: [(&str, &str, &str, String); 15] = [
+        let rows: [(&str, &str, &str, String); 19] = [
             (
                 "onebit_requests_total",
                 "counter",
@@ -124,6 +132,30 @@ impl Metrics {
                 "counter",
                 "Times the engine moved onto this node alone after its mesh lost a node",
                 g(&self.replans).to_string(),
+            ),
+            (
+                "onebit_mesh_sent_bytes_total",
+                "counter",
+                "Payload bytes this head sent to the other nodes of its mesh",
+                g(&self.mesh_sent).to_string(),
+            ),
+            (
+                "onebit_mesh_received_bytes_total",
+                "counter",
+                "Payload bytes this head received from the other nodes of its mesh",
+                g(&self.mesh_received).to_string(),
+            ),
+            (
+                "onebit_mesh_steps_total",
+                "counter",
+                "Exchanges (tensor parallel) or passes (pipeline) over the mesh",
+                g(&self.mesh_steps).to_string(),
+            ),
+            (
+                "onebit_mesh_wait_seconds_total",
+                "counter",
+                "Seconds this head waited on the other nodes of its mesh",
+                format!("{:.6}", g(&self.mesh_wait_us) as f64 / 1e6),
             ),
         ];
         let mut out = String::new();

@@ -382,6 +382,9 @@ struct Runner<'a, 'm> {
     draws: Vec<Draw>,
     penalized: Vec<u32>,
     ids: Vec<u32>,
+    /// The mesh counters when this engine started (a mesh formed again starts its own from
+    /// zero; the exported counters go on from these).
+    wire_base: [u64; 4],
 }
 
 impl<'a, 'm> Runner<'a, 'm> {
@@ -393,6 +396,9 @@ impl<'a, 'm> Runner<'a, 'm> {
         metrics: &'a Metrics,
     ) -> Self {
         let slots = (0..cfg.slots).map(|_| Slot { tokens: Vec::new(), active: None }).collect();
+        let m = metrics;
+        let wire_base = [&m.mesh_sent, &m.mesh_received, &m.mesh_steps, &m.mesh_wait_us]
+            .map(|c| c.load(Relaxed));
         let max_batch = cfg.prefill_chunk.max(cfg.slots);
         Runner {
             session,
@@ -409,6 +415,7 @@ impl<'a, 'm> Runner<'a, 'm> {
             draws: Vec::with_capacity(max_batch),
             penalized: Vec::new(),
             ids: Vec::with_capacity(max_batch),
+            wire_base,
         }
     }
 
@@ -716,6 +723,17 @@ impl<'a, 'm> Runner<'a, 'm> {
         self.metrics.slots_busy.store(busy as u64, Relaxed);
         let used: usize = self.slots.iter().map(|s| s.tokens.len()).sum();
         self.metrics.kv_used.store(used as u64, Relaxed);
+        if let Some(w) = self.session.wire_stats() {
+            let m = self.metrics;
+            let now = [w.sent, w.received, w.steps, w.wait.as_micros() as u64];
+            for ((c, base), v) in [&m.mesh_sent, &m.mesh_received, &m.mesh_steps, &m.mesh_wait_us]
+                .into_iter()
+                .zip(self.wire_base)
+                .zip(now)
+            {
+                c.store(base + v, Relaxed);
+            }
+        }
     }
 }
 

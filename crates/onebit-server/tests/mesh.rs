@@ -59,6 +59,30 @@ fn post(s: &Server, path: &str, body: Value) -> Value {
     serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap()
 }
 
+/// The head's mesh counters in /metrics (bytes sent, bytes received), once the engine has
+/// published its last turn (two reads 100 ms apart agree; bounded).
+fn mesh_bytes(s: &Server) -> (f64, f64) {
+    let read = || {
+        let url = format!("http://{}/metrics", s.addr());
+        let text = ureq::get(&url).call().unwrap().body_mut().read_to_string().unwrap();
+        let get = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+            line[name.len() + 1..].parse().unwrap()
+        };
+        (get("onebit_mesh_sent_bytes_total"), get("onebit_mesh_received_bytes_total"))
+    };
+    let mut last = read();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the mesh counters kept moving: {last:?}");
+}
+
 /// Three completions at once, then a chat of two turns: (texts, chat replies, cached tokens).
 fn exercise(s: &Server) -> (Vec<String>, Vec<String>, u64) {
     let prompts =
@@ -165,9 +189,14 @@ fn a_server_on_a_tensor_parallel_mesh_answers_as_one_node_does() {
     let got = exercise(&tp);
     // Decode turns of sampled replies only: each node sends its candidates, not its logits.
     let got_sampled = sampled(&tp);
+    let (sent, received) = mesh_bytes(&tp);
     tp.stop();
     let stats = worker.join().unwrap();
     assert!(stats.steps > 24 * 4 * 6, "{stats:?}");
+    // The head's /metrics count what the worker counted at its end (the worker also read the
+    // head's 1-byte STOP, sent after the counters were read).
+    assert_eq!(received, stats.sent as f64, "{stats:?}");
+    assert_eq!(sent + 1.0, stats.received as f64, "{stats:?}");
     assert_eq!(got, want, "the tensor-parallel mesh's replies differ from one node's");
     assert_eq!(got_sampled, want_sampled, "the mesh's sampled replies differ from one node's");
 }

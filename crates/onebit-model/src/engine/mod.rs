@@ -14,7 +14,7 @@ pub use kv_cache::KvDtype;
 pub use sampler::{
     argmax, candidate_order, penalize, top_k, Draw, Sampler, SamplerConfig, DEVICE_TOP_K,
 };
-pub use seam::Engine;
+pub use seam::{Engine, WireStats};
 pub use tensor::{ShardExchange, TensorPart, TensorSplit};
 
 use crate::config::ModelConfig;

@@ -4,6 +4,22 @@
 
 use super::{argmax, Draw, Sampler, SamplerConfig, Session};
 use crate::error::Result;
+use std::time::Duration;
+
+/// What a mesh engine's node has sent, received and waited for so far, as `onebit bench
+/// --mesh` and the server's `/metrics` report it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WireStats {
+    /// Bytes this node sent (payload).
+    pub sent: u64,
+    /// Bytes this node received (payload).
+    pub received: u64,
+    /// Steps (messages with rows) this node sent: a pipeline's passes, tensor parallelism's
+    /// exchanges.
+    pub steps: u64,
+    /// Time spent waiting on the other nodes.
+    pub wait: Duration,
+}
 
 /// Sequences in slots, advanced by prompt chunks and multi-sequence decode steps.
 pub trait Engine {
@@ -63,6 +79,10 @@ pub trait Engine {
             ids.push(sampler.pick(row, d, penalized));
         }
         Ok(())
+    }
+    /// The head's traffic on its mesh so far (None for an engine that is not a mesh's head).
+    fn wire_stats(&self) -> Option<WireStats> {
+        None
     }
     /// Why this engine can run nothing more (a mesh that lost a node), if it cannot; a
     /// local session never breaks.
