@@ -1,0 +1,202 @@
+//! The scheduler over a real CPU session that records the calls it gets.
+
+use super::*;
+use onebit_model::load::LoadOptions;
+use onebit_model::SamplerConfig;
+use std::sync::mpsc;
+
+/// A CPU session that records which of its calls the scheduler makes, and samples "on
+/// the device" (through the trait's host pick) as a mesh or GPU engine would; it keeps
+/// what every slot's cache holds, to check each draw's penalized tokens against it.
+struct Recording<'m> {
+    inner: Session<'m>,
+    calls: mpsc::Sender<&'static str>,
+    device_samples: bool,
+    cached: Vec<Vec<u32>>,
+}
+
+impl Recording<'_> {
+    fn feed(&mut self, tokens: &[u32], slots: &[usize]) {
+        for (&t, &s) in tokens.iter().zip(slots) {
+            self.cached[s].push(t);
+        }
+    }
+}
+
+impl onebit_model::Engine for Recording<'_> {
+    fn vocab(&self) -> usize {
+        self.inner.vocab()
+    }
+    fn slots(&self) -> usize {
+        onebit_model::Engine::slots(&self.inner)
+    }
+    fn capacity(&self) -> usize {
+        onebit_model::Engine::capacity(&self.inner)
+    }
+    fn position_of(&self, slot: usize) -> onebit_model::Result<usize> {
+        onebit_model::Engine::position_of(&self.inner, slot)
+    }
+    fn reset_slot(&mut self, slot: usize) -> onebit_model::Result<()> {
+        self.cached[slot].clear();
+        onebit_model::Engine::reset_slot(&mut self.inner, slot)
+    }
+    fn forward_slot(&mut self, slot: usize, t: &[u32]) -> onebit_model::Result<&mut [f32]> {
+        self.cached[slot].extend_from_slice(t);
+        onebit_model::Engine::forward_slot(&mut self.inner, slot, t)
+    }
+    fn decode(&mut self, t: &[u32], slots: &[usize]) -> onebit_model::Result<&mut [f32]> {
+        self.feed(t, slots);
+        onebit_model::Engine::decode(&mut self.inner, t, slots)
+    }
+    fn truncate_slot(&mut self, slot: usize, len: usize) -> onebit_model::Result<()> {
+        self.cached[slot].truncate(len);
+        onebit_model::Engine::truncate_slot(&mut self.inner, slot, len)
+    }
+    fn step(
+        &mut self,
+        t: &[u32],
+        slots: &[usize],
+        want: &[bool],
+    ) -> onebit_model::Result<&mut [f32]> {
+        let _ = self.calls.send("step");
+        self.feed(t, slots);
+        onebit_model::Engine::step(&mut self.inner, t, slots, want)
+    }
+    fn decode_argmax(
+        &mut self,
+        t: &[u32],
+        slots: &[usize],
+        ids: &mut Vec<u32>,
+    ) -> onebit_model::Result<()> {
+        let _ = self.calls.send("argmax");
+        self.feed(t, slots);
+        onebit_model::Engine::decode_argmax(&mut self.inner, t, slots, ids)
+    }
+    fn samples(&self, cfg: &SamplerConfig) -> bool {
+        self.device_samples && cfg.temperature > 0.0
+    }
+    fn decode_sampled(
+        &mut self,
+        t: &[u32],
+        slots: &[usize],
+        draws: &[Draw],
+        penalized: &[u32],
+        ids: &mut Vec<u32>,
+    ) -> onebit_model::Result<()> {
+        let _ = self.calls.send("sampled");
+        self.feed(t, slots);
+        // A penalty looks at the last tokens of the slot's cache, this step's included.
+        for (d, &s) in draws.iter().zip(slots) {
+            let (h, n) = (d.hist_start as usize, d.hist_len as usize);
+            let held = &self.cached[s];
+            if n > 0 {
+                let ok = penalized[h..h + n] == held[held.len().saturating_sub(n)..];
+                let _ = self.calls.send(if ok { "penalized" } else { "wrong history" });
+            }
+        }
+        // The trait's own host pick over this session's logits.
+        let vocab = self.vocab();
+        let mut sampler = onebit_model::Sampler::new(SamplerConfig::default(), vocab);
+        let logits = onebit_model::Engine::decode(&mut self.inner, t, slots)?;
+        ids.clear();
+        for (row, d) in logits.chunks_exact_mut(vocab).zip(draws) {
+            ids.push(sampler.pick(row, d, penalized));
+        }
+        Ok(())
+    }
+}
+
+fn repo(p: &str) -> String {
+    format!("{}/../../{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `jobs` (prompt, sampling) to the end on 3 slots: their texts and token counts,
+/// and the engine calls the scheduler made (`device_samples`: whether the engine samples
+/// itself).
+fn serve(
+    jobs: &[(&str, SamplerConfig)],
+    device_samples: bool,
+) -> (Vec<(String, usize)>, Vec<&'static str>) {
+    let opts = LoadOptions { threads: 1, ..Default::default() };
+    let model = Model::from_pretrained(&repo("models/austen.gguf"), &opts).unwrap();
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let cfg = EngineConfig { slots: 3, ctx: 128, prefill_chunk: 4, queue: 8, kv: KvDtype::F32 };
+    let sopts = SessionOptions { max_ctx: 128, max_batch: 4, slots: 3, kv: KvDtype::F32 };
+    let (calls_tx, calls) = mpsc::channel();
+    let engine = Recording {
+        inner: Session::with_options(&model, sopts),
+        calls: calls_tx,
+        device_samples,
+        cached: vec![Vec::new(); 3],
+    };
+    let mut queue = Queue { jobs: VecDeque::new(), shutdown: false };
+    let mut replies = Vec::new();
+    for (prompt, sampling) in jobs {
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        let params = GenerationParams { max_tokens: 20, sampling: sampling.clone(), stop: vec![] };
+        let prompt = tok.encode(prompt, true).unwrap();
+        queue.jobs.push_back(Job { prompt, params, events, cancel: Default::default() });
+        replies.push(rx);
+    }
+    let queue = (Mutex::new(queue), Condvar::new());
+    let metrics = Metrics::default();
+    let texts = std::thread::scope(|sc| {
+        let reader = sc.spawn(|| {
+            let texts: Vec<(String, usize)> = replies
+                .iter_mut()
+                .map(|rx| {
+                    let mut text = String::new();
+                    loop {
+                        match rx.blocking_recv().expect("a reply ends with Done") {
+                            Event::Piece(p) => text.push_str(&p),
+                            Event::Done(u) => return (text, u.completion_tokens),
+                            Event::Failed(e) => panic!("{e}"),
+                        }
+                    }
+                })
+                .collect();
+            queue.0.lock().unwrap().shutdown = true;
+            queue.1.notify_all();
+            texts
+        });
+        let runner = Runner::new(Box::new(engine), model.config.eos, &tok, cfg, &metrics);
+        assert!(matches!(runner.run(&queue), RunEnd::Shutdown));
+        reader.join().unwrap()
+    });
+    (texts, calls.try_iter().collect())
+}
+
+/// A sampled reply (with its default 64 tokens of history where `repeat_penalty` is on).
+fn sampled(seed: u64, repeat_penalty: f32) -> SamplerConfig {
+    SamplerConfig { temperature: 0.9, top_k: 30, seed, repeat_penalty, ..Default::default() }
+}
+
+#[test]
+fn decode_turns_have_the_engine_pick_and_reply_as_the_host_picks() {
+    let prompts = ["It is a truth", "Emma Woodhouse, handsome, clever", "Mr. Darcy"];
+    let greedy: Vec<_> = prompts.iter().map(|&p| (p, SamplerConfig::default())).collect();
+    let (host, calls) = serve(&greedy, false);
+    // A session's argmax is the host's; prompt turns still gather logits.
+    assert!(calls.contains(&"step") && calls.contains(&"argmax"), "{calls:?}");
+    assert!(host.iter().all(|t| t.1 > 1), "{host:?}");
+
+    let draws = [
+        (prompts[0], sampled(1, 1.0)),
+        (prompts[1], sampled(2, 1.3)),
+        (prompts[2], sampled(3, 1.0)),
+    ];
+    let (host, calls) = serve(&draws, false);
+    assert!(!calls.contains(&"sampled") && !calls.contains(&"argmax"), "{calls:?}");
+    let (device, calls) = serve(&draws, true);
+    assert!(calls.contains(&"sampled") && calls.contains(&"penalized"), "{calls:?}");
+    assert!(!calls.contains(&"wrong history"), "{calls:?}");
+    assert_eq!(device, host, "the engine's picks by the scheduler's draws differ");
+
+    // Greedy and sampled replies in one turn: the host picks (the engine only in the
+    // few turns one of them decodes alone, its prompt read sooner or its reply ended).
+    let mixed = [draws[0].clone(), (prompts[1], SamplerConfig::default())];
+    let (replies, calls) = serve(&mixed, true);
+    assert!(replies.iter().all(|r| r.1 == 20), "{replies:?}");
+    let picked = calls.iter().filter(|&&c| c != "step").count();
+    assert!(picked <= 4, "{calls:?} for {replies:?}");
+}
