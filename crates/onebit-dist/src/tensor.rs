@@ -21,7 +21,7 @@ use crate::error::{DistError, Result};
 use crate::pipeline::{PipelineTimeouts, WireStats, RESET, STOP, TRUNCATE};
 use crate::tensor_msg::{put_argmax, put_control, put_prefill, put_rows, put_sample, WIRE};
 use crate::wire::{first_non_finite, get_values, non_finite, put_values, WireDtype};
-use onebit_model::{Draw, Engine, Sampler, SamplerConfig, Session, ShardExchange, DEVICE_TOP_K};
+use onebit_model::{Draw, Engine, Sampler, SamplerConfig, Session, ShardExchange};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -457,10 +457,10 @@ impl Engine for TensorHead<'_> {
         self.command()?;
         on_session!(self, self.session.decode_argmax(tokens, slots, ids))
     }
-    /// A sampled reply whose draws keep at most [`DEVICE_TOP_K`] candidates: each node sends
-    /// its own (8 bytes each) instead of its rows of logits.
+    /// A sampled reply a device can pick ([`SamplerConfig::fits_device`]): each node sends
+    /// its top-k candidates (8 bytes each) instead of its rows of logits.
     fn samples(&self, cfg: &SamplerConfig) -> bool {
-        cfg.temperature > 0.0 && cfg.candidates(self.vocab()) <= DEVICE_TOP_K
+        cfg.fits_device(self.vocab())
     }
     fn decode_sampled(
         &mut self,

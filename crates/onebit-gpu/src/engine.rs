@@ -339,7 +339,7 @@ impl Engine for GpuSession {
         Ok(())
     }
     fn samples(&self, cfg: &SamplerConfig) -> bool {
-        cfg.temperature > 0.0 && cfg.candidates(self.cfg.vocab) <= DEVICE_TOP_K
+        cfg.fits_device(self.cfg.vocab)
     }
     fn decode_sampled(
         &mut self,

@@ -52,6 +52,13 @@ impl SamplerConfig {
         }
     }
 
+    /// Whether a device engine can pick these replies' tokens itself from a vocabulary of
+    /// `vocab` ([`crate::Engine::samples`]): sampled, keeping at most [`DEVICE_TOP_K`]
+    /// candidates.
+    pub fn fits_device(&self, vocab: usize) -> bool {
+        self.temperature > 0.0 && self.candidates(vocab) <= DEVICE_TOP_K
+    }
+
     /// Checks every setting is in its range, naming the first that is not.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |what: &str, v: f32, range: &str| {

@@ -73,7 +73,7 @@ impl onebit_model::Engine for Recording<'_> {
         onebit_model::Engine::decode_argmax(&mut self.inner, t, slots, ids)
     }
     fn samples(&self, cfg: &SamplerConfig) -> bool {
-        self.device_samples && cfg.temperature > 0.0
+        self.device_samples && cfg.fits_device(self.vocab())
     }
     fn decode_sampled(
         &mut self,
