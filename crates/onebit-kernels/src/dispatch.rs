@@ -75,6 +75,22 @@ impl Isa {
             }
         })
     }
+
+    /// The ISA of the one-token (row) kernels of T2 and the head: [`Isa::selected`], except
+    /// on an AMD CPU with AVX-512 when `ONEBIT_KERNEL` names none, where it is AVX2. Those
+    /// kernels stream the weights from memory; on an AMD EPYC (Zen 4) the AVX2 ones, reading
+    /// one row after another, did so 1.3-1.5x faster than the AVX-512 ones (2B4T decode at one
+    /// token on 2 threads, `bench/runs/2026-12-07-zen4-row-kernels.txt`). The tiles for
+    /// several tokens stay at [`Isa::selected`], where AVX-512's `vpdpbusd` pays.
+    pub fn rows() -> Isa {
+        let isa = Isa::selected();
+        let amd_avx512 = matches!(isa, Isa::Avx512 | Isa::Amx) && CpuFeatures::get().amd;
+        if amd_avx512 && matches!(Isa::requested(), Ok(None)) {
+            Isa::Avx2
+        } else {
+            isa
+        }
+    }
 }
 
 /// The CPU features kernels care about, detected once per process.
@@ -100,6 +116,8 @@ pub struct CpuFeatures {
     pub fma: bool,
     /// F16C (the f16 KV cache's widening).
     pub f16c: bool,
+    /// An AMD CPU (CPUID vendor `AuthenticAMD`): see [`Isa::rows`].
+    pub amd: bool,
 }
 
 impl CpuFeatures {
@@ -160,6 +178,13 @@ fn detect() -> CpuFeatures {
         amx: crate::gemm::amx::available(),
         fma: is_x86_feature_detected!("fma"),
         f16c: is_x86_feature_detected!("f16c"),
+        amd: {
+            // CPUID leaf 0 spells the vendor in EBX, EDX, ECX.
+            #[allow(unused_unsafe)] // safe in newer toolchains
+            // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+            let r = unsafe { std::arch::x86_64::__cpuid(0) };
+            [r.ebx, r.edx, r.ecx] == [0x6874_7541, 0x6974_6E65, 0x444D_4163]
+        },
         ..CpuFeatures::default()
     }
 }
@@ -187,6 +212,8 @@ pub const GEMM_MIN_TOKENS: usize = 4;
 pub struct Kernel {
     format: TernaryFormat,
     isa: Isa,
+    /// The ISA of `gemv` (not `isa` where [`Isa::rows`] says so).
+    row_isa: Isa,
     gemv: MatmulFn,
     gemm: MatmulFn,
 }
@@ -241,7 +268,7 @@ impl Kernel {
             return Err(unavailable());
         }
         let (gemv, gemm) = table(format, isa).ok_or_else(unavailable)?;
-        Ok(Kernel { format, isa, gemv, gemm })
+        Ok(Kernel { format, isa, row_isa: isa, gemv, gemm })
     }
 
     /// Every kernel for `format` this CPU can run, scalar first.
@@ -249,12 +276,24 @@ impl Kernel {
         Isa::ALL.into_iter().filter_map(|isa| Kernel::get(format, isa).ok()).collect()
     }
 
-    /// The highest-ISA kernel for `format`, or the one `ONEBIT_KERNEL` names.
+    /// The highest-ISA kernel for `format` (T2's one-token rows at [`Isa::rows`]), or the one
+    /// `ONEBIT_KERNEL` names. B3 keeps its AVX-512 rows: its AVX2 decode is compute-bound
+    /// (6912x2560 at one token, 2 threads, on Zen 4: 340-370 µs vs 200 µs).
     pub fn best(format: TernaryFormat) -> Result<Kernel> {
         if let Some(isa) = Isa::requested()? {
             return Kernel::get(format, isa);
         }
-        Kernel::available(format).pop().ok_or_else(|| Error::Unavailable(format.name().into()))
+        let mut k = Kernel::available(format)
+            .pop()
+            .ok_or_else(|| Error::Unavailable(format.name().into()))?;
+        let rows = Isa::rows();
+        if format == TernaryFormat::T2 && rows != k.isa {
+            if let Some((gemv, _)) = table(format, rows) {
+                k.gemv = gemv;
+                k.row_isa = rows;
+            }
+        }
+        Ok(k)
     }
 
     /// The layout this kernel reads.
@@ -265,10 +304,19 @@ impl Kernel {
     pub fn isa(&self) -> Isa {
         self.isa
     }
-    /// `family/format/isa`, for tables and JSON.
+    /// The ISA of its one-token (row) kernel: [`Kernel::isa`] unless [`Isa::rows`] differs.
+    pub fn row_isa(&self) -> Isa {
+        self.row_isa
+    }
+    /// `family/format/isa` (`+rows-isa` where the rows run at another), for tables and JSON.
     pub fn name(&self) -> String {
         let family = if self.format == TernaryFormat::Lut { "lut" } else { "mad" };
-        format!("{family}/{}/{}", self.format.name(), self.isa.name())
+        let rows = if self.row_isa == self.isa {
+            String::new()
+        } else {
+            format!("+rows-{}", self.row_isa.name())
+        };
+        format!("{family}/{}/{}{rows}", self.format.name(), self.isa.name())
     }
 }
 

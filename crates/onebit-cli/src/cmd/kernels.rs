@@ -38,7 +38,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     // The head and the dense vector ops follow the same ISA choice (ONEBIT_KERNEL included).
     let isa = Isa::selected();
-    println!("{:>6}: q8/q4 {}", "head", isa.name());
+    let rows = if Isa::rows() == isa {
+        String::new()
+    } else {
+        format!(" (one token: {})", Isa::rows().name())
+    };
+    println!("{:>6}: q8/q4 {}{rows}", "head", isa.name());
     let dense = DenseKernels::get(isa).map(|k| k.isa()).unwrap_or(Isa::Scalar);
     println!("{:>6}: f32/f16 {}", "dense", dense.name());
     print_adapters();

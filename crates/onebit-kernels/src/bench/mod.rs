@@ -75,21 +75,15 @@ impl ReadBuffer {
         let sink = std::sync::atomic::AtomicU64::new(0);
         let times = time_runs(reps, reps, Duration::ZERO, || {
             pool.run(&|i| {
-                // Four sequential streams per thread, as the GEMV kernels read four rows at once.
+                // One sequential stream per thread. Four streams a thread (the AVX-512 row
+                // kernels' four rows at once, which the probe mimicked until 2026-12-07) read
+                // 11 GB/s on one Zen 4 thread where one stream read 29-30: a bound must be
+                // the memory's, not one access pattern's.
                 let part = &self.0[split(self.0.len(), threads, i, 256)];
-                let q = part.len() / 4;
-                let (s0, rest) = part.split_at(q);
-                let (s1, rest) = rest.split_at(q);
-                let (s2, s3) = rest.split_at(q);
                 let mut acc = [0u64; 8];
-                for (((a, b), c), d) in s0
-                    .chunks_exact(8)
-                    .zip(s1.chunks_exact(8))
-                    .zip(s2.chunks_exact(8))
-                    .zip(s3.chunks_exact(8))
-                {
+                for a in part.chunks_exact(8) {
                     for j in 0..8 {
-                        acc[j] = acc[j].wrapping_add(a[j] ^ b[j]).wrapping_add(c[j] ^ d[j]);
+                        acc[j] = acc[j].wrapping_add(a[j]);
                     }
                 }
                 sink.fetch_add(

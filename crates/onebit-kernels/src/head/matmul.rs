@@ -1,7 +1,9 @@
 //! The head matmul: rows split over the pool, L2-sized row blocks shared by every token,
 //! the dot product of the selected ISA (on AVX-512, four rows × four tokens per tile once
 //! there are four tokens; on AVX2, four rows × two tokens once there are two); on AMX,
-//! batches of tokens take `amx` for all but the last rows of each thread's range.
+//! batches of tokens take `amx` for all but the last rows of each thread's range. Tokens
+//! left over from the tiles (one-token decode) run at [`Isa::rows`], which on an AMD CPU
+//! with AVX-512 is AVX2: one row at a time, a single sequential stream of the head.
 
 use super::Q8Matrix;
 #[cfg(target_arch = "x86_64")]
@@ -21,14 +23,15 @@ pub fn dot_scalar(w: &[i8], q: &[i8]) -> i32 {
     w.iter().zip(q).map(|(&a, &b)| a as i32 * b as i32).sum()
 }
 
-/// `out[t·rows + r]` for every token of `x`, rows split over the pool, at [`Isa::selected`].
+/// `out[t·rows + r]` for every token of `x`, rows split over the pool, at [`Isa::selected`]
+/// (tokens left over from the tiles at [`Isa::rows`]).
 pub fn q8_matmul(
     pool: &ThreadPool,
     m: &Q8Matrix,
     x: &ActQuant,
     out: &mut [f32],
 ) -> crate::Result<()> {
-    q8_matmul_on(pool, Isa::selected(), m, x, out)
+    q8_matmul_with(pool, Isa::selected(), Isa::rows(), m, x, out)
 }
 
 /// [`q8_matmul`] with the head kernels of `isa` (AMX shares the AVX-512 rows; NEON has no
@@ -36,6 +39,18 @@ pub fn q8_matmul(
 pub fn q8_matmul_on(
     pool: &ThreadPool,
     isa: Isa,
+    m: &Q8Matrix,
+    x: &ActQuant,
+    out: &mut [f32],
+) -> crate::Result<()> {
+    q8_matmul_with(pool, isa, isa, m, x, out)
+}
+
+/// The head with the tiles (several tokens) of `isa` and the one-token rows of `row_isa`.
+pub(super) fn q8_matmul_with(
+    pool: &ThreadPool,
+    isa: Isa,
+    row_isa: Isa,
     m: &Q8Matrix,
     x: &ActQuant,
     out: &mut [f32],
@@ -54,10 +69,13 @@ pub fn q8_matmul_on(
             found: out.len(),
         });
     }
-    if !CpuFeatures::get().has(isa) {
-        return Err(crate::Error::Unavailable(format!("q8 head/{}", isa.name())));
+    for isa in [isa, row_isa] {
+        if !CpuFeatures::get().has(isa) {
+            return Err(crate::Error::Unavailable(format!("q8 head/{}", isa.name())));
+        }
     }
     let path = HeadPath::of(isa);
+    let row_path = HeadPath::of(row_isa);
     #[cfg(target_arch = "x86_64")]
     if m.bits == 4 && path == HeadPath::Avx512 {
         super::q4_avx512::q4_matmul_avx512(pool, m, x, out);
@@ -99,13 +117,15 @@ pub fn q8_matmul_on(
                         m.row(r)
                     }
                 };
-                let put = |t: usize, r: usize, v: i32| {
-                    let v = if path == HeadPath::Avx512 { v - 128 * m.wsum[r] } else { v };
+                // The AVX-512 dot products add 128 to every activation (`vpdpbusd` is u8 × s8).
+                let put_from = |p: HeadPath, t: usize, r: usize, v: i32| {
+                    let v = if p == HeadPath::Avx512 { v - 128 * m.wsum[r] } else { v };
                     // SAFETY: rows are split disjointly; t·rows + r < out.len() by the check above.
                     unsafe {
                         *outp.get().add(t * m.rows + r) = v as f32 * m.scale[r] / x.scales()[t]
                     };
                 };
+                let put = |t: usize, r: usize, v: i32| put_from(path, t, r, v);
                 #[allow(unused_mut)] // only the x86-64 tile loop below advances it
                 let mut t0 = 0;
                 #[cfg(target_arch = "x86_64")]
@@ -172,9 +192,9 @@ pub fn q8_matmul_on(
                     let mut r = b0;
                     while r < b1 {
                         // Four rows at a time share the activation loads on AVX-512.
-                        let n = if path == HeadPath::Avx512 { 4.min(b1 - r) } else { 1 };
+                        let n = if row_path == HeadPath::Avx512 { 4.min(b1 - r) } else { 1 };
                         let mut acc = [0i32; 4];
-                        match (path, n) {
+                        match (row_path, n) {
                             #[cfg(target_arch = "x86_64")]
                             (HeadPath::Avx512, 4) => {
                                 // SAFETY: features checked above; rows r..r+4 exist and hold `padded` bytes.
@@ -195,7 +215,7 @@ pub fn q8_matmul_on(
                             _ => acc[0] = dot_scalar(row(r), q),
                         }
                         for (i, &v) in acc.iter().enumerate().take(n) {
-                            put(t, r + i, v);
+                            put_from(row_path, t, r + i, v);
                         }
                         r += n;
                     }

@@ -276,16 +276,18 @@ mod tests {
                 (0..tokens * cols).map(|i| ((i * 104729) % 3001) as f32 / 1500.0 - 1.0).collect();
             let mut x = ActQuant::new(tokens, cols);
             x.quantize(&xs);
-            for isa in crate::dispatch::Isa::ALL.into_iter().filter(|&i| features.has(i)) {
+            let isas = || crate::dispatch::Isa::ALL.into_iter().filter(|&i| features.has(i));
+            // The tiles of one ISA with the leftover tokens' rows of another (`Isa::rows`).
+            for (isa, row_isa) in isas().flat_map(|i| isas().map(move |r| (i, r))) {
                 let mut y = vec![0f32; tokens * rows];
-                q8_matmul_on(&pool, isa, &m, &x, &mut y).unwrap();
+                matmul::q8_matmul_with(&pool, isa, row_isa, &m, &x, &mut y).unwrap();
                 for t in 0..tokens {
                     for r in 0..rows {
                         let acc = dot_scalar(m.row(r), x.row(t));
                         assert_eq!(
                             y[t * rows + r],
                             acc as f32 * m.row_scale(r) / x.scales()[t],
-                            "{isa:?} {rows}x{cols} t={t} r={r}"
+                            "{isa:?} rows {row_isa:?} {rows}x{cols} t={t} r={r}"
                         );
                     }
                 }
