@@ -79,17 +79,21 @@ impl Isa {
     /// The ISA of the one-token (row) kernels of T2 and the head: [`Isa::selected`], except
     /// on an AMD CPU with AVX-512 when `ONEBIT_KERNEL` names none, where it is AVX2. Those
     /// kernels stream the weights from memory; on an AMD EPYC (Zen 4) the AVX2 ones, reading
-    /// one row after another, did so 1.3-1.5x faster than the AVX-512 ones (2B4T decode at one
-    /// token on 2 threads, `bench/runs/2026-12-07-zen4-row-kernels.txt`). The tiles for
-    /// several tokens stay at [`Isa::selected`], where AVX-512's `vpdpbusd` pays.
+    /// one row after another, did so faster than the AVX-512 ones, four rows a pass or one
+    /// (2B4T decode at one token on 2 threads: 1.48x and ~1.2x; the run file
+    /// `bench/runs/2026-12-07-zen4-row-kernels.txt`). The tiles for several tokens stay at
+    /// [`Isa::selected`], where AVX-512's `vpdpbusd` pays. Decided once, like the selection.
     pub fn rows() -> Isa {
-        let isa = Isa::selected();
-        let amd_avx512 = matches!(isa, Isa::Avx512 | Isa::Amx) && CpuFeatures::get().amd;
-        if amd_avx512 && matches!(Isa::requested(), Ok(None)) {
-            Isa::Avx2
-        } else {
-            isa
-        }
+        static ROWS: OnceLock<Isa> = OnceLock::new();
+        *ROWS.get_or_init(|| {
+            let isa = Isa::selected();
+            let amd_avx512 = matches!(isa, Isa::Avx512 | Isa::Amx) && CpuFeatures::get().amd;
+            if amd_avx512 && matches!(Isa::requested(), Ok(None)) {
+                Isa::Avx2
+            } else {
+                isa
+            }
+        })
     }
 }
 
