@@ -281,5 +281,13 @@ fn onebit_kernel_reaches_the_head_and_dense_ops() {
         .output()
         .expect("running onebit");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ONEBIT_KERNEL=sse9"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"ONEBIT_KERNEL="sse9" names no kernel (one of: scalar"#), "{err}");
+    // Set but empty (`ONEBIT_KERNEL= onebit ...`) is unset: the default kernels.
+    let out = Command::new(env!("CARGO_BIN_EXE_onebit"))
+        .arg("kernels")
+        .env("ONEBIT_KERNEL", "")
+        .output()
+        .expect("running onebit");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

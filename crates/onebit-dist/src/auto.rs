@@ -46,7 +46,9 @@ struct Cached {
     /// exchange's latency (s) and bandwidth (B/s).
     links: Vec<CachedLink>,
     /// Per node: seconds per token, memory bytes, batch curve of the blocks and of the head,
-    /// the linears' shares (`crate::speed::BatchCurve`).
+    /// the linears' and the context's shares, the head's share of a pass (NaN: none)
+    /// (`crate::speed::BatchCurve`). A cache from before the head's share does not parse and
+    /// is measured again.
     nodes: Vec<CachedNode>,
 }
 
@@ -68,8 +70,8 @@ impl Cached {
 }
 
 /// A node in the cache: seconds per token, memory bytes, the blocks' and the head's batch
-/// curve, the linears' and the context's shares.
-type CachedNode = (f64, u64, [f64; 5], [f64; 5], [f64; 5], [f64; 5]);
+/// curve, the linears' and the context's shares, the head's share of a pass.
+type CachedNode = (f64, u64, [f64; 5], [f64; 5], [f64; 5], [f64; 5], f64);
 
 fn emulated_us(e: Option<LinkEmulation>) -> (u64, u64) {
     e.map_or((0, 0), |e| (e.delay.as_micros() as u64, e.jitter.as_micros() as u64))
@@ -140,10 +142,10 @@ pub fn measure(
         let nodes = k
             .nodes
             .iter()
-            .map(|&(token_s, mem_bytes, blocks, head, linear_share, context_share)| NodeMeasure {
-                token_s,
-                mem_bytes,
-                batch: BatchCurve { blocks, head, linear_share, context_share },
+            .map(|&(token_s, mem_bytes, blocks, head, linear_share, context_share, h)| {
+                let head_share = Some(h).filter(|h| !h.is_nan());
+                let batch = BatchCurve { blocks, head, linear_share, context_share, head_share };
+                NodeMeasure { token_s, mem_bytes, batch }
             })
             .collect();
         return Ok(Measured { links, nodes, names, cached: true });
@@ -175,7 +177,8 @@ pub fn measure(
             .iter()
             .map(|n| {
                 let b = &n.batch;
-                (n.token_s, n.mem_bytes, b.blocks, b.head, b.linear_share, b.context_share)
+                let h = b.head_share.unwrap_or(f64::NAN);
+                (n.token_s, n.mem_bytes, b.blocks, b.head, b.linear_share, b.context_share, h)
             })
             .collect(),
     };
@@ -285,6 +288,7 @@ mod tests {
                     [1.0, 1.1, 1.2, 1.4, 1.8],
                     [0.9; 5],
                     [0.0; 5],
+                    0.26,
                 ),
                 (
                     0.08,
@@ -293,6 +297,7 @@ mod tests {
                     [1.0, 1.2, 1.3, 1.6, 2.0],
                     [1.0, 0.9, 0.9, 0.8, 0.8],
                     [0.1; 5],
+                    0.3,
                 ),
             ],
         };
@@ -310,17 +315,27 @@ mod tests {
         let six = toml::to_string(&k).unwrap().replace(", 0.00002, 800000000.0]", "]");
         assert!(six.contains("1200000000.0]]"), "{six}");
         assert!(toml::from_str::<Cached>(&six).is_err());
-        // Nor one written before the linear shares (four fields per node) or the context's
-        // (five).
+        // Nor one written before the linear shares (four fields per node), the context's
+        // (five) or the head's share of a pass (six).
         let curve = "[1.0, 1.0, 1.0, 1.0, 1.0]";
         let old = toml::to_string(&k).unwrap().replace("nodes = [", "nodes_old = [");
-        let node = |n: usize| {
+        let node = |n: usize, tail: &str| {
             let curves = vec![curve; n].join(", ");
-            format!("{old}nodes = [[0.07, 17179869184, {curves}]]\n")
+            format!("{old}nodes = [[0.07, 17179869184, {curves}{tail}]]\n")
         };
-        assert!(toml::from_str::<Cached>(&node(2)).is_err());
-        assert!(toml::from_str::<Cached>(&node(3)).is_err());
-        assert!(toml::from_str::<Cached>(&node(4)).is_ok(), "the same text with the shares parses");
+        for n in 2..=4 {
+            assert!(toml::from_str::<Cached>(&node(n, "")).is_err(), "{n} curves");
+        }
+        let with_share = node(4, ", 0.25");
+        assert!(
+            toml::from_str::<Cached>(&with_share).is_ok(),
+            "the same text with the share parses"
+        );
+        // A node without a measured head share (NaN) reads back as none.
+        let mut nan = k.clone();
+        nan.nodes[0].6 = f64::NAN;
+        let back: Cached = toml::from_str(&toml::to_string(&nan).unwrap()).unwrap();
+        assert!(back.nodes[0].6.is_nan());
     }
 
     #[test]

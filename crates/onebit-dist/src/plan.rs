@@ -47,10 +47,20 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// Seconds of one decode pass over `k` sequences, where the blocks take `block_frac`
-    /// of a one-sequence pass.
-    pub(crate) fn pass_s(&self, k: f64, block_frac: f64) -> f64 {
-        self.token_s * self.batch.pass_x(k, block_frac)
+    /// Seconds of one decode pass over `k` sequences (`by_bytes`: the blocks' share of the
+    /// weight bytes, for a node whose head share was not measured).
+    pub(crate) fn pass_s(&self, k: f64, by_bytes: f64) -> f64 {
+        self.token_s * self.batch.pass_x(k, by_bytes)
+    }
+
+    /// Seconds of this node's one-sequence pass over every block (`by_bytes` as above).
+    pub(crate) fn blocks_s(&self, by_bytes: f64) -> f64 {
+        self.token_s * self.batch.block_frac(by_bytes)
+    }
+
+    /// Seconds of this node's one-sequence pass over the whole output head.
+    pub(crate) fn head_s(&self, by_bytes: f64) -> f64 {
+        self.token_s - self.blocks_s(by_bytes)
     }
 }
 
@@ -267,7 +277,7 @@ fn plans(
 }
 
 /// What the split strategies share: the model, its weight bytes and the blocks' share of
-/// decode time, the nodes, the cost of moving some bytes between two ranks, and the element
+/// them (of decode time where a node's head share was not measured), the nodes, the cost of moving some bytes between two ranks, and the element
 /// type on the wire (every link's, where one type is priced).
 #[derive(Clone, Copy)]
 pub(crate) struct Inputs<'a> {
@@ -335,10 +345,7 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     // group is read on both sides).
     let cost = |rows: f64| {
         let slowest = |f: &dyn Fn(usize) -> f64| (0..n).map(f).fold(0.0, f64::max);
-        let blocks_s = |i: usize| {
-            let (t, b) = (nodes[i].token_s, &nodes[i].batch);
-            t * block_frac * b.blocks_x(rows)
-        };
+        let blocks_s = |i: usize| nodes[i].blocks_s(block_frac) * nodes[i].batch.blocks_x(rows);
         let linears: f64 = (0..4)
             .map(|j| {
                 slowest(&|i| {
@@ -355,8 +362,7 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
         });
         let blocks = linears + attend + rest;
         let head = slowest(&|i| {
-            let (t, b) = (nodes[i].token_s, &nodes[i].batch);
-            t * (1.0 - block_frac) * head_bytes(i) / total_head * b.head_x(rows)
+            nodes[i].head_s(block_frac) * head_bytes(i) / total_head * nodes[i].batch.head_x(rows)
         });
         let compute = blocks + head;
         compute + syncs as f64 * lat + per_row * others * rows / bw

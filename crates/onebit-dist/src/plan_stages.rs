@@ -6,8 +6,10 @@
 //! a candidate where they differ.
 //!
 //! A stage of nodes `G` running `l` of the `L` blocks takes, per token,
-//! `f·(l/L) / Σ_{i∈G} 1/t_i` (its nodes' speeds add up: pieces are in proportion to speed; `f`
-//! the blocks' share of decode time), plus on the head's stage the output head, plus, where
+//! `(l/L) / Σ_{i∈G} 1/b_i` (its nodes' speeds add up: pieces are in proportion to speed; `b_i`
+//! node i's time for every block, its measured share of a pass), plus on the head's stage the
+//! output head (the head's measured time), both grown by the curves at the stage's rows (one
+//! for one sequence, the micro-batch for sequences in flight), plus, where
 //! `G` has several nodes, `4l` gathers over the group's slowest link (latency plus the
 //! pieces a node receives over its bandwidth, in the group's element type) and the leader
 //! handing the rows to the others (in the type they came in; the head's own as f32).
@@ -23,10 +25,10 @@ use std::ops::Range;
 /// What the planner knows of one stage's group.
 struct Group {
     nodes: Range<usize>,
-    /// Sum of the nodes' speeds (whole-model tokens per second).
+    /// Sum of the nodes' speeds over the blocks (passes over every block per second).
     speed: f64,
-    /// The slowest node's seconds per whole-model token: the pace of the work outside the
-    /// linears, which every node of the group does whole.
+    /// The slowest node's seconds for a pass over every block: the pace of the work outside
+    /// the linears, which every node of the group does whole.
     slowest_s: f64,
     /// The nodes' mean batch curve.
     batch: BatchCurve,
@@ -221,9 +223,10 @@ fn staged(
             .flat_map(|a| (a + 1..r.end).map(move |b| (a, b)))
             .map(|(a, b)| link(a, b))
             .collect::<Option<_>>()?;
+        let blocks_s = |i: usize| nodes[i].blocks_s(block_frac);
         groups.push(Group {
-            speed: r.clone().map(|i| 1.0 / nodes[i].token_s).sum(),
-            slowest_s: r.clone().map(|i| nodes[i].token_s).fold(0.0, f64::max),
+            speed: r.clone().map(|i| 1.0 / blocks_s(i)).sum(),
+            slowest_s: r.clone().map(blocks_s).fold(0.0, f64::max),
             batch: BatchCurve::mean(r.clone().map(|i| nodes[i].batch)),
             latency: pairs.iter().map(|l| l.exchange_latency_s).fold(0.0, f64::max),
             bandwidth: pairs.iter().map(|l| l.exchange_bandwidth_bps).fold(f64::INFINITY, f64::min),
@@ -239,9 +242,9 @@ fn staged(
         // is every node's.
         let share = gr.batch.linear_share_at(rows) + gr.batch.context_share_at(rows);
         let per_block = share / gr.speed + (1.0 - share) * gr.slowest_s;
-        let mut t = block_frac * l as f64 / layers * per_block * gr.batch.blocks_x(rows);
+        let mut t = l as f64 / layers * per_block * gr.batch.blocks_x(rows);
         if g == 0 {
-            t += nodes[0].token_s * (1.0 - block_frac) * nodes[0].batch.head_x(rows);
+            t += nodes[0].head_s(block_frac) * nodes[0].batch.head_x(rows);
         }
         if n > 1.0 {
             let lead = gr.nodes.start;
@@ -254,14 +257,22 @@ fn staged(
     let fits = |g: usize, l: usize| {
         let gr = &groups[g];
         gr.nodes.clone().all(|i| {
-            let share = 1.0 / nodes[i].token_s / gr.speed;
+            // The executor's pieces: in proportion to whole-model speed.
+            let speed: f64 = gr.nodes.clone().map(|j| 1.0 / nodes[j].token_s).sum();
+            let share = 1.0 / nodes[i].token_s / speed;
             per_layer_bytes * l as f64 * share + if i == 0 { head_bytes } else { 0.0 }
                 <= nodes[i].mem_bytes as f64
         })
     };
     // best[i][j]: with stages 0..i holding j blocks, every stage at least one block, the
-    // (slowest stage, sum of stages) pair best for `goal`; back[i][j] the blocks of stage i - 1.
+    // (slowest stage, sum of stages) pair best for `goal` at its rows (sequences in flight go
+    // round in s micro-batches); back[i][j] the blocks of stage i - 1.
     let (s, total) = (groups.len(), c.layers);
+    let micro = (k as f64 / s as f64).max(1.0);
+    let rows = match goal {
+        Goal::Throughput => micro,
+        Goal::Latency => 1.0,
+    };
     let inf = (f64::INFINITY, f64::INFINITY);
     let mut best = vec![vec![inf; total + 1]; s + 1];
     let mut back = vec![vec![0usize; total + 1]; s + 1];
@@ -271,7 +282,7 @@ fn staged(
             for l in 1..=j - (i - 1) {
                 let (worst, sum) = best[i - 1][j - l];
                 if worst.is_finite() && fits(i - 1, l) {
-                    let t = stage_t(i - 1, l, 1.0);
+                    let t = stage_t(i - 1, l, rows);
                     let v = (worst.max(t), sum + t);
                     if goal.prefers(v, best[i][j]) {
                         best[i][j] = v;
@@ -302,7 +313,6 @@ fn staged(
     let t: f64 = trip(1.0).iter().sum();
     // k sequences in s micro-batches: a micro-batch finishes each cycle of the slowest step,
     // and no sequence moves faster than its own trip.
-    let micro = (k as f64 / s as f64).max(1.0);
     let steps = trip(micro);
     let cycle = steps.iter().copied().fold(0.0, f64::max);
     let sum: f64 = steps.iter().sum();

@@ -52,13 +52,32 @@ pub struct BatchCurve {
     /// The share spent attending over the context the pass was timed after (0 on a fresh
     /// cache): tensor parallelism divides it by KV heads.
     pub context_share: [f64; 5],
+    /// The output head's share of a one-row pass (blocks and head timed apart), or `None`
+    /// where not measured: the planner then takes the head's share of the weight bytes.
+    /// Measured, because the two stream at different rates: on a Zen 4 with one thread the
+    /// int8 head took 10.9 of 42.6 ms (26 %) though it is 39 % of the 2B4T's bytes, and a
+    /// pipeline split by bytes gave its first stage 6 blocks where 9 balanced the stages
+    /// (bench/runs/2026-12-07-zen4-issue15-head-share.txt).
+    pub head_share: Option<f64>,
 }
 
 impl BatchCurve {
     /// Every extra row adding `slope` of a one-row pass, blocks and head alike.
     pub fn linear(slope: f64) -> BatchCurve {
         let x = CURVE_ROWS.map(|r| 1.0 + slope * (r - 1) as f64);
-        BatchCurve { blocks: x, head: x, linear_share: [1.0; 5], context_share: [0.0; 5] }
+        BatchCurve {
+            blocks: x,
+            head: x,
+            linear_share: [1.0; 5],
+            context_share: [0.0; 5],
+            head_share: None,
+        }
+    }
+
+    /// The blocks' share of a one-row pass: the measured one, else `by_bytes` (the blocks'
+    /// share of the weight bytes).
+    pub fn block_frac(&self, by_bytes: f64) -> f64 {
+        self.head_share.map_or(by_bytes, |h| 1.0 - h)
     }
 
     /// The blocks' pass over `rows` rows, times one row's.
@@ -71,10 +90,11 @@ impl BatchCurve {
         interpolate(&self.head, rows)
     }
 
-    /// A whole pass over `rows` rows, times one row's, where the blocks take `block_frac`
-    /// of a one-row pass.
-    pub fn pass_x(&self, rows: f64, block_frac: f64) -> f64 {
-        block_frac * self.blocks_x(rows) + (1.0 - block_frac) * self.head_x(rows)
+    /// A whole pass over `rows` rows, times one row's ([`BatchCurve::block_frac`] of
+    /// `by_bytes` the blocks' share of one row's).
+    pub fn pass_x(&self, rows: f64, by_bytes: f64) -> f64 {
+        let f = self.block_frac(by_bytes);
+        f * self.blocks_x(rows) + (1.0 - f) * self.head_x(rows)
     }
 
     /// The linears' share of the blocks' pass over `rows` rows.
@@ -87,13 +107,20 @@ impl BatchCurve {
         interpolate(&self.context_share, rows)
     }
 
-    /// The element-wise mean of several nodes' curves (a stage run by a group).
+    /// The element-wise mean of several nodes' curves (a stage run by a group); the head's
+    /// share only where every curve has one.
     pub fn mean(curves: impl Iterator<Item = BatchCurve>) -> BatchCurve {
         let zero = [0.0; 5];
-        let mut sum =
-            BatchCurve { blocks: zero, head: zero, linear_share: zero, context_share: zero };
+        let mut sum = BatchCurve {
+            blocks: zero,
+            head: zero,
+            linear_share: zero,
+            context_share: zero,
+            head_share: Some(0.0),
+        };
         let mut n = 0.0;
         for c in curves {
+            sum.head_share = sum.head_share.zip(c.head_share).map(|(a, b)| a + b);
             for i in 0..5 {
                 sum.blocks[i] += c.blocks[i];
                 sum.head[i] += c.head[i];
@@ -111,6 +138,7 @@ impl BatchCurve {
             head: avg(sum.head),
             linear_share: avg(sum.linear_share),
             context_share: avg(sum.context_share),
+            head_share: sum.head_share.map(|h| h / n),
         }
     }
 
@@ -118,7 +146,8 @@ impl BatchCurve {
     /// fraction.
     fn sane(&self) -> bool {
         let shares = self.linear_share.iter().all(|v| (0.01..=1.0).contains(v))
-            && self.context_share.iter().all(|v| (0.0..=1.0).contains(v));
+            && self.context_share.iter().all(|v| (0.0..=1.0).contains(v))
+            && self.head_share.is_none_or(|h| (0.001..=0.999).contains(&h));
         shares
             && [&self.blocks, &self.head]
                 .iter()
@@ -275,6 +304,7 @@ fn measure_once(c: &ModelConfig, threads: usize, ctx: usize) -> Result<NodeMeasu
         head: points.map(|p| p.1 / h1),
         linear_share,
         context_share,
+        head_share: Some(h1 / (e1 + h1)),
     };
     let token_s = e1 + h1;
     let mem_bytes = onebit_kernels::machine::available_memory().unwrap_or(0);
@@ -365,8 +395,8 @@ pub fn measure_mesh(
 }
 
 /// Bytes of an encoded [`NodeMeasure`]: seconds per token, memory, the curve's ten points,
-/// the five linear shares, the five context shares.
-const MEASURE_BYTES: usize = 8 * 22;
+/// the five linear shares, the five context shares, the head's share (NaN: none).
+const MEASURE_BYTES: usize = 8 * 23;
 
 fn encode_measure(m: &NodeMeasure) -> Vec<u8> {
     let mut b = m.token_s.to_le_bytes().to_vec();
@@ -375,6 +405,7 @@ fn encode_measure(m: &NodeMeasure) -> Vec<u8> {
     for v in c.blocks.iter().chain(&c.head).chain(&c.linear_share).chain(&c.context_share) {
         b.extend(v.to_le_bytes());
     }
+    b.extend(c.head_share.unwrap_or(f64::NAN).to_le_bytes());
     b
 }
 
@@ -390,6 +421,7 @@ fn decode_measure(b: &[u8]) -> std::result::Result<NodeMeasure, String> {
         head: std::array::from_fn(|i| f(7 + i)),
         linear_share: std::array::from_fn(|i| f(12 + i)),
         context_share: std::array::from_fn(|i| f(17 + i)),
+        head_share: Some(f(22)).filter(|h| !h.is_nan()),
     };
     if !(token_s.is_finite() && token_s > 0.0 && batch.sane()) {
         return Err("a speed out of range".into());
@@ -411,6 +443,7 @@ mod tests {
         assert!(shape_config([0, 1, 1, 1, 1, 1, 1]).is_err());
         assert!(shape_config([u32::MAX; 7]).is_err());
         assert!(m.batch.sane(), "{m:?}");
+        assert!(m.batch.head_share.is_some_and(|h| h > 0.0 && h < 1.0), "{m:?}");
         assert_eq!(decode_measure(&encode_measure(&m)), Ok(m));
         // After a context longer than the tiny shape's positions and than one fill pass: the
         // session is sized for it and every point starts from the same context.
@@ -427,6 +460,7 @@ mod tests {
             head: [1.0, 1.1, 1.2, 1.4, 1.8],
             linear_share: [0.9, 0.88, 0.85, 0.8, 0.75],
             context_share: [0.05, 0.06, 0.08, 0.1, 0.2],
+            head_share: Some(0.25),
         };
         assert_eq!(c.blocks_x(1.0), 1.0);
         assert!((c.context_share_at(12.0) - 0.15).abs() < 1e-12);
@@ -435,12 +469,18 @@ mod tests {
         assert!((c.blocks_x(6.0) - 2.0).abs() < 1e-12);
         assert!((c.blocks_x(24.0) - 3.8).abs() < 1e-12);
         assert!((c.head_x(16.0) - 1.8).abs() < 1e-12);
-        assert!((c.pass_x(4.0, 0.75) - (0.75 * 1.8 + 0.25 * 1.2)).abs() < 1e-12);
+        // The measured head share, not the bytes' (0.5 here), weighs the two curves.
+        assert!((c.pass_x(4.0, 0.5) - (0.75 * 1.8 + 0.25 * 1.2)).abs() < 1e-12);
         let l = BatchCurve::linear(0.25);
+        assert!((l.pass_x(3.0, 0.6) - (0.6 * 1.5 + 0.4 * 1.5)).abs() < 1e-12);
+        assert_eq!((l.block_frac(0.6), c.block_frac(0.6)), (0.6, 0.75));
         assert!((l.blocks_x(8.0) - 2.75).abs() < 1e-12 && (l.head_x(11.0) - 3.5).abs() < 1e-12);
         let m = BatchCurve::mean([c, l].into_iter());
         assert!((m.blocks[4] - (3.0 + 4.75) / 2.0).abs() < 1e-12);
         assert!((m.context_share[4] - 0.1).abs() < 1e-12);
+        assert_eq!(m.head_share, None, "one curve without a measured head share");
+        let both = BatchCurve::mean([c, BatchCurve { head_share: Some(0.35), ..c }].into_iter());
+        assert!((both.head_share.unwrap() - 0.3).abs() < 1e-12);
         let good = NodeMeasure { token_s: 0.05, mem_bytes: 7 << 30, batch: c };
         let bytes = encode_measure(&good);
         assert_eq!(decode_measure(&bytes), Ok(good));
@@ -449,8 +489,14 @@ mod tests {
         bad[8 * 16..8 * 17].copy_from_slice(&1.5f64.to_le_bytes()); // a share above the whole
         assert!(decode_measure(&bad).is_err());
         let mut bad = bytes.clone();
-        bad[8 * 21..].copy_from_slice(&(-0.1f64).to_le_bytes()); // a negative context share
+        bad[8 * 21..8 * 22].copy_from_slice(&(-0.1f64).to_le_bytes()); // a negative context share
         assert!(decode_measure(&bad).is_err());
+        let mut bad = bytes.clone();
+        bad[8 * 22..].copy_from_slice(&1.0f64.to_le_bytes()); // a pass all head
+        assert!(decode_measure(&bad).is_err());
+        let mut none = bytes.clone();
+        none[8 * 22..].copy_from_slice(&f64::NAN.to_le_bytes());
+        assert_eq!(decode_measure(&none).unwrap().batch.head_share, None);
         let mut bad = bytes.clone();
         bad[16..24].copy_from_slice(&2.0f64.to_le_bytes()); // a first point other than 1
         assert!(decode_measure(&bad).unwrap_err().contains("out of range"));

@@ -240,3 +240,42 @@ fn work_outside_the_linears_is_every_tensor_parallel_nodes_whole() {
     // With every node repeating 40 % of the blocks, two nodes gain less than 1.6x.
     assert!(one6 / tp6 < 1.6, "{}", one6 / tp6);
 }
+
+/// The blocks of the pipeline's first stage (the head's) in its split for sequences in
+/// flight: the candidate with the higher batch figure.
+fn head_blocks_in_flight(p: &[Plan]) -> usize {
+    p.iter()
+        .filter(|x| matches!(x.strategy, Strategy::Pipeline { .. }))
+        .max_by(|a, b| a.tok_s_batch.total_cmp(&b.tok_s_batch))
+        .map(|x| match &x.strategy {
+            Strategy::Pipeline { layers } => layers[0],
+            _ => unreachable!(),
+        })
+        .expect("a pipeline candidate")
+}
+
+#[test]
+fn the_pipeline_splits_by_the_measured_head_time_at_the_micro_batch() {
+    // Two equal nodes, 8 sequences in flight (two micro-batches of 4). By bytes the 2B4T's
+    // int8 head is 39 % of a pass, so the head's stage takes 5 or 6 of the 30 blocks; a head
+    // measured at 25 % of the pass balances at 10 (0.75·l/30 + 0.25 = 0.75·(30 - l)/30).
+    let c = ModelConfig::bitnet_2b4t();
+    let links = link(3e-5, 1e9);
+    let by_bytes = [node(1.0 / 22.0, 24.0), node(1.0 / 22.0, 24.0)];
+    let l = head_blocks_in_flight(&plan(&c, 2.0, &by_bytes, &links, 8).unwrap());
+    assert!((5..=6).contains(&l), "{l}");
+    let measured = by_bytes.clone().map(|mut n| {
+        n.batch.head_share = Some(0.25);
+        n
+    });
+    assert_eq!(head_blocks_in_flight(&plan(&c, 2.0, &measured, &links, 8).unwrap()), 10);
+    // A head whose pass does not grow with the rows (x1 at 4) while the blocks' does (x1.9):
+    // at the micro-batch the head weighs less and the head's stage takes more blocks,
+    // 1.425·l/30 + 0.25 = 1.425·(30 - l)/30 at l = 12.4 (at one row it would stay at 10).
+    let flat_head = measured.clone().map(|mut n| {
+        n.batch.blocks = [1.0, 1.3, 1.9, 3.1, 5.5];
+        n.batch.head = [1.0; 5];
+        n
+    });
+    assert_eq!(head_blocks_in_flight(&plan(&c, 2.0, &flat_head, &links, 8).unwrap()), 12);
+}

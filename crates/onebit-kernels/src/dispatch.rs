@@ -52,12 +52,15 @@ impl Isa {
         Isa::ALL.into_iter().find(|i| i.name() == s)
     }
 
-    /// The ISA `ONEBIT_KERNEL` names (`None` when it is unset).
+    /// The ISA `ONEBIT_KERNEL` names (`None` when it is unset or empty, as
+    /// `ONEBIT_KERNEL= onebit ...` leaves it).
     pub fn requested() -> Result<Option<Isa>> {
         match std::env::var("ONEBIT_KERNEL") {
-            Ok(name) => Isa::from_name(&name)
-                .map(Some)
-                .ok_or_else(|| Error::Unavailable(format!("ONEBIT_KERNEL={name}"))),
+            Ok(name) if name.trim().is_empty() => Ok(None),
+            Ok(name) => Isa::from_name(name.trim()).map(Some).ok_or_else(|| {
+                let names: Vec<&str> = Isa::ALL.iter().map(|i| i.name()).collect();
+                Error::UnknownKernel(name, names.join(", "))
+            }),
             Err(_) => Ok(None),
         }
     }

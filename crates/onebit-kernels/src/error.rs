@@ -87,6 +87,9 @@ pub enum Error {
     /// A kernel that this CPU or build cannot run.
     #[error("kernel {0} is not available on this CPU")]
     Unavailable(String),
+    /// `ONEBIT_KERNEL` holds no kernel's name.
+    #[error("ONEBIT_KERNEL={0:?} names no kernel (one of: {1})")]
+    UnknownKernel(String, String),
     /// A kernel benchmark asked for something it cannot measure (zero threads, tokens or runs).
     #[error("kernel benchmark: {0}")]
     BenchConfig(&'static str),

@@ -102,12 +102,13 @@ pub fn run(a: Args) -> Result<()> {
     print!("{}", onebit_dist::probe::links_table(links));
     // The batch curve: a pass over 2, 4, 8, 16 sequences as a multiple of one sequence's, and
     // the linears' and the context's attention's shares of the blocks' pass at 1 and 16
-    // sequences (what tensor parallelism splits).
+    // sequences (what tensor parallelism splits), and the head's share of a one-sequence pass.
     println!(
-        "{:<6} {:<24} {:>12} {:>23} {:>23} {:>9} {:>9} {:>10}",
+        "{:<6} {:<24} {:>12} {:>7} {:>23} {:>23} {:>9} {:>9} {:>10}",
         "node",
         "address",
         "alone tok/s",
+        "head %",
         "blocks x2/4/8/16",
         "head x2/4/8/16",
         "lin 1/16",
@@ -118,8 +119,9 @@ pub fn run(a: Args) -> Result<()> {
         |x: &[f64; 5]| x[1..].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ");
     for (i, (n, addr)) in nodes.iter().zip(addrs).enumerate() {
         let ends = |s: &[f64; 5]| format!("{:.2} {:.2}", s[0], s[4]);
+        let head = n.batch.head_share.map_or("-".to_string(), |h| format!("{:.1}", 100.0 * h));
         println!(
-            "{i:<6} {:<24} {:>12.2} {:>23} {:>23} {:>9} {:>9} {:>10.1}",
+            "{i:<6} {:<24} {:>12.2} {head:>7} {:>23} {:>23} {:>9} {:>9} {:>10.1}",
             addr,
             1.0 / n.token_s,
             curve(&n.batch.blocks),
