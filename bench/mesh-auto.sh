@@ -8,7 +8,9 @@
 # This kernel has no netem: the delay is onebit's test-mode shim (--emulate-link on the head
 # and the worker: every message is held until its send time plus the delay). auto measures
 # the emulated link afresh (--remeasure) and prints its choice and prediction.
-# Needs root; deletes its namespaces on exit. Usage: bash bench/mesh-auto.sh [model.gguf]
+# The pipeline row runs the default split, or PP_SPLIT (e.g. the split `onebit plan --batch 8`
+# prints for sequences in flight).
+# Needs root; deletes its namespaces on exit. Usage: [PP_SPLIT=9,21] bash bench/mesh-auto.sh [model.gguf]
 set -euo pipefail
 B=$(realpath "${ONEBIT:-target/release/onebit}")
 M=$(realpath "${1:-/tmp/b4/2b4t.gguf}")
@@ -32,6 +34,7 @@ for link in "lan 1gbit 0.2 -n 64 -r 3" "wifi 100mbit 5,2 -n 16 -r 2" "veth none 
   echo "== $name: rate $rate, emulated delay[,jitter] ms: $emu"
   echo "one node, 1 thread (core 0)"; taskset -c 0 $B bench "$M" -t 1 -p 0 --batch 1,8 "$@" 2>&1 | show
   echo "tensor parallel"; mesh 1 "$emu" --strategy tp "$@"
-  echo "pipeline"; mesh 1 "$emu" "$@"
+  split=(); [ -z "${PP_SPLIT:-}" ] || split=(--split "$PP_SPLIT")
+  echo "pipeline ${PP_SPLIT:-(default split)}"; mesh 1 "$emu" "${split[@]}" "$@"
   echo "auto (measured now)"; mesh 2 "$emu" --strategy auto --remeasure "$@"
 done
