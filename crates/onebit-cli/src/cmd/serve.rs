@@ -69,9 +69,7 @@ pub fn run(a: Args) -> Result<()> {
         slots: a.slots,
         kv,
     };
-    // --strategy auto plans for the slots busy at once, not for one sequence.
-    let mesh = MeshArgs { in_flight: Some(a.slots), ..a.mesh.clone() };
-    let (model, comm, split) = mesh.load(&a.m, opts)?;
+    let (model, comm, split) = a.mesh.load(&a.m, opts)?;
     tok.check_model_vocab(model.config.vocab)?;
     let model_id = a.alias.clone().unwrap_or_else(|| {
         let p = std::path::Path::new(&a.m.model);
@@ -99,7 +97,7 @@ pub fn run(a: Args) -> Result<()> {
                 Ok(Fallback {
                     model: a.m.model.clone(),
                     load: a.m.options()?,
-                    reform: Some(reformer(&mesh, &a.m, opts)),
+                    reform: Some(reformer(&a.mesh, &a.m, opts)),
                 })
             })
             .transpose()?,
@@ -108,9 +106,9 @@ pub fn run(a: Args) -> Result<()> {
     let backend = match comm {
         Some(c) => {
             eprintln!("mesh: {split}");
-            mesh_backend(&mesh, c, &split, &model)?
+            mesh_backend(&a.mesh, c, &split, &model)?
         }
-        None if mesh.device == "gpu" => {
+        None if a.mesh.device == "gpu" => {
             let ctx = onebit_gpu::GpuContext::new()?;
             eprintln!(
                 "gpu: {} ({}, {})",
