@@ -2,14 +2,13 @@
 # onebit serve on one node against `serve --mesh --strategy auto` over an emulated slow link on
 # loopback (--emulate-link DELAY_MS,JITTER_MS on the head and the worker: every message held
 # that long), under bench/serve/loadtest.py. Each node a process pinned to one core with one
-# thread. Never run in CI. (The server runs one pass over every busy slot at a time: a
-# pipeline's stages take turns rather than overlapping two groups as `onebit bench` does, see
-# bench/runs/2026-12-07-zen4-serve-auto.txt.)
+# thread. Never run in CI.
 #
 #   bash bench/serve/serve-auto.sh MODEL.gguf TOKENIZER.json
 #
 # Knobs: ROUNDS (2), SECONDS_PER_RUN (40), CLIENTS (8), SLOTS (8), MAX_TOKENS (64),
-# EMULATE ("5,2": WiFi-like), ONEBIT (binary), PY (python with httpx).
+# EMULATE ("5,2": WiFi-like), MESH_FLAGS ("--strategy auto"; e.g. "--split 9,21" for a
+# pipeline), ONEBIT (binary), PY (python with httpx).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL=${1:?a model file}
@@ -54,8 +53,10 @@ for round in $(seq "${ROUNDS:-2}"); do
   sleep 0.3
   # Measured afresh in the first round (the link's emulation is part of the cache's key).
   remeasure=(); [ "$round" = 1 ] && remeasure=(--remeasure)
-  serve "round $round: --mesh --strategy auto, link $EMU ms" --mesh "$DIR/mesh.toml" \
-    --strategy auto --worker-threads 1 --emulate-link "$EMU" "${remeasure[@]}"
+  read -r -a flags <<< "${MESH_FLAGS:---strategy auto}"
+  [ "${flags[*]}" = "--strategy auto" ] || remeasure=()
+  serve "round $round: --mesh ${flags[*]}, link $EMU ms" --mesh "$DIR/mesh.toml" \
+    "${flags[@]}" --worker-threads 1 --emulate-link "$EMU" "${remeasure[@]}"
   kill "$WRK" 2>/dev/null || true
   wait "$WRK" 2>/dev/null || true
 done

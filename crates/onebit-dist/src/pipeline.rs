@@ -424,14 +424,34 @@ impl Engine for PipelineHead<'_> {
         want: &[bool],
     ) -> onebit_model::Result<&mut [f32]> {
         self.drain()?;
+        self.submit_step(tokens, slots, want)?;
+        self.collect()
+    }
+    fn overlaps(&self) -> bool {
+        true
+    }
+    fn submit_step(
+        &mut self,
+        tokens: &[u32],
+        slots: &[usize],
+        want: &[bool],
+    ) -> onebit_model::Result<()> {
         if want.len() != tokens.len() {
             return Err(onebit_model::Error::Batch {
                 op: "step",
                 why: format!("{} flags for {} rows", want.len(), tokens.len()),
             });
         }
+        if self.in_flight.len() >= 2 {
+            return Err(onebit_model::Error::Batch {
+                op: "submit_step",
+                why: "two passes in flight already: collect one first".into(),
+            });
+        }
         // With no row wanted the rows still go round (their KV is needed) and no head runs.
-        self.submit_rows(tokens, slots, &mut |i, _| want[i])?;
+        self.submit_rows(tokens, slots, &mut |i, _| want[i])
+    }
+    fn collect_step(&mut self) -> onebit_model::Result<&mut [f32]> {
         self.collect()
     }
 }

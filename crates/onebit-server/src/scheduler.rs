@@ -382,6 +382,13 @@ struct Runner<'a, 'm> {
     draws: Vec<Draw>,
     penalized: Vec<u32>,
     ids: Vec<u32>,
+    /// With an engine that overlaps passes: the rows of the pass in flight, when it was
+    /// started and how many of its rows decode; which slots it holds; when the last pass came
+    /// back (a pass is timed from then, as passes in flight overlap).
+    pending_rows: Vec<Row>,
+    pending: Option<(usize, Instant)>,
+    in_pass: Vec<bool>,
+    last_collect: Instant,
     /// The mesh counters when this engine started (a mesh formed again starts its own from
     /// zero; the exported counters go on from these).
     wire_base: [u64; 4],
@@ -415,6 +422,10 @@ impl<'a, 'm> Runner<'a, 'm> {
             draws: Vec::with_capacity(max_batch),
             penalized: Vec::new(),
             ids: Vec::with_capacity(max_batch),
+            pending_rows: Vec::with_capacity(max_batch),
+            pending: None,
+            in_pass: vec![false; cfg.slots],
+            last_collect: Instant::now(),
             wire_base,
         }
     }
@@ -455,6 +466,7 @@ impl<'a, 'm> Runner<'a, 'm> {
         loop {
             if q.shutdown {
                 drop(q);
+                self.settle();
                 for s in 0..self.slots.len() {
                     self.finish(s, FinishReason::Cancelled);
                 }
@@ -488,6 +500,9 @@ impl<'a, 'm> Runner<'a, 'm> {
 
     /// Puts `job` in the free slot whose cached tokens share the longest prefix with it.
     fn place(&mut self, job: Job) {
+        // The engine finishes a pass in flight before anything else (dropping its logits):
+        // take them first.
+        self.settle();
         let shared =
             |s: &Slot| s.tokens.iter().zip(&job.prompt).take_while(|(a, b)| a == b).count();
         let (slot, common) = self
@@ -543,13 +558,23 @@ impl<'a, 'm> Runner<'a, 'm> {
     /// decode rows and as many prompt rows of slots still reading as the batch has room for
     /// (at most `prefill_chunk` per slot), logits only for rows that end a prompt or decode.
     fn turn(&mut self) {
+        // An engine that overlaps passes (a pipeline) gets two groups of slots in turns: a
+        // pass takes at most half of the busy slots, and the slots of the pass in flight sit
+        // this one out, so one group's pass runs on the later stages while the next starts.
+        let overlap = self.session.overlaps();
+        let cap = match overlap {
+            true => self.slots.iter().filter(|s| s.active.is_some()).count().div_ceil(2),
+            false => usize::MAX,
+        };
+        let mut taken = 0;
         self.rows.clear();
         for s in 0..self.slots.len() {
             let slot = &mut self.slots[s];
             let Some(a) = &mut slot.active else { continue };
-            if !a.ready {
+            if !a.ready || self.in_pass[s] || taken >= cap {
                 continue;
             }
+            taken += 1;
             a.ready = false;
             let room = self.cfg.ctx.saturating_sub(slot.tokens.len());
             let step = match a.chosen.take() {
@@ -580,8 +605,11 @@ impl<'a, 'm> Runner<'a, 'm> {
         for s in 0..self.slots.len() {
             let Some(a) = &self.slots[s].active else { continue };
             let len = a.job.prompt.len();
-            if a.read >= len || budget == 0 {
+            if a.read >= len || budget == 0 || self.in_pass[s] || taken >= cap {
                 continue;
+            }
+            if overlap {
+                taken += 1;
             }
             let end = (a.read + self.cfg.prefill_chunk.min(budget)).min(len);
             for (i, &t) in a.job.prompt[a.read..end].iter().enumerate() {
@@ -590,17 +618,13 @@ impl<'a, 'm> Runner<'a, 'm> {
             }
             budget -= end - a.read;
         }
+        if overlap {
+            return self.turn_overlapped(decode_rows);
+        }
         if self.rows.is_empty() {
             return;
         }
-        self.tokens.clear();
-        self.row_slots.clear();
-        self.want.clear();
-        for r in &self.rows {
-            self.tokens.push(r.token);
-            self.row_slots.push(r.slot);
-            self.want.push(r.want);
-        }
+        self.fill_rows();
         let pick = self.pick(decode_rows);
         let t0 = Instant::now();
         let vocab = self.session.vocab();
@@ -622,48 +646,75 @@ impl<'a, 'm> Runner<'a, 'm> {
         let logits = match result {
             Ok(l) => l,
             Err(e) => {
-                for r in &self.rows {
-                    if let Some(a) = self.slots[r.slot].active.take() {
-                        let _ = a.job.events.send(Event::Failed(e.to_string()));
-                    }
-                }
+                fail_rows(&mut self.slots, &self.rows, &e.to_string());
                 return;
             }
         };
-        let mut j = 0;
+        let logits = logits.as_deref();
+        absorb(
+            &mut self.slots,
+            &self.rows,
+            (logits, &self.ids),
+            vocab,
+            self.metrics,
+            us,
+            decode_rows,
+        );
+    }
+
+    /// The pass's token, slot and want columns from `self.rows`.
+    fn fill_rows(&mut self) {
+        self.tokens.clear();
+        self.row_slots.clear();
+        self.want.clear();
         for r in &self.rows {
-            let slot = &mut self.slots[r.slot];
-            slot.tokens.push(r.token);
-            let Some(a) = &mut slot.active else { continue };
-            if r.prompt {
-                a.read += 1;
-            }
-            if r.want {
-                match &logits {
-                    Some(l) => a.logits.copy_from_slice(&l[j * vocab..(j + 1) * vocab]),
-                    None => a.chosen = Some(self.ids[j]),
-                }
-                a.ready = true;
-                j += 1;
+            self.tokens.push(r.token);
+            self.row_slots.push(r.slot);
+            self.want.push(r.want);
+        }
+    }
+
+    /// A turn on an engine that overlaps passes: starts this turn's pass (logits on the
+    /// host), then takes the one in flight, which ran meanwhile.
+    fn turn_overlapped(&mut self, decode_rows: usize) {
+        let mut started = false;
+        if !self.rows.is_empty() {
+            self.fill_rows();
+            match self.session.submit_step(&self.tokens, &self.row_slots, &self.want) {
+                Ok(()) => started = true,
+                Err(e) => fail_rows(&mut self.slots, &self.rows, &e.to_string()),
             }
         }
-        // The pass's time is split between reading prompts and decoding by rows; a request
-        // whose prompt was in the pass waited for all of it.
-        let prompt_rows = self.rows.len() - decode_rows;
-        let prefill_us = us * prompt_rows as u64 / self.rows.len() as u64;
-        self.metrics.prefill_us.fetch_add(prefill_us, Relaxed);
-        self.metrics.decode_us.fetch_add(us - prefill_us, Relaxed);
-        self.metrics.prompt_tokens.fetch_add(prompt_rows as u64, Relaxed);
-        self.metrics.generated_tokens.fetch_add(decode_rows as u64, Relaxed);
-        let mut last = usize::MAX;
-        for r in self.rows.iter().filter(|r| r.prompt) {
-            if r.slot != last {
-                if let Some(a) = &mut self.slots[r.slot].active {
-                    a.prompt_ms += us as f64 / 1e3;
-                }
-                last = r.slot;
+        self.settle();
+        if started {
+            for r in &self.rows {
+                self.in_pass[r.slot] = true;
             }
+            std::mem::swap(&mut self.rows, &mut self.pending_rows);
+            self.pending = Some((decode_rows, Instant::now()));
         }
+    }
+
+    /// Takes the logits of the pass in flight, if any, into its slots.
+    fn settle(&mut self) {
+        let Some((decode_rows, started)) = self.pending.take() else { return };
+        let vocab = self.session.vocab();
+        let result = self.session.collect_step();
+        // Passes overlap: each is timed from the later of its start and the last one's end.
+        let now = Instant::now();
+        let us = now.duration_since(started.max(self.last_collect)).as_micros() as u64;
+        self.last_collect = now;
+        for r in &self.pending_rows {
+            self.in_pass[r.slot] = false;
+        }
+        match result {
+            Ok(l) => {
+                let rows = &self.pending_rows;
+                absorb(&mut self.slots, rows, (Some(l), &[]), vocab, self.metrics, us, decode_rows)
+            }
+            Err(e) => fail_rows(&mut self.slots, &self.pending_rows, &e.to_string()),
+        }
+        self.pending_rows.clear();
     }
 
     /// Who picks this turn's tokens: the engine when every row decodes (none reads a prompt)
@@ -733,6 +784,63 @@ impl<'a, 'm> Runner<'a, 'm> {
             {
                 c.store(base + v, Relaxed);
             }
+        }
+    }
+}
+
+/// Fails the request of every slot with a row in `rows`.
+fn fail_rows(slots: &mut [Slot], rows: &[Row], why: &str) {
+    for r in rows {
+        if let Some(a) = slots[r.slot].active.take() {
+            let _ = a.job.events.send(Event::Failed(why.to_string()));
+        }
+    }
+}
+
+/// A pass's results into its slots: every row's token into its slot's cache, and the wanted
+/// rows' logits (`picked.0`, one row of `vocab` each) or the engine's picks (`picked.1`)
+/// into their replies, which are then ready; the pass's `us` into the metrics, split between
+/// reading prompts and decoding by rows (a request whose prompt was in the pass waited for
+/// all of it).
+fn absorb(
+    slots: &mut [Slot],
+    rows: &[Row],
+    picked: (Option<&[f32]>, &[u32]),
+    vocab: usize,
+    metrics: &Metrics,
+    us: u64,
+    decode_rows: usize,
+) {
+    let mut j = 0;
+    for r in rows {
+        let slot = &mut slots[r.slot];
+        slot.tokens.push(r.token);
+        let Some(a) = &mut slot.active else { continue };
+        if r.prompt {
+            a.read += 1;
+        }
+        if r.want {
+            match picked.0 {
+                Some(l) => a.logits.copy_from_slice(&l[j * vocab..(j + 1) * vocab]),
+                None => a.chosen = Some(picked.1[j]),
+            }
+            a.ready = true;
+            j += 1;
+        }
+    }
+    let prompt_rows = rows.len() - decode_rows;
+    let prefill_us = us * prompt_rows as u64 / rows.len().max(1) as u64;
+    metrics.prefill_us.fetch_add(prefill_us, Relaxed);
+    metrics.decode_us.fetch_add(us - prefill_us, Relaxed);
+    metrics.prompt_tokens.fetch_add(prompt_rows as u64, Relaxed);
+    metrics.generated_tokens.fetch_add(decode_rows as u64, Relaxed);
+    let mut last = usize::MAX;
+    for r in rows.iter().filter(|r| r.prompt) {
+        if r.slot != last {
+            if let Some(a) = &mut slots[r.slot].active {
+                a.prompt_ms += us as f64 / 1e3;
+            }
+            last = r.slot;
         }
     }
 }

@@ -89,6 +89,26 @@ pub trait Engine {
     fn broken(&self) -> Option<&str> {
         None
     }
+    /// Whether a pass started with [`Engine::submit_step`] runs while the caller starts
+    /// another (a pipeline mesh's head: its stages work on two groups of rows at once), so a
+    /// caller with many sequences gains by keeping two passes in flight. Others run one pass
+    /// at a time and have neither `submit_step` nor `collect_step`.
+    fn overlaps(&self) -> bool {
+        false
+    }
+    /// Starts a pass like [`Engine::step`] without waiting for it; [`Engine::collect_step`]
+    /// returns its logits, oldest pass first. At most two passes are in flight, and any other
+    /// call first finishes them (dropping their logits).
+    fn submit_step(&mut self, _tokens: &[u32], _slots: &[usize], _want: &[bool]) -> Result<()> {
+        Err(crate::Error::Batch {
+            op: "submit_step",
+            why: "this engine runs one pass at a time".into(),
+        })
+    }
+    /// The logits of the oldest pass [`Engine::submit_step`] started, as [`Engine::step`]'s.
+    fn collect_step(&mut self) -> Result<&mut [f32]> {
+        Err(crate::Error::Batch { op: "collect_step", why: "no pass in flight".into() })
+    }
 }
 
 impl Engine for Session<'_> {

@@ -13,10 +13,20 @@ struct Recording<'m> {
     calls: mpsc::Sender<&'static str>,
     device_samples: bool,
     cached: Vec<Vec<u32>>,
+    /// Overlapping passes as a pipeline's head does (computed at submit, handed back at
+    /// collect): their logits and slots, oldest first.
+    overlapping: bool,
+    in_flight: VecDeque<(Vec<f32>, Vec<usize>)>,
+    out: Vec<f32>,
 }
 
 impl Recording<'_> {
     fn feed(&mut self, tokens: &[u32], slots: &[usize]) {
+        // A pipeline's head finishes its passes in flight before anything else, dropping
+        // their logits: a scheduler must have taken them.
+        if !self.in_flight.is_empty() {
+            let _ = self.calls.send("a call with a pass in flight");
+        }
         for (&t, &s) in tokens.iter().zip(slots) {
             self.cached[s].push(t);
         }
@@ -37,6 +47,7 @@ impl onebit_model::Engine for Recording<'_> {
         onebit_model::Engine::position_of(&self.inner, slot)
     }
     fn reset_slot(&mut self, slot: usize) -> onebit_model::Result<()> {
+        self.feed(&[], &[]);
         self.cached[slot].clear();
         onebit_model::Engine::reset_slot(&mut self.inner, slot)
     }
@@ -49,6 +60,7 @@ impl onebit_model::Engine for Recording<'_> {
         onebit_model::Engine::decode(&mut self.inner, t, slots)
     }
     fn truncate_slot(&mut self, slot: usize, len: usize) -> onebit_model::Result<()> {
+        self.feed(&[], &[]);
         self.cached[slot].truncate(len);
         onebit_model::Engine::truncate_slot(&mut self.inner, slot, len)
     }
@@ -71,6 +83,35 @@ impl onebit_model::Engine for Recording<'_> {
         let _ = self.calls.send("argmax");
         self.feed(t, slots);
         onebit_model::Engine::decode_argmax(&mut self.inner, t, slots, ids)
+    }
+    fn overlaps(&self) -> bool {
+        self.overlapping
+    }
+    fn submit_step(
+        &mut self,
+        t: &[u32],
+        slots: &[usize],
+        want: &[bool],
+    ) -> onebit_model::Result<()> {
+        let _ = self.calls.send("submit");
+        if self.in_flight.len() >= 2 {
+            let _ = self.calls.send("three passes in flight");
+        }
+        if self.in_flight.iter().any(|(_, held)| slots.iter().any(|s| held.contains(s))) {
+            let _ = self.calls.send("a slot in two passes");
+        }
+        for (&t, &s) in t.iter().zip(slots) {
+            self.cached[s].push(t);
+        }
+        let logits = onebit_model::Engine::step(&mut self.inner, t, slots, want)?.to_vec();
+        self.in_flight.push_back((logits, slots.to_vec()));
+        Ok(())
+    }
+    fn collect_step(&mut self) -> onebit_model::Result<&mut [f32]> {
+        let _ = self.calls.send("collect");
+        let (logits, _) = self.in_flight.pop_front().expect("a pass in flight");
+        self.out = logits;
+        Ok(&mut self.out)
     }
     fn samples(&self, cfg: &SamplerConfig) -> bool {
         self.device_samples && cfg.fits_device(self.vocab())
@@ -117,6 +158,15 @@ fn serve(
     jobs: &[(&str, SamplerConfig)],
     device_samples: bool,
 ) -> (Vec<(String, usize)>, Vec<&'static str>) {
+    serve_on(jobs, device_samples, false)
+}
+
+/// [`serve`] on an engine that overlaps passes or not.
+fn serve_on(
+    jobs: &[(&str, SamplerConfig)],
+    device_samples: bool,
+    overlapping: bool,
+) -> (Vec<(String, usize)>, Vec<&'static str>) {
     let opts = LoadOptions { threads: 1, ..Default::default() };
     let model = Model::from_pretrained(&repo("models/austen.gguf"), &opts).unwrap();
     let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
@@ -128,6 +178,9 @@ fn serve(
         calls: calls_tx,
         device_samples,
         cached: vec![Vec::new(); 3],
+        overlapping,
+        in_flight: VecDeque::new(),
+        out: Vec::new(),
     };
     let mut queue = Queue { jobs: VecDeque::new(), shutdown: false };
     let mut replies = Vec::new();
@@ -199,4 +252,46 @@ fn decode_turns_have_the_engine_pick_and_reply_as_the_host_picks() {
     assert!(replies.iter().all(|r| r.1 == 20), "{replies:?}");
     let picked = calls.iter().filter(|&&c| c != "step").count();
     assert!(picked <= 4, "{calls:?} for {replies:?}");
+}
+
+#[test]
+fn an_engine_that_overlaps_passes_gets_two_groups_in_turns_and_the_same_replies() {
+    // Five requests on three slots (two wait in the queue and are placed while a pass is in
+    // flight), prompts read in chunks of four, greedy and sampled replies.
+    let prompts = [
+        "It is a truth universally acknowledged",
+        "Emma Woodhouse, handsome, clever",
+        "Mr. Darcy",
+        "The family of Dashwood had long been settled in Sussex",
+        "Sir Walter Elliot",
+    ];
+    let jobs: Vec<_> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            (p, if i % 2 == 0 { SamplerConfig::default() } else { sampled(i as u64, 1.1) })
+        })
+        .collect();
+    let (one_at_a_time, _) = serve_on(&jobs, false, false);
+    let (overlapped, calls) = serve_on(&jobs, false, true);
+    assert_eq!(overlapped, one_at_a_time, "overlapped passes changed a reply");
+    assert!(overlapped.iter().all(|r| r.1 == 20), "{overlapped:?}");
+    for wrong in ["a call with a pass in flight", "three passes in flight", "a slot in two passes"]
+    {
+        assert!(!calls.contains(&wrong), "{wrong}: {calls:?}");
+    }
+    assert!(!calls.contains(&"step") && !calls.contains(&"argmax"), "{calls:?}");
+    // Two passes in flight at once, most of the time.
+    let mut depth = 0usize;
+    let mut two = 0;
+    for c in &calls {
+        match *c {
+            "submit" => depth += 1,
+            "collect" => depth -= 1,
+            _ => {}
+        }
+        two += usize::from(depth == 2);
+    }
+    let submits = calls.iter().filter(|&&c| c == "submit").count();
+    assert!(two * 2 > submits, "{two} of {submits} passes overlapped: {calls:?}");
 }
