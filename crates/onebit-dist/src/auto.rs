@@ -200,17 +200,50 @@ pub fn measure(
 /// the best f32 plan for the planner to choose it.
 pub const LOSSY_WIRE_GAIN: f64 = 1.1;
 
-/// Every candidate for `c` on the measured mesh (`k` sequences for the batch figure), the
-/// fastest first, and the one `--strategy auto` runs: the fastest the head takes part in.
-/// `wire` fixes the element type on the wire; None prices f32, f16 and int8 on every link and,
-/// for pipelines and hybrids, a type chosen link by link ([`plan_per_link`]), and takes a plan
-/// with any lossy link only where it is [`LOSSY_WIRE_GAIN`] times as fast as exact f32.
+/// What `--strategy auto` chooses a plan for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goal {
+    /// One sequence (`run`, `chat`, `bench`): the fastest plan for it.
+    OneSequence,
+    /// The `k` sequences a server keeps in flight (`serve --slots k`): the fastest aggregate,
+    /// where a pipeline keeps every node busy and one sequence alone would gain nothing.
+    InFlight,
+}
+
+impl Goal {
+    /// The predicted speed this goal compares plans by.
+    pub fn speed(self, p: &Plan) -> f64 {
+        match self {
+            Goal::OneSequence => p.tok_s,
+            Goal::InFlight => p.tok_s_batch,
+        }
+    }
+}
+
+/// [`choose_for`] one sequence.
 pub fn choose(
     c: &ModelConfig,
     bpw: f64,
     m: &Measured,
     k: usize,
     wire: Option<WireDtype>,
+) -> Result<(Vec<Plan>, Plan)> {
+    choose_for(c, bpw, m, k, wire, Goal::OneSequence)
+}
+
+/// Every candidate for `c` on the measured mesh (`k` sequences for the batch figure), the
+/// fastest for one sequence first, and the one `--strategy auto` runs for `goal`: the fastest
+/// the head takes part in.
+/// `wire` fixes the element type on the wire; None prices f32, f16 and int8 on every link and,
+/// for pipelines and hybrids, a type chosen link by link ([`plan_per_link`]), and takes a plan
+/// with any lossy link only where it is [`LOSSY_WIRE_GAIN`] times as fast as exact f32.
+pub fn choose_for(
+    c: &ModelConfig,
+    bpw: f64,
+    m: &Measured,
+    k: usize,
+    wire: Option<WireDtype>,
+    goal: Goal,
 ) -> Result<(Vec<Plan>, Plan)> {
     let specs: Vec<NodeSpec> = m
         .nodes
@@ -235,31 +268,36 @@ pub fn choose(
         plans.sort_by(|a, b| b.tok_s.total_cmp(&a.tok_s));
     }
     let runnable = |p: &Plan| !matches!(p.strategy, Strategy::Single { node } if node != 0);
-    let choice = fastest_with_wire_rule(&plans, first, runnable).cloned().ok_or_else(|| {
-        DistError::Usage("no plan this head can run fits the mesh (only single workers)".into())
-    })?;
+    let choice =
+        fastest_with_wire_rule(&plans, first, runnable, goal).cloned().ok_or_else(|| {
+            DistError::Usage("no plan this head can run fits the mesh (only single workers)".into())
+        })?;
     Ok((plans, choice))
 }
 
-/// Among `plans` (fastest first) that pass `keep`: the fastest sending `exact`, unless one
+/// Among `plans` that pass `keep`, by `goal`'s speed: the fastest sending `exact`, unless one
 /// sending another type on some link is [`LOSSY_WIRE_GAIN`] times as fast; then, of those
 /// within [`LOSSY_LINK_GAIN`] of the fastest, the one rounding on the fewest links (plans
-/// priced with one type only: the fastest).
+/// priced with one type only: the fastest). Ties go to the earlier plan.
 pub fn fastest_with_wire_rule(
     plans: &[Plan],
     exact: WireDtype,
     keep: impl Fn(&Plan) -> bool,
+    goal: Goal,
 ) -> Option<&Plan> {
-    let best = plans.iter().filter(|p| keep(p)).find(|p| p.wire == exact)?;
-    let gains = |p: &&Plan| keep(p) && p.wire != exact && p.tok_s >= best.tok_s * LOSSY_WIRE_GAIN;
-    let Some(top) = plans.iter().filter(gains).map(|p| p.tok_s).reduce(f64::max) else {
+    let v = |p: &Plan| goal.speed(p);
+    let faster = |a: &&Plan, b: &&Plan| v(a).total_cmp(&v(b));
+    // `max_by` keeps the last of equals: reversed, the first.
+    let best = plans.iter().rev().filter(|p| keep(p) && p.wire == exact).max_by(faster)?;
+    let gains = |p: &&Plan| keep(p) && p.wire != exact && v(p) >= v(best) * LOSSY_WIRE_GAIN;
+    let Some(top) = plans.iter().filter(gains).map(v).reduce(f64::max) else {
         return Some(best);
     };
     plans
         .iter()
         .filter(gains)
-        .filter(|p| p.tok_s * LOSSY_LINK_GAIN >= top)
-        .min_by(|a, b| a.lossy_links().cmp(&b.lossy_links()).then(b.tok_s.total_cmp(&a.tok_s)))
+        .filter(|p| v(p) * LOSSY_LINK_GAIN >= top)
+        .min_by(|a, b| a.lossy_links().cmp(&b.lossy_links()).then(v(b).total_cmp(&v(a))))
 }
 
 /// Tensor-parallel shares in proportion to the measured speeds (the planner's split).
@@ -419,6 +457,25 @@ mod tests {
         assert_eq!(plans[0].strategy, Strategy::Single { node: 1 });
         assert_ne!(choice.strategy, Strategy::Single { node: 1 });
         assert_eq!(choice.strategy, plans[1].strategy);
+    }
+
+    #[test]
+    fn a_server_gets_the_plan_fastest_for_its_sequences_in_flight() {
+        let c = ModelConfig::bitnet_2b4t();
+        let f32 = Some(WireDtype::F32);
+        // A WiFi-like link: one sequence is fastest on the head alone, but eight in flight
+        // keep both stages of a pipeline busy (its split for throughput).
+        let wifi = mesh([15.0, 15.0], 5e-3, 12e6);
+        let (_, one) = choose(&c, 2.0, &wifi, 8, f32).unwrap();
+        assert_eq!(one.strategy, Strategy::Single { node: 0 });
+        let (plans, many) = choose_for(&c, 2.0, &wifi, 8, f32, Goal::InFlight).unwrap();
+        assert!(matches!(many.strategy, Strategy::Pipeline { .. }), "{many:?}");
+        let best = plans.iter().map(|p| p.tok_s_batch).fold(0.0, f64::max);
+        assert_eq!(many.tok_s_batch, best, "{plans:#?}");
+        assert!(many.tok_s_batch > one.tok_s_batch * 1.2, "{many:?} vs {one:?}");
+        // One sequence in flight is the same question as one sequence.
+        let (_, k1) = choose_for(&c, 2.0, &wifi, 1, f32, Goal::InFlight).unwrap();
+        assert!(k1.tok_s_batch >= one.tok_s * 0.999, "{k1:?} vs {one:?}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct MeshArgs {
     /// (tensor parallel: a piece of every block per node, four exchanges per block) or auto
     /// (with --mesh: measure the links and nodes, or reuse the measurements cached beside the
     /// mesh file, and run the planner's fastest plan for one sequence, which may be the head
-    /// alone), or hybrid (a pipeline of --groups: each stage's nodes split its blocks
+    /// alone; `serve` takes the fastest for its --slots in flight), or hybrid (a pipeline of --groups: each stage's nodes split its blocks
     /// tensor-parallel, for tensor parallelism inside fast islands and a pipeline across a
     /// slow link).
     #[arg(long, default_value = "pp", value_parser = ["pp", "tp", "auto", "hybrid"])]
@@ -84,6 +84,10 @@ pub struct MeshArgs {
     /// the runner: one stage for a tensor-parallel plan.
     #[arg(skip)]
     pub chosen_wire: std::sync::Arc<std::sync::Mutex<Option<StageWires>>>,
+    /// Set by `serve`: --strategy auto chooses the fastest plan for this many sequences in
+    /// flight (its slots) instead of for one sequence.
+    #[arg(skip)]
+    pub in_flight: Option<usize>,
     /// Seconds a step may wait on the other nodes before the head reports the stalled node.
     #[arg(long, default_value_t = 5.0)]
     pub step_timeout: f64,
@@ -167,14 +171,22 @@ impl MeshArgs {
                      --wire auto or one type"
                 ),
             };
-            let (_, choice) = auto::choose(&config, 2.0, &measured, 8, fixed)?;
+            let (k, goal) = match self.in_flight {
+                Some(k) if k > 1 => (k, auto::Goal::InFlight),
+                _ => (8, auto::Goal::OneSequence),
+            };
+            let (_, choice) = auto::choose_for(&config, 2.0, &measured, k, fixed, goal)?;
             *self.chosen_wire.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(choice.wires.clone());
+            let aim = match goal {
+                auto::Goal::OneSequence => String::new(),
+                auto::Goal::InFlight => format!(" at {k} sequences in flight"),
+            };
             eprintln!(
-                "auto: {:?} with {} on the wire, predicted {:.1} tok/s (mesh {}; --remeasure to measure again)",
+                "auto: {:?} with {} on the wire, predicted {:.1} tok/s{aim} (mesh {}; --remeasure to measure again)",
                 choice.strategy,
                 choice.wire_label(),
-                choice.tok_s,
+                goal.speed(&choice),
                 if measured.cached {
                     format!("figures from {}", auto::cache_path(&launch.mesh))
                 } else {

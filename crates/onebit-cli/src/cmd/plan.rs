@@ -3,7 +3,7 @@
 //! tok/s, bytes on the wire and syncs per token, and the choice.
 
 use anyhow::{bail, Result};
-use onebit_dist::auto;
+use onebit_dist::auto::{self, Goal};
 use onebit_dist::plan::Strategy;
 use onebit_dist::wire::WireDtype;
 use onebit_model::load::GgufModelFile;
@@ -158,7 +158,8 @@ pub fn run(a: Args) -> Result<()> {
     let choice = if a.strategy == "auto" {
         Some(&auto_choice)
     } else {
-        auto::fastest_with_wire_rule(&plans, wire.unwrap_or(WireDtype::F32), |p| pick(&p.strategy))
+        let exact = wire.unwrap_or(WireDtype::F32);
+        auto::fastest_with_wire_rule(&plans, exact, |p| pick(&p.strategy), Goal::OneSequence)
     };
     let Some(choice) = choice else {
         bail!("no '{}' candidate fits this mesh", a.strategy);
@@ -205,6 +206,21 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
         Strategy::Single { .. } => {}
+    }
+    if a.strategy == "auto" && a.batch > 1 {
+        // What `onebit serve --slots N --strategy auto` runs: the fastest aggregate.
+        let (_, busy) = auto::choose_for(&c, 2.0, &measured, a.batch, wire, Goal::InFlight)?;
+        println!(
+            "for {} sequences in flight (serve --slots {} --strategy auto): {}{}, {:.2} tok/s",
+            a.batch,
+            a.batch,
+            describe(&busy.strategy),
+            match busy.strategy {
+                Strategy::Single { .. } => String::new(),
+                _ => format!(" (wire {})", busy.wire_label()),
+            },
+            busy.tok_s_batch
+        );
     }
     Ok(())
 }

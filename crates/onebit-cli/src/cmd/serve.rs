@@ -69,7 +69,9 @@ pub fn run(a: Args) -> Result<()> {
         slots: a.slots,
         kv,
     };
-    let (model, comm, split) = a.mesh.load(&a.m, opts)?;
+    // --strategy auto plans for the slots busy at once, not for one sequence.
+    let mesh = MeshArgs { in_flight: Some(a.slots), ..a.mesh.clone() };
+    let (model, comm, split) = mesh.load(&a.m, opts)?;
     tok.check_model_vocab(model.config.vocab)?;
     let model_id = a.alias.clone().unwrap_or_else(|| {
         let p = std::path::Path::new(&a.m.model);
@@ -97,7 +99,7 @@ pub fn run(a: Args) -> Result<()> {
                 Ok(Fallback {
                     model: a.m.model.clone(),
                     load: a.m.options()?,
-                    reform: Some(reformer(&a.mesh, &a.m, opts)),
+                    reform: Some(reformer(&mesh, &a.m, opts)),
                 })
             })
             .transpose()?,
@@ -106,9 +108,9 @@ pub fn run(a: Args) -> Result<()> {
     let backend = match comm {
         Some(c) => {
             eprintln!("mesh: {split}");
-            mesh_backend(&a.mesh, c, &split, &model)?
+            mesh_backend(&mesh, c, &split, &model)?
         }
-        None if a.mesh.device == "gpu" => {
+        None if mesh.device == "gpu" => {
             let ctx = onebit_gpu::GpuContext::new()?;
             eprintln!(
                 "gpu: {} ({}, {})",
