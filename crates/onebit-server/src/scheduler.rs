@@ -14,6 +14,13 @@
 //! then sends each node's candidates instead of its rows of logits (256 kB a row for a
 //! 128k-word vocabulary), and a GPU one id a row. A turn that also reads a prompt gathers
 //! logits as before: splitting it in two passes would read the weights twice.
+//!
+//! An engine that overlaps passes ([`ModelEngine::overlaps`]: a pipeline mesh's head) gets two
+//! groups of slots in turns: a pass takes at most half of the busy slots
+//! ([`ModelEngine::submit_step`]) and the turn then takes the pass started before it
+//! ([`ModelEngine::collect_step`]), which the later stages computed meanwhile. A slot in the
+//! pass in flight sits a turn out, and the pass is taken before a request is placed (the
+//! engine would finish it and drop its logits). Its tokens are picked on the host.
 
 use crate::metrics::Metrics;
 use onebit_dist::pipeline::{PipelineHead, PipelineTimeouts};
