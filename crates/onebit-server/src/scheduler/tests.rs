@@ -158,20 +158,22 @@ fn serve(
     jobs: &[(&str, SamplerConfig)],
     device_samples: bool,
 ) -> (Vec<(String, usize)>, Vec<&'static str>) {
-    serve_on(jobs, device_samples, false)
+    serve_on(jobs, device_samples, false, 4)
 }
 
-/// [`serve`] on an engine that overlaps passes or not.
+/// [`serve`] on an engine that overlaps passes or not, reading prompts `chunk` rows a pass.
 fn serve_on(
     jobs: &[(&str, SamplerConfig)],
     device_samples: bool,
     overlapping: bool,
+    chunk: usize,
 ) -> (Vec<(String, usize)>, Vec<&'static str>) {
     let opts = LoadOptions { threads: 1, ..Default::default() };
     let model = Model::from_pretrained(&repo("models/austen.gguf"), &opts).unwrap();
     let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
-    let cfg = EngineConfig { slots: 3, ctx: 128, prefill_chunk: 4, queue: 8, kv: KvDtype::F32 };
-    let sopts = SessionOptions { max_ctx: 128, max_batch: 4, slots: 3, kv: KvDtype::F32 };
+    let cfg = EngineConfig { slots: 3, ctx: 128, prefill_chunk: chunk, queue: 8, kv: KvDtype::F32 };
+    let sopts =
+        SessionOptions { max_ctx: 128, max_batch: chunk.max(3), slots: 3, kv: KvDtype::F32 };
     let (calls_tx, calls) = mpsc::channel();
     let engine = Recording {
         inner: Session::with_options(&model, sopts),
@@ -272,8 +274,8 @@ fn an_engine_that_overlaps_passes_gets_two_groups_in_turns_and_the_same_replies(
             (p, if i % 2 == 0 { SamplerConfig::default() } else { sampled(i as u64, 1.1) })
         })
         .collect();
-    let (one_at_a_time, _) = serve_on(&jobs, false, false);
-    let (overlapped, calls) = serve_on(&jobs, false, true);
+    let (one_at_a_time, _) = serve_on(&jobs, false, false, 4);
+    let (overlapped, calls) = serve_on(&jobs, false, true, 4);
     assert_eq!(overlapped, one_at_a_time, "overlapped passes changed a reply");
     assert!(overlapped.iter().all(|r| r.1 == 20), "{overlapped:?}");
     for wrong in ["a call with a pass in flight", "three passes in flight", "a slot in two passes"]
@@ -294,4 +296,28 @@ fn an_engine_that_overlaps_passes_gets_two_groups_in_turns_and_the_same_replies(
     }
     let submits = calls.iter().filter(|&&c| c == "submit").count();
     assert!(two * 2 > submits, "{two} of {submits} passes overlapped: {calls:?}");
+}
+
+#[test]
+fn an_engine_that_overlaps_passes_gets_at_most_half_the_busy_slots_a_pass() {
+    // Three short prompts that one pass could read together (chunks of 32): the first pass
+    // still takes two of the three slots, so the third's starts while it is in flight, and
+    // the replies' decode passes keep alternating between the two groups.
+    let jobs: Vec<_> =
+        ["Emma", "Mr. Darcy", "Anne"].iter().map(|&p| (p, SamplerConfig::default())).collect();
+    let (one_at_a_time, _) = serve_on(&jobs, false, false, 32);
+    let (overlapped, calls) = serve_on(&jobs, false, true, 32);
+    assert_eq!(overlapped, one_at_a_time, "overlapped passes changed a reply");
+    let mut depth = 0usize;
+    let mut two = 0;
+    for c in &calls {
+        match *c {
+            "submit" => depth += 1,
+            "collect" => depth -= 1,
+            _ => {}
+        }
+        two += usize::from(depth == 2);
+    }
+    let submits = calls.iter().filter(|&&c| c == "submit").count();
+    assert!(two * 10 > submits * 9, "{two} of {submits} passes overlapped: {calls:?}");
 }
