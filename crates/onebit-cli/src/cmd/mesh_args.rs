@@ -36,9 +36,9 @@ pub struct MeshArgs {
     /// (tensor parallel: a piece of every block per node, four exchanges per block) or auto
     /// (with --mesh: measure the links and nodes, or reuse the measurements cached beside the
     /// mesh file, and run the planner's fastest plan for one sequence, which may be the head
-    /// alone; `serve` takes the fastest for its --slots in flight), or hybrid (a pipeline of --groups: each stage's nodes split its blocks
-    /// tensor-parallel, for tensor parallelism inside fast islands and a pipeline across a
-    /// slow link).
+    /// alone; `serve` takes the fastest for its --slots in flight), or hybrid (a pipeline of
+    /// --groups: each stage's nodes split its blocks tensor-parallel, for tensor parallelism
+    /// inside fast islands and a pipeline across a slow link).
     #[arg(long, default_value = "pp", value_parser = ["pp", "tp", "auto", "hybrid"])]
     pub strategy: String,
     /// With --strategy hybrid: nodes per stage in mesh order, head's first (e.g. 2,2: the

@@ -256,6 +256,21 @@ fn decode_turns_have_the_engine_pick_and_reply_as_the_host_picks() {
     assert!(picked <= 4, "{calls:?} for {replies:?}");
 }
 
+/// Of the passes an overlapping engine was given (`calls`), how many started while another
+/// was in flight, and how many there were.
+fn overlapped_passes(calls: &[&str]) -> (usize, usize) {
+    let (mut depth, mut two, mut submits) = (0usize, 0, 0);
+    for &c in calls {
+        match c {
+            "submit" => (depth, submits) = (depth + 1, submits + 1),
+            "collect" => depth -= 1,
+            _ => {}
+        }
+        two += usize::from(c == "submit" && depth == 2);
+    }
+    (two, submits)
+}
+
 #[test]
 fn an_engine_that_overlaps_passes_gets_two_groups_in_turns_and_the_same_replies() {
     // Five requests on three slots (two wait in the queue and are placed while a pass is in
@@ -284,17 +299,7 @@ fn an_engine_that_overlaps_passes_gets_two_groups_in_turns_and_the_same_replies(
     }
     assert!(!calls.contains(&"step") && !calls.contains(&"argmax"), "{calls:?}");
     // Two passes in flight at once, most of the time.
-    let mut depth = 0usize;
-    let mut two = 0;
-    for c in &calls {
-        match *c {
-            "submit" => depth += 1,
-            "collect" => depth -= 1,
-            _ => {}
-        }
-        two += usize::from(depth == 2);
-    }
-    let submits = calls.iter().filter(|&&c| c == "submit").count();
+    let (two, submits) = overlapped_passes(&calls);
     assert!(two * 2 > submits, "{two} of {submits} passes overlapped: {calls:?}");
 }
 
@@ -308,16 +313,6 @@ fn an_engine_that_overlaps_passes_gets_at_most_half_the_busy_slots_a_pass() {
     let (one_at_a_time, _) = serve_on(&jobs, false, false, 32);
     let (overlapped, calls) = serve_on(&jobs, false, true, 32);
     assert_eq!(overlapped, one_at_a_time, "overlapped passes changed a reply");
-    let mut depth = 0usize;
-    let mut two = 0;
-    for c in &calls {
-        match *c {
-            "submit" => depth += 1,
-            "collect" => depth -= 1,
-            _ => {}
-        }
-        two += usize::from(depth == 2);
-    }
-    let submits = calls.iter().filter(|&&c| c == "submit").count();
+    let (two, submits) = overlapped_passes(&calls);
     assert!(two * 10 > submits * 9, "{two} of {submits} passes overlapped: {calls:?}");
 }
