@@ -8,6 +8,8 @@ B=${ONEBIT:-target/release/onebit}
 M=${1:-/tmp/b4/2b4t.gguf}
 [ -f "$M" ] || { mkdir -p "$(dirname "$M")"; $B init --shape 2b4t -o "$M"; }
 D=$(mktemp -d)
+# A failed bench leaves neither a worker listening nor the key behind.
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$D"' EXIT
 $B mesh new-key -o "$D/mesh.key"
 printf 'key_file = "mesh.key"\nhead = "127.0.0.1:7611"\nworkers = ["127.0.0.1:7612"]\n' > "$D/mesh.toml"
 date; lscpu | grep -E "Model name|^CPU\(s\)|Flags"
@@ -23,4 +25,3 @@ for mode in overlap no-overlap; do
   taskset -c 0 $B bench "$M" -t 1 -p 0 -n 64 -r 3 --batch 1,8 --mesh "$D/mesh.toml" --worker-threads 1 "${extra[@]}"
   wait
 done
-rm -rf "$D"

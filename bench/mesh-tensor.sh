@@ -9,6 +9,8 @@ B=${ONEBIT:-target/release/onebit}
 M=${1:-/tmp/b4/2b4t.gguf}
 [ -f "$M" ] || { mkdir -p "$(dirname "$M")"; $B init --shape 2b4t -o "$M"; }
 D=$(mktemp -d)
+# A failed bench leaves neither a worker listening nor the key behind.
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$D"' EXIT
 $B mesh new-key -o "$D/mesh.key"
 printf 'key_file = "mesh.key"\nhead = "127.0.0.1:7621"\nworkers = ["127.0.0.1:7622"]\n' > "$D/mesh.toml"
 date; lscpu | grep -E "Model name|^CPU\(s\)|Flags"
@@ -28,4 +30,3 @@ for round in $(seq "${ROUNDS:-2}"); do
   echo "== round $round: pipeline, 2 processes x 1 thread, default split"
   mesh
 done
-rm -rf "$D"

@@ -28,8 +28,8 @@ fn tokenizer_json(vocab: usize) -> String {
 
 #[test]
 fn init_info_convert_bench_run() {
-    let dir = std::env::temp_dir().join(format!("onebit-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-cli-").tempdir().unwrap();
+    let dir = tmp.path();
     let p = |n: &str| dir.join(n).display().to_string();
     let (ok, _, err) = onebit(&["init", "--shape", "tiny", "--format", "i2_s", "-o", &p("m.gguf")]);
     assert!(ok, "{err}");
@@ -95,13 +95,12 @@ fn init_info_convert_bench_run() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(text.lines().count(), 2, "two replies expected: {text:?}");
     assert!(text.split_whitespace().all(|w| w.starts_with('w')), "{text}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("onebit-cli-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-cli-bad-").tempdir().unwrap();
+    let dir = tmp.path();
     let bad = dir.join("bad.gguf").display().to_string();
     std::fs::write(&bad, b"GGUF\x03\0\0\0\xff\xff").unwrap();
     // Each a single "error: ..." line that names what is wrong (main always prints "error:",
@@ -121,13 +120,12 @@ fn bad_input_is_a_clear_error() {
         assert!(lines[0].contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn tokenizer_train_export_run_plot() {
-    let dir = std::env::temp_dir().join(format!("onebit-cli-train-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-cli-train-").tempdir().unwrap();
+    let dir = tmp.path();
     let p = |n: &str| dir.join(n).display().to_string();
     let corpus = format!("{}/../../data/persuasion.txt", env!("CARGO_MANIFEST_DIR"));
     let (ok, _, err) =
@@ -211,7 +209,8 @@ fn tokenizer_train_export_run_plot() {
 
 #[test]
 fn a_transformers_directory_converts_back_to_gguf() {
-    let dir = std::env::temp_dir().join(format!("onebit-cli-hfdir-{}", std::process::id()));
+    let tmp = tempfile::Builder::new().prefix("onebit-cli-hfdir-").tempdir().unwrap();
+    let dir = tmp.path();
     let (hf, gguf) = (dir.join("hf"), dir.join("back.gguf"));
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/austen.gguf");
     let (hf, gguf) = (hf.to_str().unwrap(), gguf.to_str().unwrap());
@@ -227,7 +226,6 @@ fn a_transformers_directory_converts_back_to_gguf() {
     assert_eq!(greedy(gguf), greedy(model));
     let (ok, _, err) = onebit(&["convert", hf, "-o", gguf, "--tokenizer", "x.json"]);
     assert!(!ok && err.contains("directory's own tokenizer"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

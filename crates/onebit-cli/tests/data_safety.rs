@@ -57,11 +57,9 @@ fn onebit(dir: &Path, args: &[&str]) -> (i32, String, String) {
     onebit_in(dir, args, None, Duration::from_secs(120))
 }
 
-fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("onebit-safety-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder for one test, gone when the `TempDir` drops (a failed test's too).
+fn workdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("onebit-safety-{name}-")).tempdir().unwrap()
 }
 
 fn shipped() -> PathBuf {
@@ -86,10 +84,11 @@ fn one_clear_error(err: &str) -> String {
 
 #[test]
 fn row1_convert_onto_its_own_input_is_refused_and_the_model_survives() {
-    let d = workdir("r1");
+    let tmp = workdir("r1");
+    let d = tmp.path();
     std::fs::copy(shipped(), d.join("s.gguf")).unwrap();
     let before = std::fs::read(d.join("s.gguf")).unwrap();
-    let (code, _, err) = onebit(&d, &["convert", "s.gguf", "--to", "i2_s", "-o", "s.gguf"]);
+    let (code, _, err) = onebit(d, &["convert", "s.gguf", "--to", "i2_s", "-o", "s.gguf"]);
     assert_eq!(code, 1);
     assert!(one_clear_error(&err).contains("is the input"), "{err}");
     assert_eq!(std::fs::read(d.join("s.gguf")).unwrap(), before);
@@ -97,17 +96,18 @@ fn row1_convert_onto_its_own_input_is_refused_and_the_model_survives() {
 
 #[test]
 fn row2_a_failing_convert_leaves_the_existing_output_untouched() {
-    let d = workdir("r2");
+    let tmp = workdir("r2");
+    let d = tmp.path();
     std::fs::copy(shipped(), d.join("m.gguf")).unwrap();
     std::fs::copy(shipped(), d.join("g.gguf")).unwrap();
     let before = std::fs::read(d.join("g.gguf")).unwrap();
     // 688 columns do not fill TQ2_0's blocks of 256: refused before a byte is written.
-    let (code, _, err) = onebit(&d, &["convert", "m.gguf", "--to", "tq2_0", "-o", "g.gguf"]);
+    let (code, _, err) = onebit(d, &["convert", "m.gguf", "--to", "tq2_0", "-o", "g.gguf"]);
     assert_eq!(code, 1);
     let e = one_clear_error(&err);
     assert!(e.contains("blk.0.ffn_down.weight") && e.contains("Tq2_0"), "{e}");
     assert_eq!(std::fs::read(d.join("g.gguf")).unwrap(), before);
-    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 2, "no temporary file left behind");
+    assert_eq!(std::fs::read_dir(d).unwrap().count(), 2, "no temporary file left behind");
 }
 
 /// A tiny training run (a few seconds) for the checkpoint rows.
@@ -123,24 +123,25 @@ fn tiny_run(d: &Path) -> PathBuf {
 
 #[test]
 fn rows3_4_8_checkpoints_are_never_replaced_by_exports_and_corruption_is_caught() {
-    let d = workdir("r3");
-    let run = tiny_run(&d);
+    let tmp = workdir("r3");
+    let d = tmp.path();
+    let run = tiny_run(d);
     let ckpt = run.join("checkpoint.safetensors");
     let good = std::fs::read(&ckpt).unwrap();
     // Row 3: exporting a checkpoint onto itself.
     let c = ckpt.display().to_string();
-    let (code, _, err) = onebit(&d, &["export", &c, "-o", &c]);
+    let (code, _, err) = onebit(d, &["export", &c, "-o", &c]);
     assert_eq!(code, 1);
     assert!(one_clear_error(&err).contains("is the input"), "{err}");
     assert_eq!(std::fs::read(&ckpt).unwrap(), good);
     // ... or onto another file that is not a GGUF.
     std::fs::write(d.join("notes.txt"), "my notes").unwrap();
-    let (code, _, err) = onebit(&d, &["export", &c, "-o", "notes.txt"]);
+    let (code, _, err) = onebit(d, &["export", &c, "-o", "notes.txt"]);
     assert_eq!(code, 1);
     assert!(one_clear_error(&err).contains("not a GGUF file"), "{err}");
     assert_eq!(std::fs::read_to_string(d.join("notes.txt")).unwrap(), "my notes");
     // Row 4: the run's final model is complete and carries a checksum that verifies.
-    let (code, out, err) = onebit(&d, &["info", "run/model.gguf"]);
+    let (code, out, err) = onebit(d, &["info", "run/model.gguf"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("bitnet-b1.58"), "{out}");
     // Row 8: a flipped byte in the checkpoint's data is caught on export and on resume.
@@ -148,20 +149,18 @@ fn rows3_4_8_checkpoints_are_never_replaced_by_exports_and_corruption_is_caught(
     let at = bad.len() - 100;
     bad[at] ^= 0x40;
     std::fs::write(&ckpt, &bad).unwrap();
-    let (code, _, err) = onebit(&d, &["export", &c, "-o", "x.gguf"]);
+    let (code, _, err) = onebit(d, &["export", &c, "-o", "x.gguf"]);
     assert_eq!(code, 1);
     assert!(one_clear_error(&err).contains("checksum"), "{err}");
     assert!(!d.join("x.gguf").exists());
-    let (code, _, err) = onebit(
-        &d,
-        &["train", "--data", &persuasion(), "-o", "run", "--resume", &c, "--steps", "4"],
-    );
+    let (code, _, err) =
+        onebit(d, &["train", "--data", &persuasion(), "-o", "run", "--resume", &c, "--steps", "4"]);
     assert_eq!(code, 1);
     assert!(one_clear_error(&err).contains("checksum"), "{err}");
     // Row 13: with the good checkpoint back, --resume needs no shape flags.
     std::fs::write(&ckpt, &good).unwrap();
     let (code, _, err) = onebit(
-        &d,
+        d,
         &[
             "train",
             "--data",
@@ -181,7 +180,8 @@ fn rows3_4_8_checkpoints_are_never_replaced_by_exports_and_corruption_is_caught(
 
 #[test]
 fn row4_a_killed_model_write_leaves_the_old_file_or_the_new_one_never_a_torn_one() {
-    let d = workdir("r4");
+    let tmp = workdir("r4");
+    let d = tmp.path();
     let out = d.join("m.gguf");
     std::fs::copy(shipped(), &out).unwrap();
     let old = std::fs::read(&out).unwrap();
@@ -191,7 +191,7 @@ fn row4_a_killed_model_write_leaves_the_old_file_or_the_new_one_never_a_torn_one
         let mut child = Command::new(bin())
             .args(["init", "--shape", "350m", "--seed", &format!("{i}"), "-o"])
             .arg(&out)
-            .current_dir(&d)
+            .current_dir(d)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -204,7 +204,7 @@ fn row4_a_killed_model_write_leaves_the_old_file_or_the_new_one_never_a_torn_one
         let now = std::fs::read(&out).unwrap();
         if now != old {
             // The new file is complete: it verifies against its checksum.
-            let (code, _, err) = onebit(&d, &["info", &out.display().to_string()]);
+            let (code, _, err) = onebit(d, &["info", &out.display().to_string()]);
             assert_eq!(code, 0, "a torn file after a kill: {err}");
             let g = onebit_model::gguf::GgufFile::parse(&now).unwrap();
             g.verify_checksum(&now).unwrap();
@@ -215,8 +215,9 @@ fn row4_a_killed_model_write_leaves_the_old_file_or_the_new_one_never_a_torn_one
 
 #[test]
 fn row5_thread_counts_beyond_the_cpus_are_capped_with_a_warning() {
-    let d = workdir("r5");
-    let (code, _, err) = onebit(&d, &["run", "-p", "It is", "-n", "4", "-t", "1000"]);
+    let tmp = workdir("r5");
+    let d = tmp.path();
+    let (code, _, err) = onebit(d, &["run", "-p", "It is", "-n", "4", "-t", "1000"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("1000 threads requested") && err.contains("CPUs available"), "{err}");
     assert!(!err.contains('\u{1b}'), "colour codes in a non-terminal stderr: {err:?}");
@@ -224,10 +225,11 @@ fn row5_thread_counts_beyond_the_cpus_are_capped_with_a_warning() {
 
 #[test]
 fn row6_impossible_sizes_are_refused_before_anything_is_allocated_or_created() {
-    let d = workdir("r6");
+    let tmp = workdir("r6");
+    let d = tmp.path();
     for flags in [["--hidden", "1000000"], ["--seq", "100000"]] {
         let (code, _, err) = onebit(
-            &d,
+            d,
             &["train", "--data", &persuasion(), "-o", "tr", flags[0], flags[1], "--steps", "3"],
         );
         assert_eq!(code, 1, "{err}");
@@ -239,7 +241,8 @@ fn row6_impossible_sizes_are_refused_before_anything_is_allocated_or_created() {
 
 #[test]
 fn row8_non_finite_weights_and_hyper_parameters_are_refused_at_load() {
-    let d = workdir("r8");
+    let tmp = workdir("r8");
+    let d = tmp.path();
     let bytes = std::fs::read(shipped()).unwrap();
     let mut g = onebit_model::gguf::GgufFile::parse(&bytes).unwrap();
     // rope.freq_base = inf.
@@ -269,7 +272,7 @@ fn row8_non_finite_weights_and_hyper_parameters_are_refused_at_load() {
         w.finish().unwrap()
     };
     std::fs::write(d.join("inf.gguf"), rewrite(&g, &|_, _| {})).unwrap();
-    let (code, _, err) = onebit(&d, &["run", "inf.gguf", "-p", "It is", "-n", "4"]);
+    let (code, _, err) = onebit(d, &["run", "inf.gguf", "-p", "It is", "-n", "4"]);
     assert_eq!(code, 1);
     assert!(one_clear_error(&err).contains("rope.freq_base"), "{err}");
     // A NaN in a norm weight.
@@ -280,7 +283,7 @@ fn row8_non_finite_weights_and_hyper_parameters_are_refused_at_load() {
         }
     });
     std::fs::write(d.join("nan.gguf"), nan).unwrap();
-    let (code, _, err) = onebit(&d, &["run", "nan.gguf", "-p", "It is", "-n", "4"]);
+    let (code, _, err) = onebit(d, &["run", "nan.gguf", "-p", "It is", "-n", "4"]);
     assert_eq!(code, 1);
     let e = one_clear_error(&err);
     assert!(e.contains("blk.2.ffn_norm.weight") && e.contains("NaN"), "{e}");
@@ -289,18 +292,19 @@ fn row8_non_finite_weights_and_hyper_parameters_are_refused_at_load() {
     let at = flipped.len() - 1000;
     flipped[at] ^= 1;
     std::fs::write(d.join("flip.gguf"), flipped).unwrap();
-    let (code, _, err) = onebit(&d, &["run", "flip.gguf", "-p", "It is", "-n", "4"]);
+    let (code, _, err) = onebit(d, &["run", "flip.gguf", "-p", "It is", "-n", "4"]);
     assert_eq!(code, 1);
     assert!(one_clear_error(&err).contains("checksum"), "{err}");
 }
 
 #[test]
 fn rows9_10_11_non_files_and_missing_files_are_one_clear_error() {
-    let d = workdir("r9");
+    let tmp = workdir("r9");
+    let d = tmp.path();
     let fifo = d.join("f");
     let ok = Command::new("mkfifo").arg(&fifo).status().map(|s| s.success()).unwrap_or(false);
     if ok {
-        let (code, _, err) = onebit_in(&d, &["info", "f"], None, Duration::from_secs(10));
+        let (code, _, err) = onebit_in(d, &["info", "f"], None, Duration::from_secs(10));
         assert_eq!(code, 1);
         assert!(one_clear_error(&err).contains("not a regular file"), "{err}");
     }
@@ -311,7 +315,7 @@ fn rows9_10_11_non_files_and_missing_files_are_one_clear_error() {
         (vec!["info", "."], "a folder"),
         (vec!["train", "--data", "missing.txt", "-o", "t"], "training data missing.txt"),
     ] {
-        let (code, _, err) = onebit(&d, &args);
+        let (code, _, err) = onebit(d, &args);
         assert_eq!(code, 1, "{args:?}");
         let e = one_clear_error(&err);
         assert!(e.contains(want), "{args:?}: {e}");
@@ -321,7 +325,8 @@ fn rows9_10_11_non_files_and_missing_files_are_one_clear_error() {
 
 #[test]
 fn row12_sampling_settings_and_foreign_tokenizers_are_checked() {
-    let d = workdir("r12");
+    let tmp = workdir("r12");
+    let d = tmp.path();
     for (flag, value) in [
         ("--temp", "nan"),
         ("--temp", "inf"),
@@ -336,24 +341,25 @@ fn row12_sampling_settings_and_foreign_tokenizers_are_checked() {
         if !value.is_empty() {
             args.push(value);
         }
-        let (code, _, err) = onebit(&d, &args);
+        let (code, _, err) = onebit(d, &args);
         assert_eq!(code, 1, "{flag} {value}");
         assert!(one_clear_error(&err).contains("out of range"), "{err}");
     }
     // A 512-entry tokenizer on the 4096-vocabulary shipped model.
     let (code, _, err) = onebit(
-        &d,
+        d,
         &["tokenizer", "train", "--data", &persuasion(), "--vocab", "512", "-o", "small.json"],
     );
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = onebit(&d, &["run", "-p", "hi", "-n", "2", "--tokenizer", "small.json"]);
+    let (code, _, err) = onebit(d, &["run", "-p", "hi", "-n", "2", "--tokenizer", "small.json"]);
     assert_eq!(code, 1);
     assert!(one_clear_error(&err).contains("not this model's tokenizer"), "{err}");
 }
 
 #[test]
 fn row13_chat_survives_a_long_conversation_and_bad_lines() {
-    let d = workdir("r13");
+    let tmp = workdir("r13");
+    let d = tmp.path();
     let mut input = Vec::new();
     for i in 0..40 {
         input.extend_from_slice(format!("Tell me about Anne, part {i}.\n").as_bytes());
@@ -362,7 +368,7 @@ fn row13_chat_survives_a_long_conversation_and_bad_lines() {
         }
     }
     let (code, out, err) =
-        onebit_in(&d, &["chat", "-n", "30"], Some(&input), Duration::from_secs(300));
+        onebit_in(d, &["chat", "-n", "30"], Some(&input), Duration::from_secs(300));
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("oldest") && err.contains("dropped"), "no context-shift notice: {err}");
     assert!(err.contains("not valid UTF-8"), "{err}");

@@ -49,8 +49,8 @@ fn finish(mut c: Child, limit: Duration) -> bool {
 
 #[test]
 fn workers_join_and_every_link_is_probed() {
-    let dir = std::env::temp_dir().join(format!("onebit-mesh-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-mesh-cli-").tempdir().unwrap();
+    let dir = tmp.path();
     let key = dir.join("mesh.key").display().to_string();
     let (ok, _, err) = onebit(&["mesh", "new-key", "-o", &key]);
     assert!(ok, "{err}");
@@ -110,5 +110,4 @@ fn workers_join_and_every_link_is_probed() {
     assert!(err.contains("node 1") && err.lines().count() == 1, "{err}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     finish(rogue, Duration::ZERO);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

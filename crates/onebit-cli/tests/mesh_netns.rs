@@ -59,8 +59,8 @@ fn the_probe_measures_a_shaped_100_mbit_link() {
             return;
         }
     }
-    let dir = std::env::temp_dir().join(format!("onebit-netns-{id}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-netns-").tempdir().unwrap();
+    let dir = tmp.path();
     let key = dir.join("mesh.key");
     std::fs::write(&key, "ab".repeat(32)).unwrap();
     let mesh = dir.join("mesh.toml");
@@ -106,5 +106,4 @@ fn the_probe_measures_a_shaped_100_mbit_link() {
         "measured {exchange_mbs} MB/s exchanged on a 100 Mbit/s link"
     );
     assert!(t.elapsed() < Duration::from_secs(30));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

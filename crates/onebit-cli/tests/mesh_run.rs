@@ -7,9 +7,10 @@
 //! per token the exact bytes and exchanges the wire carried.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_onebit"))
@@ -25,11 +26,12 @@ fn onebit(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), s(out.stdout), s(out.stderr))
 }
 
-/// A folder with a key and a mesh file for a head and `workers` workers on free ports.
-fn mesh(name: &str, workers: usize) -> (PathBuf, String, Vec<u16>) {
-    let dir = std::env::temp_dir().join(format!("onebit-mesh-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A folder with a key and a mesh file for a head and `workers` workers on free ports; the
+/// folder goes when the returned `TempDir` drops, a failed test's too.
+fn mesh(name: &str, workers: usize) -> (TempDir, String, Vec<u16>) {
+    let tmp =
+        tempfile::Builder::new().prefix(&format!("onebit-mesh-run-{name}-")).tempdir().unwrap();
+    let dir = tmp.path();
     let key = dir.join("mesh.key").display().to_string();
     assert!(onebit(&["mesh", "new-key", "-o", &key]).0);
     let ls: Vec<TcpListener> =
@@ -44,7 +46,7 @@ fn mesh(name: &str, workers: usize) -> (PathBuf, String, Vec<u16>) {
     );
     let file = dir.join("mesh.toml");
     std::fs::write(&file, toml).unwrap();
-    (dir, file.display().to_string(), ports)
+    (tmp, file.display().to_string(), ports)
 }
 
 fn worker(dir: &Path, port: u16, extra: &[&str]) -> Child {
@@ -85,8 +87,9 @@ fn a_pipeline_prints_what_one_node_prints() {
         // The same hop at the same block as "per-link", the head's group exact.
         ("hybrid-per-link", 2, "hybrid:2,1/3,3", "hops=q8,f32/groups=f32,-"),
     ] {
-        let (dir, file, ports) = mesh(name, workers);
-        let ws: Vec<Child> = ports[1..].iter().map(|&p| worker(&dir, p, &[])).collect();
+        let (tmp, file, ports) = mesh(name, workers);
+        let dir = tmp.path();
+        let ws: Vec<Child> = ports[1..].iter().map(|&p| worker(dir, p, &[])).collect();
         let mut args = run.to_vec();
         args.extend(["--mesh", &file, "--wire", wire]);
         if let Some(hybrid) = split.strip_prefix("hybrid:") {
@@ -123,8 +126,9 @@ fn a_pipeline_prints_what_one_node_prints() {
 
 #[test]
 fn plan_measures_the_mesh_and_predicts_every_candidate() {
-    let (dir, file, ports) = mesh("plan", 1);
-    let w = worker_jobs(&dir, ports[1], 2, &[]);
+    let (tmp, file, ports) = mesh("plan", 1);
+    let dir = tmp.path();
+    let w = worker_jobs(dir, ports[1], 2, &[]);
     let model = repo("models/austen.gguf");
     let (ok, out, err) = onebit(&["plan", &model, "--mesh", &file, "-t", "1", "--batch", "4"]);
     assert!(ok, "{err}");
@@ -174,8 +178,9 @@ fn plan_measures_the_mesh_and_predicts_every_candidate() {
 
 #[test]
 fn a_hybrid_plan_on_three_nodes_runs_as_printed_and_prints_what_one_node_prints() {
-    let (dir, file, ports) = mesh("plan-hybrid", 2);
-    let ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(&dir, p, 2, &[])).collect();
+    let (tmp, file, ports) = mesh("plan-hybrid", 2);
+    let dir = tmp.path();
+    let ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(dir, p, 2, &[])).collect();
     let model = repo("models/austen.gguf");
     // f32 on the wire: the printed command must print one node's text.
     let plan =
@@ -204,13 +209,14 @@ fn a_hybrid_plan_on_three_nodes_runs_as_printed_and_prints_what_one_node_prints(
 
 #[test]
 fn a_worker_with_another_model_file_is_refused_by_name() {
-    let (dir, file, ports) = mesh("other", 1);
+    let (tmp, file, ports) = mesh("other", 1);
+    let dir = tmp.path();
     let mut bytes = std::fs::read(repo("models/austen.gguf")).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     let other = dir.join("other.gguf");
     std::fs::write(&other, bytes).unwrap();
-    let w = worker(&dir, ports[1], &["--model", &other.display().to_string()]);
+    let w = worker(dir, ports[1], &["--model", &other.display().to_string()]);
     let (ok, _, err) =
         onebit(&["run", &repo("models/austen.gguf"), "-p", "Emma", "-n", "4", "--mesh", &file]);
     assert!(!ok);
@@ -221,8 +227,9 @@ fn a_worker_with_another_model_file_is_refused_by_name() {
 /// `onebit bench --mesh -o json`: each test's objects, with the head's traffic per token.
 fn bench_json(name: &str, strategy: &str) -> Vec<serde_json::Value> {
     let model = repo("models/austen.gguf");
-    let (dir, file, ports) = mesh(name, 1);
-    let w = worker(&dir, ports[1], &[]);
+    let (tmp, file, ports) = mesh(name, 1);
+    let dir = tmp.path();
+    let w = worker(dir, ports[1], &[]);
     let args = ["bench", &model, "-t", "1", "-p", "16", "-n", "8", "-r", "2", "--batch", "1,2"];
     let mesh_args = ["--mesh", &file, "--strategy", strategy, "--wire", "f32"];
     let (ok, out, err) =
@@ -271,8 +278,9 @@ fn auto_measures_once_then_reuses_the_figures_and_prints_what_one_node_prints() 
     let run = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "32"];
     let (ok, single, err) = onebit(&run);
     assert!(ok, "{err}");
-    let (dir, file, ports) = mesh("auto", 1);
-    let mut w = worker_jobs(&dir, ports[1], 5, &[]);
+    let (tmp, file, ports) = mesh("auto", 1);
+    let dir = tmp.path();
+    let mut w = worker_jobs(dir, ports[1], 5, &[]);
     // Measured now; then from the cache; then measured again on request; then at a context
     // (a cache of another key), then that from the cache.
     for (round, flags, want) in [
@@ -303,11 +311,12 @@ fn a_worker_without_the_file_gets_its_shard_from_the_head() {
     let run = ["run", &model, "-p", "It is a truth universally acknowledged", "-n", "32"];
     let (ok, single, err) = onebit(&run);
     assert!(ok, "{err}");
-    let (dir, file, ports) = mesh("fetch", 1);
+    let (tmp, file, ports) = mesh("fetch", 1);
+    let dir = tmp.path();
     let (empty, cache) = (dir.join("models"), dir.join("cache"));
     std::fs::create_dir_all(&empty).unwrap();
     let (empty, cache) = (empty.display().to_string(), cache.display().to_string());
-    let mut w = worker_jobs(&dir, ports[1], 3, &["--models", &empty, "--cache", &cache]);
+    let mut w = worker_jobs(dir, ports[1], 3, &["--models", &empty, "--cache", &cache]);
     for strategy in ["pp", "tp", "pp"] {
         let mut args = run.to_vec();
         args.extend(["--mesh", &file, "--strategy", strategy]);
@@ -331,11 +340,12 @@ fn a_worker_without_the_file_gets_its_shard_from_the_head() {
 /// forms is one not started yet, waited for until the join timeout), and returns the head's
 /// error and how long after the fault it exited.
 fn fault_during_bench(name: &str, signal: &str) -> (String, Duration) {
-    let (dir, file, ports) = mesh(name, 1);
+    let (tmp, file, ports) = mesh(name, 1);
+    let dir = tmp.path();
     let model = dir.join("m.gguf").display().to_string();
     let (ok, _, err) = onebit(&["init", "--shape", "125m", "-o", &model]);
     assert!(ok, "{err}");
-    let w = worker(&dir, ports[1], &[]);
+    let w = worker(dir, ports[1], &[]);
     let mut head = bin()
         .args(["bench", &model, "-t", "1", "-p", "0", "-n", "1000", "-r", "50", "--mesh", &file])
         .args(["--worker-threads", "1", "--step-timeout", "2"])
@@ -427,8 +437,9 @@ fn a_memory_budget_refuses_what_does_not_fit_before_loading_it() {
     assert!(!ok);
     assert!(err.contains("the weights of") && err.contains("needs"), "{err}");
     // A worker held to less than its blocks refuses its job; the head names it.
-    let (dir, file, ports) = mesh("budget", 1);
-    let w = worker(&dir, ports[1], &["--mem-limit", "0.002"]);
+    let (tmp, file, ports) = mesh("budget", 1);
+    let dir = tmp.path();
+    let w = worker(dir, ports[1], &["--mem-limit", "0.002"]);
     let (ok, _, err) = onebit(&["run", &model, "-p", "Emma", "-n", "2", "--mesh", &file]);
     assert!(!ok);
     assert!(
@@ -462,8 +473,9 @@ fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
 fn a_server_whose_worker_is_killed_forms_the_mesh_again_from_the_others() {
     use std::io::{BufRead, BufReader};
     let model = repo("models/austen.gguf");
-    let (dir, file, ports) = mesh("reform", 2);
-    let mut ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(&dir, p, 2, &[])).collect();
+    let (tmp, file, ports) = mesh("reform", 2);
+    let dir = tmp.path();
+    let mut ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(dir, p, 2, &[])).collect();
     let mut server = bin()
         .args(["serve", &model, "--port", "0", "--mesh", &file, "--worker-threads", "1"])
         .args(["-t", "1", "--step-timeout", "2"])
@@ -537,8 +549,9 @@ fn kill_mid_reply_of(
 ) -> (String, String, usize) {
     use std::io::{Read, Write};
     let emu = ["--emulate-link", "15"];
-    let (dir, file, ports) = mesh(name, workers);
-    let mut ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(&dir, p, 2, &emu)).collect();
+    let (tmp, file, ports) = mesh(name, workers);
+    let dir = tmp.path();
+    let mut ws: Vec<Child> = ports[1..].iter().map(|&p| worker_jobs(dir, p, 2, &emu)).collect();
     let mut head = bin()
         .args(args)
         .args(["--mesh", &file, "--worker-threads", "1", "-t", "1", "--step-timeout", "2"])

@@ -284,12 +284,9 @@ mod tests {
             ("unknown frame", vec![start(10), vec![b'Z'; 11]]),
         ];
         for (name, frames) in cases {
-            let cache = std::env::temp_dir().join(format!(
-                "onebit-broken-shard-{}-{}",
-                std::process::id(),
-                name.len()
-            ));
-            let _ = std::fs::remove_dir_all(&cache);
+            let scratch =
+                tempfile::Builder::new().prefix("onebit-broken-shard-").tempdir().unwrap();
+            let cache = scratch.path().join("cache");
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let cfg = TcpConfig::new([9; 32]);
@@ -324,7 +321,6 @@ mod tests {
             let left: Vec<_> =
                 std::fs::read_dir(&cache).map(|d| d.collect()).unwrap_or_else(|_| Vec::new());
             assert!(left.is_empty(), "{name}: {left:?}");
-            let _ = std::fs::remove_dir_all(&cache);
         }
     }
 }

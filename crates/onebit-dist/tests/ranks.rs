@@ -93,8 +93,8 @@ fn ranks_match_one_node_bit_for_bit() {
 #[test]
 fn a_rank_with_another_file_or_none_stops_every_rank_with_its_reason() {
     let path = repo("models/austen.gguf");
-    let dir = std::env::temp_dir().join(format!("onebit-ranks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-ranks-").tempdir().unwrap();
+    let dir = tmp.path();
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -111,5 +111,4 @@ fn a_rank_with_another_file_or_none_stops_every_rank_with_its_reason() {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors.iter().all(|e| e.contains(want)), "{errors:?}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -133,8 +133,8 @@ fn shards(cache: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_worker_without_the_file_gets_its_shard_and_runs_bit_identically() {
-    let dir = std::env::temp_dir().join(format!("onebit-shard-mesh-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::Builder::new().prefix("onebit-shard-mesh-").tempdir().unwrap();
+    let dir = tmp.path();
     let (empty, cache) = (dir.join("models"), dir.join("cache"));
     std::fs::create_dir_all(&empty).unwrap();
     let model = Model::from_pretrained(
@@ -152,7 +152,7 @@ fn a_worker_without_the_file_gets_its_shard_and_runs_bit_identically() {
         progress: Progress::new(Counter(count.clone())),
         ..Default::default()
     };
-    let (file, listener, cfg) = mesh(&dir);
+    let (file, listener, cfg) = mesh(dir);
     let out = with_worker(
         listener,
         cfg,
@@ -178,7 +178,7 @@ fn a_worker_without_the_file_gets_its_shard_and_runs_bit_identically() {
     let at = bytes.len() - 100;
     bytes[at] ^= 0x10;
     std::fs::write(&got[0], bytes).unwrap();
-    let (file, listener, cfg) = mesh(&dir);
+    let (file, listener, cfg) = mesh(dir);
     let out = with_worker(listener, cfg, setup, vec![pipeline(file)]);
     assert_eq!(out[0].as_ref().map_err(String::clone), Ok(&single));
     assert_eq!(count.transfers.load(Ordering::SeqCst), 3);
@@ -186,9 +186,8 @@ fn a_worker_without_the_file_gets_its_shard_and_runs_bit_identically() {
 
     // A worker that may not fetch names what is missing.
     let no_fetch = WorkerSetup { models: Some(empty), cache: None, ..Default::default() };
-    let (file, listener, cfg) = mesh(&dir);
+    let (file, listener, cfg) = mesh(dir);
     let out = with_worker(listener, cfg, no_fetch, vec![pipeline(file)]);
     let err = out[0].as_ref().unwrap_err();
     assert!(err.contains("cannot run its job") && err.contains("austen.gguf"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -139,8 +139,8 @@ fn query_heads_cut_inside_a_kv_group_match_one_node() {
         vocab: 4096,
         ..ModelConfig::preset("micro").unwrap()
     };
-    let dir = std::env::temp_dir().join(format!("onebit-tensor-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-tensor-test-").tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("kv5.gguf").to_string_lossy().into_owned();
     let ty = onebit_model::synthetic::linear_type(onebit_kernels::TernaryFormat::T2).unwrap();
     onebit_model::synthetic::write_synthetic(&path, &cfg, ty, 11, &mut |_, _| {}).unwrap();
@@ -165,7 +165,6 @@ fn query_heads_cut_inside_a_kv_group_match_one_node() {
         tensor(&path, in_process(3), &three, 16),
         tensor(&path, in_process(2), &whole, 16),
     ];
-    std::fs::remove_dir_all(&dir).ok();
     assert!(got[0] == single, "5:5 query heads differ from one node");
     assert!(got[1] == single, "3:3:4 query heads differ from one node");
     assert!(got[2] == single, "KV heads 3:2 differ from one node");

@@ -221,8 +221,8 @@ fn batched_decode_of_forced_tokens_and_a_mixed_step_matches() {
 }
 
 fn synthetic(name: &str, cfg: &ModelConfig, format: TernaryFormat) -> Model {
-    let dir = std::env::temp_dir().join(format!("onebit-gpu-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-gpu-test-").tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join(format!("{name}.gguf")).to_string_lossy().into_owned();
     write_synthetic(&path, cfg, linear_type(format).unwrap(), 7, &mut |_, _| {}).unwrap();
     let m =

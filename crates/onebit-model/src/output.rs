@@ -153,8 +153,8 @@ mod tests {
 
     #[test]
     fn a_dropped_file_leaves_the_old_contents_and_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("onebit-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("onebit-atomic-").tempdir().unwrap();
+        let dir = tmp.path();
         let p = dir.join("m.gguf");
         std::fs::write(&p, b"old").unwrap();
         {
@@ -162,12 +162,11 @@ mod tests {
             f.write_all(b"half of the new").unwrap();
         }
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
         write_atomic(&p, b"new").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         assert!(check_output(&p, &[&p]).is_err());
-        assert!(check_output(&dir, &[]).is_err());
+        assert!(check_output(dir, &[]).is_err());
         assert!(check_output(&dir.join("missing/x.gguf"), &[]).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,8 +31,8 @@ fn every_layout_converts_and_round_trips() {
     cfg.hidden = 256;
     cfg.head_dim = 64;
     cfg.intermediate = 512;
-    let dir = std::env::temp_dir().join(format!("onebit-convert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-convert-").tempdir().unwrap();
+    let dir = tmp.path();
     let p = |n: &str| dir.join(n).display().to_string();
     write_synthetic(
         &p("src.gguf"),
@@ -75,18 +75,16 @@ fn every_layout_converts_and_round_trips() {
             assert_eq!(da, db, "{} via {}", t.name, to.name());
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn missing_and_wrong_files_are_errors() {
-    let dir = std::env::temp_dir();
-    let bad = dir.join(format!("onebit-bad-{}.gguf", std::process::id()));
+    let scratch = tempfile::Builder::new().prefix("onebit-bad-").tempdir().unwrap();
+    let bad = scratch.path().join("bad.gguf");
     std::fs::write(&bad, b"GGUF\x03\0\0\0garbage").unwrap();
     let bad = bad.display().to_string();
     assert!(load_gguf(&bad, &LoadOptions::default()).is_err());
     let t2 = linear_type(TernaryFormat::T2).unwrap();
     assert!(convert_gguf(&bad, "/nonexistent/x.gguf", Target::Onebit, t2, &mut |_, _| {}).is_err());
     assert!(load_gguf("/nonexistent/model.gguf", &LoadOptions::default()).is_err());
-    std::fs::remove_file(&bad).ok();
 }

@@ -28,8 +28,8 @@ fn opts() -> LoadOptions {
 
 #[test]
 fn hf_directory_matches_gguf_and_scale_semantics() {
-    let dir = std::env::temp_dir().join(format!("onebit-hf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-hf-").tempdir().unwrap();
+    let dir = tmp.path();
     let gguf = dir.join("m.gguf").display().to_string();
     let hf = dir.join("hf").display().to_string();
     let mut cfg = ModelConfig::preset("tiny").unwrap();
@@ -95,5 +95,4 @@ fn hf_directory_matches_gguf_and_scale_semantics() {
     std::fs::write(&st_path, b"\x08\0\0\0\0\0\0\0{\"a\":1}").unwrap();
     assert!(load_hf(&hf, &opts()).is_err());
     assert!(load_hf("/nonexistent-dir", &opts()).is_err());
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -104,7 +104,8 @@ fn checkpoints_saved_by_transformers_give_transformers_logits() {
 #[test]
 fn transformers_runs_the_directory_onebit_writes_as_onebit_does() {
     let v = json("onebit-relu2");
-    let out = std::env::temp_dir().join(format!("onebit-hf-out-{}", std::process::id()));
+    let tmp = tempfile::Builder::new().prefix("onebit-hf-out-").tempdir().unwrap();
+    let out = tmp.path();
     let src = dir().join("../peers/relu2-t2.gguf");
     onebit_model::convert::convert_to_hf(&src.display().to_string(), &out.display().to_string())
         .unwrap();
@@ -114,7 +115,7 @@ fn transformers_runs_the_directory_onebit_writes_as_onebit_does() {
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, v["sha256"].as_str().unwrap(), "the writer changed; re-record the fixture");
-    let m = load(&out);
+    let m = load(out);
     let want = read_f32(&dir().join(v["logits"].as_str().unwrap()));
     let seq = ids(&v, "ids");
     let got = all_logits(&m, &seq);
@@ -138,5 +139,4 @@ fn transformers_runs_the_directory_onebit_writes_as_onebit_does() {
         );
     }
     assert!(err <= EXACT_TOL, "logits differ by {err} of the peak");
-    std::fs::remove_dir_all(&out).ok();
 }

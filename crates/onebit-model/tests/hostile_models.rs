@@ -92,14 +92,14 @@ fn run(bytes: &[u8], path: &std::path::Path) -> Result<(), String> {
 
 #[test]
 fn intact_files_of_every_type_run() {
-    let path = std::env::temp_dir().join(format!("onebit-hostile-ok-{}.gguf", std::process::id()));
+    let scratch = tempfile::Builder::new().prefix("onebit-hostile-ok-").tempdir().unwrap();
+    let path = scratch.path().join("ok.gguf");
     for (i, &e) in EMBEDS.iter().enumerate() {
         for &l in &LINEARS {
             run(&model(e, l, i as u64 + 1), &path)
                 .unwrap_or_else(|err| panic!("{e:?}/{l:?}: {err}"));
         }
     }
-    std::fs::remove_file(&path).ok();
 }
 
 proptest! {
@@ -119,7 +119,8 @@ proptest! {
         if truncate {
             b.truncate(cut % (b.len() + 1));
         }
-        let path = std::env::temp_dir().join(format!("onebit-hostile-{}.gguf", std::process::id()));
+        let scratch = tempfile::Builder::new().prefix("onebit-hostile-").tempdir().unwrap();
+        let path = scratch.path().join("hostile.gguf");
         let r = std::panic::catch_unwind(|| run(&b, &path));
         prop_assert!(r.is_ok(), "{:?}/{:?} panicked", EMBEDS[e], LINEARS[l]);
     }

@@ -136,13 +136,13 @@ fn top2_margin(l: &[f32]) -> f32 {
 
 #[test]
 fn onebit_matches_every_engine_on_its_own_files_and_on_ours() {
-    let tmp = std::env::temp_dir().join(format!("onebit-peers-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let scratch = tempfile::Builder::new().prefix("onebit-peers-").tempdir().unwrap();
+    let tmp = scratch.path();
     let all = fixtures();
     assert!(all.len() >= 10, "expected the recorded fixtures, found {}", all.len());
     let mut worst = 0f32;
     for f in &all {
-        let path = model_file(f, &tmp);
+        let path = model_file(f, tmp);
         let opts = LoadOptions { threads: 2, head: HeadKind::F32, ..Default::default() };
         let m = load_gguf(&path.display().to_string(), &opts).unwrap();
         let mut s = Session::with_options(
@@ -182,7 +182,6 @@ fn onebit_matches_every_engine_on_its_own_files_and_on_ours() {
         all.len(),
         worst * 100.0
     );
-    std::fs::remove_dir_all(&tmp).ok();
 }
 
 #[test]

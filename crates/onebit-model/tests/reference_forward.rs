@@ -158,18 +158,19 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }
 
+/// A path for a model file in a fresh folder that goes when the `TempDir` drops.
+fn scratch_file(prefix: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let path = dir.path().join("model.gguf").display().to_string();
+    (dir, path)
+}
+
 fn argmax(v: &[f32]) -> u32 {
     v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b }) as u32
 }
 
 fn check(format: TernaryFormat, cfg: ModelConfig, layout: Option<TernaryFormat>) {
-    let dir = std::env::temp_dir().join(format!(
-        "onebit-ref-{}-{:?}-{}",
-        std::process::id(),
-        layout,
-        format.name()
-    ));
-    let path = format!("{}-{:?}-{}.gguf", dir.display(), cfg.act, cfg.tied_embeddings);
+    let (_scratch, path) = scratch_file("onebit-ref-");
     write_synthetic(&path, &cfg, linear_type(format).unwrap(), 7, &mut |_, _| {}).unwrap();
     // T2/B3 files are used in place from the map; check the copied path gives the same.
     let opts = |in_place| LoadOptions {
@@ -212,7 +213,6 @@ fn check(format: TernaryFormat, cfg: ModelConfig, layout: Option<TernaryFormat>)
     for (i, l) in r.iter().enumerate().skip(prompt.len() - 1) {
         assert_eq!(argmax(l), seq[i + 1], "{}: greedy token {i}", format.name());
     }
-    std::fs::remove_file(&path).ok();
 }
 
 #[test]
@@ -240,10 +240,7 @@ fn decode_attention_matches_reference_at_any_thread_count() {
     // Decode rows are (kv head, token, part of the query group): 1 thread keeps whole groups,
     // 3 threads cut each group of 2 query heads into 2 parts to balance the rows.
     let cfg = tiny(Activation::Relu2, true, true);
-    let path = std::env::temp_dir()
-        .join(format!("onebit-threads-{}.gguf", std::process::id()))
-        .display()
-        .to_string();
+    let (_scratch, path) = scratch_file("onebit-threads-");
     write_synthetic(&path, &cfg, linear_type(TernaryFormat::T2).unwrap(), 5, &mut |_, _| {})
         .unwrap();
     let prompt = [3u32, 71, 200, 9, 15];
@@ -264,7 +261,6 @@ fn decode_attention_matches_reference_at_any_thread_count() {
             assert!(err < 1e-4, "{threads} threads: decode step {i} differs by {err}");
         }
     }
-    std::fs::remove_file(&path).ok();
 }
 
 #[test]
@@ -272,10 +268,7 @@ fn blocked_prefill_attention_matches_reference() {
     // 40 tokens in chunks of 32: the first chunk takes the GEMM attention path, the rest the
     // row path; both must agree with the reference at every position checked.
     let cfg = tiny(Activation::Relu2, true, true);
-    let path = std::env::temp_dir()
-        .join(format!("onebit-blocked-{}.gguf", std::process::id()))
-        .display()
-        .to_string();
+    let (_scratch, path) = scratch_file("onebit-blocked-");
     write_synthetic(&path, &cfg, linear_type(TernaryFormat::T2).unwrap(), 11, &mut |_, _| {})
         .unwrap();
     let model =
@@ -290,17 +283,13 @@ fn blocked_prefill_attention_matches_reference() {
     let got = s.forward(&prompt[32..]).unwrap().to_vec();
     let err = max_rel(&got, &want[39]);
     assert!(err < 1e-4, "after blocked chunk: logits differ by {err}");
-    std::fs::remove_file(&path).ok();
 }
 
 #[test]
 #[allow(clippy::needless_range_loop)] // `step` indexes the per-slot expectations
 fn batched_decode_of_several_slots_matches_separate_sessions() {
     let cfg = tiny(Activation::Relu2, true, true);
-    let path = std::env::temp_dir()
-        .join(format!("onebit-batch-{}.gguf", std::process::id()))
-        .display()
-        .to_string();
+    let (_scratch, path) = scratch_file("onebit-batch-");
     write_synthetic(&path, &cfg, linear_type(TernaryFormat::T2).unwrap(), 13, &mut |_, _| {})
         .unwrap();
     for head in [HeadKind::F32, HeadKind::Q8] {
@@ -344,7 +333,6 @@ fn batched_decode_of_several_slots_matches_separate_sessions() {
         assert!(s.decode(&[1], &[3]).is_err(), "slot out of range");
         assert!(s.decode(&[1, 2], &[0]).is_err(), "count mismatch");
     }
-    std::fs::remove_file(&path).ok();
 }
 
 #[test]

@@ -85,8 +85,8 @@ fn a_block_shard_holds_its_blocks_byte_for_byte_and_verifies() {
 
 #[test]
 fn a_whole_shard_runs_bit_identically() {
-    let dir = std::env::temp_dir().join(format!("onebit-shard-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-shard-").tempdir().unwrap();
+    let dir = tmp.path();
     for path in files() {
         let src = GgufModelFile::open(&path).unwrap();
         let b = shard(&src, &ShardSpan::Whole);
@@ -95,7 +95,6 @@ fn a_whole_shard_runs_bit_identically() {
         std::fs::write(&out, &b).unwrap();
         assert_eq!(logits(&out.display().to_string()), logits(&path), "{path}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

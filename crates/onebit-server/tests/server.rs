@@ -251,28 +251,21 @@ fn a_chat_continuing_reuses_its_slot_cache() {
     s.stop();
 }
 
-/// A 125m-shaped model: slow enough that a request stays busy while the test looks at it.
-fn slow_model() -> String {
-    let path = std::env::temp_dir().join(format!("onebit-server-slow-{}.gguf", std::process::id()));
-    if !path.exists() {
-        let mut c = onebit_model::ModelConfig::preset("125m").unwrap();
-        c.vocab = 4096;
-        let ty = onebit_model::synthetic::linear_type(onebit_kernels::TernaryFormat::T2).unwrap();
-        onebit_model::synthetic::write_synthetic(
-            &path.display().to_string(),
-            &c,
-            ty,
-            9,
-            &mut |_, _| {},
-        )
-        .unwrap();
-    }
-    path.display().to_string()
+/// A 125m-shaped model: slow enough that a request stays busy while the test looks at it; its
+/// folder goes when the `TempDir` drops.
+fn slow_model() -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new().prefix("onebit-server-slow-").tempdir().unwrap();
+    let path = dir.path().join("slow.gguf").display().to_string();
+    let mut c = onebit_model::ModelConfig::preset("125m").unwrap();
+    c.vocab = 4096;
+    let ty = onebit_model::synthetic::linear_type(onebit_kernels::TernaryFormat::T2).unwrap();
+    onebit_model::synthetic::write_synthetic(&path, &c, ty, 9, &mut |_, _| {}).unwrap();
+    (dir, path)
 }
 
 #[test]
 fn disconnects_cancel_a_full_queue_says_503_and_shutdown_ends_streams() {
-    let model = slow_model();
+    let (_scratch, model) = slow_model();
     let s = start_with(
         &model,
         ServerConfig { slots: 1, queue: 1, ctx: 2048, ..ServerConfig::default() },
@@ -304,5 +297,4 @@ fn disconnects_cancel_a_full_queue_says_503_and_shutdown_ends_streams() {
     let (events, done) = b;
     assert!(done, "B's stream ended without [DONE]");
     assert!(events.iter().any(|e| e["choices"][0]["finish_reason"].is_string()));
-    std::fs::remove_file(&model).ok();
 }

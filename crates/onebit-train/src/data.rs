@@ -230,8 +230,8 @@ mod tests {
 
     #[test]
     fn jsonl_documents_and_bad_lines() {
-        let dir = std::env::temp_dir().join(format!("onebit-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("onebit-data-").tempdir().unwrap();
+        let dir = tmp.path();
         let p = dir.join("a.jsonl").display().to_string();
         std::fs::write(&p, "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n").unwrap();
         assert_eq!(read_documents(std::slice::from_ref(&p)).unwrap(), vec!["one", "two"]);

@@ -21,8 +21,8 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn conversions_load_and_keep_the_logits() {
     let src = format!("{}/../../models/austen.gguf", env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::temp_dir().join(format!("onebit-convert-any-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("onebit-convert-any-").tempdir().unwrap();
+    let dir = tmp.path();
     let want = logits(&src);
 
     let copy = dir.join("copy.gguf").display().to_string();
@@ -47,5 +47,4 @@ fn conversions_load_and_keep_the_logits() {
 
     assert!(ConvertTo::from_name("gguf-ish").is_err());
     assert_eq!(ConvertTo::from_name("transformers").unwrap(), ConvertTo::Transformers);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

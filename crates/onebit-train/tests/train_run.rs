@@ -15,10 +15,11 @@ fn corpus() -> String {
     format!("{}/../../data/persuasion.txt", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tmp(name: &str) -> String {
-    let d = std::env::temp_dir().join(format!("onebit-train-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.display().to_string()
+/// A scratch folder (gone when the `TempDir` drops, a failed test's too) and its path.
+fn tmp(name: &str) -> (tempfile::TempDir, String) {
+    let d = tempfile::Builder::new().prefix(&format!("onebit-train-{name}-")).tempdir().unwrap();
+    let path = d.path().display().to_string();
+    (d, path)
 }
 
 fn data(dir: &str, vocab: usize) -> (TokenData, Tokenizer, String) {
@@ -80,7 +81,7 @@ fn short_run_with_int8_backward_beats_the_unigram_baseline() {
 }
 
 fn short_run(int8_backward: bool) {
-    let dir = tmp(if int8_backward { "run8" } else { "run" });
+    let (_scratch, dir) = tmp(if int8_backward { "run8" } else { "run" });
     let (data, tok, _) = data(&dir, 512);
     let mut cfg = config(tok.vocab_size(), 200);
     cfg.int8_backward = int8_backward;
@@ -114,7 +115,7 @@ fn short_run(int8_backward: bool) {
 fn a_stop_during_a_message_ends_the_run_after_that_step() {
     // An observer turning Ctrl-C into a stop may meet it at the monitor's message, not at the
     // step event: the run still stops after that step, with its checkpoint.
-    let dir = tmp("stop");
+    let (_scratch, dir) = tmp("stop");
     let (data, tok, _) = data(&dir, 512);
     let mut t = Trainer::new(config(tok.vocab_size(), 200)).unwrap();
     let mut stopped_at = None;
@@ -137,7 +138,7 @@ fn a_stop_during_a_message_ends_the_run_after_that_step() {
 
 #[test]
 fn resume_continues_bit_identically() {
-    let dir = tmp("resume");
+    let (_scratch, dir) = tmp("resume");
     let (data, tok, _) = data(&dir, 400);
     let mut cfg = config(tok.vocab_size(), 10);
     cfg.accum = 2;
@@ -179,7 +180,7 @@ fn exported_llama_model_runs_in_the_engine_with_the_same_logits() {
 }
 
 fn export_check(llama: bool) {
-    let dir = tmp(if llama { "export-llama" } else { "export" });
+    let (_scratch, dir) = tmp(if llama { "export-llama" } else { "export" });
     let (data, tok, tj) = data(&dir, 400);
     let mut cfg = config(tok.vocab_size(), 30);
     if llama {
@@ -225,7 +226,7 @@ mod mutation {
         /// A checkpoint with random bytes overwritten loads or fails with an error, never panics.
         #[test]
         fn mutated_checkpoints_never_panic(pos in any::<prop::sample::Index>(), vals in prop::collection::vec(any::<u8>(), 1..16)) {
-            let dir = tmp("mutate");
+            let (_scratch, dir) = tmp("mutate");
             let ck = format!("{dir}/ck.safetensors");
             if !std::path::Path::new(&ck).exists() {
                 let mut cfg = config(64, 2);
@@ -251,7 +252,7 @@ mod mutation {
 
 #[test]
 fn clipped_ste_zeroes_the_gradient_of_saturated_latents() {
-    let dir = tmp("clip");
+    let (_scratch, dir) = tmp("clip");
     let (data, tok, _) = data(&dir, 300);
     let mut cfg = config(tok.vocab_size(), 5);
     cfg.clipped_ste = true;

@@ -15,16 +15,21 @@ DRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
         pytest.skip("Chromium and chromedriver are not installed (.ci/run installs them)")
+    # Chromium's profile and its singleton socket folder (made under TMPDIR) go in pytest's own
+    # temporary folder, which pytest prunes; left to themselves they collect in /tmp run after run.
+    scratch = tmp_path_factory.mktemp("chromium")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", "--disable-quic"]:
         opts.add_argument(flag)
-    b = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
+    opts.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    service = webdriver.ChromeService(executable_path=DRIVER, env={**os.environ, "TMPDIR": str(scratch)})
+    b = webdriver.Chrome(service=service, options=opts)
     yield b
     b.quit()
 
