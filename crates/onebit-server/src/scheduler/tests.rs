@@ -2,7 +2,7 @@
 
 use super::*;
 use onebit_model::load::LoadOptions;
-use onebit_model::SamplerConfig;
+use onebit_model::{Draw, SamplerConfig};
 use std::sync::mpsc;
 
 /// A CPU session that records which of its calls the scheduler makes, and samples "on
