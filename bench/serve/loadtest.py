@@ -4,7 +4,7 @@ last one ends. Reports requests, errors, aggregate generated tokens per second, 
 time-to-first-token percentiles. Loopback only; bounded in clients and time.
 
   python bench/serve/loadtest.py URL --clients 32 --seconds 60 --max-tokens 64 [--model ID]
-      [--temperature T (0.8; 0 is greedy)]
+      [--temperature T (0.8; 0 is greedy)] [--prompt-words N (12)]
 """
 import argparse
 import asyncio
@@ -19,11 +19,11 @@ WORDS = ("Anne Elliot Captain Wentworth Bath Kellynch Lady Russell Mary Charles 
          "Henrietta Lyme sea walk letter father baronet navy officer evening party concert").split()
 
 
-async def client(i, url, model, deadline, max_tokens, temperature, stats):
+async def client(i, url, model, deadline, max_tokens, temperature, words, stats):
     rng = random.Random(i)
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as http:
         while time.monotonic() < deadline:
-            prompt = " ".join(rng.choice(WORDS) for _ in range(12))
+            prompt = " ".join(rng.choice(WORDS) for _ in range(words))
             body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature, "stream": True,
                     "stream_options": {"include_usage": True}}
             if model:
@@ -54,6 +54,7 @@ async def client(i, url, model, deadline, max_tokens, temperature, stats):
             stats["requests"] += 1
             stats["ttft"].append(first if first is not None else time.monotonic() - t0)
             stats["tokens"] += usage["completion_tokens"] if usage else pieces
+            stats["prompt_tokens"] += usage.get("prompt_tokens", 0) if usage else 0
             stats["latency"].append(time.monotonic() - t0)
 
 
@@ -65,19 +66,20 @@ async def main():
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--model", default=None)
     p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--prompt-words", type=int, default=12, help="words a prompt (prefill work per request)")
     a = p.parse_args()
     assert a.url.startswith(("http://127.", "http://localhost", "http://[::1]")), "loopback only"
     assert a.clients <= 256 and a.seconds <= 600
-    stats = {"requests": 0, "errors": [], "tokens": 0, "ttft": [], "latency": []}
+    stats = {"requests": 0, "errors": [], "tokens": 0, "prompt_tokens": 0, "ttft": [], "latency": []}
     start = time.monotonic()
     deadline = start + a.seconds
-    await asyncio.gather(*(client(i, a.url, a.model, deadline, a.max_tokens, a.temperature, stats) for i in range(a.clients)))
+    await asyncio.gather(*(client(i, a.url, a.model, deadline, a.max_tokens, a.temperature, a.prompt_words, stats) for i in range(a.clients)))
     wall = time.monotonic() - start
     q = lambda v, f: sorted(v)[min(len(v) - 1, int(f * len(v)))] if v else float("nan")
     print(json.dumps({
         "url": a.url, "clients": a.clients, "seconds": round(wall, 1), "requests": stats["requests"],
         "errors": len(stats["errors"]), "error_kinds": sorted(set(map(str, stats["errors"])))[:5],
-        "generated_tokens": stats["tokens"], "aggregate_tok_s": round(stats["tokens"] / wall, 2),
+        "prompt_tokens": stats["prompt_tokens"], "generated_tokens": stats["tokens"], "aggregate_tok_s": round(stats["tokens"] / wall, 2),
         "ttft_p50_s": round(q(stats["ttft"], 0.5), 3), "ttft_p90_s": round(q(stats["ttft"], 0.9), 3),
         "ttft_max_s": round(max(stats["ttft"], default=float("nan")), 3),
         "latency_p50_s": round(statistics.median(stats["latency"]), 3) if stats["latency"] else None,

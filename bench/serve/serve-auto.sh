@@ -6,7 +6,7 @@
 #
 #   bash bench/serve/serve-auto.sh MODEL.gguf TOKENIZER.json
 #
-# Knobs: ROUNDS (2), SECONDS_PER_RUN (40), CLIENTS (8), SLOTS (8), MAX_TOKENS (64),
+# Knobs: ROUNDS (2), SECONDS_PER_RUN (40), CLIENTS (8), SLOTS (8), MAX_TOKENS (64), PROMPT_WORDS (12),
 # EMULATE ("5,2": WiFi-like), MESH_FLAGS ("--strategy auto"; e.g. "--split 9,21" for a
 # pipeline), ONEBIT (binary), PY (python with httpx).
 set -euo pipefail
@@ -41,7 +41,7 @@ serve() { # label, extra serve flags...
   echo "== $label"
   grep -E "^auto:|^mesh:" "$DIR/server.log" || true
   "$PY" bench/serve/loadtest.py "http://127.0.0.1:$PORT" --clients "$CLIENTS" \
-    --seconds "$SECS" --max-tokens "$MT" --temperature 0
+    --seconds "$SECS" --max-tokens "$MT" --temperature 0 --prompt-words "${PROMPT_WORDS:-12}"
   kill -INT "$SRV"
   wait "$SRV" || true
 }
