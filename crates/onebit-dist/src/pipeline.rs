@@ -346,6 +346,17 @@ impl<'m> PipelineHead<'m> {
         }
         Ok(())
     }
+
+    /// [`Self::drain`] where a pass in flight holds `slot`. A reset or truncation of another
+    /// slot need not wait: the head's stage of those passes is done (the rest of its work,
+    /// the output head, reads no cache), and the stages down the ring get the control message
+    /// behind their rows. A server placing a request keeps its other group in flight so.
+    fn drain_holding(&mut self, slot: usize) -> onebit_model::Result<()> {
+        if self.in_flight.iter().any(|p| p.slots.contains(&slot)) {
+            self.drain()?;
+        }
+        Ok(())
+    }
 }
 
 impl Engine for PipelineHead<'_> {
@@ -368,7 +379,7 @@ impl Engine for PipelineHead<'_> {
         self.session.position_of(slot)
     }
     fn reset_slot(&mut self, slot: usize) -> onebit_model::Result<()> {
-        self.drain()?;
+        self.drain_holding(slot)?;
         self.session.reset_slot(slot)?;
         let mut msg = [RESET, 0, 0, 0, 0];
         msg[1..].copy_from_slice(&(slot as u32).to_le_bytes());
@@ -410,7 +421,7 @@ impl Engine for PipelineHead<'_> {
         self.collect()
     }
     fn truncate_slot(&mut self, slot: usize, len: usize) -> onebit_model::Result<()> {
-        self.drain()?;
+        self.drain_holding(slot)?;
         self.session.truncate_slot(slot, len)?;
         let mut msg = vec![TRUNCATE];
         msg.extend((slot as u32).to_le_bytes());

@@ -98,7 +98,9 @@ pub trait Engine {
     }
     /// Starts a pass like [`Engine::step`] without waiting for it; [`Engine::collect_step`]
     /// returns its logits, oldest pass first. At most two passes are in flight, and any other
-    /// call first finishes them (dropping their logits).
+    /// call first finishes them (dropping their logits) — but [`Engine::reset_slot`] and
+    /// [`Engine::truncate_slot`] of a slot no pass in flight holds, which take effect at once
+    /// and leave the passes running.
     fn submit_step(&mut self, _tokens: &[u32], _slots: &[usize], _want: &[bool]) -> Result<()> {
         Err(crate::Error::Batch {
             op: "submit_step",

@@ -207,9 +207,6 @@ impl<'a, 'm> Runner<'a, 'm> {
 
     /// Puts `job` in the free slot whose cached tokens share the longest prefix with it.
     fn place(&mut self, job: Job) {
-        // The engine finishes a pass in flight before anything else (dropping its logits):
-        // take them first.
-        self.settle();
         let shared =
             |s: &Slot| s.tokens.iter().zip(&job.prompt).take_while(|(a, b)| a == b).count();
         let (slot, common) = self
@@ -220,6 +217,13 @@ impl<'a, 'm> Runner<'a, 'm> {
             .map(|(i, s)| (i, shared(s)))
             .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
             .expect("a free slot");
+        // A free slot's rows are never in flight here (the turn after a cancellation takes its
+        // pass back before the next placement); were they, the engine would finish that pass
+        // before truncating and drop its logits, so they would be taken first. Other slots
+        // are truncated with the pass left running.
+        if self.in_pass[slot] {
+            self.settle();
+        }
         // At least the last prompt token is computed again: its logits start the reply.
         let reuse = common.min(job.prompt.len().saturating_sub(1));
         let vocab = self.session.vocab();

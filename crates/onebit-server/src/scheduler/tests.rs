@@ -18,6 +18,9 @@ struct Recording<'m> {
     overlapping: bool,
     in_flight: VecDeque<(Vec<f32>, Vec<usize>)>,
     out: Vec<f32>,
+    /// Cancels a request (sets its flag) at the submit that is the n-th to hold slot 0: the
+    /// client goes away while its rows are in flight.
+    cancel_slot0_at: Option<(usize, Arc<AtomicBool>)>,
 }
 
 impl Recording<'_> {
@@ -29,6 +32,16 @@ impl Recording<'_> {
         }
         for (&t, &s) in tokens.iter().zip(slots) {
             self.cached[s].push(t);
+        }
+    }
+
+    /// A reset or truncation of `slot`: a pipeline's head finishes the passes in flight first
+    /// where one holds the slot (dropping their logits), else leaves them running.
+    fn release(&mut self, slot: usize) {
+        if self.in_flight.iter().any(|(_, held)| held.contains(&slot)) {
+            let _ = self.calls.send("a slot of a pass in flight truncated");
+        } else if !self.in_flight.is_empty() {
+            let _ = self.calls.send("truncated beside a pass in flight");
         }
     }
 }
@@ -47,7 +60,7 @@ impl onebit_model::Engine for Recording<'_> {
         onebit_model::Engine::position_of(&self.inner, slot)
     }
     fn reset_slot(&mut self, slot: usize) -> onebit_model::Result<()> {
-        self.feed(&[], &[]);
+        self.release(slot);
         self.cached[slot].clear();
         onebit_model::Engine::reset_slot(&mut self.inner, slot)
     }
@@ -60,7 +73,7 @@ impl onebit_model::Engine for Recording<'_> {
         onebit_model::Engine::decode(&mut self.inner, t, slots)
     }
     fn truncate_slot(&mut self, slot: usize, len: usize) -> onebit_model::Result<()> {
-        self.feed(&[], &[]);
+        self.release(slot);
         self.cached[slot].truncate(len);
         onebit_model::Engine::truncate_slot(&mut self.inner, slot, len)
     }
@@ -102,6 +115,14 @@ impl onebit_model::Engine for Recording<'_> {
         }
         for (&t, &s) in t.iter().zip(slots) {
             self.cached[s].push(t);
+        }
+        if let Some((n, flag)) = &mut self.cancel_slot0_at {
+            if slots.contains(&0) {
+                *n -= 1;
+                if *n == 0 {
+                    flag.store(true, Relaxed);
+                }
+            }
         }
         let logits = onebit_model::Engine::step(&mut self.inner, t, slots, want)?.to_vec();
         self.in_flight.push_back((logits, slots.to_vec()));
@@ -168,6 +189,18 @@ fn serve_on(
     overlapping: bool,
     chunk: usize,
 ) -> (Vec<(String, usize)>, Vec<&'static str>) {
+    serve_cancelling(jobs, device_samples, overlapping, chunk, None)
+}
+
+/// [`serve_on`], the first request (in slot 0) cancelled at the `cancel_first_at`-th submit
+/// that holds its slot.
+fn serve_cancelling(
+    jobs: &[(&str, SamplerConfig)],
+    device_samples: bool,
+    overlapping: bool,
+    chunk: usize,
+    cancel_first_at: Option<usize>,
+) -> (Vec<(String, usize)>, Vec<&'static str>) {
     let opts = LoadOptions { threads: 1, ..Default::default() };
     let model = Model::from_pretrained(&repo("models/austen.gguf"), &opts).unwrap();
     let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
@@ -175,6 +208,7 @@ fn serve_on(
     let sopts =
         SessionOptions { max_ctx: 128, max_batch: chunk.max(3), slots: 3, kv: KvDtype::F32 };
     let (calls_tx, calls) = mpsc::channel();
+    let first_cancel = Arc::new(AtomicBool::new(false));
     let engine = Recording {
         inner: Session::with_options(&model, sopts),
         calls: calls_tx,
@@ -183,6 +217,7 @@ fn serve_on(
         overlapping,
         in_flight: VecDeque::new(),
         out: Vec::new(),
+        cancel_slot0_at: cancel_first_at.map(|n| (n, first_cancel.clone())),
     };
     let mut queue = Queue { jobs: VecDeque::new(), shutdown: false };
     let mut replies = Vec::new();
@@ -190,7 +225,11 @@ fn serve_on(
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
         let params = GenerationParams { max_tokens: 20, sampling: sampling.clone(), stop: vec![] };
         let prompt = tok.encode(prompt, true).unwrap();
-        queue.jobs.push_back(Job { prompt, params, events, cancel: Default::default() });
+        let cancel = match replies.is_empty() {
+            true => first_cancel.clone(),
+            false => Default::default(),
+        };
+        queue.jobs.push_back(Job { prompt, params, events, cancel });
         replies.push(rx);
     }
     let queue = (Mutex::new(queue), Condvar::new());
@@ -274,7 +313,7 @@ fn overlapped_passes(calls: &[&str]) -> (usize, usize) {
 #[test]
 fn an_engine_that_overlaps_passes_gets_two_groups_in_turns_and_the_same_replies() {
     // Five requests on three slots (two wait in the queue and are placed while a pass is in
-    // flight), prompts read in chunks of four, greedy and sampled replies.
+    // flight, which keeps running), prompts read in chunks of four, greedy and sampled replies.
     let prompts = [
         "It is a truth universally acknowledged",
         "Emma Woodhouse, handsome, clever",
@@ -293,10 +332,15 @@ fn an_engine_that_overlaps_passes_gets_two_groups_in_turns_and_the_same_replies(
     let (overlapped, calls) = serve_on(&jobs, false, true, 4);
     assert_eq!(overlapped, one_at_a_time, "overlapped passes changed a reply");
     assert!(overlapped.iter().all(|r| r.1 == 20), "{overlapped:?}");
-    for wrong in ["a call with a pass in flight", "three passes in flight", "a slot in two passes"]
-    {
+    for wrong in [
+        "a call with a pass in flight",
+        "three passes in flight",
+        "a slot in two passes",
+        "a slot of a pass in flight truncated",
+    ] {
         assert!(!calls.contains(&wrong), "{wrong}: {calls:?}");
     }
+    assert!(calls.contains(&"truncated beside a pass in flight"), "{calls:?}");
     assert!(!calls.contains(&"step") && !calls.contains(&"argmax"), "{calls:?}");
     // Two passes in flight at once, most of the time.
     let (two, submits) = overlapped_passes(&calls);
@@ -315,4 +359,22 @@ fn an_engine_that_overlaps_passes_gets_at_most_half_the_busy_slots_a_pass() {
     assert_eq!(overlapped, one_at_a_time, "overlapped passes changed a reply");
     let (two, submits) = overlapped_passes(&calls);
     assert!(two * 10 > submits * 9, "{two} of {submits} passes overlapped: {calls:?}");
+}
+
+#[test]
+fn a_request_cancelled_with_its_rows_in_flight_frees_its_slot_after_they_are_back() {
+    // Four requests on three slots; the first goes away while a pass holding its slot is in
+    // flight, and the queued fourth takes that slot with the other group's pass in flight:
+    // no pass holding the slot may still be out when the engine truncates it (a pipeline's
+    // head would finish it and drop its logits), and the other replies run to the end.
+    let jobs: Vec<_> = ["Emma", "Mr. Darcy", "Anne", "Sir Walter Elliot"]
+        .iter()
+        .map(|&p| (p, SamplerConfig::default()))
+        .collect();
+    let (replies, calls) = serve_cancelling(&jobs, false, true, 4, Some(3));
+    assert!(replies[0].1 < 20, "the first request ran to the end: {replies:?}");
+    assert!(replies[1..].iter().all(|r| r.1 == 20), "{replies:?}");
+    for wrong in ["a call with a pass in flight", "a slot of a pass in flight truncated"] {
+        assert!(!calls.contains(&wrong), "{wrong}: {calls:?}");
+    }
 }
