@@ -3,6 +3,10 @@ clients stream /v1/completions for a fixed time, each sending its next request a
 last one ends. Reports requests, errors, aggregate generated tokens per second, and
 time-to-first-token percentiles. Loopback only; bounded in clients and time.
 
+TTFT is the time to the first piece of text: a random-weight model whose tokens decode to
+nothing (a tokenizer padded with special tokens) shows its first text late. For synthetic
+models use `bench/python/bench_python.py filler-tokenizer`, whose fillers are plain words.
+
   python bench/serve/loadtest.py URL --clients 32 --seconds 60 --max-tokens 64 [--model ID]
       [--temperature T (0.8; 0 is greedy)] [--prompt-words N (12)]
 """
