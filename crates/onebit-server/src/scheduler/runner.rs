@@ -18,9 +18,10 @@
 //! An engine that overlaps passes ([`ModelEngine::overlaps`]: a pipeline mesh's head) gets two
 //! groups of slots in turns: a pass takes at most half of the busy slots
 //! ([`ModelEngine::submit_step`]) and the turn then takes the pass started before it
-//! ([`ModelEngine::collect_step`]), which the later stages computed meanwhile. A slot in the
-//! pass in flight sits a turn out, and the pass is taken before a request is placed (the
-//! engine would finish it and drop its logits). Its tokens are picked on the host.
+//! ([`ModelEngine::collect_step`]), which the later stages computed meanwhile. A slot whose
+//! decode row is in flight sits a turn out (its next token needs those logits); a prompt's
+//! next chunk follows the one in flight, so one long prompt keeps both machines busy. A
+//! request is placed beside the pass in flight. Tokens are picked on the host.
 
 use super::{EngineConfig, Event, Job, Queue, RunEnd, Usage};
 use crate::metrics::Metrics;
@@ -34,8 +35,10 @@ use std::time::{Duration, Instant};
 struct Active {
     job: Job,
     seq: Sequence,
-    /// Prompt tokens in the slot's cache so far.
+    /// Prompt tokens in the slot's cache so far, and handed to the engine so far (more while
+    /// a chunk is in flight).
     read: usize,
+    sent: usize,
     cached: usize,
     /// Logits after the slot's last token (or the engine's pick, `chosen`), when they have
     /// not been sampled from yet.
@@ -244,6 +247,7 @@ impl<'a, 'm> Runner<'a, 'm> {
             job,
             seq,
             read: reuse,
+            sent: reuse,
             cached: reuse,
             ready: false,
             logits: vec![0.0; vocab],
@@ -314,20 +318,24 @@ impl<'a, 'm> Runner<'a, 'm> {
         let decode_rows = self.rows.len();
         let mut budget = self.max_batch - decode_rows;
         for s in 0..self.slots.len() {
-            let Some(a) = &self.slots[s].active else { continue };
+            let Some(a) = &mut self.slots[s].active else { continue };
             let len = a.job.prompt.len();
-            if a.read >= len || budget == 0 || self.in_pass[s] || taken >= cap {
+            // A slot still reading may have its last chunk in flight: those rows want no
+            // logits, so the next chunk can follow them (the stages keep the order), as the
+            // head's own prefill does.
+            if a.sent >= len || budget == 0 || taken >= cap {
                 continue;
             }
             if overlap {
                 taken += 1;
             }
-            let end = (a.read + self.cfg.prefill_chunk.min(budget)).min(len);
-            for (i, &t) in a.job.prompt[a.read..end].iter().enumerate() {
-                let last = a.read + i + 1 == len;
+            let end = (a.sent + self.cfg.prefill_chunk.min(budget)).min(len);
+            for (i, &t) in a.job.prompt[a.sent..end].iter().enumerate() {
+                let last = a.sent + i + 1 == len;
                 self.rows.push(Row { token: t, slot: s, want: last, prompt: true });
             }
-            budget -= end - a.read;
+            budget -= end - a.sent;
+            a.sent = end;
         }
         if overlap {
             return self.turn_overlapped(decode_rows);

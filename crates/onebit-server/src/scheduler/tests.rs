@@ -14,9 +14,10 @@ struct Recording<'m> {
     device_samples: bool,
     cached: Vec<Vec<u32>>,
     /// Overlapping passes as a pipeline's head does (computed at submit, handed back at
-    /// collect): their logits and slots, oldest first.
+    /// collect), oldest first: their logits, the slots whose logits they hold (a row
+    /// wanted), and the slots of their other rows (prompt chunks).
     overlapping: bool,
-    in_flight: VecDeque<(Vec<f32>, Vec<usize>)>,
+    in_flight: VecDeque<(Vec<f32>, Vec<usize>, Vec<usize>)>,
     out: Vec<f32>,
     /// Cancels a request (sets its flag) at the submit that is the n-th to hold slot 0: the
     /// client goes away while its rows are in flight.
@@ -38,7 +39,8 @@ impl Recording<'_> {
     /// A reset or truncation of `slot`: a pipeline's head finishes the passes in flight first
     /// where one holds the slot (dropping their logits), else leaves them running.
     fn release(&mut self, slot: usize) {
-        if self.in_flight.iter().any(|(_, held)| held.contains(&slot)) {
+        if self.in_flight.iter().any(|(_, held, read)| held.contains(&slot) || read.contains(&slot))
+        {
             let _ = self.calls.send("a slot of a pass in flight truncated");
         } else if !self.in_flight.is_empty() {
             let _ = self.calls.send("truncated beside a pass in flight");
@@ -110,8 +112,12 @@ impl onebit_model::Engine for Recording<'_> {
         if self.in_flight.len() >= 2 {
             let _ = self.calls.send("three passes in flight");
         }
-        if self.in_flight.iter().any(|(_, held)| slots.iter().any(|s| held.contains(s))) {
+        // A slot may follow its own prompt chunk (no logits wanted there), never a pass that
+        // holds its next logits.
+        if self.in_flight.iter().any(|(_, held, _)| slots.iter().any(|s| held.contains(s))) {
             let _ = self.calls.send("a slot in two passes");
+        } else if self.in_flight.iter().any(|(_, _, read)| slots.iter().any(|s| read.contains(s))) {
+            let _ = self.calls.send("a prompt chunk behind its last");
         }
         for (&t, &s) in t.iter().zip(slots) {
             self.cached[s].push(t);
@@ -125,12 +131,15 @@ impl onebit_model::Engine for Recording<'_> {
             }
         }
         let logits = onebit_model::Engine::step(&mut self.inner, t, slots, want)?.to_vec();
-        self.in_flight.push_back((logits, slots.to_vec()));
+        let of = |wanted: bool| -> Vec<usize> {
+            slots.iter().zip(want).filter(|(_, &w)| w == wanted).map(|(&s, _)| s).collect()
+        };
+        self.in_flight.push_back((logits, of(true), of(false)));
         Ok(())
     }
     fn collect_step(&mut self) -> onebit_model::Result<&mut [f32]> {
         let _ = self.calls.send("collect");
-        let (logits, _) = self.in_flight.pop_front().expect("a pass in flight");
+        let (logits, ..) = self.in_flight.pop_front().expect("a pass in flight");
         self.out = logits;
         Ok(&mut self.out)
     }
@@ -377,4 +386,24 @@ fn a_request_cancelled_with_its_rows_in_flight_frees_its_slot_after_they_are_bac
     for wrong in ["a call with a pass in flight", "a slot of a pass in flight truncated"] {
         assert!(!calls.contains(&wrong), "{wrong}: {calls:?}");
     }
+}
+
+#[test]
+fn a_long_prompt_on_an_engine_that_overlaps_has_two_chunks_in_flight() {
+    // One request, its prompt read in chunks of four: each chunk follows the one in flight
+    // (those rows want no logits), as a pipeline's head reads a prompt, and the reply is the
+    // one-pass-at-a-time reply.
+    let jobs = [(
+        "The family of Dashwood had long been settled in Sussex. Their estate was large",
+        SamplerConfig::default(),
+    )];
+    let (one_at_a_time, _) = serve_on(&jobs, false, false, 4);
+    let (overlapped, calls) = serve_on(&jobs, false, true, 4);
+    assert_eq!(overlapped, one_at_a_time, "overlapped chunks changed the reply");
+    for wrong in ["a call with a pass in flight", "three passes in flight", "a slot in two passes"]
+    {
+        assert!(!calls.contains(&wrong), "{wrong}: {calls:?}");
+    }
+    let behind = calls.iter().filter(|&&c| c == "a prompt chunk behind its last").count();
+    assert!(behind >= 2, "{behind} chunks followed one in flight: {calls:?}");
 }
