@@ -180,7 +180,8 @@ impl MeshArgs {
                 Some(choice.wires.clone());
             let aim = match goal {
                 auto::Goal::OneSequence => String::new(),
-                auto::Goal::InFlight => format!(" at {k} sequences in flight"),
+                // Decode throughput: the prompts the server reads add their prefill to it.
+                auto::Goal::InFlight => format!(" decoding {k} sequences in flight"),
             };
             eprintln!(
                 "auto: {:?} with {} on the wire, predicted {:.1} tok/s{aim} (mesh {}; --remeasure to measure again)",

@@ -211,7 +211,7 @@ pub fn run(a: Args) -> Result<()> {
         // What `onebit serve --slots N --strategy auto` runs: the fastest aggregate.
         let (_, busy) = auto::choose_for(&c, 2.0, &measured, a.batch, wire, Goal::InFlight)?;
         println!(
-            "for {} sequences in flight (serve --slots {} --strategy auto): {}{}, {:.2} tok/s",
+            "for {} sequences in flight (serve --slots {} --strategy auto): {}{}, {:.2} tok/s decoding",
             a.batch,
             a.batch,
             describe(&busy.strategy),
