@@ -267,12 +267,18 @@ pub fn choose_for(
         plans.extend(plan_per_link(c, bpw, &specs, &m.links, k)?.into_iter().filter(split));
         plans.sort_by(|a, b| b.tok_s.total_cmp(&a.tok_s));
     }
-    let runnable = |p: &Plan| !matches!(p.strategy, Strategy::Single { node } if node != 0);
-    let choice =
-        fastest_with_wire_rule(&plans, first, runnable, goal).cloned().ok_or_else(|| {
-            DistError::Usage("no plan this head can run fits the mesh (only single workers)".into())
-        })?;
+    let choice = pick_for(&plans, wire, goal)?.clone();
     Ok((plans, choice))
+}
+
+/// The plan `--strategy auto` runs for `goal` among the candidates [`choose_for`] listed with
+/// the same `wire`: the fastest the head takes part in, under the wire rule.
+pub fn pick_for(plans: &[Plan], wire: Option<WireDtype>, goal: Goal) -> Result<&Plan> {
+    let runnable = |p: &Plan| !matches!(p.strategy, Strategy::Single { node } if node != 0);
+    let exact = wire.unwrap_or(WireDtype::F32);
+    fastest_with_wire_rule(plans, exact, runnable, goal).ok_or_else(|| {
+        DistError::Usage("no plan this head can run fits the mesh (only single workers)".into())
+    })
 }
 
 /// Among `plans` that pass `keep`, by `goal`'s speed: the fastest sending `exact`, unless one

@@ -208,8 +208,9 @@ pub fn run(a: Args) -> Result<()> {
         Strategy::Single { .. } => {}
     }
     if a.strategy == "auto" && a.batch > 1 {
-        // What `onebit serve --slots N --strategy auto` runs: the fastest aggregate.
-        let (_, busy) = auto::choose_for(&c, 2.0, &measured, a.batch, wire, Goal::InFlight)?;
+        // What `onebit serve --slots N --strategy auto` runs: the fastest aggregate of the same
+        // candidates (priced above for `a.batch` in flight).
+        let busy = auto::pick_for(&plans, wire, Goal::InFlight)?;
         println!(
             "for {} sequences in flight (serve --slots {} --strategy auto): {}{}, {:.2} tok/s decoding",
             a.batch,
