@@ -534,7 +534,11 @@ fn absorb(
     for r in rows {
         let slot = &mut slots[r.slot];
         slot.tokens.push(r.token);
-        let Some(a) = &mut slot.active else { continue };
+        // A cancelled request's rows still hold their place among the logits.
+        let Some(a) = &mut slot.active else {
+            j += usize::from(r.want);
+            continue;
+        };
         if r.prompt {
             a.read += 1;
         }
