@@ -121,6 +121,7 @@ fn sampled_generation_gives_the_cpu_tokens() {
             seed,
         },
         stop: Vec::new(),
+        logprobs: None,
     };
     let vocab = model.config.vocab;
     let reply = |e: &mut dyn Engine, seed| {

@@ -76,6 +76,11 @@ impl ChatTemplate {
         ChatTemplate { source: Some(source.into()), bos: bos.into(), eos: eos.into() }
     }
 
+    /// The model's template source (Jinja), if it brought one.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
     /// Whether the model brought its own template.
     pub fn is_model_template(&self) -> bool {
         self.source.is_some()

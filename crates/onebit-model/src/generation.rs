@@ -9,6 +9,7 @@
 
 use crate::engine::{Draw, Engine, Sampler, SamplerConfig};
 use crate::error::Result;
+use crate::logprobs::{token_logprob, TokenLogprob};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 /// What a reply may do.
@@ -20,11 +21,19 @@ pub struct GenerationParams {
     pub sampling: SamplerConfig,
     /// The reply ends before the first of these strings (which is not part of it).
     pub stop: Vec<String>,
+    /// Report each sampled token's log-probability with this many alternatives
+    /// ([`Step::logprob`]); None: none.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerationParams {
     fn default() -> Self {
-        GenerationParams { max_tokens: 128, sampling: SamplerConfig::default(), stop: Vec::new() }
+        GenerationParams {
+            max_tokens: 128,
+            sampling: SamplerConfig::default(),
+            stop: Vec::new(),
+            logprobs: None,
+        }
     }
 }
 
@@ -62,6 +71,9 @@ pub struct Step {
     pub piece: String,
     /// Set when the reply ended with this token.
     pub finish: Option<FinishReason>,
+    /// The sampled token's log-probability (the end-of-sequence token's too), when the
+    /// reply asked for them.
+    pub logprob: Option<TokenLogprob>,
 }
 
 /// One reply being generated.
@@ -75,6 +87,10 @@ pub struct Sequence {
     printed: usize,
     longest_stop: usize,
     finish: Option<FinishReason>,
+    /// With logprobs and a repetition penalty: the logits before the penalty edits them;
+    /// scratch for the top alternatives.
+    raw: Vec<f32>,
+    idx: Vec<u32>,
 }
 
 impl Sequence {
@@ -93,6 +109,8 @@ impl Sequence {
             printed: 0,
             longest_stop,
             finish: None,
+            raw: Vec::new(),
+            idx: Vec::new(),
             params,
         })
     }
@@ -110,8 +128,28 @@ impl Sequence {
         if let Some(done) = self.ended(tok) {
             return Ok(done);
         }
+        let Some(n) = self.params.logprobs else {
+            let next = self.sampler.sample(logits, history);
+            return self.push(tok, next, room);
+        };
+        // The penalty edits the row in place; the log-probabilities are the model's own.
+        let edits = self.params.sampling.repeat_penalty != 1.0;
+        if edits {
+            self.raw.clear();
+            self.raw.extend_from_slice(logits);
+        }
         let next = self.sampler.sample(logits, history);
-        self.push(tok, next, room)
+        let row = if edits { &self.raw[..] } else { &logits[..] };
+        let lp = token_logprob(row, next, n, &mut self.idx);
+        let mut step = self.push(tok, next, room)?;
+        step.logprob = Some(lp);
+        Ok(step)
+    }
+
+    /// Whether this reply reports log-probabilities: its tokens must then be sampled from
+    /// logits on the host ([`Sequence::step`]), never picked by the engine.
+    pub fn wants_logprobs(&self) -> bool {
+        self.params.logprobs.is_some()
     }
 
     /// Whether every token of this reply is the plain argmax of the model's logits (greedy,
@@ -146,7 +184,7 @@ impl Sequence {
     /// The step of a reply that has already ended, or reached its token limit.
     fn ended(&mut self, tok: &Tokenizer) -> Option<Step> {
         if let Some(f) = self.finish {
-            return Some(Step { feed: None, piece: String::new(), finish: Some(f) });
+            return Some(Step { feed: None, piece: String::new(), finish: Some(f), logprob: None });
         }
         if self.ids.len() >= self.params.max_tokens {
             return Some(self.end(tok, FinishReason::Length, String::new()));
@@ -174,7 +212,7 @@ impl Sequence {
                 self.text.truncate(cut);
                 self.printed = cut;
                 self.finish = Some(FinishReason::Stop);
-                return Ok(Step { feed: None, piece, finish: self.finish });
+                return Ok(Step { feed: None, piece, finish: self.finish, logprob: None });
             }
             let upto = self.text.len() - stop_prefix_len(&self.text, &self.params.stop);
             if upto > self.printed {
@@ -188,7 +226,7 @@ impl Sequence {
         if room == 0 {
             return Ok(self.end(tok, FinishReason::ContextFull, piece));
         }
-        Ok(Step { feed: Some(next), piece, finish: None })
+        Ok(Step { feed: Some(next), piece, finish: None, logprob: None })
     }
 
     /// Ends the reply early (the caller stopped it); returns the text not yet emitted.
@@ -208,7 +246,7 @@ impl Sequence {
             self.text.push_str(&rest);
         }
         self.finish = Some(why);
-        Step { feed: None, piece, finish: Some(why) }
+        Step { feed: None, piece, finish: Some(why), logprob: None }
     }
 
     /// The reply so far (stop string excluded).
@@ -262,8 +300,9 @@ pub fn generate(
     consumed.extend_from_slice(feed);
     // A greedy reply lets the engine pick each next token (on a GPU: one id back per step),
     // and so does a sampled one where the engine samples on its device.
-    let greedy = seq.is_greedy();
-    let on_engine = !greedy && session.samples(seq.sampling());
+    let host = seq.wants_logprobs();
+    let greedy = !host && seq.is_greedy();
+    let on_engine = !host && !greedy && session.samples(seq.sampling());
     let (mut chosen, mut penalized) = (Vec::with_capacity(1), Vec::new());
     loop {
         let room = session.capacity().saturating_sub(session.position_of(0)?);
@@ -330,8 +369,9 @@ pub fn generate_batch(
         ((0..n).collect(), Vec::with_capacity(n), Vec::with_capacity(n));
     // When every reply is greedy, or the engine samples them all on its device, the engine
     // picks the tokens: `chosen[i]` after the prompt.
-    let greedy = seqs.iter().all(Sequence::is_greedy);
-    let on_engine = !greedy && seqs.iter().all(|s| session.samples(s.sampling()));
+    let host = seqs.iter().any(Sequence::wants_logprobs);
+    let greedy = !host && seqs.iter().all(Sequence::is_greedy);
+    let on_engine = !host && !greedy && seqs.iter().all(|s| session.samples(s.sampling()));
     let (mut chosen, mut ids) = (vec![None; n], Vec::with_capacity(n));
     let (mut draws, mut penalized) = (Vec::with_capacity(n), Vec::new());
     while !active.is_empty() {

@@ -21,6 +21,7 @@ pub mod generation;
 pub mod gguf;
 pub mod hf;
 pub mod load;
+pub mod logprobs;
 mod mmap;
 pub mod output;
 pub mod perplexity;
@@ -41,4 +42,5 @@ pub use error::{Error, Result};
 pub use generation::{
     generate, generate_batch, FinishReason, Generated, GenerationParams, Sequence,
 };
+pub use logprobs::TokenLogprob;
 pub use tokenizer::{StreamDecoder, Tokenizer};

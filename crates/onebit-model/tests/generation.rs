@@ -22,6 +22,7 @@ fn batched_greedy_replies_equal_single_replies() {
         max_tokens: 24,
         sampling: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
         stop: vec![],
+        logprobs: None,
     };
     let texts = [
         "It is a truth universally acknowledged",

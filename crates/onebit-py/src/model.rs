@@ -62,7 +62,12 @@ impl GenOptions {
             ..SamplerConfig::default()
         };
         sampling.validate().map_err(model_err)?;
-        Ok(GenerationParams { max_tokens: self.max_new_tokens, sampling, stop: self.stop })
+        Ok(GenerationParams {
+            max_tokens: self.max_new_tokens,
+            sampling,
+            stop: self.stop,
+            logprobs: None,
+        })
     }
 }
 

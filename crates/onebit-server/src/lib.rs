@@ -12,10 +12,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod logprobs;
 pub mod metrics;
 pub mod openai;
 pub mod routes;
 pub mod scheduler;
+pub mod tokenize;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -152,6 +154,7 @@ impl Server {
             ));
         }
         let ctx = cfg.ctx.min(model.config.max_positions);
+        let (vocab, eos, bos) = (model.config.vocab, model.config.eos, model.config.bos);
         let metrics = Arc::new(metrics::Metrics::default());
         let tok = Arc::new(tok);
         let engine_cfg = EngineConfig {
@@ -178,6 +181,9 @@ impl Server {
             template,
             model_id: cfg.model_id.clone(),
             ctx,
+            vocab,
+            eos,
+            bos,
             api_key: cfg.api_key.clone(),
             metrics,
             created: std::time::SystemTime::now()
@@ -192,6 +198,9 @@ impl Server {
             .route("/v1/models", get(routes::models))
             .route("/v1/chat/completions", post(routes::chat))
             .route("/v1/completions", post(routes::completions))
+            .route("/tokenize", post(tokenize::tokenize))
+            .route("/detokenize", post(tokenize::detokenize))
+            .route("/tokenizer_info", get(tokenize::info))
             .layer(axum::extract::DefaultBodyLimit::max(cfg.body_limit))
             .with_state(app);
         if let Some(origin) = &cfg.cors_origin {

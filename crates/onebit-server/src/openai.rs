@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use onebit_model::chat_template::Message;
+use onebit_model::logprobs::MAX_TOP_LOGPROBS;
 use onebit_model::{GenerationParams, SamplerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -112,12 +113,82 @@ pub struct Sampling {
     pub presence_penalty: Option<f32>,
     /// As `presence_penalty`.
     pub frequency_penalty: Option<f32>,
+    /// Accepted when empty, refused otherwise (not implemented).
+    pub logit_bias: Option<Value>,
+    /// Chat: `true` reports each reply token's log-probability; text completions: the
+    /// number of alternatives reported beside each token.
+    pub logprobs: Option<Value>,
+    /// Chat: alternatives reported beside each token (needs `logprobs: true`).
+    pub top_logprobs: Option<u64>,
+    /// Text completions: the reply starts with the prompt (and with `logprobs`, the
+    /// prompt's tokens are reported too).
+    #[serde(default)]
+    pub echo: bool,
+}
+
+/// What a reply reports beside its text.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Log-probabilities of the reply's tokens, with this many alternatives each.
+    pub logprobs: Option<usize>,
+    /// The prompt is echoed first (text completions).
+    pub echo: bool,
+}
+
+impl Report {
+    /// Log-probabilities of the prompt's tokens, with this many alternatives (`echo` with
+    /// `logprobs`).
+    pub fn prompt_logprobs(&self) -> Option<usize> {
+        self.logprobs.filter(|_| self.echo)
+    }
 }
 
 impl Sampling {
+    /// What the reply reports beside its text, for the chat endpoint (`chat`) or the
+    /// text completions one.
+    pub fn report(&self, chat: bool) -> Result<Report, ApiError> {
+        let top = |n: u64, param| {
+            if n as usize > MAX_TOP_LOGPROBS {
+                Err(ApiError::invalid(param, format!("at most {MAX_TOP_LOGPROBS} alternatives")))
+            } else {
+                Ok(n as usize)
+            }
+        };
+        if chat {
+            let on = match &self.logprobs {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(ApiError::invalid("logprobs", "logprobs is true or false")),
+            };
+            if self.top_logprobs.is_some() && !on {
+                return Err(ApiError::invalid("top_logprobs", "top_logprobs needs logprobs: true"));
+            }
+            let n = top(self.top_logprobs.unwrap_or(0), "top_logprobs")?;
+            return Ok(Report { logprobs: on.then_some(n), echo: false });
+        }
+        let logprobs = match &self.logprobs {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(n) => Some(top(n, "logprobs")?),
+                None => {
+                    return Err(ApiError::invalid(
+                        "logprobs",
+                        "logprobs is the number of alternatives reported (0 to 20)",
+                    ))
+                }
+            },
+        };
+        Ok(Report { logprobs, echo: self.echo })
+    }
+
     /// The generation settings, checked against the context: `prompt` tokens leave
-    /// `ctx - prompt` positions for the reply.
-    pub fn params(&self, prompt: usize, ctx: usize) -> Result<GenerationParams, ApiError> {
+    /// `ctx - prompt` positions for the reply; `report` from [`Sampling::report`].
+    pub fn params(
+        &self,
+        prompt: usize,
+        ctx: usize,
+        report: Report,
+    ) -> Result<GenerationParams, ApiError> {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid("n", "only n = 1 is supported"));
         }
@@ -136,6 +207,9 @@ impl Sampling {
                 ));
             }
         }
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_null() && b != &json!({})) {
+            return Err(ApiError::invalid("logit_bias", "logit_bias is not supported"));
+        }
         if prompt == 0 {
             return Err(ApiError::invalid("prompt", "the prompt is empty"));
         }
@@ -149,8 +223,12 @@ impl Sampling {
         }
         let room = ctx - prompt;
         let max = self.max_completion_tokens.or(self.max_tokens).unwrap_or(room as u64);
-        if max == 0 {
-            return Err(ApiError::invalid("max_tokens", "max_tokens must be at least 1"));
+        // Zero tokens is a request for the prompt's log-probabilities alone.
+        if max == 0 && !report.echo {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                "max_tokens must be at least 1 (0 only with echo)",
+            ));
         }
         if max > ctx as u64 {
             return Err(ApiError::invalid(
@@ -177,7 +255,12 @@ impl Sampling {
             ..d
         };
         sampling.validate().map_err(|e| ApiError::invalid("temperature", e.to_string()))?;
-        Ok(GenerationParams { max_tokens: (max as usize).min(room), sampling, stop })
+        Ok(GenerationParams {
+            max_tokens: (max as usize).min(room),
+            sampling,
+            stop,
+            logprobs: report.logprobs,
+        })
     }
 }
 
@@ -259,7 +342,7 @@ impl ChatRequest {
     }
 }
 
-/// `prompt`: a string or a one-element list.
+/// `prompt`: a string, token ids, or a one-element list of either.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Prompt {
@@ -267,6 +350,18 @@ pub enum Prompt {
     One(String),
     /// A list (one string supported).
     Many(Vec<String>),
+    /// Token ids.
+    Ids(Vec<u32>),
+    /// Lists of token ids (one list supported).
+    IdLists(Vec<Vec<u32>>),
+}
+
+/// A completion's prompt as the client gave it.
+pub enum PromptInput<'a> {
+    /// Text, to be tokenized.
+    Text(&'a str),
+    /// Token ids, to be run as they are.
+    Ids(&'a [u32]),
 }
 
 /// POST /v1/completions.
@@ -282,14 +377,16 @@ pub struct CompletionRequest {
 }
 
 impl CompletionRequest {
-    /// The prompt text.
-    pub fn text(&self) -> Result<&str, ApiError> {
+    /// The prompt, text or token ids.
+    pub fn input(&self) -> Result<PromptInput<'_>, ApiError> {
+        let one = || ApiError::invalid("prompt", "one prompt per request is supported");
         match &self.prompt {
-            Prompt::One(s) => Ok(s),
-            Prompt::Many(v) if v.len() == 1 => Ok(&v[0]),
-            Prompt::Many(_) => {
-                Err(ApiError::invalid("prompt", "one prompt per request is supported"))
-            }
+            Prompt::One(s) => Ok(PromptInput::Text(s)),
+            Prompt::Many(v) if v.len() == 1 => Ok(PromptInput::Text(&v[0])),
+            Prompt::Many(_) => Err(one()),
+            Prompt::Ids(ids) => Ok(PromptInput::Ids(ids)),
+            Prompt::IdLists(v) if v.len() == 1 => Ok(PromptInput::Ids(&v[0])),
+            Prompt::IdLists(_) => Err(one()),
         }
     }
 }

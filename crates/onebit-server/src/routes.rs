@@ -1,8 +1,11 @@
 //! The HTTP routes: OpenAI's chat and text completions (streamed as server-sent events or
 //! whole), models, health, Prometheus metrics and the chat page.
 
+use crate::logprobs::{self, TextLogprobs};
 use crate::metrics::Metrics;
-use crate::openai::{ApiError, ChatRequest, CompletionRequest, Sampling, UsageBody};
+use crate::openai::{
+    ApiError, ChatRequest, CompletionRequest, PromptInput, Report, Sampling, UsageBody,
+};
 use crate::scheduler::{Engine, Event, Job, Usage};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -30,6 +33,12 @@ pub struct App {
     pub model_id: String,
     /// Context positions per request.
     pub ctx: usize,
+    /// Token ids the model knows.
+    pub vocab: usize,
+    /// The model's end-of-sequence and start tokens.
+    pub eos: Option<u32>,
+    /// As `eos`.
+    pub bos: Option<u32>,
     /// Bearer token required on /v1 routes, if set.
     pub api_key: Option<String>,
     /// Counters.
@@ -40,14 +49,14 @@ pub struct App {
     pub next_id: AtomicU64,
 }
 
-type Shared = State<Arc<App>>;
+pub(crate) type Shared = State<Arc<App>>;
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl App {
-    fn check_auth(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check_auth(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(key) = &self.api_key else { return Ok(()) };
         let given = headers
             .get("authorization")
@@ -77,7 +86,7 @@ impl App {
         }
     }
 
-    fn invalid(&self, e: ApiError) -> Response {
+    pub(crate) fn invalid(&self, e: ApiError) -> Response {
         if e.status.is_client_error() {
             self.metrics.invalid.fetch_add(1, Relaxed);
         }
@@ -85,7 +94,7 @@ impl App {
     }
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(v)| v).map_err(|e| {
         let status = e.status();
         ApiError::new(
@@ -141,6 +150,7 @@ pub async fn chat(
         app.check_auth(&headers)?;
         let req = body(b)?;
         app.check_model(&req.model)?;
+        let report = req.sampling.report(true)?;
         let messages = req.messages()?;
         let text = app
             .template
@@ -150,10 +160,12 @@ pub async fn chat(
             .tok
             .encode(&text, false)
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-        Ok::<_, ApiError>((req.sampling, prompt))
+        Ok::<_, ApiError>((req.sampling, prompt, report))
     })();
     match prepared {
-        Ok((sampling, prompt)) => run(app, Kind::Chat, sampling, prompt).await,
+        Ok((sampling, prompt, report)) => {
+            run(app, Kind::Chat, sampling, Prompted { ids: prompt, report, echo: None }).await
+        }
         Err(e) => app.invalid(e),
     }
 }
@@ -168,27 +180,60 @@ pub async fn completions(
         app.check_auth(&headers)?;
         let req = body(b)?;
         app.check_model(&req.model)?;
-        let prompt = app
-            .tok
-            .encode(req.text()?, true)
-            .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
-        Ok::<_, ApiError>((req.sampling, prompt))
+        let report = req.sampling.report(false)?;
+        let (ids, text) = match req.input()? {
+            PromptInput::Text(t) => {
+                let ids = app
+                    .tok
+                    .encode(t, true)
+                    .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
+                (ids, t.to_string())
+            }
+            PromptInput::Ids(ids) => {
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= app.vocab) {
+                    return Err(ApiError::invalid(
+                        "prompt",
+                        format!("token id {id} is outside the vocabulary of {}", app.vocab),
+                    ));
+                }
+                let text = match report.echo {
+                    true => app
+                        .tok
+                        .decode(ids)
+                        .map_err(|e| ApiError::invalid("prompt", e.to_string()))?,
+                    false => String::new(),
+                };
+                (ids.to_vec(), text)
+            }
+        };
+        let echo = report.echo.then_some(text);
+        Ok::<_, ApiError>((req.sampling, Prompted { ids, report, echo }))
     })();
     match prepared {
-        Ok((sampling, prompt)) => run(app, Kind::Text, sampling, prompt).await,
+        Ok((sampling, prompted)) => run(app, Kind::Text, sampling, prompted).await,
         Err(e) => app.invalid(e),
     }
 }
 
+/// A request's prompt and what its reply reports beside the text.
+struct Prompted {
+    ids: Vec<u32>,
+    report: Report,
+    /// The prompt's text, which the reply starts with (`echo`).
+    echo: Option<String>,
+}
+
 /// Queues the request and answers with its stream or its whole reply.
-async fn run(app: Arc<App>, kind: Kind, sampling: Sampling, prompt: Vec<u32>) -> Response {
-    let params = match sampling.params(prompt.len(), app.ctx) {
-        Ok(p) => p,
+async fn run(app: Arc<App>, kind: Kind, sampling: Sampling, p: Prompted) -> Response {
+    let params = match sampling.params(p.ids.len(), app.ctx, p.report) {
+        Ok(params) => params,
         Err(e) => return app.invalid(e),
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
-    let job = Job { prompt, params, events: tx, cancel };
+    let prompt_logprobs = p.report.prompt_logprobs();
+    let first = p.ids.first().copied();
+    let job = Job { prompt: p.ids, params, events: tx, cancel, prompt_logprobs };
     if app.engine.submit(job).is_err() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -203,10 +248,68 @@ async fn run(app: Arc<App>, kind: Kind, sampling: Sampling, prompt: Vec<u32>) ->
         if kind == Kind::Chat { "chatcmpl" } else { "cmpl" },
         app.next_id.fetch_add(1, Relaxed)
     );
+    let out = Reply { kind, id, report: p.report, echo: p.echo, first };
     if sampling.stream {
-        stream(app, kind, id, rx, sampling.stream_options.include_usage).into_response()
+        stream(app, out, rx, sampling.stream_options.include_usage).into_response()
     } else {
-        whole(app, kind, id, rx).await
+        whole(app, out, rx).await
+    }
+}
+
+/// How a reply is written: its endpoint, id, and what it reports beside the text.
+struct Reply {
+    kind: Kind,
+    id: String,
+    report: Report,
+    echo: Option<String>,
+    /// The prompt's first token (reported with no log-probability under `echo`).
+    first: Option<u32>,
+}
+
+/// A reply's log-probabilities as they arrive.
+enum Logprobs {
+    None,
+    Chat(Vec<onebit_model::TokenLogprob>),
+    Text(TextLogprobs),
+}
+
+impl Logprobs {
+    fn new(r: &Reply) -> Self {
+        match (r.report.logprobs, r.kind) {
+            (None, _) => Logprobs::None,
+            (Some(_), Kind::Chat) => Logprobs::Chat(Vec::new()),
+            (Some(_), Kind::Text) => Logprobs::Text(TextLogprobs::default()),
+        }
+    }
+
+    /// Takes an event's log-probabilities; false for other events.
+    fn take(&mut self, tok: &Tokenizer, first: Option<u32>, ev: &Event) -> bool {
+        match (self, ev) {
+            (Logprobs::Chat(v), Event::Logprob(lp)) => v.push(lp.clone()),
+            (Logprobs::Text(t), Event::Logprob(lp)) => t.push(tok, lp),
+            (Logprobs::Text(t), Event::PromptLogprobs(lps)) => {
+                if let Some(id) = first {
+                    t.first(tok, id);
+                }
+                lps.iter().for_each(|lp| t.push(tok, lp));
+            }
+            (_, Event::Logprob(_) | Event::PromptLogprobs(_)) => {}
+            _ => return false,
+        }
+        true
+    }
+
+    /// The `logprobs` field for what arrived since the last call.
+    fn field(&mut self, tok: &Tokenizer) -> Value {
+        match self {
+            Logprobs::None => Value::Null,
+            Logprobs::Chat(v) => {
+                let f = logprobs::chat(tok, v);
+                v.clear();
+                f
+            }
+            Logprobs::Text(t) => t.take(),
+        }
     }
 }
 
@@ -228,15 +331,16 @@ fn timings(u: &Usage) -> Value {
     })
 }
 
-async fn whole(
-    app: Arc<App>,
-    kind: Kind,
-    id: String,
-    mut rx: mpsc::UnboundedReceiver<Event>,
-) -> Response {
-    let mut text = String::new();
+async fn whole(app: Arc<App>, r: Reply, mut rx: mpsc::UnboundedReceiver<Event>) -> Response {
+    let (kind, id) = (r.kind, &r.id);
+    let mut text = r.echo.clone().unwrap_or_default();
+    let mut lps = Logprobs::new(&r);
     while let Some(ev) = rx.recv().await {
+        if lps.take(&app.tok, r.first, &ev) {
+            continue;
+        }
         match ev {
+            Event::Logprob(_) | Event::PromptLogprobs(_) => {}
             Event::Piece(p) => text.push_str(&p),
             Event::Failed(e) => {
                 return ApiError::new(
@@ -248,12 +352,13 @@ async fn whole(
                 .into_response()
             }
             Event::Done(u) => {
+                let logprobs = lps.field(&app.tok);
                 let choice = match kind {
                     Kind::Chat => {
-                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": u.finish.openai(), "logprobs": null})
+                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": u.finish.openai(), "logprobs": logprobs})
                     }
                     Kind::Text => {
-                        json!({"index": 0, "text": text, "finish_reason": u.finish.openai(), "logprobs": null})
+                        json!({"index": 0, "text": text, "finish_reason": u.finish.openai(), "logprobs": logprobs})
                     }
                 };
                 return Json(json!({
@@ -276,8 +381,7 @@ async fn whole(
 
 fn stream(
     app: Arc<App>,
-    kind: Kind,
-    id: String,
+    r: Reply,
     mut rx: mpsc::UnboundedReceiver<Event>,
     include_usage: bool,
 ) -> Sse<tokio_stream::wrappers::ReceiverStream<Result<SseEvent, Infallible>>> {
@@ -286,31 +390,57 @@ fn stream(
     // request at its next step.
     let (out, out_rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
     let created = now();
+    let kind = r.kind;
     let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+    let (id, model) = (r.id.clone(), app.model_id.clone());
     let chunk = move |choice: Value, usage: Option<Value>| {
-        let mut v = json!({"id": id, "object": object, "created": created, "model": app.model_id, "choices": [choice]});
+        let mut v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
         if let Some(u) = usage {
             v["choices"] = json!([]);
             v["usage"] = u;
         }
         Ok(SseEvent::default().data(v.to_string()))
     };
-    let piece = move |text: &str, finish: Option<&str>| match kind {
+    let piece = move |text: &str, finish: Option<&str>, logprobs: Value| match kind {
         Kind::Chat => {
-            json!({"index": 0, "delta": if text.is_empty() && finish.is_some() { json!({}) } else { json!({"content": text}) }, "finish_reason": finish, "logprobs": null})
+            json!({"index": 0, "delta": if text.is_empty() && finish.is_some() { json!({}) } else { json!({"content": text}) }, "finish_reason": finish, "logprobs": logprobs})
         }
-        Kind::Text => json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null}),
+        Kind::Text => {
+            json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs})
+        }
     };
     tokio::spawn(async move {
+        let mut lps = Logprobs::new(&r);
+        // The echoed prompt goes first; with its log-probabilities, once the prompt is read.
+        let mut echo = r.echo;
+        let prompt_lps = r.report.prompt_logprobs().is_some();
         if kind == Kind::Chat {
             let first = json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null, "logprobs": null});
             if out.send(chunk(first, None)).await.is_err() {
                 return;
             }
         }
+        if !prompt_lps {
+            if let Some(text) = echo.take() {
+                if out.send(chunk(piece(&text, None, Value::Null), None)).await.is_err() {
+                    return;
+                }
+            }
+        }
         while let Some(ev) = rx.recv().await {
+            let prompt_read = matches!(ev, Event::PromptLogprobs(_));
+            if lps.take(&app.tok, r.first, &ev) {
+                if let (true, Some(text)) = (prompt_read, echo.take()) {
+                    let msg = chunk(piece(&text, None, lps.field(&app.tok)), None);
+                    if out.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             let msg = match ev {
-                Event::Piece(p) => chunk(piece(&p, None), None),
+                Event::Logprob(_) | Event::PromptLogprobs(_) => continue,
+                Event::Piece(p) => chunk(piece(&p, None, lps.field(&app.tok)), None),
                 Event::Failed(e) => {
                     let err = json!({"error": {"message": e, "type": "server_error"}});
                     if out.send(Ok(SseEvent::default().data(err.to_string()))).await.is_ok() {
@@ -319,7 +449,8 @@ fn stream(
                     return;
                 }
                 Event::Done(u) => {
-                    if out.send(chunk(piece("", Some(u.finish.openai())), None)).await.is_err() {
+                    let last = piece("", Some(u.finish.openai()), lps.field(&app.tok));
+                    if out.send(chunk(last, None)).await.is_err() {
                         return;
                     }
                     if include_usage {

@@ -13,7 +13,8 @@ use onebit_dist::wire::WireDtype;
 use onebit_dist::Comm;
 use onebit_model::Engine as ModelEngine;
 use onebit_model::{
-    FinishReason, GenerationParams, KvDtype, Model, Session, SessionOptions, Tokenizer,
+    FinishReason, GenerationParams, KvDtype, Model, Session, SessionOptions, TokenLogprob,
+    Tokenizer,
 };
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -31,6 +32,9 @@ pub struct Job {
     pub events: UnboundedSender<Event>,
     /// Set to cancel the job.
     pub cancel: Arc<AtomicBool>,
+    /// Report the prompt's tokens' log-probabilities with this many alternatives each
+    /// ([`Event::PromptLogprobs`]); the whole prompt is then computed, none of it reused.
+    pub prompt_logprobs: Option<usize>,
 }
 
 /// What the engine tells a request.
@@ -38,6 +42,10 @@ pub struct Job {
 pub enum Event {
     /// Text that became printable.
     Piece(String),
+    /// A reply token's log-probability (sent before the text it made printable).
+    Logprob(TokenLogprob),
+    /// The log-probabilities of the prompt's tokens after the first, once it is read.
+    PromptLogprobs(Vec<TokenLogprob>),
     /// The reply ended.
     Done(Usage),
     /// The engine failed on this request.
@@ -160,12 +168,12 @@ impl Engine {
     }
 
     /// Queues a job, or gives it back when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         let (lock, cv) = &*self.queue;
         let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
         if q.shutdown || q.jobs.len() >= self.capacity {
             self.metrics.rejected.fetch_add(1, Relaxed);
-            return Err(job);
+            return Err(Box::new(job));
         }
         q.jobs.push_back(job);
         self.metrics.requests.fetch_add(1, Relaxed);

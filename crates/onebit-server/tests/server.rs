@@ -177,16 +177,150 @@ fn bad_requests_get_openai_error_bodies_and_the_server_stays_up() {
             "invalid_value",
         ),
         ("/v1/chat/completions", r#"{"messages": "hello"}"#, 400, "invalid_json"),
+        ("/v1/completions", r#"{"prompt": "hi", "logit_bias": {"5": 9}}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": "hi", "logprobs": 21}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": "hi", "logprobs": true}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": "hi", "max_tokens": 0}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": [1, 99999]}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": [[1], [2]]}"#, 400, "invalid_value"),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}"#,
+            400,
+            "invalid_value",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "logprobs": 3}"#,
+            400,
+            "invalid_value",
+        ),
+        ("/detokenize", r#"{"tokens": [99999]}"#, 400, "invalid_value"),
+        ("/tokenize", r#"{"text": "x"}"#, 400, "invalid_value"),
     ] {
         let (got, v, _) = post(&s, path, body, None);
         assert_eq!(got, status, "{body}: {v}");
         assert_eq!(v["error"]["code"], code, "{body}: {v}");
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     }
-    assert!(metric(&s, "onebit_requests_invalid_total") >= 11.0);
+    assert!(metric(&s, "onebit_requests_invalid_total") >= 21.0);
     // Still serving.
     let (got, _, _) = post(&s, "/v1/completions", r#"{"prompt": "It is", "max_tokens": 2}"#, None);
     assert_eq!(got, 200);
+    s.stop();
+}
+
+/// ln softmax(row)[t], in f64.
+fn log_softmax_at(row: &[f32], t: u32) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    row[t as usize] as f64 - max - sum.ln()
+}
+
+#[test]
+fn logprobs_and_echo_are_the_engines_log_softmax_and_the_tokenizer_routes_round_trip() {
+    let s = start(ServerConfig { ctx: 256, ..ServerConfig::default() });
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let text = "It is a truth universally acknowledged, that a single man";
+    // The tokenizer routes, in llama-server's and vLLM's shapes.
+    let ids = tok.encode(text, false).unwrap();
+    let (code, t, _) = post(&s, "/tokenize", &json!({"content": text}).to_string(), None);
+    assert_eq!((code, &t["tokens"]), (200, &json!(ids)), "{t}");
+    let (_, t, _) = post(&s, "/tokenize", &json!({"prompt": text}).to_string(), None);
+    assert_eq!(t["tokens"], json!(tok.encode(text, true).unwrap()));
+    let (_, d, _) = post(&s, "/detokenize", &json!({"tokens": ids}).to_string(), None);
+    assert_eq!((d["content"].as_str(), d["prompt"].as_str()), (Some(text), Some(text)));
+    let (_, info) = get(&s, "/tokenizer_info");
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["eos_token"], "<|endoftext|>");
+
+    // The prompt as token ids, echoed with its log-probabilities and three greedy tokens'.
+    let req =
+        json!({"prompt": ids, "max_tokens": 3, "temperature": 0, "logprobs": 2, "echo": true});
+    let (code, r, _) = post(&s, "/v1/completions", &req.to_string(), None);
+    assert_eq!(code, 200, "{r}");
+    let c = &r["choices"][0];
+    let lp = &c["logprobs"];
+    let n = ids.len() + 3;
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), n, "{lp}");
+    assert_eq!(lp["token_logprobs"][0], Value::Null);
+    assert_eq!(lp["top_logprobs"][0], Value::Null);
+    let reply = c["text"].as_str().unwrap().strip_prefix(text).expect("the prompt echoed first");
+    let joined: String =
+        lp["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(joined, c["text"].as_str().unwrap());
+    // The same prompt as text: the same reply.
+    let plain = json!({"prompt": text, "max_tokens": 3, "temperature": 0});
+    let (_, p, _) = post(&s, "/v1/completions", &plain.to_string(), None);
+    assert_eq!(p["choices"][0]["text"].as_str(), Some(reply));
+
+    // The oracle: this model's own session over prompt and reply, every row's logits.
+    let model =
+        Model::from_pretrained(&repo("models/austen.gguf"), &LoadOptions::default()).unwrap();
+    let opts = onebit_model::SessionOptions {
+        max_ctx: 256,
+        max_batch: 64,
+        slots: 1,
+        kv: onebit_model::KvDtype::F16,
+    };
+    let mut session = onebit_model::Session::with_options(&model, opts);
+    let vocab = model.config.vocab;
+    let mut all = ids.clone();
+    let mut rows: Vec<f32> =
+        session.step(&ids, &vec![0; ids.len()], &vec![true; ids.len()]).unwrap().to_vec();
+    for _ in 0..3 {
+        let last = &rows[rows.len() - vocab..];
+        let next = onebit_model::argmax(last);
+        all.push(next);
+        rows.extend_from_slice(session.step(&[next], &[0], &[true]).unwrap());
+    }
+    for i in 1..n {
+        let row = &rows[(i - 1) * vocab..i * vocab];
+        let want = log_softmax_at(row, all[i]);
+        let got = lp["token_logprobs"][i].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-4, "token {i}: {got} vs {want}");
+        // The two likeliest there, in the order of the row.
+        let mut best: Vec<u32> = (0..vocab as u32).collect();
+        best.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        for &t in &best[..2] {
+            let key = tok.decode(&[t]).unwrap();
+            let got = top[&key].as_f64().unwrap();
+            assert!((got - log_softmax_at(row, t)).abs() < 1e-4, "{key:?} at {i}: {top:?}");
+        }
+    }
+    assert_eq!(tok.decode(&all[ids.len()..]).unwrap(), reply);
+
+    // Chat: each reply token with its alternatives, streamed in the chunks of its text.
+    let chat = json!({"messages": [{"role": "user", "content": "Tell me about Anne."}], "max_tokens": 6, "temperature": 0, "logprobs": true, "top_logprobs": 3});
+    let (_, whole, _) = post(&s, "/v1/chat/completions", &chat.to_string(), None);
+    let content = whole["choices"][0]["logprobs"]["content"].as_array().unwrap().clone();
+    assert_eq!(content.len(), 6);
+    for e in &content {
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["logprob"], e["logprob"], "greedy: the likeliest token is the one taken");
+        assert_eq!(e["bytes"], json!(e["token"].as_str().unwrap().as_bytes()));
+    }
+    let joined: String = content.iter().map(|e| e["token"].as_str().unwrap()).collect();
+    assert_eq!(joined, whole["choices"][0]["message"]["content"].as_str().unwrap());
+    let mut stream = chat.clone();
+    stream["stream"] = json!(true);
+    let (events, done) = read_events(open_stream(&s, "/v1/chat/completions", &stream));
+    assert!(done);
+    let streamed: Vec<Value> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["logprobs"]["content"].as_array())
+        .flatten()
+        .cloned()
+        .collect();
+    assert_eq!(streamed, content);
+    // Log-probabilities only: the prompt's, no reply.
+    let only = json!({"prompt": text, "max_tokens": 0, "logprobs": 0, "echo": true});
+    let (_, o, _) = post(&s, "/v1/completions", &only.to_string(), None);
+    assert_eq!(o["usage"]["completion_tokens"], 0);
+    assert_eq!(o["choices"][0]["text"].as_str(), Some(text));
+    assert_eq!(o["choices"][0]["logprobs"]["token_logprobs"][1], lp["token_logprobs"][1]);
     s.stop();
 }
 

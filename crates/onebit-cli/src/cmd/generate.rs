@@ -55,7 +55,12 @@ impl GenArgs {
             seed: self.seed,
             ..SamplerConfig::default()
         };
-        GenerationParams { max_tokens: self.max_tokens, sampling, stop: self.stop.clone() }
+        GenerationParams {
+            max_tokens: self.max_tokens,
+            sampling,
+            stop: self.stop.clone(),
+            logprobs: None,
+        }
     }
 
     /// The size of a one-sequence session of `ctx` positions with the `--kv-cache` type.

@@ -25,8 +25,9 @@
 
 use super::{EngineConfig, Event, Job, Queue, RunEnd, Usage};
 use crate::metrics::Metrics;
+use onebit_model::logprobs::token_logprob;
 use onebit_model::Engine as ModelEngine;
-use onebit_model::{Draw, FinishReason, Sequence, Tokenizer};
+use onebit_model::{Draw, FinishReason, Sequence, TokenLogprob, Tokenizer};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ struct Active {
     chosen: Option<u32>,
     started: Instant,
     prompt_ms: f64,
+    /// The prompt's log-probabilities so far, when the job wants them.
+    prompt_lps: Vec<TokenLogprob>,
 }
 
 struct Slot {
@@ -227,8 +230,12 @@ impl<'a, 'm> Runner<'a, 'm> {
         if self.in_pass[slot] {
             self.settle();
         }
-        // At least the last prompt token is computed again: its logits start the reply.
-        let reuse = common.min(job.prompt.len().saturating_sub(1));
+        // At least the last prompt token is computed again: its logits start the reply. A
+        // job reporting the prompt's log-probabilities needs the logits after every token.
+        let reuse = match job.prompt_logprobs {
+            Some(_) => 0,
+            None => common.min(job.prompt.len().saturating_sub(1)),
+        };
         let vocab = self.session.vocab();
         let seq = match Sequence::new(job.params.clone(), vocab, self.eos) {
             Ok(s) => s,
@@ -254,6 +261,7 @@ impl<'a, 'm> Runner<'a, 'm> {
             chosen: None,
             started: Instant::now(),
             prompt_ms: 0.0,
+            prompt_lps: Vec::new(),
         });
     }
 
@@ -304,6 +312,9 @@ impl<'a, 'm> Runner<'a, 'm> {
                     continue;
                 }
             };
+            if let Some(lp) = step.logprob {
+                let _ = a.job.events.send(Event::Logprob(lp));
+            }
             if !step.piece.is_empty() && a.job.events.send(Event::Piece(step.piece)).is_err() {
                 self.finish(s, FinishReason::Cancelled);
                 continue;
@@ -330,9 +341,10 @@ impl<'a, 'm> Runner<'a, 'm> {
                 taken += 1;
             }
             let end = (a.sent + self.cfg.prefill_chunk.min(budget)).min(len);
+            let every = a.job.prompt_logprobs.is_some();
             for (i, &t) in a.job.prompt[a.sent..end].iter().enumerate() {
                 let last = a.sent + i + 1 == len;
-                self.rows.push(Row { token: t, slot: s, want: last, prompt: true });
+                self.rows.push(Row { token: t, slot: s, want: last || every, prompt: true });
             }
             budget -= end - a.sent;
             a.sent = end;
@@ -444,7 +456,9 @@ impl<'a, 'm> Runner<'a, 'm> {
         }
         let seq = |r: &Row| self.slots[r.slot].active.as_ref().map(|a| &a.seq);
         let seqs = || self.rows.iter().filter_map(seq);
-        if seqs().all(Sequence::is_greedy) {
+        if seqs().any(Sequence::wants_logprobs) {
+            Pick::Host
+        } else if seqs().all(Sequence::is_greedy) {
             Pick::Greedy
         } else if seqs().all(|s| !s.is_greedy() && self.session.samples(s.sampling())) {
             Pick::Sampled
@@ -518,7 +532,8 @@ fn fail_rows(slots: &mut [Slot], rows: &[Row], why: &str) {
 
 /// A pass's results into its slots: every row's token into its slot's cache, and the wanted
 /// rows' logits (`picked.0`, one row of `vocab` each) or the engine's picks (`picked.1`)
-/// into their replies, which are then ready; the pass's `us` into the metrics, split between
+/// into their replies, which are then ready (a wanted row inside a prompt gives the next
+/// prompt token's log-probability instead); the pass's `us` into the metrics, split between
 /// reading prompts and decoding by rows (a request whose prompt was in the pass waited for
 /// all of it).
 fn absorb(
@@ -531,6 +546,7 @@ fn absorb(
     decode_rows: usize,
 ) {
     let mut j = 0;
+    let mut idx = Vec::new();
     for r in rows {
         let slot = &mut slots[r.slot];
         slot.tokens.push(r.token);
@@ -542,14 +558,29 @@ fn absorb(
         if r.prompt {
             a.read += 1;
         }
-        if r.want {
-            match picked.0 {
-                Some(l) => a.logits.copy_from_slice(&l[j * vocab..(j + 1) * vocab]),
-                None => a.chosen = Some(picked.1[j]),
-            }
-            a.ready = true;
-            j += 1;
+        if !r.want {
+            continue;
         }
+        let len = a.job.prompt.len();
+        match (picked.0, a.job.prompt_logprobs) {
+            (Some(l), Some(n)) if r.prompt && a.read < len => {
+                let row = &l[j * vocab..(j + 1) * vocab];
+                a.prompt_lps.push(token_logprob(row, a.job.prompt[a.read], n, &mut idx));
+            }
+            (Some(l), _) => {
+                a.logits.copy_from_slice(&l[j * vocab..(j + 1) * vocab]);
+                a.ready = true;
+            }
+            (None, _) => {
+                a.chosen = Some(picked.1[j]);
+                a.ready = true;
+            }
+        }
+        if r.prompt && a.read == len && a.job.prompt_logprobs.is_some() {
+            let lps = std::mem::take(&mut a.prompt_lps);
+            let _ = a.job.events.send(Event::PromptLogprobs(lps));
+        }
+        j += 1;
     }
     let prompt_rows = rows.len() - decode_rows;
     let prefill_us = us * prompt_rows as u64 / rows.len().max(1) as u64;

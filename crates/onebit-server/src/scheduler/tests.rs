@@ -181,13 +181,13 @@ fn repo(p: &str) -> String {
     format!("{}/../../{p}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `jobs` (prompt, sampling) to the end on 3 slots: their texts and token counts,
-/// and the engine calls the scheduler made (`device_samples`: whether the engine samples
-/// itself).
-fn serve(
-    jobs: &[(&str, SamplerConfig)],
-    device_samples: bool,
-) -> (Vec<(String, usize)>, Vec<&'static str>) {
+/// What a reply sent: its text, its token count, and the log-probabilities it reported
+/// (the prompt's, then the reply's; each followed by its alternatives').
+type Reply = (String, usize, Vec<f32>);
+
+/// Runs `jobs` (prompt, sampling) to the end on 3 slots: their replies, and the engine calls
+/// the scheduler made (`device_samples`: whether the engine samples itself).
+fn serve(jobs: &[(&str, SamplerConfig)], device_samples: bool) -> (Vec<Reply>, Vec<&'static str>) {
     serve_on(jobs, device_samples, false, 4)
 }
 
@@ -197,19 +197,21 @@ fn serve_on(
     device_samples: bool,
     overlapping: bool,
     chunk: usize,
-) -> (Vec<(String, usize)>, Vec<&'static str>) {
-    serve_cancelling(jobs, device_samples, overlapping, chunk, None)
+) -> (Vec<Reply>, Vec<&'static str>) {
+    serve_cancelling(jobs, device_samples, overlapping, chunk, None, None)
 }
 
 /// [`serve_on`], the first request (in slot 0) cancelled at the `cancel_first_at`-th submit
-/// that holds its slot.
+/// that holds its slot; with `logprobs`, every request reports its prompt's and reply's
+/// log-probabilities with that many alternatives.
 fn serve_cancelling(
     jobs: &[(&str, SamplerConfig)],
     device_samples: bool,
     overlapping: bool,
     chunk: usize,
     cancel_first_at: Option<usize>,
-) -> (Vec<(String, usize)>, Vec<&'static str>) {
+    logprobs: Option<usize>,
+) -> (Vec<Reply>, Vec<&'static str>) {
     let opts = LoadOptions { threads: 1, ..Default::default() };
     let model = Model::from_pretrained(&repo("models/austen.gguf"), &opts).unwrap();
     let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
@@ -232,27 +234,34 @@ fn serve_cancelling(
     let mut replies = Vec::new();
     for (prompt, sampling) in jobs {
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-        let params = GenerationParams { max_tokens: 20, sampling: sampling.clone(), stop: vec![] };
+        let params =
+            GenerationParams { max_tokens: 20, sampling: sampling.clone(), stop: vec![], logprobs };
         let prompt = tok.encode(prompt, true).unwrap();
         let cancel = match replies.is_empty() {
             true => first_cancel.clone(),
             false => Default::default(),
         };
-        queue.jobs.push_back(Job { prompt, params, events, cancel });
+        queue.jobs.push_back(Job { prompt, params, events, cancel, prompt_logprobs: logprobs });
         replies.push(rx);
     }
     let queue = (Mutex::new(queue), Condvar::new());
     let metrics = Metrics::default();
     let texts = std::thread::scope(|sc| {
         let reader = sc.spawn(|| {
-            let texts: Vec<(String, usize)> = replies
+            let texts: Vec<Reply> = replies
                 .iter_mut()
                 .map(|rx| {
-                    let mut text = String::new();
+                    let (mut text, mut lps) = (String::new(), Vec::new());
+                    let mut add = |lp: &onebit_model::TokenLogprob| {
+                        lps.push(lp.logprob);
+                        lps.extend(lp.top.iter().map(|t| t.1));
+                    };
                     loop {
                         match rx.blocking_recv().expect("a reply ends with Done") {
                             Event::Piece(p) => text.push_str(&p),
-                            Event::Done(u) => return (text, u.completion_tokens),
+                            Event::Logprob(lp) => add(&lp),
+                            Event::PromptLogprobs(v) => v.iter().for_each(&mut add),
+                            Event::Done(u) => return (text, u.completion_tokens, lps),
                             Event::Failed(e) => panic!("{e}"),
                         }
                     }
@@ -380,7 +389,7 @@ fn a_request_cancelled_with_its_rows_in_flight_frees_its_slot_after_they_are_bac
         .iter()
         .map(|&p| (p, SamplerConfig::default()))
         .collect();
-    let (replies, calls) = serve_cancelling(&jobs, false, true, 4, Some(3));
+    let (replies, calls) = serve_cancelling(&jobs, false, true, 4, Some(3), None);
     assert!(replies[0].1 < 20, "the first request ran to the end: {replies:?}");
     // The others' rows behind the cancelled one's in a pass get their own logits.
     let (whole, _) = serve_on(&jobs, false, false, 4);
@@ -408,4 +417,36 @@ fn a_long_prompt_on_an_engine_that_overlaps_has_two_chunks_in_flight() {
     }
     let behind = calls.iter().filter(|&&c| c == "a prompt chunk behind its last").count();
     assert!(behind >= 2, "{behind} chunks followed one in flight: {calls:?}");
+}
+
+#[test]
+fn log_probabilities_of_prompts_and_replies_are_the_same_read_in_chunks_or_overlapped() {
+    // Prompts read in chunks of four with logits wanted on every row, on an engine that
+    // overlaps passes and on one that does not, and a prompt read in one pass: the same
+    // log-probabilities, and the same replies as without them.
+    let jobs: Vec<_> = [
+        ("The family of Dashwood had long been settled in Sussex", SamplerConfig::default()),
+        ("Emma Woodhouse, handsome, clever", sampled(7, 1.2)),
+        ("Sir Walter Elliot", SamplerConfig::default()),
+    ]
+    .to_vec();
+    let (plain, _) = serve_on(&jobs, false, false, 4);
+    let (chunked, calls) = serve_cancelling(&jobs, false, false, 4, None, Some(2));
+    assert!(calls.iter().all(|&c| c == "step"), "the host picks: {calls:?}");
+    let (overlapped, calls) = serve_cancelling(&jobs, false, true, 4, None, Some(2));
+    let (whole, _) = serve_cancelling(&jobs, false, false, 32, None, Some(2));
+    assert_eq!(overlapped, chunked);
+    assert_eq!(whole, chunked);
+    // (A prompt's chunks follow one another with their logits in flight: those are the
+    // prompt's, taken in the passes' order, so "a slot in two passes" is expected here.)
+    for wrong in ["a call with a pass in flight", "three passes in flight"] {
+        assert!(!calls.contains(&wrong), "{wrong}: {calls:?}");
+    }
+    assert!(calls.contains(&"a slot in two passes"), "{calls:?}");
+    for (r, p) in chunked.iter().zip(&plain) {
+        assert_eq!((&r.0, r.1), (&p.0, p.1), "asking for log-probabilities changed a reply");
+        // Prompt tokens after the first and reply tokens, each with two alternatives.
+        assert!(r.2.len() >= 3 * (r.1 + 2), "{r:?}");
+        assert!(r.2.iter().all(|&l| l <= 0.0 && l.is_finite()), "{r:?}");
+    }
 }

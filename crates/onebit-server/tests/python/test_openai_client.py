@@ -89,5 +89,54 @@ def test_errors_are_openai_exceptions(server):
         c.completions.create(model="austen", prompt="hi", n=3)
     with pytest.raises(openai.BadRequestError):
         c.completions.create(model="austen", prompt="hi", temperature=-2)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model="austen", prompt="hi", logit_bias={"5": 10})
+    assert e.value.body["param"] == "logit_bias"
     # Still serving after the errors.
     assert c.completions.create(model="austen", prompt="It is", max_tokens=3).choices[0].text is not None
+
+
+def test_chat_logprobs_parse_as_the_client_types_them(server):
+    c = client(server)
+    args = dict(model="austen", messages=[{"role": "user", "content": "Who is Anne?"}], max_tokens=8, temperature=0,
+                logprobs=True, top_logprobs=2)
+    r = c.chat.completions.create(**args)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens == 8
+    for t in content:
+        assert isinstance(t, openai.types.chat.ChatCompletionTokenLogprob)
+        assert t.logprob <= 0 and len(t.top_logprobs) == 2
+        # Greedy: the token taken is the likeliest.
+        assert t.top_logprobs[0].logprob == t.logprob and t.top_logprobs[0].token == t.token
+        assert bytes(t.bytes).decode() == t.token
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+    streamed = [t for ch in c.chat.completions.create(stream=True, **args) for choice in ch.choices
+                if choice.logprobs for t in choice.logprobs.content]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+
+
+def test_echoed_prompt_logprobs_and_token_id_prompts(server):
+    c = client(server)
+    prompt = "It is a truth universally acknowledged"
+    r = c.completions.create(model="austen", prompt=prompt, max_tokens=4, temperature=0, logprobs=3, echo=True)
+    ch = r.choices[0]
+    assert ch.text.startswith(prompt)
+    lp = ch.logprobs
+    n = r.usage.prompt_tokens + r.usage.completion_tokens
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == n
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(v <= 0 for v in lp.token_logprobs[1:])
+    assert "".join(lp.tokens) == ch.text
+    assert [ch.text[o:o + len(t)] for o, t in zip(lp.text_offset, lp.tokens)] == lp.tokens
+    # The reply's tokens are greedy: each the likeliest of its alternatives.
+    for tok, v, top in list(zip(lp.tokens, lp.token_logprobs, lp.top_logprobs))[-4:]:
+        assert len(top) == 3 and max(top.values()) == v and top[tok] == v
+    # The same prompt as token ids (the server's own /tokenize): the same completion.
+    import json
+    import urllib.request
+    req = urllib.request.Request(server + "/tokenize", data=json.dumps({"content": prompt}).encode(),
+                                 headers={"content-type": "application/json", "authorization": "Bearer test-key"})
+    ids = json.load(urllib.request.urlopen(req))["tokens"]
+    assert len(ids) == r.usage.prompt_tokens
+    by_ids = c.completions.create(model="austen", prompt=ids, max_tokens=4, temperature=0)
+    assert prompt + by_ids.choices[0].text == ch.text
