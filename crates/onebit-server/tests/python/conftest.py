@@ -17,12 +17,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server():
+def serve(*flags):
+    """Starts `onebit serve` on the shipped model with `flags`; yields its URL, then stops it."""
     port = free_port()
     proc = subprocess.Popen(
-        [BIN, "serve", os.path.join(ROOT, "models", "austen.gguf"), "--port", str(port), "--slots", "2",
-         "--api-key", "test-key", "--ctx", "256"],
+        [BIN, "serve", os.path.join(ROOT, "models", "austen.gguf"), "--port", str(port), *flags],
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
@@ -40,3 +39,8 @@ def server():
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server():
+    yield from serve("--slots", "2", "--api-key", "test-key", "--ctx", "256")
