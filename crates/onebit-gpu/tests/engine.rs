@@ -122,6 +122,7 @@ fn sampled_generation_gives_the_cpu_tokens() {
         },
         stop: Vec::new(),
         logprobs: None,
+        adjust: Default::default(),
     };
     let vocab = model.config.vocab;
     let reply = |e: &mut dyn Engine, seed| {

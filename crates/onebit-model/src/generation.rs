@@ -24,6 +24,51 @@ pub struct GenerationParams {
     /// Report each sampled token's log-probability with this many alternatives
     /// ([`Step::logprob`]); None: none.
     pub logprobs: Option<usize>,
+    /// OpenAI's adjustments of the logits before sampling.
+    pub adjust: LogitAdjust,
+}
+
+/// OpenAI's adjustments of the logits before sampling (on the host: a reply using them is
+/// never picked by the engine): biases of given tokens, and presence and frequency
+/// penalties over the reply's own tokens, `logit -= count·frequency + (count > 0)·presence`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogitAdjust {
+    /// (token, bias added to its logit); -100 or 100 in effect bans or forces a token.
+    pub bias: Vec<(u32, f32)>,
+    /// Subtracted once from the logit of every token the reply holds.
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once for each time the reply holds it.
+    pub frequency_penalty: f32,
+}
+
+impl LogitAdjust {
+    /// Whether nothing is adjusted.
+    pub fn is_off(&self) -> bool {
+        self.bias.is_empty() && self.presence_penalty == 0.0 && self.frequency_penalty == 0.0
+    }
+
+    /// Checks the settings against a vocabulary of `vocab` tokens (OpenAI's ranges: biases
+    /// -100 to 100, penalties -2 to 2), naming the first out of range.
+    pub fn validate(&self, vocab: usize) -> Result<()> {
+        let bad = |what: String| Err(crate::Error::Sampling(what));
+        for (name, v) in [
+            ("presence penalty", self.presence_penalty),
+            ("frequency penalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return bad(format!("{name} {v} is out of range (-2 to 2)"));
+            }
+        }
+        for &(t, b) in &self.bias {
+            if t as usize >= vocab {
+                return bad(format!("logit bias for token {t}, outside the vocabulary of {vocab}"));
+            }
+            if !(-100.0..=100.0).contains(&b) {
+                return bad(format!("logit bias {b} for token {t} is out of range (-100 to 100)"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for GenerationParams {
@@ -33,6 +78,7 @@ impl Default for GenerationParams {
             sampling: SamplerConfig::default(),
             stop: Vec::new(),
             logprobs: None,
+            adjust: LogitAdjust::default(),
         }
     }
 }
@@ -91,6 +137,8 @@ pub struct Sequence {
     /// scratch for the top alternatives.
     raw: Vec<f32>,
     idx: Vec<u32>,
+    /// How often each token is in the reply (for the presence and frequency penalties).
+    counts: std::collections::HashMap<u32, u32>,
 }
 
 impl Sequence {
@@ -98,6 +146,7 @@ impl Sequence {
     /// range-checked here.
     pub fn new(params: GenerationParams, vocab: usize, eos: Option<u32>) -> Result<Self> {
         params.sampling.validate()?;
+        params.adjust.validate(vocab)?;
         let sampler = Sampler::new(params.sampling.clone(), vocab);
         let longest_stop = params.stop.iter().map(String::len).max().unwrap_or(0);
         Ok(Sequence {
@@ -111,6 +160,7 @@ impl Sequence {
             finish: None,
             raw: Vec::new(),
             idx: Vec::new(),
+            counts: Default::default(),
             params,
         })
     }
@@ -129,15 +179,17 @@ impl Sequence {
             return Ok(done);
         }
         let Some(n) = self.params.logprobs else {
+            self.adjust(logits);
             let next = self.sampler.sample(logits, history);
             return self.push(tok, next, room);
         };
-        // The penalty edits the row in place; the log-probabilities are the model's own.
-        let edits = self.params.sampling.repeat_penalty != 1.0;
+        // The penalties edit the row in place; the log-probabilities are the model's own.
+        let edits = self.params.sampling.repeat_penalty != 1.0 || !self.params.adjust.is_off();
         if edits {
             self.raw.clear();
             self.raw.extend_from_slice(logits);
         }
+        self.adjust(logits);
         let next = self.sampler.sample(logits, history);
         let row = if edits { &self.raw[..] } else { &logits[..] };
         let lp = token_logprob(row, next, n, &mut self.idx);
@@ -146,10 +198,31 @@ impl Sequence {
         Ok(step)
     }
 
-    /// Whether this reply reports log-probabilities: its tokens must then be sampled from
-    /// logits on the host ([`Sequence::step`]), never picked by the engine.
-    pub fn wants_logprobs(&self) -> bool {
-        self.params.logprobs.is_some()
+    /// Applies the reply's [`LogitAdjust`] to `logits`.
+    fn adjust(&self, logits: &mut [f32]) {
+        let a = &self.params.adjust;
+        if a.is_off() {
+            return;
+        }
+        if a.presence_penalty != 0.0 || a.frequency_penalty != 0.0 {
+            for (&t, &c) in &self.counts {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l -= c as f32 * a.frequency_penalty + a.presence_penalty;
+                }
+            }
+        }
+        for &(t, b) in &a.bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += b;
+            }
+        }
+    }
+
+    /// Whether this reply's tokens must be sampled from its logits on the host
+    /// ([`Sequence::step`]), never picked by the engine: it reports log-probabilities, or
+    /// adjusts the logits ([`LogitAdjust`]).
+    pub fn needs_host(&self) -> bool {
+        self.params.logprobs.is_some() || !self.params.adjust.is_off()
     }
 
     /// Whether every token of this reply is the plain argmax of the model's logits (greedy,
@@ -198,6 +271,9 @@ impl Sequence {
             return Ok(self.end(tok, FinishReason::Eos, String::new()));
         }
         self.ids.push(next);
+        if !self.params.adjust.is_off() {
+            *self.counts.entry(next).or_insert(0) += 1;
+        }
         let mut piece = String::new();
         if let Some(p) = self.stream.next_piece(tok, &self.ids)? {
             let mut from = self.text.len().saturating_sub(self.longest_stop);
@@ -300,7 +376,7 @@ pub fn generate(
     consumed.extend_from_slice(feed);
     // A greedy reply lets the engine pick each next token (on a GPU: one id back per step),
     // and so does a sampled one where the engine samples on its device.
-    let host = seq.wants_logprobs();
+    let host = seq.needs_host();
     let greedy = !host && seq.is_greedy();
     let on_engine = !host && !greedy && session.samples(seq.sampling());
     let (mut chosen, mut penalized) = (Vec::with_capacity(1), Vec::new());
@@ -369,7 +445,7 @@ pub fn generate_batch(
         ((0..n).collect(), Vec::with_capacity(n), Vec::with_capacity(n));
     // When every reply is greedy, or the engine samples them all on its device, the engine
     // picks the tokens: `chosen[i]` after the prompt.
-    let host = seqs.iter().any(Sequence::wants_logprobs);
+    let host = seqs.iter().any(Sequence::needs_host);
     let greedy = !host && seqs.iter().all(Sequence::is_greedy);
     let on_engine = !host && !greedy && seqs.iter().all(|s| session.samples(s.sampling()));
     let (mut chosen, mut ids) = (vec![None; n], Vec::with_capacity(n));
@@ -443,6 +519,51 @@ mod tests {
         assert_eq!(stop_prefix_len("x</s>", &stops), 0);
         assert_eq!(stop_prefix_len("", &stops), 0);
         assert_eq!(stop_prefix_len("abc", &[]), 0);
+    }
+
+    fn tokenizer() -> Tokenizer {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/austen.tokenizer.json");
+        Tokenizer::from_file(p).unwrap()
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_and_biases_move_the_logits_as_openai_defines() {
+        let (tok, vocab) = (tokenizer(), 4096);
+        let adjust = LogitAdjust { bias: vec![], presence_penalty: 0.3, frequency_penalty: 0.2 };
+        let params =
+            GenerationParams { max_tokens: 8, adjust, logprobs: Some(1), ..Default::default() };
+        let mut seq = Sequence::new(params, vocab, None).unwrap();
+        assert!(seq.needs_host());
+        let mut raw = vec![0.0f32; vocab];
+        (raw[3], raw[4]) = (1.0, 0.6);
+        // By hand: 3 (1.0); then 3 is 1.0 - 0.2 - 0.3 = 0.5 < 0.6: 4; then 3 at 0.5 beats 4 at
+        // 0.6 - 0.5 = 0.1; then 3 at 1.0 - 2·0.2 - 0.3 = 0.3 still beats 4.
+        let mut picked = vec![];
+        for _ in 0..4 {
+            let mut l = raw.clone();
+            let step = seq.step(&tok, &mut l, &[], 100).unwrap();
+            // The log-probability is the model's own, before the penalties.
+            let lp = step.logprob.unwrap();
+            let lse = crate::logprobs::log_sum_exp(&raw);
+            assert!((lp.logprob as f64 - (raw[lp.token as usize] as f64 - lse)).abs() < 1e-6);
+            picked.push(step.feed.unwrap());
+        }
+        assert_eq!(picked, [3, 4, 3, 3]);
+        // A bias moves one token; -100 bans one.
+        let adjust = LogitAdjust { bias: vec![(5, 1.5), (3, -100.0)], ..Default::default() };
+        let params = GenerationParams { max_tokens: 2, adjust, ..Default::default() };
+        let mut seq = Sequence::new(params, vocab, None).unwrap();
+        let mut l = raw.clone();
+        assert_eq!(seq.step(&tok, &mut l, &[], 100).unwrap().feed, Some(5));
+        // Out of range: named.
+        for bad in [
+            LogitAdjust { presence_penalty: 2.5, ..Default::default() },
+            LogitAdjust { bias: vec![(4096, 1.0)], ..Default::default() },
+            LogitAdjust { bias: vec![(1, -101.0)], ..Default::default() },
+        ] {
+            let params = GenerationParams { adjust: bad, ..Default::default() };
+            assert!(Sequence::new(params, vocab, None).is_err());
+        }
     }
 
     #[test]

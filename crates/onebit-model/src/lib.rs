@@ -40,7 +40,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use generation::{
-    generate, generate_batch, FinishReason, Generated, GenerationParams, Sequence,
+    generate, generate_batch, FinishReason, Generated, GenerationParams, LogitAdjust, Sequence,
 };
 pub use logprobs::TokenLogprob;
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -23,6 +23,7 @@ fn batched_greedy_replies_equal_single_replies() {
         sampling: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
         stop: vec![],
         logprobs: None,
+        adjust: Default::default(),
     };
     let texts = [
         "It is a truth universally acknowledged",

@@ -67,6 +67,7 @@ impl GenOptions {
             sampling,
             stop: self.stop,
             logprobs: None,
+            adjust: Default::default(),
         })
     }
 }

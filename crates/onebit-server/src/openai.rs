@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use onebit_model::chat_template::Message;
 use onebit_model::logprobs::MAX_TOP_LOGPROBS;
-use onebit_model::{GenerationParams, SamplerConfig};
+use onebit_model::{GenerationParams, LogitAdjust, SamplerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -109,11 +109,11 @@ pub struct Sampling {
     /// Streaming options.
     #[serde(default)]
     pub stream_options: StreamOptions,
-    /// Accepted and ignored at 0, refused otherwise (not implemented).
+    /// Subtracted from the logit of every token the reply holds (-2 to 2).
     pub presence_penalty: Option<f32>,
-    /// As `presence_penalty`.
+    /// Subtracted from a token's logit for each time the reply holds it (-2 to 2).
     pub frequency_penalty: Option<f32>,
-    /// Accepted when empty, refused otherwise (not implemented).
+    /// `{"token id": bias}`, each bias -100 to 100, added to the logits.
     pub logit_bias: Option<Value>,
     /// Chat: `true` reports each reply token's log-probability; text completions: the
     /// number of alternatives reported beside each token.
@@ -181,35 +181,57 @@ impl Sampling {
         Ok(Report { logprobs, echo: self.echo })
     }
 
-    /// The generation settings, checked against the context: `prompt` tokens leave
-    /// `ctx - prompt` positions for the reply; `report` from [`Sampling::report`].
+    /// `logit_bias` and the presence and frequency penalties, checked against a vocabulary
+    /// of `vocab` tokens.
+    fn adjust(&self, vocab: usize) -> Result<LogitAdjust, ApiError> {
+        let mut bias = Vec::new();
+        match &self.logit_bias {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let (Ok(t), Some(b)) = (k.parse::<u32>(), v.as_f64()) else {
+                        return Err(ApiError::invalid(
+                            "logit_bias",
+                            format!("logit_bias maps token ids to numbers; got {k:?}: {v}"),
+                        ));
+                    };
+                    bias.push((t, b as f32));
+                }
+            }
+            Some(_) => {
+                return Err(ApiError::invalid("logit_bias", "logit_bias is an object of token ids"))
+            }
+        }
+        let a = LogitAdjust {
+            bias,
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+        };
+        a.validate(vocab).map_err(|e| {
+            let param = match e.to_string() {
+                m if m.contains("presence") => "presence_penalty",
+                m if m.contains("frequency") => "frequency_penalty",
+                _ => "logit_bias",
+            };
+            ApiError::invalid(param, e.to_string())
+        })?;
+        Ok(a)
+    }
+
+    /// The generation settings, checked against the context and a vocabulary of `vocab`
+    /// tokens: `prompt` tokens leave `ctx - prompt` positions for the reply; `report` from
+    /// [`Sampling::report`].
     pub fn params(
         &self,
         prompt: usize,
         ctx: usize,
+        vocab: usize,
         report: Report,
     ) -> Result<GenerationParams, ApiError> {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid("n", "only n = 1 is supported"));
         }
-        for (name, v) in [
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ] {
-            if v.is_some_and(|v| v != 0.0) {
-                return Err(ApiError::invalid(
-                    if name == "presence_penalty" {
-                        "presence_penalty"
-                    } else {
-                        "frequency_penalty"
-                    },
-                    format!("{name} is not supported (use repeat_penalty)"),
-                ));
-            }
-        }
-        if self.logit_bias.as_ref().is_some_and(|b| !b.is_null() && b != &json!({})) {
-            return Err(ApiError::invalid("logit_bias", "logit_bias is not supported"));
-        }
+        let adjust = self.adjust(vocab)?;
         if prompt == 0 {
             return Err(ApiError::invalid("prompt", "the prompt is empty"));
         }
@@ -260,6 +282,7 @@ impl Sampling {
             sampling,
             stop,
             logprobs: report.logprobs,
+            adjust,
         })
     }
 }

@@ -225,7 +225,7 @@ struct Prompted {
 
 /// Queues the request and answers with its stream or its whole reply.
 async fn run(app: Arc<App>, kind: Kind, sampling: Sampling, p: Prompted) -> Response {
-    let params = match sampling.params(p.ids.len(), app.ctx, p.report) {
+    let params = match sampling.params(p.ids.len(), app.ctx, app.vocab, p.report) {
         Ok(params) => params,
         Err(e) => return app.invalid(e),
     };

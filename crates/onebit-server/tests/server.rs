@@ -177,7 +177,15 @@ fn bad_requests_get_openai_error_bodies_and_the_server_stays_up() {
             "invalid_value",
         ),
         ("/v1/chat/completions", r#"{"messages": "hello"}"#, 400, "invalid_json"),
-        ("/v1/completions", r#"{"prompt": "hi", "logit_bias": {"5": 9}}"#, 400, "invalid_value"),
+        (
+            "/v1/completions",
+            r#"{"prompt": "hi", "logit_bias": {"99999": 9}}"#,
+            400,
+            "invalid_value",
+        ),
+        ("/v1/completions", r#"{"prompt": "hi", "logit_bias": {"5": 101}}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": "hi", "logit_bias": {"x": 1}}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": "hi", "presence_penalty": 3}"#, 400, "invalid_value"),
         ("/v1/completions", r#"{"prompt": "hi", "logprobs": 21}"#, 400, "invalid_value"),
         ("/v1/completions", r#"{"prompt": "hi", "logprobs": true}"#, 400, "invalid_value"),
         ("/v1/completions", r#"{"prompt": "hi", "max_tokens": 0}"#, 400, "invalid_value"),
@@ -203,7 +211,7 @@ fn bad_requests_get_openai_error_bodies_and_the_server_stays_up() {
         assert_eq!(v["error"]["code"], code, "{body}: {v}");
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     }
-    assert!(metric(&s, "onebit_requests_invalid_total") >= 21.0);
+    assert!(metric(&s, "onebit_requests_invalid_total") >= 24.0);
     // Still serving.
     let (got, _, _) = post(&s, "/v1/completions", r#"{"prompt": "It is", "max_tokens": 2}"#, None);
     assert_eq!(got, 200);

@@ -35,6 +35,12 @@ pub struct GenArgs {
     /// Repetition penalty (1 = off).
     #[arg(long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
+    /// Subtracted from the logit of every token the reply already holds (OpenAI's; -2 to 2).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit for each time the reply holds it (OpenAI's; -2 to 2).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
     /// RNG seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -60,6 +66,11 @@ impl GenArgs {
             sampling,
             stop: self.stop.clone(),
             logprobs: None,
+            adjust: onebit_model::LogitAdjust {
+                bias: Vec::new(),
+                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty,
+            },
         }
     }
 

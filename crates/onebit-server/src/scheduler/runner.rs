@@ -456,7 +456,7 @@ impl<'a, 'm> Runner<'a, 'm> {
         }
         let seq = |r: &Row| self.slots[r.slot].active.as_ref().map(|a| &a.seq);
         let seqs = || self.rows.iter().filter_map(seq);
-        if seqs().any(Sequence::wants_logprobs) {
+        if seqs().any(Sequence::needs_host) {
             Pick::Host
         } else if seqs().all(Sequence::is_greedy) {
             Pick::Greedy

@@ -234,8 +234,12 @@ fn serve_cancelling(
     let mut replies = Vec::new();
     for (prompt, sampling) in jobs {
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-        let params =
-            GenerationParams { max_tokens: 20, sampling: sampling.clone(), stop: vec![], logprobs };
+        let params = GenerationParams {
+            max_tokens: 20,
+            sampling: sampling.clone(),
+            logprobs,
+            ..Default::default()
+        };
         let prompt = tok.encode(prompt, true).unwrap();
         let cancel = match replies.is_empty() {
             true => first_cancel.clone(),

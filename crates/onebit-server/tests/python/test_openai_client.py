@@ -90,8 +90,11 @@ def test_errors_are_openai_exceptions(server):
     with pytest.raises(openai.BadRequestError):
         c.completions.create(model="austen", prompt="hi", temperature=-2)
     with pytest.raises(openai.BadRequestError) as e:
-        c.completions.create(model="austen", prompt="hi", logit_bias={"5": 10})
+        c.completions.create(model="austen", prompt="hi", logit_bias={"5": 101})
     assert e.value.body["param"] == "logit_bias"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model="austen", prompt="hi", frequency_penalty=2.5)
+    assert e.value.body["param"] == "frequency_penalty"
     # Still serving after the errors.
     assert c.completions.create(model="austen", prompt="It is", max_tokens=3).choices[0].text is not None
 
@@ -140,3 +143,26 @@ def test_echoed_prompt_logprobs_and_token_id_prompts(server):
     assert len(ids) == r.usage.prompt_tokens
     by_ids = c.completions.create(model="austen", prompt=ids, max_tokens=4, temperature=0)
     assert prompt + by_ids.choices[0].text == ch.text
+
+
+def test_logit_bias_forces_and_bans_tokens(server):
+    import json
+    import urllib.request
+    c = client(server)
+    req = urllib.request.Request(server + "/tokenize", data=json.dumps({"content": " Anne"}).encode(),
+                                 headers={"content-type": "application/json", "authorization": "Bearer test-key"})
+    [anne] = json.load(urllib.request.urlopen(req))["tokens"]
+    args = dict(model="austen", prompt="It is a truth universally acknowledged", max_tokens=3, temperature=0, logprobs=1)
+    forced = c.completions.create(logit_bias={str(anne): 100}, **args).choices[0]
+    assert forced.text == " Anne" * 3
+    plain = c.completions.create(**args).choices[0]
+    first = plain.logprobs.tokens[0]
+    req = urllib.request.Request(server + "/tokenize", data=json.dumps({"content": first}).encode(),
+                                 headers={"content-type": "application/json", "authorization": "Bearer test-key"})
+    [first_id] = json.load(urllib.request.urlopen(req))["tokens"]
+    banned = c.completions.create(logit_bias={str(first_id): -100}, **args).choices[0]
+    assert banned.logprobs.tokens[0] != first
+    # The reported log-probabilities stay the model's own: the banned token is still the likeliest.
+    assert list(banned.logprobs.top_logprobs[0]) == [first]
+    # Penalties are accepted in OpenAI's range.
+    assert c.completions.create(presence_penalty=0.5, frequency_penalty=1.0, **args).choices[0].text
