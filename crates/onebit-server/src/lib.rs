@@ -15,6 +15,7 @@
 pub mod logprobs;
 pub mod metrics;
 pub mod openai;
+pub mod reply;
 pub mod routes;
 pub mod scheduler;
 pub mod tokenize;

@@ -10,6 +10,7 @@
 //! over the tokens' own texts: where a token reads differently alone than in context (a
 //! SentencePiece word's leading space), later offsets are off by that much.
 
+use crate::scheduler::Event;
 use onebit_model::{TokenLogprob, Tokenizer};
 use serde_json::{json, Value};
 
@@ -86,5 +87,58 @@ impl TextLogprobs {
             "top_logprobs": std::mem::take(&mut self.top_logprobs),
             "text_offset": std::mem::take(&mut self.text_offset),
         })
+    }
+}
+
+/// A reply's log-probabilities as its events arrive, in its endpoint's shape.
+pub enum ReplyLogprobs {
+    /// Not asked for.
+    None,
+    /// Chat's, the reply's tokens.
+    Chat(Vec<TokenLogprob>),
+    /// Text completions', the prompt's too under `echo`.
+    Text(TextLogprobs),
+}
+
+impl ReplyLogprobs {
+    /// For a reply reporting `logprobs` alternatives (None: none) on the chat endpoint
+    /// (`chat`) or the text completions one.
+    pub fn new(logprobs: Option<usize>, chat: bool) -> Self {
+        match (logprobs, chat) {
+            (None, _) => ReplyLogprobs::None,
+            (Some(_), true) => ReplyLogprobs::Chat(Vec::new()),
+            (Some(_), false) => ReplyLogprobs::Text(TextLogprobs::default()),
+        }
+    }
+
+    /// Takes an event's log-probabilities (`first`: the prompt's first token, which
+    /// nothing predicts); false for other events.
+    pub fn take(&mut self, tok: &Tokenizer, first: Option<u32>, ev: &Event) -> bool {
+        match (self, ev) {
+            (ReplyLogprobs::Chat(v), Event::Logprob(lp)) => v.push(lp.clone()),
+            (ReplyLogprobs::Text(t), Event::Logprob(lp)) => t.push(tok, lp),
+            (ReplyLogprobs::Text(t), Event::PromptLogprobs(lps)) => {
+                if let Some(id) = first {
+                    t.first(tok, id);
+                }
+                lps.iter().for_each(|lp| t.push(tok, lp));
+            }
+            (_, Event::Logprob(_) | Event::PromptLogprobs(_)) => {}
+            _ => return false,
+        }
+        true
+    }
+
+    /// The `logprobs` field for what arrived since the last call.
+    pub fn field(&mut self, tok: &Tokenizer) -> Value {
+        match self {
+            ReplyLogprobs::None => Value::Null,
+            ReplyLogprobs::Chat(v) => {
+                let f = chat(tok, v);
+                v.clear();
+                f
+            }
+            ReplyLogprobs::Text(t) => t.take(),
+        }
     }
 }

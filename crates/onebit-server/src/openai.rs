@@ -58,6 +58,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Most choices one request may ask for (`n` times the prompts), each a job in a slot.
+pub const MAX_CHOICES: usize = 16;
+
 /// `stop`: one string or several.
 #[derive(Debug, Deserialize, Default)]
 #[serde(untagged)]
@@ -228,8 +231,8 @@ impl Sampling {
         vocab: usize,
         report: Report,
     ) -> Result<GenerationParams, ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid("n", "only n = 1 is supported"));
+        if self.n.is_some_and(|n| !(1..=MAX_CHOICES as u64).contains(&n)) {
+            return Err(ApiError::invalid("n", format!("n is 1 to {MAX_CHOICES}")));
         }
         let adjust = self.adjust(vocab)?;
         if prompt == 0 {
@@ -365,17 +368,17 @@ impl ChatRequest {
     }
 }
 
-/// `prompt`: a string, token ids, or a one-element list of either.
+/// `prompt`: a string, token ids, or a list of either (one choice each).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Prompt {
     /// A string.
     One(String),
-    /// A list (one string supported).
+    /// Several strings.
     Many(Vec<String>),
     /// Token ids.
     Ids(Vec<u32>),
-    /// Lists of token ids (one list supported).
+    /// Several lists of token ids.
     IdLists(Vec<Vec<u32>>),
 }
 
@@ -400,17 +403,23 @@ pub struct CompletionRequest {
 }
 
 impl CompletionRequest {
-    /// The prompt, text or token ids.
-    pub fn input(&self) -> Result<PromptInput<'_>, ApiError> {
-        let one = || ApiError::invalid("prompt", "one prompt per request is supported");
-        match &self.prompt {
-            Prompt::One(s) => Ok(PromptInput::Text(s)),
-            Prompt::Many(v) if v.len() == 1 => Ok(PromptInput::Text(&v[0])),
-            Prompt::Many(_) => Err(one()),
-            Prompt::Ids(ids) => Ok(PromptInput::Ids(ids)),
-            Prompt::IdLists(v) if v.len() == 1 => Ok(PromptInput::Ids(&v[0])),
-            Prompt::IdLists(_) => Err(one()),
+    /// The prompts, text or token ids (their choices come in this order, `n` each).
+    pub fn inputs(&self) -> Result<Vec<PromptInput<'_>>, ApiError> {
+        let inputs: Vec<_> = match &self.prompt {
+            Prompt::One(s) => vec![PromptInput::Text(s)],
+            Prompt::Many(v) => v.iter().map(|s| PromptInput::Text(s)).collect(),
+            Prompt::Ids(ids) => vec![PromptInput::Ids(ids)],
+            Prompt::IdLists(v) => v.iter().map(|ids| PromptInput::Ids(ids)).collect(),
+        };
+        let n = self.sampling.n.unwrap_or(1).max(1) as usize;
+        // (An `n` out of range is named by `Sampling::params`.)
+        if inputs.is_empty() || (n <= MAX_CHOICES && inputs.len() * n > MAX_CHOICES) {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!("1 to {MAX_CHOICES} choices a request (prompts times n)"),
+            ));
         }
+        Ok(inputs)
     }
 }
 

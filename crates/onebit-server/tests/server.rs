@@ -161,7 +161,15 @@ fn bad_requests_get_openai_error_bodies_and_the_server_stays_up() {
         ("/v1/completions", r#"{"model": "gpt-4", "prompt": "hi"}"#, 404, "model_not_found"),
         ("/v1/completions", r#"{"prompt": "hi", "max_tokens": 100000}"#, 400, "invalid_value"),
         ("/v1/completions", &json!({"prompt": long}).to_string(), 400, "context_length_exceeded"),
-        ("/v1/completions", r#"{"prompt": "hi", "n": 2}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": "hi", "n": 17}"#, 400, "invalid_value"),
+        ("/v1/completions", r#"{"prompt": "hi", "n": 0}"#, 400, "invalid_value"),
+        (
+            "/v1/completions",
+            r#"{"prompt": ["a","b","c","d","e","f","f","g","h"], "n": 2}"#,
+            400,
+            "invalid_value",
+        ),
+        ("/v1/completions", r#"{"prompt": []}"#, 400, "invalid_value"),
         ("/v1/completions", r#"{"prompt": "hi", "temperature": -1}"#, 400, "invalid_value"),
         (
             "/v1/completions",
@@ -190,7 +198,6 @@ fn bad_requests_get_openai_error_bodies_and_the_server_stays_up() {
         ("/v1/completions", r#"{"prompt": "hi", "logprobs": true}"#, 400, "invalid_value"),
         ("/v1/completions", r#"{"prompt": "hi", "max_tokens": 0}"#, 400, "invalid_value"),
         ("/v1/completions", r#"{"prompt": [1, 99999]}"#, 400, "invalid_value"),
-        ("/v1/completions", r#"{"prompt": [[1], [2]]}"#, 400, "invalid_value"),
         (
             "/v1/chat/completions",
             r#"{"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}"#,
@@ -329,6 +336,56 @@ fn logprobs_and_echo_are_the_engines_log_softmax_and_the_tokenizer_routes_round_
     assert_eq!(o["usage"]["completion_tokens"], 0);
     assert_eq!(o["choices"][0]["text"].as_str(), Some(text));
     assert_eq!(o["choices"][0]["logprobs"]["token_logprobs"][1], lp["token_logprobs"][1]);
+    s.stop();
+}
+
+#[test]
+fn several_prompts_and_choices_come_back_indexed_each_as_its_own_request() {
+    let s = start(ServerConfig { ctx: 256, slots: 4, ..ServerConfig::default() });
+    let prompts = ["It is a truth universally acknowledged", "Mr. Darcy"];
+    let req = json!({"prompt": prompts, "n": 2, "max_tokens": 8, "temperature": 0.9, "seed": 5});
+    let (code, r, _) = post(&s, "/v1/completions", &req.to_string(), None);
+    assert_eq!(code, 200, "{r}");
+    let choices = r["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    // Choice p·n + j is prompt p drawn with seed 5 + j, as a request of its own.
+    let mut prompt_tokens = 0;
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        let alone = json!({"prompt": prompts[i / 2], "max_tokens": 8, "temperature": 0.9, "seed": 5 + i % 2});
+        let (_, a, _) = post(&s, "/v1/completions", &alone.to_string(), None);
+        assert_eq!(c["text"], a["choices"][0]["text"], "choice {i}");
+        if i % 2 == 0 {
+            prompt_tokens += a["usage"]["prompt_tokens"].as_u64().unwrap();
+        }
+    }
+    assert_ne!(choices[0]["text"], choices[1]["text"], "two draws of one prompt");
+    assert_eq!(r["usage"]["prompt_tokens"], prompt_tokens);
+    assert_eq!(r["usage"]["completion_tokens"], 32);
+    // Streamed: each index's chunks concatenate to its choice; one usage chunk at the end.
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let (events, done) = read_events(open_stream(&s, "/v1/completions", &sreq));
+    assert!(done);
+    for (i, c) in choices.iter().enumerate() {
+        let text: String = events
+            .iter()
+            .filter(|e| e["choices"][0]["index"] == i)
+            .filter_map(|e| e["choices"][0]["text"].as_str())
+            .collect();
+        assert_eq!(text, c["text"].as_str().unwrap(), "streamed choice {i}");
+    }
+    let finished = events.iter().filter(|e| e["choices"][0]["finish_reason"].is_string()).count();
+    assert_eq!(finished, 4);
+    assert_eq!(events.last().unwrap()["usage"]["completion_tokens"], 32);
+    // Chat: n choices of one conversation.
+    let chat = json!({"messages": [{"role": "user", "content": "Anne?"}], "n": 3, "max_tokens": 4, "temperature": 0});
+    let (_, c, _) = post(&s, "/v1/chat/completions", &chat.to_string(), None);
+    let texts: Vec<_> =
+        c["choices"].as_array().unwrap().iter().map(|c| &c["message"]["content"]).collect();
+    assert_eq!(texts.len(), 3);
+    assert!(texts.iter().all(|t| *t == texts[0]), "greedy choices are alike: {texts:?}");
     s.stop();
 }
 

@@ -86,7 +86,7 @@ def test_errors_are_openai_exceptions(server):
         c.completions.create(model="austen", prompt="word " * 400, max_tokens=5)
     assert e.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError):
-        c.completions.create(model="austen", prompt="hi", n=3)
+        c.completions.create(model="austen", prompt="hi", n=17)
     with pytest.raises(openai.BadRequestError):
         c.completions.create(model="austen", prompt="hi", temperature=-2)
     with pytest.raises(openai.BadRequestError) as e:
@@ -166,3 +166,15 @@ def test_logit_bias_forces_and_bans_tokens(server):
     assert list(banned.logprobs.top_logprobs[0]) == [first]
     # Penalties are accepted in OpenAI's range.
     assert c.completions.create(presence_penalty=0.5, frequency_penalty=1.0, **args).choices[0].text
+
+
+def test_several_prompts_and_n_choices(server):
+    c = client(server)
+    r = c.completions.create(model="austen", prompt=["Anne Elliot", "Captain Wentworth"], n=2, max_tokens=6,
+                             temperature=0.8, seed=3)
+    assert [ch.index for ch in r.choices] == [0, 1, 2, 3]
+    assert all(ch.text for ch in r.choices)
+    assert r.usage.completion_tokens == 24
+    chat = c.chat.completions.create(model="austen", messages=[{"role": "user", "content": "Hello"}], n=2, max_tokens=5,
+                                     temperature=0.8, seed=3)
+    assert [ch.index for ch in chat.choices] == [0, 1]

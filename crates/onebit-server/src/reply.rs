@@ -1,0 +1,265 @@
+//! Writing a request's reply from its jobs' events: whole (one JSON body) or streamed
+//! (server-sent events, `data: {...}` chunks then `data: [DONE]`), with one choice per job —
+//! several for `n` > 1 or several prompts, each choice's chunks carrying its `index`.
+
+use crate::logprobs::ReplyLogprobs;
+use crate::openai::{ApiError, UsageBody};
+use crate::routes::App;
+use crate::scheduler::{Event, Usage};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Which endpoint a reply is for (their bodies differ).
+#[derive(Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Text,
+}
+
+/// One choice of a reply: its job's events and what its text starts with.
+pub struct Choice {
+    /// The job's events.
+    pub rx: mpsc::UnboundedReceiver<Event>,
+    /// The prompt's text, which the choice starts with (`echo`).
+    pub echo: Option<String>,
+    /// The prompt's first token (reported with no log-probability under `echo`).
+    pub first: Option<u32>,
+    /// Whether its prompt counts in the usage (the first choice of each prompt).
+    pub counts_prompt: bool,
+}
+
+/// How a reply is written: its endpoint, id, reported alternatives and choices.
+pub struct Reply {
+    /// The endpoint.
+    pub kind: Kind,
+    /// `chatcmpl-N` or `cmpl-N`.
+    pub id: String,
+    /// Log-probabilities with this many alternatives, if asked for.
+    pub logprobs: Option<usize>,
+    /// Whether the prompt's log-probabilities come (echo with logprobs).
+    pub prompt_logprobs: bool,
+    /// One per job, in `index` order.
+    pub choices: Vec<Choice>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The usage of a reply's choices: each prompt once, every choice's tokens.
+#[derive(Default)]
+struct Totals {
+    prompt: usize,
+    cached: usize,
+    completion: usize,
+}
+
+impl Totals {
+    fn add(&mut self, u: &Usage, counts_prompt: bool) {
+        if counts_prompt {
+            self.prompt += u.prompt_tokens;
+            self.cached += u.cached_tokens;
+        }
+        self.completion += u.completion_tokens;
+    }
+
+    fn body(&self) -> UsageBody {
+        UsageBody {
+            prompt_tokens: self.prompt,
+            completion_tokens: self.completion,
+            total_tokens: self.prompt + self.completion,
+            prompt_tokens_details: json!({"cached_tokens": self.cached}),
+        }
+    }
+}
+
+/// llama.cpp's `timings` object: what the (first choice's) prompt and reply took.
+fn timings(u: &Usage) -> Value {
+    json!({
+        "cache_n": u.cached_tokens, "prompt_n": u.prompt_tokens - u.cached_tokens, "prompt_ms": u.prompt_ms,
+        "predicted_n": u.completion_tokens, "predicted_ms": u.decode_ms,
+        "predicted_per_second": if u.decode_ms > 0.0 { u.completion_tokens as f64 / (u.decode_ms / 1e3) } else { 0.0 },
+    })
+}
+
+fn engine_error(e: String) -> Response {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_error", e)
+        .into_response()
+}
+
+/// The whole reply, once every choice has ended (a failed one fails the request; the
+/// others' jobs are then cancelled as their channels close).
+pub async fn whole(app: Arc<App>, r: Reply) -> Response {
+    let kind = r.kind;
+    let (mut choices, mut totals, mut first_usage) = (Vec::new(), Totals::default(), None);
+    for (index, mut c) in r.choices.into_iter().enumerate() {
+        let mut text = c.echo.take().unwrap_or_default();
+        let mut lps = ReplyLogprobs::new(r.logprobs, kind == Kind::Chat);
+        let u = loop {
+            let Some(ev) = c.rx.recv().await else {
+                return engine_error("the engine stopped".into());
+            };
+            if lps.take(&app.tok, c.first, &ev) {
+                continue;
+            }
+            match ev {
+                Event::Logprob(_) | Event::PromptLogprobs(_) => {}
+                Event::Piece(p) => text.push_str(&p),
+                Event::Failed(e) => return engine_error(e),
+                Event::Done(u) => break u,
+            }
+        };
+        let (finish, logprobs) = (u.finish.openai(), lps.field(&app.tok));
+        choices.push(match kind {
+            Kind::Chat => {
+                json!({"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": logprobs})
+            }
+            Kind::Text => {
+                json!({"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs})
+            }
+        });
+        totals.add(&u, c.counts_prompt);
+        first_usage.get_or_insert(u);
+    }
+    Json(json!({
+        "id": r.id, "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
+        "created": now(), "model": app.model_id, "choices": choices,
+        "usage": totals.body(), "timings": first_usage.as_ref().map(timings),
+    }))
+    .into_response()
+}
+
+/// A choice's state while its chunks stream.
+struct Streaming {
+    lps: ReplyLogprobs,
+    echo: Option<String>,
+    first: Option<u32>,
+    counts_prompt: bool,
+}
+
+/// The reply as server-sent events. A task per choice forwards its job's events into one
+/// channel; a task turns them into chunks. When the client goes away the response (and
+/// `out`'s receiver) is dropped, the tasks end, the jobs' channels close, and the engine
+/// cancels them at its next step.
+pub fn stream(
+    app: Arc<App>,
+    r: Reply,
+    include_usage: bool,
+) -> Sse<tokio_stream::wrappers::ReceiverStream<Result<SseEvent, Infallible>>> {
+    let (out, out_rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    let created = now();
+    let kind = r.kind;
+    let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+    let (id, model) = (r.id.clone(), app.model_id.clone());
+    let chunk = move |choice: Value, usage: Option<Value>| {
+        let mut v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
+        if let Some(u) = usage {
+            v["choices"] = json!([]);
+            v["usage"] = u;
+        }
+        Ok(SseEvent::default().data(v.to_string()))
+    };
+    let piece = move |index: usize, text: &str, finish: Option<&str>, logprobs: Value| match kind {
+        Kind::Chat => {
+            json!({"index": index, "delta": if text.is_empty() && finish.is_some() { json!({}) } else { json!({"content": text}) }, "finish_reason": finish, "logprobs": logprobs})
+        }
+        Kind::Text => {
+            json!({"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs})
+        }
+    };
+    let (merged_tx, mut merged) = mpsc::unbounded_channel::<(usize, Event)>();
+    let mut states = Vec::with_capacity(r.choices.len());
+    for (i, c) in r.choices.into_iter().enumerate() {
+        let (mut rx, tx) = (c.rx, merged_tx.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if tx.send((i, ev)).is_err() {
+                    return;
+                }
+            }
+        });
+        let lps = ReplyLogprobs::new(r.logprobs, kind == Kind::Chat);
+        states.push(Streaming {
+            lps,
+            echo: c.echo,
+            first: c.first,
+            counts_prompt: c.counts_prompt,
+        });
+    }
+    drop(merged_tx);
+    let prompt_lps = r.prompt_logprobs;
+    tokio::spawn(async move {
+        // Each choice's echoed prompt goes first; with its log-probabilities, once read.
+        for (i, s) in states.iter_mut().enumerate() {
+            if kind == Kind::Chat {
+                let role = json!({"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": null, "logprobs": null});
+                if out.send(chunk(role, None)).await.is_err() {
+                    return;
+                }
+            }
+            if let (false, Some(text)) = (prompt_lps, s.echo.take()) {
+                if out.send(chunk(piece(i, &text, None, Value::Null), None)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let (mut left, mut totals, mut first_usage) = (states.len(), Totals::default(), None);
+        while let Some((i, ev)) = merged.recv().await {
+            let s = &mut states[i];
+            let prompt_read = matches!(ev, Event::PromptLogprobs(_));
+            if s.lps.take(&app.tok, s.first, &ev) {
+                if let (true, Some(text)) = (prompt_read, s.echo.take()) {
+                    let msg = chunk(piece(i, &text, None, s.lps.field(&app.tok)), None);
+                    if out.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            let msg = match ev {
+                Event::Logprob(_) | Event::PromptLogprobs(_) => continue,
+                Event::Piece(p) => chunk(piece(i, &p, None, s.lps.field(&app.tok)), None),
+                Event::Failed(e) => {
+                    let err = json!({"error": {"message": e, "type": "server_error"}});
+                    if out.send(Ok(SseEvent::default().data(err.to_string()))).await.is_ok() {
+                        let _ = out.send(Ok(SseEvent::default().data("[DONE]"))).await;
+                    }
+                    return;
+                }
+                Event::Done(u) => {
+                    let last = piece(i, "", Some(u.finish.openai()), s.lps.field(&app.tok));
+                    if out.send(chunk(last, None)).await.is_err() {
+                        return;
+                    }
+                    totals.add(&u, s.counts_prompt);
+                    first_usage.get_or_insert(u);
+                    left -= 1;
+                    if left > 0 {
+                        continue;
+                    }
+                    if let (true, Some(u)) = (include_usage, &first_usage) {
+                        let mut usage = serde_json::to_value(totals.body()).unwrap_or(Value::Null);
+                        usage["timings"] = timings(u);
+                        if out.send(chunk(Value::Null, Some(usage))).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = out.send(Ok(SseEvent::default().data("[DONE]"))).await;
+                    return;
+                }
+            };
+            if out.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+}
