@@ -102,6 +102,10 @@ pub(super) struct Runner<'a, 'm> {
     pending: Option<(usize, Instant)>,
     in_pass: Vec<bool>,
     last_collect: Instant,
+    /// Whether the last turn's pass read a scored prompt alone, and the slot to look at
+    /// first for the next ([`Runner::scoring_turn`]).
+    scored_last: bool,
+    next_scored: usize,
     /// The mesh counters when this engine started (a mesh formed again starts its own from
     /// zero; the exported counters go on from these).
     wire_base: [u64; 4],
@@ -139,6 +143,8 @@ impl<'a, 'm> Runner<'a, 'm> {
             pending: None,
             in_pass: vec![false; cfg.slots],
             last_collect: Instant::now(),
+            scored_last: false,
+            next_scored: 0,
             wire_base,
         }
     }
@@ -280,6 +286,8 @@ impl<'a, 'm> Runner<'a, 'm> {
     /// One turn: a token sampled for every slot with fresh logits, then one pass over those
     /// decode rows and as many prompt rows of slots still reading as the batch has room for
     /// (at most `prefill_chunk` per slot), logits only for rows that end a prompt or decode.
+    /// A prompt whose log-probabilities are reported is read in passes of its own instead
+    /// ([`Runner::scoring_turn`]).
     fn turn(&mut self) {
         // An engine that overlaps passes (a pipeline) gets two groups of slots in turns: a
         // pass takes at most half of the busy slots, and the slots of the pass in flight sit
@@ -289,66 +297,22 @@ impl<'a, 'm> Runner<'a, 'm> {
             true => self.slots.iter().filter(|s| s.active.is_some()).count().div_ceil(2),
             false => usize::MAX,
         };
-        let mut taken = 0;
         self.rows.clear();
-        for s in 0..self.slots.len() {
-            let slot = &mut self.slots[s];
-            let Some(a) = &mut slot.active else { continue };
-            if !a.ready || self.in_pass[s] || taken >= cap {
-                continue;
+        let scoring = self.scoring_turn();
+        self.scored_last = scoring.is_some();
+        let decode_rows = match scoring {
+            Some(s) => {
+                self.push_chunk(s, self.cfg.prefill_chunk);
+                0
             }
-            taken += 1;
-            a.ready = false;
-            let room = self.cfg.ctx.saturating_sub(slot.tokens.len());
-            let step = match a.chosen.take() {
-                Some(t) => a.seq.step_chosen(self.tok, t, room),
-                None => a.seq.step(self.tok, &mut a.logits, &slot.tokens, room),
-            };
-            let step = match step {
-                Ok(step) => step,
-                Err(e) => {
-                    let _ = a.job.events.send(Event::Failed(e.to_string()));
-                    slot.active = None;
-                    continue;
-                }
-            };
-            if let Some(lp) = step.logprob {
-                let _ = a.job.events.send(Event::Logprob(lp));
+            None => {
+                let mut taken = 0;
+                self.step_replies(cap, &mut taken);
+                let decode_rows = self.rows.len();
+                self.read_prompts(decode_rows, cap, overlap, taken);
+                decode_rows
             }
-            if !step.piece.is_empty() && a.job.events.send(Event::Piece(step.piece)).is_err() {
-                self.finish(s, FinishReason::Cancelled);
-                continue;
-            }
-            match (step.feed, step.finish) {
-                (Some(t), _) => {
-                    self.rows.push(Row { token: t, slot: s, want: true, prompt: false })
-                }
-                (None, why) => self.finish(s, why.unwrap_or(FinishReason::Cancelled)),
-            }
-        }
-        let decode_rows = self.rows.len();
-        let mut budget = self.max_batch - decode_rows;
-        for s in 0..self.slots.len() {
-            let Some(a) = &mut self.slots[s].active else { continue };
-            let len = a.job.prompt.len();
-            // A slot still reading may have its last chunk in flight: those rows want no
-            // logits, so the next chunk can follow them (the stages keep the order), as the
-            // head's own prefill does.
-            if a.sent >= len || budget == 0 || taken >= cap {
-                continue;
-            }
-            if overlap {
-                taken += 1;
-            }
-            let end = (a.sent + self.cfg.prefill_chunk.min(budget)).min(len);
-            let every = a.job.prompt_logprobs.is_some();
-            for (i, &t) in a.job.prompt[a.sent..end].iter().enumerate() {
-                let last = a.sent + i + 1 == len;
-                self.rows.push(Row { token: t, slot: s, want: last || every, prompt: true });
-            }
-            budget -= end - a.sent;
-            a.sent = end;
-        }
+        };
         if overlap {
             return self.turn_overlapped(decode_rows);
         }
@@ -391,6 +355,108 @@ impl<'a, 'm> Runner<'a, 'm> {
             us,
             decode_rows,
         );
+    }
+
+    /// Samples a token for every slot with fresh logits (at most `cap` slots, counted in
+    /// `taken`) and puts each in a decode row; finishes the replies that ended.
+    fn step_replies(&mut self, cap: usize, taken: &mut usize) {
+        for s in 0..self.slots.len() {
+            let slot = &mut self.slots[s];
+            let Some(a) = &mut slot.active else { continue };
+            if !a.ready || self.in_pass[s] || *taken >= cap {
+                continue;
+            }
+            *taken += 1;
+            a.ready = false;
+            let room = self.cfg.ctx.saturating_sub(slot.tokens.len());
+            let step = match a.chosen.take() {
+                Some(t) => a.seq.step_chosen(self.tok, t, room),
+                None => a.seq.step(self.tok, &mut a.logits, &slot.tokens, room),
+            };
+            let step = match step {
+                Ok(step) => step,
+                Err(e) => {
+                    let _ = a.job.events.send(Event::Failed(e.to_string()));
+                    slot.active = None;
+                    continue;
+                }
+            };
+            if let Some(lp) = step.logprob {
+                let _ = a.job.events.send(Event::Logprob(lp));
+            }
+            if !step.piece.is_empty() && a.job.events.send(Event::Piece(step.piece)).is_err() {
+                self.finish(s, FinishReason::Cancelled);
+                continue;
+            }
+            match (step.feed, step.finish) {
+                (Some(t), _) => {
+                    self.rows.push(Row { token: t, slot: s, want: true, prompt: false })
+                }
+                (None, why) => self.finish(s, why.unwrap_or(FinishReason::Cancelled)),
+            }
+        }
+    }
+
+    /// Adds prompt chunks of the slots still reading (not those read in passes of their own)
+    /// while the batch has room beside its `decode_rows`.
+    fn read_prompts(&mut self, decode_rows: usize, cap: usize, overlap: bool, mut taken: usize) {
+        let mut budget = self.max_batch - decode_rows;
+        for s in 0..self.slots.len() {
+            let Some(a) = &self.slots[s].active else { continue };
+            // A slot still reading may have its last chunk in flight: those rows want no
+            // logits, so the next chunk can follow them (the stages keep the order), as the
+            // head's own prefill does.
+            if a.sent >= a.job.prompt.len() || Self::scores(a) || budget == 0 || taken >= cap {
+                continue;
+            }
+            if overlap {
+                taken += 1;
+            }
+            budget -= self.push_chunk(s, self.cfg.prefill_chunk.min(budget));
+        }
+    }
+
+    /// Rows for the next (at most `n`) prompt tokens of slot `s`; how many.
+    fn push_chunk(&mut self, s: usize, n: usize) -> usize {
+        let Some(a) = &mut self.slots[s].active else { return 0 };
+        let len = a.job.prompt.len();
+        let end = (a.sent + n).min(len);
+        let every = a.job.prompt_logprobs.is_some();
+        for (i, &t) in a.job.prompt[a.sent..end].iter().enumerate() {
+            let last = a.sent + i + 1 == len;
+            self.rows.push(Row { token: t, slot: s, want: last || every, prompt: true });
+        }
+        let n = end - a.sent;
+        a.sent = end;
+        n
+    }
+
+    /// Whether `a` reports its prompt's log-probabilities and has prompt rows left to send.
+    fn scores(a: &Active) -> bool {
+        a.job.prompt_logprobs.is_some() && a.sent < a.job.prompt.len()
+    }
+
+    /// The slot whose prompt chunk has this turn's pass to itself, if any: one reporting its
+    /// prompt's log-probabilities, in turn with the others (every other turn while the
+    /// other slots have work). Its chunks are then cut and computed as a lone request's,
+    /// whatever else the server runs: batching changes the attention's rounding (the prompt
+    /// path's GEMMs or the decode path's sums), which can move an int8 code and a score by
+    /// ~0.1 nats, and scores must not depend on the traffic.
+    fn scoring_turn(&mut self) -> Option<usize> {
+        let n = self.slots.len();
+        let pick = (0..n)
+            .map(|k| (self.next_scored + k) % n)
+            .find(|&s| self.slots[s].active.as_ref().is_some_and(Self::scores))?;
+        let others = self.slots.iter().any(|slot| {
+            slot.active
+                .as_ref()
+                .is_some_and(|a| !Self::scores(a) && (a.ready || a.sent < a.job.prompt.len()))
+        });
+        if self.scored_last && others {
+            return None;
+        }
+        self.next_scored = (pick + 1) % n;
+        Some(pick)
     }
 
     /// The pass's token, slot and want columns from `self.rows`.

@@ -424,30 +424,37 @@ fn a_long_prompt_on_an_engine_that_overlaps_has_two_chunks_in_flight() {
 }
 
 #[test]
-fn log_probabilities_of_prompts_and_replies_are_the_same_read_in_chunks_or_overlapped() {
-    // Prompts read in chunks of four with logits wanted on every row, on an engine that
-    // overlaps passes and on one that does not, and a prompt read in one pass: the same
-    // log-probabilities, and the same replies as without them.
+fn log_probabilities_of_prompts_and_replies_are_the_same_alone_beside_others_or_overlapped() {
+    // Prompts whose log-probabilities are reported (logits wanted on every row), read in
+    // chunks of 32 beside each other, on an engine that overlaps passes and on one that does
+    // not: each the same as the request alone, to the bit (its chunks have passes of their
+    // own: alone, a prompt of 16 rows or more takes the prompt path's attention, beside other
+    // slots' rows the decode path's, which rounds differently), and the replies the same as
+    // without log-probabilities.
     let jobs: Vec<_> = [
-        ("The family of Dashwood had long been settled in Sussex", SamplerConfig::default()),
-        ("Emma Woodhouse, handsome, clever", sampled(7, 1.2)),
-        ("Sir Walter Elliot", SamplerConfig::default()),
+        (
+            "The family of Dashwood had long been settled in Sussex. Their estate was large, and their residence was at Norland Park",
+            SamplerConfig::default(),
+        ),
+        ("Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition", sampled(7, 1.2)),
+        ("Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who", SamplerConfig::default()),
     ]
     .to_vec();
-    let (plain, _) = serve_on(&jobs, false, false, 4);
-    let (chunked, calls) = serve_cancelling(&jobs, false, false, 4, None, Some(2));
+    let (plain, _) = serve_on(&jobs, false, false, 32);
+    let (together, calls) = serve_cancelling(&jobs, false, false, 32, None, Some(2));
     assert!(calls.iter().all(|&c| c == "step"), "the host picks: {calls:?}");
-    let (overlapped, calls) = serve_cancelling(&jobs, false, true, 4, None, Some(2));
-    let (whole, _) = serve_cancelling(&jobs, false, false, 32, None, Some(2));
-    assert_eq!(overlapped, chunked);
-    assert_eq!(whole, chunked);
-    // (A prompt's chunks follow one another with their logits in flight: those are the
-    // prompt's, taken in the passes' order, so "a slot in two passes" is expected here.)
-    for wrong in ["a call with a pass in flight", "three passes in flight"] {
+    for (i, job) in jobs.iter().enumerate() {
+        let (alone, _) =
+            serve_cancelling(std::slice::from_ref(job), false, false, 32, None, Some(2));
+        assert_eq!(alone[0], together[i], "request {i} scored beside others");
+    }
+    let (overlapped, calls) = serve_cancelling(&jobs, false, true, 32, None, Some(2));
+    assert_eq!(overlapped, together);
+    for wrong in ["a call with a pass in flight", "three passes in flight", "a slot in two passes"]
+    {
         assert!(!calls.contains(&wrong), "{wrong}: {calls:?}");
     }
-    assert!(calls.contains(&"a slot in two passes"), "{calls:?}");
-    for (r, p) in chunked.iter().zip(&plain) {
+    for (r, p) in together.iter().zip(&plain) {
         assert_eq!((&r.0, r.1), (&p.0, p.1), "asking for log-probabilities changed a reply");
         // Prompt tokens after the first and reply tokens, each with two alternatives.
         assert!(r.2.len() >= 3 * (r.1 + 2), "{r:?}");
