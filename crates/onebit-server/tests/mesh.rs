@@ -136,10 +136,40 @@ fn sampled(s: &Server) -> Vec<String> {
     })
 }
 
+/// A prompt scored with `echo` and `logprobs` (two alternatives) and two reply tokens,
+/// beside a request decoding: every log-probability reported, in order.
+fn scored(s: &Server) -> Vec<f64> {
+    let text = "Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own amusement";
+    std::thread::scope(|sc| {
+        let busy = sc.spawn(|| {
+            post(
+                s,
+                "/v1/completions",
+                json!({"prompt": "Emma", "max_tokens": 16, "temperature": 0}),
+            )
+        });
+        let body =
+            json!({"prompt": text, "max_tokens": 2, "temperature": 0, "logprobs": 2, "echo": true});
+        let r = post(s, "/v1/completions", body);
+        busy.join().unwrap();
+        let lp = &r["choices"][0]["logprobs"];
+        let mut out: Vec<f64> =
+            lp["token_logprobs"].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
+        for top in lp["top_logprobs"].as_array().unwrap().iter().filter_map(Value::as_object) {
+            let mut v: Vec<f64> = top.values().filter_map(Value::as_f64).collect();
+            v.sort_by(f64::total_cmp);
+            out.extend(v);
+        }
+        assert!(out.len() > 40, "{r}");
+        out
+    })
+}
+
 #[test]
 fn a_server_on_a_pipeline_answers_as_one_node_does() {
     let local = start(load(None), Backend::Local);
     let want = exercise(&local);
+    let want_scored = scored(&local);
     local.stop();
     assert!(want.2 > 0, "the second turn reuses the first's cache");
     assert!(want.0.iter().chain(&want.1).all(|t| !t.is_empty()), "{want:?}");
@@ -157,10 +187,12 @@ fn a_server_on_a_pipeline_answers_as_one_node_does() {
         Backend::Mesh(Box::new(head), PipelineTimeouts::default(), Default::default()),
     );
     let got = exercise(&piped);
+    let got_scored = scored(&piped);
     piped.stop();
     let stats = worker.join().unwrap();
     assert!(stats.steps > 24, "{stats:?}");
     assert_eq!(got, want, "the pipeline's replies differ from one node's");
+    assert_eq!(got_scored, want_scored, "the pipeline's log-probabilities differ from one node's");
 }
 
 #[test]
@@ -168,6 +200,7 @@ fn a_server_on_a_tensor_parallel_mesh_answers_as_one_node_does() {
     let local = start(load(None), Backend::Local);
     let want = exercise(&local);
     let want_sampled = sampled(&local);
+    let want_scored = scored(&local);
     local.stop();
     assert!(want_sampled.iter().all(|t| !t.is_empty()), "{want_sampled:?}");
     let c = load(None).config;
@@ -189,6 +222,7 @@ fn a_server_on_a_tensor_parallel_mesh_answers_as_one_node_does() {
     let got = exercise(&tp);
     // Decode turns of sampled replies only: each node sends its candidates, not its logits.
     let got_sampled = sampled(&tp);
+    let got_scored = scored(&tp);
     let (sent, received) = mesh_bytes(&tp);
     tp.stop();
     let stats = worker.join().unwrap();
@@ -199,6 +233,7 @@ fn a_server_on_a_tensor_parallel_mesh_answers_as_one_node_does() {
     assert_eq!(sent + 1.0, stats.received as f64, "{stats:?}");
     assert_eq!(got, want, "the tensor-parallel mesh's replies differ from one node's");
     assert_eq!(got_sampled, want_sampled, "the mesh's sampled replies differ from one node's");
+    assert_eq!(got_scored, want_scored, "the mesh's log-probabilities differ from one node's");
 }
 
 #[test]
@@ -215,10 +250,16 @@ fn a_server_on_the_gpu_answers_as_the_cpu_does() {
     };
     let local = start(load(None), Backend::Local);
     let want = exercise(&local);
+    let want_scored = scored(&local);
     local.stop();
     let gpu = start(load(None), Backend::Gpu(ctx));
     let got = exercise(&gpu);
+    let got_scored = scored(&gpu);
     gpu.stop();
+    assert_eq!(got_scored.len(), want_scored.len());
+    for (i, (g, w)) in got_scored.iter().zip(&want_scored).enumerate() {
+        assert!((g - w).abs() < 1e-3, "log-probability {i}: GPU {g}, CPU {w}");
+    }
     assert!(got.2 > 0, "the second turn reuses the first's cache on the device too");
     assert_eq!(got, want, "the GPU server's replies differ from the CPU server's");
 }
