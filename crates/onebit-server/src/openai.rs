@@ -61,6 +61,15 @@ impl IntoResponse for ApiError {
 /// Most choices one request may ask for (`n` times the prompts), each a job in a slot.
 pub const MAX_CHOICES: usize = 16;
 
+/// A seed for a request that gave none: OpenAI and llama-server sample afresh each time (a
+/// chat front end's "regenerate" must not repeat the reply).
+fn fresh_seed() -> u64 {
+    use std::hash::BuildHasher;
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::collections::hash_map::RandomState::new().hash_one(n)
+}
+
 /// `stop`: one string or several.
 #[derive(Debug, Deserialize, Default)]
 #[serde(untagged)]
@@ -99,7 +108,7 @@ pub struct Sampling {
     pub min_p: Option<f32>,
     /// Repetition penalty (llama.cpp extension; 1 = off).
     pub repeat_penalty: Option<f32>,
-    /// Seed.
+    /// Seed: replies sampled with one repeat; without, each request draws its own.
     pub seed: Option<i64>,
     /// Stop strings.
     #[serde(default)]
@@ -276,7 +285,7 @@ impl Sampling {
             top_p: self.top_p.unwrap_or(1.0),
             min_p: self.min_p.unwrap_or(d.min_p),
             repeat_penalty: self.repeat_penalty.unwrap_or(1.0),
-            seed: self.seed.map_or(d.seed, |s| s as u64),
+            seed: self.seed.map_or_else(fresh_seed, |s| s as u64),
             ..d
         };
         sampling.validate().map_err(|e| ApiError::invalid("temperature", e.to_string()))?;

@@ -66,10 +66,14 @@ def test_streamed_text_completion(server):
     assert "".join(pieces)
 
 
-def test_seeded_sampling_repeats(server):
+def test_seeded_sampling_repeats_and_unseeded_does_not(server):
     c = client(server)
     args = dict(model="austen", prompt="Captain Wentworth", max_tokens=16, temperature=0.9, seed=7)
     assert c.completions.create(**args).choices[0].text == c.completions.create(**args).choices[0].text
+    # Without a seed every request draws its own (a "regenerate" gives another reply).
+    del args["seed"]
+    texts = {c.completions.create(**args).choices[0].text for _ in range(4)}
+    assert len(texts) > 1, texts
 
 
 def test_errors_are_openai_exceptions(server):
