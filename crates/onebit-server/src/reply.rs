@@ -205,7 +205,11 @@ pub fn stream(
                     return;
                 }
             }
-            if let (false, Some(text)) = (prompt_lps, s.echo.take()) {
+            // (With the prompt's log-probabilities, its text waits for them.)
+            if prompt_lps {
+                continue;
+            }
+            if let Some(text) = s.echo.take() {
                 if out.send(chunk(piece(i, &text, None, Value::Null), None)).await.is_err() {
                     return;
                 }

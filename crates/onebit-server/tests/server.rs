@@ -330,6 +330,24 @@ fn logprobs_and_echo_are_the_engines_log_softmax_and_the_tokenizer_routes_round_
         .cloned()
         .collect();
     assert_eq!(streamed, content);
+    // The echoed, scored completion streamed: its chunks make the same text and tokens.
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (events, done) = read_events(open_stream(&s, "/v1/completions", &sreq));
+    assert!(done);
+    let streamed: String = events.iter().filter_map(|e| e["choices"][0]["text"].as_str()).collect();
+    assert_eq!(streamed, c["text"].as_str().unwrap());
+    let field = |k: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter_map(|e| e["choices"][0]["logprobs"][k].as_array())
+            .flatten()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(field("tokens"), *lp["tokens"].as_array().unwrap());
+    assert_eq!(field("token_logprobs"), *lp["token_logprobs"].as_array().unwrap());
+    assert_eq!(field("text_offset"), *lp["text_offset"].as_array().unwrap());
     // Log-probabilities only: the prompt's, no reply.
     let only = json!({"prompt": text, "max_tokens": 0, "logprobs": 0, "echo": true});
     let (_, o, _) = post(&s, "/v1/completions", &only.to_string(), None);
