@@ -229,6 +229,16 @@ async fn run(
             jobs.push((p, j == 0, params));
         }
     }
+    if jobs.len() > app.engine.capacity() {
+        return app.invalid(ApiError::invalid(
+            "n",
+            format!(
+                "{} choices, more than the server's queue holds ({})",
+                jobs.len(),
+                app.engine.capacity()
+            ),
+        ));
+    }
     let mut choices = Vec::with_capacity(jobs.len());
     let mut cancels = Vec::with_capacity(jobs.len());
     for (p, counts_prompt, params) in jobs {

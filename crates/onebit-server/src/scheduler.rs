@@ -167,6 +167,11 @@ impl Engine {
         Ok(Engine { queue, capacity: cfg.queue, metrics, thread: Mutex::new(Some(thread)) })
     }
 
+    /// Jobs the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Queues a job, or gives it back when the queue is full.
     pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         let (lock, cv) = &*self.queue;
