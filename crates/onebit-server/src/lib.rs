@@ -197,6 +197,7 @@ impl Server {
             .route("/health", get(routes::health))
             .route("/metrics", get(routes::metrics))
             .route("/v1/models", get(routes::models))
+            .route("/props", get(routes::props))
             .route("/v1/chat/completions", post(routes::chat))
             .route("/v1/completions", post(routes::completions))
             .route("/tokenize", post(tokenize::tokenize))

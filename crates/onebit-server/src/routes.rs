@@ -122,7 +122,29 @@ pub async fn models(State(app): Shared, headers: HeaderMap) -> Response {
     if let Err(e) = app.check_auth(&headers) {
         return app.invalid(e);
     }
-    Json(json!({"object": "list", "data": [{"id": app.model_id, "object": "model", "created": app.created, "owned_by": "onebit"}]})).into_response()
+    // `meta` as llama-server gives it: what a client sizes its prompts by.
+    let meta = json!({"n_ctx": app.ctx, "n_vocab": app.vocab});
+    Json(json!({"object": "list", "data": [{"id": app.model_id, "object": "model", "created": app.created, "owned_by": "onebit", "meta": meta}]})).into_response()
+}
+
+/// GET /props: llama-server's description of itself (context, slots, special tokens, chat
+/// template), which llama.cpp's web UI and other clients read.
+pub async fn props(State(app): Shared, headers: HeaderMap) -> Response {
+    if let Err(e) = app.check_auth(&headers) {
+        return app.invalid(e);
+    }
+    let name = |id: Option<u32>| id.and_then(|id| app.tok.id_to_token(id));
+    Json(json!({
+        "model_alias": app.model_id,
+        "total_slots": app.metrics.slots.load(Relaxed),
+        "default_generation_settings": {"n_ctx": app.ctx},
+        "bos_token": name(app.bos),
+        "eos_token": name(app.eos),
+        "chat_template": app.template.source().unwrap_or(""),
+        "modalities": {"vision": false, "audio": false},
+        "build_info": concat!("onebit ", env!("CARGO_PKG_VERSION")),
+    }))
+    .into_response()
 }
 
 /// POST /v1/chat/completions.

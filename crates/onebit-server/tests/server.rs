@@ -108,6 +108,12 @@ fn routes_answer_and_streams_are_framed_as_openai_does() {
     let (_, models) = get(&s, "/v1/models");
     let models: Value = serde_json::from_str(&models).unwrap();
     assert_eq!(models["data"][0]["id"], "austen");
+    assert_eq!(models["data"][0]["meta"]["n_vocab"], 4096);
+    let (_, props) = get(&s, "/props");
+    let props: Value = serde_json::from_str(&props).unwrap();
+    assert_eq!(props["total_slots"], 4);
+    assert_eq!(props["default_generation_settings"]["n_ctx"], 256);
+    assert_eq!(props["eos_token"], "<|endoftext|>");
     // A whole completion, greedy.
     let req = json!({"model": "austen", "prompt": "It is a truth universally acknowledged", "max_tokens": 16, "temperature": 0});
     let (code, whole, _) = post(&s, "/v1/completions", &req.to_string(), None);
