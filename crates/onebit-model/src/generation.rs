@@ -139,6 +139,8 @@ pub struct Sequence {
     idx: Vec<u32>,
     /// How often each token is in the reply (for the presence and frequency penalties).
     counts: std::collections::HashMap<u32, u32>,
+    /// The stop string that ended the reply (its index).
+    stopped_by: Option<usize>,
 }
 
 impl Sequence {
@@ -161,6 +163,7 @@ impl Sequence {
             raw: Vec::new(),
             idx: Vec::new(),
             counts: Default::default(),
+            stopped_by: None,
             params,
         })
     }
@@ -281,9 +284,12 @@ impl Sequence {
                 from -= 1;
             }
             self.text.push_str(&p);
-            let cut =
-                self.params.stop.iter().filter_map(|s| self.text[from..].find(s.as_str())).min();
-            if let Some(cut) = cut.map(|at| from + at) {
+            let hit = (self.params.stop.iter().enumerate())
+                .filter_map(|(i, s)| self.text[from..].find(s.as_str()).map(|at| (at, i)))
+                .min();
+            if let Some((at, i)) = hit {
+                let cut = from + at;
+                self.stopped_by = Some(i);
                 piece.push_str(&self.text[self.printed.min(cut)..cut]);
                 self.text.truncate(cut);
                 self.printed = cut;
@@ -336,6 +342,10 @@ impl Sequence {
     /// Why the reply ended, once it has.
     pub fn finish_reason(&self) -> Option<FinishReason> {
         self.finish
+    }
+    /// The stop string that ended the reply ([`FinishReason::Stop`]).
+    pub fn stop_word(&self) -> Option<&str> {
+        self.stopped_by.map(|i| self.params.stop[i].as_str())
     }
 }
 

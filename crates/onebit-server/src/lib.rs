@@ -14,6 +14,7 @@
 
 pub mod logprobs;
 pub mod metrics;
+pub mod native;
 pub mod openai;
 pub mod reply;
 pub mod routes;
@@ -200,6 +201,8 @@ impl Server {
             .route("/props", get(routes::props))
             .route("/v1/chat/completions", post(routes::chat))
             .route("/v1/completions", post(routes::completions))
+            .route("/completion", post(native::completion))
+            .route("/completions", post(native::completion))
             .route("/tokenize", post(tokenize::tokenize))
             .route("/detokenize", post(tokenize::detokenize))
             .route("/tokenizer_info", get(tokenize::info))

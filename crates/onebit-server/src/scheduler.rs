@@ -63,6 +63,8 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Why it ended.
     pub finish: FinishReason,
+    /// The stop string that ended it, if one did.
+    pub stop_word: Option<String>,
     /// Milliseconds reading the prompt.
     pub prompt_ms: f64,
     /// Milliseconds generating.

@@ -74,19 +74,20 @@ fn prompt() -> impl Strategy<Value = Value> {
     ]
 }
 
-/// A body for route 0-3 (completions, chat, tokenize, detokenize): the route's core fields
+/// A body for route 0-4 (completions, chat, tokenize, detokenize, llama-server's completion): the route's core fields
 /// (mostly valid) with random fields on top.
 fn body() -> impl Strategy<Value = (usize, Value)> {
     let fields = prop::collection::vec((0..FIELDS.len(), any_value()), 0..5);
-    (0usize..4, prompt(), fields, 0u64..6).prop_map(|(route, p, fields, max)| {
+    (0usize..5, prompt(), fields, 0u64..6).prop_map(|(route, p, fields, max)| {
         let mut m = Map::new();
         match route {
             0 => drop(m.insert("prompt".into(), p)),
             1 => drop(m.insert("messages".into(), json!([{"role": "user", "content": "Anne?"}]))),
             2 => drop(m.insert("content".into(), json!("It is"))),
-            _ => drop(m.insert("tokens".into(), p)),
+            3 => drop(m.insert("tokens".into(), p)),
+            _ => drop(m.insert("prompt".into(), p)),
         }
-        m.insert("max_tokens".into(), json!(max));
+        m.insert(if route == 4 { "n_predict" } else { "max_tokens" }.into(), json!(max));
         for (f, v) in fields {
             m.insert(FIELDS[f].into(), v);
         }
@@ -109,7 +110,8 @@ fn random_requests_get_a_reply_or_a_4xx_and_the_server_stays_up() {
     let s = Server::start(m, tok, template, cfg).unwrap();
     let agent: ureq::Agent =
         ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let paths = ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"];
+    let paths =
+        ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize", "/completion"];
     let config = ProptestConfig { cases: 256, failure_persistence: None, ..Default::default() };
     proptest!(config, |((route, b) in body())| {
         let url = format!("http://{}{}", s.addr(), paths[route]);
@@ -120,7 +122,8 @@ fn random_requests_get_a_reply_or_a_4xx_and_the_server_stays_up() {
         prop_assert!(matches!(status, 200 | 400 | 404), "{status} for {b}: {text}");
         if status == 200 {
             if text.starts_with("data:") {
-                prop_assert!(text.trim_end().ends_with("data: [DONE]"), "{b}: {text}");
+                let end = if route == 4 { "\"stop\":true" } else { "data: [DONE]" };
+                prop_assert!(text.contains(end), "{b}: {text}");
                 prop_assert!(!text.contains("\"error\""), "{b}: {text}");
             } else {
                 prop_assert!(serde_json::from_str::<Value>(&text).is_ok(), "{b}: {text}");

@@ -414,6 +414,59 @@ fn several_prompts_and_choices_come_back_indexed_each_as_its_own_request() {
 }
 
 #[test]
+fn llama_servers_own_completion_route_generates_as_the_openai_one() {
+    let s = start(ServerConfig { ctx: 256, ..ServerConfig::default() });
+    let prompt = "It is a truth universally acknowledged";
+    let openai = json!({"prompt": prompt, "max_tokens": 8, "temperature": 0});
+    let (_, o, _) = post(&s, "/v1/completions", &openai.to_string(), None);
+    let native = json!({"prompt": prompt, "n_predict": 8, "temperature": 0, "n_probs": 2});
+    let (code, n, _) = post(&s, "/completion", &native.to_string(), None);
+    assert_eq!(code, 200, "{n}");
+    assert_eq!(n["content"], o["choices"][0]["text"]);
+    assert_eq!((n["stop"].as_bool(), n["stop_type"].as_str()), (Some(true), Some("limit")));
+    assert_eq!(n["tokens_predicted"], 8);
+    let probs = n["completion_probabilities"].as_array().unwrap();
+    assert_eq!(probs.len(), 8);
+    let joined: String = probs.iter().map(|p| p["token"].as_str().unwrap()).collect();
+    assert_eq!(joined, n["content"].as_str().unwrap());
+    assert!(probs.iter().all(|p| p["top_logprobs"][0]["id"] == p["id"]), "greedy: {n}");
+    // Streamed: pieces, then a last event with stop true and no [DONE].
+    let mut stream = native.clone();
+    stream["stream"] = json!(true);
+    let (events, done) = read_events(open_stream(&s, "/completion", &stream));
+    assert!(!done, "llama-server's route ends without [DONE]");
+    let text: String = events.iter().filter_map(|e| e["content"].as_str()).collect();
+    assert_eq!(text, n["content"].as_str().unwrap());
+    let last = events.last().unwrap();
+    assert_eq!((last["stop"].as_bool(), last["tokens_predicted"].as_u64()), (Some(true), Some(8)));
+    // A stop word ends it and is named; a prompt of text and ids mixed; llama.cpp's errors.
+    let word =
+        o["choices"][0]["text"].as_str().unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let stopped = json!({"prompt": prompt, "n_predict": 8, "temperature": 0, "stop": [word]});
+    let (_, w, _) = post(&s, "/completion", &stopped.to_string(), None);
+    assert_eq!(
+        (w["stop_type"].as_str(), w["stopping_word"].as_str()),
+        (Some("word"), Some(&*word))
+    );
+    let ids = Tokenizer::from_file(&repo("models/austen.tokenizer.json"))
+        .unwrap()
+        .encode(" universally acknowledged", false)
+        .unwrap();
+    let mixed = json!({"prompt": ["It is a truth", ids[0], ids[1], " acknowledged"], "n_predict": 8, "temperature": 0});
+    let (code, m, _) = post(&s, "/completion", &mixed.to_string(), None);
+    assert_eq!(code, 200, "{m}");
+    for bad in [
+        json!({"prompt": {"a": 1}}),
+        json!({"prompt": "a", "n_predict": -2}),
+        json!({"prompt": [99999]}),
+    ] {
+        let (code, e, _) = post(&s, "/completion", &bad.to_string(), None);
+        assert_eq!(code, 400, "{bad}: {e}");
+    }
+    s.stop();
+}
+
+#[test]
 fn api_key_cors_and_body_limit() {
     let s = start(ServerConfig {
         api_key: Some("s3cret".into()),

@@ -562,6 +562,7 @@ impl<'a, 'm> Runner<'a, 'm> {
             cached_tokens: a.cached,
             completion_tokens: a.seq.tokens().len(),
             finish: a.seq.finish_reason().unwrap_or(why),
+            stop_word: a.seq.stop_word().map(String::from),
             prompt_ms: a.prompt_ms,
             decode_ms: (a.started.elapsed().as_secs_f64() * 1e3 - a.prompt_ms).max(0.0),
         };
