@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use onebit_model::logprobs::MAX_TOP_LOGPROBS;
 use onebit_model::{FinishReason, TokenLogprob, Tokenizer};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -107,6 +108,10 @@ impl NativeRequest {
             }
             other => other.clone(),
         };
+        if self.n_probs.is_some_and(|n| n as usize > MAX_TOP_LOGPROBS) {
+            let m = format!("n_probs is at most {MAX_TOP_LOGPROBS}");
+            return Err(ApiError::invalid("n_probs", m));
+        }
         let n_predict = self.n_predict.unwrap_or(-1);
         if n_predict < -1 {
             return Err(ApiError::invalid("n_predict", "n_predict is -1 (no limit) or a count"));

@@ -455,13 +455,14 @@ fn llama_servers_own_completion_route_generates_as_the_openai_one() {
     let mixed = json!({"prompt": ["It is a truth", ids[0], ids[1], " acknowledged"], "n_predict": 8, "temperature": 0});
     let (code, m, _) = post(&s, "/completion", &mixed.to_string(), None);
     assert_eq!(code, 200, "{m}");
-    for bad in [
-        json!({"prompt": {"a": 1}}),
-        json!({"prompt": "a", "n_predict": -2}),
-        json!({"prompt": [99999]}),
+    for (bad, param) in [
+        (json!({"prompt": {"a": 1}}), "prompt"),
+        (json!({"prompt": "a", "n_predict": -2}), "n_predict"),
+        (json!({"prompt": [99999]}), "prompt"),
+        (json!({"prompt": "a", "n_probs": 21}), "n_probs"),
     ] {
         let (code, e, _) = post(&s, "/completion", &bad.to_string(), None);
-        assert_eq!(code, 400, "{bad}: {e}");
+        assert_eq!((code, e["error"]["param"].as_str()), (400, Some(param)), "{bad}: {e}");
     }
     s.stop();
 }
