@@ -12,7 +12,7 @@ use crate::openai::{ApiError, Sampling, Stop, StreamOptions};
 use crate::routes::{body, Shared};
 use crate::scheduler::{Event, Job, Usage};
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -195,13 +195,7 @@ pub async fn completion(
     let cancel = Arc::new(AtomicBool::new(false));
     let job = Job { prompt: ids, params, events: tx, cancel, prompt_logprobs: None };
     if app.engine.submit(job).is_err() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "queue_full",
-            "all slots are busy and the queue is full; retry shortly",
-        )
-        .into_response();
+        return ApiError::queue_full().into_response();
     }
     if !stream {
         let (mut content, mut probs) = (String::new(), Vec::new());
@@ -210,15 +204,7 @@ pub async fn completion(
                 Event::Piece(p) => content.push_str(&p),
                 Event::Logprob(lp) => probs.push(probability(&app.tok, &lp)),
                 Event::PromptLogprobs(_) => {}
-                Event::Failed(e) => {
-                    let err = ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "server_error",
-                        "engine_error",
-                        e,
-                    );
-                    return err.into_response();
-                }
+                Event::Failed(e) => return ApiError::engine(e).into_response(),
                 Event::Done(u) => {
                     let mut v = ending(&app, &u);
                     v["content"] = json!(content);
@@ -229,13 +215,7 @@ pub async fn completion(
                 }
             }
         }
-        let err = ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "engine_error",
-            "the engine stopped",
-        );
-        return err.into_response();
+        return ApiError::engine("the engine stopped").into_response();
     }
     // As the OpenAI routes stream: the client going away drops `out`'s receiver, the task
     // ends, `rx` closes and the engine cancels the job at its next step.

@@ -36,6 +36,21 @@ impl ApiError {
         }
     }
 
+    /// The 503 of a full queue (with `Retry-After`).
+    pub fn queue_full() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "queue_full",
+            "all slots are busy and the queue is full; retry shortly",
+        )
+    }
+
+    /// A 500: the engine failed on the request.
+    pub fn engine(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_error", message)
+    }
+
     /// Any status with a message.
     pub fn new(
         status: StatusCode,

@@ -6,7 +6,6 @@ use crate::logprobs::ReplyLogprobs;
 use crate::openai::{ApiError, UsageBody};
 use crate::routes::App;
 use crate::scheduler::{Event, Usage};
-use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -90,11 +89,6 @@ fn timings(u: &Usage) -> Value {
     })
 }
 
-fn engine_error(e: String) -> Response {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_error", e)
-        .into_response()
-}
-
 /// The whole reply, once every choice has ended (a failed one fails the request; the
 /// others' jobs are then cancelled as their channels close).
 pub async fn whole(app: Arc<App>, r: Reply) -> Response {
@@ -105,7 +99,7 @@ pub async fn whole(app: Arc<App>, r: Reply) -> Response {
         let mut lps = ReplyLogprobs::new(r.logprobs, kind == Kind::Chat);
         let u = loop {
             let Some(ev) = c.rx.recv().await else {
-                return engine_error("the engine stopped".into());
+                return ApiError::engine("the engine stopped").into_response();
             };
             if lps.take(&app.tok, c.first, &ev) {
                 continue;
@@ -113,7 +107,7 @@ pub async fn whole(app: Arc<App>, r: Reply) -> Response {
             match ev {
                 Event::Logprob(_) | Event::PromptLogprobs(_) => {}
                 Event::Piece(p) => text.push_str(&p),
-                Event::Failed(e) => return engine_error(e),
+                Event::Failed(e) => return ApiError::engine(e).into_response(),
                 Event::Done(u) => break u,
             }
         };

@@ -276,13 +276,7 @@ async fn run(
         };
         if app.engine.submit(job).is_err() {
             cancels.iter().for_each(|c: &Arc<AtomicBool>| c.store(true, Relaxed));
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "queue_full",
-                "all slots are busy and the queue is full; retry shortly",
-            )
-            .into_response();
+            return ApiError::queue_full().into_response();
         }
         cancels.push(cancel);
         let (echo, first) = (p.echo.clone(), p.ids.first().copied());
