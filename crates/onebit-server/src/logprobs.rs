@@ -22,20 +22,25 @@ pub fn token_text(tok: &Tokenizer, id: u32) -> String {
     }
 }
 
+/// One token's entry with its alternatives, as chat's `logprobs.content` and (with `ids`:
+/// each entry's token id too) llama-server's `completion_probabilities` list them.
+pub fn entry(tok: &Tokenizer, lp: &TokenLogprob, ids: bool) -> Value {
+    let one = |id: u32, logprob: f32| {
+        let t = token_text(tok, id);
+        let mut e = json!({"token": t, "logprob": logprob, "bytes": t.as_bytes()});
+        if ids {
+            e["id"] = json!(id);
+        }
+        e
+    };
+    let mut e = one(lp.token, lp.logprob);
+    e["top_logprobs"] = lp.top.iter().map(|&(id, l)| one(id, l)).collect();
+    e
+}
+
 /// Chat's `logprobs` object for `lps`.
 pub fn chat(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
-    let entry = |id: u32, logprob: f32| {
-        let t = token_text(tok, id);
-        json!({"token": t, "logprob": logprob, "bytes": t.as_bytes()})
-    };
-    let content: Vec<Value> = lps
-        .iter()
-        .map(|lp| {
-            let mut e = entry(lp.token, lp.logprob);
-            e["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
-            e
-        })
-        .collect();
+    let content: Vec<Value> = lps.iter().map(|lp| entry(tok, lp, false)).collect();
     json!({"content": content, "refusal": null})
 }
 

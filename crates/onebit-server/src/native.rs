@@ -7,8 +7,9 @@
 //! `data: {...}` event per piece and a last one with `stop: true` (no `[DONE]`, as
 //! llama-server). Validation and generation are the OpenAI routes' (the same [`Sampling`]).
 
-use crate::logprobs::token_text;
+use crate::logprobs::entry;
 use crate::openai::{ApiError, Sampling, Stop, StreamOptions};
+use crate::reply::timings;
 use crate::routes::{body, Shared};
 use crate::scheduler::{Event, Job, Usage};
 use axum::extract::rejection::JsonRejection;
@@ -17,7 +18,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use onebit_model::logprobs::MAX_TOP_LOGPROBS;
-use onebit_model::{FinishReason, TokenLogprob, Tokenizer};
+use onebit_model::{FinishReason, Tokenizer};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::convert::Infallible;
@@ -146,17 +147,6 @@ fn stop_type(f: FinishReason) -> &'static str {
     }
 }
 
-/// One `completion_probabilities` entry.
-fn probability(tok: &Tokenizer, lp: &TokenLogprob) -> Value {
-    let entry = |id: u32, logprob: f32| {
-        let t = token_text(tok, id);
-        json!({"id": id, "token": t, "logprob": logprob, "bytes": t.as_bytes()})
-    };
-    let mut e = entry(lp.token, lp.logprob);
-    e["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
-    e
-}
-
 /// The last object of a reply: how it ended, counts and timings.
 fn ending(app: &crate::routes::App, u: &Usage) -> Value {
     json!({
@@ -164,11 +154,7 @@ fn ending(app: &crate::routes::App, u: &Usage) -> Value {
         "stopping_word": u.stop_word.clone().unwrap_or_default(),
         "tokens_predicted": u.completion_tokens, "tokens_evaluated": u.prompt_tokens,
         "tokens_cached": u.cached_tokens, "truncated": false,
-        "timings": {
-            "prompt_n": u.prompt_tokens - u.cached_tokens, "prompt_ms": u.prompt_ms,
-            "predicted_n": u.completion_tokens, "predicted_ms": u.decode_ms,
-            "predicted_per_second": if u.decode_ms > 0.0 { u.completion_tokens as f64 / (u.decode_ms / 1e3) } else { 0.0 },
-        },
+        "timings": timings(u),
     })
 }
 
@@ -202,7 +188,7 @@ pub async fn completion(
         while let Some(ev) = rx.recv().await {
             match ev {
                 Event::Piece(p) => content.push_str(&p),
-                Event::Logprob(lp) => probs.push(probability(&app.tok, &lp)),
+                Event::Logprob(lp) => probs.push(entry(&app.tok, &lp, true)),
                 Event::PromptLogprobs(_) => {}
                 Event::Failed(e) => return ApiError::engine(e).into_response(),
                 Event::Done(u) => {
@@ -226,7 +212,7 @@ pub async fn completion(
         while let Some(ev) = rx.recv().await {
             let v = match ev {
                 Event::Logprob(lp) => {
-                    probs.push(probability(&app.tok, &lp));
+                    probs.push(entry(&app.tok, &lp, true));
                     continue;
                 }
                 Event::PromptLogprobs(_) => continue,

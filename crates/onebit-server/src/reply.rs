@@ -81,7 +81,7 @@ impl Totals {
 }
 
 /// llama.cpp's `timings` object: what the (first choice's) prompt and reply took.
-fn timings(u: &Usage) -> Value {
+pub fn timings(u: &Usage) -> Value {
     json!({
         "cache_n": u.cached_tokens, "prompt_n": u.prompt_tokens - u.cached_tokens, "prompt_ms": u.prompt_ms,
         "predicted_n": u.completion_tokens, "predicted_ms": u.decode_ms,
