@@ -16,6 +16,10 @@ pub struct Args {
     /// Only this shape, rows x cols (repeatable), e.g. --shape 2560x6912.
     #[arg(long = "shape", value_parser = parse_shape)]
     shapes: Vec<(usize, usize)>,
+    /// Also time the int8 lm_head on this shape, vocabulary x hidden (repeatable), e.g.
+    /// --head 128256x2560; given alone, only heads run.
+    #[arg(long = "head", value_parser = parse_shape)]
+    heads: Vec<(usize, usize)>,
     /// Only this thread count (default: 1 and 2).
     #[arg(short, long)]
     threads: Option<usize>,
@@ -68,7 +72,7 @@ impl Args {
             .map(|f| TernaryFormat::from_name(f).with_context(|| format!("unknown format '{f}'")))
             .collect::<Result<Vec<_>>>()?;
         Ok(KernelBenchConfig {
-            shapes: if self.shapes.is_empty() {
+            shapes: if self.shapes.is_empty() && self.heads.is_empty() {
                 DEFAULT_SHAPES.to_vec()
             } else {
                 self.shapes.clone()
@@ -82,6 +86,7 @@ impl Args {
             reps: self.reps,
             bandwidth_mib: self.bandwidth_mib,
             rotate_mib: self.rotate_mib,
+            heads: self.heads.clone(),
             ..KernelBenchConfig::default()
         })
     }
@@ -141,6 +146,12 @@ fn event_json(event: &KernelBenchEvent) -> Option<serde_json::Value> {
             "f16_median_s": r.f16_median_s, "speedup_vs_f16": r.f16_median_s / r.median_s,
         }),
         KernelBenchEvent::Dense { .. } => return None,
+        KernelBenchEvent::Head(h) => json!({
+            "op": "head", "rows": h.rows, "cols": h.cols, "tokens": h.tokens, "threads": h.threads,
+            "kernel": format!("q8/{}", h.isa), "weight_bytes": h.weight_bytes, "gmacs": h.gmacs(),
+            "weight_gbs": h.weight_gbs(), "pct_read_bw": h.pct_read_bw, "median_s": h.median_s,
+            "runs": h.runs,
+        }),
     })
 }
 
@@ -176,6 +187,18 @@ fn print_row(event: &KernelBenchEvent) {
             bytes >> 20
         ),
         KernelBenchEvent::Kernel(r) => print_kernel(r),
+        KernelBenchEvent::Head(h) => println!(
+            "{:<5} {:>11} {:>4} {:>3} {:<18} {:>11.1} {:>8.1} {:>8.2} {:>6}",
+            "head",
+            format!("{}x{}", h.rows, h.cols),
+            h.tokens,
+            h.threads,
+            format!("q8/{}", h.isa),
+            h.median_s * 1e6,
+            h.gmacs(),
+            h.weight_gbs(),
+            ratio(h.pct_read_bw, 0, "%"),
+        ),
         KernelBenchEvent::Dense { rows, cols, tokens, threads, f32_median_s, f16_median_s } => {
             let macs = (rows * cols * tokens) as f64;
             println!(
@@ -194,15 +217,16 @@ fn print_row(event: &KernelBenchEvent) {
     }
 }
 
+/// A ratio against a baseline that was not measured (--no-dense, no bandwidth probe) is "-".
+fn ratio(v: f64, digits: usize, unit: &str) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}{unit}")
+    } else {
+        "-".to_string()
+    }
+}
+
 fn print_kernel(r: &KernelRecord) {
-    // A ratio against a baseline that was not measured (--no-dense, no bandwidth probe) is "-".
-    let ratio = |v: f64, digits: usize, unit: &str| {
-        if v.is_finite() {
-            format!("{v:.digits$}{unit}")
-        } else {
-            "-".to_string()
-        }
-    };
     println!(
         "{:<5} {:>11} {:>4} {:>3} {:<18} {:>11.1} {:>8.1} {:>8.2} {:>6} {:>7} {:>7}",
         op_name(r.tokens),
@@ -249,8 +273,12 @@ mod tests {
             "--tokens",
             "1,4",
             "--json",
+            "--head",
+            "100x64",
         ])
         .unwrap();
+        assert_eq!(t.a.heads, vec![(100, 64)]);
+        assert!(t.a.config().unwrap().shapes == vec![(64, 256)]);
         assert_eq!(t.a.shapes, vec![(64, 256)]);
         assert_eq!(t.a.tokens, vec![1, 4]);
         assert!(t.a.json);

@@ -4,6 +4,7 @@
 //! f32/f16 activations as they are). Results arrive as [`KernelBenchEvent`]s so the caller
 //! decides how to print them.
 
+pub use super::head::HeadRecord;
 use super::{median, time_runs, ReadBuffer};
 use crate::{
     dense, matmul, ActQuant, Error, Isa, Kernel, Result, TernaryFormat, TernaryMatrix, ThreadPool,
@@ -42,6 +43,8 @@ pub struct KernelBenchConfig {
     pub rotate_mib: usize,
     /// Time spent per measurement beyond the minimum runs.
     pub budget: Duration,
+    /// (vocabulary rows, hidden cols) of int8 heads to time after the ternary shapes.
+    pub heads: Vec<(usize, usize)>,
 }
 
 impl Default for KernelBenchConfig {
@@ -58,6 +61,7 @@ impl Default for KernelBenchConfig {
             bandwidth_mib: 1024,
             rotate_mib: 1024,
             budget: Duration::from_millis(700),
+            heads: Vec::new(),
         }
     }
 }
@@ -134,6 +138,8 @@ pub enum KernelBenchEvent {
         /// Median seconds of the f16 call.
         f16_median_s: f64,
     },
+    /// One int8 head matmul measured.
+    Head(HeadRecord),
 }
 
 /// Copies of one operand, handed out in turn so that consecutive runs touch different memory.
@@ -190,7 +196,7 @@ fn check(cfg: &KernelBenchConfig) -> Result<()> {
     if cfg.tokens.is_empty() || cfg.tokens.contains(&0) {
         return bad("token counts must be positive");
     }
-    if cfg.shapes.iter().any(|&(r, c)| r == 0 || c == 0) {
+    if cfg.shapes.iter().chain(&cfg.heads).any(|&(r, c)| r == 0 || c == 0) {
         return bad("shapes must have positive rows and cols");
     }
     if cfg.reps == 0 {
@@ -297,7 +303,7 @@ pub fn run_kernel_bench(
             }
         }
     }
-    Ok(())
+    super::head::run_heads(cfg, &pools, &read_gbs, &mut report)
 }
 
 #[derive(Clone, Copy)]
@@ -411,12 +417,31 @@ mod tests {
     }
 
     #[test]
+    fn reports_heads_per_thread_and_token_count() {
+        let cfg = KernelBenchConfig { shapes: vec![], heads: vec![(100, 96)], ..tiny() };
+        let mut heads = Vec::new();
+        run_kernel_bench(&cfg, |e| {
+            if let KernelBenchEvent::Head(r) = e {
+                heads.push(r)
+            }
+        })
+        .unwrap();
+        // Two pools x two token counts.
+        assert_eq!(heads.len(), 4);
+        for r in &heads {
+            assert!((r.rows, r.cols) == (100, 96) && r.median_s > 0.0 && r.gmacs().is_finite());
+            assert!(r.weight_bytes >= 100 * 96);
+        }
+    }
+
+    #[test]
     fn bad_configs_are_errors() {
         for cfg in [
             KernelBenchConfig { threads: vec![0], ..tiny() },
             KernelBenchConfig { tokens: vec![], ..tiny() },
             KernelBenchConfig { shapes: vec![(0, 4)], ..tiny() },
             KernelBenchConfig { reps: 0, ..tiny() },
+            KernelBenchConfig { heads: vec![(8, 0)], ..tiny() },
         ] {
             assert!(run_kernel_bench(&cfg, |_| {}).is_err());
         }

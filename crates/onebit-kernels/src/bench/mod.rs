@@ -1,7 +1,8 @@
 //! Measurement helpers shared by `onebit bench-kernels` and the criterion benches: a
 //! median timer and the machine's streaming-read bandwidth, the ceiling GEMV is judged by;
-//! [`kernels`] is the kernel benchmark itself.
+//! [`kernels`] is the kernel benchmark itself (`head.rs` its int8 head part).
 
+mod head;
 pub mod kernels;
 
 use crate::pool::{split, ThreadPool};

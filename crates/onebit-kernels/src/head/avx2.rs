@@ -8,6 +8,9 @@ use std::arch::x86_64::*;
 /// takes |w| unsigned and q·sign(w) signed, so a pair sum is at most 2·127·127 and never
 /// saturates (AVX2 has no `vpdpbusd`; `w ≠ −128`, `q ≥ −127`).
 ///
+/// With `ahead`, the same columns of the `R` rows that follow are prefetched (rows lie
+/// `w[r].len()` apart): see `matmul.rs` for when.
+///
 /// # Safety
 /// AVX2; every row and every token slice as long as `q[0]`, a multiple of 32; no weight is
 /// −128 and no activation below −127.
@@ -16,6 +19,7 @@ use std::arch::x86_64::*;
 pub unsafe fn dot_tile<const R: usize, const T: usize>(
     w: [&[i8]; R],
     q: [&[i8]; T],
+    ahead: bool,
 ) -> [[i32; T]; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); T]; R];
@@ -27,6 +31,10 @@ pub unsafe fn dot_tile<const R: usize, const T: usize>(
         for r in 0..R {
             // SAFETY: block k lies within every row.
             let wv = unsafe { _mm256_loadu_si256(w[r].as_ptr().add(32 * k) as *const _) };
+            if ahead && k % 2 == 0 {
+                // A prefetch is a hint and never faults, even past the rows.
+                _mm_prefetch::<_MM_HINT_T1>(w[r].as_ptr().wrapping_add(R * w[r].len() + 32 * k));
+            }
             let abs = _mm256_sign_epi8(wv, wv);
             for t in 0..T {
                 let p = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(x[t], wv));

@@ -125,7 +125,7 @@ pub unsafe fn dot4(w: [&[i8]; 4], q: &[i8]) -> [i32; 4] {
 /// # Safety
 /// AVX-512 BW + VNNI; every row and every token slice as long as `q[0]`, a multiple of 64.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn dot4x4(w: [&[i8]; 4], q: [&[i8]; 4]) -> [[i32; 4]; 4] {
+pub unsafe fn dot4x4(w: [&[i8]; 4], q: [&[i8]; 4], ahead: bool) -> [[i32; 4]; 4] {
     let flip = _mm512_set1_epi8(-128);
     let mut acc = [[_mm512_setzero_si512(); 4]; 4];
     for k in 0..q[0].len() / 64 {
@@ -136,6 +136,10 @@ pub unsafe fn dot4x4(w: [&[i8]; 4], q: [&[i8]; 4]) -> [[i32; 4]; 4] {
         for (a, row) in acc.iter_mut().zip(&w) {
             // SAFETY: block k lies within every row.
             let v = unsafe { _mm512_loadu_si512(row.as_ptr().add(64 * k) as *const _) };
+            if ahead {
+                // The next four rows, same block (see `dot4`).
+                _mm_prefetch::<_MM_HINT_T1>(row.as_ptr().wrapping_add(4 * row.len() + 64 * k));
+            }
             for (a, &x) in a.iter_mut().zip(&x) {
                 *a = _mm512_dpbusd_epi32(*a, x, v);
             }

@@ -98,7 +98,13 @@ pub(super) fn q8_matmul_with(
             b0 = end;
         }
         // Blocks of rows small enough to stay in L2 while every token passes over them, so
-        // a batch of tokens reads the head from memory once, not once per token.
+        // a batch of tokens reads the head from memory once, not once per token. The first
+        // pass over a block (t0 == 0) is the one that waits on memory: its tiles prefetch the
+        // next four rows into L2 (`ahead`), which the hardware prefetcher did not do for four
+        // interleaved row streams. `onebit bench-kernels --head 128256x2560`, Zen 4, 2
+        // threads: AVX-512 tiles at 4 tokens 16.3 → 8.9-12.0 ms, 16 tokens 26.2 → 19.3-21.5;
+        // AVX2 tiles at 2 tokens 17.7 → 10.5-11.5, 16 tokens 55 → 44-49 (into L1 instead:
+        // a third of that gain); bench/runs/2026-12-07-zen4-head-prefetch.txt.
         WIDE.with(|wide| {
             let mut wide = wide.borrow_mut();
             let wide = wide.scratch(if m.bits == 4 { ROW_BLOCK * m.padded } else { 0 });
@@ -138,7 +144,7 @@ pub(super) fn q8_matmul_with(
                         while r + 4 <= b1 {
                             let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                             // SAFETY: features checked above; every slice holds `padded` bytes.
-                            let s = unsafe { avx512::dot4x4(rows, qs) };
+                            let s = unsafe { avx512::dot4x4(rows, qs, t0 == 0) };
                             for (i, s) in s.iter().enumerate() {
                                 for (j, &v) in s.iter().enumerate() {
                                     put(t0 + j, r + i, v);
@@ -176,11 +182,11 @@ pub(super) fn q8_matmul_with(
                                 let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                                 // SAFETY: AVX2 checked above; rows and tokens hold `padded`
                                 // bytes; head codes are in ±127, activations ≥ −127.
-                                emit(&unsafe { avx2::dot_tile::<4, 2>(rows, qs) });
+                                emit(&unsafe { avx2::dot_tile::<4, 2>(rows, qs, t0 == 0) });
                                 r += 4;
                             } else {
                                 // SAFETY: as above, for one row.
-                                emit(&unsafe { avx2::dot_tile::<1, 2>([row(r)], qs) });
+                                emit(&unsafe { avx2::dot_tile::<1, 2>([row(r)], qs, false) });
                                 r += 1;
                             }
                         }
