@@ -123,6 +123,7 @@ fn sampled_generation_gives_the_cpu_tokens() {
         stop: Vec::new(),
         logprobs: None,
         adjust: Default::default(),
+        json_object: false,
     };
     let vocab = model.config.vocab;
     let reply = |e: &mut dyn Engine, seed| {

@@ -9,6 +9,7 @@
 
 use crate::engine::{Draw, Engine, Sampler, SamplerConfig};
 use crate::error::Result;
+use crate::json_mode::JsonMachine;
 use crate::logprobs::{token_logprob, TokenLogprob};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -26,6 +27,9 @@ pub struct GenerationParams {
     pub logprobs: Option<usize>,
     /// OpenAI's adjustments of the logits before sampling.
     pub adjust: LogitAdjust,
+    /// The reply is one JSON object (OpenAI's JSON mode, [`crate::json_mode`]): tokens that
+    /// cannot continue one are never sampled, and the reply ends when it closes.
+    pub json_object: bool,
 }
 
 /// OpenAI's adjustments of the logits before sampling (on the host: a reply using them is
@@ -79,6 +83,7 @@ impl Default for GenerationParams {
             stop: Vec::new(),
             logprobs: None,
             adjust: LogitAdjust::default(),
+            json_object: false,
         }
     }
 }
@@ -96,6 +101,8 @@ pub enum FinishReason {
     ContextFull,
     /// The caller stopped it (a client went away, Ctrl-C).
     Cancelled,
+    /// The reply's JSON object closed ([`GenerationParams::json_object`]).
+    Complete,
 }
 
 impl FinishReason {
@@ -103,6 +110,7 @@ impl FinishReason {
     pub fn openai(self) -> &'static str {
         match self {
             FinishReason::Eos | FinishReason::Stop | FinishReason::Cancelled => "stop",
+            FinishReason::Complete => "stop",
             FinishReason::Length | FinishReason::ContextFull => "length",
         }
     }
@@ -141,6 +149,8 @@ pub struct Sequence {
     counts: std::collections::HashMap<u32, u32>,
     /// The stop string that ended the reply (its index).
     stopped_by: Option<usize>,
+    /// JSON mode: the recognizer after the reply's bytes so far.
+    json: Option<JsonMachine>,
 }
 
 impl Sequence {
@@ -164,6 +174,7 @@ impl Sequence {
             idx: Vec::new(),
             counts: Default::default(),
             stopped_by: None,
+            json: params.json_object.then(JsonMachine::new),
             params,
         })
     }
@@ -183,16 +194,21 @@ impl Sequence {
         }
         let Some(n) = self.params.logprobs else {
             self.adjust(logits);
+            self.mask(tok, logits)?;
             let next = self.sampler.sample(logits, history);
             return self.push(tok, next, room);
         };
-        // The penalties edit the row in place; the log-probabilities are the model's own.
-        let edits = self.params.sampling.repeat_penalty != 1.0 || !self.params.adjust.is_off();
+        // The penalties and JSON mode edit the row in place; the log-probabilities are the
+        // model's own.
+        let edits = self.params.sampling.repeat_penalty != 1.0
+            || !self.params.adjust.is_off()
+            || self.json.is_some();
         if edits {
             self.raw.clear();
             self.raw.extend_from_slice(logits);
         }
         self.adjust(logits);
+        self.mask(tok, logits)?;
         let next = self.sampler.sample(logits, history);
         let row = if edits { &self.raw[..] } else { &logits[..] };
         let lp = token_logprob(row, next, n, &mut self.idx);
@@ -221,11 +237,26 @@ impl Sequence {
         }
     }
 
+    /// JSON mode: −∞ for every token that cannot continue the reply's object (the
+    /// end-of-sequence token included: the reply ends when the object closes).
+    fn mask(&self, tok: &Tokenizer, logits: &mut [f32]) -> Result<()> {
+        let Some(m) = &self.json else { return Ok(()) };
+        if tok.token_bytes().mask(m, logits) == 0 {
+            return Err(crate::Error::Sampling(
+                "JSON mode: no token of the vocabulary continues the reply's object".into(),
+            ));
+        }
+        if let Some(l) = self.eos.and_then(|e| logits.get_mut(e as usize)) {
+            *l = f32::NEG_INFINITY;
+        }
+        Ok(())
+    }
+
     /// Whether this reply's tokens must be sampled from its logits on the host
-    /// ([`Sequence::step`]), never picked by the engine: it reports log-probabilities, or
-    /// adjusts the logits ([`LogitAdjust`]).
+    /// ([`Sequence::step`]), never picked by the engine: it reports log-probabilities,
+    /// adjusts the logits ([`LogitAdjust`]) or is in JSON mode.
     pub fn needs_host(&self) -> bool {
-        self.params.logprobs.is_some() || !self.params.adjust.is_off()
+        self.params.logprobs.is_some() || !self.params.adjust.is_off() || self.json.is_some()
     }
 
     /// Whether every token of this reply is the plain argmax of the model's logits (greedy,
@@ -274,6 +305,10 @@ impl Sequence {
             return Ok(self.end(tok, FinishReason::Eos, String::new()));
         }
         self.ids.push(next);
+        if let Some(m) = &mut self.json {
+            // The mask let only tokens through that keep the object valid.
+            m.feed_all(tok.token_bytes().get(next));
+        }
         if !self.params.adjust.is_off() {
             *self.counts.entry(next).or_insert(0) += 1;
         }
@@ -301,6 +336,9 @@ impl Sequence {
                 piece.push_str(&self.text[self.printed..upto]);
                 self.printed = upto;
             }
+        }
+        if self.json.is_some_and(|m| m.is_done()) {
+            return Ok(self.end(tok, FinishReason::Complete, piece));
         }
         if self.ids.len() >= self.params.max_tokens {
             return Ok(self.end(tok, FinishReason::Length, piece));

@@ -20,6 +20,7 @@ pub mod error;
 pub mod generation;
 pub mod gguf;
 pub mod hf;
+pub mod json_mode;
 pub mod load;
 pub mod logprobs;
 mod mmap;

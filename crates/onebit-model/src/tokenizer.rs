@@ -2,10 +2,12 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::Value;
+use crate::json_mode::TokenBytes;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
-/// A loaded tokenizer.
-pub struct Tokenizer(tokenizers::Tokenizer);
+/// A loaded tokenizer (and, once JSON mode asks, its tokens' bytes).
+pub struct Tokenizer(tokenizers::Tokenizer, OnceLock<Arc<TokenBytes>>);
 
 /// Runs a call into the `tokenizers` crate with a panic turned into an error: crafted
 /// tokenizer.json files make some of its deserializers and processors panic (0.22: the decoder
@@ -45,7 +47,8 @@ impl Tokenizer {
         // Invalid JSON is refused here: the tokenizers crate panics on some of it.
         serde_json::from_str::<serde::de::IgnoredAny>(json)
             .map_err(|e| Error::Tokenizer(format!("not valid JSON: {e}")))?;
-        guarded("parsing tokenizer.json", || json.parse::<tokenizers::Tokenizer>()).map(Tokenizer)
+        guarded("parsing tokenizer.json", || json.parse::<tokenizers::Tokenizer>())
+            .map(|t| Tokenizer(t, OnceLock::new()))
     }
 
     /// Finds the tokenizer of a model: `tokenizer.json` inside an HF directory or beside a file,
@@ -127,6 +130,21 @@ impl Tokenizer {
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.0.get_vocab_size(true)
+    }
+
+    /// Ids of the special tokens (added tokens marked special: BOS, EOS, chat markers).
+    pub fn special_ids(&self) -> std::collections::HashSet<u32> {
+        self.0
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Every token's bytes (JSON mode masks with them), worked out on first use.
+    pub fn token_bytes(&self) -> Arc<TokenBytes> {
+        Arc::clone(self.1.get_or_init(|| Arc::new(TokenBytes::from_tokenizer(self))))
     }
 }
 
@@ -360,7 +378,7 @@ impl Tokenizer {
                 .map_err(|e| bad(&e.to_string()))?;
             t.with_post_processor(Some(post));
         }
-        Ok(Tokenizer(t))
+        Ok(Tokenizer(t, OnceLock::new()))
     }
 }
 

@@ -47,6 +47,7 @@ pub struct GenOptions {
     repetition_penalty: f32,
     seed: u64,
     stop: Vec<String>,
+    json_object: bool,
 }
 
 impl GenOptions {
@@ -68,6 +69,7 @@ impl GenOptions {
             stop: self.stop,
             logprobs: None,
             adjust: Default::default(),
+            json_object: self.json_object,
         })
     }
 }
@@ -106,6 +108,7 @@ fn finish_name(f: FinishReason) -> &'static str {
         FinishReason::Length => "length",
         FinishReason::ContextFull => "context_full",
         FinishReason::Cancelled => "cancelled",
+        FinishReason::Complete => "complete",
     }
 }
 

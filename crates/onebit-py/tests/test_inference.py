@@ -36,6 +36,13 @@ def test_sampled_generation_equals_the_cli_with_the_same_seed(model, onebit_bin)
     assert got == out[len(PROMPT) : -1]
 
 
+def test_json_mode_equals_the_cli_and_starts_an_object(model, onebit_bin):
+    out, _ = cli(onebit_bin, "run", str(MODEL), "-p", PROMPT, "-n", "40", "--temp", "0.8", "--seed", "3", "--json")
+    got = model.generate(PROMPT, max_new_tokens=40, temperature=0.8, seed=3, json_object=True)
+    assert got == out[len(PROMPT) : -1]
+    assert got.startswith("{") and got != model.generate(PROMPT, max_new_tokens=40, temperature=0.8, seed=3)
+
+
 def test_stream_pieces_concatenate_to_the_full_text(model):
     full = model.generate(PROMPT, max_new_tokens=40)
     s = model.generate(PROMPT, max_new_tokens=40, stream=True)

@@ -59,6 +59,12 @@ pub struct NativeRequest {
     pub n_probs: Option<u64>,
     /// `[[token, bias], ...]`, `[[token, false], ...]` (banned) or `{"token": bias}`.
     pub logit_bias: Option<Value>,
+    /// `{"type": "json_object"}`: JSON mode, as the OpenAI routes.
+    pub response_format: Option<Value>,
+    /// A GBNF grammar: refused (not supported), never ignored.
+    pub grammar: Option<Value>,
+    /// A JSON schema: refused (not supported), never ignored.
+    pub json_schema: Option<Value>,
 }
 
 impl NativeRequest {
@@ -132,6 +138,9 @@ impl NativeRequest {
             stream_options: StreamOptions::default(),
             logit_bias: bias,
             logprobs: self.n_probs.filter(|&n| n > 0).map(|n| json!(n)),
+            response_format: self.response_format.clone(),
+            grammar: self.grammar.clone(),
+            json_schema: self.json_schema.clone(),
             ..Sampling::default()
         })
     }
@@ -140,7 +149,8 @@ impl NativeRequest {
 /// llama-server's `stop_type`.
 fn stop_type(f: FinishReason) -> &'static str {
     match f {
-        FinishReason::Eos => "eos",
+        // llama-server ends a grammar-complete reply by sampling its EOS.
+        FinishReason::Eos | FinishReason::Complete => "eos",
         FinishReason::Stop => "word",
         FinishReason::Length | FinishReason::ContextFull => "limit",
         FinishReason::Cancelled => "none",

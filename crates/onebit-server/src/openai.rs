@@ -151,6 +151,14 @@ pub struct Sampling {
     /// prompt's tokens are reported too).
     #[serde(default)]
     pub echo: bool,
+    /// `{"type": "text"}` or `{"type": "json_object"}` (JSON mode); `json_schema` is refused.
+    pub response_format: Option<Value>,
+    /// Function calling: refused when it lists any tool (not silently ignored).
+    pub tools: Option<Value>,
+    /// llama-server's grammar-constrained sampling: refused.
+    pub grammar: Option<Value>,
+    /// llama-server's schema-constrained sampling: refused.
+    pub json_schema: Option<Value>,
 }
 
 /// What a reply reports beside its text.
@@ -245,6 +253,45 @@ impl Sampling {
         Ok(a)
     }
 
+    /// Whether the reply is in JSON mode (`response_format` json_object); constraints this
+    /// server cannot honour (a JSON schema, a grammar, tools) are a 400 rather than ignored.
+    pub fn json_object(&self) -> Result<bool, ApiError> {
+        let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+        if self
+            .tools
+            .as_ref()
+            .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()) && !t.is_null())
+        {
+            return Err(ApiError::invalid(
+                "tools",
+                "tools (function calling) are not supported by this server",
+            ));
+        }
+        for (name, v) in [("grammar", &self.grammar), ("json_schema", &self.json_schema)] {
+            if given(v) {
+                let m = format!(
+                    "{name} is not supported by this server (response_format json_object is)"
+                );
+                return Err(ApiError::invalid(name, m));
+            }
+        }
+        let Some(f) = self.response_format.as_ref().filter(|v| !v.is_null()) else {
+            return Ok(false);
+        };
+        match f.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(false),
+            Some("json_object") => Ok(true),
+            Some("json_schema") => Err(ApiError::invalid(
+                "response_format",
+                "response_format json_schema is not supported by this server (json_object is)",
+            )),
+            _ => Err(ApiError::invalid(
+                "response_format",
+                "response_format type is text or json_object",
+            )),
+        }
+    }
+
     /// The generation settings, checked against the context and a vocabulary of `vocab`
     /// tokens: `prompt` tokens leave `ctx - prompt` positions for the reply; `report` from
     /// [`Sampling::report`].
@@ -259,6 +306,7 @@ impl Sampling {
             return Err(ApiError::invalid("n", format!("n is 1 to {MAX_CHOICES}")));
         }
         let adjust = self.adjust(vocab)?;
+        let json_object = self.json_object()?;
         if prompt == 0 {
             return Err(ApiError::invalid("prompt", "the prompt is empty"));
         }
@@ -310,6 +358,7 @@ impl Sampling {
             stop,
             logprobs: report.logprobs,
             adjust,
+            json_object,
         })
     }
 }

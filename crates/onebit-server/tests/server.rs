@@ -231,6 +231,83 @@ fn bad_requests_get_openai_error_bodies_and_the_server_stays_up() {
     s.stop();
 }
 
+/// JSON mode (`response_format` json_object): every reply is a JSON object's start, a closed
+/// one parses (serde_json the judge) and ends the reply with "stop"; constraints the server
+/// cannot honour are refused by name, never ignored.
+#[test]
+fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() {
+    use onebit_model::json_mode::JsonMachine;
+    let s = start(ServerConfig { ctx: 256, ..ServerConfig::default() });
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let close = tok.token_id("}").unwrap();
+    let chat = |extra: Value| {
+        let mut b = json!({"messages": [{"role": "user", "content": "Describe Mr. Darcy."}],
+            "max_tokens": 40, "temperature": 0, "response_format": {"type": "json_object"}});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    // Unforced: the shipped (prose) model's reply is an object's start, cut at max_tokens.
+    let (code, v, _) = post(&s, "/v1/chat/completions", &chat(json!({})).to_string(), None);
+    assert_eq!(code, 200, "{v}");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let mut m = JsonMachine::new();
+    assert!(text.starts_with('{') && m.feed_all(text.as_bytes()), "{text:?}");
+    assert_eq!(v["choices"][0]["finish_reason"], if m.is_done() { "stop" } else { "length" });
+    // Streamed: the same text.
+    let mut streamed = chat(json!({}));
+    streamed["stream"] = json!(true);
+    let (events, done) = read_events(open_stream(&s, "/v1/chat/completions", &streamed));
+    assert!(done);
+    let joined: String =
+        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(joined, text);
+    // A bias toward `}` closes the object at once: "stop", and the content parses.
+    let forced = chat(json!({"logit_bias": {close.to_string(): 100}}));
+    let (_, v, _) = post(&s, "/v1/chat/completions", &forced.to_string(), None);
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(serde_json::from_str::<Value>(text).unwrap(), json!({}), "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() < 40, "{v}");
+    // Text completions and llama-server's /completion take it too.
+    let body = json!({"prompt": "It is", "max_tokens": 40, "temperature": 0,
+        "response_format": {"type": "json_object"}, "logit_bias": {close.to_string(): 100}});
+    let (_, v, _) = post(&s, "/v1/completions", &body.to_string(), None);
+    assert_eq!(v["choices"][0]["text"].as_str().map(str::trim), Some("{}"), "{v}");
+    let native = json!({"prompt": "It is", "n_predict": 40, "temperature": 0,
+        "response_format": {"type": "json_object"}, "logit_bias": [[close, 100]]});
+    let (_, n, _) = post(&s, "/completion", &native.to_string(), None);
+    assert_eq!(
+        (n["content"].as_str().map(str::trim), n["stop_type"].as_str()),
+        (Some("{}"), Some("eos")),
+        "{n}"
+    );
+    // What this server cannot honour is a 400 naming it.
+    for (path, extra, param) in [
+        (
+            "/v1/chat/completions",
+            json!({"response_format": {"type": "json_schema", "json_schema": {}}}),
+            "response_format",
+        ),
+        ("/v1/chat/completions", json!({"response_format": {"type": "yaml"}}), "response_format"),
+        (
+            "/v1/chat/completions",
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "tools",
+        ),
+        ("/v1/chat/completions", json!({"grammar": "root ::= \"a\""}), "grammar"),
+        ("/completion", json!({"prompt": "x", "json_schema": {"type": "object"}}), "json_schema"),
+    ] {
+        let body = if path == "/completion" { extra.clone() } else { chat(extra.clone()) };
+        let (code, e, _) = post(&s, path, &body.to_string(), None);
+        assert_eq!((code, e["error"]["param"].as_str()), (400, Some(param)), "{extra}: {e}");
+    }
+    // An empty tool list and "text" are the plain behaviour.
+    let plain = chat(json!({"tools": [], "response_format": {"type": "text"}, "max_tokens": 4}));
+    let (code, v, _) = post(&s, "/v1/chat/completions", &plain.to_string(), None);
+    assert_eq!(code, 200, "{v}");
+    s.stop();
+}
+
 /// ln softmax(row)[t], in f64.
 fn log_softmax_at(row: &[f32], t: u32) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;

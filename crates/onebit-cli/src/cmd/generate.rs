@@ -47,6 +47,10 @@ pub struct GenArgs {
     /// Stop when the output contains this string (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    /// JSON mode: the reply is one JSON object (tokens that cannot continue one are never
+    /// sampled) and ends when it closes.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl GenArgs {
@@ -71,6 +75,7 @@ impl GenArgs {
                 presence_penalty: self.presence_penalty,
                 frequency_penalty: self.frequency_penalty,
             },
+            json_object: self.json,
         }
     }
 

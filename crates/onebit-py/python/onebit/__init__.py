@@ -60,13 +60,16 @@ class CausalLM:
         stop: Optional[Union[str, Sequence[str]]] = None,
         seed: int = 42,
         stream: bool = False,
+        json_object: bool = False,
     ) -> Union[str, List[str], Iterator[str]]:
         """The reply to ``prompt`` (text, or token ids) as text, without the prompt.
 
         A list of prompts is generated together (one engine pass per token for all of them)
         and returns a list of replies. ``stream=True`` returns an iterator of text pieces for
         one prompt; closing it, leaving its ``with`` block or dropping it cancels the reply.
-        ``temperature=0`` is greedy.
+        ``temperature=0`` is greedy. ``json_object=True`` is OpenAI's JSON mode: the reply is
+        one JSON object (tokens that cannot continue one are never sampled) and ends when it
+        closes.
         """
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         opts = dict(
@@ -78,6 +81,7 @@ class CausalLM:
             repetition_penalty=repetition_penalty,
             seed=seed,
             stop=stops,
+            json_object=bool(json_object),
         )
         batch = not isinstance(prompt, str) and len(prompt) > 0 and not isinstance(prompt[0], int)
         if batch:

@@ -172,6 +172,34 @@ def test_logit_bias_forces_and_bans_tokens(server):
     assert c.completions.create(presence_penalty=0.5, frequency_penalty=1.0, **args).choices[0].text
 
 
+def test_json_mode_replies_parse_with_pythons_json(server):
+    import json
+    import urllib.request
+    c = client(server)
+    req = urllib.request.Request(server + "/tokenize", data=json.dumps({"content": "}"}).encode(),
+                                 headers={"content-type": "application/json", "authorization": "Bearer test-key"})
+    [close] = json.load(urllib.request.urlopen(req))["tokens"]
+    args = dict(model="austen", messages=[{"role": "user", "content": "Describe Anne as JSON."}],
+                response_format={"type": "json_object"}, temperature=0)
+    # The prose model, held to JSON: its reply starts an object and runs to max_tokens...
+    r = c.chat.completions.create(max_tokens=30, **args)
+    assert r.choices[0].message.content.startswith("{")
+    # ...and once `}` is favoured the object closes, the reply stops, and json.loads reads it.
+    r = c.chat.completions.create(max_tokens=30, logit_bias={str(close): 100}, **args)
+    assert r.choices[0].finish_reason == "stop"
+    assert json.loads(r.choices[0].message.content) == {}
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(
+            model="austen", messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}})
+    assert e.value.body["param"] == "response_format"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(
+            model="austen", messages=[{"role": "user", "content": "hi"}],
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+    assert e.value.body["param"] == "tools"
+
+
 def test_several_prompts_and_n_choices(server):
     c = client(server)
     r = c.completions.create(model="austen", prompt=["Anne Elliot", "Captain Wentworth"], n=2, max_tokens=6,
