@@ -241,13 +241,10 @@ impl Sequence {
     /// end-of-sequence token included: the reply ends when the object closes).
     fn mask(&self, tok: &Tokenizer, logits: &mut [f32]) -> Result<()> {
         let Some(m) = &self.json else { return Ok(()) };
-        if tok.token_bytes().mask(m, logits) == 0 {
+        if tok.token_bytes().mask(m, logits, self.eos) == 0 {
             return Err(crate::Error::Sampling(
                 "JSON mode: no token of the vocabulary continues the reply's object".into(),
             ));
-        }
-        if let Some(l) = self.eos.and_then(|e| logits.get_mut(e as usize)) {
-            *l = f32::NEG_INFINITY;
         }
         Ok(())
     }

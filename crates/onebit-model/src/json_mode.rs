@@ -369,16 +369,19 @@ impl TokenBytes {
         }
     }
 
-    /// Sets every logit whose token cannot follow `state` to −∞; returns how many remain.
-    pub fn mask(&self, state: &JsonMachine, logits: &mut [f32]) -> usize {
+    /// Sets every logit whose token cannot follow `state` to −∞, and `eos`'s (the reply
+    /// ends when the object closes); returns how many remain.
+    pub fn mask(&self, state: &JsonMachine, logits: &mut [f32], eos: Option<u32>) -> usize {
         let in_string = state.in_plain_string();
         let mut left = 0;
         for (id, l) in logits.iter_mut().enumerate() {
-            let ok = (in_string && self.plain.get(id).copied().unwrap_or(false)) || {
+            let continues = || {
                 let b = self.get(id as u32);
                 let mut s = *state;
                 !b.is_empty() && s.feed_all(b)
             };
+            let plain = in_string && self.plain.get(id).copied().unwrap_or(false);
+            let ok = Some(id as u32) != eos && (plain || continues());
             if ok {
                 left += 1;
             } else {

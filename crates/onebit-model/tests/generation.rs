@@ -124,3 +124,43 @@ fn json_mode_replies_are_json_objects() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), serde_json::json!({}));
     eprintln!("JSON mode: {finished} of 5 unforced replies closed their object within 96 tokens");
 }
+
+/// The bytes JSON mode masks with are what the tokenizers crate decodes each token to, and
+/// the mask (with its shortcut for string content) is a token-by-token feed of them.
+#[test]
+fn json_mode_token_bytes_and_masks_agree_with_the_tokenizer() {
+    use onebit_model::json_mode::JsonMachine;
+    let tok = Tokenizer::for_model(MODEL).unwrap();
+    let bytes = tok.token_bytes();
+    let special = tok.special_ids();
+    let mut checked = 0;
+    for id in 0..tok.vocab_size() as u32 {
+        let b = bytes.get(id);
+        if special.contains(&id) {
+            assert!(b.is_empty(), "special token {id} has bytes");
+            continue;
+        }
+        if let Ok(text) = std::str::from_utf8(b) {
+            assert_eq!(tok.decode(&[id]).unwrap(), text, "token {id}");
+            checked += 1;
+        }
+    }
+    assert!(checked > tok.vocab_size() * 9 / 10, "{checked}");
+    let eos = Some(0);
+    for prefix in
+        ["", "{", "{\"ke", "{\"k\":", "{\"k\": [1, \"a\\", "{\"k\":12", "{\"k\":tr", "{\"k\":{}"]
+    {
+        let mut m = JsonMachine::new();
+        assert!(m.feed_all(prefix.as_bytes()), "{prefix}");
+        let mut logits = vec![0.0f32; tok.vocab_size()];
+        let left = bytes.mask(&m, &mut logits, eos);
+        for (id, &l) in logits.iter().enumerate() {
+            let b = bytes.get(id as u32);
+            let mut copy = m;
+            let want = Some(id as u32) != eos && !b.is_empty() && copy.feed_all(b);
+            assert_eq!(l == 0.0, want, "{prefix:?} token {id} {:?}", String::from_utf8_lossy(b));
+        }
+        assert_eq!(left, logits.iter().filter(|&&l| l == 0.0).count());
+        assert!(left > 0, "{prefix}");
+    }
+}

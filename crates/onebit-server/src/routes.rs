@@ -238,7 +238,9 @@ async fn run(
     report: Report,
 ) -> Response {
     let n = sampling.n.unwrap_or(1) as usize;
-    let mut jobs = Vec::with_capacity(prompts.len() * n);
+    // Not sized from `n` before `params` has checked it: `"n": 9e18` must be a 400, not an
+    // allocation that aborts the process.
+    let mut jobs = Vec::new();
     for p in &prompts {
         let params = match sampling.params(p.ids.len(), app.ctx, app.vocab, report) {
             Ok(params) => params,

@@ -169,6 +169,14 @@ fn bad_requests_get_openai_error_bodies_and_the_server_stays_up() {
         ("/v1/completions", &json!({"prompt": long}).to_string(), 400, "context_length_exceeded"),
         ("/v1/completions", r#"{"prompt": "hi", "n": 17}"#, 400, "invalid_value"),
         ("/v1/completions", r#"{"prompt": "hi", "n": 0}"#, 400, "invalid_value"),
+        // Found by the property test: an `n` this large once sized a vector before it was checked.
+        ("/v1/completions", r#"{"prompt": "hi", "n": 7734255373842558336}"#, 400, "invalid_value"),
+        (
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "n": 18446744073709551615}"#,
+            400,
+            "invalid_value",
+        ),
         (
             "/v1/completions",
             r#"{"prompt": ["a","b","c","d","e","f","f","g","h"], "n": 2}"#,
