@@ -53,6 +53,24 @@ def generate(a):
     print(json.dumps(out))
 
 
+def fake_quant_bitlinear():
+    """The pure-PyTorch BitLinear class the training benchmarks compare onebit.nn.BitLinear
+    with: BitNet b1.58 as fake quantization (absmean ternary weights, per-token int8 absmax
+    activations, straight-through estimator)."""
+    import torch
+
+    class FakeQuantBitLinear(torch.nn.Linear):
+        def forward(self, x):
+            w = self.weight
+            gamma = w.abs().mean().clamp(min=1e-5)
+            wq = w + ((w / gamma).round().clamp(-1, 1) * gamma - w).detach()
+            s = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+            xq = x + ((x * s).round().clamp(-128, 127) / s - x).detach()
+            return torch.nn.functional.linear(xq, wq)
+
+    return FakeQuantBitLinear
+
+
 def train_variant(a):
     import torch
 
@@ -68,21 +86,10 @@ def train_variant(a):
         def linear(i, o):
             return onebit.nn.BitLinear(i, o, recompute=recompute)
     else:
-
-        class FakeQuantBitLinear(torch.nn.Linear):
-            """BitNet b1.58 in plain PyTorch (absmean ternary weights, per-token int8
-            absmax activations, straight-through estimator)."""
-
-            def forward(self, x):
-                w = self.weight
-                gamma = w.abs().mean().clamp(min=1e-5)
-                wq = w + ((w / gamma).round().clamp(-1, 1) * gamma - w).detach()
-                s = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
-                xq = x + ((x * s).round().clamp(-128, 127) / s - x).detach()
-                return torch.nn.functional.linear(xq, wq)
+        fake_quant = fake_quant_bitlinear()
 
         def linear(i, o):
-            return FakeQuantBitLinear(i, o, bias=False)
+            return fake_quant(i, o, bias=False)
 
     class Block(torch.nn.Module):
         def __init__(self):

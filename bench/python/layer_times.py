@@ -18,19 +18,9 @@ import time
 import torch
 
 import onebit.nn as onn
+from bench_python import fake_quant_bitlinear
 
-
-class FakeQuantBitLinear(torch.nn.Linear):
-    """bench_python.py's pure-PyTorch BitLinear (absmean ternary weights, per-token int8
-    absmax activations, straight-through estimator)."""
-
-    def forward(self, x):
-        w = self.weight
-        gamma = w.abs().mean().clamp(min=1e-5)
-        wq = w + ((w / gamma).round().clamp(-1, 1) * gamma - w).detach()
-        s = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
-        xq = x + ((x * s).round().clamp(-128, 127) / s - x).detach()
-        return torch.nn.functional.linear(xq, wq)
+FakeQuantBitLinear = fake_quant_bitlinear()
 
 
 def median_ms(f, n=15):
