@@ -306,6 +306,39 @@ fn byte_level_char_to_byte() -> std::collections::HashMap<char, u8> {
     map
 }
 
+/// Appends the bytes of vocabulary string `s` to `out`: through `table` (GPT-2's byte table)
+/// for a byte-level vocabulary, else SentencePiece's `<0xNN>` byte tokens and `▁` spaces.
+fn token_bytes_into(
+    s: &str,
+    table: Option<&std::collections::HashMap<char, u8>>,
+    out: &mut Vec<u8>,
+) {
+    if let Some(table) = table {
+        let from = out.len();
+        for c in s.chars() {
+            match table.get(&c) {
+                Some(&b) => out.push(b),
+                None => {
+                    // A character outside the table (an added token): its UTF-8 as written.
+                    out.truncate(from);
+                    out.extend_from_slice(s.as_bytes());
+                    return;
+                }
+            }
+        }
+        return;
+    }
+    if let Some(b) = s
+        .strip_prefix("<0x")
+        .and_then(|h| h.strip_suffix('>'))
+        .and_then(|h| u8::from_str_radix(h, 16).ok())
+    {
+        out.push(b);
+        return;
+    }
+    out.extend_from_slice(s.replace('\u{2581}', " ").as_bytes());
+}
+
 impl TokenBytes {
     /// The bytes of each of `tok`'s tokens: byte-level BPE vocabularies (GPT-2, Llama 3,
     /// BitNet 2B4T, SmolLM2) map each character back to its byte; SentencePiece ones read `▁`
@@ -322,38 +355,21 @@ impl TokenBytes {
             .take(4096)
             .all(|s| s.chars().all(|c| table.contains_key(&c)));
         let special = tok.special_ids();
-        let bytes: Vec<Box<[u8]>> = (0..n as u32)
-            .zip(&strings)
-            .map(|(id, s)| {
-                let Some(s) = s else { return Box::default() };
-                if special.contains(&id) {
-                    return Box::default();
-                }
-                if byte_level {
-                    return s
-                        .chars()
-                        .map(|c| table.get(&c).copied())
-                        .collect::<Option<Vec<u8>>>()
-                        .unwrap_or_else(|| s.as_bytes().to_vec())
-                        .into_boxed_slice();
-                }
-                if let Some(hex) = s.strip_prefix("<0x").and_then(|h| h.strip_suffix('>')) {
-                    if let Ok(b) = u8::from_str_radix(hex, 16) {
-                        return Box::new([b]);
-                    }
-                }
-                s.replace('\u{2581}', " ").into_bytes().into_boxed_slice()
-            })
-            .collect();
         let mut t = TokenBytes {
             data: Vec::new(),
             ends: Vec::with_capacity(n),
             plain: Vec::with_capacity(n),
         };
-        for b in &bytes {
-            t.data.extend_from_slice(b);
+        for (id, s) in (0..n as u32).zip(&strings) {
+            let from = t.data.len();
+            match s {
+                Some(s) if !special.contains(&id) => {
+                    token_bytes_into(s, byte_level.then_some(&table), &mut t.data)
+                }
+                _ => {}
+            }
             t.ends.push(t.data.len() as u32);
-            t.plain.push(is_plain(b));
+            t.plain.push(is_plain(&t.data[from..]));
         }
         t
     }
@@ -487,6 +503,38 @@ mod tests {
         for tok in [&b"a\"b"[..], b"\\", b"\n", b"\xC3", b""] {
             assert!(!is_plain(tok), "{tok:?}");
         }
+    }
+
+    /// A SentencePiece-style vocabulary (`▁` for spaces, `<0xNN>` byte tokens, Llama 2's
+    /// decoder minus its first-token space strip): every token's bytes are the tokenizers
+    /// crate's decoding of it.
+    #[test]
+    fn sentencepiece_token_bytes_are_what_the_tokenizer_decodes() {
+        let json = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [
+                {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+                {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+            ],
+            "normalizer": null, "pre_tokenizer": null, "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"}
+            ]},
+            "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                "vocab": {"<unk>": 0, "<s>": 1, "<0x0A>": 2, "<0x22>": 3, "\u{2581}": 4, "\u{2581}a": 5,
+                    "{": 6, "\u{2581}caf\u{e9}": 7, "\"}": 8},
+                "merges": []}
+        });
+        let tok = Tokenizer::from_json(&json.to_string()).unwrap();
+        let bytes = TokenBytes::from_tokenizer(&tok);
+        for id in 0..tok.vocab_size() as u32 {
+            let want = if id < 2 { String::new() } else { tok.decode(&[id]).unwrap() };
+            assert_eq!(bytes.get(id), want.as_bytes(), "token {id}");
+        }
+        assert_eq!(bytes.get(2), b"\n");
+        assert_eq!(bytes.get(7), " caf\u{e9}".as_bytes());
     }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {

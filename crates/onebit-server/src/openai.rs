@@ -257,11 +257,12 @@ impl Sampling {
     /// server cannot honour (a JSON schema, a grammar, tools) are a 400 rather than ignored.
     pub fn json_object(&self) -> Result<bool, ApiError> {
         let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
-        if self
-            .tools
-            .as_ref()
-            .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()) && !t.is_null())
-        {
+        let no_tools = match &self.tools {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(list)) => list.is_empty(),
+            Some(_) => false,
+        };
+        if !no_tools {
             return Err(ApiError::invalid(
                 "tools",
                 "tools (function calling) are not supported by this server",

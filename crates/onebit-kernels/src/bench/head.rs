@@ -59,15 +59,16 @@ pub(super) fn run_heads(
                 *v = ((r * 31 + i * 17) % 255) as f32 / 64.0 - 2.0;
             }
         });
-        let isas: Vec<Option<Isa>> = if cfg.all_kernels {
-            [Isa::Avx2, Isa::Avx512]
-                .into_iter()
-                .filter(|&i| CpuFeatures::get().has(i))
-                .map(Some)
-                .collect()
-        } else {
-            vec![None]
-        };
+        // Every x86 head kernel this CPU has, or the process's choice (also where there is none
+        // but the scalar one, as on ARM).
+        let mut isas: Vec<Option<Isa>> = [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| cfg.all_kernels && CpuFeatures::get().has(i))
+            .map(Some)
+            .collect();
+        if isas.is_empty() {
+            isas.push(None);
+        }
         for (pool, &bw) in pools.iter().zip(read_gbs) {
             for &tokens in &cfg.tokens {
                 let x: Vec<f32> =
