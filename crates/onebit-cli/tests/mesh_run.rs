@@ -82,6 +82,8 @@ fn a_pipeline_prints_what_one_node_prints() {
         ("int8", 1, "3,3", "q8"),
         ("tp-two", 1, "tp", "f32"),
         ("tp-three", 2, "tp:1,2,1", "f32"),
+        // int8 on the wire: the nodes sum their partial products of o and down.
+        ("tp-sum", 1, "tp:1,2", "q8"),
         ("hybrid-three", 2, "hybrid:1,2", "f32"),
         ("per-link", 1, "3,3", "hops=q8,f32"),
         // The same hop at the same block as "per-link", the head's group exact.
@@ -109,7 +111,9 @@ fn a_pipeline_prints_what_one_node_prints() {
         let (ok, out, err) = onebit(&args);
         assert!(ok, "{name}: {err}");
         assert_eq!(out, single, "{name}: the pipeline's text differs from one node's");
-        let layout = if split.starts_with("tp") {
+        let layout = if wire == "q8" && split.starts_with("tp") {
+            "o and down by columns, partial updates summed"
+        } else if split.starts_with("tp") {
             "mesh: tensor parallel, query heads"
         } else if let Some(hybrid) = split.strip_prefix("hybrid:") {
             let groups = hybrid.split('/').next().unwrap_or_default();

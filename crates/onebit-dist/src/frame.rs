@@ -9,7 +9,7 @@
 /// of version 2 already fails the handshake; 4: a tensor split's first boundaries count
 /// query heads, not KV heads; 5: the plan job's context and the node measure's context
 /// shares).
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"OB";
 /// Bytes of the frame header.
@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn header_bytes_are_as_documented() {
-        assert_eq!(encode_header(0x0102_0304), [b'O', b'B', 5, 0, 4, 3, 2, 1]);
+        assert_eq!(encode_header(0x0102_0304), [b'O', b'B', 6, 0, 4, 3, 2, 1]);
         assert_eq!(decode_header(&encode_header(77), 100), Ok(77));
         assert!(decode_header(&encode_header(101), 100).unwrap_err().contains("exceeds"));
         assert!(decode_header(&[b'O', b'B', 1, 0, 0, 0, 0, 0], 9)

@@ -51,6 +51,9 @@ pub struct PipelineLaunch {
     /// Workers of the mesh file to leave out (indexes into its `workers`): a mesh formed
     /// again without nodes that failed.
     pub skip: Vec<usize>,
+    /// A tensor-parallel layout sums the nodes' products of `o` and `down` (two exchanges a
+    /// block, for slow links; see [`TensorSplit::sums`]) instead of gathering their rows.
+    pub tensor_sums: bool,
 }
 
 /// Blocks per node for `c` over `nodes` (the head reads the output head besides its blocks).
@@ -102,17 +105,19 @@ pub fn hybrid_layout(
     HybridLayout::new(config, groups, &blocks, shares)
 }
 
-/// Every node's piece for tensor parallelism, in proportion to `shares` (equal if `None`).
+/// Every node's piece for tensor parallelism, in proportion to `shares` (equal if `None`),
+/// `o` and `down` summed where `sums` is set ([`TensorSplit::sums`]).
 pub fn tensor_pieces(
     config: &ModelConfig,
     nodes: usize,
     shares: Option<Vec<f64>>,
+    sums: bool,
 ) -> Result<TensorSplit> {
     let shares = shares.unwrap_or_else(|| vec![1.0; nodes]);
     if shares.len() != nodes {
         return Err(DistError::Usage(format!("{} tensor shares for {nodes} nodes", shares.len())));
     }
-    Ok(TensorSplit::proportional(config, &shares)?)
+    Ok(TensorSplit::proportional(config, &shares)?.with_sums(sums))
 }
 
 /// Bytes per token the output head reads, by how it is stored.
@@ -279,7 +284,7 @@ pub fn start_tensor(l: &PipelineLaunch, shares: Option<Vec<f64>>) -> Result<Tens
     if l.split.is_some() {
         return Err(DistError::Usage("--split sets pipeline blocks, not tensor pieces".into()));
     }
-    let split = tensor_pieces(&mesh.2, mesh.0.len(), shares)?;
+    let split = tensor_pieces(&mesh.2, mesh.0.len(), shares, l.tensor_sums)?;
     let (model, comm) = start(l, mesh, &Layout::Tensor(split.clone()))?;
     Ok(TensorStart { model, comm, split })
 }

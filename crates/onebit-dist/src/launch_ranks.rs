@@ -52,6 +52,9 @@ pub struct RankLaunch {
     pub timeouts: PipelineTimeouts,
     /// How long every rank may take to load its part.
     pub ready_timeout: Duration,
+    /// A tensor-parallel layout sums the ranks' products of `o` and `down`
+    /// ([`onebit_model::TensorSplit::sums`]).
+    pub tensor_sums: bool,
 }
 
 /// What a rank ends up doing.
@@ -116,7 +119,9 @@ pub fn start_ranks(mut comm: Box<dyn Comm>, l: &RankLaunch) -> Result<RankStart>
         Strategy::Pipeline(s) => {
             Layout::Pipeline(pipeline_blocks(&config, nodes, l.load.head, s.clone())?)
         }
-        Strategy::Tensor(s) => Layout::Tensor(tensor_pieces(&config, nodes, s.clone())?),
+        Strategy::Tensor(s) => {
+            Layout::Tensor(tensor_pieces(&config, nodes, s.clone(), l.tensor_sums)?)
+        }
         Strategy::Hybrid { groups, blocks } => {
             let (head, b) = (l.load.head, blocks.clone());
             Layout::Hybrid(hybrid_layout(&config, nodes, head, groups, b, None)?)

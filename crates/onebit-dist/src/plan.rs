@@ -10,6 +10,8 @@
 //!   `t_i`; per token `4L + 1` syncs (four f32 all-gathers per block, each node's greedy
 //!   pick of its rows of the head gathered on rank 0), each costing the slowest link's exchange latency, plus the bytes a node
 //!   receives over its exchange bandwidth (the probe's exchanges: both ends sending at once);
+//!   with f16 or int8 on the wire, `2L + 1` syncs of partial updates instead, each node
+//!   receiving every other's whole update (`TensorSplit::sums`, as `--tp-merge auto` runs);
 //! - pipeline: contiguous layer ranges, one hop of the hidden state per stage boundary and
 //!   the sampled token back to the head; with `k` sequences in flight its throughput is
 //!   `min(k / T, 1 / slowest stage)`; the ranges that make the slowest stage fastest (for
@@ -296,21 +298,29 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     let n = nodes.len();
     // The executor's split (`onebit_model::TensorSplit`) with shares in proportion to speed.
     let speed: Vec<f64> = nodes.iter().map(|x| 1.0 / x.token_s).collect();
-    let split = TensorSplit::proportional(c, &speed).ok()?;
+    // A lossy wire sums the products of `o` and `down` (as `--tp-merge auto` runs it): two
+    // exchanges a block instead of four gathers.
+    let sums = wire != WireDtype::F32;
+    let split = TensorSplit::proportional(c, &speed).ok()?.with_sums(sums);
     // Bytes each node reads per token: its rows of every linear, and of the int8 head.
     let (h, hd) = (c.hidden as f64, c.head_dim as f64);
-    // Weights a node reads per token between two gathers of a block: q of its query heads
+    // Weights a node reads per token between two exchanges of a block: q of its query heads
     // and k/v of the KV heads they read (a group cut by the split is read on both sides),
-    // its rows of `o`, its columns of gate and up, its rows of `down`.
+    // its rows of `o`, its columns of gate and up, its rows of `down`; summing, its columns
+    // of `o` with the first stretch and of `down` with the gate and up (two stretches).
     let stretches = |i: usize| {
         let (q, kv) = (split.q_range(i).len() as f64, split.kv_range(c, i).len() as f64);
         let (ffn, rows) = (split.ffn_range(i).len() as f64, split.hidden_range(i).len() as f64);
-        let per_layer = [
-            (q + 2.0 * kv) * hd * h,
-            rows * c.q_dim() as f64,
-            2.0 * ffn * h,
-            rows * c.intermediate as f64,
-        ];
+        let per_layer = if sums {
+            [(q + 2.0 * kv) * hd * h + h * q * hd, 0.0, 3.0 * ffn * h, 0.0]
+        } else {
+            [
+                (q + 2.0 * kv) * hd * h,
+                rows * c.q_dim() as f64,
+                2.0 * ffn * h,
+                rows * c.intermediate as f64,
+            ]
+        };
         per_layer.map(|w| w * c.layers as f64 * bpw / 8.0)
     };
     let block_bytes = |i: usize| stretches(i).iter().sum::<f64>();
@@ -331,9 +341,16 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     // Priced as the probe's exchanges: both ends sending at once, caches cold from a stretch.
     let lat = links.iter().map(|l| l.exchange_latency_s).fold(0.0, f64::max);
     let bw = links.iter().map(|l| l.exchange_bandwidth_bps).fold(f64::INFINITY, f64::min);
-    let others = (n - 1) as f64 / n as f64;
-    let per_row = gathered_per_block(c, value_bytes) * c.layers as f64 + 8.0;
-    let syncs = 4 * c.layers + 1;
+    // Bytes a node receives per row and token: the others' share of every gather, or each
+    // other node's whole partial update (and its scale and sum of squares) twice a block.
+    let received = if sums {
+        let update = h * value_bytes + if wire == WireDtype::Q8 { 8.0 } else { 4.0 };
+        (n - 1) as f64 * 2.0 * update * c.layers as f64 + 8.0
+    } else {
+        let others = (n - 1) as f64 / n as f64;
+        (gathered_per_block(c, value_bytes) * c.layers as f64 + 8.0) * others
+    };
+    let syncs = if sums { 2 } else { 4 } * c.layers + 1;
     let block_frac = x.block_frac;
     // A node's share of the blocks' and of the head's one-sequence time, each grown by its
     // own measured curve. Every gather waits for the slowest node of the stretch before it,
@@ -365,7 +382,7 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
             nodes[i].head_s(block_frac) * head_bytes(i) / total_head * nodes[i].batch.head_x(rows)
         });
         let compute = blocks + head;
-        compute + syncs as f64 * lat + per_row * others * rows / bw
+        compute + syncs as f64 * lat + received * rows / bw
     };
     let (tok_s, tok_s_batch) = (1.0 / cost(1.0), k as f64 / cost(k as f64));
     let counts = |b: &[usize]| b.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>();
@@ -373,7 +390,8 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
         strategy: Strategy::Tensor { q_heads: counts(&split.q_heads), ffn: counts(&split.ffn) },
         tok_s,
         tok_s_batch,
-        wire_bytes: (per_row * (n - 1) as f64) as u64,
+        // Every node receives as much as it sends.
+        wire_bytes: (received * n as f64) as u64,
         syncs,
         wire,
         wires: StageWires::uniform(1, wire),

@@ -236,6 +236,7 @@ mod tests {
             ffn: vec![0, 16, 64],
             hidden: vec![0, 8, 9],
             vocab: vec![0, 100, 256],
+            sums: true,
         };
         let j = StageJob { tensor: Some(TensorPart { split, rank: 1 }), ..j };
         let mut v = Vec::new();

@@ -1,7 +1,10 @@
 //! Tensor parallelism: every node holds a piece of every block
 //! ([`onebit_model::TensorSplit`]: KV-head groups, FFN columns and hidden rows, uneven where
 //! the nodes are), all nodes run every row, and the pieces meet in four all-gathers per block
-//! ([`MeshExchange`], f32 on the wire, so the logits are bit-identical to one node's); each
+//! ([`MeshExchange`], f32 on the wire, so the logits are bit-identical to one node's), or,
+//! where the split sums the products of `o` and `down` ([`onebit_model::TensorSplit::sums`],
+//! for slow links), in two exchanges of partial updates per block
+//! ([`ShardExchange::sum`]: each node sends its whole update to every other); each
 //! node also computes its rows of the output head's logits, which rank 0 gathers (a greedy or
 //! sampled decode step, [`Engine::decode_argmax`] / [`Engine::decode_sampled`], gathers only
 //! each node's pick or top-k candidates, 8 bytes each, instead of its rows of logits: 256 kB a
@@ -40,6 +43,8 @@ pub struct Link<'m> {
     pub(crate) group: Vec<usize>,
     out: Vec<u8>,
     parts: Vec<Vec<u8>>,
+    /// A summed exchange's decoded piece of one node.
+    piece: Vec<f32>,
 }
 
 /// A link's fields one gather uses, the mesh seen as the gather's group.
@@ -64,6 +69,7 @@ impl<'m> Link<'m> {
             group: Vec::new(),
             out: Vec::new(),
             parts: Vec::new(),
+            piece: Vec::new(),
         }))
     }
 }
@@ -201,6 +207,70 @@ impl ShardExchange for MeshExchange<'_> {
         full: &mut [f32],
     ) -> std::result::Result<(), String> {
         self.exchange(mine, rows, widths, full, true)
+    }
+
+    /// Each node sends its whole piece (as the wire's element type, then its `stats` as f32)
+    /// to every other; every node decodes every piece, its own included (so with f16 or int8
+    /// all hold the same rounded values), and adds them in rank order.
+    fn sum(
+        &mut self,
+        mine: &[f32],
+        stats: &[f32],
+        rows: usize,
+        width: usize,
+        sum: &mut [f32],
+        stats_sum: &mut [f32],
+    ) -> std::result::Result<(), String> {
+        let mut guard = lock(&self.0);
+        let t0 = Instant::now();
+        let deadline = t0 + guard.timeouts.step + guard.timeouts.per_row * rows as u32;
+        let dtype = guard.wire;
+        let Link { comm, group, out, parts, stats: wire_stats, piece, .. } = &mut *guard;
+        let mut view = None;
+        let comm = group_view(comm, group, &mut view)?;
+        let (size, rank) = (comm.size(), comm.rank());
+        let n = rows * width;
+        if mine.len() != n || sum.len() != n || stats.len() != rows || stats_sum.len() != rows {
+            return Err(format!(
+                "a sum of {} values and {} statistics for {rows} rows of {width}",
+                mine.len(),
+                stats.len()
+            ));
+        }
+        out.clear();
+        put_values(out, rows, mine, dtype);
+        out.extend(stats.iter().flat_map(|v| v.to_le_bytes()));
+        wire_stats.steps += 1;
+        exchange_pieces(comm, out, parts, deadline).map_err(|e| e.to_string())?;
+        wire_stats.sent += (out.len() * (size - 1)) as u64;
+        wire_stats.wait += t0.elapsed();
+        piece.resize(n, 0.0);
+        sum.fill(0.0);
+        stats_sum.fill(0.0);
+        for (r, theirs) in parts.iter().enumerate().take(size) {
+            let part = if r == rank { &out[..] } else { &theirs[..] };
+            if r != rank {
+                wire_stats.received += part.len() as u64;
+            }
+            let bad = |why: &str| format!("node {r}: bad frame: {why}");
+            let at = part.len().checked_sub(4 * rows).ok_or_else(|| {
+                bad(&format!("{} bytes for {rows} rows of partial sums", part.len()))
+            })?;
+            get_values(&part[..at], (rows, width), dtype, piece, (width, 0))
+                .map_err(|w| bad(&w))?;
+            let theirs =
+                part[at..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            for (s, v) in stats_sum.iter_mut().zip(theirs) {
+                *s += v;
+            }
+            if first_non_finite(piece).is_some() || first_non_finite(stats_sum).is_some() {
+                return Err(bad(non_finite(dtype)));
+            }
+            for (s, &v) in sum.iter_mut().zip(piece.iter()) {
+                *s += v;
+            }
+        }
+        Ok(())
     }
 
     /// 8 bytes a candidate (logit, index; f32 and u32 little-endian) from each node to rank
@@ -578,6 +648,59 @@ mod tests {
                 assert_eq!(a[1], 64.0 * (2.0 / 127.0));
             }
         }
+    }
+
+    /// Two ranks sum two rows of width 3 (and a statistic a row) in `dtype`; rank 1 sends
+    /// `bad` at its second row's first value, or raw bytes `raw` instead of its piece.
+    fn sum_with(
+        dtype: WireDtype,
+        bad: f32,
+        raw: Option<Vec<u8>>,
+    ) -> std::result::Result<(Vec<f32>, Vec<f32>), String> {
+        let mut comms = InProcComm::mesh(2).into_iter();
+        let (c0, mut c1) = (comms.next().unwrap(), comms.next().unwrap());
+        let run = move |c: InProcComm, mine: Vec<f32>, stats: Vec<f32>| {
+            let link = Link::shared(Box::new(c), PipelineTimeouts::default());
+            lock(&link).wire = dtype;
+            let (mut sum, mut all) = (vec![9.0; 6], vec![9.0; 2]);
+            MeshExchange(link).sum(&mine, &stats, 2, 3, &mut sum, &mut all).map(|()| (sum, all))
+        };
+        let worker = std::thread::spawn(move || match raw {
+            Some(b) => {
+                c1.send(0, &b, Instant::now() + Duration::from_secs(5)).unwrap();
+                let mut ignored = Vec::new();
+                let _ = c1.recv(0, &mut ignored, Instant::now() + Duration::from_secs(5));
+                Ok((Vec::new(), Vec::new()))
+            }
+            None => run(c1, vec![10.0, 20.0, 30.0, bad, 0.5, -0.5], vec![3.0, 4.0]),
+        });
+        let head = run(c0, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![0.5, 0.25]);
+        let theirs = worker.join().unwrap();
+        if let (Ok(a), Ok(b)) = (&head, &theirs) {
+            if !b.0.is_empty() {
+                assert_eq!(a, b, "every node holds the same sums");
+            }
+        }
+        head
+    }
+
+    #[test]
+    fn partial_updates_sum_in_rank_order_and_a_bad_piece_names_its_node() {
+        let (sum, stats) = sum_with(WireDtype::F32, 40.0, None).unwrap();
+        assert_eq!(sum, [11.0, 22.0, 33.0, 44.0, 5.5, 5.5]);
+        assert_eq!(stats, [3.5, 4.25]);
+        // int8: every piece (rank 0's own too) comes back rounded with its row's scale.
+        let (sum, _) = sum_with(WireDtype::Q8, 40.0, None).unwrap();
+        let q = |v: f32, absmax: f32| (v * 127.0 / absmax).round() * (absmax / 127.0);
+        assert_eq!(sum[4], q(5.0, 6.0) + q(0.5, 40.0));
+        for bad in [f32::NAN, f32::INFINITY] {
+            let e = sum_with(WireDtype::F32, bad, None).unwrap_err();
+            assert!(e.contains("node 1: bad frame: a NaN or infinite value"), "{e}");
+        }
+        let e = sum_with(WireDtype::F32, 0.0, Some(vec![0; 10])).unwrap_err();
+        assert!(e.contains("node 1: bad frame: 2 bytes for 2 rows of 3"), "{e}");
+        let e = sum_with(WireDtype::F32, 0.0, Some(vec![0; 3])).unwrap_err();
+        assert!(e.contains("node 1: bad frame: 3 bytes for 2 rows of partial sums"), "{e}");
     }
 
     /// Rank 0's candidates for two rows, [(1.0 at 2), (0.25 at 1)] and [(0.5 at 0), (0.0 at

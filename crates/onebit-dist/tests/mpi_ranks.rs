@@ -71,6 +71,7 @@ fn child(strategy: &str) {
         },
         timeouts: PipelineTimeouts::default(),
         ready_timeout: Duration::from_secs(60),
+        tensor_sums: false,
     };
     match start_ranks(Box::new(comm), &launch).unwrap() {
         RankStart::Head { model, comm, layout } => {

@@ -54,6 +54,27 @@ fn the_link_decides_between_one_node_and_tensor_parallel() {
 }
 
 #[test]
+fn a_lossy_wire_sums_partial_updates_in_half_the_syncs() {
+    let c = ModelConfig::bitnet_2b4t();
+    let nodes = [node(1.0 / 30.0, 8.0), node(1.0 / 30.0, 8.0)];
+    let lan = link(2e-4, 125e6);
+    let tp = |wire| {
+        let p = plan_with(&c, 2.0, &nodes, &lan, 1, wire).unwrap();
+        p.into_iter().find(|x| matches!(x.strategy, Strategy::Tensor { .. })).unwrap()
+    };
+    let (exact, q8, f16) = (tp(WireDtype::F32), tp(WireDtype::Q8), tp(WireDtype::F16));
+    assert_eq!((exact.syncs, q8.syncs, f16.syncs), (121, 61, 61));
+    // Each node sends its whole update twice a block: 2 · 30 · (2560 + 8) bytes in int8,
+    // received by the other (and the head's pick, 8 bytes); 2 bytes a value in f16.
+    assert_eq!(q8.wire_bytes, 2 * (2 * 30 * (2560 + 8) + 8));
+    assert_eq!(f16.wire_bytes, 2 * (2 * 30 * (2 * 2560 + 4) + 8));
+    // Gathering f32 pieces moves (2560 + 2 · 2560 + 6912) values a block, each sent once.
+    assert_eq!(exact.wire_bytes, 30 * (2560 * 3 + 6912) * 4 + 8);
+    // On a 0.2 ms link the halved syncs make tensor parallelism faster than one node.
+    assert!(q8.tok_s > 1.2 * exact.tok_s && q8.tok_s > 30.0, "{q8:?} vs {exact:?}");
+}
+
+#[test]
 fn a_pipeline_over_wifi_gains_throughput_with_sequences_in_flight() {
     let c = ModelConfig::bitnet_2b4t();
     // Each node holds only part of the model: the single-node plans are gone.

@@ -32,6 +32,7 @@ fn launch(model: &str, strategy: Strategy) -> RankLaunch {
         strategy,
         timeouts: PipelineTimeouts::default(),
         ready_timeout: Duration::from_secs(30),
+        tensor_sums: false,
     }
 }
 
@@ -88,6 +89,21 @@ fn ranks_match_one_node_bit_for_bit() {
         assert_eq!(got.0, single.0, "{name}: greedy tokens");
         assert_eq!(got.1, single.1, "{name}: logits");
     }
+}
+
+#[test]
+fn ranks_summing_partial_products_keep_one_nodes_greedy_tokens() {
+    let path = repo("models/austen.gguf");
+    let m =
+        Model::from_pretrained(&path, &LoadOptions { threads: 1, ..Default::default() }).unwrap();
+    let single = greedy(&mut Session::with_options(&m, opts()));
+    let strategy = Strategy::Tensor(Some(vec![1.0, 2.0]));
+    let launches =
+        (0..2).map(|_| RankLaunch { tensor_sums: true, ..launch(&path, strategy.clone()) });
+    let got = run(in_process(2), launches.collect()).unwrap();
+    assert_eq!(got.0, single.0, "greedy tokens");
+    // Each rank rounds its own piece of o's and down's inputs: not one node's logits.
+    assert_ne!(got.1, single.1, "logits");
 }
 
 #[test]

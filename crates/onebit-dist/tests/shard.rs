@@ -81,6 +81,7 @@ fn launch(mesh: &str) -> PipelineLaunch {
         progress: Progress::default(),
         emulate: None,
         skip: Vec::new(),
+        tensor_sums: false,
     }
 }
 

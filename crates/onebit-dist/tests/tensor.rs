@@ -63,12 +63,18 @@ fn tensor_on(
         assert!(head.samples(&common::sampled()));
         let out = exercise(&mut head, steps);
         let wire = head.wire();
-        // Four gathers per block per pass.
+        // Four gathers per block per pass, or two sums.
+        let per_block = if split.sums { 2 } else { 4 };
         let layers = models[0].config.layers as u64;
-        assert!(wire.steps >= 4 * layers * (steps as u64 + 4) && wire.sent > 0, "{wire:?}");
+        let least = per_block * layers * (steps as u64 + 4);
+        assert!(wire.steps >= least && wire.sent > 0, "{wire:?}");
+        // Exactly that many, plus one gather of the head's rows per pass: nothing else
+        // crosses the mesh inside a pass.
+        let passes = wire.steps / (per_block * layers + 1);
+        assert_eq!(wire.steps, passes * (per_block * layers + 1), "{wire:?}");
         drop(head);
         for w in workers {
-            assert!(w.join().unwrap().steps >= 4 * layers * steps as u64);
+            assert!(w.join().unwrap().steps >= per_block * layers * steps as u64);
         }
         out
     })
@@ -109,20 +115,50 @@ fn f16_and_int8_pieces_keep_the_greedy_tokens() {
     for wire in [WireDtype::F16, WireDtype::Q8] {
         let (t, l) = tensor_on(&path, in_process(2), &split, 64, wire);
         assert_eq!(t, tokens, "{wire:?}: greedy tokens");
-        // The largest logit difference of any step, relative to that step's largest logit
-        // (rows of logits only: the picks of rounded logits may differ).
-        let worst = l
-            .iter()
-            .zip(&logits)
-            .filter(|(_, b)| b.len() == m.config.vocab)
-            .map(|(a, b)| {
-                let top = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / top
-            })
-            .fold(0f32, f32::max);
+        let worst = worst_logit_difference(&l, &logits, m.config.vocab);
         eprintln!(
             "{wire:?} on the wire: largest logit difference {worst:.2e} of the step's largest"
         );
+        assert!(worst > 0.0 && worst < 0.1, "{wire:?}: {worst}");
+    }
+}
+
+/// The largest logit difference of any step between `l` and `logits`, relative to that
+/// step's largest logit (rows of logits only: the picks of rounded logits may differ).
+fn worst_logit_difference(l: &[Vec<f32>], logits: &[Vec<f32>], vocab: usize) -> f32 {
+    l.iter()
+        .zip(logits)
+        .filter(|(_, b)| b.len() == vocab)
+        .map(|(a, b)| {
+            let top = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / top
+        })
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn summed_partial_products_keep_the_greedy_tokens() {
+    let path = repo("models/austen.gguf");
+    let m = load(&path, None);
+    let (tokens, logits) = exercise(&mut Session::with_options(&m, opts(4)), 64);
+    let c = &m.config;
+    for (comms, shares, wire) in [
+        (in_process(2), vec![1.0, 1.0], WireDtype::F32),
+        (in_process(2), vec![1.0, 1.0], WireDtype::F16),
+        (in_process(2), vec![1.0, 1.0], WireDtype::Q8),
+        (in_process(2), vec![4.0, 1.0], WireDtype::Q8),
+        (in_process(3), vec![1.0, 1.0, 1.0], WireDtype::Q8),
+        (tcp(2), vec![1.0, 2.0], WireDtype::Q8),
+    ] {
+        let split = TensorSplit::proportional(c, &shares).unwrap().with_sums(true);
+        let n = shares.len();
+        let (t, l) = tensor_on(&path, comms, &split, 64, wire);
+        assert_eq!(t, tokens, "{n} nodes {shares:?}, {wire:?}: greedy tokens");
+        let worst = worst_logit_difference(&l, &logits, c.vocab);
+        eprintln!(
+            "summed o/down, {n} nodes {shares:?}, {wire:?} on the wire: largest logit difference {worst:.2e} of the step's largest"
+        );
+        // Each node rounds its own piece to int8: close to one node, never exactly it.
         assert!(worst > 0.0 && worst < 0.1, "{wire:?}: {worst}");
     }
 }

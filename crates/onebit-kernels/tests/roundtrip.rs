@@ -50,6 +50,29 @@ proptest! {
     }
 
     #[test]
+    fn selected_cols_are_the_cols(rows in 1usize..20, cols in 1usize..700, seed: u64, a in 0usize..700, len in 1usize..700) {
+        for format in TernaryFormat::ALL {
+            let (rows, cols) = format.fit_shape(rows, cols);
+            let mut s = seed | 1;
+            let trits: Vec<i8> = (0..rows * cols).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
+            let m = TernaryMatrix::from_trits(format, rows, cols, &trits, 0.5).unwrap();
+            let (a, b) = (a % cols, (a % cols + len).min(cols));
+            let want: Vec<i8> = trits.chunks_exact(cols).flat_map(|r| r[a..b].to_vec()).collect();
+            match m.select_cols(a..b) {
+                // Layouts with whole blocks along a row (TQ1_0, TQ2_0, I2_S, ...) refuse a
+                // cut that is not a whole number of them, as from_trits does.
+                Err(_) => prop_assert!(format.packed_len(rows, b - a).is_err()),
+                Ok(part) => {
+                    prop_assert_eq!(part.to_trits(), want);
+                    prop_assert_eq!((part.rows(), part.cols(), part.scale(), part.format()), (rows, b - a, m.scale(), format));
+                }
+            }
+            prop_assert!(m.select_cols(b..b).is_err());
+            prop_assert!(m.select_cols(a..cols + 1).is_err());
+        }
+    }
+
+    #[test]
     fn random_bytes_never_panic(format_i in 0usize..TernaryFormat::ALL.len(), rows in 1usize..5, cols in 1usize..600, bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let format = TernaryFormat::ALL[format_i];
         let _ = TernaryMatrix::from_bytes(format, rows, cols, bytes.clone(), Some(1.0));

@@ -33,7 +33,8 @@ pub struct MeshArgs {
     #[arg(long)]
     pub mpi: bool,
     /// How the model is split across the mesh: pp (pipeline: a range of blocks per node), tp
-    /// (tensor parallel: a piece of every block per node, four exchanges per block) or auto
+    /// (tensor parallel: a piece of every block per node, four exchanges per block, two with
+    /// --tp-merge sum) or auto
     /// (with --mesh: measure the links and nodes, or reuse the measurements cached beside the
     /// mesh file, and run the planner's fastest plan for one sequence, which may be the head
     /// alone; `serve` takes the fastest for its --slots in flight), or hybrid (a pipeline of
@@ -80,6 +81,13 @@ pub struct MeshArgs {
     /// stage's gathers; - for a stage of one node).
     #[arg(long, default_value = "auto")]
     pub wire: String,
+    /// How tensor-parallel pieces meet: gather (`o` and `down` cut by rows, four gathers a
+    /// block; with f32 on the wire the logits are one node's bit for bit), sum (cut by
+    /// columns, each node's partial update summed: two exchanges a block, each node rounding
+    /// its own piece of their input to int8; for slow links) or auto (sum where the wire is
+    /// f16 or q8, which round anyway; else gather).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gather", "sum"])]
+    pub tp_merge: String,
     /// The element types the planner chose link by link (`--wire auto --strategy auto`), for
     /// the runner: one stage for a tensor-parallel plan.
     #[arg(skip)]
@@ -141,6 +149,7 @@ impl MeshArgs {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--emulate-link: {e}"))?,
             skip: skip.to_vec(),
+            tensor_sums: false,
         };
         let mut shares = (!self.shares.is_empty()).then(|| self.shares.clone());
         let mut strategy = self.strategy.as_str();
@@ -220,6 +229,7 @@ impl MeshArgs {
             return Ok((model, Some(Box::new(comm)), Layout::Hybrid(layout)));
         }
         if strategy == "tp" {
+            launch.tensor_sums = self.tensor_sums()?;
             let s = start_tensor(&launch, shares)?;
             return Ok((s.model, Some(Box::new(s.comm)), Layout::Tensor(s.split)));
         }
@@ -239,6 +249,7 @@ impl MeshArgs {
             ("--groups", !self.groups.is_empty()),
             ("--worker-threads", self.worker_threads != 2),
             ("--wire", self.wire != "auto"),
+            ("--tp-merge", self.tp_merge != "auto"),
             ("--step-timeout", self.step_timeout != 5.0),
         ];
         match set.iter().find(|(_, on)| *on) {
@@ -283,6 +294,7 @@ impl MeshArgs {
             strategy,
             timeouts: self.timeouts(),
             ready_timeout: std::time::Duration::from_secs(600),
+            tensor_sums: self.tensor_sums()?,
         };
         match start_ranks(Box::new(comm), &launch)? {
             RankStart::Head { model, comm, layout } => {
@@ -371,6 +383,15 @@ impl MeshArgs {
             return Ok(WireSpec::PerLink(w));
         }
         bail!("unknown --wire '{}' (auto, f32, f16, q8, or per link: hops=…)", self.wire)
+    }
+
+    /// Whether a tensor-parallel mesh sums the products of `o` and `down` (`--tp-merge`).
+    pub fn tensor_sums(&self) -> Result<bool> {
+        Ok(match self.tp_merge.as_str() {
+            "sum" => true,
+            "gather" => false,
+            _ => self.wire_dtype()? != WireDtype::F32,
+        })
     }
 
     /// The `--wire` element type of a tensor-parallel mesh (auto: the planner's choice where
@@ -465,6 +486,11 @@ impl std::fmt::Display for Layout {
         match self {
             Layout::One => write!(f, "one node"),
             Layout::Pipeline(s) => write!(f, "pipeline, blocks per node {s:?}"),
+            Layout::Tensor(s) if s.sums => write!(
+                f,
+                "tensor parallel, query heads {:?} · FFN columns {:?} · o and down by columns, partial updates summed",
+                s.q_heads, s.ffn
+            ),
             Layout::Tensor(s) => write!(
                 f,
                 "tensor parallel, query heads {:?} · FFN columns {:?} · hidden rows {:?}",

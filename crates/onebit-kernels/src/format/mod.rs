@@ -421,6 +421,27 @@ impl TernaryMatrix {
         Self::from_trits(self.format, n, c, &trits[rows.start * c..rows.end * c], self.scale)
     }
 
+    /// Columns `cols` of this matrix (input features), in the same layout and with the same
+    /// multiplier: the piece of `o` or `down` a tensor-parallel node holds when the nodes sum
+    /// their partial products instead of gathering whole rows. Read once at load, so the
+    /// matrix goes through its trits (a column cut need not fall on a packed block).
+    pub fn select_cols(&self, cols: std::ops::Range<usize>) -> Result<Self> {
+        if cols.start >= cols.end || cols.end > self.cols {
+            return Err(Error::Mismatch {
+                op: "select_cols",
+                expected: self.cols,
+                found: cols.end.max(cols.start),
+            });
+        }
+        let (c, n) = (self.cols, cols.len());
+        let trits = self.to_trits();
+        let mut part = Vec::with_capacity(self.rows * n);
+        for row in trits.chunks_exact(c) {
+            part.extend_from_slice(&row[cols.clone()]);
+        }
+        Self::from_trits(self.format, self.rows, n, &part, self.scale)
+    }
+
     /// The layout held.
     pub fn format(&self) -> TernaryFormat {
         self.format

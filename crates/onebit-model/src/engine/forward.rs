@@ -54,6 +54,8 @@ pub struct Session<'m> {
     exchange: Option<Box<dyn ShardExchange + 'm>>,
     wide: Vec<f32>,
     piece: Vec<f32>,
+    /// A summed block's per-row sums of squares: this node's, then every node's.
+    sums: Vec<f32>,
     /// A pass of [`Session::decode_top`]: while it runs, a tensor-parallel piece sends its
     /// candidates, not its rows of logits.
     pick: Picks,
@@ -229,8 +231,9 @@ impl<'m> Session<'m> {
             rope: vec![0.0; b * half * 2],
             inv_freq,
             aq_hidden: ActQuant::new(b, c.hidden),
-            aq_att: ActQuant::new(b, c.q_dim()),
-            aq_ffn: ActQuant::new(b, c.intermediate),
+            // A node summing `o` and `down` quantizes only its own columns of their input.
+            aq_att: ActQuant::new(b, if held.sums { held.q_dim() } else { c.q_dim() }),
+            aq_ffn: ActQuant::new(b, if held.sums { held.ffn } else { c.intermediate }),
             scores: (0..model.pool.threads())
                 .map(|_| {
                     let kv = if o.kv == KvDtype::F32 { 0 } else { max_ctx * c.head_dim };
@@ -246,6 +249,7 @@ impl<'m> Session<'m> {
             exchange: None,
             wide,
             piece,
+            sums: vec![0.0; 2 * b],
             pick: Picks::default(),
         }
     }

@@ -21,11 +21,20 @@
 //! single-node forward's exactly (every node quantizes the same full vectors; no partial sums
 //! are added in another order): attention outputs (→ full sub-norm and int8 quantization, as
 //! one node does), `o`'s rows (→ the residual), the gated FFN values (→ full sub-norm and
-//! quantization), `down`'s rows (→ the residual). Why not partial sums of `o`/`down` split by
-//! columns (two gathers fewer): BitNet's sub-norms and per-token absmax need the whole vector
-//! before the int8 rounding, so each would need two extra round trips of statistics, and the
-//! sum of partial squares rounds differently from one node's sum (logits would no longer be
-//! bit-identical).
+//! quantization), `down`'s rows (→ the residual).
+//!
+//! **Partial sums** ([`TensorSplit::sums`]) halve the exchanges for slow links: `o` and `down`
+//! are cut by input columns, so each node multiplies its own attention heads (FFN columns)
+//! by its columns and the nodes sum the partial updates, one exchange after `o` and one after
+//! `down`. Exactness is what it costs: BitNet's sub-norm and the per-token int8 absmax need
+//! the whole vector, which one node would get only through two more round trips of
+//! statistics. Instead each node quantizes its piece of `x ⊙ w_sub` on the piece's own
+//! absmax, and sends its sum of squares with its partial update; the sub-norm's `1/rms` is a
+//! common factor of the whole update (an absmax quantizer is scale-invariant), applied once
+//! the pieces are summed. The update is then the same linear map of finer-grained int8
+//! activations: not bit-identical to one node (the rounding of each piece differs), so it is
+//! chosen where the wire already rounds (f16, int8) and the extra rounding is measured
+//! beside the wire's own.
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -43,6 +52,12 @@ pub struct TensorSplit {
     pub hidden: Vec<usize>,
     /// Rows of the output head (logits).
     pub vocab: Vec<usize>,
+    /// How `o` and `down` are cut: `false`, by rows (`hidden`; four all-gathers a block, the
+    /// logits bit-identical to one node's); `true`, by input columns (each node's query heads
+    /// and FFN columns), every node sending its partial residual update to be summed: two
+    /// exchanges a block instead of four, at the price of quantizing each node's piece of the
+    /// sub-normed activations to int8 on its own absmax (see the module doc).
+    pub sums: bool,
 }
 
 /// One node's piece: the split and this node's rank in it.
@@ -75,6 +90,19 @@ pub trait ShardExchange: Send {
         rows: usize,
         widths: &[usize],
         full: &mut [f32],
+    ) -> std::result::Result<(), String>;
+
+    /// Every node's `mine` (`rows` rows of `width`) summed into `sum` and every node's
+    /// `stats` (one value a row) summed into `stats_sum`, on every node, adding the nodes'
+    /// pieces in rank order so every node holds the same sums bit for bit.
+    fn sum(
+        &mut self,
+        mine: &[f32],
+        stats: &[f32],
+        rows: usize,
+        width: usize,
+        sum: &mut [f32],
+        stats_sum: &mut [f32],
     ) -> std::result::Result<(), String>;
 
     /// Each row's candidate tokens from every node's rows of the output head, to rank 0.
@@ -151,9 +179,22 @@ impl TensorSplit {
             ffn: cut(c.intermediate),
             hidden: cut(c.hidden),
             vocab: cut(c.vocab),
+            sums: false,
         };
         s.check(c)?;
         Ok(s)
+    }
+
+    /// The same pieces, with `o` and `down` cut by columns and their products summed
+    /// (`true`) or cut by rows and gathered (`false`); see [`TensorSplit::sums`].
+    pub fn with_sums(self, sums: bool) -> Self {
+        TensorSplit { sums, ..self }
+    }
+
+    /// Columns of `o` node `r` holds where [`TensorSplit::sums`] is set: its query heads'.
+    pub fn att_range(&self, c: &ModelConfig, r: usize) -> Range<usize> {
+        let q = self.q_range(r);
+        q.start * c.head_dim..q.end * c.head_dim
     }
 
     /// Nodes in the split.
@@ -230,7 +271,8 @@ impl TensorSplit {
         (0..self.nodes()).map(|r| self.hidden_range(r).len()).collect()
     }
 
-    /// Appends the split's bytes (u32 node count, then the four boundary lists).
+    /// Appends the split's bytes (u32 node count, the four boundary lists, then a u32: 1
+    /// where the products of `o` and `down` are summed, else 0).
     pub fn encode(&self, v: &mut Vec<u8>) {
         v.extend((self.nodes() as u32).to_le_bytes());
         for b in [&self.q_heads, &self.ffn, &self.hidden, &self.vocab] {
@@ -238,6 +280,7 @@ impl TensorSplit {
                 v.extend((*x as u32).to_le_bytes());
             }
         }
+        v.extend(u32::from(self.sums).to_le_bytes());
     }
 
     /// Parses [`TensorSplit::encode`]'s bytes; the rest of `b` after them.
@@ -253,8 +296,19 @@ impl TensorSplit {
         let list = |k: usize| -> std::result::Result<Vec<usize>, String> {
             (0..=n).map(|i| word(1 + k * (n + 1) + i)).collect()
         };
-        let s = TensorSplit { q_heads: list(0)?, ffn: list(1)?, hidden: list(2)?, vocab: list(3)? };
-        Ok((s, &b[4 * (1 + 4 * (n + 1))..]))
+        let sums = match word(1 + 4 * (n + 1))? {
+            0 => false,
+            1 => true,
+            w => return Err(format!("tensor split with merge word {w} (0 or 1)")),
+        };
+        let s = TensorSplit {
+            q_heads: list(0)?,
+            ffn: list(1)?,
+            hidden: list(2)?,
+            vocab: list(3)?,
+            sums,
+        };
+        Ok((s, &b[4 * (2 + 4 * (n + 1))..]))
     }
 }
 
@@ -284,6 +338,14 @@ mod tests {
         v.push(7);
         assert_eq!(TensorSplit::decode(&v), Ok((s.clone(), &[7u8][..])));
         assert!(TensorSplit::decode(&v[..v.len() - 2]).is_err());
+        let summed = s.clone().with_sums(true);
+        v.clear();
+        summed.encode(&mut v);
+        assert_eq!(TensorSplit::decode(&v), Ok((summed.clone(), &[][..])));
+        assert_eq!(summed.att_range(&c, 1), 4 * 128..20 * 128);
+        let at = v.len() - 4;
+        v[at..].copy_from_slice(&2u32.to_le_bytes());
+        assert!(TensorSplit::decode(&v).unwrap_err().contains("merge word 2"));
         assert!(TensorSplit::proportional(&c, &[1.0; 20]).is_ok());
         assert!(TensorSplit::proportional(&c, &[1.0; 21]).is_err());
         let bad = TensorSplit { hidden: vec![0, 2560, 2560], ..s };

@@ -392,26 +392,36 @@ fn load_layer(
 ) -> Result<Layer> {
     let (h, qd, kvd, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.intermediate);
     let n = |s: &str| format!("blk.{i}.{s}.weight");
-    // A tensor-parallel node keeps only its rows of each linear (every node reads the file).
-    let piece = |s: &str, rows| -> Option<std::ops::Range<usize>> {
+    // A tensor-parallel node keeps only its rows of each linear (every node reads the file),
+    // or, for `o` and `down` where the split sums their products, its columns.
+    let piece = |s: &str, rows, cols| -> Option<(std::ops::Range<usize>, bool)> {
         let t = opts.tensor.as_ref()?;
         let (sp, r) = (&t.split, t.rank);
         let (q, kv) = (sp.q_range(r), sp.kv_range(c, r));
-        Some(match s {
-            "attn_q" => q.start * c.head_dim..q.end * c.head_dim,
-            "attn_k" | "attn_v" => kv.start * c.head_dim..kv.end * c.head_dim,
-            "ffn_gate" | "ffn_up" => sp.ffn_range(r),
-            _ => sp.hidden_range(r),
-        })
-        .filter(|p| p.len() != rows)
+        let (p, by_cols) = match s {
+            "attn_q" => (q.start * c.head_dim..q.end * c.head_dim, false),
+            "attn_k" | "attn_v" => (kv.start * c.head_dim..kv.end * c.head_dim, false),
+            "ffn_gate" | "ffn_up" => (sp.ffn_range(r), false),
+            "attn_output" if sp.sums => (sp.att_range(c, r), true),
+            "ffn_down" if sp.sums => (sp.ffn_range(r), true),
+            _ => (sp.hidden_range(r), false),
+        };
+        (p.len() != if by_cols { cols } else { rows }).then_some((p, by_cols))
     };
     let lin = |s: &str, rows, cols| {
         let l = linear(f, &n(s), rows, cols, opts.layout)?;
-        match piece(s, rows) {
+        match piece(s, rows, cols) {
             None => Ok(l),
-            Some(p) => {
-                l.w.select_rows(p)
-                    .and_then(TernaryLinear::new)
+            Some((p, by_cols)) => {
+                // A column cut inside a packed block of the file's layout (TQ2_0's 256)
+                // goes to the kernel layout that takes any width.
+                let w = if by_cols {
+                    l.w.select_cols(p.clone())
+                        .or_else(|_| l.w.repack(TernaryFormat::T2).and_then(|m| m.select_cols(p)))
+                } else {
+                    l.w.select_rows(p)
+                };
+                w.and_then(TernaryLinear::new)
                     .map_err(|source| Error::Kernel { name: n(s), source })
             }
         }

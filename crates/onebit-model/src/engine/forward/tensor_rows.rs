@@ -1,7 +1,10 @@
 //! A block's forward on one node of a tensor-parallel mesh ([`crate::engine::TensorSplit`]):
 //! the same operations as [`Session::layer_forward`] in the same order, with the four
 //! all-gathers of `engine/tensor.rs` where the pieces meet. Every node ends the block with
-//! the same residual rows, bit for bit, as one node running the whole block.
+//! the same residual rows, bit for bit, as one node running the whole block. Where the split
+//! sums the products of `o` and `down` instead, two exchanges of partial updates replace the
+//! four gathers (`layer_forward_sums`; every node still ends with the same rows as the others,
+//! no longer bit for bit one node's).
 
 use super::rowops::{add_into, gated_par, rmsnorm_par, sub_norm_quantize};
 use super::Session;
@@ -26,8 +29,14 @@ pub(super) struct Held {
     hidden_w: Vec<usize>,
     vocab_w: Vec<usize>,
     /// This node's FFN columns and hidden rows.
-    ffn: usize,
+    pub ffn: usize,
     hidden: usize,
+    /// Whether `o` and `down` are cut by columns and their products summed
+    /// ([`crate::engine::TensorSplit::sums`]), and where this node's attention output and FFN
+    /// columns start in the whole (its slice of the sub-norm weights).
+    pub sums: bool,
+    att_off: usize,
+    ffn_off: usize,
 }
 
 impl Held {
@@ -44,6 +53,9 @@ impl Held {
             vocab_w: Vec::new(),
             ffn: c.intermediate,
             hidden: c.hidden,
+            sums: false,
+            att_off: 0,
+            ffn_off: 0,
         };
         let Some(t) = &m.tensor else { return whole };
         let (s, r) = (&t.split, t.rank);
@@ -58,6 +70,9 @@ impl Held {
             vocab_w: s.vocab_widths(),
             ffn: s.ffn_range(r).len(),
             hidden: s.hidden_range(r).len(),
+            sums: s.sums,
+            att_off: q.start * c.head_dim,
+            ffn_off: s.ffn_range(r).start,
             ..whole
         }
     }
@@ -151,6 +166,9 @@ impl Session<'_> {
 
     /// One block on this node's piece; see the module doc.
     pub(super) fn layer_forward_piece(&mut self, li: usize, l: &Layer, t_n: usize) -> Result<()> {
+        if self.held.sums {
+            return self.layer_forward_sums(li, l, t_n);
+        }
         let m = self.model;
         let c = &m.config;
         let pool = &m.pool;
@@ -180,6 +198,108 @@ impl Session<'_> {
         l.down.forward(pool, &self.aq_ffn, &mut self.xn[..t_n * h_mine]);
         self.gather(Piece::Hidden, t_n)?;
         add_into(&mut self.x[..t_n * h], &self.wide[..t_n * h]);
+        Ok(())
+    }
+}
+
+/// The input of a summed `o` or `down` ([`Session::summed_update`]).
+#[derive(Clone, Copy)]
+enum Summed {
+    /// The attention output of the heads held (in `att`), into `o`.
+    Attention,
+    /// The gated FFN columns held (in `gate`), into `down`.
+    Ffn,
+}
+
+impl Session<'_> {
+    /// One block where `o` and `down` are cut by columns
+    /// ([`crate::engine::TensorSplit::sums`]): two exchanges of partial updates.
+    fn layer_forward_sums(&mut self, li: usize, l: &Layer, t_n: usize) -> Result<()> {
+        let m = self.model;
+        let c = &m.config;
+        let pool = &m.pool;
+        let (h, ffn_mine) = (c.hidden, self.held.ffn);
+        self.attend(li, l, t_n);
+        self.summed_update(Summed::Attention, l, t_n)?;
+        rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
+        Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
+        let f = t_n * ffn_mine;
+        crate::engine::forward_many(
+            pool,
+            &self.aq_hidden,
+            &mut [(&l.gate, &mut self.gate[..f]), (&l.up, &mut self.up[..f])],
+        );
+        gated_par(pool, &mut self.gate[..f], &self.up[..f], ffn_mine, c.act);
+        self.summed_update(Summed::Ffn, l, t_n)
+    }
+
+    /// This node's columns of `o` (or `down`) times its piece of the sub-norm's input
+    /// (weighted by its slice of the sub-norm, quantized on the piece's own absmax), summed
+    /// with every node's and scaled by the whole row's `1/rms`, added to the residual.
+    fn summed_update(&mut self, which: Summed, l: &Layer, t_n: usize) -> Result<()> {
+        let m = self.model;
+        let c = &m.config;
+        let pool = &m.pool;
+        let h = c.hidden;
+        // After attention the query rows are free, and after the gate so are `up`'s.
+        let (input, scratch, width, off, total, sub, aq, lin) = match which {
+            Summed::Attention => (
+                &self.att,
+                &mut self.q,
+                self.held.q_dim(),
+                self.held.att_off,
+                c.q_dim(),
+                l.attn_sub_norm.as_ref(),
+                &mut self.aq_att,
+                &l.o,
+            ),
+            Summed::Ffn => (
+                &self.gate,
+                &mut self.up,
+                self.held.ffn,
+                self.held.ffn_off,
+                c.intermediate,
+                l.ffn_sub_norm.as_ref(),
+                &mut self.aq_ffn,
+                &l.down,
+            ),
+        };
+        let (input, scratch) = (&input[..t_n * width], &mut scratch[..t_n * width]);
+        if self.sums.len() < 2 * t_n {
+            self.sums.resize(2 * t_n, 0.0);
+        }
+        let (squares, squares_all) = self.sums.split_at_mut(t_n);
+        for ((row, out), sq) in
+            input.chunks_exact(width).zip(scratch.chunks_exact_mut(width)).zip(squares.iter_mut())
+        {
+            *sq = row.iter().map(|v| v * v).sum::<f32>();
+            match sub {
+                Some(w) => {
+                    for ((o, &v), &g) in out.iter_mut().zip(row).zip(&w[off..off + width]) {
+                        *o = v * g;
+                    }
+                }
+                None => out.copy_from_slice(row),
+            }
+        }
+        aq.quantize_par(scratch, pool);
+        lin.forward(pool, aq, &mut self.xn[..t_n * h]);
+        let ex = self.exchange.as_deref_mut().ok_or_else(not_joined)?;
+        let (mine, all) = (&self.xn[..t_n * h], &mut self.wide[..t_n * h]);
+        ex.sum(mine, squares, t_n, h, all, &mut squares_all[..t_n]).map_err(Error::Mesh)?;
+        for ((x, u), &sq) in self.x[..t_n * h]
+            .chunks_exact_mut(h)
+            .zip(self.wide[..t_n * h].chunks_exact(h))
+            .zip(&squares_all[..t_n])
+        {
+            let r = match sub {
+                Some(_) => 1.0 / (sq / total as f32 + c.rms_eps).sqrt(),
+                None => 1.0,
+            };
+            for (x, &u) in x.iter_mut().zip(u) {
+                *x += r * u;
+            }
+        }
         Ok(())
     }
 }
