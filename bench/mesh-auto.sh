@@ -10,7 +10,8 @@
 # the emulated link afresh (--remeasure) and prints its choice and prediction.
 # The pipeline row runs the default split, or PP_SPLIT (e.g. the split `onebit plan --batch 8`
 # prints for sequences in flight).
-# Needs root; deletes its namespaces on exit. Usage: [PP_SPLIT=9,21] bash bench/mesh-auto.sh [model.gguf]
+# Needs root; deletes its namespaces on exit.
+# Usage: [PP_SPLIT=9,21] [LINKS="lan veth"] bash bench/mesh-auto.sh [model.gguf]
 set -euo pipefail
 B=$(realpath "${ONEBIT:-target/release/onebit}")
 M=$(realpath "${1:-/tmp/b4/2b4t.gguf}")
@@ -28,8 +29,9 @@ mesh() {  # jobs, emulate, bench flags...
   # auto may run on the head alone: the worker then still waits for its job.
   sleep 1; kill $w 2>/dev/null || true; wait $w 2>/dev/null || true
 }
-for link in "lan 1gbit 0.2 -n 64 -r 3" "wifi 100mbit 5,2 -n 16 -r 2" "veth none none -n 64 -r 3"; do
-  set -- $link; name=$1 rate=$2 emu=$3; shift 3
+declare -A LINK=([lan]="1gbit 0.2 -n 64 -r 3" [wifi]="100mbit 5,2 -n 16 -r 2" [veth]="none none -n 64 -r 3")
+for name in ${LINKS:-lan wifi veth}; do
+  set -- ${LINK[$name]}; rate=$1 emu=$2; shift 2
   shape "$rate"
   echo "== $name: rate $rate, emulated delay[,jitter] ms: $emu"
   echo "one node, 1 thread (core 0)"; taskset -c 0 $B bench "$M" -t 1 -p 0 --batch 1,8 "$@" 2>&1 | show

@@ -40,6 +40,10 @@ pub struct Args {
     /// where it is predicted 10 % faster than exact f32), or f32, f16, q8.
     #[arg(long, default_value = "auto")]
     wire: String,
+    /// Test mode for link-emulation benchmarks (as `run --emulate-link`): hold every mesh
+    /// message for DELAY_MS (± JITTER_MS); the workers need the same flag.
+    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", hide = true)]
+    emulate_link: Option<String>,
 }
 
 /// Refuses a planning context (`flag` names it) longer than the nodes can time for `c`.
@@ -91,7 +95,13 @@ pub fn run(a: Args) -> Result<()> {
     };
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
     check_ctx("--ctx", a.ctx, &c)?;
-    let measured = auto::measure(&a.mesh, &c, a.threads, a.ctx, a.remeasure, None)?;
+    let emulate = a
+        .emulate_link
+        .as_deref()
+        .map(onebit_dist::link_emulation::LinkEmulation::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--emulate-link: {e}"))?;
+    let measured = auto::measure(&a.mesh, &c, a.threads, a.ctx, a.remeasure, emulate)?;
     if a.ctx > 0 {
         println!("decode timed after {} positions of context", a.ctx);
     }
