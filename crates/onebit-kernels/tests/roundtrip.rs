@@ -4,14 +4,26 @@
 use onebit_kernels::{Error, TernaryFormat, TernaryMatrix};
 use proptest::prelude::*;
 
+/// `n` trits from an xorshift stream seeded by `seed`.
+fn random_trits(n: usize, seed: u64) -> Vec<i8> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 3) as i8 - 1
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn every_layout_round_trips(rows in 1usize..20, cols in 1usize..700, seed: u64, scale in 0.001f32..10.0) {
         for format in TernaryFormat::ALL {
             let (rows, cols) = format.fit_shape(rows, cols);
-            let mut s = seed | 1;
-            let trits: Vec<i8> = (0..rows * cols).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
+            let trits = random_trits(rows * cols, seed);
             let m = TernaryMatrix::from_trits(format, rows, cols, &trits, scale).unwrap();
             prop_assert_eq!(m.to_trits(), trits.clone());
             let scale_kept = format.stored_scale(scale);
@@ -33,8 +45,7 @@ proptest! {
     fn selected_rows_are_the_rows(rows in 1usize..20, cols in 1usize..700, seed: u64, a in 0usize..20, len in 1usize..20) {
         for format in TernaryFormat::ALL {
             let (rows, cols) = format.fit_shape(rows, cols);
-            let mut s = seed | 1;
-            let trits: Vec<i8> = (0..rows * cols).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
+            let trits = random_trits(rows * cols, seed);
             let m = TernaryMatrix::from_trits(format, rows, cols, &trits, 0.5).unwrap();
             let (a, b) = (a % rows, (a % rows + len).min(rows));
             if format.packed_len(b - a, cols).is_err() {
@@ -53,8 +64,7 @@ proptest! {
     fn selected_cols_are_the_cols(rows in 1usize..20, cols in 1usize..700, seed: u64, a in 0usize..700, len in 1usize..700) {
         for format in TernaryFormat::ALL {
             let (rows, cols) = format.fit_shape(rows, cols);
-            let mut s = seed | 1;
-            let trits: Vec<i8> = (0..rows * cols).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
+            let trits = random_trits(rows * cols, seed);
             let m = TernaryMatrix::from_trits(format, rows, cols, &trits, 0.5).unwrap();
             let (a, b) = (a % cols, (a % cols + len).min(cols));
             let want: Vec<i8> = trits.chunks_exact(cols).flat_map(|r| r[a..b].to_vec()).collect();

@@ -173,7 +173,7 @@ impl Session<'_> {
         let c = &m.config;
         let pool = &m.pool;
         let (h, qd, ffn) = (c.hidden, c.q_dim(), c.intermediate);
-        let (ffn_mine, h_mine) = (self.held.ffn, self.held.hidden);
+        let h_mine = self.held.hidden;
         self.attend(li, l, t_n);
         self.gather(Piece::Attention, t_n)?;
         let (scratch, att) = (&mut self.tmp[..t_n * qd], &self.wide[..t_n * qd]);
@@ -182,15 +182,7 @@ impl Session<'_> {
         l.o.forward(pool, &self.aq_att, &mut self.xn[..t_n * h_mine]);
         self.gather(Piece::Hidden, t_n)?;
         add_into(&mut self.x[..t_n * h], &self.wide[..t_n * h]);
-        rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
-        Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
-        let f = t_n * ffn_mine;
-        crate::engine::forward_many(
-            pool,
-            &self.aq_hidden,
-            &mut [(&l.gate, &mut self.gate[..f]), (&l.up, &mut self.up[..f])],
-        );
-        gated_par(pool, &mut self.gate[..f], &self.up[..f], ffn_mine, c.act);
+        self.gated_piece(l, t_n);
         self.gather(Piece::Ffn, t_n)?;
         let (scratch, gated) = (&mut self.up[..t_n * ffn], &self.wide[..t_n * ffn]);
         let sub = l.ffn_sub_norm.as_ref();
@@ -215,12 +207,17 @@ impl Session<'_> {
     /// One block where `o` and `down` are cut by columns
     /// ([`crate::engine::TensorSplit::sums`]): two exchanges of partial updates.
     fn layer_forward_sums(&mut self, li: usize, l: &Layer, t_n: usize) -> Result<()> {
-        let m = self.model;
-        let c = &m.config;
-        let pool = &m.pool;
-        let (h, ffn_mine) = (c.hidden, self.held.ffn);
         self.attend(li, l, t_n);
         self.summed_update(Summed::Attention, l, t_n)?;
+        self.gated_piece(l, t_n);
+        self.summed_update(Summed::Ffn, l, t_n)
+    }
+
+    /// The FFN norm of the residual rows, and this node's gated FFN columns (in `gate`).
+    fn gated_piece(&mut self, l: &Layer, t_n: usize) {
+        let m = self.model;
+        let (c, pool) = (&m.config, &m.pool);
+        let (h, ffn_mine) = (c.hidden, self.held.ffn);
         rmsnorm_par(pool, &mut self.xn[..t_n * h], &self.x[..t_n * h], &l.ffn_norm, c.rms_eps);
         Self::quantize(&mut self.aq_hidden, &self.xn[..t_n * h], pool);
         let f = t_n * ffn_mine;
@@ -230,7 +227,6 @@ impl Session<'_> {
             &mut [(&l.gate, &mut self.gate[..f]), (&l.up, &mut self.up[..f])],
         );
         gated_par(pool, &mut self.gate[..f], &self.up[..f], ffn_mine, c.act);
-        self.summed_update(Summed::Ffn, l, t_n)
     }
 
     /// This node's columns of `o` (or `down`) times its piece of the sub-norm's input
