@@ -165,6 +165,11 @@ fn plan_measures_the_mesh_and_predicts_every_candidate() {
     for wire in [" f32 ", " f16 ", " q8 "] {
         let n = out.lines().filter(|l| l.starts_with("tensor") && l.contains(wire)).count();
         assert_eq!(n, 1, "{wire}: {out}");
+        // A lossy wire's tensor-parallel candidate sums partial updates; f32 gathers.
+        let summed = out
+            .lines()
+            .any(|l| l.starts_with("tensor") && l.contains(wire) && l.contains("summed"));
+        assert_eq!(summed, wire != " f32 ", "{wire}: {out}");
         let n = out.lines().filter(|l| l.starts_with("pipeline") && l.contains(wire)).count();
         assert!((1..=2).contains(&n), "{wire}: {out}");
     }

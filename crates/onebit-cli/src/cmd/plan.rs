@@ -71,6 +71,17 @@ fn describe(s: &Strategy) -> String {
     }
 }
 
+/// A candidate as [`describe`] names its strategy, with how tensor-parallel pieces meet where
+/// they are summed (a lossy wire: `--tp-merge auto`).
+fn describe_plan(p: &onebit_dist::plan::Plan) -> String {
+    match p.strategy {
+        Strategy::Tensor { .. } if p.wire != WireDtype::F32 => {
+            format!("{}, summed", describe(&p.strategy))
+        }
+        _ => describe(&p.strategy),
+    }
+}
+
 /// Runs `onebit plan`.
 pub fn run(a: Args) -> Result<()> {
     if a.batch == 0 || a.threads == 0 {
@@ -156,7 +167,7 @@ pub fn run(a: Args) -> Result<()> {
     for p in &plans {
         println!(
             "{:<64} {:>ww$} {:>10.2} {:>12.2} {:>12} {:>6}",
-            describe(&p.strategy),
+            describe_plan(p),
             p.wire_label(),
             p.tok_s,
             p.tok_s_batch,
@@ -176,7 +187,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     match choice.strategy {
         Strategy::Single { .. } => println!("choice: {}", describe(&choice.strategy)),
-        _ => println!("choice: {} (wire {})", describe(&choice.strategy), choice.wire_label()),
+        _ => println!("choice: {} (wire {})", describe_plan(choice), choice.wire_label()),
     }
     let wire_flag = match choice.wire {
         WireDtype::F32 => String::new(),
@@ -225,7 +236,7 @@ pub fn run(a: Args) -> Result<()> {
             "for {} sequences in flight (serve --slots {} --strategy auto): {}{}, {:.2} tok/s decoding",
             a.batch,
             a.batch,
-            describe(&busy.strategy),
+            describe_plan(busy),
             match busy.strategy {
                 Strategy::Single { .. } => String::new(),
                 _ => format!(" (wire {})", busy.wire_label()),
