@@ -4,7 +4,9 @@
 //! synthetic model with the 2B4T's 5 KV heads in groups of two query heads, cuts inside a
 //! group (the KV head held on both sides) over 2 and 3 nodes, and whole KV heads 3:2; a
 //! worker that dies or stalls is a clear error naming it within the bound; a call every node
-//! refuses leaves the mesh usable.
+//! refuses leaves the mesh usable. Summed partial updates (`TensorSplit::sums`): one node's
+//! greedy tokens on the shipped model with every wire type and split, and on synthetic models
+//! with and without sub-norms the prompt's logits close to one node's.
 
 mod common;
 
@@ -160,6 +162,40 @@ fn summed_partial_products_keep_the_greedy_tokens() {
         );
         // Each node rounds its own piece to int8: close to one node, never exactly it.
         assert!(worst > 0.0 && worst < 0.1, "{wire:?}: {worst}");
+    }
+}
+
+#[test]
+fn summed_updates_scale_by_the_whole_rows_rms_with_or_without_sub_norms() {
+    let tmp = tempfile::Builder::new().prefix("onebit-tensor-sums-").tempdir().unwrap();
+    for sub_norms in [true, false] {
+        let cfg = ModelConfig {
+            hidden: 512,
+            heads: 8,
+            kv_heads: 4,
+            head_dim: 64,
+            intermediate: 1376,
+            layers: 2,
+            vocab: 4096,
+            sub_norms,
+            ..ModelConfig::preset("micro").unwrap()
+        };
+        let path = tmp.path().join(format!("sub{sub_norms}.gguf")).to_string_lossy().into_owned();
+        let ty = onebit_model::synthetic::linear_type(onebit_kernels::TernaryFormat::T2).unwrap();
+        onebit_model::synthetic::write_synthetic(&path, &cfg, ty, 5, &mut |_, _| {}).unwrap();
+        let m = load(&path, None);
+        assert_eq!(m.layers[0].attn_sub_norm.is_some(), sub_norms);
+        let (_, single) = exercise(&mut Session::with_options(&m, opts(4)), 0);
+        // Uneven, the FFN cut off T2's 256-column blocks: 1376 columns 3:2.
+        let split = TensorSplit::proportional(&cfg, &[3.0, 2.0]).unwrap().with_sums(true);
+        assert_ne!(split.ffn[1] % 256, 0);
+        let (_, summed) = tensor(&path, in_process(2), &split, 0);
+        // The prompt's logits (random weights: later steps would amplify the rounding): each
+        // node rounds its own piece to int8, so close, not equal. A missing or doubled 1/rms
+        // would be off by the rms itself.
+        let worst = worst_logit_difference(&summed[..1], &single[..1], cfg.vocab);
+        eprintln!("sub-norms {sub_norms}: prompt logits within {worst:.2e} of one node's");
+        assert!(worst > 0.0 && worst < 0.05, "sub-norms {sub_norms}: {worst}");
     }
 }
 
