@@ -344,7 +344,9 @@ fn tensor_plan(x: &Inputs<'_>, links: &[LinkProbe], bpw: f64) -> Option<Plan> {
     // Bytes a node receives per row and token: the others' share of every gather, or each
     // other node's whole partial update (and its scale and sum of squares) twice a block.
     let received = if sums {
-        let update = h * value_bytes + if wire == WireDtype::Q8 { 8.0 } else { 4.0 };
+        // The wire's own row size (int8's scale included), and the row's sum of squares.
+        let row = crate::wire::values_len(1, c.hidden, wire).unwrap_or(usize::MAX);
+        let update = row as f64 + 4.0;
         (n - 1) as f64 * 2.0 * update * c.layers as f64 + 8.0
     } else {
         let others = (n - 1) as f64 / n as f64;
