@@ -34,9 +34,14 @@ pub struct ProbeOptions {
     pub reps: usize,
 }
 
+/// The sweep stops at 256 kB, about what a pass moves at once: a tensor-parallel piece at 16
+/// sequences is at most 82 kB (f32), a pipeline hop at 8 is 80 kB. Exchanges of 1 MB each
+/// way at once measured 55 MB/s on a 1 Gbit/s link (two bulk TCP streams crossing, each one's
+/// acknowledgements queued behind the other's data) where 256 kB ones measured 124 MB/s, and
+/// a line through both priced a pass's 58 kB f32 pieces at half the speed they crossed at.
 impl Default for ProbeOptions {
     fn default() -> Self {
-        ProbeOptions { pings: 20, sizes: vec![1 << 10, 16 << 10, 256 << 10, 1 << 20], reps: 5 }
+        ProbeOptions { pings: 20, sizes: vec![1 << 10, 16 << 10, 64 << 10, 256 << 10], reps: 5 }
     }
 }
 
@@ -271,13 +276,15 @@ fn time_link(s: &mut Sweep<'_, '_>, peer: usize, stream: &Stream) -> Result<Link
     }
     let rtt = median(&mut rtts);
     let p90 = rtts[(rtts.len() * 9 / 10).min(rtts.len() - 1)];
-    let (latency, slope) = fit(&s.sweep(|s, size| {
+    let one_way = s.sweep(|s, size| {
         let t = Instant::now();
         s.comm.send(peer, &s.payload[..size], deadline)?;
         s.comm.recv(peer, s.buf, deadline)?;
         Ok(t.elapsed().as_secs_f64())
-    })?);
-    let (exchange_latency, exchange_slope) = fit_anchored(&s.sweep(|s, size| {
+    })?;
+    tracing::debug!(peer, ?one_way, "one-way transfers: (bytes, seconds)");
+    let (latency, slope) = fit(&one_way);
+    let exchanges = s.sweep(|s, size| {
         // Both ends start streaming together (the echo side answers this ping first), the
         // echo side one way's latency earlier: its piece of a first exchange is here by the
         // time this side's starts, and the second exchange right after waits for the link
@@ -290,7 +297,9 @@ fn time_link(s: &mut Sweep<'_, '_>, peer: usize, stream: &Stream) -> Result<Link
         s.exchange(peer, size)?;
         s.exchange(peer, size)?;
         Ok(t.elapsed().as_secs_f64() / 2.0)
-    })?);
+    })?;
+    tracing::debug!(peer, ?exchanges, "exchanges: (bytes each way, seconds)");
+    let (exchange_latency, exchange_slope) = fit_anchored(&exchanges);
     Ok(LinkProbe {
         a: s.comm.rank(),
         b: peer,
