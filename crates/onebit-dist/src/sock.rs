@@ -31,6 +31,9 @@ pub(crate) struct Sock {
     /// `rx[start..end]` is read and not yet taken.
     start: usize,
     end: usize,
+    /// Whether a read found nothing there yet since [`Sock::take_waited`] last asked (the link
+    /// emulation's clue that a message arrived just now rather than earlier).
+    waited: bool,
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -41,12 +44,17 @@ const SEND: SendFlags = SendFlags::DONTWAIT;
 impl Sock {
     /// Wraps a connected stream; `max_msg` is the largest message it will read.
     pub(crate) fn new(stream: TcpStream, max_msg: usize) -> Sock {
-        Sock { stream, rx: vec![0; 2 * (PREFIX + max_msg)], start: 0, end: 0 }
+        Sock { stream, rx: vec![0; 2 * (PREFIX + max_msg)], start: 0, end: 0, waited: false }
     }
 
     /// The socket, for its options.
     pub(crate) fn stream(&self) -> &TcpStream {
         &self.stream
+    }
+
+    /// Whether a read had to wait for bytes since the last call.
+    pub(crate) fn take_waited(&mut self) -> bool {
+        std::mem::take(&mut self.waited)
     }
 
     /// Writes all of `buf` by `deadline`.
@@ -103,6 +111,7 @@ impl Sock {
                 Ok((_, 0)) => return Err(ErrorKind::UnexpectedEof.into()),
                 Ok((_, n)) => self.end += n,
                 Err(e) if e == rustix::io::Errno::AGAIN => {
+                    self.waited = true;
                     if t0.elapsed() < SPIN {
                         std::hint::spin_loop();
                     } else {

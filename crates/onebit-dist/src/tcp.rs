@@ -434,9 +434,14 @@ impl Comm for TcpComm {
 
     fn recv(&mut self, from: usize, buf: &mut Vec<u8>, deadline: Instant) -> Result<()> {
         let max = self.max_frame;
-        let mut r = self.peer(from, "recv")?.recv_frame(buf, max, deadline);
+        let peer = self.peer(from, "recv")?;
+        peer.sock.take_waited();
+        let mut r = peer.recv_frame(buf, max, deadline);
+        let waited = peer.sock.take_waited();
         if let (Ok(()), Some(e)) = (&r, &mut self.emulator) {
-            r = e.arrive(from, buf).map_err(|why| DistError::Frame { peer: from.to_string(), why });
+            r = e
+                .arrive(from, buf, waited)
+                .map_err(|why| DistError::Frame { peer: from.to_string(), why });
         }
         if r.is_err() {
             self.peers[from] = None;
