@@ -92,3 +92,33 @@ fn a_propagation_delay_is_in_the_exchange_latency() {
     assert!(l.rtt_s > 0.0055 && l.rtt_s < 0.02, "{l:?}");
     assert!(l.exchange_latency_s > 0.0025 && l.exchange_latency_s < 0.012, "{l:?}");
 }
+
+#[test]
+fn an_exchange_is_priced_at_what_a_chain_of_them_costs() {
+    // A pass's exchanges follow one another, each waiting for the piece the other end sent
+    // when the one before reached it. On an emulated 4 ms link, the probe's price of an
+    // exchange is checked against the mean of 40 such exchanges timed on the same pair.
+    let emulate = Some(LinkEmulation { delay: Duration::from_millis(4), jitter: Duration::ZERO });
+    let o = ProbeOptions { pings: 20, sizes: vec![1 << 10, 16 << 10], reps: 5 };
+    let handles: Vec<_> = tcp_pair(emulate)
+        .into_iter()
+        .map(|mut c| {
+            let o = o.clone();
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let links = probe_links(&mut c, &o, deadline).unwrap();
+                let (piece, mut out) = (vec![7u8; 1 << 10], Vec::new());
+                let t = Instant::now();
+                for _ in 0..40 {
+                    onebit_dist::collective::all_gather(&mut c, &piece, &mut out, deadline)
+                        .unwrap();
+                }
+                (links[0].clone(), t.elapsed().as_secs_f64() / 40.0)
+            })
+        })
+        .collect();
+    let (l, chain) = handles.into_iter().map(|h| h.join().unwrap()).next().unwrap();
+    let priced = l.exchange_latency_s + (1 << 10) as f64 / l.exchange_bandwidth_bps;
+    eprintln!("4 ms: an exchange priced {priced:.5} s, a chain's {chain:.5} s; {l:?}");
+    assert!(priced > chain * 0.8 && priced < chain * 1.25, "priced {priced} vs {chain}: {l:?}");
+}
