@@ -10,7 +10,10 @@
 //! (after the shaped link's serialization, as on a wire: bytes, then propagation); where it
 //! was already there, the receiver cannot tell and counts from the send time. Counting from
 //! the send time alone held a message for max(delay, serialization) instead of their sum: a
-//! 58 kB exchange on the 100 Mbit/s + 5 ms link cost ~6.8 ms where a wire takes ~10.
+//! 58 kB exchange on the 100 Mbit/s + 5 ms link cost ~6.8 ms where a wire takes ~10. It also
+//! hid the receiver's wake-up from `poll` inside the delay; now that adds, as it does on a
+//! real machine: ~0.3 ms a message between the benchmarks' pinned processes, ~1.1 ms between
+//! two threads of one test process in the Firecracker VM this was measured in.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

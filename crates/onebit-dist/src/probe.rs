@@ -36,8 +36,8 @@ pub struct ProbeOptions {
 
 /// The sweep stops at 256 kB, about what a pass moves at once: a tensor-parallel piece at 16
 /// sequences is at most 82 kB (f32), a pipeline hop at 8 is 80 kB. Exchanges of 1 MB each
-/// way at once measured 55 MB/s on a 1 Gbit/s link (two bulk TCP streams crossing, each one's
-/// acknowledgements queued behind the other's data) where 256 kB ones measured 124 MB/s, and
+/// way at once measured 55 MB/s on a tbf-shaped 1 Gbit/s link (why, not established: two bulk
+/// TCP streams crossing the shaper's queues) where 256 kB ones measured 124 MB/s, and
 /// a line through both priced a pass's 58 kB f32 pieces at half the speed they crossed at.
 impl Default for ProbeOptions {
     fn default() -> Self {
