@@ -3,19 +3,20 @@
 # two network namespaces joined by a tbf-shaped veth pair (mesh-netns.sh, a wire-like bucket)
 # with onebit's test-mode delay shim, each pinned to one core with one thread, 2B4T shape.
 # Each of ROUNDS rounds plans (`onebit plan --remeasure --batch 8`), then measures one node,
-# tensor parallel with f32 (gathered, exact) and q8 (summed), the pipeline at SPLIT with f32
-# and q8, and --strategy auto, each at batch 1 and 8 (onebit bench -p 0), and prints each
-# prediction over what was measured in its round.
+# tensor parallel with f32 (gathered, exact) and q8 (summed), the pipeline at SPLIT (default:
+# the split the round's plan gives 8 sequences in flight) with f32 and q8, and
+# --strategy auto, each at batch 1 and 8 (onebit bench -p 0), and prints each prediction over
+# what was measured in its round.
 #   LINK=lan:  1 Gbit/s + 0.2 ms;  LINK=wifi: 100 Mbit/s + 5 ms ± 2 ms
 # Needs root; deletes its namespaces on exit.
 # Usage: [LINK=lan] [ROUNDS=2] [SPLIT=12,18] bash bench/mesh-plan-link.sh [model.gguf]
 set -euo pipefail
+SPLIT_ARG=${SPLIT:-}
 B=$(realpath "${ONEBIT:-target/release/onebit}")
 M=$(realpath "${1:-/tmp/b4/2b4t.gguf}")
 [ -f "$M" ] || { mkdir -p "$(dirname "$M")"; $B init --shape 2b4t -o "$M"; }
 declare -A LINKS=([lan]="1gbit 0.2 -n 64 -r 3" [wifi]="100mbit 5,2 -n 16 -r 2")
 set -- ${LINKS[${LINK:-lan}]}; RATE=$1 EMU=$2; shift 2; RUNS=("$@")
-SPLIT=${SPLIT:-12,18}
 . "$(dirname "$0")/mesh-netns.sh" "$RATE"
 date; lscpu | grep -E "Model name|^CPU\(s\)|Flags"
 echo "link ${LINK:-lan}: tbf $RATE, bucket $(bucket "$RATE") B, emulated delay[,jitter] $EMU ms"
@@ -37,12 +38,15 @@ mesh() { worker; bench --mesh "$D/mesh.toml" --worker-threads 1 --emulate-link "
 ratio() { awk -v p="$2" -v m="$3" -v n="$1" 'BEGIN{split(p,P," "); split(m,Q," ");
   if (P[1] == 0 || Q[1] == 0 || Q[2] == 0) { printf "%-24s not planned or not measured\n", n; exit }
   printf "%-24s b1 %6.2f / %6.2f = %.2f   b8 %7.2f / %7.2f = %.2f\n", n, P[1], Q[1], P[1]/Q[1], P[2], Q[2], P[2]/Q[2]}'; }
-names=("one node" "tp f32 gather" "tp q8 sum" "pp [$SPLIT] f32" "pp [$SPLIT] q8")
 for round in $(seq "${ROUNDS:-2}"); do
   echo "== round $round: plan"
   worker
   on_head plan "$M" --mesh "$D/mesh.toml" -t 1 --batch 8 --remeasure --emulate-link "$EMU" | tee "$D/plan.txt"
   stop
+  # The plan's pipeline for 8 sequences in flight ("... in flight ...: pipeline: blocks [12, 18] ..."), else 12,18.
+  SPLIT=${SPLIT_ARG:-$(sed -n 's/.*in flight.*pipeline: blocks \[\([0-9]*\), \([0-9]*\)\].*/\1,\2/p' "$D/plan.txt")}
+  SPLIT=${SPLIT:-12,18}
+  names=("one node" "tp f32 gather" "tp q8 sum" "pp [$SPLIT] f32" "pp [$SPLIT] q8")
   s="pipeline: blocks [${SPLIT//,/, }]"
   pred=("$(predicted "one node (0)" -)" "$(predicted "tensor parallel" f32)" "$(predicted "tensor parallel" q8)"
     "$(predicted "$s" f32)" "$(predicted "$s" q8)")
