@@ -9,7 +9,7 @@
 # Usage: [RATES="1gbit 100mbit"] [BURSTS="256kb 64kb auto"] bash bench/link-fidelity.sh
 set -euo pipefail
 P=$(realpath "$(dirname "$0")/python/piece_times.py")
-B=/bin/true  # mesh-netns.sh writes a mesh key with $B; no onebit is needed here
+unset B  # no onebit here: mesh-netns.sh then writes no mesh key
 . "$(dirname "$0")/mesh-netns.sh" none
 date; uname -r
 piece() {

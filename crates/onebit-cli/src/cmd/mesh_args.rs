@@ -59,8 +59,8 @@ pub struct MeshArgs {
     /// Test mode for link-emulation benchmarks on one machine: hold every mesh message for
     /// DELAY_MS (± JITTER_MS) after it was sent, e.g. 5,2 for WiFi; the workers need the same
     /// flag.
-    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", requires = "mesh", hide = true)]
-    pub emulate_link: Option<String>,
+    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", value_parser = LinkEmulation::parse, requires = "mesh", hide = true)]
+    pub emulate_link: Option<LinkEmulation>,
     /// Blocks per node with --mesh, head first (e.g. 6,24); default: equal bytes per node.
     #[arg(long, value_delimiter = ',')]
     pub split: Vec<usize>,
@@ -142,12 +142,7 @@ impl MeshArgs {
             split: (!self.split.is_empty()).then(|| self.split.clone()),
             ready_timeout: ready,
             progress: super::transfer_bar::bars(),
-            emulate: self
-                .emulate_link
-                .as_deref()
-                .map(LinkEmulation::parse)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--emulate-link: {e}"))?,
+            emulate: self.emulate_link,
             skip: skip.to_vec(),
             tensor_sums: false,
         };

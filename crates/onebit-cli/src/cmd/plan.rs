@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Result};
 use onebit_dist::auto::{self, Goal};
+use onebit_dist::link_emulation::LinkEmulation;
 use onebit_dist::plan::Strategy;
 use onebit_dist::wire::WireDtype;
 use onebit_model::load::GgufModelFile;
@@ -42,8 +43,8 @@ pub struct Args {
     wire: String,
     /// Test mode for link-emulation benchmarks (as `run --emulate-link`): hold every mesh
     /// message for DELAY_MS (± JITTER_MS); the workers need the same flag.
-    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", hide = true)]
-    emulate_link: Option<String>,
+    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", value_parser = LinkEmulation::parse, hide = true)]
+    emulate_link: Option<LinkEmulation>,
 }
 
 /// Refuses a planning context (`flag` names it) longer than the nodes can time for `c`.
@@ -106,13 +107,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let c = ModelConfig::from_gguf(&GgufModelFile::open(&a.model)?.header)?;
     check_ctx("--ctx", a.ctx, &c)?;
-    let emulate = a
-        .emulate_link
-        .as_deref()
-        .map(onebit_dist::link_emulation::LinkEmulation::parse)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--emulate-link: {e}"))?;
-    let measured = auto::measure(&a.mesh, &c, a.threads, a.ctx, a.remeasure, emulate)?;
+    let measured = auto::measure(&a.mesh, &c, a.threads, a.ctx, a.remeasure, a.emulate_link)?;
     if a.ctx > 0 {
         println!("decode timed after {} positions of context", a.ctx);
     }

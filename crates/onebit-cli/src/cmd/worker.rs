@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use onebit_dist::bootstrap::{serve_one_job, JobResult, WorkerSetup};
 use onebit_dist::key::read_key_file;
+use onebit_dist::link_emulation::LinkEmulation;
 use onebit_dist::TcpConfig;
 use std::net::TcpListener;
 use std::time::Duration;
@@ -37,8 +38,8 @@ pub struct Args {
     cache: Option<std::path::PathBuf>,
     /// Test mode for link-emulation benchmarks on one machine: hold every mesh message for
     /// DELAY_MS (± JITTER_MS); the head needs the same flag.
-    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", hide = true)]
-    emulate_link: Option<String>,
+    #[arg(long, value_name = "DELAY_MS[,JITTER_MS]", value_parser = LinkEmulation::parse, hide = true)]
+    emulate_link: Option<LinkEmulation>,
     /// Hold this node to this many GB of memory in all: a job whose part would exceed it is
     /// refused, and the planner is told this as the node's memory.
     #[arg(long, value_name = "GB")]
@@ -63,9 +64,7 @@ pub fn run(a: Args) -> Result<()> {
         onebit_kernels::machine::set_memory_limit(super::model_args::mem_limit_bytes(gb)?);
     }
     let key = read_key_file(&a.key_file)?;
-    let emulate = a.emulate_link.as_deref().map(onebit_dist::link_emulation::LinkEmulation::parse);
-    let emulate = emulate.transpose().map_err(|e| anyhow::anyhow!("--emulate-link: {e}"))?;
-    let cfg = TcpConfig { emulate, ..TcpConfig::new(key) };
+    let cfg = TcpConfig { emulate: a.emulate_link, ..TcpConfig::new(key) };
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
     eprintln!("worker listening on {}", listener.local_addr()?);
