@@ -124,6 +124,7 @@ fn sampled_generation_gives_the_cpu_tokens() {
         logprobs: None,
         adjust: Default::default(),
         json_object: false,
+        json_schema: None,
     };
     let vocab = model.config.vocab;
     let reply = |e: &mut dyn Engine, seed| {

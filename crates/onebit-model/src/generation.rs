@@ -7,9 +7,10 @@
 //! it does (then it is cut, never printed) or stops matching, and an incomplete UTF-8
 //! character is never emitted.
 
+use crate::constraint::Constraint;
 use crate::engine::{Draw, Engine, Sampler, SamplerConfig};
 use crate::error::Result;
-use crate::json_mode::JsonMachine;
+use crate::json_schema::JsonSchema;
 use crate::logprobs::{token_logprob, TokenLogprob};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -30,6 +31,10 @@ pub struct GenerationParams {
     /// The reply is one JSON object (OpenAI's JSON mode, [`crate::json_mode`]): tokens that
     /// cannot continue one are never sampled, and the reply ends when it closes.
     pub json_object: bool,
+    /// The reply is one document of this JSON schema (structured output,
+    /// [`crate::json_schema`]; over `json_object` when both are set): tokens that cannot
+    /// continue one are never sampled, and the reply ends when it is complete.
+    pub json_schema: Option<std::sync::Arc<JsonSchema>>,
 }
 
 /// OpenAI's adjustments of the logits before sampling (on the host: a reply using them is
@@ -84,6 +89,7 @@ impl Default for GenerationParams {
             logprobs: None,
             adjust: LogitAdjust::default(),
             json_object: false,
+            json_schema: None,
         }
     }
 }
@@ -101,7 +107,8 @@ pub enum FinishReason {
     ContextFull,
     /// The caller stopped it (a client went away, Ctrl-C).
     Cancelled,
-    /// The reply's JSON object closed ([`GenerationParams::json_object`]).
+    /// The reply's JSON document was complete ([`GenerationParams::json_object`],
+    /// [`GenerationParams::json_schema`]).
     Complete,
 }
 
@@ -149,8 +156,8 @@ pub struct Sequence {
     counts: std::collections::HashMap<u32, u32>,
     /// The stop string that ended the reply (its index).
     stopped_by: Option<usize>,
-    /// JSON mode: the recognizer after the reply's bytes so far.
-    json: Option<JsonMachine>,
+    /// JSON mode or a schema: the recognizer after the reply's bytes so far.
+    json: Option<Constraint>,
 }
 
 impl Sequence {
@@ -174,7 +181,7 @@ impl Sequence {
             idx: Vec::new(),
             counts: Default::default(),
             stopped_by: None,
-            json: params.json_object.then(JsonMachine::new),
+            json: Constraint::new(params.json_object, params.json_schema.as_ref()),
             params,
         })
     }
@@ -237,16 +244,13 @@ impl Sequence {
         }
     }
 
-    /// JSON mode: −∞ for every token that cannot continue the reply's object (the
-    /// end-of-sequence token included: the reply ends when the object closes).
-    fn mask(&self, tok: &Tokenizer, logits: &mut [f32]) -> Result<()> {
-        let Some(m) = &self.json else { return Ok(()) };
-        if tok.token_bytes().mask(m, logits, self.eos) == 0 {
-            return Err(crate::Error::Sampling(
-                "JSON mode: no token of the vocabulary continues the reply's object".into(),
-            ));
+    /// JSON mode or a schema: −∞ for every token that cannot continue the reply's document
+    /// (the end-of-sequence token included, unless the document may end there).
+    fn mask(&mut self, tok: &Tokenizer, logits: &mut [f32]) -> Result<()> {
+        match &mut self.json {
+            Some(c) => c.mask(tok, logits, self.eos),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether this reply's tokens must be sampled from its logits on the host
@@ -304,7 +308,7 @@ impl Sequence {
         self.ids.push(next);
         if let Some(m) = &mut self.json {
             // The mask let only tokens through that keep the object valid.
-            m.feed_all(tok.token_bytes().get(next));
+            m.feed(tok.token_bytes().get(next));
         }
         if !self.params.adjust.is_off() {
             *self.counts.entry(next).or_insert(0) += 1;
@@ -334,7 +338,7 @@ impl Sequence {
                 self.printed = upto;
             }
         }
-        if self.json.is_some_and(|m| m.is_done()) {
+        if self.json.as_ref().is_some_and(Constraint::is_done) {
             return Ok(self.end(tok, FinishReason::Complete, piece));
         }
         if self.ids.len() >= self.params.max_tokens {

@@ -209,6 +209,19 @@ pub fn load_hf(dir: &str, opts: &LoadOptions) -> Result<Model> {
     build_model(&d, config, opts)
 }
 
+/// `v` with every object's keys in sorted order (serde_json keeps insertion order here).
+fn sorted_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut kv: Vec<_> = m.into_iter().collect();
+            kv.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect())
+        }
+        serde_json::Value::Array(a) => a.into_iter().map(sorted_keys).collect(),
+        other => other,
+    }
+}
+
 /// Writes `config` and tensors from `src` as an HF directory transformers loads with its own
 /// BitNet support: packed ternary linears (`autobitlinear`, offline: weight_scale multiplies),
 /// f32 embeddings and norms, q/k in the rotate-half pairing HF models use, config.json, and
@@ -293,7 +306,8 @@ pub fn write_hf(
         "bos_token_id": c.bos.or(c.eos), "eos_token_id": c.eos,
         "quantization_config": {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"},
     });
-    let text = serde_json::to_string_pretty(&cfg).expect("json");
+    // Keys sorted, as transformers writes them (and as the recorded fixtures hash them).
+    let text = serde_json::to_string_pretty(&sorted_keys(cfg)).expect("json");
     crate::output::write_atomic(at("config.json"), text.as_bytes())?;
     if let Some(tok) = tokenizer {
         crate::output::write_atomic(at("tokenizer.json"), tok.to_json()?.as_bytes())?;

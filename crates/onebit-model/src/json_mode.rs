@@ -385,6 +385,12 @@ impl TokenBytes {
         }
     }
 
+    /// Whether token `id` is whole characters of string content without `"`, `\\` or
+    /// control bytes (it leaves a string as it found it).
+    pub fn is_plain(&self, id: u32) -> bool {
+        self.plain.get(id as usize).copied().unwrap_or(false)
+    }
+
     /// Sets every logit whose token cannot follow `state` to −∞, and `eos`'s (the reply
     /// ends when the object closes); returns how many remain.
     pub fn mask(&self, state: &JsonMachine, logits: &mut [f32], eos: Option<u32>) -> usize {

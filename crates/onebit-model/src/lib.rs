@@ -14,6 +14,7 @@
 
 pub mod chat_template;
 pub mod config;
+mod constraint;
 pub mod convert;
 pub mod engine;
 pub mod error;
@@ -21,12 +22,14 @@ pub mod generation;
 pub mod gguf;
 pub mod hf;
 pub mod json_mode;
+pub mod json_schema;
 pub mod load;
 pub mod logprobs;
 mod mmap;
 pub mod output;
 pub mod perplexity;
 pub mod save;
+pub mod schema_machine;
 pub mod shard;
 pub mod synthetic;
 pub mod target;

@@ -26,6 +26,7 @@ fn batched_greedy_replies_equal_single_replies() {
         logprobs: None,
         adjust: Default::default(),
         json_object: false,
+        json_schema: None,
     };
     let texts = [
         "It is a truth universally acknowledged",
@@ -158,6 +159,65 @@ fn json_mode_token_bytes_and_masks_agree_with_the_tokenizer() {
             let b = bytes.get(id as u32);
             let mut copy = m;
             let want = Some(id as u32) != eos && !b.is_empty() && copy.feed_all(b);
+            assert_eq!(l == 0.0, want, "{prefix:?} token {id} {:?}", String::from_utf8_lossy(b));
+        }
+        assert_eq!(left, logits.iter().filter(|&&l| l == 0.0).count());
+        assert!(left > 0, "{prefix}");
+    }
+}
+
+/// The schema mask (its table of states after each first byte, its shortcut for free string
+/// content) keeps exactly the tokens whose bytes a copy of the machine takes one by one, and
+/// the end-of-sequence token exactly where the document may end.
+#[test]
+fn json_schema_masks_are_a_token_by_token_feed() {
+    use onebit_model::json_schema::JsonSchema;
+    use onebit_model::schema_machine::{SchemaMachine, SchemaMask};
+    let tok = Tokenizer::for_model(MODEL).unwrap();
+    let bytes = tok.token_bytes();
+    let eos = Some(0);
+    let s = JsonSchema::compile(&serde_json::json!({
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "tag": {"type": "string", "maxLength": 3},
+            "n": {"type": "integer", "minimum": -5, "maximum": 250},
+            "xs": {"type": "array", "items": {"enum": ["one", "two", 3]}, "maxItems": 2},
+            "any": {}
+        },
+        "required": ["title", "n"]
+    }))
+    .unwrap();
+    let n_schema = JsonSchema::compile(&serde_json::json!({"type": "integer"})).unwrap();
+    let mut mask = SchemaMask::default();
+    for (schema, prefix) in [
+        (&s, ""),
+        (&s, "{"),
+        (&s, "{\"ti"),
+        (&s, "{\"title\": \"Pride and"),
+        (&s, "{\"title\":\"a\\"),
+        (&s, "{\"title\":\"a\", \"ta"),
+        (&s, "{\"title\":\"a\",\"tag\":\"ab"),
+        (&s, "{\"title\":\"a\",\"n\":2"),
+        (&s, "{\"title\":\"a\",\"n\":-"),
+        (&s, "{\"title\":\"a\",\"n\":2,\"xs\":[\"one\","),
+        (&s, "{\"title\":\"a\",\"n\":2,\"xs\":[\"one\",\"two\""),
+        (&s, "{\"title\":\"a\",\"n\":2,\"any\":{\"k\":[tr"),
+        (&s, "{\n  "),
+        (&n_schema, "12"),
+    ] {
+        let mut m = SchemaMachine::new();
+        assert!(m.feed_all(schema, prefix.as_bytes()), "{prefix}");
+        let mut logits = vec![0.0f32; tok.vocab_size()];
+        let left = mask.mask(schema, &m, &bytes, &mut logits, eos);
+        for (id, &l) in logits.iter().enumerate() {
+            let b = bytes.get(id as u32);
+            let mut copy = m;
+            let want = if Some(id as u32) == eos {
+                m.can_end(schema)
+            } else {
+                !b.is_empty() && copy.feed_all(schema, b)
+            };
             assert_eq!(l == 0.0, want, "{prefix:?} token {id} {:?}", String::from_utf8_lossy(b));
         }
         assert_eq!(left, logits.iter().filter(|&&l| l == 0.0).count());

@@ -48,6 +48,8 @@ pub struct GenOptions {
     seed: u64,
     stop: Vec<String>,
     json_object: bool,
+    /// A JSON schema as JSON text (structured output), or None.
+    json_schema: Option<String>,
 }
 
 impl GenOptions {
@@ -63,6 +65,13 @@ impl GenOptions {
             ..SamplerConfig::default()
         };
         sampling.validate().map_err(model_err)?;
+        let json_schema = match &self.json_schema {
+            Some(t) => Some(std::sync::Arc::new(
+                onebit_model::json_schema::JsonSchema::from_json(t)
+                    .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?,
+            )),
+            None => None,
+        };
         Ok(GenerationParams {
             max_tokens: self.max_new_tokens,
             sampling,
@@ -70,6 +79,7 @@ impl GenOptions {
             logprobs: None,
             adjust: Default::default(),
             json_object: self.json_object,
+            json_schema,
         })
     }
 }

@@ -43,6 +43,21 @@ def test_json_mode_equals_the_cli_and_starts_an_object(model, onebit_bin):
     assert got.startswith("{") and got != model.generate(PROMPT, max_new_tokens=40, temperature=0.8, seed=3)
 
 
+def test_json_schema_equals_the_cli_and_is_a_document_of_the_schema(model, onebit_bin):
+    import json
+    schema = {"type": "object", "additionalProperties": False, "required": ["mood", "n"],
+              "properties": {"mood": {"enum": ["happy", "sad"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9}}}
+    out, _ = cli(onebit_bin, "run", str(MODEL), "-p", PROMPT, "-n", "120", "--temp", "0.8", "--seed", "3",
+                 "--json-schema", json.dumps(schema))
+    got = model.generate(PROMPT, max_new_tokens=120, temperature=0.8, seed=3, json_schema=schema)
+    assert got == out[len(PROMPT) : -1]
+    doc = json.loads(got)
+    assert list(doc) == ["mood", "n"] and doc["mood"] in ("happy", "sad") and 1 <= doc["n"] <= 9
+    assert model.generate(PROMPT, max_new_tokens=120, temperature=0.8, seed=3, json_schema=json.dumps(schema)) == got
+    with pytest.raises(ValueError, match="pattern"):
+        model.generate(PROMPT, json_schema={"type": "string", "pattern": "^a"})
+
+
 def test_stream_pieces_concatenate_to_the_full_text(model):
     full = model.generate(PROMPT, max_new_tokens=40)
     s = model.generate(PROMPT, max_new_tokens=40, stream=True)

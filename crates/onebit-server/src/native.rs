@@ -63,7 +63,7 @@ pub struct NativeRequest {
     pub response_format: Option<Value>,
     /// A GBNF grammar: refused (not supported), never ignored.
     pub grammar: Option<Value>,
-    /// A JSON schema: refused (not supported), never ignored.
+    /// A JSON schema the reply follows (structured output).
     pub json_schema: Option<Value>,
 }
 

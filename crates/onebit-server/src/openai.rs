@@ -4,10 +4,12 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use onebit_model::chat_template::Message;
+use onebit_model::json_schema::JsonSchema;
 use onebit_model::logprobs::MAX_TOP_LOGPROBS;
 use onebit_model::{GenerationParams, LogitAdjust, SamplerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// An API error: status and the OpenAI error body.
 #[derive(Debug)]
@@ -151,13 +153,14 @@ pub struct Sampling {
     /// prompt's tokens are reported too).
     #[serde(default)]
     pub echo: bool,
-    /// `{"type": "text"}` or `{"type": "json_object"}` (JSON mode); `json_schema` is refused.
+    /// `{"type": "text"}`, `{"type": "json_object"}` (JSON mode) or `{"type": "json_schema",
+    /// "json_schema": {"schema": ...}}` (structured output).
     pub response_format: Option<Value>,
     /// Function calling: refused when it lists any tool (not silently ignored).
     pub tools: Option<Value>,
     /// llama-server's grammar-constrained sampling: refused.
     pub grammar: Option<Value>,
-    /// llama-server's schema-constrained sampling: refused.
+    /// llama-server's schema-constrained sampling: a JSON schema the reply follows.
     pub json_schema: Option<Value>,
 }
 
@@ -253,9 +256,11 @@ impl Sampling {
         Ok(a)
     }
 
-    /// Whether the reply is in JSON mode (`response_format` json_object); constraints this
-    /// server cannot honour (a JSON schema, a grammar, tools) are a 400 rather than ignored.
-    pub fn json_object(&self) -> Result<bool, ApiError> {
+    /// The reply's constraint: JSON mode (`response_format` json_object) and/or a compiled
+    /// JSON schema (`response_format` json_schema, or llama-server's `json_schema` field);
+    /// what this server cannot honour (a grammar, tools, a schema keyword it cannot enforce)
+    /// is a 400 naming it rather than ignored.
+    pub fn constraint(&self) -> Result<(bool, Option<Arc<JsonSchema>>), ApiError> {
         let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
         let no_tools = match &self.tools {
             None | Some(Value::Null) => true,
@@ -268,27 +273,39 @@ impl Sampling {
                 "tools (function calling) are not supported by this server",
             ));
         }
-        for (name, v) in [("grammar", &self.grammar), ("json_schema", &self.json_schema)] {
-            if given(v) {
-                let m = format!(
-                    "{name} is not supported by this server (response_format json_object is)"
-                );
-                return Err(ApiError::invalid(name, m));
-            }
+        if given(&self.grammar) {
+            return Err(ApiError::invalid(
+                "grammar",
+                "grammar is not supported by this server (json_schema and response_format are)",
+            ));
+        }
+        let compile = |param: &'static str, schema: &Value| {
+            JsonSchema::compile(schema)
+                .map(Arc::new)
+                .map_err(|e| ApiError::invalid(param, e.to_string()))
+        };
+        if let Some(schema) = self.json_schema.as_ref().filter(|v| !v.is_null()) {
+            return Ok((false, Some(compile("json_schema", schema)?)));
         }
         let Some(f) = self.response_format.as_ref().filter(|v| !v.is_null()) else {
-            return Ok(false);
+            return Ok((false, None));
         };
+        // OpenAI's {"type": "json_schema", "json_schema": {"name", "schema", "strict"}};
+        // llama-server also reads a `schema` beside the type.
+        let schema = f.get("json_schema").and_then(|j| j.get("schema")).or_else(|| f.get("schema"));
         match f.get("type").and_then(Value::as_str) {
-            Some("text") => Ok(false),
-            Some("json_object") => Ok(true),
-            Some("json_schema") => Err(ApiError::invalid(
-                "response_format",
-                "response_format json_schema is not supported by this server (json_object is)",
-            )),
+            Some("text") => Ok((false, None)),
+            Some("json_object") => match schema {
+                Some(schema) => Ok((true, Some(compile("response_format", schema)?))),
+                None => Ok((true, None)),
+            },
+            Some("json_schema") => {
+                let any = Value::Bool(true);
+                Ok((false, Some(compile("response_format", schema.unwrap_or(&any))?)))
+            }
             _ => Err(ApiError::invalid(
                 "response_format",
-                "response_format type is text or json_object",
+                "response_format type is text, json_object or json_schema",
             )),
         }
     }
@@ -307,7 +324,7 @@ impl Sampling {
             return Err(ApiError::invalid("n", format!("n is 1 to {MAX_CHOICES}")));
         }
         let adjust = self.adjust(vocab)?;
-        let json_object = self.json_object()?;
+        let (json_object, json_schema) = self.constraint()?;
         if prompt == 0 {
             return Err(ApiError::invalid("prompt", "the prompt is empty"));
         }
@@ -360,6 +377,7 @@ impl Sampling {
             logprobs: report.logprobs,
             adjust,
             json_object,
+            json_schema,
         })
     }
 }

@@ -293,7 +293,7 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
     for (path, extra, param) in [
         (
             "/v1/chat/completions",
-            json!({"response_format": {"type": "json_schema", "json_schema": {}}}),
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"pattern": "a"}}}}),
             "response_format",
         ),
         ("/v1/chat/completions", json!({"response_format": {"type": "yaml"}}), "response_format"),
@@ -303,7 +303,8 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
             "tools",
         ),
         ("/v1/chat/completions", json!({"grammar": "root ::= \"a\""}), "grammar"),
-        ("/completion", json!({"prompt": "x", "json_schema": {"type": "object"}}), "json_schema"),
+        ("/completion", json!({"prompt": "x", "json_schema": {"not": {}}}), "json_schema"),
+        ("/v1/chat/completions", json!({"json_schema": {"type": "wrong"}}), "json_schema"),
     ] {
         let body = if path == "/completion" { extra.clone() } else { chat(extra.clone()) };
         let (code, e, _) = post(&s, path, &body.to_string(), None);
@@ -313,6 +314,96 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
     let plain = chat(json!({"tools": [], "response_format": {"type": "text"}, "max_tokens": 4}));
     let (code, v, _) = post(&s, "/v1/chat/completions", &plain.to_string(), None);
     assert_eq!(code, 200, "{v}");
+    s.stop();
+}
+
+/// Structured output: with `response_format` json_schema (OpenAI's form), llama-server's
+/// `json_schema` field and on /completion, the prose model's reply is a document the schema
+/// accepts — jsonschema (the crate) the judge — and the reply ends with it.
+#[test]
+fn json_schema_replies_are_documents_of_the_schema() {
+    let s = start(ServerConfig { ctx: 256, ..ServerConfig::default() });
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 12},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "sisters": {"type": "array", "items": {"enum": ["Jane", "Mary", "Kitty", "Lydia"]}, "maxItems": 1},
+            "married": {"type": ["boolean", "null"]}
+        },
+        "required": ["name", "age", "sisters", "married"],
+        "additionalProperties": false
+    });
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    // The prose model fills the whitespace the schema's grammar allows between tokens (as
+    // llama.cpp's: a newline and an indent of 20) a byte a token and runs out of context; a
+    // client's logit_bias against whitespace tokens keeps it to the document.
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let blank: serde_json::Map<String, Value> = (0..tok.vocab_size() as u32)
+        .filter(|&t| tok.decode(&[t]).is_ok_and(|d| !d.is_empty() && d.trim().is_empty()))
+        .map(|t| (t.to_string(), json!(-100)))
+        .collect();
+    assert!(!blank.is_empty() && blank.len() < 300, "{} whitespace tokens", blank.len());
+    let messages = json!([{"role": "user", "content": "Describe Elizabeth Bennet."}]);
+    let bodies = [
+        (
+            "/v1/chat/completions",
+            json!({"messages": messages, "max_tokens": 220, "logit_bias": blank, "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": true}}}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": messages, "max_tokens": 220, "logit_bias": blank, "temperature": 0.9, "seed": 3,
+            "json_schema": schema}),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "Elizabeth Bennet", "max_tokens": 220, "logit_bias": blank, "temperature": 1.2, "seed": 5,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}}),
+        ),
+        (
+            "/completion",
+            json!({"prompt": "Elizabeth Bennet", "n_predict": 220, "logit_bias": blank, "temperature": 0.7, "seed": 7,
+            "json_schema": schema}),
+        ),
+    ];
+    for (path, body) in bodies {
+        let (code, v, _) = post(&s, path, &body.to_string(), None);
+        assert_eq!(code, 200, "{v}");
+        let (text, finish) = match path {
+            "/v1/chat/completions" => {
+                (&v["choices"][0]["message"]["content"], &v["choices"][0]["finish_reason"])
+            }
+            "/v1/completions" => (&v["choices"][0]["text"], &v["choices"][0]["finish_reason"]),
+            _ => (&v["content"], &v["stop_type"]),
+        };
+        let text = text.as_str().unwrap();
+        let doc: Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{path}: {text:?}: {e}"));
+        assert!(validator.is_valid(&doc), "{path}: {text}");
+        assert!(finish == "stop" || finish == "eos", "{path}: {v}");
+        // Keys in the schema's order, as OpenAI writes them.
+        let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["name", "age", "sisters", "married"], "{text}");
+    }
+    // Streamed: the pieces make the same document as the whole reply.
+    let body = json!({"messages": messages, "max_tokens": 220, "logit_bias": blank, "temperature": 0, "stream": true,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}});
+    let (events, done) = read_events(open_stream(&s, "/v1/chat/completions", &body));
+    assert!(done);
+    let joined: String =
+        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    let mut whole = body.clone();
+    whole["stream"] = json!(false);
+    let (_, v, _) = post(&s, "/v1/chat/completions", &whole.to_string(), None);
+    assert_eq!(joined, v["choices"][0]["message"]["content"].as_str().unwrap());
+    // A schema this server cannot enforce is a 400 naming the keyword and where it is.
+    let bad = json!({"messages": messages, "response_format": {"type": "json_schema",
+        "json_schema": {"name": "x", "schema": {"properties": {"id": {"type": "string", "pattern": "^[a-z]+$"}}}}}});
+    let (code, e, _) = post(&s, "/v1/chat/completions", &bad.to_string(), None);
+    assert_eq!(code, 400, "{e}");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("pattern") && msg.contains("/properties/id"), "{msg}");
     s.stop();
 }
 

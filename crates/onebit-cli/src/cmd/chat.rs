@@ -88,7 +88,7 @@ pub fn run(a: Args) -> Result<()> {
                         session.reset_slot(0)?;
                         consumed.clear();
                     }
-                    (ids, Sequence::new(a.g.params(), vocab, eos)?)
+                    (ids, Sequence::new(a.g.params()?, vocab, eos)?)
                 }
             };
             let fresh = &feed[consumed.len()..];

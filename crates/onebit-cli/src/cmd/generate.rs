@@ -1,6 +1,7 @@
 //! Sampling flags and the streaming generation loop shared by `run` and `chat`.
 
 use anyhow::Result;
+use onebit_model::json_schema::JsonSchema;
 use onebit_model::{Engine, Generated, GenerationParams, SamplerConfig, Sequence, Tokenizer};
 use std::io::Write;
 
@@ -51,11 +52,18 @@ pub struct GenArgs {
     /// sampled) and ends when it closes.
     #[arg(long)]
     pub json: bool,
+    /// Structured output: the reply is one document of this JSON schema (given as JSON
+    /// text) and ends when it is complete.
+    #[arg(long, value_name = "SCHEMA", conflicts_with = "json_schema_file")]
+    pub json_schema: Option<String>,
+    /// Structured output with the JSON schema in this file.
+    #[arg(long, value_name = "FILE")]
+    pub json_schema_file: Option<std::path::PathBuf>,
 }
 
 impl GenArgs {
-    /// The generation settings of the flags.
-    pub fn params(&self) -> GenerationParams {
+    /// The generation settings of the flags (a JSON schema compiled, or refused by name).
+    pub fn params(&self) -> Result<GenerationParams> {
         let sampling = SamplerConfig {
             temperature: self.temp,
             top_k: self.top_k,
@@ -65,7 +73,19 @@ impl GenArgs {
             seed: self.seed,
             ..SamplerConfig::default()
         };
-        GenerationParams {
+        let text = match (&self.json_schema, &self.json_schema_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("--json-schema-file {}: {e}", f.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let json_schema = match text {
+            Some(t) => Some(std::sync::Arc::new(JsonSchema::from_json(&t)?)),
+            None => None,
+        };
+        Ok(GenerationParams {
             max_tokens: self.max_tokens,
             sampling,
             stop: self.stop.clone(),
@@ -76,7 +96,8 @@ impl GenArgs {
                 frequency_penalty: self.frequency_penalty,
             },
             json_object: self.json,
-        }
+            json_schema,
+        })
     }
 
     /// The size of a one-sequence session of `ctx` positions with the `--kv-cache` type.
@@ -100,7 +121,7 @@ impl GenArgs {
         if self.ctx < 2 {
             anyhow::bail!("--ctx {} is too small (at least 2)", self.ctx);
         }
-        Ok(self.params().sampling.validate()?)
+        Ok(self.params()?.sampling.validate()?)
     }
 }
 

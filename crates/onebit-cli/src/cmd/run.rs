@@ -43,7 +43,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let t0 = Instant::now();
     let mut consumed = Vec::with_capacity(ctx);
-    let mut seq = Sequence::new(a.g.params(), vocab, eos)?;
+    let mut seq = Sequence::new(a.g.params()?, vocab, eos)?;
     let mut feed = prompt.clone();
     // The prompt first, as llama.cpp prints it, so the output reads as one text.
     write!(stdout, "{}", a.prompt)?;

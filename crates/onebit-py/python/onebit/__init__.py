@@ -61,6 +61,7 @@ class CausalLM:
         seed: int = 42,
         stream: bool = False,
         json_object: bool = False,
+        json_schema: Optional[Union[dict, str]] = None,
     ) -> Union[str, List[str], Iterator[str]]:
         """The reply to ``prompt`` (text, or token ids) as text, without the prompt.
 
@@ -69,7 +70,9 @@ class CausalLM:
         one prompt; closing it, leaving its ``with`` block or dropping it cancels the reply.
         ``temperature=0`` is greedy. ``json_object=True`` is OpenAI's JSON mode: the reply is
         one JSON object (tokens that cannot continue one are never sampled) and ends when it
-        closes.
+        closes. ``json_schema`` (a dict, or JSON text) is structured output: the reply is one
+        document of that JSON schema; a schema keyword that cannot be enforced is a
+        ``ValueError`` naming it.
         """
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         opts = dict(
@@ -82,6 +85,8 @@ class CausalLM:
             seed=seed,
             stop=stops,
             json_object=bool(json_object),
+            json_schema=None if json_schema is None
+            else json_schema if isinstance(json_schema, str) else json.dumps(json_schema),
         )
         batch = not isinstance(prompt, str) and len(prompt) > 0 and not isinstance(prompt[0], int)
         if batch:

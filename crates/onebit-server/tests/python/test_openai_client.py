@@ -188,11 +188,21 @@ def test_json_mode_replies_parse_with_pythons_json(server):
     r = c.chat.completions.create(max_tokens=30, logit_bias={str(close): 100}, **args)
     assert r.choices[0].finish_reason == "stop"
     assert json.loads(r.choices[0].message.content) == {}
+    # Structured output: the reply is a document of the schema (a json_schema the server
+    # cannot enforce is a 400 naming the keyword).
+    schema = {"type": "object", "additionalProperties": False, "required": ["mood", "n"],
+              "properties": {"mood": {"enum": ["happy", "sad"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9}}}
+    r = c.chat.completions.create(
+        model="austen", messages=[{"role": "user", "content": "How is Anne?"}], max_tokens=150, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "mood", "schema": schema, "strict": True}})
+    doc = json.loads(r.choices[0].message.content)
+    assert r.choices[0].finish_reason == "stop"
+    assert list(doc) == ["mood", "n"] and doc["mood"] in ("happy", "sad") and 1 <= doc["n"] <= 9
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(
             model="austen", messages=[{"role": "user", "content": "hi"}],
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}})
-    assert e.value.body["param"] == "response_format"
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a"}}})
+    assert e.value.body["param"] == "response_format" and "pattern" in e.value.body["message"]
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(
             model="austen", messages=[{"role": "user", "content": "hi"}],

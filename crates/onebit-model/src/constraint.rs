@@ -1,0 +1,72 @@
+//! What keeps a reply in a shape while it is sampled: JSON mode ([`crate::json_mode`]) or a
+//! JSON schema ([`crate::json_schema`]). One seam for [`crate::generation::Sequence`]: mask
+//! the logits, take the sampled token's bytes, say when the document is complete.
+
+use crate::error::{Error, Result};
+use crate::json_mode::JsonMachine;
+use crate::json_schema::JsonSchema;
+use crate::schema_machine::{SchemaMachine, SchemaMask};
+use crate::tokenizer::Tokenizer;
+use std::sync::Arc;
+
+/// A reply's constraint and where its recognizer stands.
+#[derive(Debug)]
+pub(crate) enum Constraint {
+    /// JSON mode: one JSON object.
+    Object(JsonMachine),
+    /// Structured output: one document of the schema.
+    Schema { schema: Arc<JsonSchema>, m: Box<SchemaMachine>, mask: SchemaMask },
+}
+
+impl Constraint {
+    /// The constraint a reply asked for (a schema over JSON mode), if any.
+    pub fn new(json_object: bool, schema: Option<&Arc<JsonSchema>>) -> Option<Self> {
+        match schema {
+            Some(s) => Some(Constraint::Schema {
+                schema: s.clone(),
+                m: Box::new(SchemaMachine::new()),
+                mask: SchemaMask::default(),
+            }),
+            None => json_object.then(|| Constraint::Object(JsonMachine::new())),
+        }
+    }
+
+    /// −∞ for every token that cannot continue the document (the end-of-sequence token too,
+    /// unless the document may end here).
+    pub fn mask(&mut self, tok: &Tokenizer, logits: &mut [f32], eos: Option<u32>) -> Result<()> {
+        let bytes = tok.token_bytes();
+        let (left, what) = match self {
+            Constraint::Object(m) => (bytes.mask(m, logits, eos), "JSON mode"),
+            Constraint::Schema { schema, m, mask } => {
+                (mask.mask(schema, m, &bytes, logits, eos), "json_schema")
+            }
+        };
+        if left == 0 {
+            return Err(Error::Sampling(format!(
+                "{what}: no token of the vocabulary continues the reply's document"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes the sampled token's bytes (the mask let only tokens through that keep the
+    /// document valid).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            Constraint::Object(m) => {
+                m.feed_all(bytes);
+            }
+            Constraint::Schema { schema, m, .. } => {
+                m.feed_all(schema, bytes);
+            }
+        }
+    }
+
+    /// Whether the document is complete (the reply ends).
+    pub fn is_done(&self) -> bool {
+        match self {
+            Constraint::Object(m) => m.is_done(),
+            Constraint::Schema { m, .. } => m.is_done(),
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! Structured output (OpenAI's `response_format: {"type": "json_schema"}`, llama-server's
+//! `json_schema`): a JSON Schema compiled into a graph of nodes that
+//! [`crate::schema_machine::SchemaMachine`] follows byte by byte, so a reply masked by it is a
+//! document the schema accepts.
+//!
+//! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
+//! true, or a schema for a map), `items`, `prefixItems`, `minItems`, `maxItems`, `enum`,
+//! `const`, `minLength`, `maxLength`, integer bounds (`minimum`, `maximum`,
+//! `exclusiveMinimum`, `exclusiveMaximum`), `anyOf` / `oneOf` whose alternatives begin with
+//! different bytes (an object or a null, a string or a number...), `allOf` of one schema, and
+//! `$ref` to a JSON pointer inside the document (`#/$defs/...`, `#/definitions/...`, `#`;
+//! recursion included). Annotations (`title`, `description`, `default`, `examples`, `format`
+//! — an annotation unless a validator opts in, JSON Schema 2020-12 §7.2 — ...) are ignored.
+//! Any other keyword (`pattern`, `not`, `if`, `uniqueItems`, bounds on a non-integer
+//! number...) is refused, naming it and where it is: a constraint dropped silently would let
+//! through replies the schema rejects.
+//!
+//! Replies are a subset of what the schema accepts, never more: properties come in the
+//! schema's order (as OpenAI's structured outputs write them; an optional one may be left
+//! out, a required one never), an object with declared properties gets no others, a string
+//! holds no surrogate `\u` escapes (a character outside the BMP is written in UTF-8), and
+//! `oneOf` is read as `anyOf` (its alternatives begin differently, so at most one matches
+//! the first byte; two that both accept a document are the schema's own contradiction).
+//!
+//! Written here: the Rust JSON Schema crates validate whole documents; masking asks of
+//! each of a vocabulary's tokens whether its bytes can still extend the reply, which needs
+//! the schema as a machine whose state is copied per token.
+
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// Index of a node in [`JsonSchema`].
+pub type NodeId = u16;
+
+/// Node 0: any JSON value.
+pub(crate) const ANY: NodeId = 0;
+/// Node 1: the literals `true`, `false`, `null` (what an unconstrained value may spell).
+pub(crate) const ANY_WORD: NodeId = 1;
+
+/// No upper limit on a string's length or an array's items.
+pub(crate) const UNBOUNDED: u32 = u32::MAX;
+
+/// Most nodes a schema may compile to.
+pub const MAX_NODES: usize = 4096;
+/// Most values of one `enum`, and properties of one object (a mask reads them per token).
+pub const MAX_CHOICES: usize = 1024;
+/// Deepest nesting of subschemas (through `$ref`s too) compiled.
+pub const MAX_NESTING: usize = 128;
+
+/// One property of an object node.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Prop {
+    /// The key as JSON writes it, quotes included.
+    pub key: Vec<u8>,
+    /// Its value's node.
+    pub value: NodeId,
+    /// Whether the object must hold it.
+    pub required: bool,
+}
+
+/// What a value at a node may be.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Node {
+    /// Any JSON value.
+    Any,
+    /// One of these values, as compact JSON.
+    Literals(Vec<Vec<u8>>),
+    /// A number; `integer`: no fraction or exponent; bounds (inclusive) only on integers.
+    Number { integer: bool, min: i128, max: i128 },
+    /// A string of `min..=max` characters (Unicode scalar values, as JSON Schema counts).
+    String { min: u32, max: u32 },
+    /// An object: `props` in order; with none, keys of `extra`'s values (a map), or no keys.
+    Object { props: Vec<Prop>, extra: Option<NodeId>, last_required: Option<u16> },
+    /// An array: item i is `prefix[i]`, then `items` (None: no more); `min..=max` items.
+    Array { prefix: Vec<NodeId>, items: Option<NodeId>, min: u32, max: u32 },
+    /// One of these, chosen by the value's first byte.
+    Choice(Vec<NodeId>),
+    /// A `$ref` being compiled (replaced before compiling ends).
+    Pending,
+}
+
+/// A compiled JSON Schema ([module docs](self)).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonSchema {
+    pub(crate) nodes: Vec<Node>,
+    /// The bytes each node's values may begin with (a 256-bit set).
+    pub(crate) first: Vec<[u64; 4]>,
+    pub(crate) root: NodeId,
+}
+
+/// Why a schema could not be compiled: the problem and the JSON pointer of the subschema.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("json_schema at '{at}': {why}")]
+pub struct SchemaError {
+    /// The subschema's JSON pointer (`""` for the root).
+    pub at: String,
+    /// What is wrong or unsupported.
+    pub why: String,
+}
+
+/// Keywords that say nothing about which documents are valid.
+const ANNOTATIONS: &[&str] = &[
+    "title",
+    "description",
+    "default",
+    "examples",
+    "format",
+    "$schema",
+    "$id",
+    "$anchor",
+    "$comment",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "contentMediaType",
+    "contentEncoding",
+    "$defs",
+    "definitions",
+    "strict",
+    "discriminator",
+];
+
+/// The assertion keywords of the typed schemas compiled here.
+const SUPPORTED: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+];
+
+fn set(bits: &mut [u64; 4], b: u8) {
+    bits[b as usize / 64] |= 1 << (b % 64);
+}
+
+/// Whether `b` is in the 256-bit set `bits`.
+pub(crate) fn has(bits: &[u64; 4], b: u8) -> bool {
+    bits[b as usize / 64] >> (b % 64) & 1 == 1
+}
+
+struct Compiler<'a> {
+    root: &'a Value,
+    nodes: Vec<Node>,
+    refs: HashMap<String, NodeId>,
+    depth: usize,
+}
+
+fn err<T>(at: &str, why: impl Into<String>) -> Result<T, SchemaError> {
+    Err(SchemaError { at: at.to_string(), why: why.into() })
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn count(o: &Map<String, Value>, k: &str, at: &str) -> Result<Option<u32>, SchemaError> {
+    match o.get(k) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) => Ok(Some(n.min(UNBOUNDED as u64 - 1) as u32)),
+            None => err(at, format!("{k} must be a non-negative integer")),
+        },
+    }
+}
+
+impl JsonSchema {
+    /// Compiles `schema` (a JSON Schema document), or says which part it cannot honour.
+    pub fn compile(schema: &Value) -> Result<Self, SchemaError> {
+        let mut c = Compiler { root: schema, nodes: Vec::new(), refs: HashMap::new(), depth: 0 };
+        c.nodes.push(Node::Any);
+        c.nodes.push(Node::Literals(vec![b"true".to_vec(), b"false".to_vec(), b"null".to_vec()]));
+        let root = c.compile(schema, "")?;
+        let mut s = JsonSchema { nodes: c.nodes, first: Vec::new(), root };
+        s.first =
+            (0..s.nodes.len()).map(|i| s.first_bytes(i as NodeId, 0)).collect::<Result<_, _>>()?;
+        s.check_choices()?;
+        Ok(s)
+    }
+
+    /// Parses and compiles a schema written as JSON text.
+    pub fn from_json(text: &str) -> Result<Self, SchemaError> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| SchemaError { at: String::new(), why: format!("not JSON: {e}") })?;
+        Self::compile(&v)
+    }
+
+    fn first_bytes(&self, id: NodeId, depth: usize) -> Result<[u64; 4], SchemaError> {
+        let mut bits = [0u64; 4];
+        match &self.nodes[id as usize] {
+            Node::Any => {
+                for &b in b"{[\"-0123456789tfn" {
+                    set(&mut bits, b);
+                }
+            }
+            Node::Literals(c) => c.iter().for_each(|l| set(&mut bits, l[0])),
+            Node::Number { .. } => b"-0123456789".iter().for_each(|&b| set(&mut bits, b)),
+            Node::String { .. } => set(&mut bits, b'"'),
+            Node::Object { .. } => set(&mut bits, b'{'),
+            Node::Array { .. } => set(&mut bits, b'['),
+            Node::Choice(alts) => {
+                if depth > 2 * MAX_NESTING {
+                    return err("", "a $ref refers back to itself before any value begins");
+                }
+                for &a in alts {
+                    let f = self.first_bytes(a, depth + 1)?;
+                    (0..4).for_each(|i| bits[i] |= f[i]);
+                }
+            }
+            Node::Pending => return err("", "a $ref was left unresolved"),
+        }
+        Ok(bits)
+    }
+
+    /// Every choice's alternatives begin with different bytes (the machine picks one by the
+    /// first byte and never looks back).
+    fn check_choices(&self) -> Result<(), SchemaError> {
+        for n in &self.nodes {
+            let Node::Choice(alts) = n else { continue };
+            for (i, &a) in alts.iter().enumerate() {
+                for &b in &alts[i + 1..] {
+                    let (fa, fb) = (&self.first[a as usize], &self.first[b as usize]);
+                    if let Some(x) = (0..=255u8).find(|&x| has(fa, x) && has(fb, x)) {
+                        return err(
+                            "",
+                            format!(
+                                "two anyOf/oneOf alternatives (or types) both begin with {:?}; \
+                                 onebit picks an alternative by its first byte",
+                                x as char
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node a value must match first.
+    pub(crate) fn root(&self) -> NodeId {
+        self.root
+    }
+}
+
+impl Compiler<'_> {
+    fn push(&mut self, n: Node, at: &str) -> Result<NodeId, SchemaError> {
+        if self.nodes.len() >= MAX_NODES {
+            return err(at, format!("the schema compiles to more than {MAX_NODES} nodes"));
+        }
+        self.nodes.push(n);
+        Ok((self.nodes.len() - 1) as NodeId)
+    }
+
+    fn compile(&mut self, v: &Value, at: &str) -> Result<NodeId, SchemaError> {
+        if self.depth >= MAX_NESTING {
+            return err(at, format!("subschemas nest deeper than {MAX_NESTING}"));
+        }
+        self.depth += 1;
+        let id = self.compile_inner(v, at);
+        self.depth -= 1;
+        id
+    }
+
+    fn compile_inner(&mut self, v: &Value, at: &str) -> Result<NodeId, SchemaError> {
+        let o = match v {
+            Value::Bool(true) => return Ok(ANY),
+            Value::Bool(false) => return err(at, "the schema false accepts nothing"),
+            Value::Object(o) => o,
+            _ => return err(at, "a schema must be an object or a boolean"),
+        };
+        let assertions: Vec<&str> =
+            o.keys().map(String::as_str).filter(|k| !ANNOTATIONS.contains(k)).collect();
+        for k in ["$ref", "anyOf", "oneOf", "allOf"] {
+            if o.contains_key(k) && assertions.len() > 1 {
+                let other = assertions.iter().find(|&&a| a != k).unwrap_or(&"");
+                return err(
+                    at,
+                    format!("{k} beside {other} is not supported (wrap them in one allOf item)"),
+                );
+            }
+        }
+        if let Some(r) = o.get("$ref") {
+            return self.reference(r, at);
+        }
+        for k in ["anyOf", "oneOf"] {
+            if let Some(alts) = o.get(k) {
+                let Some(alts) = alts.as_array().filter(|a| !a.is_empty()) else {
+                    return err(at, format!("{k} must be a non-empty array"));
+                };
+                let ids = (alts.iter().enumerate())
+                    .map(|(i, a)| self.compile(a, &format!("{at}/{k}/{i}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                return self.choice(ids, at);
+            }
+        }
+        if let Some(all) = o.get("allOf") {
+            return match all.as_array().map(Vec::as_slice) {
+                Some([one]) => self.compile(one, &format!("{at}/allOf/0")),
+                _ => err(at, "allOf is supported with exactly one schema"),
+            };
+        }
+        if let Some(vals) = o.get("enum").or_else(|| o.get("const")) {
+            return self.literals(o, vals, at);
+        }
+        let types: Vec<&str> = match o.get("type") {
+            None => vec![Self::implied_type(o)],
+            Some(Value::String(t)) => vec![t.as_str()],
+            Some(Value::Array(ts)) if !ts.is_empty() => {
+                let mut v = Vec::new();
+                for t in ts {
+                    match t.as_str() {
+                        Some(t) => v.push(t),
+                        None => return err(at, "type must be a string or an array of strings"),
+                    }
+                }
+                if v.contains(&"number") {
+                    v.retain(|&t| t != "integer");
+                }
+                v
+            }
+            Some(_) => return err(at, "type must be a string or a non-empty array of strings"),
+        };
+        let ids = (types.iter())
+            .map(|t| self.typed(o, t, at, &assertions))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.len() == 1 {
+            Ok(ids[0])
+        } else {
+            self.choice(ids, at)
+        }
+    }
+
+    fn choice(&mut self, ids: Vec<NodeId>, at: &str) -> Result<NodeId, SchemaError> {
+        if ids.len() == 1 {
+            return Ok(ids[0]);
+        }
+        self.push(Node::Choice(ids), at)
+    }
+
+    fn implied_type(o: &Map<String, Value>) -> &'static str {
+        let any = |ks: &[&str]| ks.iter().any(|k| o.contains_key(*k));
+        if any(&["properties", "required", "additionalProperties"]) {
+            "object"
+        } else if any(&["items", "prefixItems", "minItems", "maxItems"]) {
+            "array"
+        } else if any(&["minLength", "maxLength"]) {
+            "string"
+        } else if any(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]) {
+            "number"
+        } else {
+            "any"
+        }
+    }
+
+    fn reference(&mut self, r: &Value, at: &str) -> Result<NodeId, SchemaError> {
+        let Some(r) = r.as_str() else { return err(at, "$ref must be a string") };
+        if let Some(&id) = self.refs.get(r) {
+            return Ok(id);
+        }
+        let Some(pointer) = r.strip_prefix('#') else {
+            return err(
+                at,
+                format!("$ref {r:?}: only references inside the schema (#...) are supported"),
+            );
+        };
+        let root = self.root;
+        let Some(target) = root.pointer(pointer) else {
+            return err(at, format!("$ref {r:?} points at nothing in the schema"));
+        };
+        let id = self.push(Node::Pending, at)?;
+        self.refs.insert(r.to_string(), id);
+        let compiled = self.compile(target, pointer)?;
+        self.nodes[id as usize] = Node::Choice(vec![compiled]);
+        Ok(id)
+    }
+
+    fn literals(
+        &mut self,
+        o: &Map<String, Value>,
+        vals: &Value,
+        at: &str,
+    ) -> Result<NodeId, SchemaError> {
+        let list: Vec<&Value> = match (o.contains_key("enum"), vals) {
+            (true, Value::Array(a)) => a.iter().collect(),
+            (true, _) => return err(at, "enum must be an array"),
+            (false, v) => vec![v],
+        };
+        let types: Option<Vec<&str>> = match o.get("type") {
+            None => None,
+            Some(Value::String(t)) => Some(vec![t.as_str()]),
+            Some(Value::Array(ts)) => Some(ts.iter().filter_map(Value::as_str).collect()),
+            Some(_) => return err(at, "type must be a string or an array of strings"),
+        };
+        let fits = |v: &Value| {
+            types.as_ref().is_none_or(|ts| {
+                let t = json_type(v);
+                ts.contains(&t) || (t == "integer" && ts.contains(&"number"))
+            })
+        };
+        for k in o.keys() {
+            let known = ["enum", "const", "type"].contains(&k.as_str())
+                || ANNOTATIONS.contains(&k.as_str());
+            if !known {
+                return err(at, format!("{k} beside enum/const is not supported"));
+            }
+        }
+        let mut lits: Vec<Vec<u8>> = Vec::new();
+        for v in list.into_iter().filter(|v| fits(v)) {
+            let bytes = serde_json::to_vec(v)
+                .map_err(|e| SchemaError { at: at.into(), why: e.to_string() })?;
+            if !lits.contains(&bytes) {
+                lits.push(bytes);
+            }
+        }
+        if lits.is_empty() {
+            return err(at, "no value of enum/const has the schema's type");
+        }
+        if lits.len() > MAX_CHOICES || lits.iter().any(|l| l.len() > 4096) {
+            return err(
+                at,
+                format!("enum holds more than {MAX_CHOICES} values or a value over 4 kB"),
+            );
+        }
+        self.push(Node::Literals(lits), at)
+    }
+
+    fn typed(
+        &mut self,
+        o: &Map<String, Value>,
+        t: &str,
+        at: &str,
+        assertions: &[&str],
+    ) -> Result<NodeId, SchemaError> {
+        if !["object", "array", "string", "integer", "number", "boolean", "null", "any"]
+            .contains(&t)
+        {
+            return err(at, format!("unknown type {t:?}"));
+        }
+        // A keyword of another type listed beside this one ({"type": ["string", "null"],
+        // "maxLength": 5}) applies to that type's values only, as JSON Schema reads it.
+        if let Some(k) = assertions.iter().find(|k| !SUPPORTED.contains(k)) {
+            return err(at, format!("keyword {k} is not supported"));
+        }
+        match t {
+            "any" => Ok(ANY),
+            "null" => self.push(Node::Literals(vec![b"null".to_vec()]), at),
+            "boolean" => self.push(Node::Literals(vec![b"true".to_vec(), b"false".to_vec()]), at),
+            "string" => {
+                let min = count(o, "minLength", at)?.unwrap_or(0);
+                let max = count(o, "maxLength", at)?.unwrap_or(UNBOUNDED);
+                if min > max {
+                    return err(at, format!("minLength {min} is above maxLength {max}"));
+                }
+                self.push(Node::String { min, max }, at)
+            }
+            "integer" | "number" => self.number(o, t == "integer", at),
+            "object" => self.object(o, at),
+            _ => self.array(o, at),
+        }
+    }
+
+    fn number(
+        &mut self,
+        o: &Map<String, Value>,
+        integer: bool,
+        at: &str,
+    ) -> Result<NodeId, SchemaError> {
+        let (mut min, mut max) = (i128::MIN, i128::MAX);
+        for (k, lower, exclusive) in [
+            ("minimum", true, false),
+            ("exclusiveMinimum", true, true),
+            ("maximum", false, false),
+            ("exclusiveMaximum", false, true),
+        ] {
+            let Some(v) = o.get(k) else { continue };
+            let Some(f) = v.as_f64().filter(|f| f.is_finite() && f.abs() < 1e30) else {
+                return err(at, format!("{k} must be a number"));
+            };
+            if !integer {
+                return err(at, format!("{k} on a number is not supported (only on integers)"));
+            }
+            let bound = match (lower, exclusive) {
+                (true, false) => f.ceil(),
+                (true, true) => f.floor() + 1.0,
+                (false, false) => f.floor(),
+                (false, true) => f.ceil() - 1.0,
+            } as i128;
+            if lower {
+                min = min.max(bound);
+            } else {
+                max = max.min(bound);
+            }
+        }
+        if min > max {
+            return err(at, "no integer lies within the bounds");
+        }
+        self.push(Node::Number { integer, min, max }, at)
+    }
+
+    fn object(&mut self, o: &Map<String, Value>, at: &str) -> Result<NodeId, SchemaError> {
+        let required: Vec<&str> = match o.get("required") {
+            None => Vec::new(),
+            Some(Value::Array(r)) => {
+                match r.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
+                    Some(r) => r,
+                    None => return err(at, "required must be an array of strings"),
+                }
+            }
+            Some(_) => return err(at, "required must be an array of strings"),
+        };
+        let mut props = Vec::new();
+        if let Some(p) = o.get("properties") {
+            let Some(p) = p.as_object() else { return err(at, "properties must be an object") };
+            if p.len() > MAX_CHOICES {
+                return err(at, format!("more than {MAX_CHOICES} properties"));
+            }
+            for (name, schema) in p {
+                let value = self.compile(schema, &format!("{at}/properties/{name}"))?;
+                let key = serde_json::to_vec(name)
+                    .map_err(|e| SchemaError { at: at.into(), why: e.to_string() })?;
+                props.push(Prop { key, value, required: required.contains(&name.as_str()) });
+            }
+        }
+        // A required key without a schema of its own: any value.
+        for r in &required {
+            if !props.iter().any(|p| p.key == serde_json::to_vec(r).unwrap_or_default()) {
+                let key = serde_json::to_vec(r)
+                    .map_err(|e| SchemaError { at: at.into(), why: e.to_string() })?;
+                props.push(Prop { key, value: ANY, required: true });
+            }
+        }
+        let extra = match o.get("additionalProperties") {
+            None | Some(Value::Bool(true)) => Some(ANY),
+            Some(Value::Bool(false)) => None,
+            Some(s) => Some(self.compile(s, &format!("{at}/additionalProperties"))?),
+        };
+        let last_required = props.iter().rposition(|p| p.required).map(|i| i as u16);
+        if props.len() > MAX_CHOICES {
+            return err(at, format!("more than {MAX_CHOICES} properties"));
+        }
+        self.push(Node::Object { props, extra, last_required }, at)
+    }
+
+    fn array(&mut self, o: &Map<String, Value>, at: &str) -> Result<NodeId, SchemaError> {
+        let mut prefix = Vec::new();
+        let tuple = match o.get("prefixItems") {
+            Some(Value::Array(p)) => Some(("prefixItems", p)),
+            Some(_) => return err(at, "prefixItems must be an array"),
+            None => match o.get("items") {
+                Some(Value::Array(p)) => Some(("items", p)),
+                _ => None,
+            },
+        };
+        if let Some((k, p)) = tuple {
+            for (i, s) in p.iter().enumerate() {
+                prefix.push(self.compile(s, &format!("{at}/{k}/{i}"))?);
+            }
+        }
+        let items = match (o.get("items"), o.contains_key("prefixItems")) {
+            (Some(Value::Array(_)), false) => match o.get("additionalItems") {
+                Some(Value::Bool(false)) => None,
+                _ => Some(ANY),
+            },
+            (None, _) | (Some(Value::Bool(true)), _) => Some(ANY),
+            (Some(Value::Bool(false)), _) => None,
+            (Some(s), _) => Some(self.compile(s, &format!("{at}/items"))?),
+        };
+        let min = count(o, "minItems", at)?.unwrap_or(0);
+        let mut max = count(o, "maxItems", at)?.unwrap_or(UNBOUNDED);
+        if items.is_none() {
+            max = max.min(prefix.len() as u32);
+        }
+        if min > max {
+            return err(
+                at,
+                format!("minItems {min} is above the most items the array may hold ({max})"),
+            );
+        }
+        self.push(Node::Array { prefix, items, min, max }, at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused_by_name() {
+        for (schema, says) in [
+            (json!({"type": "string", "pattern": "^a"}), "pattern"),
+            (json!({"not": {"type": "null"}}), "not"),
+            (json!({"type": "number", "minimum": 0}), "only on integers"),
+            (json!({"type": "array", "uniqueItems": true}), "uniqueItems"),
+            (json!({"anyOf": [{"type": "string"}, {"enum": ["a"]}]}), "both begin with '\"'"),
+            (json!({"anyOf": [{"type": "object"}, {"properties": {}}]}), "both begin with '{'"),
+            (json!({"$ref": "#/$defs/x"}), "points at nothing"),
+            (json!({"$ref": "https://example.com/s.json"}), "only references inside"),
+            (json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}), "refers back"),
+            (json!({"type": "string", "minLength": 3, "maxLength": 2}), "minLength 3"),
+            (json!({"type": "integer", "minimum": 3, "maximum": 2}), "no integer"),
+            (json!({"enum": [1, 2], "type": "string"}), "no value of enum"),
+            (json!(false), "accepts nothing"),
+            (json!({"type": "date"}), "unknown type"),
+            (json!({"allOf": [{}, {}]}), "exactly one"),
+            (json!({"type": "array", "items": false, "minItems": 1}), "minItems 1"),
+        ] {
+            let e = JsonSchema::compile(&schema).unwrap_err();
+            assert!(e.to_string().contains(says), "{schema}: {e}");
+        }
+        let e = JsonSchema::compile(&json!({"properties": {"a": {"pattern": "x"}}})).unwrap_err();
+        assert_eq!(e.at, "/properties/a");
+    }
+
+    /// Hostile schemas: long `$ref` chains, huge enums, arbitrary JSON — an error or a
+    /// machine, never a panic or a stack overflow.
+    #[test]
+    fn hostile_schemas_are_refused_not_crashed_on() {
+        let mut defs = serde_json::Map::new();
+        for i in 0..5000 {
+            defs.insert(format!("d{i}"), json!({"$ref": format!("#/$defs/d{}", i + 1)}));
+        }
+        defs.insert("d5000".into(), json!({"type": "integer"}));
+        let chain = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+        assert!(JsonSchema::compile(&chain).unwrap_err().why.contains("nest deeper"));
+        let big = json!({"enum": (0..5000).collect::<Vec<_>>()});
+        assert!(JsonSchema::compile(&big).unwrap_err().why.contains("more than 1024"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn arbitrary_json_never_panics(v in arbitrary_schema(), bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Ok(s) = JsonSchema::compile(&v) {
+                let mut m = crate::schema_machine::SchemaMachine::new();
+                for b in bytes {
+                    if !m.feed(&s, b) {
+                        break;
+                    }
+                }
+                let _ = m.can_end(&s);
+            }
+        }
+    }
+
+    fn arbitrary_schema() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let keys = prop_oneof![
+            Just("type"),
+            Just("properties"),
+            Just("required"),
+            Just("items"),
+            Just("prefixItems"),
+            Just("enum"),
+            Just("const"),
+            Just("anyOf"),
+            Just("oneOf"),
+            Just("allOf"),
+            Just("$ref"),
+            Just("minLength"),
+            Just("maxLength"),
+            Just("minItems"),
+            Just("maxItems"),
+            Just("minimum"),
+            Just("maximum"),
+            Just("exclusiveMinimum"),
+            Just("additionalProperties"),
+            Just("$defs"),
+            Just("a"),
+            Just("object"),
+            Just("string"),
+            Just("integer"),
+            Just("#"),
+            Just("#/$defs/a"),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-5i64..5).prop_map(Value::from),
+            (-1e3f64..1e3).prop_map(Value::from),
+            keys.clone().prop_map(|k| Value::String(k.to_string())),
+        ];
+        leaf.prop_recursive(5, 48, 5, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((keys.clone(), inner), 0..5).prop_map(
+                    |kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                ),
+            ]
+        })
+    }
+
+    #[test]
+    fn annotations_and_integer_bounds_compile() {
+        let s = JsonSchema::compile(&json!({
+            "title": "t", "description": "d", "type": "object",
+            "properties": {"n": {"type": "integer", "exclusiveMinimum": 0.5, "maximum": 9.7, "format": "int32"}},
+            "required": ["n"], "additionalProperties": false
+        }))
+        .unwrap();
+        let Node::Object { props, extra, last_required } = &s.nodes[s.root as usize] else {
+            panic!()
+        };
+        assert_eq!((extra, last_required), (&None, &Some(0)));
+        assert_eq!(props[0].key, b"\"n\"");
+        assert_eq!(
+            s.nodes[props[0].value as usize],
+            Node::Number { integer: true, min: 1, max: 9 }
+        );
+    }
+}

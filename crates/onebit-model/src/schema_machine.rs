@@ -1,0 +1,891 @@
+//! The recognizer of structured output: [`SchemaMachine`] reads a reply byte by byte against
+//! a compiled [`JsonSchema`] and says whether the bytes so far can still become a document
+//! the schema accepts; [`SchemaMask`] masks a vocabulary with it before each token.
+//!
+//! The machine holds a fixed stack of open objects and arrays and the scalar being read, no
+//! heap, so a mask copies it per token. Every state it accepts can still be completed (no
+//! dead ends): a string at its `maxLength` only closes, an array at `maxItems` only ends,
+//! an integer's digits stay on a path to a value within its bounds, a required key is never
+//! skipped. Like JSON mode ([`crate::json_mode`]), the reply starts with its value and
+//! nothing follows it; whitespace between tokens is what llama.cpp's schema grammars allow.
+
+use crate::json_mode::TokenBytes;
+use crate::json_schema::{has, JsonSchema, Node, NodeId, ANY, ANY_WORD, UNBOUNDED};
+
+/// Deepest nesting of objects and arrays.
+pub const MAX_FRAMES: usize = 32;
+
+/// What an open container expects next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// After `{` or `[`: a key / value, or the closing bracket.
+    Open,
+    /// After `,` in an object: a key.
+    Key,
+    /// After a key: `:`.
+    Colon,
+    /// A value (after `:`, or after `,` in an array).
+    Value,
+    /// After a value: `,` or the closing bracket.
+    After,
+}
+
+/// An open object or array: its node, and how many keys (the index of the next declared
+/// property) or items it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Frame {
+    node: NodeId,
+    count: u16,
+    phase: Phase,
+    object: bool,
+}
+
+/// The parts of a JSON number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    E,
+    ESign,
+    Exp,
+}
+
+/// The scalar or key being read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leaf {
+    None,
+    /// A string (`key`: a map's key); `esc`: 0 none, 1 after `\`, 5..=2 hex digits left + 1,
+    /// 7 the second hex digit after a `d`; `utf8`: continuation bytes due; `chars` read.
+    Str {
+        node: NodeId,
+        key: bool,
+        esc: u8,
+        utf8: u8,
+        chars: u32,
+    },
+    /// A number; `mag`: the integer part's digits (capped), for integer bounds.
+    Num {
+        node: NodeId,
+        part: Num,
+        neg: bool,
+        mag: u128,
+    },
+    /// One of a literal node's values: the first candidate that matches, bytes read.
+    Lit {
+        node: NodeId,
+        cand: u16,
+        pos: u16,
+    },
+    /// A declared key of the innermost object: the first candidate that matches, bytes read.
+    Key {
+        cand: u16,
+        pos: u16,
+    },
+}
+
+/// A byte-level recognizer of one document of a [`JsonSchema`] (which it is given at each
+/// call, so the state stays a small `Copy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchemaMachine {
+    frames: [Frame; MAX_FRAMES],
+    depth: u8,
+    leaf: Leaf,
+    space: u8,
+    done: bool,
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Whether some integer in `min..=max` is written starting with the sign and the digits
+/// read so far (`mag`, `zero`: a lone leading 0, which no digit may follow).
+fn integer_viable(min: i128, max: i128, neg: bool, mag: u128, zero: bool) -> bool {
+    let (mut lo, mut hi) = (mag, mag);
+    for _ in 0..40 {
+        let (a, b) = if neg { (-(hi as i128), -(lo as i128)) } else { (lo as i128, hi as i128) };
+        if a <= max && b >= min {
+            return true;
+        }
+        if zero || lo > 10u128.pow(30) {
+            return false;
+        }
+        lo *= 10;
+        hi = hi * 10 + 9;
+    }
+    false
+}
+
+impl SchemaMachine {
+    /// A machine before the document's first byte.
+    pub fn new() -> Self {
+        let f = Frame { node: ANY, count: 0, phase: Phase::Open, object: false };
+        SchemaMachine { frames: [f; MAX_FRAMES], depth: 0, leaf: Leaf::None, space: 0, done: false }
+    }
+
+    /// Whether the document is complete and nothing may follow it.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether the document could end here (complete, or a top-level number or literal that
+    /// more bytes could also extend).
+    pub fn can_end(&self, s: &JsonSchema) -> bool {
+        if self.done {
+            return true;
+        }
+        self.depth == 0
+            && match self.leaf {
+                Leaf::Num { node, part, neg, mag } => self.number_ends(s, node, part, neg, mag),
+                Leaf::Lit { node, cand, pos } => lit_complete(s, node, cand, pos),
+                _ => false,
+            }
+    }
+
+    /// Whether the reader is inside a string with no length limit, between characters:
+    /// any whole-character text without `"`, `\` or control bytes may follow.
+    pub fn in_free_string(&self, s: &JsonSchema) -> bool {
+        match self.leaf {
+            Leaf::Str { node, esc: 0, utf8: 0, .. } => {
+                !matches!(s.nodes[node as usize], Node::String { max, .. } if max != UNBOUNDED)
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes `bytes`; false (the machine then undefined) when they cannot continue a document.
+    pub fn feed_all(&mut self, s: &JsonSchema, bytes: &[u8]) -> bool {
+        bytes.iter().all(|&b| self.feed(s, b))
+    }
+
+    /// Takes one byte; false when it cannot continue a document of the schema.
+    pub fn feed(&mut self, s: &JsonSchema, b: u8) -> bool {
+        if self.done {
+            return false;
+        }
+        match self.leaf {
+            Leaf::None => {}
+            Leaf::Str { .. } => return self.string(s, b),
+            Leaf::Key { cand, pos } => return self.key(s, cand, pos, b),
+            Leaf::Num { node, part, neg, mag } => {
+                if let Some(ok) = self.number(s, node, part, neg, mag, b) {
+                    return ok;
+                }
+            }
+            Leaf::Lit { node, cand, pos } => {
+                if let Some(ok) = self.literal(s, node, cand, pos, b) {
+                    return ok;
+                }
+            }
+        }
+        self.structural(s, b)
+    }
+
+    fn top(&mut self) -> &mut Frame {
+        &mut self.frames[self.depth as usize - 1]
+    }
+
+    /// A byte between values: whitespace, punctuation or the start of a value.
+    fn structural(&mut self, s: &JsonSchema, b: u8) -> bool {
+        if is_space(b) {
+            // The reply starts with its value and ends with it.
+            return self.depth > 0 && self.whitespace(b);
+        }
+        self.space = 0;
+        if self.depth == 0 {
+            return self.start_value(s, s.root(), b);
+        }
+        let f = *self.top();
+        if f.object {
+            let Node::Object { props, extra, last_required } = &s.nodes[f.node as usize] else {
+                return self.generic_object(s, f, b);
+            };
+            let closes = last_required.is_none_or(|r| (r as usize) < f.count as usize);
+            let more = (f.count as usize) < props.len() || props.is_empty() && extra.is_some();
+            match (f.phase, b) {
+                (Phase::Open, b'}') | (Phase::After, b'}') if closes => self.close(),
+                (Phase::Open | Phase::Key, b'"') if more => {
+                    if props.is_empty() {
+                        self.leaf = Leaf::Str { node: ANY, key: true, esc: 0, utf8: 0, chars: 0 };
+                    } else {
+                        self.leaf = Leaf::Key { cand: f.count, pos: 1 };
+                    }
+                    true
+                }
+                (Phase::Colon, b':') => {
+                    self.top().phase = Phase::Value;
+                    true
+                }
+                (Phase::Value, _) => {
+                    let node = if props.is_empty() {
+                        extra.unwrap_or(ANY)
+                    } else {
+                        props[f.count as usize - 1].value
+                    };
+                    self.start_value(s, node, b)
+                }
+                (Phase::After, b',') if more => {
+                    self.top().phase = Phase::Key;
+                    true
+                }
+                _ => false,
+            }
+        } else {
+            let (min, max) = match &s.nodes[f.node as usize] {
+                Node::Array { min, max, .. } => (*min, *max),
+                _ => (0, UNBOUNDED),
+            };
+            let n = f.count as u32;
+            match (f.phase, b) {
+                (Phase::Open | Phase::After, b']') => n >= min && self.close(),
+                (Phase::After, b',') => {
+                    self.top().phase = Phase::Value;
+                    n < max
+                }
+                (Phase::Open, _) if n < max => self.start_value(s, self.item(s, f), b),
+                (Phase::Value, _) => self.start_value(s, self.item(s, f), b),
+                _ => false,
+            }
+        }
+    }
+
+    /// Whitespace between tokens, as llama.cpp's JSON-schema grammars allow it
+    /// (`space ::= | " " | "\n"{1,2} [ \t]{0,20}`): one space, or one or two newlines and
+    /// an indent of at most 20. A prose model held to a schema otherwise spends its tokens
+    /// on blank lines. `space`: 1 after a space, 2 and 3 after one and two newlines, 4 + n
+    /// after an indent of n.
+    fn whitespace(&mut self, b: u8) -> bool {
+        self.space = match (self.space, b) {
+            (0, b' ') => 1,
+            (0, b'\n') => 2,
+            (2, b'\n') => 3,
+            (2 | 3, b' ' | b'\t') => 5,
+            (n @ 5..=23, b' ' | b'\t') => n + 1,
+            _ => return false,
+        };
+        true
+    }
+
+    /// An object of an unconstrained value: any keys, any values.
+    fn generic_object(&mut self, s: &JsonSchema, f: Frame, b: u8) -> bool {
+        match (f.phase, b) {
+            (Phase::Open | Phase::After, b'}') => self.close(),
+            (Phase::Open | Phase::Key, b'"') => {
+                self.leaf = Leaf::Str { node: ANY, key: true, esc: 0, utf8: 0, chars: 0 };
+                true
+            }
+            (Phase::Colon, b':') => {
+                self.top().phase = Phase::Value;
+                true
+            }
+            (Phase::Value, _) => self.start_value(s, ANY, b),
+            (Phase::After, b',') => {
+                self.top().phase = Phase::Key;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The node of the innermost array's next item.
+    fn item(&self, s: &JsonSchema, f: Frame) -> NodeId {
+        match &s.nodes[f.node as usize] {
+            Node::Array { prefix, items, .. } => {
+                prefix.get(f.count as usize).copied().or(*items).unwrap_or(ANY)
+            }
+            _ => ANY,
+        }
+    }
+
+    fn open(&mut self, node: NodeId, object: bool) -> bool {
+        if self.depth as usize >= MAX_FRAMES {
+            return false;
+        }
+        self.frames[self.depth as usize] = Frame { node, count: 0, phase: Phase::Open, object };
+        self.depth += 1;
+        true
+    }
+
+    fn close(&mut self) -> bool {
+        self.depth -= 1;
+        self.value_done();
+        true
+    }
+
+    /// A value ended: its container expects what follows it, or the document is complete.
+    fn value_done(&mut self) {
+        self.leaf = Leaf::None;
+        if self.depth == 0 {
+            self.done = true;
+            return;
+        }
+        let f = self.top();
+        f.phase = Phase::After;
+        if !f.object {
+            f.count = f.count.saturating_add(1);
+        }
+    }
+
+    /// The first byte of a value of `node`.
+    fn start_value(&mut self, s: &JsonSchema, mut node: NodeId, b: u8) -> bool {
+        while let Node::Choice(alts) = &s.nodes[node as usize] {
+            match alts.iter().find(|&&a| has(&s.first[a as usize], b)) {
+                Some(&a) => node = a,
+                None => return false,
+            }
+        }
+        match &s.nodes[node as usize] {
+            Node::Any => match b {
+                b'{' => self.open(ANY, true),
+                b'[' => self.open(ANY, false),
+                b'"' => {
+                    self.leaf = Leaf::Str { node: ANY, key: false, esc: 0, utf8: 0, chars: 0 };
+                    true
+                }
+                b'-' | b'0'..=b'9' => self.start_number(s, ANY, b),
+                _ => self.start_literal(s, ANY_WORD, b),
+            },
+            Node::Literals(_) => self.start_literal(s, node, b),
+            Node::Number { .. } => self.start_number(s, node, b),
+            Node::String { .. } => {
+                self.leaf = Leaf::Str { node, key: false, esc: 0, utf8: 0, chars: 0 };
+                b == b'"'
+            }
+            Node::Object { .. } => b == b'{' && self.open(node, true),
+            Node::Array { .. } => b == b'[' && self.open(node, false),
+            Node::Choice(_) | Node::Pending => false,
+        }
+    }
+
+    fn start_literal(&mut self, s: &JsonSchema, node: NodeId, b: u8) -> bool {
+        let Node::Literals(c) = &s.nodes[node as usize] else { return false };
+        let Some(cand) = c.iter().position(|l| l[0] == b) else { return false };
+        self.leaf = Leaf::Lit { node, cand: cand as u16, pos: 1 };
+        self.literal_settle(s, node, cand as u16, 1);
+        true
+    }
+
+    /// Ends a literal as soon as no candidate could continue it.
+    fn literal_settle(&mut self, s: &JsonSchema, node: NodeId, cand: u16, pos: u16) {
+        let Node::Literals(c) = &s.nodes[node as usize] else { return };
+        let read = &c[cand as usize][..pos as usize];
+        let longer = c.iter().any(|l| l.len() > read.len() && l.starts_with(read));
+        if !longer && lit_complete(s, node, cand, pos) {
+            self.value_done();
+        }
+    }
+
+    /// Some(accepted) for a byte of the literal, None when it ended before `b`.
+    fn literal(
+        &mut self,
+        s: &JsonSchema,
+        node: NodeId,
+        cand: u16,
+        pos: u16,
+        b: u8,
+    ) -> Option<bool> {
+        let Node::Literals(c) = &s.nodes[node as usize] else { return Some(false) };
+        let read = &c[cand as usize][..pos as usize];
+        let p = pos as usize;
+        if let Some(i) = c.iter().position(|l| l.len() > p && l.starts_with(read) && l[p] == b) {
+            self.leaf = Leaf::Lit { node, cand: i as u16, pos: pos + 1 };
+            self.literal_settle(s, node, i as u16, pos + 1);
+            return Some(true);
+        }
+        if self.depth > 0 && lit_complete(s, node, cand, pos) {
+            self.value_done();
+            return None;
+        }
+        Some(false)
+    }
+
+    fn start_number(&mut self, s: &JsonSchema, node: NodeId, b: u8) -> bool {
+        let (part, neg, mag) = match b {
+            b'-' => (Num::Minus, true, 0),
+            b'0' => (Num::Zero, false, 0),
+            b'1'..=b'9' => (Num::Int, false, (b - b'0') as u128),
+            _ => return false,
+        };
+        if let Node::Number { min, max, .. } = s.nodes[node as usize] {
+            let ok =
+                if neg { min < 0 } else { integer_viable(min, max, false, mag, part == Num::Zero) };
+            if !ok {
+                return false;
+            }
+        }
+        self.leaf = Leaf::Num { node, part, neg, mag };
+        true
+    }
+
+    /// Whether a number read so far is whole and within its node's bounds.
+    fn number_ends(&self, s: &JsonSchema, node: NodeId, part: Num, neg: bool, mag: u128) -> bool {
+        if !matches!(part, Num::Zero | Num::Int | Num::Frac | Num::Exp) {
+            return false;
+        }
+        match s.nodes[node as usize] {
+            Node::Number { min, max, .. } => {
+                let v = if neg { -(mag as i128) } else { mag as i128 };
+                min <= v && v <= max
+            }
+            _ => true,
+        }
+    }
+
+    /// Some(accepted) for a byte of the number, None when it ended before `b`.
+    fn number(
+        &mut self,
+        s: &JsonSchema,
+        node: NodeId,
+        part: Num,
+        neg: bool,
+        mag: u128,
+        b: u8,
+    ) -> Option<bool> {
+        let (integer, min, max) = match s.nodes[node as usize] {
+            Node::Number { integer, min, max } => (integer, min, max),
+            _ => (false, i128::MIN, i128::MAX),
+        };
+        let digit = b.is_ascii_digit();
+        let to = match (part, b) {
+            (Num::Minus, b'0') => Num::Zero,
+            (Num::Minus, b'1'..=b'9') | (Num::Int, b'0'..=b'9') => Num::Int,
+            (Num::Zero | Num::Int, b'.') if !integer => Num::Dot,
+            (Num::Dot | Num::Frac, b'0'..=b'9') => Num::Frac,
+            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') if !integer => Num::E,
+            (Num::E, b'+' | b'-') => Num::ESign,
+            (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Num::Exp,
+            _ => {
+                if self.depth > 0 && self.number_ends(s, node, part, neg, mag) {
+                    self.value_done();
+                    return None;
+                }
+                return Some(false);
+            }
+        };
+        let mag = if digit && matches!(to, Num::Int | Num::Zero) {
+            (mag * 10 + (b - b'0') as u128).min(10u128.pow(31))
+        } else {
+            mag
+        };
+        if integer
+            && (min, max) != (i128::MIN, i128::MAX)
+            && !integer_viable(min, max, neg, mag, to == Num::Zero)
+        {
+            return Some(false);
+        }
+        self.leaf = Leaf::Num { node, part: to, neg, mag };
+        Some(true)
+    }
+
+    /// A byte of the string being read.
+    fn string(&mut self, s: &JsonSchema, b: u8) -> bool {
+        let Leaf::Str { node, key, esc, utf8, chars } = self.leaf else { return false };
+        let (min, max) = match s.nodes[node as usize] {
+            Node::String { min, max } => (min, max),
+            _ => (0, UNBOUNDED),
+        };
+        let next = |esc, utf8, chars| Leaf::Str { node, key, esc, utf8, chars };
+        self.leaf = if utf8 > 0 {
+            if b & 0xC0 != 0x80 {
+                return false;
+            }
+            next(0, utf8 - 1, chars)
+        } else if esc == 1 {
+            match b {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => next(0, 0, chars),
+                b'u' => next(5, 0, chars),
+                _ => return false,
+            }
+        } else if esc == 5 {
+            // No surrogate escapes: JSON Schema counts a pair as one character.
+            match b {
+                b'd' | b'D' => next(7, 0, chars),
+                _ if b.is_ascii_hexdigit() => next(4, 0, chars),
+                _ => return false,
+            }
+        } else if esc == 7 {
+            if !matches!(b, b'0'..=b'7') {
+                return false;
+            }
+            next(3, 0, chars)
+        } else if esc > 1 {
+            if !b.is_ascii_hexdigit() {
+                return false;
+            }
+            next(if esc == 2 { 0 } else { esc - 1 }, 0, chars)
+        } else {
+            if b == b'"' {
+                if chars < min {
+                    return false;
+                }
+                self.leaf = Leaf::None;
+                if key {
+                    let f = self.top();
+                    f.phase = Phase::Colon;
+                    f.count = f.count.saturating_add(1);
+                } else {
+                    self.value_done();
+                }
+                return true;
+            }
+            if chars >= max {
+                return false;
+            }
+            match b {
+                b'\\' => next(1, 0, chars + 1),
+                0x00..=0x1F => return false,
+                0x20..=0x7F => next(0, 0, chars + 1),
+                0xC2..=0xDF => next(0, 1, chars + 1),
+                0xE0..=0xEF => next(0, 2, chars + 1),
+                0xF0..=0xF4 => next(0, 3, chars + 1),
+                _ => return false,
+            }
+        };
+        true
+    }
+
+    /// A byte of a declared key of the innermost object.
+    fn key(&mut self, s: &JsonSchema, cand: u16, pos: u16, b: u8) -> bool {
+        let f = *self.top();
+        let Node::Object { props, .. } = &s.nodes[f.node as usize] else { return false };
+        // Keys come in order; a required one may not be passed over.
+        let from = f.count as usize;
+        let upto = (from..props.len()).find(|&i| props[i].required).unwrap_or(props.len() - 1);
+        let read = &props[cand as usize].key[..pos as usize];
+        let p = pos as usize;
+        let Some(i) = (from..=upto).find(|&i| {
+            props[i].key.len() > p && props[i].key.starts_with(read) && props[i].key[p] == b
+        }) else {
+            return false;
+        };
+        if props[i].key.len() == p + 1 {
+            self.leaf = Leaf::None;
+            let f = self.top();
+            f.count = i as u16 + 1;
+            f.phase = Phase::Colon;
+        } else {
+            self.leaf = Leaf::Key { cand: i as u16, pos: pos + 1 };
+        }
+        true
+    }
+}
+
+impl Default for SchemaMachine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether some candidate of a literal node is exactly the bytes read.
+fn lit_complete(s: &JsonSchema, node: NodeId, cand: u16, pos: u16) -> bool {
+    let Node::Literals(c) = &s.nodes[node as usize] else { return false };
+    let read = &c[cand as usize][..pos as usize];
+    c.iter().any(|l| l.as_slice() == read)
+}
+
+/// Masks a vocabulary with a [`SchemaMachine`]: the state after each possible first byte is
+/// worked out once per token, so a token costs a lookup plus its remaining bytes.
+#[derive(Debug)]
+pub struct SchemaMask {
+    after_first: Vec<Option<SchemaMachine>>,
+}
+
+impl Default for SchemaMask {
+    fn default() -> Self {
+        SchemaMask { after_first: vec![None; 256] }
+    }
+}
+
+impl SchemaMask {
+    /// Sets every logit whose token cannot follow `m` to −∞; `eos` stays only where the
+    /// document may end. Returns how many tokens remain.
+    pub fn mask(
+        &mut self,
+        s: &JsonSchema,
+        m: &SchemaMachine,
+        bytes: &TokenBytes,
+        logits: &mut [f32],
+        eos: Option<u32>,
+    ) -> usize {
+        for (b, slot) in self.after_first.iter_mut().enumerate() {
+            let mut n = *m;
+            *slot = n.feed(s, b as u8).then_some(n);
+        }
+        let free = m.in_free_string(s);
+        let end = m.can_end(s);
+        let mut left = 0;
+        for (id, l) in logits.iter_mut().enumerate() {
+            let ok = if Some(id as u32) == eos {
+                end
+            } else if free && bytes.is_plain(id as u32) {
+                true
+            } else {
+                let b = bytes.get(id as u32);
+                match b
+                    .split_first()
+                    .and_then(|(&f, rest)| self.after_first[f as usize].map(|n| (n, rest)))
+                {
+                    None => false,
+                    Some((_, [])) => true,
+                    Some((mut n, rest)) => n.feed_all(s, rest),
+                }
+            };
+            if ok {
+                left += 1;
+            } else {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// Some(complete?) after feeding `doc`, None when refused on the way.
+    fn run(s: &JsonSchema, doc: &str) -> Option<bool> {
+        let mut m = SchemaMachine::new();
+        m.feed_all(s, doc.as_bytes()).then(|| m.can_end(s))
+    }
+
+    fn valid(schema: &Value, doc: &str) -> bool {
+        let v: Value = serde_json::from_str(doc).unwrap();
+        jsonschema::validator_for(schema).unwrap().is_valid(&v)
+    }
+
+    /// Accepted documents, and refused ones (which jsonschema refuses too, or which are
+    /// outside the subset the machine writes, marked `false`).
+    #[test]
+    fn documents_of_a_schema_and_their_prefixes() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 4},
+                "age": {"type": "integer", "minimum": 18, "maximum": 120},
+                "tags": {"type": "array", "items": {"enum": ["a", "b", 7]}, "maxItems": 2},
+                "pet": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"kind": {"const": "cat"}}, "required": ["kind"]}]},
+                "score": {"type": ["number", "null"]}
+            },
+            "required": ["name", "age"],
+            "additionalProperties": false
+        });
+        let s = JsonSchema::compile(&schema).unwrap();
+        for doc in [
+            r#"{"name":"Ann","age":18}"#,
+            r#"{ "name" : "Bé\n", "age": 120 , "tags": ["a", 7], "pet": {"kind":"cat"}, "score": -1.5e3 }"#,
+            r#"{"name":"x","age":99,"pet":null,"score":null}"#,
+            r#"{"name":"\u00e9","age":20,"score":0}"#,
+        ] {
+            assert_eq!(run(&s, doc), Some(true), "{doc}");
+            assert!(valid(&schema, doc), "{doc}");
+            let mut m = SchemaMachine::new();
+            for (i, &b) in doc.as_bytes().iter().enumerate() {
+                assert!(!m.is_done(), "{doc} done at {i}");
+                assert!(m.feed(&s, b), "{doc} refused at {i}");
+            }
+            assert!(m.is_done());
+        }
+        for (doc, jsonschema_refuses) in [
+            (r#"{"name":"","age":20}"#, true),
+            (r#"{"name":"Annie","age":20}"#, true),
+            (r#"{"name":"Ann","age":17}"#, true),
+            (r#"{"name":"Ann","age":121}"#, true),
+            (r#"{"name":"Ann","age":20.5}"#, true),
+            (r#"{"name":"Ann"}"#, true),
+            (r#"{"age":20}"#, true),
+            (r#"{"name":"Ann","age":20,"x":1}"#, true),
+            (r#"{"name":"Ann","age":20,"tags":["c"]}"#, true),
+            (r#"{"name":"Ann","age":20,"tags":["a","b","a"]}"#, true),
+            (r#"{"name":"Ann","age":20,"pet":{"kind":"dog"}}"#, true),
+            (r#"{"name":"Ann","age":20,"pet":{}}"#, true),
+            (r#"{"name":"Ann","age":20,"score":"1"}"#, true),
+            (r#"{"age":20,"name":"Ann"}"#, false),
+            (r#"{"name":"Ann","age":20.0}"#, false),
+            (r#"{"name":"\ud83d\ude00","age":20}"#, false),
+            (r#" {"name":"Ann","age":20}"#, false),
+        ] {
+            assert_ne!(run(&s, doc), Some(true), "{doc}");
+            assert_eq!(!valid(&schema, doc.trim()), jsonschema_refuses, "{doc}");
+        }
+        // No dead ends on the way: an age of 1 may still become 18, 19 or 100..=120, 2 may
+        // become 20..=29, 13 nothing.
+        assert!(run(&s, r#"{"name":"A","age":1"#).is_some());
+        assert!(run(&s, r#"{"name":"A","age":2"#).is_some());
+        assert!(run(&s, r#"{"name":"A","age":13"#).is_none());
+        assert!(run(&s, r#"{"name":"A","age":0"#).is_none());
+        assert!(run(&s, r#"{"name":"A","age":-"#).is_none());
+        assert!(run(&s, r#"{"name":"ABCD"#).is_some());
+        assert!(run(&s, r#"{"name":"ABCDE"#).is_none());
+    }
+
+    #[test]
+    fn top_level_scalars_end_where_they_may() {
+        let s = JsonSchema::compile(&json!({"type": "integer", "maximum": 50})).unwrap();
+        assert_eq!(run(&s, "5"), Some(true));
+        assert_eq!(run(&s, "50"), Some(true));
+        assert_eq!(run(&s, "51"), None);
+        assert_eq!(run(&s, "-"), Some(false));
+        assert_eq!(run(&s, "5 "), None);
+        let s = JsonSchema::compile(&json!({"enum": [1, 12, "x"]})).unwrap();
+        assert_eq!(run(&s, "1"), Some(true));
+        assert_eq!(run(&s, "12"), Some(true));
+        assert_eq!(run(&s, "13"), None);
+        let mut m = SchemaMachine::new();
+        assert!(m.feed_all(&s, b"\"x\"") && m.is_done());
+    }
+
+    #[test]
+    fn recursive_references_and_maps() {
+        let schema = json!({
+            "$defs": {"node": {"type": "object", "properties": {
+                "v": {"type": "integer"},
+                "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]}
+            }, "required": ["v", "next"]}},
+            "type": "object",
+            "properties": {"list": {"$ref": "#/$defs/node"}, "counts": {"additionalProperties": {"type": "integer"}}},
+            "required": ["list", "counts"]
+        });
+        let s = JsonSchema::compile(&schema).unwrap();
+        let doc = r#"{"list":{"v":1,"next":{"v":2,"next":null}},"counts":{"a":1,"b\"":-2}}"#;
+        assert_eq!(run(&s, doc), Some(true));
+        assert!(valid(&schema, doc));
+        assert_eq!(run(&s, r#"{"list":{"v":1,"next":{"v":2}},"counts":{}}"#), None);
+        assert_eq!(run(&s, r#"{"list":{"v":1,"next":null},"counts":{"a":"1"}}"#), None);
+    }
+
+    #[test]
+    fn nesting_is_capped() {
+        let s = JsonSchema::compile(&json!({})).unwrap();
+        let deep = "[".repeat(MAX_FRAMES);
+        assert!(SchemaMachine::new().feed_all(&s, deep.as_bytes()));
+        assert!(!SchemaMachine::new().feed_all(&s, (deep + "[").as_bytes()));
+    }
+
+    fn schema_strategy() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(json!({"type": "string"})),
+            (0u32..3, 0u32..4)
+                .prop_map(|(a, b)| json!({"type": "string", "minLength": a, "maxLength": a + b})),
+            Just(json!({"type": "integer"})),
+            (-300i64..300, 0i64..500)
+                .prop_map(|(a, b)| json!({"type": "integer", "minimum": a, "maximum": a + b})),
+            (-50i64..50).prop_map(|a| json!({"type": "integer", "exclusiveMaximum": a})),
+            Just(json!({"type": "number"})),
+            Just(json!({"type": "boolean"})),
+            Just(json!({"type": "null"})),
+            Just(json!({})),
+            Just(json!({"type": ["string", "null"], "maxLength": 3})),
+            Just(json!({"enum": ["red", "green", 1, 12, null, [1, "a"], {"k": true}]})),
+            Just(json!({"const": "x\"y"})),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                (prop::collection::vec((inner.clone(), any::<bool>()), 0..4), any::<bool>()).prop_map(|(ps, closed)| {
+                    let mut props = serde_json::Map::new();
+                    let mut req = Vec::new();
+                    for (i, (p, r)) in ps.into_iter().enumerate() {
+                        let k = ["a", "ab", "b", "a\"c"][i].to_string();
+                        if r {
+                            req.push(Value::String(k.clone()));
+                        }
+                        props.insert(k, p);
+                    }
+                    json!({"type": "object", "properties": props, "required": req, "additionalProperties": !closed})
+                }),
+                inner.clone().prop_map(|s| json!({"type": "object", "additionalProperties": s})),
+                (inner.clone(), 0u32..3, 0u32..3).prop_map(|(s, a, b)| json!({"type": "array", "items": s, "minItems": a, "maxItems": a + b})),
+                (prop::collection::vec(inner.clone(), 1..3)).prop_map(|p| json!({"type": "array", "prefixItems": p, "items": false})),
+                inner.clone().prop_map(|s| json!({"type": "array", "items": s})),
+                inner.prop_map(|s| json!({"anyOf": [{"type": "null"}, s]})),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// jsonschema is the oracle. A random walk through the bytes the machine accepts
+        /// never finds a dead end (some byte is always accepted until the document is
+        /// complete), and every document it completes is one jsonschema accepts.
+        #[test]
+        fn walks_never_stall_and_end_in_valid_documents(schema in schema_strategy(), seed in any::<u64>()) {
+            let Ok(s) = JsonSchema::compile(&schema) else { return Ok(()) };
+            let validator = jsonschema::validator_for(&schema).unwrap();
+            let mut rng = seed | 1;
+            let mut next = |n: usize| {
+                rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+                (rng % n as u64) as usize
+            };
+            let mut m = SchemaMachine::new();
+            let mut doc = Vec::new();
+            for _ in 0..600 {
+                if m.is_done() || (m.can_end(&s) && next(4) == 0) {
+                    break;
+                }
+                let ok: Vec<u8> = (0..=255u8).filter(|&b| m.clone().feed(&s, b)).collect();
+                // Where no byte may follow, the document may end (the mask lets EOS through).
+                prop_assert!(!ok.is_empty() || m.can_end(&s), "dead end after {:?}", String::from_utf8_lossy(&doc));
+                if ok.is_empty() {
+                    break;
+                }
+                // Lean on structure, so that walks end: closing brackets and quotes first.
+                let pick = ["]", "}", "\"", ",", ":", "n", "t", "1", "-"]
+                    .iter()
+                    .map(|c| c.as_bytes()[0])
+                    .find(|b| ok.contains(b) && next(3) != 0)
+                    .unwrap_or_else(|| ok[next(ok.len())]);
+                prop_assert!(m.feed(&s, pick));
+                doc.push(pick);
+            }
+            if m.can_end(&s) {
+                let text = String::from_utf8(doc).unwrap();
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(v) => prop_assert!(validator.is_valid(&v), "{} refused by jsonschema for {}", text, schema),
+                    // JSON's grammar has no range; serde_json's f64 does.
+                    Err(e) => prop_assert!(e.to_string().contains("out of range"), "{}: {}", text, e),
+                }
+            }
+        }
+
+        /// Whatever the machine accepts whole is valid under jsonschema, for random
+        /// documents and random schemas.
+        #[test]
+        fn accepted_random_documents_are_valid(schema in schema_strategy(), v in any_json(), pretty in any::<bool>()) {
+            let Ok(s) = JsonSchema::compile(&schema) else { return Ok(()) };
+            // Pretty-printed: two-space indents, as the machine's whitespace allows.
+        let doc = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            if run(&s, &doc) == Some(true) {
+                prop_assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&v), "{} for {}", doc, schema);
+            }
+        }
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-400i64..400).prop_map(Value::from),
+            (-1e3f64..1e3).prop_map(Value::from),
+            prop_oneof![Just("red".to_string()), Just("x\"y".to_string()), "[a-c]{0,5}"]
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (prop_oneof![Just("a"), Just("ab"), Just("b"), Just("k")], inner),
+                    0..4
+                )
+                .prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+}
