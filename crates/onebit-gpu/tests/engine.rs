@@ -125,6 +125,7 @@ fn sampled_generation_gives_the_cpu_tokens() {
         adjust: Default::default(),
         json_object: false,
         json_schema: None,
+        schema_optional: false,
     };
     let vocab = model.config.vocab;
     let reply = |e: &mut dyn Engine, seed| {

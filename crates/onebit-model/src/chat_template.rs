@@ -88,6 +88,33 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending where the assistant's reply starts.
     pub fn render(&self, messages: &[Message]) -> Result<String> {
+        self.render_with_tools(messages, None)
+    }
+
+    /// The prompt for `messages` offering the functions `tools` (OpenAI's list of
+    /// `{"type": "function", "function": {name, description, parameters}}`): a template that
+    /// reads `tools` gets them; to another (and to the plain layout) they are described in
+    /// the system message, with the form a call takes (`{"name", "arguments"}`, the form
+    /// [`crate::json_schema::JsonSchema::tool_call`] holds a reply to).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String> {
+        let native = self.source.as_deref().is_some_and(|s| s.contains("tools"));
+        let mut described;
+        let messages = match tools {
+            Some(t) if !native => {
+                described = messages.to_vec();
+                let text = describe_tools(t);
+                match described.first_mut() {
+                    Some(m) if m.role == "system" => m.content = format!("{}\n\n{text}", m.content),
+                    _ => described.insert(0, Message { role: "system".into(), content: text }),
+                }
+                &described[..]
+            }
+            _ => messages,
+        };
         let Some(src) = &self.source else {
             // "role: text", without doubling a space a reply already starts with, so a reply
             // the model wrote after "assistant:" renders back to the same tokens next turn.
@@ -113,6 +140,7 @@ impl ChatTemplate {
         env.add_template("chat", src).map_err(terr)?;
         let ctx = minijinja::context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => true,
             bos_token => self.bos,
             eos_token => self.eos,
@@ -121,12 +149,58 @@ impl ChatTemplate {
     }
 }
 
+/// The system message's account of `tools` for a template that does not read them.
+fn describe_tools(tools: &serde_json::Value) -> String {
+    let mut out = String::from(
+        "To call a function, reply with only {\"name\": <its name>, \"arguments\": <its \
+         arguments>}. Functions:",
+    );
+    for t in tools.as_array().into_iter().flatten() {
+        let f = t.get("function").unwrap_or(t);
+        let field =
+            |k: &str| f.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), String::from));
+        out.push_str(&format!("\n- {}", field("name").unwrap_or_default()));
+        if let Some(d) = field("description") {
+            out.push_str(&format!(": {d}"));
+        }
+        if let Some(p) = field("parameters") {
+            out.push_str(&format!(" Arguments (JSON schema): {p}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn msg(role: &str, content: &str) -> Message {
         Message { role: role.into(), content: content.into() }
+    }
+
+    #[test]
+    fn tools_go_to_a_template_that_reads_them_and_into_the_system_message_otherwise() {
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather",
+            "description": "Weather of a city", "parameters": {"type": "object"}}}]);
+        let plain = ChatTemplate { source: None, bos: String::new(), eos: String::new() };
+        let out = plain.render_with_tools(&[msg("user", "Rain in Bath?")], Some(&tools)).unwrap();
+        assert!(out.starts_with("system: To call a function, reply with only {"), "{out}");
+        assert!(
+            out.contains(
+                "- get_weather: Weather of a city Arguments (JSON schema): {\"type\":\"object\"}"
+            ),
+            "{out}"
+        );
+        assert!(out.ends_with("user: Rain in Bath?\nassistant:"), "{out}");
+        let reads = ChatTemplate::from_source(
+            "{% for t in tools %}[{{ t.function.name }}]{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}",
+            "",
+            "",
+        );
+        let out = reads
+            .render_with_tools(&[msg("system", "Be brief."), msg("user", "Hi")], Some(&tools))
+            .unwrap();
+        assert_eq!(out, "[get_weather]Be brief.Hi");
     }
 
     #[test]

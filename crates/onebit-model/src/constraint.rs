@@ -14,18 +14,33 @@ use std::sync::Arc;
 pub(crate) enum Constraint {
     /// JSON mode: one JSON object.
     Object(JsonMachine),
-    /// Structured output: one document of the schema.
-    Schema { schema: Arc<JsonSchema>, m: Box<SchemaMachine>, mask: SchemaMask },
+    /// Structured output: one document of the schema. `optional`: only a reply starting
+    /// with `{` is held to it, another is free text (`free` once its first token said so).
+    Schema {
+        schema: Arc<JsonSchema>,
+        m: Box<SchemaMachine>,
+        mask: SchemaMask,
+        optional: bool,
+        started: bool,
+        free: bool,
+    },
 }
 
 impl Constraint {
     /// The constraint a reply asked for (a schema over JSON mode), if any.
-    pub fn new(json_object: bool, schema: Option<&Arc<JsonSchema>>) -> Option<Self> {
+    pub fn new(
+        json_object: bool,
+        schema: Option<&Arc<JsonSchema>>,
+        optional: bool,
+    ) -> Option<Self> {
         match schema {
             Some(s) => Some(Constraint::Schema {
                 schema: s.clone(),
                 m: Box::new(SchemaMachine::new()),
                 mask: SchemaMask::default(),
+                optional,
+                started: false,
+                free: false,
             }),
             None => json_object.then(|| Constraint::Object(JsonMachine::new())),
         }
@@ -37,7 +52,19 @@ impl Constraint {
         let bytes = tok.token_bytes();
         let (left, what) = match self {
             Constraint::Object(m) => (bytes.mask(m, logits, eos), "JSON mode"),
-            Constraint::Schema { schema, m, mask } => {
+            Constraint::Schema { free: true, .. } => return Ok(()),
+            Constraint::Schema { schema, m, optional: true, started: false, .. } => {
+                // Free text, or the start of a document: a token is refused only if it
+                // begins with `{` and cannot begin one.
+                for (id, l) in logits.iter_mut().enumerate() {
+                    let b = bytes.get(id as u32);
+                    if b.first() == Some(&b'{') && !m.clone().feed_all(schema, b) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+                return Ok(());
+            }
+            Constraint::Schema { schema, m, mask, .. } => {
                 (mask.mask(schema, m, &bytes, logits, eos), "json_schema")
             }
         };
@@ -56,8 +83,15 @@ impl Constraint {
             Constraint::Object(m) => {
                 m.feed_all(bytes);
             }
-            Constraint::Schema { schema, m, .. } => {
-                m.feed_all(schema, bytes);
+            Constraint::Schema { free: true, .. } => {}
+            Constraint::Schema { schema, m, optional, started, free, .. } => {
+                if *optional && !*started && bytes.first() != Some(&b'{') {
+                    *free = true;
+                }
+                *started = true;
+                if !*free {
+                    m.feed_all(schema, bytes);
+                }
             }
         }
     }
@@ -66,7 +100,7 @@ impl Constraint {
     pub fn is_done(&self) -> bool {
         match self {
             Constraint::Object(m) => m.is_done(),
-            Constraint::Schema { m, .. } => m.is_done(),
+            Constraint::Schema { m, free, .. } => !free && m.is_done(),
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct GenerationParams {
     /// [`crate::json_schema`]; over `json_object` when both are set): tokens that cannot
     /// continue one are never sampled, and the reply ends when it is complete.
     pub json_schema: Option<std::sync::Arc<JsonSchema>>,
+    /// With `json_schema`: only a reply that starts with `{` is held to the schema, any
+    /// other is free text (OpenAI's `tool_choice: "auto"`: a tool call or an answer).
+    pub schema_optional: bool,
 }
 
 /// OpenAI's adjustments of the logits before sampling (on the host: a reply using them is
@@ -90,6 +93,7 @@ impl Default for GenerationParams {
             adjust: LogitAdjust::default(),
             json_object: false,
             json_schema: None,
+            schema_optional: false,
         }
     }
 }
@@ -181,7 +185,11 @@ impl Sequence {
             idx: Vec::new(),
             counts: Default::default(),
             stopped_by: None,
-            json: Constraint::new(params.json_object, params.json_schema.as_ref()),
+            json: Constraint::new(
+                params.json_object,
+                params.json_schema.as_ref(),
+                params.schema_optional,
+            ),
             params,
         })
     }

@@ -75,6 +75,9 @@ pub(crate) enum Node {
     Array { prefix: Vec<NodeId>, items: Option<NodeId>, min: u32, max: u32 },
     /// One of these, chosen by the value's first byte.
     Choice(Vec<NodeId>),
+    /// In an object: the node of the literal an earlier property's value matched (the
+    /// arguments of the function a tool call named).
+    ByTag(Vec<NodeId>),
     /// A `$ref` being compiled (replaced before compiling ends).
     Pending,
 }
@@ -216,7 +219,7 @@ impl JsonSchema {
             Node::String { .. } => set(&mut bits, b'"'),
             Node::Object { .. } => set(&mut bits, b'{'),
             Node::Array { .. } => set(&mut bits, b'['),
-            Node::Choice(alts) => {
+            Node::Choice(alts) | Node::ByTag(alts) => {
                 if depth > 2 * MAX_NESTING {
                     return err("", "a $ref refers back to itself before any value begins");
                 }
@@ -257,6 +260,48 @@ impl JsonSchema {
     /// The node a value must match first.
     pub(crate) fn root(&self) -> NodeId {
         self.root
+    }
+
+    /// A call of one of `tools` (name, JSON schema of its arguments; None: no arguments):
+    /// `{"name": <one of the names>, "arguments": <that function's arguments>}`, the form
+    /// a reply takes under OpenAI's `tool_choice` (each schema its own document for `$ref`s).
+    pub fn tool_call(tools: &[(String, Option<Value>)]) -> Result<Self, SchemaError> {
+        if tools.is_empty() || tools.len() > MAX_CHOICES {
+            return err("", format!("a tool call needs 1 to {MAX_CHOICES} tools"));
+        }
+        let none =
+            serde_json::json!({"type": "object", "properties": {}, "additionalProperties": false});
+        let mut nodes = vec![
+            Node::Any,
+            Node::Literals(vec![b"true".to_vec(), b"false".to_vec(), b"null".to_vec()]),
+        ];
+        let (mut names, mut args) = (Vec::new(), Vec::new());
+        for (name, params) in tools {
+            let params = params.as_ref().unwrap_or(&none);
+            let at = format!("/tools/{name}/parameters");
+            let mut c = Compiler { root: params, nodes, refs: HashMap::new(), depth: 0 };
+            args.push(c.compile(params, &at)?);
+            nodes = c.nodes;
+            let n = serde_json::to_vec(name)
+                .map_err(|e| SchemaError { at: at.clone(), why: e.to_string() })?;
+            if names.contains(&n) {
+                return err(&at, format!("two tools are named {name:?}"));
+            }
+            names.push(n);
+        }
+        let mut c = Compiler { root: &none, nodes, refs: HashMap::new(), depth: 0 };
+        let name = c.push(Node::Literals(names), "/tools")?;
+        let arguments = c.push(Node::ByTag(args), "/tools")?;
+        let props = vec![
+            Prop { key: b"\"name\"".to_vec(), value: name, required: true },
+            Prop { key: b"\"arguments\"".to_vec(), value: arguments, required: true },
+        ];
+        let root = c.push(Node::Object { props, extra: None, last_required: Some(1) }, "/tools")?;
+        let mut s = JsonSchema { nodes: c.nodes, first: Vec::new(), root };
+        s.first =
+            (0..s.nodes.len()).map(|i| s.first_bytes(i as NodeId, 0)).collect::<Result<_, _>>()?;
+        s.check_choices()?;
+        Ok(s)
     }
 }
 

@@ -7,7 +7,7 @@
 //! dead ends): a string at its `maxLength` only closes, an array at `maxItems` only ends,
 //! an integer's digits stay on a path to a value within its bounds, a required key is never
 //! skipped. Like JSON mode ([`crate::json_mode`]), the reply starts with its value and
-//! nothing follows it; whitespace between tokens is what llama.cpp's schema grammars allow.
+//! nothing follows it; whitespace between tokens is a space, or a newline and an indent.
 
 use crate::json_mode::TokenBytes;
 use crate::json_schema::{has, JsonSchema, Node, NodeId, ANY, ANY_WORD, UNBOUNDED};
@@ -38,6 +38,8 @@ struct Frame {
     count: u16,
     phase: Phase,
     object: bool,
+    /// Which literal the object's last literal value was (for [`Node::ByTag`]).
+    tag: u16,
 }
 
 /// The parts of a JSON number.
@@ -122,7 +124,7 @@ fn integer_viable(min: i128, max: i128, neg: bool, mag: u128, zero: bool) -> boo
 impl SchemaMachine {
     /// A machine before the document's first byte.
     pub fn new() -> Self {
-        let f = Frame { node: ANY, count: 0, phase: Phase::Open, object: false };
+        let f = Frame { node: ANY, count: 0, phase: Phase::Open, object: false, tag: 0 };
         SchemaMachine { frames: [f; MAX_FRAMES], depth: 0, leaf: Leaf::None, space: 0, done: false }
     }
 
@@ -252,18 +254,17 @@ impl SchemaMachine {
         }
     }
 
-    /// Whitespace between tokens, as llama.cpp's JSON-schema grammars allow it
-    /// (`space ::= | " " | "\n"{1,2} [ \t]{0,20}`): one space, or one or two newlines and
-    /// an indent of at most 20. A prose model held to a schema otherwise spends its tokens
-    /// on blank lines. `space`: 1 after a space, 2 and 3 after one and two newlines, 4 + n
-    /// after an indent of n.
+    /// Whitespace between tokens: one space, or a newline and an indent of at most four
+    /// columns a level (`json.dumps(indent=4)`, serde_json's two). Tighter than llama.cpp's
+    /// schema grammars (`space ::= | " " | "\n"{1,2} [ \t]{0,20}`): a prose model held to a
+    /// schema spent most of its tokens on their blank lines and 20-space indents and ran out
+    /// of context mid-document. `space`: 1 after a space, 2 + n after a newline and n columns.
     fn whitespace(&mut self, b: u8) -> bool {
+        let most = (4 * self.depth).min(20);
         self.space = match (self.space, b) {
             (0, b' ') => 1,
             (0, b'\n') => 2,
-            (2, b'\n') => 3,
-            (2 | 3, b' ' | b'\t') => 5,
-            (n @ 5..=23, b' ' | b'\t') => n + 1,
+            (n @ 2.., b' ' | b'\t') if n - 2 < most => n + 1,
             _ => return false,
         };
         true
@@ -304,7 +305,8 @@ impl SchemaMachine {
         if self.depth as usize >= MAX_FRAMES {
             return false;
         }
-        self.frames[self.depth as usize] = Frame { node, count: 0, phase: Phase::Open, object };
+        self.frames[self.depth as usize] =
+            Frame { node, count: 0, phase: Phase::Open, object, tag: 0 };
         self.depth += 1;
         true
     }
@@ -331,6 +333,9 @@ impl SchemaMachine {
 
     /// The first byte of a value of `node`.
     fn start_value(&mut self, s: &JsonSchema, mut node: NodeId, b: u8) -> bool {
+        if let (Node::ByTag(alts), true) = (&s.nodes[node as usize], self.depth > 0) {
+            node = alts.get(self.top().tag as usize).copied().unwrap_or(ANY);
+        }
         while let Node::Choice(alts) = &s.nodes[node as usize] {
             match alts.iter().find(|&&a| has(&s.first[a as usize], b)) {
                 Some(&a) => node = a,
@@ -356,7 +361,7 @@ impl SchemaMachine {
             }
             Node::Object { .. } => b == b'{' && self.open(node, true),
             Node::Array { .. } => b == b'[' && self.open(node, false),
-            Node::Choice(_) | Node::Pending => false,
+            Node::Choice(_) | Node::ByTag(_) | Node::Pending => false,
         }
     }
 
@@ -374,7 +379,7 @@ impl SchemaMachine {
         let read = &c[cand as usize][..pos as usize];
         let longer = c.iter().any(|l| l.len() > read.len() && l.starts_with(read));
         if !longer && lit_complete(s, node, cand, pos) {
-            self.value_done();
+            self.literal_done(s, node, cand, pos);
         }
     }
 
@@ -396,10 +401,21 @@ impl SchemaMachine {
             return Some(true);
         }
         if self.depth > 0 && lit_complete(s, node, cand, pos) {
-            self.value_done();
+            self.literal_done(s, node, cand, pos);
             return None;
         }
         Some(false)
+    }
+
+    /// A literal ended: its object remembers which it was.
+    fn literal_done(&mut self, s: &JsonSchema, node: NodeId, cand: u16, pos: u16) {
+        if let (Node::Literals(c), true) = (&s.nodes[node as usize], self.depth > 0) {
+            let read = &c[cand as usize][..pos as usize];
+            if let Some(i) = c.iter().position(|l| l.as_slice() == read) {
+                self.top().tag = i as u16;
+            }
+        }
+        self.value_done();
     }
 
     fn start_number(&mut self, s: &JsonSchema, node: NodeId, b: u8) -> bool {
@@ -758,6 +774,36 @@ mod tests {
         assert!(valid(&schema, doc));
         assert_eq!(run(&s, r#"{"list":{"v":1,"next":{"v":2}},"counts":{}}"#), None);
         assert_eq!(run(&s, r#"{"list":{"v":1,"next":null},"counts":{"a":"1"}}"#), None);
+    }
+
+    #[test]
+    fn a_tool_call_takes_the_arguments_of_the_function_it_names() {
+        let weather = json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city"]});
+        let s = JsonSchema::tool_call(&[
+            ("get_weather".into(), Some(weather)),
+            ("get_time".into(), None),
+            ("get".into(), Some(json!({"$defs": {"u": {"type": "string"}}, "properties": {"url": {"$ref": "#/$defs/u"}}, "required": ["url"]}))),
+        ])
+        .unwrap();
+        for doc in [
+            r#"{"name": "get_weather", "arguments": {"city": "Bath", "days": 3}}"#,
+            r#"{"name":"get_time","arguments":{}}"#,
+            r#"{"name":"get","arguments":{"url":"x"}}"#,
+        ] {
+            assert_eq!(run(&s, doc), Some(true), "{doc}");
+        }
+        for doc in [
+            r#"{"name":"get_time","arguments":{"city":"Bath"}}"#,
+            r#"{"name":"get_weather","arguments":{"url":"x"}}"#,
+            r#"{"name":"get_weather","arguments":{"city":"Bath","days":8}}"#,
+            r#"{"name":"set_time","arguments":{}}"#,
+            r#"{"arguments":{},"name":"get_time"}"#,
+        ] {
+            assert_ne!(run(&s, doc), Some(true), "{doc}");
+        }
+        assert!(JsonSchema::tool_call(&[]).is_err());
+        let twice = [("f".to_string(), None), ("f".to_string(), None)];
+        assert!(JsonSchema::tool_call(&twice).unwrap_err().why.contains("two tools"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn batched_greedy_replies_equal_single_replies() {
         adjust: Default::default(),
         json_object: false,
         json_schema: None,
+        schema_optional: false,
     };
     let texts = [
         "It is a truth universally acknowledged",

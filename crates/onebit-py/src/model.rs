@@ -80,6 +80,7 @@ impl GenOptions {
             adjust: Default::default(),
             json_object: self.json_object,
             json_schema,
+            schema_optional: false,
         })
     }
 }

@@ -156,8 +156,12 @@ pub struct Sampling {
     /// `{"type": "text"}`, `{"type": "json_object"}` (JSON mode) or `{"type": "json_schema",
     /// "json_schema": {"schema": ...}}` (structured output).
     pub response_format: Option<Value>,
-    /// Function calling: refused when it lists any tool (not silently ignored).
+    /// Function calling: `[{"type": "function", "function": {name, description,
+    /// parameters}}]`; a reply may be (or, by `tool_choice`, must be) a call of one.
     pub tools: Option<Value>,
+    /// "auto" (the default with tools), "required", "none", or `{"type": "function",
+    /// "function": {"name": ...}}`.
+    pub tool_choice: Option<Value>,
     /// llama-server's grammar-constrained sampling: refused.
     pub grammar: Option<Value>,
     /// llama-server's schema-constrained sampling: a JSON schema the reply follows.
@@ -192,6 +196,9 @@ impl Sampling {
                 Ok(n as usize)
             }
         };
+        if !chat && self.tools_active() {
+            return Err(ApiError::invalid("tools", "tools are for /v1/chat/completions"));
+        }
         if chat {
             let on = match &self.logprobs {
                 None | Some(Value::Null) => false,
@@ -256,22 +263,76 @@ impl Sampling {
         Ok(a)
     }
 
+    /// Whether the request offers tools a reply may call (a non-empty list, `tool_choice`
+    /// not "none").
+    pub fn tools_active(&self) -> bool {
+        let listed = matches!(&self.tools, Some(Value::Array(l)) if !l.is_empty());
+        listed && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
+    }
+
+    /// The tools a reply may call, checked: the list for the chat template and the schema
+    /// of a call (`{"name", "arguments"}`, [`JsonSchema::tool_call`]); None without tools
+    /// or with `tool_choice: "none"`.
+    pub fn tools(&self) -> Result<Option<Tools>, ApiError> {
+        let list = match &self.tools {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Array(l)) if l.is_empty() => return Ok(None),
+            Some(Value::Array(l)) => l,
+            Some(_) => return Err(ApiError::invalid("tools", "tools must be an array")),
+        };
+        let mut fns = Vec::new();
+        for t in list {
+            let f = t
+                .get("function")
+                .filter(|_| t.get("type").and_then(Value::as_str) == Some("function"));
+            let name =
+                f.and_then(|f| f.get("name")).and_then(Value::as_str).filter(|n| !n.is_empty());
+            let (Some(f), Some(name)) = (f, name) else {
+                let m = "each tool is {\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": ...}}";
+                return Err(ApiError::invalid("tools", m));
+            };
+            fns.push((name.to_string(), f.get("parameters").filter(|p| !p.is_null()).cloned()));
+        }
+        let forced = match &self.tool_choice {
+            None | Some(Value::Null) => false,
+            Some(Value::String(c)) if c == "auto" => false,
+            Some(Value::String(c)) if c == "required" => true,
+            Some(Value::String(c)) if c == "none" => return Ok(None),
+            Some(c) => {
+                let named = c.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
+                let Some(name) =
+                    named.filter(|_| c.get("type").and_then(Value::as_str) == Some("function"))
+                else {
+                    let m = "tool_choice is auto, required, none or {\"type\": \"function\", \"function\": {\"name\": ...}}";
+                    return Err(ApiError::invalid("tool_choice", m));
+                };
+                if !fns.iter().any(|(n, _)| n == name) {
+                    return Err(ApiError::invalid(
+                        "tool_choice",
+                        format!("no tool is named {name:?}"),
+                    ));
+                }
+                fns.retain(|(n, _)| n == name);
+                true
+            }
+        };
+        let schema =
+            JsonSchema::tool_call(&fns).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
+        Ok(Some(Tools { list: Value::Array(list.clone()), schema: Arc::new(schema), forced }))
+    }
+
     /// The reply's constraint: JSON mode (`response_format` json_object) and/or a compiled
     /// JSON schema (`response_format` json_schema, or llama-server's `json_schema` field);
     /// what this server cannot honour (a grammar, tools, a schema keyword it cannot enforce)
     /// is a 400 naming it rather than ignored.
-    pub fn constraint(&self) -> Result<(bool, Option<Arc<JsonSchema>>), ApiError> {
+    pub fn constraint(&self) -> Result<(bool, Option<Arc<JsonSchema>>, bool), ApiError> {
         let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
-        let no_tools = match &self.tools {
-            None | Some(Value::Null) => true,
-            Some(Value::Array(list)) => list.is_empty(),
-            Some(_) => false,
-        };
-        if !no_tools {
-            return Err(ApiError::invalid(
-                "tools",
-                "tools (function calling) are not supported by this server",
-            ));
+        if let Some(t) = self.tools()? {
+            if given(&self.json_schema) || given(&self.response_format) {
+                let m = "tools beside response_format or json_schema are not supported";
+                return Err(ApiError::invalid("tools", m));
+            }
+            return Ok((false, Some(t.schema), !t.forced));
         }
         if given(&self.grammar) {
             return Err(ApiError::invalid(
@@ -285,23 +346,23 @@ impl Sampling {
                 .map_err(|e| ApiError::invalid(param, e.to_string()))
         };
         if let Some(schema) = self.json_schema.as_ref().filter(|v| !v.is_null()) {
-            return Ok((false, Some(compile("json_schema", schema)?)));
+            return Ok((false, Some(compile("json_schema", schema)?), false));
         }
         let Some(f) = self.response_format.as_ref().filter(|v| !v.is_null()) else {
-            return Ok((false, None));
+            return Ok((false, None, false));
         };
         // OpenAI's {"type": "json_schema", "json_schema": {"name", "schema", "strict"}};
         // llama-server also reads a `schema` beside the type.
         let schema = f.get("json_schema").and_then(|j| j.get("schema")).or_else(|| f.get("schema"));
         match f.get("type").and_then(Value::as_str) {
-            Some("text") => Ok((false, None)),
+            Some("text") => Ok((false, None, false)),
             Some("json_object") => match schema {
-                Some(schema) => Ok((true, Some(compile("response_format", schema)?))),
-                None => Ok((true, None)),
+                Some(schema) => Ok((true, Some(compile("response_format", schema)?), false)),
+                None => Ok((true, None, false)),
             },
             Some("json_schema") => {
                 let any = Value::Bool(true);
-                Ok((false, Some(compile("response_format", schema.unwrap_or(&any))?)))
+                Ok((false, Some(compile("response_format", schema.unwrap_or(&any))?), false))
             }
             _ => Err(ApiError::invalid(
                 "response_format",
@@ -324,7 +385,7 @@ impl Sampling {
             return Err(ApiError::invalid("n", format!("n is 1 to {MAX_CHOICES}")));
         }
         let adjust = self.adjust(vocab)?;
-        let (json_object, json_schema) = self.constraint()?;
+        let (json_object, json_schema, schema_optional) = self.constraint()?;
         if prompt == 0 {
             return Err(ApiError::invalid("prompt", "the prompt is empty"));
         }
@@ -378,8 +439,19 @@ impl Sampling {
             adjust,
             json_object,
             json_schema,
+            schema_optional,
         })
     }
+}
+
+/// The tools a chat request offers ([`Sampling::tools`]).
+pub struct Tools {
+    /// The request's list, for the chat template.
+    pub list: Value,
+    /// The schema of a call of one of them.
+    pub schema: Arc<JsonSchema>,
+    /// Whether the reply must be a call (`tool_choice` "required" or a named function).
+    pub forced: bool,
 }
 
 /// A chat message's content: a string, or text parts.
@@ -399,6 +471,9 @@ pub struct ChatMessage {
     pub role: String,
     /// The text.
     pub content: Option<Content>,
+    /// An assistant's calls of tools (`[{"id", "type": "function", "function": {"name",
+    /// "arguments"}}]`), shown to the model as the calls it wrote.
+    pub tool_calls: Option<Value>,
 }
 
 /// POST /v1/chat/completions.
@@ -453,6 +528,18 @@ impl ChatRequest {
                         t
                     }
                 };
+                let mut content = content;
+                for call in m.tool_calls.as_ref().and_then(Value::as_array).into_iter().flatten() {
+                    let f = &call["function"];
+                    let args = match &f["arguments"] {
+                        Value::String(a) => {
+                            serde_json::from_str(a).unwrap_or(Value::String(a.clone()))
+                        }
+                        other => other.clone(),
+                    };
+                    let text = json!({"name": f["name"], "arguments": args}).to_string();
+                    content = if content.is_empty() { text } else { format!("{content}\n{text}") };
+                }
                 let role = if m.role == "developer" { "system".into() } else { m.role.clone() };
                 Ok(Message { role, content })
             })

@@ -47,6 +47,21 @@ pub struct Reply {
     pub prompt_logprobs: bool,
     /// One per job, in `index` order.
     pub choices: Vec<Choice>,
+    /// Whether a chat reply may be a tool call (a reply starting with `{`, held to the
+    /// tools' call schema), reported as `tool_calls`.
+    pub tools: bool,
+}
+
+/// A tool call reply (`{"name", "arguments"}`) as OpenAI's `tool_calls` entry, or None if
+/// the text is not a whole one.
+fn tool_call(text: &str, id: &str, index: usize) -> Option<Value> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let name = v.get("name")?.as_str()?;
+    let args = v.get("arguments")?;
+    let call = format!("call_{}_{index}", id.rsplit('-').next().unwrap_or(id));
+    Some(
+        json!({"id": call, "type": "function", "function": {"name": name, "arguments": args.to_string()}}),
+    )
 }
 
 fn now() -> u64 {
@@ -112,7 +127,11 @@ pub async fn whole(app: Arc<App>, r: Reply) -> Response {
             }
         };
         let (finish, logprobs) = (u.finish.openai(), lps.field(&app.tok));
+        let call = r.tools.then(|| tool_call(&text, &r.id, index)).flatten();
         choices.push(match kind {
+            Kind::Chat if call.is_some() => {
+                json!({"index": index, "message": {"role": "assistant", "content": null, "tool_calls": [call]}, "finish_reason": "tool_calls", "logprobs": logprobs})
+            }
             Kind::Chat => {
                 json!({"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": logprobs})
             }
@@ -134,6 +153,10 @@ pub async fn whole(app: Arc<App>, r: Reply) -> Response {
 /// A choice's state while its chunks stream.
 struct Streaming {
     lps: ReplyLogprobs,
+    /// With tools: whether the reply's first text came, and the text of a tool call
+    /// (held back: its `tool_calls` delta goes when it is whole).
+    decided: bool,
+    call: Option<String>,
     echo: Option<String>,
     first: Option<u32>,
     counts_prompt: bool,
@@ -183,6 +206,8 @@ pub fn stream(
         let lps = ReplyLogprobs::new(r.logprobs, kind == Kind::Chat);
         states.push(Streaming {
             lps,
+            decided: !r.tools,
+            call: None,
             echo: c.echo,
             first: c.first,
             counts_prompt: c.counts_prompt,
@@ -190,6 +215,7 @@ pub fn stream(
     }
     drop(merged_tx);
     let prompt_lps = r.prompt_logprobs;
+    let id = r.id.clone();
     tokio::spawn(async move {
         // Each choice's echoed prompt goes first; with its log-probabilities, once read.
         for (i, s) in states.iter_mut().enumerate() {
@@ -224,7 +250,17 @@ pub fn stream(
             }
             let msg = match ev {
                 Event::Logprob(_) | Event::PromptLogprobs(_) => continue,
-                Event::Piece(p) => chunk(piece(i, &p, None, s.lps.field(&app.tok)), None),
+                Event::Piece(p) => {
+                    if !s.decided && !p.is_empty() {
+                        s.decided = true;
+                        s.call = p.starts_with('{').then(String::new);
+                    }
+                    if let Some(call) = &mut s.call {
+                        call.push_str(&p);
+                        continue;
+                    }
+                    chunk(piece(i, &p, None, s.lps.field(&app.tok)), None)
+                }
                 Event::Failed(e) => {
                     let err = json!({"error": {"message": e, "type": "server_error"}});
                     if out.send(Ok(SseEvent::default().data(err.to_string()))).await.is_ok() {
@@ -233,7 +269,22 @@ pub fn stream(
                     return;
                 }
                 Event::Done(u) => {
-                    let last = piece(i, "", Some(u.finish.openai()), s.lps.field(&app.tok));
+                    let mut finish = u.finish.openai();
+                    if let Some(text) = s.call.take() {
+                        let delta = match tool_call(&text, &id, i) {
+                            Some(mut call) => {
+                                finish = "tool_calls";
+                                call["index"] = json!(0);
+                                json!({"index": i, "delta": {"tool_calls": [call]}, "finish_reason": null, "logprobs": null})
+                            }
+                            // Cut short (max_tokens): the text as it is.
+                            None => piece(i, &text, None, Value::Null),
+                        };
+                        if out.send(chunk(delta, None)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let last = piece(i, "", Some(finish), s.lps.field(&app.tok));
                     if out.send(chunk(last, None)).await.is_err() {
                         return;
                     }

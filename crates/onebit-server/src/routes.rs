@@ -159,9 +159,10 @@ pub async fn chat(
         app.check_model(&req.model)?;
         let report = req.sampling.report(true)?;
         let messages = req.messages()?;
+        let tools = req.sampling.tools()?;
         let text = app
             .template
-            .render(&messages)
+            .render_with_tools(&messages, tools.as_ref().map(|t| &t.list))
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
         let prompt = app
             .tok
@@ -291,7 +292,8 @@ async fn run(
     );
     let logprobs = report.logprobs;
     let prompt_logprobs = report.prompt_logprobs().is_some();
-    let r = Reply { kind, id, logprobs, prompt_logprobs, choices };
+    let tools = kind == Kind::Chat && sampling.tools_active();
+    let r = Reply { kind, id, logprobs, prompt_logprobs, choices, tools };
     if sampling.stream {
         reply::stream(app, r, sampling.stream_options.include_usage).into_response()
     } else {

@@ -297,9 +297,15 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
             "response_format",
         ),
         ("/v1/chat/completions", json!({"response_format": {"type": "yaml"}}), "response_format"),
+        ("/v1/chat/completions", json!({"tools": [{"type": "function"}]}), "tools"),
         (
             "/v1/chat/completions",
-            json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "any"}),
+            "tool_choice",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"not": {}}}}]}),
             "tools",
         ),
         ("/v1/chat/completions", json!({"grammar": "root ::= \"a\""}), "grammar"),
@@ -314,6 +320,106 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
     let plain = chat(json!({"tools": [], "response_format": {"type": "text"}, "max_tokens": 4}));
     let (code, v, _) = post(&s, "/v1/chat/completions", &plain.to_string(), None);
     assert_eq!(code, 200, "{v}");
+    s.stop();
+}
+
+/// The prose model likes the whitespace a schema allows between tokens (a newline and an
+/// indent) and can run out of its 256 positions of context; a client's logit_bias against
+/// whitespace tokens keeps the tests' replies to their documents.
+fn blank_bias() -> serde_json::Map<String, Value> {
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    let blank: serde_json::Map<String, Value> = (0..tok.vocab_size() as u32)
+        .filter(|&t| tok.decode(&[t]).is_ok_and(|d| !d.is_empty() && d.trim().is_empty()))
+        .map(|t| (t.to_string(), json!(-100)))
+        .collect();
+    assert!(!blank.is_empty() && blank.len() < 300, "{} whitespace tokens", blank.len());
+    blank
+}
+
+/// Function calling: with `tool_choice` naming a function or "required" the reply is a
+/// call whose arguments the function's schema accepts (jsonschema the judge), reported as
+/// `tool_calls` (whole and streamed); with "auto" the model answers in text unless it
+/// starts a call; a conversation goes on after a call and its result.
+#[test]
+fn tool_calls_follow_the_functions_schemas() {
+    let s = start(ServerConfig { ctx: 256, ..ServerConfig::default() });
+    // Small, to leave the shipped model (a context of 256) room after the tools' account.
+    let weather = json!({"type": "object", "required": ["city"], "properties": {"city": {"type": "string", "maxLength": 9}}});
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Rain?", "parameters": weather}},
+        {"type": "function", "function": {"name": "get_time"}}
+    ]);
+    let mut bias = blank_bias();
+    let messages = json!([{"role": "user", "content": "Will it rain in Bath?"}]);
+    let chat = |choice: Value, bias: &serde_json::Map<String, Value>| {
+        json!({"messages": messages, "tools": tools, "tool_choice": choice, "max_tokens": 150,
+            "temperature": 0, "logit_bias": bias})
+    };
+    let check_call = |call: &Value, want: Option<&str>| {
+        assert_eq!(call["type"], "function", "{call}");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+        let name = call["function"]["name"].as_str().unwrap();
+        if let Some(w) = want {
+            assert_eq!(name, w);
+        }
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        let schema = if name == "get_weather" {
+            weather.clone()
+        } else {
+            json!({"type": "object", "maxProperties": 0})
+        };
+        assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&args), "{call}");
+    };
+    let named = json!({"type": "function", "function": {"name": "get_weather"}});
+    for (choice, want) in [(named.clone(), Some("get_weather")), (json!("required"), None)] {
+        let (code, v, _) = post(&s, "/v1/chat/completions", &chat(choice, &bias).to_string(), None);
+        assert_eq!(code, 200, "{v}");
+        let c = &v["choices"][0];
+        assert_eq!(
+            (&c["finish_reason"], &c["message"]["content"]),
+            (&json!("tool_calls"), &Value::Null),
+            "{v}"
+        );
+        check_call(&c["message"]["tool_calls"][0], want);
+    }
+    // Streamed: one tool_calls delta, then the finish.
+    let mut body = chat(named.clone(), &bias);
+    body["stream"] = json!(true);
+    let (events, done) = read_events(open_stream(&s, "/v1/chat/completions", &body));
+    assert!(done);
+    let calls: Vec<&Value> =
+        events.iter().filter_map(|e| e["choices"][0]["delta"].get("tool_calls")).collect();
+    assert_eq!(calls.len(), 1, "{events:?}");
+    check_call(&calls[0][0], Some("get_weather"));
+    assert!(events.iter().all(|e| e["choices"][0]["delta"].get("content").is_none_or(|c| c == "")));
+    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "tool_calls"));
+    // "auto": the prose model answers in text; favouring `{` makes it call.
+    let (_, v, _) = post(&s, "/v1/chat/completions", &chat(json!("auto"), &bias).to_string(), None);
+    let c = &v["choices"][0];
+    assert!(c["message"]["content"].as_str().is_some_and(|t| !t.starts_with('{')), "{v}");
+    assert!(c["message"].get("tool_calls").is_none() && c["finish_reason"] != "tool_calls", "{v}");
+    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
+    bias.insert(tok.token_id("{").unwrap().to_string(), json!(100));
+    let (_, v, _) = post(&s, "/v1/chat/completions", &chat(json!("auto"), &bias).to_string(), None);
+    check_call(&v["choices"][0]["message"]["tool_calls"][0], None);
+    // "none": no call, even when `{` is favoured.
+    let (_, v, _) = post(&s, "/v1/chat/completions", &chat(json!("none"), &bias).to_string(), None);
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none(), "{v}");
+    // The conversation goes on with the call and its result.
+    let call = json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Bath\"}"}});
+    let body = json!({"messages": [
+        {"role": "user", "content": "Will it rain in Bath?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "rain"}
+    ], "tools": tools, "max_tokens": 8});
+    let (code, v, _) = post(&s, "/v1/chat/completions", &body.to_string(), None);
+    assert_eq!(code, 200, "{v}");
+    // Tools are for chat.
+    let body = json!({"prompt": "x", "tools": tools});
+    let (code, e, _) = post(&s, "/v1/completions", &body.to_string(), None);
+    assert_eq!((code, e["error"]["param"].as_str()), (400, Some("tools")), "{e}");
     s.stop();
 }
 
@@ -335,15 +441,7 @@ fn json_schema_replies_are_documents_of_the_schema() {
         "additionalProperties": false
     });
     let validator = jsonschema::validator_for(&schema).unwrap();
-    // The prose model fills the whitespace the schema's grammar allows between tokens (as
-    // llama.cpp's: a newline and an indent of 20) a byte a token and runs out of context; a
-    // client's logit_bias against whitespace tokens keeps it to the document.
-    let tok = Tokenizer::from_file(&repo("models/austen.tokenizer.json")).unwrap();
-    let blank: serde_json::Map<String, Value> = (0..tok.vocab_size() as u32)
-        .filter(|&t| tok.decode(&[t]).is_ok_and(|d| !d.is_empty() && d.trim().is_empty()))
-        .map(|t| (t.to_string(), json!(-100)))
-        .collect();
-    assert!(!blank.is_empty() && blank.len() < 300, "{} whitespace tokens", blank.len());
+    let blank = blank_bias();
     let messages = json!([{"role": "user", "content": "Describe Elizabeth Bennet."}]);
     let bodies = [
         (

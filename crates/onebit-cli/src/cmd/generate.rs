@@ -97,6 +97,7 @@ impl GenArgs {
             },
             json_object: self.json,
             json_schema,
+            schema_optional: false,
         })
     }
 

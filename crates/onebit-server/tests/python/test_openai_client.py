@@ -203,11 +203,24 @@ def test_json_mode_replies_parse_with_pythons_json(server):
             model="austen", messages=[{"role": "user", "content": "hi"}],
             response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a"}}})
     assert e.value.body["param"] == "response_format" and "pattern" in e.value.body["message"]
+    # Function calling: a named tool_choice makes the reply a call, as tool_calls.
+    tools = [{"type": "function", "function": {"name": "get_time", "description": "The time now"}}]
+    args = dict(model="austen", messages=[{"role": "user", "content": "What time is it?"}], max_tokens=100,
+                temperature=0, tools=tools, tool_choice={"type": "function", "function": {"name": "get_time"}})
+    r = c.chat.completions.create(**args)
+    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+    [call] = r.choices[0].message.tool_calls
+    assert call.type == "function" and call.function.name == "get_time" and json.loads(call.function.arguments) == {}
+    # Streamed, the client's chunks carry the same call.
+    chunks = list(c.chat.completions.create(stream=True, **args))
+    calls = [d for ch in chunks for d in (ch.choices[0].delta.tool_calls or []) if ch.choices]
+    assert [(d.function.name, d.function.arguments) for d in calls] == [("get_time", call.function.arguments)]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(
-            model="austen", messages=[{"role": "user", "content": "hi"}],
-            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
-    assert e.value.body["param"] == "tools"
+            model="austen", messages=[{"role": "user", "content": "hi"}], tools=tools,
+            tool_choice={"type": "function", "function": {"name": "get_date"}})
+    assert e.value.body["param"] == "tool_choice"
 
 
 def test_several_prompts_and_n_choices(server):
