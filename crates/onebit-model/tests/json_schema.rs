@@ -1,0 +1,278 @@
+//! Structured output's machine against the `jsonschema` crate: documents of hand-written
+//! schemas and their prefixes, dead ends, tool calls, and random walks through the bytes the
+//! machine accepts for random schemas, each completed document judged by the crate.
+
+use onebit_model::json_schema::JsonSchema;
+use onebit_model::schema_machine::{SchemaMachine, MAX_FRAMES};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+/// Some(complete?) after feeding `doc`, None when refused on the way.
+fn run(s: &JsonSchema, doc: &str) -> Option<bool> {
+    let mut m = SchemaMachine::new();
+    m.feed_all(s, doc.as_bytes()).then(|| m.can_end(s))
+}
+
+fn valid(schema: &Value, doc: &str) -> bool {
+    let v: Value = serde_json::from_str(doc).unwrap();
+    jsonschema::validator_for(schema).unwrap().is_valid(&v)
+}
+
+/// Accepted documents, and refused ones (which jsonschema refuses too, or which are
+/// outside the subset the machine writes, marked `false`).
+#[test]
+fn documents_of_a_schema_and_their_prefixes() {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 4},
+            "age": {"type": "integer", "minimum": 18, "maximum": 120},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", 7]}, "maxItems": 2},
+            "pet": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"kind": {"const": "cat"}}, "required": ["kind"]}]},
+            "score": {"type": ["number", "null"]}
+        },
+        "required": ["name", "age"],
+        "additionalProperties": false
+    });
+    let s = JsonSchema::compile(&schema).unwrap();
+    for doc in [
+        r#"{"name":"Ann","age":18}"#,
+        r#"{ "name" : "Bé\n", "age": 120 , "tags": ["a", 7], "pet": {"kind":"cat"}, "score": -1.5e3 }"#,
+        r#"{"name":"x","age":99,"pet":null,"score":null}"#,
+        r#"{"name":"\u00e9","age":20,"score":0}"#,
+    ] {
+        assert_eq!(run(&s, doc), Some(true), "{doc}");
+        assert!(valid(&schema, doc), "{doc}");
+        let mut m = SchemaMachine::new();
+        for (i, &b) in doc.as_bytes().iter().enumerate() {
+            assert!(!m.is_done(), "{doc} done at {i}");
+            assert!(m.feed(&s, b), "{doc} refused at {i}");
+        }
+        assert!(m.is_done());
+    }
+    for (doc, jsonschema_refuses) in [
+        (r#"{"name":"","age":20}"#, true),
+        (r#"{"name":"Annie","age":20}"#, true),
+        (r#"{"name":"Ann","age":17}"#, true),
+        (r#"{"name":"Ann","age":121}"#, true),
+        (r#"{"name":"Ann","age":20.5}"#, true),
+        (r#"{"name":"Ann"}"#, true),
+        (r#"{"age":20}"#, true),
+        (r#"{"name":"Ann","age":20,"x":1}"#, true),
+        (r#"{"name":"Ann","age":20,"tags":["c"]}"#, true),
+        (r#"{"name":"Ann","age":20,"tags":["a","b","a"]}"#, true),
+        (r#"{"name":"Ann","age":20,"pet":{"kind":"dog"}}"#, true),
+        (r#"{"name":"Ann","age":20,"pet":{}}"#, true),
+        (r#"{"name":"Ann","age":20,"score":"1"}"#, true),
+        (r#"{"age":20,"name":"Ann"}"#, false),
+        (r#"{"name":"Ann","age":20.0}"#, false),
+        (r#"{"name":"\ud83d\ude00","age":20}"#, false),
+        (r#" {"name":"Ann","age":20}"#, false),
+    ] {
+        assert_ne!(run(&s, doc), Some(true), "{doc}");
+        assert_eq!(!valid(&schema, doc.trim()), jsonschema_refuses, "{doc}");
+    }
+    // No dead ends on the way: an age of 1 may still become 18, 19 or 100..=120, 2 may
+    // become 20..=29, 13 nothing.
+    assert!(run(&s, r#"{"name":"A","age":1"#).is_some());
+    assert!(run(&s, r#"{"name":"A","age":2"#).is_some());
+    assert!(run(&s, r#"{"name":"A","age":13"#).is_none());
+    assert!(run(&s, r#"{"name":"A","age":0"#).is_none());
+    assert!(run(&s, r#"{"name":"A","age":-"#).is_none());
+    assert!(run(&s, r#"{"name":"ABCD"#).is_some());
+    assert!(run(&s, r#"{"name":"ABCDE"#).is_none());
+}
+
+#[test]
+fn top_level_scalars_end_where_they_may() {
+    let s = JsonSchema::compile(&json!({"type": "integer", "maximum": 50})).unwrap();
+    assert_eq!(run(&s, "5"), Some(true));
+    assert_eq!(run(&s, "50"), Some(true));
+    assert_eq!(run(&s, "51"), None);
+    assert_eq!(run(&s, "-"), Some(false));
+    assert_eq!(run(&s, "5 "), None);
+    let s = JsonSchema::compile(&json!({"enum": [1, 12, "x"]})).unwrap();
+    assert_eq!(run(&s, "1"), Some(true));
+    assert_eq!(run(&s, "12"), Some(true));
+    assert_eq!(run(&s, "13"), None);
+    let mut m = SchemaMachine::new();
+    assert!(m.feed_all(&s, b"\"x\"") && m.is_done());
+}
+
+#[test]
+fn recursive_references_and_maps() {
+    let schema = json!({
+        "$defs": {"node": {"type": "object", "properties": {
+            "v": {"type": "integer"},
+            "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]}
+        }, "required": ["v", "next"]}},
+        "type": "object",
+        "properties": {"list": {"$ref": "#/$defs/node"}, "counts": {"additionalProperties": {"type": "integer"}}},
+        "required": ["list", "counts"]
+    });
+    let s = JsonSchema::compile(&schema).unwrap();
+    let doc = r#"{"list":{"v":1,"next":{"v":2,"next":null}},"counts":{"a":1,"b\"":-2}}"#;
+    assert_eq!(run(&s, doc), Some(true));
+    assert!(valid(&schema, doc));
+    assert_eq!(run(&s, r#"{"list":{"v":1,"next":{"v":2}},"counts":{}}"#), None);
+    assert_eq!(run(&s, r#"{"list":{"v":1,"next":null},"counts":{"a":"1"}}"#), None);
+}
+
+#[test]
+fn a_tool_call_takes_the_arguments_of_the_function_it_names() {
+    let weather = json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city"]});
+    let s = JsonSchema::tool_call(&[
+        ("get_weather".into(), Some(weather)),
+        ("get_time".into(), None),
+        ("get".into(), Some(json!({"$defs": {"u": {"type": "string"}}, "properties": {"url": {"$ref": "#/$defs/u"}}, "required": ["url"]}))),
+    ])
+    .unwrap();
+    for doc in [
+        r#"{"name": "get_weather", "arguments": {"city": "Bath", "days": 3}}"#,
+        r#"{"name":"get_time","arguments":{}}"#,
+        r#"{"name":"get","arguments":{"url":"x"}}"#,
+    ] {
+        assert_eq!(run(&s, doc), Some(true), "{doc}");
+    }
+    for doc in [
+        r#"{"name":"get_time","arguments":{"city":"Bath"}}"#,
+        r#"{"name":"get_weather","arguments":{"url":"x"}}"#,
+        r#"{"name":"get_weather","arguments":{"city":"Bath","days":8}}"#,
+        r#"{"name":"set_time","arguments":{}}"#,
+        r#"{"arguments":{},"name":"get_time"}"#,
+    ] {
+        assert_ne!(run(&s, doc), Some(true), "{doc}");
+    }
+    assert!(JsonSchema::tool_call(&[]).is_err());
+    let twice = [("f".to_string(), None), ("f".to_string(), None)];
+    assert!(JsonSchema::tool_call(&twice).unwrap_err().why.contains("two tools"));
+}
+
+#[test]
+fn nesting_is_capped() {
+    let s = JsonSchema::compile(&json!({})).unwrap();
+    let deep = "[".repeat(MAX_FRAMES);
+    assert!(SchemaMachine::new().feed_all(&s, deep.as_bytes()));
+    assert!(!SchemaMachine::new().feed_all(&s, (deep + "[").as_bytes()));
+}
+
+fn schema_strategy() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(json!({"type": "string"})),
+        (0u32..3, 0u32..4)
+            .prop_map(|(a, b)| json!({"type": "string", "minLength": a, "maxLength": a + b})),
+        Just(json!({"type": "integer"})),
+        (-300i64..300, 0i64..500)
+            .prop_map(|(a, b)| json!({"type": "integer", "minimum": a, "maximum": a + b})),
+        (-50i64..50).prop_map(|a| json!({"type": "integer", "exclusiveMaximum": a})),
+        Just(json!({"type": "number"})),
+        Just(json!({"type": "boolean"})),
+        Just(json!({"type": "null"})),
+        Just(json!({})),
+        Just(json!({"type": ["string", "null"], "maxLength": 3})),
+        Just(json!({"enum": ["red", "green", 1, 12, null, [1, "a"], {"k": true}]})),
+        Just(json!({"const": "x\"y"})),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            (prop::collection::vec((inner.clone(), any::<bool>()), 0..4), any::<bool>()).prop_map(|(ps, closed)| {
+                let mut props = serde_json::Map::new();
+                let mut req = Vec::new();
+                for (i, (p, r)) in ps.into_iter().enumerate() {
+                    let k = ["a", "ab", "b", "a\"c"][i].to_string();
+                    if r {
+                        req.push(Value::String(k.clone()));
+                    }
+                    props.insert(k, p);
+                }
+                json!({"type": "object", "properties": props, "required": req, "additionalProperties": !closed})
+            }),
+            inner.clone().prop_map(|s| json!({"type": "object", "additionalProperties": s})),
+            (inner.clone(), 0u32..3, 0u32..3).prop_map(|(s, a, b)| json!({"type": "array", "items": s, "minItems": a, "maxItems": a + b})),
+            (prop::collection::vec(inner.clone(), 1..3)).prop_map(|p| json!({"type": "array", "prefixItems": p, "items": false})),
+            inner.clone().prop_map(|s| json!({"type": "array", "items": s})),
+            inner.prop_map(|s| json!({"anyOf": [{"type": "null"}, s]})),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// jsonschema is the oracle. A random walk through the bytes the machine accepts
+    /// never finds a dead end (some byte is always accepted until the document is
+    /// complete), and every document it completes is one jsonschema accepts.
+    #[test]
+    fn walks_never_stall_and_end_in_valid_documents(schema in schema_strategy(), seed in any::<u64>()) {
+        let Ok(s) = JsonSchema::compile(&schema) else { return Ok(()) };
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let mut rng = seed | 1;
+        let mut next = |n: usize| {
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut m = SchemaMachine::new();
+        let mut doc = Vec::new();
+        for _ in 0..600 {
+            if m.is_done() || (m.can_end(&s) && next(4) == 0) {
+                break;
+            }
+            let ok: Vec<u8> = (0..=255u8).filter(|&b| m.clone().feed(&s, b)).collect();
+            // Where no byte may follow, the document may end (the mask lets EOS through).
+            prop_assert!(!ok.is_empty() || m.can_end(&s), "dead end after {:?}", String::from_utf8_lossy(&doc));
+            if ok.is_empty() {
+                break;
+            }
+            // Lean on structure, so that walks end: closing brackets and quotes first.
+            let pick = ["]", "}", "\"", ",", ":", "n", "t", "1", "-"]
+                .iter()
+                .map(|c| c.as_bytes()[0])
+                .find(|b| ok.contains(b) && next(3) != 0)
+                .unwrap_or_else(|| ok[next(ok.len())]);
+            prop_assert!(m.feed(&s, pick));
+            doc.push(pick);
+        }
+        if m.can_end(&s) {
+            let text = String::from_utf8(doc).unwrap();
+            match serde_json::from_str::<Value>(&text) {
+                Ok(v) => prop_assert!(validator.is_valid(&v), "{} refused by jsonschema for {}", text, schema),
+                // JSON's grammar has no range; serde_json's f64 does.
+                Err(e) => prop_assert!(e.to_string().contains("out of range"), "{}: {}", text, e),
+            }
+        }
+    }
+
+    /// Whatever the machine accepts whole is valid under jsonschema, for random
+    /// documents and random schemas.
+    #[test]
+    fn accepted_random_documents_are_valid(schema in schema_strategy(), v in any_json(), pretty in any::<bool>()) {
+        let Ok(s) = JsonSchema::compile(&schema) else { return Ok(()) };
+        // Pretty-printed: two-space indents, as the machine's whitespace allows.
+    let doc = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+        if run(&s, &doc) == Some(true) {
+            prop_assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&v), "{} for {}", doc, schema);
+        }
+    }
+}
+
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-400i64..400).prop_map(Value::from),
+        (-1e3f64..1e3).prop_map(Value::from),
+        prop_oneof![Just("red".to_string()), Just("x\"y".to_string()), "[a-c]{0,5}"]
+            .prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(
+                (prop_oneof![Just("a"), Just("ab"), Just("b"), Just("k")], inner),
+                0..4
+            )
+            .prop_map(|kv| Value::Object(
+                kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
+        ]
+    })
+}
