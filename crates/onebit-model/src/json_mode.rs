@@ -45,9 +45,9 @@ enum Mode {
     Done,
 }
 
-/// The parts of a JSON number.
+/// The parts of a JSON number (also read by [`crate::schema_machine`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Num {
+pub(crate) enum Num {
     Minus,
     Zero,
     Int,
@@ -60,7 +60,7 @@ enum Num {
 
 impl Num {
     /// Whether a number may end here.
-    fn complete(self) -> bool {
+    pub(crate) fn complete(self) -> bool {
         matches!(self, Num::Zero | Num::Int | Num::Frac | Num::Exp)
     }
 }

@@ -9,7 +9,7 @@
 //! skipped. Like JSON mode ([`crate::json_mode`]), the reply starts with its value and
 //! nothing follows it; whitespace between tokens is a space, or a newline and an indent.
 
-use crate::json_mode::TokenBytes;
+use crate::json_mode::{Num, TokenBytes};
 use crate::json_schema::{has, JsonSchema, Node, NodeId, ANY, ANY_WORD, UNBOUNDED};
 
 /// Deepest nesting of objects and arrays.
@@ -40,19 +40,6 @@ struct Frame {
     object: bool,
     /// Which literal the object's last literal value was (for [`Node::ByTag`]).
     tag: u16,
-}
-
-/// The parts of a JSON number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Num {
-    Minus,
-    Zero,
-    Int,
-    Dot,
-    Frac,
-    E,
-    ESign,
-    Exp,
 }
 
 /// The scalar or key being read.
@@ -438,7 +425,7 @@ impl SchemaMachine {
 
     /// Whether a number read so far is whole and within its node's bounds.
     fn number_ends(&self, s: &JsonSchema, node: NodeId, part: Num, neg: bool, mag: u128) -> bool {
-        if !matches!(part, Num::Zero | Num::Int | Num::Frac | Num::Exp) {
+        if !part.complete() {
             return false;
         }
         match s.nodes[node as usize] {
