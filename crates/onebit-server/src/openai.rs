@@ -322,13 +322,17 @@ impl Sampling {
     }
 
     /// The reply's constraint: JSON mode (`response_format` json_object) and/or a compiled
-    /// JSON schema (`response_format` json_schema, or llama-server's `json_schema` field);
-    /// what this server cannot honour (a grammar, tools, a schema keyword it cannot enforce)
-    /// is a 400 naming it rather than ignored.
+    /// JSON schema (`response_format` json_schema, or llama-server's `json_schema` field),
+    /// or the call schema of the tools offered (then the last field says whether a reply
+    /// may be text instead, `tool_choice` "auto"); what this server cannot honour (a
+    /// grammar, a schema keyword it cannot enforce, tools beside a response format) is a 400
+    /// naming it rather than ignored.
     pub fn constraint(&self) -> Result<(bool, Option<Arc<JsonSchema>>, bool), ApiError> {
         let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
         if let Some(t) = self.tools()? {
-            if given(&self.json_schema) || given(&self.response_format) {
+            let text =
+                self.response_format.as_ref().and_then(|f| f.get("type")) == Some(&json!("text"));
+            if given(&self.json_schema) || given(&self.response_format) && !text {
                 let m = "tools beside response_format or json_schema are not supported";
                 return Err(ApiError::invalid("tools", m));
             }

@@ -416,6 +416,14 @@ fn tool_calls_follow_the_functions_schemas() {
     ], "tools": tools, "max_tokens": 8});
     let (code, v, _) = post(&s, "/v1/chat/completions", &body.to_string(), None);
     assert_eq!(code, 200, "{v}");
+    // A text response format beside tools is the plain behaviour; another is a 400.
+    let mut body = chat(named.clone(), &bias);
+    body["response_format"] = json!({"type": "text"});
+    let (code, v, _) = post(&s, "/v1/chat/completions", &body.to_string(), None);
+    assert_eq!((code, &v["choices"][0]["finish_reason"]), (200, &json!("tool_calls")), "{v}");
+    body["response_format"] = json!({"type": "json_object"});
+    let (code, e, _) = post(&s, "/v1/chat/completions", &body.to_string(), None);
+    assert_eq!((code, e["error"]["param"].as_str()), (400, Some("tools")), "{e}");
     // Tools are for chat.
     let body = json!({"prompt": "x", "tools": tools});
     let (code, e, _) = post(&s, "/v1/completions", &body.to_string(), None);
