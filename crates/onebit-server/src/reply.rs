@@ -53,8 +53,12 @@ pub struct Reply {
 }
 
 /// A tool call reply (`{"name", "arguments"}`) as OpenAI's `tool_calls` entry, or None if
-/// the text is not a whole one.
+/// the text is not a whole one. Only a reply that starts with `{` was held to the call
+/// schema ("auto" leaves any other free): free text that parses is not a call.
 fn tool_call(text: &str, id: &str, index: usize) -> Option<Value> {
+    if !text.starts_with('{') {
+        return None;
+    }
     let v: Value = serde_json::from_str(text).ok()?;
     let name = v.get("name")?.as_str()?;
     let args = v.get("arguments")?;
@@ -311,4 +315,25 @@ pub fn stream(
         }
     });
     Sse::new(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_call_is_a_whole_call_from_the_first_byte() {
+        let call = tool_call(r#"{"name": "f", "arguments": {"a": [1]}}"#, "chatcmpl-7", 2).unwrap();
+        assert_eq!(
+            call,
+            json!({"id": "call_7_2", "type": "function", "function": {"name": "f", "arguments": "{\"a\":[1]}"}})
+        );
+        for text in [
+            r#" {"name": "f", "arguments": {}}"#,
+            r#"{"name": "f", "arguments": {"#,
+            r#"{"name": 1, "arguments": {}}"#,
+        ] {
+            assert_eq!(tool_call(text, "chatcmpl-7", 0), None, "{text}");
+        }
+    }
 }
