@@ -63,6 +63,64 @@ impl Num {
     pub(crate) fn complete(self) -> bool {
         matches!(self, Num::Zero | Num::Int | Num::Frac | Num::Exp)
     }
+
+    /// The part after byte `b` (`integer`: no fraction or exponent), None when `b` cannot
+    /// continue the number.
+    pub(crate) fn step(self, b: u8, integer: bool) -> Option<Num> {
+        Some(match (self, b) {
+            (Num::Minus, b'0') => Num::Zero,
+            (Num::Minus, b'1'..=b'9') | (Num::Int, b'0'..=b'9') => Num::Int,
+            (Num::Zero | Num::Int, b'.') if !integer => Num::Dot,
+            (Num::Dot | Num::Frac, b'0'..=b'9') => Num::Frac,
+            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') if !integer => Num::E,
+            (Num::E, b'+' | b'-') => Num::ESign,
+            (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Num::Exp,
+            _ => return None,
+        })
+    }
+}
+
+/// One byte of a string's content other than its closing quote: escapes and UTF-8. `esc`:
+/// 0 none, 1 after `\`, 5 to 2 hex digits left + 1, 7 the second hex digit after a `d`
+/// (only where `surrogates` is false: JSON Schema counts a surrogate pair as one character,
+/// so structured output writes such characters in UTF-8); `utf8`: continuation bytes due.
+/// Returns the new (esc, utf8) and whether `b` begins a character, None when it cannot be
+/// string content.
+pub(crate) fn string_step(esc: u8, utf8: u8, b: u8, surrogates: bool) -> Option<(u8, u8, bool)> {
+    Some(if utf8 > 0 {
+        if b & 0xC0 != 0x80 {
+            return None;
+        }
+        (0, utf8 - 1, false)
+    } else if esc == 1 {
+        match b {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => (0, 0, false),
+            b'u' => (5, 0, false),
+            _ => return None,
+        }
+    } else if esc == 5 && !surrogates && matches!(b, b'd' | b'D') {
+        (7, 0, false)
+    } else if esc == 7 {
+        if !matches!(b, b'0'..=b'7') {
+            return None;
+        }
+        (3, 0, false)
+    } else if esc > 1 {
+        if !b.is_ascii_hexdigit() {
+            return None;
+        }
+        (if esc == 2 { 0 } else { esc - 1 }, 0, false)
+    } else {
+        match b {
+            b'\\' => (1, 0, true),
+            0x00..=0x1F | b'"' => return None,
+            0x20..=0x7F => (0, 0, true),
+            0xC2..=0xDF => (0, 1, true),
+            0xE0..=0xEF => (0, 2, true),
+            0xF0..=0xF4 => (0, 3, true),
+            _ => return None,
+        }
+    })
 }
 
 const LITERALS: [&[u8]; 3] = [b"true", b"false", b"null"];
@@ -85,7 +143,8 @@ impl Default for JsonMachine {
     }
 }
 
-fn is_space(b: u8) -> bool {
+/// JSON's whitespace.
+pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
@@ -212,58 +271,28 @@ impl JsonMachine {
     }
 
     fn string(&mut self, key: bool, esc: u8, utf8: u8, b: u8) -> bool {
-        let next = |esc, utf8| Mode::Str { key, esc, utf8 };
-        self.mode = if utf8 > 0 {
-            if b & 0xC0 != 0x80 {
-                return false;
-            }
-            next(0, utf8 - 1)
-        } else if esc == 1 {
-            match b {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => next(0, 0),
-                b'u' => next(5, 0),
-                _ => return false,
-            }
-        } else if esc > 1 {
-            if !b.is_ascii_hexdigit() {
-                return false;
-            }
-            next(if esc == 2 { 0 } else { esc - 1 }, 0)
-        } else {
-            match b {
-                b'"' if key => Mode::Colon,
-                b'"' => Mode::After,
-                b'\\' => next(1, 0),
-                0x00..=0x1F => return false,
-                0x20..=0x7F => next(0, 0),
-                0xC2..=0xDF => next(0, 1),
-                0xE0..=0xEF => next(0, 2),
-                0xF0..=0xF4 => next(0, 3),
-                _ => return false,
-            }
-        };
+        if (esc, utf8, b) == (0, 0, b'"') {
+            self.mode = if key { Mode::Colon } else { Mode::After };
+            return true;
+        }
+        let Some((esc, utf8, _)) = string_step(esc, utf8, b, true) else { return false };
+        self.mode = Mode::Str { key, esc, utf8 };
         true
     }
 
     fn number(&mut self, n: Num, b: u8) -> bool {
-        let to = match (n, b) {
-            (Num::Minus, b'0') => Num::Zero,
-            (Num::Minus, b'1'..=b'9') => Num::Int,
-            (Num::Int, b'0'..=b'9') => Num::Int,
-            (Num::Zero | Num::Int, b'.') => Num::Dot,
-            (Num::Dot | Num::Frac, b'0'..=b'9') => Num::Frac,
-            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Num::E,
-            (Num::E, b'+' | b'-') => Num::ESign,
-            (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Num::Exp,
-            _ if n.complete() => {
+        match n.step(b, false) {
+            Some(to) => {
+                self.mode = Mode::Num(to);
+                true
+            }
+            None if n.complete() => {
                 // The number ended: the byte belongs to what follows it.
                 self.mode = Mode::After;
-                return self.feed(b);
+                self.feed(b)
             }
-            _ => return false,
-        };
-        self.mode = Mode::Num(to);
-        true
+            None => false,
+        }
     }
 }
 

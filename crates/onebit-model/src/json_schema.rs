@@ -188,11 +188,20 @@ fn count(o: &Map<String, Value>, k: &str, at: &str) -> Result<Option<u32>, Schem
 impl JsonSchema {
     /// Compiles `schema` (a JSON Schema document), or says which part it cannot honour.
     pub fn compile(schema: &Value) -> Result<Self, SchemaError> {
-        let mut c = Compiler { root: schema, nodes: Vec::new(), refs: HashMap::new(), depth: 0 };
-        c.nodes.push(Node::Any);
-        c.nodes.push(Node::Literals(vec![b"true".to_vec(), b"false".to_vec(), b"null".to_vec()]));
+        let mut c = Compiler { root: schema, nodes: Self::base(), refs: HashMap::new(), depth: 0 };
         let root = c.compile(schema, "")?;
-        let mut s = JsonSchema { nodes: c.nodes, first: Vec::new(), root };
+        Self::finish(c.nodes, root)
+    }
+
+    /// The nodes every schema starts with: [`ANY`] and [`ANY_WORD`].
+    fn base() -> Vec<Node> {
+        vec![Node::Any, Node::Literals(vec![b"true".to_vec(), b"false".to_vec(), b"null".to_vec()])]
+    }
+
+    /// The schema of `nodes` from `root`, with each node's first bytes, checked that every
+    /// choice can be made by its first byte.
+    fn finish(nodes: Vec<Node>, root: NodeId) -> Result<Self, SchemaError> {
+        let mut s = JsonSchema { nodes, first: Vec::new(), root };
         s.first =
             (0..s.nodes.len()).map(|i| s.first_bytes(i as NodeId, 0)).collect::<Result<_, _>>()?;
         s.check_choices()?;
@@ -271,10 +280,7 @@ impl JsonSchema {
         }
         let none =
             serde_json::json!({"type": "object", "properties": {}, "additionalProperties": false});
-        let mut nodes = vec![
-            Node::Any,
-            Node::Literals(vec![b"true".to_vec(), b"false".to_vec(), b"null".to_vec()]),
-        ];
+        let mut nodes = Self::base();
         let (mut names, mut args) = (Vec::new(), Vec::new());
         for (name, params) in tools {
             let params = params.as_ref().unwrap_or(&none);
@@ -297,11 +303,7 @@ impl JsonSchema {
             Prop { key: b"\"arguments\"".to_vec(), value: arguments, required: true },
         ];
         let root = c.push(Node::Object { props, extra: None, last_required: Some(1) }, "/tools")?;
-        let mut s = JsonSchema { nodes: c.nodes, first: Vec::new(), root };
-        s.first =
-            (0..s.nodes.len()).map(|i| s.first_bytes(i as NodeId, 0)).collect::<Result<_, _>>()?;
-        s.check_choices()?;
-        Ok(s)
+        Self::finish(c.nodes, root)
     }
 }
 

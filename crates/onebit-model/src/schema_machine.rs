@@ -9,7 +9,7 @@
 //! skipped. Like JSON mode ([`crate::json_mode`]), the reply starts with its value and
 //! nothing follows it; whitespace between tokens is a space, or a newline and an indent.
 
-use crate::json_mode::{Num, TokenBytes};
+use crate::json_mode::{is_space, string_step, Num, TokenBytes};
 use crate::json_schema::{has, JsonSchema, Node, NodeId, ANY, ANY_WORD, UNBOUNDED};
 
 /// Deepest nesting of objects and arrays.
@@ -84,10 +84,6 @@ pub struct SchemaMachine {
     leaf: Leaf,
     space: u8,
     done: bool,
-}
-
-fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// Whether some integer in `min..=max` is written starting with the sign and the digits
@@ -452,21 +448,12 @@ impl SchemaMachine {
             _ => (false, i128::MIN, i128::MAX),
         };
         let digit = b.is_ascii_digit();
-        let to = match (part, b) {
-            (Num::Minus, b'0') => Num::Zero,
-            (Num::Minus, b'1'..=b'9') | (Num::Int, b'0'..=b'9') => Num::Int,
-            (Num::Zero | Num::Int, b'.') if !integer => Num::Dot,
-            (Num::Dot | Num::Frac, b'0'..=b'9') => Num::Frac,
-            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') if !integer => Num::E,
-            (Num::E, b'+' | b'-') => Num::ESign,
-            (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Num::Exp,
-            _ => {
-                if self.depth > 0 && self.number_ends(s, node, part, neg, mag) {
-                    self.value_done();
-                    return None;
-                }
-                return Some(false);
+        let Some(to) = part.step(b, integer) else {
+            if self.depth > 0 && self.number_ends(s, node, part, neg, mag) {
+                self.value_done();
+                return None;
             }
+            return Some(false);
         };
         let mag = if digit && matches!(to, Num::Int | Num::Zero) {
             (mag * 10 + (b - b'0') as u128).min(10u128.pow(31))
@@ -490,63 +477,25 @@ impl SchemaMachine {
             Node::String { min, max } => (min, max),
             _ => (0, UNBOUNDED),
         };
-        let next = |esc, utf8, chars| Leaf::Str { node, key, esc, utf8, chars };
-        self.leaf = if utf8 > 0 {
-            if b & 0xC0 != 0x80 {
+        if (esc, utf8, b) == (0, 0, b'"') {
+            if chars < min {
                 return false;
             }
-            next(0, utf8 - 1, chars)
-        } else if esc == 1 {
-            match b {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => next(0, 0, chars),
-                b'u' => next(5, 0, chars),
-                _ => return false,
+            self.leaf = Leaf::None;
+            if key {
+                let f = self.top();
+                f.phase = Phase::Colon;
+                f.count = f.count.saturating_add(1);
+            } else {
+                self.value_done();
             }
-        } else if esc == 5 {
-            // No surrogate escapes: JSON Schema counts a pair as one character.
-            match b {
-                b'd' | b'D' => next(7, 0, chars),
-                _ if b.is_ascii_hexdigit() => next(4, 0, chars),
-                _ => return false,
-            }
-        } else if esc == 7 {
-            if !matches!(b, b'0'..=b'7') {
-                return false;
-            }
-            next(3, 0, chars)
-        } else if esc > 1 {
-            if !b.is_ascii_hexdigit() {
-                return false;
-            }
-            next(if esc == 2 { 0 } else { esc - 1 }, 0, chars)
-        } else {
-            if b == b'"' {
-                if chars < min {
-                    return false;
-                }
-                self.leaf = Leaf::None;
-                if key {
-                    let f = self.top();
-                    f.phase = Phase::Colon;
-                    f.count = f.count.saturating_add(1);
-                } else {
-                    self.value_done();
-                }
-                return true;
-            }
-            if chars >= max {
-                return false;
-            }
-            match b {
-                b'\\' => next(1, 0, chars + 1),
-                0x00..=0x1F => return false,
-                0x20..=0x7F => next(0, 0, chars + 1),
-                0xC2..=0xDF => next(0, 1, chars + 1),
-                0xE0..=0xEF => next(0, 2, chars + 1),
-                0xF0..=0xF4 => next(0, 3, chars + 1),
-                _ => return false,
-            }
-        };
+            return true;
+        }
+        let Some((esc, utf8, starts)) = string_step(esc, utf8, b, false) else { return false };
+        if starts && chars >= max {
+            return false;
+        }
+        self.leaf = Leaf::Str { node, key, esc, utf8, chars: chars + starts as u32 };
         true
     }
 

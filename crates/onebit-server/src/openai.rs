@@ -270,9 +270,9 @@ impl Sampling {
         listed && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
     }
 
-    /// The tools a reply may call, checked: the list for the chat template and the schema
-    /// of a call (`{"name", "arguments"}`, [`JsonSchema::tool_call`]); None without tools
-    /// or with `tool_choice: "none"`.
+    /// The tools a reply may call, checked: the schema of a call (`{"name", "arguments"}`,
+    /// [`JsonSchema::tool_call`]) and whether one is forced; None without tools or with
+    /// `tool_choice: "none"`.
     pub fn tools(&self) -> Result<Option<Tools>, ApiError> {
         let list = match &self.tools {
             None | Some(Value::Null) => return Ok(None),
@@ -318,7 +318,7 @@ impl Sampling {
         };
         let schema =
             JsonSchema::tool_call(&fns).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
-        Ok(Some(Tools { list: Value::Array(list.clone()), schema: Arc::new(schema), forced }))
+        Ok(Some(Tools { schema: Arc::new(schema), forced }))
     }
 
     /// The reply's constraint: JSON mode (`response_format` json_object) and/or a compiled
@@ -450,8 +450,6 @@ impl Sampling {
 
 /// The tools a chat request offers ([`Sampling::tools`]).
 pub struct Tools {
-    /// The request's list, for the chat template.
-    pub list: Value,
     /// The schema of a call of one of them.
     pub schema: Arc<JsonSchema>,
     /// Whether the reply must be a call (`tool_choice` "required" or a named function).

@@ -159,10 +159,11 @@ pub async fn chat(
         app.check_model(&req.model)?;
         let report = req.sampling.report(true)?;
         let messages = req.messages()?;
-        let tools = req.sampling.tools()?;
+        // The tools are checked (and their call schema compiled) once, in `params`.
+        let tools = req.sampling.tools.as_ref().filter(|_| req.sampling.tools_active());
         let text = app
             .template
-            .render_with_tools(&messages, tools.as_ref().map(|t| &t.list))
+            .render_with_tools(&messages, tools)
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
         let prompt = app
             .tok
