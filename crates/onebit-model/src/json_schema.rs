@@ -5,14 +5,14 @@
 //!
 //! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
 //! true, or a schema for a map), `items`, `prefixItems`, `minItems`, `maxItems`, `enum`,
-//! `const`, `minLength`, `maxLength`, integer bounds (`minimum`, `maximum`,
-//! `exclusiveMinimum`, `exclusiveMaximum`), `anyOf` / `oneOf` whose alternatives begin with
+//! `const`, `minLength`, `maxLength`, bounds on numbers (`minimum`, `maximum`,
+//! `exclusiveMinimum`, `exclusiveMaximum`; a bounded non-integer is written with at most 9
+//! decimals and no exponent, [`crate::json_number`]), `anyOf` / `oneOf` whose alternatives begin with
 //! different bytes (an object or a null, a string or a number...), `allOf` of one schema, and
 //! `$ref` to a JSON pointer inside the document (`#/$defs/...`, `#/definitions/...`, `#`;
 //! recursion included). Annotations (`title`, `description`, `default`, `examples`, `format`
 //! — an annotation unless a validator opts in, JSON Schema 2020-12 §7.2 — ...) are ignored.
-//! Any other keyword (`pattern`, `not`, `if`, `uniqueItems`, bounds on a non-integer
-//! number...) is refused, naming it and where it is: a constraint dropped silently would let
+//! Any other keyword (`pattern`, `not`, `if`, `uniqueItems`, `multipleOf`...) is refused, naming it and where it is: a constraint dropped silently would let
 //! through replies the schema rejects.
 //!
 //! Replies are a subset of what the schema accepts, never more: properties come in the
@@ -26,6 +26,7 @@
 //! each of a vocabulary's tokens whether its bytes can still extend the reply, which needs
 //! the schema as a machine whose state is copied per token.
 
+use crate::json_number::{scaled, Range, DIGITS, FRACTION};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -65,8 +66,9 @@ pub(crate) enum Node {
     Any,
     /// One of these values, as compact JSON.
     Literals(Vec<Vec<u8>>),
-    /// A number; `integer`: no fraction or exponent; bounds (inclusive) only on integers.
-    Number { integer: bool, min: i128, max: i128 },
+    /// A number; `integer`: no fraction or exponent; `range`: its bounds (a bounded
+    /// non-integer is written without an exponent, see [`crate::json_number`]).
+    Number { integer: bool, range: Option<Range> },
     /// A string of `min..=max` characters (Unicode scalar values, as JSON Schema counts).
     String { min: u32, max: u32 },
     /// An object: `props` in order; with none, keys of `extra`'s values (a map), or no keys.
@@ -530,7 +532,9 @@ impl Compiler<'_> {
         integer: bool,
         at: &str,
     ) -> Result<NodeId, SchemaError> {
-        let (mut min, mut max) = (i128::MIN, i128::MAX);
+        let scale = if integer { 0 } else { FRACTION as u8 };
+        let mut range = Range { min: i128::MIN, max: i128::MAX, scale };
+        let mut bounded = false;
         for (k, lower, exclusive) in [
             ("minimum", true, false),
             ("exclusiveMinimum", true, true),
@@ -538,28 +542,40 @@ impl Compiler<'_> {
             ("exclusiveMaximum", false, true),
         ] {
             let Some(v) = o.get(k) else { continue };
-            let Some(f) = v.as_f64().filter(|f| f.is_finite() && f.abs() < 1e30) else {
+            // Read from the number's text: 0.1 is 0.1, not the double nearest to it.
+            let bound = match v {
+                Value::Number(n) => scaled(&n.to_string(), scale as u32, lower != exclusive),
+                _ => None,
+            };
+            let Some(bound) = bound else {
                 return err(at, format!("{k} must be a number"));
             };
-            if !integer {
-                return err(at, format!("{k} on a number is not supported (only on integers)"));
-            }
+            // The least value above an exclusive lower bound, the greatest below an upper.
             let bound = match (lower, exclusive) {
-                (true, false) => f.ceil(),
-                (true, true) => f.floor() + 1.0,
-                (false, false) => f.floor(),
-                (false, true) => f.ceil() - 1.0,
-            } as i128;
+                (true, true) => bound + 1,
+                (false, true) => bound - 1,
+                _ => bound,
+            };
             if lower {
-                min = min.max(bound);
+                range.min = range.min.max(bound);
             } else {
-                max = max.min(bound);
+                range.max = range.max.min(bound);
             }
+            bounded = true;
         }
-        if min > max {
-            return err(at, "no integer lies within the bounds");
+        if bounded && !range.reachable() {
+            return err(
+                at,
+                if integer {
+                    "no integer lies within the bounds".to_string()
+                } else {
+                    format!(
+                        "no number of at most {DIGITS} digits and {FRACTION} decimals lies within the bounds"
+                    )
+                },
+            );
         }
-        self.push(Node::Number { integer, min, max }, at)
+        self.push(Node::Number { integer, range: bounded.then_some(range) }, at)
     }
 
     fn object(&mut self, o: &Map<String, Value>, at: &str) -> Result<NodeId, SchemaError> {
@@ -655,7 +671,11 @@ mod tests {
         for (schema, says) in [
             (json!({"type": "string", "pattern": "^a"}), "pattern"),
             (json!({"not": {"type": "null"}}), "not"),
-            (json!({"type": "number", "minimum": 0}), "only on integers"),
+            (
+                json!({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e-12}),
+                "9 decimals",
+            ),
+            (json!({"type": "number", "minimum": "0"}), "minimum must be a number"),
             (json!({"type": "array", "uniqueItems": true}), "uniqueItems"),
             (json!({"anyOf": [{"type": "string"}, {"enum": ["a"]}]}), "both begin with '\"'"),
             (json!({"anyOf": [{"type": "object"}, {"properties": {}}]}), "both begin with '{'"),
@@ -770,7 +790,7 @@ mod tests {
         assert_eq!(props[0].key, b"\"n\"");
         assert_eq!(
             s.nodes[props[0].value as usize],
-            Node::Number { integer: true, min: 1, max: 9 }
+            Node::Number { integer: true, range: Some(Range { min: 1, max: 9, scale: 0 }) }
         );
     }
 }

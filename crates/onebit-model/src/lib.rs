@@ -22,6 +22,7 @@ pub mod generation;
 pub mod gguf;
 pub mod hf;
 pub mod json_mode;
+pub mod json_number;
 pub mod json_schema;
 pub mod load;
 pub mod logprobs;

@@ -5,11 +5,12 @@
 //! The machine holds a fixed stack of open objects and arrays and the scalar being read, no
 //! heap, so a mask copies it per token. Every state it accepts can still be completed (no
 //! dead ends): a string at its `maxLength` only closes, an array at `maxItems` only ends,
-//! an integer's digits stay on a path to a value within its bounds, a required key is never
+//! a bounded number's digits stay on a path to a value within its bounds, a required key is never
 //! skipped. Like JSON mode ([`crate::json_mode`]), the reply starts with its value and
 //! nothing follows it; whitespace between tokens is a space, or a newline and an indent.
 
 use crate::json_mode::{is_space, string_step, Num, TokenBytes};
+use crate::json_number::Digits;
 use crate::json_schema::{has, JsonSchema, Node, NodeId, ANY, ANY_WORD, UNBOUNDED};
 
 /// Deepest nesting of objects and arrays.
@@ -55,12 +56,11 @@ enum Leaf {
         utf8: u8,
         chars: u32,
     },
-    /// A number; `mag`: the integer part's digits (capped), for integer bounds.
+    /// A number: its part, and its digits (for bounds).
     Num {
         node: NodeId,
         part: Num,
-        neg: bool,
-        mag: u128,
+        digits: Digits,
     },
     /// One of a literal node's values: the first candidate that matches, bytes read.
     Lit {
@@ -86,24 +86,6 @@ pub struct SchemaMachine {
     done: bool,
 }
 
-/// Whether some integer in `min..=max` is written starting with the sign and the digits
-/// read so far (`mag`, `zero`: a lone leading 0, which no digit may follow).
-fn integer_viable(min: i128, max: i128, neg: bool, mag: u128, zero: bool) -> bool {
-    let (mut lo, mut hi) = (mag, mag);
-    for _ in 0..40 {
-        let (a, b) = if neg { (-(hi as i128), -(lo as i128)) } else { (lo as i128, hi as i128) };
-        if a <= max && b >= min {
-            return true;
-        }
-        if zero || lo > 10u128.pow(30) {
-            return false;
-        }
-        lo *= 10;
-        hi = hi * 10 + 9;
-    }
-    false
-}
-
 impl SchemaMachine {
     /// A machine before the document's first byte.
     pub fn new() -> Self {
@@ -124,7 +106,7 @@ impl SchemaMachine {
         }
         self.depth == 0
             && match self.leaf {
-                Leaf::Num { node, part, neg, mag } => self.number_ends(s, node, part, neg, mag),
+                Leaf::Num { node, part, digits } => self.number_ends(s, node, part, digits),
                 Leaf::Lit { node, cand, pos } => lit_complete(s, node, cand, pos),
                 _ => false,
             }
@@ -155,8 +137,8 @@ impl SchemaMachine {
             Leaf::None => {}
             Leaf::Str { .. } => return self.string(s, b),
             Leaf::Key { cand, pos } => return self.key(s, cand, pos, b),
-            Leaf::Num { node, part, neg, mag } => {
-                if let Some(ok) = self.number(s, node, part, neg, mag, b) {
+            Leaf::Num { node, part, digits } => {
+                if let Some(ok) = self.number(s, node, part, digits, b) {
                     return ok;
                 }
             }
@@ -402,35 +384,29 @@ impl SchemaMachine {
     }
 
     fn start_number(&mut self, s: &JsonSchema, node: NodeId, b: u8) -> bool {
-        let (part, neg, mag) = match b {
-            b'-' => (Num::Minus, true, 0),
-            b'0' => (Num::Zero, false, 0),
-            b'1'..=b'9' => (Num::Int, false, (b - b'0') as u128),
+        let part = match b {
+            b'-' => Num::Minus,
+            b'0' => Num::Zero,
+            b'1'..=b'9' => Num::Int,
             _ => return false,
         };
-        if let Node::Number { min, max, .. } = s.nodes[node as usize] {
-            let ok =
-                if neg { min < 0 } else { integer_viable(min, max, false, mag, part == Num::Zero) };
-            if !ok {
+        let digits = Digits::default().after(b, part);
+        if let Node::Number { range: Some(r), .. } = s.nodes[node as usize] {
+            if !r.admits(part, digits) {
                 return false;
             }
         }
-        self.leaf = Leaf::Num { node, part, neg, mag };
+        self.leaf = Leaf::Num { node, part, digits };
         true
     }
 
     /// Whether a number read so far is whole and within its node's bounds.
-    fn number_ends(&self, s: &JsonSchema, node: NodeId, part: Num, neg: bool, mag: u128) -> bool {
-        if !part.complete() {
-            return false;
-        }
-        match s.nodes[node as usize] {
-            Node::Number { min, max, .. } => {
-                let v = if neg { -(mag as i128) } else { mag as i128 };
-                min <= v && v <= max
+    fn number_ends(&self, s: &JsonSchema, node: NodeId, part: Num, digits: Digits) -> bool {
+        part.complete()
+            && match s.nodes[node as usize] {
+                Node::Number { range: Some(r), .. } => r.holds(digits),
+                _ => true,
             }
-            _ => true,
-        }
     }
 
     /// Some(accepted) for a byte of the number, None when it ended before `b`.
@@ -439,34 +415,25 @@ impl SchemaMachine {
         s: &JsonSchema,
         node: NodeId,
         part: Num,
-        neg: bool,
-        mag: u128,
+        digits: Digits,
         b: u8,
     ) -> Option<bool> {
-        let (integer, min, max) = match s.nodes[node as usize] {
-            Node::Number { integer, min, max } => (integer, min, max),
-            _ => (false, i128::MIN, i128::MAX),
+        let (integer, range) = match s.nodes[node as usize] {
+            Node::Number { integer, range } => (integer, range),
+            _ => (false, None),
         };
-        let digit = b.is_ascii_digit();
         let Some(to) = part.step(b, integer) else {
-            if self.depth > 0 && self.number_ends(s, node, part, neg, mag) {
+            if self.depth > 0 && self.number_ends(s, node, part, digits) {
                 self.value_done();
                 return None;
             }
             return Some(false);
         };
-        let mag = if digit && matches!(to, Num::Int | Num::Zero) {
-            (mag * 10 + (b - b'0') as u128).min(10u128.pow(31))
-        } else {
-            mag
-        };
-        if integer
-            && (min, max) != (i128::MIN, i128::MAX)
-            && !integer_viable(min, max, neg, mag, to == Num::Zero)
-        {
+        let digits = digits.after(b, to);
+        if range.is_some_and(|r| !r.admits(to, digits)) {
             return Some(false);
         }
-        self.leaf = Leaf::Num { node, part: to, neg, mag };
+        self.leaf = Leaf::Num { node, part: to, digits };
         Some(true)
     }
 

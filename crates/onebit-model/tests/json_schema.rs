@@ -156,6 +156,102 @@ fn nesting_is_capped() {
     assert!(!SchemaMachine::new().feed_all(&s, (deep + "[").as_bytes()));
 }
 
+/// Every string of up to five bytes of a number's alphabet, for bounded numbers at the top
+/// level and inside an array: what the machine completes is valid under jsonschema, what
+/// jsonschema accepts in the machine's subset (no exponent) the machine completes, and no
+/// prefix it accepts is a dead end.
+#[test]
+fn bounded_numbers_agree_with_jsonschema_on_every_short_text() {
+    let alphabet = b"-0123456789.e";
+    let any_number = JsonSchema::compile(&json!({"type": "number"})).unwrap();
+    for bounds in [
+        json!({"minimum": 0.1, "maximum": 0.3}),
+        json!({"exclusiveMinimum": 0, "exclusiveMaximum": 1}),
+        json!({"minimum": -2.5, "maximum": -0.5}),
+        json!({"minimum": -1, "exclusiveMaximum": 1}),
+        json!({"minimum": 1.5, "maximum": 1.5}),
+        json!({"minimum": 100, "maximum": 100.05}),
+        json!({"minimum": -0.001}),
+        json!({"exclusiveMaximum": 30}),
+        json!({"minimum": 0.07, "exclusiveMaximum": 0.0701}),
+    ] {
+        for integer in [false, true] {
+            let mut schema = bounds.clone();
+            schema["type"] = json!(if integer { "integer" } else { "number" });
+            let Ok(s) = JsonSchema::compile(&schema) else {
+                assert!(integer, "{schema} refused");
+                continue;
+            };
+            let validator = jsonschema::validator_for(&schema).unwrap();
+            let array = json!({"type": "array", "items": schema});
+            let sa = JsonSchema::compile(&array).unwrap();
+            let mut texts: Vec<Vec<u8>> = vec![vec![]];
+            for _ in 0..5 {
+                let mut next = Vec::new();
+                for t in &texts {
+                    for &b in alphabet {
+                        let mut u = t.clone();
+                        u.push(b);
+                        next.push(u);
+                    }
+                }
+                for t in &next {
+                    let text = std::str::from_utf8(t).unwrap();
+                    let mut m = SchemaMachine::new();
+                    let fed = m.feed_all(&s, t);
+                    let parsed = serde_json::from_str::<Value>(text).ok().filter(Value::is_number);
+                    let valid = parsed.as_ref().is_some_and(|v| validator.is_valid(v));
+                    if fed {
+                        let stuck = !m.can_end(&s) && (0..=255u8).all(|b| !m.clone().feed(&s, b));
+                        assert!(!stuck, "dead end after {text} for {schema}");
+                    }
+                    let done = fed && m.can_end(&s);
+                    assert!(!done || valid, "{text} completed but invalid for {schema}");
+                    let subset = !(text.contains('e') || integer && text.contains('.'));
+                    assert!(!valid || !subset || done, "{text} valid but refused for {schema}");
+                    // Inside an array the number ends at `]` instead.
+                    let inner = format!("[{text}]");
+                    let done_inner = SchemaMachine::new().feed_all(&sa, inner.as_bytes());
+                    assert_eq!(done_inner && valid, done_inner, "{inner} for {array}");
+                    assert!(!valid || !subset || done_inner, "{inner} refused for {array}");
+                }
+                // Go on from every prefix of a JSON number (bounds aside): a valid text whose
+                // prefix the bounded machine refused is then caught.
+                texts = next
+                    .into_iter()
+                    .filter(|t| SchemaMachine::new().feed_all(&any_number, t))
+                    .collect();
+            }
+        }
+    }
+}
+
+/// Bounds are read from the schema's text: 0.1 is a tenth, and 0.3 is allowed under
+/// `maximum: 0.3` (the double nearest 0.3 is below it; the decimal is not).
+#[test]
+fn decimal_bounds_are_exact_and_replies_have_no_exponent() {
+    let s =
+        JsonSchema::compile(&json!({"type": "number", "minimum": 0.1, "maximum": 0.3})).unwrap();
+    for (doc, ok) in [
+        ("0.1", Some(true)),
+        ("0.3", Some(true)),
+        ("0.30000", Some(true)),
+        ("0.300000001", None),
+        ("0.2999999999", None),
+        ("0.099999999", None),
+        ("0.25", Some(true)),
+        ("1e-1", None),
+        ("0.", Some(false)),
+    ] {
+        assert_eq!(run(&s, doc), ok, "{doc}");
+    }
+    let unbounded = JsonSchema::compile(&json!({"type": "number"})).unwrap();
+    assert_eq!(run(&unbounded, "1.5e-7"), Some(true));
+    let e =
+        JsonSchema::compile(&json!({"type": "number", "minimum": 2, "maximum": 1})).unwrap_err();
+    assert!(e.why.contains("lies within the bounds"), "{e}");
+}
+
 fn schema_strategy() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(json!({"type": "string"})),
@@ -166,6 +262,17 @@ fn schema_strategy() -> impl Strategy<Value = Value> {
             .prop_map(|(a, b)| json!({"type": "integer", "minimum": a, "maximum": a + b})),
         (-50i64..50).prop_map(|a| json!({"type": "integer", "exclusiveMaximum": a})),
         Just(json!({"type": "number"})),
+        (-300i64..300, 0i64..500).prop_map(|(a, b)| {
+            json!({"type": "number", "minimum": a as f64 / 10.0, "maximum": (a + b) as f64 / 100.0 + a as f64 / 10.0})
+        }),
+        // Fourteen digits before the point leave one decimal (an f64's fifteen in all).
+        (1i64..9, 0i64..100, 0i64..30).prop_map(|(a, b, c)| {
+            let x = a as f64 * 1.111_111_111_111e13;
+            json!({"type": "number", "minimum": x + b as f64 / 100.0, "maximum": x + (b + c) as f64 / 100.0})
+        }),
+        (-50i64..50, 1i64..40).prop_map(|(a, b)| {
+            json!({"type": "number", "exclusiveMinimum": a as f64 / 7.0, "exclusiveMaximum": a as f64 / 7.0 + b as f64 / 1000.0})
+        }),
         Just(json!({"type": "boolean"})),
         Just(json!({"type": "null"})),
         Just(json!({})),

@@ -443,9 +443,10 @@ fn json_schema_replies_are_documents_of_the_schema() {
             "name": {"type": "string", "minLength": 1, "maxLength": 12},
             "age": {"type": "integer", "minimum": 0, "maximum": 120},
             "sisters": {"type": "array", "items": {"enum": ["Jane", "Mary", "Kitty", "Lydia"]}, "maxItems": 1},
-            "married": {"type": ["boolean", "null"]}
+            "married": {"type": ["boolean", "null"]},
+            "wit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
         },
-        "required": ["name", "age", "sisters", "married"],
+        "required": ["name", "age", "sisters", "married", "wit"],
         "additionalProperties": false
     });
     let validator = jsonschema::validator_for(&schema).unwrap();
@@ -490,7 +491,7 @@ fn json_schema_replies_are_documents_of_the_schema() {
         assert!(finish == "stop" || finish == "eos", "{path}: {v}");
         // Keys in the schema's order, as OpenAI writes them.
         let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["name", "age", "sisters", "married"], "{text}");
+        assert_eq!(keys, ["name", "age", "sisters", "married", "wit"], "{text}");
     }
     // Streamed: the pieces make the same document as the whole reply.
     let body = json!({"messages": messages, "max_tokens": 220, "logit_bias": blank, "temperature": 0, "stream": true,

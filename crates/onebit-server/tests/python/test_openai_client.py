@@ -190,14 +190,16 @@ def test_json_mode_replies_parse_with_pythons_json(server):
     assert json.loads(r.choices[0].message.content) == {}
     # Structured output: the reply is a document of the schema (a json_schema the server
     # cannot enforce is a 400 naming the keyword).
-    schema = {"type": "object", "additionalProperties": False, "required": ["mood", "n"],
-              "properties": {"mood": {"enum": ["happy", "sad"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9}}}
+    schema = {"type": "object", "additionalProperties": False, "required": ["mood", "n", "p"],
+              "properties": {"mood": {"enum": ["happy", "sad"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9},
+                             "p": {"type": "number", "minimum": 0.25, "exclusiveMaximum": 0.75}}}
     r = c.chat.completions.create(
         model="austen", messages=[{"role": "user", "content": "How is Anne?"}], max_tokens=150, temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "mood", "schema": schema, "strict": True}})
     doc = json.loads(r.choices[0].message.content)
     assert r.choices[0].finish_reason == "stop"
-    assert list(doc) == ["mood", "n"] and doc["mood"] in ("happy", "sad") and 1 <= doc["n"] <= 9
+    assert list(doc) == ["mood", "n", "p"] and doc["mood"] in ("happy", "sad") and 1 <= doc["n"] <= 9
+    assert 0.25 <= doc["p"] < 0.75
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(
             model="austen", messages=[{"role": "user", "content": "hi"}],
