@@ -8,7 +8,8 @@
 //! `const`, `minLength`, `maxLength`, bounds on numbers (`minimum`, `maximum`,
 //! `exclusiveMinimum`, `exclusiveMaximum`; a bounded non-integer is written with at most 9
 //! decimals and no exponent, [`crate::json_number`]), `anyOf` / `oneOf` whose alternatives begin with
-//! different bytes (an object or a null, a string or a number...), `allOf` of one schema, and
+//! different bytes (an object or a null, a string or a number...) or are objects told apart
+//! by their first key or its const / enum value (a discriminator), `allOf` of one schema, and
 //! `$ref` to a JSON pointer inside the document (`#/$defs/...`, `#/definitions/...`, `#`;
 //! recursion included). Annotations (`title`, `description`, `default`, `examples`, `format`
 //! — an annotation unless a validator opts in, JSON Schema 2020-12 §7.2 — ...) are ignored.
@@ -19,8 +20,8 @@
 //! schema's order (as OpenAI's structured outputs write them; an optional one may be left
 //! out, a required one never), an object with declared properties gets no others, a string
 //! holds no surrogate `\u` escapes (a character outside the BMP is written in UTF-8), and
-//! `oneOf` is read as `anyOf` (its alternatives begin differently, so at most one matches
-//! the first byte; two that both accept a document are the schema's own contradiction).
+//! `oneOf` is read as `anyOf` where that is safe: alternatives that begin differently, or
+//! objects that no reply can satisfy two of (checked when compiling; otherwise refused).
 //!
 //! Written here: the Rust JSON Schema crates validate whole documents; masking asks of
 //! each of a vocabulary's tokens whether its bytes can still extend the reply, which needs
@@ -77,6 +78,12 @@ pub(crate) enum Node {
     Array { prefix: Vec<NodeId>, items: Option<NodeId>, min: u32, max: u32 },
     /// One of these, chosen by the value's first byte.
     Choice(Vec<NodeId>),
+    /// An object that is one of several object nodes (`anyOf` / `oneOf` of objects) until
+    /// its first key says which: `props` are the keys any of them may begin with; a key of
+    /// one alternative routes to `(object, next property)` at once, a key several begin with
+    /// routes by its value (a literal of the merged `Literals` in `props`: one route per
+    /// literal). `empty`: `{}` is one of the alternatives.
+    Union { props: Vec<Prop>, routes: Vec<Vec<(NodeId, u16)>>, empty: bool },
     /// In an object: the node of the literal an earlier property's value matched (the
     /// arguments of the function a tool call named).
     ByTag(Vec<NodeId>),
@@ -228,7 +235,7 @@ impl JsonSchema {
             Node::Literals(c) => c.iter().for_each(|l| set(&mut bits, l[0])),
             Node::Number { .. } => b"-0123456789".iter().for_each(|&b| set(&mut bits, b)),
             Node::String { .. } => set(&mut bits, b'"'),
-            Node::Object { .. } => set(&mut bits, b'{'),
+            Node::Object { .. } | Node::Union { .. } => set(&mut bits, b'{'),
             Node::Array { .. } => set(&mut bits, b'['),
             Node::Choice(alts) | Node::ByTag(alts) => {
                 if depth > 2 * MAX_NESTING {
@@ -357,7 +364,7 @@ impl Compiler<'_> {
                 let ids = (alts.iter().enumerate())
                     .map(|(i, a)| self.compile(a, &format!("{at}/{k}/{i}")))
                     .collect::<Result<Vec<_>, _>>()?;
-                return self.choice(ids, at);
+                return self.choice(ids, at, k == "oneOf");
             }
         }
         if let Some(all) = o.get("allOf") {
@@ -393,15 +400,167 @@ impl Compiler<'_> {
         if ids.len() == 1 {
             Ok(ids[0])
         } else {
-            self.choice(ids, at)
+            self.choice(ids, at, false)
         }
     }
 
-    fn choice(&mut self, ids: Vec<NodeId>, at: &str) -> Result<NodeId, SchemaError> {
+    /// The value of one of `ids` (`one_of`: of exactly one).
+    fn choice(&mut self, ids: Vec<NodeId>, at: &str, one_of: bool) -> Result<NodeId, SchemaError> {
         if ids.len() == 1 {
             return Ok(ids[0]);
         }
-        self.push(Node::Choice(ids), at)
+        let mut flat = Vec::new();
+        for id in ids {
+            self.flatten(id, &mut flat, 0);
+        }
+        // Objects with declared properties all begin with `{`: one union tells them apart
+        // by their first key (maps and other values stay alternatives of their own).
+        let (objects, mut alts): (Vec<NodeId>, Vec<NodeId>) = flat.into_iter().partition(|&id| {
+            matches!(&self.nodes[id as usize], Node::Object { props, .. } if !props.is_empty())
+        });
+        if objects.len() > 1 {
+            if one_of {
+                self.exclusive(&objects, at)?;
+            }
+            alts.push(self.union(&objects, at)?);
+        } else {
+            alts.extend(objects);
+        }
+        if alts.len() == 1 {
+            return Ok(alts[0]);
+        }
+        self.push(Node::Choice(alts), at)
+    }
+
+    /// For `oneOf`: no document the machine writes for one of `objects` is also a document
+    /// of another. Each other object requires a key this one does not declare (the machine
+    /// writes declared keys only), or is closed to a key this one requires, or both hold a
+    /// const / enum of a key this one requires with no value in common.
+    fn exclusive(&self, objects: &[NodeId], at: &str) -> Result<(), SchemaError> {
+        let props = |id: NodeId| match &self.nodes[id as usize] {
+            Node::Object { props, .. } => props.as_slice(),
+            _ => &[],
+        };
+        let closed =
+            |id: NodeId| matches!(&self.nodes[id as usize], Node::Object { extra: None, .. });
+        let lits = |id: NodeId| match &self.nodes[self.resolve(id) as usize] {
+            Node::Literals(l) => Some(l),
+            _ => None,
+        };
+        for (i, &a) in objects.iter().enumerate() {
+            for (j, &b) in objects.iter().enumerate().filter(|&(j, _)| j != i) {
+                let (pa, pb) = (props(a), props(b));
+                let lacks = pb.iter().any(|q| q.required && !pa.iter().any(|p| p.key == q.key));
+                let forbids = closed(b)
+                    && pa.iter().any(|p| p.required && !pb.iter().any(|q| q.key == p.key));
+                let differs = pa.iter().filter(|p| p.required).any(|p| {
+                    pb.iter().any(|q| {
+                        q.key == p.key
+                            && match (lits(p.value), lits(q.value)) {
+                                (Some(x), Some(y)) => x.iter().all(|v| !y.contains(v)),
+                                _ => false,
+                            }
+                    })
+                });
+                if !lacks && !forbids && !differs {
+                    return err(
+                        at,
+                        format!(
+                            "oneOf objects {i} and {j}: a reply written for one could also be \
+                             one of the other (oneOf needs exactly one); give them a \
+                             discriminating const, or use anyOf"
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The alternatives of `id` with nested choices (and resolved `$ref`s, which are
+    /// one-alternative choices) taken apart.
+    fn flatten(&self, id: NodeId, out: &mut Vec<NodeId>, depth: usize) {
+        match &self.nodes[id as usize] {
+            Node::Choice(alts) if depth < MAX_NESTING => {
+                alts.iter().for_each(|&a| self.flatten(a, out, depth + 1))
+            }
+            _ => out.push(id),
+        }
+    }
+
+    /// The node of `id` behind resolved `$ref`s.
+    fn resolve(&self, mut id: NodeId) -> NodeId {
+        for _ in 0..MAX_NESTING {
+            match &self.nodes[id as usize] {
+                Node::Choice(alts) if alts.len() == 1 => id = alts[0],
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// One object node for several (each with declared properties): the keys each may
+    /// begin with (its optional keys up to and including its first required one) route to
+    /// it; a key that several may begin with must hold a const or enum in each of them, with
+    /// no value in two (a discriminator, as `{"type": "cat", ...}`).
+    fn union(&mut self, alts: &[NodeId], at: &str) -> Result<NodeId, SchemaError> {
+        let mut props: Vec<Prop> = Vec::new();
+        let mut owners: Vec<Vec<(NodeId, u16)>> = Vec::new();
+        let mut empty = false;
+        for &a in alts {
+            let Node::Object { props: ps, .. } = &self.nodes[a as usize] else { continue };
+            let first_required = ps.iter().position(|p| p.required);
+            empty |= first_required.is_none();
+            for (i, p) in ps[..=first_required.unwrap_or(ps.len() - 1)].iter().enumerate() {
+                match props.iter().position(|q| q.key == p.key) {
+                    Some(k) => owners[k].push((a, i as u16)),
+                    None => {
+                        props.push(Prop { key: p.key.clone(), value: p.value, required: false });
+                        owners.push(vec![(a, i as u16)]);
+                    }
+                }
+            }
+        }
+        let mut routes = Vec::new();
+        for (k, own) in owners.iter().enumerate() {
+            if let [(a, i)] = own[..] {
+                routes.push(vec![(a, i + 1)]);
+                continue;
+            }
+            let key = String::from_utf8_lossy(&props[k].key).into_owned();
+            let (mut lits, mut route) = (Vec::new(), Vec::new());
+            for &(a, i) in own {
+                let Node::Object { props: ps, .. } = &self.nodes[a as usize] else { continue };
+                let Node::Literals(l) = &self.nodes[self.resolve(ps[i as usize].value) as usize]
+                else {
+                    return err(
+                        at,
+                        format!(
+                            "two anyOf/oneOf objects may both begin with the key {key}, which is \
+                             not a const or enum in each; onebit tells object alternatives apart \
+                             by their first key or its value"
+                        ),
+                    );
+                };
+                for lit in l {
+                    if lits.contains(lit) {
+                        let lit = String::from_utf8_lossy(lit);
+                        return err(
+                            at,
+                            format!("two anyOf/oneOf objects may both begin with {key}: {lit}"),
+                        );
+                    }
+                    lits.push(lit.clone());
+                    route.push((a, i + 1));
+                }
+            }
+            if lits.len() > MAX_CHOICES {
+                return err(at, format!("more than {MAX_CHOICES} values of {key} in anyOf/oneOf"));
+            }
+            props[k].value = self.push(Node::Literals(lits), at)?;
+            routes.push(route);
+        }
+        self.push(Node::Union { props, routes, empty }, at)
     }
 
     fn implied_type(o: &Map<String, Value>) -> &'static str {

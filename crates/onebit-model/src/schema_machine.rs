@@ -166,6 +166,21 @@ impl SchemaMachine {
             return self.start_value(s, s.root(), b);
         }
         let f = *self.top();
+        if let Node::Union { props, empty, .. } = &s.nodes[f.node as usize] {
+            return match (f.phase, b) {
+                (Phase::Open, b'}') if *empty => self.close(),
+                (Phase::Open, b'"') => {
+                    self.leaf = Leaf::Key { cand: 0, pos: 1 };
+                    true
+                }
+                (Phase::Colon, b':') => {
+                    self.top().phase = Phase::Value;
+                    true
+                }
+                (Phase::Value, _) => self.start_value(s, props[f.count as usize - 1].value, b),
+                _ => false,
+            };
+        }
         if f.object {
             let Node::Object { props, extra, last_required } = &s.nodes[f.node as usize] else {
                 return self.generic_object(s, f, b);
@@ -324,7 +339,7 @@ impl SchemaMachine {
                 self.leaf = Leaf::Str { node, key: false, esc: 0, utf8: 0, chars: 0 };
                 b == b'"'
             }
-            Node::Object { .. } => b == b'{' && self.open(node, true),
+            Node::Object { .. } | Node::Union { .. } => b == b'{' && self.open(node, true),
             Node::Array { .. } => b == b'[' && self.open(node, false),
             Node::Choice(_) | Node::ByTag(_) | Node::Pending => false,
         }
@@ -377,7 +392,14 @@ impl SchemaMachine {
         if let (Node::Literals(c), true) = (&s.nodes[node as usize], self.depth > 0) {
             let read = &c[cand as usize][..pos as usize];
             if let Some(i) = c.iter().position(|l| l.as_slice() == read) {
-                self.top().tag = i as u16;
+                let f = self.top();
+                f.tag = i as u16;
+                // A key several alternatives begin with: its value says which object this is.
+                if let Node::Union { routes, .. } = &s.nodes[f.node as usize] {
+                    if let Some(&(node, count)) = routes[f.count as usize - 1].get(i) {
+                        (f.node, f.count) = (node, count);
+                    }
+                }
             }
         }
         self.value_done();
@@ -469,10 +491,16 @@ impl SchemaMachine {
     /// A byte of a declared key of the innermost object.
     fn key(&mut self, s: &JsonSchema, cand: u16, pos: u16, b: u8) -> bool {
         let f = *self.top();
-        let Node::Object { props, .. } = &s.nodes[f.node as usize] else { return false };
-        // Keys come in order; a required one may not be passed over.
-        let from = f.count as usize;
-        let upto = (from..props.len()).find(|&i| props[i].required).unwrap_or(props.len() - 1);
+        let (props, from, upto) = match &s.nodes[f.node as usize] {
+            // Keys come in order; a required one may not be passed over.
+            Node::Object { props, .. } => {
+                let from = f.count as usize;
+                let upto = (from..props.len()).find(|&i| props[i].required);
+                (props, from, upto.unwrap_or(props.len() - 1))
+            }
+            Node::Union { props, .. } => (props, 0, props.len() - 1),
+            _ => return false,
+        };
         let read = &props[cand as usize].key[..pos as usize];
         let p = pos as usize;
         let Some(i) = (from..=upto).find(|&i| {
@@ -485,6 +513,12 @@ impl SchemaMachine {
             let f = self.top();
             f.count = i as u16 + 1;
             f.phase = Phase::Colon;
+            // A key only one alternative begins with: read on as that object.
+            if let Node::Union { routes, .. } = &s.nodes[f.node as usize] {
+                if let [(node, count)] = routes[i][..] {
+                    (f.node, f.count) = (node, count);
+                }
+            }
         } else {
             self.leaf = Leaf::Key { cand: i as u16, pos: pos + 1 };
         }

@@ -252,6 +252,86 @@ fn decimal_bounds_are_exact_and_replies_have_no_exponent() {
     assert!(e.why.contains("lies within the bounds"), "{e}");
 }
 
+/// anyOf / oneOf of objects: routed by their first key, or by its const value.
+#[test]
+fn object_alternatives_are_told_apart_by_their_first_key() {
+    let pets = json!({"oneOf": [
+        {"type": "object", "properties": {"pet": {"const": "cat"}, "lives": {"type": "integer", "minimum": 1, "maximum": 9}},
+         "required": ["pet", "lives"]},
+        {"type": "object", "properties": {"pet": {"enum": ["dog", "wolf"]}, "bark": {"type": "boolean"}},
+         "required": ["pet"], "additionalProperties": false},
+        {"type": "object", "properties": {"fish": {"type": "string"}}, "required": ["fish"]},
+        {"type": "null"}
+    ]});
+    let s = JsonSchema::compile(&pets).unwrap();
+    for (doc, ok) in [
+        (r#"{"pet": "cat", "lives": 7}"#, Some(true)),
+        (r#"{"pet": "cat", "lives": 10}"#, None),
+        (r#"{"pet": "cat", "bark": true}"#, None),
+        (r#"{"pet": "cat"}"#, None),
+        (r#"{"pet": "wolf", "bark": true}"#, Some(true)),
+        (r#"{"pet": "dog"}"#, Some(true)),
+        (r#"{"pet": "dog", "lives": 3}"#, None),
+        (r#"{"pet": "cow"}"#, None),
+        (r#"{"fish": "cod"}"#, Some(true)),
+        (r#"{"fish": "cod", "pet": "cat"}"#, None),
+        (r#"{}"#, None),
+        (r#"null"#, Some(true)),
+        (r#"{"pet": "cat", "lives": 7"#, Some(false)),
+    ] {
+        assert_eq!(run(&s, doc), ok, "{doc}");
+        if ok == Some(true) {
+            assert!(valid(&pets, doc), "{doc}");
+        }
+    }
+    // An optional key before the first required one routes too; {} where one allows it.
+    let s = JsonSchema::compile(&json!({"anyOf": [
+        {"properties": {"note": {"type": "string"}, "a": {"type": "integer"}}, "required": ["a"]},
+        {"properties": {"b": {"type": "integer"}}}
+    ]}))
+    .unwrap();
+    for (doc, ok) in [
+        (r#"{"note": "x", "a": 1}"#, Some(true)),
+        (r#"{"note": "x"}"#, None),
+        (r#"{"a": 1}"#, Some(true)),
+        (r#"{"b": 1}"#, Some(true)),
+        (r#"{}"#, Some(true)),
+    ] {
+        assert_eq!(run(&s, doc), ok, "{doc}");
+    }
+    // oneOf: a closed object with no required key and one that requires a key it lacks.
+    let closed = json!({"oneOf": [
+        {"properties": {"a": {"type": "string"}}, "additionalProperties": false},
+        {"properties": {"b": {"type": "integer"}}, "required": ["b"], "additionalProperties": false}
+    ]});
+    let s = JsonSchema::compile(&closed).unwrap();
+    for doc in [r#"{}"#, r#"{"a": "x"}"#, r#"{"b": 2}"#] {
+        assert_eq!(run(&s, doc), Some(true), "{doc}");
+        assert!(valid(&closed, doc), "{doc}");
+    }
+    // Refused: a shared first key with no literal value; a oneOf whose objects overlap.
+    for (schema, says) in [
+        (
+            json!({"anyOf": [{"properties": {"a": {"type": "string"}}, "required": ["a"]},
+                          {"properties": {"a": {"type": "integer"}}, "required": ["a"]}]}),
+            "not a const or enum",
+        ),
+        (
+            json!({"anyOf": [{"properties": {"a": {"const": 1}}, "required": ["a"]},
+                          {"properties": {"a": {"enum": [2, 1]}}, "required": ["a"]}]}),
+            "both begin with \"a\": 1",
+        ),
+        (
+            json!({"oneOf": [{"properties": {"a": {"type": "string"}, "b": {}}, "required": ["a"]},
+                          {"properties": {"b": {"type": "integer"}}, "required": ["b"]}]}),
+            "oneOf objects 0 and 1",
+        ),
+    ] {
+        let e = JsonSchema::compile(&schema).unwrap_err();
+        assert!(e.why.contains(says), "{schema}: {e}");
+    }
+}
+
 fn schema_strategy() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(json!({"type": "string"})),
@@ -298,7 +378,48 @@ fn schema_strategy() -> impl Strategy<Value = Value> {
             (inner.clone(), 0u32..3, 0u32..3).prop_map(|(s, a, b)| json!({"type": "array", "items": s, "minItems": a, "maxItems": a + b})),
             (prop::collection::vec(inner.clone(), 1..3)).prop_map(|p| json!({"type": "array", "prefixItems": p, "items": false})),
             inner.clone().prop_map(|s| json!({"type": "array", "items": s})),
-            inner.prop_map(|s| json!({"anyOf": [{"type": "null"}, s]})),
+            inner.clone().prop_map(|s| json!({"anyOf": [{"type": "null"}, s]})),
+            // Objects told apart by a discriminator (anyOf or oneOf, open or closed).
+            (prop::collection::vec((inner.clone(), any::<bool>()), 2..4), any::<bool>(), any::<bool>()).prop_map(
+                |(alts, one_of, closed)| {
+                    let alts: Vec<Value> = alts.into_iter().enumerate().map(|(i, (v, req))| {
+                        let mut required = vec![json!("kind")];
+                        if req {
+                            required.push(json!("v"));
+                        }
+                        let kind = [json!("cat"), json!("dog"), json!(3)][i].clone();
+                        json!({"type": "object", "properties": {"kind": {"const": kind}, "v": v},
+                               "required": required, "additionalProperties": !closed})
+                    }).collect();
+                    json!({(if one_of { "oneOf" } else { "anyOf" }): alts})
+                }
+            ),
+            // Random objects under oneOf: compiled only where no reply can match two.
+            prop::collection::vec((prop::collection::vec((0usize..4, inner.clone(), any::<bool>()), 1..4), any::<bool>()), 2..4)
+                .prop_map(|alts| {
+                    let alts: Vec<Value> = alts.into_iter().map(|(ps, closed)| {
+                        let mut props = serde_json::Map::new();
+                        let mut req = Vec::new();
+                        for (k, v, r) in ps {
+                            let k = ["a", "b", "c", "d"][k].to_string();
+                            if r && !req.contains(&json!(k)) {
+                                req.push(json!(k));
+                            }
+                            props.insert(k, v);
+                        }
+                        json!({"type": "object", "properties": props, "required": req, "additionalProperties": !closed})
+                    }).collect();
+                    json!({"oneOf": alts})
+                }),
+            // Objects told apart by their first key (an optional key may come before it).
+            (prop::collection::vec(inner, 2..4), any::<bool>()).prop_map(|(alts, one_of)| {
+                let alts: Vec<Value> = alts.into_iter().enumerate().map(|(i, v)| {
+                    let key = ["a", "ab", "b"][i];
+                    json!({"properties": {format!("o{i}"): {"type": "null"}, key: v, "z": {"type": "boolean"}},
+                           "required": [key]})
+                }).collect();
+                json!({(if one_of { "oneOf" } else { "anyOf" }): alts})
+            }),
         ]
     })
 }
