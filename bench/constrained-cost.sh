@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What constrained sampling costs per token: the same 48 sampled tokens plain, in JSON mode
-# and held to a JSON schema, alternating, ROUNDS times each, on the 2B4T shape (128,256-token
+# What constrained sampling costs per token: the same 48 sampled tokens plain, in JSON mode,
+# held to a JSON schema and to a GBNF grammar (tests/fixtures/gbnf/json.gbnf), alternating, ROUNDS times each, on the 2B4T shape (128,256-token
 # vocabulary: the masks read every token) and on the shipped model (4,096 tokens).
 #   bench/constrained-cost.sh [ROUNDS]    (needs /tmp/b4/2b4t.gguf and /tmp/b4/filler.json:
 #   onebit init --shape 2b4t -o /tmp/b4/2b4t.gguf;
@@ -28,6 +28,7 @@ for model in 2b4t austen; do
         run plain "${args[@]}"
         run json "${args[@]}" --json
         run schema "${args[@]}" --json-schema "$schema"
+        run grammar "${args[@]}" --grammar-file crates/onebit-model/tests/fixtures/gbnf/json.gbnf
     done
 done
 date -u

@@ -126,6 +126,7 @@ fn sampled_generation_gives_the_cpu_tokens() {
         json_object: false,
         json_schema: None,
         schema_optional: false,
+        grammar: None,
     };
     let vocab = model.config.vocab;
     let reply = |e: &mut dyn Engine, seed| {

@@ -1,8 +1,10 @@
-//! What keeps a reply in a shape while it is sampled: JSON mode ([`crate::json_mode`]) or a
-//! JSON schema ([`crate::json_schema`]). One seam for [`crate::generation::Sequence`]: mask
+//! What keeps a reply in a shape while it is sampled: JSON mode ([`crate::json_mode`]), a
+//! JSON schema ([`crate::json_schema`]) or a GBNF grammar ([`crate::gbnf`]). One seam for [`crate::generation::Sequence`]: mask
 //! the logits, take the sampled token's bytes, say when the document is complete.
 
 use crate::error::{Error, Result};
+use crate::gbnf::Grammar;
+use crate::gbnf_machine::GrammarMachine;
 use crate::json_mode::JsonMachine;
 use crate::json_schema::JsonSchema;
 use crate::schema_machine::{SchemaMachine, SchemaMask};
@@ -24,15 +26,21 @@ pub(crate) enum Constraint {
         started: bool,
         free: bool,
     },
+    /// A sentence of a GBNF grammar.
+    Grammar(Box<GrammarMachine>),
 }
 
 impl Constraint {
-    /// The constraint a reply asked for (a schema over JSON mode), if any.
+    /// The constraint a reply asked for (a grammar, else a schema over JSON mode), if any.
     pub fn new(
         json_object: bool,
         schema: Option<&Arc<JsonSchema>>,
         optional: bool,
+        grammar: Option<&Arc<Grammar>>,
     ) -> Option<Self> {
+        if let Some(g) = grammar {
+            return Some(Constraint::Grammar(Box::new(GrammarMachine::new(g.clone()))));
+        }
         match schema {
             Some(s) => Some(Constraint::Schema {
                 schema: s.clone(),
@@ -67,10 +75,11 @@ impl Constraint {
             Constraint::Schema { schema, m, mask, .. } => {
                 (mask.mask(schema, m, &bytes, logits, eos), "json_schema")
             }
+            Constraint::Grammar(m) => (m.mask(&bytes, logits, eos), "grammar"),
         };
         if left == 0 {
             return Err(Error::Sampling(format!(
-                "{what}: no token of the vocabulary continues the reply's document"
+                "{what}: no token of the vocabulary continues the reply"
             )));
         }
         Ok(())
@@ -81,6 +90,9 @@ impl Constraint {
     pub fn feed(&mut self, bytes: &[u8]) {
         match self {
             Constraint::Object(m) => {
+                m.feed_all(bytes);
+            }
+            Constraint::Grammar(m) => {
                 m.feed_all(bytes);
             }
             Constraint::Schema { free: true, .. } => {}
@@ -101,6 +113,7 @@ impl Constraint {
         match self {
             Constraint::Object(m) => m.is_done(),
             Constraint::Schema { m, free, .. } => !free && m.is_done(),
+            Constraint::Grammar(m) => m.is_done(),
         }
     }
 }

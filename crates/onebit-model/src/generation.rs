@@ -38,6 +38,10 @@ pub struct GenerationParams {
     /// With `json_schema`: only a reply that starts with `{` is held to the schema, any
     /// other is free text (OpenAI's `tool_choice: "auto"`: a tool call or an answer).
     pub schema_optional: bool,
+    /// The reply is a sentence of this GBNF grammar (llama.cpp's `grammar`,
+    /// [`crate::gbnf`]): tokens that cannot continue one are never sampled, the end of
+    /// sequence only where the grammar may end, and the reply ends when nothing may follow.
+    pub grammar: Option<std::sync::Arc<crate::gbnf::Grammar>>,
 }
 
 /// OpenAI's adjustments of the logits before sampling (on the host: a reply using them is
@@ -93,6 +97,7 @@ impl Default for GenerationParams {
             adjust: LogitAdjust::default(),
             json_object: false,
             json_schema: None,
+            grammar: None,
             schema_optional: false,
         }
     }
@@ -189,6 +194,7 @@ impl Sequence {
                 params.json_object,
                 params.json_schema.as_ref(),
                 params.schema_optional,
+                params.grammar.as_ref(),
             ),
             params,
         })

@@ -307,6 +307,8 @@ pub struct TokenBytes {
     /// `\`, or whole UTF-8 characters): most of a vocabulary, decided once so a mask inside
     /// a string need not read them (2B4T's 128k tokens: ~10 ms a token otherwise).
     plain: Vec<bool>,
+    /// Each token's set of bytes (a 256-bit set), made on first use by a grammar's mask.
+    byte_sets: std::sync::OnceLock<Vec<[u64; 4]>>,
 }
 
 /// Whether `b` is string content that leaves a string as it found it (outside an escape,
@@ -388,6 +390,7 @@ impl TokenBytes {
             data: Vec::new(),
             ends: Vec::with_capacity(n),
             plain: Vec::with_capacity(n),
+            byte_sets: std::sync::OnceLock::new(),
         };
         for (id, s) in (0..n as u32).zip(&strings) {
             let from = t.data.len();
@@ -412,6 +415,22 @@ impl TokenBytes {
             }
             None => &[],
         }
+    }
+
+    /// The set of bytes of each token (bit `b % 64` of word `b / 64`): a token whose bytes
+    /// each leave a reader's state as it is can follow that state without being read.
+    pub fn byte_sets(&self) -> &[[u64; 4]] {
+        self.byte_sets.get_or_init(|| {
+            (0..self.ends.len() as u32)
+                .map(|id| {
+                    let mut set = [0u64; 4];
+                    for &b in self.get(id) {
+                        set[b as usize / 64] |= 1 << (b % 64);
+                    }
+                    set
+                })
+                .collect()
+        })
     }
 
     /// Whether token `id` is whole characters of string content without `"`, `\\` or

@@ -18,6 +18,8 @@ mod constraint;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod gbnf;
+pub mod gbnf_machine;
 pub mod generation;
 pub mod gguf;
 pub mod hf;

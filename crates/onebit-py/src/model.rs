@@ -50,6 +50,8 @@ pub struct GenOptions {
     json_object: bool,
     /// A JSON schema as JSON text (structured output), or None.
     json_schema: Option<String>,
+    /// A GBNF grammar (llama.cpp's syntax), or None.
+    grammar: Option<String>,
 }
 
 impl GenOptions {
@@ -72,6 +74,13 @@ impl GenOptions {
             )),
             None => None,
         };
+        let grammar = match &self.grammar {
+            Some(t) => Some(std::sync::Arc::new(
+                onebit_model::gbnf::Grammar::parse(t)
+                    .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?,
+            )),
+            None => None,
+        };
         Ok(GenerationParams {
             max_tokens: self.max_new_tokens,
             sampling,
@@ -81,6 +90,7 @@ impl GenOptions {
             json_object: self.json_object,
             json_schema,
             schema_optional: false,
+            grammar,
         })
     }
 }

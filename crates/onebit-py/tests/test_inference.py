@@ -58,6 +58,18 @@ def test_json_schema_equals_the_cli_and_is_a_document_of_the_schema(model, onebi
         model.generate(PROMPT, json_schema={"type": "string", "pattern": "^a"})
 
 
+def test_grammar_equals_the_cli_and_is_a_sentence_of_the_grammar(model, onebit_bin):
+    import re
+    grammar = 'root ::= ("Yes" | "No") ", " word (" " word){0,3} "."\nword ::= [a-z]{1,10}\n'
+    out, _ = cli(onebit_bin, "run", str(MODEL), "-p", PROMPT, "-n", "60", "--temp", "0.9", "--seed", "5",
+                 "--grammar", grammar)
+    got = model.generate(PROMPT, max_new_tokens=60, temperature=0.9, seed=5, grammar=grammar)
+    assert got == out[len(PROMPT) : -1]
+    assert re.fullmatch(r"(Yes|No), [a-z]{1,10}( [a-z]{1,10}){0,3}\.", got), got
+    with pytest.raises(ValueError, match="undefined rule word"):
+        model.generate(PROMPT, grammar='root ::= word\n')
+
+
 def test_stream_pieces_concatenate_to_the_full_text(model):
     full = model.generate(PROMPT, max_new_tokens=40)
     s = model.generate(PROMPT, max_new_tokens=40, stream=True)

@@ -61,7 +61,7 @@ pub struct NativeRequest {
     pub logit_bias: Option<Value>,
     /// `{"type": "json_object"}`: JSON mode, as the OpenAI routes.
     pub response_format: Option<Value>,
-    /// A GBNF grammar: refused (not supported), never ignored.
+    /// A GBNF grammar the reply follows.
     pub grammar: Option<Value>,
     /// A JSON schema the reply follows (structured output).
     pub json_schema: Option<Value>,

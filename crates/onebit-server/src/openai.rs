@@ -4,12 +4,26 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use onebit_model::chat_template::Message;
+use onebit_model::gbnf::Grammar;
 use onebit_model::json_schema::JsonSchema;
 use onebit_model::logprobs::MAX_TOP_LOGPROBS;
 use onebit_model::{GenerationParams, LogitAdjust, SamplerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+/// How a reply is held to a shape (from [`Sampling::constraint`]).
+#[derive(Clone, Debug, Default)]
+pub struct Shape {
+    /// JSON mode: one JSON object.
+    pub json_object: bool,
+    /// A JSON schema (structured output, or the tools' call schema).
+    pub schema: Option<Arc<JsonSchema>>,
+    /// With `schema`: only a reply starting with `{` is held to it (`tool_choice` "auto").
+    pub optional: bool,
+    /// A GBNF grammar.
+    pub grammar: Option<Arc<Grammar>>,
+}
 
 /// An API error: status and the OpenAI error body.
 #[derive(Debug)]
@@ -162,7 +176,7 @@ pub struct Sampling {
     /// "auto" (the default with tools), "required", "none", or `{"type": "function",
     /// "function": {"name": ...}}`.
     pub tool_choice: Option<Value>,
-    /// llama-server's grammar-constrained sampling: refused.
+    /// llama-server's grammar-constrained sampling: a GBNF grammar the reply follows.
     pub grammar: Option<Value>,
     /// llama-server's schema-constrained sampling: a JSON schema the reply follows.
     pub json_schema: Option<Value>,
@@ -323,26 +337,35 @@ impl Sampling {
 
     /// The reply's constraint: JSON mode (`response_format` json_object) and/or a compiled
     /// JSON schema (`response_format` json_schema, or llama-server's `json_schema` field),
-    /// or the call schema of the tools offered (then the last field says whether a reply
-    /// may be text instead, `tool_choice` "auto"); what this server cannot honour (a
-    /// grammar, a schema keyword it cannot enforce, tools beside a response format) is a 400
-    /// naming it rather than ignored.
-    pub fn constraint(&self) -> Result<(bool, Option<Arc<JsonSchema>>, bool), ApiError> {
+    /// or the call schema of the tools offered (then `optional` says whether a reply may be
+    /// text instead, `tool_choice` "auto"), or a GBNF grammar (llama-server's `grammar`);
+    /// what this server cannot honour (a schema keyword it cannot enforce, tools beside a
+    /// response format, a grammar beside a schema) is a 400 naming it rather than ignored.
+    pub fn constraint(&self) -> Result<Shape, ApiError> {
         let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+        let text_format =
+            self.response_format.as_ref().and_then(|f| f.get("type")) == Some(&json!("text"));
+        if given(&self.grammar) {
+            if given(&self.json_schema) || given(&self.response_format) && !text_format {
+                let m = "either json_schema (response_format) or grammar can be given, not both";
+                return Err(ApiError::invalid("grammar", m));
+            }
+            if self.tools_active() {
+                return Err(ApiError::invalid("grammar", "grammar beside tools is not supported"));
+            }
+            let Some(text) = self.grammar.as_ref().and_then(Value::as_str) else {
+                return Err(ApiError::invalid("grammar", "grammar must be a string (GBNF)"));
+            };
+            let g =
+                Grammar::parse(text).map_err(|e| ApiError::invalid("grammar", e.to_string()))?;
+            return Ok(Shape { grammar: Some(Arc::new(g)), ..Shape::default() });
+        }
         if let Some(t) = self.tools()? {
-            let text =
-                self.response_format.as_ref().and_then(|f| f.get("type")) == Some(&json!("text"));
-            if given(&self.json_schema) || given(&self.response_format) && !text {
+            if given(&self.json_schema) || given(&self.response_format) && !text_format {
                 let m = "tools beside response_format or json_schema are not supported";
                 return Err(ApiError::invalid("tools", m));
             }
-            return Ok((false, Some(t.schema), !t.forced));
-        }
-        if given(&self.grammar) {
-            return Err(ApiError::invalid(
-                "grammar",
-                "grammar is not supported by this server (json_schema and response_format are)",
-            ));
+            return Ok(Shape { schema: Some(t.schema), optional: !t.forced, ..Shape::default() });
         }
         let compile = |param: &'static str, schema: &Value| {
             JsonSchema::compile(schema)
@@ -350,23 +373,25 @@ impl Sampling {
                 .map_err(|e| ApiError::invalid(param, e.to_string()))
         };
         if let Some(schema) = self.json_schema.as_ref().filter(|v| !v.is_null()) {
-            return Ok((false, Some(compile("json_schema", schema)?), false));
+            return Ok(Shape { schema: Some(compile("json_schema", schema)?), ..Shape::default() });
         }
         let Some(f) = self.response_format.as_ref().filter(|v| !v.is_null()) else {
-            return Ok((false, None, false));
+            return Ok(Shape::default());
         };
         // OpenAI's {"type": "json_schema", "json_schema": {"name", "schema", "strict"}};
         // llama-server also reads a `schema` beside the type.
         let schema = f.get("json_schema").and_then(|j| j.get("schema")).or_else(|| f.get("schema"));
         match f.get("type").and_then(Value::as_str) {
-            Some("text") => Ok((false, None, false)),
-            Some("json_object") => match schema {
-                Some(schema) => Ok((true, Some(compile("response_format", schema)?), false)),
-                None => Ok((true, None, false)),
-            },
+            Some("text") => Ok(Shape::default()),
+            Some("json_object") => Ok(Shape {
+                json_object: true,
+                schema: schema.map(|s| compile("response_format", s)).transpose()?,
+                ..Shape::default()
+            }),
             Some("json_schema") => {
                 let any = Value::Bool(true);
-                Ok((false, Some(compile("response_format", schema.unwrap_or(&any))?), false))
+                let schema = compile("response_format", schema.unwrap_or(&any))?;
+                Ok(Shape { schema: Some(schema), ..Shape::default() })
             }
             _ => Err(ApiError::invalid(
                 "response_format",
@@ -389,7 +414,7 @@ impl Sampling {
             return Err(ApiError::invalid("n", format!("n is 1 to {MAX_CHOICES}")));
         }
         let adjust = self.adjust(vocab)?;
-        let (json_object, json_schema, schema_optional) = self.constraint()?;
+        let shape = self.constraint()?;
         if prompt == 0 {
             return Err(ApiError::invalid("prompt", "the prompt is empty"));
         }
@@ -441,9 +466,10 @@ impl Sampling {
             stop,
             logprobs: report.logprobs,
             adjust,
-            json_object,
-            json_schema,
-            schema_optional,
+            json_object: shape.json_object,
+            json_schema: shape.schema,
+            schema_optional: shape.optional,
+            grammar: shape.grammar,
         })
     }
 }

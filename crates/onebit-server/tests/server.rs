@@ -308,7 +308,14 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
             json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"not": {}}}}]}),
             "tools",
         ),
-        ("/v1/chat/completions", json!({"grammar": "root ::= \"a\""}), "grammar"),
+        ("/v1/chat/completions", json!({"grammar": "root ::= [a"}), "grammar"),
+        ("/completion", json!({"prompt": "x", "grammar": "root ::= x"}), "grammar"),
+        ("/v1/chat/completions", json!({"grammar": 7}), "grammar"),
+        (
+            "/v1/chat/completions",
+            json!({"grammar": "root ::= \"a\"", "response_format": {"type": "json_object"}}),
+            "grammar",
+        ),
         ("/completion", json!({"prompt": "x", "json_schema": {"not": {}}}), "json_schema"),
         ("/v1/chat/completions", json!({"json_schema": {"type": "wrong"}}), "json_schema"),
     ] {
@@ -320,6 +327,74 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
     let plain = chat(json!({"tools": [], "response_format": {"type": "text"}, "max_tokens": 4}));
     let (code, v, _) = post(&s, "/v1/chat/completions", &plain.to_string(), None);
     assert_eq!(code, 200, "{v}");
+    s.stop();
+}
+
+/// GBNF grammars (llama-server's `grammar`): on every route the reply is a sentence of the
+/// grammar and ends where the grammar does; streamed pieces make the same text.
+#[test]
+fn grammar_replies_are_sentences_of_the_grammar() {
+    let s = start(ServerConfig { ctx: 256, ..ServerConfig::default() });
+    // Replies the test can check by hand: a verdict, a list of 1 to 3 lower-case words,
+    // and a two-digit number of pounds.
+    let grammar = "root ::= (\"Yes\" | \"No\") \", \" words \" for \" [1-9] [0-9] \" pounds.\"\nwords ::= word (\" \" word){0,2}\nword ::= [a-z]{1,12}\n";
+    let check = |text: &str| {
+        let rest = text
+            .strip_prefix("Yes, ")
+            .or_else(|| text.strip_prefix("No, "))
+            .unwrap_or_else(|| panic!("{text:?}"));
+        let (words, tail) = rest.split_once(" for ").unwrap_or_else(|| panic!("{text:?}"));
+        let words: Vec<&str> = words.split(' ').collect();
+        assert!((1..=3).contains(&words.len()), "{text:?}");
+        assert!(
+            words
+                .iter()
+                .all(|w| (1..=12).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase())),
+            "{text:?}"
+        );
+        let n = tail.strip_suffix(" pounds.").unwrap_or_else(|| panic!("{text:?}"));
+        assert!(
+            n.len() == 2 && n.as_bytes()[0] != b'0' && n.bytes().all(|b| b.is_ascii_digit()),
+            "{text:?}"
+        );
+    };
+    let messages = json!([{"role": "user", "content": "Will Mr. Bingley marry?"}]);
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": messages, "max_tokens": 80, "temperature": 0, "grammar": grammar}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": messages, "max_tokens": 80, "temperature": 1.0, "seed": 2, "grammar": grammar}),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "Mr. Darcy", "max_tokens": 80, "temperature": 0.8, "seed": 4, "grammar": grammar}),
+        ),
+        (
+            "/completion",
+            json!({"prompt": "Mr. Darcy", "n_predict": 80, "temperature": 1.1, "seed": 6, "grammar": grammar}),
+        ),
+    ] {
+        let (code, v, _) = post(&s, path, &body.to_string(), None);
+        assert_eq!(code, 200, "{v}");
+        let (text, finish) = match path {
+            "/v1/chat/completions" => {
+                (&v["choices"][0]["message"]["content"], &v["choices"][0]["finish_reason"])
+            }
+            "/v1/completions" => (&v["choices"][0]["text"], &v["choices"][0]["finish_reason"]),
+            _ => (&v["content"], &v["stop_type"]),
+        };
+        check(text.as_str().unwrap());
+        assert!(finish == "stop" || finish == "eos", "{path}: {v}");
+    }
+    let body = json!({"messages": messages, "max_tokens": 80, "temperature": 0, "stream": true, "grammar": grammar});
+    let (events, done) = read_events(open_stream(&s, "/v1/chat/completions", &body));
+    assert!(done);
+    let joined: String =
+        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    check(&joined);
     s.stop();
 }
 

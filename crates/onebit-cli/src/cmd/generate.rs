@@ -1,6 +1,7 @@
 //! Sampling flags and the streaming generation loop shared by `run` and `chat`.
 
 use anyhow::Result;
+use onebit_model::gbnf::Grammar;
 use onebit_model::json_schema::JsonSchema;
 use onebit_model::{Engine, Generated, GenerationParams, SamplerConfig, Sequence, Tokenizer};
 use std::io::Write;
@@ -59,10 +60,18 @@ pub struct GenArgs {
     /// Structured output with the JSON schema in this file.
     #[arg(long, value_name = "FILE")]
     pub json_schema_file: Option<std::path::PathBuf>,
+    /// The reply is a sentence of this GBNF grammar (llama.cpp's syntax, with a `root`
+    /// rule) and ends where nothing may follow.
+    #[arg(long, value_name = "GBNF", conflicts_with_all = ["grammar_file", "json", "json_schema", "json_schema_file"])]
+    pub grammar: Option<String>,
+    /// The GBNF grammar in this file (llama.cpp's `--grammar-file`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "json_schema", "json_schema_file"])]
+    pub grammar_file: Option<std::path::PathBuf>,
 }
 
 impl GenArgs {
-    /// The generation settings of the flags (a JSON schema compiled, or refused by name).
+    /// The generation settings of the flags (a JSON schema compiled or a grammar parsed, or
+    /// refused by name).
     pub fn params(&self) -> Result<GenerationParams> {
         let sampling = SamplerConfig {
             temperature: self.temp,
@@ -85,6 +94,15 @@ impl GenArgs {
             Some(t) => Some(std::sync::Arc::new(JsonSchema::from_json(&t)?)),
             None => None,
         };
+        let grammar = match (&self.grammar, &self.grammar_file) {
+            (Some(t), _) => Some(Grammar::parse(t)?),
+            (None, Some(f)) => {
+                let t = std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("--grammar-file {}: {e}", f.display()))?;
+                Some(Grammar::parse(&t).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
+            }
+            (None, None) => None,
+        };
         Ok(GenerationParams {
             max_tokens: self.max_tokens,
             sampling,
@@ -98,6 +116,7 @@ impl GenArgs {
             json_object: self.json,
             json_schema,
             schema_optional: false,
+            grammar: grammar.map(std::sync::Arc::new),
         })
     }
 

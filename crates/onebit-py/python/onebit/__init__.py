@@ -62,6 +62,7 @@ class CausalLM:
         stream: bool = False,
         json_object: bool = False,
         json_schema: Optional[Union[dict, str]] = None,
+        grammar: Optional[str] = None,
     ) -> Union[str, List[str], Iterator[str]]:
         """The reply to ``prompt`` (text, or token ids) as text, without the prompt.
 
@@ -72,7 +73,9 @@ class CausalLM:
         one JSON object (tokens that cannot continue one are never sampled) and ends when it
         closes. ``json_schema`` (a dict, or JSON text) is structured output: the reply is one
         document of that JSON schema; a schema keyword that cannot be enforced is a
-        ``ValueError`` naming it.
+        ``ValueError`` naming it. ``grammar`` (GBNF text, llama.cpp's syntax with a ``root``
+        rule) holds the reply to a sentence of the grammar; a grammar that cannot be read is
+        a ``ValueError`` saying where.
         """
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         opts = dict(
@@ -87,6 +90,7 @@ class CausalLM:
             json_object=bool(json_object),
             json_schema=None if json_schema is None
             else json_schema if isinstance(json_schema, str) else json.dumps(json_schema),
+            grammar=grammar,
         )
         batch = not isinstance(prompt, str) and len(prompt) > 0 and not isinstance(prompt[0], int)
         if batch:

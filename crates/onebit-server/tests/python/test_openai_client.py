@@ -1,5 +1,7 @@
 """The official `openai` package as the client of `onebit serve`: chat, completion,
 streaming and error cases, as an application would call them."""
+import re
+
 import openai
 import pytest
 
@@ -205,6 +207,18 @@ def test_json_mode_replies_parse_with_pythons_json(server):
             model="austen", messages=[{"role": "user", "content": "hi"}],
             response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a"}}})
     assert e.value.body["param"] == "response_format" and "pattern" in e.value.body["message"]
+    # llama-server's `grammar` (a client passes it in extra_body): the reply is a sentence of
+    # the grammar; a grammar that cannot be read is a 400 saying where.
+    grammar = 'root ::= ("Yes" | "No") ", " [a-z]{1,8} (" " [a-z]{1,8}){0,2} "."\n'
+    r = c.chat.completions.create(
+        model="austen", messages=[{"role": "user", "content": "Is Emma clever?"}], max_tokens=60, temperature=0.9,
+        seed=1, extra_body={"grammar": grammar})
+    assert re.fullmatch(r"(Yes|No), [a-z]{1,8}( [a-z]{1,8}){0,2}\.", r.choices[0].message.content), r
+    assert r.choices[0].finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="austen", messages=[{"role": "user", "content": "hi"}],
+                                  extra_body={"grammar": "root ::= [a-"})
+    assert e.value.body["param"] == "grammar" and "line 1" in e.value.body["message"]
     # Function calling: a named tool_choice makes the reply a call, as tool_calls.
     tools = [{"type": "function", "function": {"name": "get_time", "description": "The time now"}}]
     args = dict(model="austen", messages=[{"role": "user", "content": "What time is it?"}], max_tokens=100,
