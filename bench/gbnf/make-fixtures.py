@@ -39,6 +39,8 @@ HAND = {
     "undefined.gbnf": ["a"],
     "bad-syntax.gbnf": ["a"],
     "open-repeat.gbnf": ["a"],
+    "nullable-star.gbnf": ["c", "ac", "bc", "abc", "babac", "aac", "abab", "", "cc", "ca"],
+    "empty-alt-plus.gbnf": ["a"],
 }
 
 

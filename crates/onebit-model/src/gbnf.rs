@@ -161,56 +161,96 @@ impl Grammar {
         }
     }
 
-    /// The first rule that can reach itself before reading a character, if any.
-    fn left_recursive(&self) -> Option<u32> {
-        let null = self.nullable();
-        // Edges r → s where s may be entered from r before any character is read.
-        let firsts: Vec<Vec<u32>> = (self.rules.iter())
+    /// Rule `r`'s references that may be entered before it reads a character: `(rule,
+    /// push)` where `push` says the reference is not the last of its alternative (entering
+    /// it leaves a place to return to), given which rules may match the empty string.
+    fn left_edges(&self, null: &[bool]) -> Vec<Vec<(u32, bool)>> {
+        (self.rules.iter())
             .map(|alts| {
                 let mut out = Vec::new();
                 for &a in alts {
-                    for e in &self.elems[a as usize..] {
-                        match e {
-                            Elem::Rule(s) => {
-                                out.push(*s);
-                                if !null[*s as usize] {
-                                    break;
-                                }
-                            }
-                            _ => break,
+                    let mut i = a as usize;
+                    while let Elem::Rule(s) = self.elems[i] {
+                        out.push((s, self.elems[i + 1] != Elem::End));
+                        if !null[s as usize] {
+                            break;
                         }
+                        i += 1;
                     }
                 }
                 out
             })
+            .collect()
+    }
+
+    /// A rule that can reach itself before reading a character in a way that never ends,
+    /// if any. Refused: (1) what llama.cpp refuses, a cycle through leftmost references
+    /// where a rule is skipped only if it has an empty alternative; (2) any cycle, through
+    /// rules that may match the empty string, that enters a reference with more of its
+    /// alternative after it: each time round leaves one more place to return to. A cycle
+    /// only through last references (`("a"?)*`) ends, and is read.
+    fn left_recursive(&self) -> Option<u32> {
+        let direct: Vec<bool> = (self.rules.iter())
+            .map(|alts| alts.iter().any(|&a| self.elems[a as usize] == Elem::End))
             .collect();
-        // Depth-first search for a cycle (0 unvisited, 1 on the path, 2 done), iterative.
-        let mut mark = vec![0u8; self.rules.len()];
-        for start in 0..self.rules.len() {
-            if mark[start] != 0 {
-                continue;
-            }
-            let mut path = vec![(start, 0usize)];
-            mark[start] = 1;
-            while let Some(&mut (r, ref mut i)) = path.last_mut() {
-                if let Some(&s) = firsts[r].get(*i) {
-                    *i += 1;
-                    match mark[s as usize] {
-                        1 => return Some(s),
-                        0 => {
-                            mark[s as usize] = 1;
-                            path.push((s as usize, 0));
-                        }
-                        _ => {}
-                    }
-                } else {
-                    mark[r] = 2;
-                    path.pop();
+        let weak = self.left_edges(&direct);
+        if let Some(r) = find_cycle(&weak) {
+            return Some(r);
+        }
+        let strong = self.left_edges(&self.nullable());
+        for (r, out) in strong.iter().enumerate() {
+            for &(s, push) in out {
+                if push && reaches(&strong, s, r as u32) {
+                    return Some(r as u32);
                 }
             }
         }
         None
     }
+}
+
+/// A node on a cycle of `edges`, if any (iterative depth-first search).
+fn find_cycle(edges: &[Vec<(u32, bool)>]) -> Option<u32> {
+    let mut mark = vec![0u8; edges.len()];
+    for start in 0..edges.len() {
+        if mark[start] != 0 {
+            continue;
+        }
+        let mut path = vec![(start, 0usize)];
+        mark[start] = 1;
+        while let Some(&mut (r, ref mut i)) = path.last_mut() {
+            if let Some(&(s, _)) = edges[r].get(*i) {
+                *i += 1;
+                match mark[s as usize] {
+                    1 => return Some(s),
+                    0 => {
+                        mark[s as usize] = 1;
+                        path.push((s as usize, 0));
+                    }
+                    _ => {}
+                }
+            } else {
+                mark[r] = 2;
+                path.pop();
+            }
+        }
+    }
+    None
+}
+
+/// Whether `to` can be reached from `from` along `edges`.
+fn reaches(edges: &[Vec<(u32, bool)>], from: u32, to: u32) -> bool {
+    let mut seen = vec![false; edges.len()];
+    let mut todo = vec![from];
+    while let Some(r) = todo.pop() {
+        if r == to {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[r as usize], true) {
+            todo.extend(edges[r as usize].iter().map(|&(s, _)| s));
+        }
+    }
+    false
 }
 
 fn is_word(c: u8) -> bool {

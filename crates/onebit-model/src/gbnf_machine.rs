@@ -26,9 +26,9 @@ const DEAD: u32 = u32::MAX - 1;
 /// A transition not cached because the table is full.
 const FULL: u32 = u32::MAX - 2;
 /// Most states cached (each with a 1 kB row of transitions).
-const MAX_STATES: usize = 1 << 15;
+const MAX_STATES: usize = 1 << 13;
 /// Arena size past which the tables are rebuilt before the next mask.
-const MAX_NODES: usize = 1 << 21;
+const MAX_NODES: usize = 1 << 20;
 
 /// What the reader holds between bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

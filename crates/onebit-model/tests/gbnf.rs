@@ -69,6 +69,8 @@ fn grammar_errors_name_the_place() {
         ("root ::= \"a\"\nbad ::= \"b\" & \"c\"\n", "line 2, column 13: expecting a newline"),
         ("root ::= \"a\" missing\n", "undefined rule missing"),
         ("root ::= x\nx ::= x \"1\" | \"1\"\n", "left recursion: rule x"),
+        // Each time round leaves one more "x" to read: never ends, so refused.
+        ("root ::= r\nr ::= g r \"x\" | \"y\"\ng ::= o\no ::= \"a\" | \"\"\n", "left recursion"),
         ("rot ::= \"a\"\n", "no root rule"),
         ("root ::= \"a\"{,2}\n", "expecting an int"),
         ("root ::= \"a\"{3,2}\n", "repetition"),
