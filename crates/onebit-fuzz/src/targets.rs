@@ -10,7 +10,14 @@ use onebit_model::{ModelConfig, Tokenizer};
 
 /// Every target.
 pub fn all() -> Vec<Box<dyn Target>> {
-    vec![Box::new(Gguf), Box::new(Checkpoint), Box::new(TokenizerJson), Box::new(Template)]
+    vec![
+        Box::new(Gguf),
+        Box::new(Checkpoint),
+        Box::new(TokenizerJson),
+        Box::new(Template),
+        Box::new(Gbnf),
+        Box::new(Schema),
+    ]
 }
 
 /// The byte-level alphabet GPT-2 style vocabularies start with, plus a few merges.
@@ -268,5 +275,85 @@ impl Target for Template {
     fn run(&self, input: &[u8]) {
         let Ok(src) = std::str::from_utf8(input) else { return };
         let _ = ChatTemplate::from_source(src, "<s>", "</s>").render(&conversation());
+    }
+}
+
+/// GBNF grammars as llama-server takes them: parse, then read the grammar's own text and a
+/// fixed probe with it (a reply's bytes are the other input a grammar meets).
+pub struct Gbnf;
+
+const GRAMMARS: [&str; 4] = [
+    "root ::= value\nvalue ::= object | array | string | [0-9]+ | (\"true\" | \"null\")\nobject ::= \"{\" (string \":\" value (\",\" string \":\" value)*)? \"}\"\narray ::= \"[\" (value (\",\" value)*)? \"]\"\nstring ::= \"\\\"\" [^\"\\\\]* \"\\\"\"\n",
+    "root ::= (\"Yes\" | \"No\") \", \" [a-z]{1,8} (\" \" [a-z]{1,8}){0,3} \".\"\n",
+    "# comment\nroot ::= [α-ω]+ \" \" [^a-z\\u00e9]* \"\\U0001F600\"? .\n",
+    "root ::= (\"a\"? \"b\"?)* x{2,4}\nx ::= (\"(\" x \")\") | \"\"\n",
+];
+
+impl Target for Gbnf {
+    fn name(&self) -> &'static str {
+        "gbnf"
+    }
+    fn seeds(&self) -> Vec<Vec<u8>> {
+        GRAMMARS.iter().map(|g| g.as_bytes().to_vec()).collect()
+    }
+    fn run(&self, input: &[u8]) {
+        let Ok(src) = std::str::from_utf8(input) else { return };
+        let Ok(g) = onebit_model::gbnf::Grammar::parse(src) else { return };
+        let g = std::sync::Arc::new(g);
+        for probe in [input, "Yes, a b.{\"k\":[1,2]}((()))ab αβ é😀".as_bytes()] {
+            let mut m = onebit_model::gbnf_machine::GrammarMachine::new(g.clone());
+            for &b in probe.iter().take(256) {
+                if !m.feed_all(&[b]) {
+                    break;
+                }
+            }
+            let _ = (m.can_end(), m.is_done());
+        }
+    }
+}
+
+/// JSON schemas for structured output: compile, then read a fixed probe with the machine.
+pub struct Schema;
+
+const SCHEMAS: [&str; 3] = [
+    r#"{"type":"object","properties":{"name":{"type":"string","maxLength":8},"age":{"type":"integer","minimum":0,"maximum":120},"p":{"type":"number","exclusiveMinimum":0,"maximum":1}},"required":["name","age"],"additionalProperties":false}"#,
+    r#"{"oneOf":[{"type":"object","properties":{"kind":{"const":"a"},"v":{"type":"array","items":{"enum":[1,"x",null]}}},"required":["kind"]},{"type":"object","properties":{"kind":{"const":"b"}},"required":["kind"]},{"type":"null"}]}"#,
+    r##"{"$defs":{"t":{"type":"object","properties":{"c":{"type":"array","items":{"$ref":"#/$defs/t"}}}}},"$ref":"#/$defs/t"}"##,
+];
+
+impl Target for Schema {
+    fn name(&self) -> &'static str {
+        "schema"
+    }
+    fn seeds(&self) -> Vec<Vec<u8>> {
+        SCHEMAS.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+    fn run(&self, input: &[u8]) {
+        let Ok(text) = std::str::from_utf8(input) else { return };
+        let Ok(s) = onebit_model::json_schema::JsonSchema::from_json(text) else { return };
+        let probe =
+            br#"{"name": "ab", "age": 42, "p": 0.5, "kind": "a", "v": [1, "x"], "c": [{"c": []}]}"#;
+        let mut m = onebit_model::schema_machine::SchemaMachine::new();
+        for &b in probe {
+            if !m.feed(&s, b) {
+                break;
+            }
+        }
+        let _ = m.can_end(&s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The seeds start deep in the readers: every grammar and schema is accepted.
+    #[test]
+    fn grammar_and_schema_seeds_are_valid() {
+        for g in super::GRAMMARS {
+            onebit_model::gbnf::Grammar::parse(g).unwrap_or_else(|e| panic!("{g}: {e}"));
+        }
+        for s in super::SCHEMAS {
+            onebit_model::json_schema::JsonSchema::from_json(s)
+                .unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
     }
 }
