@@ -126,6 +126,7 @@ fn sampled_generation_gives_the_cpu_tokens() {
         json_object: false,
         json_schema: None,
         schema_optional: false,
+        schema_more: 0,
         grammar: None,
     };
     let vocab = model.config.vocab;

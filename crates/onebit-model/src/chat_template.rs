@@ -153,7 +153,7 @@ impl ChatTemplate {
 fn describe_tools(tools: &serde_json::Value) -> String {
     let mut out = String::from(
         "To call a function, reply with only {\"name\": <its name>, \"arguments\": <its \
-         arguments>}. Functions:",
+         arguments>}; to call several, one such line each. Functions:",
     );
     for t in tools.as_array().into_iter().flatten() {
         let f = t.get("function").unwrap_or(t);

@@ -38,6 +38,9 @@ pub struct GenerationParams {
     /// With `json_schema`: only a reply that starts with `{` is held to the schema, any
     /// other is free text (OpenAI's `tool_choice: "auto"`: a tool call or an answer).
     pub schema_optional: bool,
+    /// With `json_schema`: how many more documents of it the reply may hold after the
+    /// first, one a line (OpenAI's parallel tool calls); 0: one.
+    pub schema_more: usize,
     /// The reply is a sentence of this GBNF grammar (llama.cpp's `grammar`,
     /// [`crate::gbnf`]): tokens that cannot continue one are never sampled, the end of
     /// sequence only where the grammar may end, and the reply ends when nothing may follow.
@@ -97,6 +100,7 @@ impl Default for GenerationParams {
             adjust: LogitAdjust::default(),
             json_object: false,
             json_schema: None,
+            schema_more: 0,
             grammar: None,
             schema_optional: false,
         }
@@ -194,6 +198,7 @@ impl Sequence {
                 params.json_object,
                 params.json_schema.as_ref(),
                 params.schema_optional,
+                params.schema_more,
                 params.grammar.as_ref(),
             ),
             params,

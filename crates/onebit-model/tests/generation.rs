@@ -28,6 +28,7 @@ fn batched_greedy_replies_equal_single_replies() {
         json_object: false,
         json_schema: None,
         schema_optional: false,
+        schema_more: 0,
         grammar: None,
     };
     let texts = [

@@ -90,6 +90,7 @@ impl GenOptions {
             json_object: self.json_object,
             json_schema,
             schema_optional: false,
+            schema_more: 0,
             grammar,
         })
     }

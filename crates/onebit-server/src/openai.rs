@@ -21,6 +21,9 @@ pub struct Shape {
     pub schema: Option<Arc<JsonSchema>>,
     /// With `schema`: only a reply starting with `{` is held to it (`tool_choice` "auto").
     pub optional: bool,
+    /// With `schema`: how many more documents may follow the first, one a line (parallel
+    /// tool calls).
+    pub more: usize,
     /// A GBNF grammar.
     pub grammar: Option<Arc<Grammar>>,
 }
@@ -176,6 +179,8 @@ pub struct Sampling {
     /// "auto" (the default with tools), "required", "none", or `{"type": "function",
     /// "function": {"name": ...}}`.
     pub tool_choice: Option<Value>,
+    /// Whether a reply may call several tools (one a line; OpenAI's default: true).
+    pub parallel_tool_calls: Option<bool>,
     /// llama-server's grammar-constrained sampling: a GBNF grammar the reply follows.
     pub grammar: Option<Value>,
     /// llama-server's schema-constrained sampling: a JSON schema the reply follows.
@@ -307,6 +312,7 @@ impl Sampling {
             };
             fns.push((name.to_string(), f.get("parameters").filter(|p| !p.is_null()).cloned()));
         }
+        let mut named_one = false;
         let forced = match &self.tool_choice {
             None | Some(Value::Null) => false,
             Some(Value::String(c)) if c == "auto" => false,
@@ -327,12 +333,17 @@ impl Sampling {
                     ));
                 }
                 fns.retain(|(n, _)| n == name);
+                named_one = true;
                 true
             }
         };
         let schema =
             JsonSchema::tool_call(&fns).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
-        Ok(Some(Tools { schema: Arc::new(schema), forced }))
+        // Several calls a reply, one a line, unless the request asks for one (a named
+        // function is called once, as OpenAI's forced function is).
+        let parallel = self.parallel_tool_calls.unwrap_or(true) && !named_one;
+        let more = if parallel { MAX_TOOL_CALLS - 1 } else { 0 };
+        Ok(Some(Tools { schema: Arc::new(schema), forced, more }))
     }
 
     /// The reply's constraint: JSON mode (`response_format` json_object) and/or a compiled
@@ -365,7 +376,12 @@ impl Sampling {
                 let m = "tools beside response_format or json_schema are not supported";
                 return Err(ApiError::invalid("tools", m));
             }
-            return Ok(Shape { schema: Some(t.schema), optional: !t.forced, ..Shape::default() });
+            return Ok(Shape {
+                schema: Some(t.schema),
+                optional: !t.forced,
+                more: t.more,
+                ..Shape::default()
+            });
         }
         let compile = |param: &'static str, schema: &Value| {
             JsonSchema::compile(schema)
@@ -469,6 +485,7 @@ impl Sampling {
             json_object: shape.json_object,
             json_schema: shape.schema,
             schema_optional: shape.optional,
+            schema_more: shape.more,
             grammar: shape.grammar,
         })
     }
@@ -480,7 +497,12 @@ pub struct Tools {
     pub schema: Arc<JsonSchema>,
     /// Whether the reply must be a call (`tool_choice` "required" or a named function).
     pub forced: bool,
+    /// How many more calls may follow the first, one a line.
+    pub more: usize,
 }
+
+/// Most tool calls in one reply (`parallel_tool_calls`).
+pub const MAX_TOOL_CALLS: usize = 8;
 
 /// A chat message's content: a string, or text parts.
 #[derive(Debug, Deserialize)]

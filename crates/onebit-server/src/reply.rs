@@ -52,20 +52,26 @@ pub struct Reply {
     pub tools: bool,
 }
 
-/// A tool call reply (`{"name", "arguments"}`) as OpenAI's `tool_calls` entry, or None if
-/// the text is not a whole one. Only a reply that starts with `{` was held to the call
-/// schema ("auto" leaves any other free): free text that parses is not a call.
-fn tool_call(text: &str, id: &str, index: usize) -> Option<Value> {
+/// A tool call reply (`{"name", "arguments"}`, or several, one a line) as OpenAI's
+/// `tool_calls` entries, or None if the text is not whole calls. Only a reply that starts
+/// with `{` was held to the call schema ("auto" leaves any other free): free text that
+/// parses is not a call.
+fn tool_calls(text: &str, id: &str, index: usize) -> Option<Vec<Value>> {
     if !text.starts_with('{') {
         return None;
     }
-    let v: Value = serde_json::from_str(text).ok()?;
-    let name = v.get("name")?.as_str()?;
-    let args = v.get("arguments")?;
-    let call = format!("call_{}_{index}", id.rsplit('-').next().unwrap_or(id));
-    Some(
-        json!({"id": call, "type": "function", "function": {"name": name, "arguments": args.to_string()}}),
-    )
+    let mut calls = Vec::new();
+    for (k, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
+        let v = v.ok()?;
+        let name = v.get("name")?.as_str()?;
+        let args = v.get("arguments")?;
+        let base = format!("call_{}_{index}", id.rsplit('-').next().unwrap_or(id));
+        let call = if k == 0 { base } else { format!("{base}_{k}") };
+        calls.push(
+            json!({"id": call, "type": "function", "function": {"name": name, "arguments": args.to_string()}}),
+        );
+    }
+    Some(calls).filter(|c| !c.is_empty())
 }
 
 fn now() -> u64 {
@@ -131,15 +137,15 @@ pub async fn whole(app: Arc<App>, r: Reply) -> Response {
             }
         };
         let (finish, logprobs) = (u.finish.openai(), lps.field(&app.tok));
-        let call = r.tools.then(|| tool_call(&text, &r.id, index)).flatten();
-        choices.push(match kind {
-            Kind::Chat if call.is_some() => {
-                json!({"index": index, "message": {"role": "assistant", "content": null, "tool_calls": [call]}, "finish_reason": "tool_calls", "logprobs": logprobs})
+        let calls = r.tools.then(|| tool_calls(&text, &r.id, index)).flatten();
+        choices.push(match (kind, calls) {
+            (Kind::Chat, Some(calls)) => {
+                json!({"index": index, "message": {"role": "assistant", "content": null, "tool_calls": calls}, "finish_reason": "tool_calls", "logprobs": logprobs})
             }
-            Kind::Chat => {
+            (Kind::Chat, None) => {
                 json!({"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": logprobs})
             }
-            Kind::Text => {
+            (Kind::Text, _) => {
                 json!({"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs})
             }
         });
@@ -275,11 +281,13 @@ pub fn stream(
                 Event::Done(u) => {
                     let mut finish = u.finish.openai();
                     if let Some(text) = s.call.take() {
-                        let delta = match tool_call(&text, &id, i) {
-                            Some(mut call) => {
+                        let delta = match tool_calls(&text, &id, i) {
+                            Some(mut calls) => {
                                 finish = "tool_calls";
-                                call["index"] = json!(0);
-                                json!({"index": i, "delta": {"tool_calls": [call]}, "finish_reason": null, "logprobs": null})
+                                for (k, call) in calls.iter_mut().enumerate() {
+                                    call["index"] = json!(k);
+                                }
+                                json!({"index": i, "delta": {"tool_calls": calls}, "finish_reason": null, "logprobs": null})
                             }
                             // Cut short (max_tokens): the text as it is.
                             None => piece(i, &text, None, Value::Null),
@@ -322,18 +330,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tool_call_is_a_whole_call_from_the_first_byte() {
-        let call = tool_call(r#"{"name": "f", "arguments": {"a": [1]}}"#, "chatcmpl-7", 2).unwrap();
+    fn tool_calls_are_whole_calls_from_the_first_byte() {
+        let calls =
+            tool_calls(r#"{"name": "f", "arguments": {"a": [1]}}"#, "chatcmpl-7", 2).unwrap();
         assert_eq!(
-            call,
-            json!({"id": "call_7_2", "type": "function", "function": {"name": "f", "arguments": "{\"a\":[1]}"}})
+            calls,
+            [
+                json!({"id": "call_7_2", "type": "function", "function": {"name": "f", "arguments": "{\"a\":[1]}"}})
+            ]
         );
+        let calls = tool_calls(
+            "{\"name\": \"f\", \"arguments\": {}}\n{\"name\": \"g\", \"arguments\": {\"x\": 1}}",
+            "chatcmpl-7",
+            0,
+        )
+        .unwrap();
+        let ids: Vec<&str> = calls.iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["call_7_0", "call_7_0_1"]);
+        assert_eq!(calls[1]["function"]["name"], "g");
         for text in [
             r#" {"name": "f", "arguments": {}}"#,
             r#"{"name": "f", "arguments": {"#,
             r#"{"name": 1, "arguments": {}}"#,
+            "{\"name\": \"f\", \"arguments\": {}}\n{\"name\": \"g\"",
+            "{\"name\": \"f\", \"arguments\": {}}\nthen",
         ] {
-            assert_eq!(tool_call(text, "chatcmpl-7", 0), None, "{text}");
+            assert_eq!(tool_calls(text, "chatcmpl-7", 0), None, "{text}");
         }
     }
 }

@@ -478,6 +478,26 @@ fn tool_calls_follow_the_functions_schemas() {
     bias.insert(tok.token_id("{").unwrap().to_string(), json!(100));
     let (_, v, _) = post(&s, "/v1/chat/completions", &chat(json!("auto"), &bias).to_string(), None);
     check_call(&v["choices"][0]["message"]["tool_calls"][0], None);
+    // Parallel calls, one a line: with a newline favoured, a reply goes on from a whole
+    // call to the next (here until the context is full: the prose model puts the newline
+    // between every two tokens); with `parallel_tool_calls: false` it ends after one.
+    let times = json!([{"type": "function", "function": {"name": "get_time"}}]);
+    let newline = json!({tok.encode("\n", false).unwrap()[0].to_string(): 100});
+    for parallel in [true, false] {
+        let body = json!({"messages": messages, "tools": times, "tool_choice": "required", "max_tokens": 200,
+            "temperature": 0, "logit_bias": newline, "parallel_tool_calls": parallel});
+        let (_, v, _) = post(&s, "/v1/chat/completions", &body.to_string(), None);
+        let c = &v["choices"][0];
+        if parallel {
+            let text = c["message"]["content"].as_str().unwrap_or_else(|| panic!("{v}"));
+            let calls: Vec<&str> = text.split("\n{").collect();
+            assert!(calls.len() >= 2 && text.matches("\"get_time\"").count() >= 2, "{v}");
+            assert_eq!(c["finish_reason"], "length", "{v}");
+        } else {
+            assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+            assert_eq!(c["message"]["tool_calls"].as_array().map(Vec::len), Some(1), "{v}");
+        }
+    }
     // "none": no call, even when `{` is favoured.
     let (_, v, _) = post(&s, "/v1/chat/completions", &chat(json!("none"), &bias).to_string(), None);
     assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");

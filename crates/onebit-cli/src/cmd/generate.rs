@@ -116,6 +116,7 @@ impl GenArgs {
             json_object: self.json,
             json_schema,
             schema_optional: false,
+            schema_more: 0,
             grammar: grammar.map(std::sync::Arc::new),
         })
     }
