@@ -71,7 +71,7 @@ impl Elem {
 }
 
 /// A parsed grammar: every alternative of every rule as one run of elements ending in
-/// [`Elem::End`]; rule `r`'s alternatives start at `rules[r]`.
+/// an end marker; rule `r`'s alternatives start at `rules[r]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grammar {
     pub(crate) elems: Vec<Elem>,
