@@ -206,6 +206,7 @@ impl Server {
             .route("/tokenize", post(tokenize::tokenize))
             .route("/detokenize", post(tokenize::detokenize))
             .route("/tokenizer_info", get(tokenize::info))
+            .route("/apply-template", post(tokenize::apply_template))
             .layer(axum::extract::DefaultBodyLimit::max(cfg.body_limit))
             .with_state(app);
         if let Some(origin) = &cfg.cors_origin {

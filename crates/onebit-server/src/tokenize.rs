@@ -1,6 +1,8 @@
-//! The tokenizer over HTTP, in the shapes llama-server and vLLM serve it, so that clients
-//! which count or score tokens (lm-evaluation-harness's remote tokenizer, editors) need no
-//! copy of the tokenizer: `POST /tokenize`, `POST /detokenize`, `GET /tokenizer_info`.
+//! The tokenizer and chat template over HTTP, in the shapes llama-server and vLLM serve
+//! them, so that clients which count or score tokens (lm-evaluation-harness's remote
+//! tokenizer, editors) need no copy of either: `POST /tokenize`, `POST /detokenize`,
+//! `GET /tokenizer_info`, and llama-server's `POST /apply-template` (a chat request's
+//! `messages` and `tools` as the prompt text the model would be given, `{"prompt"}`).
 //!
 //! `/tokenize` takes llama-server's `{"content", "add_special"}` (special tokens off unless
 //! asked) or vLLM's `{"prompt", "add_special_tokens"}` (on unless refused), and answers
@@ -102,4 +104,25 @@ pub async fn info(axum::extract::State(app): Shared, headers: HeaderMap) -> Resp
         "vocab_size": app.vocab,
     }))
     .into_response()
+}
+
+/// POST /apply-template: the prompt text a chat request's messages (and tools) become.
+pub async fn apply_template(
+    axum::extract::State(app): Shared,
+    headers: HeaderMap,
+    b: Result<Json<crate::openai::ChatRequest>, JsonRejection>,
+) -> Response {
+    let r = (|| {
+        app.check_auth(&headers)?;
+        let req = body(b)?;
+        let messages = req.messages()?;
+        let tools = req.sampling.tools.as_ref().filter(|_| req.sampling.tools_active());
+        let prompt = (app.template.render_with_tools(&messages, tools))
+            .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+        Ok(json!({"prompt": prompt}))
+    })();
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => app.invalid(e),
+    }
 }

@@ -330,6 +330,17 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
     s.stop();
 }
 
+/// A reply's text and finish on the chat, completion and llama-server routes.
+fn reply_of<'a>(path: &str, v: &'a Value) -> (&'a Value, &'a Value) {
+    match path {
+        "/v1/chat/completions" => {
+            (&v["choices"][0]["message"]["content"], &v["choices"][0]["finish_reason"])
+        }
+        "/v1/completions" => (&v["choices"][0]["text"], &v["choices"][0]["finish_reason"]),
+        _ => (&v["content"], &v["stop_type"]),
+    }
+}
+
 /// GBNF grammars (llama-server's `grammar`): on every route the reply is a sentence of the
 /// grammar and ends where the grammar does; streamed pieces make the same text.
 #[test]
@@ -379,13 +390,7 @@ fn grammar_replies_are_sentences_of_the_grammar() {
     ] {
         let (code, v, _) = post(&s, path, &body.to_string(), None);
         assert_eq!(code, 200, "{v}");
-        let (text, finish) = match path {
-            "/v1/chat/completions" => {
-                (&v["choices"][0]["message"]["content"], &v["choices"][0]["finish_reason"])
-            }
-            "/v1/completions" => (&v["choices"][0]["text"], &v["choices"][0]["finish_reason"]),
-            _ => (&v["content"], &v["stop_type"]),
-        };
+        let (text, finish) = reply_of(path, &v);
         check(text.as_str().unwrap());
         assert!(finish == "stop" || finish == "eos", "{path}: {v}");
     }
@@ -572,13 +577,7 @@ fn json_schema_replies_are_documents_of_the_schema() {
     for (path, body) in bodies {
         let (code, v, _) = post(&s, path, &body.to_string(), None);
         assert_eq!(code, 200, "{v}");
-        let (text, finish) = match path {
-            "/v1/chat/completions" => {
-                (&v["choices"][0]["message"]["content"], &v["choices"][0]["finish_reason"])
-            }
-            "/v1/completions" => (&v["choices"][0]["text"], &v["choices"][0]["finish_reason"]),
-            _ => (&v["content"], &v["stop_type"]),
-        };
+        let (text, finish) = reply_of(path, &v);
         let text = text.as_str().unwrap();
         let doc: Value =
             serde_json::from_str(text).unwrap_or_else(|e| panic!("{path}: {text:?}: {e}"));
@@ -632,6 +631,18 @@ fn logprobs_and_echo_are_the_engines_log_softmax_and_the_tokenizer_routes_round_
     let (_, info) = get(&s, "/tokenizer_info");
     let info: Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["eos_token"], "<|endoftext|>");
+    // llama-server's /apply-template: the prompt the chat route gives the model.
+    let messages =
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]);
+    let (code, p, _) =
+        post(&s, "/apply-template", &json!({"messages": messages}).to_string(), None);
+    let prompt = p["prompt"].as_str().unwrap_or_else(|| panic!("{code} {p}"));
+    assert!(prompt.contains(text) && prompt.contains("Be brief."), "{prompt}");
+    let chat = json!({"messages": messages, "max_tokens": 1});
+    let (_, r, _) = post(&s, "/v1/chat/completions", &chat.to_string(), None);
+    assert_eq!(r["usage"]["prompt_tokens"], json!(tok.encode(prompt, false).unwrap().len()), "{r}");
+    let (code, e, _) = post(&s, "/apply-template", r#"{"messages": []}"#, None);
+    assert_eq!((code, e["error"]["param"].as_str()), (400, Some("messages")), "{e}");
 
     // The prompt as token ids, echoed with its log-probabilities and three greedy tokens'.
     let req =
