@@ -1,6 +1,7 @@
 //! What keeps a reply in a shape while it is sampled: JSON mode ([`crate::json_mode`]), a
-//! JSON schema ([`crate::json_schema`]) or a GBNF grammar ([`crate::gbnf`]). One seam for [`crate::generation::Sequence`]: mask
-//! the logits, take the sampled token's bytes, say when the document is complete.
+//! JSON schema ([`crate::json_schema`]) or a GBNF grammar ([`crate::gbnf`]). One seam for
+//! [`crate::generation::Sequence`]: mask the logits, take the sampled token's bytes, say
+//! when the reply is complete.
 
 use crate::error::{Error, Result};
 use crate::gbnf::Grammar;
