@@ -83,15 +83,26 @@ impl Num {
 /// One byte of a string's content other than its closing quote: escapes and UTF-8. `esc`:
 /// 0 none, 1 after `\`, 5 to 2 hex digits left + 1, 7 the second hex digit after a `d`
 /// (only where `surrogates` is false: JSON Schema counts a surrogate pair as one character,
-/// so structured output writes such characters in UTF-8); `utf8`: continuation bytes due.
+/// so structured output writes such characters in UTF-8); `utf8`: continuation bytes due
+/// (1 to 3), or 4 to 7 after a lead whose next byte has a narrower range (E0, ED, F0, F4).
 /// Returns the new (esc, utf8) and whether `b` begins a character, None when it cannot be
 /// string content.
 pub(crate) fn string_step(esc: u8, utf8: u8, b: u8, surrogates: bool) -> Option<(u8, u8, bool)> {
     Some(if utf8 > 0 {
-        if b & 0xC0 != 0x80 {
+        // Leads E0, ED, F0 and F4 narrow their first continuation byte: no overlong forms,
+        // no surrogates, nothing past U+10FFFF (RFC 3629), so the bytes are UTF-8 a decoder
+        // keeps as they are.
+        let (lo, hi, left) = match utf8 {
+            4 => (0xA0, 0xBF, 1),
+            5 => (0x80, 0x9F, 1),
+            6 => (0x90, 0xBF, 2),
+            7 => (0x80, 0x8F, 2),
+            n => (0x80, 0xBF, n - 1),
+        };
+        if !(lo..=hi).contains(&b) {
             return None;
         }
-        (0, utf8 - 1, false)
+        (0, left, false)
     } else if esc == 1 {
         match b {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => (0, 0, false),
@@ -116,8 +127,12 @@ pub(crate) fn string_step(esc: u8, utf8: u8, b: u8, surrogates: bool) -> Option<
             0x00..=0x1F | b'"' => return None,
             0x20..=0x7F => (0, 0, true),
             0xC2..=0xDF => (0, 1, true),
-            0xE0..=0xEF => (0, 2, true),
-            0xF0..=0xF4 => (0, 3, true),
+            0xE0 => (0, 4, true),
+            0xED => (0, 5, true),
+            0xE1..=0xEF => (0, 2, true),
+            0xF0 => (0, 6, true),
+            0xF4 => (0, 7, true),
+            0xF1..=0xF3 => (0, 3, true),
             _ => return None,
         }
     })
@@ -470,6 +485,55 @@ mod tests {
     fn accepts(text: &str) -> Option<bool> {
         let mut m = JsonMachine::new();
         m.feed_all(text.as_bytes()).then(|| m.is_done())
+    }
+
+    /// String content is exactly UTF-8 as Rust's decoder reads it (no overlong forms, no
+    /// surrogates, nothing past U+10FFFF): every 1- and 2-byte sequence, and 3- and 4-byte
+    /// ones over the bytes where the ranges change; a prefix the machine takes always
+    /// extends to a valid sequence.
+    #[test]
+    fn string_bytes_are_exactly_utf8() {
+        let edges: Vec<u8> = vec![
+            0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1,
+            0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF,
+        ];
+        let mut seqs: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for a in 0x20..=255u8 {
+            for b in 0..=255u8 {
+                seqs.push(vec![a, b]);
+            }
+        }
+        for &a in &edges {
+            for &b in &edges {
+                for &c in &edges {
+                    seqs.push(vec![a, b, c]);
+                    for &d in &edges {
+                        seqs.push(vec![a, b, c, d]);
+                    }
+                }
+            }
+        }
+        // Escapes (after a backslash) are tested with the objects below.
+        for seq in seqs.into_iter().filter(|s| !s.contains(&b'\\')) {
+            let content_ok = std::str::from_utf8(&seq)
+                .is_ok_and(|t| t.chars().all(|c| c >= ' ' && c != '"' && c != '\\'));
+            let (mut esc, mut utf8, mut ok) = (0u8, 0u8, true);
+            for &b in &seq {
+                match string_step(esc, utf8, b, true) {
+                    Some((e, u, _)) => (esc, utf8) = (e, u),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            assert_eq!(ok && utf8 == 0 && esc == 0, content_ok, "{seq:02X?}");
+            // A taken prefix is part of some valid character.
+            if ok && utf8 > 0 {
+                let more = (0x80..=0xBFu8).any(|b| string_step(esc, utf8, b, true).is_some());
+                assert!(more, "{seq:02X?}");
+            }
+        }
     }
 
     #[test]
