@@ -31,7 +31,7 @@ pub(crate) enum Elem {
     End,
     /// A reference to rule `n`.
     Rule(u32),
-    /// One character in (or, `neg`, not in) the inclusive code point ranges.
+    /// One character in (or, `neg`, not in) the inclusive code point ranges (sorted).
     Chars { ranges: Vec<(u32, u32)>, neg: bool },
     /// Any character.
     Any,
@@ -51,12 +51,11 @@ impl Elem {
     pub(crate) fn meets(&self, lo: u32, hi: u32) -> bool {
         match self {
             Elem::Chars { ranges, neg: false } => ranges.iter().any(|&(a, b)| a <= hi && lo <= b),
-            // Not all of lo..=hi is excluded: some range leaves part of it uncovered.
+            // Not all of lo..=hi is excluded: some range leaves part of it uncovered (the
+            // ranges are sorted when parsed).
             Elem::Chars { ranges, neg: true } => {
                 let mut next = lo;
-                let mut sorted = ranges.clone();
-                sorted.sort_unstable();
-                for (a, b) in sorted {
+                for &(a, b) in ranges {
                     if a > next {
                         break;
                     }
@@ -596,7 +595,7 @@ impl Parser<'_> {
         }
     }
 
-    fn finish(self) -> Result<Grammar, GrammarError> {
+    fn finish(mut self) -> Result<Grammar, GrammarError> {
         if let Some(r) = self.rules.iter().position(Option::is_none) {
             return self.err(self.used_at[r], format!("undefined rule {}", self.rule_names[r]));
         }
@@ -605,14 +604,17 @@ impl Parser<'_> {
         };
         let mut elems = Vec::with_capacity(self.items);
         let mut rules = Vec::with_capacity(self.rules.len());
-        for alts in self.rules.iter().flatten() {
+        for alts in std::mem::take(&mut self.rules).into_iter().flatten() {
             let mut starts = Vec::with_capacity(alts.len());
             for alt in alts {
                 starts.push(elems.len() as u32);
-                elems.extend(alt.iter().map(|it| match it {
-                    Item::Chars(ranges, neg) => Elem::Chars { ranges: ranges.clone(), neg: *neg },
+                elems.extend(alt.into_iter().map(|it| match it {
+                    Item::Chars(mut ranges, neg) => {
+                        ranges.sort_unstable();
+                        Elem::Chars { ranges, neg }
+                    }
                     Item::Any => Elem::Any,
-                    Item::Ref(r) => Elem::Rule(*r),
+                    Item::Ref(r) => Elem::Rule(r),
                 }));
                 elems.push(Elem::End);
             }

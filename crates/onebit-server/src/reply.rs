@@ -61,12 +61,12 @@ fn tool_calls(text: &str, id: &str, index: usize) -> Option<Vec<Value>> {
         return None;
     }
     let mut calls = Vec::new();
+    let base = format!("call_{}_{index}", id.rsplit('-').next().unwrap_or(id));
     for (k, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
         let v = v.ok()?;
         let name = v.get("name")?.as_str()?;
         let args = v.get("arguments")?;
-        let base = format!("call_{}_{index}", id.rsplit('-').next().unwrap_or(id));
-        let call = if k == 0 { base } else { format!("{base}_{k}") };
+        let call = if k == 0 { base.clone() } else { format!("{base}_{k}") };
         calls.push(
             json!({"id": call, "type": "function", "function": {"name": name, "arguments": args.to_string()}}),
         );
