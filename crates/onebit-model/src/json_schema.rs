@@ -5,7 +5,8 @@
 //!
 //! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
 //! true, or a schema for a map), `items`, `prefixItems`, `minItems`, `maxItems`, `enum`,
-//! `const`, `minLength`, `maxLength`, bounds on numbers (`minimum`, `maximum`,
+//! `const`, `minLength`, `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]; not beside
+//! the length bounds), bounds on numbers (`minimum`, `maximum`,
 //! `exclusiveMinimum`, `exclusiveMaximum`; a bounded non-integer is written with at most 9
 //! decimals and no exponent, [`crate::json_number`]), `anyOf` / `oneOf` whose alternatives begin with
 //! different bytes (an object or a null, a string or a number...) or are objects told apart
@@ -13,8 +14,9 @@
 //! `$ref` to a JSON pointer inside the document (`#/$defs/...`, `#/definitions/...`, `#`;
 //! recursion included). Annotations (`title`, `description`, `default`, `examples`, `format`
 //! — an annotation unless a validator opts in, JSON Schema 2020-12 §7.2 — ...) are ignored.
-//! Any other keyword (`pattern`, `not`, `if`, `uniqueItems`, `multipleOf`...) is refused, naming it and where it is: a constraint dropped silently would let
-//! through replies the schema rejects.
+//! Any other keyword (`not`, `if`, `uniqueItems`, `multipleOf`...) is refused, naming it
+//! and where it is: a constraint dropped silently would let through replies the schema
+//! rejects.
 //!
 //! Replies are a subset of what the schema accepts, never more: properties come in the
 //! schema's order (as OpenAI's structured outputs write them; an optional one may be left
@@ -28,6 +30,7 @@
 //! the schema as a machine whose state is copied per token.
 
 use crate::json_number::{scaled, Range, DIGITS, FRACTION};
+use crate::json_pattern::Pattern;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -48,6 +51,10 @@ pub const MAX_NODES: usize = 4096;
 pub const MAX_CHOICES: usize = 1024;
 /// Deepest nesting of subschemas (through `$ref`s too) compiled.
 pub const MAX_NESTING: usize = 128;
+/// Most distinct `pattern`s one schema may hold.
+pub const MAX_PATTERNS: usize = 64;
+/// Most automaton table cells (states × byte classes) of one schema's patterns together.
+pub const MAX_PATTERN_CELLS: usize = 1 << 21;
 
 /// One property of an object node.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,8 +77,9 @@ pub(crate) enum Node {
     /// A number; `integer`: no fraction or exponent; `range`: its bounds (a bounded
     /// non-integer is written without an exponent, see [`crate::json_number`]).
     Number { integer: bool, range: Option<Range> },
-    /// A string of `min..=max` characters (Unicode scalar values, as JSON Schema counts).
-    String { min: u32, max: u32 },
+    /// A string of `min..=max` characters (Unicode scalar values, as JSON Schema counts);
+    /// `pattern`: the index in [`JsonSchema::patterns`] of the regex it matches.
+    String { min: u32, max: u32, pattern: Option<u16> },
     /// An object: `props` in order; with none, keys of `extra`'s values (a map), or no keys.
     Object { props: Vec<Prop>, extra: Option<NodeId>, last_required: Option<u16> },
     /// An array: item i is `prefix[i]`, then `items` (None: no more); `min..=max` items.
@@ -98,6 +106,8 @@ pub struct JsonSchema {
     /// The bytes each node's values may begin with (a 256-bit set).
     pub(crate) first: Vec<[u64; 4]>,
     pub(crate) root: NodeId,
+    /// The compiled `pattern`s of string nodes.
+    pub(crate) patterns: Vec<Pattern>,
 }
 
 /// Why a schema could not be compiled: the problem and the JSON pointer of the subschema.
@@ -145,6 +155,7 @@ const SUPPORTED: &[&str] = &[
     "maxItems",
     "minLength",
     "maxLength",
+    "pattern",
     "minimum",
     "maximum",
     "exclusiveMinimum",
@@ -163,6 +174,7 @@ pub(crate) fn has(bits: &[u64; 4], b: u8) -> bool {
 struct Compiler<'a> {
     root: &'a Value,
     nodes: Vec<Node>,
+    patterns: Vec<Pattern>,
     refs: HashMap<String, NodeId>,
     depth: usize,
 }
@@ -197,9 +209,15 @@ fn count(o: &Map<String, Value>, k: &str, at: &str) -> Result<Option<u32>, Schem
 impl JsonSchema {
     /// Compiles `schema` (a JSON Schema document), or says which part it cannot honour.
     pub fn compile(schema: &Value) -> Result<Self, SchemaError> {
-        let mut c = Compiler { root: schema, nodes: Self::base(), refs: HashMap::new(), depth: 0 };
+        let mut c = Compiler {
+            root: schema,
+            nodes: Self::base(),
+            patterns: Vec::new(),
+            refs: HashMap::new(),
+            depth: 0,
+        };
         let root = c.compile(schema, "")?;
-        Self::finish(c.nodes, root)
+        Self::finish(c.nodes, c.patterns, root)
     }
 
     /// The nodes every schema starts with: [`ANY`] and [`ANY_WORD`].
@@ -209,8 +227,8 @@ impl JsonSchema {
 
     /// The schema of `nodes` from `root`, with each node's first bytes, checked that every
     /// choice can be made by its first byte.
-    fn finish(nodes: Vec<Node>, root: NodeId) -> Result<Self, SchemaError> {
-        let mut s = JsonSchema { nodes, first: Vec::new(), root };
+    fn finish(nodes: Vec<Node>, patterns: Vec<Pattern>, root: NodeId) -> Result<Self, SchemaError> {
+        let mut s = JsonSchema { nodes, first: Vec::new(), root, patterns };
         s.first =
             (0..s.nodes.len()).map(|i| s.first_bytes(i as NodeId, 0)).collect::<Result<_, _>>()?;
         s.check_choices()?;
@@ -289,14 +307,14 @@ impl JsonSchema {
         }
         let none =
             serde_json::json!({"type": "object", "properties": {}, "additionalProperties": false});
-        let mut nodes = Self::base();
+        let (mut nodes, mut patterns) = (Self::base(), Vec::new());
         let (mut names, mut args) = (Vec::new(), Vec::new());
         for (name, params) in tools {
             let params = params.as_ref().unwrap_or(&none);
             let at = format!("/tools/{name}/parameters");
-            let mut c = Compiler { root: params, nodes, refs: HashMap::new(), depth: 0 };
+            let mut c = Compiler { root: params, nodes, patterns, refs: HashMap::new(), depth: 0 };
             args.push(c.compile(params, &at)?);
-            nodes = c.nodes;
+            (nodes, patterns) = (c.nodes, c.patterns);
             let n = serde_json::to_vec(name)
                 .map_err(|e| SchemaError { at: at.clone(), why: e.to_string() })?;
             if names.contains(&n) {
@@ -304,7 +322,7 @@ impl JsonSchema {
             }
             names.push(n);
         }
-        let mut c = Compiler { root: &none, nodes, refs: HashMap::new(), depth: 0 };
+        let mut c = Compiler { root: &none, nodes, patterns, refs: HashMap::new(), depth: 0 };
         let name = c.push(Node::Literals(names), "/tools")?;
         let arguments = c.push(Node::ByTag(args), "/tools")?;
         let props = vec![
@@ -312,7 +330,7 @@ impl JsonSchema {
             Prop { key: b"\"arguments\"".to_vec(), value: arguments, required: true },
         ];
         let root = c.push(Node::Object { props, extra: None, last_required: Some(1) }, "/tools")?;
-        Self::finish(c.nodes, root)
+        Self::finish(c.nodes, c.patterns, root)
     }
 }
 
@@ -569,7 +587,7 @@ impl Compiler<'_> {
             "object"
         } else if any(&["items", "prefixItems", "minItems", "maxItems"]) {
             "array"
-        } else if any(&["minLength", "maxLength"]) {
+        } else if any(&["minLength", "maxLength", "pattern"]) {
             "string"
         } else if any(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]) {
             "number"
@@ -677,12 +695,36 @@ impl Compiler<'_> {
                 if min > max {
                     return err(at, format!("minLength {min} is above maxLength {max}"));
                 }
-                self.push(Node::String { min, max }, at)
+                let pattern = self.pattern(o, at)?;
+                if pattern.is_some() && (min, max) != (0, UNBOUNDED) {
+                    return err(at, "pattern beside minLength/maxLength is not supported");
+                }
+                self.push(Node::String { min, max, pattern }, at)
             }
             "integer" | "number" => self.number(o, t == "integer", at),
             "object" => self.object(o, at),
             _ => self.array(o, at),
         }
+    }
+
+    /// The string's `pattern`, compiled ([`crate::json_pattern`]).
+    fn pattern(&mut self, o: &Map<String, Value>, at: &str) -> Result<Option<u16>, SchemaError> {
+        let Some(p) = o.get("pattern") else { return Ok(None) };
+        let Some(p) = p.as_str() else { return err(at, "pattern must be a string") };
+        if let Some(i) = self.patterns.iter().position(|q| q.source == p) {
+            return Ok(Some(i as u16));
+        }
+        let compiled = Pattern::compile(p).map_err(|why| SchemaError { at: at.into(), why })?;
+        let cells: usize =
+            self.patterns.iter().map(Pattern::cells).sum::<usize>() + compiled.cells();
+        if self.patterns.len() >= MAX_PATTERNS || cells > MAX_PATTERN_CELLS {
+            return err(
+                at,
+                format!("more than {MAX_PATTERNS} patterns or {MAX_PATTERN_CELLS} automaton cells in one schema"),
+            );
+        }
+        self.patterns.push(compiled);
+        Ok(Some(self.patterns.len() as u16 - 1))
     }
 
     fn number(
@@ -828,7 +870,9 @@ mod tests {
     #[test]
     fn what_cannot_be_honoured_is_refused_by_name() {
         for (schema, says) in [
-            (json!({"type": "string", "pattern": "^a"}), "pattern"),
+            (json!({"type": "string", "pattern": "(?<=a)b"}), "look-around"),
+            (json!({"type": "string", "pattern": "^a", "maxLength": 3}), "beside minLength"),
+            (json!({"type": "string", "pattern": 3}), "pattern must be a string"),
             (json!({"not": {"type": "null"}}), "not"),
             (
                 json!({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e-12}),
@@ -852,7 +896,7 @@ mod tests {
             let e = JsonSchema::compile(&schema).unwrap_err();
             assert!(e.to_string().contains(says), "{schema}: {e}");
         }
-        let e = JsonSchema::compile(&json!({"properties": {"a": {"pattern": "x"}}})).unwrap_err();
+        let e = JsonSchema::compile(&json!({"properties": {"a": {"multipleOf": 2}}})).unwrap_err();
         assert_eq!(e.at, "/properties/a");
     }
 

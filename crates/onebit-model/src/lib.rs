@@ -25,6 +25,7 @@ pub mod gguf;
 pub mod hf;
 pub mod json_mode;
 pub mod json_number;
+pub mod json_pattern;
 pub mod json_schema;
 pub mod load;
 pub mod logprobs;

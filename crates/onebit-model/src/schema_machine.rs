@@ -11,6 +11,7 @@
 
 use crate::json_mode::{is_space, string_step, Num, TokenBytes};
 use crate::json_number::Digits;
+use crate::json_pattern::{Pattern, DEAD};
 use crate::json_schema::{has, JsonSchema, Node, NodeId, ANY, ANY_WORD, UNBOUNDED};
 
 /// Deepest nesting of objects and arrays.
@@ -48,13 +49,15 @@ struct Frame {
 enum Leaf {
     None,
     /// A string (`key`: a map's key); `esc`: 0 none, 1 after `\`, 5..=2 hex digits left + 1,
-    /// 7 the second hex digit after a `d`; `utf8`: continuation bytes due; `chars` read.
+    /// 7 the second hex digit after a `d`; `utf8`: continuation bytes due; `chars` read;
+    /// `re`: the state of its node's `pattern` (0 without one).
     Str {
         node: NodeId,
         key: bool,
         esc: u8,
         utf8: u8,
         chars: u32,
+        re: u32,
     },
     /// A number: its part, and its digits (for bounds).
     Num {
@@ -116,9 +119,10 @@ impl SchemaMachine {
     /// any whole-character text without `"`, `\` or control bytes may follow.
     pub fn in_free_string(&self, s: &JsonSchema) -> bool {
         match self.leaf {
-            Leaf::Str { node, esc: 0, utf8: 0, .. } => {
-                !matches!(s.nodes[node as usize], Node::String { max, .. } if max != UNBOUNDED)
-            }
+            Leaf::Str { node, esc: 0, utf8: 0, .. } => !matches!(
+                s.nodes[node as usize],
+                Node::String { max, pattern, .. } if max != UNBOUNDED || pattern.is_some()
+            ),
             _ => false,
         }
     }
@@ -191,7 +195,8 @@ impl SchemaMachine {
                 (Phase::Open, b'}') | (Phase::After, b'}') if closes => self.close(),
                 (Phase::Open | Phase::Key, b'"') if more => {
                     if props.is_empty() {
-                        self.leaf = Leaf::Str { node: ANY, key: true, esc: 0, utf8: 0, chars: 0 };
+                        self.leaf =
+                            Leaf::Str { node: ANY, key: true, esc: 0, utf8: 0, chars: 0, re: 0 };
                     } else {
                         self.leaf = Leaf::Key { cand: f.count, pos: 1 };
                     }
@@ -255,7 +260,7 @@ impl SchemaMachine {
         match (f.phase, b) {
             (Phase::Open | Phase::After, b'}') => self.close(),
             (Phase::Open | Phase::Key, b'"') => {
-                self.leaf = Leaf::Str { node: ANY, key: true, esc: 0, utf8: 0, chars: 0 };
+                self.leaf = Leaf::Str { node: ANY, key: true, esc: 0, utf8: 0, chars: 0, re: 0 };
                 true
             }
             (Phase::Colon, b':') => {
@@ -327,7 +332,8 @@ impl SchemaMachine {
                 b'{' => self.open(ANY, true),
                 b'[' => self.open(ANY, false),
                 b'"' => {
-                    self.leaf = Leaf::Str { node: ANY, key: false, esc: 0, utf8: 0, chars: 0 };
+                    self.leaf =
+                        Leaf::Str { node: ANY, key: false, esc: 0, utf8: 0, chars: 0, re: 0 };
                     true
                 }
                 b'-' | b'0'..=b'9' => self.start_number(s, ANY, b),
@@ -336,7 +342,7 @@ impl SchemaMachine {
             Node::Literals(_) => self.start_literal(s, node, b),
             Node::Number { .. } => self.start_number(s, node, b),
             Node::String { .. } => {
-                self.leaf = Leaf::Str { node, key: false, esc: 0, utf8: 0, chars: 0 };
+                self.leaf = Leaf::Str { node, key: false, esc: 0, utf8: 0, chars: 0, re: 0 };
                 b == b'"'
             }
             Node::Object { .. } | Node::Union { .. } => b == b'{' && self.open(node, true),
@@ -461,13 +467,15 @@ impl SchemaMachine {
 
     /// A byte of the string being read.
     fn string(&mut self, s: &JsonSchema, b: u8) -> bool {
-        let Leaf::Str { node, key, esc, utf8, chars } = self.leaf else { return false };
-        let (min, max) = match s.nodes[node as usize] {
-            Node::String { min, max } => (min, max),
-            _ => (0, UNBOUNDED),
+        let Leaf::Str { node, key, esc, utf8, chars, mut re } = self.leaf else { return false };
+        let (min, max, pattern) = match s.nodes[node as usize] {
+            Node::String { min, max, pattern } => {
+                (min, max, pattern.map(|p| &s.patterns[p as usize]))
+            }
+            _ => (0, UNBOUNDED, None),
         };
         if (esc, utf8, b) == (0, 0, b'"') {
-            if chars < min {
+            if chars < min || pattern.is_some_and(|p| !p.accepts(re)) {
                 return false;
             }
             self.leaf = Leaf::None;
@@ -480,11 +488,37 @@ impl SchemaMachine {
             }
             return true;
         }
-        let Some((esc, utf8, starts)) = string_step(esc, utf8, b, false) else { return false };
+        let Some((to_esc, to_utf8, starts)) = string_step(esc, utf8, b, false) else {
+            return false;
+        };
         if starts && chars >= max {
             return false;
         }
-        self.leaf = Leaf::Str { node, key, esc, utf8, chars: chars + starts as u32 };
+        if let Some(p) = pattern {
+            // The pattern reads the string's text: an escape's character once it is whole.
+            // `\u` is not written under a pattern (see json_pattern).
+            let text = match (esc, b) {
+                (0, b'\\') => None,
+                (0, _) => Some(b),
+                (1, _) => match Pattern::escaped(b) {
+                    Some(t) => Some(t),
+                    None => return false,
+                },
+                _ => return false,
+            };
+            match text {
+                Some(t) => {
+                    re = p.step(re, t);
+                    if re == DEAD {
+                        return false;
+                    }
+                }
+                None if !p.escape_ok(re) => return false,
+                None => {}
+            }
+        }
+        self.leaf =
+            Leaf::Str { node, key, esc: to_esc, utf8: to_utf8, chars: chars + starts as u32, re };
         true
     }
 

@@ -359,6 +359,8 @@ fn schema_strategy() -> impl Strategy<Value = Value> {
         Just(json!({"type": ["string", "null"], "maxLength": 3})),
         Just(json!({"enum": ["red", "green", 1, 12, null, [1, "a"], {"k": true}]})),
         Just(json!({"const": "x\"y"})),
+        Just(json!({"type": "string", "pattern": "^[a-c]*$"})),
+        Just(json!({"type": "string", "pattern": "b|\\d"})),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![

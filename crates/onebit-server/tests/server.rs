@@ -293,7 +293,7 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
     for (path, extra, param) in [
         (
             "/v1/chat/completions",
-            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"pattern": "a"}}}}),
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"multipleOf": 2}}}}),
             "response_format",
         ),
         ("/v1/chat/completions", json!({"response_format": {"type": "yaml"}}), "response_format"),
@@ -541,12 +541,13 @@ fn json_schema_replies_are_documents_of_the_schema() {
         "type": "object",
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 12},
+            "initials": {"type": "string", "pattern": "^[A-Z]\\.[A-Z]\\.$"},
             "age": {"type": "integer", "minimum": 0, "maximum": 120},
             "sisters": {"type": "array", "items": {"enum": ["Jane", "Mary", "Kitty", "Lydia"]}, "maxItems": 1},
             "married": {"type": ["boolean", "null"]},
             "wit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
         },
-        "required": ["name", "age", "sisters", "married", "wit"],
+        "required": ["name", "initials", "age", "sisters", "married", "wit"],
         "additionalProperties": false
     });
     let validator = jsonschema::validator_for(&schema).unwrap();
@@ -585,7 +586,7 @@ fn json_schema_replies_are_documents_of_the_schema() {
         assert!(finish == "stop" || finish == "eos", "{path}: {v}");
         // Keys in the schema's order, as OpenAI writes them.
         let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["name", "age", "sisters", "married", "wit"], "{text}");
+        assert_eq!(keys, ["name", "initials", "age", "sisters", "married", "wit"], "{text}");
     }
     // Streamed: the pieces make the same document as the whole reply.
     let body = json!({"messages": messages, "max_tokens": 220, "logit_bias": blank, "temperature": 0, "stream": true,
@@ -600,11 +601,11 @@ fn json_schema_replies_are_documents_of_the_schema() {
     assert_eq!(joined, v["choices"][0]["message"]["content"].as_str().unwrap());
     // A schema this server cannot enforce is a 400 naming the keyword and where it is.
     let bad = json!({"messages": messages, "response_format": {"type": "json_schema",
-        "json_schema": {"name": "x", "schema": {"properties": {"id": {"type": "string", "pattern": "^[a-z]+$"}}}}}});
+        "json_schema": {"name": "x", "schema": {"properties": {"id": {"type": "array", "uniqueItems": true}}}}}});
     let (code, e, _) = post(&s, "/v1/chat/completions", &bad.to_string(), None);
     assert_eq!(code, 400, "{e}");
     let msg = e["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("pattern") && msg.contains("/properties/id"), "{msg}");
+    assert!(msg.contains("uniqueItems") && msg.contains("/properties/id"), "{msg}");
     s.stop();
 }
 

@@ -192,21 +192,22 @@ def test_json_mode_replies_parse_with_pythons_json(server):
     assert json.loads(r.choices[0].message.content) == {}
     # Structured output: the reply is a document of the schema (a json_schema the server
     # cannot enforce is a 400 naming the keyword).
-    schema = {"type": "object", "additionalProperties": False, "required": ["mood", "n", "p"],
+    schema = {"type": "object", "additionalProperties": False, "required": ["mood", "n", "p", "tag"],
               "properties": {"mood": {"enum": ["happy", "sad"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9},
-                             "p": {"type": "number", "minimum": 0.25, "exclusiveMaximum": 0.75}}}
+                             "p": {"type": "number", "minimum": 0.25, "exclusiveMaximum": 0.75},
+                             "tag": {"type": "string", "pattern": "^#[a-z]{2,6}$"}}}
     r = c.chat.completions.create(
         model="austen", messages=[{"role": "user", "content": "How is Anne?"}], max_tokens=150, temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "mood", "schema": schema, "strict": True}})
     doc = json.loads(r.choices[0].message.content)
     assert r.choices[0].finish_reason == "stop"
-    assert list(doc) == ["mood", "n", "p"] and doc["mood"] in ("happy", "sad") and 1 <= doc["n"] <= 9
-    assert 0.25 <= doc["p"] < 0.75
+    assert list(doc) == ["mood", "n", "p", "tag"] and doc["mood"] in ("happy", "sad") and 1 <= doc["n"] <= 9
+    assert 0.25 <= doc["p"] < 0.75 and re.fullmatch(r"#[a-z]{2,6}", doc["tag"])
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(
             model="austen", messages=[{"role": "user", "content": "hi"}],
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a"}}})
-    assert e.value.body["param"] == "response_format" and "pattern" in e.value.body["message"]
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}}})
+    assert e.value.body["param"] == "response_format" and "uniqueItems" in e.value.body["message"]
     # llama-server's `grammar` (a client passes it in extra_body): the reply is a sentence of
     # the grammar; a grammar that cannot be read is a 400 saying where.
     grammar = 'root ::= ("Yes" | "No") ", " [a-z]{1,8} (" " [a-z]{1,8}){0,2} "."\n'

@@ -1,0 +1,252 @@
+//! `pattern` on strings in structured output: the ECMA-262 regular expression JSON Schema
+//! names, read as a table of automaton states a string's characters walk, with every state
+//! that can no longer reach a match removed, so a reply never enters a string it cannot
+//! finish (no dead ends).
+//!
+//! JSON Schema's `pattern` matches anywhere in the string (`"abc"` accepts `"xabcx"`); `^`
+//! and `$` anchor it. The ECMA-262 text is translated to Rust's syntax by `jsonschema-regex`
+//! (the translation the `jsonschema` crate validates with: ASCII `\d` and `\w`, ECMA's `\s`
+//! and `.`), wrapped as `(?s:.*)(?:P)(?s:.*)` and compiled by `regex-automata` into a
+//! dense DFA matching all strings of that language; that DFA is then walked once from its
+//! start state over the bytes a JSON string can carry and flattened into `Pattern`.
+//!
+//! Bytes a string can carry: raw bytes from 0x20 up (valid UTF-8, which the string reader
+//! checks on its own), and through the short escapes `\" \\ \/ \b \f \n \r \t` the bytes
+//! 0x22, 0x5C, 0x2F, 0x08, 0x0C, 0x0A, 0x0D, 0x09. A `\u` escape is not written in a
+//! string under a pattern, so the other control characters are out of reach, and a state
+//! that only they lead on from counts as dead. `\b` (a word boundary) is read on ASCII
+//! text only: a string under a pattern using it holds no other characters.
+//!
+//! Written here, not taken from a crate: the regex crates answer "does this text match",
+//! and masking asks "can this prefix still become a match", which needs the automaton's
+//! states and their futures.
+
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::util::{primitives::StateID, start};
+use regex_automata::{Anchored, MatchKind};
+
+/// A state of no future (the string may not take the byte).
+pub(crate) const DEAD: u32 = u32::MAX;
+/// Most automaton states one pattern may compile to.
+pub const MAX_PATTERN_STATES: usize = 4096;
+/// The decoded byte of each short escape, by the letter after the backslash.
+const ESCAPES: [(u8, u8); 8] = [
+    (b'"', 0x22),
+    (b'\\', 0x5C),
+    (b'/', 0x2F),
+    (b'b', 0x08),
+    (b'f', 0x0C),
+    (b'n', 0x0A),
+    (b'r', 0x0D),
+    (b't', 0x09),
+];
+
+/// A compiled `pattern`: states 0.. (0 the start), each byte's class, and per state and
+/// class the next state or [`DEAD`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Pattern {
+    /// The schema's text of the pattern (for messages).
+    pub source: String,
+    classes: [u8; 256],
+    stride: usize,
+    next: Vec<u32>,
+    accept: Vec<bool>,
+}
+
+impl Pattern {
+    /// Compiles an ECMA-262 pattern; the error says why it cannot be used.
+    pub fn compile(source: &str) -> Result<Pattern, String> {
+        let rust = jsonschema_regex::to_rust_regex(source).map_err(|()| {
+            format!("pattern {source:?} is not a valid ECMA-262 regular expression")
+        })?;
+        let full = format!("(?s:.*)(?:{rust})(?s:.*)");
+        let config = dense::Config::new()
+            .match_kind(MatchKind::All)
+            .start_kind(StartKind::Anchored)
+            .unicode_word_boundary(true)
+            // A hostile pattern is refused in well under a second.
+            .dfa_size_limit(Some(4 << 20))
+            .determinize_size_limit(Some(4 << 20));
+        let dfa = dense::Builder::new()
+            .configure(config)
+            .build(&full)
+            .map_err(|e| format!("pattern {source:?} cannot be used: {}", deepest(&e)))?;
+        let start_config = start::Config::new().anchored(Anchored::Yes);
+        let start = dfa
+            .start_state(&start_config)
+            .map_err(|e| format!("pattern {source:?} has no start state: {e}"))?;
+        Self::flatten(&dfa, start, source)
+    }
+
+    /// Numbers the states reachable from `start` over the bytes a string can carry and
+    /// drops those from which no match is reachable.
+    fn flatten(
+        dfa: &dense::DFA<Vec<u32>>,
+        start: StateID,
+        source: &str,
+    ) -> Result<Pattern, String> {
+        let dfa_classes = dfa.byte_classes();
+        // Class 0: bytes a string cannot carry; class c + 1: the DFA's class c.
+        let mut classes = [0u8; 256];
+        let mut reps: Vec<Option<u8>> = vec![None; dfa_classes.alphabet_len() + 1];
+        for b in 0..=255u8 {
+            if carried(b) {
+                let c = dfa_classes.get(b) as usize + 1;
+                classes[b as usize] = c as u8;
+                reps[c].get_or_insert(b);
+            }
+        }
+        let stride = reps.len();
+        let mut ids = vec![start];
+        let mut index = std::collections::HashMap::from([(start, 0u32)]);
+        let mut next: Vec<u32> = Vec::new();
+        let mut i = 0;
+        while i < ids.len() {
+            let from = ids[i];
+            for rep in &reps {
+                let to = match rep {
+                    Some(b) => dfa.next_state(from, *b),
+                    None => {
+                        next.push(DEAD);
+                        continue;
+                    }
+                };
+                if dfa.is_dead_state(to) || dfa.is_quit_state(to) {
+                    next.push(DEAD);
+                    continue;
+                }
+                let n = ids.len() as u32;
+                let id = *index.entry(to).or_insert_with(|| {
+                    ids.push(to);
+                    n
+                });
+                if ids.len() > MAX_PATTERN_STATES {
+                    return Err(format!(
+                        "pattern {source:?} needs more than {MAX_PATTERN_STATES} automaton states"
+                    ));
+                }
+                next.push(id);
+            }
+            i += 1;
+        }
+        let accept: Vec<bool> =
+            ids.iter().map(|&s| dfa.is_match_state(dfa.next_eoi_state(s))).collect();
+        // A state lives when it accepts or leads to a living one.
+        let mut live = accept.clone();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for s in 0..ids.len() {
+                if !live[s]
+                    && next[s * stride..][..stride].iter().any(|&t| t != DEAD && live[t as usize])
+                {
+                    live[s] = true;
+                    changed = true;
+                }
+            }
+        }
+        if !live[0] {
+            return Err(format!("pattern {source:?} matches no string a JSON reply can hold"));
+        }
+        for t in &mut next {
+            if *t != DEAD && !live[*t as usize] {
+                *t = DEAD;
+            }
+        }
+        Ok(Pattern { source: source.to_string(), classes, stride, next, accept })
+    }
+
+    /// Cells of its table (states × byte classes), what it costs in memory (4 bytes each).
+    pub fn cells(&self) -> usize {
+        self.next.len()
+    }
+
+    /// The state after `byte` (a decoded byte of the string), or [`DEAD`].
+    #[inline]
+    pub fn step(&self, state: u32, byte: u8) -> u32 {
+        self.next[state as usize * self.stride + self.classes[byte as usize] as usize]
+    }
+
+    /// Whether the string may end in `state`.
+    pub fn accepts(&self, state: u32) -> bool {
+        self.accept[state as usize]
+    }
+
+    /// The decoded byte of the short escape `\letter`, if it is one.
+    pub fn escaped(letter: u8) -> Option<u8> {
+        ESCAPES.iter().find(|e| e.0 == letter).map(|e| e.1)
+    }
+
+    /// Whether some short escape may follow in `state` (so a `\` is no dead end).
+    pub fn escape_ok(&self, state: u32) -> bool {
+        ESCAPES.iter().any(|e| self.step(state, e.1) != DEAD)
+    }
+}
+
+/// The innermost cause of a build error on one line (the regex parser's messages draw the
+/// pattern over several lines and end with `error: why`).
+fn deepest(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(inner) = e.source() {
+        e = inner;
+    }
+    let text = e.to_string();
+    let line = text.lines().rev().find(|l| l.starts_with("error: ")).unwrap_or(&text);
+    line.trim_start_matches("error: ").to_string()
+}
+
+/// Whether a JSON string under a pattern can carry the decoded byte `b`.
+fn carried(b: u8) -> bool {
+    b >= 0x20 || ESCAPES.iter().any(|e| e.1 == b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(p: &Pattern, text: &str) -> bool {
+        let mut s = 0;
+        for &b in text.as_bytes() {
+            s = p.step(s, b);
+            if s == DEAD {
+                return false;
+            }
+        }
+        p.accepts(s)
+    }
+
+    #[test]
+    fn matches_anywhere_unless_anchored() {
+        let p = Pattern::compile("ab+c").unwrap();
+        assert!(full(&p, "xxabbcyy"));
+        assert!(!full(&p, "xxacyy"));
+        let p = Pattern::compile("^ab+c$").unwrap();
+        assert!(full(&p, "abbbc"));
+        assert!(!full(&p, "xabc"));
+        assert!(!full(&p, "abcx"));
+        // A prefix that can no longer match is dead at once.
+        assert_eq!(p.step(0, b'x'), DEAD);
+    }
+
+    #[test]
+    fn ecma_classes_are_ascii() {
+        let p = Pattern::compile(r"^\d{3}-\w+$").unwrap();
+        assert!(full(&p, "123-ab_9"));
+        assert!(!full(&p, "١٢٣-ab"));
+        assert!(!full(&p, "123-é"));
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        for (pat, why) in [
+            ("(?=a)b", "look-around"),
+            ("[", "not a valid"),
+            ("^\\x01$", "no string"),
+            ("^x{5000}$", "automaton states"),
+            ("(a|b|c|d|e|f){1,4000}x[a-z]{1,20}", "size limit"),
+        ] {
+            let e = Pattern::compile(pat).unwrap_err();
+            assert!(e.contains(why), "{pat}: {e}");
+        }
+    }
+}
