@@ -17,10 +17,15 @@
 //! that only they lead on from counts as dead. `\b` (a word boundary) is read on ASCII
 //! text only: a string under a pattern using it holds no other characters.
 //!
+//! Beside `minLength` / `maxLength` (up to [`MAX_PATTERN_LENGTH`] characters) each state also
+//! knows which lengths its rest may have (`Lengths`, layer by layer backwards from the
+//! matches), so the reader stops a string neither short of a match that fits nor past one.
+//!
 //! Written here, not taken from a crate: the regex crates answer "does this text match",
 //! and masking asks "can this prefix still become a match", which needs the automaton's
 //! states and their futures.
 
+use crate::json_schema::UNBOUNDED;
 use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::util::{primitives::StateID, start};
 use regex_automata::{Anchored, MatchKind};
@@ -47,15 +52,18 @@ const ESCAPES: [(u8, u8); 8] = [
 pub(crate) struct Pattern {
     /// The schema's text of the pattern (for messages).
     pub source: String,
-    classes: [u8; 256],
+    classes: [u16; 256],
     stride: usize,
     next: Vec<u32>,
     accept: Vec<bool>,
+    /// With `minLength` / `maxLength`: which lengths the rest may have from each state.
+    bounds: Option<Lengths>,
 }
 
 impl Pattern {
-    /// Compiles an ECMA-262 pattern; the error says why it cannot be used.
-    pub fn compile(source: &str) -> Result<Pattern, String> {
+    /// Compiles an ECMA-262 pattern for strings of `min..=max` characters (`max`
+    /// [`UNBOUNDED`]: no limit); the error says why it cannot be used.
+    pub fn compile(source: &str, min: u32, max: u32) -> Result<Pattern, String> {
         let rust = jsonschema_regex::to_rust_regex(source).map_err(|()| {
             format!("pattern {source:?} is not a valid ECMA-262 regular expression")
         })?;
@@ -75,7 +83,17 @@ impl Pattern {
         let start = dfa
             .start_state(&start_config)
             .map_err(|e| format!("pattern {source:?} has no start state: {e}"))?;
-        Self::flatten(&dfa, start, source)
+        let mut p = Self::flatten(&dfa, start, source)?;
+        if (min, max) != (0, UNBOUNDED) {
+            p.bounds = Some(Lengths::new(&p, min, max)?);
+            if !p.fits(0, 0) {
+                return Err(format!(
+                    "no string of {min} to {} characters matches pattern {source:?}",
+                    if max == UNBOUNDED { "any number of".to_string() } else { max.to_string() }
+                ));
+            }
+        }
+        Ok(p)
     }
 
     /// Numbers the states reachable from `start` over the bytes a string can carry and
@@ -86,13 +104,14 @@ impl Pattern {
         source: &str,
     ) -> Result<Pattern, String> {
         let dfa_classes = dfa.byte_classes();
-        // Class 0: bytes a string cannot carry; class c + 1: the DFA's class c.
-        let mut classes = [0u8; 256];
-        let mut reps: Vec<Option<u8>> = vec![None; dfa_classes.alphabet_len() + 1];
+        // Class 0: bytes a string cannot carry; class 1 + 2c (+ 1 for UTF-8 continuation
+        // bytes, which begin no character): the DFA's class c.
+        let mut classes = [0u16; 256];
+        let mut reps: Vec<Option<u8>> = vec![None; 2 * dfa_classes.alphabet_len() + 1];
         for b in 0..=255u8 {
             if carried(b) {
-                let c = dfa_classes.get(b) as usize + 1;
-                classes[b as usize] = c as u8;
+                let c = 1 + 2 * dfa_classes.get(b) as usize + continues(b) as usize;
+                classes[b as usize] = c as u16;
                 reps[c].get_or_insert(b);
             }
         }
@@ -153,7 +172,20 @@ impl Pattern {
                 *t = DEAD;
             }
         }
-        Ok(Pattern { source: source.to_string(), classes, stride, next, accept })
+        Ok(Pattern { source: source.to_string(), classes, stride, next, accept, bounds: None })
+    }
+
+    /// Whether this was compiled from `source` for `min..=max` characters.
+    pub fn is(&self, source: &str, min: u32, max: u32) -> bool {
+        let bounds = self.bounds.as_ref().map_or((0, UNBOUNDED), |b| (b.min, b.max));
+        self.source == source && bounds == (min, max)
+    }
+
+    /// Whether a string in `state` with `chars` characters read (the one being read
+    /// included) can still end within its length bounds.
+    #[inline]
+    pub fn fits(&self, state: u32, chars: u32) -> bool {
+        self.bounds.as_ref().is_none_or(|b| b.fits(state, chars))
     }
 
     /// Cells of its table (states × byte classes), what it costs in memory (4 bytes each).
@@ -177,9 +209,13 @@ impl Pattern {
         ESCAPES.iter().find(|e| e.0 == letter).map(|e| e.1)
     }
 
-    /// Whether some short escape may follow in `state` (so a `\` is no dead end).
-    pub fn escape_ok(&self, state: u32) -> bool {
-        ESCAPES.iter().any(|e| self.step(state, e.1) != DEAD)
+    /// Whether some short escape may follow in `state` (so a `\` is no dead end), the
+    /// string then holding `chars` characters.
+    pub fn escape_ok(&self, state: u32, chars: u32) -> bool {
+        ESCAPES.iter().any(|e| {
+            let t = self.step(state, e.1);
+            t != DEAD && self.fits(t, chars)
+        })
     }
 }
 
@@ -193,6 +229,98 @@ fn deepest(e: &(dyn std::error::Error + 'static)) -> String {
     let text = e.to_string();
     let line = text.lines().rev().find(|l| l.starts_with("error: ")).unwrap_or(&text);
     line.trim_start_matches("error: ").to_string()
+}
+
+/// Whether `b` continues a UTF-8 character rather than beginning one.
+fn continues(b: u8) -> bool {
+    (0x80..0xC0).contains(&b)
+}
+
+/// Most characters a `minLength` / `maxLength` beside a pattern may name.
+pub const MAX_PATTERN_LENGTH: u32 = 1024;
+
+/// Per state of a [`Pattern`], a bit set over lengths k (in characters) of what may still
+/// follow: with a finite `max`, bit k says some rest of exactly k characters ends in a
+/// match (k ≤ `max`); with no `max`, bit k says some rest of k characters leaves the string
+/// where it can still end (k ≤ `min`), so anything longer is then possible too.
+#[derive(Clone, Debug, PartialEq)]
+struct Lengths {
+    min: u32,
+    max: u32,
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl Lengths {
+    /// Layer by layer: the states whose rest can be k characters are those one character
+    /// (a byte beginning one, then its continuation bytes) before a state of layer k − 1.
+    fn new(p: &Pattern, min: u32, max: u32) -> Result<Lengths, String> {
+        let top = if max == UNBOUNDED { min } else { max };
+        if top > MAX_PATTERN_LENGTH {
+            return Err(format!(
+                "minLength/maxLength above {MAX_PATTERN_LENGTH} beside pattern {:?} is not supported",
+                p.source
+            ));
+        }
+        if (top as usize + 1).saturating_mul(p.next.len()) > 1 << 25 {
+            return Err(format!(
+                "pattern {:?} is too large to bound by minLength/maxLength {min}..{max}",
+                p.source
+            ));
+        }
+        let n = p.accept.len();
+        let words = (top as usize + 1).div_ceil(64);
+        let mut bits = vec![0u64; n * words];
+        let get = |bits: &[u64], s: usize, k: usize| bits[s * words + k / 64] >> (k % 64) & 1 == 1;
+        // Layer 0: states that end a match, or (no max) every state, all being live.
+        for s in 0..n {
+            if max != UNBOUNDED && !p.accept[s] {
+                continue;
+            }
+            bits[s * words] |= 1;
+        }
+        for k in 0..=top as usize {
+            let mut changed = true;
+            let mut first = k > 0;
+            while changed {
+                changed = false;
+                for s in 0..n {
+                    if get(&bits, s, k) {
+                        continue;
+                    }
+                    let row = &p.next[s * p.stride..][..p.stride];
+                    let hit = row.iter().enumerate().skip(1).any(|(c, &t)| {
+                        // Odd classes begin a character (a layer down), even ones continue it.
+                        t != DEAD
+                            && if c % 2 == 1 {
+                                first && get(&bits, t as usize, k - 1)
+                            } else {
+                                get(&bits, t as usize, k)
+                            }
+                    });
+                    if hit {
+                        bits[s * words + k / 64] |= 1 << (k % 64);
+                        changed = true;
+                    }
+                }
+                first = false;
+            }
+        }
+        Ok(Lengths { min, max, words, bits })
+    }
+
+    fn fits(&self, state: u32, chars: u32) -> bool {
+        if chars > self.max {
+            return false;
+        }
+        let row = &self.bits[state as usize * self.words..][..self.words];
+        let get = |k: u32| row[k as usize / 64] >> (k % 64) & 1 == 1;
+        let lo = self.min.saturating_sub(chars);
+        if self.max == UNBOUNDED {
+            return get(lo);
+        }
+        (lo..=self.max - chars).any(get)
+    }
 }
 
 /// Whether a JSON string under a pattern can carry the decoded byte `b`.
@@ -217,10 +345,10 @@ mod tests {
 
     #[test]
     fn matches_anywhere_unless_anchored() {
-        let p = Pattern::compile("ab+c").unwrap();
+        let p = Pattern::compile("ab+c", 0, UNBOUNDED).unwrap();
         assert!(full(&p, "xxabbcyy"));
         assert!(!full(&p, "xxacyy"));
-        let p = Pattern::compile("^ab+c$").unwrap();
+        let p = Pattern::compile("^ab+c$", 0, UNBOUNDED).unwrap();
         assert!(full(&p, "abbbc"));
         assert!(!full(&p, "xabc"));
         assert!(!full(&p, "abcx"));
@@ -230,7 +358,7 @@ mod tests {
 
     #[test]
     fn ecma_classes_are_ascii() {
-        let p = Pattern::compile(r"^\d{3}-\w+$").unwrap();
+        let p = Pattern::compile(r"^\d{3}-\w+$", 0, UNBOUNDED).unwrap();
         assert!(full(&p, "123-ab_9"));
         assert!(!full(&p, "١٢٣-ab"));
         assert!(!full(&p, "123-é"));
@@ -245,7 +373,7 @@ mod tests {
             ("^x{5000}$", "automaton states"),
             ("(a|b|c|d|e|f){1,4000}x[a-z]{1,20}", "size limit"),
         ] {
-            let e = Pattern::compile(pat).unwrap_err();
+            let e = Pattern::compile(pat, 0, UNBOUNDED).unwrap_err();
             assert!(e.contains(why), "{pat}: {e}");
         }
     }

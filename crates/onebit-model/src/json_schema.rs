@@ -5,8 +5,8 @@
 //!
 //! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
 //! true, or a schema for a map), `items`, `prefixItems`, `minItems`, `maxItems`, `enum`,
-//! `const`, `minLength`, `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]; not beside
-//! the length bounds), bounds on numbers (`minimum`, `maximum`,
+//! `const`, `minLength`, `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), bounds
+//! on numbers (`minimum`, `maximum`,
 //! `exclusiveMinimum`, `exclusiveMaximum`; a bounded non-integer is written with at most 9
 //! decimals and no exponent, [`crate::json_number`]), `anyOf` / `oneOf` whose alternatives begin with
 //! different bytes (an object or a null, a string or a number...) or are objects told apart
@@ -695,10 +695,7 @@ impl Compiler<'_> {
                 if min > max {
                     return err(at, format!("minLength {min} is above maxLength {max}"));
                 }
-                let pattern = self.pattern(o, at)?;
-                if pattern.is_some() && (min, max) != (0, UNBOUNDED) {
-                    return err(at, "pattern beside minLength/maxLength is not supported");
-                }
+                let pattern = self.pattern(o, at, min, max)?;
                 self.push(Node::String { min, max, pattern }, at)
             }
             "integer" | "number" => self.number(o, t == "integer", at),
@@ -708,13 +705,20 @@ impl Compiler<'_> {
     }
 
     /// The string's `pattern`, compiled ([`crate::json_pattern`]).
-    fn pattern(&mut self, o: &Map<String, Value>, at: &str) -> Result<Option<u16>, SchemaError> {
+    fn pattern(
+        &mut self,
+        o: &Map<String, Value>,
+        at: &str,
+        min: u32,
+        max: u32,
+    ) -> Result<Option<u16>, SchemaError> {
         let Some(p) = o.get("pattern") else { return Ok(None) };
         let Some(p) = p.as_str() else { return err(at, "pattern must be a string") };
-        if let Some(i) = self.patterns.iter().position(|q| q.source == p) {
+        if let Some(i) = self.patterns.iter().position(|q| q.is(p, min, max)) {
             return Ok(Some(i as u16));
         }
-        let compiled = Pattern::compile(p).map_err(|why| SchemaError { at: at.into(), why })?;
+        let compiled =
+            Pattern::compile(p, min, max).map_err(|why| SchemaError { at: at.into(), why })?;
         let cells: usize =
             self.patterns.iter().map(Pattern::cells).sum::<usize>() + compiled.cells();
         if self.patterns.len() >= MAX_PATTERNS || cells > MAX_PATTERN_CELLS {
@@ -871,7 +875,8 @@ mod tests {
     fn what_cannot_be_honoured_is_refused_by_name() {
         for (schema, says) in [
             (json!({"type": "string", "pattern": "(?<=a)b"}), "look-around"),
-            (json!({"type": "string", "pattern": "^a", "maxLength": 3}), "beside minLength"),
+            (json!({"type": "string", "pattern": "^ab$", "maxLength": 1}), "no string of 0 to 1"),
+            (json!({"type": "string", "pattern": "^a", "maxLength": 5000}), "above 1024"),
             (json!({"type": "string", "pattern": 3}), "pattern must be a string"),
             (json!({"not": {"type": "null"}}), "not"),
             (

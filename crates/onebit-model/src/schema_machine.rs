@@ -506,14 +506,15 @@ impl SchemaMachine {
                 },
                 _ => return false,
             };
+            let chars = chars + starts as u32;
             match text {
                 Some(t) => {
                     re = p.step(re, t);
-                    if re == DEAD {
+                    if re == DEAD || !p.fits(re, chars) {
                         return false;
                     }
                 }
-                None if !p.escape_ok(re) => return false,
+                None if !p.escape_ok(re, chars) => return false,
                 None => {}
             }
         }

@@ -29,6 +29,34 @@ const PATTERNS: &[&str] = &[
     r"^a[\x01\x02]|^b",
 ];
 
+/// Patterns beside `minLength` / `maxLength` (None: no maxLength), as pydantic's
+/// `constr(min_length=..., max_length=..., pattern=...)` writes them.
+const BOUNDED: &[(&str, u32, Option<u32>)] = &[
+    (r"^[a-z]+$", 2, Some(3)),
+    ("ab", 0, Some(3)),
+    ("1$", 3, None),
+    (r"^\w+\.?$", 1, Some(2)),
+    (r"^(a|b1)*$", 2, Some(4)),
+    (r"^.a$", 2, Some(2)),
+    ("é", 2, Some(4)),
+    (r"\s", 0, Some(1)),
+    ("^[^a]*$", 3, None),
+    (r#"^"?\\?$"#, 2, Some(2)),
+];
+
+/// Every pattern schema the tests walk: each pattern alone, then the bounded ones.
+fn schemas() -> Vec<Value> {
+    let plain = PATTERNS.iter().map(|p| json!({"type": "string", "pattern": p}));
+    let bounded = BOUNDED.iter().map(|&(p, min, max)| {
+        let mut v = json!({"type": "string", "pattern": p, "minLength": min});
+        if let Some(max) = max {
+            v["maxLength"] = json!(max);
+        }
+        v
+    });
+    plain.chain(bounded).collect()
+}
+
 /// The pieces a string is made of: characters, escapes, multi-byte UTF-8, a `\u` escape
 /// (which the machine does not write) and an Arabic-Indic digit (`\d` is ASCII in ECMA).
 const PIECES: &[&str] =
@@ -47,11 +75,11 @@ fn strings(len: usize) -> Vec<String> {
 #[test]
 fn patterns_agree_with_jsonschema_on_every_short_string() {
     let texts = strings(4);
-    for pattern in PATTERNS {
-        let schema = json!({"type": "string", "pattern": pattern});
+    for schema in schemas() {
+        let pattern = &schema;
         let s = JsonSchema::compile(&schema).unwrap_or_else(|e| panic!("{pattern}: {e}"));
         let validator = jsonschema::validator_for(&schema).unwrap();
-        let ascii_only = pattern.contains(r"\b");
+        let ascii_only = schema["pattern"].as_str().unwrap().contains(r"\b");
         let (mut accepted, mut checked) = (0, 0);
         for body in &texts {
             let doc = format!("\"{body}\"");
@@ -88,8 +116,13 @@ fn patterns_agree_with_jsonschema_on_every_short_string() {
 #[test]
 fn random_walks_inside_patterned_strings_can_always_close() {
     let extra = [r"^\n\t$", r"^[\u00e9-\u00ea]{2}$", r"x{3,5}y", r"^(ab|cd)+$"];
-    for pattern in PATTERNS.iter().chain(&extra) {
-        let schema = json!({"type": "string", "pattern": pattern});
+    let extra = extra.iter().map(|p| json!({"type": "string", "pattern": p}));
+    let long = [(r"^(ab|cde)+$", 9, 10), ("x", 30, 40), (r"^[^é]*é", 5, 5)];
+    let long = long
+        .iter()
+        .map(|(p, a, b)| json!({"type": "string", "pattern": p, "minLength": a, "maxLength": b}));
+    for schema in schemas().into_iter().chain(extra).chain(long) {
+        let pattern = &schema;
         let s = JsonSchema::compile(&schema).unwrap();
         let validator = jsonschema::validator_for(&schema).unwrap();
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;

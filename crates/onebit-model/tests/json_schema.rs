@@ -361,6 +361,7 @@ fn schema_strategy() -> impl Strategy<Value = Value> {
         Just(json!({"const": "x\"y"})),
         Just(json!({"type": "string", "pattern": "^[a-c]*$"})),
         Just(json!({"type": "string", "pattern": "b|\\d"})),
+        Just(json!({"type": "string", "pattern": "^[a-c]*$", "minLength": 1, "maxLength": 3})),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
