@@ -4,19 +4,19 @@
 //! document the schema accepts.
 //!
 //! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
-//! true, or a schema for a map), `items`, `prefixItems`, `minItems`, `maxItems`, `enum`,
-//! `const`, `minLength`, `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), bounds
-//! on numbers (`minimum`, `maximum`,
-//! `exclusiveMinimum`, `exclusiveMaximum`; a bounded non-integer is written with at most 9
-//! decimals and no exponent, [`crate::json_number`]), `anyOf` / `oneOf` whose alternatives begin with
-//! different bytes (an object or a null, a string or a number...) or are objects told apart
-//! by their first key or its const / enum value (a discriminator), `allOf` of one schema, and
-//! `$ref` to a JSON pointer inside the document (`#/$defs/...`, `#/definitions/...`, `#`;
-//! recursion included). Annotations (`title`, `description`, `default`, `examples`, `format`
-//! — an annotation unless a validator opts in, JSON Schema 2020-12 §7.2 — ...) are ignored.
-//! Any other keyword (`not`, `if`, `uniqueItems`, `multipleOf`...) is refused, naming it
-//! and where it is: a constraint dropped silently would let through replies the schema
-//! rejects.
+//! true, or a schema for a map), `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems`
+//! (on arrays of an enum or const: each value at most once), `enum`, `const`, `minLength`,
+//! `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), bounds on numbers (`minimum`,
+//! `maximum`, `exclusiveMinimum`, `exclusiveMaximum`; a bounded non-integer is written with at
+//! most 9 decimals and no exponent, [`crate::json_number`]), `anyOf` / `oneOf` whose
+//! alternatives begin with different bytes (an object or a null, a string or a number...) or
+//! are objects told apart by their first key or its const / enum value (a discriminator),
+//! `allOf` of one schema, and `$ref` to a JSON pointer inside the document (`#/$defs/...`,
+//! `#/definitions/...`, `#`; recursion included). Annotations (`title`, `description`,
+//! `default`, `examples`, `format` — an annotation unless a validator opts in, JSON Schema
+//! 2020-12 §7.2 — ...) are ignored. Any other keyword (`not`, `if`, `multipleOf`,
+//! `patternProperties`...) is refused, naming it and where it is: a constraint dropped
+//! silently would let through replies the schema rejects.
 //!
 //! Replies are a subset of what the schema accepts, never more: properties come in the
 //! schema's order (as OpenAI's structured outputs write them; an optional one may be left
@@ -82,8 +82,9 @@ pub(crate) enum Node {
     String { min: u32, max: u32, pattern: Option<u16> },
     /// An object: `props` in order; with none, keys of `extra`'s values (a map), or no keys.
     Object { props: Vec<Prop>, extra: Option<NodeId>, last_required: Option<u16> },
-    /// An array: item i is `prefix[i]`, then `items` (None: no more); `min..=max` items.
-    Array { prefix: Vec<NodeId>, items: Option<NodeId>, min: u32, max: u32 },
+    /// An array: item i is `prefix[i]`, then `items` (None: no more); `min..=max` items;
+    /// `unique`: `items` is a [`Node::Literals`] of at most 64 values, each written once.
+    Array { prefix: Vec<NodeId>, items: Option<NodeId>, min: u32, max: u32, unique: bool },
     /// One of these, chosen by the value's first byte.
     Choice(Vec<NodeId>),
     /// An object that is one of several object nodes (`anyOf` / `oneOf` of objects) until
@@ -153,6 +154,7 @@ const SUPPORTED: &[&str] = &[
     "additionalItems",
     "minItems",
     "maxItems",
+    "uniqueItems",
     "minLength",
     "maxLength",
     "pattern",
@@ -194,6 +196,19 @@ fn json_type(v: &Value) -> &'static str {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     }
+}
+
+/// Refuses literals of which two are equal numbers written differently (`1` and `1.0`): JSON
+/// Schema's uniqueness compares values, the machine compares the literals' bytes.
+fn equal_numbers(literals: &[Vec<u8>], at: &str) -> Result<(), SchemaError> {
+    let numbers: Vec<f64> =
+        literals.iter().filter_map(|l| serde_json::from_slice::<Value>(l).ok()?.as_f64()).collect();
+    for (i, a) in numbers.iter().enumerate() {
+        if numbers[i + 1..].contains(a) {
+            return err(at, format!("uniqueItems over an enum holding {a} twice"));
+        }
+    }
+    Ok(())
 }
 
 fn count(o: &Map<String, Value>, k: &str, at: &str) -> Result<Option<u32>, SchemaError> {
@@ -585,7 +600,7 @@ impl Compiler<'_> {
         let any = |ks: &[&str]| ks.iter().any(|k| o.contains_key(*k));
         if any(&["properties", "required", "additionalProperties"]) {
             "object"
-        } else if any(&["items", "prefixItems", "minItems", "maxItems"]) {
+        } else if any(&["items", "prefixItems", "minItems", "maxItems", "uniqueItems"]) {
             "array"
         } else if any(&["minLength", "maxLength", "pattern"]) {
             "string"
@@ -862,7 +877,37 @@ impl Compiler<'_> {
                 format!("minItems {min} is above the most items the array may hold ({max})"),
             );
         }
-        self.push(Node::Array { prefix, items, min, max }, at)
+        let unique = match o.get("uniqueItems") {
+            None | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            Some(_) => return err(at, "uniqueItems must be a boolean"),
+        };
+        let mut items = items;
+        if unique {
+            let values =
+                items.map(|i| self.resolve(i)).filter(|_| prefix.is_empty()).and_then(|i| {
+                    match &self.nodes[i as usize] {
+                        Node::Literals(c) if c.len() <= 64 => Some((i, c.len() as u32)),
+                        _ => None,
+                    }
+                });
+            let Some((literals, n)) = values else {
+                return err(
+                    at,
+                    "uniqueItems is supported on arrays whose items are an enum or const of at \
+                     most 64 values (no prefixItems)",
+                );
+            };
+            if let Node::Literals(c) = &self.nodes[literals as usize] {
+                equal_numbers(c, at)?;
+            }
+            items = Some(literals);
+            max = max.min(n);
+            if min > max {
+                return err(at, format!("minItems {min} is above the {n} distinct items"));
+            }
+        }
+        self.push(Node::Array { prefix, items, min, max, unique }, at)
     }
 }
 
@@ -884,7 +929,12 @@ mod tests {
                 "9 decimals",
             ),
             (json!({"type": "number", "minimum": "0"}), "minimum must be a number"),
-            (json!({"type": "array", "uniqueItems": true}), "uniqueItems"),
+            (json!({"type": "array", "uniqueItems": true}), "uniqueItems is supported"),
+            (json!({"type": "array", "items": {"enum": [1, 1.0]}, "uniqueItems": true}), "twice"),
+            (
+                json!({"type": "array", "items": {"enum": [1, 2]}, "uniqueItems": true, "minItems": 3}),
+                "2 distinct",
+            ),
             (json!({"anyOf": [{"type": "string"}, {"enum": ["a"]}]}), "both begin with '\"'"),
             (json!({"anyOf": [{"type": "object"}, {"properties": {}}]}), "both begin with '{'"),
             (json!({"$ref": "#/$defs/x"}), "points at nothing"),

@@ -87,13 +87,23 @@ pub struct SchemaMachine {
     leaf: Leaf,
     space: u8,
     done: bool,
+    /// The literals the innermost `uniqueItems` array holds so far, a bit each (its items
+    /// are literals, so no other container opens inside it: one set for the machine).
+    used: u64,
 }
 
 impl SchemaMachine {
     /// A machine before the document's first byte.
     pub fn new() -> Self {
         let f = Frame { node: ANY, count: 0, phase: Phase::Open, object: false, tag: 0 };
-        SchemaMachine { frames: [f; MAX_FRAMES], depth: 0, leaf: Leaf::None, space: 0, done: false }
+        SchemaMachine {
+            frames: [f; MAX_FRAMES],
+            depth: 0,
+            leaf: Leaf::None,
+            space: 0,
+            done: false,
+            used: 0,
+        }
     }
 
     /// Whether the document is complete and nothing may follow it.
@@ -110,7 +120,7 @@ impl SchemaMachine {
         self.depth == 0
             && match self.leaf {
                 Leaf::Num { node, part, digits } => self.number_ends(s, node, part, digits),
-                Leaf::Lit { node, cand, pos } => lit_complete(s, node, cand, pos),
+                Leaf::Lit { node, cand, pos } => lit_complete(s, node, cand, pos, 0),
                 _ => false,
             }
     }
@@ -293,6 +303,7 @@ impl SchemaMachine {
         self.frames[self.depth as usize] =
             Frame { node, count: 0, phase: Phase::Open, object, tag: 0 };
         self.depth += 1;
+        self.used = 0;
         true
     }
 
@@ -351,9 +362,29 @@ impl SchemaMachine {
         }
     }
 
+    /// The literals of `node` this reply may not write again: those the innermost array
+    /// holds when it is a `uniqueItems` array of `node`.
+    fn banned(&self, s: &JsonSchema, node: NodeId) -> u64 {
+        if self.in_unique(s, node) {
+            self.used
+        } else {
+            0
+        }
+    }
+
+    /// Whether the innermost container is a `uniqueItems` array of `node`'s literals.
+    fn in_unique(&self, s: &JsonSchema, node: NodeId) -> bool {
+        self.depth > 0
+            && matches!(s.nodes[self.frames[self.depth as usize - 1].node as usize],
+                Node::Array { unique: true, items: Some(i), .. } if i == node)
+    }
+
     fn start_literal(&mut self, s: &JsonSchema, node: NodeId, b: u8) -> bool {
         let Node::Literals(c) = &s.nodes[node as usize] else { return false };
-        let Some(cand) = c.iter().position(|l| l[0] == b) else { return false };
+        let banned = self.banned(s, node);
+        let Some(cand) = (0..c.len()).find(|&i| free(banned, i) && c[i][0] == b) else {
+            return false;
+        };
         self.leaf = Leaf::Lit { node, cand: cand as u16, pos: 1 };
         self.literal_settle(s, node, cand as u16, 1);
         true
@@ -362,9 +393,11 @@ impl SchemaMachine {
     /// Ends a literal as soon as no candidate could continue it.
     fn literal_settle(&mut self, s: &JsonSchema, node: NodeId, cand: u16, pos: u16) {
         let Node::Literals(c) = &s.nodes[node as usize] else { return };
+        let banned = self.banned(s, node);
         let read = &c[cand as usize][..pos as usize];
-        let longer = c.iter().any(|l| l.len() > read.len() && l.starts_with(read));
-        if !longer && lit_complete(s, node, cand, pos) {
+        let longer = (0..c.len())
+            .any(|i| free(banned, i) && c[i].len() > read.len() && c[i].starts_with(read));
+        if !longer && lit_complete(s, node, cand, pos, banned) {
             self.literal_done(s, node, cand, pos);
         }
     }
@@ -379,14 +412,18 @@ impl SchemaMachine {
         b: u8,
     ) -> Option<bool> {
         let Node::Literals(c) = &s.nodes[node as usize] else { return Some(false) };
+        let banned = self.banned(s, node);
         let read = &c[cand as usize][..pos as usize];
         let p = pos as usize;
-        if let Some(i) = c.iter().position(|l| l.len() > p && l.starts_with(read) && l[p] == b) {
+        if let Some(i) = (0..c.len()).find(|&i| {
+            let l = &c[i];
+            free(banned, i) && l.len() > p && l.starts_with(read) && l[p] == b
+        }) {
             self.leaf = Leaf::Lit { node, cand: i as u16, pos: pos + 1 };
             self.literal_settle(s, node, i as u16, pos + 1);
             return Some(true);
         }
-        if self.depth > 0 && lit_complete(s, node, cand, pos) {
+        if self.depth > 0 && lit_complete(s, node, cand, pos, banned) {
             self.literal_done(s, node, cand, pos);
             return None;
         }
@@ -398,6 +435,9 @@ impl SchemaMachine {
         if let (Node::Literals(c), true) = (&s.nodes[node as usize], self.depth > 0) {
             let read = &c[cand as usize][..pos as usize];
             if let Some(i) = c.iter().position(|l| l.as_slice() == read) {
+                if self.in_unique(s, node) {
+                    self.used |= 1 << i;
+                }
                 let f = self.top();
                 f.tag = i as u16;
                 // A key several alternatives begin with: its value says which object this is.
@@ -567,11 +607,17 @@ impl Default for SchemaMachine {
     }
 }
 
-/// Whether some candidate of a literal node is exactly the bytes read.
-fn lit_complete(s: &JsonSchema, node: NodeId, cand: u16, pos: u16) -> bool {
+/// Whether some candidate of a literal node not in `banned` is exactly the bytes read.
+fn lit_complete(s: &JsonSchema, node: NodeId, cand: u16, pos: u16, banned: u64) -> bool {
     let Node::Literals(c) = &s.nodes[node as usize] else { return false };
     let read = &c[cand as usize][..pos as usize];
-    c.iter().any(|l| l.as_slice() == read)
+    (0..c.len()).any(|i| free(banned, i) && c[i].as_slice() == read)
+}
+
+/// Whether literal `i` is not in the set `banned` (literals past 64 are never banned: a
+/// `uniqueItems` array has at most 64).
+fn free(banned: u64, i: usize) -> bool {
+    i >= 64 || banned >> i & 1 == 0
 }
 
 /// Masks a vocabulary with a [`SchemaMachine`]: the state after each possible first byte is

@@ -226,6 +226,51 @@ fn bounded_numbers_agree_with_jsonschema_on_every_short_text() {
     }
 }
 
+/// `uniqueItems` over an enum (pydantic's `set[Literal[...]]`): every array of up to five
+/// items drawn from the enum (repeats included), compact and spaced, is completed by the
+/// machine exactly when jsonschema accepts it, and no accepted prefix is a dead end.
+#[test]
+fn unique_items_agree_with_jsonschema_on_every_short_array() {
+    let values = [json!("a"), json!("ab"), json!(1), json!(12), json!(true), json!([1, "a"])];
+    for (min, max) in [(0, None), (2, None), (0, Some(3)), (5, None)] {
+        let mut schema = json!({"type": "array", "items": {"enum": values}, "uniqueItems": true,
+                                "minItems": min});
+        if let Some(max) = max {
+            schema["maxItems"] = json!(max);
+        }
+        let s = JsonSchema::compile(&schema).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let mut arrays: Vec<Vec<usize>> = vec![vec![]];
+        let mut layer = arrays.clone();
+        for _ in 0..5 {
+            layer = layer
+                .iter()
+                .flat_map(|a| (0..values.len()).map(move |i| [a.clone(), vec![i]].concat()))
+                .collect();
+            arrays.extend(layer.iter().cloned());
+        }
+        let mut accepted = 0;
+        for a in &arrays {
+            let v = Value::Array(a.iter().map(|&i| values[i].clone()).collect());
+            let items: Vec<String> = a.iter().map(|&i| values[i].to_string()).collect();
+            for text in [v.to_string(), format!("[{}]", items.join(", "))] {
+                let done = run(&s, &text) == Some(true);
+                assert_eq!(done, validator.is_valid(&v), "{text} for {schema}");
+                accepted += done as usize;
+                // Every prefix the machine takes goes on.
+                for cut in 1..text.len() {
+                    let mut m = SchemaMachine::new();
+                    if m.feed_all(&s, &text.as_bytes()[..cut]) {
+                        let next = (0..=255u8).any(|b| m.clone().feed(&s, b));
+                        assert!(next || m.can_end(&s), "dead end after {}", &text[..cut]);
+                    }
+                }
+            }
+        }
+        assert!(accepted > 0, "{schema}");
+    }
+}
+
 /// Bounds are read from the schema's text: 0.1 is a tenth, and 0.3 is allowed under
 /// `maximum: 0.3` (the double nearest 0.3 is below it; the decimal is not).
 #[test]
@@ -381,6 +426,10 @@ fn schema_strategy() -> impl Strategy<Value = Value> {
             (inner.clone(), 0u32..3, 0u32..3).prop_map(|(s, a, b)| json!({"type": "array", "items": s, "minItems": a, "maxItems": a + b})),
             (prop::collection::vec(inner.clone(), 1..3)).prop_map(|p| json!({"type": "array", "prefixItems": p, "items": false})),
             inner.clone().prop_map(|s| json!({"type": "array", "items": s})),
+            (0u32..4, any::<bool>()).prop_map(|(min, three)| {
+                let values = if three { json!(["x", "xy", 1]) } else { json!([true, false, null, 0, 10]) };
+                json!({"type": "array", "items": {"enum": values}, "uniqueItems": true, "minItems": min})
+            }),
             inner.clone().prop_map(|s| json!({"anyOf": [{"type": "null"}, s]})),
             // Objects told apart by a discriminator (anyOf or oneOf, open or closed).
             (prop::collection::vec((inner.clone(), any::<bool>()), 2..4), any::<bool>(), any::<bool>()).prop_map(

@@ -543,7 +543,7 @@ fn json_schema_replies_are_documents_of_the_schema() {
             "name": {"type": "string", "minLength": 1, "maxLength": 12},
             "initials": {"type": "string", "pattern": "^[A-Z]\\.[A-Z]\\.$"},
             "age": {"type": "integer", "minimum": 0, "maximum": 120},
-            "sisters": {"type": "array", "items": {"enum": ["Jane", "Mary", "Kitty", "Lydia"]}, "maxItems": 1},
+            "sisters": {"type": "array", "items": {"enum": ["Jane", "Mary", "Kitty", "Lydia"]}, "maxItems": 2, "uniqueItems": true},
             "married": {"type": ["boolean", "null"]},
             "wit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
         },
