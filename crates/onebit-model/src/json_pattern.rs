@@ -231,6 +231,29 @@ fn deepest(e: &(dyn std::error::Error + 'static)) -> String {
     line.trim_start_matches("error: ").to_string()
 }
 
+/// RFC 3339 full-date, month lengths and leap years included.
+const DATE: &str = r"(\d{4}-(0[13578]|1[02])-(0[1-9]|[12]\d|3[01])|\d{4}-(0[469]|11)-(0[1-9]|[12]\d|30)|\d{4}-02-(0[1-9]|1\d|2[0-8])|(\d\d(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)-02-29)";
+/// RFC 3339 full-time without leap seconds.
+const TIME: &str = r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)";
+/// One octet of a dotted IPv4 address, without leading zeros.
+const OCTET: &str = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)";
+
+/// The pattern a string `format` is held to, for the formats structured output enforces
+/// (OpenAI's structured outputs and llama.cpp's schema grammars enforce these too); other
+/// formats stay annotations. Each pattern is a subset of its format: `T` and `Z` in capitals,
+/// no leap seconds.
+pub(crate) fn format_pattern(format: &str) -> Option<String> {
+    let hex = |n: u32| format!("[0-9a-fA-F]{{{n}}}");
+    Some(match format {
+        "date" => format!("^{DATE}$"),
+        "time" => format!("^{TIME}$"),
+        "date-time" => format!("^{DATE}T{TIME}$"),
+        "uuid" => format!("^{}-{}-{}-{}-{}$", hex(8), hex(4), hex(4), hex(4), hex(12)),
+        "ipv4" => format!(r"^({OCTET}\.){{3}}{OCTET}$"),
+        _ => return None,
+    })
+}
+
 /// Whether `b` continues a UTF-8 character rather than beginning one.
 fn continues(b: u8) -> bool {
     (0x80..0xC0).contains(&b)

@@ -6,15 +6,17 @@
 //! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
 //! true, or a schema for a map), `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems`
 //! (on arrays of an enum or const: each value at most once), `enum`, `const`, `minLength`,
-//! `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), bounds on numbers (`minimum`,
+//! `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), `format` `date`, `time`,
+//! `date-time`, `uuid` and `ipv4` (held to patterns; other formats are annotations), bounds
+//! on numbers (`minimum`,
 //! `maximum`, `exclusiveMinimum`, `exclusiveMaximum`; a bounded non-integer is written with at
 //! most 9 decimals and no exponent, [`crate::json_number`]), `anyOf` / `oneOf` whose
 //! alternatives begin with different bytes (an object or a null, a string or a number...) or
 //! are objects told apart by their first key or its const / enum value (a discriminator),
 //! `allOf` of one schema, and `$ref` to a JSON pointer inside the document (`#/$defs/...`,
 //! `#/definitions/...`, `#`; recursion included). Annotations (`title`, `description`,
-//! `default`, `examples`, `format` — an annotation unless a validator opts in, JSON Schema
-//! 2020-12 §7.2 — ...) are ignored. Any other keyword (`not`, `if`, `multipleOf`,
+//! `default`, `examples`, the other `format`s — an annotation unless a validator opts in, JSON
+//! Schema 2020-12 §7.2 — ...) are ignored. Any other keyword (`not`, `if`, `multipleOf`,
 //! `patternProperties`...) is refused, naming it and where it is: a constraint dropped
 //! silently would let through replies the schema rejects.
 //!
@@ -30,7 +32,7 @@
 //! the schema as a machine whose state is copied per token.
 
 use crate::json_number::{scaled, Range, DIGITS, FRACTION};
-use crate::json_pattern::Pattern;
+use crate::json_pattern::{format_pattern, Pattern};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -727,8 +729,16 @@ impl Compiler<'_> {
         min: u32,
         max: u32,
     ) -> Result<Option<u16>, SchemaError> {
-        let Some(p) = o.get("pattern") else { return Ok(None) };
-        let Some(p) = p.as_str() else { return err(at, "pattern must be a string") };
+        // A format is held to its pattern; beside a pattern it stays an annotation.
+        let format = o.get("format").and_then(Value::as_str).and_then(format_pattern);
+        let p = match (o.get("pattern"), &format) {
+            (Some(p), _) => match p.as_str() {
+                Some(p) => p,
+                None => return err(at, "pattern must be a string"),
+            },
+            (None, Some(f)) => f.as_str(),
+            (None, None) => return Ok(None),
+        };
         if let Some(i) = self.patterns.iter().position(|q| q.is(p, min, max)) {
             return Ok(Some(i as u16));
         }

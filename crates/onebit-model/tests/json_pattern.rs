@@ -121,10 +121,12 @@ fn random_walks_inside_patterned_strings_can_always_close() {
     let long = long
         .iter()
         .map(|(p, a, b)| json!({"type": "string", "pattern": p, "minLength": a, "maxLength": b}));
-    for schema in schemas().into_iter().chain(extra).chain(long) {
+    let formats = ["date", "time", "date-time", "uuid", "ipv4"];
+    let formats = formats.iter().map(|f| json!({"type": "string", "format": f}));
+    for schema in schemas().into_iter().chain(extra).chain(long).chain(formats) {
         let pattern = &schema;
         let s = JsonSchema::compile(&schema).unwrap();
-        let validator = jsonschema::validator_for(&schema).unwrap();
+        let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
         for steps in 0..24 {
             let mut m = SchemaMachine::new();
@@ -202,4 +204,74 @@ fn patterns_inside_objects_and_tool_calls() {
     assert!(m.feed_all(&s, call.as_bytes()) && m.is_done());
     let mut m = SchemaMachine::new();
     assert!(!m.feed_all(&s, br#"{"name": "lookup", "arguments": {"zip": "0213x"#));
+}
+
+/// `format`: the machine completes a string exactly when jsonschema (formats checked)
+/// accepts it, within the subset it writes (capital `T` and `Z`, no leap second), over
+/// every month and day of leap and common years, times at their edges, and IPv4 octets.
+#[test]
+fn formats_agree_with_jsonschema() {
+    let check = |format: &str, texts: &[String], subset: &dyn Fn(&str) -> bool| {
+        let schema = json!({"type": "string", "format": format});
+        let s = JsonSchema::compile(&schema).unwrap();
+        let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
+        let mut accepted = 0;
+        for t in texts {
+            let doc = format!("\"{t}\"");
+            let mut m = SchemaMachine::new();
+            let done = m.feed_all(&s, doc.as_bytes()) && m.is_done();
+            let valid = validator.is_valid(&json!(t));
+            assert!(!done || valid, "{format}: {t} completed but invalid");
+            assert!(!valid || !subset(t) || done, "{format}: {t} valid but refused");
+            accepted += done as usize;
+        }
+        assert!(accepted > 0 && accepted < texts.len(), "{format}: {accepted}");
+    };
+    let mut dates = Vec::new();
+    for y in ["0000", "1900", "1999", "2000", "2023", "2024", "2100", "2400"] {
+        for m in 0..=13 {
+            for d in 0..=32 {
+                dates.push(format!("{y}-{m:02}-{d:02}"));
+            }
+        }
+    }
+    check("date", &dates, &|_| true);
+    let mut times = Vec::new();
+    for h in ["00", "09", "19", "23", "24"] {
+        for mi in ["00", "59", "60"] {
+            for s in ["00", "59", "60"] {
+                for frac in ["", ".5", ".", ".123456789"] {
+                    for off in ["Z", "z", "+00:00", "-23:59", "+24:00", "", "+05", "-05:60"] {
+                        times.push(format!("{h}:{mi}:{s}{frac}{off}"));
+                    }
+                }
+            }
+        }
+    }
+    let subset = |t: &str| !t.contains('z') && &t[6..8] != "60";
+    check("time", &times, &subset);
+    let date_times: Vec<String> = ["2024-02-29", "2023-02-29", "2000-12-31"]
+        .iter()
+        .flat_map(|d| times.iter().step_by(7).map(move |t| format!("{d}T{t}")))
+        .collect();
+    check("date-time", &date_times, &|t| subset(&t[11..]));
+    let octets = ["0", "00", "01", "9", "10", "99", "100", "199", "249", "250", "255", "256"];
+    let ips: Vec<String> = (0..octets.len().pow(4))
+        .map(|i| {
+            let o = |k: u32| octets[i / octets.len().pow(k) % octets.len()];
+            format!("{}.{}.{}.{}", o(0), o(1), o(2), o(3))
+        })
+        .collect();
+    check("ipv4", &ips, &|_| true);
+    let uuids: Vec<String> = [
+        "123e4567-e89b-12d3-a456-426614174000",
+        "123E4567-E89B-12D3-A456-426614174000",
+        "123e4567e89b12d3a456426614174000",
+        "123e4567-e89b-12d3-a456-42661417400",
+        "123e4567-e89b-12d3-a456-4266141740000",
+        "g23e4567-e89b-12d3-a456-426614174000",
+    ]
+    .map(String::from)
+    .to_vec();
+    check("uuid", &uuids, &|t| t.len() == 36);
 }

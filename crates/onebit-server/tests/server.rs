@@ -542,15 +542,16 @@ fn json_schema_replies_are_documents_of_the_schema() {
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 12},
             "initials": {"type": "string", "pattern": "^[A-Z]\\.[A-Z]\\.$"},
+            "born": {"type": "string", "format": "date"},
             "age": {"type": "integer", "minimum": 0, "maximum": 120},
             "sisters": {"type": "array", "items": {"enum": ["Jane", "Mary", "Kitty", "Lydia"]}, "maxItems": 2, "uniqueItems": true},
             "married": {"type": ["boolean", "null"]},
             "wit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
         },
-        "required": ["name", "initials", "age", "sisters", "married", "wit"],
+        "required": ["name", "initials", "born", "age", "sisters", "married", "wit"],
         "additionalProperties": false
     });
-    let validator = jsonschema::validator_for(&schema).unwrap();
+    let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
     let blank = blank_bias();
     let messages = json!([{"role": "user", "content": "Describe Elizabeth Bennet."}]);
     let bodies = [
@@ -586,7 +587,11 @@ fn json_schema_replies_are_documents_of_the_schema() {
         assert!(finish == "stop" || finish == "eos", "{path}: {v}");
         // Keys in the schema's order, as OpenAI writes them.
         let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["name", "initials", "age", "sisters", "married", "wit"], "{text}");
+        assert_eq!(
+            keys,
+            ["name", "initials", "born", "age", "sisters", "married", "wit"],
+            "{text}"
+        );
     }
     // Streamed: the pieces make the same document as the whole reply.
     let body = json!({"messages": messages, "max_tokens": 220, "logit_bias": blank, "temperature": 0, "stream": true,
