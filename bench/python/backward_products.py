@@ -1,5 +1,5 @@
-"""The STE backward's two dense products, f32 (what onebit.nn hands to PyTorch's BLAS today)
-against int8 products through torch._int_mm (oneDNN) with the f32 gradient split into three
+"""The STE backward's two dense products, f32, through both of onebit.nn's backends (PyTorch's
+BLAS and onebit's `gemm` crate, `BitLinearKernel.products`), and against int8 products through torch._int_mm (oneDNN) with the f32 gradient split into three
 int8 digits per row (scale = row absmax / 127, then two more digits of 1/254 each), at the
 reference training shape's BitLinear sizes (2048 tokens). Prints medians of 20 calls, the time
 of the split done in PyTorch ops, and each route's error against a float64 product (largest
@@ -11,6 +11,8 @@ absolute difference over the largest value). A probe for issue 16, not a test:
 import time
 
 import torch
+
+import onebit.nn
 
 
 def median_ms(f, n=20):
@@ -39,6 +41,7 @@ def split3(d):
 
 def main():
     torch.set_num_threads(2)
+    onebit.nn.set_num_threads(2)
     torch.manual_seed(0)
     for tok, o, i in [(2048, 256, 256), (2048, 688, 256), (2048, 256, 688)]:
         d = torch.randn(tok, o)
@@ -51,6 +54,16 @@ def main():
         i8_dx = median_ms(lambda: [torch._int_mm(digits[k], wi) for k in range(3)])
         # dW^T = Xq^T @ (dY / s): the same three products with the digits on the right.
         i8_dw = median_ms(lambda: [torch._int_mm(xit, digits[k]) for k in range(3)])
+        k = onebit.nn._onebit.BitLinearKernel(o, i)
+        dx_o, dw_o, dn, xn, wn = torch.empty(tok, i), torch.empty(o, i), d.numpy(), xq.numpy(), w.numpy()
+        ob_dx = median_ms(lambda: k.products(dx_o.numpy(), None, dn, xn, wn))
+        ob_dw = median_ms(lambda: k.products(None, dw_o.numpy(), dn, xn, wn))
+        assert torch.allclose(dx_o, d @ w, rtol=1e-4, atol=1e-3) and torch.allclose(dw_o, d.t() @ xq, rtol=1e-4, atol=1e-2)
+        mac = tok * o * i / 1e6
+        print(
+            f"{tok}x{o}x{i}: dX torch {f32_dx:.3f} ms ({mac / f32_dx:.0f} GMAC/s) / onebit {ob_dx:.3f} ms "
+            f"({mac / ob_dx:.0f}), dW torch {f32_dw:.3f} ({mac / f32_dw:.0f}) / onebit {ob_dw:.3f} ({mac / ob_dw:.0f})"
+        )
         split = median_ms(lambda: split3(d))
         p = [torch._int_mm(digits[k], wi).double() for k in range(3)]
         dx = (p[0] + p[1] / 254 + p[2] / 254**2) * s.double()

@@ -192,6 +192,27 @@ impl BitLinearKernel {
         self.with_layer(py, |pool, l| l.backward_operands(pool, xu, wu, x, w, lam))
     }
 
+    /// The STE backward's products from the operands `forward_with_operands` wrote:
+    /// overwrites `dx` (tokens, in) with dout·w_used and `dweight` (out, in) with
+    /// doutᵀ·x_used; either may be None.
+    #[pyo3(signature = (dx, dweight, dout, x_used, w_used))]
+    fn products(
+        &self,
+        py: Python<'_>,
+        dx: Option<PyReadwriteArrayDyn<'_, f32>>,
+        dweight: Option<PyReadwriteArrayDyn<'_, f32>>,
+        dout: PyReadonlyArrayDyn<'_, f32>,
+        x_used: PyReadonlyArrayDyn<'_, f32>,
+        w_used: PyReadonlyArrayDyn<'_, f32>,
+    ) -> PyResult<()> {
+        let (mut dx, mut dweight) = (dx, dweight);
+        let dx = dx.as_mut().map(|a| slice_mut("dx", a)).transpose()?;
+        let dw = dweight.as_mut().map(|a| slice_mut("dweight", a)).transpose()?;
+        let (dout, xu, wu) =
+            (slice("dout", &dout)?, slice("x_used", &x_used)?, slice("w_used", &w_used)?);
+        self.with_layer(py, |pool, l| l.products(pool, (dx, dw), dout, xu, wu))
+    }
+
     /// The straight-through backward for the same `x`, `weight`, `lam`: overwrites `dx`
     /// (tokens, in) and `dweight` (out, in); either may be None.
     #[pyo3(signature = (dx, dweight, dout, x, weight, lam))]

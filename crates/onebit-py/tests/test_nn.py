@@ -22,10 +22,20 @@ def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
 
 
+@pytest.fixture(params=["onebit", "torch"])
+def products(request):
+    """Runs a test once with each backend of the backward's dense products."""
+    before = onn.products_backend()
+    onn.set_products_backend(request.param)
+    yield request.param
+    onn.set_products_backend(before)
+
+
 @pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("tokens,fin,fout", [(1, 1, 1), (3, 17, 5), (7, 65, 33), (16, 257, 64), (33, 640, 96), (5, 1000, 37)])
-def test_forward_and_ste_backward_match_fake_quant(tokens, fin, fout, recompute):
-    # Both backward routes: the operands the forward saved, and re-quantizing the saved input.
+def test_forward_and_ste_backward_match_fake_quant(tokens, fin, fout, recompute, products):
+    # Both backward routes (the operands the forward saved, and re-quantizing the saved
+    # input), each with both backends of the two products.
     g = torch.Generator().manual_seed(tokens * 1000 + fin)
     x = torch.randn(tokens, fin, generator=g, requires_grad=True)
     layer = onn.BitLinear(fin, fout, recompute=recompute)
@@ -41,6 +51,60 @@ def test_forward_and_ste_backward_match_fake_quant(tokens, fin, fout, recompute)
     y_ref.backward(dy)
     assert rel_err(x.grad, x_ref.grad) <= 1e-5
     assert rel_err(layer.weight.grad, w_ref.grad) <= 1e-5
+
+
+def test_frozen_weight_or_input_without_grad(products):
+    # The backward forms only the gradients autograd asks for, through either backend.
+    g = torch.Generator().manual_seed(9)
+    layer = onn.BitLinear(40, 24)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(24, 40, generator=g) * 0.05)
+    x = torch.randn(2, 9, 40, generator=g)
+    dy = torch.randn(2, 9, 24, generator=g)
+    w_ref = layer.weight.detach().clone().requires_grad_(True)
+    x_ref = x.clone().requires_grad_(True)
+    fake_quant_linear(x_ref.reshape(18, 40), w_ref).reshape(2, 9, 24).backward(dy)
+
+    layer.weight.requires_grad_(False)
+    xg = x.clone().requires_grad_(True)
+    layer(xg).backward(dy)
+    assert layer.weight.grad is None and rel_err(xg.grad, x_ref.grad) <= 1e-5
+
+    layer.weight.requires_grad_(True)
+    layer(x).backward(dy)
+    assert rel_err(layer.weight.grad, w_ref.grad) <= 1e-5
+
+
+def test_products_backend_is_chosen_once_and_can_be_pinned():
+    before = onn.products_backend()
+    try:
+        assert before in ("onebit", "torch")
+        assert onn.products_backend() == before  # timed once, then kept
+        assert onn.set_products_backend("auto") in ("onebit", "torch")
+        assert onn.set_products_backend("torch") == "torch" and onn.products_backend() == "torch"
+        with pytest.raises(ValueError, match="products backend 'blas' is not one of auto, onebit, torch"):
+            onn.set_products_backend("blas")
+        assert onn.products_backend() == "torch"  # a bad name keeps the backend it had
+    finally:
+        onn.set_products_backend(before)
+
+
+def test_products_with_wrong_shapes_are_clear_errors():
+    import numpy as np
+
+    k = onn._onebit.BitLinearKernel(8, 16)
+    dout, xu, wu = np.ones((4, 8), np.float32), np.ones((4, 16), np.float32), np.ones((8, 16), np.float32)
+    dx, dw = np.zeros((4, 16), np.float32), np.zeros((8, 16), np.float32)
+    k.products(dx, dw, dout, xu, wu)
+    assert (dx == 8).all() and (dw == 4).all()
+    with pytest.raises(ValueError, match="output gradient has 28 values, expected 32"):
+        k.products(dx, dw, np.ones((4, 7), np.float32), xu, wu)
+    with pytest.raises(ValueError, match="w_used has 120 values, expected 128"):
+        k.products(dx, dw, dout, xu, np.ones((8, 15), np.float32))
+    with pytest.raises(ValueError, match="input gradient has 60 values, expected 64"):
+        k.products(np.zeros((4, 15), np.float32), None, dout, xu, wu)
+    with pytest.raises(ValueError, match="not whole rows of 16"):
+        k.products(None, dw, dout, np.ones((4, 15), np.float32), wu)
 
 
 def _fwd_bwd(layer, x, dy):

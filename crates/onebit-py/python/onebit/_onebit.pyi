@@ -101,6 +101,16 @@ class BitLinearKernel:
         weight: npt.NDArray[np.float32],
         lam: float,
     ) -> None: ...
+    def products(
+        self,
+        dx: Optional[npt.NDArray[np.float32]],
+        dweight: Optional[npt.NDArray[np.float32]],
+        dout: npt.NDArray[np.float32],
+        x_used: npt.NDArray[np.float32],
+        w_used: npt.NDArray[np.float32],
+    ) -> None:
+        """Overwrites dx with dout·w_used and dweight with doutᵀ·x_used (the gemm crate)."""
+        ...
 
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...

@@ -2,7 +2,9 @@
 
 Forward: per-tensor absmean ternary weights ``γ·Wq`` and per-token int8 absmax activations
 ``Xq/s``, ``y = (Xq·Wqᵀ)·γ/s`` computed by the same T2 kernels onebit decodes with.
-Backward: the straight-through estimator, ``dX = dY·(γ·Wq)``, ``dW = dYᵀ·(Xq/s)``.
+Backward: the straight-through estimator, ``dX = dY·(γ·Wq)``, ``dW = dYᵀ·(Xq/s)``: two
+float32 products run by whichever of onebit (the ``gemm`` crate) and PyTorch's BLAS is
+faster on this machine (:func:`products_backend`).
 At ``lam`` = 1 the forward also writes ``Xq/s`` and ``γ·Wq`` from the codes it has just
 made and saves them for the backward (``recompute=True`` saves the input and latent weight
 instead and re-quantizes in the backward: less memory, more time).
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
+import time
 import warnings
 from typing import Iterable, Optional
 
@@ -23,7 +27,17 @@ import torch
 
 from . import _onebit
 
-__all__ = ["BitLinear", "SteMonitor", "replace_linear", "ste_monitor", "set_num_threads", "get_num_threads", "threading"]
+__all__ = [
+    "BitLinear",
+    "SteMonitor",
+    "replace_linear",
+    "ste_monitor",
+    "set_num_threads",
+    "get_num_threads",
+    "threading",
+    "products_backend",
+    "set_products_backend",
+]
 
 set_num_threads = _onebit.set_num_threads
 get_num_threads = _onebit.get_num_threads
@@ -67,6 +81,69 @@ def _view(t: torch.Tensor, name: str):
     return t.detach().numpy()
 
 
+_BACKENDS = ("torch", "onebit")
+_backend: Optional[str] = None
+
+
+def _products(backend, kernel, d2, xu, wu, want_x, want_w):
+    """The STE backward's dense products ``dX = dY·w_used``, ``dW = dYᵀ·x_used``."""
+    if backend == "torch":
+        return (d2 @ wu if want_x else None), (d2.t() @ xu if want_w else None)
+    dx = torch.empty_like(xu) if want_x else None
+    dw = torch.empty_like(wu) if want_w else None
+    kernel.products(
+        None if dx is None else _view(dx, "dx"),
+        None if dw is None else _view(dw, "dweight"),
+        _view(d2, "dout"),
+        _view(xu, "x_used"),
+        _view(wu, "w_used"),
+    )
+    return dx, dw
+
+
+def _time_backends() -> dict:
+    """Median seconds of both backends' products on one fixed shape (1024 tokens, 256x256)."""
+    g = torch.Generator().manual_seed(0)
+    d2, xu, wu = (torch.randn(*s, generator=g) for s in ((1024, 256), (1024, 256), (256, 256)))
+    kernel = _onebit.BitLinearKernel(256, 256)
+    times = {b: [] for b in _BACKENDS}
+    for _ in range(7):
+        for b in _BACKENDS:
+            t = time.perf_counter()
+            _products(b, kernel, d2, xu, wu, True, True)
+            times[b].append(time.perf_counter() - t)
+    return {b: statistics.median(t) for b, t in times.items()}
+
+
+def products_backend() -> str:
+    """Which library runs BitLinear's backward products: ``"onebit"`` (the ``gemm`` crate on
+    onebit's threads) or ``"torch"`` (PyTorch's BLAS).
+
+    Set by :func:`set_products_backend` or ``ONEBIT_NN_PRODUCTS``; by default both are timed
+    once on this machine (a few ms) and onebit is chosen only when at least 10 % faster: it
+    is 2.4x faster than MKL on AMD Zen 5, where MKL does not use the full-width AVX-512.
+    The two differ in float32 rounding only (summation order).
+    """
+    global _backend
+    if _backend is None:
+        env = os.environ.get("ONEBIT_NN_PRODUCTS", "auto")
+        set_products_backend(env)
+    return _backend
+
+
+def set_products_backend(name: str) -> str:
+    """Pins the backward products to ``"onebit"`` or ``"torch"``, or ``"auto"`` to time both
+    now; returns the backend chosen."""
+    global _backend
+    if name == "auto":
+        t = _time_backends()
+        name = "onebit" if t["onebit"] * 1.1 <= t["torch"] else "torch"
+    elif name not in _BACKENDS:
+        raise ValueError(f"onebit.nn: products backend {name!r} is not one of auto, onebit, torch")
+    _backend = name
+    return name
+
+
 class _BitLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, kernel, lam, recompute):
@@ -106,10 +183,7 @@ class _BitLinearFn(torch.autograd.Function):
                 # weight, straight into the tensors the products read.
                 xu, wu = torch.empty_like(a), torch.empty_like(b)
                 ctx.kernel.backward_operands(_view(xu, "x_used"), _view(wu, "w_used"), _view(a, "input"), _view(b, "weight"), ctx.lam)
-            # The two dense products go to PyTorch's BLAS on its own threads (faster than a
-            # second thread pool competing with PyTorch's spinning workers).
-            dx = d2 @ wu if want_x else None
-            dw = d2.t() @ xu if want_w else None
+            dx, dw = _products(products_backend(), ctx.kernel, d2, xu, wu, want_x, want_w)
         return (None if dx is None else dx.reshape(ctx.x_shape)), dw, None, None, None
 
 
