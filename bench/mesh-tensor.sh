@@ -3,7 +3,8 @@
 # loopback: one node with 1 and 2 threads, then a head and one worker, each a process pinned
 # to one core with one thread: tensor parallel (equal pieces of every block and of the
 # output head), and the pipeline (default split).
-# Usage: [ROUNDS=2] bash bench/mesh-tensor.sh [model.gguf]   (default: makes /tmp/b4/2b4t.gguf)
+# Usage: [ROUNDS=2] [TP_ARGS="--wire q8 --tp-merge sum"] [NO_PP=1] bash bench/mesh-tensor.sh [model.gguf]
+# (default model: makes /tmp/b4/2b4t.gguf; TP_ARGS go to the tensor-parallel run, NO_PP=1 skips the pipeline)
 set -euo pipefail
 B=${ONEBIT:-target/release/onebit}
 M=${1:-/tmp/b4/2b4t.gguf}
@@ -25,8 +26,10 @@ for round in $(seq "${ROUNDS:-2}"); do
   taskset -c 0 $B bench "$M" -t 1 -p 0 -n 64 -r 3 --batch 1,8
   echo "== round $round: one node, 2 threads"
   $B bench "$M" -t 2 -p 0 -n 64 -r 3 --batch 1,8
-  echo "== round $round: tensor parallel, 2 processes x 1 thread"
-  mesh --strategy tp
+  echo "== round $round: tensor parallel, 2 processes x 1 thread ${TP_ARGS:-}"
+  # shellcheck disable=SC2086 # TP_ARGS is a list of flags
+  mesh --strategy tp ${TP_ARGS:-}
+  [ -n "${NO_PP:-}" ] && continue
   echo "== round $round: pipeline, 2 processes x 1 thread, default split"
   mesh
 done
