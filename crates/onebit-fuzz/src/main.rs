@@ -16,12 +16,12 @@ fn main() -> std::process::ExitCode {
     let which = args.first().map(String::as_str).unwrap_or("all");
     let (iters, secs, seed) =
         (flag("--iters", 100_000), flag("--seconds", u64::MAX / 4), flag("--seed", 1));
-    let targets: Vec<_> = onebit_fuzz::targets::all()
-        .into_iter()
-        .filter(|t| which == "all" || t.name() == which)
-        .collect();
+    let all = onebit_fuzz::targets::all();
+    let names: Vec<&str> = all.iter().map(|t| t.name()).collect();
+    let names = names.join(", ");
+    let targets: Vec<_> = all.into_iter().filter(|t| which == "all" || t.name() == which).collect();
     if targets.is_empty() {
-        eprintln!("unknown target '{which}' (gguf, checkpoint, tokenizer, template, all)");
+        eprintln!("unknown target '{which}' ({names}, all)");
         return std::process::ExitCode::from(2);
     }
     if let Some(i) = args.iter().position(|a| a == "--replay") {

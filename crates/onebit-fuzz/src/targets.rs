@@ -315,10 +315,18 @@ impl Target for Gbnf {
 /// JSON schemas for structured output: compile, then read a fixed probe with the machine.
 pub struct Schema;
 
-const SCHEMAS: [&str; 3] = [
+const SCHEMAS: [&str; 4] = [
     r#"{"type":"object","properties":{"name":{"type":"string","maxLength":8},"age":{"type":"integer","minimum":0,"maximum":120},"p":{"type":"number","exclusiveMinimum":0,"maximum":1}},"required":["name","age"],"additionalProperties":false}"#,
     r#"{"oneOf":[{"type":"object","properties":{"kind":{"const":"a"},"v":{"type":"array","items":{"enum":[1,"x",null]}}},"required":["kind"]},{"type":"object","properties":{"kind":{"const":"b"}},"required":["kind"]},{"type":"null"}]}"#,
     r##"{"$defs":{"t":{"type":"object","properties":{"c":{"type":"array","items":{"$ref":"#/$defs/t"}}}}},"$ref":"#/$defs/t"}"##,
+    r##"{"type":"object","properties":{"tag":{"type":"string","pattern":"^#[a-z]+\\d?$","minLength":2,"maxLength":9},"born":{"type":"string","format":"date"},"ids":{"type":"array","items":{"enum":["x","y",3]},"uniqueItems":true,"maxItems":2},"ip":{"type":"string","format":"ipv4"}},"required":["tag"]}"##,
+];
+
+/// Replies the schema target feeds every compiled schema (the last one reads the patterned,
+/// formatted and unique-item leaves of the last seed to its end).
+const SCHEMA_PROBES: [&[u8]; 2] = [
+    br#"{"name": "ab", "age": 42, "p": 0.5, "kind": "a", "v": [1, "x"], "c": [{"c": []}]}"#,
+    br##"{"tag": "#abc1", "born": "2024-02-29", "ids": ["x", 3], "ip": "10.0.0.255"}"##,
 ];
 
 impl Target for Schema {
@@ -331,15 +339,15 @@ impl Target for Schema {
     fn run(&self, input: &[u8]) {
         let Ok(text) = std::str::from_utf8(input) else { return };
         let Ok(s) = onebit_model::json_schema::JsonSchema::from_json(text) else { return };
-        let probe =
-            br#"{"name": "ab", "age": 42, "p": 0.5, "kind": "a", "v": [1, "x"], "c": [{"c": []}]}"#;
-        let mut m = onebit_model::schema_machine::SchemaMachine::new();
-        for &b in probe {
-            if !m.feed(&s, b) {
-                break;
+        for probe in SCHEMA_PROBES {
+            let mut m = onebit_model::schema_machine::SchemaMachine::new();
+            for &b in probe {
+                if !m.feed(&s, b) {
+                    break;
+                }
             }
+            let _ = m.can_end(&s);
         }
-        let _ = m.can_end(&s);
     }
 }
 
@@ -355,5 +363,8 @@ mod tests {
             onebit_model::json_schema::JsonSchema::from_json(s)
                 .unwrap_or_else(|e| panic!("{s}: {e}"));
         }
+        let s = onebit_model::json_schema::JsonSchema::from_json(super::SCHEMAS[3]).unwrap();
+        let mut m = onebit_model::schema_machine::SchemaMachine::new();
+        assert!(super::SCHEMA_PROBES[1].iter().all(|&b| m.feed(&s, b)) && m.can_end(&s));
     }
 }
