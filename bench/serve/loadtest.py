@@ -9,6 +9,7 @@ models use `bench/python/bench_python.py filler-tokenizer`, whose fillers are pl
 
   python bench/serve/loadtest.py URL --clients 32 --seconds 60 --max-tokens 64 [--model ID]
       [--temperature T (0.8; 0 is greedy)] [--prompt-words N (12)]
+      [--response-format JSON (e.g. '{"type": "json_object"}': every reply constrained)]
 """
 import argparse
 import asyncio
@@ -23,7 +24,7 @@ WORDS = ("Anne Elliot Captain Wentworth Bath Kellynch Lady Russell Mary Charles 
          "Henrietta Lyme sea walk letter father baronet navy officer evening party concert").split()
 
 
-async def client(i, url, model, deadline, max_tokens, temperature, words, stats):
+async def client(i, url, model, deadline, max_tokens, temperature, words, stats, response_format=None):
     rng = random.Random(i)
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as http:
         while time.monotonic() < deadline:
@@ -32,6 +33,8 @@ async def client(i, url, model, deadline, max_tokens, temperature, words, stats)
                     "stream_options": {"include_usage": True}}
             if model:
                 body["model"] = model
+            if response_format:
+                body["response_format"] = response_format
             t0 = time.monotonic()
             first, pieces, usage = None, 0, None
             try:
@@ -71,17 +74,19 @@ async def main():
     p.add_argument("--model", default=None)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--prompt-words", type=int, default=12, help="words a prompt (prefill work per request)")
+    p.add_argument("--response-format", type=json.loads, default=None, help="sent as each request's response_format")
     a = p.parse_args()
     assert a.url.startswith(("http://127.", "http://localhost", "http://[::1]")), "loopback only"
     assert a.clients <= 256 and a.seconds <= 600
     stats = {"requests": 0, "errors": [], "tokens": 0, "prompt_tokens": 0, "ttft": [], "latency": []}
     start = time.monotonic()
     deadline = start + a.seconds
-    await asyncio.gather(*(client(i, a.url, a.model, deadline, a.max_tokens, a.temperature, a.prompt_words, stats) for i in range(a.clients)))
+    await asyncio.gather(*(client(i, a.url, a.model, deadline, a.max_tokens, a.temperature, a.prompt_words, stats, a.response_format)
+                           for i in range(a.clients)))
     wall = time.monotonic() - start
     q = lambda v, f: sorted(v)[min(len(v) - 1, int(f * len(v)))] if v else float("nan")
     print(json.dumps({
-        "url": a.url, "clients": a.clients, "seconds": round(wall, 1), "requests": stats["requests"],
+        "url": a.url, "clients": a.clients, "response_format": a.response_format, "seconds": round(wall, 1), "requests": stats["requests"],
         "errors": len(stats["errors"]), "error_kinds": sorted(set(map(str, stats["errors"])))[:5],
         "prompt_tokens": stats["prompt_tokens"], "generated_tokens": stats["tokens"], "aggregate_tok_s": round(stats["tokens"] / wall, 2),
         "ttft_p50_s": round(q(stats["ttft"], 0.5), 3), "ttft_p90_s": round(q(stats["ttft"], 0.9), 3),

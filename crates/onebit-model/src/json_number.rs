@@ -1,6 +1,9 @@
 //! Bounds on the numbers of structured output: a schema's `minimum` / `maximum` (and their
-//! exclusive forms) read exactly from the schema's text, and whether the digits of a number
-//! read so far can still become a value within them.
+//! exclusive forms) and `multipleOf`, read exactly from the schema's text, and whether the
+//! digits of a number read so far can still become a value within them. `multipleOf` is
+//! decimal: 0.3 is a multiple of 0.1 (as the `jsonschema` crate and pydantic judge it; a
+//! validator dividing doubles would not); an integer held to a `multipleOf` has at most 15
+//! digits, so that it is exactly the double a validator reads.
 //!
 //! An integer is held as its value. A bounded `number` is written without an exponent, with
 //! at most [`FRACTION`] decimals and [`DIGITS`] digits in all, and held as its value in
@@ -28,6 +31,19 @@ pub(crate) struct Range {
     pub max: i128,
     /// 0 for an integer, [`FRACTION`] for a decimal.
     pub scale: u8,
+    /// Every value is a multiple of this many units (`multipleOf`; 1: any value).
+    pub multiple: u128,
+}
+
+/// Largest `multipleOf` in units: its least common multiple with a step of at most 10⁹
+/// units stays within an `i128`.
+pub(crate) const MAX_MULTIPLE: u128 = 10u128.pow(27);
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// The digits of a number read so far: the sign, every digit read as one integer (`mag`:
@@ -68,7 +84,10 @@ fn pow10(e: u32) -> u128 {
 impl Range {
     /// Whether a magnitude in `lo..=hi` that is a multiple of `step` (in units), with the
     /// sign of `neg`, lies within the range.
+    /// Every magnitude there is a multiple of `step`; those the range takes are multiples of
+    /// `multiple` too, that is of their least common multiple.
     fn meets(&self, neg: bool, lo: u128, hi: u128, step: u128) -> bool {
+        let step = step / gcd(step, self.multiple) * self.multiple;
         let (lo, hi, step) = (lo as i128, hi as i128, step as i128);
         let (a, b) = if neg {
             (lo.max(self.max.saturating_neg()), hi.min(self.min.saturating_neg()))
@@ -76,7 +95,7 @@ impl Range {
             (lo.max(self.min), hi.min(self.max))
         };
         // The least multiple of step at or above a (a ≥ lo ≥ 0).
-        a <= b && (a + step - 1) / step * step <= b
+        a <= b && (a / step + (a % step != 0) as i128).checked_mul(step).is_some_and(|m| m <= b)
     }
 
     /// Decimals that may follow `int` digits before the point.
@@ -97,7 +116,9 @@ impl Range {
     /// the digits `d` read so far).
     pub(crate) fn admits(&self, part: Num, d: Digits) -> bool {
         let s = self.scale as u32;
-        let most = if s == 0 { INT_DIGITS } else { DIGITS };
+        // A multiple of an integer beyond fifteen digits is judged on the double nearest to
+        // it by validators that read numbers as f64 (2^53 ≈ 9·10^15).
+        let most = if s == 0 && self.multiple == 1 { INT_DIGITS } else { DIGITS };
         match part {
             Num::Minus => {
                 let zero = self.admits(Num::Zero, d);
@@ -130,7 +151,7 @@ impl Range {
     pub(crate) fn holds(&self, d: Digits) -> bool {
         let v = (d.mag * pow10(self.scale as u32 - (d.frac as u32).min(self.scale as u32))) as i128;
         let v = if d.neg { -v } else { v };
-        self.min <= v && v <= self.max
+        self.min <= v && v <= self.max && v.unsigned_abs() % self.multiple == 0
     }
 
     /// Whether any number at all lies within the range and the digits allowed.
@@ -223,7 +244,7 @@ mod tests {
     #[test]
     fn prefixes_reach_values_within_the_range() {
         // 0.1 ..= 0.3 as decimals.
-        let r = Range { min: 100_000_000, max: 300_000_000, scale: 9 };
+        let r = Range { min: 100_000_000, max: 300_000_000, scale: 9, multiple: 1 };
         let at = |part, neg, mag, int, frac| r.admits(part, Digits { neg, mag, int, frac });
         assert!(at(Num::Zero, false, 0, 0, 0));
         assert!(at(Num::Dot, false, 0, 0, 0));
@@ -237,7 +258,7 @@ mod tests {
         assert!(r.holds(Digits { neg: false, mag: 3, int: 0, frac: 1 }));
         assert!(!r.holds(Digits { neg: false, mag: 301, int: 0, frac: 3 }));
         // An integer range: 18 ..= 120.
-        let r = Range { min: 18, max: 120, scale: 0 };
+        let r = Range { min: 18, max: 120, scale: 0, multiple: 1 };
         let at = |part, mag, int| r.admits(part, Digits { neg: false, mag, int, frac: 0 });
         assert!(at(Num::Int, 1, 1)); // 1 → 18, 100...
         assert!(!at(Num::Int, 13, 2));
@@ -247,8 +268,38 @@ mod tests {
     }
 
     #[test]
+    fn multiples_narrow_what_prefixes_reach() {
+        // Multiples of 25 (0.25 at scale 2 would be the same) between 30 and 60: only 50.
+        let r = Range { min: 30, max: 60, scale: 0, multiple: 25 };
+        let at = |part, mag, int| r.admits(part, Digits { neg: false, mag, int, frac: 0 });
+        assert!(at(Num::Int, 5, 1) && at(Num::Int, 50, 2));
+        assert!(!at(Num::Int, 4, 1) && !at(Num::Int, 3, 1) && !at(Num::Int, 6, 1));
+        assert!(r.holds(Digits { neg: false, mag: 50, int: 2, frac: 0 }));
+        assert!(!r.holds(Digits { neg: false, mag: 40, int: 2, frac: 0 }));
+        let r = Range { max: 49, ..r };
+        assert!(!r.reachable());
+        // Decimals: multiples of 0.25 (250,000,000 units of 10^-9); 0.5 and 0.75 after "0.".
+        let r = Range { min: i128::MIN, max: i128::MAX, scale: 9, multiple: 250_000_000 };
+        let d = |neg, mag, int, frac| Digits { neg, mag, int, frac };
+        assert!(r.admits(Num::Frac, d(false, 7, 0, 1)) && !r.admits(Num::Frac, d(false, 71, 0, 2)));
+        assert!(r.admits(Num::Frac, d(true, 75, 0, 2)) && r.holds(d(true, 75, 0, 2)));
+        assert!(!r.holds(d(false, 7, 0, 1)) && r.holds(d(false, 5, 0, 1)));
+        // An integer held to a multiple has at most 15 digits (exact as a double).
+        let r = Range { min: 0, max: i128::MAX, scale: 0, multiple: 18 };
+        let big =
+            |int: u32| Digits { neg: false, mag: 10u128.pow(int - 1), int: int as u8, frac: 0 };
+        let last = Digits { mag: 10u128.pow(14) + 8, ..big(15) }; // 10^14 + 8 = 18 · 5555555555556
+        assert!(r.admits(Num::Int, big(14)) && r.admits(Num::Int, last) && r.holds(last));
+        assert!(!r.admits(Num::Int, big(16)));
+        assert!(Range { multiple: 1, ..r }.admits(Num::Int, big(16)));
+        // The largest multiple allowed leaves only 0 among numbers of 15 digits.
+        let r = Range { multiple: MAX_MULTIPLE, ..r };
+        assert!(r.admits(Num::Zero, d(false, 0, 0, 0)) && !r.admits(Num::Int, d(false, 1, 1, 0)));
+    }
+
+    #[test]
     fn digits_and_decimals_are_capped() {
-        let r = Range { min: -(10i128.pow(30)), max: 10i128.pow(30), scale: 9 };
+        let r = Range { min: -(10i128.pow(30)), max: 10i128.pow(30), scale: 9, multiple: 1 };
         let d = Digits { neg: false, mag: 10u128.pow(14), int: 15, frac: 0 };
         assert!(r.admits(Num::Int, d));
         assert!(!r.admits(Num::Dot, d)); // 15 digits: no room for a decimal
@@ -263,6 +314,7 @@ mod tests {
             min: (x * unit + 950_000_000) as i128,
             max: (x * unit + 990_000_000) as i128,
             scale: 9,
+            multiple: 1,
         };
         let d = Digits { neg: false, mag: x, int: 14, frac: 0 };
         assert!(!r.admits(Num::Dot, d) && !r.admits(Num::Int, d) && !r.reachable());
@@ -271,7 +323,7 @@ mod tests {
         let r = Range { min: (x * unit + 900_000_000) as i128, ..r };
         assert!(r.admits(Num::Dot, d) && r.reachable());
         // Nothing of at most 9 decimals lies strictly between 0 and 1e-12.
-        let r = Range { min: 1, max: 0, scale: 9 };
+        let r = Range { min: 1, max: 0, scale: 9, multiple: 1 };
         assert!(!r.reachable());
     }
 }

@@ -9,14 +9,15 @@
 //! `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), `format` `date`, `time`,
 //! `date-time`, `uuid` and `ipv4` (held to patterns; other formats are annotations), bounds
 //! on numbers (`minimum`,
-//! `maximum`, `exclusiveMinimum`, `exclusiveMaximum`; a bounded non-integer is written with at
-//! most 9 decimals and no exponent, [`crate::json_number`]), `anyOf` / `oneOf` whose
+//! `maximum`, `exclusiveMinimum`, `exclusiveMaximum`) and `multipleOf` (decimal, at most 9
+//! decimals; a bounded non-integer is written with at most 9 decimals and no exponent,
+//! [`crate::json_number`]), `anyOf` / `oneOf` whose
 //! alternatives begin with different bytes (an object or a null, a string or a number...) or
 //! are objects told apart by their first key or its const / enum value (a discriminator),
 //! `allOf` of one schema, and `$ref` to a JSON pointer inside the document (`#/$defs/...`,
 //! `#/definitions/...`, `#`; recursion included). Annotations (`title`, `description`,
 //! `default`, `examples`, the other `format`s — an annotation unless a validator opts in, JSON
-//! Schema 2020-12 §7.2 — ...) are ignored. Any other keyword (`not`, `if`, `multipleOf`,
+//! Schema 2020-12 §7.2 — ...) are ignored. Any other keyword (`not`, `if`, `propertyNames`,
 //! `patternProperties`...) is refused, naming it and where it is: a constraint dropped
 //! silently would let through replies the schema rejects.
 //!
@@ -31,7 +32,7 @@
 //! each of a vocabulary's tokens whether its bytes can still extend the reply, which needs
 //! the schema as a machine whose state is copied per token.
 
-use crate::json_number::{scaled, Range, DIGITS, FRACTION};
+use crate::json_number::{scaled, Range, DIGITS, FRACTION, MAX_MULTIPLE};
 use crate::json_pattern::{format_pattern, Pattern};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -164,7 +165,34 @@ const SUPPORTED: &[&str] = &[
     "maximum",
     "exclusiveMinimum",
     "exclusiveMaximum",
+    "multipleOf",
 ];
+
+/// A `multipleOf` in units of the node's scale: 10⁻⁹ for a `number`, 1 for an `integer`,
+/// whose multiples of 2.5 are those of 5 (and of 0.5, every integer).
+fn multiple_of(v: &Value, integer: bool) -> Result<u128, String> {
+    let Value::Number(n) = v else { return Err("must be a number".into()) };
+    let text = n.to_string();
+    let units = scaled(&text, FRACTION, true);
+    if units != scaled(&text, FRACTION, false) {
+        return Err(format!("more than {FRACTION} decimals is not supported"));
+    }
+    let units = match units {
+        Some(u) if u > 0 => u as u128,
+        _ => return Err("must be greater than 0".into()),
+    };
+    if units > MAX_MULTIPLE {
+        return Err("must be at most 1e18".into());
+    }
+    if !integer {
+        return Ok(units);
+    }
+    let (mut a, mut b) = (units, 10u128.pow(FRACTION));
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    Ok(units / a)
+}
 
 fn set(bits: &mut [u64; 4], b: u8) {
     bits[b as usize / 64] |= 1 << (b % 64);
@@ -606,7 +634,8 @@ impl Compiler<'_> {
             "array"
         } else if any(&["minLength", "maxLength", "pattern"]) {
             "string"
-        } else if any(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]) {
+        } else if any(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"])
+        {
             "number"
         } else {
             "any"
@@ -763,8 +792,15 @@ impl Compiler<'_> {
         at: &str,
     ) -> Result<NodeId, SchemaError> {
         let scale = if integer { 0 } else { FRACTION as u8 };
-        let mut range = Range { min: i128::MIN, max: i128::MAX, scale };
+        let mut range = Range { min: i128::MIN, max: i128::MAX, scale, multiple: 1 };
         let mut bounded = false;
+        if let Some(v) = o.get("multipleOf") {
+            range.multiple = multiple_of(v, integer).map_err(|why| SchemaError {
+                at: at.to_string(),
+                why: format!("multipleOf {v}: {why}"),
+            })?;
+            bounded = true;
+        }
         for (k, lower, exclusive) in [
             ("minimum", true, false),
             ("exclusiveMinimum", true, true),
@@ -961,8 +997,23 @@ mod tests {
             let e = JsonSchema::compile(&schema).unwrap_err();
             assert!(e.to_string().contains(says), "{schema}: {e}");
         }
-        let e = JsonSchema::compile(&json!({"properties": {"a": {"multipleOf": 2}}})).unwrap_err();
+        let e = JsonSchema::compile(&json!({"properties": {"a": {"not": {}}}})).unwrap_err();
         assert_eq!(e.at, "/properties/a");
+        for (m, says) in [
+            (json!(0), "multipleOf 0: must be greater than 0"),
+            (json!(-2), "multipleOf -2: must be greater than 0"),
+            (json!("5"), "multipleOf \"5\": must be a number"),
+            (json!(1e-10), "more than 9 decimals is not supported"),
+            (json!(1e19), "must be at most 1e18"),
+        ] {
+            let e = JsonSchema::compile(&json!({"type": "number", "multipleOf": m})).unwrap_err();
+            assert!(e.to_string().contains(says), "{m}: {e}");
+        }
+        let e = JsonSchema::compile(
+            &json!({"type": "integer", "multipleOf": 7, "minimum": 1, "maximum": 6}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no integer"), "{e}");
     }
 
     /// Hostile schemas: long `$ref` chains, huge enums, arbitrary JSON — an error or a
@@ -1058,7 +1109,10 @@ mod tests {
         assert_eq!(props[0].key, b"\"n\"");
         assert_eq!(
             s.nodes[props[0].value as usize],
-            Node::Number { integer: true, range: Some(Range { min: 1, max: 9, scale: 0 }) }
+            Node::Number {
+                integer: true,
+                range: Some(Range { min: 1, max: 9, scale: 0, multiple: 1 })
+            }
         );
     }
 }

@@ -157,7 +157,7 @@ fn nesting_is_capped() {
 }
 
 /// Every string of up to five bytes of a number's alphabet, for bounded numbers at the top
-/// level and inside an array: what the machine completes is valid under jsonschema, what
+/// level and inside an array (bounds and `multipleOf`): what the machine completes is valid under jsonschema, what
 /// jsonschema accepts in the machine's subset (no exponent) the machine completes, and no
 /// prefix it accepts is a dead end.
 #[test]
@@ -174,6 +174,15 @@ fn bounded_numbers_agree_with_jsonschema_on_every_short_text() {
         json!({"minimum": -0.001}),
         json!({"exclusiveMaximum": 30}),
         json!({"minimum": 0.07, "exclusiveMaximum": 0.0701}),
+        json!({"multipleOf": 5}),
+        json!({"multipleOf": 0.25, "minimum": -1, "maximum": 3}),
+        json!({"multipleOf": 0.1}),
+        json!({"multipleOf": 3, "exclusiveMinimum": 10, "maximum": 40}),
+        json!({"multipleOf": 2.5}),
+        json!({"multipleOf": 0.01, "exclusiveMinimum": 0}),
+        json!({"multipleOf": 0.07, "maximum": 1}),
+        json!({"multipleOf": 1e-9}),
+        json!({"multipleOf": 1e18}),
     ] {
         for integer in [false, true] {
             let mut schema = bounds.clone();
@@ -386,6 +395,9 @@ fn schema_strategy() -> impl Strategy<Value = Value> {
         (-300i64..300, 0i64..500)
             .prop_map(|(a, b)| json!({"type": "integer", "minimum": a, "maximum": a + b})),
         (-50i64..50).prop_map(|a| json!({"type": "integer", "exclusiveMaximum": a})),
+        (1i64..30, -100i64..100)
+            .prop_map(|(m, a)| json!({"type": "integer", "multipleOf": m, "minimum": a})),
+        (1i64..200).prop_map(|m| json!({"type": "number", "multipleOf": m as f64 / 100.0})),
         Just(json!({"type": "number"})),
         (-300i64..300, 0i64..500).prop_map(|(a, b)| {
             json!({"type": "number", "minimum": a as f64 / 10.0, "maximum": (a + b) as f64 / 100.0 + a as f64 / 10.0})

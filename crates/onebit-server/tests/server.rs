@@ -293,7 +293,7 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
     for (path, extra, param) in [
         (
             "/v1/chat/completions",
-            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"multipleOf": 2}}}}),
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "patternProperties": {"^a": {}}}}}}),
             "response_format",
         ),
         ("/v1/chat/completions", json!({"response_format": {"type": "yaml"}}), "response_format"),
@@ -543,10 +543,10 @@ fn json_schema_replies_are_documents_of_the_schema() {
             "name": {"type": "string", "minLength": 1, "maxLength": 12},
             "initials": {"type": "string", "pattern": "^[A-Z]\\.[A-Z]\\.$"},
             "born": {"type": "string", "format": "date"},
-            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120, "multipleOf": 5},
             "sisters": {"type": "array", "items": {"enum": ["Jane", "Mary", "Kitty", "Lydia"]}, "maxItems": 2, "uniqueItems": true},
             "married": {"type": ["boolean", "null"]},
-            "wit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+            "wit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "multipleOf": 0.05}
         },
         "required": ["name", "initials", "born", "age", "sisters", "married", "wit"],
         "additionalProperties": false

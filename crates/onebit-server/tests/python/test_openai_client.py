@@ -1,5 +1,6 @@
 """The official `openai` package as the client of `onebit serve`: chat, completion,
 streaming and error cases, as an application would call them."""
+import decimal
 import re
 
 import openai
@@ -193,16 +194,17 @@ def test_json_mode_replies_parse_with_pythons_json(server):
     # Structured output: the reply is a document of the schema (a json_schema the server
     # cannot enforce is a 400 naming the keyword).
     schema = {"type": "object", "additionalProperties": False, "required": ["mood", "n", "p", "tag"],
-              "properties": {"mood": {"enum": ["happy", "sad"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9},
-                             "p": {"type": "number", "minimum": 0.25, "exclusiveMaximum": 0.75},
+              "properties": {"mood": {"enum": ["happy", "sad"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9, "multipleOf": 3},
+                             "p": {"type": "number", "minimum": 0.25, "exclusiveMaximum": 0.75, "multipleOf": 0.05},
                              "tag": {"type": "string", "pattern": "^#[a-z]+$", "minLength": 3, "maxLength": 7}}}
     r = c.chat.completions.create(
         model="austen", messages=[{"role": "user", "content": "How is Anne?"}], max_tokens=150, temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "mood", "schema": schema, "strict": True}})
     doc = json.loads(r.choices[0].message.content)
     assert r.choices[0].finish_reason == "stop"
-    assert list(doc) == ["mood", "n", "p", "tag"] and doc["mood"] in ("happy", "sad") and 1 <= doc["n"] <= 9
-    assert 0.25 <= doc["p"] < 0.75 and re.fullmatch(r"#[a-z]{2,6}", doc["tag"])
+    assert list(doc) == ["mood", "n", "p", "tag"] and doc["mood"] in ("happy", "sad") and doc["n"] in (3, 6, 9)
+    assert 0.25 <= doc["p"] < 0.75 and decimal.Decimal(str(doc["p"])) % decimal.Decimal("0.05") == 0
+    assert re.fullmatch(r"#[a-z]{2,6}", doc["tag"])
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(
             model="austen", messages=[{"role": "user", "content": "hi"}],
