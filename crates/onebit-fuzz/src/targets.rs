@@ -319,14 +319,14 @@ const SCHEMAS: [&str; 4] = [
     r#"{"type":"object","properties":{"name":{"type":"string","maxLength":8},"age":{"type":"integer","minimum":0,"maximum":120},"p":{"type":"number","exclusiveMinimum":0,"maximum":1}},"required":["name","age"],"additionalProperties":false}"#,
     r#"{"oneOf":[{"type":"object","properties":{"kind":{"const":"a"},"v":{"type":"array","items":{"enum":[1,"x",null]}}},"required":["kind"]},{"type":"object","properties":{"kind":{"const":"b"}},"required":["kind"]},{"type":"null"}]}"#,
     r##"{"$defs":{"t":{"type":"object","properties":{"c":{"type":"array","items":{"$ref":"#/$defs/t"}}}}},"$ref":"#/$defs/t"}"##,
-    r##"{"type":"object","properties":{"tag":{"type":"string","pattern":"^#[a-z]+\\d?$","minLength":2,"maxLength":9},"born":{"type":"string","format":"date"},"ids":{"type":"array","items":{"enum":["x","y",3]},"uniqueItems":true,"maxItems":2},"ip":{"type":"string","format":"ipv4"},"k":{"type":"number","multipleOf":0.25,"maximum":9}},"required":["tag"]}"##,
+    r##"{"type":"object","properties":{"tag":{"type":"string","pattern":"^#[a-z]+\\d?$","minLength":2,"maxLength":9},"born":{"type":"string","format":"date"},"ids":{"type":"array","items":{"enum":["x","y",3]},"uniqueItems":true,"maxItems":2},"ip":{"type":"string","format":"ipv4"},"k":{"type":"number","multipleOf":0.25,"maximum":9},"m":{"additionalProperties":{"type":"integer"},"propertyNames":{"maxLength":3},"minProperties":1,"maxProperties":2}},"required":["tag"]}"##,
 ];
 
 /// Replies the schema target feeds every compiled schema (the last one reads the patterned,
-/// formatted, unique-item and multipleOf leaves of the last seed to its end).
+/// formatted, unique-item, multipleOf and map leaves of the last seed to its end).
 const SCHEMA_PROBES: [&[u8]; 2] = [
     br#"{"name": "ab", "age": 42, "p": 0.5, "kind": "a", "v": [1, "x"], "c": [{"c": []}]}"#,
-    br##"{"tag": "#abc1", "born": "2024-02-29", "ids": ["x", 3], "ip": "10.0.0.255", "k": -1.75}"##,
+    br##"{"tag": "#abc1", "born": "2024-02-29", "ids": ["x", 3], "ip": "10.0.0.255", "k": -1.75, "m": {"ab": 1}}"##,
 ];
 
 impl Target for Schema {

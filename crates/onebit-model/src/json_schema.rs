@@ -4,7 +4,8 @@
 //! document the schema accepts.
 //!
 //! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
-//! true, or a schema for a map), `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems`
+//! true, or a schema for a map; a map's `propertyNames` as a string schema, `maxProperties`,
+//! `minProperties` up to 1), `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems`
 //! (on arrays of an enum or const: each value at most once), `enum`, `const`, `minLength`,
 //! `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), `format` `date`, `time`,
 //! `date-time`, `uuid` and `ipv4` (held to patterns; other formats are annotations), bounds
@@ -84,7 +85,15 @@ pub(crate) enum Node {
     /// `pattern`: the index in [`JsonSchema::patterns`] of the regex it matches.
     String { min: u32, max: u32, pattern: Option<u16> },
     /// An object: `props` in order; with none, keys of `extra`'s values (a map), or no keys.
-    Object { props: Vec<Prop>, extra: Option<NodeId>, last_required: Option<u16> },
+    /// A map's keys are strings of `names` (`propertyNames`), `min..=max` of them.
+    Object {
+        props: Vec<Prop>,
+        extra: Option<NodeId>,
+        last_required: Option<u16>,
+        names: NodeId,
+        min: u32,
+        max: u32,
+    },
     /// An array: item i is `prefix[i]`, then `items` (None: no more); `min..=max` items;
     /// `unique`: `items` is a [`Node::Literals`] of at most 64 values, each written once.
     Array { prefix: Vec<NodeId>, items: Option<NodeId>, min: u32, max: u32, unique: bool },
@@ -152,6 +161,9 @@ const SUPPORTED: &[&str] = &[
     "properties",
     "required",
     "additionalProperties",
+    "propertyNames",
+    "minProperties",
+    "maxProperties",
     "items",
     "prefixItems",
     "additionalItems",
@@ -374,7 +386,15 @@ impl JsonSchema {
             Prop { key: b"\"name\"".to_vec(), value: name, required: true },
             Prop { key: b"\"arguments\"".to_vec(), value: arguments, required: true },
         ];
-        let root = c.push(Node::Object { props, extra: None, last_required: Some(1) }, "/tools")?;
+        let tools = Node::Object {
+            props,
+            extra: None,
+            last_required: Some(1),
+            names: ANY,
+            min: 0,
+            max: UNBOUNDED,
+        };
+        let root = c.push(tools, "/tools")?;
         Self::finish(c.nodes, c.patterns, root)
     }
 }
@@ -628,7 +648,14 @@ impl Compiler<'_> {
 
     fn implied_type(o: &Map<String, Value>) -> &'static str {
         let any = |ks: &[&str]| ks.iter().any(|k| o.contains_key(*k));
-        if any(&["properties", "required", "additionalProperties"]) {
+        if any(&[
+            "properties",
+            "required",
+            "additionalProperties",
+            "propertyNames",
+            "minProperties",
+            "maxProperties",
+        ]) {
             "object"
         } else if any(&["items", "prefixItems", "minItems", "maxItems", "uniqueItems"]) {
             "array"
@@ -885,7 +912,56 @@ impl Compiler<'_> {
         if props.len() > MAX_CHOICES {
             return err(at, format!("more than {MAX_CHOICES} properties"));
         }
-        self.push(Node::Object { props, extra, last_required }, at)
+        let (min, max, names) = self.map_bounds(o, &props, extra.is_some(), at)?;
+        self.push(Node::Object { props, extra, last_required, names, min, max }, at)
+    }
+
+    /// `minProperties`, `maxProperties` and `propertyNames`: held on a map (no declared
+    /// properties) as bounds on its keys; beside declared properties only where they hold
+    /// whatever the reply writes (it writes no keys but those, every required one).
+    fn map_bounds(
+        &mut self,
+        o: &Map<String, Value>,
+        props: &[Prop],
+        extra: bool,
+        at: &str,
+    ) -> Result<(u32, u32, NodeId), SchemaError> {
+        let min = count(o, "minProperties", at)?.unwrap_or(0);
+        let max = count(o, "maxProperties", at)?.unwrap_or(UNBOUNDED);
+        let names = match o.get("propertyNames") {
+            None => ANY,
+            Some(n) => self.compile(n, &format!("{at}/propertyNames"))?,
+        };
+        if !props.is_empty() {
+            let required = props.iter().filter(|p| p.required).count() as u32;
+            if max < props.len() as u32 {
+                return err(at, "maxProperties below the number of properties is not supported");
+            }
+            if min > required {
+                return err(
+                    at,
+                    "minProperties above the number of required properties is not supported",
+                );
+            }
+            if names != ANY {
+                return err(at, "propertyNames beside properties is not supported");
+            }
+            return Ok((0, UNBOUNDED, ANY));
+        }
+        if !matches!(self.nodes[names as usize], Node::Any | Node::String { .. }) {
+            return err(
+                at,
+                "propertyNames must be a string schema (minLength, maxLength, pattern, format)",
+            );
+        }
+        if min > max || min > 0 && !extra {
+            return err(at, format!("no object has {min} to {max} properties here"));
+        }
+        // Two keys the reply writes may be equal, and a parser keeps one of them.
+        if min > 1 {
+            return err(at, "minProperties above 1 on a map is not supported");
+        }
+        Ok((min, max, names))
     }
 
     fn array(&mut self, o: &Map<String, Value>, at: &str) -> Result<NodeId, SchemaError> {
@@ -1102,7 +1178,7 @@ mod tests {
             "required": ["n"], "additionalProperties": false
         }))
         .unwrap();
-        let Node::Object { props, extra, last_required } = &s.nodes[s.root as usize] else {
+        let Node::Object { props, extra, last_required, .. } = &s.nodes[s.root as usize] else {
             panic!()
         };
         assert_eq!((extra, last_required), (&None, &Some(0)));

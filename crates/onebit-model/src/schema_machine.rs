@@ -196,17 +196,21 @@ impl SchemaMachine {
             };
         }
         if f.object {
-            let Node::Object { props, extra, last_required } = &s.nodes[f.node as usize] else {
+            let Node::Object { props, extra, last_required, names, min, max } =
+                &s.nodes[f.node as usize]
+            else {
                 return self.generic_object(s, f, b);
             };
-            let closes = last_required.is_none_or(|r| (r as usize) < f.count as usize);
-            let more = (f.count as usize) < props.len() || props.is_empty() && extra.is_some();
+            let n = f.count as u32;
+            let closes = last_required.is_none_or(|r| (r as usize) < f.count as usize) && n >= *min;
+            let more =
+                (f.count as usize) < props.len() || props.is_empty() && extra.is_some() && n < *max;
             match (f.phase, b) {
                 (Phase::Open, b'}') | (Phase::After, b'}') if closes => self.close(),
                 (Phase::Open | Phase::Key, b'"') if more => {
                     if props.is_empty() {
-                        self.leaf =
-                            Leaf::Str { node: ANY, key: true, esc: 0, utf8: 0, chars: 0, re: 0 };
+                        let node = *names;
+                        self.leaf = Leaf::Str { node, key: true, esc: 0, utf8: 0, chars: 0, re: 0 };
                     } else {
                         self.leaf = Leaf::Key { cand: f.count, pos: 1 };
                     }

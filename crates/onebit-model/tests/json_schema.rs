@@ -280,6 +280,84 @@ fn unique_items_agree_with_jsonschema_on_every_short_array() {
     }
 }
 
+/// Maps with `propertyNames`, `minProperties` and `maxProperties` (pydantic's
+/// `dict[constr(...), int]` with `min_length` / `max_length`): every map of up to three
+/// entries over a few keys and values, compact and spaced, is completed by the machine
+/// exactly when jsonschema accepts it (repeated keys aside: a parser keeps one of them), and
+/// no accepted prefix is a dead end.
+#[test]
+fn maps_agree_with_jsonschema_on_every_short_map() {
+    let keys = ["a", "b", "ab", "abc", "d", "", "é"];
+    let values = [json!(1), json!("x")];
+    for bounds in [
+        json!({"propertyNames": {"pattern": "^[a-c]+$", "maxLength": 2}}),
+        json!({"propertyNames": {"minLength": 2}, "maxProperties": 2}),
+        json!({"minProperties": 1, "maxProperties": 1}),
+        json!({"propertyNames": {"type": "string", "format": "date"}}),
+        json!({"minProperties": 1, "propertyNames": {"pattern": "b"}}),
+    ] {
+        let mut schema = bounds.clone();
+        schema["type"] = json!("object");
+        schema["additionalProperties"] = json!({"type": "integer"});
+        let s = JsonSchema::compile(&schema).unwrap();
+        let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
+        let mut maps: Vec<Vec<(usize, usize)>> = vec![vec![]];
+        let mut layer = maps.clone();
+        let (nk, nv) = (keys.len(), values.len());
+        for _ in 0..3 {
+            layer = layer
+                .iter()
+                .flat_map(|m| {
+                    (0..nk)
+                        .flat_map(move |k| (0..nv).map(move |v| [m.clone(), vec![(k, v)]].concat()))
+                })
+                .collect();
+            maps.extend(layer.iter().cloned());
+        }
+        let mut accepted = 0;
+        for m in &maps {
+            let entries: Vec<String> =
+                m.iter().map(|&(k, v)| format!("{}: {}", json!(keys[k]), values[v])).collect();
+            let compact: Vec<String> =
+                m.iter().map(|&(k, v)| format!("{}:{}", json!(keys[k]), values[v])).collect();
+            let repeats = (1..m.len()).any(|i| m[..i].iter().any(|e| e.0 == m[i].0));
+            for text in
+                [format!("{{{}}}", compact.join(",")), format!("{{{}}}", entries.join(", "))]
+            {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                let done = run(&s, &text) == Some(true);
+                let valid = validator.is_valid(&v);
+                assert!(!done || valid, "{text} completed but invalid for {schema}");
+                assert!(!valid || repeats || done, "{text} valid but refused for {schema}");
+                accepted += done as usize;
+                for cut in 1..text.len() {
+                    let mut mm = SchemaMachine::new();
+                    if mm.feed_all(&s, &text.as_bytes()[..cut]) {
+                        let next = (0..=255u8).any(|b| mm.clone().feed(&s, b));
+                        assert!(next || mm.can_end(&s), "dead end after {}", &text[..cut]);
+                    }
+                }
+            }
+        }
+        assert!(accepted > 0, "{schema}");
+    }
+    for (schema, says) in [
+        (json!({"additionalProperties": {}, "minProperties": 2}), "minProperties above 1 on a map"),
+        (json!({"additionalProperties": false, "minProperties": 1}), "no object has 1 to"),
+        (json!({"maxProperties": 1, "minProperties": 2}), "no object has 2 to 1"),
+        (json!({"propertyNames": {"enum": ["a"]}}), "propertyNames must be a string schema"),
+        (json!({"properties": {"a": {}}, "propertyNames": {"maxLength": 1}}), "beside properties"),
+        (json!({"properties": {"a": {}, "b": {}}, "maxProperties": 1}), "maxProperties below"),
+        (json!({"properties": {"a": {}}, "minProperties": 1}), "minProperties above"),
+    ] {
+        let e = JsonSchema::compile(&schema).unwrap_err();
+        assert!(e.why.contains(says), "{schema}: {e}");
+    }
+    // Beside declared properties, bounds every reply meets are accepted.
+    let ok = json!({"properties": {"a": {}, "b": {}}, "required": ["a"], "maxProperties": 2, "minProperties": 1});
+    assert!(JsonSchema::compile(&ok).is_ok());
+}
+
 /// Bounds are read from the schema's text: 0.1 is a tenth, and 0.3 is allowed under
 /// `maximum: 0.3` (the double nearest 0.3 is below it; the decimal is not).
 #[test]
@@ -435,6 +513,10 @@ fn schema_strategy() -> impl Strategy<Value = Value> {
                 json!({"type": "object", "properties": props, "required": req, "additionalProperties": !closed})
             }),
             inner.clone().prop_map(|s| json!({"type": "object", "additionalProperties": s})),
+            (inner.clone(), 0u32..2, 1u32..3).prop_map(|(s, min, max)| {
+                json!({"type": "object", "additionalProperties": s, "propertyNames": {"pattern": "^[a-c]{1,2}$"},
+                       "minProperties": min, "maxProperties": max})
+            }),
             (inner.clone(), 0u32..3, 0u32..3).prop_map(|(s, a, b)| json!({"type": "array", "items": s, "minItems": a, "maxItems": a + b})),
             (prop::collection::vec(inner.clone(), 1..3)).prop_map(|p| json!({"type": "array", "prefixItems": p, "items": false})),
             inner.clone().prop_map(|s| json!({"type": "array", "items": s})),

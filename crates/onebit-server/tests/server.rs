@@ -546,9 +546,11 @@ fn json_schema_replies_are_documents_of_the_schema() {
             "age": {"type": "integer", "minimum": 0, "maximum": 120, "multipleOf": 5},
             "sisters": {"type": "array", "items": {"enum": ["Jane", "Mary", "Kitty", "Lydia"]}, "maxItems": 2, "uniqueItems": true},
             "married": {"type": ["boolean", "null"]},
-            "wit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "multipleOf": 0.05}
+            "wit": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "multipleOf": 0.05},
+            "suitors": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 9},
+                "propertyNames": {"pattern": "^[A-Z][a-z]+$", "maxLength": 8}, "minProperties": 1, "maxProperties": 2}
         },
-        "required": ["name", "initials", "born", "age", "sisters", "married", "wit"],
+        "required": ["name", "initials", "born", "age", "sisters", "married", "wit", "suitors"],
         "additionalProperties": false
     });
     let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
@@ -589,7 +591,7 @@ fn json_schema_replies_are_documents_of_the_schema() {
         let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
         assert_eq!(
             keys,
-            ["name", "initials", "born", "age", "sisters", "married", "wit"],
+            ["name", "initials", "born", "age", "sisters", "married", "wit", "suitors"],
             "{text}"
         );
     }
