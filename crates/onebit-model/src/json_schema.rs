@@ -5,7 +5,8 @@
 //!
 //! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
 //! true, or a schema for a map; a map's `propertyNames` as a string schema, `maxProperties`,
-//! `minProperties` up to 1), `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems`
+//! `minProperties` up to 1, and `patternProperties` of one pattern: pydantic's
+//! `dict[constr(pattern=...), V]`, whose replies write only keys of the pattern), `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems`
 //! (on arrays of an enum or const: each value at most once), `enum`, `const`, `minLength`,
 //! `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), `format` `date`, `time`,
 //! `date-time`, `uuid` and `ipv4` (held to patterns; other formats are annotations), bounds
@@ -18,8 +19,8 @@
 //! `allOf` of one schema, and `$ref` to a JSON pointer inside the document (`#/$defs/...`,
 //! `#/definitions/...`, `#`; recursion included). Annotations (`title`, `description`,
 //! `default`, `examples`, the other `format`s — an annotation unless a validator opts in, JSON
-//! Schema 2020-12 §7.2 — ...) are ignored. Any other keyword (`not`, `if`, `propertyNames`,
-//! `patternProperties`...) is refused, naming it and where it is: a constraint dropped
+//! Schema 2020-12 §7.2 — ...) are ignored. Any other keyword (`not`, `if`, `dependentRequired`,
+//! `unevaluatedProperties`...) is refused, naming it and where it is: a constraint dropped
 //! silently would let through replies the schema rejects.
 //!
 //! Replies are a subset of what the schema accepts, never more: properties come in the
@@ -162,6 +163,7 @@ const SUPPORTED: &[&str] = &[
     "required",
     "additionalProperties",
     "propertyNames",
+    "patternProperties",
     "minProperties",
     "maxProperties",
     "items",
@@ -653,6 +655,7 @@ impl Compiler<'_> {
             "required",
             "additionalProperties",
             "propertyNames",
+            "patternProperties",
             "minProperties",
             "maxProperties",
         ]) {
@@ -903,7 +906,7 @@ impl Compiler<'_> {
                 props.push(Prop { key, value: ANY, required: true });
             }
         }
-        let extra = match o.get("additionalProperties") {
+        let mut extra = match o.get("additionalProperties") {
             None | Some(Value::Bool(true)) => Some(ANY),
             Some(Value::Bool(false)) => None,
             Some(s) => Some(self.compile(s, &format!("{at}/additionalProperties"))?),
@@ -912,7 +915,36 @@ impl Compiler<'_> {
         if props.len() > MAX_CHOICES {
             return err(at, format!("more than {MAX_CHOICES} properties"));
         }
-        let (min, max, names) = self.map_bounds(o, &props, extra.is_some(), at)?;
+        let mut names = o.get("propertyNames").cloned();
+        if let Some(pp) = o.get("patternProperties") {
+            // pydantic's dict[constr(pattern=P), V]: the reply's keys all match P and hold a
+            // V (keys that do not match, which additionalProperties governs, are never written).
+            let one = pp.as_object().filter(|m| m.len() == 1).and_then(|m| m.iter().next());
+            let (Some((pattern, value)), true) = (one, props.is_empty()) else {
+                return err(
+                    at,
+                    "patternProperties is supported as one pattern on an object without properties",
+                );
+            };
+            let mut keys = match names {
+                None => Map::new(),
+                Some(Value::Object(n))
+                    if !n.contains_key("pattern") && !n.contains_key("format") =>
+                {
+                    n
+                }
+                Some(_) => return err(
+                    at,
+                    "patternProperties beside a propertyNames pattern or format is not supported",
+                ),
+            };
+            keys.insert("type".into(), "string".into());
+            keys.insert("pattern".into(), pattern.as_str().into());
+            names = Some(Value::Object(keys));
+            let pointer = pattern.replace('~', "~0").replace('/', "~1");
+            extra = Some(self.compile(value, &format!("{at}/patternProperties/{pointer}"))?);
+        }
+        let (min, max, names) = self.map_bounds(o, names.as_ref(), &props, extra.is_some(), at)?;
         self.push(Node::Object { props, extra, last_required, names, min, max }, at)
     }
 
@@ -922,13 +954,14 @@ impl Compiler<'_> {
     fn map_bounds(
         &mut self,
         o: &Map<String, Value>,
+        names: Option<&Value>,
         props: &[Prop],
         extra: bool,
         at: &str,
     ) -> Result<(u32, u32, NodeId), SchemaError> {
         let min = count(o, "minProperties", at)?.unwrap_or(0);
         let max = count(o, "maxProperties", at)?.unwrap_or(UNBOUNDED);
-        let names = match o.get("propertyNames") {
+        let names = match names {
             None => ANY,
             Some(n) => self.compile(n, &format!("{at}/propertyNames"))?,
         };

@@ -283,8 +283,9 @@ fn unique_items_agree_with_jsonschema_on_every_short_array() {
 /// Maps with `propertyNames`, `minProperties` and `maxProperties` (pydantic's
 /// `dict[constr(...), int]` with `min_length` / `max_length`): every map of up to three
 /// entries over a few keys and values, compact and spaced, is completed by the machine
-/// exactly when jsonschema accepts it (repeated keys aside: a parser keeps one of them), and
-/// no accepted prefix is a dead end.
+/// exactly when jsonschema accepts it (repeated keys aside: a parser keeps one of them; and
+/// keys outside a `patternProperties` pattern, never written), and no accepted prefix is a
+/// dead end.
 #[test]
 fn maps_agree_with_jsonschema_on_every_short_map() {
     let keys = ["a", "b", "ab", "abc", "d", "", "é"];
@@ -295,10 +296,22 @@ fn maps_agree_with_jsonschema_on_every_short_map() {
         json!({"minProperties": 1, "maxProperties": 1}),
         json!({"propertyNames": {"type": "string", "format": "date"}}),
         json!({"minProperties": 1, "propertyNames": {"pattern": "b"}}),
+        // pydantic's dict[constr(pattern=...), int], as OpenAI's strict mode sends it and not.
+        json!({"patternProperties": {"^[ab]+$": {"type": "integer"}}, "additionalProperties": false,
+               "propertyNames": {"maxLength": 2}, "maxProperties": 2}),
+        json!({"patternProperties": {"b": {"type": "integer"}}}),
     ] {
+        // Keys the reply writes: under patternProperties only those of its pattern (others,
+        // which additionalProperties would let through, are valid but never written).
+        let unwritten = |k: &str| {
+            bounds.get("patternProperties").is_some_and(|p| p.get("b").is_some())
+                && !k.contains('b')
+        };
         let mut schema = bounds.clone();
         schema["type"] = json!("object");
-        schema["additionalProperties"] = json!({"type": "integer"});
+        if schema.get("additionalProperties").is_none() {
+            schema["additionalProperties"] = json!({"type": "integer"});
+        }
         let s = JsonSchema::compile(&schema).unwrap();
         let validator = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
         let mut maps: Vec<Vec<(usize, usize)>> = vec![vec![]];
@@ -320,7 +333,8 @@ fn maps_agree_with_jsonschema_on_every_short_map() {
                 m.iter().map(|&(k, v)| format!("{}: {}", json!(keys[k]), values[v])).collect();
             let compact: Vec<String> =
                 m.iter().map(|&(k, v)| format!("{}:{}", json!(keys[k]), values[v])).collect();
-            let repeats = (1..m.len()).any(|i| m[..i].iter().any(|e| e.0 == m[i].0));
+            let repeats = (1..m.len()).any(|i| m[..i].iter().any(|e| e.0 == m[i].0))
+                || m.iter().any(|e| unwritten(keys[e.0]));
             for text in
                 [format!("{{{}}}", compact.join(",")), format!("{{{}}}", entries.join(", "))]
             {
@@ -349,6 +363,16 @@ fn maps_agree_with_jsonschema_on_every_short_map() {
         (json!({"properties": {"a": {}}, "propertyNames": {"maxLength": 1}}), "beside properties"),
         (json!({"properties": {"a": {}, "b": {}}, "maxProperties": 1}), "maxProperties below"),
         (json!({"properties": {"a": {}}, "minProperties": 1}), "minProperties above"),
+        (
+            json!({"patternProperties": {"a": {}, "b": {}}}),
+            "one pattern on an object without properties",
+        ),
+        (json!({"properties": {"a": {}}, "patternProperties": {"a": {}}}), "without properties"),
+        (
+            json!({"patternProperties": {"a": {}}, "propertyNames": {"pattern": "b"}}),
+            "beside a propertyNames pattern",
+        ),
+        (json!({"patternProperties": {"(?=a)": {}}}), "look-around"),
     ] {
         let e = JsonSchema::compile(&schema).unwrap_err();
         assert!(e.why.contains(says), "{schema}: {e}");

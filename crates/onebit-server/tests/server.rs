@@ -293,7 +293,7 @@ fn json_mode_replies_are_json_objects_and_unsupported_constraints_are_refused() 
     for (path, extra, param) in [
         (
             "/v1/chat/completions",
-            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "patternProperties": {"^a": {}}}}}}),
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "if": {"required": ["a"]}, "then": {"required": ["b"]}}}}}),
             "response_format",
         ),
         ("/v1/chat/completions", json!({"response_format": {"type": "yaml"}}), "response_format"),

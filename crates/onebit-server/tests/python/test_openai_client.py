@@ -242,6 +242,34 @@ def test_json_mode_replies_parse_with_pythons_json(server):
     assert e.value.body["param"] == "tool_choice"
 
 
+def test_pydantic_models_through_the_clients_parse(server):
+    # The openai package's own structured-output path: `parse` turns a pydantic model into its
+    # strict JSON schema (pydantic's patterns, multiple_of, dates, sets of literals, dicts with
+    # key patterns and sizes) and validates the reply with pydantic, the judge here.
+    import datetime
+    from typing import Annotated, Literal
+
+    from pydantic import BaseModel, Field, StringConstraints
+
+    class Heroine(BaseModel):
+        name: Annotated[str, StringConstraints(min_length=1, max_length=12)]
+        tag: Annotated[str, StringConstraints(pattern=r"^#[a-z]+$", max_length=7)]
+        age: Annotated[int, Field(ge=0, le=120, multiple_of=5)]
+        born: datetime.date
+        sisters: set[Literal["Jane", "Mary", "Kitty"]] = Field(max_length=2)
+        wit: Annotated[float, Field(gt=0, le=1, multiple_of=0.05)]
+        suitors: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z][a-z]+$", max_length=8)], int] = Field(
+            min_length=1, max_length=2)
+
+    c = client(server)
+    r = c.chat.completions.parse(model="austen", messages=[{"role": "user", "content": "Describe Emma."}],
+                                 max_tokens=220, temperature=0, response_format=Heroine)
+    assert r.choices[0].finish_reason == "stop", r
+    h = r.choices[0].message.parsed
+    assert isinstance(h, Heroine) and h.age % 5 == 0 and 1 <= len(h.suitors) <= 2
+    assert decimal.Decimal(str(h.wit)) % decimal.Decimal("0.05") == 0 and isinstance(h.born, datetime.date)
+
+
 def test_several_prompts_and_n_choices(server):
     c = client(server)
     r = c.completions.create(model="austen", prompt=["Anne Elliot", "Captain Wentworth"], n=2, max_tokens=6,
