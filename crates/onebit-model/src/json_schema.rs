@@ -156,30 +156,31 @@ const ANNOTATIONS: &[&str] = &[
     "discriminator",
 ];
 
-/// The assertion keywords of the typed schemas compiled here.
-const SUPPORTED: &[&str] = &[
-    "type",
-    "properties",
-    "required",
-    "additionalProperties",
-    "propertyNames",
-    "patternProperties",
-    "minProperties",
-    "maxProperties",
-    "items",
-    "prefixItems",
-    "additionalItems",
-    "minItems",
-    "maxItems",
-    "uniqueItems",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "multipleOf",
+/// The assertion keywords of the typed schemas compiled here, with the type each implies
+/// when a schema names none (`type` itself implies nothing).
+const SUPPORTED: &[(&str, &str)] = &[
+    ("type", "any"),
+    ("properties", "object"),
+    ("required", "object"),
+    ("additionalProperties", "object"),
+    ("propertyNames", "object"),
+    ("patternProperties", "object"),
+    ("minProperties", "object"),
+    ("maxProperties", "object"),
+    ("items", "array"),
+    ("prefixItems", "array"),
+    ("additionalItems", "any"),
+    ("minItems", "array"),
+    ("maxItems", "array"),
+    ("uniqueItems", "array"),
+    ("minLength", "string"),
+    ("maxLength", "string"),
+    ("pattern", "string"),
+    ("minimum", "number"),
+    ("maximum", "number"),
+    ("exclusiveMinimum", "number"),
+    ("exclusiveMaximum", "number"),
+    ("multipleOf", "number"),
 ];
 
 /// A `multipleOf` in units of the node's scale: 10⁻⁹ for a `number`, 1 for an `integer`,
@@ -649,27 +650,10 @@ impl Compiler<'_> {
     }
 
     fn implied_type(o: &Map<String, Value>) -> &'static str {
-        let any = |ks: &[&str]| ks.iter().any(|k| o.contains_key(*k));
-        if any(&[
-            "properties",
-            "required",
-            "additionalProperties",
-            "propertyNames",
-            "patternProperties",
-            "minProperties",
-            "maxProperties",
-        ]) {
-            "object"
-        } else if any(&["items", "prefixItems", "minItems", "maxItems", "uniqueItems"]) {
-            "array"
-        } else if any(&["minLength", "maxLength", "pattern"]) {
-            "string"
-        } else if any(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"])
-        {
-            "number"
-        } else {
-            "any"
-        }
+        ["object", "array", "string", "number"]
+            .into_iter()
+            .find(|&t| SUPPORTED.iter().any(|&(k, implies)| implies == t && o.contains_key(k)))
+            .unwrap_or("any")
     }
 
     fn reference(&mut self, r: &Value, at: &str) -> Result<NodeId, SchemaError> {
@@ -758,7 +742,7 @@ impl Compiler<'_> {
         }
         // A keyword of another type listed beside this one ({"type": ["string", "null"],
         // "maxLength": 5}) applies to that type's values only, as JSON Schema reads it.
-        if let Some(k) = assertions.iter().find(|k| !SUPPORTED.contains(k)) {
+        if let Some(k) = assertions.iter().find(|k| !SUPPORTED.iter().any(|&(s, _)| s == **k)) {
             return err(at, format!("keyword {k} is not supported"));
         }
         match t {
