@@ -103,6 +103,9 @@ def test_products_with_wrong_shapes_are_clear_errors():
         k.products(dx, dw, dout, xu, np.ones((8, 15), np.float32))
     with pytest.raises(ValueError, match="input gradient has 60 values, expected 64"):
         k.products(np.zeros((4, 15), np.float32), None, dout, xu, wu)
+    with pytest.raises(ValueError, match="weight gradient has 120 values, expected 128"):
+        k.products(dx, np.zeros((8, 15), np.float32), 2 * dout, xu, wu)
+    assert (dx == 8).all()  # a refused call writes neither output
     with pytest.raises(ValueError, match="not whole rows of 16"):
         k.products(None, dw, dout, np.ones((4, 15), np.float32), wu)
 

@@ -193,13 +193,18 @@ impl BitLinearLayer {
         self.check("w_used", w_used.len(), self.rows * self.cols)?;
         self.check("output gradient", dout.len(), tokens * self.rows)?;
         let (rows, cols) = (self.rows, self.cols);
-        if let Some(dx) = dx {
+        // Every shape first: a refused call writes neither output.
+        if let Some(dx) = &dx {
             self.check("input gradient", dx.len(), tokens * cols)?;
+        }
+        if let Some(dw) = &dw {
+            self.check("weight gradient", dw.len(), rows * cols)?;
+        }
+        if let Some(dx) = dx {
             let (a, b) = (MatRef::rows(dout, rows), MatRef::rows(w_used, cols));
             gemm_f32_pool(pool, (tokens, cols, rows), dx, cols, a, b, 1.0, false);
         }
         if let Some(dw) = dw {
-            self.check("weight gradient", dw.len(), rows * cols)?;
             let (a, b) = (MatRef::transposed(dout, rows), MatRef::rows(x_used, cols));
             gemm_f32_pool(pool, (rows, cols, tokens), dw, cols, a, b, 1.0, false);
         }
