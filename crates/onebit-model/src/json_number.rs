@@ -39,7 +39,8 @@ pub(crate) struct Range {
 /// units stays within an `i128`.
 pub(crate) const MAX_MULTIPLE: u128 = 10u128.pow(27);
 
-fn gcd(mut a: u128, mut b: u128) -> u128 {
+/// Greatest common divisor.
+pub(crate) fn gcd(mut a: u128, mut b: u128) -> u128 {
     while b != 0 {
         (a, b) = (b, a % b);
     }
@@ -83,9 +84,8 @@ fn pow10(e: u32) -> u128 {
 
 impl Range {
     /// Whether a magnitude in `lo..=hi` that is a multiple of `step` (in units), with the
-    /// sign of `neg`, lies within the range.
-    /// Every magnitude there is a multiple of `step`; those the range takes are multiples of
-    /// `multiple` too, that is of their least common multiple.
+    /// sign of `neg`, lies within the range (and so is a multiple of `multiple` too: of the
+    /// least common multiple of both).
     fn meets(&self, neg: bool, lo: u128, hi: u128, step: u128) -> bool {
         let step = step / gcd(step, self.multiple) * self.multiple;
         let (lo, hi, step) = (lo as i128, hi as i128, step as i128);

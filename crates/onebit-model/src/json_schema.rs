@@ -4,24 +4,24 @@
 //! document the schema accepts.
 //!
 //! Compiled: `type` (one or a list), `properties`, `required`, `additionalProperties` (false,
-//! true, or a schema for a map; a map's `propertyNames` as a string schema, `maxProperties`,
-//! `minProperties` up to 1, and `patternProperties` of one pattern: pydantic's
-//! `dict[constr(pattern=...), V]`, whose replies write only keys of the pattern), `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems`
-//! (on arrays of an enum or const: each value at most once), `enum`, `const`, `minLength`,
-//! `maxLength`, `pattern` (ECMA-262, [`crate::json_pattern`]), `format` `date`, `time`,
-//! `date-time`, `uuid` and `ipv4` (held to patterns; other formats are annotations), bounds
-//! on numbers (`minimum`,
+//! true, or a schema for a map; a map's keys take `propertyNames` as a string schema,
+//! `maxProperties`, `minProperties` up to 1, and `patternProperties` of one pattern:
+//! pydantic's `dict[constr(pattern=...), V]`, whose replies write only keys of the pattern),
+//! `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems` (on arrays of an enum or
+//! const: each value at most once), `enum`, `const`, `minLength`, `maxLength`, `pattern`
+//! (ECMA-262, [`crate::json_pattern`]), `format` `date`, `time`, `date-time`, `uuid` and
+//! `ipv4` (held to patterns; other formats are annotations), bounds on numbers (`minimum`,
 //! `maximum`, `exclusiveMinimum`, `exclusiveMaximum`) and `multipleOf` (decimal, at most 9
 //! decimals; a bounded non-integer is written with at most 9 decimals and no exponent,
-//! [`crate::json_number`]), `anyOf` / `oneOf` whose
-//! alternatives begin with different bytes (an object or a null, a string or a number...) or
-//! are objects told apart by their first key or its const / enum value (a discriminator),
-//! `allOf` of one schema, and `$ref` to a JSON pointer inside the document (`#/$defs/...`,
-//! `#/definitions/...`, `#`; recursion included). Annotations (`title`, `description`,
-//! `default`, `examples`, the other `format`s — an annotation unless a validator opts in, JSON
-//! Schema 2020-12 §7.2 — ...) are ignored. Any other keyword (`not`, `if`, `dependentRequired`,
-//! `unevaluatedProperties`...) is refused, naming it and where it is: a constraint dropped
-//! silently would let through replies the schema rejects.
+//! [`crate::json_number`]), `anyOf` / `oneOf` whose alternatives begin with different bytes
+//! (an object or a null, a string or a number...) or are objects told apart by their first
+//! key or its const / enum value (a discriminator), `allOf` of one schema, and `$ref` to a
+//! JSON pointer inside the document (`#/$defs/...`, `#/definitions/...`, `#`; recursion
+//! included). Annotations (`title`, `description`, `default`, `examples`, the other
+//! `format`s — an annotation unless a validator opts in, JSON Schema 2020-12 §7.2 — ...) are
+//! ignored. Any other keyword (`not`, `if`, `dependentRequired`, `unevaluatedProperties`...)
+//! is refused, naming it and where it is: a constraint dropped silently would let through
+//! replies the schema rejects.
 //!
 //! Replies are a subset of what the schema accepts, never more: properties come in the
 //! schema's order (as OpenAI's structured outputs write them; an optional one may be left
@@ -34,7 +34,7 @@
 //! each of a vocabulary's tokens whether its bytes can still extend the reply, which needs
 //! the schema as a machine whose state is copied per token.
 
-use crate::json_number::{scaled, Range, DIGITS, FRACTION, MAX_MULTIPLE};
+use crate::json_number::{gcd, scaled, Range, DIGITS, FRACTION, MAX_MULTIPLE};
 use crate::json_pattern::{format_pattern, Pattern};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -199,14 +199,7 @@ fn multiple_of(v: &Value, integer: bool) -> Result<u128, String> {
     if units > MAX_MULTIPLE {
         return Err("must be at most 1e18".into());
     }
-    if !integer {
-        return Ok(units);
-    }
-    let (mut a, mut b) = (units, 10u128.pow(FRACTION));
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    Ok(units / a)
+    Ok(if integer { units / gcd(units, 10u128.pow(FRACTION)) } else { units })
 }
 
 fn set(bits: &mut [u64; 4], b: u8) {
@@ -922,7 +915,8 @@ impl Compiler<'_> {
                     "patternProperties beside a propertyNames pattern or format is not supported",
                 ),
             };
-            keys.insert("type".into(), "string".into());
+            // A propertyNames of another type stays so, and is refused as keys below.
+            keys.entry("type").or_insert("string".into());
             keys.insert("pattern".into(), pattern.as_str().into());
             names = Some(Value::Object(keys));
             let pointer = pattern.replace('~', "~0").replace('/', "~1");

@@ -13,6 +13,17 @@ fn run(s: &JsonSchema, doc: &str) -> Option<bool> {
     m.feed_all(s, doc.as_bytes()).then(|| m.can_end(s))
 }
 
+/// Every prefix of `text` the machine takes goes on: some byte continues it, or it may end.
+fn assert_prefixes_go_on(s: &JsonSchema, text: &str) {
+    for cut in 1..text.len() {
+        let mut m = SchemaMachine::new();
+        if m.feed_all(s, &text.as_bytes()[..cut]) {
+            let next = (0..=255u8).any(|b| m.clone().feed(s, b));
+            assert!(next || m.can_end(s), "dead end after {}", &text[..cut]);
+        }
+    }
+}
+
 fn valid(schema: &Value, doc: &str) -> bool {
     let v: Value = serde_json::from_str(doc).unwrap();
     jsonschema::validator_for(schema).unwrap().is_valid(&v)
@@ -266,14 +277,7 @@ fn unique_items_agree_with_jsonschema_on_every_short_array() {
                 let done = run(&s, &text) == Some(true);
                 assert_eq!(done, validator.is_valid(&v), "{text} for {schema}");
                 accepted += done as usize;
-                // Every prefix the machine takes goes on.
-                for cut in 1..text.len() {
-                    let mut m = SchemaMachine::new();
-                    if m.feed_all(&s, &text.as_bytes()[..cut]) {
-                        let next = (0..=255u8).any(|b| m.clone().feed(&s, b));
-                        assert!(next || m.can_end(&s), "dead end after {}", &text[..cut]);
-                    }
-                }
+                assert_prefixes_go_on(&s, &text);
             }
         }
         assert!(accepted > 0, "{schema}");
@@ -344,13 +348,7 @@ fn maps_agree_with_jsonschema_on_every_short_map() {
                 assert!(!done || valid, "{text} completed but invalid for {schema}");
                 assert!(!valid || repeats || done, "{text} valid but refused for {schema}");
                 accepted += done as usize;
-                for cut in 1..text.len() {
-                    let mut mm = SchemaMachine::new();
-                    if mm.feed_all(&s, &text.as_bytes()[..cut]) {
-                        let next = (0..=255u8).any(|b| mm.clone().feed(&s, b));
-                        assert!(next || mm.can_end(&s), "dead end after {}", &text[..cut]);
-                    }
-                }
+                assert_prefixes_go_on(&s, &text);
             }
         }
         assert!(accepted > 0, "{schema}");
@@ -373,6 +371,10 @@ fn maps_agree_with_jsonschema_on_every_short_map() {
             "beside a propertyNames pattern",
         ),
         (json!({"patternProperties": {"(?=a)": {}}}), "look-around"),
+        (
+            json!({"patternProperties": {"a": {}}, "propertyNames": {"type": "integer"}}),
+            "must be a string schema",
+        ),
     ] {
         let e = JsonSchema::compile(&schema).unwrap_err();
         assert!(e.why.contains(says), "{schema}: {e}");
